@@ -1,0 +1,33 @@
+"""Exceptions raised by the storage engine; each maps to one gRPC status later."""
+
+
+class StrataError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class NotFoundError(StrataError):
+    """An unknown tenant, timeline, branch, checkpoint, file or object."""
+
+
+class AlreadyExistsError(StrataError):
+    """Something that must be new already exists."""
+
+
+class InvalidArgumentError(StrataError):
+    """A request that can never succeed as written (bad path, bad operation)."""
+
+
+class OutOfRangeError(StrataError):
+    """An LSN beyond the last durable LSN, or a branch point beyond the parent's."""
+
+
+class BelowGcCutoffError(OutOfRangeError):
+    """A read at an LSN whose history garbage collection already removed."""
+
+
+class FailedPreconditionError(StrataError):
+    """The state does not allow the operation now (children exist, stale epoch...)."""
+
+
+class CorruptionError(StrataError):
+    """Bytes read from disk or the object store failed verification."""

@@ -1,0 +1,214 @@
+"""File operations shipped by a compute, batched atomically, and their binary codec.
+
+A batch is the unit of durability: the page server applies it atomically and
+gives it the timeline's next LSN. Each batch also records PostgreSQL's WAL
+position (``wal_lsn``) and a wall-clock timestamp so a branch can later be cut
+"at wal_lsn" or "at time".
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from pageserver.errors import CorruptionError, InvalidArgumentError
+
+
+class FileKind(IntEnum):
+    FILE = 1
+    DIR = 2
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """Versioned metadata of one path: kind, size, mode, and where its pages live."""
+
+    kind: FileKind
+    size: int
+    mode: int
+    relation: bytes  # Relation.to_bytes(); empty for directories
+    block_offset: int  # first block of this file within its relation (segno * RELSEG_BLOCKS)
+    mtime_us: int
+
+    _STRUCT = struct.Struct(">BQIQQH")
+
+    def encode(self) -> bytes:
+        return (
+            self._STRUCT.pack(
+                self.kind, self.size, self.mode, self.block_offset, self.mtime_us,
+                len(self.relation),
+            )
+            + self.relation
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> FileMeta:
+        kind, size, mode, block_offset, mtime_us, rel_len = cls._STRUCT.unpack_from(raw)
+        start = cls._STRUCT.size
+        relation = bytes(raw[start : start + rel_len])
+        return cls(FileKind(kind), size, mode, relation, block_offset, mtime_us)
+
+
+@dataclass(frozen=True)
+class Write:
+    path: str
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Truncate:
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Create:
+    path: str
+    mode: int = 0o600
+
+
+@dataclass(frozen=True)
+class Unlink:
+    path: str
+
+
+@dataclass(frozen=True)
+class Rename:
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True)
+class Mkdir:
+    path: str
+    mode: int = 0o700
+
+
+@dataclass(frozen=True)
+class Rmdir:
+    path: str
+
+
+@dataclass(frozen=True)
+class Chmod:
+    path: str
+    mode: int
+
+
+FileOp = Write | Truncate | Create | Unlink | Rename | Mkdir | Rmdir | Chmod
+
+
+@dataclass(frozen=True)
+class Batch:
+    """An atomic, ordered group of file operations."""
+
+    ops: tuple[FileOp, ...]
+    wal_lsn: int = 0
+    timestamp_us: int = 0
+
+
+# --- binary codec (used by the ingest log) -----------------------------------
+
+_OP_CODES: dict[type, int] = {
+    Write: 1, Truncate: 2, Create: 3, Unlink: 4, Rename: 5, Mkdir: 6, Rmdir: 7, Chmod: 8,
+}
+_HEADER = struct.Struct(">QQI")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+def _put_str(out: bytearray, text: str) -> None:
+    raw = text.encode()
+    if len(raw) > 0xFFFF:
+        raise InvalidArgumentError(f"path too long ({len(raw)} bytes)")
+    out += _U16.pack(len(raw))
+    out += raw
+
+
+def encode_batch(batch: Batch) -> bytes:
+    """Serialise a batch; inverse of :func:`decode_batch`."""
+    out = bytearray(_HEADER.pack(batch.wal_lsn, batch.timestamp_us, len(batch.ops)))
+    for op in batch.ops:
+        out.append(_OP_CODES[type(op)])
+        match op:
+            case Write(path, offset, data):
+                _put_str(out, path)
+                out += _U64.pack(offset) + _U32.pack(len(data))
+                out += data
+            case Truncate(path, size):
+                _put_str(out, path)
+                out += _U64.pack(size)
+            case Create(path, mode) | Mkdir(path, mode) | Chmod(path, mode):
+                _put_str(out, path)
+                out += _U32.pack(mode)
+            case Unlink(path) | Rmdir(path):
+                _put_str(out, path)
+            case Rename(src, dst):
+                _put_str(out, src)
+                _put_str(out, dst)
+    return bytes(out)
+
+
+class _Reader:
+    def __init__(self, raw: bytes) -> None:
+        self.raw = memoryview(raw)
+        self.pos = 0
+
+    def take(self, n: int) -> memoryview:
+        if self.pos + n > len(self.raw):
+            raise CorruptionError("truncated batch record")
+        view = self.raw[self.pos : self.pos + n]
+        self.pos += n
+        return view
+
+    def u16(self) -> int:
+        return int(_U16.unpack(self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(_U64.unpack(self.take(8))[0])
+
+    def text(self) -> str:
+        return bytes(self.take(self.u16())).decode()
+
+
+def decode_batch(raw: bytes) -> Batch:
+    """Parse a batch written by :func:`encode_batch`."""
+    reader = _Reader(raw)
+    wal_lsn, timestamp_us, count = _HEADER.unpack(reader.take(_HEADER.size))
+    ops: list[FileOp] = []
+    for _ in range(count):
+        code = reader.take(1)[0]
+        if code == 1:
+            path = reader.text()
+            offset = reader.u64()
+            ops.append(Write(path, offset, bytes(reader.take(reader.u32()))))
+        elif code == 2:
+            path = reader.text()
+            ops.append(Truncate(path, reader.u64()))
+        elif code == 3:
+            path = reader.text()
+            ops.append(Create(path, reader.u32()))
+        elif code == 6:
+            path = reader.text()
+            ops.append(Mkdir(path, reader.u32()))
+        elif code == 8:
+            path = reader.text()
+            ops.append(Chmod(path, reader.u32()))
+        elif code == 4:
+            ops.append(Unlink(reader.text()))
+        elif code == 7:
+            ops.append(Rmdir(reader.text()))
+        elif code == 5:
+            src = reader.text()
+            ops.append(Rename(src, reader.text()))
+        else:
+            raise CorruptionError(f"unknown operation code {code} in batch record")
+    if reader.pos != len(reader.raw):
+        raise CorruptionError("trailing bytes after batch record")
+    return Batch(tuple(ops), wal_lsn, timestamp_us)
