@@ -1,0 +1,207 @@
+"""Compaction: L0 deltas into key-partitioned L1 deltas, and image layers where deltas stack up.
+
+L0 deltas each cover the whole key space for a short LSN range, so a read of
+one key touches all of them. Merging them into L1 deltas partitioned by key
+bounds the files a read opens; image layers bound how many versions a read
+must look past and let GC drop old deltas.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from pageserver.config import EngineConfig
+from pageserver.keys import (
+    KEYSPACE_END,
+    KEYSPACE_START,
+    ZERO_PAGE,
+    Relation,
+    page_key,
+    relation_block_range,
+)
+from pageserver.layer import Layer
+from pageserver.layer_file import LayerKind, LayerSummary
+from pageserver.reads import read_metas, read_pages
+from pageserver.timeline import MetaEntry, PageEntry, Timeline
+
+READ_CHUNK = 4096  # pages read per call while materialising an image
+
+
+@dataclass
+class CompactionResult:
+    l0_merged: int = 0
+    l1_written: int = 0
+    images_written: int = 0
+
+
+def compact(timeline: Timeline, config: EngineConfig, force: bool = False) -> CompactionResult:
+    """One compaction pass; ``force`` merges any L0s and images any stacked range."""
+    result = CompactionResult()
+    merge_l0(timeline, config, result, force)
+    create_images(timeline, config, result, force)
+    return result
+
+
+# --- L0 -> L1 -------------------------------------------------------------------
+
+
+def merge_l0(timeline: Timeline, config: EngineConfig, result: CompactionResult,
+             force: bool = False) -> None:
+    with timeline.lock:
+        l0 = sorted((layer for layer in timeline.layers if layer.desc.level == 0),
+                    key=lambda layer: layer.lsn_start)
+    if not l0 or (len(l0) < config.l0_compaction_threshold and not (force and len(l0) > 1)):
+        return
+    readers = [layer.reader() for layer in l0]
+    bounds = _partition_bounds(_key_counts(l0), config.l1_target_entries)
+    lsn_start, lsn_end = l0[0].lsn_start, max(layer.lsn_end for layer in l0)
+    pages = _Peekable(heapq.merge(*(r.iter_pages() for r in readers), key=_entry_order))
+    metas: list[MetaEntry] = sorted(
+        (entry for r in readers for entry in r.metas()),
+        key=lambda entry: (entry[0].encode(), entry[1]),
+    )
+    batches: list[tuple[int, int, int]] = sorted(
+        (int(lsn), int(wal_lsn), int(ts)) for r in readers for lsn, wal_lsn, ts in r.batches()
+    )
+    added: list[Layer] = []
+    for index, (start, end) in enumerate(itertools.pairwise(bounds)):
+        first = index == 0
+        summary = LayerSummary(LayerKind.DELTA, start, end, lsn_start, lsn_end)
+        added.append(timeline.write_layer(
+            summary, pages.take_below(end), metas if first else [],
+            batches if first else [], level=1,
+        ))
+    timeline.replace_layers(added, l0)
+    result.l0_merged += len(l0)
+    result.l1_written += len(added)
+
+
+def _entry_order(entry: PageEntry) -> tuple[bytes, int, int]:
+    return entry[0].to_bytes(), entry[1], entry[2]
+
+
+def _key_counts(layers: list[Layer]) -> dict[Relation, tuple[np.ndarray, np.ndarray]]:
+    """Per relation: its distinct blocks across ``layers`` and their version counts."""
+    per_relation: dict[Relation, list[np.ndarray]] = {}
+    for layer in layers:
+        reader = layer.reader()
+        for relation in reader.relations():
+            per_relation.setdefault(relation, []).append(reader.page_index(relation)[0])
+    counts: dict[Relation, tuple[np.ndarray, np.ndarray]] = {}
+    for relation, parts in per_relation.items():
+        blocks, versions = np.unique(np.concatenate(parts), return_counts=True)
+        counts[relation] = (blocks, versions)
+    return counts
+
+
+def _partition_bounds(
+    counts: dict[Relation, tuple[np.ndarray, np.ndarray]], target: int
+) -> list[bytes]:
+    """Key boundaries [KEYSPACE_START, ..., KEYSPACE_END] of ~``target`` entries each.
+
+    ``counts`` maps a relation to its sorted distinct blocks and their entry counts;
+    a boundary is the first key of a partition, so no key's versions are split.
+    """
+    relations = sorted(counts, key=Relation.to_bytes)
+    bounds = [KEYSPACE_START]
+    if relations:
+        starts = np.cumsum([0] + [len(counts[rel][0]) for rel in relations])
+        totals = np.cumsum(np.concatenate([counts[rel][1] for rel in relations]))
+        cuts = np.searchsorted(totals, np.arange(target, totals[-1], target), side="left") + 1
+        for cut in np.unique(cuts[cuts < len(totals)]).tolist():
+            index = int(np.searchsorted(starts, cut, side="right")) - 1
+            relation = relations[index]
+            bounds.append(page_key(relation, int(counts[relation][0][cut - starts[index]])))
+    bounds.append(KEYSPACE_END)
+    return bounds
+
+
+class _Peekable:
+    """A sorted entry stream consumed partition by partition."""
+
+    def __init__(self, entries: Iterator[PageEntry]) -> None:
+        self._entries = entries
+        self._head: PageEntry | None = next(entries, None)
+
+    def take_below(self, end: bytes) -> Iterator[PageEntry]:
+        while self._head is not None and page_key(self._head[0], self._head[1]) < end:
+            yield self._head
+            self._head = next(self._entries, None)
+
+
+# --- image layers ------------------------------------------------------------------
+
+
+def create_images(timeline: Timeline, config: EngineConfig, result: CompactionResult,
+                  force: bool = False) -> None:
+    """Write image layers at ``disk_consistent_lsn`` over key ranges where deltas stack up."""
+    lsn = timeline.disk_consistent_lsn
+    with timeline.lock:
+        layers = list(timeline.layers)
+    keys = visible_keys(timeline, lsn)
+    bounds = _partition_bounds(
+        {rel: (blocks, np.ones(len(blocks), dtype=np.int64)) for rel, blocks in keys.items()},
+        config.image_partition_pages,
+    )
+    added: list[Layer] = []
+    for start, end in itertools.pairwise(bounds):
+        newest_image = max(
+            (layer.lsn_start for layer in layers
+             if layer.is_image and layer.desc.key_start <= start and end <= layer.desc.key_end),
+            default=-1,
+        )
+        if newest_image >= lsn:
+            continue
+        stacked = sum(
+            1 for layer in layers
+            if not layer.is_image and layer.lsn_end - 1 > newest_image
+            and layer.desc.key_start < end and start < layer.desc.key_end
+        )
+        if stacked < config.image_threshold and not (force and stacked):
+            continue
+        summary = LayerSummary(LayerKind.IMAGE, start, end, lsn, lsn + 1)
+        metas = [(path, lsn, value) for path, value in sorted(
+            read_metas(timeline, lsn).items(), key=lambda item: item[0].encode()
+        )] if start == KEYSPACE_START else []
+        added.append(timeline.write_layer(
+            summary, _image_pages(timeline, keys, start, end, lsn), metas, level=1
+        ))
+    if added:
+        timeline.replace_layers(added, [])
+        result.images_written += len(added)
+
+
+def visible_keys(timeline: Timeline, lsn: int) -> dict[Relation, np.ndarray]:
+    """Every (relation, block) with a stored version at or below ``lsn``, ancestors included."""
+    per_relation: dict[Relation, list[np.ndarray]] = {}
+    current: Timeline | None = timeline
+    while current is not None:
+        for source in current.read_sources():
+            if not isinstance(source, Layer) or source.lsn_start > lsn:
+                continue
+            reader = source.reader()
+            for relation in reader.relations():
+                blocks, lsns = reader.page_index(relation)
+                per_relation.setdefault(relation, []).append(blocks[lsns <= lsn])
+        lsn = min(lsn, current.branch_lsn)
+        current = current.ancestor
+    return {rel: np.unique(np.concatenate(parts)) for rel, parts in per_relation.items()}
+
+
+def _image_pages(timeline: Timeline, keys: dict[Relation, np.ndarray], start: bytes,
+                 end: bytes, lsn: int) -> Iterator[PageEntry]:
+    for relation in sorted(keys, key=Relation.to_bytes):
+        lo, hi = relation_block_range(relation, start, end)
+        blocks = keys[relation]
+        blocks = blocks[(blocks >= lo) & (blocks < hi)]
+        for offset in range(0, len(blocks), READ_CHUNK):
+            chunk = blocks[offset : offset + READ_CHUNK]
+            for block, value in zip(chunk.tolist(),
+                                    read_pages(timeline, relation, chunk, lsn), strict=True):
+                if value != ZERO_PAGE:
+                    yield relation, block, lsn, value

@@ -1,0 +1,33 @@
+"""Engine configuration: where state lives and the thresholds of background work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class EngineConfig:
+    """Tunables of the storage engine; defaults suit a small local deployment."""
+
+    state_dir: Path
+    memtable_bytes: int = 64 * 1024 * 1024  # freeze the open memtable past this size
+    memtable_age_s: float = 300.0  # ... or once its first batch is this old
+    l0_compaction_threshold: int = 8  # merge L0 deltas into L1 once this many stack up
+    l1_target_entries: int = 65536  # page versions per L1 delta file
+    image_threshold: int = 3  # deltas stacked over a key range before an image is written
+    image_partition_pages: int = 16384  # keys per image layer (128 MB of pages)
+    pitr_window_s: float = 24 * 3600.0  # history kept readable behind the newest LSN
+    background_workers: int = 2  # bound on concurrent flush/compaction/GC jobs
+    background_period_s: float = 1.0  # how often the ticker looks for work; 0 disables it
+    gc_period_s: float = 600.0
+    log_segment_bytes: int = 64 * 1024 * 1024
+    fsync: bool = True
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "log"
+
+    @property
+    def layer_cache_dir(self) -> Path:
+        return self.state_dir / "layers"

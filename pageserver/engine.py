@@ -1,0 +1,253 @@
+"""The storage engine: tenants, the shared ingest log, and bounded background work.
+
+Start-up is the same after a clean stop and after a crash: every tenant listed
+in ``attached.json`` is attached at a new generation (claimed in the object
+store with create-if-absent), its manifests are loaded, and the ingest log is
+replayed above each timeline's ``disk_consistent_lsn``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+
+from pageserver import gc
+from pageserver.compaction import CompactionResult, compact
+from pageserver.config import EngineConfig
+from pageserver.errors import AlreadyExistsError, NotFoundError
+from pageserver.ingest_log import IngestLog
+from pageserver.manifest import generation_key, generation_of, tenant_prefix
+from pageserver.ops import decode_batch
+from pageserver.remote import RemoteStorage
+from pageserver.tenant import Tenant, validate_name
+from pageserver.timeline import Timeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TenantGcResult:
+    timelines: int = 0
+    layers_removed: int = 0
+    bytes_removed: int = 0
+
+
+class Engine:
+    """Owns every attached tenant of one page server."""
+
+    def __init__(self, config: EngineConfig, storage: RemoteStorage) -> None:
+        self.config = config
+        self.storage = storage
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._attached_path = config.state_dir / "attached.json"
+        self._lock = threading.RLock()
+        self._tenants: dict[str, Tenant] = {}
+        self._log = IngestLog(config.log_dir, config.log_segment_bytes, fsync=config.fsync)
+        self._pool = ThreadPoolExecutor(config.background_workers, "strata-bg")
+        self._pending: dict[tuple[str, str, str], Future[None]] = {}
+        self._stop = threading.Event()
+        for tenant_id in self._read_attached():
+            self._tenants[tenant_id] = self._attach(tenant_id)
+        self._replay()
+        self._ticker: threading.Thread | None = None
+        if config.background_period_s > 0:
+            self._ticker = threading.Thread(target=self._tick_loop, name="strata-tick",
+                                            daemon=True)
+            self._ticker.start()
+
+    # --- tenants -------------------------------------------------------------------
+
+    def create_tenant(self, tenant_id: str) -> Tenant:
+        """A new tenant with an empty ``main`` branch."""
+        validate_name("tenant", tenant_id)
+        with self._lock:
+            if tenant_id in self._tenants:
+                raise AlreadyExistsError(f"tenant {tenant_id!r} already exists")
+            if self.storage.list(tenant_prefix(tenant_id)):
+                raise AlreadyExistsError(
+                    f"tenant {tenant_id!r} already exists in {self.storage.describe()}; attach it"
+                )
+            tenant = Tenant(tenant_id, self._claim_generation(tenant_id), self.storage,
+                            self._log, self.config)
+            tenant.create_root_branch()
+            self._tenants[tenant_id] = tenant
+            self._write_attached()
+        return tenant
+
+    def attach_tenant(self, tenant_id: str) -> Tenant:
+        """Serve a tenant that exists in the object store (e.g. on a new machine)."""
+        validate_name("tenant", tenant_id)
+        with self._lock:
+            if tenant_id in self._tenants:
+                return self._tenants[tenant_id]
+            tenant = self._attach(tenant_id)
+            self._tenants[tenant_id] = tenant
+            self._write_attached()
+        return tenant
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        with self._lock:
+            tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            raise NotFoundError(f"no tenant {tenant_id!r}")
+        return tenant
+
+    def tenants(self) -> list[str]:
+        with self._lock:
+            return sorted(self._tenants)
+
+    def delete_tenant(self, tenant_id: str) -> None:
+        """Remove a tenant and every object it owns."""
+        tenant = self.tenant(tenant_id)
+        with self._lock:
+            del self._tenants[tenant_id]
+            self._write_attached()
+        tenant.reads.barrier()
+        tenant.close()
+        for timeline in list(tenant.timelines.values()):
+            timeline.deleted = True
+            self._log.forget_timeline(tenant_id, timeline.timeline_id)
+        self.storage.delete_many(self.storage.list(tenant_prefix(tenant_id)))
+
+    def timeline(self, tenant_id: str, branch: str) -> Timeline:
+        return self.tenant(tenant_id).branch(branch)
+
+    def _attach(self, tenant_id: str) -> Tenant:
+        if not self.storage.list(f"{tenant_prefix(tenant_id)}tenant-"):
+            raise NotFoundError(f"tenant {tenant_id!r} not found in {self.storage.describe()}")
+        tenant = Tenant(tenant_id, self._claim_generation(tenant_id), self.storage, self._log,
+                        self.config)
+        tenant.load()
+        return tenant
+
+    def _claim_generation(self, tenant_id: str) -> int:
+        """The next generation of the tenant, claimed atomically in the object store."""
+        existing = self.storage.list(f"{tenant_prefix(tenant_id)}generations/")
+        generation = max((generation_of(key) for key in existing), default=0) + 1
+        while not self.storage.put_if_absent(generation_key(tenant_id, generation), b""):
+            generation += 1
+        return generation
+
+    def _read_attached(self) -> list[str]:
+        if not self._attached_path.exists():
+            return []
+        return list(json.loads(self._attached_path.read_text())["tenants"])
+
+    def _write_attached(self) -> None:
+        tmp = self._attached_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"tenants": sorted(self._tenants)}))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self._attached_path)
+
+    def _replay(self) -> None:
+        """Re-apply logged batches that are not in layers yet."""
+        replayed = 0
+        for record in self._log.replay():
+            tenant = self._tenants.get(record.tenant_id)
+            timeline = tenant.timelines.get(record.timeline_id) if tenant else None
+            if timeline is None or record.lsn <= timeline.disk_consistent_lsn:
+                continue
+            timeline.replay(record.lsn, decode_batch(record.payload))
+            replayed += 1
+        if replayed:
+            log.info("replayed %d batches from the ingest log", replayed)
+
+    # --- maintenance -------------------------------------------------------------
+
+    def flush(self, tenant_id: str | None = None) -> None:
+        """Freeze and flush every memtable (of one tenant, or all) now."""
+        for timeline in self._timelines(tenant_id):
+            timeline.freeze()
+            timeline.flush()
+
+    def compact(self, tenant_id: str, force: bool = False) -> CompactionResult:
+        total = CompactionResult()
+        for timeline in self._timelines(tenant_id):
+            result = compact(timeline, self.config, force)
+            total.l0_merged += result.l0_merged
+            total.l1_written += result.l1_written
+            total.images_written += result.images_written
+        return total
+
+    def gc(self, tenant_id: str, cutoff_lsn: int | None = None,
+           at_us: int | None = None) -> TenantGcResult:
+        """Collect every timeline of a tenant; ``cutoff_lsn`` overrides the PITR window."""
+        total = TenantGcResult()
+        for timeline in self._timelines(tenant_id):
+            cutoff = cutoff_lsn if cutoff_lsn is not None else gc.pitr_cutoff(
+                timeline, self.config.pitr_window_s, at_us
+            )
+            result = gc.collect(timeline, cutoff)
+            total.timelines += 1
+            total.layers_removed += result.layers_removed
+            total.bytes_removed += result.bytes_removed
+        return total
+
+    def _timelines(self, tenant_id: str | None) -> list[Timeline]:
+        ids = [tenant_id] if tenant_id else self.tenants()
+        tenants = [self.tenant(t) for t in ids]
+        return [tl for tenant in tenants for tl in list(tenant.timelines.values())
+                if not tl.deleted]
+
+    def _submit(self, key: tuple[str, str, str], job: Callable[[], object]) -> None:
+        """Run ``job`` in the background unless the same job is already queued."""
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is not None and not pending.done():
+                return
+
+            def run() -> None:
+                try:
+                    job()
+                except Exception:
+                    log.exception("background %s failed", key)
+
+            self._pending[key] = self._pool.submit(run)
+
+    def _tick_loop(self) -> None:
+        last_gc = 0.0
+        while not self._stop.wait(self.config.background_period_s):
+            self.tick(gc_due=self._gc_due(last_gc))
+            if self._gc_due(last_gc):
+                last_gc = time.monotonic()
+
+    def _gc_due(self, last_gc: float) -> bool:
+        return time.monotonic() - last_gc >= self.config.gc_period_s
+
+    def tick(self, gc_due: bool = False) -> None:
+        """Schedule the background work that is due: flushes, compactions, GC."""
+        for timeline in self._timelines(None):
+            ids = (timeline.tenant_id, timeline.timeline_id)
+            memtable = timeline.open_memtable
+            full = memtable.size_bytes >= self.config.memtable_bytes
+            old = memtable.age_s() >= self.config.memtable_age_s
+            if full or old:
+                timeline.freeze()
+            if timeline.frozen:
+                self._submit((*ids, "flush"), timeline.flush)
+            self._submit((*ids, "compact"), partial(compact, timeline, self.config))
+            if gc_due:
+                self._submit((*ids, "gc"), partial(self._collect, timeline))
+
+    def _collect(self, timeline: Timeline) -> None:
+        gc.collect(timeline, gc.pitr_cutoff(timeline, self.config.pitr_window_s))
+
+    def close(self, flush: bool = True) -> None:
+        """Stop background work; with ``flush``, write and upload every memtable first."""
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        self._pool.shutdown(wait=True)
+        if flush:
+            self.flush()
+        for tenant in list(self._tenants.values()):
+            tenant.close()
+        self._log.close()

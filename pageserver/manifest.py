@@ -1,0 +1,181 @@
+"""Manifests: the durable description of tenants and timelines in the object store.
+
+Object layout (every name carries the writer's generation, so two page
+servers attached to one tenant can never overwrite each other's objects)::
+
+    tenants/<tenant>/generations/<gen>                  claimed with create-if-absent
+    tenants/<tenant>/tenant-<gen>.json                   branches and checkpoints
+    tenants/<tenant>/timelines/<tl>/manifest-<gen>.json  layers and timeline metadata
+    tenants/<tenant>/timelines/<tl>/layers/<name>-<gen>  immutable layer files
+
+A manifest is uploaded only after every layer it names; a layer is deleted
+only after a manifest that no longer names it is durable. Manifests are JSON
+with a SHA-256 of their body, verified on every read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pageserver.errors import CorruptionError
+from pageserver.layer_file import LayerKind, LayerSummary
+
+FORMAT_VERSION = 1
+
+
+def tenant_prefix(tenant_id: str) -> str:
+    return f"tenants/{tenant_id}/"
+
+
+def generation_key(tenant_id: str, generation: int) -> str:
+    return f"{tenant_prefix(tenant_id)}generations/{generation:08x}"
+
+
+def tenant_manifest_key(tenant_id: str, generation: int) -> str:
+    return f"{tenant_prefix(tenant_id)}tenant-{generation:08x}.json"
+
+
+def timeline_prefix(tenant_id: str, timeline_id: str) -> str:
+    return f"{tenant_prefix(tenant_id)}timelines/{timeline_id}/"
+
+
+def timeline_manifest_key(tenant_id: str, timeline_id: str, generation: int) -> str:
+    return f"{timeline_prefix(tenant_id, timeline_id)}manifest-{generation:08x}.json"
+
+
+def layer_key(tenant_id: str, timeline_id: str, layer_name: str) -> str:
+    return f"{timeline_prefix(tenant_id, timeline_id)}layers/{layer_name}"
+
+
+def generation_of(key: str) -> int:
+    """The generation encoded at the end of a manifest or generation object name."""
+    stem = key.rsplit("/", 1)[-1].removesuffix(".json")
+    return int(stem.rsplit("-", 1)[-1], 16)
+
+
+@dataclass(frozen=True)
+class LayerDescriptor:
+    """What a manifest records about one layer file."""
+
+    name: str  # object name within the timeline's layers/ prefix, generation included
+    kind: LayerKind
+    key_start: bytes
+    key_end: bytes
+    lsn_start: int
+    lsn_end: int
+    size: int
+    level: int  # 0 for L0 deltas (whole key range), 1 for L1 deltas and images
+
+    @property
+    def summary(self) -> LayerSummary:
+        return LayerSummary(self.kind, self.key_start, self.key_end, self.lsn_start, self.lsn_end)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind.name.lower(),
+            "key_start": self.key_start.hex(), "key_end": self.key_end.hex(),
+            "lsn_start": self.lsn_start, "lsn_end": self.lsn_end,
+            "size": self.size, "level": self.level,
+        }
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> LayerDescriptor:
+        return LayerDescriptor(
+            obj["name"], LayerKind[obj["kind"].upper()],
+            bytes.fromhex(obj["key_start"]), bytes.fromhex(obj["key_end"]),
+            int(obj["lsn_start"]), int(obj["lsn_end"]), int(obj["size"]), int(obj["level"]),
+        )
+
+
+@dataclass
+class TimelineManifest:
+    """Durable state of one timeline."""
+
+    timeline_id: str
+    ancestor_id: str | None
+    branch_lsn: int
+    disk_consistent_lsn: int  # every batch up to here is in the named layers
+    gc_cutoff: int
+    created_at_us: int
+    layers: list[LayerDescriptor] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["layers"] = [layer.to_json() for layer in self.layers]
+        return body
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> TimelineManifest:
+        return TimelineManifest(
+            obj["timeline_id"], obj["ancestor_id"], int(obj["branch_lsn"]),
+            int(obj["disk_consistent_lsn"]), int(obj["gc_cutoff"]), int(obj["created_at_us"]),
+            [LayerDescriptor.from_json(layer) for layer in obj["layers"]],
+        )
+
+
+@dataclass
+class CheckpointRecord:
+    """A named, pinned point in a timeline's history."""
+
+    timeline_id: str
+    lsn: int
+    created_at_us: int
+
+
+@dataclass
+class BranchRecord:
+    """A branch name bound to a timeline."""
+
+    timeline_id: str
+    created_at_us: int
+    expires_at_us: int | None = None
+
+
+@dataclass
+class TenantManifest:
+    """Durable state of one tenant: its branches and checkpoints."""
+
+    tenant_id: str
+    branches: dict[str, BranchRecord] = field(default_factory=dict)
+    checkpoints: dict[str, CheckpointRecord] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> TenantManifest:
+        return TenantManifest(
+            obj["tenant_id"],
+            {name: BranchRecord(**rec) for name, rec in obj["branches"].items()},
+            {name: CheckpointRecord(**rec) for name, rec in obj["checkpoints"].items()},
+        )
+
+
+def encode_manifest(body: dict[str, Any]) -> bytes:
+    """JSON with a format version and a SHA-256 over the canonical body."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return json.dumps({"format": FORMAT_VERSION, "sha256": digest, "body": body}, sort_keys=True,
+                      indent=1).encode()
+
+
+def decode_manifest(raw: bytes, name: str) -> dict[str, Any]:
+    """Parse and verify a manifest; any damage raises CorruptionError naming it."""
+    try:
+        outer = json.loads(raw)
+        body = outer["body"]
+        digest = outer["sha256"]
+        version = outer["format"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptionError(f"manifest {name}: unreadable ({exc})") from exc
+    if version != FORMAT_VERSION:
+        raise CorruptionError(f"manifest {name}: unsupported format version {version}")
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    if hashlib.sha256(canonical.encode()).hexdigest() != digest:
+        raise CorruptionError(f"manifest {name}: checksum mismatch")
+    if not isinstance(body, dict):
+        raise CorruptionError(f"manifest {name}: body is not an object")
+    return body

@@ -1,0 +1,329 @@
+"""A tenant: one PostgreSQL cluster's timelines, branch names and checkpoints.
+
+Branches are names bound to timelines. Creating a branch writes one small
+manifest naming its ancestor and branch LSN: nothing is copied, so it takes
+the same time whatever the size of the database.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pageserver.config import EngineConfig
+from pageserver.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+)
+from pageserver.ingest_log import IngestLog
+from pageserver.manifest import (
+    BranchRecord,
+    CheckpointRecord,
+    TenantManifest,
+    TimelineManifest,
+    decode_manifest,
+    encode_manifest,
+    generation_of,
+    tenant_manifest_key,
+    tenant_prefix,
+    timeline_prefix,
+)
+from pageserver.remote import RemoteStorage
+from pageserver.timeline import InFlightReads, Timeline, now_us
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+MAIN_BRANCH = "main"
+
+
+def validate_name(kind: str, name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidArgumentError(
+            f"invalid {kind} name {name!r}: use 1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class BranchPoint:
+    """Where a new branch starts: exactly one of the fields is set (or none: latest)."""
+
+    lsn: int | None = None
+    wal_lsn: int | None = None
+    time_us: int | None = None
+    checkpoint: str | None = None
+
+
+class Tenant:
+    """Timelines of one tenant, attached at one generation."""
+
+    def __init__(
+        self, tenant_id: str, generation: int, storage: RemoteStorage, log: IngestLog,
+        config: EngineConfig,
+    ) -> None:
+        self.tenant_id = validate_name("tenant", tenant_id)
+        self.generation = generation
+        self._storage = storage
+        self._log = log
+        self._config = config
+        self._lock = threading.RLock()
+        self._persist_lock = threading.Lock()
+        self.reads = InFlightReads()
+        self.manifest = TenantManifest(tenant_id)
+        self.timelines: dict[str, Timeline] = {}
+
+    # --- loading ---------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read the newest tenant manifest and every timeline it references."""
+        self.manifest = TenantManifest.from_json(
+            _load_newest(self._storage, f"{tenant_prefix(self.tenant_id)}tenant-")
+        )
+        needed = {rec.timeline_id for rec in self.manifest.branches.values()}
+        manifests: dict[str, TimelineManifest] = {}
+        pending = list(needed)
+        while pending:
+            timeline_id = pending.pop()
+            if timeline_id in manifests:
+                continue
+            body = _load_newest(
+                self._storage, f"{timeline_prefix(self.tenant_id, timeline_id)}manifest-"
+            )
+            manifest = TimelineManifest.from_json(body)
+            manifests[timeline_id] = manifest
+            if manifest.ancestor_id is not None:
+                pending.append(manifest.ancestor_id)
+        for timeline_id in _ancestors_first(manifests):
+            self._add_timeline(manifests[timeline_id])
+        for timeline in self.timelines.values():
+            timeline.load_file_tree()
+
+    def _add_timeline(self, manifest: TimelineManifest) -> Timeline:
+        ancestor = self.timelines[manifest.ancestor_id] if manifest.ancestor_id else None
+        timeline = Timeline(
+            self.tenant_id, manifest, ancestor, storage=self._storage, log=self._log,
+            generation=self.generation,
+            cache_dir=self._config.layer_cache_dir / self.tenant_id / manifest.timeline_id,
+            reads=self.reads, retain_lsns=self._retain_lsns,
+        )
+        self.timelines[manifest.timeline_id] = timeline
+        return timeline
+
+    def persist(self) -> None:
+        with self._persist_lock:
+            with self._lock:
+                body = encode_manifest(self.manifest.to_json())
+            self._storage.put(tenant_manifest_key(self.tenant_id, self.generation), body)
+
+    # --- branches ----------------------------------------------------------------
+
+    def branch(self, name: str) -> Timeline:
+        with self._lock:
+            record = self.manifest.branches.get(name)
+            if record is None:
+                raise NotFoundError(f"no branch {name!r} in tenant {self.tenant_id!r}")
+            return self.timelines[record.timeline_id]
+
+    def branch_names(self) -> dict[str, str]:
+        """Branch name -> timeline id."""
+        with self._lock:
+            return {name: rec.timeline_id for name, rec in self.manifest.branches.items()}
+
+    def branch_name_of(self, timeline: Timeline) -> str | None:
+        for name, timeline_id in self.branch_names().items():
+            if timeline_id == timeline.timeline_id:
+                return name
+        return None
+
+    def children(self, timeline: Timeline) -> list[Timeline]:
+        with self._lock:
+            return [t for t in self.timelines.values() if t.ancestor is timeline and not t.deleted]
+
+    def create_root_branch(self, name: str = MAIN_BRANCH) -> Timeline:
+        """The first branch of a new tenant: an empty timeline with no ancestor."""
+        return self._create_timeline(name, None, 0)
+
+    def create_branch(
+        self, name: str, parent: str = MAIN_BRANCH, at: BranchPoint | None = None,
+        expires_at_us: int | None = None,
+    ) -> Timeline:
+        """A new branch of ``parent`` at a point in its history; copies nothing."""
+        validate_name("branch", name)
+        at = at or BranchPoint()
+        if at.checkpoint is not None:
+            record = self.checkpoint(at.checkpoint)
+            with self._lock:
+                source = self.timelines.get(record.timeline_id)
+            if source is None or source.deleted:
+                raise NotFoundError(f"checkpoint {at.checkpoint!r} refers to a deleted timeline")
+            return self._create_timeline(name, source, record.lsn, expires_at_us)
+        source = self.branch(parent)
+        return self._create_timeline(name, source, self.resolve_point(source, at), expires_at_us)
+
+    def resolve_point(self, timeline: Timeline, at: BranchPoint) -> int:
+        """An LSN of ``timeline`` from an LSN, a WAL position or a time (DESIGN.md rules)."""
+        given = [v for v in (at.lsn, at.wal_lsn, at.time_us, at.checkpoint) if v is not None]
+        if len(given) > 1:
+            raise InvalidArgumentError("give at most one of LSN, WAL LSN, time or checkpoint")
+        if at.lsn is not None:
+            if at.lsn > timeline.durable_lsn or at.lsn < 0:
+                raise OutOfRangeError(
+                    f"branch point {at.lsn} is beyond the last LSN {timeline.durable_lsn} "
+                    f"of the parent"
+                )
+            timeline.check_above_gc_cutoff(at.lsn)
+            return at.lsn
+        if at.wal_lsn is None and at.time_us is None:
+            return timeline.durable_lsn
+        history = timeline.batch_history()
+        if at.wal_lsn is not None:
+            hits = np.flatnonzero(history[:, 1] >= np.uint64(at.wal_lsn))
+            if not hits.size:
+                raise OutOfRangeError(f"no durable batch has reached WAL position {at.wal_lsn:X}")
+            lsn = int(history[hits[0], 0])
+        else:
+            assert at.time_us is not None
+            hits = np.flatnonzero(history[:, 2] <= np.uint64(max(at.time_us, 0)))
+            if not hits.size:
+                raise OutOfRangeError("no durable batch is that old")
+            lsn = int(history[hits[-1], 0])
+        timeline.check_above_gc_cutoff(lsn)
+        return lsn
+
+    def _create_timeline(
+        self, name: str, ancestor: Timeline | None, branch_lsn: int,
+        expires_at_us: int | None = None,
+    ) -> Timeline:
+        with self._lock:
+            if name in self.manifest.branches:
+                raise AlreadyExistsError(f"branch {name!r} already exists")
+            created = now_us()
+            manifest = TimelineManifest(
+                uuid.uuid4().hex, ancestor.timeline_id if ancestor else None, branch_lsn,
+                branch_lsn, branch_lsn, created,
+            )
+            timeline = self._add_timeline(manifest)
+            if ancestor is not None:
+                timeline.load_file_tree()
+            self.manifest.branches[name] = BranchRecord(
+                timeline.timeline_id, created, expires_at_us
+            )
+        try:
+            timeline.persist()
+            self.persist()
+        except Exception:
+            with self._lock:
+                self.manifest.branches.pop(name, None)
+                self.timelines.pop(timeline.timeline_id, None)
+            raise
+        return timeline
+
+    def delete_branch(self, name: str, cascade: bool = False) -> list[str]:
+        """Delete a branch and reclaim its layers; returns the branch names removed."""
+        timeline = self.branch(name)
+        with self._lock:
+            children = self.children(timeline)
+            if children and not cascade:
+                names = sorted(self.branch_name_of(c) or c.timeline_id for c in children)
+                raise FailedPreconditionError(
+                    f"branch {name!r} has child branches {', '.join(names)}; "
+                    "delete them first or ask for a cascading delete"
+                )
+        removed: list[str] = []
+        for child in children:
+            child_name = self.branch_name_of(child)
+            if child_name is not None:
+                removed += self.delete_branch(child_name, cascade=True)
+        with self._lock:
+            self.manifest.branches.pop(name, None)
+            for cp_name, cp in list(self.manifest.checkpoints.items()):
+                if cp.timeline_id == timeline.timeline_id:
+                    del self.manifest.checkpoints[cp_name]
+            timeline.deleted = True
+            self.timelines.pop(timeline.timeline_id, None)
+        self.persist()
+        self.reads.barrier()
+        timeline.close()
+        prefix = timeline_prefix(self.tenant_id, timeline.timeline_id)
+        self._storage.delete_many(self._storage.list(prefix))
+        self._log.forget_timeline(self.tenant_id, timeline.timeline_id)
+        shutil.rmtree(self._config.layer_cache_dir / self.tenant_id / timeline.timeline_id,
+                      ignore_errors=True)
+        return [*removed, name]
+
+    # --- checkpoints ---------------------------------------------------------------
+
+    def create_checkpoint(self, branch: str, name: str, lsn: int | None = None) -> CheckpointRecord:
+        validate_name("checkpoint", name)
+        timeline = self.branch(branch)
+        point = timeline.durable_lsn if lsn is None else self.resolve_point(
+            timeline, BranchPoint(lsn=lsn)
+        )
+        with self._lock:
+            if name in self.manifest.checkpoints:
+                raise AlreadyExistsError(f"checkpoint {name!r} already exists")
+            record = CheckpointRecord(timeline.timeline_id, point, now_us())
+            self.manifest.checkpoints[name] = record
+        self.persist()
+        return record
+
+    def checkpoint(self, name: str) -> CheckpointRecord:
+        with self._lock:
+            record = self.manifest.checkpoints.get(name)
+        if record is None:
+            raise NotFoundError(f"no checkpoint {name!r} in tenant {self.tenant_id!r}")
+        return record
+
+    def delete_checkpoint(self, name: str) -> None:
+        self.checkpoint(name)
+        with self._lock:
+            self.manifest.checkpoints.pop(name, None)
+        self.persist()
+
+    def _retain_lsns(self, timeline: Timeline) -> set[int]:
+        with self._lock:
+            points = {c.branch_lsn for c in self.children(timeline)}
+            points.update(cp.lsn for cp in self.manifest.checkpoints.values()
+                          if cp.timeline_id == timeline.timeline_id)
+        return points
+
+    def close(self) -> None:
+        for timeline in list(self.timelines.values()):
+            timeline.close()
+
+
+def _load_newest(storage: RemoteStorage, prefix: str) -> dict[str, Any]:
+    """The verified body of the highest-generation manifest under ``prefix``."""
+    keys = [key for key in storage.list(prefix) if key.endswith(".json")]
+    if not keys:
+        raise NotFoundError(f"no manifest under {prefix!r} in {storage.describe()}")
+    newest = max(keys, key=generation_of)
+    return decode_manifest(storage.get(newest), newest)
+
+
+def _ancestors_first(manifests: dict[str, TimelineManifest]) -> list[str]:
+    """Timeline ids ordered so every ancestor precedes its descendants."""
+    order: list[str] = []
+    placed: set[str] = set()
+
+    def place(timeline_id: str) -> None:
+        if timeline_id in placed:
+            return
+        ancestor = manifests[timeline_id].ancestor_id
+        if ancestor is not None:
+            place(ancestor)
+        placed.add(timeline_id)
+        order.append(timeline_id)
+
+    for timeline_id in sorted(manifests):
+        place(timeline_id)
+    return order

@@ -1,0 +1,409 @@
+"""A timeline (branch): ingest, reads at an LSN, memtable flushes and its layer set.
+
+Three LSNs describe a timeline's progress:
+
+* ``last_lsn``: the newest batch applied (its log record may not be fsynced yet);
+* ``durable_lsn``: the newest batch fsynced in the ingest log; reads see up to here;
+* ``disk_consistent_lsn``: every batch up to here is in uploaded layer files.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from pageserver.errors import (
+    BelowGcCutoffError,
+    CorruptionError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+)
+from pageserver.ingest import BatchApplier, Effects, normalize_path
+from pageserver.ingest_log import IngestLog, LogRecord
+from pageserver.keys import KEYSPACE_END, KEYSPACE_START, PAGE_SIZE, Relation
+from pageserver.layer import Layer
+from pageserver.layer_file import LayerKind, LayerSummary, write_layer
+from pageserver.manifest import (
+    LayerDescriptor,
+    TimelineManifest,
+    encode_manifest,
+    layer_key,
+    timeline_manifest_key,
+)
+from pageserver.memtable import Memtable
+from pageserver.ops import Batch, FileKind, FileMeta, encode_batch
+from pageserver.reads import read_metas, read_pages
+from pageserver.remote import RemoteStorage
+
+PageEntry = tuple[Relation, int, int, bytes | None]
+MetaEntry = tuple[str, int, bytes | None]
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class InFlightReads:
+    """Lets layer removal wait for every read that may still use the removed layers."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._epoch = 0
+        self._active: Counter[int] = Counter()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            epoch = self._epoch
+            self._active[epoch] += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active[epoch] -= 1
+                if not self._active[epoch]:
+                    del self._active[epoch]
+                    self._cond.notify_all()
+
+    def barrier(self, timeout: float = 60.0) -> bool:
+        """Wait until reads that started before this call are done."""
+        with self._cond:
+            self._epoch += 1
+            target = self._epoch
+            return self._cond.wait_for(lambda: all(e >= target for e in self._active), timeout)
+
+
+class Timeline:
+    """One line of history: its own layers above ``branch_lsn``, an ancestor below."""
+
+    def __init__(
+        self,
+        tenant_id: str,
+        manifest: TimelineManifest,
+        ancestor: Timeline | None,
+        *,
+        storage: RemoteStorage,
+        log: IngestLog,
+        generation: int,
+        cache_dir: Path,
+        reads: InFlightReads,
+        retain_lsns: Callable[[Timeline], set[int]],
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.timeline_id = manifest.timeline_id
+        self.created_at_us = manifest.created_at_us
+        self._ancestor = ancestor
+        self._branch_lsn = manifest.branch_lsn
+        self._storage = storage
+        self._log = log
+        self._generation = generation
+        self._cache_dir = cache_dir
+        self._reads = reads
+        self._retain_lsns = retain_lsns
+        self._lock = threading.RLock()
+        self._persist_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self.deleted = False
+        self.gc_cutoff = manifest.gc_cutoff
+        self.disk_consistent_lsn = manifest.disk_consistent_lsn
+        self.last_lsn = manifest.disk_consistent_lsn
+        self.durable_lsn = manifest.disk_consistent_lsn
+        self._last_seqno = 0
+        self.layers: list[Layer] = sorted(
+            (self._layer_handle(desc) for desc in manifest.layers),
+            key=lambda layer: (-layer.lsn_end, layer.desc.key_start),
+        )
+        self.open_memtable = Memtable(self.last_lsn + 1)
+        self.frozen: list[Memtable] = []
+        self.files: dict[str, FileMeta] = {}
+        self.relations_in_use: set[tuple[bytes, int]] = set()
+
+    # --- identity and lineage ----------------------------------------------
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    @property
+    def ancestor(self) -> Timeline | None:
+        return self._ancestor
+
+    @property
+    def branch_lsn(self) -> int:
+        return self._branch_lsn
+
+    def load_file_tree(self) -> None:
+        """Build the in-memory file tree at ``last_lsn`` (on load, before replay)."""
+        with self._reads.reading():
+            encoded = read_metas(self, self.last_lsn)
+        self.files = {path: FileMeta.decode(raw) for path, raw in encoded.items()}
+        self.relations_in_use = {
+            (m.relation, m.block_offset) for m in self.files.values() if m.kind == FileKind.FILE
+        }
+
+    # --- ingest ---------------------------------------------------------------
+
+    def ingest(self, batch: Batch) -> int:
+        """Apply a batch atomically; returns its LSN once it is durable."""
+        with self._lock:
+            if self.deleted:
+                raise NotFoundError(f"timeline {self.timeline_id} was deleted")
+            lsn = self.last_lsn + 1
+            if not batch.timestamp_us:
+                batch = replace(batch, timestamp_us=now_us())
+            effects = self._effects(batch, lsn)
+            seqno = self._log.append(
+                LogRecord(self.tenant_id, self.timeline_id, lsn, encode_batch(batch))
+            )
+            self._commit(lsn, batch, effects)
+            self._last_seqno = seqno
+        self._log.wait_durable(seqno)
+        with self._lock:
+            self.durable_lsn = max(self.durable_lsn, lsn)
+        return lsn
+
+    def replay(self, lsn: int, batch: Batch) -> None:
+        """Re-apply a batch from the ingest log after a restart."""
+        with self._lock:
+            if lsn <= self.last_lsn:
+                return
+            if lsn != self.last_lsn + 1:
+                raise CorruptionError(
+                    f"ingest log of timeline {self.timeline_id} skips from LSN "
+                    f"{self.last_lsn} to {lsn}"
+                )
+            self._commit(lsn, batch, self._effects(batch, lsn))
+            self.durable_lsn = lsn
+
+    def _effects(self, batch: Batch, lsn: int) -> Effects:
+        def read_latest(relation: Relation, block: int) -> bytes:
+            return read_pages(self, relation, np.array([block]), self.last_lsn)[0]
+
+        applier = BatchApplier(
+            self.files, self.relations_in_use, read_latest, lsn, batch.timestamp_us
+        )
+        return applier.apply(batch)
+
+    def _commit(self, lsn: int, batch: Batch, effects: Effects) -> None:
+        memtable = self.open_memtable
+        for (relation, block), value in effects.pages.items():
+            memtable.put_page(relation, block, lsn, value)
+        for path, meta in effects.metas.items():
+            old = self.files.pop(path, None)
+            if old is not None and old.kind == FileKind.FILE:
+                self.relations_in_use.discard((old.relation, old.block_offset))
+            memtable.put_meta(path, lsn, meta.encode() if meta is not None else None)
+        for path, meta in effects.metas.items():
+            if meta is not None:
+                self.files[path] = meta
+                if meta.kind == FileKind.FILE:
+                    self.relations_in_use.add((meta.relation, meta.block_offset))
+        memtable.add_batch(lsn, batch.wal_lsn, batch.timestamp_us)
+        self.last_lsn = lsn
+
+    # --- reads ------------------------------------------------------------------
+
+    def read_sources(self) -> list[Memtable | Layer]:
+        with self._lock:
+            return [self.open_memtable, *reversed(self.frozen), *self.layers]
+
+    def resolve_read_lsn(self, lsn: int | None) -> int:
+        """The LSN a read at ``lsn`` (None: latest) uses, after checking it is readable."""
+        durable = self.durable_lsn
+        if lsn is None:
+            return durable
+        if lsn < 0 or lsn > durable:
+            raise OutOfRangeError(
+                f"LSN {lsn} is beyond the last durable LSN {durable} of timeline "
+                f"{self.timeline_id}"
+            )
+        self.check_above_gc_cutoff(lsn)
+        return lsn
+
+    def check_above_gc_cutoff(self, lsn: int) -> None:
+        owner: Timeline = self
+        while lsn < owner.branch_lsn and owner.ancestor is not None:
+            owner = owner.ancestor
+        if lsn < owner.gc_cutoff and lsn not in owner.retain_lsns():
+            raise BelowGcCutoffError(
+                f"LSN {lsn} is below the GC cutoff {owner.gc_cutoff} of timeline "
+                f"{owner.timeline_id}; that history was garbage-collected"
+            )
+
+    def retain_lsns(self) -> set[int]:
+        """LSNs that child branches and checkpoints pin in this timeline."""
+        return self._retain_lsns(self)
+
+    def get_pages(self, relation: Relation, blocks: Sequence[int] | np.ndarray,
+                  lsn: int | None = None) -> list[bytes]:
+        array = np.asarray(blocks, dtype=np.int64)
+        if array.size and (array.min() < 0 or array.max() > 0xFFFFFFFF):
+            raise InvalidArgumentError("block numbers must be within 0..2**32-1")
+        read_lsn = self.resolve_read_lsn(lsn)
+        with self._reads.reading():
+            return read_pages(self, relation, array, read_lsn)
+
+    def get_page(self, relation: Relation, block: int, lsn: int | None = None) -> bytes:
+        return self.get_pages(relation, [block], lsn)[0]
+
+    def list_files(self, lsn: int | None = None) -> dict[str, FileMeta]:
+        read_lsn = self.resolve_read_lsn(lsn)
+        with self._reads.reading():
+            encoded = read_metas(self, read_lsn)
+        return {path: FileMeta.decode(raw) for path, raw in sorted(encoded.items())}
+
+    def stat(self, path: str, lsn: int | None = None) -> FileMeta:
+        path = normalize_path(path)
+        read_lsn = self.resolve_read_lsn(lsn)
+        with self._reads.reading():
+            encoded = read_metas(self, read_lsn, [path])
+        if path not in encoded:
+            raise NotFoundError(f"no such file at LSN {read_lsn}: {path!r}")
+        return FileMeta.decode(encoded[path])
+
+    def read_file(self, path: str, offset: int = 0, length: int | None = None,
+                  lsn: int | None = None) -> bytes:
+        """Bytes of a file as of ``lsn``, like pread: short at the end of the file."""
+        read_lsn = self.resolve_read_lsn(lsn)
+        meta = self.stat(path, read_lsn)
+        if meta.kind != FileKind.FILE:
+            raise InvalidArgumentError(f"{path!r} is a directory")
+        end = meta.size if length is None else min(meta.size, offset + length)
+        if offset < 0 or offset >= end:
+            return b""
+        first, last = offset // PAGE_SIZE, (end - 1) // PAGE_SIZE
+        blocks = np.arange(first, last + 1, dtype=np.int64) + meta.block_offset
+        with self._reads.reading():
+            pages = read_pages(self, Relation.from_bytes(meta.relation), blocks, read_lsn)
+        data = b"".join(pages)
+        start = offset - first * PAGE_SIZE
+        return data[start : start + end - offset]
+
+    def batch_history(self) -> np.ndarray:
+        """(lsn, wal_lsn, timestamp_us) of every durable batch, ancestors' included."""
+        parts: list[np.ndarray] = []
+        if self._ancestor is not None:
+            inherited = self._ancestor.batch_history()
+            parts.append(inherited[inherited[:, 0] <= self._branch_lsn])
+        with self._lock:
+            layers = [layer for layer in self.layers if not layer.is_image]
+            memtables = [*self.frozen, self.open_memtable]
+            durable = self.durable_lsn
+        with self._reads.reading():
+            parts.extend(layer.reader().batches() for layer in layers)
+        for memtable in memtables:
+            if memtable.batches:
+                parts.append(np.array(memtable.batches, dtype=np.uint64).reshape(-1, 3))
+        history = np.concatenate(parts) if parts else np.empty((0, 3), dtype=np.uint64)
+        history = history[history[:, 0] <= durable]
+        return history[np.argsort(history[:, 0], kind="stable")]
+
+    # --- flushing memtables into L0 layers -------------------------------------
+
+    def freeze(self) -> bool:
+        """Turn the open memtable into a frozen one; False if it was empty."""
+        with self._lock:
+            if not len(self.open_memtable):
+                return False
+            self.open_memtable.log_seqno = self._last_seqno
+            self.frozen.append(self.open_memtable)
+            self.open_memtable = Memtable(self.last_lsn + 1)
+            return True
+
+    def flush(self) -> None:
+        """Write every frozen memtable as an L0 delta, upload it and the manifest."""
+        with self._flush_lock:
+            while True:
+                with self._lock:
+                    if not self.frozen or self.deleted:
+                        return
+                    memtable = self.frozen[0]
+                self._log.wait_durable(memtable.log_seqno)
+                summary = LayerSummary(LayerKind.DELTA, KEYSPACE_START, KEYSPACE_END,
+                                       memtable.lsn_start, memtable.lsn_end)
+                layer = self.write_layer(summary, memtable.sorted_pages(),
+                                         memtable.sorted_metas(), memtable.batches, level=0)
+                with self._lock:
+                    self._insert_layers([layer])
+                    self.frozen.pop(0)
+                    self.disk_consistent_lsn = memtable.lsn_end - 1
+                self.persist()
+                self._log.release(self.tenant_id, self.timeline_id, self.disk_consistent_lsn)
+
+    def write_layer(
+        self, summary: LayerSummary, pages: Iterable[PageEntry], metas: Iterable[MetaEntry],
+        batches: Sequence[tuple[int, int, int]] = (), *, level: int,
+    ) -> Layer:
+        """Write a new layer file locally and upload it; the caller adds it to the set."""
+        kind = "image" if summary.kind == LayerKind.IMAGE else f"delta{level}"
+        name = (f"{kind}-{summary.lsn_start:016x}-{summary.lsn_end:016x}-"
+                f"{uuid.uuid4().hex[:12]}-{self._generation:08x}")
+        local_path = self._cache_dir / name
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        size = write_layer(local_path, summary, pages, metas, batches)
+        desc = LayerDescriptor(name, summary.kind, summary.key_start, summary.key_end,
+                               summary.lsn_start, summary.lsn_end, size, level)
+        layer = self._layer_handle(desc)
+        self._storage.put(layer.remote_key, local_path.read_bytes())
+        return layer
+
+    def replace_layers(self, added: list[Layer], removed: list[Layer],
+                       gc_cutoff: int | None = None) -> None:
+        """Swap layers: publish a manifest with ``added``, then delete ``removed``."""
+        with self._lock:
+            gone = {id(layer) for layer in removed}
+            self.layers = [layer for layer in self.layers if id(layer) not in gone]
+            self._insert_layers(added)
+            if gc_cutoff is not None:
+                self.gc_cutoff = max(self.gc_cutoff, gc_cutoff)
+        self.persist()
+        self._reads.barrier()
+        self._storage.delete_many([layer.remote_key for layer in removed])
+        for layer in removed:
+            layer.remove_local()
+
+    def _insert_layers(self, added: list[Layer]) -> None:
+        self.layers = sorted([*self.layers, *added],
+                             key=lambda layer: (-layer.lsn_end, layer.desc.key_start))
+
+    def _layer_handle(self, desc: LayerDescriptor) -> Layer:
+        return Layer(desc, self._cache_dir / desc.name, self._storage,
+                     layer_key(self.tenant_id, self.timeline_id, desc.name))
+
+    # --- durable description -------------------------------------------------
+
+    def to_manifest(self) -> TimelineManifest:
+        with self._lock:
+            return TimelineManifest(
+                self.timeline_id,
+                self._ancestor.timeline_id if self._ancestor is not None else None,
+                self._branch_lsn, self.disk_consistent_lsn, self.gc_cutoff, self.created_at_us,
+                [layer.desc for layer in sorted(self.layers, key=lambda layer: layer.desc.name)],
+            )
+
+    def persist(self) -> None:
+        """Upload the manifest; serialised so an older state never overwrites a newer one."""
+        with self._persist_lock:
+            if self.deleted:
+                return
+            body = encode_manifest(self.to_manifest().to_json())
+            key = timeline_manifest_key(self.tenant_id, self.timeline_id, self._generation)
+            self._storage.put(key, body)
+
+    def close(self) -> None:
+        with self._lock:
+            layers = list(self.layers)
+        for layer in layers:
+            layer.close()
+
+    def __repr__(self) -> str:
+        return f"Timeline({self.tenant_id}/{self.timeline_id})"
