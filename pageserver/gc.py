@@ -37,20 +37,21 @@ def pitr_cutoff(timeline: Timeline, pitr_window_s: float, at_us: int | None = No
 def collect(timeline: Timeline, cutoff: int) -> GcResult:
     """Raise the timeline's GC cutoff to ``cutoff`` and delete the layers nothing needs."""
     cutoff = max(min(cutoff, timeline.disk_consistent_lsn), timeline.gc_cutoff)
-    points = [*sorted(p for p in timeline.retain_lsns() if p < cutoff), cutoff]
+    retained = sorted(p for p in timeline.retain_lsns() if p < cutoff)
     with timeline.lock:
         layers = list(timeline.layers)
     images = [layer for layer in layers if layer.is_image]
-    removable = [layer for layer in layers if _unreachable(layer, images, points)]
+    removable = [layer for layer in layers if _unreachable(layer, images, retained, cutoff)]
     timeline.replace_layers([], removable, gc_cutoff=cutoff)
     return GcResult(cutoff, len(removable), sum(layer.desc.size for layer in removable))
 
 
-def _unreachable(layer: Layer, images: list[Layer], points: list[int]) -> bool:
+def _unreachable(layer: Layer, images: list[Layer], retained: list[int], cutoff: int) -> bool:
+    """Whether no read at a retained LSN or at any LSN >= ``cutoff`` can reach ``layer``."""
     newest = layer.lsn_end - 1
+    # Of all reads at LSNs >= cutoff, the one at max(cutoff, lsn_start) is the hardest to serve.
+    points = [p for p in retained if p >= layer.lsn_start] + [max(cutoff, layer.lsn_start)]
     for point in points:
-        if point < layer.lsn_start:
-            continue
         justifying = [
             image for image in images
             if image is not layer and newest <= image.lsn_start <= point

@@ -104,8 +104,6 @@ class Tenant:
                 pending.append(manifest.ancestor_id)
         for timeline_id in _ancestors_first(manifests):
             self._add_timeline(manifests[timeline_id])
-        for timeline in self.timelines.values():
-            timeline.load_file_tree()
 
     def _add_timeline(self, manifest: TimelineManifest) -> Timeline:
         ancestor = self.timelines[manifest.ancestor_id] if manifest.ancestor_id else None
@@ -212,8 +210,6 @@ class Tenant:
                 branch_lsn, branch_lsn, created,
             )
             timeline = self._add_timeline(manifest)
-            if ancestor is not None:
-                timeline.load_file_tree()
             self.manifest.branches[name] = BranchRecord(
                 timeline.timeline_id, created, expires_at_us
             )

@@ -124,7 +124,7 @@ class Timeline:
         )
         self.open_memtable = Memtable(self.last_lsn + 1)
         self.frozen: list[Memtable] = []
-        self.files: dict[str, FileMeta] = {}
+        self._files: dict[str, FileMeta] | None = None  # tree at last_lsn, built on first use
         self.relations_in_use: set[tuple[bytes, int]] = set()
 
     # --- identity and lineage ----------------------------------------------
@@ -141,14 +141,24 @@ class Timeline:
     def branch_lsn(self) -> int:
         return self._branch_lsn
 
-    def load_file_tree(self) -> None:
-        """Build the in-memory file tree at ``last_lsn`` (on load, before replay)."""
-        with self._reads.reading():
-            encoded = read_metas(self, self.last_lsn)
-        self.files = {path: FileMeta.decode(raw) for path, raw in encoded.items()}
-        self.relations_in_use = {
-            (m.relation, m.block_offset) for m in self.files.values() if m.kind == FileKind.FILE
-        }
+    @property
+    def files(self) -> dict[str, FileMeta]:
+        """The file tree at ``last_lsn``, which ingest validates batches against.
+
+        Built from the store on first use rather than at load: after a restart a
+        branch's tree depends on its ancestor's log replay up to the branch point,
+        and the log replays in order, so the ancestor is there by the first use.
+        """
+        with self._lock:
+            if self._files is None:
+                with self._reads.reading():
+                    encoded = read_metas(self, self.last_lsn)
+                self._files = {path: FileMeta.decode(raw) for path, raw in encoded.items()}
+                self.relations_in_use = {
+                    (meta.relation, meta.block_offset)
+                    for meta in self._files.values() if meta.kind == FileKind.FILE
+                }
+            return self._files
 
     # --- ingest ---------------------------------------------------------------
 
@@ -194,17 +204,17 @@ class Timeline:
         return applier.apply(batch)
 
     def _commit(self, lsn: int, batch: Batch, effects: Effects) -> None:
-        memtable = self.open_memtable
+        memtable, files = self.open_memtable, self.files
         for (relation, block), value in effects.pages.items():
             memtable.put_page(relation, block, lsn, value)
         for path, meta in effects.metas.items():
-            old = self.files.pop(path, None)
+            old = files.pop(path, None)
             if old is not None and old.kind == FileKind.FILE:
                 self.relations_in_use.discard((old.relation, old.block_offset))
             memtable.put_meta(path, lsn, meta.encode() if meta is not None else None)
         for path, meta in effects.metas.items():
             if meta is not None:
-                self.files[path] = meta
+                files[path] = meta
                 if meta.kind == FileKind.FILE:
                     self.relations_in_use.add((meta.relation, meta.block_offset))
         memtable.add_batch(lsn, batch.wal_lsn, batch.timestamp_us)

@@ -1,0 +1,200 @@
+"""Remote storage in a local directory: for tests, single-machine setups and benchmarks.
+
+Each object is the file ``root/<key>``. Writes go to a temporary file in the target
+directory which is fsynced and then renamed (put) or hard-linked (put_if_absent) into
+place, and the directory is fsynced, so an object is either absent, old or new, even
+after a crash, and concurrent writers from any thread or process never clash.
+
+A directory tree cannot hold both ``a`` and ``a/b`` (S3 can): writing one of them while
+the other exists fails with RemoteStorageError.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import NoReturn
+
+from pageserver.errors import NotFoundError
+from pageserver.remote.base import (
+    RESERVED_SEGMENT_PREFIX,
+    RemoteStorage,
+    RemoteStorageError,
+    check_key,
+    check_prefix,
+    check_range,
+)
+
+# What opening or removing a missing object fails with: the path is absent, is a
+# directory (only other keys live below it), or runs through a file.
+_MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the creation, rename or removal of entries in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalDirectoryStorage(RemoteStorage):
+    """Objects as files under ``root``; safe for concurrent use by threads and processes."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = Path(root).absolute()
+        self._root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            self._make_dirs(path.parent)
+            tmp = self._write_temp(path.parent, data)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            _fsync_dir(path.parent)
+        except OSError as e:
+            self._fail("put", key, e)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        try:
+            self._make_dirs(path.parent)
+            tmp = self._write_temp(path.parent, data)
+            try:
+                # link() fails if the name exists, atomically across threads and processes,
+                # and publishes a fully written and synced file.
+                os.link(tmp, path)
+            except FileExistsError:
+                if path.is_dir():
+                    raise
+                return False
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+        except OSError as e:
+            self._fail("put_if_absent", key, e)
+        return True
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except _MISSING as e:
+            raise NotFoundError(f"object not found: {key!r} in {self.describe()}") from e
+        except OSError as e:
+            self._fail("get", key, e)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        check_range(start, length)
+        path = self._path(key)
+        try:
+            with path.open("rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except _MISSING as e:
+            raise NotFoundError(f"object not found: {key!r} in {self.describe()}") from e
+        except OSError as e:
+            self._fail("get_range", key, e)
+
+    def list(self, prefix: str) -> builtins.list[str]:
+        check_prefix(prefix)
+        # Walk only below the deepest directory the prefix names completely, and only
+        # into directories that can hold matching keys.
+        base = prefix.rpartition("/")[0]
+        top = self._root.joinpath(*base.split("/")) if base else self._root
+        keys: builtins.list[str] = []
+        try:
+            for dirpath, dirnames, filenames in os.walk(top, onerror=self._walk_error):
+                rel = Path(dirpath).relative_to(self._root).as_posix()
+                here = "" if rel == "." else rel + "/"
+                dirnames[:] = [
+                    d
+                    for d in dirnames
+                    if (here + d + "/").startswith(prefix) or prefix.startswith(here + d + "/")
+                ]
+                keys.extend(
+                    here + name
+                    for name in filenames
+                    if not name.startswith(RESERVED_SEGMENT_PREFIX)
+                    and (here + name).startswith(prefix)
+                )
+        except OSError as e:
+            self._fail("list", prefix, e)
+        keys.sort()
+        return keys
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+            _fsync_dir(path.parent)
+        except _MISSING:
+            return
+        except OSError as e:
+            self._fail("delete", key, e)
+
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except _MISSING as e:
+            raise NotFoundError(f"object not found: {key!r} in {self.describe()}") from e
+        except OSError as e:
+            self._fail("size", key, e)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFoundError(f"object not found: {key!r} in {self.describe()}")
+        return st.st_size
+
+    def describe(self) -> str:
+        return f"local:{self._root}"
+
+    def _path(self, key: str) -> Path:
+        return self._root.joinpath(*check_key(key).split("/"))
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create ``directory`` and missing parents, syncing each new entry to disk."""
+        missing: builtins.list[Path] = []
+        while not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                if not d.is_dir():  # an object named like the directory: a key conflict
+                    raise
+            _fsync_dir(d.parent)
+
+    @staticmethod
+    def _write_temp(directory: Path, data: bytes) -> Path:
+        """A new, synced file in ``directory`` holding ``data``, named so list() skips it."""
+        fd, name = tempfile.mkstemp(prefix=RESERVED_SEGMENT_PREFIX, dir=directory)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    @staticmethod
+    def _walk_error(error: OSError) -> None:
+        """Let list() ignore a directory that is missing (nothing to list), raise otherwise."""
+        if not isinstance(error, FileNotFoundError | NotADirectoryError):
+            raise error
+
+    def _fail(self, operation: str, key: str, error: OSError) -> NoReturn:
+        raise RemoteStorageError(
+            f"{operation} of {key!r} in {self.describe()} failed: {error}"
+        ) from error
