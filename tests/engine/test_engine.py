@@ -1,0 +1,241 @@
+"""Engine behaviour: branches, history resolution, bad input, corruption, restart, attach."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pageserver.engine import Engine
+from pageserver.errors import (
+    AlreadyExistsError,
+    BelowGcCutoffError,
+    CorruptionError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+)
+from pageserver.keys import PAGE_SIZE, parse_relation_path
+from pageserver.ops import Batch, Create, Mkdir, Rename, Truncate, Write
+from pageserver.remote import LocalDirectoryStorage
+from pageserver.tenant import BranchPoint
+from tests.engine.conftest import EngineFactory
+
+REL_PATH = "base/5/16384"
+
+
+def _page(tag: int) -> bytes:
+    return bytes([tag % 256]) * PAGE_SIZE
+
+
+def _setup(engine: Engine, tenant: str = "t") -> None:
+    engine.create_tenant(tenant).branch("main").ingest(
+        Batch((Mkdir("base"), Mkdir("base/5"), Create(REL_PATH)))
+    )
+
+
+def test_rename_moves_metadata_not_pages(engine: Engine) -> None:
+    _setup(engine)
+    main = engine.timeline("t", "main")
+    main.ingest(Batch((Create("pg_wal.tmp"), Write("pg_wal.tmp", 0, _page(7) * 3))))
+    lsn = main.ingest(Batch((Rename("pg_wal.tmp", "walfile"),)))
+    assert main.read_file("walfile") == _page(7) * 3
+    assert main.stat("walfile").relation == main.stat("pg_wal.tmp", lsn - 1).relation
+    pages_in_batch = sum(
+        len(blocks) for blocks in main.open_memtable.pages.values()
+        for versions in blocks.values() if versions[-1][0] == lsn
+    )
+    assert pages_in_batch == 0
+
+
+def test_unknown_tenant_and_branch(engine: Engine) -> None:
+    _setup(engine)
+    with pytest.raises(NotFoundError, match="no tenant 'nope'"):
+        engine.tenant("nope")
+    with pytest.raises(NotFoundError, match="no branch 'ghost'"):
+        engine.timeline("t", "ghost")
+    with pytest.raises(NotFoundError):
+        engine.tenant("t").create_branch("x", parent="ghost")
+
+
+def test_lsn_beyond_last_durable(engine: Engine) -> None:
+    _setup(engine)
+    main = engine.timeline("t", "main")
+    with pytest.raises(OutOfRangeError, match="beyond the last durable LSN 1"):
+        main.list_files(5)
+    with pytest.raises(OutOfRangeError, match="beyond the last LSN"):
+        engine.tenant("t").create_branch("late", at=BranchPoint(lsn=99))
+
+
+def test_read_below_gc_cutoff(engine: Engine) -> None:
+    _setup(engine)
+    main = engine.timeline("t", "main")
+    for tag in range(4):
+        main.ingest(Batch((Write(REL_PATH, 0, _page(tag)),)))
+    engine.flush("t")
+    engine.compact("t", force=True)
+    result = engine.gc("t", cutoff_lsn=main.durable_lsn)
+    assert result.layers_removed >= 1
+    with pytest.raises(BelowGcCutoffError, match="below the GC cutoff"):
+        main.read_file(REL_PATH, lsn=2)
+    with pytest.raises(BelowGcCutoffError):
+        engine.tenant("t").create_branch("old", at=BranchPoint(lsn=2))
+    assert main.read_file(REL_PATH) == _page(3)
+
+
+def test_bad_file_operations_are_refused_atomically(engine: Engine) -> None:
+    _setup(engine)
+    main = engine.timeline("t", "main")
+    lsn = main.durable_lsn
+    with pytest.raises(NotFoundError, match="no such file or directory: 'missing'"):
+        main.ingest(Batch((Write(REL_PATH, 0, _page(1)), Rename("missing", "other"))))
+    assert main.durable_lsn == lsn
+    assert main.read_file(REL_PATH) == b""
+    with pytest.raises(AlreadyExistsError):
+        main.ingest(Batch((Create(REL_PATH),)))
+    with pytest.raises(InvalidArgumentError, match="not an empty directory"):
+        main.ingest(Batch((Rename("base", "base2"), Mkdir("x"), Rename("x", "base2"))))
+    with pytest.raises(InvalidArgumentError, match="invalid path"):
+        main.ingest(Batch((Create("../etc/passwd"),)))
+    with pytest.raises(InvalidArgumentError, match="out of bounds"):
+        main.ingest(Batch((Truncate(REL_PATH, -1),)))
+    assert main.durable_lsn == lsn
+
+
+def test_branch_sees_only_its_history(engine: Engine) -> None:
+    _setup(engine)
+    tenant = engine.tenant("t")
+    main = tenant.branch("main")
+    point = main.ingest(Batch((Write(REL_PATH, 0, _page(1)),)))
+    main.ingest(Batch((Write(REL_PATH, 0, _page(2)),)))
+    child = tenant.create_branch("child", at=BranchPoint(lsn=point))
+    assert child.read_file(REL_PATH) == _page(1)
+    child.ingest(Batch((Write(REL_PATH, PAGE_SIZE, _page(3)),)))
+    assert child.read_file(REL_PATH) == _page(1) + _page(3)
+    assert main.read_file(REL_PATH) == _page(2)
+    assert child.durable_lsn == point + 1
+    rel, _ = parse_relation_path(REL_PATH) or (None, 0)
+    assert rel is not None
+    pages = child.get_pages(rel, np.array([1, 0, 1]))
+    assert pages == [_page(3), _page(1), _page(3)]
+
+
+def test_branch_at_wal_lsn_and_time(engine: Engine) -> None:
+    _setup(engine)
+    tenant = engine.tenant("t")
+    main = tenant.branch("main")
+    stamps = []
+    for tag in range(1, 5):
+        main.ingest(Batch((Write(REL_PATH, 0, _page(tag)),), wal_lsn=tag * 1000))
+        stamps.append(time.time_ns() // 1000)
+        time.sleep(0.002)
+    engine.flush("t")
+    by_wal = tenant.create_branch("w", at=BranchPoint(wal_lsn=2500))
+    assert by_wal.read_file(REL_PATH) == _page(3)  # first batch with wal_lsn >= 2500
+    by_time = tenant.create_branch("tm", at=BranchPoint(time_us=stamps[1]))
+    assert by_time.read_file(REL_PATH) == _page(2)  # last batch at or before the time
+    with pytest.raises(OutOfRangeError, match="WAL position"):
+        tenant.create_branch("future", at=BranchPoint(wal_lsn=10**9))
+    with pytest.raises(OutOfRangeError, match="that old"):
+        tenant.create_branch("past", at=BranchPoint(time_us=1))
+
+
+def test_delete_refuses_with_children_and_reclaims(engine: Engine) -> None:
+    _setup(engine)
+    tenant = engine.tenant("t")
+    tenant.create_branch("a")
+    b = tenant.create_branch("b", parent="a")
+    b.ingest(Batch((Write(REL_PATH, 0, _page(9)),)))
+    engine.flush("t")
+    with pytest.raises(FailedPreconditionError, match="has child branches b"):
+        tenant.delete_branch("a")
+    storage = engine.storage
+    assert any(b.timeline_id in key for key in storage.list("tenants/t/timelines/"))
+    assert tenant.delete_branch("a", cascade=True) == ["b", "a"]
+    assert not any(b.timeline_id in key for key in storage.list("tenants/t/timelines/"))
+    assert sorted(tenant.branch_names()) == ["main"]
+
+
+def test_checkpoint_pins_history_against_gc(engine: Engine) -> None:
+    _setup(engine)
+    tenant = engine.tenant("t")
+    main = tenant.branch("main")
+    pinned = main.ingest(Batch((Write(REL_PATH, 0, _page(1)),)))
+    tenant.create_checkpoint("main", "before")
+    for tag in range(2, 6):
+        main.ingest(Batch((Write(REL_PATH, 0, _page(tag)),)))
+    engine.flush("t")
+    engine.compact("t", force=True)
+    engine.gc("t", cutoff_lsn=main.durable_lsn)
+    assert main.read_file(REL_PATH, lsn=pinned) == _page(1)
+    restored = tenant.create_branch("restored", at=BranchPoint(checkpoint="before"))
+    assert restored.read_file(REL_PATH) == _page(1)
+    with pytest.raises(AlreadyExistsError):
+        tenant.create_checkpoint("main", "before")
+
+
+def test_restart_replays_unflushed_batches(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    _setup(engine)
+    main = engine.timeline("t", "main")
+    for tag in range(10):
+        main.ingest(Batch((Write(REL_PATH, tag * PAGE_SIZE, _page(tag)),)))
+    engine.close(flush=False)
+    again = make_engine()
+    main = again.timeline("t", "main")
+    assert main.durable_lsn == 11
+    assert main.read_file(REL_PATH) == b"".join(_page(t) for t in range(10))
+    assert again.tenant("t").generation == 2
+
+
+def test_corrupt_manifest_is_detected(make_engine: EngineFactory, tmp_path: Path) -> None:
+    engine = make_engine()
+    _setup(engine)
+    engine.close(flush=True)
+    manifests = sorted((tmp_path / "remote").rglob("manifest-*.json"))
+    text = manifests[-1].read_text()
+    damaged = re.sub(r'"disk_consistent_lsn": (\d+)', '"disk_consistent_lsn": 77', text)
+    assert damaged != text
+    manifests[-1].write_text(damaged)
+    with pytest.raises(CorruptionError, match=r"manifest .* checksum mismatch"):
+        make_engine()
+
+
+def test_corrupt_layer_is_detected_not_served(make_engine: EngineFactory, tmp_path: Path) -> None:
+    engine = make_engine()
+    _setup(engine)
+    engine.timeline("t", "main").ingest(Batch((Write(REL_PATH, 0, bytes(range(256)) * 32),)))
+    engine.close(flush=True)
+    for layer in (tmp_path / "state" / "layers").rglob("delta*"):
+        layer.unlink()  # force a download from the store
+    remote_layer = next((tmp_path / "remote").rglob("layers/delta*"))
+    raw = bytearray(remote_layer.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF
+    remote_layer.write_bytes(bytes(raw))
+    with pytest.raises(CorruptionError, match="delta"):
+        again = make_engine()
+        again.timeline("t", "main").read_file(REL_PATH)
+
+
+def test_attach_on_empty_local_state(make_engine: EngineFactory, tmp_path: Path) -> None:
+    storage = LocalDirectoryStorage(tmp_path / "shared-store")
+    first = make_engine(storage, state="node-a")
+    _setup(first)
+    first.timeline("t", "main").ingest(Batch((Write(REL_PATH, 0, _page(42)),)))
+    first.tenant("t").create_branch("dev")
+    first.close(flush=True)
+    second = make_engine(storage, state="node-b")
+    assert second.tenants() == []
+    tenant = second.attach_tenant("t")
+    assert sorted(tenant.branch_names()) == ["dev", "main"]
+    assert tenant.branch("dev").read_file(REL_PATH) == _page(42)
+    assert tenant.generation == 2
+    tenant.branch("main").ingest(Batch((Write(REL_PATH, 0, _page(43)),)))
+    second.flush("t")
+    names = storage.list("tenants/t/")
+    assert any(name.endswith("-00000002") for name in names)
+    assert any(name.endswith("manifest-00000001.json") for name in names)
