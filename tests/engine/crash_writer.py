@@ -1,0 +1,48 @@
+"""A writer process for the crash test: ingests numbered batches, prints each acknowledged LSN.
+
+Run as ``python -m tests.engine.crash_writer STATE_DIR STORE_DIR``; it keeps
+writing (with background flushes and compactions running) until it is killed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pageserver.config import EngineConfig
+from pageserver.engine import Engine
+from pageserver.keys import PAGE_SIZE
+from pageserver.ops import Batch, Create, Mkdir, Write
+from pageserver.remote import LocalDirectoryStorage
+
+PATH = "base/1/1000"
+BLOCKS = 16
+
+
+def page_for(lsn: int) -> bytes:
+    """The page the batch with this LSN writes (block ``lsn % BLOCKS``)."""
+    return lsn.to_bytes(8, "big") * (PAGE_SIZE // 8)
+
+
+def main() -> None:
+    state, store = Path(sys.argv[1]), Path(sys.argv[2])
+    config = EngineConfig(state_dir=state, background_period_s=0.05, memtable_bytes=256 * 1024,
+                          l0_compaction_threshold=3, image_threshold=2, pitr_window_s=0.5,
+                          gc_period_s=0.5, log_segment_bytes=512 * 1024)
+    engine = Engine(config, LocalDirectoryStorage(store))
+    if "crash" not in engine.tenants():
+        engine.create_tenant("crash").branch("main").ingest(
+            Batch((Mkdir("base"), Mkdir("base/1"), Create(PATH)))
+        )
+    main_branch = engine.timeline("crash", "main")
+    print(f"start {main_branch.durable_lsn}", flush=True)
+    while True:
+        lsn = main_branch.durable_lsn + 1
+        acked = main_branch.ingest(
+            Batch((Write(PATH, (lsn % BLOCKS) * PAGE_SIZE, page_for(lsn)),), wal_lsn=lsn)
+        )
+        print(acked, flush=True)
+
+
+if __name__ == "__main__":
+    main()
