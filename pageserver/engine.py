@@ -148,15 +148,22 @@ class Engine:
         os.replace(tmp, self._attached_path)
 
     def _replay(self) -> None:
-        """Re-apply logged batches that are not in layers yet."""
+        """Re-apply logged batches that are not in layers yet, and release the rest."""
         replayed = 0
+        orphans: set[tuple[str, str]] = set()
         for record in self._log.replay():
             tenant = self._tenants.get(record.tenant_id)
             timeline = tenant.timelines.get(record.timeline_id) if tenant else None
-            if timeline is None or record.lsn <= timeline.disk_consistent_lsn:
-                continue
-            timeline.replay(record.lsn, decode_batch(record.payload))
-            replayed += 1
+            if timeline is None:
+                orphans.add((record.tenant_id, record.timeline_id))
+            elif record.lsn > timeline.disk_consistent_lsn:
+                timeline.replay(record.lsn, decode_batch(record.payload))
+                replayed += 1
+        for tenant_id, timeline_id in orphans:
+            self._log.forget_timeline(tenant_id, timeline_id)
+        for timeline in self._timelines(None):
+            self._log.release(timeline.tenant_id, timeline.timeline_id,
+                              timeline.disk_consistent_lsn)
         if replayed:
             log.info("replayed %d batches from the ingest log", replayed)
 

@@ -6,12 +6,22 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from pageserver import gc
 from pageserver.config import EngineConfig
@@ -32,7 +42,7 @@ from pageserver.ops import (
     Unlink,
     Write,
 )
-from pageserver.remote import LocalDirectoryStorage
+from pageserver.remote import LocalDirectoryStorage, RemoteStorage, S3Storage
 from pageserver.tenant import BranchPoint, Tenant
 from pageserver.timeline import Timeline
 from tests.engine.oracle import OracleError, Tree, apply_batch
@@ -83,7 +93,7 @@ class BranchModel:
 class EngineModel(RuleBasedStateMachine):
     """Drives the engine and the oracle with the same operations."""
 
-    def __init__(self) -> None:
+    def __init__(self, storage: RemoteStorage | None = None) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="strata-model-"))
         self.config = EngineConfig(
@@ -91,11 +101,12 @@ class EngineModel(RuleBasedStateMachine):
             l0_compaction_threshold=3, l1_target_entries=8, image_threshold=2,
             image_partition_pages=6, log_segment_bytes=64 * 1024,
         )
-        self.storage = LocalDirectoryStorage(self.tmp / "remote")
+        self.storage = storage or LocalDirectoryStorage(self.tmp / "remote")
         self.engine = Engine(self.config, self.storage)
         self.engine.create_tenant(TENANT)
         self.branches = {"main": BranchModel(None, 0, {0: {}})}
         self.counter = 0
+        self.checkpoints: dict[str, tuple[str, int]] = {}
 
     def teardown(self) -> None:
         self.engine.close(flush=False)
@@ -155,6 +166,34 @@ class EngineModel(RuleBasedStateMachine):
         self.branches[name] = BranchModel(parent, lsn, {lsn: model.states[lsn]})
 
     @rule(data=st.data())
+    def checkpoint(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(self.branches)))
+        lsn = data.draw(st.sampled_from(sorted(self.branches[name].states)))
+        self.counter += 1
+        self.tenant.create_checkpoint(name, f"cp{self.counter}", lsn)
+        self.checkpoints[f"cp{self.counter}"] = (name, lsn)
+
+    @precondition(lambda self: len(self.branches) < 6 and self.checkpoints)
+    @rule(data=st.data())
+    def branch_from_checkpoint(self, data: st.DataObject) -> None:
+        checkpoint = data.draw(st.sampled_from(sorted(self.checkpoints)))
+        source, lsn = self.checkpoints[checkpoint]
+        self.counter += 1
+        name = f"b{self.counter}"
+        self.tenant.create_branch(name, at=BranchPoint(checkpoint=checkpoint))
+        state = self.branches[source].states[lsn]
+        self.branches[name] = BranchModel(source, lsn, {lsn: state})
+
+    @rule(data=st.data())
+    def delete_checkpoint(self, data: st.DataObject) -> None:
+        if not self.checkpoints:
+            return
+        checkpoint = data.draw(st.sampled_from(sorted(self.checkpoints)))
+        self.tenant.delete_checkpoint(checkpoint)
+        source, _ = self.checkpoints.pop(checkpoint)
+        self._prune(source)
+
+    @rule(data=st.data())
     def delete_leaf(self, data: st.DataObject) -> None:
         leaves = [n for n in self.branches
                   if n != "main" and not any(m.parent == n for m in self.branches.values())]
@@ -162,6 +201,7 @@ class EngineModel(RuleBasedStateMachine):
             return
         name = data.draw(st.sampled_from(sorted(leaves)))
         self.tenant.delete_branch(name)
+        self.checkpoints = {k: v for k, v in self.checkpoints.items() if v[0] != name}
         parent = self.branches.pop(name).parent
         assert parent is not None
         self._prune(parent)
@@ -248,10 +288,27 @@ class EngineModel(RuleBasedStateMachine):
                 raise AssertionError(f"read of {name} below GC cutoff at {below[0]} succeeded")
 
 
-EngineModel.TestCase.settings = settings(
-    max_examples=int(os.environ.get("STRATA_MODEL_EXAMPLES", "60")),
-    stateful_step_count=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=int(os.environ.get("STRATA_MODEL_EXAMPLES", examples)),
+        stateful_step_count=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+
+
+EngineModel.TestCase.settings = _settings(60)
 TestEngineModel = EngineModel.TestCase
+
+
+@pytest.mark.s3
+def test_model_on_s3(make_s3_storage: Callable[[str, str], S3Storage]) -> None:
+    """The same model against the S3 backend, each example in a fresh bucket."""
+
+    def machine() -> EngineModel:
+        bucket = f"strata-model-{uuid.uuid4().hex[:16]}"
+        storage = make_s3_storage(bucket, "engine")
+        storage.ensure_bucket()
+        return EngineModel(storage)
+
+    run_state_machine_as_test(machine, settings=_settings(8))  # type: ignore[arg-type]
