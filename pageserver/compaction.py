@@ -143,6 +143,9 @@ def create_images(timeline: Timeline, config: EngineConfig, result: CompactionRe
     lsn = timeline.disk_consistent_lsn
     with timeline.lock:
         layers = list(timeline.layers)
+    layer_set = frozenset(layer.desc.name for layer in layers)
+    if not force and timeline.image_check == layer_set:
+        return  # nothing changed since the last check found no range worth an image
     keys = visible_keys(timeline, lsn)
     bounds = _partition_bounds(
         {rel: (blocks, np.ones(len(blocks), dtype=np.int64)) for rel, blocks in keys.items()},
@@ -174,6 +177,8 @@ def create_images(timeline: Timeline, config: EngineConfig, result: CompactionRe
     if added:
         timeline.replace_layers(added, [])
         result.images_written += len(added)
+    else:
+        timeline.image_check = layer_set
 
 
 def visible_keys(timeline: Timeline, lsn: int) -> dict[Relation, np.ndarray]:

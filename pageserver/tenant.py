@@ -54,6 +54,20 @@ def validate_name(kind: str, name: str) -> str:
 
 
 @dataclass(frozen=True)
+class BranchInfo:
+    """A branch as listings show it: lineage and progress."""
+
+    name: str
+    timeline_id: str
+    parent: str | None  # branch name of the ancestor timeline, if it still has one
+    branch_lsn: int
+    last_lsn: int
+    children: tuple[str, ...]
+    created_at_us: int
+    expires_at_us: int | None
+
+
+@dataclass(frozen=True)
 class BranchPoint:
     """Where a new branch starts: exactly one of the fields is set (or none: latest)."""
 
@@ -141,6 +155,23 @@ class Tenant:
             if timeline_id == timeline.timeline_id:
                 return name
         return None
+
+    def branch_info(self, name: str) -> BranchInfo:
+        """Lineage of a branch: its parent, branch point and children."""
+        timeline = self.branch(name)
+        with self._lock:
+            record = self.manifest.branches[name]
+            ancestor = timeline.ancestor
+            children = tuple(sorted(
+                self.branch_name_of(child) or child.timeline_id for child in self.children(timeline)
+            ))
+        parent = self.branch_name_of(ancestor) if ancestor is not None else None
+        return BranchInfo(name, timeline.timeline_id, parent, timeline.branch_lsn,
+                          timeline.durable_lsn, children, record.created_at_us,
+                          record.expires_at_us)
+
+    def branches(self) -> list[BranchInfo]:
+        return [self.branch_info(name) for name in sorted(self.branch_names())]
 
     def children(self, timeline: Timeline) -> list[Timeline]:
         with self._lock:

@@ -124,6 +124,7 @@ class Timeline:
         )
         self.open_memtable = Memtable(self.last_lsn + 1)
         self.frozen: list[Memtable] = []
+        self.image_check: frozenset[str] = frozenset()  # layer set last found needing no image
         self._files: dict[str, FileMeta] | None = None  # tree at last_lsn, built on first use
         self.relations_in_use: set[tuple[bytes, int]] = set()
 

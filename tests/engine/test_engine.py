@@ -151,6 +151,9 @@ def test_delete_refuses_with_children_and_reclaims(engine: Engine) -> None:
     b = tenant.create_branch("b", parent="a")
     b.ingest(Batch((Write(REL_PATH, 0, _page(9)),)))
     engine.flush("t")
+    info = tenant.branch_info("a")
+    assert (info.parent, info.children, info.branch_lsn) == ("main", ("b",), 1)
+    assert tenant.branch_info("b").parent == "a"
     with pytest.raises(FailedPreconditionError, match="has child branches b"):
         tenant.delete_branch("a")
     storage = engine.storage
