@@ -101,6 +101,7 @@ class TimelineManifest:
     gc_cutoff: int
     created_at_us: int
     layers: list[LayerDescriptor] = field(default_factory=list)
+    writer_epoch: int = 0  # bumped by every writer attach; older epochs are fenced off
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
@@ -113,6 +114,7 @@ class TimelineManifest:
             obj["timeline_id"], obj["ancestor_id"], int(obj["branch_lsn"]),
             int(obj["disk_consistent_lsn"]), int(obj["gc_cutoff"]), int(obj["created_at_us"]),
             [LayerDescriptor.from_json(layer) for layer in obj["layers"]],
+            int(obj.get("writer_epoch", 0)),
         )
 
 

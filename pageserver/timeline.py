@@ -23,6 +23,7 @@ import numpy as np
 from pageserver.errors import (
     BelowGcCutoffError,
     CorruptionError,
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     OutOfRangeError,
@@ -114,6 +115,7 @@ class Timeline:
         self._flush_lock = threading.Lock()
         self.deleted = False
         self.gc_cutoff = manifest.gc_cutoff
+        self.writer_epoch = manifest.writer_epoch
         self.disk_consistent_lsn = manifest.disk_consistent_lsn
         self.last_lsn = manifest.disk_consistent_lsn
         self.durable_lsn = manifest.disk_consistent_lsn
@@ -163,11 +165,20 @@ class Timeline:
 
     # --- ingest ---------------------------------------------------------------
 
-    def ingest(self, batch: Batch) -> int:
-        """Apply a batch atomically; returns its LSN once it is durable."""
+    def ingest(self, batch: Batch, writer_epoch: int | None = None) -> int:
+        """Apply a batch atomically; returns its LSN once it is durable.
+
+        With ``writer_epoch``, the batch is refused unless that is the timeline's
+        current writer epoch: a writer fenced off by a newer attach cannot write.
+        """
         with self._lock:
             if self.deleted:
                 raise NotFoundError(f"timeline {self.timeline_id} was deleted")
+            if writer_epoch is not None and writer_epoch != self.writer_epoch:
+                raise FailedPreconditionError(
+                    f"writer epoch {writer_epoch} is stale: the branch's writer is now epoch "
+                    f"{self.writer_epoch} (another compute attached)"
+                )
             lsn = self.last_lsn + 1
             if not batch.timestamp_us:
                 batch = replace(batch, timestamp_us=now_us())
@@ -399,6 +410,7 @@ class Timeline:
                 self._ancestor.timeline_id if self._ancestor is not None else None,
                 self._branch_lsn, self.disk_consistent_lsn, self.gc_cutoff, self.created_at_us,
                 [layer.desc for layer in sorted(self.layers, key=lambda layer: layer.desc.name)],
+                self.writer_epoch,
             )
 
     def persist(self) -> None:
@@ -409,6 +421,14 @@ class Timeline:
             body = encode_manifest(self.to_manifest().to_json())
             key = timeline_manifest_key(self.tenant_id, self.timeline_id, self._generation)
             self._storage.put(key, body)
+
+    def attach_writer(self) -> int:
+        """Make a new writer the only one allowed to ingest; durable before it returns."""
+        with self._lock:
+            self.writer_epoch += 1
+            epoch = self.writer_epoch
+        self.persist()
+        return epoch
 
     def close(self) -> None:
         with self._lock:

@@ -242,3 +242,19 @@ def test_attach_on_empty_local_state(make_engine: EngineFactory, tmp_path: Path)
     names = storage.list("tenants/t/")
     assert any(name.endswith("-00000002") for name in names)
     assert any(name.endswith("manifest-00000001.json") for name in names)
+
+
+def test_writer_epoch_fences_the_old_writer(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    _setup(engine)
+    main = engine.timeline("t", "main")
+    first = main.attach_writer()
+    main.ingest(Batch((Write(REL_PATH, 0, _page(1)),)), writer_epoch=first)
+    second = main.attach_writer()
+    with pytest.raises(FailedPreconditionError, match=f"writer epoch {first} is stale"):
+        main.ingest(Batch((Write(REL_PATH, 0, _page(2)),)), writer_epoch=first)
+    main.ingest(Batch((Write(REL_PATH, 0, _page(3)),)), writer_epoch=second)
+    engine.close(flush=False)
+    again = make_engine().timeline("t", "main")
+    assert again.writer_epoch == second
+    assert again.read_file(REL_PATH) == _page(3)
