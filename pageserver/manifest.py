@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from pageserver.errors import CorruptionError
@@ -104,9 +104,13 @@ class TimelineManifest:
     writer_epoch: int = 0  # bumped by every writer attach; older epochs are fenced off
 
     def to_json(self) -> dict[str, Any]:
-        body = asdict(self)
-        body["layers"] = [layer.to_json() for layer in self.layers]
-        return body
+        return {
+            "timeline_id": self.timeline_id, "ancestor_id": self.ancestor_id,
+            "branch_lsn": self.branch_lsn, "disk_consistent_lsn": self.disk_consistent_lsn,
+            "gc_cutoff": self.gc_cutoff, "created_at_us": self.created_at_us,
+            "layers": [layer.to_json() for layer in self.layers],
+            "writer_epoch": self.writer_epoch,
+        }
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> TimelineManifest:
@@ -145,7 +149,11 @@ class TenantManifest:
     checkpoints: dict[str, CheckpointRecord] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "tenant_id": self.tenant_id,
+            "branches": {name: vars(record) for name, record in self.branches.items()},
+            "checkpoints": {name: vars(record) for name, record in self.checkpoints.items()},
+        }
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> TenantManifest:
@@ -160,8 +168,7 @@ def encode_manifest(body: dict[str, Any]) -> bytes:
     """JSON with a format version and a SHA-256 over the canonical body."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()
-    return json.dumps({"format": FORMAT_VERSION, "sha256": digest, "body": body}, sort_keys=True,
-                      indent=1).encode()
+    return f'{{"format":{FORMAT_VERSION},"sha256":"{digest}","body":{canonical}}}'.encode()
 
 
 def decode_manifest(raw: bytes, name: str) -> dict[str, Any]:

@@ -106,6 +106,16 @@ def _search_layer(
             return improved, np.empty(0, np.int64), np.empty(0, np.int64)
         entries, _ = reader.find_pages(relation, blocks[improved], lsn)
         return improved, entries, np.full(len(entries), layer.lsn_start, dtype=np.int64)
+    lo, hi = relation_block_range(relation, layer.desc.key_start, layer.desc.key_end)
+    inside = (blocks >= lo) & (blocks < hi)
+    if not inside.all():
+        improved = np.zeros(len(blocks), dtype=bool)
+        if inside.any():
+            sub_improved, entries, lsns = _search_layer(layer, relation, blocks[inside], lsn,
+                                                        best[inside])
+            improved[np.flatnonzero(inside)[sub_improved]] = True
+            return improved, entries, lsns
+        return improved, np.empty(0, np.int64), np.empty(0, np.int64)
     entries, entry_lsns = reader.find_pages(relation, blocks, lsn)
     found_lsns = entry_lsns.astype(np.int64)
     improved = (entries >= 0) & (found_lsns > best)

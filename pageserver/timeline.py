@@ -121,12 +121,12 @@ class Timeline:
         self.durable_lsn = manifest.disk_consistent_lsn
         self._last_seqno = 0
         self.layers: list[Layer] = sorted(
-            (self._layer_handle(desc) for desc in manifest.layers),
-            key=lambda layer: (-layer.lsn_end, layer.desc.key_start),
+            (self._layer_handle(desc) for desc in manifest.layers), key=_read_order
         )
         self.open_memtable = Memtable(self.last_lsn + 1)
         self.frozen: list[Memtable] = []
         self.image_check: frozenset[str] = frozenset()  # layer set last found needing no image
+        self._last_batch: tuple[int, int, int] | None = None
         self._files: dict[str, FileMeta] | None = None  # tree at last_lsn, built on first use
         self.relations_in_use: set[tuple[bytes, int]] = set()
 
@@ -230,6 +230,7 @@ class Timeline:
                 if meta.kind == FileKind.FILE:
                     self.relations_in_use.add((meta.relation, meta.block_offset))
         memtable.add_batch(lsn, batch.wal_lsn, batch.timestamp_us)
+        self._last_batch = (lsn, batch.wal_lsn, batch.timestamp_us)
         self.last_lsn = lsn
 
     # --- reads ------------------------------------------------------------------
@@ -329,6 +330,25 @@ class Timeline:
         history = history[history[:, 0] <= durable]
         return history[np.argsort(history[:, 0], kind="stable")]
 
+    def last_batch(self) -> tuple[int, int, int]:
+        """(lsn, wal_lsn, timestamp_us) of the newest batch, inherited ones included."""
+        with self._lock:
+            if self._last_batch is None:
+                history = self.batch_history()
+                last = history[-1].tolist() if len(history) else [0, 0, 0]
+                self._last_batch = (int(last[0]), int(last[1]), int(last[2]))
+            return self._last_batch
+
+    def owned_bytes(self) -> int:
+        """Bytes of the layer files this timeline owns (not its ancestors')."""
+        with self._lock:
+            return sum(layer.desc.size for layer in self.layers)
+
+    def logical_size(self) -> int:
+        """Bytes of all files at the newest LSN."""
+        with self._lock:
+            return sum(meta.size for meta in self.files.values())
+
     # --- flushing memtables into L0 layers -------------------------------------
 
     def freeze(self) -> bool:
@@ -394,8 +414,7 @@ class Timeline:
             layer.remove_local()
 
     def _insert_layers(self, added: list[Layer]) -> None:
-        self.layers = sorted([*self.layers, *added],
-                             key=lambda layer: (-layer.lsn_end, layer.desc.key_start))
+        self.layers = sorted([*self.layers, *added], key=_read_order)
 
     def _layer_handle(self, desc: LayerDescriptor) -> Layer:
         return Layer(desc, self._cache_dir / desc.name, self._storage,
@@ -438,3 +457,8 @@ class Timeline:
 
     def __repr__(self) -> str:
         return f"Timeline({self.tenant_id}/{self.timeline_id})"
+
+
+def _read_order(layer: Layer) -> tuple[int, bool, bytes]:
+    """Newest LSN end first; on a tie images first, so they settle keys before deltas."""
+    return (-layer.lsn_end, not layer.is_image, layer.desc.key_start)
