@@ -1,0 +1,444 @@
+"""Access control for the gRPC page server: bearer tokens, their scopes, and the interceptor.
+
+A token is an HS256 JWT signed with the page server's own key, carrying a tenant (``*``: all
+tenants, admin only), a scope, an expiry and an id. Clients send it as the metadata
+``authorization: Bearer <token>`` (see ``call_credentials_metadata``). ``AuthInterceptor``
+checks the token of every call except health checking and reflection, and checks every
+request's tenant against the token before the servicer sees the request.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import re
+import secrets
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+import jwt
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+log = logging.getLogger(__name__)
+
+ALL_TENANTS: Final = "*"
+MAX_TTL_S: Final = 10 * 365 * 24 * 3600
+KEY_BYTES: Final = 32
+_ALGORITHM: Final = "HS256"
+_TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+class Scope(StrEnum):
+    """What a token may do: everything, one tenant's everything, or a compute's data path."""
+
+    ADMIN = "admin"
+    TENANT = "tenant"
+    COMPUTE = "compute"
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The verified content of a token."""
+
+    tenant: str  # ALL_TENANTS ("*") for admin tokens
+    scope: Scope
+    expires_at: int  # unix seconds
+    token_id: str
+
+
+class AuthError(Exception):
+    """A refused call; the message is shown to the client and never holds a secret."""
+
+
+class Unauthenticated(AuthError):
+    """No token, or one that is forged, expired or malformed."""
+
+
+class PermissionDenied(AuthError):
+    """A valid token that does not allow this call on this tenant."""
+
+
+# ---------------------------------------------------------------- method sets
+
+_PAGE = "/strata.v1.PageService/"
+_MANAGEMENT = "/strata.v1.ManagementService/"
+
+PAGE_SERVICE_METHODS: Final = frozenset(
+    _PAGE + name for name in ("GetPages", "ListFiles", "Stat", "RelationSize"))
+INGEST_METHODS: Final = frozenset({"/strata.v1.IngestService/Ingest"})
+ADMIN_ONLY_METHODS: Final = frozenset(
+    _MANAGEMENT + name for name in ("CreateTenant", "DeleteTenant"))
+# Methods whose request names no tenant; a tenant token may call them and the servicer
+# must then restrict the answer to the token's tenant (``current_claims``).
+TENANTLESS_METHODS: Final = frozenset({_MANAGEMENT + "ListTenants"})
+COMPUTE_METHODS: Final = PAGE_SERVICE_METHODS | INGEST_METHODS | frozenset(
+    _MANAGEMENT + name for name in ("AttachWriter", "DetachWriter", "GetBranch"))
+TENANT_METHODS: Final = COMPUTE_METHODS | TENANTLESS_METHODS | frozenset(
+    _MANAGEMENT + name for name in (
+        "CreateBranch", "ListBranches", "DeleteBranch", "CreateCheckpoint", "ListCheckpoints",
+        "DeleteCheckpoint", "Gc", "Compact", "CreateToken"))
+DEFAULT_OPEN_METHODS: Final = frozenset({
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/List",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+})
+
+
+# ---------------------------------------------------------------- tokens
+
+def _check_tenant_scope(tenant: str, scope: Scope) -> None:
+    """Raise ValueError unless ``tenant`` is a valid name for a token of ``scope``."""
+    if scope is Scope.ADMIN:
+        if tenant != ALL_TENANTS:
+            raise ValueError(f"an admin token is for all tenants: use tenant {ALL_TENANTS!r}")
+    elif tenant == ALL_TENANTS:
+        raise ValueError(f"tenant {ALL_TENANTS!r} (all tenants) needs scope admin")
+    elif not _TENANT_NAME.fullmatch(tenant):
+        raise ValueError(
+            f"invalid tenant name {tenant!r}: 1 to 63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit")
+
+
+class TokenAuthority:
+    """Issues and verifies tokens signed with one symmetric key."""
+
+    def __init__(self, signing_key: bytes) -> None:
+        if len(signing_key) < KEY_BYTES:
+            raise ValueError(f"the signing key must have at least {KEY_BYTES} bytes")
+        self._key = signing_key
+
+    def issue(self, tenant: str, scope: Scope, ttl_s: int) -> str:
+        """A new token for ``tenant`` with ``scope``, valid for ``ttl_s`` seconds."""
+        _check_tenant_scope(tenant, scope)
+        if not 1 <= ttl_s <= MAX_TTL_S:
+            raise ValueError(f"token lifetime {ttl_s} s is outside 1 s .. {MAX_TTL_S} s (10 years)")
+        now = int(time.time())
+        payload = {"tenant": tenant, "scope": scope.value, "iat": now, "exp": now + ttl_s,
+                   "jti": secrets.token_hex(16)}
+        return jwt.encode(payload, self._key, algorithm=_ALGORITHM)
+
+    def verify(self, token: str) -> Claims:
+        """The claims of ``token``; Unauthenticated unless it is well formed, ours and live."""
+        if not token:
+            raise Unauthenticated("missing token")
+        try:
+            payload = jwt.decode(token, self._key, algorithms=[_ALGORITHM],
+                                 options={"require": ["exp", "iat", "jti"]})
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("token expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise Unauthenticated("token not yet valid") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthenticated(f"token lacks the {exc.claim!r} claim") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise Unauthenticated("token signature invalid") from exc
+        except jwt.InvalidAlgorithmError as exc:
+            raise Unauthenticated(f"token algorithm not allowed: use {_ALGORITHM}") from exc
+        except jwt.DecodeError as exc:
+            raise Unauthenticated("token malformed") from exc
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated("token invalid") from exc
+        tenant, scope, exp, jti = (payload.get(k) for k in ("tenant", "scope", "exp", "jti"))
+        try:
+            if not (isinstance(tenant, str) and isinstance(scope, str)
+                    and isinstance(exp, int) and isinstance(jti, str)):
+                raise ValueError("a claim has the wrong type")
+            claims = Claims(tenant=tenant, scope=Scope(scope), expires_at=exp, token_id=jti)
+            _check_tenant_scope(claims.tenant, claims.scope)
+        except ValueError as exc:
+            raise Unauthenticated("token claims invalid") from exc
+        return claims
+
+
+# ---------------------------------------------------------------- state directory
+
+def _tighten(path: Path, mode: int) -> None:
+    """Narrow ``path``'s permissions to ``mode``, warning if they were wider."""
+    current = stat.S_IMODE(path.stat().st_mode)
+    if current & ~mode:
+        log.warning("%s had mode %04o, wider than %04o: fixing it", path, current, mode)
+        path.chmod(mode)
+
+
+def _write_atomically(path: Path, data: bytes, *, replace: bool) -> None:
+    """Write a complete mode-0600 file at ``path`` via a temporary file in the same directory.
+
+    Without ``replace`` an existing file is kept, so of concurrent writers the first wins.
+    """
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        if replace:
+            os.replace(temp, path)
+        else:
+            try:
+                os.link(temp, path)  # atomic, and unlike rename never replaces
+            except FileExistsError:
+                return
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if os.path.lexists(temp):
+            os.unlink(temp)
+
+
+def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
+    """The authority and admin token kept in ``state_dir/auth``, created on first use.
+
+    ``signing.key`` holds 32 random bytes and ``admin.token`` an admin token for all
+    tenants valid for 10 years, both mode 0600 in a 0700 directory. An admin token that no
+    longer verifies (expired, or signed with a replaced key) is replaced.
+    """
+    auth_dir = state_dir / "auth"
+    auth_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _tighten(auth_dir, 0o700)
+    key_path = auth_dir / "signing.key"
+    if not key_path.exists():
+        _write_atomically(key_path, secrets.token_bytes(KEY_BYTES), replace=False)
+    _tighten(key_path, 0o600)
+    key = key_path.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"{key_path} holds {len(key)} bytes, not a {KEY_BYTES}-byte key")
+    authority = TokenAuthority(key)
+
+    token_path = auth_dir / "admin.token"
+    if not token_path.exists():
+        token = authority.issue(ALL_TENANTS, Scope.ADMIN, MAX_TTL_S)
+        _write_atomically(token_path, token.encode(), replace=False)
+    _tighten(token_path, 0o600)
+    token = token_path.read_text().strip()
+    try:
+        authority.verify(token)
+    except Unauthenticated as exc:
+        log.warning("%s does not verify (%s): issuing a new admin token", token_path, exc)
+        token = authority.issue(ALL_TENANTS, Scope.ADMIN, MAX_TTL_S)
+        _write_atomically(token_path, token.encode(), replace=True)
+    return authority, token
+
+
+# ---------------------------------------------------------------- authorisation
+
+def authorize(claims: Claims, tenant: str | None, method: str) -> None:
+    """Raise PermissionDenied unless ``claims`` allow calling ``method`` on ``tenant``.
+
+    ``method`` is the full gRPC path ("/strata.v1.PageService/GetPages"); ``tenant`` is
+    the tenant the request names, None if it names none. Admin tokens may do everything.
+    Tenant tokens may call TENANT_METHODS on their own tenant; of these, ListTenants names
+    no tenant, so its servicer must list only the token's tenant, and CreateToken's
+    servicer must refuse a scope wider than the caller's. Compute tokens may call
+    COMPUTE_METHODS on their own tenant.
+    """
+    if claims.scope is Scope.ADMIN and claims.tenant == ALL_TENANTS:
+        return
+    if claims.scope is Scope.ADMIN or claims.tenant == ALL_TENANTS:
+        raise PermissionDenied(f"token has tenant {claims.tenant!r} with scope {claims.scope}")
+    allowed = TENANT_METHODS if claims.scope is Scope.TENANT else COMPUTE_METHODS
+    if method not in allowed:
+        raise PermissionDenied(f"a {claims.scope} token may not call {method}")
+    if tenant is None:
+        if method not in TENANTLESS_METHODS:
+            raise PermissionDenied(f"the request to {method} names no tenant")
+    elif tenant != claims.tenant:
+        raise PermissionDenied(f"the token is for tenant {claims.tenant!r}, not {tenant!r}")
+
+
+def request_tenant(message: object) -> str | None:
+    """The tenant a request names, found through its protobuf descriptor; None if none.
+
+    Looks at a string field ``tenant`` and at the ``tenant`` of each set message field
+    (such as ``at`` of page requests or ``open`` of ingest requests). A request naming two
+    different tenants is refused with PermissionDenied; a non-protobuf object names none.
+    """
+    if not isinstance(message, Message):
+        return None
+    named: set[str] = set()
+    for field in message.DESCRIPTOR.fields:
+        if field.is_repeated:
+            continue
+        if field.name == "tenant" and field.type == FieldDescriptor.TYPE_STRING:
+            named.add(getattr(message, field.name))
+        elif field.message_type is not None and message.HasField(field.name):
+            inner = field.message_type.fields_by_name.get("tenant")
+            if inner is not None and inner.type == FieldDescriptor.TYPE_STRING:
+                named.add(getattr(message, field.name).tenant)
+    if len(named) > 1:
+        raise PermissionDenied(f"a request may name one tenant, not {sorted(named)}")
+    return named.pop() if named else None
+
+
+# ---------------------------------------------------------------- gRPC
+
+current_claims: contextvars.ContextVar[Claims | None] = contextvars.ContextVar(
+    "current_claims", default=None)
+"""The verified claims of the call being served; None outside authenticated calls.
+
+Set by AuthInterceptor while the servicer's behaviour (and its response iterator) runs in
+the handling thread; threads a servicer starts itself do not see it.
+"""
+
+
+def call_credentials_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """The metadata carrying ``token``: pass it as ``metadata=`` on every call.
+
+    gRPC call credentials would attach it automatically but need a secure (TLS or local)
+    channel; plain metadata also works over an insecure loopback channel.
+    """
+    return (("authorization", f"Bearer {token}"),)
+
+
+_HANDLER_FACTORIES: Final[
+    dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[Any, Any]]]
+] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+class _CallGuard:
+    """Authorises the requests of one authenticated call and runs its behaviour."""
+
+    def __init__(self, claims: Claims, method: str, context: grpc.ServicerContext) -> None:
+        self._claims = claims
+        self._method = method
+        self._context = context
+        self._denied: PermissionDenied | None = None
+        self._run = contextvars.copy_context()
+        self._run.run(current_claims.set, claims)
+
+    def check(self, message: object, *, first: bool) -> None:
+        """Abort with PERMISSION_DENIED unless the claims cover the tenant ``message`` names.
+
+        After the first message of a stream, a message naming no tenant (an ingest batch)
+        belongs to the tenant already authorised for the stream.
+        """
+        if not isinstance(message, Message):
+            return  # bytes that did not parse: the service handler refuses them as invalid
+        try:
+            tenant = request_tenant(message)
+            if first or tenant is not None:
+                authorize(self._claims, tenant, self._method)
+        except PermissionDenied as exc:
+            self._denied = exc
+            self._context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+
+    def requests(self, requests: Iterator[Any]) -> Iterator[Any]:
+        """``requests``, each checked before the servicer receives it."""
+        for index, message in enumerate(requests):
+            self.check(message, first=index == 0)
+            yield message
+
+    def _reassert_denial(self) -> None:
+        # A servicer may turn the abort raised inside its request loop into another status
+        # or swallow it; a refused stream still ends with PERMISSION_DENIED.
+        if self._denied is not None:
+            self._context.abort(grpc.StatusCode.PERMISSION_DENIED, str(self._denied))
+
+    def call(self, behaviour: Callable[[Any, grpc.ServicerContext], Any], argument: Any) -> Any:
+        """Run a unary-response behaviour with ``current_claims`` set."""
+        try:
+            response = self._run.run(behaviour, argument, self._context)
+        except Exception:
+            self._reassert_denial()
+            raise
+        self._reassert_denial()
+        return response
+
+    def stream(self, behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+               argument: Any) -> Iterator[Any]:
+        """Run a streaming-response behaviour, each step with ``current_claims`` set."""
+        try:
+            responses = iter(self._run.run(behaviour, argument, self._context))
+            while True:
+                try:
+                    response = self._run.run(lambda: next(responses))
+                except StopIteration:
+                    break
+                yield response
+        except Exception:
+            self._reassert_denial()
+            raise
+        self._reassert_denial()
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Refuses calls without a valid bearer token, or naming a tenant the token does not cover.
+
+    Calls to ``open_methods`` (health checking and reflection by default) pass unchecked.
+    """
+
+    def __init__(self, authority: TokenAuthority,
+                 open_methods: frozenset[str] = DEFAULT_OPEN_METHODS) -> None:
+        self._authority = authority
+        self._open_methods = open_methods
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """The method's handler, guarded unless the method is open."""
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method in self._open_methods:
+            return handler
+        return self._guarded(handler, method)
+
+    def _authenticate(self, context: grpc.ServicerContext, method: str) -> Claims:
+        """The claims of the call's bearer token; aborts with UNAUTHENTICATED without one."""
+        values = [value for key, value in context.invocation_metadata()
+                  if key.lower() == "authorization"]
+        try:
+            if not values:
+                raise Unauthenticated(
+                    "missing bearer token: send metadata 'authorization: Bearer <token>'")
+            if len(values) > 1:
+                raise Unauthenticated("more than one authorization header")
+            scheme, _, token = str(values[0]).partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("the authorization header must be 'Bearer <token>'")
+            return self._authority.verify(token.strip())
+        except Unauthenticated as exc:
+            log.info("refused %s from %s: %s", method, context.peer(), exc)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+
+    def _guarded(self, handler: grpc.RpcMethodHandler[Any, Any],
+                 method: str) -> grpc.RpcMethodHandler[Any, Any]:
+        """``handler`` rebuilt so each call is authenticated and each request authorised."""
+        inner = (handler.unary_unary or handler.unary_stream or handler.stream_unary
+                 or handler.stream_stream)
+        if inner is None:
+            raise TypeError(f"{method}: the method handler has no behaviour")
+        streaming_requests = handler.request_streaming
+        streaming_responses = handler.response_streaming
+
+        def behaviour(argument: Any, context: grpc.ServicerContext) -> Any:
+            guard = _CallGuard(self._authenticate(context, method), method, context)
+            if streaming_requests:
+                argument = guard.requests(argument)
+            else:
+                guard.check(argument, first=True)
+            if streaming_responses:
+                return guard.stream(inner, argument)
+            return guard.call(inner, argument)
+
+        factory = _HANDLER_FACTORIES[(streaming_requests, streaming_responses)]
+        return factory(behaviour, handler.request_deserializer, handler.response_serializer)

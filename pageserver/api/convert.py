@@ -1,0 +1,122 @@
+"""Conversions between protobuf messages and engine types, and engine errors to statuses."""
+
+from __future__ import annotations
+
+import grpc
+
+from pageserver.errors import (
+    AlreadyExistsError,
+    CorruptionError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    StrataError,
+)
+from pageserver.ingest import MAX_OPS_PER_BATCH
+from pageserver.keys import Relation
+from pageserver.ops import (
+    Batch,
+    Chmod,
+    Create,
+    FileKind,
+    FileMeta,
+    FileOp,
+    Mkdir,
+    Rename,
+    Rmdir,
+    Truncate,
+    Unlink,
+    Write,
+)
+from proto import strata_pb2 as pb
+
+_STATUS_OF: tuple[tuple[type[StrataError], grpc.StatusCode], ...] = (
+    (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
+    (OutOfRangeError, grpc.StatusCode.OUT_OF_RANGE),
+    (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
+    (CorruptionError, grpc.StatusCode.DATA_LOSS),
+)
+
+
+def status_of(error: StrataError) -> grpc.StatusCode:
+    """The gRPC status an engine error maps to (storage trouble: UNAVAILABLE)."""
+    for kind, code in _STATUS_OF:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.UNAVAILABLE
+
+
+def relation_from_pb(message: pb.Relation) -> Relation:
+    fields = (message.spc_oid, message.db_oid, message.rel_number)
+    if message.fork > 0xFF:
+        raise InvalidArgumentError(f"fork number {message.fork} is out of range")
+    return Relation(*fields, message.fork)
+
+
+def relation_to_pb(relation: Relation) -> pb.Relation:
+    return pb.Relation(spc_oid=relation.spc, db_oid=relation.db, rel_number=relation.rel,
+                       fork=relation.fork)
+
+
+def file_info(path: str, meta: FileMeta) -> pb.FileInfo:
+    info = pb.FileInfo(
+        path=path, size=meta.size, mode=meta.mode, block_offset=meta.block_offset,
+        mtime_us=meta.mtime_us,
+        kind=pb.FILE_KIND_FILE if meta.kind == FileKind.FILE else pb.FILE_KIND_DIR,
+    )
+    if meta.relation:
+        info.relation.CopyFrom(relation_to_pb(Relation.from_bytes(meta.relation)))
+    return info
+
+
+def batch_from_pb(message: pb.IngestBatch) -> Batch:
+    if len(message.ops) >= MAX_OPS_PER_BATCH:
+        raise InvalidArgumentError(f"batch has {len(message.ops)} operations")
+    return Batch(tuple(op_from_pb(op) for op in message.ops), message.wal_lsn,
+                 message.timestamp_us)
+
+
+def op_from_pb(message: pb.FileOp) -> FileOp:
+    which = message.WhichOneof("op")
+    if which == "write":
+        return Write(message.write.path, message.write.offset, message.write.data)
+    if which == "truncate":
+        return Truncate(message.truncate.path, message.truncate.size)
+    if which == "create":
+        return Create(message.create.path, message.create.mode)
+    if which == "unlink":
+        return Unlink(message.unlink.path)
+    if which == "rename":
+        return Rename(message.rename.src, message.rename.dst)
+    if which == "mkdir":
+        return Mkdir(message.mkdir.path, message.mkdir.mode)
+    if which == "rmdir":
+        return Rmdir(message.rmdir.path)
+    if which == "chmod":
+        return Chmod(message.chmod.path, message.chmod.mode)
+    raise InvalidArgumentError("file operation with no operation set")
+
+
+def op_to_pb(op: FileOp) -> pb.FileOp:
+    """The protobuf form of a file operation (used by clients such as the compute shim)."""
+    match op:
+        case Write(path, offset, data):
+            return pb.FileOp(write=pb.WriteOp(path=path, offset=offset, data=data))
+        case Truncate(path, size):
+            return pb.FileOp(truncate=pb.TruncateOp(path=path, size=size))
+        case Create(path, mode):
+            return pb.FileOp(create=pb.CreateOp(path=path, mode=mode))
+        case Unlink(path):
+            return pb.FileOp(unlink=pb.UnlinkOp(path=path))
+        case Rename(src, dst):
+            return pb.FileOp(rename=pb.RenameOp(src=src, dst=dst))
+        case Mkdir(path, mode):
+            return pb.FileOp(mkdir=pb.MkdirOp(path=path, mode=mode))
+        case Rmdir(path):
+            return pb.FileOp(rmdir=pb.RmdirOp(path=path))
+        case Chmod(path, mode):
+            return pb.FileOp(chmod=pb.ChmodOp(path=path, mode=mode))
+    raise InvalidArgumentError(f"unknown operation {op!r}")

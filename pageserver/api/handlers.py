@@ -1,0 +1,124 @@
+"""gRPC method handlers built from the service descriptors of proto/strata.proto.
+
+Every method gets the same treatment: request bytes that do not parse become
+INVALID_ARGUMENT (not INTERNAL), engine errors become their status with the
+engine's message, anything unexpected is logged and becomes INTERNAL, and
+every call (or streamed request) is counted and timed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from pageserver.api.convert import status_of
+from pageserver.errors import InvalidArgumentError, StrataError
+from pageserver.metrics import Metrics
+from proto import strata_pb2
+
+log = logging.getLogger(__name__)
+
+
+class Malformed:
+    """Stands in for a request whose bytes did not parse."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _safe_parser(message_class: type[Message]) -> Callable[[bytes], Message | Malformed]:
+    def parse(raw: bytes) -> Message | Malformed:
+        try:
+            return message_class.FromString(raw)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            return Malformed(str(exc) or type(exc).__name__)
+
+    return parse
+
+
+def checked(requests: Iterator[Any]) -> Iterator[Any]:
+    """A request stream in which a malformed message raises InvalidArgumentError."""
+    for request in requests:
+        if isinstance(request, Malformed):
+            raise InvalidArgumentError(f"malformed request message: {request.error}")
+        yield request
+
+
+def service_handler(service: str, servicer: object, metrics: Metrics) -> grpc.GenericRpcHandler:
+    """A generic handler serving ``service`` (e.g. "PageService") with ``servicer``'s methods."""
+    descriptor = strata_pb2.DESCRIPTOR.services_by_name[service]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in descriptor.methods:
+        request_class = getattr(strata_pb2, method.input_type.name)
+        response_class = getattr(strata_pb2, method.output_type.name)
+        behaviour = getattr(servicer, method.name)
+        name = f"{service}/{method.name}"
+        parse = _safe_parser(request_class)
+        serialize = response_class.SerializeToString
+        if method.client_streaming and method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                _stream(behaviour, name, metrics), parse, serialize)
+        elif not method.client_streaming and not method.server_streaming:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _unary(behaviour, name, metrics), parse, serialize)
+        else:
+            raise TypeError(f"{name}: only unary and bidirectional methods are supported")
+    return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
+
+
+def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Message], name: str,
+           metrics: Metrics) -> Callable[[Any, grpc.ServicerContext], Message]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Message:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            if isinstance(request, Malformed):
+                raise InvalidArgumentError(f"malformed request message: {request.error}")
+            return behaviour(request, context)
+        except StrataError as exc:
+            code = status_of(exc)
+            context.abort(code, str(exc))
+        except Exception:
+            log.exception("%s failed", name)
+            code = grpc.StatusCode.INTERNAL
+            context.abort(code, f"internal error in {name}; see the page server log")
+        finally:
+            metrics.rpc_requests.labels(name, code.name).inc()
+            metrics.rpc_seconds.labels(name).observe(time.perf_counter() - started)
+
+    return handle
+
+
+def _stream(behaviour: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Message]],
+            name: str, metrics: Metrics
+            ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Message]]:
+    def handle(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Message]:
+        code = grpc.StatusCode.OK
+        try:
+            yield from behaviour(requests, context)
+        except StrataError as exc:
+            code = status_of(exc)
+            context.abort(code, str(exc))
+        except Exception:
+            aborted = _aborted_with(context)
+            if aborted is not None:  # e.g. the auth interceptor refused a streamed request
+                code = aborted
+                raise
+            log.exception("%s failed", name)
+            code = grpc.StatusCode.INTERNAL
+            context.abort(code, f"internal error in {name}; see the page server log")
+        finally:
+            metrics.rpc_requests.labels(name, code.name).inc()
+
+    return handle
+
+
+def _aborted_with(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The status a call was already aborted with, if any."""
+    code = cast(Callable[[], "grpc.StatusCode | None"], context.code)()  # type: ignore[attr-defined]
+    return code if code not in (None, grpc.StatusCode.OK) else None

@@ -1,0 +1,51 @@
+"""IngestService: one compute's ordered stream of batches for one branch, fenced by epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from pageserver.api.convert import batch_from_pb
+from pageserver.api.handlers import Malformed, checked
+from pageserver.engine import Engine
+from pageserver.errors import FailedPreconditionError, InvalidArgumentError
+from pageserver.metrics import Metrics
+from proto import strata_pb2 as pb
+
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+class IngestServicer:
+    """Applies batches in stream order; acknowledges each once durable."""
+
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        self._engine = engine
+        self._metrics = metrics
+
+    def Ingest(self, requests: Iterator[pb.IngestRequest | Malformed],
+               context: grpc.ServicerContext) -> Iterator[pb.IngestResponse]:
+        stream = checked(requests)
+        first = next(stream, None)
+        if first is None:
+            return
+        if first.WhichOneof("msg") != "open":
+            raise InvalidArgumentError("an ingest stream must start with an open message")
+        opened = first.open
+        timeline = self._engine.timeline(opened.tenant, opened.branch or "main")
+        if opened.writer_epoch != timeline.writer_epoch:
+            raise FailedPreconditionError(
+                f"writer epoch {opened.writer_epoch} is stale: branch {opened.branch!r} has "
+                f"writer epoch {timeline.writer_epoch}; attach as writer first")
+        for request in stream:
+            if request.WhichOneof("msg") != "batch":
+                raise InvalidArgumentError("only batches may follow the open message")
+            size = sum(len(op.write.data) for op in request.batch.ops)
+            if size > MAX_BATCH_BYTES:
+                raise InvalidArgumentError(
+                    f"batch carries {size} bytes; the limit is {MAX_BATCH_BYTES}")
+            with self._metrics.rpc_seconds.labels("IngestService/Ingest.batch").time():
+                lsn = timeline.ingest(batch_from_pb(request.batch), opened.writer_epoch)
+            self._metrics.ingest_batches.inc()
+            self._metrics.ingest_bytes.inc(size)
+            yield pb.IngestResponse(batch_id=request.batch.batch_id, lsn=lsn)

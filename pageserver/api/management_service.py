@@ -1,0 +1,200 @@
+"""ManagementService: tenants, branches, checkpoints, maintenance, writers and tokens."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import grpc
+
+from pageserver import importer
+from pageserver.api.auth import Claims, Scope, TokenAuthority, current_claims
+from pageserver.engine import Engine
+from pageserver.errors import InvalidArgumentError
+from pageserver.manifest import CheckpointRecord
+from pageserver.tenant import MAIN_BRANCH, BranchPoint, Tenant
+from proto import strata_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+_SCOPE_RANK = {Scope.COMPUTE: 0, Scope.TENANT: 1, Scope.ADMIN: 2}
+DEFAULT_TOKEN_TTL_S = 24 * 3600
+
+
+class ManagementServicer:
+    """Control-plane operations on the engine."""
+
+    def __init__(self, engine: Engine, authority: TokenAuthority, pg_bin_dir: str | None,
+                 scratch_dir: Path | None = None) -> None:
+        self._engine = engine
+        self._authority = authority
+        self._pg_bin_dir = pg_bin_dir
+        self._scratch = scratch_dir
+
+    # --- tenants ---------------------------------------------------------------------
+
+    def _tenant_info(self, tenant: Tenant) -> pb.TenantInfo:
+        return pb.TenantInfo(tenant=tenant.tenant_id, generation=tenant.generation,
+                             branches=len(tenant.branch_names()))
+
+    def CreateTenant(self, request: pb.CreateTenantRequest,
+                     context: grpc.ServicerContext) -> pb.CreateTenantResponse:
+        """A new tenant; unless ``empty``, initdb's cluster imported as branch main."""
+        bin_dir = None if request.empty else importer.pg_bin_dir(self._pg_bin_dir)
+        tenant = self._engine.create_tenant(request.tenant)
+        main = tenant.branch(MAIN_BRANCH)
+        if bin_dir is not None:
+            try:
+                importer.create_cluster(main, bin_dir, self._scratch)
+            except Exception:
+                self._engine.delete_tenant(request.tenant)
+                raise
+        return pb.CreateTenantResponse(tenant=self._tenant_info(tenant), main_lsn=main.durable_lsn)
+
+    def ListTenants(self, request: pb.ListTenantsRequest,
+                    context: grpc.ServicerContext) -> pb.ListTenantsResponse:
+        claims = current_claims.get()
+        visible = [t for t in self._engine.tenants() if _may_see(claims, t)]
+        return pb.ListTenantsResponse(
+            tenants=[self._tenant_info(self._engine.tenant(t)) for t in visible])
+
+    def DeleteTenant(self, request: pb.DeleteTenantRequest,
+                     context: grpc.ServicerContext) -> pb.DeleteTenantResponse:
+        self._engine.delete_tenant(request.tenant)
+        return pb.DeleteTenantResponse()
+
+    # --- branches ------------------------------------------------------------------------
+
+    def _branch_info(self, tenant: Tenant, name: str) -> pb.BranchInfo:
+        info = tenant.branch_info(name)
+        timeline = tenant.branch(name)
+        _, wal_lsn, time_us = timeline.last_batch()
+        return pb.BranchInfo(
+            name=info.name, timeline_id=info.timeline_id, parent=info.parent or "",
+            branch_lsn=info.branch_lsn, last_lsn=info.last_lsn, last_wal_lsn=wal_lsn,
+            last_time_us=time_us, children=list(info.children),
+            created_at_us=info.created_at_us, expires_at_us=info.expires_at_us or 0,
+            logical_size=timeline.logical_size(), owned_bytes=timeline.owned_bytes(),
+            writer_epoch=timeline.writer_epoch, gc_cutoff=timeline.gc_cutoff,
+        )
+
+    def CreateBranch(self, request: pb.CreateBranchRequest,
+                     context: grpc.ServicerContext) -> pb.CreateBranchResponse:
+        tenant = self._engine.tenant(request.tenant)
+        which = request.WhichOneof("at")
+        point = BranchPoint(
+            lsn=request.lsn if which == "lsn" else None,
+            wal_lsn=request.wal_lsn if which == "wal_lsn" else None,
+            time_us=request.time_us if which == "time_us" else None,
+            checkpoint=request.checkpoint if which == "checkpoint" else None,
+        )
+        expires = time.time_ns() // 1000 + request.ttl_s * 1_000_000 if request.ttl_s else None
+        tenant.create_branch(request.name, request.parent or MAIN_BRANCH, point, expires)
+        return pb.CreateBranchResponse(branch=self._branch_info(tenant, request.name))
+
+    def ListBranches(self, request: pb.ListBranchesRequest,
+                     context: grpc.ServicerContext) -> pb.ListBranchesResponse:
+        tenant = self._engine.tenant(request.tenant)
+        return pb.ListBranchesResponse(branches=[
+            self._branch_info(tenant, name) for name in sorted(tenant.branch_names())
+        ])
+
+    def GetBranch(self, request: pb.GetBranchRequest,
+                  context: grpc.ServicerContext) -> pb.GetBranchResponse:
+        tenant = self._engine.tenant(request.tenant)
+        return pb.GetBranchResponse(branch=self._branch_info(tenant, request.name))
+
+    def DeleteBranch(self, request: pb.DeleteBranchRequest,
+                     context: grpc.ServicerContext) -> pb.DeleteBranchResponse:
+        tenant = self._engine.tenant(request.tenant)
+        deleted = tenant.delete_branch(request.name, cascade=request.cascade)
+        return pb.DeleteBranchResponse(deleted=deleted)
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def _checkpoint_info(self, tenant: Tenant, name: str,
+                         record: CheckpointRecord) -> pb.CheckpointInfo:
+        branch = next((b for b, tl in tenant.branch_names().items()
+                       if tl == record.timeline_id), "")
+        return pb.CheckpointInfo(name=name, branch=branch, timeline_id=record.timeline_id,
+                                 lsn=record.lsn, created_at_us=record.created_at_us)
+
+    def CreateCheckpoint(self, request: pb.CreateCheckpointRequest,
+                         context: grpc.ServicerContext) -> pb.CreateCheckpointResponse:
+        tenant = self._engine.tenant(request.tenant)
+        record = tenant.create_checkpoint(request.branch, request.name,
+                                          request.lsn if request.at_lsn else None)
+        return pb.CreateCheckpointResponse(
+            checkpoint=self._checkpoint_info(tenant, request.name, record))
+
+    def ListCheckpoints(self, request: pb.ListCheckpointsRequest,
+                        context: grpc.ServicerContext) -> pb.ListCheckpointsResponse:
+        tenant = self._engine.tenant(request.tenant)
+        records = sorted(tenant.manifest.checkpoints.items())
+        return pb.ListCheckpointsResponse(checkpoints=[
+            self._checkpoint_info(tenant, name, record) for name, record in records
+        ])
+
+    def DeleteCheckpoint(self, request: pb.DeleteCheckpointRequest,
+                         context: grpc.ServicerContext) -> pb.DeleteCheckpointResponse:
+        self._engine.tenant(request.tenant).delete_checkpoint(request.name)
+        return pb.DeleteCheckpointResponse()
+
+    # --- maintenance ---------------------------------------------------------------------
+
+    def Gc(self, request: pb.GcRequest, context: grpc.ServicerContext) -> pb.GcResponse:
+        result = self._engine.gc(request.tenant)
+        return pb.GcResponse(timelines=result.timelines, layers_removed=result.layers_removed,
+                             bytes_removed=result.bytes_removed)
+
+    def Compact(self, request: pb.CompactRequest,
+                context: grpc.ServicerContext) -> pb.CompactResponse:
+        self._engine.flush(request.tenant)
+        result = self._engine.compact(request.tenant, force=request.force)
+        return pb.CompactResponse(l0_merged=result.l0_merged, l1_written=result.l1_written,
+                                  images_written=result.images_written)
+
+    # --- writers and tokens ----------------------------------------------------------------
+
+    def AttachWriter(self, request: pb.AttachWriterRequest,
+                     context: grpc.ServicerContext) -> pb.AttachWriterResponse:
+        timeline = self._engine.timeline(request.tenant, request.branch or MAIN_BRANCH)
+        epoch = timeline.attach_writer()
+        return pb.AttachWriterResponse(writer_epoch=epoch, lsn=timeline.durable_lsn)
+
+    def DetachWriter(self, request: pb.DetachWriterRequest,
+                     context: grpc.ServicerContext) -> pb.DetachWriterResponse:
+        timeline = self._engine.timeline(request.tenant, request.branch or MAIN_BRANCH)
+        if request.writer_epoch == timeline.writer_epoch:
+            timeline.freeze()
+            timeline.flush()
+        return pb.DetachWriterResponse()
+
+    def CreateToken(self, request: pb.CreateTokenRequest,
+                    context: grpc.ServicerContext) -> pb.CreateTokenResponse:
+        try:
+            scope = Scope(request.scope)
+        except ValueError as exc:
+            raise InvalidArgumentError(
+                f"unknown scope {request.scope!r}: use admin, tenant or compute") from exc
+        claims = current_claims.get()
+        ttl = request.ttl_s or DEFAULT_TOKEN_TTL_S
+        if claims is not None:
+            if _SCOPE_RANK[scope] > _SCOPE_RANK[claims.scope]:
+                raise InvalidArgumentError(
+                    f"a {claims.scope} token cannot create a {scope} token")
+            ttl = min(ttl, max(1, claims.expires_at - int(time.time())))  # never outlive it
+        try:
+            token = self._authority.issue(request.tenant, scope, ttl)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from exc
+        return pb.CreateTokenResponse(token=token,
+                                      expires_at=self._authority.verify(token).expires_at)
+
+
+def _may_see(claims: Claims | None, tenant: str) -> bool:
+    return claims is not None and claims.tenant in ("*", tenant)
+
+
+

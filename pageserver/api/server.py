@@ -1,0 +1,68 @@
+"""The gRPC server of a page server: services, auth, health checking and reflection."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pageserver.api.auth import AuthInterceptor, TokenAuthority
+from pageserver.api.handlers import service_handler
+from pageserver.api.ingest_service import IngestServicer
+from pageserver.api.management_service import ManagementServicer
+from pageserver.api.page_service import PageServicer
+from pageserver.engine import Engine
+from pageserver.metrics import Metrics
+from proto import strata_pb2
+
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+SERVICES = ("PageService", "IngestService", "ManagementService")
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Refuse new calls, let running ones finish for up to ``grace_s``."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace_s).wait()
+
+
+def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, listen: str,
+                 *, pg_bin_dir: str | None = None, scratch_dir: Path | None = None,
+                 max_workers: int = 32) -> RunningServer:
+    """Start serving on ``listen`` (host:port; port 0 picks a free one)."""
+    metrics.watch_engine(engine)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers, thread_name_prefix="strata-rpc"),
+        interceptors=[AuthInterceptor(authority)],
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+    )
+    servicers: dict[str, object] = {
+        "PageService": PageServicer(engine, metrics),
+        "IngestService": IngestServicer(engine, metrics),
+        "ManagementService": ManagementServicer(engine, authority, pg_bin_dir, scratch_dir),
+    }
+    server.add_generic_rpc_handlers(
+        [service_handler(name, servicer, metrics) for name, servicer in servicers.items()]
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [strata_pb2.DESCRIPTOR.services_by_name[name].full_name for name in SERVICES]
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    return RunningServer(server, port, health_servicer)

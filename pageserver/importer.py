@@ -1,0 +1,136 @@
+"""Create a tenant's first state: ``initdb`` into local scratch, imported as branch ``main``.
+
+PostgreSQL refuses to run as root, so initdb runs as the ``postgres`` user
+when the page server runs as root. The data directory is imported file by
+file as ordinary ingest batches, so it lands in the store exactly like any
+later write from a compute.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from pageserver.errors import FailedPreconditionError
+from pageserver.ops import Batch, Create, FileOp, Mkdir, Write
+from pageserver.timeline import Timeline
+
+PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin",)
+BATCH_BYTES = 8 * 1024 * 1024
+WRITE_CHUNK = 1024 * 1024
+EPHEMERAL = ("postmaster.pid", "postmaster.opts")
+
+Progress = Callable[[int, int], None]  # (bytes imported, bytes total)
+
+
+def pg_bin_dir(configured: str | None = None) -> Path:
+    """The directory holding PostgreSQL 15's initdb, postgres and pg_controldata."""
+    for candidate in ([configured] if configured else []) + list(PG_BIN_CANDIDATES):
+        if candidate and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    raise FailedPreconditionError(
+        "PostgreSQL 15 is not installed (no initdb found); install the postgresql-15 package"
+    )
+
+
+def _as_postgres() -> list[str]:
+    """A command prefix that runs a program as the unprivileged ``postgres`` user."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise FailedPreconditionError("running as root but there is no 'postgres' user") from exc
+    return ["runuser", "-u", "postgres", "--"]
+
+
+def initdb(target: Path, bin_dir: Path) -> None:
+    """A fresh cluster with data checksums in ``target`` (which must not exist)."""
+    target.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam("postgres")
+        os.chown(target, entry.pw_uid, entry.pw_gid)
+    result = subprocess.run(
+        [*_as_postgres(), str(bin_dir / "initdb"), "-D", str(target), "--data-checksums",
+         "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+         "--no-instructions"],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise FailedPreconditionError(f"initdb failed: {result.stderr.strip()[-500:]}")
+
+
+def checkpoint_wal_lsn(data_dir: Path, bin_dir: Path) -> int:
+    """PostgreSQL's latest checkpoint position, as recorded in pg_control."""
+    out = subprocess.run(
+        [*_as_postgres(), str(bin_dir / "pg_controldata"), str(data_dir)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    match = re.search(r"Latest checkpoint location:\s+([0-9A-F]+)/([0-9A-F]+)", out)
+    if match is None:
+        raise FailedPreconditionError("pg_controldata printed no checkpoint location")
+    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
+
+
+def import_directory(timeline: Timeline, source: Path, wal_lsn: int = 0,
+                     progress: Progress | None = None) -> int:
+    """Ingest every directory and file under ``source``; returns the last LSN."""
+    total = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
+    done = 0
+    lsn = timeline.durable_lsn
+    pending: list[FileOp] = []
+    pending_bytes = 0
+    for op in _walk_ops(source):
+        pending.append(op)
+        if isinstance(op, Write):
+            pending_bytes += len(op.data)
+            done += len(op.data)
+        if pending_bytes >= BATCH_BYTES:
+            lsn = timeline.ingest(Batch(tuple(pending)))
+            pending, pending_bytes = [], 0
+            if progress:
+                progress(done, total)
+    lsn = timeline.ingest(Batch(tuple(pending), wal_lsn=wal_lsn))
+    if progress:
+        progress(total, total)
+    return lsn
+
+
+def _walk_ops(source: Path) -> Iterator[FileOp]:
+    for root, dirs, files in os.walk(source):
+        dirs.sort()
+        base = Path(root)
+        for name in dirs:
+            path = base / name
+            yield Mkdir(str(path.relative_to(source)), path.stat().st_mode & 0o7777)
+        for name in sorted(files):
+            if name in EPHEMERAL and base == source:
+                continue
+            path = base / name
+            rel = str(path.relative_to(source))
+            yield Create(rel, path.stat().st_mode & 0o7777)
+            with open(path, "rb") as handle:
+                offset = 0
+                while chunk := handle.read(WRITE_CHUNK):
+                    yield Write(rel, offset, chunk)
+                    offset += len(chunk)
+
+
+def create_cluster(timeline: Timeline, bin_dir: Path, scratch: Path | None = None,
+                   progress: Progress | None = None) -> int:
+    """initdb into scratch space and import it into ``timeline``; returns the last LSN."""
+    with tempfile.TemporaryDirectory(prefix="strata-initdb-", dir=scratch) as tmp:
+        os.chmod(tmp, 0o755)
+        data_dir = Path(tmp) / "pgdata"
+        initdb(data_dir, bin_dir)
+        return import_directory(timeline, data_dir, checkpoint_wal_lsn(data_dir, bin_dir),
+                                progress)

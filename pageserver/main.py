@@ -1,0 +1,162 @@
+"""``pageserver``: the page server process.
+
+Settings come from a TOML file (``--config``), then ``STRATA_PAGESERVER_*``
+environment variables, then flags, later ones winning. SIGTERM or SIGINT stops
+accepting calls, lets running ones finish, flushes every memtable to the object
+store and exits 0; after SIGKILL a restart replays the ingest log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from pageserver.api import auth
+from pageserver.api.server import start_server
+from pageserver.config import EngineConfig, parse_duration
+from pageserver.engine import Engine
+from pageserver.errors import StrataError
+from pageserver.metrics import InstrumentedStorage, Metrics
+from pageserver.remote import open_storage
+
+log = logging.getLogger("pageserver")
+
+READY_FILE = "pageserver.json"
+
+
+@dataclass
+class ServerSettings:
+    """Everything the process needs; see ``settings_from``."""
+
+    listen: str = "127.0.0.1:6400"
+    metrics_listen: str = "127.0.0.1:6401"
+    state_dir: str = ".strata/pageserver"
+    storage: str = ""  # default: the "objects" directory next to state_dir
+    pg_bin_dir: str = ""
+    pitr_window: str = "24h"
+    memtable_bytes: int = 64 * 1024 * 1024
+    memtable_age: str = "5m"
+    l0_compaction_threshold: int = 8
+    image_threshold: int = 3
+    gc_period: str = "10m"
+    background_workers: int = 2
+    log_level: str = "INFO"
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            state_dir=Path(self.state_dir).resolve(),
+            pitr_window_s=parse_duration(self.pitr_window),
+            memtable_bytes=self.memtable_bytes,
+            memtable_age_s=parse_duration(self.memtable_age),
+            l0_compaction_threshold=self.l0_compaction_threshold,
+            image_threshold=self.image_threshold,
+            gc_period_s=parse_duration(self.gc_period),
+            background_workers=self.background_workers,
+        )
+
+    def storage_url(self) -> str:
+        return self.storage or str(Path(self.state_dir).resolve().parent / "objects")
+
+
+def settings_from(argv: list[str], environ: dict[str, str]) -> ServerSettings:
+    """Merge the TOML file, the environment and the flags into settings."""
+    fields = ServerSettings.__dataclass_fields__
+    parser = argparse.ArgumentParser(prog="pageserver", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="TOML file of settings")
+    for name in fields:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None)
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config:
+        with open(args.config, "rb") as handle:
+            values.update(tomllib.load(handle))
+    for name in fields:
+        env = environ.get(f"STRATA_PAGESERVER_{name.upper()}")
+        if env is not None:
+            values[name] = env
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown settings: {', '.join(unknown)}")
+    settings = ServerSettings()
+    for name, value in values.items():
+        kind = type(getattr(settings, name))
+        setattr(settings, name, kind(value))
+    return settings
+
+
+def serve(settings: ServerSettings, stop: threading.Event) -> None:
+    """Run until ``stop`` is set, then shut down cleanly."""
+    config = settings.engine_config()
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    metrics = Metrics()
+    storage = InstrumentedStorage(open_storage(settings.storage_url()), metrics)
+    authority, _ = auth.load_or_create(config.state_dir)
+    engine = Engine(config, storage)
+    ready = config.state_dir / READY_FILE
+    metrics_server = None
+    try:
+        server = start_server(engine, authority, metrics, settings.listen,
+                              pg_bin_dir=settings.pg_bin_dir or None,
+                              scratch_dir=config.state_dir)
+        metrics_address = ""
+        if settings.metrics_listen:
+            host, _, port = settings.metrics_listen.rpartition(":")
+            metrics_server, _thread = start_http_server(int(port), host, metrics.registry)
+            metrics_address = f"{host}:{metrics_server.server_port}"
+        host = settings.listen.rpartition(":")[0]
+        _write_json(ready, {"pid": os.getpid(), "listen": f"{host}:{server.port}",
+                            "metrics": metrics_address, "storage": storage.describe(),
+                            "state_dir": str(config.state_dir)})
+        log.info("serving on %s:%d (metrics %s, storage %s)", host, server.port,
+                 metrics_address or "off", storage.describe())
+        stop.wait()
+        log.info("stopping: draining calls, flushing memtables")
+        server.stop()
+    finally:
+        ready.unlink(missing_ok=True)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        engine.close(flush=True)
+    log.info("stopped cleanly")
+
+
+def _write_json(path: Path, body: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body, indent=1))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        settings = settings_from(sys.argv[1:] if argv is None else argv, dict(os.environ))
+        settings.engine_config()
+    except (ValueError, OSError, tomllib.TOMLDecodeError) as exc:
+        print(f"pageserver: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        serve(settings, stop)
+    except (StrataError, OSError) as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

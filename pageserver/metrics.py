@@ -1,0 +1,116 @@
+"""Prometheus metrics of one page server: RPCs, pages, ingest, layers and uploads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pageserver.remote import RemoteStorage
+
+if TYPE_CHECKING:
+    from pageserver.engine import Engine
+
+_T = TypeVar("_T")
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Every metric of a page server, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.rpc_requests = Counter(
+            "strata_rpc_requests", "RPCs handled, by method and status code",
+            ["method", "code"], registry=self.registry)
+        self.rpc_seconds = Histogram(
+            "strata_rpc_seconds", "RPC latency (per request message on streams)",
+            ["method"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.pages_served = Counter(
+            "strata_pages_served", "8 KB pages returned by GetPages", registry=self.registry)
+        self.ingest_bytes = Counter(
+            "strata_ingest_bytes", "bytes of file data ingested", registry=self.registry)
+        self.ingest_batches = Counter(
+            "strata_ingest_batches", "batches made durable", registry=self.registry)
+        self.upload_bytes = Counter(
+            "strata_upload_bytes", "bytes written to the object store", registry=self.registry)
+        self.upload_errors = Counter(
+            "strata_upload_errors", "failed object-store writes", registry=self.registry)
+
+    def watch_engine(self, engine: Engine) -> None:
+        """Export layer counts and bytes per level, read from the engine at scrape time."""
+        self.registry.register(_LayerCollector(lambda: _layer_stats(engine)))
+
+
+class _LayerCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, tuple[int, int]]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        count = GaugeMetricFamily("strata_layers", "layer files by level", labels=["level"])
+        size = GaugeMetricFamily("strata_layer_bytes", "bytes of layer files by level",
+                                 labels=["level"])
+        for level, (layers, total) in sorted(self._stats().items()):
+            count.add_metric([level], layers)
+            size.add_metric([level], total)
+        yield count
+        yield size
+
+
+def _layer_stats(engine: Engine) -> dict[str, tuple[int, int]]:
+    stats: dict[str, tuple[int, int]] = {"L0": (0, 0), "L1": (0, 0), "image": (0, 0)}
+    for tenant_id in engine.tenants():
+        for timeline in list(engine.tenant(tenant_id).timelines.values()):
+            for layer in list(timeline.layers):
+                level = "image" if layer.is_image else f"L{layer.desc.level}"
+                count, size = stats[level]
+                stats[level] = (count + 1, size + layer.desc.size)
+    return stats
+
+
+class InstrumentedStorage(RemoteStorage):
+    """A RemoteStorage that counts the bytes and errors of writes to another one."""
+
+    def __init__(self, inner: RemoteStorage, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def put(self, key: str, data: bytes) -> None:
+        self._counted(lambda: self._inner.put(key, data), len(data))
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        return self._counted(lambda: self._inner.put_if_absent(key, data), len(data))
+
+    def _counted(self, write: Callable[[], _T], size: int) -> _T:
+        try:
+            result = write()
+        except Exception:
+            self._metrics.upload_errors.inc()
+            raise
+        self._metrics.upload_bytes.inc(size)
+        return result
+
+    def get(self, key: str) -> bytes:
+        return self._inner.get(key)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        return self._inner.get_range(key, start, length)
+
+    def list(self, prefix: str) -> list[str]:
+        return self._inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self._inner.delete(key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self._inner.delete_many(keys)
+
+    def size(self, key: str) -> int:
+        return self._inner.size(key)
+
+    def describe(self) -> str:
+        return self._inner.describe()

@@ -1,0 +1,545 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FileKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FILE_KIND_UNSPECIFIED: _ClassVar[FileKind]
+    FILE_KIND_FILE: _ClassVar[FileKind]
+    FILE_KIND_DIR: _ClassVar[FileKind]
+FILE_KIND_UNSPECIFIED: FileKind
+FILE_KIND_FILE: FileKind
+FILE_KIND_DIR: FileKind
+
+class Relation(_message.Message):
+    __slots__ = ("spc_oid", "db_oid", "rel_number", "fork")
+    SPC_OID_FIELD_NUMBER: _ClassVar[int]
+    DB_OID_FIELD_NUMBER: _ClassVar[int]
+    REL_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    FORK_FIELD_NUMBER: _ClassVar[int]
+    spc_oid: int
+    db_oid: int
+    rel_number: int
+    fork: int
+    def __init__(self, spc_oid: _Optional[int] = ..., db_oid: _Optional[int] = ..., rel_number: _Optional[int] = ..., fork: _Optional[int] = ...) -> None: ...
+
+class ReadPoint(_message.Message):
+    __slots__ = ("tenant", "branch", "lsn", "latest")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    branch: str
+    lsn: int
+    latest: bool
+    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., lsn: _Optional[int] = ..., latest: _Optional[bool] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class FileInfo(_message.Message):
+    __slots__ = ("path", "kind", "size", "mode", "relation", "block_offset", "mtime_us")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    MTIME_US_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    kind: FileKind
+    size: int
+    mode: int
+    relation: Relation
+    block_offset: int
+    mtime_us: int
+    def __init__(self, path: _Optional[str] = ..., kind: _Optional[_Union[FileKind, str]] = ..., size: _Optional[int] = ..., mode: _Optional[int] = ..., relation: _Optional[_Union[Relation, _Mapping]] = ..., block_offset: _Optional[int] = ..., mtime_us: _Optional[int] = ...) -> None: ...
+
+class GetPagesRequest(_message.Message):
+    __slots__ = ("request_id", "at", "relation", "blocks")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    at: ReadPoint
+    relation: Relation
+    blocks: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[int] = ..., at: _Optional[_Union[ReadPoint, _Mapping]] = ..., relation: _Optional[_Union[Relation, _Mapping]] = ..., blocks: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GetPagesResponse(_message.Message):
+    __slots__ = ("request_id", "status", "lsn", "pages")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    status: Status
+    lsn: int
+    pages: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, request_id: _Optional[int] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., lsn: _Optional[int] = ..., pages: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ListFilesRequest(_message.Message):
+    __slots__ = ("at", "prefix")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    at: ReadPoint
+    prefix: str
+    def __init__(self, at: _Optional[_Union[ReadPoint, _Mapping]] = ..., prefix: _Optional[str] = ...) -> None: ...
+
+class ListFilesResponse(_message.Message):
+    __slots__ = ("lsn", "files")
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    files: _containers.RepeatedCompositeFieldContainer[FileInfo]
+    def __init__(self, lsn: _Optional[int] = ..., files: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ...) -> None: ...
+
+class StatRequest(_message.Message):
+    __slots__ = ("at", "path")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    at: ReadPoint
+    path: str
+    def __init__(self, at: _Optional[_Union[ReadPoint, _Mapping]] = ..., path: _Optional[str] = ...) -> None: ...
+
+class StatResponse(_message.Message):
+    __slots__ = ("lsn", "file")
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    file: FileInfo
+    def __init__(self, lsn: _Optional[int] = ..., file: _Optional[_Union[FileInfo, _Mapping]] = ...) -> None: ...
+
+class RelationSizeRequest(_message.Message):
+    __slots__ = ("at", "relation")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    at: ReadPoint
+    relation: Relation
+    def __init__(self, at: _Optional[_Union[ReadPoint, _Mapping]] = ..., relation: _Optional[_Union[Relation, _Mapping]] = ...) -> None: ...
+
+class RelationSizeResponse(_message.Message):
+    __slots__ = ("lsn", "blocks")
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    blocks: int
+    def __init__(self, lsn: _Optional[int] = ..., blocks: _Optional[int] = ...) -> None: ...
+
+class FileOp(_message.Message):
+    __slots__ = ("write", "truncate", "create", "unlink", "rename", "mkdir", "rmdir", "chmod")
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    UNLINK_FIELD_NUMBER: _ClassVar[int]
+    RENAME_FIELD_NUMBER: _ClassVar[int]
+    MKDIR_FIELD_NUMBER: _ClassVar[int]
+    RMDIR_FIELD_NUMBER: _ClassVar[int]
+    CHMOD_FIELD_NUMBER: _ClassVar[int]
+    write: WriteOp
+    truncate: TruncateOp
+    create: CreateOp
+    unlink: UnlinkOp
+    rename: RenameOp
+    mkdir: MkdirOp
+    rmdir: RmdirOp
+    chmod: ChmodOp
+    def __init__(self, write: _Optional[_Union[WriteOp, _Mapping]] = ..., truncate: _Optional[_Union[TruncateOp, _Mapping]] = ..., create: _Optional[_Union[CreateOp, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkOp, _Mapping]] = ..., rename: _Optional[_Union[RenameOp, _Mapping]] = ..., mkdir: _Optional[_Union[MkdirOp, _Mapping]] = ..., rmdir: _Optional[_Union[RmdirOp, _Mapping]] = ..., chmod: _Optional[_Union[ChmodOp, _Mapping]] = ...) -> None: ...
+
+class WriteOp(_message.Message):
+    __slots__ = ("path", "offset", "data")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    offset: int
+    data: bytes
+    def __init__(self, path: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class TruncateOp(_message.Message):
+    __slots__ = ("path", "size")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class CreateOp(_message.Message):
+    __slots__ = ("path", "mode")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mode: int
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ...) -> None: ...
+
+class UnlinkOp(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class RenameOp(_message.Message):
+    __slots__ = ("src", "dst")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    dst: str
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ...) -> None: ...
+
+class MkdirOp(_message.Message):
+    __slots__ = ("path", "mode")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mode: int
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ...) -> None: ...
+
+class RmdirOp(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class ChmodOp(_message.Message):
+    __slots__ = ("path", "mode")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mode: int
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ...) -> None: ...
+
+class IngestBatch(_message.Message):
+    __slots__ = ("batch_id", "ops", "wal_lsn", "timestamp_us")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    WAL_LSN_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    ops: _containers.RepeatedCompositeFieldContainer[FileOp]
+    wal_lsn: int
+    timestamp_us: int
+    def __init__(self, batch_id: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[FileOp, _Mapping]]] = ..., wal_lsn: _Optional[int] = ..., timestamp_us: _Optional[int] = ...) -> None: ...
+
+class IngestRequest(_message.Message):
+    __slots__ = ("open", "batch")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    open: IngestOpen
+    batch: IngestBatch
+    def __init__(self, open: _Optional[_Union[IngestOpen, _Mapping]] = ..., batch: _Optional[_Union[IngestBatch, _Mapping]] = ...) -> None: ...
+
+class IngestOpen(_message.Message):
+    __slots__ = ("tenant", "branch", "writer_epoch")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    WRITER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    branch: str
+    writer_epoch: int
+    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., writer_epoch: _Optional[int] = ...) -> None: ...
+
+class IngestResponse(_message.Message):
+    __slots__ = ("batch_id", "lsn")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    lsn: int
+    def __init__(self, batch_id: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
+
+class TenantInfo(_message.Message):
+    __slots__ = ("tenant", "generation", "branches")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    generation: int
+    branches: int
+    def __init__(self, tenant: _Optional[str] = ..., generation: _Optional[int] = ..., branches: _Optional[int] = ...) -> None: ...
+
+class CreateTenantRequest(_message.Message):
+    __slots__ = ("tenant", "empty")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    empty: bool
+    def __init__(self, tenant: _Optional[str] = ..., empty: _Optional[bool] = ...) -> None: ...
+
+class CreateTenantResponse(_message.Message):
+    __slots__ = ("tenant", "main_lsn")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MAIN_LSN_FIELD_NUMBER: _ClassVar[int]
+    tenant: TenantInfo
+    main_lsn: int
+    def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ..., main_lsn: _Optional[int] = ...) -> None: ...
+
+class ListTenantsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTenantsResponse(_message.Message):
+    __slots__ = ("tenants",)
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.RepeatedCompositeFieldContainer[TenantInfo]
+    def __init__(self, tenants: _Optional[_Iterable[_Union[TenantInfo, _Mapping]]] = ...) -> None: ...
+
+class DeleteTenantRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class DeleteTenantResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BranchInfo(_message.Message):
+    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_LSN_FIELD_NUMBER: _ClassVar[int]
+    LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    LAST_WAL_LSN_FIELD_NUMBER: _ClassVar[int]
+    LAST_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_US_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_US_FIELD_NUMBER: _ClassVar[int]
+    LOGICAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OWNED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WRITER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    GC_CUTOFF_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    timeline_id: str
+    parent: str
+    branch_lsn: int
+    last_lsn: int
+    last_wal_lsn: int
+    last_time_us: int
+    children: _containers.RepeatedScalarFieldContainer[str]
+    created_at_us: int
+    expires_at_us: int
+    logical_size: int
+    owned_bytes: int
+    writer_epoch: int
+    gc_cutoff: int
+    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ...) -> None: ...
+
+class CreateBranchRequest(_message.Message):
+    __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    WAL_LSN_FIELD_NUMBER: _ClassVar[int]
+    TIME_US_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    name: str
+    parent: str
+    lsn: int
+    wal_lsn: int
+    time_us: int
+    checkpoint: str
+    ttl_s: int
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., ttl_s: _Optional[int] = ...) -> None: ...
+
+class CreateBranchResponse(_message.Message):
+    __slots__ = ("branch",)
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    branch: BranchInfo
+    def __init__(self, branch: _Optional[_Union[BranchInfo, _Mapping]] = ...) -> None: ...
+
+class ListBranchesRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class ListBranchesResponse(_message.Message):
+    __slots__ = ("branches",)
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    branches: _containers.RepeatedCompositeFieldContainer[BranchInfo]
+    def __init__(self, branches: _Optional[_Iterable[_Union[BranchInfo, _Mapping]]] = ...) -> None: ...
+
+class GetBranchRequest(_message.Message):
+    __slots__ = ("tenant", "name")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    name: str
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GetBranchResponse(_message.Message):
+    __slots__ = ("branch",)
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    branch: BranchInfo
+    def __init__(self, branch: _Optional[_Union[BranchInfo, _Mapping]] = ...) -> None: ...
+
+class DeleteBranchRequest(_message.Message):
+    __slots__ = ("tenant", "name", "cascade")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CASCADE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    name: str
+    cascade: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., cascade: _Optional[bool] = ...) -> None: ...
+
+class DeleteBranchResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deleted: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CheckpointInfo(_message.Message):
+    __slots__ = ("name", "branch", "timeline_id", "lsn", "created_at_us")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_US_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    branch: str
+    timeline_id: str
+    lsn: int
+    created_at_us: int
+    def __init__(self, name: _Optional[str] = ..., branch: _Optional[str] = ..., timeline_id: _Optional[str] = ..., lsn: _Optional[int] = ..., created_at_us: _Optional[int] = ...) -> None: ...
+
+class CreateCheckpointRequest(_message.Message):
+    __slots__ = ("tenant", "branch", "name", "lsn", "at_lsn")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    AT_LSN_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    branch: str
+    name: str
+    lsn: int
+    at_lsn: bool
+    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., name: _Optional[str] = ..., lsn: _Optional[int] = ..., at_lsn: _Optional[bool] = ...) -> None: ...
+
+class CreateCheckpointResponse(_message.Message):
+    __slots__ = ("checkpoint",)
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: CheckpointInfo
+    def __init__(self, checkpoint: _Optional[_Union[CheckpointInfo, _Mapping]] = ...) -> None: ...
+
+class ListCheckpointsRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class ListCheckpointsResponse(_message.Message):
+    __slots__ = ("checkpoints",)
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[CheckpointInfo]
+    def __init__(self, checkpoints: _Optional[_Iterable[_Union[CheckpointInfo, _Mapping]]] = ...) -> None: ...
+
+class DeleteCheckpointRequest(_message.Message):
+    __slots__ = ("tenant", "name")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    name: str
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DeleteCheckpointResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GcRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class GcResponse(_message.Message):
+    __slots__ = ("timelines", "layers_removed", "bytes_removed")
+    TIMELINES_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    timelines: int
+    layers_removed: int
+    bytes_removed: int
+    def __init__(self, timelines: _Optional[int] = ..., layers_removed: _Optional[int] = ..., bytes_removed: _Optional[int] = ...) -> None: ...
+
+class CompactRequest(_message.Message):
+    __slots__ = ("tenant", "force")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    force: bool
+    def __init__(self, tenant: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class CompactResponse(_message.Message):
+    __slots__ = ("l0_merged", "l1_written", "images_written")
+    L0_MERGED_FIELD_NUMBER: _ClassVar[int]
+    L1_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    l0_merged: int
+    l1_written: int
+    images_written: int
+    def __init__(self, l0_merged: _Optional[int] = ..., l1_written: _Optional[int] = ..., images_written: _Optional[int] = ...) -> None: ...
+
+class AttachWriterRequest(_message.Message):
+    __slots__ = ("tenant", "branch")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    branch: str
+    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ...) -> None: ...
+
+class AttachWriterResponse(_message.Message):
+    __slots__ = ("writer_epoch", "lsn")
+    WRITER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    writer_epoch: int
+    lsn: int
+    def __init__(self, writer_epoch: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
+
+class DetachWriterRequest(_message.Message):
+    __slots__ = ("tenant", "branch", "writer_epoch")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    WRITER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    branch: str
+    writer_epoch: int
+    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., writer_epoch: _Optional[int] = ...) -> None: ...
+
+class DetachWriterResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("tenant", "scope", "ttl_s")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    scope: str
+    ttl_s: int
+    def __init__(self, tenant: _Optional[str] = ..., scope: _Optional[str] = ..., ttl_s: _Optional[int] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("token", "expires_at")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    expires_at: int
+    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,57 @@
+"""A real page server (engine + gRPC) in-process on 127.0.0.1, on a free port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pageserver.api import auth
+from pageserver.api.server import RunningServer, start_server
+from pageserver.config import EngineConfig
+from pageserver.engine import Engine
+from pageserver.metrics import Metrics
+from pageserver.remote import LocalDirectoryStorage
+from proto import strata_pb2_grpc as pb_grpc
+
+
+@dataclass
+class Live:
+    """A running server and authenticated stubs for it."""
+
+    server: RunningServer
+    engine: Engine
+    metrics: Metrics
+    authority: auth.TokenAuthority
+    channel: grpc.Channel
+    admin: tuple[tuple[str, str], ...]
+    pages: pb_grpc.PageServiceStub
+    ingest: pb_grpc.IngestServiceStub
+    manage: pb_grpc.ManagementServiceStub
+
+    def metadata(self, tenant: str, scope: auth.Scope) -> tuple[tuple[str, str], ...]:
+        return auth.call_credentials_metadata(self.authority.issue(tenant, scope, 600))
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    config = EngineConfig(state_dir=tmp_path / "state", background_period_s=0, pitr_window_s=0)
+    engine = Engine(config, LocalDirectoryStorage(tmp_path / "objects"))
+    authority, admin_token = auth.load_or_create(config.state_dir)
+    metrics = Metrics()
+    server = start_server(engine, authority, metrics, "127.0.0.1:0", max_workers=8)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}",
+                                    options=[("grpc.enable_http_proxy", 0)])
+    try:
+        yield Live(server, engine, metrics, authority, channel,
+                   auth.call_credentials_metadata(admin_token),
+                   pb_grpc.PageServiceStub(channel),  # type: ignore[no-untyped-call]
+                   pb_grpc.IngestServiceStub(channel),  # type: ignore[no-untyped-call]
+                   pb_grpc.ManagementServiceStub(channel))  # type: ignore[no-untyped-call]
+    finally:
+        channel.close()
+        server.stop(0)
+        engine.close(flush=False)

@@ -1,0 +1,315 @@
+"""Tests of tokens, the auth state directory, the authorisation rule and request tenants."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from pageserver.api.auth import (
+    ADMIN_ONLY_METHODS,
+    COMPUTE_METHODS,
+    MAX_TTL_S,
+    TENANT_METHODS,
+    Claims,
+    PermissionDenied,
+    Scope,
+    TokenAuthority,
+    Unauthenticated,
+    authorize,
+    call_credentials_metadata,
+    load_or_create,
+    request_tenant,
+)
+from proto import strata_pb2 as pb
+
+KEY = b"k" * 32
+MGMT = "/strata.v1.ManagementService/"
+GET_PAGES = "/strata.v1.PageService/GetPages"
+INGEST = "/strata.v1.IngestService/Ingest"
+
+
+@pytest.fixture
+def authority() -> TokenAuthority:
+    return TokenAuthority(KEY)
+
+
+def signed(payload: dict[str, Any], key: bytes = KEY, algorithm: str = "HS256") -> str:
+    """A token with exactly ``payload``, bypassing TokenAuthority.issue's checks."""
+    return jwt.encode(payload, key, algorithm=algorithm)
+
+
+def claims_payload(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"tenant": "acme", "scope": "tenant", "iat": now, "exp": now + 60, "jti": "id1",
+            **changes}
+
+
+# ---------------------------------------------------------------- tokens
+
+def test_issue_verify_round_trip(authority: TokenAuthority) -> None:
+    before = int(time.time())
+    token = authority.issue("acme", Scope.TENANT, 60)
+    claims = authority.verify(token)
+    assert (claims.tenant, claims.scope) == ("acme", Scope.TENANT)
+    assert before + 60 <= claims.expires_at <= int(time.time()) + 60
+    assert claims.token_id
+    assert authority.verify(authority.issue("acme", Scope.TENANT, 60)).token_id != claims.token_id
+    admin = authority.verify(authority.issue("*", Scope.ADMIN, MAX_TTL_S))
+    assert (admin.tenant, admin.scope) == ("*", Scope.ADMIN)
+
+
+@pytest.mark.parametrize(("tenant", "scope", "ttl_s", "error"), [
+    ("acme", Scope.TENANT, 0, "lifetime"),
+    ("acme", Scope.TENANT, MAX_TTL_S + 1, "lifetime"),
+    ("*", Scope.TENANT, 60, "needs scope admin"),
+    ("*", Scope.COMPUTE, 60, "needs scope admin"),
+    ("acme", Scope.ADMIN, 60, "all tenants"),
+    ("", Scope.TENANT, 60, "invalid tenant name"),
+    ("-acme", Scope.TENANT, 60, "invalid tenant name"),
+    ("a/b", Scope.TENANT, 60, "invalid tenant name"),
+    ("acme\n", Scope.TENANT, 60, "invalid tenant name"),
+    ("a" * 64, Scope.TENANT, 60, "invalid tenant name"),
+])
+def test_issue_refuses_bad_input(authority: TokenAuthority, tenant: str, scope: Scope,
+                                 ttl_s: int, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        authority.issue(tenant, scope, ttl_s)
+
+
+def test_issue_accepts_edge_names(authority: TokenAuthority) -> None:
+    for tenant in ("a", "a" * 63, "A0._-z"):
+        assert authority.verify(authority.issue(tenant, Scope.COMPUTE, 1)).tenant == tenant
+
+
+def test_short_key_refused() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        TokenAuthority(b"short")
+
+
+def test_expired_token_refused(authority: TokenAuthority) -> None:
+    token = signed(claims_payload(iat=int(time.time()) - 120, exp=int(time.time()) - 60))
+    with pytest.raises(Unauthenticated, match="token expired"):
+        authority.verify(token)
+
+
+def test_forged_token_refused(authority: TokenAuthority) -> None:
+    forged = TokenAuthority(secrets.token_bytes(32)).issue("acme", Scope.TENANT, 60)
+    with pytest.raises(Unauthenticated, match="signature invalid"):
+        authority.verify(forged)
+
+
+@pytest.mark.parametrize("token", [
+    jwt.encode(claims_payload(tenant="*", scope="admin"), "", algorithm="none"),
+    signed(claims_payload(tenant="*", scope="admin"), key=KEY * 2, algorithm="HS512"),
+])
+def test_other_algorithms_refused(authority: TokenAuthority, token: str) -> None:
+    with pytest.raises(Unauthenticated, match="algorithm not allowed"):
+        authority.verify(token)
+
+
+@pytest.mark.parametrize(("payload", "error"), [
+    ({"tenant": "acme", "scope": "tenant", "iat": 1, "jti": "x"}, "lacks the 'exp' claim"),
+    (claims_payload(scope="root"), "claims invalid"),
+    (claims_payload(tenant="*"), "claims invalid"),
+    (claims_payload(tenant="acme", scope="admin"), "claims invalid"),
+    (claims_payload(tenant=7), "claims invalid"),
+])
+def test_bad_claims_refused(authority: TokenAuthority, payload: dict[str, Any],
+                            error: str) -> None:
+    with pytest.raises(Unauthenticated, match=error):
+        authority.verify(signed(payload))
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "a.b.c", "Bearer x.y.z"])
+def test_malformed_token_refused(authority: TokenAuthority, token: str) -> None:
+    with pytest.raises(Unauthenticated):
+        authority.verify(token)
+
+
+def test_call_credentials_metadata() -> None:
+    assert call_credentials_metadata("t0k") == (("authorization", "Bearer t0k"),)
+
+
+# ---------------------------------------------------------------- state directory
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_load_or_create_creates_then_reuses(tmp_path: Path) -> None:
+    authority, token = load_or_create(tmp_path)
+    auth_dir = tmp_path / "auth"
+    assert sorted(p.name for p in auth_dir.iterdir()) == ["admin.token", "signing.key"]
+    assert mode(auth_dir) == 0o700
+    assert mode(auth_dir / "signing.key") == 0o600
+    assert mode(auth_dir / "admin.token") == 0o600
+    assert len((auth_dir / "signing.key").read_bytes()) == 32
+    claims = authority.verify(token)
+    assert (claims.tenant, claims.scope) == ("*", Scope.ADMIN)
+    assert claims.expires_at >= int(time.time()) + MAX_TTL_S - 60
+
+    again, same_token = load_or_create(tmp_path)
+    assert same_token == token
+    assert again.verify(token) == claims
+    assert again.verify(authority.issue("acme", Scope.TENANT, 60)).tenant == "acme"
+
+
+def test_load_or_create_fixes_wide_modes(tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    _, token = load_or_create(tmp_path)
+    key = tmp_path / "auth" / "signing.key"
+    key.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="pageserver.api.auth"):
+        _, again = load_or_create(tmp_path)
+    assert again == token
+    assert mode(key) == 0o600
+    assert "wider than 0600" in caplog.text
+
+
+def test_load_or_create_replaces_a_stale_admin_token(tmp_path: Path) -> None:
+    load_or_create(tmp_path)
+    token_file = tmp_path / "auth" / "admin.token"
+    token_file.write_text(TokenAuthority(secrets.token_bytes(32)).issue("*", Scope.ADMIN, 60))
+    authority, token = load_or_create(tmp_path)
+    assert authority.verify(token).scope is Scope.ADMIN
+    assert token_file.read_text() == token
+    assert mode(token_file) == 0o600
+
+
+def test_load_or_create_refuses_a_damaged_key(tmp_path: Path) -> None:
+    load_or_create(tmp_path)
+    (tmp_path / "auth" / "signing.key").write_bytes(b"short")
+    with pytest.raises(ValueError, match="not a 32-byte key"):
+        load_or_create(tmp_path)
+
+
+def test_concurrent_first_starts_agree(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: load_or_create(tmp_path), range(8)))
+    assert len({token for _, token in results}) == 1
+    for authority, token in results:
+        assert authority.verify(token).scope is Scope.ADMIN
+    assert sorted(p.name for p in (tmp_path / "auth").iterdir()) == ["admin.token",
+                                                                    "signing.key"]
+
+
+# ---------------------------------------------------------------- authorisation
+
+ADMIN = Claims("*", Scope.ADMIN, 0, "a")
+TENANT_A = Claims("a", Scope.TENANT, 0, "t")
+COMPUTE_A = Claims("a", Scope.COMPUTE, 0, "c")
+
+ALLOWED = [
+    (ADMIN, "a", MGMT + "CreateTenant"),
+    (ADMIN, "b", MGMT + "DeleteTenant"),
+    (ADMIN, None, MGMT + "ListTenants"),
+    (ADMIN, "*", MGMT + "CreateToken"),
+    (ADMIN, "a", GET_PAGES),
+    (ADMIN, None, "/strata.v1.ManagementService/NotYetDefined"),
+    (TENANT_A, "a", MGMT + "ListBranches"),
+    (TENANT_A, "a", MGMT + "CreateBranch"),
+    (TENANT_A, "a", MGMT + "Gc"),
+    (TENANT_A, "a", MGMT + "CreateToken"),
+    (TENANT_A, None, MGMT + "ListTenants"),
+    (TENANT_A, "a", GET_PAGES),
+    (TENANT_A, "a", INGEST),
+    (COMPUTE_A, "a", GET_PAGES),
+    (COMPUTE_A, "a", "/strata.v1.PageService/Stat"),
+    (COMPUTE_A, "a", INGEST),
+    (COMPUTE_A, "a", MGMT + "AttachWriter"),
+    (COMPUTE_A, "a", MGMT + "DetachWriter"),
+    (COMPUTE_A, "a", MGMT + "GetBranch"),
+]
+
+DENIED = [
+    (TENANT_A, "b", MGMT + "ListBranches", "not 'b'"),
+    (TENANT_A, "b", GET_PAGES, "not 'b'"),
+    (TENANT_A, "", MGMT + "ListBranches", "not ''"),
+    (TENANT_A, "a", MGMT + "CreateTenant", "may not call"),
+    (TENANT_A, "a", MGMT + "DeleteTenant", "may not call"),
+    (TENANT_A, "*", MGMT + "CreateToken", "not '*'"),
+    (TENANT_A, "b", MGMT + "CreateToken", "not 'b'"),
+    (TENANT_A, None, MGMT + "ListBranches", "names no tenant"),
+    (TENANT_A, "a", "/strata.v1.ManagementService/NotYetDefined", "may not call"),
+    (COMPUTE_A, "b", GET_PAGES, "not 'b'"),
+    (COMPUTE_A, "b", MGMT + "GetBranch", "not 'b'"),
+    (COMPUTE_A, "a", MGMT + "CreateBranch", "may not call"),
+    (COMPUTE_A, "a", MGMT + "DeleteBranch", "may not call"),
+    (COMPUTE_A, "a", MGMT + "CreateToken", "may not call"),
+    (COMPUTE_A, None, MGMT + "ListTenants", "may not call"),
+    (Claims("*", Scope.TENANT, 0, "x"), "a", MGMT + "ListBranches", "tenant '\\*'"),
+    (Claims("*", Scope.COMPUTE, 0, "x"), "a", GET_PAGES, "tenant '\\*'"),
+    (Claims("a", Scope.ADMIN, 0, "x"), "a", GET_PAGES, "scope admin"),
+]
+
+
+@pytest.mark.parametrize(("claims", "tenant", "method"), ALLOWED)
+def test_authorize_allows(claims: Claims, tenant: str | None, method: str) -> None:
+    authorize(claims, tenant, method)
+
+
+@pytest.mark.parametrize(("claims", "tenant", "method", "error"), DENIED)
+def test_authorize_denies(claims: Claims, tenant: str | None, method: str, error: str) -> None:
+    with pytest.raises(PermissionDenied, match=error):
+        authorize(claims, tenant, method)
+
+
+def test_every_rpc_is_classified() -> None:
+    methods = {f"/{service.full_name}/{method.name}"
+               for service in pb.DESCRIPTOR.services_by_name.values()
+               for method in service.methods}
+    assert methods == TENANT_METHODS | ADMIN_ONLY_METHODS
+    assert not TENANT_METHODS & ADMIN_ONLY_METHODS
+    assert COMPUTE_METHODS < TENANT_METHODS
+
+
+# ---------------------------------------------------------------- request tenants
+
+def test_request_tenant_of_the_contract() -> None:
+    assert request_tenant(pb.ListBranchesRequest(tenant="a")) == "a"
+    assert request_tenant(pb.ListBranchesRequest()) == ""
+    assert request_tenant(pb.CreateTokenRequest(tenant="*", scope="admin")) == "*"
+    assert request_tenant(pb.GetPagesRequest(at=pb.ReadPoint(tenant="b"), blocks=[1])) == "b"
+    assert request_tenant(pb.GetPagesRequest()) is None
+    assert request_tenant(pb.StatRequest(at=pb.ReadPoint(tenant="c"), path="x")) == "c"
+    assert request_tenant(pb.IngestRequest(open=pb.IngestOpen(tenant="d"))) == "d"
+    assert request_tenant(pb.IngestRequest(batch=pb.IngestBatch(batch_id=1))) is None
+    assert request_tenant(pb.ListTenantsRequest()) is None
+    assert request_tenant(b"not a message") is None
+
+
+def probe_message_class() -> Any:
+    """A message type unknown to the contract: a tenant field and a ReadPoint field."""
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(pb.DESCRIPTOR.serialized_pb)
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tests/auth_probe.proto", package="strata.test", syntax="proto3",
+        dependency=[pb.DESCRIPTOR.name])
+    probe = file.message_type.add(name="Probe")
+    field = descriptor_pb2.FieldDescriptorProto
+    probe.field.add(name="tenant", number=1, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    probe.field.add(name="where", number=2, type=field.TYPE_MESSAGE, label=field.LABEL_OPTIONAL,
+                    type_name=".strata.v1.ReadPoint")
+    pool.AddSerializedFile(file.SerializeToString())
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("strata.test.Probe"))
+
+
+def test_request_tenant_of_a_new_message_type() -> None:
+    probe = probe_message_class()
+    assert request_tenant(probe(tenant="e")) == "e"
+    same = probe(tenant="e")
+    same.where.tenant = "e"
+    assert request_tenant(same) == "e"
+    other = probe(tenant="e")
+    other.where.tenant = "f"
+    with pytest.raises(PermissionDenied, match="one tenant"):
+        request_tenant(other)
