@@ -101,11 +101,12 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
     """Run until ``stop`` is set, then shut down cleanly."""
     config = settings.engine_config()
     config.state_dir.mkdir(parents=True, exist_ok=True)
+    ready = config.state_dir / READY_FILE
+    ready.unlink(missing_ok=True)  # left behind by a killed predecessor
     metrics = Metrics()
     storage = InstrumentedStorage(open_storage(settings.storage_url()), metrics)
     authority, _ = auth.load_or_create(config.state_dir)
     engine = Engine(config, storage)
-    ready = config.state_dir / READY_FILE
     metrics_server = None
     try:
         server = start_server(engine, authority, metrics, settings.listen,
