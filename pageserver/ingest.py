@@ -216,9 +216,7 @@ class BatchApplier:
             page = bytearray(self._page(meta, index) if old else bytes(PAGE_SIZE))
             page[lo - page_start : hi - page_start] = chunk
             self._set_page(meta, index, bytes(page))
-        if end > meta.size:
-            meta = replace(meta, size=end)
-        self._set_meta(path, replace(meta, mtime_us=self._now))
+        self._set_meta(path, replace(meta, size=max(meta.size, end), mtime_us=self._now))
 
     def _truncate(self, path: str, size: int) -> None:
         meta = self._require(path, FileKind.FILE)
