@@ -29,5 +29,9 @@ class FailedPreconditionError(StrataError):
     """The state does not allow the operation now (children exist, stale epoch...)."""
 
 
+class PermissionDeniedError(StrataError):
+    """The caller may not do this (beyond what the token interceptor already checks)."""
+
+
 class CorruptionError(StrataError):
     """Bytes read from disk or the object store failed verification."""

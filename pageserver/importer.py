@@ -125,10 +125,13 @@ def _walk_ops(source: Path) -> Iterator[FileOp]:
                     offset += len(chunk)
 
 
-def create_cluster(timeline: Timeline, bin_dir: Path, scratch: Path | None = None,
-                   progress: Progress | None = None) -> int:
-    """initdb into scratch space and import it into ``timeline``; returns the last LSN."""
-    with tempfile.TemporaryDirectory(prefix="strata-initdb-", dir=scratch) as tmp:
+def create_cluster(timeline: Timeline, bin_dir: Path, progress: Progress | None = None) -> int:
+    """initdb into scratch space and import it into ``timeline``; returns the last LSN.
+
+    The scratch directory is in the system temp directory, which the ``postgres``
+    user can always reach (a state directory under a private home may not be).
+    """
+    with tempfile.TemporaryDirectory(prefix="strata-initdb-") as tmp:
         os.chmod(tmp, 0o755)
         data_dir = Path(tmp) / "pgdata"
         initdb(data_dir, bin_dir)

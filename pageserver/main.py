@@ -110,8 +110,7 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
     metrics_server = None
     try:
         server = start_server(engine, authority, metrics, settings.listen,
-                              pg_bin_dir=settings.pg_bin_dir or None,
-                              scratch_dir=config.state_dir)
+                              pg_bin_dir=settings.pg_bin_dir or None)
         metrics_address = ""
         if settings.metrics_listen:
             host, _, port = settings.metrics_listen.rpartition(":")

@@ -11,6 +11,7 @@ from pageserver.errors import (
     InvalidArgumentError,
     NotFoundError,
     OutOfRangeError,
+    PermissionDeniedError,
     StrataError,
 )
 from pageserver.ingest import MAX_OPS_PER_BATCH
@@ -38,6 +39,7 @@ _STATUS_OF: tuple[tuple[type[StrataError], grpc.StatusCode], ...] = (
     (OutOfRangeError, grpc.StatusCode.OUT_OF_RANGE),
     (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (CorruptionError, grpc.StatusCode.DATA_LOSS),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
 )
 
 

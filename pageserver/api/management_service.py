@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import grpc
 
 from pageserver import importer
 from pageserver.api.auth import Claims, Scope, TokenAuthority, current_claims
 from pageserver.engine import Engine
-from pageserver.errors import InvalidArgumentError
+from pageserver.errors import InvalidArgumentError, PermissionDeniedError
 from pageserver.manifest import CheckpointRecord
 from pageserver.tenant import MAIN_BRANCH, BranchPoint, Tenant
 from proto import strata_pb2 as pb
@@ -25,12 +24,10 @@ DEFAULT_TOKEN_TTL_S = 24 * 3600
 class ManagementServicer:
     """Control-plane operations on the engine."""
 
-    def __init__(self, engine: Engine, authority: TokenAuthority, pg_bin_dir: str | None,
-                 scratch_dir: Path | None = None) -> None:
+    def __init__(self, engine: Engine, authority: TokenAuthority, pg_bin_dir: str | None) -> None:
         self._engine = engine
         self._authority = authority
         self._pg_bin_dir = pg_bin_dir
-        self._scratch = scratch_dir
 
     # --- tenants ---------------------------------------------------------------------
 
@@ -46,7 +43,7 @@ class ManagementServicer:
         main = tenant.branch(MAIN_BRANCH)
         if bin_dir is not None:
             try:
-                importer.create_cluster(main, bin_dir, self._scratch)
+                importer.create_cluster(main, bin_dir)
             except Exception:
                 self._engine.delete_tenant(request.tenant)
                 raise
@@ -182,7 +179,7 @@ class ManagementServicer:
         ttl = request.ttl_s or DEFAULT_TOKEN_TTL_S
         if claims is not None:
             if _SCOPE_RANK[scope] > _SCOPE_RANK[claims.scope]:
-                raise InvalidArgumentError(
+                raise PermissionDeniedError(
                     f"a {claims.scope} token cannot create a {scope} token")
             ttl = min(ttl, max(1, claims.expires_at - int(time.time())))  # never outlive it
         try:

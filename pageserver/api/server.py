@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -36,8 +35,7 @@ class RunningServer:
 
 
 def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, listen: str,
-                 *, pg_bin_dir: str | None = None, scratch_dir: Path | None = None,
-                 max_workers: int = 32) -> RunningServer:
+                 *, pg_bin_dir: str | None = None, max_workers: int = 32) -> RunningServer:
     """Start serving on ``listen`` (host:port; port 0 picks a free one)."""
     metrics.watch_engine(engine)
     server = grpc.server(
@@ -49,7 +47,7 @@ def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, li
     servicers: dict[str, object] = {
         "PageService": PageServicer(engine, metrics),
         "IngestService": IngestServicer(engine, metrics),
-        "ManagementService": ManagementServicer(engine, authority, pg_bin_dir, scratch_dir),
+        "ManagementService": ManagementServicer(engine, authority, pg_bin_dir),
     }
     server.add_generic_rpc_handlers(
         [service_handler(name, servicer, metrics) for name, servicer in servicers.items()]

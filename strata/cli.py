@@ -1,0 +1,90 @@
+"""``strata``: the command line of Strata, branchable storage for PostgreSQL.
+
+Errors never show a traceback: they are one line ``strata: <message>`` on stderr and an
+exit code from ``strata.errors.ExitCode`` (1 general, 2 usage, 3 not found, 4 auth,
+5 page server unreachable). ``STRATA_DEBUG=1`` lets an unexpected error raise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from strata.commands.branches import branch
+from strata.commands.checkpoints import checkpoint
+from strata.commands.local import down, status, up
+from strata.commands.maintenance import compact, gc, token
+from strata.commands.tenants import tenant
+from strata.errors import CliError, ExitCode
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Strata: branchable storage for PostgreSQL.
+
+    State lives in $STRATA_HOME (default ./.strata). Every command takes --tenant
+    (default $STRATA_TENANT, else "default") and --json.
+    """
+
+
+for command in (up, down, status, tenant, branch, checkpoint, gc, compact, token):
+    cli.add_command(command)
+
+
+def _fail(message: str, code: int, details: list[str] | None = None) -> int:
+    click.echo(f"strata: {message}", err=True)
+    for line in details or []:
+        click.echo(f"  {line}", err=True)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv``; the exit code."""
+    try:
+        result = cli.main(args=argv, prog_name="strata", standalone_mode=False)
+        return result if isinstance(result, int) else ExitCode.OK
+    except CliError as exc:
+        return _fail(exc.message, exc.code, exc.details)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message(), err=True)  # a group without a command: its help
+        return exc.exit_code
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "strata"
+        return _fail(f"{exc.format_message()} (see `{where} --help`)", exc.exit_code)
+    except click.ClickException as exc:
+        return _fail(exc.format_message(), exc.exit_code)
+    except click.Abort as exc:
+        interrupted = isinstance(exc.__context__, KeyboardInterrupt)
+        return _fail("interrupted" if interrupted else "aborted",
+                     130 if interrupted else ExitCode.GENERAL)
+    except BrokenPipeError:
+        return _reader_gone()
+    except OSError as exc:
+        return _fail(str(exc), ExitCode.GENERAL)
+    except Exception as exc:
+        if os.environ.get("STRATA_DEBUG"):
+            raise
+        return _fail(f"unexpected {type(exc).__name__}: {exc} (STRATA_DEBUG=1 shows where)",
+                     ExitCode.GENERAL)
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (`strata branch list | head -1`): stop quietly."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return ExitCode.GENERAL
+
+
+def main() -> None:
+    """Console-script entry point."""
+    code = run()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _reader_gone()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

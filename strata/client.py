@@ -1,0 +1,198 @@
+"""A typed client of the page server's management API and health check.
+
+It attaches the bearer token to every call, applies a per-call deadline (long ones for
+calls that run initdb or compaction), and turns ``grpc.RpcError`` into ``ClientError``
+carrying the status code and the server's message. The CLI uses it; so can the compute
+shim and the proxy (``channel`` and ``metadata`` serve the page and ingest services).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+
+from proto import strata_pb2 as pb
+
+DEFAULT_TIMEOUT_S: Final = 30.0
+LONG_TIMEOUT_S: Final = 600.0  # tenant creation (initdb + import), compaction, GC
+MAX_MESSAGE_BYTES: Final = 128 * 1024 * 1024
+_MANAGEMENT: Final = "/strata.v1.ManagementService/"
+_HEALTH_CHECK: Final = "/grpc.health.v1.Health/Check"
+# What gRPC says when no connection could be made at all (as opposed to a server's UNAVAILABLE).
+_CONNECT_FAILURES: Final = ("failed to connect to all addresses", "connection refused",
+                            "errors resolving", "dns resolution failed")
+
+_Response = TypeVar("_Response", bound=Message)
+
+
+class ClientError(Exception):
+    """A failed call: the gRPC status and the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, method: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.method = method
+
+
+class ServerUnreachable(ClientError):
+    """No connection to the page server could be made (not running, wrong address)."""
+
+    def __init__(self, address: str, detail: str, method: str) -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, f"cannot reach {address}: {detail}", method)
+        self.address = address
+
+
+def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata that authenticates with ``token``."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+class StrataClient:
+    """One channel to a page server; every management RPC as a typed method."""
+
+    def __init__(self, address: str, token: str | None = None, *,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.address = address
+        self.metadata = bearer_metadata(token) if token else ()
+        self.timeout_s = timeout_s
+        self.channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ])
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def _unary(self, path: str, request: Message,
+               response_type: type[_Response], timeout_s: float | None = None) -> _Response:
+        """Call the unary method at ``path``; a failure becomes ClientError."""
+        serialize: Callable[[Message], bytes] = type(request).SerializeToString
+        call = self.channel.unary_unary(path, request_serializer=serialize,
+                                        response_deserializer=response_type.FromString)
+        method = path.rpartition("/")[2]
+        try:
+            return call(request, metadata=self.metadata, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as exc:
+            raise self._error(exc, method) from None
+
+    def _error(self, exc: grpc.RpcError, method: str) -> ClientError:
+        code, detail = exc.code(), exc.details() or ""
+        if code is grpc.StatusCode.UNAVAILABLE and any(
+                marker in detail.lower() for marker in _CONNECT_FAILURES):
+            return ServerUnreachable(self.address, detail, method)
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            detail = f"no answer from the page server at {self.address} to {method} in time"
+        return ClientError(code, detail or code.name.lower().replace("_", " "), method)
+
+    def _manage(self, method: str, request: Message, response_type: type[_Response],
+                timeout_s: float | None = None) -> _Response:
+        return self._unary(_MANAGEMENT + method, request, response_type, timeout_s)
+
+    # --- health --------------------------------------------------------------------
+
+    def health(self, timeout_s: float = 2.0) -> str:
+        """The server's overall health status name (SERVING, NOT_SERVING, ...); needs no token."""
+        response = self._unary(_HEALTH_CHECK, health_pb2.HealthCheckRequest(service=""),
+                               health_pb2.HealthCheckResponse, timeout_s)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    # --- tenants -------------------------------------------------------------------
+
+    def create_tenant(self, tenant: str, *, empty: bool = False) -> pb.CreateTenantResponse:
+        """Create ``tenant``; unless ``empty`` the server runs initdb and imports it as main."""
+        return self._manage("CreateTenant", pb.CreateTenantRequest(tenant=tenant, empty=empty),
+                            pb.CreateTenantResponse, LONG_TIMEOUT_S)
+
+    def list_tenants(self) -> list[pb.TenantInfo]:
+        return list(self._manage("ListTenants", pb.ListTenantsRequest(),
+                                 pb.ListTenantsResponse).tenants)
+
+    def delete_tenant(self, tenant: str) -> None:
+        self._manage("DeleteTenant", pb.DeleteTenantRequest(tenant=tenant),
+                     pb.DeleteTenantResponse, LONG_TIMEOUT_S)
+
+    # --- branches ------------------------------------------------------------------
+
+    def create_branch(self, tenant: str, name: str, *, parent: str = "",
+                      lsn: int | None = None, wal_lsn: int | None = None,
+                      time_us: int | None = None, checkpoint: str | None = None,
+                      ttl_s: int = 0) -> pb.BranchInfo:
+        """Branch ``parent`` (default main) at most at one point; none: its newest LSN."""
+        request = pb.CreateBranchRequest(tenant=tenant, name=name, parent=parent, ttl_s=ttl_s)
+        if lsn is not None:
+            request.lsn = lsn
+        if wal_lsn is not None:
+            request.wal_lsn = wal_lsn
+        if time_us is not None:
+            request.time_us = time_us
+        if checkpoint is not None:
+            request.checkpoint = checkpoint
+        return self._manage("CreateBranch", request, pb.CreateBranchResponse).branch
+
+    def list_branches(self, tenant: str) -> list[pb.BranchInfo]:
+        return list(self._manage("ListBranches", pb.ListBranchesRequest(tenant=tenant),
+                                 pb.ListBranchesResponse).branches)
+
+    def get_branch(self, tenant: str, name: str) -> pb.BranchInfo:
+        return self._manage("GetBranch", pb.GetBranchRequest(tenant=tenant, name=name),
+                            pb.GetBranchResponse).branch
+
+    def delete_branch(self, tenant: str, name: str, *, cascade: bool = False) -> list[str]:
+        """Delete ``name`` (and with ``cascade`` its descendants); the names deleted."""
+        request = pb.DeleteBranchRequest(tenant=tenant, name=name, cascade=cascade)
+        return list(self._manage("DeleteBranch", request, pb.DeleteBranchResponse).deleted)
+
+    # --- checkpoints ---------------------------------------------------------------
+
+    def create_checkpoint(self, tenant: str, branch: str, name: str,
+                          lsn: int | None = None) -> pb.CheckpointInfo:
+        """Pin ``branch`` at ``lsn`` (default: its newest durable LSN) as ``name``."""
+        request = pb.CreateCheckpointRequest(tenant=tenant, branch=branch, name=name,
+                                             lsn=lsn or 0, at_lsn=lsn is not None)
+        return self._manage("CreateCheckpoint", request, pb.CreateCheckpointResponse).checkpoint
+
+    def list_checkpoints(self, tenant: str) -> list[pb.CheckpointInfo]:
+        return list(self._manage("ListCheckpoints", pb.ListCheckpointsRequest(tenant=tenant),
+                                 pb.ListCheckpointsResponse).checkpoints)
+
+    def delete_checkpoint(self, tenant: str, name: str) -> None:
+        self._manage("DeleteCheckpoint", pb.DeleteCheckpointRequest(tenant=tenant, name=name),
+                     pb.DeleteCheckpointResponse)
+
+    # --- maintenance ---------------------------------------------------------------
+
+    def gc(self, tenant: str) -> pb.GcResponse:
+        return self._manage("Gc", pb.GcRequest(tenant=tenant), pb.GcResponse, LONG_TIMEOUT_S)
+
+    def compact(self, tenant: str, *, force: bool = False) -> pb.CompactResponse:
+        return self._manage("Compact", pb.CompactRequest(tenant=tenant, force=force),
+                            pb.CompactResponse, LONG_TIMEOUT_S)
+
+    # --- writers and tokens --------------------------------------------------------
+
+    def attach_writer(self, tenant: str, branch: str) -> pb.AttachWriterResponse:
+        """Become the branch's only writer: a new writer epoch (older ones are fenced)."""
+        return self._manage("AttachWriter", pb.AttachWriterRequest(tenant=tenant, branch=branch),
+                            pb.AttachWriterResponse)
+
+    def detach_writer(self, tenant: str, branch: str, writer_epoch: int) -> None:
+        request = pb.DetachWriterRequest(tenant=tenant, branch=branch, writer_epoch=writer_epoch)
+        self._manage("DetachWriter", request, pb.DetachWriterResponse, LONG_TIMEOUT_S)
+
+    def create_token(self, tenant: str, scope: str, ttl_s: int = 0) -> pb.CreateTokenResponse:
+        """A token for ``tenant`` ("*" for admin) with ``scope``; ttl 0: the server's default."""
+        request = pb.CreateTokenRequest(tenant=tenant, scope=scope, ttl_s=ttl_s)
+        return self._manage("CreateToken", request, pb.CreateTokenResponse)

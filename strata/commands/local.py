@@ -1,0 +1,102 @@
+"""``strata up``, ``down`` and ``status``: the page server running on this machine."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import click
+
+from strata import lifecycle
+from strata.home import UpOptions
+from strata.params import DURATION
+from strata.render import emit_json, emit_text, print_table
+from strata.session import Session, local_command
+
+
+def _merge(saved: UpOptions, **given: Any) -> UpOptions:
+    """``saved`` with the options given on the command line; checks they fit together."""
+    changes = {name: value for name, value in given.items() if value is not None}
+    if "port" in changes and "metrics_port" not in changes:
+        changes["metrics_port"] = changes["port"] + 1 if changes["port"] else 0
+    if changes.get("storage") == "local":
+        changes.update(s3_endpoint="", s3_bucket="", s3_prefix="")
+    merged = dataclasses.replace(saved, **changes)
+    s3_given = any(name.startswith("s3_") and value for name, value in given.items())
+    if merged.storage == "local" and s3_given:
+        raise click.UsageError("the --s3-* options need --storage s3")
+    if merged.storage == "s3" and not merged.s3_bucket:
+        raise click.UsageError("--storage s3 needs --s3-bucket")
+    return merged
+
+
+@click.command()
+@click.option("--storage", type=click.Choice(["local", "s3"]),
+              help="Object store: a local directory under $STRATA_HOME, or S3 [saved].")
+@click.option("--s3-endpoint", metavar="URL", help="S3 endpoint, e.g. a MinIO URL [saved].")
+@click.option("--s3-bucket", metavar="NAME", help="S3 bucket [saved].")
+@click.option("--s3-prefix", metavar="PREFIX", help="Key prefix in the bucket [saved].")
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="gRPC port on 127.0.0.1 (default 6400; 0: any free port) [saved].")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Prometheus port (default: port + 1; 0: any free port) [saved].")
+@click.option("--pitr-window", type=DURATION,
+              help="History kept readable, e.g. 24h (default 24h) [saved].")
+@click.option("--timeout", type=click.FloatRange(min=1), default=lifecycle.START_TIMEOUT_S,
+              show_default=True, help="Seconds to wait until it serves.")
+@local_command
+def up(session: Session, timeout: float, **given: Any) -> None:
+    """Start the local page server (idempotent).
+
+    It runs in the background; if it already runs and serves, nothing changes.
+
+    Options are remembered in $STRATA_HOME/config.json, so a plain `strata up` repeats
+    them. S3 credentials come from the AWS_* environment variables.
+    """
+    options = _merge(UpOptions.load(session.home), **given)
+    state, started = lifecycle.up(session.home, options, timeout)
+    if session.json:
+        emit_json({"started": started, **dataclasses.asdict(state)})
+        return
+    what = "started" if started else "already running"
+    emit_text(f"page server {what} (pid {state.pid}) at {state.address}; "
+              f"storage {state.storage}; log {state.log_file}")
+
+
+@click.command()
+@click.option("--timeout", type=click.FloatRange(min=0), default=lifecycle.STOP_TIMEOUT_S,
+              show_default=True, help="Seconds to wait after SIGTERM before SIGKILL.")
+@local_command
+def down(session: Session, timeout: float) -> None:
+    """Stop the local page server (idempotent).
+
+    It drains running calls and flushes its memtables before it exits.
+    """
+    pid, killed = lifecycle.down(session.home, timeout)
+    if session.json:
+        emit_json({"stopped": pid is not None, "pid": pid, "killed": killed})
+    elif pid is None:
+        emit_text("page server not running")
+    elif killed:
+        emit_text(f"page server (pid {pid}) did not stop within {timeout:g} s: killed")
+    else:
+        emit_text(f"page server stopped (pid {pid})")
+
+
+@click.command()
+@local_command
+def status(session: Session) -> None:
+    """Show what runs locally.
+
+    Per component: pid, liveness, health, addresses, storage and state directory.
+    """
+    states = [lifecycle.status(session.home)]
+    if session.json:
+        emit_json({"home": str(session.home.root),
+                   "components": [dataclasses.asdict(state) for state in states]})
+        return
+    print_table(
+        ("component", "pid", "alive", "healthy", "address", "metrics", "storage", "state dir"),
+        [(s.component, str(s.pid or "-"), "yes" if s.alive else "no",
+          "yes" if s.healthy else "no", s.address, s.metrics_address or "-", s.storage,
+          s.state_dir) for s in states])

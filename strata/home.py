@@ -1,0 +1,140 @@
+"""The local deployment's directory ($STRATA_HOME) and the options ``strata up`` remembers.
+
+```
+$STRATA_HOME/config.json               options of the last `strata up`
+$STRATA_HOME/pageserver/               the page server's state directory
+  pageserver.json                      written by the server once it serves (pid, listen, ...)
+  auth/admin.token                     the local admin token (mode 0600)
+$STRATA_HOME/objects/                  the local object store (storage "local")
+$STRATA_HOME/logs/pageserver.log       the page server's output
+$STRATA_HOME/run/pageserver.pid        pid of the page server `strata up` started
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+DEFAULT_PORT: Final = 6400
+LISTEN_HOST: Final = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Home:
+    """Paths of one local deployment."""
+
+    root: Path
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> Home:
+        """``$STRATA_HOME`` (default ``./.strata``) as an absolute path."""
+        return cls(Path(environ.get("STRATA_HOME") or ".strata").expanduser().resolve())
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "pageserver"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.root / "objects"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "logs" / "pageserver.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def ready_file(self) -> Path:
+        return self.state_dir / "pageserver.json"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.state_dir / "auth" / "admin.token"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "run" / "pageserver.pid"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "run" / "lifecycle.lock"
+
+    def ready_info(self) -> dict[str, Any] | None:
+        """What the page server published in ``pageserver.json``; None if absent or torn."""
+        try:
+            body = json.loads(self.ready_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
+
+    def admin_token(self) -> str | None:
+        """The local admin token, if the page server has created one."""
+        try:
+            return self.admin_token_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def server_address(self) -> str:
+        """Where the local page server listens, or will listen once started."""
+        info = self.ready_info()
+        if info and isinstance(info.get("listen"), str):
+            return str(info["listen"])
+        return f"{LISTEN_HOST}:{UpOptions.load(self).port}"
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """How ``strata up`` runs the page server; saved so a plain ``strata up`` repeats it."""
+
+    storage: str = "local"  # local | s3
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    port: int = DEFAULT_PORT
+    metrics_port: int = DEFAULT_PORT + 1  # 0: any free port
+    pitr_window: str = "24h"
+
+    @classmethod
+    def load(cls, home: Home) -> UpOptions:
+        """The saved options, defaults for what is missing or unreadable."""
+        try:
+            saved = json.loads(home.config_file.read_text())
+        except (OSError, ValueError):
+            return cls()
+        if not isinstance(saved, dict):
+            return cls()
+        defaults = asdict(cls())
+        return cls(**{key: value for key, value in saved.items()
+                      if key in defaults and type(value) is type(defaults[key])})
+
+    def save(self, home: Home) -> None:
+        """Write them to config.json atomically."""
+        home.root.mkdir(parents=True, exist_ok=True)
+        temp = home.config_file.with_suffix(".tmp")
+        temp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(temp, home.config_file)
+
+    def describe_storage(self, home: Home) -> str:
+        """Where objects go, in the form the page server reports it."""
+        if self.storage == "local":
+            return f"local:{home.objects_dir}"
+        url = self.storage_url(home)
+        return f"{url.partition('?')[0]} @ {self.s3_endpoint or 'AWS'}"
+
+    def storage_url(self, home: Home) -> str:
+        """The page server's ``--storage`` value for these options."""
+        if self.storage == "local":
+            return str(home.objects_dir)
+        url = f"s3://{self.s3_bucket}/{quote(self.s3_prefix.strip('/'))}"
+        if self.s3_endpoint:
+            url += "?" + urlencode({"endpoint": self.s3_endpoint})
+        return url

@@ -1,0 +1,59 @@
+"""click parameter types for what users type: durations, WAL positions and times."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from strata.units import parse_duration_s, parse_time_us, parse_wal_lsn
+
+
+class Duration(click.ParamType[str]):
+    """A duration such as ``90s``, ``5m``, ``2h``, ``7d`` or ``1w``; kept as typed."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        try:
+            parse_duration_s(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value).strip()
+
+
+class WalLsn(click.ParamType[int]):
+    """A PostgreSQL WAL position ``X/Y``, as an integer."""
+
+    name = "X/Y"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_wal_lsn(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Timestamp(click.ParamType[int]):
+    """An ISO 8601 time (local time without a zone), as microseconds since the epoch."""
+
+    name = "ISO8601"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_time_us(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+WAL_LSN = WalLsn()
+TIMESTAMP = Timestamp()
+LSN = click.IntRange(min=0)

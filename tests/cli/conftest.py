@@ -1,0 +1,139 @@
+"""Fixtures for the CLI tests: the ``strata`` CLI run as a subprocess against a page server
+it starts itself under a temporary $STRATA_HOME, always stopped afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from strata.lifecycle import process_alive
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one CLI run printed and returned."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Strata:
+    """Runs the CLI with one $STRATA_HOME and remembers every page server pid it saw."""
+
+    home: Path
+    port: int
+    env: Mapping[str, str] = field(default_factory=dict)
+    pids: set[int] = field(default_factory=set)
+
+    def run(self, *args: str, expect: int | None = 0,
+            env: Mapping[str, str] | None = None) -> Result:
+        """Run ``strata *args``; check the exit code unless ``expect`` is None."""
+        environ = {**os.environ, **self.env, **(env or {}), "STRATA_HOME": str(self.home)}
+        for name in ("STRATA_TOKEN", "STRATA_SERVER", "STRATA_TENANT"):
+            environ.pop(name, None)
+        done = subprocess.run([sys.executable, "-m", "strata.cli", *args], cwd=REPO,
+                              env=environ, capture_output=True, text=True, timeout=60)
+        result = Result(done.returncode, done.stdout, done.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        if expect is not None:
+            assert result.code == expect, result
+        return result
+
+    def json(self, *args: str) -> Any:
+        """Run ``strata *args --json``, check it succeeded and printed only JSON."""
+        return self.run(*args, "--json").json()
+
+    def fail(self, expect: int, *args: str) -> str:
+        """Run a command that must fail with ``expect``; its one-line error message."""
+        result = self.run(*args, expect=expect)
+        assert result.stdout == ""
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("strata: "), result.stderr
+        return lines[0].removeprefix("strata: ")
+
+    def pageserver_pid(self) -> int | None:
+        pid: int | None = self.json("status")["components"][0]["pid"]
+        if pid is not None:
+            self.pids.add(pid)
+        return pid
+
+    def up(self, *args: str) -> dict[str, Any]:
+        state: dict[str, Any] = self.json("up", "--port", str(self.port),
+                                          "--metrics-port", "0", *args)
+        self.pids.add(state["pid"])
+        return state
+
+    def stop_everything(self) -> None:
+        """`strata down`, then SIGKILL whatever page server survived it."""
+        self.run("down", "--timeout", "10", expect=None)
+        for pid in self.pids:
+            if process_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def strata_home() -> Iterator[Path]:
+    """A new $STRATA_HOME the ``postgres`` user can traverse.
+
+    The page server runs initdb as ``postgres`` (when root) in scratch space under its
+    state directory, so every ancestor must be searchable by it; pytest's own temporary
+    directories (mode 0700) are not.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="strata-cli-test-"))
+    try:
+        parent.chmod(0o755)
+        yield parent / "home"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def strata() -> Iterator[Strata]:
+    """The CLI with a running page server and a tenant "default" made by a real initdb."""
+    with strata_home() as home:
+        cli = Strata(home, free_port())
+        try:
+            cli.up()
+            created = cli.json("tenant", "create", "default")
+            assert created["main_lsn"] > 0
+            yield cli
+        finally:
+            cli.stop_everything()
+
+
+@pytest.fixture
+def idle_strata() -> Iterator[Strata]:
+    """The CLI with a home of its own where no page server runs yet."""
+    with strata_home() as home:
+        cli = Strata(home, free_port())
+        try:
+            yield cli
+        finally:
+            cli.stop_everything()

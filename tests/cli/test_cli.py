@@ -1,0 +1,224 @@
+"""The ``strata`` CLI end to end: a real page server started by ``strata up``, a tenant made
+by a real initdb, and every command run as a subprocess the way a user or an agent runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from strata.client import StrataClient
+from strata.lifecycle import process_alive
+from tests.cli.conftest import Strata
+from tests.moto_server import DUMMY_AWS_ENV
+
+# Exit codes (strata.errors.ExitCode), spelled out as a script would see them.
+GENERAL, USAGE, NOT_FOUND, AUTH, UNREACHABLE = 1, 2, 3, 4, 5
+
+
+def test_up_is_idempotent_and_status_reports_the_server(strata: Strata) -> None:
+    again = strata.up()
+    assert again["started"] is False and again["healthy"] is True
+    assert "already running" in strata.run("up").stdout
+
+    status = strata.json("status")
+    assert status["home"] == str(strata.home)
+    (server,) = status["components"]
+    assert server["component"] == "pageserver" and server["alive"] and server["healthy"]
+    assert server["pid"] == again["pid"]
+    assert server["address"] == f"127.0.0.1:{strata.port}"
+    assert server["metrics_address"].startswith("127.0.0.1:")
+    assert server["storage"] == f"local:{strata.home / 'objects'}"
+    assert server["state_dir"] == str(strata.home / "pageserver")
+    table = strata.run("status").stdout
+    assert "pageserver" in table and str(server["pid"]) in table
+
+
+def test_tenant_list(strata: Strata) -> None:
+    tenants = strata.json("tenant", "list")["tenants"]
+    (default,) = [t for t in tenants if t["tenant"] == "default"]
+    assert default["generation"] >= 1 and default["branches"] >= 1
+    assert "default" in strata.run("tenant", "list").stdout
+
+
+def test_branches_and_checkpoints(strata: Strata) -> None:
+    main = strata.json("branch", "show", "main")
+    assert main["parent"] is None and main["last_lsn"] > 0 and main["logical_size"] > 0
+
+    dev = strata.json("branch", "create", "dev")
+    assert (dev["parent"], dev["branch_lsn"]) == ("main", main["last_lsn"])
+    child = strata.json("branch", "create", "dev-child", "--parent", "dev", "--ttl", "2h")
+    expected_expiry = time.time() + 7200
+    assert abs(child["expires_at_us"] / 1e6 - expected_expiry) < 60
+    assert child["expires_at"].endswith("+00:00")
+
+    listed = {b["name"]: b for b in strata.json("branch", "list")["branches"]}
+    assert {"main", "dev", "dev-child"} <= listed.keys()
+    assert listed["main"]["last_wal_lsn_str"].count("/") == 1
+    table = strata.run("branch", "list").stdout
+    for header in ("branch LSN", "last WAL LSN", "logical size", "owned"):
+        assert header in table
+    assert " MB" in table
+
+    shown = strata.json("branch", "show", "dev")
+    assert shown["children"] == ["dev-child"]
+    assert {"writer_epoch", "gc_cutoff", "timeline_id"} <= shown.keys()
+    assert "writer epoch" in strata.run("branch", "show", "dev").stdout
+
+    tree = strata.json("branch", "tree")
+    (root,) = [node for node in tree["branches"] if node["name"] == "main"]
+    (dev_node,) = [node for node in root["children"] if node["name"] == "dev"]
+    assert [node["name"] for node in dev_node["children"]] == ["dev-child"]
+    drawn = strata.run("branch", "tree").stdout
+    assert "└── " in drawn and f"dev-child  branch LSN {child['branch_lsn']}" in drawn
+
+    checkpoint = strata.json("checkpoint", "create", "main", "before-change")
+    assert (checkpoint["branch"], checkpoint["lsn"]) == ("main", main["last_lsn"])
+    names = [c["name"] for c in strata.json("checkpoint", "list")["checkpoints"]]
+    assert "before-change" in names
+    restored = strata.json("branch", "create", "restored", "--at-checkpoint", "before-change")
+    assert restored["branch_lsn"] == checkpoint["lsn"]
+    at_wal = strata.json("branch", "create", "at-wal", "--at-wal-lsn", main["last_wal_lsn_str"])
+    assert at_wal["branch_lsn"] <= main["last_lsn"]
+    now_local = datetime.now().isoformat()  # no zone: local time
+    at_time = strata.json("branch", "create", "at-time", "--at-time", now_local)
+    assert at_time["branch_lsn"] == main["last_lsn"]
+
+    beyond = strata.fail(GENERAL, "branch", "create", "future", "--at-lsn", "999999999")
+    assert "beyond" in beyond
+
+    refused = strata.fail(GENERAL, "branch", "delete", "dev")
+    assert "child" in refused
+    deleted = strata.json("branch", "delete", "dev", "--cascade")["deleted"]
+    assert sorted(deleted) == ["dev", "dev-child"]
+    assert strata.json("checkpoint", "delete", "before-change") == {"deleted": "before-change"}
+    assert "deleted branch 'at-time'" in strata.run("branch", "delete", "at-time").stdout
+
+
+def test_errors_are_one_line_with_distinct_exit_codes(strata: Strata) -> None:
+    message = strata.fail(NOT_FOUND, "branch", "show", "nope")
+    assert message == "no branch 'nope' in tenant 'default'"
+    strata.fail(NOT_FOUND, "branch", "list", "--tenant", "ghost")
+    strata.fail(NOT_FOUND, "checkpoint", "delete", "nope")
+    strata.fail(USAGE, "branch", "create", "x", "--at-lsn", "1", "--at-time", "2024-01-01")
+    strata.fail(USAGE, "branch", "create", "x", "--at-wal-lsn", "12345")
+    strata.fail(USAGE, "branch", "create", "x", "--ttl", "soon")
+    strata.fail(USAGE, "branch", "create", "x", "--at-time", "yesterday")
+    strata.fail(USAGE, "branch", "frobnicate")
+    assert "--yes" in strata.fail(USAGE, "tenant", "delete", "default")
+    assert "invalid branch name" in strata.fail(USAGE, "branch", "create", "bad/name")
+    # --json changes nothing about errors: stdout stays empty.
+    strata.fail(NOT_FOUND, "branch", "show", "nope", "--json")
+
+
+def test_tokens_are_confined_to_their_tenant(strata: Strata) -> None:
+    strata.json("tenant", "create", "other", "--empty")
+    issued = strata.json("token", "create", "--tenant", "other", "--scope", "tenant",
+                         "--ttl", "1h")
+    assert issued["scope"] == "tenant" and abs(issued["expires_at_s"] - time.time() - 3600) < 60
+    token = strata.run("token", "create", "--tenant", "other", "--scope", "tenant").stdout.strip()
+    assert token.count(".") == 2  # a bare JWT and nothing else
+
+    own = strata.json("branch", "list", "--tenant", "other", "--token", token)["branches"]
+    assert [b["name"] for b in own] == ["main"]
+    denied = strata.fail(AUTH, "branch", "list", "--tenant", "default", "--token", token)
+    assert "'other'" in denied and "'default'" in denied
+    strata.fail(AUTH, "token", "create", "--scope", "admin", "--token", token)
+    strata.fail(AUTH, "branch", "list", "--token", "not-a-token")
+    via_env = strata.run("branch", "list", "--tenant", "other", "--json",
+                         env={"STRATA_TOKEN": token}).json()
+    assert via_env["branches"][0]["name"] == "main"
+    strata.run("tenant", "delete", "other", "--yes")
+
+
+def test_gc_and_compact(strata: Strata) -> None:
+    gc = strata.json("gc")
+    assert {"timelines", "layers_removed", "bytes_removed"} == gc.keys()
+    compacted = strata.json("compact", "--force")
+    assert {"l0_merged", "l1_written", "images_written"} == compacted.keys()
+    assert strata.run("compact").stdout.startswith("compact: ")
+    assert strata.json("branch", "show", "main")["owned_bytes"] > 0
+
+
+def test_client_attaches_and_detaches_a_writer(strata: Strata) -> None:
+    token = (strata.home / "pageserver" / "auth" / "admin.token").read_text().strip()
+    with StrataClient(f"127.0.0.1:{strata.port}", token) as client:
+        first = client.attach_writer("default", "main")
+        second = client.attach_writer("default", "main")
+        assert second.writer_epoch == first.writer_epoch + 1
+        client.detach_writer("default", "main", second.writer_epoch)
+
+
+def test_a_killed_page_server_is_restarted_with_its_data(strata: Strata) -> None:
+    strata.json("branch", "create", "survivor")
+    pid = strata.pageserver_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = strata.json("status")["components"][0]
+    assert not status["alive"] and status["pid"] is None
+    message = strata.fail(UNREACHABLE, "branch", "list")
+    assert message == f"page server not running at 127.0.0.1:{strata.port}; run `strata up`"
+
+    restarted = strata.up()
+    assert restarted["started"] is True and restarted["pid"] != pid
+    assert strata.json("branch", "show", "survivor")["parent"] == "main"
+
+
+def test_up_down_down_in_a_fresh_home(idle_strata: Strata) -> None:
+    assert idle_strata.json("status")["components"][0]["alive"] is False
+    nowhere = f"127.0.0.1:{idle_strata.port}"  # not the default 6400: something may run there
+    message = idle_strata.fail(UNREACHABLE, "tenant", "list", "--server", nowhere)
+    assert message == f"page server not running at {nowhere}; run `strata up`"
+
+    idle_strata.up("--pitr-window", "2h")
+    token_file = idle_strata.home / "pageserver" / "auth" / "admin.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert idle_strata.json("tenant", "list") == {"tenants": []}
+    assert "already running" in idle_strata.run("up").stdout  # options remembered
+    idle_strata.fail(GENERAL, "up", "--pitr-window", "3h")  # running with other options
+
+    stopped = idle_strata.json("down")
+    assert stopped["stopped"] is True and stopped["killed"] is False
+    assert not process_alive(stopped["pid"])
+    assert idle_strata.json("down") == {"stopped": False, "pid": None, "killed": False}
+    assert idle_strata.run("down").stdout.strip() == "page server not running"
+
+
+def test_a_failed_start_points_at_the_log(idle_strata: Strata) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = idle_strata.run("up", "--port", str(idle_strata.port), "--metrics-port",
+                                 str(taken.getsockname()[1]), "--timeout", "20", expect=GENERAL)
+    first, *tail = result.stderr.splitlines()
+    log_file = idle_strata.home / "logs" / "pageserver.log"
+    assert first.startswith("strata: the page server exited with status 1 while starting")
+    assert first.endswith(str(log_file))
+    assert tail and all(line.startswith("  ") for line in tail)
+    assert "Address already in use" in result.stderr
+
+
+@pytest.mark.s3
+def test_up_on_s3_remembers_its_options(idle_strata: Strata, moto_endpoint: str,
+                                        s3_bucket: str) -> None:
+    idle_strata.env = DUMMY_AWS_ENV
+    state = idle_strata.up("--storage", "s3", "--s3-endpoint", moto_endpoint,
+                           "--s3-bucket", s3_bucket, "--s3-prefix", "strata/test")
+    assert state["storage"].startswith(f"s3://{s3_bucket}/strata/test")
+    idle_strata.json("tenant", "create", "t", "--empty")
+    idle_strata.json("branch", "create", "b", "--tenant", "t")
+    idle_strata.json("down")
+
+    again = idle_strata.json("up")  # plain: the saved S3 options
+    idle_strata.pids.add(again["pid"])
+    assert again["storage"] == state["storage"]
+    assert idle_strata.json("branch", "show", "b", "--tenant", "t")["parent"] == "main"
+    assert Path(idle_strata.home, "config.json").is_file()

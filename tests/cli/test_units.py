@@ -1,0 +1,91 @@
+"""The CLI's pure parts: unit conversions, saved options, lineage and error mapping."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from proto import strata_pb2 as pb
+from strata.client import ClientError, ServerUnreachable
+from strata.errors import ExitCode, from_client_error
+from strata.home import Home, UpOptions
+from strata.render import lineage
+from strata.units import (
+    format_wal_lsn,
+    human_size,
+    iso_time,
+    parse_duration_s,
+    parse_time_us,
+    parse_wal_lsn,
+)
+
+
+def test_wal_lsn_round_trips_in_postgres_form() -> None:
+    assert parse_wal_lsn("0/16B3748") == 0x16B3748
+    assert parse_wal_lsn("1/0") == 1 << 32
+    assert format_wal_lsn(parse_wal_lsn("AB/CDEF0123")) == "AB/CDEF0123"
+    for bad in ("16B3748", "0/", "x/1", "1/123456789", "-1/0"):
+        with pytest.raises(ValueError, match="X/Y"):
+            parse_wal_lsn(bad)
+
+
+def test_times_with_and_without_zone() -> None:
+    assert parse_time_us("1970-01-01T00:00:01Z") == 1_000_000
+    assert parse_time_us("1970-01-01T02:00:01.5+02:00") == 1_500_000
+    naive = "2024-05-01T12:30:00"
+    assert parse_time_us(naive) == int(datetime.fromisoformat(naive).timestamp() * 1e6)
+    assert iso_time(1_500_000) == "1970-01-01T00:00:01.500000+00:00"
+    assert iso_time(0) is None
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_time_us("yesterday")
+
+
+def test_durations_and_sizes() -> None:
+    assert [parse_duration_s(t) for t in ("90", "90s", "5m", "2h", "1d", "1w", "0.5s")] == [
+        90, 90, 300, 7200, 86400, 604800, 1]
+    assert [human_size(n) for n in (0, 999, 1000, 38_200_000, 5 * 10**12)] == [
+        "0 B", "999 B", "1.0 kB", "38.2 MB", "5.0 TB"]
+
+
+def test_up_options_are_saved_and_read_back(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    assert UpOptions.load(home) == UpOptions()
+    options = UpOptions(storage="s3", s3_endpoint="http://127.0.0.1:9000", s3_bucket="b",
+                        s3_prefix="/p/q/", port=7000, metrics_port=0)
+    options.save(home)
+    assert UpOptions.load(home) == options
+    assert options.storage_url(home) == "s3://b/p/q?endpoint=http%3A%2F%2F127.0.0.1%3A9000"
+    assert UpOptions().storage_url(home) == str(tmp_path / "objects")
+    home.config_file.write_text('{"port": "7000", "pitr_window": "2h", "unknown": 1}')
+    assert UpOptions.load(home) == UpOptions(pitr_window="2h")  # wrong types are ignored
+
+
+def _branch(name: str, parent: str = "", children: tuple[str, ...] = ()) -> pb.BranchInfo:
+    return pb.BranchInfo(name=name, parent=parent, children=list(children), branch_lsn=len(name))
+
+
+def test_lineage_nests_children_under_parents() -> None:
+    branches = [_branch("main", children=("b", "a")), _branch("a", "main", ("a1",)),
+                _branch("b", "main"), _branch("a1", "a"), _branch("orphan", "gone")]
+    names = [(node["name"], [child["name"] for child in node["children"]])
+             for node in lineage(branches)]
+    assert names == [("main", ["a", "b"]), ("orphan", [])]
+    assert lineage(branches)[0]["children"][0]["children"][0]["name"] == "a1"
+
+
+def test_client_errors_map_to_exit_codes() -> None:
+    def code(status: grpc.StatusCode) -> ExitCode:
+        return from_client_error(ClientError(status, "m", "X"), have_token=True).code
+
+    assert code(grpc.StatusCode.NOT_FOUND) is ExitCode.NOT_FOUND
+    assert code(grpc.StatusCode.PERMISSION_DENIED) is ExitCode.AUTH
+    assert code(grpc.StatusCode.OUT_OF_RANGE) is ExitCode.GENERAL
+    unreachable = from_client_error(ServerUnreachable("127.0.0.1:1", "refused", "X"),
+                                    have_token=True)
+    assert unreachable.code is ExitCode.UNREACHABLE and "`strata up`" in unreachable.message
+    no_token = from_client_error(ClientError(grpc.StatusCode.UNAUTHENTICATED, "missing", "X"),
+                                 have_token=False)
+    assert "STRATA_TOKEN" in no_token.message
