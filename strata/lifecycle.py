@@ -171,8 +171,10 @@ def _wait_ready(home: Home, pid: int, process: subprocess.Popen[bytes] | None,
     """Wait until ``pid`` published its address and answers SERVING."""
     deadline = time.monotonic() + timeout_s
     while True:
+        # A child we started is judged by poll(): until it has exec'ed, its command line is
+        # still ours, so process_alive() (which checks for "pageserver") would say no.
         returncode = process.poll() if process is not None else None
-        if returncode is not None or not process_alive(pid):
+        if returncode is not None or (process is None and not process_alive(pid)):
             how = f" with status {returncode}" if returncode is not None else ""
             raise CliError(f"the page server exited{how} while starting; see {home.log_file}",
                            details=log_tail(home.log_file))
