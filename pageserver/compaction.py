@@ -107,7 +107,7 @@ def _partition_bounds(
     ``counts`` maps a relation to its sorted distinct blocks and their entry counts;
     a boundary is the first key of a partition, so no key's versions are split.
     """
-    relations = sorted(counts, key=Relation.to_bytes)
+    relations = sorted((rel for rel in counts if len(counts[rel][0])), key=Relation.to_bytes)
     bounds = [KEYSPACE_START]
     if relations:
         starts = np.cumsum([0] + [len(counts[rel][0]) for rel in relations])

@@ -3,6 +3,7 @@ against the engine and the in-memory oracle, comparing every read."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -75,6 +76,51 @@ ops: st.SearchStrategy[FileOp] = st.one_of(
     st.builds(Chmod, paths, modes),
 )
 batches = st.lists(ops, min_size=1, max_size=4).map(lambda ops: Batch(tuple(ops)))
+offsets = st.sampled_from([0, 1, 100, PAGE_SIZE - 3, PAGE_SIZE, 2 * PAGE_SIZE + 7, 3 * PAGE_SIZE])
+lengths = st.sampled_from([1, 17, PAGE_SIZE - 1, PAGE_SIZE, PAGE_SIZE + 5, 2 * PAGE_SIZE])
+sizes = st.sampled_from([0, 5, PAGE_SIZE, PAGE_SIZE + 1, 2 * PAGE_SIZE, 4 * PAGE_SIZE - 9])
+
+
+def _likely_valid_op(draw: st.DrawFn, tree: Tree) -> FileOp:
+    """An operation that is usually valid on ``tree``, so most batches get applied.
+
+    Atomic batches of independently random operations are nearly always refused;
+    drawing against the current tree keeps the engine busy with real changes.
+    """
+    files = sorted(p for p, e in tree.items() if e.kind == FileKind.FILE)
+    dirs = ["", *sorted(p for p, e in tree.items() if e.kind == FileKind.DIR)]
+    new_files = [p for p in FILES if p not in tree and p.rpartition("/")[0] in dirs]
+    kinds = ["random"]
+    if files:
+        kinds += ["write"] * 5 + ["truncate"] * 2 + ["unlink", "rename", "chmod"]
+    if new_files:
+        kinds += ["create"] * 2
+    kind = draw(st.sampled_from(kinds))
+    if kind == "write":
+        return Write(draw(st.sampled_from(files)), draw(offsets),
+                     _data(draw(st.integers(0, 1000)), draw(lengths)))
+    if kind == "truncate":
+        return Truncate(draw(st.sampled_from(files)), draw(sizes))
+    if kind == "create":
+        return Create(draw(st.sampled_from(new_files)), draw(modes))
+    if kind == "unlink":
+        return Unlink(draw(st.sampled_from(files)))
+    if kind == "rename":
+        return Rename(draw(st.sampled_from(files)), draw(st.sampled_from(FILES)))
+    if kind == "chmod":
+        return Chmod(draw(st.sampled_from(files)), draw(modes))
+    return draw(ops)
+
+
+@st.composite
+def likely_valid_batches(draw: st.DrawFn, tree: Tree) -> Batch:
+    chosen: list[FileOp] = []
+    for _ in range(draw(st.integers(1, 4))):
+        op = _likely_valid_op(draw, tree)
+        chosen.append(op)
+        with contextlib.suppress(OracleError):
+            tree = apply_batch(tree, Batch((op,)))
+    return Batch(tuple(chosen))
 
 
 @dataclass
@@ -140,8 +186,14 @@ class EngineModel(RuleBasedStateMachine):
         model.states[lsn] = expected
 
     @rule(data=st.data(), batch=batches)
-    def ingest(self, data: st.DataObject, batch: Batch) -> None:
+    def ingest_random(self, data: st.DataObject, batch: Batch) -> None:
         self._ingest(data.draw(st.sampled_from(sorted(self.branches))), batch)
+
+    @rule(data=st.data())
+    def ingest(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(self.branches)))
+        model = self.branches[name]
+        self._ingest(name, data.draw(likely_valid_batches(model.states[model.last_lsn])))
 
     @rule(data=st.data())
     def read(self, data: st.DataObject) -> None:

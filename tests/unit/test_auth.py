@@ -48,8 +48,9 @@ def signed(payload: dict[str, Any], key: bytes = KEY, algorithm: str = "HS256") 
 
 
 def claims_payload(**changes: Any) -> dict[str, Any]:
+    """Claims valid for a day: parametrize builds these at collection, long before use."""
     now = int(time.time())
-    return {"tenant": "acme", "scope": "tenant", "iat": now, "exp": now + 60, "jti": "id1",
+    return {"tenant": "acme", "scope": "tenant", "iat": now, "exp": now + 86400, "jti": "id1",
             **changes}
 
 
