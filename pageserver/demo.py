@@ -1,9 +1,10 @@
 """``strata-demo``: run the storage engine's main job on the embedded default.
 
 Loads a synthetic database into branch ``main`` under ``$STRATA_HOME/demo``
-(default ``./.strata/demo``, apart from the page server's own state), forks it, changes the fork, travels back in time,
-checkpoints, compacts and collects garbage, printing what each step did and
-how long it took. Run it twice: the second run re-attaches the same state.
+(default ``./.strata/demo``, apart from the page server's own state), forks
+it, changes the fork, travels back in time, checkpoints, compacts and collects
+garbage, printing what each step did and how long it took. Run it twice: the
+second run re-attaches the same state.
 """
 
 from __future__ import annotations
