@@ -13,7 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from pageserver.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
-from pageserver.keys import PAGE_SIZE, RELSEG_BLOCKS, Relation, parse_relation_path
+from pageserver.keys import (
+    PAGE_SIZE,
+    RELATION_BYTES,
+    RELSEG_BLOCKS,
+    Relation,
+    parse_relation_path,
+)
 from pageserver.ops import (
     Batch,
     Chmod,
@@ -138,8 +144,8 @@ class BatchApplier:
                 self._write(normalize_path(path), offset, data)
             case Truncate(path, size):
                 self._truncate(normalize_path(path), size)
-            case Create(path, mode):
-                self._create(normalize_path(path), mode, index)
+            case Create(path, mode, relation):
+                self._create(normalize_path(path), mode, index, relation)
             case Unlink(path):
                 path = normalize_path(path)
                 meta = self._require(path, FileKind.FILE)
@@ -169,22 +175,39 @@ class BatchApplier:
             case _:
                 raise InvalidArgumentError(f"unknown operation {op!r}")
 
-    def _create(self, path: str, mode: int, index: int) -> None:
+    def _create(self, path: str, mode: int, index: int, chosen: bytes) -> None:
         self._require_new(path)
         parsed = parse_relation_path(path)
-        relation: Relation | None = None
-        offset = 0
-        if parsed is not None:
-            relation, segno = parsed
-            offset = segno * RELSEG_BLOCKS
-            if self._relation_busy((relation.to_bytes(), offset)):
-                relation = None
-        if relation is None:
-            relation, offset = Relation.synthetic((self._lsn << 20) | index), 0
-        slot = (relation.to_bytes(), offset)
+        if chosen:
+            slot = self._chosen_slot(path, chosen, parsed)
+        else:
+            slot = self._derived_slot(parsed, index)
         self._claimed.add(slot)
         self._released.discard(slot)
-        self._set_meta(path, FileMeta(FileKind.FILE, 0, mode & 0o7777, slot[0], offset, self._now))
+        self._set_meta(path, FileMeta(FileKind.FILE, 0, mode & 0o7777, *slot, self._now))
+
+    def _derived_slot(self, parsed: tuple[Relation, int] | None,
+                      index: int) -> tuple[bytes, int]:
+        """The path's RelTag if it is free, else a synthetic relation unique to this op."""
+        if parsed is not None:
+            relation, segno = parsed
+            slot = (relation.to_bytes(), segno * RELSEG_BLOCKS)
+            if not self._relation_busy(slot):
+                return slot
+        return (Relation.synthetic((self._lsn << 20) | index).to_bytes(), 0)
+
+    def _chosen_slot(self, path: str, chosen: bytes, parsed: tuple[Relation, int] | None
+                     ) -> tuple[bytes, int]:
+        """The writer's choice of relation, if well-formed and not used by a live file."""
+        if len(chosen) != RELATION_BYTES:
+            raise InvalidArgumentError(f"create {path!r}: a relation is {RELATION_BYTES} bytes")
+        segno_offset = parsed[1] * RELSEG_BLOCKS if parsed else 0
+        same_as_path = parsed is not None and parsed[0].to_bytes() == chosen
+        slot = (chosen, segno_offset if same_as_path else 0)
+        if self._relation_busy(slot):
+            raise InvalidArgumentError(
+                f"create {path!r}: relation {Relation.from_bytes(chosen)} is in use")
+        return slot
 
     def _relation_busy(self, slot: tuple[bytes, int]) -> bool:
         if slot in self._claimed:

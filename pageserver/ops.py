@@ -65,8 +65,13 @@ class Truncate:
 
 @dataclass(frozen=True)
 class Create:
+    """A new empty file. ``relation`` (Relation.to_bytes()) lets the writer choose where the
+    file's pages live, so it can key its own cache before the page server applies the
+    batch; empty: the page server chooses."""
+
     path: str
     mode: int = 0o600
+    relation: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,12 @@ def encode_batch(batch: Batch) -> bytes:
             case Truncate(path, size):
                 _put_str(out, path)
                 out += _U64.pack(size)
-            case Create(path, mode) | Mkdir(path, mode) | Chmod(path, mode):
+            case Create(path, mode, relation):
+                _put_str(out, path)
+                out += _U32.pack(mode)
+                out.append(len(relation))
+                out += relation
+            case Mkdir(path, mode) | Chmod(path, mode):
                 _put_str(out, path)
                 out += _U32.pack(mode)
             case Unlink(path) | Rmdir(path):
@@ -193,7 +203,8 @@ def decode_batch(raw: bytes) -> Batch:
             ops.append(Truncate(path, reader.u64()))
         elif code == 3:
             path = reader.text()
-            ops.append(Create(path, reader.u32()))
+            mode = reader.u32()
+            ops.append(Create(path, mode, bytes(reader.take(reader.take(1)[0]))))
         elif code == 6:
             path = reader.text()
             ops.append(Mkdir(path, reader.u32()))

@@ -177,12 +177,14 @@ class TruncateOp(_message.Message):
     def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class CreateOp(_message.Message):
-    __slots__ = ("path", "mode")
+    __slots__ = ("path", "mode", "relation")
     PATH_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
     path: str
     mode: int
-    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ...) -> None: ...
+    relation: Relation
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., relation: _Optional[_Union[Relation, _Mapping]] = ...) -> None: ...
 
 class UnlinkOp(_message.Message):
     __slots__ = ("path",)

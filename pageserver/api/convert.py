@@ -88,7 +88,9 @@ def op_from_pb(message: pb.FileOp) -> FileOp:
     if which == "truncate":
         return Truncate(message.truncate.path, message.truncate.size)
     if which == "create":
-        return Create(message.create.path, message.create.mode)
+        chosen = (relation_from_pb(message.create.relation).to_bytes()
+                  if message.create.HasField("relation") else b"")
+        return Create(message.create.path, message.create.mode, chosen)
     if which == "unlink":
         return Unlink(message.unlink.path)
     if which == "rename":
@@ -109,8 +111,11 @@ def op_to_pb(op: FileOp) -> pb.FileOp:
             return pb.FileOp(write=pb.WriteOp(path=path, offset=offset, data=data))
         case Truncate(path, size):
             return pb.FileOp(truncate=pb.TruncateOp(path=path, size=size))
-        case Create(path, mode):
-            return pb.FileOp(create=pb.CreateOp(path=path, mode=mode))
+        case Create(path, mode, relation):
+            create = pb.CreateOp(path=path, mode=mode)
+            if relation:
+                create.relation.CopyFrom(relation_to_pb(Relation.from_bytes(relation)))
+            return pb.FileOp(create=create)
         case Unlink(path):
             return pb.FileOp(unlink=pb.UnlinkOp(path=path))
         case Rename(src, dst):

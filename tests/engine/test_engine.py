@@ -19,8 +19,8 @@ from pageserver.errors import (
     NotFoundError,
     OutOfRangeError,
 )
-from pageserver.keys import PAGE_SIZE, parse_relation_path
-from pageserver.ops import Batch, Create, Mkdir, Rename, Truncate, Write
+from pageserver.keys import PAGE_SIZE, Relation, parse_relation_path
+from pageserver.ops import Batch, Create, Mkdir, Rename, Truncate, Unlink, Write
 from pageserver.remote import LocalDirectoryStorage
 from pageserver.tenant import BranchPoint
 from tests.engine.conftest import EngineFactory
@@ -258,3 +258,20 @@ def test_writer_epoch_fences_the_old_writer(make_engine: EngineFactory) -> None:
     again = make_engine().timeline("t", "main")
     assert again.writer_epoch == second
     assert again.read_file(REL_PATH) == _page(3)
+
+
+def test_writer_chosen_relation(engine: Engine) -> None:
+    _setup(engine)
+    main = engine.timeline("t", "main")
+    chosen = Relation.synthetic(0xABCDEF).to_bytes()
+    main.ingest(Batch((Create("x", 0o600, chosen), Write("x", 0, _page(5)))))
+    assert main.stat("x").relation == chosen
+    assert main.get_page(Relation.from_bytes(chosen), 0) == _page(5)
+    with pytest.raises(InvalidArgumentError, match="is in use"):
+        main.ingest(Batch((Create("y", 0o600, chosen),)))
+    with pytest.raises(InvalidArgumentError, match="13 bytes"):
+        main.ingest(Batch((Create("z", 0o600, b"short"),)))
+    main.ingest(Batch((Unlink("x"), Create("y", 0o600, chosen))))
+    assert main.read_file("y") == b""
+    main.ingest(Batch((Truncate("y", PAGE_SIZE),)))
+    assert main.read_file("y") == bytes(PAGE_SIZE)  # the old file's page is tombstoned

@@ -102,7 +102,10 @@ def _likely_valid_op(draw: st.DrawFn, tree: Tree) -> FileOp:
     if kind == "truncate":
         return Truncate(draw(st.sampled_from(files)), draw(sizes))
     if kind == "create":
-        return Create(draw(st.sampled_from(new_files)), draw(modes))
+        # Half the time the writer picks the relation, as the compute shim does.
+        chosen = draw(st.one_of(st.just(b""), st.integers(1, 2**63).map(
+            lambda file_id: Relation.synthetic(file_id).to_bytes())))
+        return Create(draw(st.sampled_from(new_files)), draw(modes), chosen)
     if kind == "unlink":
         return Unlink(draw(st.sampled_from(files)))
     if kind == "rename":
