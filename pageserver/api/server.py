@@ -35,8 +35,13 @@ class RunningServer:
 
 
 def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, listen: str,
-                 *, pg_bin_dir: str | None = None, max_workers: int = 32) -> RunningServer:
-    """Start serving on ``listen`` (host:port; port 0 picks a free one)."""
+                 *, pg_bin_dir: str | None = None, max_workers: int = 256) -> RunningServer:
+    """Start serving on ``listen`` (host:port; port 0 picks a free one).
+
+    The synchronous gRPC server holds one worker thread per open stream (every
+    compute keeps a few GetPages streams and one Ingest stream open), so the pool
+    is sized for many idle streams rather than for CPU parallelism.
+    """
     metrics.watch_engine(engine)
     server = grpc.server(
         ThreadPoolExecutor(max_workers, thread_name_prefix="strata-rpc"),

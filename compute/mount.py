@@ -1,0 +1,119 @@
+"""``python -m compute.mount``: attach as a branch's writer and serve its PGDATA over FUSE.
+
+Runs in the foreground until unmounted (``fusermount3 -u``) or signalled; on the way
+out it ships every queued change, saves the page cache stamped with the branch's
+LSN, and releases the writer epoch. Runs as root: the mount is ``allow_other``
+so PostgreSQL, running as ``postgres``, can use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import mfusepy as fuse
+
+from compute.page_cache import CacheStamp, PageCache
+from compute.remote import BatchWriter, PageReader
+from compute.shim import Node, StrataFS
+from pageserver.api.convert import relation_from_pb
+from pageserver.ops import FileKind
+from proto import strata_pb2 as pb
+from strata.client import StrataClient
+
+log = logging.getLogger("compute.mount")
+
+
+def load_tree(client: StrataClient, tenant: str, branch: str) -> tuple[dict[str, Node], int]:
+    """The branch's file tree at its newest durable LSN, as shim nodes."""
+    call = client.channel.unary_unary(
+        "/strata.v1.PageService/ListFiles",
+        request_serializer=pb.ListFilesRequest.SerializeToString,
+        response_deserializer=pb.ListFilesResponse.FromString)
+    response: pb.ListFilesResponse = call(
+        pb.ListFilesRequest(at=pb.ReadPoint(tenant=tenant, branch=branch, latest=True)),
+        metadata=client.metadata, timeout=60)
+    tree = {"": Node("", FileKind.DIR, 0o700)}
+    for info in response.files:
+        kind = FileKind.DIR if info.kind == pb.FILE_KIND_DIR else FileKind.FILE
+        relation = relation_from_pb(info.relation).to_bytes() if info.HasField("relation") else b""
+        tree[info.path] = Node(info.path, kind, info.mode, info.size, relation,
+                               info.block_offset, info.mtime_us * 1000)
+    return tree, int(response.lsn)
+
+
+class _Ready(StrataFS):
+    """StrataFS that announces readiness once the kernel has mounted it."""
+
+    def __init__(self, ready_file: Path | None, *args: Any) -> None:
+        super().__init__(*args)
+        self._ready_file = ready_file
+
+    def init_with_config(self, conn_info: Any, config_3: Any) -> None:
+        super().init_with_config(conn_info, config_3)
+        if self._ready_file is not None:
+            tmp = self._ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid()}))
+            os.replace(tmp, self._ready_file)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="compute.mount", description=__doc__.splitlines()[0])
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--token-file", required=True, type=Path)
+    parser.add_argument("--tenant", required=True)
+    parser.add_argument("--branch", required=True)
+    parser.add_argument("--mountpoint", required=True, type=Path)
+    parser.add_argument("--scratch", required=True, type=Path)
+    parser.add_argument("--cache-dir", required=True, type=Path)
+    parser.add_argument("--cache-mb", type=int, default=256)
+    parser.add_argument("--owner", default="postgres", help="user the files appear to belong to")
+    parser.add_argument("--ready-file", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    owner = pwd.getpwnam(args.owner)
+    client = StrataClient(args.server, args.token_file.read_text().strip())
+    attached = client.attach_writer(args.tenant, args.branch)
+    tree, lsn = load_tree(client, args.tenant, args.branch)
+    timeline_id = client.get_branch(args.tenant, args.branch).timeline_id
+    cache = PageCache.open(args.cache_dir, args.cache_mb,
+                           CacheStamp(args.tenant, timeline_id, lsn))
+    writer = BatchWriter(client, args.tenant, args.branch, attached.writer_epoch, lsn)
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    args.mountpoint.mkdir(parents=True, exist_ok=True)
+    fs = _Ready(args.ready_file, tree, cache, PageReader(client, args.tenant, args.branch),
+                writer, args.scratch, owner.pw_uid, owner.pw_gid)
+    signal.signal(signal.SIGTERM, lambda *_: _unmount(args.mountpoint))
+    log.info("mounting %s/%s at LSN %d (writer epoch %d) on %s", args.tenant, args.branch, lsn,
+             attached.writer_epoch, args.mountpoint)
+    try:
+        fuse.FUSE(fs, str(args.mountpoint), foreground=True, allow_other=True,
+                  default_permissions=True, hard_remove=True, fsname="strata",
+                  subtype="strata")
+    finally:
+        clean = fs.failed is None
+        cache.close(CacheStamp(args.tenant, timeline_id, writer.acked_lsn) if clean else None)
+        writer.close()
+        if clean:
+            client.detach_writer(args.tenant, args.branch, attached.writer_epoch)
+        client.close()
+        if args.ready_file is not None:
+            args.ready_file.unlink(missing_ok=True)
+    sys.exit(0 if fs.failed is None else 1)
+
+
+def _unmount(mountpoint: Path) -> None:
+    subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""The compute's connections to the page server: page reads and the ordered ingest stream.
+
+Both retry transient failures (the page server restarting, a broken stream)
+with backoff for a bounded time, then give up with ``PageServerUnavailable``
+so the shim can answer EIO: PostgreSQL then stops safely, and nothing was
+acknowledged that is not durable.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import grpc
+
+from pageserver.api.convert import op_to_pb
+from pageserver.ops import Batch
+from proto import strata_pb2 as pb
+from strata.client import ClientError, StrataClient
+
+_T = TypeVar("_T")
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                       grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+class PageServerUnavailable(Exception):
+    """The page server could not be reached within the retry budget."""
+
+
+class PageServerRefused(Exception):
+    """The page server answered with a definite error (e.g. a stale writer epoch)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+
+
+def retrying(what: str, attempt: Callable[[], _T], budget_s: float) -> _T:
+    """``attempt()`` until it succeeds, retrying transient gRPC failures for ``budget_s``."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.05
+    while True:
+        try:
+            return attempt()
+        except (grpc.RpcError, ClientError) as exc:
+            code, message = _status(exc)
+            if code not in RETRYABLE:
+                raise PageServerRefused(code, message) from exc
+            if time.monotonic() + delay > deadline:
+                raise PageServerUnavailable(f"{what}: {code.name} for {budget_s:g} s") from exc
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+class PageReader:
+    """Batched GetPages over a small pool of long-lived streams.
+
+    The pool is bounded: each open stream holds a worker thread of the page
+    server, so one compute must not open a stream per FUSE thread.
+    """
+
+    def __init__(self, client: StrataClient, tenant: str, branch: str,
+                 retry_budget_s: float = 30.0, streams: int = 4) -> None:
+        self._client = client
+        self._tenant = tenant
+        self._branch = branch
+        self._budget = retry_budget_s
+        self._pool: queue.Queue[_PageStream | None] = queue.Queue()
+        for _ in range(streams):
+            self._pool.put(None)  # opened on first use
+        self._ids = iter(range(1, 1 << 62))
+        self.round_trips = 0
+
+    def get_pages(self, relation: pb.Relation, blocks: list[int]) -> tuple[int, list[bytes]]:
+        """The newest durable images of ``blocks``, and the LSN they were read at."""
+        request = pb.GetPagesRequest(
+            request_id=next(self._ids), relation=relation, blocks=blocks,
+            at=pb.ReadPoint(tenant=self._tenant, branch=self._branch, latest=True))
+
+        def attempt() -> pb.GetPagesResponse:
+            stream = self._pool.get()
+            try:
+                stream = stream or _PageStream(self._client)
+                return stream.exchange(request)
+            except grpc.RpcError:
+                if stream is not None:
+                    stream.close()
+                stream = None
+                raise
+            finally:
+                self._pool.put(stream)
+
+        response = retrying("GetPages", attempt, self._budget)
+        self.round_trips += 1
+        if response.status.code:
+            raise PageServerRefused(_CODES.get(response.status.code, grpc.StatusCode.UNKNOWN),
+                                    response.status.message)
+        return response.lsn, list(response.pages)
+
+    def close(self) -> None:
+        while not self._pool.empty():
+            stream = self._pool.get_nowait()
+            if stream is not None:
+                stream.close()
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _status(exc: grpc.RpcError | ClientError) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, ClientError):
+        return exc.code, str(exc)
+    call = exc if isinstance(exc, grpc.Call) else None
+    if call is None:
+        return grpc.StatusCode.UNKNOWN, str(exc)
+    return call.code(), call.details() or ""
+
+
+class _PageStream:
+    """One GetPages stream: requests in, responses out, one at a time."""
+
+    def __init__(self, client: StrataClient) -> None:
+        self._requests: queue.Queue[pb.GetPagesRequest | None] = queue.Queue()
+        call = client.channel.stream_stream(
+            "/strata.v1.PageService/GetPages",
+            request_serializer=pb.GetPagesRequest.SerializeToString,
+            response_deserializer=pb.GetPagesResponse.FromString)
+        self._responses: Iterator[pb.GetPagesResponse] = call(
+            self._feed(), metadata=client.metadata)
+
+    def _feed(self) -> Iterator[pb.GetPagesRequest]:
+        while (request := self._requests.get()) is not None:
+            yield request
+
+    def exchange(self, request: pb.GetPagesRequest) -> pb.GetPagesResponse:
+        self._requests.put(request)
+        return next(self._responses)
+
+    def close(self) -> None:
+        self._requests.put(None)
+
+
+class BatchWriter:
+    """Ships batches in order over one Ingest stream; each call returns once durable.
+
+    Exactly once across reconnects: after a broken stream the writer asks the page
+    server for the branch's last LSN; batches it applied beyond the last
+    acknowledgement are not sent again (this writer is the branch's only writer).
+    """
+
+    def __init__(self, client: StrataClient, tenant: str, branch: str, epoch: int,
+                 acked_lsn: int, retry_budget_s: float = 30.0) -> None:
+        self._client = client
+        self._tenant = tenant
+        self._branch = branch
+        self._epoch = epoch
+        self._budget = retry_budget_s
+        self.acked_lsn = acked_lsn
+        self._lock = threading.Lock()
+        self._stream: _IngestStream | None = None
+        self._next_id = 1
+
+    def write(self, batch: Batch) -> int:
+        """Make ``batch`` durable on the page server; returns its LSN."""
+        message = pb.IngestBatch(batch_id=self._next_id, wal_lsn=batch.wal_lsn,
+                                 timestamp_us=batch.timestamp_us,
+                                 ops=[op_to_pb(op) for op in batch.ops])
+        self._next_id += 1
+        with self._lock:
+            expected = self.acked_lsn + 1
+
+            def attempt() -> int:
+                if self._stream is None:
+                    applied = self._client.get_branch(self._tenant, self._branch).last_lsn
+                    if applied >= expected:
+                        return expected  # applied before the old stream broke
+                    self._stream = _IngestStream(self._client, self._tenant, self._branch,
+                                                 self._epoch)
+                try:
+                    return self._stream.exchange(message)
+                except grpc.RpcError:
+                    self._stream.close()
+                    self._stream = None
+                    raise
+
+            lsn = retrying("Ingest", attempt, self._budget)
+            self.acked_lsn = lsn
+            return lsn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
+
+
+class _IngestStream:
+    def __init__(self, client: StrataClient, tenant: str, branch: str, epoch: int) -> None:
+        self._requests: queue.Queue[pb.IngestRequest | None] = queue.Queue()
+        self._requests.put(pb.IngestRequest(open=pb.IngestOpen(tenant=tenant, branch=branch,
+                                                               writer_epoch=epoch)))
+        call = client.channel.stream_stream(
+            "/strata.v1.IngestService/Ingest",
+            request_serializer=pb.IngestRequest.SerializeToString,
+            response_deserializer=pb.IngestResponse.FromString)
+        self._responses: Iterator[pb.IngestResponse] = call(
+            self._feed(), metadata=client.metadata)
+
+    def _feed(self) -> Iterator[pb.IngestRequest]:
+        while (request := self._requests.get()) is not None:
+            yield request
+
+    def exchange(self, batch: pb.IngestBatch) -> int:
+        self._requests.put(pb.IngestRequest(batch=batch))
+        return int(next(self._responses).lsn)
+
+    def close(self) -> None:
+        self._requests.put(None)

@@ -1,0 +1,765 @@
+"""The compute's local page cache: states, flush races, eviction, tickets, persistence."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+)
+
+from compute import page_cache
+from compute.page_cache import (
+    DATA_FILE,
+    INDEX_FILE,
+    CacheFullError,
+    CacheLockedError,
+    CacheStamp,
+    PageCache,
+    PageKey,
+    PageState,
+)
+from pageserver.keys import PAGE_SIZE, Relation
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+REL_A = Relation(1663, 5, 16384, 0)
+REL_B = Relation(1663, 5, 16385, 0)
+STAMP = CacheStamp("tenant", "timeline-1", 0x1_0000_0028)
+
+
+def mb(pages: int) -> float:
+    """capacity_mb giving exactly ``pages`` slots."""
+    return pages * PAGE_SIZE / (1024 * 1024)
+
+
+def key(block: int, rel: Relation = REL_A) -> PageKey:
+    return (rel.to_bytes(), block)
+
+
+def page(seed: int) -> bytes:
+    return random.Random(seed).randbytes(PAGE_SIZE)
+
+
+def fill(n: int) -> bytes:
+    return bytes([n % 256]) * PAGE_SIZE
+
+
+@pytest.fixture
+def make_cache(tmp_path: Path) -> Iterator[Callable[..., PageCache]]:
+    opened: list[PageCache] = []
+
+    def make(pages: int = 8, expected: CacheStamp | None = None, sub: str = "cache") -> PageCache:
+        cache = PageCache.open(tmp_path / sub, mb(pages), expected)
+        opened.append(cache)
+        return cache
+
+    yield make
+    for cache in opened:
+        cache.close()
+
+
+# ------------------------------------------------------------------- states
+
+
+def test_dirty_flush_clean(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    k = key(1)
+    v1 = cache.put_dirty(k, page(1))
+    assert cache.state(k) is PageState.DIRTY
+    assert cache.dirty_keys() == [k]
+    assert cache.begin_flush() == {k: v1}
+    assert cache.state(k) is PageState.IN_TRANSIT
+    assert cache.dirty_keys() == []
+    assert cache.end_flush({k: v1}) == 1
+    assert cache.state(k) is PageState.CLEAN
+    assert cache.get(k) == page(1)
+    assert cache.begin_flush() == {}  # nothing dirty
+    assert cache.begin_flush([k, key(99)]) == {}  # CLEAN and absent keys are skipped
+
+
+def test_write_during_flush_stays_dirty(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    k = key(1)
+    cache.put_dirty(k, page(1))
+    flushing = cache.begin_flush([k])
+    v2 = cache.put_dirty(k, page(2))  # written again while its write is on the wire
+    assert v2 != flushing[k]
+    assert cache.state(k) is PageState.DIRTY
+    assert cache.end_flush(flushing) == 0
+    assert cache.state(k) is PageState.DIRTY
+    assert cache.get(k) == page(2)
+    second = cache.begin_flush()
+    assert second == {k: v2}
+    cache.end_flush(second)
+    assert cache.state(k) is PageState.CLEAN
+    assert cache.get(k) == page(2)
+
+
+def test_overlapping_flushes(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    k = key(1)
+    cache.put_dirty(k, page(1))
+    first = cache.begin_flush()
+    cache.put_dirty(k, page(2))
+    second = cache.begin_flush()
+    assert cache.state(k) is PageState.IN_TRANSIT
+    cache.end_flush(first)  # old version acknowledged: the page is still in transit
+    assert cache.state(k) is PageState.IN_TRANSIT
+    cache.abort_flush(first)  # a stale abort changes nothing either
+    assert cache.state(k) is PageState.IN_TRANSIT
+    cache.end_flush(second)
+    assert cache.state(k) is PageState.CLEAN
+
+
+def test_same_version_in_two_flushes(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    k = key(1)
+    cache.put_dirty(k, page(1))
+    first = cache.begin_flush()
+    second = cache.begin_flush([k])  # still in transit: included with the same version
+    assert first == second
+    cache.abort_flush(second)
+    assert cache.state(k) is PageState.DIRTY
+    cache.end_flush(first)  # that version is durable through the first flush
+    assert cache.state(k) is PageState.CLEAN
+
+
+def test_abort_after_the_version_is_durable(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    k = key(1)
+    cache.put_dirty(k, page(1))
+    first = cache.begin_flush()
+    second = cache.begin_flush([k])
+    cache.end_flush(second)
+    assert cache.state(k) is PageState.CLEAN
+    assert cache.abort_flush(first) == 0  # that version is durable all the same
+    assert cache.state(k) is PageState.CLEAN
+    assert cache.stats().in_transit == 0
+
+
+def test_abort_flush(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    k1, k2 = key(1), key(2)
+    cache.put_dirty(k1, page(1))
+    cache.put_dirty(k2, page(2))
+    flushing = cache.begin_flush()
+    cache.put_dirty(k2, page(3))
+    assert cache.abort_flush(flushing) == 1  # k1 back to DIRTY; k2 already is
+    assert cache.state(k1) is PageState.DIRTY
+    assert cache.state(k2) is PageState.DIRTY
+    assert cache.get(k2) == page(3)
+    assert cache.stats().dirty == 2
+
+
+def test_end_flush_with_versions_from_put_dirty(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    k1, k2 = key(1), key(2)
+    pending = {k1: cache.put_dirty(k1, page(1)), k2: cache.put_dirty(k2, page(2))}
+    cache.put_dirty(k2, page(3))  # a newer write is still pending
+    assert cache.end_flush(pending) == 1
+    assert cache.state(k1) is PageState.CLEAN
+    assert cache.state(k2) is PageState.DIRTY
+
+
+def test_versions_never_repeat_after_discard(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    k = key(1)
+    cache.put_dirty(k, page(1))
+    flushing = cache.begin_flush()
+    cache.discard([k])
+    cache.put_dirty(k, page(2))  # re-created after the truncation
+    cache.end_flush(flushing)  # ack of the write from before the truncation
+    assert cache.state(k) is PageState.DIRTY
+
+
+# ----------------------------------------------------------------- eviction
+
+
+def test_capacity_bound_and_eviction(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=8)
+    for block in range(50):
+        assert cache.put_clean(key(block), fill(block))
+        assert len(cache) <= 8
+    stats = cache.stats()
+    assert stats.clean == 8 and stats.capacity == 8
+    assert stats.evictions == 42
+    assert stats.bytes_used == 8 * PAGE_SIZE
+    for block in range(42, 50):  # CLOCK with clear bits evicts in insertion order
+        assert cache.get(key(block)) == fill(block)
+
+
+def test_hit_gives_second_chance(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=4)
+    for block in range(4):
+        cache.put_clean(key(block), fill(block))
+    assert cache.get(key(0)) == fill(0)
+    cache.put_clean(key(10), fill(10))
+    assert cache.contains(key(0))
+    assert not cache.contains(key(1))
+
+
+def test_eviction_never_drops_unflushed_pages(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=8)
+    for block in range(3):
+        cache.put_dirty(key(block), fill(block))
+    cache.begin_flush([key(0)])
+    for block in range(3, 6):
+        cache.put_dirty(key(block), fill(block))
+    for block in range(100, 200):
+        cache.put_clean(key(block), fill(block))
+        assert len(cache) <= 8
+    for block in range(6):
+        assert cache.peek(key(block)) == fill(block)
+    stats = cache.stats()
+    assert (stats.dirty, stats.in_transit, stats.clean) == (5, 1, 2)
+
+
+def test_full_of_unflushed_pages(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=4)
+    versions = {key(b): cache.put_dirty(key(b), fill(b)) for b in range(4)}
+    with pytest.raises(CacheFullError):
+        cache.put_dirty(key(4), fill(4))
+    assert cache.put_dirty(key(0), fill(40)) > versions[key(0)]  # overwrite still works
+    flushing = cache.begin_flush([key(1), key(2)])
+    assert not cache.put_clean(key(5), fill(5))  # does not cache, does not raise
+    with pytest.raises(CacheFullError):
+        cache.put_dirty(key(4), fill(4))
+    cache.end_flush(flushing)
+    cache.put_dirty(key(4), fill(4))  # evicts one of the two CLEAN pages
+    assert cache.get(key(0)) == fill(40)
+    assert cache.get(key(3)) == fill(3)
+    assert cache.stats().evictions == 1
+
+
+def test_put_clean_never_replaces_a_cached_page(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    dirty, moving, clean = key(1), key(2), key(3)
+    cache.put_dirty(dirty, page(1))
+    cache.put_dirty(moving, page(2))
+    cache.begin_flush([moving])
+    assert cache.put_clean(clean, page(3))
+    assert not cache.put_clean(dirty, page(10))
+    assert not cache.put_clean(moving, page(20))
+    assert not cache.put_clean(clean, page(30))
+    assert cache.get(dirty) == page(1)
+    assert cache.get(moving) == page(2)
+    assert cache.get(clean) == page(3)
+    assert cache.state(dirty) is PageState.DIRTY
+    assert cache.state(moving) is PageState.IN_TRANSIT
+
+
+# ------------------------------------------------------------------ discard
+
+
+def test_discard(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=16)
+    cache.put_clean(key(0), page(0))
+    cache.put_dirty(key(1), page(1))
+    cache.put_dirty(key(2), page(2))
+    flushing = cache.begin_flush([key(2)])
+    assert cache.discard([key(0), key(1), key(2), key(7)]) == 3
+    assert len(cache) == 0
+    cache.end_flush(flushing)  # ack for a discarded page is ignored
+    assert cache.state(key(2)) is None
+    stats = cache.stats()
+    assert (stats.clean, stats.dirty, stats.in_transit, stats.bytes_used) == (0, 0, 0, 0)
+
+
+def test_discard_relation_from(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=32)
+    for block in range(10):
+        cache.put_dirty(key(block), fill(block))
+        cache.put_clean(key(block, REL_B), fill(block))
+    assert cache.discard_relation_from(REL_A, 4) == 6
+    assert [b for b in range(10) if cache.contains(key(b))] == [0, 1, 2, 3]
+    assert cache.discard_relation_from(REL_B.to_bytes()) == 10
+    assert cache.discard_relation_from(REL_B.to_bytes()) == 0
+    assert len(cache) == 4
+    assert cache.stats().dirty == 4
+
+
+# ------------------------------------------------------------------ tickets
+
+
+def test_ticket_refuses_fetch_older_than_a_write(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=2)
+    k = key(1)
+    ticket = cache.fetch_ticket()  # the shim starts fetching k from the page server
+    cache.put_dirty(k, page(2))  # meanwhile PostgreSQL writes k; the write is flushed
+    cache.end_flush(cache.begin_flush())
+    block = 100
+    while cache.contains(k):  # k, now CLEAN, is evicted by later fetches
+        cache.put_clean(key(block), page(block))
+        block += 1
+    assert not cache.put_clean(k, page(1), ticket=ticket)  # stale: must not come back
+    assert not cache.contains(k)
+    assert cache.put_clean(k, page(2), ticket=cache.fetch_ticket())
+
+
+def test_ticket_refuses_fetch_older_than_a_discard(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    ticket = cache.fetch_ticket()
+    cache.discard([key(1)])
+    cache.discard_relation_from(REL_B, 5)
+    assert not cache.put_clean(key(1), page(1), ticket=ticket)
+    assert not cache.put_clean(key(5, REL_B), page(1), ticket=ticket)
+    assert cache.put_clean(key(4, REL_B), page(1), ticket=ticket)  # below the cut
+    assert cache.put_clean(key(2), page(1), ticket=ticket)  # untouched key
+    later = cache.fetch_ticket()
+    assert cache.put_clean(key(6, REL_B), page(1), ticket=later)
+
+
+def test_old_tickets_are_refused_once_forgotten(
+    make_cache: Callable[..., PageCache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(page_cache, "_INVALIDATION_MEMORY", 2)
+    cache = make_cache()
+    ticket = cache.fetch_ticket()
+    cache.discard([key(1)])
+    cache.discard([key(2)])
+    assert cache.put_clean(key(9), page(9), ticket=ticket)  # untouched and remembered
+    cache.discard([key(3)])  # key(1) is forgotten: only the floor knows now
+    assert not cache.put_clean(key(1), page(1), ticket=ticket)
+    assert not cache.put_clean(key(8), page(8), ticket=ticket)  # conservative
+    assert cache.put_clean(key(1), page(1), ticket=cache.fetch_ticket())
+
+
+def test_ticket_fresh_for_clean_evictions(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=2)
+    ticket = cache.fetch_ticket()
+    for block in range(10):  # fetched pages come and go; none was written
+        assert cache.put_clean(key(block), fill(block), ticket=ticket)
+
+
+# ------------------------------------------------------------- persistence
+
+
+def test_reuse_after_clean_close(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=16)
+    for block in range(10):
+        cache.put_clean(key(block), page(block))
+    for block in range(10, 14):
+        cache.put_dirty(key(block, REL_B), page(block))
+    cache.put_dirty(key(3), page(33))
+    cache.end_flush(cache.begin_flush())
+    cache.discard([key(5)])
+    keys = [key(b) for b in range(10)] + [key(b, REL_B) for b in range(10, 14)]
+    before = {k: cache.peek(k) for k in keys}
+    assert cache.close(STAMP)
+    assert (cache.directory / INDEX_FILE).exists()
+
+    again = make_cache(pages=16, expected=STAMP)
+    assert again.reused
+    assert not (again.directory / INDEX_FILE).exists()  # consumed before serving
+    for k, content in before.items():
+        assert again.get(k) == content
+        if content is not None:
+            assert again.state(k) is PageState.CLEAN
+    stats = again.stats()
+    assert stats.clean == 13 and stats.hits == 13 and stats.misses == 1 and stats.corrupt == 0
+    # The reused cache works as usual.
+    again.put_dirty(key(5), page(55))
+    assert again.get(key(5)) == page(55)
+
+
+@pytest.mark.parametrize(
+    ("pages", "expected"),
+    [
+        (16, CacheStamp("tenant", "timeline-1", STAMP.lsn + 1)),  # the branch moved on
+        (16, CacheStamp("tenant", "timeline-2", STAMP.lsn)),  # another timeline
+        (16, CacheStamp("other", "timeline-1", STAMP.lsn)),
+        (16, None),
+        (32, STAMP),  # another capacity
+    ],
+)
+def test_no_reuse_with_another_stamp_or_capacity(
+    make_cache: Callable[..., PageCache], pages: int, expected: CacheStamp | None
+) -> None:
+    cache = make_cache(pages=16)
+    cache.put_clean(key(1), page(1))
+    assert cache.close(STAMP)
+    again = make_cache(pages=pages, expected=expected)
+    assert not again.reused
+    assert len(again) == 0 and again.get(key(1)) is None
+    assert not (again.directory / INDEX_FILE).exists()
+    again.close(STAMP)
+    third = make_cache(pages=16, expected=STAMP)  # the first save is gone for good
+    assert not third.reused or third.get(key(1)) is None
+
+
+def test_no_reuse_when_closed_with_unflushed_pages(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    cache.put_clean(key(1), page(1))
+    cache.put_dirty(key(2), page(2))
+    assert not cache.close(STAMP)
+    assert not make_cache(expected=STAMP).reused
+
+
+def test_no_reuse_without_a_stamp_at_close(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    cache.put_clean(key(1), page(1))
+    assert not cache.close()
+    assert not cache.close(STAMP)  # already closed
+    with pytest.raises(ValueError):
+        cache.get(key(1))
+    assert not make_cache(expected=STAMP).reused
+
+
+_CRASHING_CHILD = """
+import os, sys
+from compute.page_cache import CacheStamp, PageCache
+stamp = CacheStamp("tenant", "timeline-1", int(sys.argv[2]))
+cache = PageCache.open(sys.argv[1], 0.125, stamp)
+assert cache.reused, "the child should have reused the saved cache"
+cache.put_dirty((bytes(13), 7), b"x" * 8192)
+os._exit(0)  # a crash: no close
+"""
+
+
+def test_no_reuse_after_crash(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    cache = PageCache.open(directory, 0.125)
+    cache.put_clean(key(1), page(1))
+    assert cache.close(STAMP)
+    subprocess.run(
+        [sys.executable, "-c", _CRASHING_CHILD, str(directory), str(STAMP.lsn)],
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=60,
+    )
+    assert not (directory / INDEX_FILE).exists()
+    with PageCache.open(directory, 0.125, STAMP) as again:
+        assert not again.reused
+        assert again.get(key(1)) is None
+
+
+def test_corrupt_slot_is_a_miss(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    for block in range(4):
+        cache.put_clean(key(block), page(block))
+    assert cache.close(STAMP)
+    data_path = cache.directory / DATA_FILE
+    raw = bytearray(data_path.read_bytes())
+    offset = raw.find(page(2))
+    assert offset >= 0 and offset % PAGE_SIZE == 0
+    raw[offset + 100] ^= 0x01
+    data_path.write_bytes(raw)
+
+    again = make_cache(expected=STAMP)
+    assert again.reused
+    assert again.get(key(2)) is None
+    assert not again.contains(key(2))
+    for block in (0, 1, 3):
+        assert again.get(key(block)) == page(block)
+    stats = again.stats()
+    assert (stats.corrupt, stats.misses, stats.hits, stats.clean) == (1, 1, 3, 3)
+    assert again.put_clean(key(2), page(2))
+    assert again.get(key(2)) == page(2)
+
+
+def test_corrupt_index_is_not_reused(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    cache.put_clean(key(1), page(1))
+    assert cache.close(STAMP)
+    index_path = cache.directory / INDEX_FILE
+    raw = bytearray(index_path.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    index_path.write_bytes(raw)
+    again = make_cache(expected=STAMP)
+    assert not again.reused
+    assert again.get(key(1)) is None
+    assert not index_path.exists()
+
+
+def test_directory_is_locked(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache()
+    with pytest.raises(CacheLockedError):
+        make_cache()
+    cache.close()
+    make_cache()
+
+
+def test_validation(make_cache: Callable[..., PageCache], tmp_path: Path) -> None:
+    cache = make_cache()
+    with pytest.raises(ValueError):
+        cache.put_dirty(key(1), b"short")
+    with pytest.raises(ValueError):
+        cache.put_clean((b"rel", 1), page(1))
+    with pytest.raises(ValueError):
+        cache.put_clean(key(1 << 32), page(1))
+    with pytest.raises(ValueError):
+        PageCache.open(tmp_path / "tiny", 0.001)
+    assert len(cache) == 0
+
+
+# ------------------------------------------------------------- concurrency
+
+
+def test_threads(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=64)
+    errors: list[BaseException] = []
+    written: dict[PageKey, bytes] = {}  # writer thread's own keys: latest content
+    stop = threading.Event()
+
+    def writer(seed: int) -> None:
+        rnd = random.Random(seed)
+        mine = [key(b, Relation(1663, 5, 20000 + seed, 0)) for b in range(8)]
+        try:
+            for i in range(1500):
+                k = rnd.choice(mine)
+                content = fill(seed * 31 + i)
+                try:
+                    cache.put_dirty(k, content)
+                except CacheFullError:
+                    cache.end_flush(cache.begin_flush())
+                    continue
+                written[k] = content
+                if i % 7 == 0:
+                    flushing = cache.begin_flush(mine)
+                    if rnd.random() < 0.2:
+                        cache.abort_flush(flushing)
+                    else:
+                        cache.end_flush(flushing)
+                assert cache.peek(k) in (content, None)  # only this thread writes k
+        except BaseException as exc:
+            errors.append(exc)
+
+    def reader(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            while not stop.is_set():
+                k = key(rnd.randrange(200), REL_B)
+                got = cache.get(k)
+                if got is None:
+                    cache.put_clean(k, fill(k[1]), ticket=cache.fetch_ticket())
+                else:
+                    assert got == fill(k[1])
+                stats = cache.stats()
+                assert stats.clean + stats.dirty + stats.in_transit <= 64
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=writer, args=(s,)) for s in range(3)]
+    readers = [threading.Thread(target=reader, args=(100 + s,)) for s in range(3)]
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert errors == []
+    for k, content in written.items():
+        assert cache.peek(k) in (content, None)  # CLEAN pages may have been evicted
+    for k in cache.dirty_keys():
+        assert cache.peek(k) == written[k]
+    stats = cache.stats()
+    assert stats.pages == len(cache) <= 64
+
+
+# ------------------------------------------------------------- model check
+
+CAPACITY = 4
+KEYS = [key(b, rel) for rel in (REL_A, REL_B) for b in range(4)]
+MODEL_STAMP = CacheStamp("t", "tl", 1)
+
+
+class PageCacheModel(RuleBasedStateMachine):
+    """The cache against a dict model; clean pages may vanish only by eviction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="strata-page-cache-"))
+        self.cache = PageCache.open(self.dir, mb(CAPACITY))
+        self.content: dict[PageKey, bytes] = {}
+        self.state: dict[PageKey, PageState] = {}
+        self.version: dict[PageKey, int] = {}
+        self.hits = self.misses = 0
+        self.flushes: list[dict[PageKey, int]] = []  # outstanding flushes
+        # Outstanding fetches: the ticket and the keys written or discarded since.
+        self.tickets: list[tuple[int, set[PageKey]]] = []
+        self.steps = 0  # since the last reopen
+
+    def teardown(self) -> None:
+        self.cache.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _unflushed(self) -> int:
+        return sum(1 for s in self.state.values() if s is not PageState.CLEAN)
+
+    def _drop(self, k: PageKey) -> None:
+        del self.content[k], self.state[k]
+        self.version.pop(k, None)
+
+    def _sync_evictions(self) -> None:
+        for k in list(self.content):
+            if not self.cache.contains(k):
+                assert self.state[k] is PageState.CLEAN, f"{k} evicted while {self.state[k]}"
+                self._drop(k)
+
+    def _touch(self, keys: list[PageKey]) -> None:
+        for _, touched in self.tickets:
+            touched.update(keys)
+
+    @rule(k=st.sampled_from(KEYS), n=st.integers(0, 255))
+    def put_dirty(self, k: PageKey, n: int) -> None:
+        if k not in self.content and self._unflushed() == CAPACITY:
+            with pytest.raises(CacheFullError):
+                self.cache.put_dirty(k, fill(n))
+            return
+        version = self.cache.put_dirty(k, fill(n))
+        assert version > max(self.version.values(), default=0)
+        self.content[k] = fill(n)
+        self.state[k] = PageState.DIRTY
+        self.version[k] = version
+        self._touch([k])
+        self._sync_evictions()
+
+    @rule(k=st.sampled_from(KEYS), n=st.integers(0, 255))
+    def put_clean(self, k: PageKey, n: int) -> None:
+        stored = self.cache.put_clean(k, fill(n))
+        if k in self.content or self._unflushed() == CAPACITY:
+            assert not stored
+        else:
+            assert stored
+            self.content[k] = fill(n)
+            self.state[k] = PageState.CLEAN
+        self._sync_evictions()
+
+    @rule(take=st.booleans(), i=st.integers(0, 3), k=st.sampled_from(KEYS), n=st.integers(0, 255))
+    def fetch(self, take: bool, i: int, k: PageKey, n: int) -> None:
+        """Start a fetch from the page server (take a ticket), or complete one."""
+        if take or not self.tickets:
+            self.tickets.append((self.cache.fetch_ticket(), set()))
+            return
+        ticket, touched = self.tickets.pop(i % len(self.tickets))
+        stored = self.cache.put_clean(k, fill(n), ticket=ticket)
+        if k in touched or k in self.content or self._unflushed() == CAPACITY:
+            assert not stored  # a fetch that may be stale is never cached
+        if stored:
+            self.content[k] = fill(n)
+            self.state[k] = PageState.CLEAN
+        self._sync_evictions()
+
+    @rule(k=st.sampled_from(KEYS))
+    def get(self, k: PageKey) -> None:
+        got = self.cache.get(k)
+        if k in self.content:
+            assert got == self.content[k]
+            self.hits += 1
+        else:
+            assert got is None
+            self.misses += 1
+
+    @rule(
+        action=st.sampled_from(["end", "rewrite", "abort", "begin"]),
+        keys=st.none() | st.lists(st.sampled_from(KEYS), max_size=4),
+        i=st.integers(0, 3),
+        n=st.integers(0, 255),
+    )
+    def flush(self, action: str, keys: list[PageKey] | None, i: int, n: int) -> None:
+        """Begin a flush, finish or abort one, or write a page again while it is flushed."""
+        if action == "begin" or not self.flushes:
+            versions = self.cache.begin_flush(keys)
+            chosen = self.content if keys is None else keys
+            expected = {}
+            for k in chosen:
+                state = self.state.get(k)
+                if state is PageState.DIRTY or (keys is not None and state is PageState.IN_TRANSIT):
+                    expected[k] = self.version[k]
+                    self.state[k] = PageState.IN_TRANSIT
+            assert versions == expected
+            if versions:
+                self.flushes.append(versions)
+        elif action == "rewrite":
+            flushing = list(self.flushes[i % len(self.flushes)])
+            self.put_dirty(flushing[n % len(flushing)], n)
+        else:
+            versions = self.flushes.pop(i % len(self.flushes))
+            if action == "end":
+                self.cache.end_flush(versions)
+            else:
+                self.cache.abort_flush(versions)
+            for k, v in versions.items():
+                if self.version.get(k) != v:
+                    continue
+                if action == "end":
+                    self.state[k] = PageState.CLEAN
+                elif self.state[k] is PageState.IN_TRANSIT:
+                    self.state[k] = PageState.DIRTY
+
+    @rule(
+        keys=st.lists(st.sampled_from(KEYS), max_size=3),
+        rel=st.none() | st.sampled_from([REL_A, REL_B]),
+        first=st.integers(0, 4),
+    )
+    def remove(self, keys: list[PageKey], rel: Relation | None, first: int) -> None:
+        """Unlink or truncate: discard keys, or a relation's blocks from ``first`` on."""
+        if rel is None:
+            gone = keys
+            assert self.cache.discard(keys) == len(set(gone) & set(self.content))
+        else:
+            gone = [k for k in KEYS if k[0] == rel.to_bytes() and k[1] >= first]
+            count = self.cache.discard_relation_from(rel, first)
+            assert count == len(set(gone) & set(self.content))
+        for k in set(gone) & set(self.content):
+            self._drop(k)
+        self._touch(gone)
+
+    @precondition(lambda self: self.steps >= 10)
+    @rule(same_stamp=st.booleans())
+    def reopen(self, same_stamp: bool) -> None:
+        saved = self.cache.close(MODEL_STAMP)
+        assert saved == (self._unflushed() == 0)
+        expected = MODEL_STAMP if same_stamp else CacheStamp("t", "tl", 2)
+        self.cache = PageCache.open(self.dir, mb(CAPACITY), expected)
+        assert self.cache.reused == (saved and same_stamp)
+        if not self.cache.reused:
+            self.content.clear()
+            self.state.clear()
+        self.version.clear()  # versions are per open cache
+        self.hits = self.misses = 0
+        self.flushes.clear()  # flushes and fetches do not outlive a restart
+        self.tickets.clear()
+        self.steps = 0
+
+    @invariant()
+    def matches_model(self) -> None:
+        self.steps += 1
+        stats = self.cache.stats()
+        assert len(self.cache) == len(self.content) <= CAPACITY
+        for k, content in self.content.items():
+            assert self.cache.state(k) is self.state[k]
+            assert self.cache.peek(k) == content
+        states = list(self.state.values())
+        assert stats.clean == states.count(PageState.CLEAN)
+        assert stats.dirty == states.count(PageState.DIRTY)
+        assert stats.in_transit == states.count(PageState.IN_TRANSIT)
+        assert stats.bytes_used == len(self.content) * PAGE_SIZE
+        assert (stats.hits, stats.misses, stats.capacity) == (self.hits, self.misses, CAPACITY)
+        assert sorted(self.cache.dirty_keys()) == sorted(
+            k for k, s in self.state.items() if s is PageState.DIRTY
+        )
+
+
+PageCacheModel.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestPageCacheModel = PageCacheModel.TestCase
