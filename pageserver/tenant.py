@@ -241,6 +241,8 @@ class Tenant:
                 branch_lsn, branch_lsn, created,
             )
             timeline = self._add_timeline(manifest)
+            if ancestor is not None and branch_lsn == ancestor.last_lsn:
+                timeline.inherit_last_batch(ancestor.last_batch())  # no history scan later
             self.manifest.branches[name] = BranchRecord(
                 timeline.timeline_id, created, expires_at_us
             )

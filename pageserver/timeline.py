@@ -339,6 +339,12 @@ class Timeline:
                 self._last_batch = (int(last[0]), int(last[1]), int(last[2]))
             return self._last_batch
 
+    def inherit_last_batch(self, batch: tuple[int, int, int]) -> None:
+        """Seed ``last_batch`` of a new branch cut at its parent's newest batch."""
+        with self._lock:
+            if self._last_batch is None:
+                self._last_batch = batch
+
     def owned_bytes(self) -> int:
         """Bytes of the layer files this timeline owns (not its ancestors')."""
         with self._lock:
