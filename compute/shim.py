@@ -527,10 +527,6 @@ class StrataFS(fuse.Operations):  # type: ignore[misc]
         self._flush()
         return 0
 
-    def sync(self) -> None:
-        """Ship everything queued (used at unmount and by the tests)."""
-        self._flush()
-
     def _flush(self) -> None:
         """Ship the queue as ordered batches; return once all are durable."""
         with self._flush_lock:

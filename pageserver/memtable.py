@@ -61,9 +61,6 @@ class Memtable:
         versions = self.pages.get(relation, {}).get(block)
         return newest_version(versions, lsn) if versions else None
 
-    def blocks_of(self, relation: Relation) -> dict[int, PageVersions]:
-        return self.pages.get(relation, {})
-
     def get_meta(self, path: str, lsn: int) -> tuple[int, bytes | None] | None:
         versions = self.metas.get(path)
         return newest_version(versions, lsn) if versions else None

@@ -170,9 +170,6 @@ class Tenant:
                           timeline.durable_lsn, children, record.created_at_us,
                           record.expires_at_us)
 
-    def branches(self) -> list[BranchInfo]:
-        return [self.branch_info(name) for name in sorted(self.branch_names())]
-
     def children(self, timeline: Timeline) -> list[Timeline]:
         with self._lock:
             return [t for t in self.timelines.values() if t.ancestor is timeline and not t.deleted]
