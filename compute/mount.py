@@ -1,6 +1,6 @@
 """``python -m compute.mount``: attach as a branch's writer and serve its PGDATA over FUSE.
 
-Runs in the foreground until unmounted (``fusermount3 -u``) or signalled; on the way
+Runs in the foreground until unmounted (``fusermount3 -u``); on the way
 out it ships every queued change, saves the page cache stamped with the branch's
 LSN, and releases the writer epoch. Runs as root: the mount is ``allow_other``
 so PostgreSQL, running as ``postgres``, can use it.
@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import pwd
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -92,7 +90,6 @@ def main(argv: list[str] | None = None) -> None:
     args.mountpoint.mkdir(parents=True, exist_ok=True)
     fs = _Ready(args.ready_file, tree, cache, PageReader(client, args.tenant, args.branch),
                 writer, args.scratch, owner.pw_uid, owner.pw_gid)
-    signal.signal(signal.SIGTERM, lambda *_: _unmount(args.mountpoint))
     log.info("mounting %s/%s at LSN %d (writer epoch %d) on %s", args.tenant, args.branch, lsn,
              attached.writer_epoch, args.mountpoint)
     try:
@@ -109,10 +106,6 @@ def main(argv: list[str] | None = None) -> None:
         if args.ready_file is not None:
             args.ready_file.unlink(missing_ok=True)
     sys.exit(0 if fs.failed is None else 1)
-
-
-def _unmount(mountpoint: Path) -> None:
-    subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
 
 
 if __name__ == "__main__":

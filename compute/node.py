@@ -134,7 +134,9 @@ class ComputeNode:
             os.kill(postmaster, signal.SIGINT)  # fast shutdown (runuser does not forward it)
             self.postgres.wait(timeout=timeout_s)
         if self.mount is not None and self.mount.poll() is None:
-            self.mount.send_signal(signal.SIGTERM)  # unmounts; destroy() flushes
+            # Unmounting ends the FUSE loop; the daemon then ships its queue and exits.
+            subprocess.run(["fusermount3", "-u", str(self.spec.mountpoint)], check=True,
+                           capture_output=True)
             self.mount.wait(timeout=timeout_s)
 
     def kill(self) -> None:
