@@ -84,6 +84,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pageserver.durable import fsync_dir, write_durably
 from pageserver.keys import PAGE_SIZE, RELATION_BYTES, Relation
 
 __all__ = [
@@ -220,7 +221,7 @@ class PageCache:
                 saved = None
                 with contextlib.suppress(FileNotFoundError):
                     data_path.unlink()
-                _fsync_dir(self._dir)
+                fsync_dir(self._dir)
             self._data: np.memmap[Any, np.dtype[np.uint8]] = np.memmap(
                 data_path, dtype=np.uint8, mode="r+" if reuse else "w+", shape=(capacity, PAGE_SIZE)
             )
@@ -643,14 +644,7 @@ class PageCache:
             ]
         )
         body += _CRC.pack(zlib.crc32(body))
-        final = self._dir / INDEX_FILE
-        tmp = final.with_name(INDEX_FILE + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self._dir)
+        write_durably(self._dir / INDEX_FILE, body)
 
     # -------------------------------------------------------------- internals
 
@@ -790,14 +784,6 @@ def _acquire_dir_lock(path: Path) -> int:
     return fd
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _consume_index(directory: Path) -> _SavedIndex | None:
     """Read and delete the saved index; None if absent or invalid.
 
@@ -816,7 +802,7 @@ def _consume_index(directory: Path) -> _SavedIndex | None:
             stale.unlink()
             removed = True
     if removed:
-        _fsync_dir(directory)
+        fsync_dir(directory)
     if raw is None:
         return None
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from functools import partial
 from pageserver import gc
 from pageserver.compaction import CompactionResult, compact
 from pageserver.config import EngineConfig
+from pageserver.durable import write_durably
 from pageserver.errors import AlreadyExistsError, NotFoundError
 from pageserver.ingest_log import IngestLog
 from pageserver.manifest import generation_key, generation_of, tenant_prefix
@@ -141,11 +141,7 @@ class Engine:
         return list(json.loads(self._attached_path.read_text())["tenants"])
 
     def _write_attached(self) -> None:
-        tmp = self._attached_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"tenants": sorted(self._tenants)}))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._attached_path)
+        write_durably(self._attached_path, json.dumps({"tenants": sorted(self._tenants)}).encode())
 
     def _replay(self) -> None:
         """Re-apply logged batches that are not in layers yet, and release the rest."""

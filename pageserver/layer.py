@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
+from pageserver.durable import write_durably
 from pageserver.layer_file import LayerKind, LayerReader
 from pageserver.manifest import LayerDescriptor
 from pageserver.remote import RemoteStorage
@@ -61,12 +61,7 @@ class Layer:
     def _download(self) -> None:
         data = self._storage.get(self.remote_key)
         self.local_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.local_path.with_name(self.local_path.name + ".download")
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.local_path)
+        write_durably(self.local_path, data)
 
     def close(self) -> None:
         with self._lock:

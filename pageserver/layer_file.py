@@ -28,6 +28,7 @@ import lz4.block
 import numpy as np
 from numpy.typing import NDArray
 
+from pageserver.durable import fsync_dir
 from pageserver.errors import CorruptionError
 from pageserver.keys import (
     META_PREFIX,
@@ -129,7 +130,7 @@ def write_layer(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return size
 
 
@@ -353,15 +354,6 @@ def _encode_header(summary: LayerSummary) -> bytes:
         + summary.key_end
     )
     return body + _U32.pack(zlib.crc32(body))
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename inside ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
+from pageserver.api.auth import call_credentials_metadata
 from proto import strata_pb2 as pb
 
 DEFAULT_TIMEOUT_S: Final = 30.0
@@ -48,18 +49,13 @@ class ServerUnreachable(ClientError):
         self.address = address
 
 
-def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """The call metadata that authenticates with ``token``."""
-    return (("authorization", f"Bearer {token}"),)
-
-
 class StrataClient:
     """One channel to a page server; every management RPC as a typed method."""
 
     def __init__(self, address: str, token: str | None = None, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.address = address
-        self.metadata = bearer_metadata(token) if token else ()
+        self.metadata = call_credentials_metadata(token) if token else ()
         self.timeout_s = timeout_s
         self.channel = grpc.insecure_channel(address, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+from pageserver.durable import fsync_dir
 from pageserver.errors import NotFoundError
 from pageserver.remote.base import (
     RESERVED_SEGMENT_PREFIX,
@@ -31,15 +32,6 @@ from pageserver.remote.base import (
 # What opening or removing a missing object fails with: the path is absent, is a
 # directory (only other keys live below it), or runs through a file.
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the creation, rename or removal of entries in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalDirectoryStorage(RemoteStorage):
@@ -59,7 +51,7 @@ class LocalDirectoryStorage(RemoteStorage):
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as e:
             self._fail("put", key, e)
 
@@ -78,7 +70,7 @@ class LocalDirectoryStorage(RemoteStorage):
                 return False
             finally:
                 tmp.unlink(missing_ok=True)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as e:
             self._fail("put_if_absent", key, e)
         return True
@@ -135,7 +127,7 @@ class LocalDirectoryStorage(RemoteStorage):
         path = self._path(key)
         try:
             path.unlink()
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except _MISSING:
             return
         except OSError as e:
@@ -171,7 +163,7 @@ class LocalDirectoryStorage(RemoteStorage):
             except FileExistsError:
                 if not d.is_dir():  # an object named like the directory: a key conflict
                     raise
-            _fsync_dir(d.parent)
+            fsync_dir(d.parent)
 
     @staticmethod
     def _write_temp(directory: Path, data: bytes) -> Path:
