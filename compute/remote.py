@@ -12,9 +12,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from pageserver.api.convert import op_to_pb
 from pageserver.ops import Batch
@@ -22,6 +23,8 @@ from proto import strata_pb2 as pb
 from strata.client import ClientError, StrataClient
 
 _T = TypeVar("_T")
+_Req = TypeVar("_Req", bound=Message)
+_Resp = TypeVar("_Resp", bound=Message)
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                        grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
@@ -83,7 +86,7 @@ class PageReader:
         def attempt() -> pb.GetPagesResponse:
             stream = self._pool.get()
             try:
-                stream = stream or _PageStream(self._client)
+                stream = stream or _page_stream(self._client)
                 return stream.exchange(request)
             except grpc.RpcError:
                 if stream is not None:
@@ -119,28 +122,47 @@ def _status(exc: grpc.RpcError | ClientError) -> tuple[grpc.StatusCode, str]:
     return call.code(), call.details() or ""
 
 
-class _PageStream:
-    """One GetPages stream: requests in, responses out, one at a time."""
+class _Exchange(Generic[_Req, _Resp]):
+    """One bidirectional stream used as request/response pairs, one at a time."""
 
-    def __init__(self, client: StrataClient) -> None:
-        self._requests: queue.Queue[pb.GetPagesRequest | None] = queue.Queue()
+    def __init__(self, client: StrataClient, method: str, request_type: type[_Req],
+                 response_type: type[_Resp], first: _Req | None = None) -> None:
+        self._requests: queue.Queue[_Req | None] = queue.Queue()
+        if first is not None:
+            self._requests.put(first)
         call = client.channel.stream_stream(
-            "/strata.v1.PageService/GetPages",
-            request_serializer=pb.GetPagesRequest.SerializeToString,
-            response_deserializer=pb.GetPagesResponse.FromString)
-        self._responses: Iterator[pb.GetPagesResponse] = call(
-            self._feed(), metadata=client.metadata)
+            method, request_serializer=request_type.SerializeToString,
+            response_deserializer=response_type.FromString)
+        self._responses: Iterator[_Resp] = call(self._feed(), metadata=client.metadata)
 
-    def _feed(self) -> Iterator[pb.GetPagesRequest]:
+    def _feed(self) -> Iterator[_Req]:
         while (request := self._requests.get()) is not None:
             yield request
 
-    def exchange(self, request: pb.GetPagesRequest) -> pb.GetPagesResponse:
+    def exchange(self, request: _Req) -> _Resp:
         self._requests.put(request)
         return next(self._responses)
 
     def close(self) -> None:
         self._requests.put(None)
+
+
+_PageStream = _Exchange[pb.GetPagesRequest, pb.GetPagesResponse]
+_IngestStream = _Exchange[pb.IngestRequest, pb.IngestResponse]
+
+
+def _page_stream(client: StrataClient) -> _PageStream:
+    return _Exchange(client, "/strata.v1.PageService/GetPages", pb.GetPagesRequest,
+                     pb.GetPagesResponse)
+
+
+def _ingest_stream(client: StrataClient, tenant: str, branch: str,
+                   epoch: int) -> _IngestStream:
+    """An Ingest stream, already opened for ``branch`` at writer ``epoch``."""
+    opening = pb.IngestRequest(open=pb.IngestOpen(tenant=tenant, branch=branch,
+                                                  writer_epoch=epoch))
+    return _Exchange(client, "/strata.v1.IngestService/Ingest", pb.IngestRequest,
+                     pb.IngestResponse, opening)
 
 
 class BatchWriter:
@@ -177,10 +199,10 @@ class BatchWriter:
                     applied = self._client.get_branch(self._tenant, self._branch).last_lsn
                     if applied >= expected:
                         return expected  # applied before the old stream broke
-                    self._stream = _IngestStream(self._client, self._tenant, self._branch,
-                                                 self._epoch)
+                    self._stream = _ingest_stream(self._client, self._tenant, self._branch,
+                                                  self._epoch)
                 try:
-                    return self._stream.exchange(message)
+                    return int(self._stream.exchange(pb.IngestRequest(batch=message)).lsn)
                 except grpc.RpcError:
                     self._stream.close()
                     self._stream = None
@@ -195,27 +217,3 @@ class BatchWriter:
             if self._stream is not None:
                 self._stream.close()
                 self._stream = None
-
-
-class _IngestStream:
-    def __init__(self, client: StrataClient, tenant: str, branch: str, epoch: int) -> None:
-        self._requests: queue.Queue[pb.IngestRequest | None] = queue.Queue()
-        self._requests.put(pb.IngestRequest(open=pb.IngestOpen(tenant=tenant, branch=branch,
-                                                               writer_epoch=epoch)))
-        call = client.channel.stream_stream(
-            "/strata.v1.IngestService/Ingest",
-            request_serializer=pb.IngestRequest.SerializeToString,
-            response_deserializer=pb.IngestResponse.FromString)
-        self._responses: Iterator[pb.IngestResponse] = call(
-            self._feed(), metadata=client.metadata)
-
-    def _feed(self) -> Iterator[pb.IngestRequest]:
-        while (request := self._requests.get()) is not None:
-            yield request
-
-    def exchange(self, batch: pb.IngestBatch) -> int:
-        self._requests.put(pb.IngestRequest(batch=batch))
-        return int(next(self._responses).lsn)
-
-    def close(self) -> None:
-        self._requests.put(None)
