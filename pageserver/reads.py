@@ -99,27 +99,24 @@ def _search_layer(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which blocks this layer improves on, their entries (-1: absent) and LSNs."""
     reader = layer.reader()
-    if layer.is_image:
-        lo, hi = relation_block_range(relation, layer.desc.key_start, layer.desc.key_end)
-        improved = (blocks >= lo) & (blocks < hi) & (best < layer.lsn_start)
-        if not improved.any():
-            return improved, np.empty(0, np.int64), np.empty(0, np.int64)
-        entries, _ = reader.find_pages(relation, blocks[improved], lsn)
-        return improved, entries, np.full(len(entries), layer.lsn_start, dtype=np.int64)
     lo, hi = relation_block_range(relation, layer.desc.key_start, layer.desc.key_end)
     inside = (blocks >= lo) & (blocks < hi)
-    if not inside.all():
-        improved = np.zeros(len(blocks), dtype=bool)
-        if inside.any():
-            sub_improved, entries, lsns = _search_layer(layer, relation, blocks[inside], lsn,
-                                                        best[inside])
-            improved[np.flatnonzero(inside)[sub_improved]] = True
-            return improved, entries, lsns
-        return improved, np.empty(0, np.int64), np.empty(0, np.int64)
-    entries, entry_lsns = reader.find_pages(relation, blocks, lsn)
+    nothing = np.empty(0, np.int64)
+    if layer.is_image:  # answers for every key in its range, found or not
+        improved = inside & (best < layer.lsn_start)
+        if not improved.any():
+            return improved, nothing, nothing
+        entries, _ = reader.find_pages(relation, blocks[improved], lsn)
+        return improved, entries, np.full(len(entries), layer.lsn_start, dtype=np.int64)
+    improved = np.zeros(len(blocks), dtype=bool)
+    candidates = np.flatnonzero(inside)
+    if not candidates.size:
+        return improved, nothing, nothing
+    entries, entry_lsns = reader.find_pages(relation, blocks[candidates], lsn)
     found_lsns = entry_lsns.astype(np.int64)
-    improved = (entries >= 0) & (found_lsns > best)
-    return improved, entries[improved], found_lsns[improved]
+    better = (entries >= 0) & (found_lsns > best[candidates])
+    improved[candidates[better]] = True
+    return improved, entries[better], found_lsns[better]
 
 
 def read_metas(
