@@ -81,7 +81,7 @@ lengths = st.sampled_from([1, 17, PAGE_SIZE - 1, PAGE_SIZE, PAGE_SIZE + 5, 2 * P
 sizes = st.sampled_from([0, 5, PAGE_SIZE, PAGE_SIZE + 1, 2 * PAGE_SIZE, 4 * PAGE_SIZE - 9])
 
 
-def _likely_valid_op(draw: st.DrawFn, tree: Tree) -> FileOp:
+def _likely_valid_op(draw: st.DrawFn, tree: Tree, fresh_id: Callable[[], int]) -> FileOp:
     """An operation that is usually valid on ``tree``, so most batches get applied.
 
     Atomic batches of independently random operations are nearly always refused;
@@ -102,9 +102,9 @@ def _likely_valid_op(draw: st.DrawFn, tree: Tree) -> FileOp:
     if kind == "truncate":
         return Truncate(draw(st.sampled_from(files)), draw(sizes))
     if kind == "create":
-        # Half the time the writer picks the relation, as the compute shim does.
-        chosen = draw(st.one_of(st.just(b""), st.integers(1, 2**63).map(
-            lambda file_id: Relation.synthetic(file_id).to_bytes())))
+        # Half the time the writer picks the relation, as the compute shim does; ids are
+        # fresh, so a chosen relation is never one a live file uses.
+        chosen = Relation.synthetic(fresh_id()).to_bytes() if draw(st.booleans()) else b""
         return Create(draw(st.sampled_from(new_files)), draw(modes), chosen)
     if kind == "unlink":
         return Unlink(draw(st.sampled_from(files)))
@@ -116,10 +116,10 @@ def _likely_valid_op(draw: st.DrawFn, tree: Tree) -> FileOp:
 
 
 @st.composite
-def likely_valid_batches(draw: st.DrawFn, tree: Tree) -> Batch:
+def likely_valid_batches(draw: st.DrawFn, tree: Tree, fresh_id: Callable[[], int]) -> Batch:
     chosen: list[FileOp] = []
     for _ in range(draw(st.integers(1, 4))):
-        op = _likely_valid_op(draw, tree)
+        op = _likely_valid_op(draw, tree, fresh_id)
         chosen.append(op)
         with contextlib.suppress(OracleError):
             tree = apply_batch(tree, Batch((op,)))
@@ -196,7 +196,12 @@ class EngineModel(RuleBasedStateMachine):
     def ingest(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(sorted(self.branches)))
         model = self.branches[name]
-        self._ingest(name, data.draw(likely_valid_batches(model.states[model.last_lsn])))
+        self._ingest(name, data.draw(likely_valid_batches(model.states[model.last_lsn],
+                                                          self._fresh_file_id)))
+
+    def _fresh_file_id(self) -> int:
+        self.counter += 1
+        return (1 << 40) + self.counter
 
     @rule(data=st.data())
     def read(self, data: st.DataObject) -> None:
