@@ -26,6 +26,7 @@ class PageServicer:
     def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self._engine = engine
         self._metrics = metrics
+        self._request_seconds = metrics.rpc_seconds.labels("PageService/GetPages.request")
 
     def _resolve(self, at: pb.ReadPoint) -> tuple[Timeline, int]:
         timeline = self._engine.timeline(at.tenant, at.branch or "main")
@@ -35,7 +36,7 @@ class PageServicer:
                  context: grpc.ServicerContext) -> Iterator[pb.GetPagesResponse]:
         """Answers each request in order; a bad request gets an in-band status."""
         for request in requests:
-            with self._metrics.rpc_seconds.labels("PageService/GetPages.request").time():
+            with self._request_seconds.time():
                 yield self._get_pages(request)
 
     def _get_pages(self, request: pb.GetPagesRequest | Malformed) -> pb.GetPagesResponse:
