@@ -23,6 +23,7 @@ from compute.page_cache import CacheStamp, PageCache
 from compute.remote import BatchWriter, PageReader
 from compute.shim import Node, StrataFS
 from pageserver.api.convert import relation_from_pb
+from pageserver.durable import write_durably
 from pageserver.ops import FileKind
 from proto import strata_pb2 as pb
 from strata.client import StrataClient
@@ -58,9 +59,7 @@ class _Ready(StrataFS):
     def init_with_config(self, conn_info: Any, config_3: Any) -> None:
         super().init_with_config(conn_info, config_3)
         if self._ready_file is not None:
-            tmp = self._ready_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"pid": os.getpid()}))
-            os.replace(tmp, self._ready_file)
+            write_durably(self._ready_file, json.dumps({"pid": os.getpid()}).encode())
 
 
 def main(argv: list[str] | None = None) -> None:

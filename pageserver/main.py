@@ -25,6 +25,7 @@ from prometheus_client import start_http_server
 from pageserver.api import auth
 from pageserver.api.server import start_server
 from pageserver.config import EngineConfig, parse_duration
+from pageserver.durable import write_durably
 from pageserver.engine import Engine
 from pageserver.errors import StrataError
 from pageserver.metrics import InstrumentedStorage, Metrics
@@ -117,9 +118,9 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
             metrics_server, _thread = start_http_server(int(port), host, metrics.registry)
             metrics_address = f"{host}:{metrics_server.server_port}"
         host = settings.listen.rpartition(":")[0]
-        _write_json(ready, {"pid": os.getpid(), "listen": f"{host}:{server.port}",
-                            "metrics": metrics_address, "storage": storage.describe(),
-                            "state_dir": str(config.state_dir)})
+        write_durably(ready, json.dumps({
+            "pid": os.getpid(), "listen": f"{host}:{server.port}", "metrics": metrics_address,
+            "storage": storage.describe(), "state_dir": str(config.state_dir)}, indent=1).encode())
         log.info("serving on %s:%d (metrics %s, storage %s)", host, server.port,
                  metrics_address or "off", storage.describe())
         stop.wait()
@@ -131,12 +132,6 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
             metrics_server.shutdown()
         engine.close(flush=True)
     log.info("stopped cleanly")
-
-
-def _write_json(path: Path, body: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=1))
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:
