@@ -33,7 +33,7 @@ from compute.paths import is_ephemeral, wal_position
 from compute.prefetch import Prefetcher
 from compute.remote import BatchWriter, PageReader, PageServerRefused, PageServerUnavailable
 from pageserver.api.convert import relation_to_pb
-from pageserver.keys import PAGE_SIZE, RELSEG_BLOCKS, ZERO_PAGE, Relation, parse_relation_path
+from pageserver.keys import PAGE_SIZE, ZERO_PAGE, Relation, path_slot
 from pageserver.ops import (
     Batch,
     Chmod,
@@ -270,13 +270,11 @@ class StrataFS(fuse.Operations):  # type: ignore[misc]
 
     def _choose_relation(self, rel: str) -> tuple[bytes, int]:
         """The path's RelTag unless a live file uses it, else a random synthetic relation."""
-        parsed = parse_relation_path(rel)
-        if parsed is not None:
-            relation, segno = parsed
-            wanted = (relation.to_bytes(), segno * RELSEG_BLOCKS)
-            if not any((n.relation, n.block_offset) == wanted for n in self._tree.values()
-                       if n.kind == FileKind.FILE):
-                return wanted
+        natural = path_slot(rel)
+        if natural is not None and not any(
+                (n.relation, n.block_offset) == natural for n in self._tree.values()
+                if n.kind == FileKind.FILE):
+            return natural
         return Relation.synthetic(int.from_bytes(os.urandom(8), "big") | 1).to_bytes(), 0
 
     def unlink(self, path: str) -> int:

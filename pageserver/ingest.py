@@ -18,7 +18,7 @@ from pageserver.keys import (
     RELATION_BYTES,
     RELSEG_BLOCKS,
     Relation,
-    parse_relation_path,
+    path_slot,
 )
 from pageserver.ops import (
     Batch,
@@ -177,33 +177,28 @@ class BatchApplier:
 
     def _create(self, path: str, mode: int, index: int, chosen: bytes) -> None:
         self._require_new(path)
-        parsed = parse_relation_path(path)
+        natural = path_slot(path)
         if chosen:
-            slot = self._chosen_slot(path, chosen, parsed)
+            slot = self._chosen_slot(path, chosen, natural)
         else:
-            slot = self._derived_slot(parsed, index)
+            slot = self._derived_slot(natural, index)
         self._claimed.add(slot)
         self._released.discard(slot)
         self._set_meta(path, FileMeta(FileKind.FILE, 0, mode & 0o7777, *slot, self._now))
 
-    def _derived_slot(self, parsed: tuple[Relation, int] | None,
+    def _derived_slot(self, natural: tuple[bytes, int] | None,
                       index: int) -> tuple[bytes, int]:
         """The path's RelTag if it is free, else a synthetic relation unique to this op."""
-        if parsed is not None:
-            relation, segno = parsed
-            slot = (relation.to_bytes(), segno * RELSEG_BLOCKS)
-            if not self._relation_busy(slot):
-                return slot
+        if natural is not None and not self._relation_busy(natural):
+            return natural
         return (Relation.synthetic((self._lsn << 20) | index).to_bytes(), 0)
 
-    def _chosen_slot(self, path: str, chosen: bytes, parsed: tuple[Relation, int] | None
+    def _chosen_slot(self, path: str, chosen: bytes, natural: tuple[bytes, int] | None
                      ) -> tuple[bytes, int]:
         """The writer's choice of relation, if well-formed and not used by a live file."""
         if len(chosen) != RELATION_BYTES:
             raise InvalidArgumentError(f"create {path!r}: a relation is {RELATION_BYTES} bytes")
-        segno_offset = parsed[1] * RELSEG_BLOCKS if parsed else 0
-        same_as_path = parsed is not None and parsed[0].to_bytes() == chosen
-        slot = (chosen, segno_offset if same_as_path else 0)
+        slot = natural if natural is not None and natural[0] == chosen else (chosen, 0)
         if self._relation_busy(slot):
             raise InvalidArgumentError(
                 f"create {path!r}: relation {Relation.from_bytes(chosen)} is in use")

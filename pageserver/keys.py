@@ -95,6 +95,15 @@ def parse_relation_path(path: str) -> tuple[Relation, int] | None:
     return Relation(spc, db, relnum, fork), segno
 
 
+def path_slot(path: str) -> tuple[bytes, int] | None:
+    """Where a relation segment file's pages live: (RelTag bytes, first block), or None."""
+    parsed = parse_relation_path(path)
+    if parsed is None:
+        return None
+    relation, segno = parsed
+    return relation.to_bytes(), segno * RELSEG_BLOCKS
+
+
 def page_key(relation: Relation, block: int) -> bytes:
     """The ordered byte key of a page."""
     return PAGE_PREFIX + relation.to_bytes() + block.to_bytes(4, "big")
