@@ -13,10 +13,13 @@ import json
 import logging
 import os
 import pwd
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import grpc
 import mfusepy as fuse
 
 from compute.page_cache import CacheStamp, PageCache
@@ -26,7 +29,7 @@ from pageserver.api.convert import relation_from_pb
 from pageserver.durable import write_durably
 from pageserver.ops import FileKind
 from proto import strata_pb2 as pb
-from strata.client import StrataClient
+from strata.client import ClientError, StrataClient
 
 log = logging.getLogger("compute.mount")
 
@@ -47,6 +50,19 @@ def load_tree(client: StrataClient, tenant: str, branch: str) -> tuple[dict[str,
         tree[info.path] = Node(info.path, kind, info.mode, info.size, relation,
                                info.block_offset, info.mtime_us * 1000)
     return tree, int(response.lsn)
+
+
+def heartbeat(client: StrataClient, args: argparse.Namespace, epoch: int, period_s: float,
+              stop: threading.Event) -> None:
+    """Renew the writer lease until ``stop``; a fenced writer stops renewing and says so."""
+    while not stop.wait(period_s):
+        try:
+            client.renew_writer(args.tenant, args.branch, epoch, args.holder)
+        except ClientError as exc:
+            if exc.code is grpc.StatusCode.FAILED_PRECONDITION:
+                log.error("lost the writer slot: %s", exc.message)
+                return
+            log.warning("writer heartbeat failed (will retry): %s", exc.message)
 
 
 class _Ready(StrataFS):
@@ -74,12 +90,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-mb", type=int, default=256)
     parser.add_argument("--owner", default="postgres", help="user the files appear to belong to")
     parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--holder", default="",
+                        help="name of this compute slot for the writer lease (host:path)")
+    parser.add_argument("--force", action="store_true",
+                        help="take the writer slot even if another compute holds it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     owner = pwd.getpwnam(args.owner)
     client = StrataClient(args.server, args.token_file.read_text().strip())
-    attached = client.attach_writer(args.tenant, args.branch)
+    holder = args.holder or f"{socket.gethostname()}:{args.mountpoint.resolve()}"
+    args.holder = holder
+    try:
+        attached = client.attach_writer(args.tenant, args.branch, holder=holder,
+                                        force=args.force)
+    except ClientError as exc:
+        log.error("cannot attach as the writer of %s/%s: %s", args.tenant, args.branch,
+                  exc.message)
+        sys.exit(2)
+    stop_heartbeat = threading.Event()
+    threading.Thread(target=heartbeat, name="writer-heartbeat", daemon=True,
+                     args=(client, args, attached.writer_epoch,
+                           max(attached.lease_ms / 4000, 0.2), stop_heartbeat)).start()
     tree, lsn = load_tree(client, args.tenant, args.branch)
     timeline_id = client.get_branch(args.tenant, args.branch).timeline_id
     cache = PageCache.open(args.cache_dir, args.cache_mb,
@@ -96,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                   default_permissions=True, hard_remove=True, fsname="strata",
                   subtype="strata")
     finally:
+        stop_heartbeat.set()
         clean = fs.failed is None
         cache.close(CacheStamp(args.tenant, timeline_id, writer.acked_lsn) if clean else None)
         writer.close()

@@ -23,6 +23,7 @@ class EngineConfig:
     gc_period_s: float = 600.0
     log_segment_bytes: int = 64 * 1024 * 1024
     fsync: bool = True
+    writer_lease_s: float = 10.0  # a compute that misses heartbeats this long loses its slot
 
     @property
     def log_dir(self) -> Path:

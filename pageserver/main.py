@@ -52,6 +52,7 @@ class ServerSettings:
     image_threshold: int = 3
     gc_period: str = "10m"
     background_workers: int = 2
+    writer_lease: str = "10s"
     log_level: str = "INFO"
 
     def engine_config(self) -> EngineConfig:
@@ -64,6 +65,7 @@ class ServerSettings:
             image_threshold=self.image_threshold,
             gc_period_s=parse_duration(self.gc_period),
             background_workers=self.background_workers,
+            writer_lease_s=parse_duration(self.writer_lease),
         )
 
     def storage_url(self) -> str:

@@ -126,6 +126,7 @@ class Tenant:
             generation=self.generation,
             cache_dir=self._config.layer_cache_dir / self.tenant_id / manifest.timeline_id,
             reads=self.reads, retain_lsns=self._retain_lsns,
+            writer_lease_s=self._config.writer_lease_s,
         )
         self.timelines[manifest.timeline_id] = timeline
         return timeline

@@ -44,6 +44,7 @@ from pageserver.memtable import Memtable
 from pageserver.ops import Batch, FileKind, FileMeta, encode_batch
 from pageserver.reads import read_metas, read_pages
 from pageserver.remote import RemoteStorage
+from pageserver.writer_lease import WriterLeases
 
 PageEntry = tuple[Relation, int, int, bytes | None]
 MetaEntry = tuple[str, int, bytes | None]
@@ -98,6 +99,7 @@ class Timeline:
         cache_dir: Path,
         reads: InFlightReads,
         retain_lsns: Callable[[Timeline], set[int]],
+        writer_lease_s: float = 10.0,
     ) -> None:
         self.tenant_id = tenant_id
         self.timeline_id = manifest.timeline_id
@@ -116,6 +118,7 @@ class Timeline:
         self.deleted = False
         self.gc_cutoff = manifest.gc_cutoff
         self.writer_epoch = manifest.writer_epoch
+        self.writer_lease = WriterLeases(writer_lease_s)
         self.disk_consistent_lsn = manifest.disk_consistent_lsn
         self.last_lsn = manifest.disk_consistent_lsn
         self.durable_lsn = manifest.disk_consistent_lsn
@@ -447,13 +450,27 @@ class Timeline:
             key = timeline_manifest_key(self.tenant_id, self.timeline_id, self._generation)
             self._storage.put(key, body)
 
-    def attach_writer(self) -> int:
-        """Make a new writer the only one allowed to ingest; durable before it returns."""
+    def attach_writer(self, holder: str = "", force: bool = False) -> int:
+        """Make a new writer the only one allowed to ingest; durable before it returns.
+
+        Refused while another holder's lease is live, unless ``force`` (which fences it).
+        """
         with self._lock:
+            self.writer_lease.check_free(holder, force)
             self.writer_epoch += 1
             epoch = self.writer_epoch
+            self.writer_lease.grant(holder, epoch)
         self.persist()
         return epoch
+
+    def renew_writer(self, holder: str, epoch: int) -> None:
+        """The writer's heartbeat; a fenced writer learns here that it lost the branch."""
+        with self._lock:
+            if epoch != self.writer_epoch:
+                raise FailedPreconditionError(
+                    f"writer epoch {epoch} is stale: the branch's writer is now epoch "
+                    f"{self.writer_epoch} (another compute attached)")
+            self.writer_lease.renew(holder, epoch)
 
     def close(self) -> None:
         with self._lock:

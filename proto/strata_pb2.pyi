@@ -307,7 +307,7 @@ class DeleteTenantResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class BranchInfo(_message.Message):
-    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff")
+    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -322,6 +322,7 @@ class BranchInfo(_message.Message):
     OWNED_BYTES_FIELD_NUMBER: _ClassVar[int]
     WRITER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     GC_CUTOFF_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
     name: str
     timeline_id: str
     parent: str
@@ -336,7 +337,8 @@ class BranchInfo(_message.Message):
     owned_bytes: int
     writer_epoch: int
     gc_cutoff: int
-    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ...) -> None: ...
+    writer: str
+    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ...) -> None: ...
 
 class CreateBranchRequest(_message.Message):
     __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s")
@@ -499,20 +501,44 @@ class CompactResponse(_message.Message):
     def __init__(self, l0_merged: _Optional[int] = ..., l1_written: _Optional[int] = ..., images_written: _Optional[int] = ...) -> None: ...
 
 class AttachWriterRequest(_message.Message):
-    __slots__ = ("tenant", "branch")
+    __slots__ = ("tenant", "branch", "holder", "force")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     BRANCH_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     branch: str
-    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ...) -> None: ...
+    holder: str
+    force: bool
+    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., holder: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class AttachWriterResponse(_message.Message):
-    __slots__ = ("writer_epoch", "lsn")
+    __slots__ = ("writer_epoch", "lsn", "lease_ms")
     WRITER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     LSN_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     writer_epoch: int
     lsn: int
-    def __init__(self, writer_epoch: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
+    lease_ms: int
+    def __init__(self, writer_epoch: _Optional[int] = ..., lsn: _Optional[int] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+
+class RenewWriterRequest(_message.Message):
+    __slots__ = ("tenant", "branch", "writer_epoch", "holder")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    WRITER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    branch: str
+    writer_epoch: int
+    holder: str
+    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., writer_epoch: _Optional[int] = ..., holder: _Optional[str] = ...) -> None: ...
+
+class RenewWriterResponse(_message.Message):
+    __slots__ = ("lease_ms",)
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    lease_ms: int
+    def __init__(self, lease_ms: _Optional[int] = ...) -> None: ...
 
 class DetachWriterRequest(_message.Message):
     __slots__ = ("tenant", "branch", "writer_epoch")

@@ -374,6 +374,11 @@ class ManagementServiceStub:
                 request_serializer=proto_dot_strata__pb2.AttachWriterRequest.SerializeToString,
                 response_deserializer=proto_dot_strata__pb2.AttachWriterResponse.FromString,
                 _registered_method=True)
+        self.RenewWriter = channel.unary_unary(
+                '/strata.v1.ManagementService/RenewWriter',
+                request_serializer=proto_dot_strata__pb2.RenewWriterRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.RenewWriterResponse.FromString,
+                _registered_method=True)
         self.DetachWriter = channel.unary_unary(
                 '/strata.v1.ManagementService/DetachWriter',
                 request_serializer=proto_dot_strata__pb2.DetachWriterRequest.SerializeToString,
@@ -467,6 +472,12 @@ class ManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewWriter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DetachWriter(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -546,6 +557,11 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.AttachWriter,
                     request_deserializer=proto_dot_strata__pb2.AttachWriterRequest.FromString,
                     response_serializer=proto_dot_strata__pb2.AttachWriterResponse.SerializeToString,
+            ),
+            'RenewWriter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewWriter,
+                    request_deserializer=proto_dot_strata__pb2.RenewWriterRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.RenewWriterResponse.SerializeToString,
             ),
             'DetachWriter': grpc.unary_unary_rpc_method_handler(
                     servicer.DetachWriter,
@@ -909,6 +925,33 @@ class ManagementService:
             '/strata.v1.ManagementService/AttachWriter',
             proto_dot_strata__pb2.AttachWriterRequest.SerializeToString,
             proto_dot_strata__pb2.AttachWriterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewWriter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/RenewWriter',
+            proto_dot_strata__pb2.RenewWriterRequest.SerializeToString,
+            proto_dot_strata__pb2.RenewWriterResponse.FromString,
             options,
             channel_credentials,
             insecure,

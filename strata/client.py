@@ -179,10 +179,21 @@ class StrataClient:
 
     # --- writers and tokens --------------------------------------------------------
 
-    def attach_writer(self, tenant: str, branch: str) -> pb.AttachWriterResponse:
-        """Become the branch's only writer: a new writer epoch (older ones are fenced)."""
-        return self._manage("AttachWriter", pb.AttachWriterRequest(tenant=tenant, branch=branch),
-                            pb.AttachWriterResponse)
+    def attach_writer(self, tenant: str, branch: str, *, holder: str = "",
+                      force: bool = False) -> pb.AttachWriterResponse:
+        """Become the branch's only writer: a new writer epoch (older ones are fenced).
+
+        Refused while another ``holder`` keeps a live lease, unless ``force``.
+        """
+        request = pb.AttachWriterRequest(tenant=tenant, branch=branch, holder=holder,
+                                         force=force)
+        return self._manage("AttachWriter", request, pb.AttachWriterResponse)
+
+    def renew_writer(self, tenant: str, branch: str, writer_epoch: int, holder: str) -> int:
+        """Heartbeat of the writer lease; the lease length in ms."""
+        request = pb.RenewWriterRequest(tenant=tenant, branch=branch, writer_epoch=writer_epoch,
+                                        holder=holder)
+        return int(self._manage("RenewWriter", request, pb.RenewWriterResponse).lease_ms)
 
     def detach_writer(self, tenant: str, branch: str, writer_epoch: int) -> None:
         request = pb.DetachWriterRequest(tenant=tenant, branch=branch, writer_epoch=writer_epoch)

@@ -81,7 +81,7 @@ ADMIN_ONLY_METHODS: Final = frozenset(
 # must then restrict the answer to the token's tenant (``current_claims``).
 TENANTLESS_METHODS: Final = frozenset({_MANAGEMENT + "ListTenants"})
 COMPUTE_METHODS: Final = PAGE_SERVICE_METHODS | INGEST_METHODS | frozenset(
-    _MANAGEMENT + name for name in ("AttachWriter", "DetachWriter", "GetBranch"))
+    _MANAGEMENT + name for name in ("AttachWriter", "RenewWriter", "DetachWriter", "GetBranch"))
 TENANT_METHODS: Final = COMPUTE_METHODS | TENANTLESS_METHODS | frozenset(
     _MANAGEMENT + name for name in (
         "CreateBranch", "ListBranches", "DeleteBranch", "CreateCheckpoint", "ListCheckpoints",

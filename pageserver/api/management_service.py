@@ -74,6 +74,7 @@ class ManagementServicer:
             created_at_us=info.created_at_us, expires_at_us=info.expires_at_us or 0,
             logical_size=timeline.logical_size(), owned_bytes=timeline.owned_bytes(),
             writer_epoch=timeline.writer_epoch, gc_cutoff=timeline.gc_cutoff,
+            writer=lease.holder if (lease := timeline.writer_lease.current()) else "",
         )
 
     def CreateBranch(self, request: pb.CreateBranchRequest,
@@ -157,12 +158,20 @@ class ManagementServicer:
     def AttachWriter(self, request: pb.AttachWriterRequest,
                      context: grpc.ServicerContext) -> pb.AttachWriterResponse:
         timeline = self._engine.timeline(request.tenant, request.branch or MAIN_BRANCH)
-        epoch = timeline.attach_writer()
-        return pb.AttachWriterResponse(writer_epoch=epoch, lsn=timeline.durable_lsn)
+        epoch = timeline.attach_writer(request.holder, request.force)
+        return pb.AttachWriterResponse(writer_epoch=epoch, lsn=timeline.durable_lsn,
+                                       lease_ms=int(timeline.writer_lease.lease_s * 1000))
+
+    def RenewWriter(self, request: pb.RenewWriterRequest,
+                    context: grpc.ServicerContext) -> pb.RenewWriterResponse:
+        timeline = self._engine.timeline(request.tenant, request.branch or MAIN_BRANCH)
+        timeline.renew_writer(request.holder, request.writer_epoch)
+        return pb.RenewWriterResponse(lease_ms=int(timeline.writer_lease.lease_s * 1000))
 
     def DetachWriter(self, request: pb.DetachWriterRequest,
                      context: grpc.ServicerContext) -> pb.DetachWriterResponse:
         timeline = self._engine.timeline(request.tenant, request.branch or MAIN_BRANCH)
+        timeline.writer_lease.release(request.writer_epoch)
         if request.writer_epoch == timeline.writer_epoch:
             timeline.freeze()
             timeline.flush()

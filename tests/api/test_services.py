@@ -105,6 +105,30 @@ def test_stale_writer_epoch_is_refused(live: Live) -> None:
     assert "stale" in (err.value.details() or "")
 
 
+def test_writer_lease_over_grpc(live: Live) -> None:
+    """A compute token attaches, renews and shows up as the branch's writer; a second holder
+    is refused with a message naming the first; detach frees the slot."""
+    _setup(live)
+    compute = live.metadata("t", auth.Scope.COMPUTE)
+    attached = live.manage.AttachWriter(pb.AttachWriterRequest(
+        tenant="t", branch="main", holder="h:/a"), metadata=compute)
+    assert attached.lease_ms == 10_000
+    live.manage.RenewWriter(pb.RenewWriterRequest(
+        tenant="t", branch="main", writer_epoch=attached.writer_epoch, holder="h:/a"),
+        metadata=compute)
+    info = live.manage.GetBranch(pb.GetBranchRequest(tenant="t", name="main"), metadata=compute)
+    assert info.branch.writer == "h:/a"
+    with pytest.raises(grpc.RpcError) as err:
+        live.manage.AttachWriter(pb.AttachWriterRequest(tenant="t", branch="main",
+                                                        holder="h:/b"), metadata=compute)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already has a writer (h:/a" in (err.value.details() or "")
+    live.manage.DetachWriter(pb.DetachWriterRequest(
+        tenant="t", branch="main", writer_epoch=attached.writer_epoch), metadata=compute)
+    live.manage.AttachWriter(pb.AttachWriterRequest(tenant="t", branch="main", holder="h:/b"),
+                             metadata=compute)
+
+
 def test_fencing_takes_effect_mid_stream(live: Live) -> None:
     """A writer attached while another streams: the old stream's next batch is refused."""
     epoch = _setup(live)

@@ -260,6 +260,28 @@ def test_writer_epoch_fences_the_old_writer(make_engine: EngineFactory) -> None:
     assert again.read_file(REL_PATH) == _page(3)
 
 
+def test_writer_lease_refuses_a_second_compute(make_engine: EngineFactory) -> None:
+    engine = make_engine(writer_lease_s=0.3)
+    _setup(engine)
+    main = engine.timeline("t", "main")
+    first = main.attach_writer("host:/computes/a")
+    with pytest.raises(FailedPreconditionError, match=r"already has a writer \(host:/computes/a"):
+        main.attach_writer("host:/computes/b")
+    again = main.attach_writer("host:/computes/a")  # the same slot restarting after a crash
+    assert again == first + 1
+    forced = main.attach_writer("host:/computes/b", force=True)
+    with pytest.raises(FailedPreconditionError, match="stale"):
+        main.renew_writer("host:/computes/a", again)
+    time.sleep(0.35)  # b never renewed: its lease lapses and c may attach
+    assert main.writer_lease.current() is None
+    third = main.attach_writer("host:/computes/c")
+    main.renew_writer("host:/computes/c", third)
+    lease = main.writer_lease.current()
+    assert lease is not None and lease.holder == "host:/computes/c" and third == forced + 1
+    main.writer_lease.release(third)
+    main.attach_writer("host:/computes/d")
+
+
 def test_writer_chosen_relation(engine: Engine) -> None:
     _setup(engine)
     main = engine.timeline("t", "main")
