@@ -4,29 +4,59 @@ Compute-specific settings (port, socket directory, shared_buffers, WAL settings
 that suit a copy-on-write store) go on the postgres command line, never into
 the branch's files. PostgreSQL runs as the unprivileged ``postgres`` user; the
 mount daemon runs as root with ``allow_other``.
+
+A started compute outlives the process that started it: its pids and settings are
+recorded in ``<workdir>/compute.json``, so a later ``strata compute stop`` (or a
+test) finds, stops or kills it by pid. Layout of a workdir::
+
+    compute.json   spec, pids, start time (absent: stopped)
+    pgdata/        the FUSE mountpoint, PostgreSQL's data directory
+    socket/        PostgreSQL's unix socket directory
+    scratch/       ephemeral files (postmaster.pid, stats, temp files)
+    cache/         the local page cache, reused after a clean stop
+    mount.log, postgres.log
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
+from pageserver.durable import write_durably
 from pageserver.importer import pg_bin_dir
+from strata.processes import process_alive
 
 ROOT = Path(__file__).resolve().parents[1]
+STATE_FILE = "compute.json"
+_POLL_S = 0.05
 
 
 class ComputeError(Exception):
-    """A compute failed to start or stop; the message says where to look."""
+    """A compute failed to start or stop; the message says why, ``log_tail`` shows where."""
+
+    def __init__(self, message: str, log_tail: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.log_tail = log_tail or []
+
+
+class ComputeStatus(Enum):
+    RUNNING = "running"
+    CRASHED = "crashed"  # recorded as started, but a process of it is gone
+    STOPPED = "stopped"
 
 
 @dataclass
@@ -42,6 +72,7 @@ class ComputeSpec:
     cache_mb: int = 256
     shared_buffers: str = "128MB"
     full_page_writes: bool = True
+    settings: dict[str, str] = field(default_factory=dict)  # extra postgres -c settings
 
     @property
     def mountpoint(self) -> Path:
@@ -51,24 +82,86 @@ class ComputeSpec:
     def socket_dir(self) -> Path:
         return self.workdir / "socket"
 
+    @property
+    def holder(self) -> str:
+        """Names this compute slot in the page server's writer lease."""
+        return f"{socket.gethostname()}:{self.workdir}"
+
     def dsn(self, dbname: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+
+    def uri(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "token_file": str(self.token_file), "workdir": str(self.workdir)}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ComputeSpec:
+        return cls(**{**body, "token_file": Path(body["token_file"]),
+                      "workdir": Path(body["workdir"])})
+
+
+@dataclass
+class Pids:
+    """The processes of a running compute."""
+
+    mount: int
+    runuser: int
+    postmaster: int
 
 
 class ComputeNode:
     """Start, stop or kill the mount daemon and the postmaster of one compute."""
 
-    def __init__(self, spec: ComputeSpec) -> None:
+    def __init__(self, spec: ComputeSpec, pids: Pids | None = None,
+                 started_at: float = 0.0) -> None:
         self.spec = spec
-        self.mount: subprocess.Popen[bytes] | None = None
-        self.postgres: subprocess.Popen[bytes] | None = None
+        self.pids = pids
+        self.started_at = started_at
+        self._children: list[subprocess.Popen[bytes]] = []  # reaped when we started them
 
-    def start(self, timeout_s: float = 60.0) -> None:
+    @classmethod
+    def load(cls, workdir: Path) -> ComputeNode | None:
+        """The compute recorded in ``workdir``; None if none was ever started there."""
+        try:
+            body = json.loads((workdir / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        pids = Pids(**body["pids"]) if body.get("pids") else None
+        return cls(ComputeSpec.from_json(body["spec"]), pids, float(body.get("started_at", 0)))
+
+    def _record(self) -> None:
+        body = {"spec": self.spec.to_json(), "pids": asdict(self.pids) if self.pids else None,
+                "started_at": self.started_at}
+        write_durably(self.spec.workdir / STATE_FILE, json.dumps(body, indent=2).encode())
+
+    def status(self) -> ComputeStatus:
+        self._reap()
+        if self.pids is None:
+            return ComputeStatus.STOPPED
+        if (process_alive(self.pids.mount, b"compute.mount")
+                and process_alive(self.pids.postmaster, b"postgres")):
+            return ComputeStatus.RUNNING
+        return ComputeStatus.CRASHED
+
+    # --- start -----------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 60.0, force: bool = False) -> None:
+        """Mount the branch (as its writer; ``force`` fences another) and start PostgreSQL.
+
+        A crashed predecessor in the same workdir is cleaned up first; one that runs is
+        an error.
+        """
         spec = self.spec
+        if self.status() is ComputeStatus.RUNNING:
+            raise ComputeError(f"a compute already runs on {spec.tenant}/{spec.branch} "
+                               f"(port {spec.port})")
+        self.kill()  # whatever a crashed predecessor left: processes, a dead mount
         for directory in (spec.workdir, spec.socket_dir):
             directory.mkdir(parents=True, exist_ok=True)
         os.chmod(spec.workdir, 0o755)
-        _check_reachable(spec.workdir)
+        check_reachable(spec.workdir)
         owner = pwd.getpwnam("postgres")
         os.chown(spec.socket_dir, owner.pw_uid, owner.pw_gid)
         ready = spec.workdir / "mount.ready"
@@ -76,36 +169,51 @@ class ComputeNode:
         # Scratch holds one postmaster's ephemera (pid file, stats, temp files): a new
         # mount starts without a stale pid file from a killed predecessor.
         shutil.rmtree(spec.workdir / "scratch", ignore_errors=True)
-        self.mount = self._spawn("mount.log", [
+        mount = self._spawn("mount.log", [
             sys.executable, "-m", "compute.mount", "--server", spec.server,
             "--token-file", str(spec.token_file), "--tenant", spec.tenant,
             "--branch", spec.branch, "--mountpoint", str(spec.mountpoint),
             "--scratch", str(spec.workdir / "scratch"), "--cache-dir", str(spec.workdir / "cache"),
-            "--cache-mb", str(spec.cache_mb), "--ready-file", str(ready)])
-        self._wait(lambda: ready.exists(), self.mount, "mount.log", timeout_s)
-        bin_dir = pg_bin_dir()
+            "--cache-mb", str(spec.cache_mb), "--ready-file", str(ready),
+            "--holder", spec.holder, *(["--force"] if force else [])])
+        try:
+            self._wait(ready.exists, mount, "mount.log", timeout_s)
+            postgres = self._spawn("postgres.log", self._postgres_command())
+            self._wait(self._accepting, postgres, "postgres.log", timeout_s)
+        except BaseException:
+            self.kill()
+            raise
+        postmaster = self._postmaster_pid()
+        assert postmaster is not None  # it accepts connections, so it wrote its pid file
+        self.pids = Pids(mount.pid, postgres.pid, postmaster)
+        self.started_at = time.time()
+        self._record()
+
+    def _postgres_command(self) -> list[str]:
+        spec = self.spec
         settings = {
             "port": str(spec.port), "listen_addresses": "127.0.0.1",
             "unix_socket_directories": str(spec.socket_dir),
             "shared_buffers": spec.shared_buffers, "wal_recycle": "off", "wal_init_zero": "off",
             "full_page_writes": "on" if spec.full_page_writes else "off",
-            "logging_collector": "off",
+            "logging_collector": "off", **spec.settings,
         }
-        command = ["runuser", "-u", "postgres", "--", str(bin_dir / "postgres"),
+        command = ["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "postgres"),
                    "-D", str(spec.mountpoint)]
         for name, value in settings.items():
             command += ["-c", f"{name}={value}"]
-        self.postgres = self._spawn("postgres.log", command)
-        self._wait(self._accepting, self.postgres, "postgres.log", timeout_s)
+        return command
 
     def _spawn(self, log_name: str, command: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.spec.workdir / log_name, "ab")  # noqa: SIM115 - the child owns it
         try:
-            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    cwd=ROOT, start_new_session=True,
-                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     cwd=ROOT, start_new_session=True,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
         finally:
             log.close()
+        self._children.append(child)
+        return child
 
     def _accepting(self) -> bool:
         result = subprocess.run(
@@ -116,44 +224,78 @@ class ComputeNode:
     def _wait(self, done: Callable[[], bool], process: subprocess.Popen[bytes], log_name: str,
               timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        log = self.spec.workdir / log_name
         while not done():
             if process.poll() is not None:
-                log = self.spec.workdir / log_name
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-8:])
+                tail = _tail(log)
+                errors = [line for line in tail if " ERROR " in line or "FATAL" in line]
+                if errors:  # the reason, in one line
+                    why = errors[-1].split(": ", 1)[-1].strip()
+                    raise ComputeError(f"{log_name.split('.')[0]} exited: {why} (log: {log})")
                 raise ComputeError(f"{log_name.split('.')[0]} exited with status "
-                                   f"{process.returncode}; see {log}:\n{tail}")
+                                   f"{process.returncode} (log: {log})", tail)
             if time.monotonic() > deadline:
-                raise ComputeError(f"not ready after {timeout_s:g} s; see "
-                                   f"{self.spec.workdir / log_name}")
-            time.sleep(0.1)
+                raise ComputeError(f"not ready after {timeout_s:g} s (log: {log})", _tail(log))
+            time.sleep(_POLL_S)
+
+    # --- stop --------------------------------------------------------------------------
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Fast shutdown of PostgreSQL, then unmount: every change is shipped first."""
-        postmaster = self._postmaster_pid()
-        if self.postgres is not None and self.postgres.poll() is None and postmaster:
-            os.kill(postmaster, signal.SIGINT)  # fast shutdown (runuser does not forward it)
-            self.postgres.wait(timeout=timeout_s)
-        if self.mount is not None and self.mount.poll() is None:
-            # Unmounting ends the FUSE loop; the daemon then ships its queue and exits.
-            subprocess.run(["fusermount3", "-u", str(self.spec.mountpoint)], check=True,
-                           capture_output=True)
-            self.mount.wait(timeout=timeout_s)
+        pids = self.pids
+        if pids is not None:
+            if process_alive(pids.postmaster, b"postgres"):
+                os.kill(pids.postmaster, signal.SIGINT)  # fast shutdown
+                self._wait_gone(pids.postmaster, b"postgres", timeout_s, "PostgreSQL")
+            if process_alive(pids.mount, b"compute.mount"):
+                # Unmounting ends the FUSE loop; the daemon then ships its queue and exits.
+                subprocess.run(["fusermount3", "-u", str(self.spec.mountpoint)],
+                               capture_output=True, check=False)
+                self._wait_gone(pids.mount, b"compute.mount", timeout_s, "the mount daemon")
+        self._forget()
+
+    def _wait_gone(self, pid: int, marker: bytes, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while process_alive(pid, marker):
+            self._reap()
+            if time.monotonic() > deadline:
+                raise ComputeError(f"{what} (pid {pid}) did not exit within {timeout_s:g} s")
+            time.sleep(_POLL_S)
 
     def kill(self) -> None:
         """kill -9 of the postmaster, its backends and the shim, at once."""
-        postmaster = self._postmaster_pid()
-        for process in (self.mount, self.postgres):
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-        if postmaster is not None:  # runuser may have put it in a process group of its own
+        pids = self.pids
+        groups: set[int] = set()
+        if pids is not None:
+            for pid, marker in ((pids.mount, b"compute.mount"), (pids.runuser, b"postgres"),
+                                (pids.postmaster, b"postgres")):
+                if process_alive(pid, marker):
+                    with contextlib.suppress(ProcessLookupError):
+                        groups.add(os.getpgid(pid))
+        postmaster = self._postmaster_pid()  # a start that failed half way has no pids yet
+        if postmaster is not None and process_alive(postmaster, b"postgres"):
+            groups.add(os.getpgid(postmaster))
+        groups.update(child.pid for child in self._children if child.poll() is None)
+        for group in groups:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(os.getpgid(postmaster), signal.SIGKILL)
-        for process in (self.mount, self.postgres):
-            if process is not None:
-                process.wait()
+                os.killpg(group, signal.SIGKILL)
+        for child in self._children:
+            child.wait()
+        self._children.clear()
         subprocess.run(["fusermount3", "-u", "-z", str(self.spec.mountpoint)],
                        capture_output=True, check=False)
+        self._forget()
 
+    def _forget(self) -> None:
+        self._reap()
+        self._children = [child for child in self._children if child.poll() is None]
+        if self.pids is not None:
+            self.pids = None
+            self._record()
+
+    def _reap(self) -> None:
+        for child in self._children:
+            child.poll()
 
     def _postmaster_pid(self) -> int | None:
         try:
@@ -163,10 +305,17 @@ class ComputeNode:
             return None
 
 
-def _check_reachable(path: Path) -> None:
+def _tail(path: Path, lines: int = 8) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def check_reachable(path: Path) -> None:
     """PostgreSQL runs as ``postgres``: every directory above its data must let it through."""
     for directory in [path, *path.parents]:
-        if not os.stat(directory).st_mode & 0o001:
+        if directory.exists() and not os.stat(directory).st_mode & 0o001:
             raise ComputeError(
                 f"the postgres user cannot reach {path}: {directory} is not searchable by "
-                "others (chmod o+x, or put the compute elsewhere)")
+                "others (chmod o+x, or put computes elsewhere with $STRATA_COMPUTE_DIR)")

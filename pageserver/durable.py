@@ -15,11 +15,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically and durably; readers see old or new."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as out:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask
+        with open(fd, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())

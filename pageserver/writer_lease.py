@@ -47,7 +47,7 @@ class WriterLeases:
             raise FailedPreconditionError(
                 f"the branch already has a writer ({lease.holder}, epoch {lease.epoch}, "
                 f"alive {now - lease.renewed_at:.1f} s ago); stop that compute first, or "
-                f"force a takeover, which fences it")
+                f"force a takeover (`strata compute start --force`), which fences it")
 
     def grant(self, holder: str, epoch: int) -> None:
         with self._lock:

@@ -8,6 +8,8 @@ $STRATA_HOME/pageserver/               the page server's state directory
 $STRATA_HOME/objects/                  the local object store (storage "local")
 $STRATA_HOME/logs/pageserver.log       the page server's output
 $STRATA_HOME/run/pageserver.pid        pid of the page server `strata up` started
+$STRATA_HOME/computes/TENANT/BRANCH/   one compute (see compute/node.py); $STRATA_COMPUTE_DIR
+                                       moves them where the postgres user can reach
 ```
 """
 
@@ -59,6 +61,12 @@ class Home:
     @property
     def admin_token_file(self) -> Path:
         return self.state_dir / "auth" / "admin.token"
+
+    @property
+    def computes_dir(self) -> Path:
+        """Where computes keep their mounts, caches and logs: $STRATA_COMPUTE_DIR or here."""
+        override = os.environ.get("STRATA_COMPUTE_DIR")
+        return Path(override).resolve() if override else self.root / "computes"
 
     @property
     def pid_file(self) -> Path:

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
+from strata import processes
 from strata.client import ClientError, StrataClient
 from strata.errors import CliError
 from strata.home import LISTEN_HOST, Home, UpOptions
@@ -31,7 +32,6 @@ STOP_TIMEOUT_S: Final = 30.0
 _KILL_WAIT_S: Final = 5.0
 _POLL_S: Final = 0.1
 _LOG_TAIL_LINES: Final = 12
-_PROC: Final = Path("/proc")
 
 
 @dataclass(frozen=True)
@@ -51,21 +51,7 @@ class ComponentState:
 
 def process_alive(pid: int) -> bool:
     """Whether ``pid`` is a live (not zombie) page server process."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    if not _PROC.is_dir():
-        return True
-    try:
-        stat = (_PROC / str(pid) / "stat").read_text()
-        cmdline = (_PROC / str(pid) / "cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
-    state = stat.rpartition(")")[2].split()[0]
-    return state not in ("Z", "X") and b"pageserver" in cmdline
+    return processes.process_alive(pid, b"pageserver")
 
 
 def _known_pid(home: Home) -> int | None:

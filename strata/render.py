@@ -62,6 +62,7 @@ def branch_dict(branch: pb.BranchInfo) -> dict[str, Any]:
         "logical_size": branch.logical_size,
         "owned_bytes": branch.owned_bytes,
         "writer_epoch": branch.writer_epoch,
+        "writer": branch.writer or None,
         "gc_cutoff": branch.gc_cutoff,
     }
 
@@ -124,6 +125,7 @@ def branch_fields(branch: pb.BranchInfo) -> list[tuple[str, str]]:
         ("logical size", f"{human_size(branch.logical_size)} ({branch.logical_size} bytes)"),
         ("owned bytes", f"{human_size(branch.owned_bytes)} ({branch.owned_bytes} bytes)"),
         ("writer epoch", str(branch.writer_epoch)),
+        ("writer", branch.writer or "- (no compute)"),
         ("GC cutoff", str(branch.gc_cutoff)),
         ("children", ", ".join(branch.children) or "-"),
     ]

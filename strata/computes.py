@@ -1,0 +1,131 @@
+"""The computes of this machine: where each one lives, which port it gets, and starting and
+stopping them on behalf of the CLI.
+
+One compute per (tenant, branch), in ``$STRATA_HOME/computes/TENANT/BRANCH`` (or under
+``$STRATA_COMPUTE_DIR``). Starting checks the branch on the page server, mints a
+compute-scoped token for the mount daemon, and lets the page server's writer lease refuse
+a branch that another compute already writes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+from typing import Final
+
+from compute.node import ComputeError, ComputeNode, ComputeSpec, ComputeStatus
+from pageserver.durable import write_durably
+from strata.client import StrataClient
+from strata.errors import CliError, ExitCode
+from strata.home import Home
+
+FIRST_PORT: Final = 55432
+TOKEN_TTL_S: Final = 365 * 24 * 3600
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def workdir(home: Home, tenant: str, branch: str) -> Path:
+    for kind, name in (("tenant", tenant), ("branch", branch)):
+        if not _SAFE_NAME.match(name):
+            raise CliError(f"invalid {kind} name {name!r}", ExitCode.USAGE)
+    return home.computes_dir / tenant / branch
+
+
+def find(home: Home, tenant: str, branch: str) -> ComputeNode | None:
+    """The compute recorded for a branch, if one was ever started."""
+    return ComputeNode.load(workdir(home, tenant, branch))
+
+
+def listing(home: Home, tenant: str) -> list[ComputeNode]:
+    """Every compute recorded for ``tenant``, by branch name."""
+    root = home.computes_dir / tenant
+    found = (ComputeNode.load(path) for path in sorted(root.iterdir())) if root.is_dir() else ()
+    return [node for node in found if node is not None]
+
+
+def check_host() -> None:
+    """What a compute needs of this machine: root, FUSE and PostgreSQL 15."""
+    if os.geteuid() != 0:
+        raise CliError("a compute mounts FUSE for another user and runs PostgreSQL as "
+                       "'postgres': run `strata compute` as root")
+    if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
+        raise CliError("FUSE is not available: install fuse3 (./dev does) and load /dev/fuse")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(home: Home, tenant: str, branch: str, previous: int | None) -> int:
+    """The branch's previous port if it is free, else the first free one from 55432."""
+    if previous and _port_free(previous):
+        return previous
+    taken = {node.spec.port for tenant_dir in _tenant_dirs(home)
+             for node in listing(home, tenant_dir.name)
+             if node.status() is ComputeStatus.RUNNING}
+    for port in range(FIRST_PORT, FIRST_PORT + 2000):
+        if port not in taken and _port_free(port):
+            return port
+    raise CliError(f"no free port in {FIRST_PORT}..{FIRST_PORT + 1999}; pass --port")
+
+
+def _tenant_dirs(home: Home) -> list[Path]:
+    root = home.computes_dir
+    return [path for path in root.iterdir() if path.is_dir()] if root.is_dir() else []
+
+
+def start(home: Home, client: StrataClient, address: str, tenant: str, branch: str, *,
+          port: int | None, cache_mb: int | None, full_page_writes: bool | None,
+          shared_buffers: str | None, force: bool, timeout_s: float) -> ComputeNode:
+    """Start the compute of a branch; options not given keep their previous values."""
+    check_host()
+    directory = workdir(home, tenant, branch)
+    previous = ComputeNode.load(directory)
+    if previous is not None and previous.status() is ComputeStatus.RUNNING:
+        raise CliError(f"a compute already runs on branch {branch!r}: "
+                       f"{previous.spec.uri()} (stop it with `strata compute stop {branch}`)")
+    client.get_branch(tenant, branch)  # a clear "not found" before anything is mounted
+    directory.mkdir(parents=True, exist_ok=True)
+    token_file = directory / "compute.token"
+    token = client.create_token(tenant, "compute", TOKEN_TTL_S).token
+    write_durably(token_file, token.encode(), mode=0o600)
+    spec = ComputeSpec(address, token_file, tenant, branch, directory,
+                       port or choose_port(home, tenant, branch,
+                                           previous.spec.port if previous else None))
+    if previous is not None:
+        spec.cache_mb, spec.full_page_writes = (previous.spec.cache_mb,
+                                                previous.spec.full_page_writes)
+        spec.shared_buffers = previous.spec.shared_buffers
+    if cache_mb is not None:
+        spec.cache_mb = cache_mb
+    if full_page_writes is not None:
+        spec.full_page_writes = full_page_writes
+    if shared_buffers is not None:
+        spec.shared_buffers = shared_buffers
+    node = ComputeNode(spec)
+    try:
+        node.start(timeout_s, force=force)
+    except ComputeError as exc:
+        raise CliError(exc.message, details=exc.log_tail) from None
+    return node
+
+
+def stop(node: ComputeNode, timeout_s: float) -> ComputeStatus:
+    """Stop a compute cleanly (a crashed one is cleaned up); its status before."""
+    before = node.status()
+    try:
+        if before is ComputeStatus.RUNNING:
+            node.stop(timeout_s)
+        else:
+            node.kill()
+    except ComputeError as exc:
+        raise CliError(exc.message) from None
+    return before
