@@ -166,9 +166,11 @@ class ComputeNode:
         os.chown(spec.socket_dir, owner.pw_uid, owner.pw_gid)
         ready = spec.workdir / "mount.ready"
         ready.unlink(missing_ok=True)
-        # Scratch holds one postmaster's ephemera (pid file, stats, temp files): a new
-        # mount starts without a stale pid file from a killed predecessor.
+        # Scratch holds one postmaster's ephemera (pid file, stats, temp files) and the
+        # socket directory its lock files: start without those of a killed predecessor.
         shutil.rmtree(spec.workdir / "scratch", ignore_errors=True)
+        for stale in spec.socket_dir.iterdir():
+            stale.unlink()
         mount = self._spawn("mount.log", [
             sys.executable, "-m", "compute.mount", "--server", spec.server,
             "--token-file", str(spec.token_file), "--tenant", spec.tenant,
@@ -263,25 +265,36 @@ class ComputeNode:
             time.sleep(_POLL_S)
 
     def kill(self) -> None:
-        """kill -9 of the postmaster, its backends and the shim, at once."""
+        """kill -9 of the postmaster, every backend and the shim, at once, like a power cut.
+
+        Backends run in sessions of their own and, stuck on a lock a dead process held,
+        may never notice the postmaster died: the postmaster is frozen first so it forks
+        no more, then it, its children and anything still inside the data directory die.
+        """
         pids = self.pids
-        groups: set[int] = set()
-        if pids is not None:
-            for pid, marker in ((pids.mount, b"compute.mount"), (pids.runuser, b"postgres"),
-                                (pids.postmaster, b"postgres")):
-                if process_alive(pid, marker):
-                    with contextlib.suppress(ProcessLookupError):
-                        groups.add(os.getpgid(pid))
-        postmaster = self._postmaster_pid()  # a start that failed half way has no pids yet
-        if postmaster is not None and process_alive(postmaster, b"postgres"):
-            groups.add(os.getpgid(postmaster))
-        groups.update(child.pid for child in self._children if child.poll() is None)
-        for group in groups:
+        postmasters = {pid for pid in (pids.postmaster if pids else None,
+                                       self._postmaster_pid())
+                       if pid is not None and process_alive(pid, b"postgres")}
+        for pid in postmasters:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(group, signal.SIGKILL)
+                os.kill(pid, signal.SIGSTOP)
+        victims = postmasters | _processes_of(postmasters, self.spec.mountpoint)
+        if pids is not None:
+            victims |= {pid for pid, marker in ((pids.mount, b"compute.mount"),
+                                                (pids.runuser, b"postgres"))
+                        if process_alive(pid, marker)}
+        victims.update(child.pid for child in self._children if child.poll() is None)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for child in self._children:
             child.wait()
         self._children.clear()
+        deadline = time.monotonic() + 30
+        while any(process_alive(pid, b"") for pid in victims):  # zombies count as gone
+            if time.monotonic() > deadline:
+                raise ComputeError(f"processes of the compute survived SIGKILL: {victims}")
+            time.sleep(_POLL_S)
         subprocess.run(["fusermount3", "-u", "-z", str(self.spec.mountpoint)],
                        capture_output=True, check=False)
         self._forget()
@@ -303,6 +316,22 @@ class ComputeNode:
             return int(first)
         except (OSError, IndexError, ValueError):
             return None
+
+
+def _processes_of(parents: set[int], datadir: Path) -> set[int]:
+    """Children of ``parents`` and processes working inside ``datadir`` (orphaned backends)."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            cwd = os.readlink(entry / "cwd")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent in parents or cwd == str(datadir) or cwd.startswith(f"{datadir}/"):
+            found.add(int(entry.name))
+    return found
 
 
 def _tail(path: Path, lines: int = 8) -> list[str]:

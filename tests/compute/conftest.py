@@ -1,27 +1,31 @@
 """The compute tier: a real page server process, a real tenant (initdb) and PostgreSQL 15
-on the FUSE shim. Needs root, /dev/fuse and fusermount3 (./dev installs fuse3)."""
+on the FUSE shim. Needs root, /dev/fuse and fusermount3 (./dev installs fuse3).
+
+Each module gets its own page server and tenant ``pg``, whose ``main`` holds pgbench's
+tables (scale 1); tests fork branches of it, so they do not see each other's writes.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from compute.node import ComputeNode, ComputeSpec
 from strata.client import StrataClient
+from tests.compute.load import pg_tool
 from tests.servers import PageServerProcess, free_port
 
 TENANT = "pg"
 
 
 def _compute_unavailable() -> str | None:
-    if os.environ.get("STRATA_COMPUTE_TESTS") != "1":
-        return ("the compute tier is still being built (issue 4): run it with "
-                "STRATA_COMPUTE_TESTS=1")
+    if os.environ.get("STRATA_COMPUTE_TESTS") == "0":
+        return "STRATA_COMPUTE_TESTS=0 turns the compute tier off"
     if os.geteuid() != 0:
         return "the compute tests run PostgreSQL as 'postgres' and mount FUSE: they need root"
     if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
@@ -45,6 +49,7 @@ def cluster() -> Iterator[tuple[PageServerProcess, StrataClient]]:
                           timeout_s=120)
     try:
         client.create_tenant(TENANT)
+        _pgbench_tables(server, home)
         yield server, client
     finally:
         client.close()
@@ -52,8 +57,26 @@ def cluster() -> Iterator[tuple[PageServerProcess, StrataClient]]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def _pgbench_tables(server: PageServerProcess, home: Path) -> None:
+    node = ComputeNode(_spec(server, home / "init", "main"))
+    try:
+        node.start()
+        pg_tool("pgbench", node.spec.port, "-i", "-s", "1", "-q", "postgres")
+        node.stop()
+    finally:
+        node.kill()
+
+
+def _spec(server: PageServerProcess, workdir: Path, branch: str,
+          **settings: object) -> ComputeSpec:
+    return ComputeSpec(f"127.0.0.1:{server.port}",
+                       server.home / "state" / "auth" / "admin.token", TENANT, branch,
+                       workdir, free_port(), **settings)  # type: ignore[arg-type]
+
+
 @pytest.fixture
-def make_compute(cluster: tuple[PageServerProcess, StrataClient]) -> Iterator[object]:
+def make_compute(cluster: tuple[PageServerProcess, StrataClient]
+                 ) -> Iterator[Callable[..., ComputeNode]]:
     """Builds ComputeNodes on branches of the tenant; kills whatever is left at the end."""
     server, _ = cluster
     nodes: list[ComputeNode] = []
@@ -61,11 +84,8 @@ def make_compute(cluster: tuple[PageServerProcess, StrataClient]) -> Iterator[ob
     os.chmod(tmp_path, 0o755)
 
     def make(branch: str = "main", **settings: object) -> ComputeNode:
-        workdir = tmp_path / f"compute-{branch}-{len(nodes)}"
-        spec = ComputeSpec(f"127.0.0.1:{server.port}",
-                           server.home / "state" / "auth" / "admin.token", TENANT, branch,
-                           workdir, free_port(), **settings)  # type: ignore[arg-type]
-        node = ComputeNode(spec)
+        node = ComputeNode(_spec(server, tmp_path / f"compute-{branch}-{len(nodes)}", branch,
+                                 **settings))
         nodes.append(node)
         return node
 
