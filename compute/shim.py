@@ -29,9 +29,10 @@ from typing import Any, TypeVar
 import mfusepy as fuse
 
 from compute.page_cache import CacheFullError, PageCache, PageKey
-from compute.paths import is_ephemeral, wal_position
+from compute.paths import is_ephemeral
 from compute.prefetch import Prefetcher
 from compute.remote import BatchWriter, PageReader, PageServerRefused, PageServerUnavailable
+from compute.wal import wal_position
 from pageserver.api.convert import relation_to_pb
 from pageserver.keys import PAGE_SIZE, ZERO_PAGE, Relation, path_slot
 from pageserver.ops import (
@@ -453,7 +454,7 @@ class StrataFS(fuse.Operations):  # type: ignore[misc]
             target.size = max(target.size, end)
             target.mtime_ns = time.time_ns()
             self._queue(Write(target.path, offset, bytes(data)), len(data))
-            position = wal_position(target.path, end)
+            position = wal_position(target.path, offset, data)
             if position is not None:
                 self._wal_lsn = max(self._wal_lsn, position)
             return self._pending_bytes >= MAX_PENDING_BYTES
