@@ -65,12 +65,13 @@ def _port_free(port: int) -> bool:
 
 
 def choose_port(home: Home, tenant: str, branch: str, previous: int | None) -> int:
-    """The branch's previous port if it is free, else the first free one from 55432."""
+    """The branch's previous port if it is free, else the first free one from 55432 that
+    no other compute has recorded (so each branch keeps its port across restarts)."""
     if previous and _port_free(previous):
         return previous
     taken = {node.spec.port for tenant_dir in _tenant_dirs(home)
              for node in listing(home, tenant_dir.name)
-             if node.status() is ComputeStatus.RUNNING}
+             if (node.spec.tenant, node.spec.branch) != (tenant, branch)}
     for port in range(FIRST_PORT, FIRST_PORT + 2000):
         if port not in taken and _port_free(port):
             return port

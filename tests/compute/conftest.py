@@ -36,11 +36,16 @@ def _compute_unavailable() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[PageServerProcess, StrataClient]]:
-    """A page server with tenant ``pg`` created by initdb; shared by a module's tests."""
+def compute_host() -> None:
+    """Skip unless this machine can run computes (root, FUSE, PostgreSQL 15)."""
     reason = _compute_unavailable()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def cluster(compute_host: None) -> Iterator[tuple[PageServerProcess, StrataClient]]:
+    """A page server with tenant ``pg`` created by initdb; shared by a module's tests."""
     home = Path(tempfile.mkdtemp(prefix="strata-compute-"))
     os.chmod(home, 0o755)
     server = PageServerProcess(home)

@@ -1,0 +1,83 @@
+"""`strata tenant create` then `strata compute start main`: a database that psql, psycopg
+and pgbench use normally; one writer per branch; stop, list and restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from strata import computes
+from strata.home import Home
+from tests.cli.conftest import Strata, free_port, strata_home
+from tests.compute.load import pg_tool
+
+
+@pytest.fixture(scope="module")
+def cli(compute_host: None) -> Iterator[Strata]:
+    with strata_home() as home:
+        strata = Strata(home, free_port())
+        try:
+            strata.up()
+            strata.json("tenant", "create", "shop")
+            yield strata
+        finally:
+            for tenant_dir in (home / "computes").glob("*"):
+                for node in computes.listing(Home(home), tenant_dir.name):
+                    node.kill()
+            strata.stop_everything()
+
+
+def test_start_use_refuse_stop_restart(cli: Strata) -> None:
+    started = cli.json("compute", "start", "main", "--tenant", "shop")
+    assert started["status"] == "running" and started["user"] == "postgres"
+    assert started["uri"] == f"postgresql://postgres@127.0.0.1:{started['port']}/postgres"
+    port = started["port"]
+    psql = pg_tool("psql", port, "-Atc", "SELECT current_setting('wal_recycle'), "
+                   "current_setting('full_page_writes')", "postgres")
+    assert psql.stdout.strip() == "off|on"
+    pg_tool("pgbench", port, "-i", "-s", "1", "-q", "postgres")
+    bench = pg_tool("pgbench", port, "-c", "2", "-T", "3", "postgres")
+    assert "tps = " in bench.stdout
+    with psycopg.connect(started["uri"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes(body text)")
+        conn.execute("INSERT INTO notes VALUES ('kept')")
+
+    again = cli.fail(1, "compute", "start", "main", "--tenant", "shop")
+    assert "already runs on branch 'main'" in again
+    elsewhere = {"STRATA_COMPUTE_DIR": str(cli.home.parent / "elsewhere")}  # another slot
+    refused = cli.run("compute", "start", "main", "--tenant", "shop", expect=1, env=elsewhere)
+    assert "already has a writer" in refused.stderr
+    assert "--force" in refused.stderr
+
+    listed = cli.json("compute", "list", "--tenant", "shop")["computes"]
+    assert [(c["branch"], c["status"], c["port"]) for c in listed] == [("main", "running", port)]
+    assert cli.json("branch", "show", "main", "--tenant", "shop")["writer"].endswith(
+        "/computes/shop/main")
+
+    stopped = cli.json("compute", "stop", "main", "--tenant", "shop")
+    assert stopped["was"] == "running"
+    assert cli.json("compute", "list", "--tenant", "shop")["computes"][0]["status"] == "stopped"
+    assert cli.json("branch", "show", "main", "--tenant", "shop")["writer"] is None
+    assert cli.json("compute", "stop", "main", "--tenant", "shop")["was"] == "stopped"
+
+    cli.json("branch", "create", "feature", "--tenant", "shop")
+    branch = cli.json("compute", "start", "feature", "--tenant", "shop",
+                      "--full-page-writes", "off", "--cache-mb", "32")
+    restarted = cli.json("compute", "start", "main", "--tenant", "shop")
+    assert restarted["port"] == port and branch["port"] != port
+    with psycopg.connect(restarted["uri"]) as conn:
+        assert conn.execute("SELECT body FROM notes").fetchall() == [("kept",)]
+    with psycopg.connect(branch["uri"]) as conn:
+        assert conn.execute("SHOW full_page_writes").fetchone() == ("off",)
+        assert conn.execute("SELECT count(*) FROM pgbench_accounts").fetchone() == (100_000,)
+    for name in ("feature", "main"):
+        cli.json("compute", "stop", name, "--tenant", "shop")
+
+
+def test_errors_are_one_line(cli: Strata) -> None:
+    missing = cli.fail(3, "compute", "start", "nope", "--tenant", "shop")
+    assert "nope" in missing
+    assert "ever started" in cli.fail(3, "compute", "stop", "nope", "--tenant", "shop")
+    assert "invalid" in cli.fail(2, "compute", "stop", "../x", "--tenant", "shop")
