@@ -130,3 +130,14 @@ def stop(node: ComputeNode, timeout_s: float) -> ComputeStatus:
     except ComputeError as exc:
         raise CliError(exc.message) from None
     return before
+
+
+def stop_all(home: Home, timeout_s: float) -> list[str]:
+    """Stop every running compute of this home (before the page server goes); their names."""
+    stopped = []
+    for tenant_dir in _tenant_dirs(home):
+        for node in listing(home, tenant_dir.name):
+            if node.status() is ComputeStatus.RUNNING:
+                stop(node, timeout_s)
+                stopped.append(f"{node.spec.tenant}/{node.spec.branch}")
+    return stopped

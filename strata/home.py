@@ -8,13 +8,14 @@ $STRATA_HOME/pageserver/               the page server's state directory
 $STRATA_HOME/objects/                  the local object store (storage "local")
 $STRATA_HOME/logs/pageserver.log       the page server's output
 $STRATA_HOME/run/pageserver.pid        pid of the page server `strata up` started
-$STRATA_HOME/computes/TENANT/BRANCH/   one compute (see compute/node.py); $STRATA_COMPUTE_DIR
-                                       moves them where the postgres user can reach
+$STRATA_HOME/computes/TENANT/BRANCH/   one compute (see compute/node.py); elsewhere when the
+                                       postgres user cannot reach it (``Home.computes_dir``)
 ```
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -64,9 +65,20 @@ class Home:
 
     @property
     def computes_dir(self) -> Path:
-        """Where computes keep their mounts, caches and logs: $STRATA_COMPUTE_DIR or here."""
+        """Where computes keep their mounts, caches and logs.
+
+        $STRATA_COMPUTE_DIR if set; else ``computes`` here, if the ``postgres`` user can
+        reach it; else a directory of this home's own under /var/tmp (a home under a
+        private directory such as /root is fine for the page server, not for PostgreSQL).
+        """
         override = os.environ.get("STRATA_COMPUTE_DIR")
-        return Path(override).resolve() if override else self.root / "computes"
+        if override:
+            return Path(override).resolve()
+        if all(os.stat(path).st_mode & 0o001
+               for path in (self.root, *self.root.parents) if path.exists()):
+            return self.root / "computes"
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path("/var/tmp") / f"strata-computes-{digest}"
 
     @property
     def pid_file(self) -> Path:

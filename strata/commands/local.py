@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from strata import lifecycle
+from strata import computes, lifecycle
 from strata.home import UpOptions
 from strata.params import DURATION
 from strata.render import emit_json, emit_text, print_table
@@ -68,14 +68,20 @@ def up(session: Session, timeout: float, **given: Any) -> None:
               show_default=True, help="Seconds to wait after SIGTERM before SIGKILL.")
 @local_command
 def down(session: Session, timeout: float) -> None:
-    """Stop the local page server (idempotent).
+    """Stop the computes of this machine, then the local page server (idempotent).
 
-    It drains running calls and flushes its memtables before it exits.
+    Computes shut down fast and ship every change; the page server drains running calls
+    and flushes its memtables before it exits.
     """
+    stopped = computes.stop_all(session.home, timeout)
     pid, killed = lifecycle.down(session.home, timeout)
     if session.json:
-        emit_json({"stopped": pid is not None, "pid": pid, "killed": killed})
-    elif pid is None:
+        emit_json({"stopped": pid is not None, "pid": pid, "killed": killed,
+                   "computes_stopped": stopped})
+        return
+    for name in stopped:
+        emit_text(f"stopped compute {name}")
+    if pid is None:
         emit_text("page server not running")
     elif killed:
         emit_text(f"page server (pid {pid}) did not stop within {timeout:g} s: killed")
