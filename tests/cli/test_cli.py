@@ -188,7 +188,8 @@ def test_up_down_down_in_a_fresh_home(idle_strata: Strata) -> None:
     stopped = idle_strata.json("down")
     assert stopped["stopped"] is True and stopped["killed"] is False
     assert not process_alive(stopped["pid"])
-    assert idle_strata.json("down") == {"stopped": False, "pid": None, "killed": False}
+    assert idle_strata.json("down") == {"stopped": False, "pid": None, "killed": False,
+                                       "computes_stopped": []}
     assert idle_strata.run("down").stdout.strip() == "page server not running"
 
 

@@ -1,0 +1,432 @@
+"""PostgreSQL 15 on a Strata compute against the same PostgreSQL on local disk, side by side.
+
+Everything runs as users run it: ``strata up`` under a temporary ``$STRATA_HOME``,
+``strata tenant create`` (initdb with data checksums), ``strata compute start``; the
+baseline is a plain cluster made by the same initdb into a local directory and started
+with the very same command-line settings (port aside). Runs alternate between the two
+systems, and each figure is reported as the median (and spread) over repeats, with the
+compute/local ratio of the medians. Needs root, FUSE and PostgreSQL 15, like a compute.
+
+Figures:
+- ``pgbench -i -s 20``: seconds, ratio.
+- pgbench read-write and read-only (``-S``), scale 10, 4 clients: TPS, ratio; the read-only
+  run again with ``shared_buffers`` small enough that most reads leave PostgreSQL.
+- Cold ``SELECT count(*)`` over pgbench_accounts with a compute page cache 4x smaller than
+  the table, after a restart with an empty cache (the local baseline after dropping the
+  OS page cache): MB/s, and the GetPages round trips and pages the page server served.
+- WAL bytes per transaction, and TPS, with full_page_writes on vs off (read-write run
+  started right after a CHECKPOINT).
+- Compute start time on a fresh branch: ``strata compute start`` to the first row.
+
+Run ``python -m bench.compute_bench [--quick] [--out bench/results/compute.json]``. A run
+that fails stops and writes nothing. Nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.engine_bench import host_info
+from bench.pagebench import dump_json, versions
+from pageserver.importer import pg_bin_dir
+
+JSON = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[1]
+TENANT = "bench"
+LOCAL_PORT = 55300
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str
+    repeats: int
+    seconds: int  # per pgbench TPS run
+    clients: int
+    tps_scale: int
+    load_scale: int
+    shared_buffers: str
+    small_shared_buffers: str
+    cold_cache_mb: int
+    start_samples: int
+
+
+FULL = Settings("full", repeats=3, seconds=20, clients=4, tps_scale=10, load_scale=20,
+                shared_buffers="128MB", small_shared_buffers="16MB", cold_cache_mb=32,
+                start_samples=5)
+QUICK = Settings("quick", repeats=1, seconds=5, clients=4, tps_scale=2, load_scale=4,
+                 shared_buffers="128MB", small_shared_buffers="16MB", cold_cache_mb=8,
+                 start_samples=2)
+
+
+class BenchError(Exception):
+    """A step failed: the run is void and reports nothing."""
+
+
+def run(command: Sequence[str], *, env: dict[str, str] | None = None,
+        timeout: float = 1800) -> str:
+    done = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False, cwd=ROOT)
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(command[:4])}... exited {done.returncode}:\n"
+                         f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def as_postgres(tool: str, *args: str, timeout: float = 1800) -> str:
+    return run(["runuser", "-u", "postgres", "--", str(pg_bin_dir() / tool), *args],
+               timeout=timeout)
+
+
+def summary(values: Sequence[float]) -> JSON:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "samples": list(values)}
+
+
+class Strata:
+    """The CLI under one $STRATA_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def __call__(self, *args: str) -> JSON:
+        out = run([sys.executable, "-m", "strata.cli", *args, "--json"],
+                  env={"STRATA_HOME": str(self.home), "STRATA_TENANT": TENANT})
+        document: JSON = json.loads(out)
+        return document
+
+
+class Local:
+    """Plain PostgreSQL 15 on a local directory, started with the compute's settings."""
+
+    def __init__(self, root: Path) -> None:
+        self.datadir = root / "local-pgdata"
+        self.socket_dir = root / "local-socket"
+        self.port = LOCAL_PORT
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def init(self) -> None:
+        for directory in (self.datadir, self.socket_dir):
+            directory.mkdir(parents=True)
+            shutil.chown(directory, "postgres", "postgres")
+        as_postgres("initdb", "--data-checksums", "-U", "postgres", "-A", "trust", "-D",
+                    str(self.datadir))
+
+    def start(self, shared_buffers: str, full_page_writes: bool) -> None:
+        settings = {"port": str(self.port), "listen_addresses": "127.0.0.1",
+                    "unix_socket_directories": str(self.socket_dir),
+                    "shared_buffers": shared_buffers, "wal_recycle": "off",
+                    "wal_init_zero": "off", "logging_collector": "off",
+                    "full_page_writes": "on" if full_page_writes else "off"}
+        command = ["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "postgres"), "-D",
+                   str(self.datadir)]
+        for name, value in settings.items():
+            command += ["-c", f"{name}={value}"]
+        log = open(self.datadir.parent / "local.log", "ab")  # noqa: SIM115 - child owns it
+        self.proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 60
+        while subprocess.run([str(pg_bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p",
+                              str(self.port)], capture_output=True).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("local PostgreSQL did not start; see local.log")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            as_postgres("pg_ctl", "stop", "-m", "fast", "-D", str(self.datadir), "-w")
+            self.proc.wait()
+        self.proc = None
+
+
+@dataclass
+class System:
+    """One side of the comparison: how to (re)start it and where it listens."""
+
+    name: str
+    restart: Callable[[str, bool], None]  # (shared_buffers, full_page_writes)
+    port: Callable[[], int]
+    make_cold: Callable[[], None]
+
+
+def pgbench(port: int, *args: str, timeout: float = 1800) -> str:
+    return as_postgres("pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                       *args, "postgres", timeout=timeout)
+
+
+def tps(output: str) -> float:
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", output)
+    if match is None:
+        raise BenchError(f"no TPS in pgbench output:\n{output}")
+    failed = re.search(r"number of failed transactions: (\d+)", output)
+    if failed and int(failed.group(1)):
+        raise BenchError(f"pgbench reported failed transactions:\n{output}")
+    return float(match.group(1))
+
+
+def query(port: int, sql: str) -> Any:
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        row = conn.execute(sql).fetchone()
+    return row[0] if row else None
+
+
+def interleaved(systems: Sequence[System], repeats: int,
+                measure: Callable[[System], float]) -> dict[str, JSON]:
+    samples: dict[str, list[float]] = {system.name: [] for system in systems}
+    for round_no in range(repeats):
+        order = systems if round_no % 2 == 0 else list(reversed(systems))
+        for system in order:
+            samples[system.name].append(measure(system))
+    return {name: summary(values) for name, values in samples.items()}
+
+
+def with_ratio(figures: dict[str, JSON]) -> JSON:
+    return {**figures, "ratio": figures["compute"]["median"] / figures["local"]["median"]}
+
+
+def server_counters(metrics_address: str) -> dict[str, float]:
+    body = urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10).read()
+    counters = {}
+    for line in body.decode().splitlines():
+        if line.startswith('strata_rpc_seconds_count{method="GetPages"}'):
+            counters["getpages_requests"] = float(line.split()[-1])
+        elif line.startswith("strata_pages_served_total"):
+            counters["pages_served"] = float(line.split()[-1])
+    return counters
+
+
+def drop_os_cache() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+@contextmanager
+def bench_home() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="strata-compute-bench-"))
+    root.chmod(0o755)
+    strata = Strata(root / "home")
+    try:
+        yield root
+    finally:
+        try:
+            strata("down")
+        except BenchError as exc:
+            print(f"warning: strata down failed: {exc}", file=sys.stderr)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def measure(settings: Settings, root: Path) -> JSON:
+    strata = Strata(root / "home")
+    up = strata("up", "--port", "0", "--metrics-port", "0")
+    strata("tenant", "create", TENANT)
+    local = Local(root)
+    local.init()
+    compute_port: list[int] = []
+
+    def restart_compute(shared_buffers: str, full_page_writes: bool,
+                        cache_mb: int = 256) -> None:
+        strata("compute", "stop", "main")
+        started = strata("compute", "start", "main", "--shared-buffers", shared_buffers,
+                         "--full-page-writes", "on" if full_page_writes else "off",
+                         "--cache-mb", str(cache_mb))
+        compute_port[:] = [started["port"]]
+
+    def restart_local(shared_buffers: str, full_page_writes: bool) -> None:
+        local.stop()
+        local.start(shared_buffers, full_page_writes)
+
+    strata("compute", "start", "main")
+    compute = System("compute", restart_compute, lambda: compute_port[0], lambda: None)
+    baseline = System("local", restart_local, lambda: local.port, drop_os_cache)
+    systems = [compute, baseline]
+    for system in systems:
+        system.restart(settings.shared_buffers, True)
+    report: JSON = {}
+
+    def load_time(system: System) -> float:
+        began = time.perf_counter()
+        pgbench(system.port(), "-i", "-s", str(settings.load_scale), "-q")
+        return time.perf_counter() - began
+
+    print("pgbench -i ...", file=sys.stderr)
+    report["load"] = with_ratio(interleaved(systems, settings.repeats, load_time))
+    for system in systems:
+        pgbench(system.port(), "-i", "-s", str(settings.tps_scale), "-q")
+        query(system.port(), "CHECKPOINT")
+
+    def tps_run(*extra: str) -> Callable[[System], float]:
+        return lambda system: tps(pgbench(system.port(), "-c", str(settings.clients), "-j",
+                                          "2", "-T", str(settings.seconds), "-n", *extra))
+
+    print("pgbench read-write / read-only ...", file=sys.stderr)
+    report["read_write"] = with_ratio(interleaved(systems, settings.repeats, tps_run()))
+    report["read_only"] = with_ratio(interleaved(systems, settings.repeats, tps_run("-S")))
+    for system in systems:
+        system.restart(settings.small_shared_buffers, True)
+    report["read_only_small_buffers"] = with_ratio(
+        interleaved(systems, settings.repeats, tps_run("-S")))
+
+    print("full_page_writes on/off ...", file=sys.stderr)
+    report["full_page_writes"] = {}
+    for fpw in (True, False):
+        compute.restart(settings.shared_buffers, fpw)
+        samples: dict[str, list[float]] = {"tps": [], "wal_bytes_per_txn": []}
+        for _ in range(settings.repeats):
+            query(compute.port(), "CHECKPOINT")
+            before = query(compute.port(), "SELECT pg_current_wal_lsn()::text")
+            output = pgbench(compute.port(), "-c", str(settings.clients), "-j", "2", "-T",
+                             str(settings.seconds), "-n")
+            after = query(compute.port(), "SELECT pg_current_wal_lsn()::text")
+            wal = query(compute.port(), f"SELECT pg_wal_lsn_diff('{after}', '{before}')")
+            transactions = int(re.search(r"transactions actually processed: (\d+)",
+                                         output).group(1))  # type: ignore[union-attr]
+            samples["tps"].append(tps(output))
+            samples["wal_bytes_per_txn"].append(float(wal) / transactions)
+        report["full_page_writes"]["on" if fpw else "off"] = {
+            name: summary(values) for name, values in samples.items()}
+
+    print("cold scan ...", file=sys.stderr)
+    table_bytes = int(query(compute.port(), "SELECT pg_relation_size('pgbench_accounts')"))
+    cache_mb = max(8, table_bytes // (4 * 1024 * 1024))
+    cold: dict[str, list[float]] = {"compute": [], "local": [], "round_trips": [],
+                                    "pages_served": []}
+    for _ in range(settings.repeats):
+        strata("compute", "stop", "main")
+        shutil.rmtree(root / "home" / "computes" / TENANT / "main" / "cache",
+                      ignore_errors=True)
+        restart_compute(settings.shared_buffers, True, cache_mb)
+        before = server_counters(up["metrics_address"])
+        began = time.perf_counter()
+        query(compute.port(), "SELECT count(*) FROM pgbench_accounts")
+        cold["compute"].append(table_bytes / (time.perf_counter() - began) / 1e6)
+        after = server_counters(up["metrics_address"])
+        cold["round_trips"].append(after["getpages_requests"] - before["getpages_requests"])
+        cold["pages_served"].append(after["pages_served"] - before["pages_served"])
+        local.stop()
+        drop_os_cache()
+        local.start(settings.shared_buffers, True)
+        began = time.perf_counter()
+        query(local.port, "SELECT count(*) FROM pgbench_accounts")
+        cold["local"].append(table_bytes / (time.perf_counter() - began) / 1e6)
+    report["cold_scan"] = {
+        "table_bytes": table_bytes, "cache_mb": cache_mb,
+        "compute_mb_s": summary(cold["compute"]), "local_mb_s": summary(cold["local"]),
+        "ratio": statistics.median(cold["compute"]) / statistics.median(cold["local"]),
+        "round_trips": summary(cold["round_trips"]),
+        "pages_served": summary(cold["pages_served"])}
+
+    print("compute start ...", file=sys.stderr)
+    starts = []
+    for sample in range(settings.start_samples):
+        name = f"fresh-{sample}"
+        strata("branch", "create", name)
+        began = time.perf_counter()
+        started = strata("compute", "start", name)
+        query(started["port"], "SELECT count(*) FROM pgbench_branches")
+        starts.append(time.perf_counter() - began)
+        strata("compute", "stop", name)
+    report["compute_start_s"] = summary(starts)
+    local.stop()
+    return report
+
+
+def render_markdown(report: JSON) -> str:
+    figures = report["figures"]
+    settings = report["settings"]
+    lines = [
+        "# Compute vs local PostgreSQL 15",
+        "",
+        f"{report['finished_at']}, mode {settings['mode']}, on {report['host']['cpu_count']} CPUs; "
+        f"median of {settings['repeats']} interleaved runs (min-max in brackets); "
+        f"pgbench {settings['clients']} clients, {settings['seconds']} s per run.",
+        "",
+        "| figure | compute | local | compute/local | goal |",
+        "|---|---|---|---|---|",
+    ]
+
+    def row(label: str, key: str, unit: str, goal: str) -> None:
+        figure = figures[key]
+        cells = [f"{figure[side]['median']:.1f} {unit} [{figure[side]['min']:.1f}-"
+                 f"{figure[side]['max']:.1f}]" for side in ("compute", "local")]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {figure['ratio']:.2f} | {goal} |")
+
+    row(f"pgbench -i -s {settings['load_scale']}", "load", "s", "-")
+    row(f"read-write TPS, scale {settings['tps_scale']}", "read_write", "tps", ">= 0.6")
+    row(f"read-only (-S) TPS, scale {settings['tps_scale']}", "read_only", "tps", ">= 0.9")
+    row(f"read-only, shared_buffers {settings['small_shared_buffers']}",
+        "read_only_small_buffers", "tps", "-")
+    cold = figures["cold_scan"]
+    lines += [
+        f"| cold count(*) of {cold['table_bytes'] / 1e6:.0f} MB, cache {cold['cache_mb']} MB | "
+        f"{cold['compute_mb_s']['median']:.0f} MB/s | {cold['local_mb_s']['median']:.0f} MB/s "
+        f"| {cold['ratio']:.2f} | - |",
+        "",
+        f"Cold scan: {cold['round_trips']['median']:.0f} GetPages round trips for "
+        f"{cold['pages_served']['median']:.0f} pages served "
+        f"({cold['pages_served']['median'] / max(cold['round_trips']['median'], 1):.0f} "
+        "pages per round trip).",
+        "",
+        "| full_page_writes | TPS | WAL bytes per transaction |",
+        "|---|---|---|",
+    ]
+    for side in ("on", "off"):
+        fpw = figures["full_page_writes"][side]
+        lines.append(f"| {side} | {fpw['tps']['median']:.0f} | "
+                     f"{fpw['wal_bytes_per_txn']['median']:.0f} |")
+    start = figures["compute_start_s"]
+    lines += ["", f"Compute start on a fresh branch, `strata compute start` to the first row: "
+              f"median {start['median']:.2f} s (min {start['min']:.2f}, max {start['max']:.2f}, "
+              f"{len(start['samples'])} samples).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.compute_bench",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    parser.add_argument("--out", type=Path, help="write the JSON report here (and .md)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("compute_bench: needs root (computes mount FUSE and run postgres)", file=sys.stderr)
+        return 2
+    settings = QUICK if args.quick else FULL
+    started = datetime.now(UTC)
+    try:
+        with bench_home() as root:
+            figures = measure(settings, root)
+    except BenchError as exc:
+        print(f"compute_bench: run failed, no figures reported: {exc}", file=sys.stderr)
+        return 1
+    report = {"benchmark": "compute", "started_at": started.isoformat(),
+              "finished_at": datetime.now(UTC).isoformat(), "host": host_info(),
+              "versions": {**versions(),
+                           "postgresql": as_postgres("postgres", "--version").strip()},
+              "settings": asdict(settings), "figures": figures}
+    markdown = render_markdown(report)
+    print(markdown)
+    if args.out:
+        args.out.write_text(dump_json(report))
+        args.out.with_suffix(".md").write_text(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
