@@ -155,6 +155,15 @@ class Local:
             self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """Whatever happened, leave no server behind."""
+        if self.proc is not None and self.proc.poll() is None:
+            subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "pg_ctl"),
+                            "stop", "-m", "immediate", "-D", str(self.datadir), "-w"],
+                           capture_output=True, check=False)
+            self.proc.wait()
+        self.proc = None
+
 
 @dataclass
 class System:
@@ -184,7 +193,8 @@ def tps(output: str) -> float:
 def query(port: int, sql: str) -> Any:
     with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
                          autocommit=True) as conn:
-        row = conn.execute(sql).fetchone()
+        cursor = conn.execute(sql)
+        row = cursor.fetchone() if cursor.description else None
     return row[0] if row else None
 
 
@@ -206,7 +216,7 @@ def server_counters(metrics_address: str) -> dict[str, float]:
     body = urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10).read()
     counters = {}
     for line in body.decode().splitlines():
-        if line.startswith('strata_rpc_seconds_count{method="GetPages"}'):
+        if line.startswith('strata_rpc_seconds_count{method="PageService/GetPages.request"}'):
             counters["getpages_requests"] = float(line.split()[-1])
         elif line.startswith("strata_pages_served_total"):
             counters["pages_served"] = float(line.split()[-1])
@@ -239,6 +249,14 @@ def measure(settings: Settings, root: Path) -> JSON:
     strata("tenant", "create", TENANT)
     local = Local(root)
     local.init()
+    try:
+        return measure_systems(settings, root, strata, up, local)
+    finally:
+        local.kill()
+
+
+def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
+                    local: Local) -> JSON:
     compute_port: list[int] = []
 
     def restart_compute(shared_buffers: str, full_page_writes: bool,
@@ -412,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with bench_home() as root:
             figures = measure(settings, root)
-    except BenchError as exc:
+    except (BenchError, psycopg.Error, subprocess.TimeoutExpired) as exc:
         print(f"compute_bench: run failed, no figures reported: {exc}", file=sys.stderr)
         return 1
     report = {"benchmark": "compute", "started_at": started.isoformat(),

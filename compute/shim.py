@@ -30,7 +30,7 @@ import mfusepy as fuse
 
 from compute.page_cache import CacheFullError, PageCache, PageKey
 from compute.paths import is_ephemeral
-from compute.prefetch import Prefetcher
+from compute.prefetch import InFlight, Prefetcher
 from compute.remote import BatchWriter, PageReader, PageServerRefused, PageServerUnavailable
 from compute.wal import wal_position
 from pageserver.api.convert import relation_to_pb
@@ -98,6 +98,7 @@ class StrataFS(fuse.Operations):  # type: ignore[misc]
         self._handles: dict[int, Node | int] = {}  # fh -> node, or an OS fd in scratch
         self._next_fh = 1
         self._prefetch = Prefetcher()
+        self._in_flight = InFlight()
         self.failed: BaseException | None = None
         for path in [p for p in tree if is_ephemeral(p)]:  # e.g. pg_stat_tmp from initdb
             node = tree.pop(path)
@@ -400,23 +401,52 @@ class StrataFS(fuse.Operations):  # type: ignore[misc]
 
     def _fetch(self, node: Node, relation: bytes, block_offset: int, indexes: list[int],
                size: int) -> dict[int, bytes]:
-        """Fetch missing pages in one round trip, plus a read-ahead window if sequential."""
+        """Fetch missing pages in one round trip, plus a read-ahead window if sequential.
+
+        Pages another thread is fetching already are waited for, not fetched twice.
+        """
         blocks_in_file = (size + PAGE_SIZE - 1) // PAGE_SIZE
         requested = set(indexes)
+        waits: list[threading.Event] = []
+        wanted: list[int] = []
         with self._lock:
             ticket = self._cache.fetch_ticket()
-            wanted = [index for index in self._prefetch.extend(relation, indexes, blocks_in_file)
-                      if index in requested
-                      or not self._cache.contains((relation, block_offset + index))]
-        blocks = [block_offset + index for index in wanted]
-        _, pages = self._remote("GetPages", lambda: self._reader.get_pages(
-            relation_to_pb(Relation.from_bytes(relation)), blocks))
-        fetched = dict(zip(wanted, pages, strict=True))
+            for index in self._prefetch.extend(relation, indexes, blocks_in_file):
+                key = (relation, block_offset + index)
+                event = self._in_flight.waiting_for(key)
+                if event is not None:
+                    if index in requested:
+                        waits.append(event)
+                elif index in requested or not self._cache.contains(key):
+                    wanted.append(index)
+            keys = [(relation, block_offset + index) for index in wanted]
+            self._in_flight.claim(keys)
+        fetched: dict[int, bytes] = {}
+        try:
+            if wanted:
+                blocks = [block_offset + index for index in wanted]
+                _, pages = self._remote("GetPages", lambda: self._reader.get_pages(
+                    relation_to_pb(Relation.from_bytes(relation)), blocks))
+                fetched = dict(zip(wanted, pages, strict=True))
+                with self._lock:
+                    for index, page in fetched.items():  # refused if written meanwhile
+                        self._cache.put_clean((relation, block_offset + index), page, ticket)
+        finally:
+            with self._lock:
+                self._in_flight.release(keys)
+        for event in waits:
+            event.wait()  # the fetching thread always releases, also when it fails
         with self._lock:
-            for index, page in fetched.items():  # refused if written or discarded meanwhile
-                self._cache.put_clean((relation, block_offset + index), page, ticket)
             # A write that raced the fetch is newer than what came back: prefer it.
-            return {index: self._known_page(node, index) or fetched[index] for index in indexes}
+            result: dict[int, bytes] = {}
+            for index in indexes:
+                known = self._known_page(node, index) or fetched.get(index)
+                if known is not None:
+                    result[index] = known
+        missing = [index for index in indexes if index not in result]
+        if missing:  # another thread's fetch failed, or its pages were evicted already
+            result.update(self._fetch(node, relation, block_offset, missing, size))
+        return result
 
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         with self._lock:
