@@ -10,7 +10,8 @@ compute/local ratio of the medians. Needs root, FUSE and PostgreSQL 15, like a c
 Figures:
 - ``pgbench -i -s 20``: seconds, ratio.
 - pgbench read-write and read-only (``-S``), scale 10, 4 clients: TPS, ratio; the read-only
-  run again with ``shared_buffers`` small enough that most reads leave PostgreSQL.
+  run again with ``shared_buffers`` small enough that most reads leave PostgreSQL. Before
+  read-only runs each system checkpoints and does one untimed read-only pass.
 - Cold ``SELECT count(*)`` over pgbench_accounts with a compute page cache 4x smaller than
   the table, after a restart with an empty cache (the local baseline after dropping the
   OS page cache): MB/s, and the GetPages round trips and pages the page server served.
@@ -294,11 +295,21 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         return lambda system: tps(pgbench(system.port(), "-c", str(settings.clients), "-j",
                                           "2", "-T", str(settings.seconds), "-n", *extra))
 
+    def settle(system: System) -> None:
+        """After writes: a checkpoint and an untimed read-only pass on each system, so
+        hint-bit writes and the page server's flush/compaction of the write run do not
+        land in the read-only figures."""
+        query(system.port(), "CHECKPOINT")
+        tps_run("-S")(system)
+
     print("pgbench read-write / read-only ...", file=sys.stderr)
     report["read_write"] = with_ratio(interleaved(systems, settings.repeats, tps_run()))
+    for system in systems:
+        settle(system)
     report["read_only"] = with_ratio(interleaved(systems, settings.repeats, tps_run("-S")))
     for system in systems:
         system.restart(settings.small_shared_buffers, True)
+        settle(system)
     report["read_only_small_buffers"] = with_ratio(
         interleaved(systems, settings.repeats, tps_run("-S")))
 

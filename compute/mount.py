@@ -16,6 +16,10 @@ import pwd
 import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +56,25 @@ def load_tree(client: StrataClient, tenant: str, branch: str) -> tuple[dict[str,
     return tree, int(response.lsn)
 
 
+def publish_stats(path: Path, cache: PageCache, reader: PageReader, writer: BatchWriter) -> None:
+    """What ``strata compute list`` shows of a running compute's cache and traffic."""
+    stats = {"cache": asdict(cache.stats()), "get_pages_round_trips": reader.round_trips,
+             "acked_lsn": writer.acked_lsn, "at": time.time()}
+    write_durably(path, json.dumps(stats).encode())
+
+
+def _do_nothing() -> None:
+    """Stands in for ``publish_stats`` when no stats file was asked for."""
+
+
 def heartbeat(client: StrataClient, args: argparse.Namespace, epoch: int, period_s: float,
-              stop: threading.Event) -> None:
-    """Renew the writer lease until ``stop``; a fenced writer stops renewing and says so."""
+              stop: threading.Event, publish: Callable[[], None]) -> None:
+    """Renew the writer lease until ``stop``; a fenced writer stops renewing and says so.
+
+    Each beat also publishes the compute's statistics.
+    """
     while not stop.wait(period_s):
+        publish()
         try:
             client.renew_writer(args.tenant, args.branch, epoch, args.holder)
         except ClientError as exc:
@@ -90,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-mb", type=int, default=256)
     parser.add_argument("--owner", default="postgres", help="user the files appear to belong to")
     parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--stats-file", type=Path,
+                        help="JSON of cache and traffic counters, rewritten every heartbeat")
     parser.add_argument("--holder", default="",
                         help="name of this compute slot for the writer lease (host:path)")
     parser.add_argument("--force", action="store_true",
@@ -111,10 +132,6 @@ def main(argv: list[str] | None = None) -> None:
         log.error("cannot attach as the writer of %s/%s: %s", args.tenant, args.branch,
                   exc.message)
         sys.exit(2)
-    stop_heartbeat = threading.Event()
-    threading.Thread(target=heartbeat, name="writer-heartbeat", daemon=True,
-                     args=(client, args, attached.writer_epoch,
-                           max(attached.lease_ms / 4000, 0.2), stop_heartbeat)).start()
     tree, lsn = load_tree(client, args.tenant, args.branch)
     timeline_id = client.get_branch(args.tenant, args.branch).timeline_id
     cache = PageCache.open(args.cache_dir, args.cache_mb,
@@ -122,8 +139,16 @@ def main(argv: list[str] | None = None) -> None:
     writer = BatchWriter(client, args.tenant, args.branch, attached.writer_epoch, lsn)
     args.scratch.mkdir(parents=True, exist_ok=True)
     args.mountpoint.mkdir(parents=True, exist_ok=True)
-    fs = _Ready(args.ready_file, tree, cache, PageReader(client, args.tenant, args.branch),
-                writer, args.scratch, owner.pw_uid, owner.pw_gid)
+    reader = PageReader(client, args.tenant, args.branch)
+    fs = _Ready(args.ready_file, tree, cache, reader, writer, args.scratch, owner.pw_uid,
+                owner.pw_gid)
+    publish: Callable[[], None] = (
+        partial(publish_stats, args.stats_file, cache, reader, writer) if args.stats_file
+        else partial(_do_nothing))
+    stop_heartbeat = threading.Event()
+    threading.Thread(target=heartbeat, name="writer-heartbeat", daemon=True,
+                     args=(client, args, attached.writer_epoch,
+                           max(attached.lease_ms / 4000, 0.2), stop_heartbeat, publish)).start()
     log.info("mounting %s/%s at LSN %d (writer epoch %d) on %s", args.tenant, args.branch, lsn,
              attached.writer_epoch, args.mountpoint)
     try:
@@ -132,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
                   subtype="strata")
     finally:
         stop_heartbeat.set()
+        publish()
         clean = fs.failed is None
         cache.close(CacheStamp(args.tenant, timeline_id, writer.acked_lsn) if clean else None)
         writer.close()

@@ -10,6 +10,7 @@ recorded in ``<workdir>/compute.json``, so a later ``strata compute stop`` (or a
 test) finds, stops or kills it by pid. Layout of a workdir::
 
     compute.json   spec, pids, start time (absent: stopped)
+    stats.json     page cache hits/misses/evictions, GetPages round trips (mount daemon)
     pgdata/        the FUSE mountpoint, PostgreSQL's data directory
     socket/        PostgreSQL's unix socket directory
     scratch/       ephemeral files (postmaster.pid, stats, temp files)
@@ -41,6 +42,7 @@ from strata.processes import process_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE_FILE = "compute.json"
+STATS_FILE = "stats.json"  # published by the mount daemon: cache and traffic counters
 _POLL_S = 0.05
 
 
@@ -136,6 +138,14 @@ class ComputeNode:
                 "started_at": self.started_at}
         write_durably(self.spec.workdir / STATE_FILE, json.dumps(body, indent=2).encode())
 
+    def stats(self) -> dict[str, Any] | None:
+        """The mount daemon's last published counters, if any."""
+        try:
+            body = json.loads((self.spec.workdir / STATS_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
+
     def status(self) -> ComputeStatus:
         self._reap()
         if self.pids is None:
@@ -177,6 +187,7 @@ class ComputeNode:
             "--branch", spec.branch, "--mountpoint", str(spec.mountpoint),
             "--scratch", str(spec.workdir / "scratch"), "--cache-dir", str(spec.workdir / "cache"),
             "--cache-mb", str(spec.cache_mb), "--ready-file", str(ready),
+            "--stats-file", str(spec.workdir / STATS_FILE),
             "--holder", spec.holder, *(["--force"] if force else [])])
         try:
             self._wait(ready.exists, mount, "mount.log", timeout_s)

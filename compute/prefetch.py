@@ -2,8 +2,8 @@
 
 The kernel splits a scan into concurrent reads (readahead runs on several FUSE threads),
 so a read counts as sequential when it starts anywhere inside the recent read-ahead
-range (up to a window behind its end), not only exactly at its end. Concurrent reads of the same pages wait for the one
-fetch in flight instead of fetching them again.
+range (up to a window behind its end), not only exactly at its end. Concurrent reads
+of the same pages wait for the one fetch in flight instead of fetching them again.
 """
 
 from __future__ import annotations

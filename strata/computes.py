@@ -57,6 +57,7 @@ def check_host() -> None:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PostgreSQL binds
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

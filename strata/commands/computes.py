@@ -38,6 +38,7 @@ def compute_dict(node: ComputeNode) -> dict[str, Any]:
         "shared_buffers": spec.shared_buffers,
         "full_page_writes": "on" if spec.full_page_writes else "off",
         "workdir": str(spec.workdir),
+        "stats": node.stats(),
     }
 
 
@@ -120,6 +121,13 @@ def list_(session: Session) -> None:
         rows.append((node.spec.branch, status.value, node.spec.uri() if running else "-",
                      str(node.pids.postmaster) if running and node.pids else "-",
                      local_time(int(node.started_at * 1e6)) if running else "-",
-                     f"{node.spec.cache_mb} MB", "on" if node.spec.full_page_writes else "off"))
-    print_table(("branch", "status", "uri", "postmaster", "started", "cache",
+                     f"{node.spec.cache_mb} MB", _hit_ratio(node.stats()),
+                     "on" if node.spec.full_page_writes else "off"))
+    print_table(("branch", "status", "uri", "postmaster", "started", "cache", "cache hits",
                  "full_page_writes"), rows)
+
+
+def _hit_ratio(stats: dict[str, Any] | None) -> str:
+    cache = (stats or {}).get("cache") or {}
+    lookups = cache.get("hits", 0) + cache.get("misses", 0)
+    return f"{cache['hits'] / lookups:.0%} of {lookups}" if lookups else "-"
