@@ -1,0 +1,292 @@
+"""``python -m strata.proxy``: PostgreSQL clients connect by branch; the branch's compute is
+started on the first connect and stopped once idle (scale to zero).
+
+Connection syntax, which psql, psycopg and pgbench accept unmodified: the user names the
+tenant and the database names the branch, optionally with a database inside it::
+
+    postgresql://TENANT@127.0.0.1:6432/BRANCH          (database "postgres" of BRANCH)
+    postgresql://TENANT@127.0.0.1:6432/BRANCH:mydb     (database "mydb")
+
+The proxy declines SSL and GSS encryption, reads the startup message, makes sure the
+compute runs (clients arriving during one cold start share it), connects to it as
+``postgres`` and then relays bytes both ways. It learns each session's cancel key on the
+way, so a CancelRequest reaches the right compute. Errors (unknown branch, a compute that
+fails to start) come back as a PostgreSQL ErrorResponse, never as a dropped socket.
+
+Not yet (issue 5 continues): started by ``strata up``, passwords per tenant, per-branch
+suspend timeouts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from compute.node import ComputeNode, ComputeStatus
+from strata import computes
+from strata.client import ClientError, StrataClient
+from strata.errors import CliError, ExitCode
+from strata.home import Home
+from strata.pgwire import (
+    CANCEL_REQUEST,
+    GSSENC_REQUEST,
+    PROTOCOL_3,
+    SSL_REQUEST,
+    CancelKey,
+    ProtocolError,
+    Startup,
+    backend_key,
+    error_response,
+    parse_cancel,
+    parse_startup,
+    read_message,
+    read_startup_packet,
+)
+
+log = logging.getLogger("strata.proxy")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+DEFAULT_SUSPEND_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a client wants to go."""
+
+    tenant: str
+    branch: str
+    dbname: str
+
+
+class RouteError(Exception):
+    """A client's startup names no valid tenant or branch; ``sqlstate`` says which class."""
+
+    def __init__(self, sqlstate: str, message: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.message = message
+
+
+def route_of(startup: Startup) -> Route:
+    """Tenant from the user name, branch (and database) from the database name."""
+    tenant = startup.params.get("user", "")
+    database = startup.params.get("database") or tenant
+    branch, _, dbname = database.partition(":")
+    if not _NAME.match(tenant):
+        raise RouteError("28000", f"the user name must be a tenant name, not {tenant!r}")
+    if not _NAME.match(branch):
+        raise RouteError("3D000", f"the database name must be BRANCH or BRANCH:DATABASE, "
+                                  f"not {database!r}")
+    return Route(tenant, branch, dbname or "postgres")
+
+
+class Computes:
+    """Starts computes on demand (one start per branch at a time) and suspends idle ones."""
+
+    def __init__(self, home: Home, client: StrataClient, address: str,
+                 suspend_timeout_s: float) -> None:
+        self._home = home
+        self._client = client
+        self._address = address
+        self.suspend_timeout_s = suspend_timeout_s
+        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._clients: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._idle_since: dict[tuple[str, str], float] = {}
+        self.starts = 0  # computes this proxy started (for tests and metrics)
+
+    async def ensure(self, tenant: str, branch: str) -> int:
+        """The port of the branch's running compute, started if needed."""
+        async with self._locks[(tenant, branch)]:
+            node = computes.find(self._home, tenant, branch)
+            if node is not None and node.status() is ComputeStatus.RUNNING:
+                return node.spec.port
+            started = await asyncio.to_thread(self._start, tenant, branch)
+            self.starts += 1
+            return started.spec.port
+
+    def _start(self, tenant: str, branch: str) -> ComputeNode:
+        log.info("starting the compute of %s/%s", tenant, branch)
+        return computes.start(self._home, self._client, self._address, tenant, branch,
+                              port=None, cache_mb=None, full_page_writes=None,
+                              shared_buffers=None, force=False, timeout_s=120)
+
+    def connected(self, key: tuple[str, str]) -> None:
+        self._clients[key] += 1
+        self._idle_since.pop(key, None)
+
+    def disconnected(self, key: tuple[str, str]) -> None:
+        self._clients[key] -= 1
+        if self._clients[key] == 0:
+            self._idle_since[key] = time.monotonic()
+
+    async def suspend_idle(self) -> None:
+        """Stop every compute that has had no client for the suspend timeout."""
+        now = time.monotonic()
+        for key, since in list(self._idle_since.items()):
+            if now - since < self.suspend_timeout_s:
+                continue
+            async with self._locks[key]:
+                if self._clients[key] or self._idle_since.get(key) != since:
+                    continue  # a client came back meanwhile
+                del self._idle_since[key]
+                node = computes.find(self._home, *key)
+                if node is not None and node.status() is ComputeStatus.RUNNING:
+                    log.info("suspending the idle compute of %s/%s", *key)
+                    await asyncio.to_thread(computes.stop, node, 60.0)
+
+
+class Proxy:
+    """The listening side: one task per client connection."""
+
+    def __init__(self, computes_: Computes) -> None:
+        self.computes = computes_
+        self._cancel_ports: dict[CancelKey, int] = {}
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._serve(reader, writer)
+        except (ProtocolError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            log.debug("client connection ended: %s", exc)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        code, body = await read_startup_packet(reader)
+        while code in (SSL_REQUEST, GSSENC_REQUEST):
+            writer.write(b"N")  # no encryption on loopback; the client goes on in plain text
+            await writer.drain()
+            code, body = await read_startup_packet(reader)
+        if code == CANCEL_REQUEST:
+            await self._cancel(parse_cancel(body))
+            return
+        if code != PROTOCOL_3:
+            raise ProtocolError(f"unsupported protocol {code >> 16}.{code & 0xFFFF}")
+        startup = parse_startup(body)
+        try:
+            route = route_of(startup)
+            port = await self.computes.ensure(route.tenant, route.branch)
+        except RouteError as exc:
+            await _refuse(writer, exc.sqlstate, exc.message)
+            return
+        except (CliError, ClientError) as exc:
+            not_found = (isinstance(exc, CliError) and exc.code is ExitCode.NOT_FOUND) or (
+                isinstance(exc, ClientError) and exc.code.name == "NOT_FOUND")
+            await _refuse(writer, "3D000" if not_found else "57P03", exc.message)
+            return
+        await self._relay(route, port, startup, reader, writer)
+
+    async def _relay(self, route: Route, port: int, startup: Startup,
+                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        params = {**startup.params, "user": "postgres", "database": route.dbname}
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as exc:
+            await _refuse(writer, "57P03", f"the compute of {route.branch!r} does not answer: "
+                                           f"{exc}")
+            return
+        key = (route.tenant, route.branch)
+        self.computes.connected(key)
+        cancel_key: CancelKey | None = None
+        try:
+            upstream_writer.write(Startup(params).encode())
+            await upstream_writer.drain()
+            while True:  # the server's side of the startup, to learn the cancel key
+                kind, message = await read_message(upstream_reader)
+                writer.write(message)
+                if kind == b"K":
+                    cancel_key = backend_key(message)
+                    self._cancel_ports[cancel_key] = port
+                if kind in (b"Z", b"E"):
+                    break
+            await writer.drain()
+            await asyncio.gather(_pump(reader, upstream_writer), _pump(upstream_reader, writer))
+        finally:
+            if cancel_key is not None:
+                self._cancel_ports.pop(cancel_key, None)
+            self.computes.disconnected(key)
+            upstream_writer.close()
+
+    async def _cancel(self, key: CancelKey) -> None:
+        port = self._cancel_ports.get(key)
+        if port is None:
+            return  # PostgreSQL too ignores a cancel for no session, silently
+        with contextlib.suppress(OSError):
+            _, cancel_writer = await asyncio.open_connection("127.0.0.1", port)
+            cancel_writer.write(key.encode())
+            await cancel_writer.drain()
+            cancel_writer.close()
+
+
+async def _refuse(writer: asyncio.StreamWriter, sqlstate: str, message: str) -> None:
+    writer.write(error_response(sqlstate, message))
+    await writer.drain()
+
+
+async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """Copy bytes until either side closes; then close the sink so the other pump ends."""
+    try:
+        while chunk := await source.read(65536):
+            sink.write(chunk)
+            await sink.drain()
+    except ConnectionError:
+        pass
+    finally:
+        sink.close()
+
+
+async def serve(host: str, port: int, computes_: Computes, ready: Callable[[int], None],
+                stop: asyncio.Event) -> None:
+    """Accept clients until ``stop``; suspend idle computes every second or so."""
+    proxy = Proxy(computes_)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = await asyncio.start_server(proxy.handle, host, port)
+    ready(server.sockets[0].getsockname()[1])
+    period = min(1.0, max(computes_.suspend_timeout_s / 4, 0.1))
+    async with server:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), period)
+            await computes_.suspend_idle()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="strata.proxy", description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", default="127.0.0.1:6432", help="HOST:PORT (port 0: any)")
+    parser.add_argument("--suspend-timeout", type=float, default=DEFAULT_SUSPEND_TIMEOUT_S,
+                        help="seconds without clients before a compute is stopped")
+    parser.add_argument("--ready-file", type=Path, help="gets the port once listening")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    home = Home.from_environ()
+    address = home.server_address()
+    client = StrataClient(address, home.admin_token())
+    host, _, port = args.listen.rpartition(":")
+
+    def ready(bound: int) -> None:
+        log.info("listening on %s:%d", host, bound)
+        if args.ready_file is not None:
+            args.ready_file.write_text(str(bound))
+
+    try:
+        asyncio.run(serve(host, int(port), Computes(home, client, address,
+                                                    args.suspend_timeout), ready,
+                          asyncio.Event()))
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    main()

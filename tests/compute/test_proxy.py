@@ -1,0 +1,121 @@
+"""The proxy with real computes: connect by branch, wake on connect, idle suspend, shared
+cold starts, cancel requests and clean errors (psycopg through the proxy)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from strata import computes
+from strata.home import Home
+from tests.cli.conftest import REPO, Strata, free_port, strata_home
+from tests.compute.load import wait_for
+
+SUSPEND_S = 3.0
+
+
+@dataclass
+class ProxyRun:
+    cli: Strata
+    port: int
+    log: Path
+
+    def uri(self, branch: str, tenant: str = "acme") -> str:
+        return f"postgresql://{tenant}@127.0.0.1:{self.port}/{branch}"
+
+    def starts(self, branch: str) -> int:
+        return self.log.read_text().count(f"starting the compute of acme/{branch}\n")
+
+    def status(self, branch: str) -> str:
+        listed = self.cli.json("compute", "list", "--tenant", "acme")["computes"]
+        return next((c["status"] for c in listed if c["branch"] == branch), "none")
+
+
+@pytest.fixture(scope="module")
+def proxy(compute_host: None) -> Iterator[ProxyRun]:
+    with strata_home() as home:
+        cli = Strata(home, free_port())
+        process = None
+        try:
+            cli.up()
+            cli.json("tenant", "create", "acme")
+            ready, log = home.parent / "proxy.port", home.parent / "proxy.log"
+            with open(log, "wb") as output:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "strata.proxy", "--listen", "127.0.0.1:0",
+                     "--ready-file", str(ready), "--suspend-timeout", str(SUSPEND_S)],
+                    cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+                    env={**os.environ, "STRATA_HOME": str(home)})
+            wait_for(ready.exists, 30, "the proxy to listen")
+            yield ProxyRun(cli, int(ready.read_text()), log)
+        finally:
+            if process is not None:
+                process.kill()
+                process.wait()
+            for node in computes.listing(Home(home), "acme"):
+                node.kill()
+            cli.stop_everything()
+
+
+def test_wake_on_connect_and_suspend_when_idle(proxy: ProxyRun) -> None:
+    proxy.cli.json("branch", "create", "sleepy", "--tenant", "acme")
+    assert proxy.status("sleepy") == "none"
+    with psycopg.connect(proxy.uri("sleepy"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept(x int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+        assert proxy.status("sleepy") == "running"
+    wait_for(lambda: proxy.status("sleepy") == "stopped", SUSPEND_S + 10, "idle suspend")
+    with psycopg.connect(proxy.uri("sleepy")) as conn:
+        assert conn.execute("SELECT x FROM kept").fetchall() == [(42,)]
+    assert proxy.starts("sleepy") == 2
+
+
+def test_concurrent_clients_share_one_cold_start(proxy: ProxyRun) -> None:
+    proxy.cli.json("branch", "create", "crowd", "--tenant", "acme")
+    results: list[object] = []
+
+    def client() -> None:
+        try:
+            with psycopg.connect(proxy.uri("crowd"), connect_timeout=60) as conn:
+                results.append(conn.execute("SELECT 1").fetchone())
+        except psycopg.Error as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    assert results == [(1,)] * 8
+    assert proxy.starts("crowd") == 1
+
+
+def test_cancel_reaches_the_right_backend(proxy: ProxyRun) -> None:
+    proxy.cli.json("branch", "create", "slow", "--tenant", "acme")
+    with psycopg.connect(proxy.uri("slow"), autocommit=True) as conn:
+        timer = threading.Timer(1.0, conn.cancel)
+        timer.start()
+        began = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(30)")
+        assert time.monotonic() - began < 10
+
+
+def test_errors_are_postgres_errors_and_the_proxy_keeps_serving(proxy: ProxyRun) -> None:
+    with pytest.raises(psycopg.OperationalError, match="no branch 'ghost' in tenant 'acme'"):
+        psycopg.connect(proxy.uri("ghost"))
+    with pytest.raises(psycopg.OperationalError, match="must be a tenant name"):
+        psycopg.connect(proxy.uri("main", tenant="no%20such"))
+    with pytest.raises(psycopg.OperationalError, match="tenant"):
+        psycopg.connect(proxy.uri("main", tenant="nobody"))
+    with psycopg.connect(proxy.uri("main:template1")) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("template1",)

@@ -1,0 +1,68 @@
+"""The proxy's share of the PostgreSQL wire protocol, and how a startup picks a branch."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from strata.pgwire import (
+    CANCEL_REQUEST,
+    PROTOCOL_3,
+    CancelKey,
+    ProtocolError,
+    Startup,
+    error_response,
+    parse_cancel,
+    parse_startup,
+    read_startup_packet,
+)
+from strata.proxy import Route, RouteError, route_of
+
+
+def _read(packet: bytes) -> tuple[int, bytes]:
+    async def go() -> tuple[int, bytes]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(packet)
+        reader.feed_eof()
+        return await read_startup_packet(reader)
+
+    return asyncio.run(go())
+
+
+def test_startup_round_trip() -> None:
+    startup = Startup({"user": "acme", "database": "dev:shop", "application_name": "psql"})
+    code, body = _read(startup.encode())
+    assert code == PROTOCOL_3
+    assert parse_startup(body) == startup
+
+
+def test_cancel_round_trip_and_bad_packets() -> None:
+    key = CancelKey(1234, 0xDEADBEEF)
+    code, body = _read(key.encode())
+    assert code == CANCEL_REQUEST and parse_cancel(body) == key
+    with pytest.raises(ProtocolError, match="length"):
+        _read(struct.pack("!II", 1_000_000, PROTOCOL_3))
+    with pytest.raises(ProtocolError, match="no value"):
+        parse_startup(b"user\0acme\0database\0\0")
+    with pytest.raises(ProtocolError, match="NUL"):
+        parse_startup(b"user\0acme")
+
+
+def test_error_response_fields() -> None:
+    message = error_response("3D000", "no branch 'x'")
+    assert message[:1] == b"E"
+    assert struct.unpack("!I", message[1:5])[0] == len(message) - 1
+    assert b"C3D000\0" in message and b"Mno branch 'x'\0" in message
+
+
+def test_route_from_user_and_database() -> None:
+    assert route_of(Startup({"user": "acme", "database": "dev"})) == Route("acme", "dev",
+                                                                          "postgres")
+    assert route_of(Startup({"user": "acme", "database": "dev:shop"})).dbname == "shop"
+    assert route_of(Startup({"user": "acme"})).branch == "acme"  # libpq's default database
+    with pytest.raises(RouteError, match="tenant name"):
+        route_of(Startup({"user": "a b", "database": "dev"}))
+    with pytest.raises(RouteError, match="BRANCH or BRANCH:DATABASE"):
+        route_of(Startup({"user": "acme", "database": "../x"}))
