@@ -15,6 +15,7 @@ import click
 from strata.commands.branches import branch
 from strata.commands.checkpoints import checkpoint
 from strata.commands.computes import compute
+from strata.commands.connect import connect
 from strata.commands.local import down, status, up
 from strata.commands.maintenance import compact, gc, token
 from strata.commands.tenants import tenant
@@ -30,7 +31,8 @@ def cli() -> None:
     """
 
 
-for command in (up, down, status, tenant, branch, checkpoint, compute, gc, compact, token):
+for command in (up, down, status, tenant, branch, checkpoint, compute, connect, gc, compact,
+                token):
     cli.add_command(command)
 
 

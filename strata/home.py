@@ -8,6 +8,8 @@ $STRATA_HOME/pageserver/               the page server's state directory
 $STRATA_HOME/objects/                  the local object store (storage "local")
 $STRATA_HOME/logs/pageserver.log       the page server's output
 $STRATA_HOME/run/pageserver.pid        pid of the page server `strata up` started
+$STRATA_HOME/run/proxy.pid, proxy.json pid of the proxy; its pid and address once it listens
+$STRATA_HOME/logs/proxy.log            the proxy's output
 $STRATA_HOME/computes/TENANT/BRANCH/   one compute (see compute/node.py); elsewhere when the
                                        postgres user cannot reach it (``Home.computes_dir``)
 ```
@@ -25,6 +27,7 @@ from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 DEFAULT_PORT: Final = 6400
+DEFAULT_PROXY_PORT: Final = 6432
 LISTEN_HOST: Final = "127.0.0.1"
 
 
@@ -85,6 +88,18 @@ class Home:
         return self.root / "run" / "pageserver.pid"
 
     @property
+    def proxy_pid_file(self) -> Path:
+        return self.root / "run" / "proxy.pid"
+
+    @property
+    def proxy_ready_file(self) -> Path:
+        return self.root / "run" / "proxy.json"
+
+    @property
+    def proxy_log_file(self) -> Path:
+        return self.root / "logs" / "proxy.log"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / "run" / "lifecycle.lock"
 
@@ -122,6 +137,8 @@ class UpOptions:
     port: int = DEFAULT_PORT
     metrics_port: int = DEFAULT_PORT + 1  # 0: any free port
     pitr_window: str = "24h"
+    proxy_port: int = DEFAULT_PROXY_PORT  # 0: any free port
+    suspend_timeout: str = "5m"  # a compute without clients this long is stopped
 
     @classmethod
     def load(cls, home: Home) -> UpOptions:

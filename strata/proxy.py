@@ -13,8 +13,9 @@ compute runs (clients arriving during one cold start share it), connects to it a
 way, so a CancelRequest reaches the right compute. Errors (unknown branch, a compute that
 fails to start) come back as a PostgreSQL ErrorResponse, never as a dropped socket.
 
-Not yet (issue 5 continues): started by ``strata up``, passwords per tenant, per-branch
-suspend timeouts.
+``strata up`` starts it (as root, since it starts computes); ``strata connect BRANCH``
+prints the URI. Not yet (issue 5 continues): passwords per tenant, per-branch suspend
+timeouts.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import re
 import signal
 import time
@@ -32,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compute.node import ComputeNode, ComputeStatus
+from pageserver.config import parse_duration
+from pageserver.durable import write_durably
 from strata import computes
 from strata.client import ClientError, StrataClient
 from strata.errors import CliError, ExitCode
@@ -264,9 +269,11 @@ async def serve(host: str, port: int, computes_: Computes, ready: Callable[[int]
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="strata.proxy", description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:6432", help="HOST:PORT (port 0: any)")
-    parser.add_argument("--suspend-timeout", type=float, default=DEFAULT_SUSPEND_TIMEOUT_S,
-                        help="seconds without clients before a compute is stopped")
-    parser.add_argument("--ready-file", type=Path, help="gets the port once listening")
+    parser.add_argument("--suspend-timeout", type=parse_duration,
+                        default=DEFAULT_SUSPEND_TIMEOUT_S,
+                        help="time without clients before a compute is stopped (90, 30s, 5m)")
+    parser.add_argument("--ready-file", type=Path,
+                        help="gets {pid, listen} as JSON once listening; removed on exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -278,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     def ready(bound: int) -> None:
         log.info("listening on %s:%d", host, bound)
         if args.ready_file is not None:
-            args.ready_file.write_text(str(bound))
+            body = {"pid": os.getpid(), "listen": f"{host}:{bound}"}
+            write_durably(args.ready_file, json.dumps(body).encode())
 
     try:
         asyncio.run(serve(host, int(port), Computes(home, client, address,
@@ -286,6 +294,8 @@ def main(argv: list[str] | None = None) -> None:
                           asyncio.Event()))
     finally:
         client.close()
+        if args.ready_file is not None:
+            args.ready_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""``strata up``, ``down`` and ``status``: the page server running on this machine."""
+"""``strata up``, ``down`` and ``status``: the page server and the proxy on this machine."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import click
 
-from strata import computes, lifecycle
+from strata import computes, lifecycle, proxy_lifecycle
 from strata.home import UpOptions
 from strata.params import DURATION
 from strata.render import emit_json, emit_text, print_table
@@ -42,25 +43,40 @@ def _merge(saved: UpOptions, **given: Any) -> UpOptions:
               help="Prometheus port (default: port + 1; 0: any free port) [saved].")
 @click.option("--pitr-window", type=DURATION,
               help="History kept readable, e.g. 24h (default 24h) [saved].")
+@click.option("--proxy-port", type=click.IntRange(0, 65535),
+              help="PostgreSQL port of the proxy (default 6432; 0: any free port) [saved].")
+@click.option("--suspend-timeout", type=DURATION,
+              help="Stop a compute after this long without clients (default 5m) [saved].")
 @click.option("--timeout", type=click.FloatRange(min=1), default=lifecycle.START_TIMEOUT_S,
               show_default=True, help="Seconds to wait until it serves.")
 @local_command
 def up(session: Session, timeout: float, **given: Any) -> None:
-    """Start the local page server (idempotent).
+    """Start the local page server and, as root, the proxy (idempotent).
 
-    It runs in the background; if it already runs and serves, nothing changes.
+    Both run in the background; what already runs and serves is left alone. The proxy
+    starts a branch's compute when a client connects and stops it when idle.
 
     Options are remembered in $STRATA_HOME/config.json, so a plain `strata up` repeats
     them. S3 credentials come from the AWS_* environment variables.
     """
     options = _merge(UpOptions.load(session.home), **given)
     state, started = lifecycle.up(session.home, options, timeout)
+    proxy: dict[str, Any] | None = None
+    if os.geteuid() == 0:
+        proxy_state, proxy_started = proxy_lifecycle.up(session.home, options, timeout)
+        proxy = {"started": proxy_started, **dataclasses.asdict(proxy_state)}
     if session.json:
-        emit_json({"started": started, **dataclasses.asdict(state)})
+        emit_json({"started": started, **dataclasses.asdict(state), "proxy": proxy})
         return
     what = "started" if started else "already running"
     emit_text(f"page server {what} (pid {state.pid}) at {state.address}; "
               f"storage {state.storage}; log {state.log_file}")
+    if proxy is None:
+        emit_text("proxy not started: it starts computes, which need root")
+    else:
+        what = "started" if proxy["started"] else "already running"
+        emit_text(f"proxy {what} (pid {proxy['pid']}) at {proxy['address']}; "
+                  "connect with `strata connect BRANCH`")
 
 
 @click.command()
@@ -68,17 +84,20 @@ def up(session: Session, timeout: float, **given: Any) -> None:
               show_default=True, help="Seconds to wait after SIGTERM before SIGKILL.")
 @local_command
 def down(session: Session, timeout: float) -> None:
-    """Stop the computes of this machine, then the local page server (idempotent).
+    """Stop the proxy, the computes of this machine, then the page server (idempotent).
 
     Computes shut down fast and ship every change; the page server drains running calls
     and flushes its memtables before it exits.
     """
+    proxy = proxy_lifecycle.down(session.home, timeout)  # first: it would wake computes
     stopped = computes.stop_all(session.home, timeout)
     pid, killed = lifecycle.down(session.home, timeout)
     if session.json:
         emit_json({"stopped": pid is not None, "pid": pid, "killed": killed,
-                   "computes_stopped": stopped})
+                   "computes_stopped": stopped, "proxy_stopped": proxy})
         return
+    if proxy is not None:
+        emit_text(f"proxy stopped (pid {proxy})")
     for name in stopped:
         emit_text(f"stopped compute {name}")
     if pid is None:
@@ -96,7 +115,7 @@ def status(session: Session) -> None:
 
     Per component: pid, liveness, health, addresses, storage and state directory.
     """
-    states = [lifecycle.status(session.home)]
+    states = [lifecycle.status(session.home), proxy_lifecycle.status(session.home)]
     if session.json:
         emit_json({"home": str(session.home.root),
                    "components": [dataclasses.asdict(state) for state in states]})

@@ -86,7 +86,7 @@ class Strata:
 
     def up(self, *args: str) -> dict[str, Any]:
         state: dict[str, Any] = self.json("up", "--port", str(self.port),
-                                          "--metrics-port", "0", *args)
+                                          "--metrics-port", "0", "--proxy-port", "0", *args)
         self.pids.add(state["pid"])
         return state
 

@@ -28,8 +28,12 @@ def test_up_is_idempotent_and_status_reports_the_server(strata: Strata) -> None:
 
     status = strata.json("status")
     assert status["home"] == str(strata.home)
-    (server,) = status["components"]
+    server, proxy = status["components"]
     assert server["component"] == "pageserver" and server["alive"] and server["healthy"]
+    assert proxy["component"] == "proxy"
+    # The proxy starts computes, so only root runs it.
+    assert proxy["healthy"] is (os.geteuid() == 0)
+    assert (again["proxy"] is not None) is proxy["alive"]
     assert server["pid"] == again["pid"]
     assert server["address"] == f"127.0.0.1:{strata.port}"
     assert server["metrics_address"].startswith("127.0.0.1:")
@@ -188,8 +192,9 @@ def test_up_down_down_in_a_fresh_home(idle_strata: Strata) -> None:
     stopped = idle_strata.json("down")
     assert stopped["stopped"] is True and stopped["killed"] is False
     assert not process_alive(stopped["pid"])
+    assert (stopped["proxy_stopped"] is not None) is (os.geteuid() == 0)
     assert idle_strata.json("down") == {"stopped": False, "pid": None, "killed": False,
-                                       "computes_stopped": []}
+                                       "computes_stopped": [], "proxy_stopped": None}
     assert idle_strata.run("down").stdout.strip() == "page server not running"
 
 

@@ -3,9 +3,6 @@ cold starts, cancel requests and clean errors (psycopg through the proxy)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +14,7 @@ import pytest
 
 from strata import computes
 from strata.home import Home
-from tests.cli.conftest import REPO, Strata, free_port, strata_home
+from tests.cli.conftest import Strata, free_port, strata_home
 from tests.compute.load import wait_for
 
 SUSPEND_S = 3.0
@@ -32,6 +29,10 @@ class ProxyRun:
     def uri(self, branch: str, tenant: str = "acme") -> str:
         return f"postgresql://{tenant}@127.0.0.1:{self.port}/{branch}"
 
+    def connect_uri(self, branch: str) -> str:
+        """What `strata connect` prints."""
+        return self.cli.run("connect", branch, "--tenant", "acme").stdout.strip()
+
     def starts(self, branch: str) -> int:
         return self.log.read_text().count(f"starting the compute of acme/{branch}\n")
 
@@ -42,25 +43,15 @@ class ProxyRun:
 
 @pytest.fixture(scope="module")
 def proxy(compute_host: None) -> Iterator[ProxyRun]:
+    """`strata up` with a short suspend timeout: the page server and the proxy."""
     with strata_home() as home:
         cli = Strata(home, free_port())
-        process = None
         try:
-            cli.up()
+            state = cli.up("--suspend-timeout", f"{SUSPEND_S:g}s")
             cli.json("tenant", "create", "acme")
-            ready, log = home.parent / "proxy.port", home.parent / "proxy.log"
-            with open(log, "wb") as output:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "strata.proxy", "--listen", "127.0.0.1:0",
-                     "--ready-file", str(ready), "--suspend-timeout", str(SUSPEND_S)],
-                    cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
-                    env={**os.environ, "STRATA_HOME": str(home)})
-            wait_for(ready.exists, 30, "the proxy to listen")
-            yield ProxyRun(cli, int(ready.read_text()), log)
+            port = int(state["proxy"]["address"].rpartition(":")[2])
+            yield ProxyRun(cli, port, home / "logs" / "proxy.log")
         finally:
-            if process is not None:
-                process.kill()
-                process.wait()
             for node in computes.listing(Home(home), "acme"):
                 node.kill()
             cli.stop_everything()
@@ -69,7 +60,8 @@ def proxy(compute_host: None) -> Iterator[ProxyRun]:
 def test_wake_on_connect_and_suspend_when_idle(proxy: ProxyRun) -> None:
     proxy.cli.json("branch", "create", "sleepy", "--tenant", "acme")
     assert proxy.status("sleepy") == "none"
-    with psycopg.connect(proxy.uri("sleepy"), autocommit=True) as conn:
+    assert proxy.connect_uri("sleepy") == proxy.uri("sleepy")
+    with psycopg.connect(proxy.connect_uri("sleepy"), autocommit=True) as conn:
         conn.execute("CREATE TABLE kept(x int)")
         conn.execute("INSERT INTO kept VALUES (42)")
         assert proxy.status("sleepy") == "running"
