@@ -133,6 +133,11 @@ class ComputeNode:
         pids = Pids(**body["pids"]) if body.get("pids") else None
         return cls(ComputeSpec.from_json(body["spec"]), pids, float(body.get("started_at", 0)))
 
+    def reserve(self) -> None:
+        """Record the spec (and so its port) before starting, for other starts to avoid."""
+        self.spec.workdir.mkdir(parents=True, exist_ok=True)
+        self._record()
+
     def _record(self) -> None:
         body = {"spec": self.spec.to_json(), "pids": asdict(self.pids) if self.pids else None,
                 "started_at": self.started_at}

@@ -138,6 +138,7 @@ class BranchRecord:
     timeline_id: str
     created_at_us: int
     expires_at_us: int | None = None
+    parent: str | None = None  # the branch it was forked from; kept across restores
 
 
 @dataclass

@@ -103,6 +103,7 @@ class Tenant:
             _load_newest(self._storage, f"{tenant_prefix(self.tenant_id)}tenant-")
         )
         needed = {rec.timeline_id for rec in self.manifest.branches.values()}
+        needed |= {cp.timeline_id for cp in self.manifest.checkpoints.values()}
         manifests: dict[str, TimelineManifest] = {}
         pending = list(needed)
         while pending:
@@ -166,7 +167,7 @@ class Tenant:
             children = tuple(sorted(
                 self.branch_name_of(child) or child.timeline_id for child in self.children(timeline)
             ))
-        parent = self.branch_name_of(ancestor) if ancestor is not None else None
+        parent = record.parent or (self.branch_name_of(ancestor) if ancestor is not None else None)
         return BranchInfo(name, timeline.timeline_id, parent, timeline.branch_lsn,
                           timeline.durable_lsn, children, record.created_at_us,
                           record.expires_at_us)
@@ -192,9 +193,11 @@ class Tenant:
                 source = self.timelines.get(record.timeline_id)
             if source is None or source.deleted:
                 raise NotFoundError(f"checkpoint {at.checkpoint!r} refers to a deleted timeline")
-            return self._create_timeline(name, source, record.lsn, expires_at_us)
+            return self._create_timeline(name, source, record.lsn, expires_at_us,
+                                         self.branch_name_of(source))
         source = self.branch(parent)
-        return self._create_timeline(name, source, self.resolve_point(source, at), expires_at_us)
+        return self._create_timeline(name, source, self.resolve_point(source, at), expires_at_us,
+                                     parent)
 
     def resolve_point(self, timeline: Timeline, at: BranchPoint) -> int:
         """An LSN of ``timeline`` from an LSN, a WAL position or a time (DESIGN.md rules)."""
@@ -228,21 +231,14 @@ class Tenant:
 
     def _create_timeline(
         self, name: str, ancestor: Timeline | None, branch_lsn: int,
-        expires_at_us: int | None = None,
+        expires_at_us: int | None = None, parent: str | None = None,
     ) -> Timeline:
         with self._lock:
             if name in self.manifest.branches:
                 raise AlreadyExistsError(f"branch {name!r} already exists")
-            created = now_us()
-            manifest = TimelineManifest(
-                uuid.uuid4().hex, ancestor.timeline_id if ancestor else None, branch_lsn,
-                branch_lsn, branch_lsn, created,
-            )
-            timeline = self._add_timeline(manifest)
-            if ancestor is not None and branch_lsn == ancestor.last_lsn:
-                timeline.inherit_last_batch(ancestor.last_batch())  # no history scan later
+            timeline = self._new_timeline(ancestor, branch_lsn)
             self.manifest.branches[name] = BranchRecord(
-                timeline.timeline_id, created, expires_at_us
+                timeline.timeline_id, timeline.created_at_us, expires_at_us, parent
             )
         try:
             timeline.persist()
@@ -254,27 +250,118 @@ class Tenant:
             raise
         return timeline
 
+    def restore_branch(self, name: str, at: BranchPoint | None,
+                       preserve_as: str | None = None) -> tuple[Timeline, str | None]:
+        """Put branch ``name`` back to a point of its history, or with ``at`` None to its
+        parent's newest state (a reset). Same name, new timeline; copies nothing.
+
+        The timeline the branch had is kept under ``preserve_as`` if given, and always
+        when other branches were forked from it (under a generated name); otherwise it
+        stays only as the unnamed ancestor the restored branch reads through, or, after
+        a reset, is deleted. Returns the new timeline and the preserved name, if any.
+        Refused while a compute writes the branch.
+        """
+        old = self.branch(name)
+        lease = old.writer_lease.current()
+        if lease is not None:
+            raise FailedPreconditionError(
+                f"branch {name!r} has a running compute ({lease.holder}); stop it first")
+        if preserve_as is not None:
+            validate_name("branch", preserve_as)
+        with self._lock:
+            record = self.manifest.branches[name]
+        if at is None:
+            if record.parent is None:
+                raise FailedPreconditionError(f"branch {name!r} has no parent to reset to")
+            source = self.branch(record.parent)
+            lsn = source.durable_lsn
+        elif at.checkpoint is not None:
+            checkpoint = self.checkpoint(at.checkpoint)
+            with self._lock:
+                found = self.timelines.get(checkpoint.timeline_id)
+            if found is None or found.deleted:
+                raise NotFoundError(f"checkpoint {at.checkpoint!r} refers to a deleted timeline")
+            source, lsn = found, checkpoint.lsn
+        else:
+            source, lsn = old, self.resolve_point(old, at)
+        with self._lock:
+            if preserve_as is None and self.children(old):
+                preserve_as = self._free_name(f"{name}-before-restore")
+            if preserve_as is not None and preserve_as in self.manifest.branches:
+                raise AlreadyExistsError(f"branch {preserve_as!r} already exists")
+            timeline = self._new_timeline(source, lsn)
+            self.manifest.branches[name] = BranchRecord(
+                timeline.timeline_id, now_us(), record.expires_at_us, record.parent)
+            if preserve_as is not None:
+                self.manifest.branches[preserve_as] = BranchRecord(
+                    old.timeline_id, record.created_at_us, None, record.parent)
+        try:
+            timeline.persist()
+            self.persist()
+        except Exception:
+            with self._lock:
+                self.manifest.branches[name] = record
+                if preserve_as is not None:
+                    self.manifest.branches.pop(preserve_as, None)
+                self.timelines.pop(timeline.timeline_id, None)
+            raise
+        self._drop_if_orphan(old)
+        return timeline, preserve_as
+
+    def _free_name(self, base: str) -> str:
+        number = 1
+        while f"{base}-{number}" in self.manifest.branches:
+            number += 1
+        return f"{base}-{number}"
+
+    def _new_timeline(self, ancestor: Timeline | None, branch_lsn: int) -> Timeline:
+        """A new, empty timeline cut from ``ancestor`` at ``branch_lsn``. Caller holds the lock."""
+        manifest = TimelineManifest(
+            uuid.uuid4().hex, ancestor.timeline_id if ancestor else None, branch_lsn,
+            branch_lsn, branch_lsn, now_us(),
+        )
+        timeline = self._add_timeline(manifest)
+        if ancestor is not None and branch_lsn == ancestor.last_lsn:
+            timeline.inherit_last_batch(ancestor.last_batch())  # no history scan later
+        return timeline
+
     def delete_branch(self, name: str, cascade: bool = False) -> list[str]:
-        """Delete a branch and reclaim its layers; returns the branch names removed."""
+        """Delete a branch and reclaim its layers; returns the branch names removed.
+
+        Refused while branches were forked from it, unless ``cascade``, which deletes
+        everything below it too.
+        """
         timeline = self.branch(name)
         with self._lock:
-            children = self.children(timeline)
-            if children and not cascade:
-                names = sorted(self.branch_name_of(c) or c.timeline_id for c in children)
+            subtree = self._subtree(timeline)
+            below = sorted(n for t in subtree[1:] if (n := self.branch_name_of(t)) is not None)
+            if len(subtree) > 1 and not cascade:
                 raise FailedPreconditionError(
-                    f"branch {name!r} has child branches {', '.join(names)}; "
+                    f"branch {name!r} has child branches {', '.join(below) or '(restored)'}; "
                     "delete them first or ask for a cascading delete"
                 )
-        removed: list[str] = []
-        for child in children:
-            child_name = self.branch_name_of(child)
-            if child_name is not None:
-                removed += self.delete_branch(child_name, cascade=True)
-        with self._lock:
-            self.manifest.branches.pop(name, None)
+            doomed = {t.timeline_id for t in subtree}
+            for branch_name, record in list(self.manifest.branches.items()):
+                if record.timeline_id in doomed:
+                    del self.manifest.branches[branch_name]
             for cp_name, cp in list(self.manifest.checkpoints.items()):
-                if cp.timeline_id == timeline.timeline_id:
+                if cp.timeline_id in doomed:
                     del self.manifest.checkpoints[cp_name]
+        for doomed_timeline in reversed(subtree):  # leaves first
+            self._drop(doomed_timeline, upwards=doomed_timeline is timeline)
+        return [*below, name]
+
+    def _subtree(self, timeline: Timeline) -> list[Timeline]:
+        """``timeline`` and every timeline forked from it, parents before children."""
+        found = [timeline]
+        for member in found:
+            found.extend(self.children(member))
+        return found
+
+    def _drop(self, timeline: Timeline, upwards: bool = True) -> None:
+        """Delete a timeline nothing refers to any more, then (``upwards``) its unnamed
+        ancestors that were kept only for it (what restores left behind)."""
+        with self._lock:
             timeline.deleted = True
             self.timelines.pop(timeline.timeline_id, None)
         self.persist()
@@ -285,7 +372,19 @@ class Tenant:
         self._log.forget_timeline(self.tenant_id, timeline.timeline_id)
         shutil.rmtree(self._config.layer_cache_dir / self.tenant_id / timeline.timeline_id,
                       ignore_errors=True)
-        return [*removed, name]
+        if upwards and timeline.ancestor is not None:
+            self._drop_if_orphan(timeline.ancestor)
+
+    def _drop_if_orphan(self, timeline: Timeline) -> None:
+        """Drop ``timeline`` if no branch name, child or checkpoint refers to it."""
+        with self._lock:
+            referenced = (
+                timeline.deleted or self.branch_name_of(timeline) is not None
+                or bool(self.children(timeline))
+                or any(cp.timeline_id == timeline.timeline_id
+                       for cp in self.manifest.checkpoints.values()))
+        if not referenced:
+            self._drop(timeline)
 
     # --- checkpoints ---------------------------------------------------------------
 

@@ -392,6 +392,34 @@ class GetBranchResponse(_message.Message):
     branch: BranchInfo
     def __init__(self, branch: _Optional[_Union[BranchInfo, _Mapping]] = ...) -> None: ...
 
+class RestoreBranchRequest(_message.Message):
+    __slots__ = ("tenant", "name", "lsn", "wal_lsn", "time_us", "checkpoint", "parent_latest", "preserve_as")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    WAL_LSN_FIELD_NUMBER: _ClassVar[int]
+    TIME_US_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    PARENT_LATEST_FIELD_NUMBER: _ClassVar[int]
+    PRESERVE_AS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    name: str
+    lsn: int
+    wal_lsn: int
+    time_us: int
+    checkpoint: str
+    parent_latest: bool
+    preserve_as: str
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., parent_latest: _Optional[bool] = ..., preserve_as: _Optional[str] = ...) -> None: ...
+
+class RestoreBranchResponse(_message.Message):
+    __slots__ = ("branch", "preserved_as")
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    PRESERVED_AS_FIELD_NUMBER: _ClassVar[int]
+    branch: BranchInfo
+    preserved_as: str
+    def __init__(self, branch: _Optional[_Union[BranchInfo, _Mapping]] = ..., preserved_as: _Optional[str] = ...) -> None: ...
+
 class DeleteBranchRequest(_message.Message):
     __slots__ = ("tenant", "name", "cascade")
     TENANT_FIELD_NUMBER: _ClassVar[int]

@@ -339,6 +339,11 @@ class ManagementServiceStub:
                 request_serializer=proto_dot_strata__pb2.GetBranchRequest.SerializeToString,
                 response_deserializer=proto_dot_strata__pb2.GetBranchResponse.FromString,
                 _registered_method=True)
+        self.RestoreBranch = channel.unary_unary(
+                '/strata.v1.ManagementService/RestoreBranch',
+                request_serializer=proto_dot_strata__pb2.RestoreBranchRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.RestoreBranchResponse.FromString,
+                _registered_method=True)
         self.DeleteBranch = channel.unary_unary(
                 '/strata.v1.ManagementService/DeleteBranch',
                 request_serializer=proto_dot_strata__pb2.DeleteBranchRequest.SerializeToString,
@@ -425,6 +430,12 @@ class ManagementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBranch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreBranch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -522,6 +533,11 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.GetBranch,
                     request_deserializer=proto_dot_strata__pb2.GetBranchRequest.FromString,
                     response_serializer=proto_dot_strata__pb2.GetBranchResponse.SerializeToString,
+            ),
+            'RestoreBranch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreBranch,
+                    request_deserializer=proto_dot_strata__pb2.RestoreBranchRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.RestoreBranchResponse.SerializeToString,
             ),
             'DeleteBranch': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteBranch,
@@ -736,6 +752,33 @@ class ManagementService:
             '/strata.v1.ManagementService/GetBranch',
             proto_dot_strata__pb2.GetBranchRequest.SerializeToString,
             proto_dot_strata__pb2.GetBranchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreBranch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/RestoreBranch',
+            proto_dot_strata__pb2.RestoreBranchRequest.SerializeToString,
+            proto_dot_strata__pb2.RestoreBranchResponse.FromString,
             options,
             channel_credentials,
             insecure,

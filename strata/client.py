@@ -138,6 +138,25 @@ class StrataClient:
             request.checkpoint = checkpoint
         return self._manage("CreateBranch", request, pb.CreateBranchResponse).branch
 
+    def restore_branch(self, tenant: str, name: str, *, lsn: int | None = None,
+                       wal_lsn: int | None = None, time_us: int | None = None,
+                       checkpoint: str | None = None, preserve_as: str = ""
+                       ) -> pb.RestoreBranchResponse:
+        """Put ``name`` back to a point of its history; with no point, reset it to its
+        parent's newest state."""
+        request = pb.RestoreBranchRequest(tenant=tenant, name=name, preserve_as=preserve_as)
+        if lsn is not None:
+            request.lsn = lsn
+        elif wal_lsn is not None:
+            request.wal_lsn = wal_lsn
+        elif time_us is not None:
+            request.time_us = time_us
+        elif checkpoint is not None:
+            request.checkpoint = checkpoint
+        else:
+            request.parent_latest = True
+        return self._manage("RestoreBranch", request, pb.RestoreBranchResponse)
+
     def list_branches(self, tenant: str) -> list[pb.BranchInfo]:
         return list(self._manage("ListBranches", pb.ListBranchesRequest(tenant=tenant),
                                  pb.ListBranchesResponse).branches)

@@ -9,10 +9,13 @@ a branch that another compute already writes.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -79,6 +82,14 @@ def choose_port(home: Home, tenant: str, branch: str, previous: int | None) -> i
     raise CliError(f"no free port in {FIRST_PORT}..{FIRST_PORT + 1999}; pass --port")
 
 
+@contextmanager
+def _port_lock(home: Home) -> Iterator[None]:
+    home.computes_dir.mkdir(parents=True, exist_ok=True)
+    with open(home.computes_dir / ".ports.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _tenant_dirs(home: Home) -> list[Path]:
     root = home.computes_dir
     return [path for path in root.iterdir() if path.is_dir()] if root.is_dir() else []
@@ -95,13 +106,17 @@ def start(home: Home, client: StrataClient, address: str, tenant: str, branch: s
         raise CliError(f"a compute already runs on branch {branch!r}: "
                        f"{previous.spec.uri()} (stop it with `strata compute stop {branch}`)")
     client.get_branch(tenant, branch)  # a clear "not found" before anything is mounted
+    if previous is not None and previous.status() is ComputeStatus.CRASHED:
+        previous.kill()  # what is left of it: a mount daemon whose PostgreSQL died, say
     directory.mkdir(parents=True, exist_ok=True)
     token_file = directory / "compute.token"
     token = client.create_token(tenant, "compute", TOKEN_TTL_S).token
     write_durably(token_file, token.encode(), mode=0o600)
-    spec = ComputeSpec(address, token_file, tenant, branch, directory,
-                       port or choose_port(home, tenant, branch,
-                                           previous.spec.port if previous else None))
+    with _port_lock(home):  # two starts at once must not pick the same port
+        spec = ComputeSpec(address, token_file, tenant, branch, directory,
+                           port or choose_port(home, tenant, branch,
+                                               previous.spec.port if previous else None))
+        ComputeNode(spec).reserve()
     if previous is not None:
         spec.cache_mb, spec.full_page_writes = (previous.spec.cache_mb,
                                                 previous.spec.full_page_writes)
@@ -131,6 +146,29 @@ def stop(node: ComputeNode, timeout_s: float) -> ComputeStatus:
     except ComputeError as exc:
         raise CliError(exc.message) from None
     return before
+
+
+@contextmanager
+def paused(home: Home, client: StrataClient, address: str, tenant: str,
+           branch: str) -> Iterator[bool]:
+    """Stop the branch's running compute around the block, then start it again with the
+    same settings and port (also when the block failed); yields whether one was running."""
+    node = find(home, tenant, branch)
+    running = node is not None and node.status() is ComputeStatus.RUNNING
+    if node is not None and running:
+        stop(node, 60.0)
+    try:
+        yield running
+    finally:
+        if node is not None and running:
+            _start_again(home, client, address, node)
+
+
+def _start_again(home: Home, client: StrataClient, address: str, node: ComputeNode) -> None:
+    spec = node.spec
+    start(home, client, address, spec.tenant, spec.branch, port=spec.port,
+          cache_mb=spec.cache_mb, full_page_writes=spec.full_page_writes,
+          shared_buffers=spec.shared_buffers, force=False, timeout_s=120.0)
 
 
 def stop_all(home: Home, timeout_s: float) -> list[str]:

@@ -103,6 +103,23 @@ class ManagementServicer:
         tenant = self._engine.tenant(request.tenant)
         return pb.GetBranchResponse(branch=self._branch_info(tenant, request.name))
 
+    def RestoreBranch(self, request: pb.RestoreBranchRequest,
+                      context: grpc.ServicerContext) -> pb.RestoreBranchResponse:
+        tenant = self._engine.tenant(request.tenant)
+        which = request.WhichOneof("to")
+        if which is None:
+            raise InvalidArgumentError("say where to restore to: an LSN, a WAL position, a "
+                                       "time, a checkpoint, or the parent's latest state")
+        point = None if which == "parent_latest" else BranchPoint(
+            lsn=request.lsn if which == "lsn" else None,
+            wal_lsn=request.wal_lsn if which == "wal_lsn" else None,
+            time_us=request.time_us if which == "time_us" else None,
+            checkpoint=request.checkpoint if which == "checkpoint" else None,
+        )
+        _, preserved = tenant.restore_branch(request.name, point, request.preserve_as or None)
+        return pb.RestoreBranchResponse(branch=self._branch_info(tenant, request.name),
+                                        preserved_as=preserved or "")
+
     def DeleteBranch(self, request: pb.DeleteBranchRequest,
                      context: grpc.ServicerContext) -> pb.DeleteBranchResponse:
         tenant = self._engine.tenant(request.tenant)

@@ -3,8 +3,11 @@ delete and draw the lineage of branches."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from strata import computes
 from strata.errors import CliError, ExitCode
 from strata.params import DURATION, LSN, TIMESTAMP, WAL_LSN
 from strata.render import (
@@ -64,6 +67,61 @@ def create(session: Session, name: str, parent: str, at_lsn: int | None,
         return
     expiry = f"; expires {local_time(info.expires_at_us)}" if info.expires_at_us else ""
     emit_text(f"created branch {name!r} from {info.parent!r} at LSN {info.branch_lsn}{expiry}")
+
+
+@branch.command("restore")
+@click.argument("name")
+@click.option("--to-checkpoint", metavar="CHECKPOINT", help="A checkpoint's state.")
+@click.option("--to-lsn", type=LSN, help="A page server LSN of the branch's history.")
+@click.option("--to-wal-lsn", type=WAL_LSN,
+              help="PostgreSQL WAL position X/Y: the first durable LSN that reached it.")
+@click.option("--to-time", type=TIMESTAMP,
+              help="ISO 8601 time (no zone: local time): the last durable LSN at or before it.")
+@click.option("--preserve-as", metavar="NAME",
+              help="Keep the state the branch has now as branch NAME.")
+@api_command
+def restore(session: Session, name: str, to_checkpoint: str | None, to_lsn: int | None,
+            to_wal_lsn: int | None, to_time: int | None, preserve_as: str | None) -> None:
+    """Put branch NAME back to an earlier state: same name, same connection URI.
+
+    Its compute, if running here, is stopped first and started again after. The state it
+    had is kept with --preserve-as, and always when branches were forked from it.
+    """
+    points = [to_checkpoint, to_lsn, to_wal_lsn, to_time]
+    if sum(point is not None for point in points) != 1:
+        raise CliError("give exactly one of --to-checkpoint, --to-lsn, --to-wal-lsn and "
+                       "--to-time", ExitCode.USAGE)
+    _restore(session, name, preserve_as, lsn=to_lsn, wal_lsn=to_wal_lsn, time_us=to_time,
+             checkpoint=to_checkpoint)
+
+
+@branch.command("reset")
+@click.argument("name")
+@click.option("--preserve-as", metavar="NAME",
+              help="Keep the state the branch has now as branch NAME.")
+@api_command
+def reset(session: Session, name: str, preserve_as: str | None) -> None:
+    """Reset branch NAME to its parent's newest state (its own changes are dropped).
+
+    Its compute, if running here, is stopped first and started again after.
+    """
+    _restore(session, name, preserve_as)
+
+
+def _restore(session: Session, name: str, preserve_as: str | None, **point: Any) -> None:
+    with session.client() as client, computes.paused(
+            session.home, client, session.address(), session.tenant, name) as restarted:
+        response = client.restore_branch(session.tenant, name, preserve_as=preserve_as or "",
+                                         **point)
+    info = response.branch
+    if session.json:
+        emit_json({**branch_dict(info), "preserved_as": response.preserved_as or None,
+                   "compute_restarted": restarted})
+        return
+    kept = f"; its previous state is branch {response.preserved_as!r}" \
+        if response.preserved_as else ""
+    again = "; compute restarted" if restarted else ""
+    emit_text(f"branch {name!r} now at LSN {info.branch_lsn} of its history{kept}{again}")
 
 
 @branch.command("list")

@@ -111,3 +111,55 @@ def test_errors_are_postgres_errors_and_the_proxy_keeps_serving(proxy: ProxyRun)
         psycopg.connect(proxy.uri("main", tenant="nobody"))
     with psycopg.connect(proxy.uri("main:template1")) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("template1",)
+
+
+def _agent_loop(proxy: ProxyRun, name: str) -> None:
+    """Fork, migrate, checkpoint, break things, restore: the data is back."""
+    cli = proxy.cli
+    cli.json("branch", "create", name, "--tenant", "acme", "--ttl", "1h")
+    uri = proxy.connect_uri(name)
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders(id int PRIMARY KEY, total numeric NOT NULL)")
+        conn.execute("INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 500) g")
+    cli.json("checkpoint", "create", name, f"{name}-migrated", "--tenant", "acme")
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("DROP TABLE orders")
+        conn.execute("CREATE TABLE oops(x int)")
+    restored = cli.json("branch", "restore", name, "--to-checkpoint", f"{name}-migrated",
+                        "--tenant", "acme")
+    assert restored["name"] == name and restored["compute_restarted"] is True
+    with psycopg.connect(uri) as conn:  # same URI, the state of the checkpoint
+        assert conn.execute("SELECT count(*), sum(total) FROM orders").fetchone() == (
+            500, 187875)
+        assert conn.execute("SELECT to_regclass('oops')").fetchone() == (None,)
+
+
+def test_agent_loops_in_parallel(proxy: ProxyRun) -> None:
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            _agent_loop(proxy, name)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"agent-{n}",)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+
+
+def test_reset_takes_the_parent_and_preserve_keeps_the_old_state(proxy: ProxyRun) -> None:
+    cli = proxy.cli
+    cli.json("branch", "create", "scratch", "--tenant", "acme")
+    with psycopg.connect(proxy.uri("scratch"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE experiment(x int)")
+    reset = cli.json("branch", "reset", "scratch", "--preserve-as", "scratch-try-1",
+                     "--tenant", "acme")
+    assert reset["preserved_as"] == "scratch-try-1" and reset["parent"] == "main"
+    with psycopg.connect(proxy.uri("scratch")) as conn:
+        assert conn.execute("SELECT to_regclass('experiment')").fetchone() == (None,)
+    with psycopg.connect(proxy.uri("scratch-try-1")) as conn:
+        assert conn.execute("SELECT to_regclass('experiment')").fetchone() == ("experiment",)

@@ -297,3 +297,49 @@ def test_writer_chosen_relation(engine: Engine) -> None:
     assert main.read_file("y") == b""
     main.ingest(Batch((Truncate("y", PAGE_SIZE),)))
     assert main.read_file("y") == bytes(PAGE_SIZE)  # the old file's page is tombstoned
+
+
+def test_restore_and_reset_rebind_the_name_and_reclaim_what_nothing_needs(
+        make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    _setup(engine)
+    tenant = engine.tenant("t")
+    main = tenant.branch("main")
+    main.ingest(Batch((Write(REL_PATH, 0, _page(1)),)))
+    dev = tenant.create_branch("dev")
+    dev.ingest(Batch((Write(REL_PATH, 0, _page(2)),)))
+    tenant.create_checkpoint("dev", "good")
+    dev.ingest(Batch((Write(REL_PATH, 0, _page(3)),)))  # the destructive change
+
+    restored, preserved = tenant.restore_branch("dev", BranchPoint(checkpoint="good"))
+    assert preserved is None and tenant.branch("dev") is restored
+    assert restored.read_file(REL_PATH) == _page(2)
+    assert restored.ancestor is dev  # kept, unnamed: the restored branch reads through it
+    assert tenant.branch_info("dev").parent == "main"  # the parent survives a restore
+
+    kept, preserved = tenant.restore_branch("dev", BranchPoint(lsn=restored.branch_lsn),
+                                            preserve_as="dev-old")
+    assert preserved == "dev-old" and tenant.branch("dev-old") is restored
+    assert kept.read_file(REL_PATH) == _page(2)
+
+    reset, _ = tenant.restore_branch("dev", None)  # the parent's newest state
+    main.ingest(Batch((Write(REL_PATH, 0, _page(4)),)))
+    assert reset.read_file(REL_PATH) == _page(1)
+    assert reset.ancestor is main
+    assert kept.deleted  # nothing referred to it any more
+
+    restored.writer_lease.grant("h:/c", restored.attach_writer("h:/c"))
+    with pytest.raises(FailedPreconditionError, match="running compute"):
+        tenant.restore_branch("dev-old", None)
+    with pytest.raises(AlreadyExistsError):
+        tenant.restore_branch("dev", None, preserve_as="main")
+    with pytest.raises(FailedPreconditionError, match="no parent"):
+        tenant.restore_branch("main", None)
+
+    engine.close(flush=False)
+    again = make_engine().tenant("t")  # the unnamed ancestor and the checkpoint survive
+    assert again.branch("dev-old").read_file(REL_PATH) == _page(2)
+    assert again.checkpoint("good").timeline_id == dev.timeline_id
+    assert again.branch("dev").read_file(REL_PATH) == _page(1)
+    assert sorted(again.delete_branch("main", cascade=True)) == ["dev", "dev-old", "main"]
+    assert again.branch_names() == {} and again.timelines == {}
