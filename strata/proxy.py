@@ -14,7 +14,8 @@ way, so a CancelRequest reaches the right compute. Errors (unknown branch, a com
 fails to start) come back as a PostgreSQL ErrorResponse, never as a dropped socket.
 
 ``strata up`` starts it (as root, since it starts computes); ``strata connect BRANCH``
-prints the URI. Not yet (issue 5 continues): passwords per tenant, per-branch suspend
+prints the URI. It also deletes branches whose TTL has passed (``strata.reaper``). Not yet
+(issue 5 continues): passwords per tenant, per-branch suspend
 timeouts.
 """
 
@@ -32,6 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from compute.node import ComputeNode, ComputeStatus
@@ -56,6 +58,7 @@ from strata.pgwire import (
     read_message,
     read_startup_packet,
 )
+from strata.reaper import reap_expired
 
 log = logging.getLogger("strata.proxy")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -250,8 +253,10 @@ async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
 
 
 async def serve(host: str, port: int, computes_: Computes, ready: Callable[[int], None],
-                stop: asyncio.Event) -> None:
-    """Accept clients until ``stop``; suspend idle computes every second or so."""
+                stop: asyncio.Event, reap: Callable[[], object] | None = None,
+                reap_period_s: float = 5.0) -> None:
+    """Accept clients until ``stop``; suspend idle computes every second or so and, with
+    ``reap``, delete expired branches every ``reap_period_s``."""
     proxy = Proxy(computes_)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -259,11 +264,18 @@ async def serve(host: str, port: int, computes_: Computes, ready: Callable[[int]
     server = await asyncio.start_server(proxy.handle, host, port)
     ready(server.sockets[0].getsockname()[1])
     period = min(1.0, max(computes_.suspend_timeout_s / 4, 0.1))
+    last_reap = 0.0
     async with server:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period)
             await computes_.suspend_idle()
+            if reap is not None and time.monotonic() - last_reap >= reap_period_s:
+                last_reap = time.monotonic()
+                try:
+                    await asyncio.to_thread(reap)
+                except (ClientError, CliError) as exc:
+                    log.warning("reaping expired branches failed: %s", exc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -291,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         asyncio.run(serve(host, int(port), Computes(home, client, address,
                                                     args.suspend_timeout), ready,
-                          asyncio.Event()))
+                          asyncio.Event(), partial(reap_expired, home, client)))
     finally:
         client.close()
         if args.ready_file is not None:

@@ -163,3 +163,27 @@ def test_reset_takes_the_parent_and_preserve_keeps_the_old_state(proxy: ProxyRun
         assert conn.execute("SELECT to_regclass('experiment')").fetchone() == (None,)
     with psycopg.connect(proxy.uri("scratch-try-1")) as conn:
         assert conn.execute("SELECT to_regclass('experiment')").fetchone() == ("experiment",)
+
+
+def test_expired_branches_are_reaped_with_their_compute_and_storage(proxy: ProxyRun) -> None:
+    cli = proxy.cli
+    made = cli.json("branch", "create", "short-lived", "--tenant", "acme", "--ttl", "10s")
+    with psycopg.connect(proxy.uri("short-lived"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT generate_series(1, 10000) x")
+        conn.execute("CHECKPOINT")
+    cli.json("compact", "--tenant", "acme")  # its own layers now exist in the store
+
+    def stored() -> list[str]:
+        return [str(p) for p in (cli.home / "objects").rglob("*")
+                if p.is_file() and made["timeline_id"] in str(p)]
+
+    assert stored(), "the branch wrote nothing to the store: the test proves nothing"
+
+    def gone() -> bool:
+        names = [b["name"] for b in cli.json("branch", "list", "--tenant", "acme")["branches"]]
+        return "short-lived" not in names
+
+    wait_for(gone, 60, "the reaper to delete the expired branch")
+    assert proxy.status("short-lived") == "none"  # its compute was stopped and removed
+    assert not stored()
+    assert "deleted expired branch acme/short-lived" in proxy.log.read_text()

@@ -1,0 +1,47 @@
+"""Deletes branches whose TTL has passed: their compute is stopped first, then the branch
+and its storage go. Run by the proxy, the process that owns this machine's computes.
+
+A branch that others were forked from is left alone (and logged): deleting it would take
+them too. ``main`` is created without a TTL and never expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+from compute.node import ComputeStatus
+from strata import computes
+from strata.client import ClientError, StrataClient
+from strata.home import Home
+
+log = logging.getLogger("strata.reaper")
+
+
+def reap_expired(home: Home, client: StrataClient, now_us: int | None = None) -> list[str]:
+    """Delete every expired branch of every tenant; ``tenant/branch`` of those deleted."""
+    now_us = now_us if now_us is not None else time.time_ns() // 1000
+    deleted: list[str] = []
+    for tenant in client.list_tenants():
+        for branch in client.list_branches(tenant.tenant):
+            if not branch.expires_at_us or branch.expires_at_us > now_us:
+                continue
+            if branch.children:
+                log.warning("branch %s/%s expired but %s were forked from it: kept",
+                            tenant.tenant, branch.name, ", ".join(branch.children))
+                continue
+            node = computes.find(home, tenant.tenant, branch.name)
+            if node is not None:
+                if node.status() is not ComputeStatus.STOPPED:
+                    computes.stop(node, 60.0)
+                shutil.rmtree(node.spec.workdir, ignore_errors=True)
+            try:
+                client.delete_branch(tenant.tenant, branch.name)
+            except ClientError as exc:
+                log.warning("could not delete expired branch %s/%s: %s", tenant.tenant,
+                            branch.name, exc.message)
+                continue
+            log.info("deleted expired branch %s/%s", tenant.tenant, branch.name)
+            deleted.append(f"{tenant.tenant}/{branch.name}")
+    return deleted
