@@ -102,3 +102,21 @@ def backend_key(message: bytes) -> CancelKey:
     """The key of a BackendKeyData ('K') message."""
     pid, secret = struct.unpack("!II", message[5:13])
     return CancelKey(pid, secret)
+
+
+def authentication(code: int, data: bytes = b"") -> bytes:
+    """An Authentication* message ('R'): 0 ok, 10 SASL, 11 SASL continue, 12 SASL final."""
+    return b"R" + struct.pack("!II", len(data) + 8, code) + data
+
+
+def sasl_initial(message: bytes) -> tuple[str, bytes]:
+    """Mechanism and data of a SASLInitialResponse ('p') message."""
+    body = message[5:]
+    name, sep, rest = body.partition(b"\0")
+    if not sep or len(rest) < 4:
+        raise ProtocolError("malformed SASLInitialResponse")
+    (length,) = struct.unpack("!i", rest[:4])
+    data = rest[4:]
+    if length != len(data):
+        raise ProtocolError("SASLInitialResponse length does not match its data")
+    return name.decode(errors="replace"), data

@@ -2,10 +2,11 @@
 started on the first connect and stopped once idle (scale to zero).
 
 Connection syntax, which psql, psycopg and pgbench accept unmodified: the user names the
-tenant and the database names the branch, optionally with a database inside it::
+tenant, the password is the tenant's (SCRAM-SHA-256; ``strata connect`` prints the whole
+URI), and the database names the branch, optionally with a database inside it::
 
-    postgresql://TENANT@127.0.0.1:6432/BRANCH          (database "postgres" of BRANCH)
-    postgresql://TENANT@127.0.0.1:6432/BRANCH:mydb     (database "mydb")
+    postgresql://TENANT:PASSWORD@127.0.0.1:6432/BRANCH        (database "postgres")
+    postgresql://TENANT:PASSWORD@127.0.0.1:6432/BRANCH:mydb   (database "mydb")
 
 The proxy declines SSL and GSS encryption, reads the startup message, makes sure the
 compute runs (clients arriving during one cold start share it), connects to it as
@@ -15,8 +16,7 @@ fails to start) come back as a PostgreSQL ErrorResponse, never as a dropped sock
 
 ``strata up`` starts it (as root, since it starts computes); ``strata connect BRANCH``
 prints the URI. It also deletes branches whose TTL has passed (``strata.reaper``). Not yet
-(issue 5 continues): passwords per tenant, per-branch suspend
-timeouts.
+(issue 5 continues): per-branch suspend timeouts.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 from compute.node import ComputeNode, ComputeStatus
 from pageserver.config import parse_duration
 from pageserver.durable import write_durably
-from strata import computes
+from strata import computes, passwords
 from strata.client import ClientError, StrataClient
 from strata.errors import CliError, ExitCode
 from strata.home import Home
@@ -51,14 +51,17 @@ from strata.pgwire import (
     CancelKey,
     ProtocolError,
     Startup,
+    authentication,
     backend_key,
     error_response,
     parse_cancel,
     parse_startup,
     read_message,
     read_startup_packet,
+    sasl_initial,
 )
 from strata.reaper import reap_expired
+from strata.scram import MECHANISM, ScramError, ScramExchange, Verifier
 
 log = logging.getLogger("strata.proxy")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -154,9 +157,49 @@ class Computes:
 class Proxy:
     """The listening side: one task per client connection."""
 
-    def __init__(self, computes_: Computes) -> None:
+    def __init__(self, computes_: Computes, home: Home) -> None:
         self.computes = computes_
+        self._home = home
         self._cancel_ports: dict[CancelKey, int] = {}
+        self._verifiers: dict[tuple[str, str], Verifier] = {}  # (tenant, password) -> it
+
+    def _verifier(self, tenant: str) -> Verifier | None:
+        password = passwords.read(self._home, tenant)
+        if password is None:
+            return None
+        key = (tenant, password)
+        if key not in self._verifiers:
+            self._verifiers[key] = Verifier.from_password(password)
+        return self._verifiers[key]
+
+    async def _authenticate(self, tenant: str, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> bool:
+        """SCRAM-SHA-256 against the tenant's password; False (client told) if it fails."""
+        failed = f"password authentication failed for tenant {tenant!r}"
+        verifier = self._verifier(tenant)
+        if verifier is None:  # unknown tenant, or no password yet: say no more than that
+            await _refuse(writer, "28P01", failed)
+            return False
+        exchange = ScramExchange(verifier)
+        writer.write(authentication(10, MECHANISM.encode() + b"\0\0"))
+        await writer.drain()
+        try:
+            kind, message = await read_message(reader)
+            mechanism, first = sasl_initial(message) if kind == b"p" else ("", b"")
+            if mechanism != MECHANISM:
+                raise ScramError(f"expected a {MECHANISM} response")
+            writer.write(authentication(11, exchange.server_first(first.decode()).encode()))
+            await writer.drain()
+            kind, message = await read_message(reader)
+            if kind != b"p":
+                raise ScramError("expected a SASL response")
+            final = exchange.server_final(message[5:].decode())
+        except (ScramError, UnicodeDecodeError) as exc:
+            log.info("authentication of tenant %r failed: %s", tenant, exc)
+            await _refuse(writer, "28P01", failed)
+            return False
+        writer.write(authentication(12, final.encode()))
+        return True
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -182,10 +225,13 @@ class Proxy:
         startup = parse_startup(body)
         try:
             route = route_of(startup)
-            port = await self.computes.ensure(route.tenant, route.branch)
         except RouteError as exc:
             await _refuse(writer, exc.sqlstate, exc.message)
             return
+        if not await self._authenticate(route.tenant, reader, writer):
+            return  # nothing is started for a client that did not prove who it is
+        try:
+            port = await self.computes.ensure(route.tenant, route.branch)
         except (CliError, ClientError) as exc:
             not_found = (isinstance(exc, CliError) and exc.code is ExitCode.NOT_FOUND) or (
                 isinstance(exc, ClientError) and exc.code.name == "NOT_FOUND")
@@ -252,12 +298,13 @@ async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
         sink.close()
 
 
-async def serve(host: str, port: int, computes_: Computes, ready: Callable[[int], None],
+async def serve(host: str, port: int, home: Home, computes_: Computes,
+                ready: Callable[[int], None],
                 stop: asyncio.Event, reap: Callable[[], object] | None = None,
                 reap_period_s: float = 5.0) -> None:
     """Accept clients until ``stop``; suspend idle computes every second or so and, with
     ``reap``, delete expired branches every ``reap_period_s``."""
-    proxy = Proxy(computes_)
+    proxy = Proxy(computes_, home)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -301,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
             write_durably(args.ready_file, json.dumps(body).encode())
 
     try:
-        asyncio.run(serve(host, int(port), Computes(home, client, address,
+        asyncio.run(serve(host, int(port), home, Computes(home, client, address,
                                                     args.suspend_timeout), ready,
                           asyncio.Event(), partial(reap_expired, home, client)))
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from strata import computes
+from strata import computes, passwords
 from strata.home import Home
 from tests.cli.conftest import Strata, free_port, strata_home
 from tests.compute.load import wait_for
@@ -26,8 +26,9 @@ class ProxyRun:
     port: int
     log: Path
 
-    def uri(self, branch: str, tenant: str = "acme") -> str:
-        return f"postgresql://{tenant}@127.0.0.1:{self.port}/{branch}"
+    def uri(self, branch: str, tenant: str = "acme", password: str | None = None) -> str:
+        secret = password or passwords.read(Home(self.cli.home), tenant) or "none"
+        return f"postgresql://{tenant}:{secret}@127.0.0.1:{self.port}/{branch}"
 
     def connect_uri(self, branch: str) -> str:
         """What `strata connect` prints."""
@@ -49,6 +50,7 @@ def proxy(compute_host: None) -> Iterator[ProxyRun]:
         try:
             state = cli.up("--suspend-timeout", f"{SUSPEND_S:g}s")
             cli.json("tenant", "create", "acme")
+            cli.run("connect", "main", "--tenant", "acme")  # makes the tenant's password
             port = int(state["proxy"]["address"].rpartition(":")[2])
             yield ProxyRun(cli, port, home / "logs" / "proxy.log")
         finally:
@@ -60,7 +62,7 @@ def proxy(compute_host: None) -> Iterator[ProxyRun]:
 def test_wake_on_connect_and_suspend_when_idle(proxy: ProxyRun) -> None:
     proxy.cli.json("branch", "create", "sleepy", "--tenant", "acme")
     assert proxy.status("sleepy") == "none"
-    assert proxy.connect_uri("sleepy") == proxy.uri("sleepy")
+    assert proxy.connect_uri("sleepy") == proxy.uri("sleepy")  # password included
     with psycopg.connect(proxy.connect_uri("sleepy"), autocommit=True) as conn:
         conn.execute("CREATE TABLE kept(x int)")
         conn.execute("INSERT INTO kept VALUES (42)")
@@ -91,6 +93,24 @@ def test_concurrent_clients_share_one_cold_start(proxy: ProxyRun) -> None:
     assert proxy.starts("crowd") == 1
 
 
+def test_only_the_tenants_password_opens_its_branches(proxy: ProxyRun) -> None:
+    """Wrong password, another tenant's password, no password: refused before any compute
+    starts; the tenant's own password works."""
+    proxy.cli.json("tenant", "create", "other")
+    proxy.cli.run("connect", "main", "--tenant", "other")
+    other_password = passwords.read(Home(proxy.cli.home), "other")
+    proxy.cli.json("branch", "create", "guarded", "--tenant", "acme")
+    for uri in (proxy.uri("guarded", password="wrong"),
+                proxy.uri("guarded", password=other_password),
+                f"postgresql://acme@127.0.0.1:{proxy.port}/guarded"):
+        refused = r"password authentication failed|no password supplied"
+        with pytest.raises(psycopg.OperationalError, match=refused):
+            psycopg.connect(uri)
+    assert proxy.starts("guarded") == 0 and proxy.status("guarded") == "none"
+    with psycopg.connect(proxy.uri("guarded")) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_cancel_reaches_the_right_backend(proxy: ProxyRun) -> None:
     proxy.cli.json("branch", "create", "slow", "--tenant", "acme")
     with psycopg.connect(proxy.uri("slow"), autocommit=True) as conn:
@@ -107,7 +127,7 @@ def test_errors_are_postgres_errors_and_the_proxy_keeps_serving(proxy: ProxyRun)
         psycopg.connect(proxy.uri("ghost"))
     with pytest.raises(psycopg.OperationalError, match="must be a tenant name"):
         psycopg.connect(proxy.uri("main", tenant="no%20such"))
-    with pytest.raises(psycopg.OperationalError, match="tenant"):
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(proxy.uri("main", tenant="nobody"))
     with psycopg.connect(proxy.uri("main:template1")) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("template1",)
