@@ -3,9 +3,10 @@
 Everything runs as users run it: ``strata up`` under a temporary ``$STRATA_HOME``,
 ``strata tenant create`` (initdb with data checksums), ``strata compute start``; the
 baseline is a plain cluster made by the same initdb into a local directory and started
-with the very same command-line settings (port aside). Runs alternate between the two
-systems, and each figure is reported as the median (and spread) over repeats, with the
-compute/local ratio of the medians. Needs root, FUSE and PostgreSQL 15, like a compute.
+with the very same command-line settings (port aside; both reached over a unix socket, as
+computes listen on no TCP port). Runs alternate between the two systems, and each figure
+is reported as the median (and spread) over repeats, with the compute/local ratio of the
+medians. Needs root, FUSE and PostgreSQL 15, like a compute.
 
 Figures:
 - ``pgbench -i -s 20``: seconds, ratio.
@@ -131,7 +132,7 @@ class Local:
                     str(self.datadir))
 
     def start(self, shared_buffers: str, full_page_writes: bool) -> None:
-        settings = {"port": str(self.port), "listen_addresses": "127.0.0.1",
+        settings = {"port": str(self.port), "listen_addresses": "",  # as computes: socket only
                     "unix_socket_directories": str(self.socket_dir),
                     "shared_buffers": shared_buffers, "wal_recycle": "off",
                     "wal_init_zero": "off", "logging_collector": "off",
@@ -144,8 +145,8 @@ class Local:
         self.proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         log.close()
         deadline = time.monotonic() + 60
-        while subprocess.run([str(pg_bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p",
-                              str(self.port)], capture_output=True).returncode != 0:
+        while subprocess.run([str(pg_bin_dir() / "pg_isready"), "-h", str(self.socket_dir),
+                              "-p", str(self.port)], capture_output=True).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise BenchError("local PostgreSQL did not start; see local.log")
             time.sleep(0.1)
@@ -172,12 +173,15 @@ class System:
 
     name: str
     restart: Callable[[str, bool], None]  # (shared_buffers, full_page_writes)
-    port: Callable[[], int]
+    endpoint: Callable[[], Endpoint]
     make_cold: Callable[[], None]
 
 
-def pgbench(port: int, *args: str, timeout: float = 1800) -> str:
-    return as_postgres("pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+Endpoint = tuple[str, int]  # unix socket directory, port: both systems are reached alike
+
+
+def pgbench(at: Endpoint, *args: str, timeout: float = 1800) -> str:
+    return as_postgres("pgbench", "-h", at[0], "-p", str(at[1]), "-U", "postgres",
                        *args, "postgres", timeout=timeout)
 
 
@@ -191,8 +195,8 @@ def tps(output: str) -> float:
     return float(match.group(1))
 
 
-def query(port: int, sql: str) -> Any:
-    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+def query(at: Endpoint, sql: str) -> Any:
+    with psycopg.connect(host=at[0], port=at[1], user="postgres", dbname="postgres",
                          autocommit=True) as conn:
         cursor = conn.execute(sql)
         row = cursor.fetchone() if cursor.description else None
@@ -258,7 +262,7 @@ def measure(settings: Settings, root: Path) -> JSON:
 
 def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
                     local: Local) -> JSON:
-    compute_port: list[int] = []
+    compute_at: list[Endpoint] = []
 
     def restart_compute(shared_buffers: str, full_page_writes: bool,
                         cache_mb: int = 256) -> None:
@@ -266,15 +270,17 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         started = strata("compute", "start", "main", "--shared-buffers", shared_buffers,
                          "--full-page-writes", "on" if full_page_writes else "off",
                          "--cache-mb", str(cache_mb))
-        compute_port[:] = [started["port"]]
+        compute_at[:] = [(started["host"], started["port"])]
 
     def restart_local(shared_buffers: str, full_page_writes: bool) -> None:
         local.stop()
         local.start(shared_buffers, full_page_writes)
 
-    strata("compute", "start", "main")
-    compute = System("compute", restart_compute, lambda: compute_port[0], lambda: None)
-    baseline = System("local", restart_local, lambda: local.port, drop_os_cache)
+    started = strata("compute", "start", "main")
+    compute_at[:] = [(started["host"], started["port"])]
+    compute = System("compute", restart_compute, lambda: compute_at[0], lambda: None)
+    baseline = System("local", restart_local, lambda: (str(local.socket_dir), local.port),
+                      drop_os_cache)
     systems = [compute, baseline]
     for system in systems:
         system.restart(settings.shared_buffers, True)
@@ -282,24 +288,24 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
 
     def load_time(system: System) -> float:
         began = time.perf_counter()
-        pgbench(system.port(), "-i", "-s", str(settings.load_scale), "-q")
+        pgbench(system.endpoint(), "-i", "-s", str(settings.load_scale), "-q")
         return time.perf_counter() - began
 
     print("pgbench -i ...", file=sys.stderr)
     report["load"] = with_ratio(interleaved(systems, settings.repeats, load_time))
     for system in systems:
-        pgbench(system.port(), "-i", "-s", str(settings.tps_scale), "-q")
-        query(system.port(), "CHECKPOINT")
+        pgbench(system.endpoint(), "-i", "-s", str(settings.tps_scale), "-q")
+        query(system.endpoint(), "CHECKPOINT")
 
     def tps_run(*extra: str) -> Callable[[System], float]:
-        return lambda system: tps(pgbench(system.port(), "-c", str(settings.clients), "-j",
+        return lambda system: tps(pgbench(system.endpoint(), "-c", str(settings.clients), "-j",
                                           "2", "-T", str(settings.seconds), "-n", *extra))
 
     def settle(system: System) -> None:
         """After writes: a checkpoint and an untimed read-only pass on each system, so
         hint-bit writes and the page server's flush/compaction of the write run do not
         land in the read-only figures."""
-        query(system.port(), "CHECKPOINT")
+        query(system.endpoint(), "CHECKPOINT")
         tps_run("-S")(system)
 
     print("pgbench read-write / read-only ...", file=sys.stderr)
@@ -319,12 +325,12 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         compute.restart(settings.shared_buffers, fpw)
         samples: dict[str, list[float]] = {"tps": [], "wal_bytes_per_txn": []}
         for _ in range(settings.repeats):
-            query(compute.port(), "CHECKPOINT")
-            before = query(compute.port(), "SELECT pg_current_wal_lsn()::text")
-            output = pgbench(compute.port(), "-c", str(settings.clients), "-j", "2", "-T",
+            query(compute.endpoint(), "CHECKPOINT")
+            before = query(compute.endpoint(), "SELECT pg_current_wal_lsn()::text")
+            output = pgbench(compute.endpoint(), "-c", str(settings.clients), "-j", "2", "-T",
                              str(settings.seconds), "-n")
-            after = query(compute.port(), "SELECT pg_current_wal_lsn()::text")
-            wal = query(compute.port(), f"SELECT pg_wal_lsn_diff('{after}', '{before}')")
+            after = query(compute.endpoint(), "SELECT pg_current_wal_lsn()::text")
+            wal = query(compute.endpoint(), f"SELECT pg_wal_lsn_diff('{after}', '{before}')")
             transactions = int(re.search(r"transactions actually processed: (\d+)",
                                          output).group(1))  # type: ignore[union-attr]
             samples["tps"].append(tps(output))
@@ -333,7 +339,7 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
             name: summary(values) for name, values in samples.items()}
 
     print("cold scan ...", file=sys.stderr)
-    table_bytes = int(query(compute.port(), "SELECT pg_relation_size('pgbench_accounts')"))
+    table_bytes = int(query(compute.endpoint(), "SELECT pg_relation_size('pgbench_accounts')"))
     cache_mb = max(8, table_bytes // (4 * 1024 * 1024))
     cold: dict[str, list[float]] = {"compute": [], "local": [], "round_trips": [],
                                     "pages_served": []}
@@ -344,7 +350,7 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         restart_compute(settings.shared_buffers, True, cache_mb)
         before = server_counters(up["metrics_address"])
         began = time.perf_counter()
-        query(compute.port(), "SELECT count(*) FROM pgbench_accounts")
+        query(compute.endpoint(), "SELECT count(*) FROM pgbench_accounts")
         cold["compute"].append(table_bytes / (time.perf_counter() - began) / 1e6)
         after = server_counters(up["metrics_address"])
         cold["round_trips"].append(after["getpages_requests"] - before["getpages_requests"])
@@ -353,7 +359,7 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         drop_os_cache()
         local.start(settings.shared_buffers, True)
         began = time.perf_counter()
-        query(local.port, "SELECT count(*) FROM pgbench_accounts")
+        query(baseline.endpoint(), "SELECT count(*) FROM pgbench_accounts")
         cold["local"].append(table_bytes / (time.perf_counter() - began) / 1e6)
     report["cold_scan"] = {
         "table_bytes": table_bytes, "cache_mb": cache_mb,
@@ -369,7 +375,7 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         strata("branch", "create", name)
         began = time.perf_counter()
         started = strata("compute", "start", name)
-        query(started["port"], "SELECT count(*) FROM pgbench_branches")
+        query((started["host"], started["port"]), "SELECT count(*) FROM pgbench_branches")
         starts.append(time.perf_counter() - began)
         strata("compute", "stop", name)
     report["compute_start_s"] = summary(starts)

@@ -2,7 +2,9 @@
 
 Compute-specific settings (port, socket directory, shared_buffers, WAL settings
 that suit a copy-on-write store) go on the postgres command line, never into
-the branch's files. PostgreSQL runs as the unprivileged ``postgres`` user; the
+the branch's files. PostgreSQL listens on no TCP port: only on a unix socket in a
+directory that root and ``postgres`` alone can enter, so clients come through the
+proxy, which authenticates them. PostgreSQL runs as the unprivileged ``postgres`` user; the
 mount daemon runs as root with ``allow_other``.
 
 A started compute outlives the process that started it: its pids and settings are
@@ -35,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pageserver.durable import write_durably
 from pageserver.importer import pg_bin_dir
@@ -85,15 +88,21 @@ class ComputeSpec:
         return self.workdir / "socket"
 
     @property
+    def socket_path(self) -> Path:
+        """PostgreSQL's unix socket: the only way in (no TCP), for root and ``postgres``."""
+        return self.socket_dir / f".s.PGSQL.{self.port}"
+
+    @property
     def holder(self) -> str:
         """Names this compute slot in the page server's writer lease."""
         return f"{socket.gethostname()}:{self.workdir}"
 
     def dsn(self, dbname: str = "postgres") -> str:
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+        return f"host={self.socket_dir} port={self.port} user=postgres dbname={dbname}"
 
     def uri(self, dbname: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+        return (f"postgresql://postgres@/{dbname}?host={quote(str(self.socket_dir), safe='/')}"
+                f"&port={self.port}")
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "token_file": str(self.token_file), "workdir": str(self.workdir)}
@@ -179,6 +188,7 @@ class ComputeNode:
         check_reachable(spec.workdir)
         owner = pwd.getpwnam("postgres")
         os.chown(spec.socket_dir, owner.pw_uid, owner.pw_gid)
+        os.chmod(spec.socket_dir, 0o700)  # clients come through the proxy (root)
         ready = spec.workdir / "mount.ready"
         ready.unlink(missing_ok=True)
         # Scratch holds one postmaster's ephemera (pid file, stats, temp files) and the
@@ -210,8 +220,8 @@ class ComputeNode:
     def _postgres_command(self) -> list[str]:
         spec = self.spec
         settings = {
-            "port": str(spec.port), "listen_addresses": "127.0.0.1",
-            "unix_socket_directories": str(spec.socket_dir),
+            "port": str(spec.port), "listen_addresses": "",  # no TCP: the socket only
+            "unix_socket_directories": str(spec.socket_dir), "unix_socket_permissions": "0700",
             "shared_buffers": spec.shared_buffers, "wal_recycle": "off", "wal_init_zero": "off",
             "full_page_writes": "on" if spec.full_page_writes else "off",
             "logging_collector": "off", **spec.settings,
@@ -235,7 +245,8 @@ class ComputeNode:
 
     def _accepting(self) -> bool:
         result = subprocess.run(
-            [str(pg_bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.spec.port),
+            [str(pg_bin_dir() / "pg_isready"), "-h", str(self.spec.socket_dir), "-p",
+             str(self.spec.port),
              "-t", "1"], capture_output=True, check=False)
         return result.returncode == 0
 

@@ -9,9 +9,10 @@ URI), and the database names the branch, optionally with a database inside it::
     postgresql://TENANT:PASSWORD@127.0.0.1:6432/BRANCH:mydb   (database "mydb")
 
 The proxy declines SSL and GSS encryption, reads the startup message, makes sure the
-compute runs (clients arriving during one cold start share it), connects to it as
-``postgres`` and then relays bytes both ways. It learns each session's cancel key on the
-way, so a CancelRequest reaches the right compute. Errors (unknown branch, a compute that
+compute runs (clients arriving during one cold start share it), connects to its unix
+socket as ``postgres`` (computes listen on no TCP port) and then relays bytes both ways.
+It learns each session's cancel key on the way, so a CancelRequest reaches the right
+compute. Errors (unknown branch, a compute that
 fails to start) come back as a PostgreSQL ErrorResponse, never as a dropped socket.
 
 ``strata up`` starts it (as root, since it starts computes); ``strata connect BRANCH``
@@ -113,15 +114,15 @@ class Computes:
         self._idle_since: dict[tuple[str, str], float] = {}
         self.starts = 0  # computes this proxy started (for tests and metrics)
 
-    async def ensure(self, tenant: str, branch: str) -> int:
-        """The port of the branch's running compute, started if needed."""
+    async def ensure(self, tenant: str, branch: str) -> Path:
+        """The unix socket of the branch's running compute, started if needed."""
         async with self._locks[(tenant, branch)]:
             node = computes.find(self._home, tenant, branch)
             if node is not None and node.status() is ComputeStatus.RUNNING:
-                return node.spec.port
+                return node.spec.socket_path
             started = await asyncio.to_thread(self._start, tenant, branch)
             self.starts += 1
-            return started.spec.port
+            return started.spec.socket_path
 
     def _start(self, tenant: str, branch: str) -> ComputeNode:
         log.info("starting the compute of %s/%s", tenant, branch)
@@ -160,7 +161,7 @@ class Proxy:
     def __init__(self, computes_: Computes, home: Home) -> None:
         self.computes = computes_
         self._home = home
-        self._cancel_ports: dict[CancelKey, int] = {}
+        self._cancel_sockets: dict[CancelKey, Path] = {}
         self._verifiers: dict[tuple[str, str], Verifier] = {}  # (tenant, password) -> it
 
     def _verifier(self, tenant: str) -> Verifier | None:
@@ -231,19 +232,19 @@ class Proxy:
         if not await self._authenticate(route.tenant, reader, writer):
             return  # nothing is started for a client that did not prove who it is
         try:
-            port = await self.computes.ensure(route.tenant, route.branch)
+            socket_path = await self.computes.ensure(route.tenant, route.branch)
         except (CliError, ClientError) as exc:
             not_found = (isinstance(exc, CliError) and exc.code is ExitCode.NOT_FOUND) or (
                 isinstance(exc, ClientError) and exc.code.name == "NOT_FOUND")
             await _refuse(writer, "3D000" if not_found else "57P03", exc.message)
             return
-        await self._relay(route, port, startup, reader, writer)
+        await self._relay(route, socket_path, startup, reader, writer)
 
-    async def _relay(self, route: Route, port: int, startup: Startup,
+    async def _relay(self, route: Route, socket_path: Path, startup: Startup,
                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         params = {**startup.params, "user": "postgres", "database": route.dbname}
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+            upstream_reader, upstream_writer = await asyncio.open_unix_connection(socket_path)
         except OSError as exc:
             await _refuse(writer, "57P03", f"the compute of {route.branch!r} does not answer: "
                                            f"{exc}")
@@ -259,23 +260,23 @@ class Proxy:
                 writer.write(message)
                 if kind == b"K":
                     cancel_key = backend_key(message)
-                    self._cancel_ports[cancel_key] = port
+                    self._cancel_sockets[cancel_key] = socket_path
                 if kind in (b"Z", b"E"):
                     break
             await writer.drain()
             await asyncio.gather(_pump(reader, upstream_writer), _pump(upstream_reader, writer))
         finally:
             if cancel_key is not None:
-                self._cancel_ports.pop(cancel_key, None)
+                self._cancel_sockets.pop(cancel_key, None)
             self.computes.disconnected(key)
             upstream_writer.close()
 
     async def _cancel(self, key: CancelKey) -> None:
-        port = self._cancel_ports.get(key)
-        if port is None:
+        socket_path = self._cancel_sockets.get(key)
+        if socket_path is None:
             return  # PostgreSQL too ignores a cancel for no session, silently
         with contextlib.suppress(OSError):
-            _, cancel_writer = await asyncio.open_connection("127.0.0.1", port)
+            _, cancel_writer = await asyncio.open_unix_connection(socket_path)
             cancel_writer.write(key.encode())
             await cancel_writer.drain()
             cancel_writer.close()

@@ -31,7 +31,8 @@ def compute_dict(node: ComputeNode) -> dict[str, Any]:
     status = node.status()
     return {
         "tenant": spec.tenant, "branch": spec.branch, "status": status.value,
-        "host": "127.0.0.1", "port": spec.port, "user": "postgres", "dbname": "postgres",
+        "host": str(spec.socket_dir), "port": spec.port, "user": "postgres",
+        "dbname": "postgres",
         "uri": spec.uri(), "dsn": spec.dsn(),
         "pids": vars(node.pids) if node.pids and status is ComputeStatus.RUNNING else None,
         "started_at": node.started_at or None, "cache_mb": spec.cache_mb,
@@ -61,10 +62,11 @@ def compute_dict(node: ComputeNode) -> dict[str, Any]:
 def start(session: Session, branch: str, port: int | None, cache_mb: int | None,
           shared_buffers: str | None, full_page_writes: str | None, force: bool,
           timeout: float) -> None:
-    """Start PostgreSQL on BRANCH and print its connection string.
+    """Start PostgreSQL on BRANCH (the proxy does this on connect by itself).
 
-    Refused if a compute already writes the branch. Settings for the compute go on
-    PostgreSQL's command line, never into the branch's files.
+    It listens on a unix socket only root and postgres can reach; clients come through
+    the proxy (`strata connect BRANCH`). Refused if a compute already writes the branch.
+    Settings for the compute go on PostgreSQL's command line, never into the branch's files.
     """
     began = time.monotonic()
     spinner = working(f"starting compute on {branch!r}", session.interactive)
@@ -78,8 +80,9 @@ def start(session: Session, branch: str, port: int | None, cache_mb: int | None,
     if session.json:
         emit_json({**compute_dict(node), "start_seconds": round(seconds, 3)})
     else:
-        emit_text(f"compute on branch {branch!r} accepts connections ({seconds:.1f} s): "
-                  f"{node.spec.uri()}")
+        emit_text(f"compute on branch {branch!r} accepts connections ({seconds:.1f} s) on "
+                  f"{node.spec.socket_path} (root and postgres only); clients: "
+                  f"`strata connect {branch}`")
 
 
 @compute.command("stop")
@@ -118,12 +121,13 @@ def list_(session: Session) -> None:
     for node in nodes:
         status = node.status()
         running = status is ComputeStatus.RUNNING
-        rows.append((node.spec.branch, status.value, node.spec.uri() if running else "-",
+        rows.append((node.spec.branch, status.value,
+                     str(node.spec.socket_path) if running else "-",
                      str(node.pids.postmaster) if running and node.pids else "-",
                      local_time(int(node.started_at * 1e6)) if running else "-",
                      f"{node.spec.cache_mb} MB", _hit_ratio(node.stats()),
                      "on" if node.spec.full_page_writes else "off"))
-    print_table(("branch", "status", "uri", "postmaster", "started", "cache", "cache hits",
+    print_table(("branch", "status", "socket", "postmaster", "started", "cache", "cache hits",
                  "full_page_writes"), rows)
 
 

@@ -66,7 +66,7 @@ def _pgbench_tables(server: PageServerProcess, home: Path) -> None:
     node = ComputeNode(_spec(server, home / "init", "main"))
     try:
         node.start()
-        pg_tool("pgbench", node.spec.port, "-i", "-s", "1", "-q", "postgres")
+        pg_tool("pgbench", node.spec, "-i", "-s", "1", "-q", "postgres")
         node.stop()
     finally:
         node.kill()

@@ -10,15 +10,16 @@ from collections.abc import Callable
 
 import psycopg
 
+from compute.node import ComputeSpec
 from pageserver.importer import pg_bin_dir
 
 
-def pg_tool(name: str, dsn_port: int, *args: str, check: bool = True,
+def pg_tool(name: str, spec: ComputeSpec, *args: str, check: bool = True,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run a PostgreSQL client program as ``postgres`` against 127.0.0.1:``dsn_port``."""
+    """Run a PostgreSQL client program as ``postgres`` against a compute's socket."""
     result = subprocess.run(
-        ["runuser", "-u", "postgres", "--", str(pg_bin_dir() / name), "-h", "127.0.0.1",
-         "-p", str(dsn_port), "-U", "postgres", *args],
+        ["runuser", "-u", "postgres", "--", str(pg_bin_dir() / name), "-h",
+         str(spec.socket_dir), "-p", str(spec.port), "-U", "postgres", *args],
         capture_output=True, text=True, check=False, timeout=timeout)
     if check:
         assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
@@ -60,10 +61,11 @@ class AckWriters:
 class Pgbench:
     """``pgbench`` TPC-B running in the background until stopped or killed."""
 
-    def __init__(self, port: int, clients: int = 2) -> None:
+    def __init__(self, spec: ComputeSpec, clients: int = 2) -> None:
         self.process = subprocess.Popen(
             ["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "pgbench"), "-h",
-             "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", str(clients), "-T", "600",
+             str(spec.socket_dir), "-p", str(spec.port), "-U", "postgres", "-c", str(clients),
+             "-T", "600",
              "-n", "postgres"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def __enter__(self) -> Pgbench:
@@ -101,8 +103,8 @@ def assert_tpcb_balanced(dsn: str) -> None:
     assert transactions > 0, "pgbench committed nothing: the check proves nothing"
 
 
-def amcheck(port: int) -> None:
-    pg_tool("pg_amcheck", port, "--heapallindexed", "--install-missing", "postgres")
+def amcheck(spec: ComputeSpec) -> None:
+    pg_tool("pg_amcheck", spec, "--heapallindexed", "--install-missing", "postgres")
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -38,7 +38,7 @@ def test_branch_cut_mid_load_is_consistent_and_isolated(
     create_acks_table(source.spec.dsn())
     with psycopg.connect(source.spec.dsn(), autocommit=True) as conn:
         conn.execute("CREATE TABLE marks(id int PRIMARY KEY)")
-        with Pgbench(source.spec.port), AckWriters(source.spec.dsn(), 2, 0):
+        with Pgbench(source.spec), AckWriters(source.spec.dsn(), 2, 0):
             for mark in range(1, 301):
                 conn.execute("INSERT INTO marks VALUES (%s)", (mark,))
                 if mark == 150:  # commit 150 is durable, 151 not begun: cut here
@@ -48,7 +48,7 @@ def test_branch_cut_mid_load_is_consistent_and_isolated(
     branch.start()  # PostgreSQL finds a crashed cluster and recovers it
     assert _ids(branch.spec.dsn(), "marks") == set(range(1, 151))
     assert_tpcb_balanced(branch.spec.dsn())
-    amcheck(branch.spec.port)
+    amcheck(branch.spec)
     with psycopg.connect(branch.spec.dsn(), autocommit=True) as on_branch, \
             psycopg.connect(source.spec.dsn(), autocommit=True) as on_source:
         on_branch.execute("INSERT INTO marks VALUES (-1)")

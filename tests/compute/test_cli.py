@@ -32,13 +32,17 @@ def cli(compute_host: None) -> Iterator[Strata]:
 def test_start_use_refuse_stop_restart(cli: Strata) -> None:
     started = cli.json("compute", "start", "main", "--tenant", "shop")
     assert started["status"] == "running" and started["user"] == "postgres"
-    assert started["uri"] == f"postgresql://postgres@127.0.0.1:{started['port']}/postgres"
     port = started["port"]
-    psql = pg_tool("psql", port, "-Atc", "SELECT current_setting('wal_recycle'), "
-                   "current_setting('full_page_writes')", "postgres")
-    assert psql.stdout.strip() == "off|on"
-    pg_tool("pgbench", port, "-i", "-s", "1", "-q", "postgres")
-    bench = pg_tool("pgbench", port, "-c", "2", "-T", "3", "postgres")
+    node = computes.find(Home(cli.home), "shop", "main")
+    assert node is not None and started["uri"] == node.spec.uri()
+    assert started["host"] == str(node.spec.socket_dir)  # a unix socket, no TCP port
+    assert (node.spec.socket_dir.stat().st_mode & 0o777) == 0o700
+    psql = pg_tool("psql", node.spec, "-Atc", "SELECT current_setting('wal_recycle'), "
+                   "current_setting('full_page_writes'), current_setting('listen_addresses')",
+                   "postgres")
+    assert psql.stdout.strip() == "off|on|"
+    pg_tool("pgbench", node.spec, "-i", "-s", "1", "-q", "postgres")
+    bench = pg_tool("pgbench", node.spec, "-c", "2", "-T", "3", "postgres")
     assert "tps = " in bench.stdout
     with psycopg.connect(started["uri"], autocommit=True) as conn:
         conn.execute("CREATE TABLE notes(body text)")

@@ -29,7 +29,7 @@ def _check_after_crash(node: ComputeNode, acked: list[int]) -> None:
     assert len(acked) > 100, "too few acknowledged commits to prove anything"
     assert_acked_present(node.spec.dsn(), acked)
     assert_tpcb_balanced(node.spec.dsn())
-    amcheck(node.spec.port)
+    amcheck(node.spec)
 
 
 def _kill_compute_under_load(cluster: Cluster, make_compute: Callable[..., ComputeNode],
@@ -41,7 +41,7 @@ def _kill_compute_under_load(cluster: Cluster, make_compute: Callable[..., Compu
     rng = random.Random(branch)
     acked: list[int] = []
     for round_no in range(2):
-        with Pgbench(node.spec.port), AckWriters(node.spec.dsn(), 2, round_no) as writers:
+        with Pgbench(node.spec), AckWriters(node.spec.dsn(), 2, round_no) as writers:
             time.sleep(rng.uniform(2.0, 4.0))
             node.kill()
         acked += writers.acked
@@ -70,7 +70,7 @@ def test_kill_9_of_the_page_server_loses_nothing(
     node = make_compute("kill-server")
     node.start()
     create_acks_table(node.spec.dsn())
-    with Pgbench(node.spec.port), AckWriters(node.spec.dsn(), 2, 0) as writers:
+    with Pgbench(node.spec), AckWriters(node.spec.dsn(), 2, 0) as writers:
         time.sleep(2.5)
         assert server.signal(signal.SIGKILL) == -signal.SIGKILL
         server.start()
