@@ -48,7 +48,12 @@ def test_in_flight_waiters_wake_on_release() -> None:
     event = in_flight.waiting_for("a")
     assert event is not None and not event.is_set()
     woke = threading.Event()
-    thread = threading.Thread(target=lambda: (event.wait(), woke.set()))
+
+    def waiter() -> None:
+        event.wait()
+        woke.set()
+
+    thread = threading.Thread(target=waiter)
     thread.start()
     in_flight.release(["a", "b"])
     thread.join(timeout=5)
