@@ -139,6 +139,8 @@ class BranchRecord:
     created_at_us: int
     expires_at_us: int | None = None
     parent: str | None = None  # the branch it was forked from; kept across restores
+    suspend_timeout_s: int | None = None  # idle time before the proxy stops its compute
+    protected: bool = False  # never expires; deleting it needs force
 
 
 @dataclass

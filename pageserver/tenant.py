@@ -11,7 +11,7 @@ import re
 import shutil
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,17 @@ class BranchInfo:
     children: tuple[str, ...]
     created_at_us: int
     expires_at_us: int | None
+    suspend_timeout_s: int | None = None
+    protected: bool = False
+
+
+@dataclass(frozen=True)
+class BranchSettings:
+    """What a user sets on a branch besides its history."""
+
+    expires_at_us: int | None = None
+    suspend_timeout_s: int | None = None
+    protected: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,7 +181,8 @@ class Tenant:
         parent = record.parent or (self.branch_name_of(ancestor) if ancestor is not None else None)
         return BranchInfo(name, timeline.timeline_id, parent, timeline.branch_lsn,
                           timeline.durable_lsn, children, record.created_at_us,
-                          record.expires_at_us)
+                          record.expires_at_us, record.suspend_timeout_s,
+                          record.protected or name == MAIN_BRANCH)
 
     def children(self, timeline: Timeline) -> list[Timeline]:
         with self._lock:
@@ -182,21 +194,24 @@ class Tenant:
 
     def create_branch(
         self, name: str, parent: str = MAIN_BRANCH, at: BranchPoint | None = None,
-        expires_at_us: int | None = None,
+        expires_at_us: int | None = None, settings: BranchSettings | None = None,
     ) -> Timeline:
         """A new branch of ``parent`` at a point in its history; copies nothing."""
         validate_name("branch", name)
         at = at or BranchPoint()
+        settings = settings or BranchSettings(expires_at_us)
+        if settings.protected and settings.expires_at_us:
+            raise InvalidArgumentError("a protected branch never expires: give no TTL")
         if at.checkpoint is not None:
             record = self.checkpoint(at.checkpoint)
             with self._lock:
                 source = self.timelines.get(record.timeline_id)
             if source is None or source.deleted:
                 raise NotFoundError(f"checkpoint {at.checkpoint!r} refers to a deleted timeline")
-            return self._create_timeline(name, source, record.lsn, expires_at_us,
+            return self._create_timeline(name, source, record.lsn, settings,
                                          self.branch_name_of(source))
         source = self.branch(parent)
-        return self._create_timeline(name, source, self.resolve_point(source, at), expires_at_us,
+        return self._create_timeline(name, source, self.resolve_point(source, at), settings,
                                      parent)
 
     def resolve_point(self, timeline: Timeline, at: BranchPoint) -> int:
@@ -231,14 +246,16 @@ class Tenant:
 
     def _create_timeline(
         self, name: str, ancestor: Timeline | None, branch_lsn: int,
-        expires_at_us: int | None = None, parent: str | None = None,
+        settings: BranchSettings | None = None, parent: str | None = None,
     ) -> Timeline:
         with self._lock:
             if name in self.manifest.branches:
                 raise AlreadyExistsError(f"branch {name!r} already exists")
             timeline = self._new_timeline(ancestor, branch_lsn)
+            settings = settings or BranchSettings()
             self.manifest.branches[name] = BranchRecord(
-                timeline.timeline_id, timeline.created_at_us, expires_at_us, parent
+                timeline.timeline_id, timeline.created_at_us, settings.expires_at_us, parent,
+                settings.suspend_timeout_s, settings.protected,
             )
         try:
             timeline.persist()
@@ -290,8 +307,8 @@ class Tenant:
             if preserve_as is not None and preserve_as in self.manifest.branches:
                 raise AlreadyExistsError(f"branch {preserve_as!r} already exists")
             timeline = self._new_timeline(source, lsn)
-            self.manifest.branches[name] = BranchRecord(
-                timeline.timeline_id, now_us(), record.expires_at_us, record.parent)
+            self.manifest.branches[name] = replace(
+                record, timeline_id=timeline.timeline_id, created_at_us=now_us())
             if preserve_as is not None:
                 self.manifest.branches[preserve_as] = BranchRecord(
                     old.timeline_id, record.created_at_us, None, record.parent)
@@ -307,6 +324,27 @@ class Tenant:
             raise
         self._drop_if_orphan(old)
         return timeline, preserve_as
+
+    def update_branch(self, name: str, changes: dict[str, Any]) -> None:
+        """Change ``expires_at_us``, ``suspend_timeout_s`` or ``protected`` of a branch."""
+        unknown = set(changes) - {"expires_at_us", "suspend_timeout_s", "protected"}
+        if unknown:
+            raise InvalidArgumentError(f"cannot set {', '.join(sorted(unknown))} on a branch")
+        self.branch(name)
+        with self._lock:
+            record = self.manifest.branches[name]
+            updated = replace(record, **changes)
+            protected = updated.protected or name == MAIN_BRANCH
+            if protected and updated.expires_at_us:
+                raise FailedPreconditionError(
+                    f"branch {name!r} is protected and never expires; unprotect it first")
+            self.manifest.branches[name] = updated
+        try:
+            self.persist()
+        except Exception:
+            with self._lock:
+                self.manifest.branches[name] = record
+            raise
 
     def _free_name(self, base: str) -> str:
         number = 1
@@ -325,16 +363,22 @@ class Tenant:
             timeline.inherit_last_batch(ancestor.last_batch())  # no history scan later
         return timeline
 
-    def delete_branch(self, name: str, cascade: bool = False) -> list[str]:
+    def delete_branch(self, name: str, cascade: bool = False, force: bool = False) -> list[str]:
         """Delete a branch and reclaim its layers; returns the branch names removed.
 
         Refused while branches were forked from it, unless ``cascade``, which deletes
-        everything below it too.
+        everything below it too; refused for protected branches (``main`` always is)
+        unless ``force``.
         """
         timeline = self.branch(name)
         with self._lock:
             subtree = self._subtree(timeline)
             below = sorted(n for t in subtree[1:] if (n := self.branch_name_of(t)) is not None)
+            guarded = [n for n in (name, *below) if self._protected(n)]
+            if guarded and not force:
+                raise FailedPreconditionError(
+                    f"branch {', '.join(repr(n) for n in guarded)} is protected; "
+                    "deleting it needs force")
             if len(subtree) > 1 and not cascade:
                 raise FailedPreconditionError(
                     f"branch {name!r} has child branches {', '.join(below) or '(restored)'}; "
@@ -350,6 +394,10 @@ class Tenant:
         for doomed_timeline in reversed(subtree):  # leaves first
             self._drop(doomed_timeline, upwards=doomed_timeline is timeline)
         return [*below, name]
+
+    def _protected(self, name: str) -> bool:
+        record = self.manifest.branches.get(name)
+        return name == MAIN_BRANCH or (record is not None and record.protected)
 
     def _subtree(self, timeline: Timeline) -> list[Timeline]:
         """``timeline`` and every timeline forked from it, parents before children."""

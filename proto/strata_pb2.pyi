@@ -307,7 +307,7 @@ class DeleteTenantResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class BranchInfo(_message.Message):
-    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer")
+    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +323,8 @@ class BranchInfo(_message.Message):
     WRITER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     GC_CUTOFF_FIELD_NUMBER: _ClassVar[int]
     WRITER_FIELD_NUMBER: _ClassVar[int]
+    SUSPEND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    PROTECTED_FIELD_NUMBER: _ClassVar[int]
     name: str
     timeline_id: str
     parent: str
@@ -338,10 +340,12 @@ class BranchInfo(_message.Message):
     writer_epoch: int
     gc_cutoff: int
     writer: str
-    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ...) -> None: ...
+    suspend_timeout_s: int
+    protected: bool
+    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ...) -> None: ...
 
 class CreateBranchRequest(_message.Message):
-    __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s")
+    __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s", "suspend_timeout_s", "protected")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +354,8 @@ class CreateBranchRequest(_message.Message):
     TIME_US_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     TTL_S_FIELD_NUMBER: _ClassVar[int]
+    SUSPEND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    PROTECTED_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
     parent: str
@@ -358,9 +364,31 @@ class CreateBranchRequest(_message.Message):
     time_us: int
     checkpoint: str
     ttl_s: int
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., ttl_s: _Optional[int] = ...) -> None: ...
+    suspend_timeout_s: int
+    protected: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ...) -> None: ...
 
 class CreateBranchResponse(_message.Message):
+    __slots__ = ("branch",)
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    branch: BranchInfo
+    def __init__(self, branch: _Optional[_Union[BranchInfo, _Mapping]] = ...) -> None: ...
+
+class UpdateBranchRequest(_message.Message):
+    __slots__ = ("tenant", "name", "ttl_s", "suspend_timeout_s", "protected")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    SUSPEND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    PROTECTED_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    name: str
+    ttl_s: int
+    suspend_timeout_s: int
+    protected: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ...) -> None: ...
+
+class UpdateBranchResponse(_message.Message):
     __slots__ = ("branch",)
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     branch: BranchInfo
@@ -421,14 +449,16 @@ class RestoreBranchResponse(_message.Message):
     def __init__(self, branch: _Optional[_Union[BranchInfo, _Mapping]] = ..., preserved_as: _Optional[str] = ...) -> None: ...
 
 class DeleteBranchRequest(_message.Message):
-    __slots__ = ("tenant", "name", "cascade")
+    __slots__ = ("tenant", "name", "cascade", "force")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CASCADE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
     cascade: bool
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., cascade: _Optional[bool] = ...) -> None: ...
+    force: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., cascade: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class DeleteBranchResponse(_message.Message):
     __slots__ = ("deleted",)

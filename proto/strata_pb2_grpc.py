@@ -344,6 +344,11 @@ class ManagementServiceStub:
                 request_serializer=proto_dot_strata__pb2.RestoreBranchRequest.SerializeToString,
                 response_deserializer=proto_dot_strata__pb2.RestoreBranchResponse.FromString,
                 _registered_method=True)
+        self.UpdateBranch = channel.unary_unary(
+                '/strata.v1.ManagementService/UpdateBranch',
+                request_serializer=proto_dot_strata__pb2.UpdateBranchRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.UpdateBranchResponse.FromString,
+                _registered_method=True)
         self.DeleteBranch = channel.unary_unary(
                 '/strata.v1.ManagementService/DeleteBranch',
                 request_serializer=proto_dot_strata__pb2.DeleteBranchRequest.SerializeToString,
@@ -436,6 +441,12 @@ class ManagementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RestoreBranch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateBranch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -538,6 +549,11 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.RestoreBranch,
                     request_deserializer=proto_dot_strata__pb2.RestoreBranchRequest.FromString,
                     response_serializer=proto_dot_strata__pb2.RestoreBranchResponse.SerializeToString,
+            ),
+            'UpdateBranch': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBranch,
+                    request_deserializer=proto_dot_strata__pb2.UpdateBranchRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.UpdateBranchResponse.SerializeToString,
             ),
             'DeleteBranch': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteBranch,
@@ -779,6 +795,33 @@ class ManagementService:
             '/strata.v1.ManagementService/RestoreBranch',
             proto_dot_strata__pb2.RestoreBranchRequest.SerializeToString,
             proto_dot_strata__pb2.RestoreBranchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBranch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/UpdateBranch',
+            proto_dot_strata__pb2.UpdateBranchRequest.SerializeToString,
+            proto_dot_strata__pb2.UpdateBranchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -125,9 +125,12 @@ class StrataClient:
     def create_branch(self, tenant: str, name: str, *, parent: str = "",
                       lsn: int | None = None, wal_lsn: int | None = None,
                       time_us: int | None = None, checkpoint: str | None = None,
-                      ttl_s: int = 0) -> pb.BranchInfo:
+                      ttl_s: int = 0, suspend_timeout_s: int = 0,
+                      protected: bool = False) -> pb.BranchInfo:
         """Branch ``parent`` (default main) at most at one point; none: its newest LSN."""
-        request = pb.CreateBranchRequest(tenant=tenant, name=name, parent=parent, ttl_s=ttl_s)
+        request = pb.CreateBranchRequest(tenant=tenant, name=name, parent=parent, ttl_s=ttl_s,
+                                         suspend_timeout_s=suspend_timeout_s,
+                                         protected=protected)
         if lsn is not None:
             request.lsn = lsn
         if wal_lsn is not None:
@@ -165,9 +168,23 @@ class StrataClient:
         return self._manage("GetBranch", pb.GetBranchRequest(tenant=tenant, name=name),
                             pb.GetBranchResponse).branch
 
-    def delete_branch(self, tenant: str, name: str, *, cascade: bool = False) -> list[str]:
+    def update_branch(self, tenant: str, name: str, *, ttl_s: int | None = None,
+                      suspend_timeout_s: int | None = None,
+                      protected: bool | None = None) -> pb.BranchInfo:
+        """Change what is given: TTL from now (0: none), suspend timeout, protection."""
+        request = pb.UpdateBranchRequest(tenant=tenant, name=name)
+        if ttl_s is not None:
+            request.ttl_s = ttl_s
+        if suspend_timeout_s is not None:
+            request.suspend_timeout_s = suspend_timeout_s
+        if protected is not None:
+            request.protected = protected
+        return self._manage("UpdateBranch", request, pb.UpdateBranchResponse).branch
+
+    def delete_branch(self, tenant: str, name: str, *, cascade: bool = False,
+                      force: bool = False) -> list[str]:
         """Delete ``name`` (and with ``cascade`` its descendants); the names deleted."""
-        request = pb.DeleteBranchRequest(tenant=tenant, name=name, cascade=cascade)
+        request = pb.DeleteBranchRequest(tenant=tenant, name=name, cascade=cascade, force=force)
         return list(self._manage("DeleteBranch", request, pb.DeleteBranchResponse).deleted)
 
     # --- checkpoints ---------------------------------------------------------------

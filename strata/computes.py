@@ -171,6 +171,15 @@ def _start_again(home: Home, client: StrataClient, address: str, node: ComputeNo
           shared_buffers=spec.shared_buffers, force=False, timeout_s=120.0)
 
 
+def forget(home: Home, tenant: str, branches: list[str]) -> None:
+    """Stop the computes of branches being deleted and remove their directories."""
+    for branch in branches:
+        node = find(home, tenant, branch)
+        if node is not None:
+            stop(node, 60.0)
+            shutil.rmtree(node.spec.workdir, ignore_errors=True)
+
+
 def stop_all(home: Home, timeout_s: float) -> list[str]:
     """Stop every running compute of this home (before the page server goes); their names."""
     stopped = []

@@ -16,8 +16,9 @@ compute. Errors (unknown branch, a compute that
 fails to start) come back as a PostgreSQL ErrorResponse, never as a dropped socket.
 
 ``strata up`` starts it (as root, since it starts computes); ``strata connect BRANCH``
-prints the URI. It also deletes branches whose TTL has passed (``strata.reaper``). Not yet
-(issue 5 continues): per-branch suspend timeouts.
+prints the URI. A branch's own suspend timeout (``branch create/set --suspend-timeout``)
+overrides the proxy's. It also deletes branches whose TTL has passed (``strata.reaper``). Not yet
+(issue 5 continues): quotas.
 """
 
 from __future__ import annotations
@@ -112,10 +113,14 @@ class Computes:
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._clients: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._idle_since: dict[tuple[str, str], float] = {}
+        self._timeouts: dict[tuple[str, str], float] = {}  # per-branch suspend timeouts
         self.starts = 0  # computes this proxy started (for tests and metrics)
 
     async def ensure(self, tenant: str, branch: str) -> Path:
         """The unix socket of the branch's running compute, started if needed."""
+        info = await asyncio.to_thread(self._client.get_branch, tenant, branch)
+        self._timeouts[(tenant, branch)] = float(info.suspend_timeout_s or
+                                                 self.suspend_timeout_s)
         async with self._locks[(tenant, branch)]:
             node = computes.find(self._home, tenant, branch)
             if node is not None and node.status() is ComputeStatus.RUNNING:
@@ -143,7 +148,7 @@ class Computes:
         """Stop every compute that has had no client for the suspend timeout."""
         now = time.monotonic()
         for key, since in list(self._idle_since.items()):
-            if now - since < self.suspend_timeout_s:
+            if now - since < self._timeouts.get(key, self.suspend_timeout_s):
                 continue
             async with self._locks[key]:
                 if self._clients[key] or self._idle_since.get(key) != since:
@@ -311,7 +316,7 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
         loop.add_signal_handler(signum, stop.set)
     server = await asyncio.start_server(proxy.handle, host, port)
     ready(server.sockets[0].getsockname()[1])
-    period = min(1.0, max(computes_.suspend_timeout_s / 4, 0.1))
+    period = min(1.0, max(computes_.suspend_timeout_s / 4, 0.1))  # per-branch ones: >= 1 s
     last_reap = 0.0
     async with server:
         while not stop.is_set():

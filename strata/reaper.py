@@ -8,10 +8,8 @@ them too. ``main`` is created without a TTL and never expires.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 
-from compute.node import ComputeStatus
 from strata import computes
 from strata.client import ClientError, StrataClient
 from strata.home import Home
@@ -27,15 +25,13 @@ def reap_expired(home: Home, client: StrataClient, now_us: int | None = None) ->
         for branch in client.list_branches(tenant.tenant):
             if not branch.expires_at_us or branch.expires_at_us > now_us:
                 continue
+            if branch.protected:
+                continue  # cannot happen (protected branches refuse a TTL); never reap them
             if branch.children:
                 log.warning("branch %s/%s expired but %s were forked from it: kept",
                             tenant.tenant, branch.name, ", ".join(branch.children))
                 continue
-            node = computes.find(home, tenant.tenant, branch.name)
-            if node is not None:
-                if node.status() is not ComputeStatus.STOPPED:
-                    computes.stop(node, 60.0)
-                shutil.rmtree(node.spec.workdir, ignore_errors=True)
+            computes.forget(home, tenant.tenant, [branch.name])
             try:
                 client.delete_branch(tenant.tenant, branch.name)
             except ClientError as exc:

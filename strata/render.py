@@ -63,6 +63,8 @@ def branch_dict(branch: pb.BranchInfo) -> dict[str, Any]:
         "owned_bytes": branch.owned_bytes,
         "writer_epoch": branch.writer_epoch,
         "writer": branch.writer or None,
+        "suspend_timeout_s": branch.suspend_timeout_s or None,
+        "protected": branch.protected,
         "gc_cutoff": branch.gc_cutoff,
     }
 
@@ -126,6 +128,9 @@ def branch_fields(branch: pb.BranchInfo) -> list[tuple[str, str]]:
         ("owned bytes", f"{human_size(branch.owned_bytes)} ({branch.owned_bytes} bytes)"),
         ("writer epoch", str(branch.writer_epoch)),
         ("writer", branch.writer or "- (no compute)"),
+        ("suspend timeout", f"{branch.suspend_timeout_s} s" if branch.suspend_timeout_s
+         else "the proxy's default"),
+        ("protected", "yes" if branch.protected else "no"),
         ("GC cutoff", str(branch.gc_cutoff)),
         ("children", ", ".join(branch.children) or "-"),
     ]

@@ -84,9 +84,9 @@ COMPUTE_METHODS: Final = PAGE_SERVICE_METHODS | INGEST_METHODS | frozenset(
     _MANAGEMENT + name for name in ("AttachWriter", "RenewWriter", "DetachWriter", "GetBranch"))
 TENANT_METHODS: Final = COMPUTE_METHODS | TENANTLESS_METHODS | frozenset(
     _MANAGEMENT + name for name in (
-        "CreateBranch", "ListBranches", "RestoreBranch", "DeleteBranch", "CreateCheckpoint",
-        "ListCheckpoints",
-        "DeleteCheckpoint", "Gc", "Compact", "CreateToken"))
+        "CreateBranch", "ListBranches", "RestoreBranch", "UpdateBranch", "DeleteBranch",
+        "CreateCheckpoint", "ListCheckpoints", "DeleteCheckpoint", "Gc", "Compact",
+        "CreateToken"))
 DEFAULT_OPEN_METHODS: Final = frozenset({
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/List",

@@ -12,7 +12,7 @@ from pageserver.api.auth import Claims, Scope, TokenAuthority, current_claims
 from pageserver.engine import Engine
 from pageserver.errors import InvalidArgumentError, PermissionDeniedError
 from pageserver.manifest import CheckpointRecord
-from pageserver.tenant import MAIN_BRANCH, BranchPoint, Tenant
+from pageserver.tenant import MAIN_BRANCH, BranchPoint, BranchSettings, Tenant
 from proto import strata_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class ManagementServicer:
             logical_size=timeline.logical_size(), owned_bytes=timeline.owned_bytes(),
             writer_epoch=timeline.writer_epoch, gc_cutoff=timeline.gc_cutoff,
             writer=lease.holder if (lease := timeline.writer_lease.current()) else "",
+            suspend_timeout_s=info.suspend_timeout_s or 0, protected=info.protected,
         )
 
     def CreateBranch(self, request: pb.CreateBranchRequest,
@@ -87,8 +88,10 @@ class ManagementServicer:
             time_us=request.time_us if which == "time_us" else None,
             checkpoint=request.checkpoint if which == "checkpoint" else None,
         )
-        expires = time.time_ns() // 1000 + request.ttl_s * 1_000_000 if request.ttl_s else None
-        tenant.create_branch(request.name, request.parent or MAIN_BRANCH, point, expires)
+        settings = BranchSettings(_expiry(request.ttl_s), request.suspend_timeout_s or None,
+                                  request.protected)
+        tenant.create_branch(request.name, request.parent or MAIN_BRANCH, point,
+                             settings=settings)
         return pb.CreateBranchResponse(branch=self._branch_info(tenant, request.name))
 
     def ListBranches(self, request: pb.ListBranchesRequest,
@@ -120,10 +123,24 @@ class ManagementServicer:
         return pb.RestoreBranchResponse(branch=self._branch_info(tenant, request.name),
                                         preserved_as=preserved or "")
 
+    def UpdateBranch(self, request: pb.UpdateBranchRequest,
+                     context: grpc.ServicerContext) -> pb.UpdateBranchResponse:
+        tenant = self._engine.tenant(request.tenant)
+        changes: dict[str, object] = {}
+        if request.HasField("ttl_s"):
+            changes["expires_at_us"] = _expiry(request.ttl_s)
+        if request.HasField("suspend_timeout_s"):
+            changes["suspend_timeout_s"] = request.suspend_timeout_s or None
+        if request.HasField("protected"):
+            changes["protected"] = request.protected
+        tenant.update_branch(request.name, changes)
+        return pb.UpdateBranchResponse(branch=self._branch_info(tenant, request.name))
+
     def DeleteBranch(self, request: pb.DeleteBranchRequest,
                      context: grpc.ServicerContext) -> pb.DeleteBranchResponse:
         tenant = self._engine.tenant(request.tenant)
-        deleted = tenant.delete_branch(request.name, cascade=request.cascade)
+        deleted = tenant.delete_branch(request.name, cascade=request.cascade,
+                                       force=request.force)
         return pb.DeleteBranchResponse(deleted=deleted)
 
     # --- checkpoints -------------------------------------------------------------------------
@@ -220,4 +237,6 @@ def _may_see(claims: Claims | None, tenant: str) -> bool:
     return claims is not None and claims.tenant in ("*", tenant)
 
 
-
+def _expiry(ttl_s: int) -> int | None:
+    """Microseconds since the epoch ``ttl_s`` from now; None for 0 (never)."""
+    return time.time_ns() // 1000 + ttl_s * 1_000_000 if ttl_s else None

@@ -45,10 +45,13 @@ def branch() -> None:
               help="ISO 8601 time (no zone: local time): the last durable LSN at or before it.")
 @click.option("--at-checkpoint", metavar="NAME", help="A checkpoint's LSN (and timeline).")
 @click.option("--ttl", type=DURATION, help="Delete the branch after this long, e.g. 2h.")
+@click.option("--suspend-timeout", type=DURATION,
+              help="Stop its compute after this long without clients [default: the proxy's].")
+@click.option("--protected", is_flag=True, help="Never expires; delete needs --force.")
 @api_command
 def create(session: Session, name: str, parent: str, at_lsn: int | None,
            at_wal_lsn: int | None, at_time: int | None, at_checkpoint: str | None,
-           ttl: str | None) -> None:
+           ttl: str | None, suspend_timeout: str | None, protected: bool) -> None:
     """Create branch NAME.
 
     It forks --parent at one of the --at-* points, by default at the parent's newest LSN.
@@ -61,12 +64,43 @@ def create(session: Session, name: str, parent: str, at_lsn: int | None,
         info = client.create_branch(
             session.tenant, name, parent=parent, lsn=at_lsn, wal_lsn=at_wal_lsn,
             time_us=at_time, checkpoint=at_checkpoint,
-            ttl_s=parse_duration_s(ttl) if ttl else 0)
+            ttl_s=parse_duration_s(ttl) if ttl else 0,
+            suspend_timeout_s=parse_duration_s(suspend_timeout) if suspend_timeout else 0,
+            protected=protected)
     if session.json:
         emit_json(branch_dict(info))
         return
     expiry = f"; expires {local_time(info.expires_at_us)}" if info.expires_at_us else ""
     emit_text(f"created branch {name!r} from {info.parent!r} at LSN {info.branch_lsn}{expiry}")
+
+
+@branch.command("set")
+@click.argument("name")
+@click.option("--ttl", type=DURATION, help="Delete the branch this long from now.")
+@click.option("--no-ttl", is_flag=True, help="The branch never expires.")
+@click.option("--suspend-timeout", type=DURATION,
+              help="Stop its compute after this long without clients.")
+@click.option("--protected/--unprotected", default=None,
+              help="Protected branches never expire and delete needs --force.")
+@api_command
+def set_(session: Session, name: str, ttl: str | None, no_ttl: bool,
+        suspend_timeout: str | None, protected: bool | None) -> None:
+    """Change the TTL, suspend timeout or protection of branch NAME."""
+    if ttl and no_ttl:
+        raise CliError("give --ttl or --no-ttl, not both", ExitCode.USAGE)
+    if not (ttl or no_ttl or suspend_timeout or protected is not None):
+        raise CliError("nothing to set: give --ttl, --no-ttl, --suspend-timeout or "
+                       "--protected/--unprotected", ExitCode.USAGE)
+    with session.client() as client:
+        info = client.update_branch(
+            session.tenant, name,
+            ttl_s=0 if no_ttl else (parse_duration_s(ttl) if ttl else None),
+            suspend_timeout_s=parse_duration_s(suspend_timeout) if suspend_timeout else None,
+            protected=protected)
+    if session.json:
+        emit_json(branch_dict(info))
+    else:
+        print_fields(branch_fields(info))
 
 
 @branch.command("restore")
@@ -152,14 +186,21 @@ def show(session: Session, name: str) -> None:
 @branch.command("delete")
 @click.argument("name")
 @click.option("--cascade", is_flag=True, help="Also delete the branches forked from it.")
+@click.option("--force", is_flag=True, help="Also protected branches (main always is).")
 @api_command
-def delete(session: Session, name: str, cascade: bool) -> None:
+def delete(session: Session, name: str, cascade: bool, force: bool) -> None:
     """Delete branch NAME.
 
-    Refused while it has children, unless --cascade.
+    Refused while it has children, unless --cascade, and for protected branches, unless
+    --force. Its compute on this machine is stopped first.
     """
     with session.client() as client:
-        deleted = client.delete_branch(session.tenant, name, cascade=cascade)
+        info = client.get_branch(session.tenant, name)
+        refused = (info.protected and not force) or (info.children and not cascade)
+        if not refused:  # the server says why otherwise; the compute keeps running then
+            computes.forget(session.home, session.tenant, [name])
+        deleted = client.delete_branch(session.tenant, name, cascade=cascade, force=force)
+    computes.forget(session.home, session.tenant, deleted)
     if session.json:
         emit_json({"deleted": deleted})
     else:

@@ -104,6 +104,24 @@ def test_branches_and_checkpoints(strata: Strata) -> None:
     assert "deleted branch 'at-time'" in strata.run("branch", "delete", "at-time").stdout
 
 
+def test_branch_settings_protection_and_forced_delete(strata: Strata) -> None:
+    keep = strata.json("branch", "create", "keep", "--protected", "--suspend-timeout", "90s")
+    assert keep["protected"] is True and keep["suspend_timeout_s"] == 90
+    assert strata.json("branch", "show", "main")["protected"] is True  # main always is
+    assert "never expires" in strata.fail(GENERAL, "branch", "set", "keep", "--ttl", "1h")
+    assert "protected" in strata.fail(GENERAL, "branch", "delete", "keep")
+    assert "protected" in strata.fail(GENERAL, "branch", "delete", "main", "--cascade")
+    assert "nothing to set" in strata.fail(USAGE, "branch", "set", "keep")
+    unprotected = strata.json("branch", "set", "keep", "--unprotected", "--ttl", "1h")
+    assert unprotected["protected"] is False and unprotected["expires_at_us"] > 0
+    forever = strata.json("branch", "set", "keep", "--no-ttl", "--suspend-timeout", "5m")
+    assert forever["expires_at_us"] == 0 and forever["suspend_timeout_s"] == 300
+    strata.json("branch", "set", "keep", "--protected")
+    assert strata.json("branch", "delete", "keep", "--force")["deleted"] == ["keep"]
+    assert "never expires" in strata.fail(USAGE, "branch", "create", "both", "--protected",
+                                          "--ttl", "1h")
+
+
 def test_errors_are_one_line_with_distinct_exit_codes(strata: Strata) -> None:
     message = strata.fail(NOT_FOUND, "branch", "show", "nope")
     assert message == "no branch 'nope' in tenant 'default'"

@@ -3,6 +3,7 @@ and pgbench use normally; one writer per branch; stop, list and restart."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import psycopg
@@ -23,10 +24,13 @@ def cli(compute_host: None) -> Iterator[Strata]:
             strata.json("tenant", "create", "shop")
             yield strata
         finally:
-            for tenant_dir in (home / "computes").glob("*"):
-                for node in computes.listing(Home(home), tenant_dir.name):
-                    node.kill()
-            strata.stop_everything()
+            try:
+                strata.stop_everything()
+            finally:
+                for tenant_dir in (home / "computes").glob("*"):
+                    for node in computes.listing(Home(home), tenant_dir.name):
+                        with contextlib.suppress(Exception):
+                            node.kill()
 
 
 def test_start_use_refuse_stop_restart(cli: Strata) -> None:

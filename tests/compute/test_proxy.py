@@ -3,6 +3,7 @@ cold starts, cancel requests and clean errors (psycopg through the proxy)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -54,9 +55,12 @@ def proxy(compute_host: None) -> Iterator[ProxyRun]:
             port = int(state["proxy"]["address"].rpartition(":")[2])
             yield ProxyRun(cli, port, home / "logs" / "proxy.log")
         finally:
-            for node in computes.listing(Home(home), "acme"):
-                node.kill()
-            cli.stop_everything()
+            try:
+                cli.stop_everything()  # the proxy first, so it wakes nothing meanwhile
+            finally:
+                for node in computes.listing(Home(home), "acme"):
+                    with contextlib.suppress(Exception):
+                        node.kill()
 
 
 def test_wake_on_connect_and_suspend_when_idle(proxy: ProxyRun) -> None:
@@ -71,6 +75,15 @@ def test_wake_on_connect_and_suspend_when_idle(proxy: ProxyRun) -> None:
     with psycopg.connect(proxy.uri("sleepy")) as conn:
         assert conn.execute("SELECT x FROM kept").fetchall() == [(42,)]
     assert proxy.starts("sleepy") == 2
+
+
+def test_a_branch_can_have_its_own_suspend_timeout(proxy: ProxyRun) -> None:
+    proxy.cli.json("branch", "create", "patient", "--tenant", "acme", "--suspend-timeout", "1h")
+    with psycopg.connect(proxy.uri("patient")) as conn:
+        conn.execute("SELECT 1")
+    time.sleep(SUSPEND_S + 3)  # the proxy's default would have stopped it by now
+    assert proxy.status("patient") == "running"
+    proxy.cli.json("compute", "stop", "patient", "--tenant", "acme")
 
 
 def test_concurrent_clients_share_one_cold_start(proxy: ProxyRun) -> None:

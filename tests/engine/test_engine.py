@@ -341,5 +341,12 @@ def test_restore_and_reset_rebind_the_name_and_reclaim_what_nothing_needs(
     assert again.branch("dev-old").read_file(REL_PATH) == _page(2)
     assert again.checkpoint("good").timeline_id == dev.timeline_id
     assert again.branch("dev").read_file(REL_PATH) == _page(1)
-    assert sorted(again.delete_branch("main", cascade=True)) == ["dev", "dev-old", "main"]
+    with pytest.raises(FailedPreconditionError, match="'main' is protected"):
+        again.delete_branch("main", cascade=True)
+    again.update_branch("dev", {"protected": True})
+    with pytest.raises(FailedPreconditionError, match="never expires"):
+        again.update_branch("dev", {"expires_at_us": 1})
+    assert again.branch_info("dev").protected and again.branch_info("main").protected
+    assert sorted(again.delete_branch("main", cascade=True, force=True)) == [
+        "dev", "dev-old", "main"]
     assert again.branch_names() == {} and again.timelines == {}
