@@ -29,6 +29,10 @@ class FailedPreconditionError(StrataError):
     """The state does not allow the operation now (children exist, stale epoch...)."""
 
 
+class QuotaExceededError(StrataError):
+    """A tenant quota (branches, TTL, computes) would be exceeded."""
+
+
 class PermissionDeniedError(StrataError):
     """The caller may not do this (beyond what the token interceptor already checks)."""
 

@@ -143,19 +143,30 @@ class BranchRecord:
     protected: bool = False  # never expires; deleting it needs force
 
 
+@dataclass(frozen=True)
+class Quotas:
+    """Limits of one tenant; None: unlimited."""
+
+    max_branches: int | None = None
+    max_computes: int | None = None  # running at once; enforced where computes start
+    max_ttl_s: int | None = None  # and the TTL of branches created without one
+
+
 @dataclass
 class TenantManifest:
-    """Durable state of one tenant: its branches and checkpoints."""
+    """Durable state of one tenant: its branches, checkpoints and quotas."""
 
     tenant_id: str
     branches: dict[str, BranchRecord] = field(default_factory=dict)
     checkpoints: dict[str, CheckpointRecord] = field(default_factory=dict)
+    quotas: Quotas = field(default_factory=Quotas)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "tenant_id": self.tenant_id,
             "branches": {name: vars(record) for name, record in self.branches.items()},
             "checkpoints": {name: vars(record) for name, record in self.checkpoints.items()},
+            "quotas": vars(self.quotas),
         }
 
     @staticmethod
@@ -164,6 +175,7 @@ class TenantManifest:
             obj["tenant_id"],
             {name: BranchRecord(**rec) for name, rec in obj["branches"].items()},
             {name: CheckpointRecord(**rec) for name, rec in obj["checkpoints"].items()},
+            Quotas(**obj.get("quotas", {})),
         )
 
 

@@ -23,11 +23,13 @@ from pageserver.errors import (
     InvalidArgumentError,
     NotFoundError,
     OutOfRangeError,
+    QuotaExceededError,
 )
 from pageserver.ingest_log import IngestLog
 from pageserver.manifest import (
     BranchRecord,
     CheckpointRecord,
+    Quotas,
     TenantManifest,
     TimelineManifest,
     decode_manifest,
@@ -199,9 +201,7 @@ class Tenant:
         """A new branch of ``parent`` at a point in its history; copies nothing."""
         validate_name("branch", name)
         at = at or BranchPoint()
-        settings = settings or BranchSettings(expires_at_us)
-        if settings.protected and settings.expires_at_us:
-            raise InvalidArgumentError("a protected branch never expires: give no TTL")
+        settings = self._within_quotas(settings or BranchSettings(expires_at_us))
         if at.checkpoint is not None:
             record = self.checkpoint(at.checkpoint)
             with self._lock:
@@ -345,6 +345,38 @@ class Tenant:
             with self._lock:
                 self.manifest.branches[name] = record
             raise
+
+    def set_quotas(self, quotas: Quotas) -> None:
+        with self._lock:
+            previous, self.manifest.quotas = self.manifest.quotas, quotas
+        try:
+            self.persist()
+        except Exception:
+            with self._lock:
+                self.manifest.quotas = previous
+            raise
+
+    def _within_quotas(self, settings: BranchSettings) -> BranchSettings:
+        """``settings`` for a new branch, checked against the tenant's quotas; a branch
+        without a TTL gets the longest allowed one."""
+        if settings.protected and settings.expires_at_us:
+            raise InvalidArgumentError("a protected branch never expires: give no TTL")
+        quotas = self.manifest.quotas
+        with self._lock:
+            count = len(self.manifest.branches)
+        if quotas.max_branches is not None and count >= quotas.max_branches:
+            raise QuotaExceededError(
+                f"tenant {self.tenant_id!r} has {count} branches, its quota is "
+                f"{quotas.max_branches}: delete some first")
+        if quotas.max_ttl_s is None or settings.protected:
+            return settings
+        latest = now_us() + quotas.max_ttl_s * 1_000_000
+        if settings.expires_at_us is None:
+            return replace(settings, expires_at_us=latest)
+        if settings.expires_at_us > latest + 1_000_000:  # a second of slack for the call
+            raise QuotaExceededError(
+                f"tenant {self.tenant_id!r} allows a TTL of at most {quotas.max_ttl_s} s")
+        return settings
 
     def _free_name(self, base: str) -> str:
         number = 1

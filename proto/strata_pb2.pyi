@@ -270,6 +270,48 @@ class TenantInfo(_message.Message):
     branches: int
     def __init__(self, tenant: _Optional[str] = ..., generation: _Optional[int] = ..., branches: _Optional[int] = ...) -> None: ...
 
+class Quotas(_message.Message):
+    __slots__ = ("max_branches", "max_computes", "max_ttl_s")
+    MAX_BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    MAX_COMPUTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    max_branches: int
+    max_computes: int
+    max_ttl_s: int
+    def __init__(self, max_branches: _Optional[int] = ..., max_computes: _Optional[int] = ..., max_ttl_s: _Optional[int] = ...) -> None: ...
+
+class GetTenantRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class GetTenantResponse(_message.Message):
+    __slots__ = ("tenant", "quotas", "owned_bytes", "logical_bytes")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    OWNED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOGICAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    tenant: TenantInfo
+    quotas: Quotas
+    owned_bytes: int
+    logical_bytes: int
+    def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., owned_bytes: _Optional[int] = ..., logical_bytes: _Optional[int] = ...) -> None: ...
+
+class SetQuotasRequest(_message.Message):
+    __slots__ = ("tenant", "quotas")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    quotas: Quotas
+    def __init__(self, tenant: _Optional[str] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ...) -> None: ...
+
+class SetQuotasResponse(_message.Message):
+    __slots__ = ("quotas",)
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    quotas: Quotas
+    def __init__(self, quotas: _Optional[_Union[Quotas, _Mapping]] = ...) -> None: ...
+
 class CreateTenantRequest(_message.Message):
     __slots__ = ("tenant", "empty")
     TENANT_FIELD_NUMBER: _ClassVar[int]

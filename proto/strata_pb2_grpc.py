@@ -324,6 +324,16 @@ class ManagementServiceStub:
                 request_serializer=proto_dot_strata__pb2.DeleteTenantRequest.SerializeToString,
                 response_deserializer=proto_dot_strata__pb2.DeleteTenantResponse.FromString,
                 _registered_method=True)
+        self.GetTenant = channel.unary_unary(
+                '/strata.v1.ManagementService/GetTenant',
+                request_serializer=proto_dot_strata__pb2.GetTenantRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.GetTenantResponse.FromString,
+                _registered_method=True)
+        self.SetQuotas = channel.unary_unary(
+                '/strata.v1.ManagementService/SetQuotas',
+                request_serializer=proto_dot_strata__pb2.SetQuotasRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.SetQuotasResponse.FromString,
+                _registered_method=True)
         self.CreateBranch = channel.unary_unary(
                 '/strata.v1.ManagementService/CreateBranch',
                 request_serializer=proto_dot_strata__pb2.CreateBranchRequest.SerializeToString,
@@ -417,6 +427,18 @@ class ManagementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQuotas(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -529,6 +551,16 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.DeleteTenant,
                     request_deserializer=proto_dot_strata__pb2.DeleteTenantRequest.FromString,
                     response_serializer=proto_dot_strata__pb2.DeleteTenantResponse.SerializeToString,
+            ),
+            'GetTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenant,
+                    request_deserializer=proto_dot_strata__pb2.GetTenantRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.GetTenantResponse.SerializeToString,
+            ),
+            'SetQuotas': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuotas,
+                    request_deserializer=proto_dot_strata__pb2.SetQuotasRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.SetQuotasResponse.SerializeToString,
             ),
             'CreateBranch': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateBranch,
@@ -687,6 +719,60 @@ class ManagementService:
             '/strata.v1.ManagementService/DeleteTenant',
             proto_dot_strata__pb2.DeleteTenantRequest.SerializeToString,
             proto_dot_strata__pb2.DeleteTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/GetTenant',
+            proto_dot_strata__pb2.GetTenantRequest.SerializeToString,
+            proto_dot_strata__pb2.GetTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuotas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/SetQuotas',
+            proto_dot_strata__pb2.SetQuotasRequest.SerializeToString,
+            proto_dot_strata__pb2.SetQuotasResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -116,6 +116,16 @@ class StrataClient:
         return list(self._manage("ListTenants", pb.ListTenantsRequest(),
                                  pb.ListTenantsResponse).tenants)
 
+    def get_tenant(self, tenant: str) -> pb.GetTenantResponse:
+        """The tenant, its quotas and its storage use."""
+        return self._manage("GetTenant", pb.GetTenantRequest(tenant=tenant),
+                            pb.GetTenantResponse)
+
+    def set_quotas(self, tenant: str, quotas: pb.Quotas) -> pb.Quotas:
+        """Replace the tenant's quotas (0: unlimited); needs an admin token."""
+        request = pb.SetQuotasRequest(tenant=tenant, quotas=quotas)
+        return self._manage("SetQuotas", request, pb.SetQuotasResponse).quotas
+
     def delete_tenant(self, tenant: str) -> None:
         self._manage("DeleteTenant", pb.DeleteTenantRequest(tenant=tenant),
                      pb.DeleteTenantResponse, LONG_TIMEOUT_S)

@@ -30,6 +30,14 @@ TOKEN_TTL_S: Final = 365 * 24 * 3600
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
+class QuotaError(CliError):
+    """Starting one more compute would exceed the tenant's quota."""
+
+
+def running_count(home: Home, tenant: str) -> int:
+    return sum(node.status() is ComputeStatus.RUNNING for node in listing(home, tenant))
+
+
 def workdir(home: Home, tenant: str, branch: str) -> Path:
     for kind, name in (("tenant", tenant), ("branch", branch)):
         if not _SAFE_NAME.match(name):
@@ -106,6 +114,11 @@ def start(home: Home, client: StrataClient, address: str, tenant: str, branch: s
         raise CliError(f"a compute already runs on branch {branch!r}: "
                        f"{previous.spec.uri()} (stop it with `strata compute stop {branch}`)")
     client.get_branch(tenant, branch)  # a clear "not found" before anything is mounted
+    limit = client.get_tenant(tenant).quotas.max_computes
+    if limit and running_count(home, tenant) >= limit:
+        raise QuotaError(f"tenant {tenant!r} runs {running_count(home, tenant)} computes, its "
+                         f"quota is {limit}: stop one (`strata compute stop BRANCH`) or let "
+                         "the proxy suspend an idle one")
     if previous is not None and previous.status() is ComputeStatus.CRASHED:
         previous.kill()  # what is left of it: a mount daemon whose PostgreSQL died, say
     directory.mkdir(parents=True, exist_ok=True)

@@ -241,7 +241,9 @@ class Proxy:
         except (CliError, ClientError) as exc:
             not_found = (isinstance(exc, CliError) and exc.code is ExitCode.NOT_FOUND) or (
                 isinstance(exc, ClientError) and exc.code.name == "NOT_FOUND")
-            await _refuse(writer, "3D000" if not_found else "57P03", exc.message)
+            sqlstate = "3D000" if not_found else "53400" if isinstance(
+                exc, computes.QuotaError) else "57P03"
+            await _refuse(writer, sqlstate, exc.message)
             return
         await self._relay(route, socket_path, startup, reader, writer)
 

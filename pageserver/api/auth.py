@@ -76,7 +76,7 @@ PAGE_SERVICE_METHODS: Final = frozenset(
     _PAGE + name for name in ("GetPages", "ListFiles", "Stat", "RelationSize"))
 INGEST_METHODS: Final = frozenset({"/strata.v1.IngestService/Ingest"})
 ADMIN_ONLY_METHODS: Final = frozenset(
-    _MANAGEMENT + name for name in ("CreateTenant", "DeleteTenant"))
+    _MANAGEMENT + name for name in ("CreateTenant", "DeleteTenant", "SetQuotas"))
 # Methods whose request names no tenant; a tenant token may call them and the servicer
 # must then restrict the answer to the token's tenant (``current_claims``).
 TENANTLESS_METHODS: Final = frozenset({_MANAGEMENT + "ListTenants"})
@@ -84,9 +84,9 @@ COMPUTE_METHODS: Final = PAGE_SERVICE_METHODS | INGEST_METHODS | frozenset(
     _MANAGEMENT + name for name in ("AttachWriter", "RenewWriter", "DetachWriter", "GetBranch"))
 TENANT_METHODS: Final = COMPUTE_METHODS | TENANTLESS_METHODS | frozenset(
     _MANAGEMENT + name for name in (
-        "CreateBranch", "ListBranches", "RestoreBranch", "UpdateBranch", "DeleteBranch",
-        "CreateCheckpoint", "ListCheckpoints", "DeleteCheckpoint", "Gc", "Compact",
-        "CreateToken"))
+        "GetTenant", "CreateBranch", "ListBranches", "RestoreBranch", "UpdateBranch",
+        "DeleteBranch", "CreateCheckpoint", "ListCheckpoints", "DeleteCheckpoint", "Gc",
+        "Compact", "CreateToken"))
 DEFAULT_OPEN_METHODS: Final = frozenset({
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/List",

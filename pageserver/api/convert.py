@@ -12,6 +12,7 @@ from pageserver.errors import (
     NotFoundError,
     OutOfRangeError,
     PermissionDeniedError,
+    QuotaExceededError,
     StrataError,
 )
 from pageserver.ingest import MAX_OPS_PER_BATCH
@@ -40,6 +41,7 @@ _STATUS_OF: tuple[tuple[type[StrataError], grpc.StatusCode], ...] = (
     (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (CorruptionError, grpc.StatusCode.DATA_LOSS),
     (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (QuotaExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
 

@@ -11,7 +11,7 @@ from pageserver import importer
 from pageserver.api.auth import Claims, Scope, TokenAuthority, current_claims
 from pageserver.engine import Engine
 from pageserver.errors import InvalidArgumentError, PermissionDeniedError
-from pageserver.manifest import CheckpointRecord
+from pageserver.manifest import CheckpointRecord, Quotas
 from pageserver.tenant import MAIN_BRANCH, BranchPoint, BranchSettings, Tenant
 from proto import strata_pb2 as pb
 
@@ -60,6 +60,24 @@ class ManagementServicer:
                      context: grpc.ServicerContext) -> pb.DeleteTenantResponse:
         self._engine.delete_tenant(request.tenant)
         return pb.DeleteTenantResponse()
+
+    def GetTenant(self, request: pb.GetTenantRequest,
+                  context: grpc.ServicerContext) -> pb.GetTenantResponse:
+        tenant = self._engine.tenant(request.tenant)
+        timelines = list(tenant.timelines.values())
+        branches = [tenant.branch(name) for name in tenant.branch_names()]
+        return pb.GetTenantResponse(
+            tenant=self._tenant_info(tenant), quotas=_quotas_to_pb(tenant.manifest.quotas),
+            owned_bytes=sum(t.owned_bytes() for t in timelines),
+            logical_bytes=sum(t.logical_size() for t in branches))
+
+    def SetQuotas(self, request: pb.SetQuotasRequest,
+                  context: grpc.ServicerContext) -> pb.SetQuotasResponse:
+        tenant = self._engine.tenant(request.tenant)
+        given = request.quotas
+        tenant.set_quotas(Quotas(given.max_branches or None, given.max_computes or None,
+                                 given.max_ttl_s or None))
+        return pb.SetQuotasResponse(quotas=_quotas_to_pb(tenant.manifest.quotas))
 
     # --- branches ------------------------------------------------------------------------
 
@@ -240,3 +258,8 @@ def _may_see(claims: Claims | None, tenant: str) -> bool:
 def _expiry(ttl_s: int) -> int | None:
     """Microseconds since the epoch ``ttl_s`` from now; None for 0 (never)."""
     return time.time_ns() // 1000 + ttl_s * 1_000_000 if ttl_s else None
+
+
+def _quotas_to_pb(quotas: Quotas) -> pb.Quotas:
+    return pb.Quotas(max_branches=quotas.max_branches or 0,
+                     max_computes=quotas.max_computes or 0, max_ttl_s=quotas.max_ttl_s or 0)

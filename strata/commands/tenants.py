@@ -7,10 +7,13 @@ import time
 
 import click
 
+from strata import computes
 from strata.errors import CliError, ExitCode
+from strata.params import DURATION
 from strata.progress import working
-from strata.render import emit_json, emit_text, print_table, tenant_dict
+from strata.render import emit_json, emit_text, print_fields, print_table, tenant_dict
 from strata.session import Session, api_command
+from strata.units import human_size, parse_duration_s
 
 
 @click.group()
@@ -53,6 +56,73 @@ def list_(session: Session) -> None:
     print_table(("tenant", "generation", "branches"),
                 [(t.tenant, str(t.generation), str(t.branches)) for t in tenants],
                 right=("generation", "branches"))
+
+
+@tenant.command("show")
+@click.argument("name")
+@api_command
+def show(session: Session, name: str) -> None:
+    """Show tenant NAME: its usage against its quotas."""
+    with session.client() as client:
+        response = client.get_tenant(name)
+    quotas = response.quotas
+    running = computes.running_count(session.home, name)
+    usage = {
+        "tenant": name, "generation": response.tenant.generation,
+        "branches": response.tenant.branches, "max_branches": quotas.max_branches or None,
+        "computes_running": running, "max_computes": quotas.max_computes or None,
+        "max_ttl_s": quotas.max_ttl_s or None, "owned_bytes": response.owned_bytes,
+        "logical_bytes": response.logical_bytes,
+    }
+    if session.json:
+        emit_json(usage)
+        return
+
+    def of(value: int, limit: int) -> str:
+        return f"{value} of {limit}" if limit else f"{value} (no quota)"
+
+    print_fields([
+        ("tenant", name),
+        ("branches", of(response.tenant.branches, quotas.max_branches)),
+        ("computes running here", of(running, quotas.max_computes)),
+        ("longest TTL", f"{quotas.max_ttl_s} s" if quotas.max_ttl_s else "no quota"),
+        ("stored (owned layers)", human_size(response.owned_bytes)),
+        ("logical size of branches", human_size(response.logical_bytes)),
+    ])
+
+
+@tenant.command("set")
+@click.argument("name")
+@click.option("--max-branches", type=click.IntRange(min=0), help="0: unlimited.")
+@click.option("--max-computes", type=click.IntRange(min=0),
+              help="Computes running at once; 0: unlimited.")
+@click.option("--max-ttl", type=DURATION,
+              help="Longest branch TTL, also given to branches created without one; 0: none.")
+@api_command
+def set_(session: Session, name: str, max_branches: int | None, max_computes: int | None,
+         max_ttl: str | None) -> None:
+    """Set the quotas of tenant NAME (needs an admin token); others stay as they are."""
+    if max_branches is None and max_computes is None and max_ttl is None:
+        raise CliError("nothing to set: give --max-branches, --max-computes or --max-ttl",
+                       ExitCode.USAGE)
+    with session.client() as client:
+        quotas = client.get_tenant(name).quotas
+        if max_branches is not None:
+            quotas.max_branches = max_branches
+        if max_computes is not None:
+            quotas.max_computes = max_computes
+        if max_ttl is not None:
+            quotas.max_ttl_s = 0 if max_ttl.strip() in ("0", "0s") else parse_duration_s(max_ttl)
+        quotas = client.set_quotas(name, quotas)
+    document = {"tenant": name, "max_branches": quotas.max_branches or None,
+                "max_computes": quotas.max_computes or None,
+                "max_ttl_s": quotas.max_ttl_s or None}
+    if session.json:
+        emit_json(document)
+    else:
+        emit_text(f"quotas of tenant {name!r}: " + ", ".join(
+            f"{key} {value if value is not None else 'unlimited'}"
+            for key, value in document.items() if key != "tenant"))
 
 
 @tenant.command("delete")

@@ -155,7 +155,31 @@ def test_tokens_are_confined_to_their_tenant(strata: Strata) -> None:
     via_env = strata.run("branch", "list", "--tenant", "other", "--json",
                          env={"STRATA_TOKEN": token}).json()
     assert via_env["branches"][0]["name"] == "main"
+    # A tenant sees its quotas but only an admin sets them.
+    assert strata.json("tenant", "show", "other", "--token", token)["max_branches"] is None
+    strata.fail(AUTH, "tenant", "set", "other", "--max-branches", "9", "--token", token)
     strata.run("tenant", "delete", "other", "--yes")
+
+
+def test_quotas_are_shown_and_enforced(strata: Strata) -> None:
+    strata.json("tenant", "create", "small", "--empty")
+    quotas = strata.json("tenant", "set", "small", "--max-branches", "3", "--max-ttl", "1h",
+                         "--max-computes", "1")
+    assert quotas == {"tenant": "small", "max_branches": 3, "max_computes": 1,
+                      "max_ttl_s": 3600}
+    fork = strata.json("branch", "create", "fork", "--tenant", "small")
+    assert 3500 < fork["expires_at_us"] / 1e6 - time.time() <= 3600  # the longest TTL given
+    assert "at most 3600 s" in strata.fail(GENERAL, "branch", "create", "long", "--ttl", "2h",
+                                           "--tenant", "small")
+    strata.json("branch", "create", "third", "--tenant", "small", "--ttl", "10m")
+    message = strata.fail(GENERAL, "branch", "create", "fourth", "--tenant", "small")
+    assert message == "tenant 'small' has 3 branches, its quota is 3: delete some first"
+    shown = strata.json("tenant", "show", "small")
+    assert (shown["branches"], shown["max_branches"], shown["computes_running"]) == (3, 3, 0)
+    assert "3 of 3" in strata.run("tenant", "show", "small").stdout
+    cleared = strata.json("tenant", "set", "small", "--max-ttl", "0")
+    assert cleared["max_ttl_s"] is None and cleared["max_branches"] == 3
+    strata.run("tenant", "delete", "small", "--yes")
 
 
 def test_gc_and_compact(strata: Strata) -> None:

@@ -220,3 +220,24 @@ def test_expired_branches_are_reaped_with_their_compute_and_storage(proxy: Proxy
     assert proxy.status("short-lived") == "none"  # its compute was stopped and removed
     assert not stored()
     assert "deleted expired branch acme/short-lived" in proxy.log.read_text()
+
+
+def test_compute_quota_is_a_clear_postgres_error(proxy: ProxyRun) -> None:
+    """With at most one compute running, a second branch waits for the first to stop."""
+    cli = proxy.cli
+    cli.json("tenant", "create", "tiny")
+    cli.run("connect", "main", "--tenant", "tiny")
+    password = passwords.read(Home(cli.home), "tiny")
+    cli.json("tenant", "set", "tiny", "--max-computes", "1")
+    cli.json("branch", "create", "one", "--tenant", "tiny")
+    cli.json("branch", "create", "two", "--tenant", "tiny")
+    first = psycopg.connect(proxy.uri("one", tenant="tiny", password=password))
+    try:
+        with pytest.raises(psycopg.OperationalError, match="runs 1 computes, its quota is 1"):
+            psycopg.connect(proxy.uri("two", tenant="tiny", password=password))
+    finally:
+        first.close()
+    cli.json("compute", "stop", "one", "--tenant", "tiny")
+    with psycopg.connect(proxy.uri("two", tenant="tiny", password=password)) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    cli.json("compute", "stop", "two", "--tenant", "tiny")

@@ -18,11 +18,13 @@ from pageserver.errors import (
     InvalidArgumentError,
     NotFoundError,
     OutOfRangeError,
+    QuotaExceededError,
 )
 from pageserver.keys import PAGE_SIZE, Relation, parse_relation_path
+from pageserver.manifest import Quotas
 from pageserver.ops import Batch, Create, Mkdir, Rename, Truncate, Unlink, Write
 from pageserver.remote import LocalDirectoryStorage
-from pageserver.tenant import BranchPoint
+from pageserver.tenant import BranchPoint, BranchSettings
 from tests.engine.conftest import EngineFactory
 
 REL_PATH = "base/5/16384"
@@ -350,3 +352,21 @@ def test_restore_and_reset_rebind_the_name_and_reclaim_what_nothing_needs(
     assert sorted(again.delete_branch("main", cascade=True, force=True)) == [
         "dev", "dev-old", "main"]
     assert again.branch_names() == {} and again.timelines == {}
+
+
+def test_tenant_quotas_bound_branches_and_ttls(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    _setup(engine)
+    tenant = engine.tenant("t")
+    tenant.set_quotas(Quotas(max_branches=3, max_ttl_s=3600))
+    forever = tenant.create_branch("a")  # no TTL asked: the longest allowed
+    assert tenant.branch_info("a").expires_at_us is not None
+    assert forever.timeline_id == tenant.branch("a").timeline_id
+    with pytest.raises(QuotaExceededError, match="at most 3600 s"):
+        tenant.create_branch("b", expires_at_us=int(time.time() * 1e6) + 7200 * 10**6)
+    tenant.create_branch("b", settings=BranchSettings(protected=True))  # exempt from TTLs
+    assert tenant.branch_info("b").expires_at_us is None
+    with pytest.raises(QuotaExceededError, match="has 3 branches, its quota is 3"):
+        tenant.create_branch("c")
+    engine.close(flush=False)
+    assert make_engine().tenant("t").manifest.quotas == Quotas(3, None, 3600)
