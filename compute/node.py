@@ -130,6 +130,7 @@ class ComputeNode:
         self.spec = spec
         self.pids = pids
         self.started_at = started_at
+        self.start_timings: dict[str, float] = {}  # seconds per phase of the last start
         self._children: list[subprocess.Popen[bytes]] = []  # reaped when we started them
 
     @classmethod
@@ -140,7 +141,9 @@ class ComputeNode:
         except (OSError, ValueError):
             return None
         pids = Pids(**body["pids"]) if body.get("pids") else None
-        return cls(ComputeSpec.from_json(body["spec"]), pids, float(body.get("started_at", 0)))
+        node = cls(ComputeSpec.from_json(body["spec"]), pids, float(body.get("started_at", 0)))
+        node.start_timings = dict(body.get("start_timings") or {})
+        return node
 
     def reserve(self) -> None:
         """Record the spec (and so its port) before starting, for other starts to avoid."""
@@ -149,7 +152,7 @@ class ComputeNode:
 
     def _record(self) -> None:
         body = {"spec": self.spec.to_json(), "pids": asdict(self.pids) if self.pids else None,
-                "started_at": self.started_at}
+                "started_at": self.started_at, "start_timings": self.start_timings}
         write_durably(self.spec.workdir / STATE_FILE, json.dumps(body, indent=2).encode())
 
     def stats(self) -> dict[str, Any] | None:
@@ -204,8 +207,10 @@ class ComputeNode:
             "--cache-mb", str(spec.cache_mb), "--ready-file", str(ready),
             "--stats-file", str(spec.workdir / STATS_FILE),
             "--holder", spec.holder, *(["--force"] if force else [])])
+        began = time.monotonic()
         try:
             self._wait(ready.exists, mount, "mount.log", timeout_s)
+            mounted = time.monotonic()
             postgres = self._spawn("postgres.log", self._postgres_command())
             self._wait(self._accepting, postgres, "postgres.log", timeout_s)
         except BaseException:
@@ -215,6 +220,8 @@ class ComputeNode:
         assert postmaster is not None  # it accepts connections, so it wrote its pid file
         self.pids = Pids(mount.pid, postgres.pid, postmaster)
         self.started_at = time.time()
+        self.start_timings = {"mount_s": mounted - began,
+                              "postgres_s": time.monotonic() - mounted}
         self._record()
 
     def _postgres_command(self) -> list[str]:

@@ -182,12 +182,24 @@ def create_images(timeline: Timeline, config: EngineConfig, result: CompactionRe
 
 
 def visible_keys(timeline: Timeline, lsn: int) -> dict[Relation, np.ndarray]:
-    """Every (relation, block) with a stored version at or below ``lsn``, ancestors included."""
+    """Every (relation, block) with a stored version at or below ``lsn``, ancestors included.
+
+    Memtables count too: an ancestor's pages below the branch point may not be flushed
+    yet, and an image layer that missed them would hide them (an image holds every key of
+    its range, so a key it lacks reads as absent).
+    """
     per_relation: dict[Relation, list[np.ndarray]] = {}
     current: Timeline | None = timeline
     while current is not None:
         for source in current.read_sources():
-            if not isinstance(source, Layer) or source.lsn_start > lsn:
+            if source.lsn_start > lsn:
+                continue
+            if not isinstance(source, Layer):
+                with current.lock:
+                    in_memory = source.blocks_at(lsn)
+                for relation, block_list in in_memory.items():
+                    per_relation.setdefault(relation, []).append(
+                        np.asarray(block_list, dtype=np.int64))
                 continue
             reader = source.reader()
             for relation in reader.relations():

@@ -65,6 +65,16 @@ class Memtable:
         versions = self.metas.get(path)
         return newest_version(versions, lsn) if versions else None
 
+    def blocks_at(self, lsn: int) -> dict[Relation, list[int]]:
+        """Per relation, the blocks with a version at or below ``lsn``."""
+        found: dict[Relation, list[int]] = {}
+        for relation, blocks in self.pages.items():
+            present = [block for block, versions in blocks.items()
+                       if any(version_lsn <= lsn for version_lsn, _ in versions)]
+            if present:
+                found[relation] = present
+        return found
+
     def sorted_pages(self) -> Iterator[tuple[Relation, int, int, bytes | None]]:
         """Every page version ordered by (relation bytes, block, lsn), for layer writing."""
         for relation in sorted(self.pages, key=Relation.to_bytes):

@@ -370,3 +370,23 @@ def test_tenant_quotas_bound_branches_and_ttls(make_engine: EngineFactory) -> No
         tenant.create_branch("c")
     engine.close(flush=False)
     assert make_engine().tenant("t").manifest.quotas == Quotas(3, None, 3600)
+
+
+def test_branch_images_include_pages_the_ancestor_has_not_flushed(
+        make_engine: EngineFactory) -> None:
+    """Image layers on a branch hold every key of their range: inherited pages still in the
+    ancestor's memtable must be in them, or reads through the image find nothing."""
+    engine = make_engine(image_threshold=2)
+    _setup(engine)
+    tenant = engine.tenant("t")
+    main = tenant.branch("main")
+    main.ingest(Batch((Write(REL_PATH, 0, _page(7)), Write(REL_PATH, 8192, _page(8)))))
+    assert main.layers == []  # main's pages live only in its memtable
+    dev = tenant.create_branch("dev")
+    for tag in range(3):  # deltas stack up on the branch: compaction writes an image
+        dev.ingest(Batch((Create(f"other-{tag}"), Write(f"other-{tag}", 0, _page(tag)))))
+        dev.freeze()
+        dev.flush()
+    result = engine.compact("t", force=True)
+    assert result.images_written >= 1 and any(layer.is_image for layer in dev.layers)
+    assert dev.read_file(REL_PATH) == _page(7) + _page(8)

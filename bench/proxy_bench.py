@@ -1,0 +1,258 @@
+"""Scale to zero and the agent workflow, measured through the proxy as clients see it.
+
+Everything runs as users run it, under a temporary ``$STRATA_HOME``: ``strata up`` (page
+server and proxy), ``strata tenant create``, ``strata connect``; clients are psycopg.
+
+Figures:
+- Cold start: a client connects through the proxy to a branch whose compute is stopped
+  (as after an idle suspend) until its first row arrives; median and p90 over repeated
+  wakes, with where the time goes (mount daemon ready, PostgreSQL accepting, the rest:
+  proxy, authentication, first query).
+- Warm connect: connect + ``SELECT 1`` + close through the proxy against the same
+  directly on the compute's unix socket, interleaved; the proxy's overhead.
+- Storage after agent loops: bytes in the object store for the base tenant, then after
+  N loops (fork with a TTL, migrate, checkpoint, destroy, restore, check) once the TTLs
+  expired, the reaper deleted the forks and GC ran.
+
+Run ``python -m bench.proxy_bench [--quick] [--out bench/results/proxy.json]``. A failed
+step voids the run: nothing is reported. Nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from bench.compute_bench import BenchError, run
+from bench.engine_bench import host_info
+from bench.pagebench import dump_json, versions
+from compute.node import ComputeNode
+
+JSON = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[1]
+TENANT = "bench"
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str
+    wakes: int
+    warm_connects: int
+    agent_loops: int
+
+
+FULL = Settings("full", wakes=12, warm_connects=60, agent_loops=20)
+QUICK = Settings("quick", wakes=3, warm_connects=15, agent_loops=3)
+
+
+def summary(values: Sequence[float]) -> JSON:
+    array = np.asarray(values, dtype=float)
+    return {"median": float(np.median(array)), "p90": float(np.percentile(array, 90)),
+            "min": float(array.min()), "max": float(array.max()), "samples": list(values)}
+
+
+class Strata:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def __call__(self, *args: str) -> JSON:
+        out = run([sys.executable, "-m", "strata.cli", *args, "--json"],
+                  env={"STRATA_HOME": str(self.home), "STRATA_TENANT": TENANT})
+        document: JSON = json.loads(out)
+        return document
+
+
+def timed(action: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    action()
+    return time.perf_counter() - began
+
+
+def first_row(uri: str) -> None:
+    with psycopg.connect(uri, connect_timeout=120) as conn:
+        conn.execute("SELECT 1").fetchone()
+
+
+def store_bytes(home: Path) -> int:
+    return sum(path.stat().st_size for path in (home / "objects").rglob("*") if path.is_file())
+
+
+def cold_starts(strata: Strata, settings: Settings) -> JSON:
+    strata("branch", "create", "sleeper")
+    uri = strata("connect", "sleeper")["uri"]
+    first_row(uri)  # the first start also fills the page server's caches: not timed
+    totals: list[float] = []
+    phases: dict[str, list[float]] = {"mount_s": [], "postgres_s": []}
+    for _ in range(settings.wakes):
+        strata("compute", "stop", "sleeper")  # what an idle suspend does
+        totals.append(timed(lambda: first_row(uri)))
+        node = ComputeNode.load(strata.home / "computes" / TENANT / "sleeper")
+        if node is None or not node.start_timings:
+            raise BenchError("the woken compute recorded no start timings")
+        for phase in phases:
+            phases[phase].append(node.start_timings[phase])
+    rest = [total - sum(parts) for total, *parts in zip(totals, *phases.values(), strict=True)]
+    return {"first_row_s": summary(totals), **{k: summary(v) for k, v in phases.items()},
+            "proxy_auth_and_query_s": summary(rest)}
+
+
+def warm_connects(strata: Strata, settings: Settings) -> JSON:
+    uri = strata("connect", "sleeper")["uri"]
+    first_row(uri)
+    node = ComputeNode.load(strata.home / "computes" / TENANT / "sleeper")
+    if node is None:
+        raise BenchError("no compute for the warm connects")
+    direct = node.spec.dsn()
+    samples: dict[str, list[float]] = {"proxy_s": [], "direct_s": []}
+    for index in range(settings.warm_connects):
+        order = [("proxy_s", uri), ("direct_s", direct)]
+        for name, target in order if index % 2 == 0 else reversed(order):
+            samples[name].append(timed(partial(first_row, target)))
+    figures = {name: summary(values) for name, values in samples.items()}
+    overhead = figures["proxy_s"]["median"] - figures["direct_s"]["median"]
+    return {**figures, "overhead_ms": overhead * 1000}
+
+
+def agent_loop(strata: Strata, name: str) -> None:
+    strata("branch", "create", name, "--ttl", "20s")
+    uri = strata("connect", name)["uri"]
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders(id int PRIMARY KEY, note text)")
+        conn.execute("INSERT INTO orders SELECT g, repeat('x', 200) "
+                     "FROM generate_series(1, 5000) g")
+    strata("checkpoint", "create", name, f"{name}-ok")
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("DROP TABLE orders")
+    strata("branch", "restore", name, "--to-checkpoint", f"{name}-ok")
+    with psycopg.connect(uri) as conn:
+        row = conn.execute("SELECT count(*) FROM orders").fetchone()
+    if row != (5000,):
+        raise BenchError(f"agent loop {name}: restore gave {row}, not 5000 rows")
+    strata("compute", "stop", name)
+
+
+def agent_storage(strata: Strata, settings: Settings) -> JSON:
+    strata("gc")
+    base = store_bytes(strata.home)
+    began = time.perf_counter()
+    for loop in range(settings.agent_loops):
+        agent_loop(strata, f"agent-{loop}")
+    loops_s = time.perf_counter() - began
+    during = store_bytes(strata.home)
+    deadline = time.monotonic() + 120
+    while any(b["name"].startswith("agent-") for b in strata("branch", "list")["branches"]):
+        if time.monotonic() > deadline:
+            raise BenchError("the reaper did not delete the expired agent branches")
+        time.sleep(1)
+    strata("gc")
+    after = store_bytes(strata.home)
+    return {"loops": settings.agent_loops, "loop_s": loops_s / settings.agent_loops,
+            "base_bytes": base, "with_forks_bytes": during, "after_bytes": after,
+            "after_over_base": after / base}
+
+
+def measure(settings: Settings, root: Path) -> JSON:
+    strata = Strata(root / "home")
+    strata("up", "--port", "0", "--metrics-port", "0", "--proxy-port", "0",
+           "--suspend-timeout", "10m")
+    strata("tenant", "create", TENANT)
+    try:
+        print("cold starts ...", file=sys.stderr)
+        report = {"cold_start": cold_starts(strata, settings)}
+        print("warm connects ...", file=sys.stderr)
+        report["warm_connect"] = warm_connects(strata, settings)
+        strata("compute", "stop", "sleeper")
+        print("agent loops ...", file=sys.stderr)
+        report["agent_storage"] = agent_storage(strata, settings)
+        return report
+    finally:
+        try:
+            strata("down")
+        except BenchError as exc:
+            print(f"warning: strata down failed: {exc}", file=sys.stderr)
+
+
+def render_markdown(report: JSON) -> str:
+    figures, settings = report["figures"], report["settings"]
+    cold, warm, store = (figures["cold_start"], figures["warm_connect"],
+                         figures["agent_storage"])
+    lines = [
+        "# Through the proxy: cold start, warm connect, storage after agent loops",
+        "",
+        f"{report['finished_at']}, mode {settings['mode']}, on {report['host']['cpu_count']} "
+        "CPUs.",
+        "",
+        f"| cold start ({settings['wakes']} wakes) | median | p90 |",
+        "|---|---|---|",
+    ]
+    for key, label in (("first_row_s", "connect to first row"),
+                       ("mount_s", "mount daemon ready (attach, tree, FUSE mount)"),
+                       ("postgres_s", "PostgreSQL start and crash recovery"),
+                       ("proxy_auth_and_query_s", "the rest: proxy, SCRAM, compute "
+                                                  "bookkeeping, query")):
+        lines.append(f"| {label} | {cold[key]['median']:.3f} s | {cold[key]['p90']:.3f} s |")
+    lines += [
+        "",
+        f"Warm connect + `SELECT 1` ({settings['warm_connects']} each, interleaved): "
+        f"through the proxy {warm['proxy_s']['median'] * 1000:.1f} ms, directly on the socket "
+        f"{warm['direct_s']['median'] * 1000:.1f} ms: overhead {warm['overhead_ms']:.1f} ms "
+        "(SCRAM's 4096 PBKDF2 rounds on the client included).",
+        "",
+        f"Storage after {store['loops']} agent loops ({store['loop_s']:.1f} s each), TTLs "
+        f"expired, reaped, GC run: {store['after_bytes'] / 1e6:.1f} MB against "
+        f"{store['base_bytes'] / 1e6:.1f} MB for the base tenant "
+        f"({store['after_over_base']:.3f}x; {store['with_forks_bytes'] / 1e6:.1f} MB while "
+        "the forks existed).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.proxy_bench",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few samples")
+    parser.add_argument("--out", type=Path, help="write the JSON report here (and .md)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("proxy_bench: needs root (computes mount FUSE and run postgres)", file=sys.stderr)
+        return 2
+    settings = QUICK if args.quick else FULL
+    started = datetime.now(UTC)
+    root = Path(tempfile.mkdtemp(prefix="strata-proxy-bench-"))
+    root.chmod(0o755)
+    try:
+        figures = measure(settings, root)
+    except (BenchError, psycopg.Error, subprocess.TimeoutExpired) as exc:
+        print(f"proxy_bench: run failed, no figures reported: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    report = {"benchmark": "proxy", "started_at": started.isoformat(),
+              "finished_at": datetime.now(UTC).isoformat(), "host": host_info(),
+              "versions": versions(), "settings": asdict(settings), "figures": figures}
+    markdown = render_markdown(report)
+    print(markdown)
+    if args.out:
+        args.out.write_text(dump_json(report))
+        args.out.with_suffix(".md").write_text(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
