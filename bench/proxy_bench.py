@@ -12,7 +12,8 @@ Figures:
   directly on the compute's unix socket, interleaved; the proxy's overhead.
 - Storage after agent loops: bytes in the object store for the base tenant, then after
   N loops (fork with a TTL, migrate, checkpoint, destroy, restore, check) once the TTLs
-  expired, the reaper deleted the forks and GC ran.
+  expired, the reaper deleted the forks and GC ran; both measured after a flush and
+  compaction, so memtable contents are counted alike.
 
 Run ``python -m bench.proxy_bench [--quick] [--out bench/results/proxy.json]``. A failed
 step voids the run: nothing is reported. Nothing here asserts on time.
@@ -146,9 +147,15 @@ def agent_loop(strata: Strata, name: str) -> None:
     strata("compute", "stop", name)
 
 
-def agent_storage(strata: Strata, settings: Settings) -> JSON:
+def settled_store_bytes(strata: Strata) -> int:
+    """Object-store bytes once memtables are flushed, compaction ran and GC collected."""
+    strata("compact")
     strata("gc")
-    base = store_bytes(strata.home)
+    return store_bytes(strata.home)
+
+
+def agent_storage(strata: Strata, settings: Settings) -> JSON:
+    base = settled_store_bytes(strata)
     began = time.perf_counter()
     for loop in range(settings.agent_loops):
         agent_loop(strata, f"agent-{loop}")
@@ -159,8 +166,7 @@ def agent_storage(strata: Strata, settings: Settings) -> JSON:
         if time.monotonic() > deadline:
             raise BenchError("the reaper did not delete the expired agent branches")
         time.sleep(1)
-    strata("gc")
-    after = store_bytes(strata.home)
+    after = settled_store_bytes(strata)
     return {"loops": settings.agent_loops, "loop_s": loops_s / settings.agent_loops,
             "base_bytes": base, "with_forks_bytes": during, "after_bytes": after,
             "after_over_base": after / base}

@@ -3,11 +3,15 @@ delete and draw the lineage of branches."""
 
 from __future__ import annotations
 
+import difflib
+import os
+import subprocess
 from typing import Any
 
 import click
 
-from strata import computes
+from pageserver.importer import pg_bin_dir
+from strata import computes, passwords, proxy_lifecycle
 from strata.errors import CliError, ExitCode
 from strata.params import DURATION, LSN, TIMESTAMP, WAL_LSN
 from strata.render import (
@@ -221,3 +225,48 @@ def tree(session: Session) -> None:
         emit_json({"tenant": session.tenant, "branches": nodes})
     else:
         print_lineage(session.tenant, nodes)
+
+
+@branch.command("diff")
+@click.argument("old")
+@click.argument("new")
+@click.option("--database", default="postgres", show_default=True,
+              help="Database inside the branches' cluster.")
+@api_command
+def diff(session: Session, old: str, new: str, database: str) -> None:
+    """Print the schema difference from branch OLD to branch NEW (unified diff).
+
+    Both are dumped with `pg_dump --schema-only` through the proxy, which starts their
+    computes if needed. Empty output: the schemas are the same.
+    """
+    with session.client() as client:
+        for name in (old, new):
+            client.get_branch(session.tenant, name)
+    dumps = [schema_dump(session, name, database) for name in (old, new)]
+    lines = list(difflib.unified_diff(dumps[0].splitlines(), dumps[1].splitlines(),
+                                      fromfile=old, tofile=new, lineterm=""))
+    if session.json:
+        emit_json({"old": old, "new": new, "same": not lines, "diff": lines})
+    elif lines:
+        emit_text("\n".join(lines))
+
+
+def schema_dump(session: Session, branch_name: str, database: str) -> str:
+    """``pg_dump --schema-only`` of a branch, reached through the proxy."""
+    listen = proxy_lifecycle.address(session.home)
+    if listen is None:
+        raise CliError("the proxy is not running; run `strata up` (as root)",
+                       ExitCode.UNREACHABLE)
+    host, _, port = listen.rpartition(":")
+    dbname = branch_name if database == "postgres" else f"{branch_name}:{database}"
+    environ = {**os.environ, "PGPASSWORD": passwords.ensure(session.home, session.tenant)}
+    done = subprocess.run(
+        [str(pg_bin_dir() / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
+         "-h", host, "-p", port, "-U", session.tenant, "-d", dbname],
+        capture_output=True, text=True, env=environ, check=False, timeout=300)
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode
+        raise CliError(f"pg_dump of branch {branch_name!r} failed: {why}")
+    # Version banners and pg_dump's per-run random \restrict keys would differ every time.
+    noise = ("-- Dumped", "\\restrict", "\\unrestrict")
+    return "\n".join(line for line in done.stdout.splitlines() if not line.startswith(noise))

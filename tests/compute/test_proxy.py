@@ -241,3 +241,19 @@ def test_compute_quota_is_a_clear_postgres_error(proxy: ProxyRun) -> None:
     with psycopg.connect(proxy.uri("two", tenant="tiny", password=password)) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     cli.json("compute", "stop", "two", "--tenant", "tiny")
+
+
+def test_branch_diff_shows_what_a_migration_changed(proxy: ProxyRun) -> None:
+    cli = proxy.cli
+    cli.json("branch", "create", "migrated", "--tenant", "acme")
+    with psycopg.connect(proxy.uri("migrated"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices(id int PRIMARY KEY, amount numeric)")
+    changed = cli.json("branch", "diff", "main", "migrated", "--tenant", "acme")
+    assert not changed["same"]
+    added = [line for line in changed["diff"] if line.startswith("+") and "invoices" in line]
+    assert any("CREATE TABLE public.invoices" in line for line in added)
+    assert cli.json("branch", "diff", "main", "main", "--tenant", "acme")["same"] is True
+    assert "no branch 'nope'" in cli.fail(3, "branch", "diff", "main", "nope", "--tenant",
+                                           "acme")
+    for name in ("migrated", "main"):
+        cli.json("compute", "stop", name, "--tenant", "acme")
