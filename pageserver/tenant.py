@@ -453,18 +453,26 @@ class Tenant:
         shutil.rmtree(self._config.layer_cache_dir / self.tenant_id / timeline.timeline_id,
                       ignore_errors=True)
         if upwards and timeline.ancestor is not None:
-            self._drop_if_orphan(timeline.ancestor)
+            self._drop_if_orphan(timeline.ancestor, with_checkpoints=True)
 
-    def _drop_if_orphan(self, timeline: Timeline) -> None:
-        """Drop ``timeline`` if no branch name, child or checkpoint refers to it."""
+    def _drop_if_orphan(self, timeline: Timeline, with_checkpoints: bool = False) -> None:
+        """Drop ``timeline`` if no branch name, child or checkpoint refers to it.
+
+        ``with_checkpoints`` (a branch was deleted): checkpoints on an unnamed timeline that
+        nothing else uses were taken on the deleted branch's own past, and go with it. After
+        a reset they stay: restoring to them is still possible then.
+        """
         with self._lock:
-            referenced = (
-                timeline.deleted or self.branch_name_of(timeline) is not None
-                or bool(self.children(timeline))
-                or any(cp.timeline_id == timeline.timeline_id
-                       for cp in self.manifest.checkpoints.values()))
-        if not referenced:
-            self._drop(timeline)
+            if timeline.deleted or self.branch_name_of(timeline) is not None \
+                    or self.children(timeline):
+                return
+            on_it = [name for name, cp in self.manifest.checkpoints.items()
+                     if cp.timeline_id == timeline.timeline_id]
+            if on_it and not with_checkpoints:
+                return
+            for name in on_it:
+                del self.manifest.checkpoints[name]
+        self._drop(timeline)
 
     # --- checkpoints ---------------------------------------------------------------
 

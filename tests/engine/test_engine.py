@@ -390,3 +390,21 @@ def test_branch_images_include_pages_the_ancestor_has_not_flushed(
     result = engine.compact("t", force=True)
     assert result.images_written >= 1 and any(layer.is_image for layer in dev.layers)
     assert dev.read_file(REL_PATH) == _page(7) + _page(8)
+
+
+def test_deleting_a_restored_branch_takes_its_past_and_its_checkpoints(
+        make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    _setup(engine)
+    tenant = engine.tenant("t")
+    fork = tenant.create_branch("fork")
+    fork.ingest(Batch((Write(REL_PATH, 0, _page(1)),)))
+    tenant.create_checkpoint("fork", "ok")
+    fork.ingest(Batch((Write(REL_PATH, 0, _page(2)),)))
+    engine.flush("t")
+    restored, _ = tenant.restore_branch("fork", BranchPoint(checkpoint="ok"))
+    assert restored.ancestor is fork and not fork.deleted
+    tenant.delete_branch("fork")
+    assert fork.deleted and tenant.manifest.checkpoints == {}
+    assert not engine.storage.list(f"tenants/t/timelines/{fork.timeline_id}/")
+    assert sorted(tenant.timelines) == [tenant.branch("main").timeline_id]
