@@ -12,13 +12,12 @@ The proxy declines SSL and GSS encryption, reads the startup message, makes sure
 compute runs (clients arriving during one cold start share it), connects to its unix
 socket as ``postgres`` (computes listen on no TCP port) and then relays bytes both ways.
 It learns each session's cancel key on the way, so a CancelRequest reaches the right
-compute. Errors (unknown branch, a compute that
-fails to start) come back as a PostgreSQL ErrorResponse, never as a dropped socket.
+compute. Errors (unknown branch, a failed start, the tenant's compute quota) come back as
+a PostgreSQL ErrorResponse, never as a dropped socket.
 
 ``strata up`` starts it (as root, since it starts computes); ``strata connect BRANCH``
 prints the URI. A branch's own suspend timeout (``branch create/set --suspend-timeout``)
-overrides the proxy's. It also deletes branches whose TTL has passed (``strata.reaper``). Not yet
-(issue 5 continues): quotas.
+overrides the proxy's. It also deletes branches whose TTL has passed (``strata.reaper``).
 """
 
 from __future__ import annotations
