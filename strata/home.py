@@ -96,6 +96,11 @@ class Home:
         return self.root / "run" / "proxy.json"
 
     @property
+    def proxy_state_file(self) -> Path:
+        """Clients per branch, idle and suspended times, as the proxy last saw them."""
+        return self.root / "run" / "proxy-state.json"
+
+    @property
     def proxy_log_file(self) -> Path:
         return self.root / "logs" / "proxy.log"
 

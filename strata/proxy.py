@@ -113,6 +113,7 @@ class Computes:
         self._clients: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._idle_since: dict[tuple[str, str], float] = {}
         self._timeouts: dict[tuple[str, str], float] = {}  # per-branch suspend timeouts
+        self._suspended_at: dict[tuple[str, str], float] = {}  # wall time, by this proxy
         self.starts = 0  # computes this proxy started (for tests and metrics)
 
     async def ensure(self, tenant: str, branch: str) -> Path:
@@ -126,6 +127,7 @@ class Computes:
                 return node.spec.socket_path
             started = await asyncio.to_thread(self._start, tenant, branch)
             self.starts += 1
+            self._suspended_at.pop((tenant, branch), None)
             return started.spec.socket_path
 
     def _start(self, tenant: str, branch: str) -> ComputeNode:
@@ -157,6 +159,19 @@ class Computes:
                 if node is not None and node.status() is ComputeStatus.RUNNING:
                     log.info("suspending the idle compute of %s/%s", *key)
                     await asyncio.to_thread(computes.stop, node, 60.0)
+                    self._suspended_at[key] = time.time()
+
+    def snapshot(self) -> dict[str, dict[str, float | int | None]]:
+        """Per ``tenant/branch``: clients now, since when idle and when suspended (wall
+        times), for ``strata compute list``."""
+        now_wall, now = time.time(), time.monotonic()
+        keys = set(self._clients) | set(self._suspended_at)
+        return {f"{tenant}/{branch}": {
+            "clients": self._clients.get((tenant, branch), 0),
+            "idle_since": (now_wall - (now - since)
+                           if (since := self._idle_since.get((tenant, branch))) else None),
+            "suspended_at": self._suspended_at.get((tenant, branch)),
+        } for tenant, branch in sorted(keys)}
 
 
 class Proxy:
@@ -288,6 +303,13 @@ class Proxy:
             cancel_writer.close()
 
 
+def _publish(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically; no fsync: it is rewritten every second and only shown."""
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_bytes(data)
+    os.replace(temp, path)
+
+
 async def _refuse(writer: asyncio.StreamWriter, sqlstate: str, message: str) -> None:
     writer.write(error_response(sqlstate, message))
     await writer.drain()
@@ -324,6 +346,7 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period)
             await computes_.suspend_idle()
+            _publish(home.proxy_state_file, json.dumps(computes_.snapshot()).encode())
             if reap is not None and time.monotonic() - last_reap >= reap_period_s:
                 last_reap = time.monotonic()
                 try:

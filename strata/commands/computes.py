@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -26,11 +27,27 @@ def compute() -> None:
     """
 
 
-def compute_dict(node: ComputeNode) -> dict[str, Any]:
+def _proxy_view(session: Session) -> dict[str, dict[str, Any]]:
+    """What the proxy last published about clients, idle and suspended computes."""
+    try:
+        view = json.loads(session.home.proxy_state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return view if isinstance(view, dict) else {}
+
+
+def compute_dict(node: ComputeNode, proxy: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = node.spec
     status = node.status()
+    seen = (proxy or {}).get(f"{spec.tenant}/{spec.branch}") or {}
+    running = status is ComputeStatus.RUNNING
+    idle_since = seen.get("idle_since") if running else None
+    suspended = status is ComputeStatus.STOPPED and seen.get("suspended_at") is not None
     return {
-        "tenant": spec.tenant, "branch": spec.branch, "status": status.value,
+        "tenant": spec.tenant, "branch": spec.branch,
+        "status": "suspended" if suspended else status.value,
+        "clients": seen.get("clients", 0) if running else 0,
+        "idle_s": round(time.time() - idle_since, 1) if idle_since else None,
         "host": str(spec.socket_dir), "port": spec.port, "user": "postgres",
         "dbname": "postgres",
         "uri": spec.uri(), "dsn": spec.dsn(),
@@ -114,20 +131,22 @@ def stop(session: Session, branch: str, timeout: float) -> None:
 def list_(session: Session) -> None:
     """List the tenant's computes on this machine."""
     nodes = computes.listing(session.home, session.tenant)
+    proxy = _proxy_view(session)
+    documents = [compute_dict(node, proxy) for node in nodes]
     if session.json:
-        emit_json({"tenant": session.tenant, "computes": [compute_dict(n) for n in nodes]})
+        emit_json({"tenant": session.tenant, "computes": documents})
         return
     rows = []
-    for node in nodes:
-        status = node.status()
-        running = status is ComputeStatus.RUNNING
-        rows.append((node.spec.branch, status.value,
-                     str(node.spec.socket_path) if running else "-",
-                     str(node.pids.postmaster) if running and node.pids else "-",
+    for node, document in zip(nodes, documents, strict=True):
+        running = document["status"] == ComputeStatus.RUNNING.value
+        idle = document["idle_s"]
+        rows.append((node.spec.branch, document["status"],
+                     str(document["clients"]) if running else "-",
+                     f"{idle:.0f} s" if idle is not None else "-",
                      local_time(int(node.started_at * 1e6)) if running else "-",
                      f"{node.spec.cache_mb} MB", _hit_ratio(node.stats()),
                      "on" if node.spec.full_page_writes else "off"))
-    print_table(("branch", "status", "socket", "postmaster", "started", "cache", "cache hits",
+    print_table(("branch", "status", "clients", "idle", "started", "cache", "cache hits",
                  "full_page_writes"), rows)
 
 

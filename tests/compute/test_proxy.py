@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -38,9 +39,13 @@ class ProxyRun:
     def starts(self, branch: str) -> int:
         return self.log.read_text().count(f"starting the compute of acme/{branch}\n")
 
-    def status(self, branch: str) -> str:
+    def compute(self, branch: str) -> dict[str, Any]:
+        """The branch's entry in `strata compute list --json`, or {}."""
         listed = self.cli.json("compute", "list", "--tenant", "acme")["computes"]
-        return next((c["status"] for c in listed if c["branch"] == branch), "none")
+        return next((c for c in listed if c["branch"] == branch), {})
+
+    def status(self, branch: str) -> str:
+        return str(self.compute(branch).get("status", "none"))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +76,10 @@ def test_wake_on_connect_and_suspend_when_idle(proxy: ProxyRun) -> None:
         conn.execute("CREATE TABLE kept(x int)")
         conn.execute("INSERT INTO kept VALUES (42)")
         assert proxy.status("sleepy") == "running"
-    wait_for(lambda: proxy.status("sleepy") == "stopped", SUSPEND_S + 10, "idle suspend")
+        wait_for(lambda: proxy.compute("sleepy")["clients"] == 1, 5, "the proxy's view")
+    wait_for(lambda: (proxy.compute("sleepy").get("idle_s") or 0) > 0, SUSPEND_S,
+             "the compute to show as idle")
+    wait_for(lambda: proxy.status("sleepy") == "suspended", SUSPEND_S + 10, "idle suspend")
     with psycopg.connect(proxy.uri("sleepy")) as conn:
         assert conn.execute("SELECT x FROM kept").fetchall() == [(42,)]
     assert proxy.starts("sleepy") == 2
