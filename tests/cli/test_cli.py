@@ -155,6 +155,11 @@ def test_tokens_are_confined_to_their_tenant(strata: Strata) -> None:
     via_env = strata.run("branch", "list", "--tenant", "other", "--json",
                          env={"STRATA_TOKEN": token}).json()
     assert via_env["branches"][0]["name"] == "main"
+    short = strata.run("token", "create", "--tenant", "other", "--scope", "tenant", "--ttl",
+                       "1s").stdout.strip()
+    time.sleep(1.5)
+    assert "expired" in strata.fail(AUTH, "branch", "list", "--tenant", "other", "--token",
+                                    short)
     # A tenant sees its quotas but only an admin sets them.
     assert strata.json("tenant", "show", "other", "--token", token)["max_branches"] is None
     strata.fail(AUTH, "tenant", "set", "other", "--max-branches", "9", "--token", token)

@@ -4,6 +4,8 @@ cold starts, cancel requests and clean errors (psycopg through the proxy)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -85,6 +87,20 @@ def test_wake_on_connect_and_suspend_when_idle(proxy: ProxyRun) -> None:
     assert proxy.starts("sleepy") == 2
 
 
+def test_a_compute_that_died_is_restarted_on_the_next_connect(proxy: ProxyRun) -> None:
+    proxy.cli.json("branch", "create", "fragile", "--tenant", "acme")
+    with psycopg.connect(proxy.uri("fragile"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE survived AS SELECT 7 AS x")
+    node = computes.find(Home(proxy.cli.home), "acme", "fragile")
+    assert node is not None and node.pids is not None
+    for pid in (node.pids.postmaster, node.pids.mount):  # kill -9 from outside
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: proxy.status("fragile") == "crashed", 10, "the crash to show")
+    with psycopg.connect(proxy.uri("fragile")) as conn:
+        assert conn.execute("SELECT x FROM survived").fetchone() == (7,)
+    assert proxy.starts("fragile") == 2
+
+
 def test_a_branch_can_have_its_own_suspend_timeout(proxy: ProxyRun) -> None:
     proxy.cli.json("branch", "create", "patient", "--tenant", "acme", "--suspend-timeout", "1h")
     with psycopg.connect(proxy.uri("patient")) as conn:
@@ -154,10 +170,16 @@ def test_errors_are_postgres_errors_and_the_proxy_keeps_serving(proxy: ProxyRun)
         assert conn.execute("SELECT current_database()").fetchone() == ("template1",)
 
 
+def _stored(cli: Strata, timeline_id: str) -> list[Path]:
+    return [path for path in (cli.home / "objects").rglob("*")
+            if path.is_file() and timeline_id in str(path)]
+
+
 def _agent_loop(proxy: ProxyRun, name: str) -> None:
-    """Fork, migrate, checkpoint, break things, restore: the data is back."""
+    """Fork, migrate, checkpoint, break things, restore: the data is back; then the TTL
+    expires and the fork, its past and its storage are gone."""
     cli = proxy.cli
-    cli.json("branch", "create", name, "--tenant", "acme", "--ttl", "1h")
+    fork = cli.json("branch", "create", name, "--tenant", "acme", "--ttl", "25s")
     uri = proxy.connect_uri(name)
     with psycopg.connect(uri, autocommit=True) as conn:
         conn.execute("CREATE TABLE orders(id int PRIMARY KEY, total numeric NOT NULL)")
@@ -173,6 +195,17 @@ def _agent_loop(proxy: ProxyRun, name: str) -> None:
         assert conn.execute("SELECT count(*), sum(total) FROM orders").fetchone() == (
             500, 187875)
         assert conn.execute("SELECT to_regclass('oops')").fetchone() == (None,)
+    cli.json("compact", "--tenant", "acme")  # the fork's layers reach the store
+    assert _stored(cli, fork["timeline_id"]) and _stored(cli, restored["timeline_id"])
+
+    def gone() -> bool:
+        names = [b["name"] for b in cli.json("branch", "list", "--tenant", "acme")["branches"]]
+        return name not in names
+
+    wait_for(gone, 90, f"the reaper to delete {name}")
+    assert not _stored(cli, fork["timeline_id"]) and not _stored(cli, restored["timeline_id"])
+    assert f"{name}-migrated" not in [
+        c["name"] for c in cli.json("checkpoint", "list", "--tenant", "acme")["checkpoints"]]
 
 
 def test_agent_loops_in_parallel(proxy: ProxyRun) -> None:
