@@ -234,8 +234,9 @@ def drop_os_cache() -> None:
 
 
 @contextmanager
-def bench_home() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="strata-compute-bench-"))
+def bench_home(name: str) -> Iterator[Path]:
+    """A temporary directory the postgres user can reach; ``strata down`` and removed after."""
+    root = Path(tempfile.mkdtemp(prefix=f"strata-{name}-bench-"))
     root.chmod(0o755)
     strata = Strata(root / "home")
     try:
@@ -433,34 +434,45 @@ def render_markdown(report: JSON) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench.compute_bench",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+def root_bench_main(argv: Sequence[str] | None, *, name: str, doc: str, quick_help: str,
+                    full: Any, quick: Any, measure: Callable[[Any, Path], JSON],
+                    render: Callable[[JSON], str],
+                    extra_versions: Callable[[], JSON] | None = None) -> int:
+    """The command line of a suite that runs computes: root check, one measured run in a
+    temporary ``$STRATA_HOME``, nothing reported if it fails, JSON and markdown written."""
+    parser = argparse.ArgumentParser(prog=f"bench.{name}_bench", description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--out", type=Path, help="write the JSON report here (and .md)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
-        print("compute_bench: needs root (computes mount FUSE and run postgres)", file=sys.stderr)
+        print(f"{name}_bench: needs root (computes mount FUSE and run postgres)",
+              file=sys.stderr)
         return 2
-    settings = QUICK if args.quick else FULL
+    settings = quick if args.quick else full
     started = datetime.now(UTC)
     try:
-        with bench_home() as root:
+        with bench_home(name) as root:
             figures = measure(settings, root)
     except (BenchError, psycopg.Error, subprocess.TimeoutExpired) as exc:
-        print(f"compute_bench: run failed, no figures reported: {exc}", file=sys.stderr)
+        print(f"{name}_bench: run failed, no figures reported: {exc}", file=sys.stderr)
         return 1
-    report = {"benchmark": "compute", "started_at": started.isoformat(),
+    report = {"benchmark": name, "started_at": started.isoformat(),
               "finished_at": datetime.now(UTC).isoformat(), "host": host_info(),
-              "versions": {**versions(),
-                           "postgresql": as_postgres("postgres", "--version").strip()},
+              "versions": {**versions(), **(extra_versions() if extra_versions else {})},
               "settings": asdict(settings), "figures": figures}
-    markdown = render_markdown(report)
+    markdown = render(report)
     print(markdown)
     if args.out:
         args.out.write_text(dump_json(report))
         args.out.with_suffix(".md").write_text(markdown)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return root_bench_main(
+        argv, name="compute", doc=__doc__ or "", quick_help="small sizes, one repeat",
+        full=FULL, quick=QUICK, measure=measure, render=render_markdown,
+        extra_versions=lambda: {"postgresql": as_postgres("postgres", "--version").strip()})
 
 
 if __name__ == "__main__":

@@ -21,17 +21,10 @@ step voids the run: nothing is reported. Nothing here asserts on time.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,14 +32,10 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from bench.compute_bench import BenchError, run
-from bench.engine_bench import host_info
-from bench.pagebench import dump_json, versions
+from bench.compute_bench import TENANT, BenchError, Strata, root_bench_main
 from compute.node import ComputeNode
 
 JSON = dict[str, Any]
-ROOT = Path(__file__).resolve().parents[1]
-TENANT = "bench"
 
 
 @dataclass(frozen=True)
@@ -65,17 +54,6 @@ def summary(values: Sequence[float]) -> JSON:
     array = np.asarray(values, dtype=float)
     return {"median": float(np.median(array)), "p90": float(np.percentile(array, 90)),
             "min": float(array.min()), "max": float(array.max()), "samples": list(values)}
-
-
-class Strata:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-
-    def __call__(self, *args: str) -> JSON:
-        out = run([sys.executable, "-m", "strata.cli", *args, "--json"],
-                  env={"STRATA_HOME": str(self.home), "STRATA_TENANT": TENANT})
-        document: JSON = json.loads(out)
-        return document
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -177,20 +155,14 @@ def measure(settings: Settings, root: Path) -> JSON:
     strata("up", "--port", "0", "--metrics-port", "0", "--proxy-port", "0",
            "--suspend-timeout", "10m")
     strata("tenant", "create", TENANT)
-    try:
-        print("cold starts ...", file=sys.stderr)
-        report = {"cold_start": cold_starts(strata, settings)}
-        print("warm connects ...", file=sys.stderr)
-        report["warm_connect"] = warm_connects(strata, settings)
-        strata("compute", "stop", "sleeper")
-        print("agent loops ...", file=sys.stderr)
-        report["agent_storage"] = agent_storage(strata, settings)
-        return report
-    finally:
-        try:
-            strata("down")
-        except BenchError as exc:
-            print(f"warning: strata down failed: {exc}", file=sys.stderr)
+    print("cold starts ...", file=sys.stderr)
+    report = {"cold_start": cold_starts(strata, settings)}
+    print("warm connects ...", file=sys.stderr)
+    report["warm_connect"] = warm_connects(strata, settings)
+    strata("compute", "stop", "sleeper")
+    print("agent loops ...", file=sys.stderr)
+    report["agent_storage"] = agent_storage(strata, settings)
+    return report
 
 
 def render_markdown(report: JSON) -> str:
@@ -230,34 +202,8 @@ def render_markdown(report: JSON) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench.proxy_bench",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few samples")
-    parser.add_argument("--out", type=Path, help="write the JSON report here (and .md)")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("proxy_bench: needs root (computes mount FUSE and run postgres)", file=sys.stderr)
-        return 2
-    settings = QUICK if args.quick else FULL
-    started = datetime.now(UTC)
-    root = Path(tempfile.mkdtemp(prefix="strata-proxy-bench-"))
-    root.chmod(0o755)
-    try:
-        figures = measure(settings, root)
-    except (BenchError, psycopg.Error, subprocess.TimeoutExpired) as exc:
-        print(f"proxy_bench: run failed, no figures reported: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    report = {"benchmark": "proxy", "started_at": started.isoformat(),
-              "finished_at": datetime.now(UTC).isoformat(), "host": host_info(),
-              "versions": versions(), "settings": asdict(settings), "figures": figures}
-    markdown = render_markdown(report)
-    print(markdown)
-    if args.out:
-        args.out.write_text(dump_json(report))
-        args.out.with_suffix(".md").write_text(markdown)
-    return 0
+    return root_bench_main(argv, name="proxy", doc=__doc__ or "", quick_help="few samples",
+                           full=FULL, quick=QUICK, measure=measure, render=render_markdown)
 
 
 if __name__ == "__main__":

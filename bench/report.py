@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # after use(): the backend is chosen first
+from matplotlib.figure import Figure
 
 JSON = dict[str, Any]
 COMPUTE_COLOR, LOCAL_COLOR = "#3b6fb6", "#9aa5b1"
@@ -26,6 +27,12 @@ def _load(results: Path, name: str) -> JSON | None:
     except (OSError, ValueError):
         return None
     return body
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_compute_tps(report: JSON, path: Path) -> str:
@@ -49,9 +56,7 @@ def plot_compute_tps(report: JSON, path: Path) -> str:
     axis.set_ylabel("TPS (median, min-max)")
     axis.set_title("pgbench, compute vs local PostgreSQL (compute/local above)")
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return "pgbench TPS, compute vs local"
 
 
@@ -78,9 +83,7 @@ def plot_cold_start(report: JSON, path: Path) -> str:
     right.set_ylabel("ms, connect + SELECT 1")
     right.set_title("warm connect")
     fig.suptitle("Scale to zero: waking a suspended branch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return "cold start through the proxy and warm connect overhead"
 
 
@@ -96,9 +99,7 @@ def plot_pagebench(report: JSON, path: Path) -> str:
     axis.set_ylabel("pages/s")
     axis.set_title("GetPages over loopback gRPC")
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return "page service throughput by clients and batch size"
 
 
@@ -109,9 +110,7 @@ def plot_branch_create(report: JSON, path: Path) -> str:
     axis.boxplot([rpc[name]["samples_ms"] for name in rpc], tick_labels=labels)
     axis.set_ylabel("ms per CreateBranch RPC")
     axis.set_title("Branch creation does not grow with history")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return "branch creation time against database history"
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(directory: Path) -> None:
@@ -15,14 +18,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically and durably; readers see old or new."""
+@contextmanager
+def replaced_durably(path: Path, mode: int = 0o644,
+                     buffering: int = -1) -> Iterator[BinaryIO]:
+    """Write a new ``path`` through the yielded file: it replaces the old one atomically
+    and durably once the block ends; readers see old or new, never a part."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask
-        with open(fd, "wb") as out:
-            out.write(data)
+        with open(fd, "wb", buffering=buffering) as out:
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -30,3 +36,9 @@ def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically and durably; readers see old or new."""
+    with replaced_durably(path, mode) as out:
+        out.write(data)

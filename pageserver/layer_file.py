@@ -28,7 +28,7 @@ import lz4.block
 import numpy as np
 from numpy.typing import NDArray
 
-from pageserver.durable import fsync_dir
+from pageserver.durable import replaced_durably
 from pageserver.errors import CorruptionError
 from pageserver.keys import (
     META_PREFIX,
@@ -120,17 +120,8 @@ def write_layer(
     """
     _check_summary(summary)
     batch_rows = _check_batches(summary, batches)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb", buffering=1 << 20) as out:
-            size = _write_body(out, summary, pages, metas, batch_rows)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    with replaced_durably(path, buffering=1 << 20) as out:
+        size = _write_body(out, summary, pages, metas, batch_rows)
     return size
 
 

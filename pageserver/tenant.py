@@ -203,12 +203,8 @@ class Tenant:
         at = at or BranchPoint()
         settings = self._within_quotas(settings or BranchSettings(expires_at_us))
         if at.checkpoint is not None:
-            record = self.checkpoint(at.checkpoint)
-            with self._lock:
-                source = self.timelines.get(record.timeline_id)
-            if source is None or source.deleted:
-                raise NotFoundError(f"checkpoint {at.checkpoint!r} refers to a deleted timeline")
-            return self._create_timeline(name, source, record.lsn, settings,
+            source, lsn = self._checkpoint_point(at.checkpoint)
+            return self._create_timeline(name, source, lsn, settings,
                                          self.branch_name_of(source))
         source = self.branch(parent)
         return self._create_timeline(name, source, self.resolve_point(source, at), settings,
@@ -293,12 +289,7 @@ class Tenant:
             source = self.branch(record.parent)
             lsn = source.durable_lsn
         elif at.checkpoint is not None:
-            checkpoint = self.checkpoint(at.checkpoint)
-            with self._lock:
-                found = self.timelines.get(checkpoint.timeline_id)
-            if found is None or found.deleted:
-                raise NotFoundError(f"checkpoint {at.checkpoint!r} refers to a deleted timeline")
-            source, lsn = found, checkpoint.lsn
+            source, lsn = self._checkpoint_point(at.checkpoint)
         else:
             source, lsn = old, self.resolve_point(old, at)
         with self._lock:
@@ -489,6 +480,15 @@ class Tenant:
             self.manifest.checkpoints[name] = record
         self.persist()
         return record
+
+    def _checkpoint_point(self, name: str) -> tuple[Timeline, int]:
+        """The timeline and LSN a checkpoint pins."""
+        record = self.checkpoint(name)
+        with self._lock:
+            source = self.timelines.get(record.timeline_id)
+        if source is None or source.deleted:
+            raise NotFoundError(f"checkpoint {name!r} refers to a deleted timeline")
+        return source, record.lsn
 
     def checkpoint(self, name: str) -> CheckpointRecord:
         with self._lock:

@@ -115,8 +115,9 @@ def start(home: Home, client: StrataClient, address: str, tenant: str, branch: s
                        f"{previous.spec.uri()} (stop it with `strata compute stop {branch}`)")
     client.get_branch(tenant, branch)  # a clear "not found" before anything is mounted
     limit = client.get_tenant(tenant).quotas.max_computes
-    if limit and running_count(home, tenant) >= limit:
-        raise QuotaError(f"tenant {tenant!r} runs {running_count(home, tenant)} computes, its "
+    running = running_count(home, tenant) if limit else 0
+    if limit and running >= limit:
+        raise QuotaError(f"tenant {tenant!r} runs {running} computes, its "
                          f"quota is {limit}: stop one (`strata compute stop BRANCH`) or let "
                          "the proxy suspend an idle one")
     if previous is not None and previous.status() is ComputeStatus.CRASHED:
@@ -125,21 +126,16 @@ def start(home: Home, client: StrataClient, address: str, tenant: str, branch: s
     token_file = directory / "compute.token"
     token = client.create_token(tenant, "compute", TOKEN_TTL_S).token
     write_durably(token_file, token.encode(), mode=0o600)
+    given = {"cache_mb": cache_mb, "full_page_writes": full_page_writes,
+             "shared_buffers": shared_buffers}
+    kept = {name: getattr(previous.spec, name) for name in given} if previous else {}
+    settings = {**kept, **{name: value for name, value in given.items() if value is not None}}
     with _port_lock(home):  # two starts at once must not pick the same port
         spec = ComputeSpec(address, token_file, tenant, branch, directory,
                            port or choose_port(home, tenant, branch,
-                                               previous.spec.port if previous else None))
+                                               previous.spec.port if previous else None),
+                           **settings)
         ComputeNode(spec).reserve()
-    if previous is not None:
-        spec.cache_mb, spec.full_page_writes = (previous.spec.cache_mb,
-                                                previous.spec.full_page_writes)
-        spec.shared_buffers = previous.spec.shared_buffers
-    if cache_mb is not None:
-        spec.cache_mb = cache_mb
-    if full_page_writes is not None:
-        spec.full_page_writes = full_page_writes
-    if shared_buffers is not None:
-        spec.shared_buffers = shared_buffers
     node = ComputeNode(spec)
     try:
         node.start(timeout_s, force=force)

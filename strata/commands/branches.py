@@ -11,7 +11,9 @@ from typing import Any
 import click
 
 from pageserver.importer import pg_bin_dir
-from strata import computes, passwords, proxy_lifecycle
+from proto import strata_pb2 as pb
+from strata import computes
+from strata.commands.connect import proxy_target
 from strata.errors import CliError, ExitCode
 from strata.params import DURATION, LSN, TIMESTAMP, WAL_LSN
 from strata.render import (
@@ -101,10 +103,7 @@ def set_(session: Session, name: str, ttl: str | None, no_ttl: bool,
             ttl_s=0 if no_ttl else (parse_duration_s(ttl) if ttl else None),
             suspend_timeout_s=parse_duration_s(suspend_timeout) if suspend_timeout else None,
             protected=protected)
-    if session.json:
-        emit_json(branch_dict(info))
-    else:
-        print_fields(branch_fields(info))
+    _print_branch(session, info)
 
 
 @branch.command("restore")
@@ -181,6 +180,11 @@ def show(session: Session, name: str) -> None:
     """Show every field of branch NAME."""
     with session.client() as client:
         info = client.get_branch(session.tenant, name)
+    _print_branch(session, info)
+
+
+def _print_branch(session: Session, info: pb.BranchInfo) -> None:
+    """Every field of a branch: JSON, or a key/value list."""
     if session.json:
         emit_json(branch_dict(info))
     else:
@@ -253,16 +257,11 @@ def diff(session: Session, old: str, new: str, database: str) -> None:
 
 def schema_dump(session: Session, branch_name: str, database: str) -> str:
     """``pg_dump --schema-only`` of a branch, reached through the proxy."""
-    listen = proxy_lifecycle.address(session.home)
-    if listen is None:
-        raise CliError("the proxy is not running; run `strata up` (as root)",
-                       ExitCode.UNREACHABLE)
-    host, _, port = listen.rpartition(":")
-    dbname = branch_name if database == "postgres" else f"{branch_name}:{database}"
-    environ = {**os.environ, "PGPASSWORD": passwords.ensure(session.home, session.tenant)}
+    target = proxy_target(session, branch_name, database)
+    environ = {**os.environ, "PGPASSWORD": target.password}
     done = subprocess.run(
         [str(pg_bin_dir() / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
-         "-h", host, "-p", port, "-U", session.tenant, "-d", dbname],
+         "-h", target.host, "-p", str(target.port), "-U", target.user, "-d", target.dbname],
         capture_output=True, text=True, env=environ, check=False, timeout=300)
     if done.returncode != 0:
         why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import click
 
 from strata import computes, passwords, proxy_lifecycle
 from strata.errors import CliError, ExitCode
 from strata.render import emit_json, emit_text
 from strata.session import Session, api_command
+
+
+@dataclass(frozen=True)
+class ProxyTarget:
+    """How a client of the session's tenant reaches a branch through the proxy."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str  # BRANCH, or BRANCH:DATABASE
+
+    @property
+    def uri(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.dbname}"
+
+
+def proxy_target(session: Session, branch: str, database: str = "postgres") -> ProxyTarget:
+    """The proxy's address, the tenant's password (made on first use) and the database name
+    that routes to ``branch``; a one-line error if the proxy does not run."""
+    listen = proxy_lifecycle.address(session.home)
+    if listen is None:
+        raise CliError("the proxy is not running; run `strata up` (as root)",
+                       ExitCode.UNREACHABLE)
+    host, _, port = listen.rpartition(":")
+    dbname = branch if database == "postgres" else f"{branch}:{database}"
+    return ProxyTarget(host, int(port), session.tenant,
+                       passwords.ensure(session.home, session.tenant), dbname)
 
 
 @click.command()
@@ -24,18 +54,12 @@ def connect(session: Session, branch: str, database: str) -> None:
     """
     with session.client() as client:
         client.get_branch(session.tenant, branch)  # a clear error for a branch that is not
-    listen = proxy_lifecycle.address(session.home)
-    if listen is None:
-        raise CliError("the proxy is not running; run `strata up` (as root)",
-                       ExitCode.UNREACHABLE)
-    host, _, port = listen.rpartition(":")
-    dbname = branch if database == "postgres" else f"{branch}:{database}"
-    password = passwords.ensure(session.home, session.tenant)
-    uri = f"postgresql://{session.tenant}:{password}@{host}:{port}/{dbname}"
+    target = proxy_target(session, branch, database)
     if not session.json:
-        emit_text(uri)
+        emit_text(target.uri)
         return
     node = computes.find(session.home, session.tenant, branch)
-    emit_json({"tenant": session.tenant, "branch": branch, "host": host, "port": int(port),
-               "user": session.tenant, "password": password, "dbname": dbname, "uri": uri,
+    emit_json({"tenant": session.tenant, "branch": branch, "host": target.host,
+               "port": target.port, "user": target.user, "password": target.password,
+               "dbname": target.dbname, "uri": target.uri,
                "compute": node.status().value if node else "stopped"})
