@@ -5,6 +5,10 @@ One compute per (tenant, branch), in ``$STRATA_HOME/computes/TENANT/BRANCH`` (or
 ``$STRATA_COMPUTE_DIR``). Starting checks the branch on the page server, mints a
 compute-scoped token for the mount daemon, and lets the page server's writer lease refuse
 a branch that another compute already writes.
+
+Starts and stops of one branch's compute are serialised across processes by a lock file
+beside its directory (``branch_lock``): the CLI restoring a branch, the proxy waking or
+suspending it and the reaper deleting it would otherwise stop one compute twice at once.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import os
 import re
 import shutil
 import socket
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,8 +59,34 @@ def find(home: Home, tenant: str, branch: str) -> ComputeNode | None:
 def listing(home: Home, tenant: str) -> list[ComputeNode]:
     """Every compute recorded for ``tenant``, by branch name."""
     root = home.computes_dir / tenant
-    found = (ComputeNode.load(path) for path in sorted(root.iterdir())) if root.is_dir() else ()
+    found = (ComputeNode.load(path) for path in sorted(root.iterdir())
+             if path.is_dir()) if root.is_dir() else ()
     return [node for node in found if node is not None]
+
+
+_held = threading.local()  # lock files this thread holds, with how often it took each
+
+
+@contextmanager
+def branch_lock(directory: Path) -> Iterator[None]:
+    """Hold the lock of the compute living in ``directory`` (reentrant within a thread)."""
+    path = directory.parent / f".{directory.name}.lock"
+    held: Counter[Path] = _held.__dict__.setdefault("counts", Counter())
+    if held[path]:
+        held[path] += 1
+        try:
+            yield
+        finally:
+            held[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        held[path] += 1
+        try:
+            yield
+        finally:
+            held[path] -= 1
 
 
 def check_host() -> None:
@@ -109,68 +141,87 @@ def start(home: Home, client: StrataClient, address: str, tenant: str, branch: s
     """Start the compute of a branch; options not given keep their previous values."""
     check_host()
     directory = workdir(home, tenant, branch)
-    previous = ComputeNode.load(directory)
-    if previous is not None and previous.status() is ComputeStatus.RUNNING:
-        raise CliError(f"a compute already runs on branch {branch!r}: "
-                       f"{previous.spec.uri()} (stop it with `strata compute stop {branch}`)")
-    client.get_branch(tenant, branch)  # a clear "not found" before anything is mounted
-    limit = client.get_tenant(tenant).quotas.max_computes
-    running = running_count(home, tenant) if limit else 0
-    if limit and running >= limit:
-        raise QuotaError(f"tenant {tenant!r} runs {running} computes, its "
-                         f"quota is {limit}: stop one (`strata compute stop BRANCH`) or let "
-                         "the proxy suspend an idle one")
-    if previous is not None and previous.status() is ComputeStatus.CRASHED:
-        previous.kill()  # what is left of it: a mount daemon whose PostgreSQL died, say
-    directory.mkdir(parents=True, exist_ok=True)
-    token_file = directory / "compute.token"
-    token = client.create_token(tenant, "compute", TOKEN_TTL_S).token
-    write_durably(token_file, token.encode(), mode=0o600)
-    given = {"cache_mb": cache_mb, "full_page_writes": full_page_writes,
-             "shared_buffers": shared_buffers}
-    kept = {name: getattr(previous.spec, name) for name in given} if previous else {}
-    settings = {**kept, **{name: value for name, value in given.items() if value is not None}}
-    with _port_lock(home):  # two starts at once must not pick the same port
-        spec = ComputeSpec(address, token_file, tenant, branch, directory,
-                           port or choose_port(home, tenant, branch,
-                                               previous.spec.port if previous else None),
-                           **settings)
-        ComputeNode(spec).reserve()
-    node = ComputeNode(spec)
-    try:
-        node.start(timeout_s, force=force)
-    except ComputeError as exc:
-        raise CliError(exc.message, details=exc.log_tail) from None
-    return node
+    with branch_lock(directory):
+        previous = ComputeNode.load(directory)
+        if previous is not None and previous.status() is ComputeStatus.RUNNING:
+            raise CliError(f"a compute already runs on branch {branch!r}: "
+                           f"{previous.spec.uri()} (stop it with `strata compute stop {branch}`)")
+        client.get_branch(tenant, branch)  # a clear "not found" before anything is mounted
+        limit = client.get_tenant(tenant).quotas.max_computes
+        running = running_count(home, tenant) if limit else 0
+        if limit and running >= limit:
+            raise QuotaError(f"tenant {tenant!r} runs {running} computes, its "
+                             f"quota is {limit}: stop one (`strata compute stop BRANCH`) or let "
+                             "the proxy suspend an idle one")
+        if previous is not None and previous.status() is ComputeStatus.CRASHED:
+            previous.kill()  # what is left of it: a mount daemon whose PostgreSQL died, say
+        directory.mkdir(parents=True, exist_ok=True)
+        token_file = directory / "compute.token"
+        token = client.create_token(tenant, "compute", TOKEN_TTL_S).token
+        write_durably(token_file, token.encode(), mode=0o600)
+        given = {"cache_mb": cache_mb, "full_page_writes": full_page_writes,
+                 "shared_buffers": shared_buffers}
+        kept = {name: getattr(previous.spec, name) for name in given} if previous else {}
+        settings = {**kept, **{name: value for name, value in given.items() if value is not None}}
+        with _port_lock(home):  # two starts at once must not pick the same port
+            spec = ComputeSpec(address, token_file, tenant, branch, directory,
+                               port or choose_port(home, tenant, branch,
+                                                   previous.spec.port if previous else None),
+                               **settings)
+            ComputeNode(spec).reserve()
+        node = ComputeNode(spec)
+        try:
+            node.start(timeout_s, force=force)
+        except ComputeError as exc:
+            raise CliError(exc.message, details=exc.log_tail) from None
+        return node
+
+
+def ensure_running(home: Home, client: StrataClient, address: str, tenant: str,
+                   branch: str, timeout_s: float) -> tuple[ComputeNode, bool]:
+    """The branch's running compute, started with its previous settings if it is not
+    running; whether it was started."""
+    directory = workdir(home, tenant, branch)
+    with branch_lock(directory):
+        node = ComputeNode.load(directory)
+        if node is not None and node.status() is ComputeStatus.RUNNING:
+            return node, False
+        return start(home, client, address, tenant, branch, port=None, cache_mb=None,
+                     full_page_writes=None, shared_buffers=None, force=False,
+                     timeout_s=timeout_s), True
 
 
 def stop(node: ComputeNode, timeout_s: float) -> ComputeStatus:
     """Stop a compute cleanly (a crashed one is cleaned up); its status before."""
-    before = node.status()
-    try:
-        if before is ComputeStatus.RUNNING:
-            node.stop(timeout_s)
-        else:
-            node.kill()
-    except ComputeError as exc:
-        raise CliError(exc.message) from None
-    return before
+    with branch_lock(node.spec.workdir):
+        node = ComputeNode.load(node.spec.workdir) or node  # as it is now, not as it was
+        before = node.status()
+        try:
+            if before is ComputeStatus.RUNNING:
+                node.stop(timeout_s)
+            else:
+                node.kill()
+        except ComputeError as exc:
+            raise CliError(exc.message) from None
+        return before
 
 
 @contextmanager
 def paused(home: Home, client: StrataClient, address: str, tenant: str,
            branch: str) -> Iterator[bool]:
     """Stop the branch's running compute around the block, then start it again with the
-    same settings and port (also when the block failed); yields whether one was running."""
-    node = find(home, tenant, branch)
-    running = node is not None and node.status() is ComputeStatus.RUNNING
-    if node is not None and running:
-        stop(node, 60.0)
-    try:
-        yield running
-    finally:
+    same settings and port (also when the block failed); yields whether one was running.
+    Nobody else starts or stops it meanwhile: a client waking it waits for the block."""
+    with branch_lock(workdir(home, tenant, branch)):
+        node = find(home, tenant, branch)
+        running = node is not None and node.status() is ComputeStatus.RUNNING
         if node is not None and running:
-            _start_again(home, client, address, node)
+            stop(node, 60.0)
+        try:
+            yield running
+        finally:
+            if node is not None and running:
+                _start_again(home, client, address, node)
 
 
 def _start_again(home: Home, client: StrataClient, address: str, node: ComputeNode) -> None:
@@ -183,18 +234,20 @@ def _start_again(home: Home, client: StrataClient, address: str, node: ComputeNo
 def forget(home: Home, tenant: str, branches: list[str]) -> None:
     """Stop the computes of branches being deleted and remove their directories."""
     for branch in branches:
-        node = find(home, tenant, branch)
-        if node is not None:
-            stop(node, 60.0)
-            shutil.rmtree(node.spec.workdir, ignore_errors=True)
+        with branch_lock(workdir(home, tenant, branch)):
+            node = find(home, tenant, branch)
+            if node is not None:
+                stop(node, 60.0)
+                shutil.rmtree(node.spec.workdir, ignore_errors=True)
 
 
 def stop_all(home: Home, timeout_s: float) -> list[str]:
-    """Stop every running compute of this home (before the page server goes); their names."""
+    """Stop every running compute of this home (before the page server goes) and clean up
+    what crashed ones left; the names of those that were running."""
     stopped = []
     for tenant_dir in _tenant_dirs(home):
         for node in listing(home, tenant_dir.name):
-            if node.status() is ComputeStatus.RUNNING:
-                stop(node, timeout_s)
+            if node.status() is not ComputeStatus.STOPPED and \
+                    stop(node, timeout_s) is ComputeStatus.RUNNING:
                 stopped.append(f"{node.spec.tenant}/{node.spec.branch}")
     return stopped

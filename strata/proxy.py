@@ -32,12 +32,12 @@ import re
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from compute.node import ComputeNode, ComputeStatus
+from compute.node import ComputeStatus
 from pageserver.config import parse_duration
 from pageserver.durable import write_durably
 from strata import computes, passwords
@@ -125,16 +125,14 @@ class Computes:
             node = computes.find(self._home, tenant, branch)
             if node is not None and node.status() is ComputeStatus.RUNNING:
                 return node.spec.socket_path
-            started = await asyncio.to_thread(self._start, tenant, branch)
-            self.starts += 1
+            log.info("starting the compute of %s/%s", tenant, branch)
+            running, started = await asyncio.to_thread(
+                computes.ensure_running, self._home, self._client, self._address, tenant,
+                branch, 120.0)
+            if started:
+                self.starts += 1
             self._suspended_at.pop((tenant, branch), None)
-            return started.spec.socket_path
-
-    def _start(self, tenant: str, branch: str) -> ComputeNode:
-        log.info("starting the compute of %s/%s", tenant, branch)
-        return computes.start(self._home, self._client, self._address, tenant, branch,
-                              port=None, cache_mb=None, full_page_writes=None,
-                              shared_buffers=None, force=False, timeout_s=120)
+            return running.spec.socket_path
 
     def connected(self, key: tuple[str, str]) -> None:
         self._clients[key] += 1
@@ -345,14 +343,22 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period)
-            await computes_.suspend_idle()
-            _publish(home.proxy_state_file, json.dumps(computes_.snapshot()).encode())
+            await _housekeeping("suspending idle computes", computes_.suspend_idle())
+            await _housekeeping("publishing the proxy state", asyncio.to_thread(
+                _publish, home.proxy_state_file, json.dumps(computes_.snapshot()).encode()))
             if reap is not None and time.monotonic() - last_reap >= reap_period_s:
                 last_reap = time.monotonic()
-                try:
-                    await asyncio.to_thread(reap)
-                except (ClientError, CliError) as exc:
-                    log.warning("reaping expired branches failed: %s", exc)
+                await _housekeeping("reaping expired branches", asyncio.to_thread(reap))
+
+
+async def _housekeeping(what: str, step: Awaitable[object]) -> None:
+    """Run one periodic step; whatever it raises is logged, and the proxy keeps serving."""
+    try:
+        await step
+    except (ClientError, CliError) as exc:
+        log.warning("%s failed: %s", what, exc)
+    except Exception:
+        log.exception("%s failed", what)
 
 
 def main(argv: list[str] | None = None) -> None:

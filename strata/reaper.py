@@ -31,13 +31,15 @@ def reap_expired(home: Home, client: StrataClient, now_us: int | None = None) ->
                 log.warning("branch %s/%s expired but %s were forked from it: kept",
                             tenant.tenant, branch.name, ", ".join(branch.children))
                 continue
-            computes.forget(home, tenant.tenant, [branch.name])
-            try:
-                client.delete_branch(tenant.tenant, branch.name)
-            except ClientError as exc:
-                log.warning("could not delete expired branch %s/%s: %s", tenant.tenant,
-                            branch.name, exc.message)
-                continue
+            # Under the branch's lock, so no client wakes the compute in between.
+            with computes.branch_lock(computes.workdir(home, tenant.tenant, branch.name)):
+                computes.forget(home, tenant.tenant, [branch.name])
+                try:
+                    client.delete_branch(tenant.tenant, branch.name)
+                except ClientError as exc:
+                    log.warning("could not delete expired branch %s/%s: %s", tenant.tenant,
+                                branch.name, exc.message)
+                    continue
             log.info("deleted expired branch %s/%s", tenant.tenant, branch.name)
             deleted.append(f"{tenant.tenant}/{branch.name}")
     return deleted

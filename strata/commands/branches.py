@@ -202,7 +202,8 @@ def delete(session: Session, name: str, cascade: bool, force: bool) -> None:
     Refused while it has children, unless --cascade, and for protected branches, unless
     --force. Its compute on this machine is stopped first.
     """
-    with session.client() as client:
+    with session.client() as client, computes.branch_lock(
+            computes.workdir(session.home, session.tenant, name)):  # nobody wakes it now
         info = client.get_branch(session.tenant, name)
         refused = (info.protected and not force) or (info.children and not cascade)
         if not refused:  # the server says why otherwise; the compute keeps running then

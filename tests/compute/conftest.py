@@ -98,3 +98,17 @@ def make_compute(cluster: tuple[PageServerProcess, StrataClient]
     for node in nodes:
         node.kill()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used a Strata home gets the tails of its daemons' logs in its
+    report: in CI they are the only witness of why a proxy or a page server went away."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    run = getattr(item, "funcargs", {}).get("proxy")
+    if not report.failed or run is None:
+        return
+    for log in sorted(run.log.parent.glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-80:]
+        report.sections.append((f"last lines of {log.name}", "\n".join(lines)))

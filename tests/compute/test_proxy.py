@@ -81,7 +81,7 @@ def test_wake_on_connect_and_suspend_when_idle(proxy: ProxyRun) -> None:
         wait_for(lambda: proxy.compute("sleepy")["clients"] == 1, 5, "the proxy's view")
     wait_for(lambda: (proxy.compute("sleepy").get("idle_s") or 0) > 0, SUSPEND_S,
              "the compute to show as idle")
-    wait_for(lambda: proxy.status("sleepy") == "suspended", SUSPEND_S + 10, "idle suspend")
+    wait_for(lambda: proxy.status("sleepy") == "suspended", SUSPEND_S + 30, "idle suspend")
     with psycopg.connect(proxy.uri("sleepy")) as conn:
         assert conn.execute("SELECT x FROM kept").fetchall() == [(42,)]
     assert proxy.starts("sleepy") == 2

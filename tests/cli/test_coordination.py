@@ -1,0 +1,106 @@
+"""How the CLI and the proxy keep out of each other's way: the per-branch compute lock, and
+a proxy whose periodic work fails but which keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from strata.client import StrataClient
+from strata.computes import branch_lock
+from strata.home import Home
+from strata.proxy import Computes, serve
+
+
+def _locked_elsewhere(directory: Path) -> bool:
+    """Whether another process fails to take the branch's lock right now."""
+    probe = (
+        "import fcntl, sys\n"
+        f"f = open({str(directory.parent / ('.' + directory.name + '.lock'))!r}, 'a')\n"
+        "try:\n"
+        "    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except BlockingIOError:\n"
+        "    sys.exit(1)\n"
+    )
+    return subprocess.run([sys.executable, "-c", probe], check=False).returncode == 1
+
+
+def test_branch_lock_excludes_other_processes_and_reenters(tmp_path: Path) -> None:
+    directory = tmp_path / "acme" / "main"
+    with branch_lock(directory):
+        assert _locked_elsewhere(directory)
+        with branch_lock(directory):  # the same thread again: no deadlock
+            assert _locked_elsewhere(directory)
+        assert _locked_elsewhere(directory)  # the inner exit kept the lock
+    assert not _locked_elsewhere(directory)
+    assert not any(path.is_dir() for path in (tmp_path / "acme").iterdir())
+
+
+def test_branch_lock_serialises_threads(tmp_path: Path) -> None:
+    directory = tmp_path / "acme" / "main"
+    order: list[str] = []
+    taken = threading.Event()
+
+    def other() -> None:
+        taken.wait()
+        with branch_lock(directory):
+            order.append("other")
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with branch_lock(directory):
+        taken.set()
+        time.sleep(0.2)  # the other thread is now waiting for the lock
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "other"]
+
+
+def test_branch_locks_are_per_branch(tmp_path: Path) -> None:
+    with branch_lock(tmp_path / "acme" / "main"):
+        assert not _locked_elsewhere(tmp_path / "acme" / "dev")
+    with pytest.raises(ValueError), branch_lock(tmp_path / "acme" / "main"):
+        raise ValueError  # the lock is let go when the block fails
+    assert not _locked_elsewhere(tmp_path / "acme" / "main")
+
+
+def test_the_proxy_keeps_serving_when_its_periodic_work_fails(tmp_path: Path) -> None:
+    """A reaper that raises (say, a compute that would not stop) is logged; clients are
+    still answered afterwards."""
+    home = Home(tmp_path)
+    home.proxy_state_file.parent.mkdir(parents=True)
+    client = StrataClient("127.0.0.1:1", "no-token")  # never called: nobody connects
+    reaps: list[float] = []
+
+    def failing_reap() -> None:
+        reaps.append(time.monotonic())
+        raise RuntimeError("a compute did not stop")
+
+    async def scenario() -> bytes:
+        stop = asyncio.Event()
+        bound: list[int] = []
+        task = asyncio.create_task(serve(
+            "127.0.0.1", 0, home, Computes(home, client, "127.0.0.1:1", 0.2),
+            bound.append, stop, failing_reap, reap_period_s=0.0))
+        while len(reaps) < 3:
+            assert not task.done(), task
+            await asyncio.sleep(0.05)
+        reader, writer = await asyncio.open_connection("127.0.0.1", bound[0])
+        writer.write((8).to_bytes(4, "big") + (80877103).to_bytes(4, "big"))  # SSLRequest
+        answer = await reader.readexactly(1)
+        writer.close()
+        stop.set()
+        await task
+        return answer
+
+    try:
+        assert asyncio.run(scenario()) == b"N"  # SSL declined: the proxy is alive
+    finally:
+        client.close()
+    assert len(reaps) >= 3
