@@ -10,7 +10,9 @@ timed over loopback gRPC, and, if the CLI exists, ``python -m strata.cli branch 
 --tenant T`` end to end (a new process each time, finding the server and the admin token
 through ``$STRATA_HOME``). Every created branch is deleted again, untimed, so the tenant
 manifests keep their size. Rounds alternate the tenants; the first rounds warm up and are
-dropped.
+dropped. The objects live in ``objects/`` of the home, or under a fresh prefix of the S3
+URL in ``$STRATA_BENCH_STORAGE`` (see ``bench.objectstore``), for the engine and the
+server alike.
 
 Run ``python -m bench.branch_bench [--quick] [--out bench/results/branch.json]``. Nothing
 here asserts on time. With ``--out`` the JSON report and a markdown table (``.md``) are
@@ -34,12 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import engine_bench
+from bench import engine_bench, objectstore
 from bench.engine_bench import JSON, build_history, build_small, create_file, layer_stats
 from bench.pagebench import ROOT, ServerProcess, dump_json, stop_on_sigterm, versions
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
-from pageserver.remote import LocalDirectoryStorage
+from pageserver.remote import open_storage
 from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
 
@@ -78,19 +80,20 @@ def timed_ms(action: Callable[[], object]) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def open_home_engine(home: Path, *, fsync: bool) -> Engine:
-    """An engine on the page server's directories of ``home``, background work off."""
+def open_home_engine(home: Path, store: str, *, fsync: bool) -> Engine:
+    """An engine on the page server's state directory of ``home`` and its object store
+    ``store`` (a directory or a URL), background work off."""
     config = EngineConfig(state_dir=home / "pageserver", background_period_s=0,
                           pitr_window_s=0, fsync=fsync)
-    return Engine(config, LocalDirectoryStorage(home / "objects"))
+    return Engine(config, open_storage(store))
 
 
-def build_and_time_engine(home: Path, settings: Settings) -> JSON:
-    """Build both tenants into ``home`` (fsync off), then time the engine's create_branch on
-    each with fsync on, as the server runs it."""
+def build_and_time_engine(home: Path, store: str, settings: Settings) -> JSON:
+    """Build both tenants into ``home`` and ``store`` (fsync off), then time the engine's
+    create_branch on each with fsync on, as the server runs it."""
     rng = np.random.default_rng(settings.build.seed)
     started = time.perf_counter()
-    engine = open_home_engine(home, fsync=False)
+    engine = open_home_engine(home, store, fsync=False)
     try:
         build_small(engine, settings.build, rng)
         large = engine.create_tenant("large").branch("main")
@@ -103,7 +106,7 @@ def build_and_time_engine(home: Path, settings: Settings) -> JSON:
     finally:
         engine.close()
     build_s = time.perf_counter() - started
-    engine = open_home_engine(home, fsync=True)
+    engine = open_home_engine(home, store, fsync=True)
     try:
         cases = engine_bench.measure_branching(
             engine, {tenant: (tenant, None) for tenant in TENANTS}, settings.build)
@@ -282,7 +285,8 @@ def render_markdown(report: JSON) -> str:
         f"{host['hostname']} ({host['cpu_count']} CPUs, {host['memory_gb']} GB), Python "
         f"{host['python']}, " + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
         + f", {host['started_utc']}, commit {host['git_commit']} ({host['git_dirty_files']} "
-        f"files differ from it). Total {report['total_seconds']:.0f} s.",
+        f"files differ from it). Objects: {config['storage']}. "
+        f"Total {report['total_seconds']:.0f} s.",
         "",
         f"Tenants: {build['how']}; {build['build_seconds']:.0f} s in all, of which "
         f"{build['large_compaction']['seconds']:.0f} s the large tenant's compaction. Small: "
@@ -314,12 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="strata-branch-bench-") as tmp:
         home = Path(tmp)
+        store = objectstore.suite_url("branch") or str(home / "objects")
         print(f"building tenants in {home} ({settings.build.read_versions:,} versions) ...",
               flush=True)
-        build = build_and_time_engine(home, settings)
+        build = build_and_time_engine(home, store, settings)
         (home / "logs").mkdir()
-        server = ServerProcess(home / "pageserver", home / "objects",
-                               home / "logs" / "pageserver.log")
+        server = ServerProcess(home / "pageserver", store, home / "logs" / "pageserver.log")
         with server:
             server_start_s = server.start_seconds
             print(f"[{time.perf_counter() - started:6.1f}s] server up in {server_start_s:.1f} s; "
@@ -331,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: JSON = {
         "host": {**host, "finished_utc": datetime.now(UTC).isoformat(timespec="seconds")},
         "versions": versions(),
-        "config": asdict(settings),
+        "config": {**asdict(settings), "storage": objectstore.describe()},
         "build": build,
         "server_start_seconds": server_start_s,
         "rpc": rpc,

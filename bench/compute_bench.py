@@ -44,8 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 
+from bench import objectstore
 from bench.engine_bench import host_info
 from bench.pagebench import dump_json, versions
 from pageserver.importer import pg_bin_dir
@@ -98,8 +100,17 @@ def as_postgres(tool: str, *args: str, timeout: float = 1800) -> str:
 
 
 def summary(values: Sequence[float]) -> JSON:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "samples": list(values)}
+    """Median, p90, min and max of raw samples, and the samples."""
+    array = np.asarray(values, dtype=float)
+    return {"median": float(np.median(array)), "p90": float(np.percentile(array, 90)),
+            "min": float(array.min()), "max": float(array.max()), "samples": list(values)}
+
+
+def timed(action: Callable[[], object]) -> float:
+    """Seconds ``action`` took."""
+    began = time.perf_counter()
+    action()
+    return time.perf_counter() - began
 
 
 class Strata:
@@ -107,6 +118,19 @@ class Strata:
 
     def __init__(self, home: Path) -> None:
         self.home = home
+        self.storage = str(home / "objects")  # the embedded default; `up` may say S3
+
+    def up(self, suite: str, *args: str) -> JSON:
+        """``strata up`` on free ports, with the run's object store (bench.objectstore)."""
+        url = objectstore.suite_url(suite)
+        if url is not None:
+            self.storage = url
+        return self("up", "--port", "0", "--metrics-port", "0", *args,
+                    *objectstore.up_options(url))
+
+    def stored_bytes(self) -> int:
+        """Bytes of every object the page server stored, wherever they live."""
+        return objectstore.stored_bytes(self.storage)
 
     def __call__(self, *args: str) -> JSON:
         out = run([sys.executable, "-m", "strata.cli", *args, "--json"],
@@ -251,7 +275,7 @@ def bench_home(name: str) -> Iterator[Path]:
 
 def measure(settings: Settings, root: Path) -> JSON:
     strata = Strata(root / "home")
-    up = strata("up", "--port", "0", "--metrics-port", "0")
+    up = strata.up("compute")
     strata("tenant", "create", TENANT)
     local = Local(root)
     local.init()
@@ -392,7 +416,8 @@ def render_markdown(report: JSON) -> str:
         "",
         f"{report['finished_at']}, mode {settings['mode']}, on {report['host']['cpu_count']} CPUs; "
         f"median of {settings['repeats']} interleaved runs (min-max in brackets); "
-        f"pgbench {settings['clients']} clients, {settings['seconds']} s per run.",
+        f"pgbench {settings['clients']} clients, {settings['seconds']} s per run; objects in "
+        f"{report.get('storage', 'a local directory')}.",
         "",
         "| figure | compute | local | compute/local | goal |",
         "|---|---|---|---|---|",
@@ -459,7 +484,8 @@ def root_bench_main(argv: Sequence[str] | None, *, name: str, doc: str, quick_he
     report = {"benchmark": name, "started_at": started.isoformat(),
               "finished_at": datetime.now(UTC).isoformat(), "host": host_info(),
               "versions": {**versions(), **(extra_versions() if extra_versions else {})},
-              "settings": asdict(settings), "figures": figures}
+              "settings": asdict(settings), "storage": objectstore.describe(),
+              "figures": figures}
     markdown = render(report)
     print(markdown)
     if args.out:

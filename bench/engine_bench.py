@@ -6,6 +6,9 @@
 3. ``create_branch`` time on a small (1k versions) and a large (1M) timeline;
 4. object-store bytes of a base timeline plus 50 branches that each rewrite 1% of it.
 
+Each figure's engine keeps its objects in a local directory in a temporary home, or under
+a fresh prefix of the S3 URL in ``$STRATA_BENCH_STORAGE`` (see ``bench.objectstore``).
+
 Run ``python -m bench.engine_bench [--quick] [--out bench/results/engine.json]``. Every
 figure's baseline runs in the same invocation; each timing is repeated and reported as
 median (min..max) next to its raw samples. Nothing here asserts on time. With ``--out``
@@ -38,11 +41,12 @@ from typing import Any
 import lz4
 import numpy as np
 
+from bench import objectstore
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
 from pageserver.keys import PAGE_SIZE, ZERO_PAGE, Relation, parse_relation_path
 from pageserver.ops import Batch, Create, Mkdir, Truncate, Write
-from pageserver.remote import LocalDirectoryStorage
+from pageserver.remote import open_storage
 from pageserver.tenant import BranchPoint
 from pageserver.timeline import Timeline
 
@@ -135,14 +139,14 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip()
 
 
-def open_engine(root: Path, *, fsync: bool) -> Engine:
-    """An engine on ``root/state`` with a local-directory store at ``root/remote``.
+def open_engine(root: Path, store: str, *, fsync: bool) -> Engine:
+    """An engine on ``root/state`` with its objects at ``store`` (a directory or a URL).
 
     Background work is off: the benchmark freezes, flushes and compacts explicitly.
     """
     config = EngineConfig(state_dir=root / "state", background_period_s=0, pitr_window_s=0,
                           fsync=fsync)
-    return Engine(config, LocalDirectoryStorage(root / "remote"))
+    return Engine(config, open_storage(store))
 
 
 def create_file(timeline: Timeline, blocks: int) -> Relation:
@@ -170,21 +174,6 @@ def layer_stats(timeline: Timeline) -> JSON:
         "image": sum(1 for x in layers if x.is_image),
         "bytes": sum(x.desc.size for x in layers),
     }
-
-
-def tree_bytes(root: Path) -> JSON:
-    """Bytes and object counts under a local-directory store, layers apart from the rest."""
-    totals = {"objects": 0, "bytes": 0, "layer_objects": 0, "layer_bytes": 0}
-    for directory, _, files in os.walk(root):
-        is_layer = Path(directory).name == "layers"
-        for name in files:
-            size = os.path.getsize(os.path.join(directory, name))
-            totals["objects"] += 1
-            totals["bytes"] += size
-            if is_layer:
-                totals["layer_objects"] += 1
-                totals["layer_bytes"] += size
-    return totals
 
 
 class PageMaker:
@@ -354,17 +343,17 @@ def measure_branching(engine: Engine, cases: dict[str, tuple[str, int | None]],
                    "ms": summarize(values)} for name, values in samples.items()}
 
 
-def bench_reads_and_branches(settings: Settings, root: Path) -> JSON:
+def bench_reads_and_branches(settings: Settings, root: Path, store: str) -> JSON:
     """Figures 1 and 3, which share the large timeline."""
     rng = np.random.default_rng(settings.seed)
     # Building is not what figure 1 measures: the build engine skips the ingest-log fsync.
-    engine = open_engine(root, fsync=False)
+    engine = open_engine(root, store, fsync=False)
     relation = create_file(engine.create_tenant("bench").branch("main"), settings.read_blocks)
     history, build = build_history(engine.timeline("bench", "main"), settings, rng)
     build["fsync"] = False
     engine.close()
     reopen_s = time.perf_counter()
-    engine = open_engine(root, fsync=True)
+    engine = open_engine(root, store, fsync=True)
     build["reopen_with_fsync_seconds"] = time.perf_counter() - reopen_s
     try:
         main = engine.timeline("bench", "main")
@@ -436,10 +425,10 @@ def ingest_sample(engine: Engine, timelines: list[Timeline], batches: list[Batch
             "fsyncs_per_batch": fsyncs / len(batches), "flush_seconds_after": flush_s}
 
 
-def bench_ingest(settings: Settings, root: Path) -> JSON:
+def bench_ingest(settings: Settings, root: Path, store: str) -> JSON:
     """Figure 2: one writer versus ``ingest_writers`` writers on as many branches, fsync on."""
     rng = np.random.default_rng(settings.seed + 2)
-    engine = open_engine(root, fsync=True)
+    engine = open_engine(root, store, fsync=True)
     try:
         tenant = engine.create_tenant("ingest")
         create_file(tenant.branch("main"), settings.ingest_file_blocks)
@@ -472,11 +461,10 @@ def bench_ingest(settings: Settings, root: Path) -> JSON:
 # --- figure 4: object-store bytes of branches ----------------------------------------------
 
 
-def bench_object_store(settings: Settings, root: Path) -> JSON:
+def bench_object_store(settings: Settings, root: Path, store: str) -> JSON:
     """Figure 4: remote bytes of a base plus branches rewriting a fraction, vs full copies."""
     rng = np.random.default_rng(settings.seed + 4)
-    remote = root / "remote"
-    engine = open_engine(root, fsync=True)
+    engine = open_engine(root, store, fsync=True)
     try:
         tenant = engine.create_tenant("store")
         create_file(tenant.branch("main"), settings.store_base_pages)
@@ -485,26 +473,25 @@ def bench_object_store(settings: Settings, root: Path) -> JSON:
         for first in range(0, len(blocks), BATCH_PAGES):
             tenant.branch("main").ingest(maker.batch(blocks[first : first + BATCH_PAGES], 0))
         engine.flush("store")
-        base = tree_bytes(remote)
+        base = total = objectstore.stored_bytes(store)
         rewrite = math.ceil(settings.store_base_pages * settings.store_rewrite)
         per_branch: list[int] = []
         for index in range(settings.store_branches):
-            before = tree_bytes(remote)["bytes"]
             child = tenant.create_branch(f"b{index:02d}")
             chosen = np.sort(rng.choice(settings.store_base_pages, rewrite, replace=False))
             for first in range(0, rewrite, BATCH_PAGES):
                 child.ingest(maker.batch(chosen[first : first + BATCH_PAGES], index + 1))
             flush_timeline(child)
-            per_branch.append(tree_bytes(remote)["bytes"] - before)
-        total = tree_bytes(remote)
+            before, total = total, objectstore.stored_bytes(store)
+            per_branch.append(total - before)
     finally:
         engine.close()
     copies = settings.store_branches + 1
     return {"object_store": {
         "base_pages": settings.store_base_pages, "branches": settings.store_branches,
-        "pages_rewritten_per_branch": rewrite, "base": base, "total": total,
-        "full_copies_bytes": copies * base["bytes"],
-        "ratio_to_full_copies": total["bytes"] / (copies * base["bytes"]),
+        "pages_rewritten_per_branch": rewrite, "base_bytes": base, "total_bytes": total,
+        "full_copies_bytes": copies * base,
+        "ratio_to_full_copies": total / (copies * base),
         "ideal_ratio": (1 + settings.store_branches * rewrite / settings.store_base_pages)
         / copies,
         "per_branch_bytes_samples": per_branch,
@@ -576,7 +563,7 @@ def table_rows(figures: JSON) -> list[Row]:
     mb = 1 / 2**20
     rows.extend([
         Row("4", f"object store: base ({store['base_pages']:,} pages), MB",
-            f"{store['base']['bytes'] * mb:.1f}", "", "", "", "figures.object_store.base"),
+            f"{store['base_bytes'] * mb:.1f}", "", "", "", "figures.object_store.base_bytes"),
         Row("4", f"object store: each of {store['branches']} branches "
                  f"({store['pages_rewritten_per_branch']} pages), KB",
             f"{store['per_branch_bytes']['median'] / 1024:.1f}",
@@ -585,7 +572,7 @@ def table_rows(figures: JSON) -> list[Row]:
             "figures.object_store.per_branch_bytes_samples"),
         Row("4", f"object store: total, MB (51 full copies: "
                  f"{store['full_copies_bytes'] * mb:,.1f} MB)",
-            f"{store['total']['bytes'] * mb:.1f}", "", "", "", "figures.object_store.total"),
+            f"{store['total_bytes'] * mb:.1f}", "", "", "", "figures.object_store.total_bytes"),
         Row("4", "object store: total / 51 full copies", f"{store['ratio_to_full_copies']:.4f}",
             "", f"<= 2 x ideal {store['ideal_ratio']:.4f}",
             "met" if store["ratio_to_full_copies"] < 2 * store["ideal_ratio"] else "MISSED",
@@ -620,8 +607,8 @@ def render_markdown(report: JSON, rows: list[Row]) -> str:
         f"on {host['hostname']} ({host['cpu_count']} CPUs, {host['memory_gb']} GB, "
         f"{host['platform']}), Python {host['python']}, numpy {host['numpy']}, "
         f"lz4 {host['lz4']}, {host['started_utc']}, commit {host['git_commit']} "
-        f"({host['git_dirty_files']} files differ from it). Total {report['total_seconds']:.0f} s, "
-        f"peak RSS {report['peak_rss_mb']:,.0f} MB.",
+        f"({host['git_dirty_files']} files differ from it). Objects: {config['storage']}. "
+        f"Total {report['total_seconds']:.0f} s, peak RSS {report['peak_rss_mb']:,.0f} MB.",
         "",
         "Load average (1/5/15 min) at the start and after each figure, to judge noise from "
         "other processes on the machine: "
@@ -673,13 +660,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = step.__name__.removeprefix("bench_")
         print(f"[{time.perf_counter() - started:6.1f}s] {name} ...", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"strata-bench-{name}-") as tmp:
+            store = objectstore.suite_url(f"engine-{name}") or str(Path(tmp) / "remote")
             begin = time.perf_counter()
-            figures.update(step(settings, Path(tmp)))
+            figures.update(step(settings, Path(tmp), store))
             seconds[name] = time.perf_counter() - begin
         load[f"after_{name}"] = os.getloadavg()
     report: JSON = {
         "host": {**host, "finished_utc": datetime.now(UTC).isoformat(timespec="seconds")},
-        "config": {**asdict(settings), "batch_pages": BATCH_PAGES, "page_size": PAGE_SIZE},
+        "config": {**asdict(settings), "batch_pages": BATCH_PAGES, "page_size": PAGE_SIZE,
+                   "storage": objectstore.describe()},
         "figures": figures,
         "figure_seconds": seconds,
         "load_average_1_5_15min": load,

@@ -7,11 +7,25 @@ B blocks per request, at random or sequential blocks. The benchmark starts its o
 relation through IngestService, compacts it (force) so reads come from layer files, then
 sweeps clients x batch size x access pattern for a fixed time per point after a warm-up.
 Every client is a separate OS process (the GIL would make one client process the
-bottleneck); they share the machine's cores with the server. In the same run, after the
-server stops, the same reads are timed in-process (``Timeline.get_pages``) as the baseline.
-The server is then profiled with py-spy on repeats of the single-client single-page
-point and of a point missing each goal, and the most concurrent points are repeated with
-the server pinned to one core (a GIL-contention diagnostic).
+bottleneck); they share the machine's cores with the server. The server is then profiled
+with py-spy on repeats of the single-client single-page point and of a point missing each
+goal, and the most concurrent points are repeated with the server pinned to one core (a
+GIL-contention diagnostic).
+
+Layer cache, miss against hit: the server keeps a local copy of each layer file it reads
+(``EngineConfig.layer_cache_dir``), downloaded from the object store on first use. Per
+batch size and access pattern, one client times a fixed pass of requests right after a
+restart with that cache deleted (every layer comes from the store again: the miss), then
+the same pass again once every layer is local (the hit); first-request latency, p50/p99
+and pages/s of both. The server's background compaction check also reads every layer,
+about a second after it starts: a miss pass lasting longer shares the downloads with it.
+
+After the server stops, the sweep's single-client reads are timed in-process
+(``Timeline.get_pages``) as the baseline.
+
+Objects live in a local directory in the temporary home, or under a fresh prefix of the
+S3 URL in ``$STRATA_BENCH_STORAGE`` (see ``bench.objectstore``), which the server gets
+as ``--storage``.
 
 Run ``python -m bench.pagebench [--quick] [--out bench/results/pagebench.json]``. Nothing
 here asserts on time. With ``--out`` the JSON report and a markdown copy of the table
@@ -47,6 +61,7 @@ from typing import Any, Self
 import grpc
 import numpy as np
 
+from bench import objectstore
 from bench.engine_bench import (
     BATCH_PAGES,
     JSON,
@@ -62,7 +77,7 @@ from pageserver.config import EngineConfig
 from pageserver.engine import Engine
 from pageserver.keys import PAGE_SIZE
 from pageserver.ops import Create, FileOp, Mkdir
-from pageserver.remote import LocalDirectoryStorage
+from pageserver.remote import open_storage
 from pageserver.timeline import Timeline
 from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
@@ -92,14 +107,16 @@ class Settings:
     accesses: tuple[str, ...]
     warmup_s: float
     duration_s: float
+    cache_batches: tuple[int, ...]  # batch sizes of the layer-cache miss/hit passes
+    cache_requests: int  # requests per pass at most (fewer if the relation is read by then)
 
 
 FULL = Settings(mode="full", seed=20240602, pages=32_768, random_bytes=2048,
                 clients=(1, 4, 16), batches=(1, 16, 128), accesses=("random", "sequential"),
-                warmup_s=0.5, duration_s=3.0)
+                warmup_s=0.5, duration_s=3.0, cache_batches=(1, 16, 128), cache_requests=4096)
 QUICK = Settings(mode="quick", seed=20240602, pages=5120, random_bytes=2048,
                  clients=(1, 16), batches=(1, 128), accesses=("random", "sequential"),
-                 warmup_s=0.3, duration_s=1.0)
+                 warmup_s=0.3, duration_s=1.0, cache_batches=(1, 128), cache_requests=1000)
 
 
 # --- the page server process ----------------------------------------------------------------
@@ -108,11 +125,13 @@ QUICK = Settings(mode="quick", seed=20240602, pages=5120, random_bytes=2048,
 class ServerProcess:
     """A ``python -m pageserver.main`` child serving on a free 127.0.0.1 port.
 
-    Use it as a context manager: leaving the block stops the child (SIGTERM, then SIGKILL
-    after ``stop_timeout_s``), also on errors.
+    ``storage`` is what the server gets as ``--storage``: a directory or an object-store
+    URL. Use it as a context manager: leaving the block stops the child (SIGTERM, then
+    SIGKILL after ``stop_timeout_s``), also on errors. ``stop`` then ``start`` restarts it
+    on the same address, so clients' channels reconnect to it.
     """
 
-    def __init__(self, state_dir: Path, storage: Path, log_path: Path,
+    def __init__(self, state_dir: Path, storage: str, log_path: Path,
                  stop_timeout_s: float = 120.0) -> None:
         self.state_dir = state_dir
         self.storage = storage
@@ -136,12 +155,12 @@ class ServerProcess:
         return self.proc.pid
 
     def start(self, timeout_s: float = 120.0) -> None:
-        """Start the child and wait until it has published its address."""
+        """Start the child (on the previous address, if any) and wait until it serves."""
         started = time.perf_counter()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pageserver.main", "--state-dir", str(self.state_dir),
-                 "--storage", str(self.storage), "--listen", "127.0.0.1:0",
+                 "--storage", self.storage, "--listen", self.address or "127.0.0.1:0",
                  "--metrics-listen", ""],
                 cwd=ROOT, stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
         ready = self.state_dir / "pageserver.json"
@@ -311,7 +330,7 @@ def page_ok(page: bytes, block: int) -> bool:
 
 @dataclass(frozen=True)
 class Job:
-    """What one client does for one point of the sweep."""
+    """What one client does for one point of the sweep, or for one pass of fixed length."""
 
     client: int
     clients: int
@@ -323,24 +342,29 @@ class Job:
     warmup_s: float
     duration_s: float
     seed: int
+    requests: int = 0  # > 0: exactly this many requests, every one timed (no warm-up, no clock)
 
 
 async def run_job(stub: Any, metadata: tuple[tuple[str, str], ...], job: Job) -> JSON:
-    """One client's stream: requests one at a time until the point's end; raw latencies."""
+    """One client's stream: requests one at a time until the point's end (or until
+    ``job.requests`` were answered); raw latencies and the wall time they span."""
     picker = BlockPicker(job.access, job.pages, job.batch, job.client, job.clients,
                          job.seed + job.client)
     at = pb.ReadPoint(tenant=TENANT, latest=True)
     relation = pb.Relation.FromString(job.relation)
-    measure_from = job.start_at + job.warmup_s
-    end = measure_from + job.duration_s
+    counted = job.requests > 0
+    measure_from = -math.inf if counted else job.start_at + job.warmup_s
+    end = math.inf if counted else measure_from + job.duration_s
+    limit = job.requests if counted else math.inf
     latencies: list[float] = []
     warmup = errors = bad_pages = 0
     cpu_start: float | None = None
+    first_begin = last_end = 0.0
     call = stub.GetPages(metadata=metadata)
     await asyncio.sleep(max(0.0, job.start_at - time.monotonic()))
     request_id = 0
     late_s = time.monotonic() - job.start_at
-    while (now := time.monotonic()) < end:
+    while (now := time.monotonic()) < end and len(latencies) < limit:
         if cpu_start is None and now >= measure_from:
             cpu_start = time.process_time()
         blocks = picker.next()
@@ -361,10 +385,14 @@ async def run_job(stub: Any, metadata: tuple[tuple[str, str], ...], job: Job) ->
         if now < measure_from:
             warmup += 1
         else:
+            if not latencies:
+                first_begin = begin
             latencies.append(seconds)
+            last_end = begin + seconds
     await call.done_writing()
     return {"client": job.client, "pid": os.getpid(), "requests": len(latencies),
-            "warmup_requests": warmup, "late_start_s": late_s, "errors": errors,
+            "warmup_requests": warmup, "late_start_s": late_s,
+            "timed_seconds": last_end - first_begin, "errors": errors,
             "bad_pages": bad_pages,
             "cpu_seconds": time.process_time() - (cpu_start or time.process_time()),
             "latencies_us": [round(s * 1e6) for s in latencies]}
@@ -381,6 +409,7 @@ async def client_loop(address: str, token: str, jobs: Queue[Job | None],
         loop = asyncio.get_running_loop()
         while (job := await loop.run_in_executor(None, jobs.get)) is not None:
             try:
+                await channel.channel_ready()  # reconnected, if the server was restarted
                 results.put(await run_job(stub, metadata, job))
             except Exception as exc:  # reported to the parent, which fails the run
                 results.put({"client": job.client, "failed": repr(exc)})
@@ -432,6 +461,17 @@ class Point:
         return f"c{self.clients}_b{self.batch}_{self.access}"
 
 
+def collect(pool: ClientPool, clients: int, what: str, timeout_s: float = 120.0) -> list[JSON]:
+    """The results of the first ``clients`` clients' jobs, in client order; raises if a
+    client failed."""
+    results = sorted((pool.results.get(timeout=timeout_s) for _ in range(clients)),
+                     key=lambda result: int(result["client"]))
+    failed = [result for result in results if "failed" in result]
+    if failed:
+        raise RuntimeError(f"{what}: client failed: {failed[0]['failed']}")
+    return results
+
+
 def run_point(pool: ClientPool, server: ServerProcess, relation: pb.Relation,
               settings: Settings, point: Point, profile_to: Path | None = None) -> JSON:
     """Run ``point`` once: every client from a common start; server CPU over the timed window.
@@ -454,13 +494,11 @@ def run_point(pool: ClientPool, server: ServerProcess, relation: pb.Relation,
     time.sleep(max(0.0, measure_from + settings.duration_s - time.monotonic()))
     server_cpu = server.cpu_seconds() - cpu_before
     machine_busy = machine_busy_seconds() - busy_before
-    clients = sorted((pool.results.get(timeout=120) for _ in range(point.clients)),
-                     key=lambda result: int(result["client"]))
-    if spy is not None:
-        spy.wait(120)
-    failed = [c for c in clients if "failed" in c]
-    if failed:
-        raise RuntimeError(f"{point.name}: client failed: {failed[0]['failed']}")
+    try:
+        clients = collect(pool, point.clients, point.name)
+    finally:
+        if spy is not None:
+            spy.wait(120)
     requests = sum(int(c["requests"]) for c in clients)
     clients_cpu = sum(float(c["cpu_seconds"]) for c in clients)
     latencies = np.concatenate([np.asarray(c["latencies_us"], dtype=np.float64) / 1e6
@@ -518,11 +556,11 @@ def inprocess_point(timeline: Timeline, relation: pb.Relation, settings: Setting
             "latencies_us": [round(s * 1e6) for s in latencies]}
 
 
-def measure_inprocess(root: Path, relation: pb.Relation, settings: Settings) -> JSON:
+def measure_inprocess(server: ServerProcess, relation: pb.Relation, settings: Settings) -> JSON:
     """Open the stopped server's state in this process and time the single-client reads."""
     started = time.perf_counter()
-    config = EngineConfig(state_dir=root / "state", background_period_s=0)
-    engine = Engine(config, LocalDirectoryStorage(root / "objects"))
+    config = EngineConfig(state_dir=server.state_dir, background_period_s=0)
+    engine = Engine(config, open_storage(server.storage))
     try:
         timeline = engine.timeline(TENANT, "main")
         open_s = time.perf_counter() - started
@@ -708,6 +746,122 @@ def one_core_experiment(pool: ClientPool, server: ServerProcess, relation: pb.Re
     return {"server_cpus": [min(cpus)], "points": results}
 
 
+# --- layer cache: miss and hit -------------------------------------------------------------
+
+CACHE_FIGURES = ("first_request_ms", "p50_ms", "p99_ms", "pages_per_s")
+CACHE_HOW = ("one client, per batch size and access: a pass of requests (cache_requests at "
+             "most, fewer if that reads the relation once), each timed from the first, right "
+             "after a restart with the server's layer cache deleted (miss: every layer comes "
+             "from the object store again; a local store's files also leave the kernel's page "
+             "cache), then the same pass again once every layer is local (hit)")
+
+
+def cached_layers(server: ServerProcess) -> list[int]:
+    """Sizes of the layer files in the server's local layer cache (its copies of objects in
+    the store); a download still being written (``.tmp``) does not count."""
+    cache = EngineConfig(state_dir=server.state_dir).layer_cache_dir
+    return [path.stat().st_size for path in cache.rglob("*")
+            if path.suffix != ".tmp" and path.is_file()]
+
+
+def evict_page_cache(directory: Path) -> None:
+    """Have the kernel drop its cached pages of every file under ``directory``."""
+    for path in directory.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def restart_cold(server: ServerProcess) -> float:
+    """Stop the server, delete its layer cache and start it again; the start's seconds.
+
+    Nothing else keeps layer data across the restart: layer handles and their open
+    readers (mmaps) live in the process, and the clean stop flushed every memtable, so the
+    ingest log replays nothing into memory. A local-directory store's files are also
+    dropped from the kernel's page cache, so reading them means reading the disk.
+    """
+    exit_code = server.stop()
+    if exit_code != 0:
+        raise RuntimeError(f"page server exited {exit_code} when stopped; see {server.log_path}")
+    shutil.rmtree(EngineConfig(state_dir=server.state_dir).layer_cache_dir, ignore_errors=True)
+    if "://" not in server.storage:
+        evict_page_cache(Path(server.storage))
+    server.start()
+    return server.start_seconds
+
+
+def run_pass(pool: ClientPool, server: ServerProcess, relation: pb.Relation,
+             settings: Settings, batch: int, access: str, state: str) -> JSON:
+    """Client 0 sends one pass of requests at once, each timed, the first included: up to
+    ``settings.cache_requests``, fewer if that reads as many blocks as the relation has."""
+    requests = min(settings.cache_requests, settings.pages // batch)
+    before = cached_layers(server)
+    pool.jobs[0].put(Job(
+        client=0, clients=1, batch=batch, access=access, pages=settings.pages,
+        relation=relation.SerializeToString(), start_at=time.monotonic(), warmup_s=0.0,
+        duration_s=0.0, seed=settings.seed, requests=requests))
+    (result,) = collect(pool, 1, f"{state} pass b{batch}_{access}", timeout_s=600.0)
+    after = cached_layers(server)
+    latency = summarize_ms(np.asarray(result["latencies_us"], dtype=np.float64) / 1e6)
+    seconds = float(result["timed_seconds"])
+    return {
+        "batch": batch, "access": access, "state": state, "requests": result["requests"],
+        "pages": result["requests"] * batch, "seconds": seconds,
+        "pages_per_s": result["requests"] * batch / seconds,
+        "first_request_ms": result["latencies_us"][0] / 1000,
+        "p50_ms": latency["p50"], "p99_ms": latency["p99"], "latency_ms": latency,
+        "errors": result["errors"], "bad_pages": result["bad_pages"],
+        "cached_layers_before": len(before), "cached_layers_after": len(after),
+        "cached_bytes_after": sum(after),
+        "latencies_us": result["latencies_us"],
+    }
+
+
+def stored_layers(server: ServerProcess) -> int:
+    """Layer files in the object store: every layer of every timeline, since compaction and
+    GC delete the objects of the layers they replace."""
+    return sum(1 for key in open_storage(server.storage).list("") if "/layers/" in key)
+
+
+def wait_for_cache(server: ServerProcess, layers: int, timeout_s: float = 60.0) -> float:
+    """Wait until the server's layer cache holds ``layers`` files; the seconds waited.
+
+    About a second after it starts, the server's background compaction check reads every
+    layer, downloading those that reads have not needed.
+    """
+    started = time.monotonic()
+    while len(cached_layers(server)) < layers and time.monotonic() - started < timeout_s:
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def cache_pair(pool: ClientPool, server: ServerProcess, relation: pb.Relation,
+               settings: Settings, batch: int, access: str) -> list[JSON]:
+    """The miss pass (right after a restart with the layer cache deleted), then the hit
+    pass: the same requests again once every layer is local, so no download runs along."""
+    start_s = restart_cold(server)
+    miss = run_pass(pool, server, relation, settings, batch, access, "miss")
+    layers = stored_layers(server)
+    waited_s = wait_for_cache(server, layers)
+    hit = run_pass(pool, server, relation, settings, batch, access, "hit")
+    return [{**miss, "server_start_s": start_s, "layers_in_store": layers},
+            {**hit, "waited_for_cache_s": waited_s, "layers_in_store": layers}]
+
+
+def cache_ratios(points: list[JSON]) -> list[JSON]:
+    """Miss over hit of each figure of the passes, per batch size and access."""
+    hits = {(p["batch"], p["access"]): p for p in points if p["state"] == "hit"}
+    ratios = []
+    for miss in (p for p in points if p["state"] == "miss"):
+        hit = hits[(miss["batch"], miss["access"])]
+        ratios.append({"batch": miss["batch"], "access": miss["access"],
+                       "miss_over_hit": {key: miss[key] / hit[key] for key in CACHE_FIGURES}})
+    return ratios
+
+
 # --- report ------------------------------------------------------------------------------------
 
 
@@ -748,6 +902,33 @@ def table_lines(report: JSON) -> list[str]:
             f"| {row['inprocess_p50_ms']:.3f} | {row['grpc_p50_ms']:.3f} "
             f"| {row['inprocess_p99_ms']:.3f} | {row['grpc_p99_ms']:.3f} "
             f"| {row['latency_ratio_p50']:.1f}x |")
+    return lines
+
+
+def cache_lines(report: JSON) -> list[str]:
+    """The layer-cache passes as a markdown table: miss against hit."""
+    points = report["figures"]["cache"]
+    hits = {(p["batch"], p["access"]): p for p in points if p["state"] == "hit"}
+    lines = [
+        f"Layer cache: {CACHE_HOW}; cache_requests = {report['config']['cache_requests']:,}. "
+        "'layers': layer files in the server's cache when the miss pass started and ended, "
+        "of those in the store.", "",
+        "| batch | access | requests | first ms miss | hit | p50 ms miss | hit | p99 ms miss "
+        "| hit | pages/s miss | hit | first miss/hit | p50 miss/hit | layers |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for miss in (p for p in points if p["state"] == "miss"):
+        hit = hits[(miss["batch"], miss["access"])]
+        lines.append(
+            f"| {miss['batch']} | {miss['access']} | {miss['requests']:,} "
+            f"| {miss['first_request_ms']:.2f} | {hit['first_request_ms']:.2f} "
+            f"| {miss['p50_ms']:.3f} | {hit['p50_ms']:.3f} "
+            f"| {miss['p99_ms']:.3f} | {hit['p99_ms']:.3f} "
+            f"| {miss['pages_per_s']:,.0f} | {hit['pages_per_s']:,.0f} "
+            f"| {miss['first_request_ms'] / hit['first_request_ms']:.1f}x "
+            f"| {miss['p50_ms'] / hit['p50_ms']:.2f}x "
+            f"| {miss['cached_layers_before']} -> {miss['cached_layers_after']} "
+            f"of {miss['layers_in_store']} |")
     return lines
 
 
@@ -813,7 +994,8 @@ def render_markdown(report: JSON) -> str:
         f"{host['platform']}), Python {host['python']}, "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
         + f", {host['started_utc']}, commit {host['git_commit']} "
-        f"({host['git_dirty_files']} files differ from it). Total {report['total_seconds']:.0f} s.",
+        f"({host['git_dirty_files']} files differ from it). Objects: {config['storage']}. "
+        f"Total {report['total_seconds']:.0f} s.",
         "",
         f"Setup: {setup['pages']:,} pages ({setup['bytes'] / 2**20:.0f} MB) ingested over gRPC "
         f"in {setup['ingest_seconds']:.1f} s ({setup['ingest_pages_per_s']:,.0f} pages/s), "
@@ -839,6 +1021,8 @@ def render_markdown(report: JSON) -> str:
         *goal_lines(report["points"]),
         "",
         *one_core_lines(report["one_core_experiment"]),
+        *cache_lines(report),
+        "",
     ]
     for why, prof in report["profiles"].items():
         if "self_pct" not in prof:
@@ -866,7 +1050,8 @@ def render_markdown(report: JSON) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Set up, sweep, profile if a goal is missed, run the baseline; print and write reports."""
+    """Set up, sweep, profile if a goal is missed, time layer-cache misses and hits, run the
+    baseline; print and write reports."""
     parser = argparse.ArgumentParser(prog="python -m bench.pagebench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer points, shorter, smaller")
@@ -880,9 +1065,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = args.out.parent if args.out is not None else Path(tempfile.gettempdir())
     out_dir.mkdir(parents=True, exist_ok=True)
     points: list[JSON] = []
+    cache: list[JSON] = []
+    store = objectstore.suite_url("pagebench")
     with tempfile.TemporaryDirectory(prefix="strata-pagebench-") as tmp:
         root = Path(tmp)
-        with ServerProcess(root / "state", root / "objects", root / "pageserver.log") as server:
+        with ServerProcess(root / "state", store or str(root / "objects"),
+                           root / "pageserver.log") as server:
             print(f"[{time.perf_counter() - started:6.1f}s] server pid {server.pid} on "
                   f"{server.address}; ingesting {settings.pages:,} pages", flush=True)
             relation, setup = load_relation(server, settings)
@@ -903,19 +1091,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[{time.perf_counter() - started:6.1f}s] server pinned to one core",
                       flush=True)
                 one_core = one_core_experiment(pool, server, relation, settings, points)
+                for batch in settings.cache_batches:
+                    for access in settings.accesses:
+                        pair = cache_pair(pool, server, relation, settings, batch, access)
+                        cache += pair
+                        print(f"[{time.perf_counter() - started:6.1f}s] layer cache "
+                              f"b{batch}_{access}: " + "; ".join(
+                                  f"{p['state']} first {p['first_request_ms']:.2f} ms, p50 "
+                                  f"{p['p50_ms']:.3f} p99 {p['p99_ms']:.3f} ms, "
+                                  f"{p['pages_per_s']:,.0f} pages/s" for p in pair), flush=True)
             finally:
                 pool.close()
             server_exit = server.stop()
         print(f"[{time.perf_counter() - started:6.1f}s] server stopped ({server_exit}); "
               "in-process baseline", flush=True)
-        inprocess = measure_inprocess(root, relation, settings)
+        inprocess = measure_inprocess(server, relation, settings)
     report: JSON = {
         "host": {**host, "finished_utc": datetime.now(UTC).isoformat(timespec="seconds")},
         "versions": versions(),
         "config": {**asdict(settings), "page_size": PAGE_SIZE, "start_lead_s": START_LEAD_S,
                    "server": "python -m pageserver.main --listen 127.0.0.1:0 "
                              "--metrics-listen '' (defaults otherwise: 32 RPC threads)",
-                   "client": "grpc.aio, one process and one channel per client"},
+                   "client": "grpc.aio, one process and one channel per client",
+                   "storage": objectstore.describe(), "cache_passes": CACHE_HOW},
         "goals": {"batched_pages_per_s": GOAL_BATCHED_PAGES_S,
                   "single_page_p99_ms": GOAL_SINGLE_P99_MS, "reference": NEON_REFERENCE},
         "setup": setup,
@@ -925,10 +1123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "one_core_experiment": one_core,
         "inprocess": inprocess,
         "grpc_vs_inprocess": compare(points, inprocess),
+        "figures": {"cache": cache, "cache_ratios": cache_ratios(cache)},
         "total_seconds": time.perf_counter() - started,
     }
     print()
     print("\n".join(table_lines(report)))
+    print()
+    print("\n".join(cache_lines(report)))
     print(f"\n{settings.mode} run: {report['total_seconds']:.0f} s")
     if args.out is not None:
         args.out.write_text(dump_json(report) + "\n")

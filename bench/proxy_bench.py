@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
 
-from bench.compute_bench import TENANT, BenchError, Strata, root_bench_main
+from bench.compute_bench import TENANT, BenchError, Strata, root_bench_main, summary, timed
 from compute.node import ComputeNode
 
 JSON = dict[str, Any]
@@ -50,25 +49,9 @@ FULL = Settings("full", wakes=12, warm_connects=60, agent_loops=20)
 QUICK = Settings("quick", wakes=3, warm_connects=15, agent_loops=3)
 
 
-def summary(values: Sequence[float]) -> JSON:
-    array = np.asarray(values, dtype=float)
-    return {"median": float(np.median(array)), "p90": float(np.percentile(array, 90)),
-            "min": float(array.min()), "max": float(array.max()), "samples": list(values)}
-
-
-def timed(action: Callable[[], object]) -> float:
-    began = time.perf_counter()
-    action()
-    return time.perf_counter() - began
-
-
 def first_row(uri: str) -> None:
     with psycopg.connect(uri, connect_timeout=120) as conn:
         conn.execute("SELECT 1").fetchone()
-
-
-def store_bytes(home: Path) -> int:
-    return sum(path.stat().st_size for path in (home / "objects").rglob("*") if path.is_file())
 
 
 def cold_starts(strata: Strata, settings: Settings) -> JSON:
@@ -129,7 +112,7 @@ def settled_store_bytes(strata: Strata) -> int:
     """Object-store bytes once memtables are flushed, compaction ran and GC collected."""
     strata("compact")
     strata("gc")
-    return store_bytes(strata.home)
+    return strata.stored_bytes()
 
 
 def agent_storage(strata: Strata, settings: Settings) -> JSON:
@@ -138,7 +121,7 @@ def agent_storage(strata: Strata, settings: Settings) -> JSON:
     for loop in range(settings.agent_loops):
         agent_loop(strata, f"agent-{loop}")
     loops_s = time.perf_counter() - began
-    during = store_bytes(strata.home)
+    during = strata.stored_bytes()
     deadline = time.monotonic() + 120
     while any(b["name"].startswith("agent-") for b in strata("branch", "list")["branches"]):
         if time.monotonic() > deadline:
@@ -152,8 +135,7 @@ def agent_storage(strata: Strata, settings: Settings) -> JSON:
 
 def measure(settings: Settings, root: Path) -> JSON:
     strata = Strata(root / "home")
-    strata("up", "--port", "0", "--metrics-port", "0", "--proxy-port", "0",
-           "--suspend-timeout", "10m")
+    strata.up("proxy", "--proxy-port", "0", "--suspend-timeout", "10m")
     strata("tenant", "create", TENANT)
     print("cold starts ...", file=sys.stderr)
     report = {"cold_start": cold_starts(strata, settings)}
@@ -173,7 +155,7 @@ def render_markdown(report: JSON) -> str:
         "# Through the proxy: cold start, warm connect, storage after agent loops",
         "",
         f"{report['finished_at']}, mode {settings['mode']}, on {report['host']['cpu_count']} "
-        "CPUs.",
+        f"CPUs; objects in {report.get('storage', 'a local directory')}.",
         "",
         f"| cold start ({settings['wakes']} wakes) | median | p90 |",
         "|---|---|---|",

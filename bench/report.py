@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # after use(): the backend is chosen first
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 JSON = dict[str, Any]
 COMPUTE_COLOR, LOCAL_COLOR = "#3b6fb6", "#9aa5b1"
@@ -114,34 +115,156 @@ def plot_branch_create(report: JSON, path: Path) -> str:
     return "branch creation time against database history"
 
 
-PLOTS: dict[str, tuple[str, Callable[[JSON, Path], str]]] = {
-    "compute": ("compute_tps.png", plot_compute_tps),
-    "proxy": ("cold_start.png", plot_cold_start),
-    "pagebench": ("pagebench.png", plot_pagebench),
-    "branch": ("branch_create.png", plot_branch_create),
+def plot_latency(report: JSON, path: Path) -> str:
+    fig, axis = plt.subplots(figsize=(7, 4))
+    marks = ("p50", "p99", "p99_9", "max")
+    for point in report["points"]:
+        if point.get("access") != "random" or point["clients"] not in (1, 16):
+            continue
+        shown = [(mark, point["latency_ms"][mark]) for mark in marks
+                 if mark in point["latency_ms"]]
+        axis.plot([m.replace("_", ".") for m, _ in shown], [v for _, v in shown], marker="o",
+                  label=f"{point['clients']} client(s), batch {point['batch']}")
+    axis.set_yscale("log")
+    axis.set_ylabel("ms per GetPages request")
+    axis.set_title("GetPages latency percentiles (random blocks)")
+    axis.legend(fontsize=8)
+    _save(fig, path)
+    return "page service latency distribution"
+
+
+def plot_cache(report: JSON, path: Path) -> str:
+    points = report["figures"]["cache"]
+    pairs = sorted({(p["batch"], p["access"]) for p in points})
+    labels = [f"batch {batch}\n{access}" for batch, access in pairs]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for offset, state, color in ((-0.2, "miss", COMPUTE_COLOR), (0.2, "hit", LOCAL_COLOR)):
+        chosen = {(p["batch"], p["access"]): p for p in points if p["state"] == state}
+        positions = [i + offset for i in range(len(pairs))]
+        left.bar(positions, [chosen[pair]["first_request_ms"] for pair in pairs], 0.4,
+                 color=color, label=f"layer cache {state}")
+        right.bar(positions, [chosen[pair]["pages_per_s"] for pair in pairs], 0.4,
+                  color=color, label=f"layer cache {state}")
+    for axis, label in ((left, "ms, first request of the pass"),
+                        (right, "pages/s over the pass")):
+        axis.set_xticks(range(len(pairs)), labels, fontsize=8)
+        axis.set_ylabel(label)
+        axis.legend(fontsize=8)
+    fig.suptitle(f"GetPages with an empty and a full layer cache ({report['config']['storage']})")
+    _save(fig, path)
+    return "page service: layer cache miss against hit"
+
+
+def plot_branch_sizes(report: JSON, path: Path) -> str:
+    figures = report["figures"]
+    sizes = list(figures["branch_creation"])
+    labels = [f"{figures['tenants'][size]['database_bytes'] / 1e6:,.0f} MB" for size in sizes]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    left.boxplot([[s * 1000 for s in figures["branch_creation"][size]["rpc_s"]["samples"]]
+                  for size in sizes], tick_labels=labels)
+    left.set_ylabel("ms per CreateBranch RPC")
+    left.set_ylim(bottom=0)
+    left.set_xlabel("database size")
+    left.set_title("creating the branch")
+    forks = [figures["branch_creation"][size]["fork_to_first_row_s"]["median"]
+             for size in sizes]
+    right.bar(labels, forks, color=COMPUTE_COLOR)
+    right.set_ylabel("s, create + compute start + first row")
+    right.set_xlabel("database size")
+    right.set_title("a fork ready for queries")
+    fig.suptitle("Branch creation against database size")
+    _save(fig, path)
+    return "branch creation against database size"
+
+
+def plot_storage(report: JSON, path: Path) -> str:
+    store = report["figures"]["branches"]
+    steps = store["steps"]
+    counts = [step["branches"] for step in steps]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(counts, [step["owned_bytes"] / 1e6 for step in steps], marker="o",
+              color=COMPUTE_COLOR, label="stored (owned layers)")
+    left.plot(counts, [step["logical_bytes"] / 1e6 for step in steps], linestyle="--",
+              color=LOCAL_COLOR, label="full copies (sum of logical sizes)")
+    left.set_xlabel("branches, each with 1 % of its table rewritten")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.set_ylabel("MB")
+    left.set_ylim(bottom=0)
+    left.set_title("storage against number of branches")
+    left.legend(fontsize=8)
+    stages = [("base", steps[0]), (f"{counts[-1]} branches", steps[-1]),
+              ("main\nrewritten", store["main_rewritten"]),
+              ("branches\ndeleted", store["after_delete"]), ("after GC", store["after_gc"])]
+    right.bar([label for label, _ in stages], [s["owned_bytes"] / 1e6 for _, s in stages],
+              color=[LOCAL_COLOR, COMPUTE_COLOR, COMPUTE_COLOR, COMPUTE_COLOR, LOCAL_COLOR])
+    right.set_ylabel("MB owned by the tenant")
+    right.set_title(f"GC reclaim ({store['gc_s']:.2f} s)")
+    _save(fig, path)
+    return "storage against number of branches, and GC reclaim"
+
+
+PLOTS: dict[str, list[tuple[str, Callable[[JSON, Path], str]]]] = {
+    "compute": [("compute_tps.png", plot_compute_tps)],
+    "proxy": [("cold_start.png", plot_cold_start)],
+    "pagebench": [("pagebench.png", plot_pagebench), ("latency.png", plot_latency),
+                  ("cache.png", plot_cache)],
+    "branch": [("branch_create.png", plot_branch_create)],
+    "storage": [("branch_sizes.png", plot_branch_sizes), ("storage.png", plot_storage)],
 }
 
 
-def write_report(results: Path, statuses: dict[str, str]) -> Path:
+def headlines(results: Path, statuses: dict[str, str]) -> list[str]:
+    """The few ratios a reader wants first, from the suites of this run that succeeded."""
+    def loaded(suite: str) -> JSON | None:
+        return _load(results, suite) if statuses.get(suite) == "ok" else None
+
+    lines = []
+    if (compute := loaded("compute")) is not None:
+        figures = compute["figures"]
+        lines.append(f"- pgbench compute/local TPS: read-write {figures['read_write']['ratio']:.2f}"
+                     f", read-only {figures['read_only']['ratio']:.2f}, read-only with small "
+                     f"shared_buffers {figures['read_only_small_buffers']['ratio']:.2f}; "
+                     f"`pgbench -i` {figures['load']['ratio']:.1f}x the local time")
+    if (proxy := loaded("proxy")) is not None:
+        cold = proxy["figures"]["cold_start"]["first_row_s"]
+        store = proxy["figures"]["agent_storage"]
+        lines.append(f"- cold start through the proxy: median {cold['median']:.2f} s, p90 "
+                     f"{cold['p90']:.2f} s; storage after {store['loops']} agent loops "
+                     f"{store['after_over_base']:.3f}x the base tenant")
+    if (storage := loaded("storage")) is not None:
+        made = storage["figures"]["branch_creation"]
+        sizes = list(made)
+        steps = storage["figures"]["branches"]["steps"]
+        lines.append(f"- CreateBranch: {made[sizes[0]]['rpc_s']['median'] * 1000:.1f} ms at "
+                     f"{sizes[0]} MB, {made[sizes[-1]]['rpc_s']['median'] * 1000:.1f} ms at "
+                     f"{sizes[-1]} MB; {steps[-1]['branches']} branches stored in "
+                     f"{steps[-1]['owned_bytes'] / steps[0]['owned_bytes']:.2f}x the base "
+                     f"against {steps[-1]['logical_bytes'] / steps[0]['logical_bytes']:.1f}x "
+                     "for full copies")
+    return ["## Headlines", "", *lines, ""] if lines else []
+
+
+def write_report(results: Path, statuses: dict[str, str], storage: str) -> Path:
     """``REPORT.md`` for the suites of one run (``statuses``: suite -> ok / failed ...)."""
     lines = ["# Strata benchmark report", "",
-             "Each suite runs its baseline in the same invocation; details, raw samples and "
-             "hosts are in the JSON next to this file.", "",
+             f"Objects in {storage}. Each suite runs its baseline in the same invocation; "
+             "details, raw samples and hosts are in the JSON next to this file.", "",
              "| suite | this run | details |", "|---|---|---|"]
     for suite, status in statuses.items():
         detail = f"[{suite}.md]({suite}.md)" if status == "ok" else "no figures reported"
         lines.append(f"| {suite} | {status} | {detail} |")
-    lines.append("")
-    for suite, (image, plot) in PLOTS.items():
+    lines += ["", *headlines(results, statuses)]
+    for suite, plots in PLOTS.items():
         report = _load(results, suite) if statuses.get(suite) == "ok" else None
         if report is None:
             continue
-        title = plot(report, results / image)
-        lines += [f"## {title}", "", f"![{title}]({image})", ""]
+        for image, plot in plots:
+            title = plot(report, results / image)
+            lines += [f"## {title}", "", f"![{title}]({image})", ""]
         markdown = results / f"{suite}.md"
-        if markdown.exists():
+        if markdown.exists():  # the suite's own text, without its title
             lines += [line for line in markdown.read_text().splitlines()
-                      if line.startswith("|")] + [""]
+                      if not line.startswith("# ")] + [""]
     path = results / "REPORT.md"
     path.write_text("\n".join(lines))
     return path

@@ -13,6 +13,6 @@ def test_a_failed_suite_reports_no_figures(tmp_path: Path) -> None:
     status = run_suite("ghost", "bench.no_such_suite", quick=True, results=tmp_path)
     assert status.startswith("failed")
     assert not list(tmp_path.glob(".ghost.running*"))
-    report = write_report(tmp_path, {"ghost": status}).read_text()
+    report = write_report(tmp_path, {"ghost": status}, "a local directory").read_text()
     assert "| ghost | failed" in report and "no figures reported" in report
     assert "stale" not in report
