@@ -8,16 +8,16 @@ through the compute. Objects go to a local directory, or to S3 with ``--storage`
 
 Figures:
 - Branch creation against database size: one tenant per size (~10 MB, ~100 MB, ~1 GB as
-  ``pg_database_size``; quick mode stops at ~100 MB), each filled with a table of
+  ``pg_database_size``; quick mode: ~10 and ~50 MB), each filled with a table of
   pseudo-random text through its compute, then compacted. Interleaved across sizes, each
   repeat times the ``CreateBranch`` RPC (a gRPC client in this process), ``strata branch
   create`` end to end (a new process), and a fork made usable: the RPC, ``strata compute
   start`` on the new branch and its first row. Every branch is deleted again, untimed.
-- Storage against number of branches: on the ~100 MB tenant, branches are added one at a
-  time, each given a compute that rewrites a contiguous 1 % of the table (an agent's
-  migration) and stops; after each, with memtables flushed and compacted, the tenant's
-  owned layer bytes, against the sum of its branches' logical sizes (what full copies
-  would take).
+- Storage against number of branches: on the ~100 MB tenant (quick: ~50 MB), branches
+  are added one at a time, each given a compute that rewrites a contiguous 1 % of the
+  table (an agent's migration) and stops; after each, with memtables flushed and
+  compacted, the tenant's owned layer bytes, against the sum of its branches' logical
+  sizes (what full copies would take).
 - GC reclaim: main is then rewritten entirely, so its old page versions are needed
   only by the branches (GC keeps them); the branches are deleted (their own layers go
   at once) and ``strata gc`` collects main's old versions. Owned bytes and bytes in the
@@ -63,8 +63,8 @@ class Settings:
 
 FULL = Settings("full", sizes_mb=(10, 100, 1000), create_repeats=10, fork_repeats=3,
                 branches=16, base_mb=100)
-QUICK = Settings("quick", sizes_mb=(10, 100), create_repeats=3, fork_repeats=1,
-                 branches=3, base_mb=100)
+QUICK = Settings("quick", sizes_mb=(10, 50), create_repeats=3, fork_repeats=1,
+                 branches=3, base_mb=50)
 
 
 def tenant_name(size_mb: int) -> str:
@@ -291,7 +291,7 @@ def render_markdown(report: JSON) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return root_bench_main(argv, name="storage", doc=__doc__ or "",
-                           quick_help="sizes up to ~100 MB, 3 branches", full=FULL,
+                           quick_help="sizes up to ~50 MB, 3 branches", full=FULL,
                            quick=QUICK, measure=measure, render=render_markdown)
 
 
