@@ -71,7 +71,7 @@ from bench.engine_bench import (
     host_info,
     layer_stats,
 )
-from pageserver.api import auth
+from pageserver.api.bearer import call_credentials_metadata
 from pageserver.api.convert import op_to_pb, relation_from_pb
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
@@ -197,7 +197,7 @@ class ServerProcess:
         return (self.state_dir / "auth" / "admin.token").read_text().strip()
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return auth.call_credentials_metadata(self.token())
+        return call_credentials_metadata(self.token())
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS)
@@ -401,7 +401,7 @@ async def run_job(stub: Any, metadata: tuple[tuple[str, str], ...], job: Job) ->
 async def client_loop(address: str, token: str, jobs: Queue[Job | None],
                       results: Queue[JSON]) -> None:
     """Run jobs from ``jobs`` on one channel until None arrives."""
-    metadata = auth.call_credentials_metadata(token)
+    metadata = call_credentials_metadata(token)
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = pb_grpc.PageServiceStub(channel)  # type: ignore[no-untyped-call]
         await channel.channel_ready()

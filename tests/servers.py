@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from pageserver.api import auth
+from pageserver.api.bearer import call_credentials_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,4 +63,4 @@ class PageServerProcess:
 
     def admin(self) -> tuple[tuple[str, str], ...]:
         token = (self.home / "state" / "auth" / "admin.token").read_text().strip()
-        return auth.call_credentials_metadata(token)
+        return call_credentials_metadata(token)

@@ -2,7 +2,7 @@
 
 A token is an HS256 JWT signed with the page server's own key, carrying a tenant (``*``: all
 tenants, admin only), a scope, an expiry and an id. Clients send it as the metadata
-``authorization: Bearer <token>`` (see ``call_credentials_metadata``). ``AuthInterceptor``
+``authorization: Bearer <token>`` (see ``bearer.call_credentials_metadata``). ``AuthInterceptor``
 checks the token of every call except health checking and reflection, and checks every
 request's tenant against the token before the servicer sees the request.
 """
@@ -27,6 +27,8 @@ import grpc
 import jwt
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+
+from pageserver.api.bearer import HEADER
 
 log = logging.getLogger(__name__)
 
@@ -295,15 +297,6 @@ the handling thread; threads a servicer starts itself do not see it.
 """
 
 
-def call_credentials_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """The metadata carrying ``token``: pass it as ``metadata=`` on every call.
-
-    gRPC call credentials would attach it automatically but need a secure (TLS or local)
-    channel; plain metadata also works over an insecure loopback channel.
-    """
-    return (("authorization", f"Bearer {token}"),)
-
-
 _HANDLER_FACTORIES: Final[
     dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[Any, Any]]]
 ] = {
@@ -406,7 +399,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def _authenticate(self, context: grpc.ServicerContext, method: str) -> Claims:
         """The claims of the call's bearer token; aborts with UNAUTHENTICATED without one."""
         values = [value for key, value in context.invocation_metadata()
-                  if key.lower() == "authorization"]
+                  if key.lower() == HEADER]
         try:
             if not values:
                 raise Unauthenticated(

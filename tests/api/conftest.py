@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from pageserver.api import auth
+from pageserver.api.bearer import call_credentials_metadata
 from pageserver.api.server import RunningServer, start_server
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
@@ -33,7 +34,7 @@ class Live:
     manage: pb_grpc.ManagementServiceStub
 
     def metadata(self, tenant: str, scope: auth.Scope) -> tuple[tuple[str, str], ...]:
-        return auth.call_credentials_metadata(self.authority.issue(tenant, scope, 600))
+        return call_credentials_metadata(self.authority.issue(tenant, scope, 600))
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def live(tmp_path: Path) -> Iterator[Live]:
                                     options=[("grpc.enable_http_proxy", 0)])
     try:
         yield Live(server, engine, metrics, authority, channel,
-                   auth.call_credentials_metadata(admin_token),
+                   call_credentials_metadata(admin_token),
                    pb_grpc.PageServiceStub(channel),  # type: ignore[no-untyped-call]
                    pb_grpc.IngestServiceStub(channel),  # type: ignore[no-untyped-call]
                    pb_grpc.ManagementServiceStub(channel))  # type: ignore[no-untyped-call]

@@ -17,9 +17,9 @@ from pageserver.api.auth import (
     AuthInterceptor,
     Scope,
     TokenAuthority,
-    call_credentials_metadata,
     current_claims,
 )
+from pageserver.api.bearer import call_credentials_metadata
 from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
 

@@ -25,10 +25,10 @@ from pageserver.api.auth import (
     TokenAuthority,
     Unauthenticated,
     authorize,
-    call_credentials_metadata,
     load_or_create,
     request_tenant,
 )
+from pageserver.api.bearer import call_credentials_metadata
 from proto import strata_pb2 as pb
 
 KEY = b"k" * 32
