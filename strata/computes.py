@@ -30,9 +30,11 @@ from pageserver.durable import write_durably
 from strata.client import StrataClient
 from strata.errors import CliError, ExitCode
 from strata.home import Home
+from strata.processes import process_alive
 
 FIRST_PORT: Final = 55432
 TOKEN_TTL_S: Final = 365 * 24 * 3600
+STARTING_FILE: Final = "starting"  # the pid of the process starting the compute
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -42,6 +44,39 @@ class QuotaError(CliError):
 
 def running_count(home: Home, tenant: str) -> int:
     return sum(node.status() is ComputeStatus.RUNNING for node in listing(home, tenant))
+
+
+def busy_count(home: Home, tenant: str) -> int:
+    """Computes of ``tenant`` running or being started by a live process: what the
+    compute quota counts, so that starts at the same moment cannot both pass it."""
+    root = home.computes_dir / tenant
+    busy = 0
+    for directory in (path for path in root.iterdir() if path.is_dir()) if root.is_dir() else ():
+        node = ComputeNode.load(directory)
+        try:
+            starter = int((directory / STARTING_FILE).read_text())
+        except (OSError, ValueError):
+            starter = 0
+        busy += (node is not None and node.status() is ComputeStatus.RUNNING) or \
+            (starter > 0 and process_alive(starter, b""))
+    return busy
+
+
+@contextmanager
+def quota_slot(home: Home, tenant: str, directory: Path, limit: int) -> Iterator[None]:
+    """Hold one of the tenant's ``limit`` compute slots (0: no limit) while starting."""
+    with _tenant_lock(home, tenant):
+        busy = busy_count(home, tenant) if limit else 0
+        if limit and busy >= limit:
+            raise QuotaError(f"tenant {tenant!r} runs {busy} computes, its quota is {limit}: "
+                             "stop one (`strata compute stop BRANCH`) or let the proxy "
+                             "suspend an idle one")
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / STARTING_FILE).write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        (directory / STARTING_FILE).unlink(missing_ok=True)
 
 
 def workdir(home: Home, tenant: str, branch: str) -> Path:
@@ -130,6 +165,15 @@ def _port_lock(home: Home) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _tenant_lock(home: Home, tenant: str) -> Iterator[None]:
+    """Serialises quota checks of one tenant's compute starts (held only briefly)."""
+    home.computes_dir.mkdir(parents=True, exist_ok=True)
+    with open(home.computes_dir / f".{tenant}.quota.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _tenant_dirs(home: Home) -> list[Path]:
     root = home.computes_dir
     return [path for path in root.iterdir() if path.is_dir()] if root.is_dir() else []
@@ -148,33 +192,40 @@ def start(home: Home, client: StrataClient, address: str, tenant: str, branch: s
                            f"{previous.spec.uri()} (stop it with `strata compute stop {branch}`)")
         client.get_branch(tenant, branch)  # a clear "not found" before anything is mounted
         limit = client.get_tenant(tenant).quotas.max_computes
-        running = running_count(home, tenant) if limit else 0
-        if limit and running >= limit:
-            raise QuotaError(f"tenant {tenant!r} runs {running} computes, its "
-                             f"quota is {limit}: stop one (`strata compute stop BRANCH`) or let "
-                             "the proxy suspend an idle one")
-        if previous is not None and previous.status() is ComputeStatus.CRASHED:
-            previous.kill()  # what is left of it: a mount daemon whose PostgreSQL died, say
-        directory.mkdir(parents=True, exist_ok=True)
-        token_file = directory / "compute.token"
-        token = client.create_token(tenant, "compute", TOKEN_TTL_S).token
-        write_durably(token_file, token.encode(), mode=0o600)
-        given = {"cache_mb": cache_mb, "full_page_writes": full_page_writes,
-                 "shared_buffers": shared_buffers}
-        kept = {name: getattr(previous.spec, name) for name in given} if previous else {}
-        settings = {**kept, **{name: value for name, value in given.items() if value is not None}}
-        with _port_lock(home):  # two starts at once must not pick the same port
-            spec = ComputeSpec(address, token_file, tenant, branch, directory,
-                               port or choose_port(home, tenant, branch,
-                                                   previous.spec.port if previous else None),
-                               **settings)
-            ComputeNode(spec).reserve()
-        node = ComputeNode(spec)
-        try:
-            node.start(timeout_s, force=force)
-        except ComputeError as exc:
-            raise CliError(exc.message, details=exc.log_tail) from None
-        return node
+        with quota_slot(home, tenant, directory, limit):
+            return _start_counted(home, client, address, tenant, branch, directory, previous,
+                                  port=port, cache_mb=cache_mb,
+                                  full_page_writes=full_page_writes,
+                                  shared_buffers=shared_buffers, force=force,
+                                  timeout_s=timeout_s)
+
+
+def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, branch: str,
+                   directory: Path, previous: ComputeNode | None, *, port: int | None,
+                   cache_mb: int | None, full_page_writes: bool | None,
+                   shared_buffers: str | None, force: bool, timeout_s: float) -> ComputeNode:
+    if previous is not None and previous.status() is ComputeStatus.CRASHED:
+        previous.kill()  # what is left of it: a mount daemon whose PostgreSQL died, say
+    directory.mkdir(parents=True, exist_ok=True)
+    token_file = directory / "compute.token"
+    token = client.create_token(tenant, "compute", TOKEN_TTL_S).token
+    write_durably(token_file, token.encode(), mode=0o600)
+    given = {"cache_mb": cache_mb, "full_page_writes": full_page_writes,
+             "shared_buffers": shared_buffers}
+    kept = {name: getattr(previous.spec, name) for name in given} if previous else {}
+    settings = {**kept, **{name: value for name, value in given.items() if value is not None}}
+    with _port_lock(home):  # two starts at once must not pick the same port
+        spec = ComputeSpec(address, token_file, tenant, branch, directory,
+                           port or choose_port(home, tenant, branch,
+                                               previous.spec.port if previous else None),
+                           **settings)
+        ComputeNode(spec).reserve()
+    node = ComputeNode(spec)
+    try:
+        node.start(timeout_s, force=force)
+    except ComputeError as exc:
+        raise CliError(exc.message, details=exc.log_tail) from None
+    return node
 
 
 def ensure_running(home: Home, client: StrataClient, address: str, tenant: str,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from strata.client import StrataClient
-from strata.computes import branch_lock
+from strata.computes import STARTING_FILE, QuotaError, branch_lock, busy_count, quota_slot
 from strata.home import Home
 from strata.proxy import Computes, serve
 
@@ -104,3 +104,33 @@ def test_the_proxy_keeps_serving_when_its_periodic_work_fails(tmp_path: Path) ->
     finally:
         client.close()
     assert len(reaps) >= 3
+
+
+def test_the_compute_quota_counts_starts_in_flight(tmp_path: Path) -> None:
+    """Two starts at the same moment cannot both pass a quota of one: the first holds a
+    slot (its pid in the compute's directory) until it is done."""
+    home = Home(tmp_path)
+    first, second = (home.computes_dir / "acme" / name for name in ("one", "two"))
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with quota_slot(home, "acme", first, limit=1):
+            entered.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert entered.wait(10)
+        assert busy_count(home, "acme") == 1
+        with pytest.raises(QuotaError, match="quota is 1"), \
+                quota_slot(home, "acme", second, limit=1):
+            pass
+        with quota_slot(home, "acme", second, limit=2):  # a larger quota has room
+            assert busy_count(home, "acme") == 2
+    finally:
+        release.set()
+        holder.join(10)
+    assert busy_count(home, "acme") == 0  # slots are given back, also after a failure
+    (first / STARTING_FILE).write_text("999999999")  # a starter that died: not counted
+    assert busy_count(home, "acme") == 0
