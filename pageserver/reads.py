@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pageserver.keys import ZERO_PAGE, Relation, meta_key, relation_block_range
+from pageserver.keys import PAGE_PREFIX, ZERO_PAGE, Relation, meta_key, relation_block_range
 from pageserver.layer import Layer
 from pageserver.memtable import Memtable, newest_version
 
@@ -139,11 +139,12 @@ def read_metas(
                         best[path] = version
                 elif not _is_covered(covered, path, version[0]):
                     best[path] = version
-            if isinstance(source, Layer) and source.is_image:
+            if isinstance(source, Layer) and source.is_image \
+                    and source.desc.key_start < PAGE_PREFIX:  # else it holds pages only
                 start, end, at = source.desc.key_start, source.desc.key_end, source.lsn_start
                 for path, version in best.items():
-                    in_range = start <= meta_key(path) < end
-                    if version[0] < at and in_range and path not in image_paths:
+                    if version[0] < at and path not in image_paths \
+                            and start <= meta_key(path) < end:
                         best[path] = (at, None)
                 covered.append((start, end, at))
         lsn = min(lsn, current.branch_lsn)

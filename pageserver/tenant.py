@@ -384,6 +384,7 @@ class Tenant:
         timeline = self._add_timeline(manifest)
         if ancestor is not None and branch_lsn == ancestor.last_lsn:
             timeline.inherit_last_batch(ancestor.last_batch())  # no history scan later
+            timeline.inherit_tree(ancestor)
         return timeline
 
     def delete_branch(self, name: str, cascade: bool = False, force: bool = False) -> list[str]:

@@ -283,6 +283,9 @@ class Timeline:
 
     def list_files(self, lsn: int | None = None) -> dict[str, FileMeta]:
         read_lsn = self.resolve_read_lsn(lsn)
+        with self._lock:  # at the newest LSN, the tree ingest keeps (a mount's first call)
+            if read_lsn == self.last_lsn and self._files is not None:
+                return dict(sorted(self._files.items()))
         with self._reads.reading():
             encoded = read_metas(self, read_lsn)
         return {path: FileMeta.decode(raw) for path, raw in sorted(encoded.items())}
@@ -341,6 +344,18 @@ class Timeline:
                 last = history[-1].tolist() if len(history) else [0, 0, 0]
                 self._last_batch = (int(last[0]), int(last[1]), int(last[2]))
             return self._last_batch
+
+    def inherit_tree(self, ancestor: Timeline) -> None:
+        """Seed the file tree of a new branch cut at its ancestor's newest LSN with the
+        ancestor's, when built: the same tree, without reading every file's metadata
+        back through history (which grows with the database)."""
+        with ancestor._lock:
+            if ancestor._files is None or ancestor.last_lsn != self.last_lsn:
+                return
+            files, in_use = dict(ancestor._files), set(ancestor.relations_in_use)
+        with self._lock:
+            if self._files is None:
+                self._files, self.relations_in_use = files, in_use
 
     def inherit_last_batch(self, batch: tuple[int, int, int]) -> None:
         """Seed ``last_batch`` of a new branch cut at its parent's newest batch."""

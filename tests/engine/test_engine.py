@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pageserver import timeline as timeline_module
 from pageserver.engine import Engine
 from pageserver.errors import (
     AlreadyExistsError,
@@ -124,6 +125,37 @@ def test_branch_sees_only_its_history(engine: Engine) -> None:
     assert rel is not None
     pages = child.get_pages(rel, np.array([1, 0, 1]))
     assert pages == [_page(3), _page(1), _page(3)]
+
+
+def test_a_branch_at_the_newest_lsn_takes_its_parents_tree_and_diverges(
+        engine: Engine, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A branch cut at the parent's newest LSN starts from the parent's file tree (copied,
+    not read back through history); after that the two trees are independent, and a
+    reopened engine builds the same trees from the store."""
+    _setup(engine)
+    tenant = engine.tenant("t")
+    main = tenant.branch("main")
+    main.ingest(Batch((Write(REL_PATH, 0, _page(1)), Create("gone"))))
+    main.ingest(Batch((Unlink("gone"),)))
+    expected = dict(main.files)
+
+    def history_read(*args: object) -> object:
+        raise AssertionError("the new branch read its tree back through history")
+
+    monkeypatch.setattr(timeline_module, "read_metas", history_read)
+    child = tenant.create_branch("child")
+    assert child.files == expected and child.files is not main.files
+    monkeypatch.undo()
+    assert "gone" not in child.files
+    child.ingest(Batch((Create("only-child"), Truncate(REL_PATH, 0))))
+    main.ingest(Batch((Create("only-main"),)))
+    assert "only-child" in child.files and "only-child" not in main.files
+    assert "only-main" in main.files and "only-main" not in child.files
+    assert main.stat(REL_PATH).size == PAGE_SIZE and child.stat(REL_PATH).size == 0
+    trees = {name: dict(tenant.branch(name).files) for name in ("main", "child")}
+    engine.close()
+    reopened = make_engine().tenant("t")
+    assert {name: reopened.branch(name).files for name in trees} == trees
 
 
 def test_branch_at_wal_lsn_and_time(engine: Engine) -> None:
