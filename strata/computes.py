@@ -21,7 +21,7 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -114,14 +114,21 @@ def branch_lock(directory: Path) -> Iterator[None]:
         finally:
             held[path] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _flock(path):
         held[path] += 1
         try:
             yield
         finally:
             held[path] -= 1
+
+
+@contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing), across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def check_host() -> None:
@@ -157,21 +164,13 @@ def choose_port(home: Home, tenant: str, branch: str, previous: int | None) -> i
     raise CliError(f"no free port in {FIRST_PORT}..{FIRST_PORT + 1999}; pass --port")
 
 
-@contextmanager
-def _port_lock(home: Home) -> Iterator[None]:
-    home.computes_dir.mkdir(parents=True, exist_ok=True)
-    with open(home.computes_dir / ".ports.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+def _port_lock(home: Home) -> AbstractContextManager[None]:
+    return _flock(home.computes_dir / ".ports.lock")
 
 
-@contextmanager
-def _tenant_lock(home: Home, tenant: str) -> Iterator[None]:
+def _tenant_lock(home: Home, tenant: str) -> AbstractContextManager[None]:
     """Serialises quota checks of one tenant's compute starts (held only briefly)."""
-    home.computes_dir.mkdir(parents=True, exist_ok=True)
-    with open(home.computes_dir / f".{tenant}.quota.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    return _flock(home.computes_dir / f".{tenant}.quota.lock")
 
 
 def _tenant_dirs(home: Home) -> list[Path]:
