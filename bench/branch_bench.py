@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="strata-branch-bench-") as tmp:
         home = Path(tmp)
-        store = objectstore.suite_url("branch") or str(home / "objects")
+        store = objectstore.suite_store("branch", home / "objects")
         print(f"building tenants in {home} ({settings.build.read_versions:,} versions) ...",
               flush=True)
         build = build_and_time_engine(home, store, settings)

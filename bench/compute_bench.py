@@ -122,11 +122,9 @@ class Strata:
 
     def up(self, suite: str, *args: str) -> JSON:
         """``strata up`` on free ports, with the run's object store (bench.objectstore)."""
-        url = objectstore.suite_url(suite)
-        if url is not None:
-            self.storage = url
+        self.storage = objectstore.suite_store(suite, self.home / "objects")
         return self("up", "--port", "0", "--metrics-port", "0", *args,
-                    *objectstore.up_options(url))
+                    *objectstore.up_options(self.storage))
 
     def stored_bytes(self) -> int:
         """Bytes of every object the page server stored, wherever they live."""

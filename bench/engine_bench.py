@@ -660,7 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = step.__name__.removeprefix("bench_")
         print(f"[{time.perf_counter() - started:6.1f}s] {name} ...", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"strata-bench-{name}-") as tmp:
-            store = objectstore.suite_url(f"engine-{name}") or str(Path(tmp) / "remote")
+            store = objectstore.suite_store(f"engine-{name}", Path(tmp) / "remote")
             begin = time.perf_counter()
             figures.update(step(settings, Path(tmp), store))
             seconds[name] = time.perf_counter() - begin

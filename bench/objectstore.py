@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pageserver.remote import S3Storage, open_storage
@@ -31,22 +32,24 @@ def configured() -> str | None:
     return url
 
 
-def suite_url(suite: str) -> str | None:
-    """A fresh prefix of the configured S3 URL for one suite's page server; None: local."""
+def suite_store(suite: str, local: Path) -> str:
+    """Where one suite's objects go: a fresh prefix of the configured S3 URL, or the
+    local directory ``local`` (the embedded default)."""
     base = configured()
     if base is None:
-        return None
+        return str(local)
     parts = urlsplit(base)
     prefix = "/".join(part for part in (parts.path.strip("/"),
                                         f"{suite}-{uuid.uuid4().hex[:8]}") if part)
     return urlunsplit(("s3", parts.netloc, "/" + prefix, parts.query, ""))
 
 
-def up_options(url: str | None) -> list[str]:
-    """``strata up`` options that put the page server's objects at ``url`` (None: local)."""
-    if url is None:
+def up_options(store: str) -> list[str]:
+    """``strata up`` options that put the page server's objects at ``store``; none for a
+    local directory, which ``strata up`` keeps in its home."""
+    parts = urlsplit(store)
+    if parts.scheme != "s3":
         return []
-    parts = urlsplit(url)
     options = ["--storage", "s3", "--s3-bucket", parts.netloc, "--s3-prefix",
                parts.path.strip("/")]
     endpoint = dict(parse_qsl(parts.query)).get("endpoint")

@@ -1066,10 +1066,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     points: list[JSON] = []
     cache: list[JSON] = []
-    store = objectstore.suite_url("pagebench")
     with tempfile.TemporaryDirectory(prefix="strata-pagebench-") as tmp:
         root = Path(tmp)
-        with ServerProcess(root / "state", store or str(root / "objects"),
+        with ServerProcess(root / "state", objectstore.suite_store("pagebench", root / "objects"),
                            root / "pageserver.log") as server:
             print(f"[{time.perf_counter() - started:6.1f}s] server pid {server.pid} on "
                   f"{server.address}; ingesting {settings.pages:,} pages", flush=True)
