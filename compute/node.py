@@ -281,7 +281,8 @@ class ComputeNode:
         pids = self.pids
         if pids is not None:
             if process_alive(pids.postmaster, b"postgres"):
-                os.kill(pids.postmaster, signal.SIGINT)  # fast shutdown
+                with contextlib.suppress(ProcessLookupError):  # it may exit meanwhile
+                    os.kill(pids.postmaster, signal.SIGINT)  # fast shutdown
                 self._wait_gone(pids.postmaster, b"postgres", timeout_s, "PostgreSQL")
             if process_alive(pids.mount, b"compute.mount"):
                 # Unmounting ends the FUSE loop; the daemon then ships its queue and exits.
