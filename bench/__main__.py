@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import objectstore
 from bench.report import write_report
-from pageserver.errors import InvalidArgumentError
+from common.errors import InvalidArgumentError
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

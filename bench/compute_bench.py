@@ -50,7 +50,7 @@ import psycopg
 from bench import objectstore
 from bench.engine_bench import host_info
 from bench.pagebench import dump_json, versions
-from pageserver.importer import pg_bin_dir
+from common.postgres import pg_bin_dir
 
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]

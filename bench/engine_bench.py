@@ -42,10 +42,10 @@ import lz4
 import numpy as np
 
 from bench import objectstore
+from common.keys import PAGE_SIZE, ZERO_PAGE, Relation, parse_relation_path
+from common.ops import Batch, Create, Mkdir, Truncate, Write
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
-from pageserver.keys import PAGE_SIZE, ZERO_PAGE, Relation, parse_relation_path
-from pageserver.ops import Batch, Create, Mkdir, Truncate, Write
 from pageserver.remote import open_storage
 from pageserver.tenant import BranchPoint
 from pageserver.timeline import Timeline

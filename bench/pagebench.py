@@ -71,12 +71,12 @@ from bench.engine_bench import (
     host_info,
     layer_stats,
 )
-from pageserver.api.bearer import call_credentials_metadata
-from pageserver.api.convert import op_to_pb, relation_from_pb
+from common.bearer import call_credentials_metadata
+from common.convert import op_to_pb, relation_from_pb
+from common.keys import PAGE_SIZE
+from common.ops import Create, FileOp, Mkdir
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
-from pageserver.keys import PAGE_SIZE
-from pageserver.ops import Create, FileOp, Mkdir
 from pageserver.remote import open_storage
 from pageserver.timeline import Timeline
 from proto import strata_pb2 as pb

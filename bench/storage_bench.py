@@ -41,9 +41,9 @@ from typing import Any
 import psycopg
 
 from bench.compute_bench import BenchError, Strata, root_bench_main, summary, timed
+from common.client import StrataClient
 from compute.node import ComputeNode
-from strata.client import StrataClient
-from strata.home import Home
+from strata.local.home import Home
 
 JSON = dict[str, Any]
 MB = 1_000_000

@@ -26,14 +26,14 @@ from typing import Any
 import grpc
 import mfusepy as fuse
 
+from common.client import ClientError, StrataClient
+from common.convert import relation_from_pb
+from common.durable import write_durably
+from common.ops import FileKind
 from compute.page_cache import CacheStamp, PageCache
 from compute.remote import BatchWriter, PageReader
 from compute.shim import Node, StrataFS
-from pageserver.api.convert import relation_from_pb
-from pageserver.durable import write_durably
-from pageserver.ops import FileKind
 from proto import strata_pb2 as pb
-from strata.client import ClientError, StrataClient
 
 log = logging.getLogger("compute.mount")
 

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pageserver.durable import write_durably
-from pageserver.importer import pg_bin_dir
-from strata.processes import process_alive
+from common.durable import write_durably
+from common.postgres import pg_bin_dir
+from common.processes import process_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE_FILE = "compute.json"

@@ -2,7 +2,7 @@
 
 The FUSE shim keeps the pages of the branch it serves here. Pages are
 ``PAGE_SIZE`` (8 KB) and keyed by ``PageKey = (relation bytes, block)``, where
-the relation bytes are the 13 bytes of ``pageserver.keys.Relation.to_bytes()``.
+the relation bytes are the 13 bytes of ``common.keys.Relation.to_bytes()``.
 
 Storage: one file of fixed-size slots (``capacity`` slots of 8 KB, mapped with
 ``numpy.memmap``) and an in-memory index (a dict key -> slot, plus per-slot
@@ -84,8 +84,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pageserver.durable import fsync_dir, write_durably
-from pageserver.keys import PAGE_SIZE, RELATION_BYTES, Relation
+from common.durable import fsync_dir, write_durably
+from common.keys import PAGE_SIZE, RELATION_BYTES, Relation
 
 __all__ = [
     "CacheFullError",

@@ -17,10 +17,10 @@ from typing import Generic, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from pageserver.api.convert import op_to_pb
-from pageserver.ops import Batch
+from common.client import ClientError, StrataClient
+from common.convert import op_to_pb
+from common.ops import Batch
 from proto import strata_pb2 as pb
-from strata.client import ClientError, StrataClient
 
 _T = TypeVar("_T")
 _Req = TypeVar("_Req", bound=Message)

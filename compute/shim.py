@@ -28,14 +28,9 @@ from typing import Any, TypeVar
 
 import mfusepy as fuse
 
-from compute.page_cache import CacheFullError, PageCache, PageKey
-from compute.paths import is_ephemeral
-from compute.prefetch import InFlight, Prefetcher
-from compute.remote import BatchWriter, PageReader, PageServerRefused, PageServerUnavailable
-from compute.wal import wal_position
-from pageserver.api.convert import relation_to_pb
-from pageserver.keys import PAGE_SIZE, ZERO_PAGE, Relation, path_slot
-from pageserver.ops import (
+from common.convert import relation_to_pb
+from common.keys import PAGE_SIZE, ZERO_PAGE, Relation, path_slot
+from common.ops import (
     Batch,
     Chmod,
     Create,
@@ -48,6 +43,11 @@ from pageserver.ops import (
     Unlink,
     Write,
 )
+from common.pgdata import is_ephemeral
+from compute.page_cache import CacheFullError, PageCache, PageKey
+from compute.prefetch import InFlight, Prefetcher
+from compute.remote import BatchWriter, PageReader, PageServerRefused, PageServerUnavailable
+from compute.wal import wal_position
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pageserver.config import EngineConfig
-from pageserver.keys import (
+from common.keys import (
     KEYSPACE_END,
     KEYSPACE_START,
     ZERO_PAGE,
@@ -24,6 +23,7 @@ from pageserver.keys import (
     page_key,
     relation_block_range,
 )
+from pageserver.config import EngineConfig
 from pageserver.layer import Layer
 from pageserver.layer_file import LayerKind, LayerSummary
 from pageserver.reads import read_metas, read_pages

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import StrataError
+from common.keys import PAGE_SIZE, parse_relation_path
+from common.ops import Batch, Create, Mkdir, Write
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
-from pageserver.errors import StrataError
-from pageserver.keys import PAGE_SIZE, parse_relation_path
-from pageserver.ops import Batch, Create, Mkdir, Write
 from pageserver.remote import LocalDirectoryStorage
 from pageserver.tenant import BranchPoint
 

@@ -17,14 +17,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
+from common.durable import write_durably
+from common.errors import AlreadyExistsError, NotFoundError
+from common.ops import decode_batch
 from pageserver import gc
 from pageserver.compaction import CompactionResult, compact
 from pageserver.config import EngineConfig
-from pageserver.durable import write_durably
-from pageserver.errors import AlreadyExistsError, NotFoundError
 from pageserver.ingest_log import IngestLog
 from pageserver.manifest import generation_key, generation_of, tenant_prefix
-from pageserver.ops import decode_batch
 from pageserver.remote import RemoteStorage
 from pageserver.tenant import Tenant, validate_name
 from pageserver.timeline import Timeline

@@ -11,35 +11,20 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pageserver.errors import FailedPreconditionError
-from pageserver.ops import Batch, Create, FileOp, Mkdir, Write
+from common.errors import FailedPreconditionError
+from common.ops import Batch, Create, FileOp, Mkdir, Write
+from common.pgdata import is_ephemeral
 from pageserver.timeline import Timeline
 
-PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin",)
 BATCH_BYTES = 8 * 1024 * 1024
 WRITE_CHUNK = 1024 * 1024
-EPHEMERAL = ("postmaster.pid", "postmaster.opts")
 
 Progress = Callable[[int, int], None]  # (bytes imported, bytes total)
-
-
-def pg_bin_dir(configured: str | None = None) -> Path:
-    """The directory holding PostgreSQL 15's initdb, postgres and pg_controldata."""
-    for candidate in ([configured] if configured else []) + list(PG_BIN_CANDIDATES):
-        if candidate and (Path(candidate) / "initdb").exists():
-            return Path(candidate)
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    raise FailedPreconditionError(
-        "PostgreSQL 15 is not installed (no initdb found); install the postgresql-15 package"
-    )
 
 
 def _as_postgres() -> list[str]:
@@ -113,10 +98,10 @@ def _walk_ops(source: Path) -> Iterator[FileOp]:
             path = base / name
             yield Mkdir(str(path.relative_to(source)), path.stat().st_mode & 0o7777)
         for name in sorted(files):
-            if name in EPHEMERAL and base == source:
-                continue
             path = base / name
             rel = str(path.relative_to(source))
+            if is_ephemeral(rel):
+                continue
             yield Create(rel, path.stat().st_mode & 0o7777)
             with open(path, "rb") as handle:
                 offset = 0

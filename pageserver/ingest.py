@@ -12,15 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from pageserver.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
-from pageserver.keys import (
+from common.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from common.keys import (
     PAGE_SIZE,
     RELATION_BYTES,
     RELSEG_BLOCKS,
     Relation,
     path_slot,
 )
-from pageserver.ops import (
+from common.ops import (
+    MAX_OPS_PER_BATCH,
     Batch,
     Chmod,
     Create,
@@ -35,7 +36,6 @@ from pageserver.ops import (
     Write,
 )
 
-MAX_OPS_PER_BATCH = 1 << 20
 MAX_FILE_SIZE = RELSEG_BLOCKS * PAGE_SIZE * 64  # 64 GB in one file is plenty for PGDATA
 
 PageReader = Callable[[Relation, int], bytes]

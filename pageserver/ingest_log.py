@@ -51,7 +51,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, TypeAlias
 
-from pageserver.errors import (
+from common.errors import (
     CorruptionError,
     FailedPreconditionError,
     InvalidArgumentError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from pageserver.durable import write_durably
+from common.durable import write_durably
 from pageserver.layer_file import LayerKind, LayerReader
 from pageserver.manifest import LayerDescriptor
 from pageserver.remote import RemoteStorage

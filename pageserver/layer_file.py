@@ -28,9 +28,9 @@ import lz4.block
 import numpy as np
 from numpy.typing import NDArray
 
-from pageserver.durable import replaced_durably
-from pageserver.errors import CorruptionError
-from pageserver.keys import (
+from common.durable import replaced_durably
+from common.errors import CorruptionError
+from common.keys import (
     META_PREFIX,
     PAGE_SIZE,
     RELATION_BYTES,

@@ -22,12 +22,13 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
+from common.durable import write_durably
+from common.durations import parse_duration
+from common.errors import StrataError
 from pageserver.api import auth
 from pageserver.api.server import start_server
-from pageserver.config import EngineConfig, parse_duration
-from pageserver.durable import write_durably
+from pageserver.config import EngineConfig
 from pageserver.engine import Engine
-from pageserver.errors import StrataError
 from pageserver.metrics import InstrumentedStorage, Metrics
 from pageserver.remote import open_storage
 

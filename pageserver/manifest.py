@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pageserver.errors import CorruptionError
+from common.errors import CorruptionError
 from pageserver.layer_file import LayerKind, LayerSummary
 
 FORMAT_VERSION = 1

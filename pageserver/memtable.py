@@ -11,7 +11,7 @@ import bisect
 import time
 from collections.abc import Iterator
 
-from pageserver.keys import Relation
+from common.keys import Relation
 
 PageVersions = list[tuple[int, bytes | None]]
 

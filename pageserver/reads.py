@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pageserver.keys import PAGE_PREFIX, ZERO_PAGE, Relation, meta_key, relation_block_range
+from common.keys import PAGE_PREFIX, ZERO_PAGE, Relation, meta_key, relation_block_range
 from pageserver.layer import Layer
 from pageserver.memtable import Memtable, newest_version
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pageserver.config import EngineConfig
-from pageserver.errors import (
+from common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
@@ -25,6 +24,7 @@ from pageserver.errors import (
     OutOfRangeError,
     QuotaExceededError,
 )
+from pageserver.config import EngineConfig
 from pageserver.ingest_log import IngestLog
 from pageserver.manifest import (
     BranchRecord,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pageserver.errors import (
+from common.errors import (
     BelowGcCutoffError,
     CorruptionError,
     FailedPreconditionError,
@@ -28,9 +28,10 @@ from pageserver.errors import (
     NotFoundError,
     OutOfRangeError,
 )
+from common.keys import KEYSPACE_END, KEYSPACE_START, PAGE_SIZE, Relation
+from common.ops import Batch, FileKind, FileMeta, encode_batch
 from pageserver.ingest import BatchApplier, Effects, normalize_path
 from pageserver.ingest_log import IngestLog, LogRecord
-from pageserver.keys import KEYSPACE_END, KEYSPACE_START, PAGE_SIZE, Relation
 from pageserver.layer import Layer
 from pageserver.layer_file import LayerKind, LayerSummary, write_layer
 from pageserver.manifest import (
@@ -41,7 +42,6 @@ from pageserver.manifest import (
     timeline_manifest_key,
 )
 from pageserver.memtable import Memtable
-from pageserver.ops import Batch, FileKind, FileMeta, encode_batch
 from pageserver.reads import read_metas, read_pages
 from pageserver.remote import RemoteStorage
 from pageserver.writer_lease import WriterLeases

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from pageserver.errors import FailedPreconditionError
+from common.errors import FailedPreconditionError
 
 
 @dataclass

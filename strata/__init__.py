@@ -1,2 +1,2 @@
-"""The ``strata`` command line: run a local page server and manage tenants, branches,
-checkpoints and tokens through its gRPC management API."""
+"""The control side: the ``strata`` CLI (``cli``), local orchestration of the page server,
+the proxy and computes (``local``), and the proxy daemon (``proxy``)."""

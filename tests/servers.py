@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from pageserver.api.bearer import call_credentials_metadata
+from common.bearer import call_credentials_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 

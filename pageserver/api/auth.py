@@ -28,7 +28,7 @@ import jwt
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from pageserver.api.bearer import HEADER
+from common.bearer import HEADER
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from pageserver.api.convert import status_of
-from pageserver.errors import InvalidArgumentError, StrataError
+from common.errors import InvalidArgumentError, StrataError
+from pageserver.api.status import status_of
 from pageserver.metrics import Metrics
 from proto import strata_pb2
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import grpc
 
-from pageserver.api.convert import batch_from_pb
+from common.convert import batch_from_pb
+from common.errors import FailedPreconditionError, InvalidArgumentError
 from pageserver.api.handlers import Malformed, checked
 from pageserver.engine import Engine
-from pageserver.errors import FailedPreconditionError, InvalidArgumentError
 from pageserver.metrics import Metrics
 from proto import strata_pb2 as pb
 

@@ -7,10 +7,11 @@ import time
 
 import grpc
 
+from common.errors import InvalidArgumentError, PermissionDeniedError
+from common.postgres import pg_bin_dir
 from pageserver import importer
 from pageserver.api.auth import Claims, Scope, TokenAuthority, current_claims
 from pageserver.engine import Engine
-from pageserver.errors import InvalidArgumentError, PermissionDeniedError
 from pageserver.manifest import CheckpointRecord, Quotas
 from pageserver.tenant import MAIN_BRANCH, BranchPoint, BranchSettings, Tenant
 from proto import strata_pb2 as pb
@@ -38,7 +39,7 @@ class ManagementServicer:
     def CreateTenant(self, request: pb.CreateTenantRequest,
                      context: grpc.ServicerContext) -> pb.CreateTenantResponse:
         """A new tenant; unless ``empty``, initdb's cluster imported as branch main."""
-        bin_dir = None if request.empty else importer.pg_bin_dir(self._pg_bin_dir)
+        bin_dir = None if request.empty else pg_bin_dir(self._pg_bin_dir)
         tenant = self._engine.create_tenant(request.tenant)
         main = tenant.branch(MAIN_BRANCH)
         if bin_dir is not None:

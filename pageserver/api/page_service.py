@@ -7,13 +7,14 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 
-from pageserver.api.convert import file_info, relation_from_pb, status_of
+from common.convert import file_info, relation_from_pb
+from common.errors import InvalidArgumentError, StrataError
+from common.ops import FileKind
 from pageserver.api.handlers import Malformed
+from pageserver.api.status import status_of
 from pageserver.engine import Engine
-from pageserver.errors import InvalidArgumentError, StrataError
 from pageserver.ingest import blocks_for
 from pageserver.metrics import Metrics
-from pageserver.ops import FileKind
 from pageserver.timeline import Timeline
 from proto import strata_pb2 as pb
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pageserver.errors import InvalidArgumentError
+from common.errors import InvalidArgumentError
 from pageserver.remote.base import RemoteStorage, RemoteStorageError
 from pageserver.remote.local import LocalDirectoryStorage
 from pageserver.remote.s3 import S3Storage

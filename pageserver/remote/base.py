@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 
-from pageserver.errors import InvalidArgumentError, StrataError
+from common.errors import InvalidArgumentError, StrataError
 
 # Names starting with this are the local backend's in-flight writes; reserving them
 # for every backend keeps the key space identical across backends.

@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
-from pageserver.durable import fsync_dir
-from pageserver.errors import NotFoundError
+from common.durable import fsync_dir
+from common.errors import NotFoundError
 from pageserver.remote.base import (
     RESERVED_SEGMENT_PREFIX,
     RemoteStorage,

@@ -25,7 +25,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from pageserver.errors import InvalidArgumentError, NotFoundError
+from common.errors import InvalidArgumentError, NotFoundError
 from pageserver.remote.base import (
     RemoteStorage,
     RemoteStorageError,

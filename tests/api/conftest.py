@@ -9,8 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from common.bearer import call_credentials_metadata
 from pageserver.api import auth
-from pageserver.api.bearer import call_credentials_metadata
 from pageserver.api.server import RunningServer, start_server
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine

@@ -13,13 +13,13 @@ import jwt
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from common.bearer import call_credentials_metadata
 from pageserver.api.auth import (
     AuthInterceptor,
     Scope,
     TokenAuthority,
     current_claims,
 )
-from pageserver.api.bearer import call_credentials_metadata
 from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
 

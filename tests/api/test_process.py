@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from pageserver.api.convert import op_to_pb
-from pageserver.keys import PAGE_SIZE
-from pageserver.ops import Create, Write
+from common.convert import op_to_pb
+from common.keys import PAGE_SIZE
+from common.ops import Create, Write
 from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
 from tests.servers import PageServerProcess

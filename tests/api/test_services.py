@@ -10,10 +10,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from common.convert import op_to_pb
+from common.keys import PAGE_SIZE, parse_relation_path
+from common.ops import Create, FileOp, Mkdir, Write
 from pageserver.api import auth
-from pageserver.api.convert import op_to_pb
-from pageserver.keys import PAGE_SIZE, parse_relation_path
-from pageserver.ops import Create, FileOp, Mkdir, Write
 from proto import strata_pb2 as pb
 from tests.api.conftest import Live
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from pageserver.errors import InvalidArgumentError, NotFoundError
+from common.errors import InvalidArgumentError, NotFoundError
 from pageserver.remote import (
     LocalDirectoryStorage,
     RemoteStorage,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from strata.lifecycle import process_alive
+from strata.local.lifecycle import process_alive
 
 REPO = Path(__file__).resolve().parents[2]
 

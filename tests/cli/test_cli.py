@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from strata.client import StrataClient
-from strata.lifecycle import process_alive
+from common.client import StrataClient
+from strata.local.lifecycle import process_alive
 from tests.cli.conftest import Strata
 from tests.moto_server import DUMMY_AWS_ENV
 
-# Exit codes (strata.errors.ExitCode), spelled out as a script would see them.
+# Exit codes (strata.cli.errors.ExitCode), spelled out as a script would see them.
 GENERAL, USAGE, NOT_FOUND, AUTH, UNREACHABLE = 1, 2, 3, 4, 5
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from strata.client import StrataClient
-from strata.computes import STARTING_FILE, QuotaError, branch_lock, busy_count, quota_slot
-from strata.home import Home
-from strata.proxy import Computes, serve
+from common.client import StrataClient
+from strata.local.computes import STARTING_FILE, branch_lock, busy_count, quota_slot
+from strata.local.errors import QuotaError
+from strata.local.home import Home
+from strata.proxy.server import Computes, serve
 
 
 def _locked_elsewhere(directory: Path) -> bool:

@@ -8,19 +8,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from common.client import ClientError, ServerUnreachable
+from common.durations import parse_duration_s
 from proto import strata_pb2 as pb
-from strata.client import ClientError, ServerUnreachable
-from strata.errors import ExitCode, from_client_error
-from strata.home import Home, UpOptions
-from strata.render import lineage
-from strata.units import (
-    format_wal_lsn,
-    human_size,
-    iso_time,
-    parse_duration_s,
-    parse_time_us,
-    parse_wal_lsn,
-)
+from strata.cli.errors import ExitCode, from_client_error
+from strata.cli.render import lineage
+from strata.cli.units import format_wal_lsn, human_size, iso_time, parse_time_us, parse_wal_lsn
+from strata.local.home import Home, UpOptions
 
 
 def test_wal_lsn_round_trips_in_postgres_form() -> None:

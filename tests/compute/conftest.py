@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from common.client import StrataClient
 from compute.node import ComputeNode, ComputeSpec
-from strata.client import StrataClient
 from tests.compute.load import pg_tool
 from tests.servers import PageServerProcess, free_port
 

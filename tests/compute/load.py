@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import psycopg
 
+from common.postgres import pg_bin_dir
 from compute.node import ComputeSpec
-from pageserver.importer import pg_bin_dir
 
 
 def pg_tool(name: str, spec: ComputeSpec, *args: str, check: bool = True,

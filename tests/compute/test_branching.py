@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from common.client import StrataClient
 from compute.node import ComputeNode
-from strata.cli import run
-from strata.client import StrataClient
+from strata.cli.main import run
 from tests.compute.conftest import TENANT
 from tests.compute.load import (
     AckWriters,

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from strata import computes
-from strata.home import Home
+from strata.local import computes
+from strata.local.home import Home
 from tests.cli.conftest import Strata, free_port, strata_home
 from tests.compute.load import pg_tool
 

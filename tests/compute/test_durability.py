@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import psycopg
 
+from common.client import StrataClient
 from compute.node import ComputeNode
-from strata.client import StrataClient
 from tests.compute.conftest import TENANT
 from tests.compute.load import (
     AckWriters,

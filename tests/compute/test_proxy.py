@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from strata import computes, passwords
-from strata.home import Home
+from strata.local import computes, passwords
+from strata.local.home import Home
 from tests.cli.conftest import Strata, free_port, strata_home
 from tests.compute.load import wait_for
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from common.keys import PAGE_SIZE
+from common.ops import Batch, Create, Mkdir, Write
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
-from pageserver.keys import PAGE_SIZE
-from pageserver.ops import Batch, Create, Mkdir, Write
 from pageserver.remote import LocalDirectoryStorage
 
 PATH = "base/1/1000"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pageserver.ops import (
+from common.ops import (
     Batch,
     Chmod,
     Create,

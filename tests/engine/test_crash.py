@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from common.keys import PAGE_SIZE
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
-from pageserver.keys import PAGE_SIZE
 from pageserver.remote import LocalDirectoryStorage
 from tests.engine.crash_writer import BLOCKS, PATH, page_for
 

@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pageserver import timeline as timeline_module
-from pageserver.engine import Engine
-from pageserver.errors import (
+from common.errors import (
     AlreadyExistsError,
     BelowGcCutoffError,
     CorruptionError,
@@ -21,9 +19,11 @@ from pageserver.errors import (
     OutOfRangeError,
     QuotaExceededError,
 )
-from pageserver.keys import PAGE_SIZE, Relation, parse_relation_path
+from common.keys import PAGE_SIZE, Relation, parse_relation_path
+from common.ops import Batch, Create, Mkdir, Rename, Truncate, Unlink, Write
+from pageserver import timeline as timeline_module
+from pageserver.engine import Engine
 from pageserver.manifest import Quotas
-from pageserver.ops import Batch, Create, Mkdir, Rename, Truncate, Unlink, Write
 from pageserver.remote import LocalDirectoryStorage
 from pageserver.tenant import BranchPoint, BranchSettings
 from tests.engine.conftest import EngineFactory

@@ -24,12 +24,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from pageserver import gc
-from pageserver.config import EngineConfig
-from pageserver.engine import Engine
-from pageserver.errors import BelowGcCutoffError, StrataError
-from pageserver.keys import PAGE_SIZE, Relation, parse_relation_path
-from pageserver.ops import (
+from common.errors import BelowGcCutoffError, StrataError
+from common.keys import PAGE_SIZE, Relation, parse_relation_path
+from common.ops import (
     Batch,
     Chmod,
     Create,
@@ -43,6 +40,9 @@ from pageserver.ops import (
     Unlink,
     Write,
 )
+from pageserver import gc
+from pageserver.config import EngineConfig
+from pageserver.engine import Engine
 from pageserver.remote import LocalDirectoryStorage, RemoteStorage, S3Storage
 from pageserver.tenant import BranchPoint, Tenant
 from pageserver.timeline import Timeline

@@ -14,6 +14,7 @@ import jwt
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from common.bearer import call_credentials_metadata
 from pageserver.api.auth import (
     ADMIN_ONLY_METHODS,
     COMPUTE_METHODS,
@@ -28,7 +29,6 @@ from pageserver.api.auth import (
     load_or_create,
     request_tenant,
 )
-from pageserver.api.bearer import call_credentials_metadata
 from proto import strata_pb2 as pb
 
 KEY = b"k" * 32

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.errors import CorruptionError, FailedPreconditionError, InvalidArgumentError
 from pageserver import ingest_log
-from pageserver.errors import CorruptionError, FailedPreconditionError, InvalidArgumentError
 from pageserver.ingest_log import SEGMENT_MAGIC, IngestLog, LogPoisonedError, LogRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

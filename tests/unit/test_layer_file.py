@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.errors import CorruptionError
+from common.keys import KEYSPACE_END, KEYSPACE_START, PAGE_SIZE, Relation, meta_key, page_key
 from pageserver import layer_file
-from pageserver.errors import CorruptionError
-from pageserver.keys import KEYSPACE_END, KEYSPACE_START, PAGE_SIZE, Relation, meta_key, page_key
 from pageserver.layer_file import (
     FOOTER_SIZE,
     LayerKind,

@@ -21,6 +21,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from common.keys import PAGE_SIZE, Relation
 from compute import page_cache
 from compute.page_cache import (
     DATA_FILE,
@@ -32,7 +33,6 @@ from compute.page_cache import (
     PageKey,
     PageState,
 )
-from pageserver.keys import PAGE_SIZE, Relation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

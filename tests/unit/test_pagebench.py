@@ -7,7 +7,7 @@ import time
 
 from bench.engine_bench import PAGE_HEADER
 from bench.pagebench import Job, cache_ratios, run_job
-from pageserver.keys import PAGE_SIZE
+from common.keys import PAGE_SIZE
 from proto import strata_pb2 as pb
 
 

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from strata.pgwire import (
+from strata.proxy.pgwire import (
     CANCEL_REQUEST,
     PROTOCOL_3,
     CancelKey,
@@ -18,7 +18,7 @@ from strata.pgwire import (
     parse_startup,
     read_startup_packet,
 )
-from strata.proxy import Route, RouteError, route_of
+from strata.proxy.server import Route, RouteError, route_of
 
 
 def _read(packet: bytes) -> tuple[int, bytes]:

@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from strata.scram import ScramError, ScramExchange, Verifier
+from strata.proxy.scram import ScramError, ScramExchange, Verifier
 
 
 def _client_final(password: str, client_first_bare: str, server_first: str) -> str:

@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from strata import computes, lifecycle, proxy_lifecycle
-from strata.home import UpOptions
-from strata.params import DURATION
-from strata.render import emit_json, emit_text, print_table
-from strata.session import Session, local_command
+from strata.cli.params import DURATION
+from strata.cli.render import emit_json, emit_text, print_table
+from strata.cli.session import Session, local_command
+from strata.local import computes, lifecycle, proxy_lifecycle
+from strata.local.home import UpOptions
 
 
 def _merge(saved: UpOptions, **given: Any) -> UpOptions:

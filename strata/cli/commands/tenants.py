@@ -7,13 +7,14 @@ import time
 
 import click
 
-from strata import computes
-from strata.errors import CliError, ExitCode
-from strata.params import DURATION
-from strata.progress import working
-from strata.render import emit_json, emit_text, print_fields, print_table, tenant_dict
-from strata.session import Session, api_command
-from strata.units import human_size, parse_duration_s
+from common.durations import parse_duration_s
+from strata.cli.errors import CliError, ExitCode
+from strata.cli.params import DURATION
+from strata.cli.progress import working
+from strata.cli.render import emit_json, emit_text, print_fields, print_table, tenant_dict
+from strata.cli.session import Session, api_command
+from strata.cli.units import human_size
+from strata.local import computes
 
 
 @click.group()

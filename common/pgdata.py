@@ -1,4 +1,4 @@
-"""Which PGDATA paths are versioned."""
+"""Which PGDATA paths are versioned: one list for the importer and the compute shim."""
 
 from __future__ import annotations
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import click
 
-from pageserver.importer import pg_bin_dir
+from common.durations import parse_duration_s
+from common.postgres import pg_bin_dir
 from proto import strata_pb2 as pb
-from strata import computes
-from strata.commands.connect import proxy_target
-from strata.errors import CliError, ExitCode
-from strata.params import DURATION, LSN, TIMESTAMP, WAL_LSN
-from strata.render import (
+from strata.cli.commands.connect import proxy_target
+from strata.cli.errors import CliError, ExitCode
+from strata.cli.params import DURATION, LSN, TIMESTAMP, WAL_LSN
+from strata.cli.render import (
     BRANCH_COLUMNS,
     BRANCH_NUMBERS,
     branch_dict,
@@ -29,8 +29,9 @@ from strata.render import (
     print_lineage,
     print_table,
 )
-from strata.session import Session, api_command
-from strata.units import local_time, parse_duration_s
+from strata.cli.session import Session, api_command
+from strata.cli.units import local_time
+from strata.local import computes
 
 
 @click.group()

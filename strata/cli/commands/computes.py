@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import click
 
-from compute.node import ComputeNode, ComputeStatus
-from strata import computes
-from strata.errors import CliError, ExitCode
-from strata.progress import working
-from strata.render import emit_json, emit_text, print_table
-from strata.session import Session, api_command, local_command
-from strata.units import local_time
+from strata.cli.errors import CliError, ExitCode
+from strata.cli.progress import working
+from strata.cli.render import emit_json, emit_text, print_table
+from strata.cli.session import Session, api_command, local_command
+from strata.cli.units import local_time
+from strata.local import computes
 
 _FPW = click.Choice(["on", "off"])
 
@@ -25,39 +23,6 @@ def compute() -> None:
 
     Needs root (a FUSE mount for the postgres user), fuse3 and PostgreSQL 15.
     """
-
-
-def _proxy_view(session: Session) -> dict[str, dict[str, Any]]:
-    """What the proxy last published about clients, idle and suspended computes."""
-    try:
-        view = json.loads(session.home.proxy_state_file.read_text())
-    except (OSError, ValueError):
-        return {}
-    return view if isinstance(view, dict) else {}
-
-
-def compute_dict(node: ComputeNode, proxy: dict[str, Any] | None = None) -> dict[str, Any]:
-    spec = node.spec
-    status = node.status()
-    seen = (proxy or {}).get(f"{spec.tenant}/{spec.branch}") or {}
-    running = status is ComputeStatus.RUNNING
-    idle_since = seen.get("idle_since") if running else None
-    suspended = status is ComputeStatus.STOPPED and seen.get("suspended_at") is not None
-    return {
-        "tenant": spec.tenant, "branch": spec.branch,
-        "status": "suspended" if suspended else status.value,
-        "clients": seen.get("clients", 0) if running else 0,
-        "idle_s": round(time.time() - idle_since, 1) if idle_since else None,
-        "host": str(spec.socket_dir), "port": spec.port, "user": "postgres",
-        "dbname": "postgres",
-        "uri": spec.uri(), "dsn": spec.dsn(),
-        "pids": vars(node.pids) if node.pids and status is ComputeStatus.RUNNING else None,
-        "started_at": node.started_at or None, "cache_mb": spec.cache_mb,
-        "shared_buffers": spec.shared_buffers,
-        "full_page_writes": "on" if spec.full_page_writes else "off",
-        "workdir": str(spec.workdir),
-        "stats": node.stats(),
-    }
 
 
 @compute.command("start")
@@ -95,7 +60,7 @@ def start(session: Session, branch: str, port: int | None, cache_mb: int | None,
             force=force, timeout_s=timeout)
     seconds = time.monotonic() - began
     if session.json:
-        emit_json({**compute_dict(node), "start_seconds": round(seconds, 3)})
+        emit_json({**computes.describe(node), "start_seconds": round(seconds, 3)})
     else:
         emit_text(f"compute on branch {branch!r} accepts connections ({seconds:.1f} s) on "
                   f"{node.spec.socket_path} (root and postgres only); clients: "
@@ -120,10 +85,9 @@ def stop(session: Session, branch: str, timeout: float) -> None:
     if session.json:
         emit_json({"tenant": session.tenant, "branch": branch, "was": before.value})
         return
-    emit_text({ComputeStatus.RUNNING: f"stopped the compute on branch {branch!r}",
-               ComputeStatus.CRASHED: f"the compute on branch {branch!r} had crashed; "
-                                      "cleaned up",
-               ComputeStatus.STOPPED: f"the compute on branch {branch!r} was not running"}[before])
+    emit_text({"running": f"stopped the compute on branch {branch!r}",
+               "crashed": f"the compute on branch {branch!r} had crashed; cleaned up",
+               "stopped": f"the compute on branch {branch!r} was not running"}[before.value])
 
 
 @compute.command("list")
@@ -131,14 +95,14 @@ def stop(session: Session, branch: str, timeout: float) -> None:
 def list_(session: Session) -> None:
     """List the tenant's computes on this machine."""
     nodes = computes.listing(session.home, session.tenant)
-    proxy = _proxy_view(session)
-    documents = [compute_dict(node, proxy) for node in nodes]
+    proxy = computes.proxy_view(session.home)
+    documents = [computes.describe(node, proxy) for node in nodes]
     if session.json:
         emit_json({"tenant": session.tenant, "computes": documents})
         return
     rows = []
     for node, document in zip(nodes, documents, strict=True):
-        running = document["status"] == ComputeStatus.RUNNING.value
+        running = document["status"] == "running"
         idle = document["idle_s"]
         rows.append((node.spec.branch, document["status"],
                      str(document["clients"]) if running else "-",

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import time
 
-from strata import computes
-from strata.client import ClientError, StrataClient
-from strata.home import Home
+from common.client import ClientError, StrataClient
+from strata.local import computes
+from strata.local.home import Home
 
-log = logging.getLogger("strata.reaper")
+log = logging.getLogger("strata.local.reaper")
 
 
 def reap_expired(home: Home, client: StrataClient, now_us: int | None = None) -> list[str]:

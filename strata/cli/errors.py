@@ -1,4 +1,4 @@
-"""The CLI's error type and exit codes, and how client errors map onto them."""
+"""The CLI's error type and exit codes, and how client and local errors map onto them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from enum import IntEnum
 
 import grpc
 
-from strata.client import ClientError, ServerUnreachable
+from common.client import ClientError, ServerUnreachable
+from strata.local.errors import InvalidNameError, LocalError
 
 
 class ExitCode(IntEnum):
@@ -52,3 +53,9 @@ def from_client_error(error: ClientError, *, have_token: bool) -> CliError:
         message += ("; no token found: pass --token, set $STRATA_TOKEN, or run `strata up` "
                     "to create the local admin token")
     return CliError(message, _EXIT_OF_STATUS.get(error.code, ExitCode.GENERAL))
+
+
+def from_local_error(error: LocalError) -> CliError:
+    """The CLI error for a failed local operation."""
+    code = ExitCode.USAGE if isinstance(error, InvalidNameError) else ExitCode.GENERAL
+    return CliError(error.message, code, error.details)

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import click
 
-from strata.client import ClientError, StrataClient
-from strata.errors import from_client_error
-from strata.home import Home
+from common.client import ClientError, StrataClient
+from strata.cli.errors import from_client_error
+from strata.local.home import Home
 
 _Result = TypeVar("_Result")
 

@@ -12,7 +12,9 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from pageserver.errors import CorruptionError, InvalidArgumentError
+from common.errors import CorruptionError, InvalidArgumentError
+
+MAX_OPS_PER_BATCH = 1 << 20  # a batch must have fewer operations than this
 
 
 class FileKind(IntEnum):

@@ -1,16 +1,13 @@
 """Conversions between what people type or read and what the API speaks.
 
 PostgreSQL WAL positions (``X/Y`` hex), wall-clock times (microseconds since the epoch),
-durations (``90s``, ``2h``) and byte counts (``38.2 MB``).
+byte counts (``38.2 MB``).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import UTC, datetime, timedelta
-
-from pageserver.config import parse_duration
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB")
@@ -56,11 +53,6 @@ def local_time(time_us: int, unset: str = "-") -> str:
         return unset
     moment = (_EPOCH + timedelta(microseconds=time_us)).astimezone()
     return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def parse_duration_s(text: str) -> int:
-    """Whole seconds (rounded up) from ``90``, ``90s``, ``5m``, ``2h``, ``7d`` or ``1w``."""
-    return math.ceil(parse_duration(text))
 
 
 def human_size(size: int) -> str:

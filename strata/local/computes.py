@@ -14,32 +14,30 @@ suspending it and the reaper deleting it would otherwise stop one compute twice 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+from common.client import StrataClient
+from common.durable import write_durably
+from common.processes import process_alive
 from compute.node import ComputeError, ComputeNode, ComputeSpec, ComputeStatus
-from pageserver.durable import write_durably
-from strata.client import StrataClient
-from strata.errors import CliError, ExitCode
-from strata.home import Home
-from strata.processes import process_alive
+from strata.local.errors import InvalidNameError, LocalError, QuotaError
+from strata.local.home import Home
 
 FIRST_PORT: Final = 55432
 TOKEN_TTL_S: Final = 365 * 24 * 3600
 STARTING_FILE: Final = "starting"  # the pid of the process starting the compute
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-
-class QuotaError(CliError):
-    """Starting one more compute would exceed the tenant's quota."""
 
 
 def running_count(home: Home, tenant: str) -> int:
@@ -82,13 +80,19 @@ def quota_slot(home: Home, tenant: str, directory: Path, limit: int) -> Iterator
 def workdir(home: Home, tenant: str, branch: str) -> Path:
     for kind, name in (("tenant", tenant), ("branch", branch)):
         if not _SAFE_NAME.match(name):
-            raise CliError(f"invalid {kind} name {name!r}", ExitCode.USAGE)
+            raise InvalidNameError(f"invalid {kind} name {name!r}")
     return home.computes_dir / tenant / branch
 
 
 def find(home: Home, tenant: str, branch: str) -> ComputeNode | None:
     """The compute recorded for a branch, if one was ever started."""
     return ComputeNode.load(workdir(home, tenant, branch))
+
+
+def find_running(home: Home, tenant: str, branch: str) -> ComputeNode | None:
+    """The branch's compute if it is running now."""
+    node = find(home, tenant, branch)
+    return node if node is not None and node.status() is ComputeStatus.RUNNING else None
 
 
 def listing(home: Home, tenant: str) -> list[ComputeNode]:
@@ -134,10 +138,10 @@ def _flock(path: Path) -> Iterator[None]:
 def check_host() -> None:
     """What a compute needs of this machine: root, FUSE and PostgreSQL 15."""
     if os.geteuid() != 0:
-        raise CliError("a compute mounts FUSE for another user and runs PostgreSQL as "
+        raise LocalError("a compute mounts FUSE for another user and runs PostgreSQL as "
                        "'postgres': run `strata compute` as root")
     if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
-        raise CliError("FUSE is not available: install fuse3 (./dev does) and load /dev/fuse")
+        raise LocalError("FUSE is not available: install fuse3 (./dev does) and load /dev/fuse")
 
 
 def _port_free(port: int) -> bool:
@@ -161,7 +165,7 @@ def choose_port(home: Home, tenant: str, branch: str, previous: int | None) -> i
     for port in range(FIRST_PORT, FIRST_PORT + 2000):
         if port not in taken and _port_free(port):
             return port
-    raise CliError(f"no free port in {FIRST_PORT}..{FIRST_PORT + 1999}; pass --port")
+    raise LocalError(f"no free port in {FIRST_PORT}..{FIRST_PORT + 1999}; pass --port")
 
 
 def _port_lock(home: Home) -> AbstractContextManager[None]:
@@ -187,7 +191,7 @@ def start(home: Home, client: StrataClient, address: str, tenant: str, branch: s
     with branch_lock(directory):
         previous = ComputeNode.load(directory)
         if previous is not None and previous.status() is ComputeStatus.RUNNING:
-            raise CliError(f"a compute already runs on branch {branch!r}: "
+            raise LocalError(f"a compute already runs on branch {branch!r}: "
                            f"{previous.spec.uri()} (stop it with `strata compute stop {branch}`)")
         client.get_branch(tenant, branch)  # a clear "not found" before anything is mounted
         limit = client.get_tenant(tenant).quotas.max_computes
@@ -223,7 +227,7 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
     try:
         node.start(timeout_s, force=force)
     except ComputeError as exc:
-        raise CliError(exc.message, details=exc.log_tail) from None
+        raise LocalError(exc.message, details=exc.log_tail) from None
     return node
 
 
@@ -252,7 +256,7 @@ def stop(node: ComputeNode, timeout_s: float) -> ComputeStatus:
             else:
                 node.kill()
         except ComputeError as exc:
-            raise CliError(exc.message) from None
+            raise LocalError(exc.message) from None
         return before
 
 
@@ -301,3 +305,37 @@ def stop_all(home: Home, timeout_s: float) -> list[str]:
                     stop(node, timeout_s) is ComputeStatus.RUNNING:
                 stopped.append(f"{node.spec.tenant}/{node.spec.branch}")
     return stopped
+
+
+def proxy_view(home: Home) -> dict[str, dict[str, Any]]:
+    """What the proxy last published about clients, idle and suspended computes."""
+    try:
+        view = json.loads(home.proxy_state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return view if isinstance(view, dict) else {}
+
+
+def describe(node: ComputeNode, proxy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A compute as ``strata compute list --json`` shows it, with what the proxy saw of it."""
+    spec = node.spec
+    status = node.status()
+    seen = (proxy or {}).get(f"{spec.tenant}/{spec.branch}") or {}
+    running = status is ComputeStatus.RUNNING
+    idle_since = seen.get("idle_since") if running else None
+    suspended = status is ComputeStatus.STOPPED and seen.get("suspended_at") is not None
+    return {
+        "tenant": spec.tenant, "branch": spec.branch,
+        "status": "suspended" if suspended else status.value,
+        "clients": seen.get("clients", 0) if running else 0,
+        "idle_s": round(time.time() - idle_since, 1) if idle_since else None,
+        "host": str(spec.socket_dir), "port": spec.port, "user": "postgres",
+        "dbname": "postgres",
+        "uri": spec.uri(), "dsn": spec.dsn(),
+        "pids": vars(node.pids) if node.pids and status is ComputeStatus.RUNNING else None,
+        "started_at": node.started_at or None, "cache_mb": spec.cache_mb,
+        "shared_buffers": spec.shared_buffers,
+        "full_page_writes": "on" if spec.full_page_writes else "off",
+        "workdir": str(spec.workdir),
+        "stats": node.stats(),
+    }

@@ -1,23 +1,11 @@
-"""Conversions between protobuf messages and engine types, and engine errors to statuses."""
+"""Conversions between protobuf messages and the wire types both sides of the API use."""
 
 from __future__ import annotations
 
-import grpc
-
-from pageserver.errors import (
-    AlreadyExistsError,
-    CorruptionError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-    NotFoundError,
-    OutOfRangeError,
-    PermissionDeniedError,
-    QuotaExceededError,
-    StrataError,
-)
-from pageserver.ingest import MAX_OPS_PER_BATCH
-from pageserver.keys import Relation
-from pageserver.ops import (
+from common.errors import InvalidArgumentError
+from common.keys import Relation
+from common.ops import (
+    MAX_OPS_PER_BATCH,
     Batch,
     Chmod,
     Create,
@@ -32,25 +20,6 @@ from pageserver.ops import (
     Write,
 )
 from proto import strata_pb2 as pb
-
-_STATUS_OF: tuple[tuple[type[StrataError], grpc.StatusCode], ...] = (
-    (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
-    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
-    (OutOfRangeError, grpc.StatusCode.OUT_OF_RANGE),
-    (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
-    (CorruptionError, grpc.StatusCode.DATA_LOSS),
-    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
-    (QuotaExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-)
-
-
-def status_of(error: StrataError) -> grpc.StatusCode:
-    """The gRPC status an engine error maps to (storage trouble: UNAVAILABLE)."""
-    for kind, code in _STATUS_OF:
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.UNAVAILABLE
 
 
 def relation_from_pb(message: pb.Relation) -> Relation:

@@ -12,10 +12,10 @@ import sys
 import time
 from typing import Any
 
-from strata import processes
-from strata.errors import CliError
-from strata.home import LISTEN_HOST, Home, UpOptions
-from strata.lifecycle import ComponentState, log_tail
+from common import processes
+from strata.local.errors import LocalError
+from strata.local.home import LISTEN_HOST, Home, UpOptions
+from strata.local.lifecycle import ComponentState, log_tail
 
 _MARKER = b"strata.proxy"
 _POLL_S = 0.05
@@ -61,7 +61,7 @@ def up(home: Home, options: UpOptions, timeout_s: float) -> tuple[ComponentState
     if _pid(home) is not None:
         return _wait_ready(home, None, timeout_s), False
     if os.geteuid() != 0:
-        raise CliError("the proxy starts computes, which need root: run `strata up` as root")
+        raise LocalError("the proxy starts computes, which need root: run `strata up` as root")
     home.proxy_ready_file.unlink(missing_ok=True)
     home.proxy_log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "strata.proxy",
@@ -82,11 +82,11 @@ def _wait_ready(home: Home, process: subprocess.Popen[bytes] | None,
     deadline = time.monotonic() + timeout_s
     while address(home) is None:
         if process is not None and process.poll() is not None:
-            raise CliError(f"the proxy exited with status {process.returncode} while "
+            raise LocalError(f"the proxy exited with status {process.returncode} while "
                            f"starting; see {home.proxy_log_file}",
                            details=log_tail(home.proxy_log_file))
         if time.monotonic() > deadline:
-            raise CliError(f"the proxy is not listening after {timeout_s:g} s; see "
+            raise LocalError(f"the proxy is not listening after {timeout_s:g} s; see "
                            f"{home.proxy_log_file}", details=log_tail(home.proxy_log_file))
         time.sleep(_POLL_S)
     return status(home)

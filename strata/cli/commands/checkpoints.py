@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from strata.params import LSN
-from strata.render import checkpoint_dict, emit_json, emit_text, print_table
-from strata.session import Session, api_command
-from strata.units import local_time
+from strata.cli.params import LSN
+from strata.cli.render import checkpoint_dict, emit_json, emit_text, print_table
+from strata.cli.session import Session, api_command
+from strata.cli.units import local_time
 
 
 @click.group()

@@ -10,8 +10,8 @@ import os
 import secrets
 from pathlib import Path
 
-from pageserver.durable import write_durably
-from strata.home import Home
+from common.durable import write_durably
+from strata.local.home import Home
 
 
 def _path(home: Home, tenant: str) -> Path:

@@ -1,7 +1,7 @@
 """``strata``: the command line of Strata, branchable storage for PostgreSQL.
 
 Errors never show a traceback: they are one line ``strata: <message>`` on stderr and an
-exit code from ``strata.errors.ExitCode`` (1 general, 2 usage, 3 not found, 4 auth,
+exit code from ``strata.cli.errors.ExitCode`` (1 general, 2 usage, 3 not found, 4 auth,
 5 page server unreachable). ``STRATA_DEBUG=1`` lets an unexpected error raise.
 """
 
@@ -12,14 +12,15 @@ import sys
 
 import click
 
-from strata.commands.branches import branch
-from strata.commands.checkpoints import checkpoint
-from strata.commands.computes import compute
-from strata.commands.connect import connect
-from strata.commands.local import down, status, up
-from strata.commands.maintenance import compact, gc, token
-from strata.commands.tenants import tenant
-from strata.errors import CliError, ExitCode
+from strata.cli.commands.branches import branch
+from strata.cli.commands.checkpoints import checkpoint
+from strata.cli.commands.computes import compute
+from strata.cli.commands.connect import connect
+from strata.cli.commands.local import down, status, up
+from strata.cli.commands.maintenance import compact, gc, token
+from strata.cli.commands.tenants import tenant
+from strata.cli.errors import CliError, ExitCode, from_local_error
+from strata.local.errors import LocalError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,6 +51,9 @@ def run(argv: list[str] | None = None) -> int:
         return result if isinstance(result, int) else ExitCode.OK
     except CliError as exc:
         return _fail(exc.message, exc.code, exc.details)
+    except LocalError as exc:
+        failure = from_local_error(exc)
+        return _fail(failure.message, failure.code, failure.details)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.format_message(), err=True)  # a group without a command: its help
         return exc.exit_code

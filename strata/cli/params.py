@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from strata.units import parse_duration_s, parse_time_us, parse_wal_lsn
+from common.durations import parse_duration_s
+from strata.cli.units import parse_time_us, parse_wal_lsn
 
 
 class Duration(click.ParamType[str]):

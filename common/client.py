@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
-from pageserver.api.bearer import call_credentials_metadata
+from common.bearer import call_credentials_metadata
 from proto import strata_pb2 as pb
 
 DEFAULT_TIMEOUT_S: Final = 30.0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from strata.errors import CliError, ExitCode
-from strata.params import DURATION
-from strata.progress import working
-from strata.render import emit_json, emit_text
-from strata.session import Session, api_command
-from strata.units import human_size, iso_time, parse_duration_s
+from common.durations import parse_duration_s
+from strata.cli.errors import CliError, ExitCode
+from strata.cli.params import DURATION
+from strata.cli.progress import working
+from strata.cli.render import emit_json, emit_text
+from strata.cli.session import Session, api_command
+from strata.cli.units import human_size, iso_time
 
 ALL_TENANTS = "*"
 

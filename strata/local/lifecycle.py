@@ -22,10 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from strata import processes
-from strata.client import ClientError, StrataClient
-from strata.errors import CliError
-from strata.home import LISTEN_HOST, Home, UpOptions
+from common import processes
+from common.client import ClientError, StrataClient
+from strata.local.errors import LocalError
+from strata.local.home import LISTEN_HOST, Home, UpOptions
 
 START_TIMEOUT_S: Final = 30.0
 STOP_TIMEOUT_S: Final = 30.0
@@ -107,7 +107,7 @@ def up(home: Home, options: UpOptions, timeout_s: float = START_TIMEOUT_S
         current = status(home)
         if current.alive:
             if options != UpOptions.load(home):
-                raise CliError(f"the page server (pid {current.pid}) runs with other options; "
+                raise LocalError(f"the page server (pid {current.pid}) runs with other options; "
                                "run `strata down` first to change them")
             if current.healthy:
                 return current, False
@@ -148,7 +148,7 @@ def _code_root() -> str:
     """The directory holding the ``pageserver`` package, so the child imports the same code."""
     spec = importlib.util.find_spec("pageserver")
     if spec is None or spec.origin is None:
-        raise CliError("cannot find the pageserver package; is Strata installed?")
+        raise LocalError("cannot find the pageserver package; is Strata installed?")
     return str(Path(spec.origin).parent.parent)
 
 
@@ -162,13 +162,13 @@ def _wait_ready(home: Home, pid: int, process: subprocess.Popen[bytes] | None,
         returncode = process.poll() if process is not None else None
         if returncode is not None or (process is None and not process_alive(pid)):
             how = f" with status {returncode}" if returncode is not None else ""
-            raise CliError(f"the page server exited{how} while starting; see {home.log_file}",
+            raise LocalError(f"the page server exited{how} while starting; see {home.log_file}",
                            details=log_tail(home.log_file))
         info = home.ready_info()
         if info and info.get("pid") == pid and _serving(str(info.get("listen"))):
             return status(home)
         if time.monotonic() > deadline:
-            raise CliError(
+            raise LocalError(
                 f"the page server (pid {pid}) is not serving after {timeout_s:g} s; it may "
                 f"still be starting (`strata status`, `strata down`); see {home.log_file}",
                 details=log_tail(home.log_file))
@@ -200,7 +200,7 @@ def down(home: Home, timeout_s: float = STOP_TIMEOUT_S) -> tuple[int | None, boo
                 os.kill(pid, signal.SIGKILL)
                 killed = True
                 if not _wait_exit(pid, _KILL_WAIT_S):
-                    raise CliError(f"the page server (pid {pid}) survived SIGKILL")
+                    raise LocalError(f"the page server (pid {pid}) survived SIGKILL")
         else:
             pid = None
         home.pid_file.unlink(missing_ok=True)

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import click
 
-from strata import computes, passwords, proxy_lifecycle
-from strata.errors import CliError, ExitCode
-from strata.render import emit_json, emit_text
-from strata.session import Session, api_command
+from strata.cli.errors import CliError, ExitCode
+from strata.cli.render import emit_json, emit_text
+from strata.cli.session import Session, api_command
+from strata.local import computes, passwords, proxy_lifecycle
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from proto import strata_pb2 as pb
-from strata.units import format_wal_lsn, human_size, iso_time, local_time
+from strata.cli.units import format_wal_lsn, human_size, iso_time, local_time
 
 _PIPE_WIDTH = 240  # rich would squeeze tables to 80 columns when stdout is not a terminal
 

@@ -17,7 +17,7 @@ a PostgreSQL ErrorResponse, never as a dropped socket.
 
 ``strata up`` starts it (as root, since it starts computes); ``strata connect BRANCH``
 prints the URI. A branch's own suspend timeout (``branch create/set --suspend-timeout``)
-overrides the proxy's. It also deletes branches whose TTL has passed (``strata.reaper``).
+overrides the proxy's. It also deletes branches whose TTL has passed (``strata.local.reaper``).
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from compute.node import ComputeStatus
-from pageserver.config import parse_duration
-from pageserver.durable import write_durably
-from strata import computes, passwords
-from strata.client import ClientError, StrataClient
-from strata.errors import CliError, ExitCode
-from strata.home import Home
-from strata.pgwire import (
+from common.client import ClientError, StrataClient
+from common.durable import write_durably
+from common.durations import parse_duration
+from strata.local import computes, passwords
+from strata.local.errors import LocalError, QuotaError
+from strata.local.home import Home
+from strata.local.reaper import reap_expired
+from strata.proxy.pgwire import (
     CANCEL_REQUEST,
     GSSENC_REQUEST,
     PROTOCOL_3,
@@ -61,8 +61,7 @@ from strata.pgwire import (
     read_startup_packet,
     sasl_initial,
 )
-from strata.reaper import reap_expired
-from strata.scram import MECHANISM, ScramError, ScramExchange, Verifier
+from strata.proxy.scram import MECHANISM, ScramError, ScramExchange, Verifier
 
 log = logging.getLogger("strata.proxy")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -122,8 +121,8 @@ class Computes:
         self._timeouts[(tenant, branch)] = float(info.suspend_timeout_s or
                                                  self.suspend_timeout_s)
         async with self._locks[(tenant, branch)]:
-            node = computes.find(self._home, tenant, branch)
-            if node is not None and node.status() is ComputeStatus.RUNNING:
+            node = computes.find_running(self._home, tenant, branch)
+            if node is not None:
                 return node.spec.socket_path
             log.info("starting the compute of %s/%s", tenant, branch)
             running, started = await asyncio.to_thread(
@@ -153,8 +152,8 @@ class Computes:
                 if self._clients[key] or self._idle_since.get(key) != since:
                     continue  # a client came back meanwhile
                 del self._idle_since[key]
-                node = computes.find(self._home, *key)
-                if node is not None and node.status() is ComputeStatus.RUNNING:
+                node = computes.find_running(self._home, *key)
+                if node is not None:
                     log.info("suspending the idle compute of %s/%s", *key)
                     await asyncio.to_thread(computes.stop, node, 60.0)
                     self._suspended_at[key] = time.time()
@@ -250,12 +249,8 @@ class Proxy:
             return  # nothing is started for a client that did not prove who it is
         try:
             socket_path = await self.computes.ensure(route.tenant, route.branch)
-        except (CliError, ClientError) as exc:
-            not_found = (isinstance(exc, CliError) and exc.code is ExitCode.NOT_FOUND) or (
-                isinstance(exc, ClientError) and exc.code.name == "NOT_FOUND")
-            sqlstate = "3D000" if not_found else "53400" if isinstance(
-                exc, computes.QuotaError) else "57P03"
-            await _refuse(writer, sqlstate, exc.message)
+        except (LocalError, ClientError) as exc:
+            await _refuse(writer, _sqlstate_of(exc), exc.message)
             return
         await self._relay(route, socket_path, startup, reader, writer)
 
@@ -351,11 +346,20 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
                 await _housekeeping("reaping expired branches", asyncio.to_thread(reap))
 
 
+def _sqlstate_of(error: LocalError | ClientError) -> str:
+    """What a client is told when its branch's compute cannot be had."""
+    if isinstance(error, QuotaError):
+        return "53400"  # configuration_limit_exceeded
+    if isinstance(error, ClientError) and error.code.name == "NOT_FOUND":
+        return "3D000"  # invalid_catalog_name: no such branch
+    return "57P03"  # cannot_connect_now
+
+
 async def _housekeeping(what: str, step: Awaitable[object]) -> None:
     """Run one periodic step; whatever it raises is logged, and the proxy keeps serving."""
     try:
         await step
-    except (ClientError, CliError) as exc:
+    except (ClientError, LocalError) as exc:
         log.warning("%s failed: %s", what, exc)
     except Exception:
         log.exception("%s failed", what)

@@ -1,0 +1,25 @@
+"""Where PostgreSQL 15's programs are: the importer runs initdb, computes run postgres, the CLI
+runs pg_dump."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Final
+
+from common.errors import FailedPreconditionError
+
+PG_BIN_CANDIDATES: Final = ("/usr/lib/postgresql/15/bin",)
+
+
+def pg_bin_dir(configured: str | None = None) -> Path:
+    """The directory holding PostgreSQL 15's initdb, postgres and pg_controldata."""
+    for candidate in ([configured] if configured else []) + list(PG_BIN_CANDIDATES):
+        if candidate and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    raise FailedPreconditionError(
+        "PostgreSQL 15 is not installed (no initdb found); install the postgresql-15 package"
+    )
