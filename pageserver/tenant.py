@@ -211,7 +211,7 @@ class Tenant:
                                      parent)
 
     def resolve_point(self, timeline: Timeline, at: BranchPoint) -> int:
-        """An LSN of ``timeline`` from an LSN, a WAL position or a time (DESIGN.md rules)."""
+        """An LSN of ``timeline`` from an LSN, a WAL position or a time (docs/DESIGN.md rules)."""
         given = [v for v in (at.lsn, at.wal_lsn, at.time_us, at.checkpoint) if v is not None]
         if len(given) > 1:
             raise InvalidArgumentError("give at most one of LSN, WAL LSN, time or checkpoint")
