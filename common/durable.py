@@ -42,3 +42,11 @@ def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically and durably; readers see old or new."""
     with replaced_durably(path, mode) as out:
         out.write(data)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically but without fsync: for files rewritten
+    often and only shown (a crash may lose the newest version, never leave a torn one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

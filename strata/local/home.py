@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
+from common.durable import write_durably
+
 DEFAULT_PORT: Final = 6400
 DEFAULT_PROXY_PORT: Final = 6432
 LISTEN_HOST: Final = "127.0.0.1"
@@ -161,9 +163,7 @@ class UpOptions:
     def save(self, home: Home) -> None:
         """Write them to config.json atomically."""
         home.root.mkdir(parents=True, exist_ok=True)
-        temp = home.config_file.with_suffix(".tmp")
-        temp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(temp, home.config_file)
+        write_durably(home.config_file, (json.dumps(asdict(self), indent=2) + "\n").encode())
 
     def describe_storage(self, home: Home) -> str:
         """Where objects go, in the form the page server reports it."""

@@ -38,7 +38,7 @@ from functools import partial
 from pathlib import Path
 
 from common.client import ClientError, StrataClient
-from common.durable import write_durably
+from common.durable import write_atomically, write_durably
 from common.durations import parse_duration
 from strata.local import computes, passwords
 from strata.local.errors import LocalError, QuotaError
@@ -296,13 +296,6 @@ class Proxy:
             cancel_writer.close()
 
 
-def _publish(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically; no fsync: it is rewritten every second and only shown."""
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_bytes(data)
-    os.replace(temp, path)
-
-
 async def _refuse(writer: asyncio.StreamWriter, sqlstate: str, message: str) -> None:
     writer.write(error_response(sqlstate, message))
     await writer.drain()
@@ -339,8 +332,9 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period)
             await _housekeeping("suspending idle computes", computes_.suspend_idle())
+            state = json.dumps(computes_.snapshot()).encode()
             await _housekeeping("publishing the proxy state", asyncio.to_thread(
-                _publish, home.proxy_state_file, json.dumps(computes_.snapshot()).encode()))
+                write_atomically, home.proxy_state_file, state))
             if reap is not None and time.monotonic() - last_reap >= reap_period_s:
                 last_reap = time.monotonic()
                 await _housekeeping("reaping expired branches", asyncio.to_thread(reap))
