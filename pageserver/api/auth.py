@@ -29,6 +29,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from common.bearer import HEADER
+from proto import strata_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -71,24 +72,26 @@ class PermissionDenied(AuthError):
 
 # ---------------------------------------------------------------- method sets
 
-_PAGE = "/strata.v1.PageService/"
-_MANAGEMENT = "/strata.v1.ManagementService/"
+def _methods_by_access() -> dict[int, frozenset[str]]:
+    """The full gRPC path of every Strata RPC, by the access level the contract declares
+    for it (``option (access)`` in proto/strata.proto)."""
+    found: dict[int, set[str]] = {}
+    for service in pb.DESCRIPTOR.services_by_name.values():
+        for method in service.methods:
+            declared = dict(method.GetOptions().ListFields())
+            level = int(declared.get(pb.access, pb.ACCESS_UNSPECIFIED))
+            found.setdefault(level, set()).add(f"/{service.full_name}/{method.name}")
+    return {level: frozenset(methods) for level, methods in found.items()}
 
-PAGE_SERVICE_METHODS: Final = frozenset(
-    _PAGE + name for name in ("GetPages", "ListFiles", "Stat", "RelationSize"))
-INGEST_METHODS: Final = frozenset({"/strata.v1.IngestService/Ingest"})
-ADMIN_ONLY_METHODS: Final = frozenset(
-    _MANAGEMENT + name for name in ("CreateTenant", "DeleteTenant", "SetQuotas"))
+
+_BY_ACCESS: Final = _methods_by_access()
+ADMIN_ONLY_METHODS: Final = _BY_ACCESS.get(pb.ACCESS_ADMIN_ONLY, frozenset())
 # Methods whose request names no tenant; a tenant token may call them and the servicer
 # must then restrict the answer to the token's tenant (``current_claims``).
-TENANTLESS_METHODS: Final = frozenset({_MANAGEMENT + "ListTenants"})
-COMPUTE_METHODS: Final = PAGE_SERVICE_METHODS | INGEST_METHODS | frozenset(
-    _MANAGEMENT + name for name in ("AttachWriter", "RenewWriter", "DetachWriter", "GetBranch"))
-TENANT_METHODS: Final = COMPUTE_METHODS | TENANTLESS_METHODS | frozenset(
-    _MANAGEMENT + name for name in (
-        "GetTenant", "CreateBranch", "ListBranches", "RestoreBranch", "UpdateBranch",
-        "DeleteBranch", "CreateCheckpoint", "ListCheckpoints", "DeleteCheckpoint", "Gc",
-        "Compact", "CreateToken"))
+TENANTLESS_METHODS: Final = _BY_ACCESS.get(pb.ACCESS_TENANTLESS, frozenset())
+COMPUTE_METHODS: Final = _BY_ACCESS.get(pb.ACCESS_COMPUTE, frozenset())
+TENANT_METHODS: Final = COMPUTE_METHODS | TENANTLESS_METHODS | _BY_ACCESS.get(
+    pb.ACCESS_TENANT, frozenset())
 DEFAULT_OPEN_METHODS: Final = frozenset({
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/List",

@@ -291,6 +291,8 @@ def test_request_tenant_of_the_contract() -> None:
 def probe_message_class() -> Any:
     """A message type unknown to the contract: a tenant field and a ReadPoint field."""
     pool = descriptor_pool.DescriptorPool()
+    for imported in pb.DESCRIPTOR.dependencies:  # descriptor.proto, for the access option
+        pool.AddSerializedFile(imported.serialized_pb)
     pool.AddSerializedFile(pb.DESCRIPTOR.serialized_pb)
     file = descriptor_pb2.FileDescriptorProto(
         name="tests/auth_probe.proto", package="strata.test", syntax="proto3",
