@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import re
 import secrets
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from common.bearer import HEADER
+from common.durable import write_durably
 from proto import strata_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -177,34 +176,6 @@ def _tighten(path: Path, mode: int) -> None:
         path.chmod(mode)
 
 
-def _write_atomically(path: Path, data: bytes, *, replace: bool) -> None:
-    """Write a complete mode-0600 file at ``path`` via a temporary file in the same directory.
-
-    Without ``replace`` an existing file is kept, so of concurrent writers the first wins.
-    """
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        if replace:
-            os.replace(temp, path)
-        else:
-            try:
-                os.link(temp, path)  # atomic, and unlike rename never replaces
-            except FileExistsError:
-                return
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if os.path.lexists(temp):
-            os.unlink(temp)
-
-
 def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
     """The authority and admin token kept in ``state_dir/auth``, created on first use.
 
@@ -217,7 +188,7 @@ def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
     _tighten(auth_dir, 0o700)
     key_path = auth_dir / "signing.key"
     if not key_path.exists():
-        _write_atomically(key_path, secrets.token_bytes(KEY_BYTES), replace=False)
+        write_durably(key_path, secrets.token_bytes(KEY_BYTES), 0o600, replace=False)
     _tighten(key_path, 0o600)
     key = key_path.read_bytes()
     if len(key) != KEY_BYTES:
@@ -227,7 +198,7 @@ def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
     token_path = auth_dir / "admin.token"
     if not token_path.exists():
         token = authority.issue(ALL_TENANTS, Scope.ADMIN, MAX_TTL_S)
-        _write_atomically(token_path, token.encode(), replace=False)
+        write_durably(token_path, token.encode(), 0o600, replace=False)
     _tighten(token_path, 0o600)
     token = token_path.read_text().strip()
     try:
@@ -235,7 +206,7 @@ def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
     except Unauthenticated as exc:
         log.warning("%s does not verify (%s): issuing a new admin token", token_path, exc)
         token = authority.issue(ALL_TENANTS, Scope.ADMIN, MAX_TTL_S)
-        _write_atomically(token_path, token.encode(), replace=True)
+        write_durably(token_path, token.encode(), 0o600)
     return authority, token
 
 
