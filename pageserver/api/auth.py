@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 
 from common.bearer import HEADER
 from common.durable import write_durably
+from common.errors import PermissionDeniedError
 from proto import strata_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -57,16 +58,9 @@ class Claims:
     token_id: str
 
 
-class AuthError(Exception):
-    """A refused call; the message is shown to the client and never holds a secret."""
-
-
-class Unauthenticated(AuthError):
-    """No token, or one that is forged, expired or malformed."""
-
-
-class PermissionDenied(AuthError):
-    """A valid token that does not allow this call on this tenant."""
+class Unauthenticated(Exception):
+    """No token, or one that is forged, expired or malformed; the message is shown to the
+    client and never holds a secret."""
 
 
 # ---------------------------------------------------------------- method sets
@@ -213,7 +207,7 @@ def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
 # ---------------------------------------------------------------- authorisation
 
 def authorize(claims: Claims, tenant: str | None, method: str) -> None:
-    """Raise PermissionDenied unless ``claims`` allow calling ``method`` on ``tenant``.
+    """Raise PermissionDeniedError unless ``claims`` allow calling ``method`` on ``tenant``.
 
     ``method`` is the full gRPC path ("/strata.v1.PageService/GetPages"); ``tenant`` is
     the tenant the request names, None if it names none. Admin tokens may do everything.
@@ -225,15 +219,15 @@ def authorize(claims: Claims, tenant: str | None, method: str) -> None:
     if claims.scope is Scope.ADMIN and claims.tenant == ALL_TENANTS:
         return
     if claims.scope is Scope.ADMIN or claims.tenant == ALL_TENANTS:
-        raise PermissionDenied(f"token has tenant {claims.tenant!r} with scope {claims.scope}")
+        raise PermissionDeniedError(f"token has tenant {claims.tenant!r} with scope {claims.scope}")
     allowed = TENANT_METHODS if claims.scope is Scope.TENANT else COMPUTE_METHODS
     if method not in allowed:
-        raise PermissionDenied(f"a {claims.scope} token may not call {method}")
+        raise PermissionDeniedError(f"a {claims.scope} token may not call {method}")
     if tenant is None:
         if method not in TENANTLESS_METHODS:
-            raise PermissionDenied(f"the request to {method} names no tenant")
+            raise PermissionDeniedError(f"the request to {method} names no tenant")
     elif tenant != claims.tenant:
-        raise PermissionDenied(f"the token is for tenant {claims.tenant!r}, not {tenant!r}")
+        raise PermissionDeniedError(f"the token is for tenant {claims.tenant!r}, not {tenant!r}")
 
 
 def request_tenant(message: object) -> str | None:
@@ -241,7 +235,7 @@ def request_tenant(message: object) -> str | None:
 
     Looks at a string field ``tenant`` and at the ``tenant`` of each set message field
     (such as ``at`` of page requests or ``open`` of ingest requests). A request naming two
-    different tenants is refused with PermissionDenied; a non-protobuf object names none.
+    different tenants is refused with PermissionDeniedError; a non-protobuf object names none.
     """
     if not isinstance(message, Message):
         return None
@@ -256,7 +250,7 @@ def request_tenant(message: object) -> str | None:
             if inner is not None and inner.type == FieldDescriptor.TYPE_STRING:
                 named.add(getattr(message, field.name).tenant)
     if len(named) > 1:
-        raise PermissionDenied(f"a request may name one tenant, not {sorted(named)}")
+        raise PermissionDeniedError(f"a request may name one tenant, not {sorted(named)}")
     return named.pop() if named else None
 
 
@@ -288,7 +282,7 @@ class _CallGuard:
         self._claims = claims
         self._method = method
         self._context = context
-        self._denied: PermissionDenied | None = None
+        self._denied: PermissionDeniedError | None = None
         self._run = contextvars.copy_context()
         self._run.run(current_claims.set, claims)
 
@@ -304,7 +298,7 @@ class _CallGuard:
             tenant = request_tenant(message)
             if first or tenant is not None:
                 authorize(self._claims, tenant, self._method)
-        except PermissionDenied as exc:
+        except PermissionDeniedError as exc:
             self._denied = exc
             self._context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
 
