@@ -492,8 +492,8 @@ class Tenant:
 
     def delete_checkpoint(self, name: str) -> None:
         with self._manifest.change() as draft:
-            if draft.state.checkpoints.pop(name, None) is None:
-                raise NotFoundError(f"no checkpoint {name!r} in tenant {self.tenant_id!r}")
+            self.checkpoint(name)  # NotFoundError; the draft is a copy of what it reads
+            del draft.state.checkpoints[name]
 
     def _retain_lsns(self, timeline: Timeline) -> set[int]:
         with self._lock:

@@ -210,11 +210,8 @@ class Timeline:
         with self._lock:
             if self.deleted:
                 raise NotFoundError(f"timeline {self.timeline_id} was deleted")
-            if writer_epoch is not None and writer_epoch != self.writer_epoch:
-                raise FailedPreconditionError(
-                    f"writer epoch {writer_epoch} is stale: the branch's writer is now epoch "
-                    f"{self.writer_epoch} (another compute attached)"
-                )
+            if writer_epoch is not None:
+                self._check_writer_epoch(writer_epoch)
             lsn = self.last_lsn + 1
             if not batch.timestamp_us:
                 batch = replace(batch, timestamp_us=now_us())
@@ -510,11 +507,14 @@ class Timeline:
     def renew_writer(self, holder: str, epoch: int) -> None:
         """The writer's heartbeat; a fenced writer learns here that it lost the branch."""
         with self._lock:
-            if epoch != self.writer_epoch:
-                raise FailedPreconditionError(
-                    f"writer epoch {epoch} is stale: the branch's writer is now epoch "
-                    f"{self.writer_epoch} (another compute attached)")
+            self._check_writer_epoch(epoch)
             self.writer_lease.renew(holder, epoch)
+
+    def _check_writer_epoch(self, epoch: int) -> None:
+        if epoch != self.writer_epoch:
+            raise FailedPreconditionError(
+                f"writer epoch {epoch} is stale: the branch's writer is now epoch "
+                f"{self.writer_epoch} (another compute attached)")
 
     def close(self) -> None:
         with self._lock:
