@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,10 +39,32 @@ def replaced_durably(path: Path, mode: int = 0o644,
     fsync_dir(path.parent)
 
 
-def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically and durably; readers see old or new."""
-    with replaced_durably(path, mode) as out:
-        out.write(data)
+def write_durably(path: Path, data: bytes, mode: int = 0o644, *, replace: bool = True) -> bool:
+    """Replace ``path`` with ``data`` atomically and durably; readers see old or new.
+
+    The file has ``mode`` from its creation, before any byte is written. With ``replace``
+    False an existing ``path`` is kept and False returned: of concurrent writers exactly
+    one creates it, the others get False.
+    """
+    if replace:
+        with replaced_durably(path, mode) as out:
+            out.write(data)
+        return True
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # unique per writer
+    try:
+        os.fchmod(fd, mode)
+        with open(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temp, path)  # atomic, and unlike rename never replaces
+        except FileExistsError:
+            return False
+    finally:
+        os.unlink(temp)
+    fsync_dir(path.parent)
+    return True
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -34,7 +34,8 @@ class QuotaExceededError(StrataError):
 
 
 class PermissionDeniedError(StrataError):
-    """The caller may not do this (beyond what the token interceptor already checks)."""
+    """The caller may not do this: its token does not allow the call on this tenant, or
+    the servicer refuses it (a token wider than the caller's own)."""
 
 
 class CorruptionError(StrataError):

@@ -122,7 +122,7 @@ class TimelineManifest:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckpointRecord:
     """A named, pinned point in a timeline's history."""
 
@@ -131,7 +131,7 @@ class CheckpointRecord:
     created_at_us: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class BranchRecord:
     """A branch name bound to a timeline."""
 
@@ -160,6 +160,11 @@ class TenantManifest:
     branches: dict[str, BranchRecord] = field(default_factory=dict)
     checkpoints: dict[str, CheckpointRecord] = field(default_factory=dict)
     quotas: Quotas = field(default_factory=Quotas)
+
+    def copy(self) -> TenantManifest:
+        """A copy to change: new dicts, sharing the records, which are immutable."""
+        return TenantManifest(self.tenant_id, dict(self.branches), dict(self.checkpoints),
+                              self.quotas)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -61,10 +61,6 @@ class Memtable:
         versions = self.pages.get(relation, {}).get(block)
         return newest_version(versions, lsn) if versions else None
 
-    def get_meta(self, path: str, lsn: int) -> tuple[int, bytes | None] | None:
-        versions = self.metas.get(path)
-        return newest_version(versions, lsn) if versions else None
-
     def blocks_at(self, lsn: int) -> dict[Relation, list[int]]:
         """Per relation, the blocks with a version at or below ``lsn``."""
         found: dict[Relation, list[int]] = {}

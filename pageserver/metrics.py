@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pageserver.remote import RemoteStorage
+from pageserver.remote import ForwardingStorage, RemoteStorage
 
 if TYPE_CHECKING:
     from pageserver.engine import Engine
@@ -72,18 +72,19 @@ def _layer_stats(engine: Engine) -> dict[str, tuple[int, int]]:
     return stats
 
 
-class InstrumentedStorage(RemoteStorage):
+class InstrumentedStorage(ForwardingStorage):
     """A RemoteStorage that counts the bytes and errors of writes to another one."""
 
     def __init__(self, inner: RemoteStorage, metrics: Metrics) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._metrics = metrics
 
     def put(self, key: str, data: bytes) -> None:
         self._counted(lambda: self._inner.put(key, data), len(data))
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        return self._counted(lambda: self._inner.put_if_absent(key, data), len(data))
+        return self._counted(
+            lambda: self._inner.put_if_absent(key, data), len(data))
 
     def _counted(self, write: Callable[[], _T], size: int) -> _T:
         try:
@@ -93,24 +94,3 @@ class InstrumentedStorage(RemoteStorage):
             raise
         self._metrics.upload_bytes.inc(size)
         return result
-
-    def get(self, key: str) -> bytes:
-        return self._inner.get(key)
-
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        return self._inner.get_range(key, start, length)
-
-    def list(self, prefix: str) -> list[str]:
-        return self._inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self._inner.delete(key)
-
-    def delete_many(self, keys: Iterable[str]) -> None:
-        self._inner.delete_many(keys)
-
-    def size(self, key: str) -> int:
-        return self._inner.size(key)
-
-    def describe(self) -> str:
-        return self._inner.describe()

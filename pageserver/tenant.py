@@ -39,6 +39,7 @@ from pageserver.manifest import (
     tenant_prefix,
     timeline_prefix,
 )
+from pageserver.published import Published
 from pageserver.remote import RemoteStorage
 from pageserver.timeline import InFlightReads, Timeline, now_us
 
@@ -103,18 +104,30 @@ class Tenant:
         self._log = log
         self._config = config
         self._lock = threading.RLock()
-        self._persist_lock = threading.Lock()
         self.reads = InFlightReads()
-        self.manifest = TenantManifest(tenant_id)
+        self._manifest = self._published(TenantManifest(tenant_id))
         self.timelines: dict[str, Timeline] = {}
+
+    @property
+    def manifest(self) -> TenantManifest:
+        """The newest persisted tenant manifest; changed only through ``_manifest.change()``."""
+        return self._manifest.current
+
+    def _published(self, manifest: TenantManifest) -> Published[TenantManifest]:
+        return Published(manifest, lock=self._lock, copy=TenantManifest.copy,
+                         persist=self._upload)
+
+    def _upload(self, manifest: TenantManifest) -> None:
+        self._storage.put(tenant_manifest_key(self.tenant_id, self.generation),
+                          encode_manifest(manifest.to_json()))
 
     # --- loading ---------------------------------------------------------------
 
     def load(self) -> None:
         """Read the newest tenant manifest and every timeline it references."""
-        self.manifest = TenantManifest.from_json(
+        self._manifest = self._published(TenantManifest.from_json(
             _load_newest(self._storage, f"{tenant_prefix(self.tenant_id)}tenant-")
-        )
+        ))
         needed = {rec.timeline_id for rec in self.manifest.branches.values()}
         needed |= {cp.timeline_id for cp in self.manifest.checkpoints.values()}
         manifests: dict[str, TimelineManifest] = {}
@@ -131,34 +144,40 @@ class Tenant:
             if manifest.ancestor_id is not None:
                 pending.append(manifest.ancestor_id)
         for timeline_id in _ancestors_first(manifests):
-            self._add_timeline(manifests[timeline_id])
+            manifest = manifests[timeline_id]
+            ancestor = self.timelines[manifest.ancestor_id] if manifest.ancestor_id else None
+            self._register(self._open_timeline(manifest, ancestor))
 
-    def _add_timeline(self, manifest: TimelineManifest) -> Timeline:
-        ancestor = self.timelines[manifest.ancestor_id] if manifest.ancestor_id else None
-        timeline = Timeline(
+    def _open_timeline(self, manifest: TimelineManifest, ancestor: Timeline | None) -> Timeline:
+        """The timeline ``manifest`` describes, not yet one of ``timelines``."""
+        return Timeline(
             self.tenant_id, manifest, ancestor, storage=self._storage, log=self._log,
             generation=self.generation,
             cache_dir=self._config.layer_cache_dir / self.tenant_id / manifest.timeline_id,
             reads=self.reads, retain_lsns=self._retain_lsns,
             writer_lease_s=self._config.writer_lease_s,
         )
-        self.timelines[manifest.timeline_id] = timeline
-        return timeline
 
-    def persist(self) -> None:
-        with self._persist_lock:
-            with self._lock:
-                body = encode_manifest(self.manifest.to_json())
-            self._storage.put(tenant_manifest_key(self.tenant_id, self.generation), body)
+    def _register(self, timeline: Timeline) -> None:
+        self.timelines[timeline.timeline_id] = timeline
+
+    def _forget(self, timelines: list[Timeline]) -> None:
+        """Take deleted timelines out of ``timelines``; their objects go afterwards."""
+        for timeline in timelines:
+            timeline.deleted = True
+            self.timelines.pop(timeline.timeline_id, None)
 
     # --- branches ----------------------------------------------------------------
 
     def branch(self, name: str) -> Timeline:
         with self._lock:
-            record = self.manifest.branches.get(name)
-            if record is None:
-                raise NotFoundError(f"no branch {name!r} in tenant {self.tenant_id!r}")
-            return self.timelines[record.timeline_id]
+            return self.timelines[self._branch_record(self.manifest, name).timeline_id]
+
+    def _branch_record(self, manifest: TenantManifest, name: str) -> BranchRecord:
+        record = manifest.branches.get(name)
+        if record is None:
+            raise NotFoundError(f"no branch {name!r} in tenant {self.tenant_id!r}")
+        return record
 
     def branch_names(self) -> dict[str, str]:
         """Branch name -> timeline id."""
@@ -244,23 +263,16 @@ class Tenant:
         self, name: str, ancestor: Timeline | None, branch_lsn: int,
         settings: BranchSettings | None = None, parent: str | None = None,
     ) -> Timeline:
-        with self._lock:
-            if name in self.manifest.branches:
+        settings = settings or BranchSettings()
+        with self._manifest.change() as draft:
+            if name in draft.state.branches:
                 raise AlreadyExistsError(f"branch {name!r} already exists")
             timeline = self._new_timeline(ancestor, branch_lsn)
-            settings = settings or BranchSettings()
-            self.manifest.branches[name] = BranchRecord(
+            draft.state.branches[name] = BranchRecord(
                 timeline.timeline_id, timeline.created_at_us, settings.expires_at_us, parent,
                 settings.suspend_timeout_s, settings.protected,
             )
-        try:
-            timeline.persist()
-            self.persist()
-        except Exception:
-            with self._lock:
-                self.manifest.branches.pop(name, None)
-                self.timelines.pop(timeline.timeline_id, None)
-            raise
+            draft.on_swap(lambda: self._register(timeline))
         return timeline
 
     def restore_branch(self, name: str, at: BranchPoint | None,
@@ -281,8 +293,7 @@ class Tenant:
                 f"branch {name!r} has a running compute ({lease.holder}); stop it first")
         if preserve_as is not None:
             validate_name("branch", preserve_as)
-        with self._lock:
-            record = self.manifest.branches[name]
+        record = self._branch_record(self.manifest, name)
         if at is None:
             if record.parent is None:
                 raise FailedPreconditionError(f"branch {name!r} has no parent to reset to")
@@ -292,27 +303,22 @@ class Tenant:
             source, lsn = self._checkpoint_point(at.checkpoint)
         else:
             source, lsn = old, self.resolve_point(old, at)
-        with self._lock:
+        with self._manifest.change() as draft:
+            branches = draft.state.branches
+            if branches.get(name) != record:
+                raise FailedPreconditionError(
+                    f"branch {name!r} changed while it was being restored; try again")
             if preserve_as is None and self.children(old):
-                preserve_as = self._free_name(f"{name}-before-restore")
-            if preserve_as is not None and preserve_as in self.manifest.branches:
+                preserve_as = self._free_name(branches, f"{name}-before-restore")
+            if preserve_as is not None and preserve_as in branches:
                 raise AlreadyExistsError(f"branch {preserve_as!r} already exists")
             timeline = self._new_timeline(source, lsn)
-            self.manifest.branches[name] = replace(
+            branches[name] = replace(
                 record, timeline_id=timeline.timeline_id, created_at_us=now_us())
             if preserve_as is not None:
-                self.manifest.branches[preserve_as] = BranchRecord(
+                branches[preserve_as] = BranchRecord(
                     old.timeline_id, record.created_at_us, None, record.parent)
-        try:
-            timeline.persist()
-            self.persist()
-        except Exception:
-            with self._lock:
-                self.manifest.branches[name] = record
-                if preserve_as is not None:
-                    self.manifest.branches.pop(preserve_as, None)
-                self.timelines.pop(timeline.timeline_id, None)
-            raise
+            draft.on_swap(lambda: self._register(timeline))
         self._drop_if_orphan(old)
         return timeline, preserve_as
 
@@ -321,31 +327,17 @@ class Tenant:
         unknown = set(changes) - {"expires_at_us", "suspend_timeout_s", "protected"}
         if unknown:
             raise InvalidArgumentError(f"cannot set {', '.join(sorted(unknown))} on a branch")
-        self.branch(name)
-        with self._lock:
-            record = self.manifest.branches[name]
-            updated = replace(record, **changes)
+        with self._manifest.change() as draft:
+            updated = replace(self._branch_record(draft.state, name), **changes)
             protected = updated.protected or name == MAIN_BRANCH
             if protected and updated.expires_at_us:
                 raise FailedPreconditionError(
                     f"branch {name!r} is protected and never expires; unprotect it first")
-            self.manifest.branches[name] = updated
-        try:
-            self.persist()
-        except Exception:
-            with self._lock:
-                self.manifest.branches[name] = record
-            raise
+            draft.state.branches[name] = updated
 
     def set_quotas(self, quotas: Quotas) -> None:
-        with self._lock:
-            previous, self.manifest.quotas = self.manifest.quotas, quotas
-        try:
-            self.persist()
-        except Exception:
-            with self._lock:
-                self.manifest.quotas = previous
-            raise
+        with self._manifest.change() as draft:
+            draft.state.quotas = quotas
 
     def _within_quotas(self, settings: BranchSettings) -> BranchSettings:
         """``settings`` for a new branch, checked against the tenant's quotas; a branch
@@ -369,22 +361,25 @@ class Tenant:
                 f"tenant {self.tenant_id!r} allows a TTL of at most {quotas.max_ttl_s} s")
         return settings
 
-    def _free_name(self, base: str) -> str:
+    @staticmethod
+    def _free_name(branches: dict[str, BranchRecord], base: str) -> str:
         number = 1
-        while f"{base}-{number}" in self.manifest.branches:
+        while f"{base}-{number}" in branches:
             number += 1
         return f"{base}-{number}"
 
     def _new_timeline(self, ancestor: Timeline | None, branch_lsn: int) -> Timeline:
-        """A new, empty timeline cut from ``ancestor`` at ``branch_lsn``. Caller holds the lock."""
+        """A new, empty timeline cut from ``ancestor`` at ``branch_lsn``, its manifest
+        persisted; the caller registers it once a tenant manifest naming it is durable."""
         manifest = TimelineManifest(
             uuid.uuid4().hex, ancestor.timeline_id if ancestor else None, branch_lsn,
             branch_lsn, branch_lsn, now_us(),
         )
-        timeline = self._add_timeline(manifest)
+        timeline = self._open_timeline(manifest, ancestor)
         if ancestor is not None and branch_lsn == ancestor.last_lsn:
             timeline.inherit_last_batch(ancestor.last_batch())  # no history scan later
             timeline.inherit_tree(ancestor)
+        timeline.persist()
         return timeline
 
     def delete_branch(self, name: str, cascade: bool = False, force: bool = False) -> list[str]:
@@ -394,8 +389,8 @@ class Tenant:
         everything below it too; refused for protected branches (``main`` always is)
         unless ``force``.
         """
-        timeline = self.branch(name)
-        with self._lock:
+        with self._manifest.change() as draft:
+            timeline = self.branch(name)
             subtree = self._subtree(timeline)
             below = sorted(n for t in subtree[1:] if (n := self.branch_name_of(t)) is not None)
             guarded = [n for n in (name, *below) if self._protected(n)]
@@ -409,14 +404,15 @@ class Tenant:
                     "delete them first or ask for a cascading delete"
                 )
             doomed = {t.timeline_id for t in subtree}
-            for branch_name, record in list(self.manifest.branches.items()):
-                if record.timeline_id in doomed:
-                    del self.manifest.branches[branch_name]
-            for cp_name, cp in list(self.manifest.checkpoints.items()):
-                if cp.timeline_id in doomed:
-                    del self.manifest.checkpoints[cp_name]
+            draft.state.branches = {n: record for n, record in draft.state.branches.items()
+                                    if record.timeline_id not in doomed}
+            draft.state.checkpoints = {n: cp for n, cp in draft.state.checkpoints.items()
+                                       if cp.timeline_id not in doomed}
+            draft.on_swap(lambda: self._forget(subtree))
         for doomed_timeline in reversed(subtree):  # leaves first
-            self._drop(doomed_timeline, upwards=doomed_timeline is timeline)
+            self._reclaim(doomed_timeline)
+        if timeline.ancestor is not None:
+            self._drop_if_orphan(timeline.ancestor, with_checkpoints=True)
         return [*below, name]
 
     def _protected(self, name: str) -> bool:
@@ -430,13 +426,8 @@ class Tenant:
             found.extend(self.children(member))
         return found
 
-    def _drop(self, timeline: Timeline, upwards: bool = True) -> None:
-        """Delete a timeline nothing refers to any more, then (``upwards``) its unnamed
-        ancestors that were kept only for it (what restores left behind)."""
-        with self._lock:
-            timeline.deleted = True
-            self.timelines.pop(timeline.timeline_id, None)
-        self.persist()
+    def _reclaim(self, timeline: Timeline) -> None:
+        """Delete the objects, log entries and cached files of a forgotten timeline."""
         self.reads.barrier()
         timeline.close()
         prefix = timeline_prefix(self.tenant_id, timeline.timeline_id)
@@ -444,27 +435,29 @@ class Tenant:
         self._log.forget_timeline(self.tenant_id, timeline.timeline_id)
         shutil.rmtree(self._config.layer_cache_dir / self.tenant_id / timeline.timeline_id,
                       ignore_errors=True)
-        if upwards and timeline.ancestor is not None:
-            self._drop_if_orphan(timeline.ancestor, with_checkpoints=True)
 
     def _drop_if_orphan(self, timeline: Timeline, with_checkpoints: bool = False) -> None:
-        """Drop ``timeline`` if no branch name, child or checkpoint refers to it.
+        """Drop ``timeline`` if no branch name, child or checkpoint refers to it, then its
+        unnamed ancestors that were kept only for it (what restores left behind).
 
         ``with_checkpoints`` (a branch was deleted): checkpoints on an unnamed timeline that
         nothing else uses were taken on the deleted branch's own past, and go with it. After
         a reset they stay: restoring to them is still possible then.
         """
-        with self._lock:
-            if timeline.deleted or self.branch_name_of(timeline) is not None \
-                    or self.children(timeline):
-                return
-            on_it = [name for name, cp in self.manifest.checkpoints.items()
+        with self._manifest.change() as draft:
+            checkpoints = draft.state.checkpoints
+            on_it = [name for name, cp in checkpoints.items()
                      if cp.timeline_id == timeline.timeline_id]
-            if on_it and not with_checkpoints:
+            if timeline.deleted or self.branch_name_of(timeline) is not None \
+                    or self.children(timeline) or (on_it and not with_checkpoints):
+                draft.discard()
                 return
             for name in on_it:
-                del self.manifest.checkpoints[name]
-        self._drop(timeline)
+                del checkpoints[name]
+            draft.on_swap(lambda: self._forget([timeline]))
+        self._reclaim(timeline)
+        if timeline.ancestor is not None:
+            self._drop_if_orphan(timeline.ancestor, with_checkpoints=True)
 
     # --- checkpoints ---------------------------------------------------------------
 
@@ -474,12 +467,11 @@ class Tenant:
         point = timeline.durable_lsn if lsn is None else self.resolve_point(
             timeline, BranchPoint(lsn=lsn)
         )
-        with self._lock:
-            if name in self.manifest.checkpoints:
+        with self._manifest.change() as draft:
+            if name in draft.state.checkpoints:
                 raise AlreadyExistsError(f"checkpoint {name!r} already exists")
             record = CheckpointRecord(timeline.timeline_id, point, now_us())
-            self.manifest.checkpoints[name] = record
-        self.persist()
+            draft.state.checkpoints[name] = record
         return record
 
     def _checkpoint_point(self, name: str) -> tuple[Timeline, int]:
@@ -499,10 +491,9 @@ class Tenant:
         return record
 
     def delete_checkpoint(self, name: str) -> None:
-        self.checkpoint(name)
-        with self._lock:
-            self.manifest.checkpoints.pop(name, None)
-        self.persist()
+        with self._manifest.change() as draft:
+            self.checkpoint(name)  # NotFoundError; the draft is a copy of what it reads
+            del draft.state.checkpoints[name]
 
     def _retain_lsns(self, timeline: Timeline) -> set[int]:
         with self._lock:

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from pageserver.manifest import (
     timeline_manifest_key,
 )
 from pageserver.memtable import Memtable
+from pageserver.published import Published
 from pageserver.reads import read_metas, read_pages
 from pageserver.remote import RemoteStorage
 from pageserver.writer_lease import WriterLeases
@@ -84,6 +85,20 @@ class InFlightReads:
             return self._cond.wait_for(lambda: all(e >= target for e in self._active), timeout)
 
 
+@dataclass
+class TimelineState:
+    """What a timeline's manifest publishes that changes: its layers (in read order), how
+    far they reach, its GC cutoff and its writer epoch."""
+
+    layers: list[Layer]
+    disk_consistent_lsn: int
+    gc_cutoff: int
+    writer_epoch: int
+
+    def copy(self) -> TimelineState:
+        return replace(self, layers=list(self.layers))
+
+
 class Timeline:
     """One line of history: its own layers above ``branch_lsn``, an ancestor below."""
 
@@ -113,19 +128,19 @@ class Timeline:
         self._reads = reads
         self._retain_lsns = retain_lsns
         self._lock = threading.RLock()
-        self._persist_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self.deleted = False
-        self.gc_cutoff = manifest.gc_cutoff
-        self.writer_epoch = manifest.writer_epoch
+        self._state = Published(
+            TimelineState(
+                sorted((self._layer_handle(desc) for desc in manifest.layers), key=_read_order),
+                manifest.disk_consistent_lsn, manifest.gc_cutoff, manifest.writer_epoch,
+            ),
+            lock=self._lock, copy=TimelineState.copy, persist=self._upload,
+        )
         self.writer_lease = WriterLeases(writer_lease_s)
-        self.disk_consistent_lsn = manifest.disk_consistent_lsn
         self.last_lsn = manifest.disk_consistent_lsn
         self.durable_lsn = manifest.disk_consistent_lsn
         self._last_seqno = 0
-        self.layers: list[Layer] = sorted(
-            (self._layer_handle(desc) for desc in manifest.layers), key=_read_order
-        )
         self.open_memtable = Memtable(self.last_lsn + 1)
         self.frozen: list[Memtable] = []
         self.image_check: frozenset[str] = frozenset()  # layer set last found needing no image
@@ -146,6 +161,24 @@ class Timeline:
     @property
     def branch_lsn(self) -> int:
         return self._branch_lsn
+
+    # The published state, never changed in place: a reader may keep what it got.
+
+    @property
+    def layers(self) -> list[Layer]:
+        return self._state.current.layers
+
+    @property
+    def disk_consistent_lsn(self) -> int:
+        return self._state.current.disk_consistent_lsn
+
+    @property
+    def gc_cutoff(self) -> int:
+        return self._state.current.gc_cutoff
+
+    @property
+    def writer_epoch(self) -> int:
+        return self._state.current.writer_epoch
 
     @property
     def files(self) -> dict[str, FileMeta]:
@@ -177,11 +210,8 @@ class Timeline:
         with self._lock:
             if self.deleted:
                 raise NotFoundError(f"timeline {self.timeline_id} was deleted")
-            if writer_epoch is not None and writer_epoch != self.writer_epoch:
-                raise FailedPreconditionError(
-                    f"writer epoch {writer_epoch} is stale: the branch's writer is now epoch "
-                    f"{self.writer_epoch} (another compute attached)"
-                )
+            if writer_epoch is not None:
+                self._check_writer_epoch(writer_epoch)
             lsn = self.last_lsn + 1
             if not batch.timestamp_us:
                 batch = replace(batch, timestamp_us=now_us())
@@ -398,11 +428,10 @@ class Timeline:
                                        memtable.lsn_start, memtable.lsn_end)
                 layer = self.write_layer(summary, memtable.sorted_pages(),
                                          memtable.sorted_metas(), memtable.batches, level=0)
-                with self._lock:
-                    self._insert_layers([layer])
-                    self.frozen.pop(0)
-                    self.disk_consistent_lsn = memtable.lsn_end - 1
-                self.persist()
+                with self._state.change() as draft:
+                    draft.state.layers = _with_layers(draft.state.layers, [layer])
+                    draft.state.disk_consistent_lsn = memtable.lsn_end - 1
+                    draft.on_swap(lambda: self.frozen.pop(0))
                 self._log.release(self.tenant_id, self.timeline_id, self.disk_consistent_lsn)
 
     def write_layer(
@@ -425,20 +454,16 @@ class Timeline:
     def replace_layers(self, added: list[Layer], removed: list[Layer],
                        gc_cutoff: int | None = None) -> None:
         """Swap layers: publish a manifest with ``added``, then delete ``removed``."""
-        with self._lock:
-            gone = {id(layer) for layer in removed}
-            self.layers = [layer for layer in self.layers if id(layer) not in gone]
-            self._insert_layers(added)
+        gone = {id(layer) for layer in removed}
+        with self._state.change() as draft:
+            kept = [layer for layer in draft.state.layers if id(layer) not in gone]
+            draft.state.layers = _with_layers(kept, added)
             if gc_cutoff is not None:
-                self.gc_cutoff = max(self.gc_cutoff, gc_cutoff)
-        self.persist()
+                draft.state.gc_cutoff = max(draft.state.gc_cutoff, gc_cutoff)
         self._reads.barrier()
         self._storage.delete_many([layer.remote_key for layer in removed])
         for layer in removed:
             layer.remove_local()
-
-    def _insert_layers(self, added: list[Layer]) -> None:
-        self.layers = sorted([*self.layers, *added], key=_read_order)
 
     def _layer_handle(self, desc: LayerDescriptor) -> Layer:
         return Layer(desc, self._cache_dir / desc.name, self._storage,
@@ -446,46 +471,50 @@ class Timeline:
 
     # --- durable description -------------------------------------------------
 
-    def to_manifest(self) -> TimelineManifest:
-        with self._lock:
-            return TimelineManifest(
-                self.timeline_id,
-                self._ancestor.timeline_id if self._ancestor is not None else None,
-                self._branch_lsn, self.disk_consistent_lsn, self.gc_cutoff, self.created_at_us,
-                [layer.desc for layer in sorted(self.layers, key=lambda layer: layer.desc.name)],
-                self.writer_epoch,
-            )
+    def _manifest_of(self, state: TimelineState) -> TimelineManifest:
+        return TimelineManifest(
+            self.timeline_id,
+            self._ancestor.timeline_id if self._ancestor is not None else None,
+            self._branch_lsn, state.disk_consistent_lsn, state.gc_cutoff, self.created_at_us,
+            [layer.desc for layer in sorted(state.layers, key=lambda layer: layer.desc.name)],
+            state.writer_epoch,
+        )
 
     def persist(self) -> None:
-        """Upload the manifest; serialised so an older state never overwrites a newer one."""
-        with self._persist_lock:
-            if self.deleted:
-                return
-            body = encode_manifest(self.to_manifest().to_json())
-            key = timeline_manifest_key(self.tenant_id, self.timeline_id, self._generation)
-            self._storage.put(key, body)
+        """Upload the manifest of the current state (a new timeline's first)."""
+        with self._state.change():
+            pass
+
+    def _upload(self, state: TimelineState) -> None:
+        if self.deleted:
+            return
+        body = encode_manifest(self._manifest_of(state).to_json())
+        key = timeline_manifest_key(self.tenant_id, self.timeline_id, self._generation)
+        self._storage.put(key, body)
 
     def attach_writer(self, holder: str = "", force: bool = False) -> int:
         """Make a new writer the only one allowed to ingest; durable before it returns.
 
         Refused while another holder's lease is live, unless ``force`` (which fences it).
         """
-        with self._lock:
+        with self._state.change() as draft:
             self.writer_lease.check_free(holder, force)
-            self.writer_epoch += 1
-            epoch = self.writer_epoch
-            self.writer_lease.grant(holder, epoch)
-        self.persist()
+            draft.state.writer_epoch += 1
+            epoch = draft.state.writer_epoch
+            draft.on_swap(lambda: self.writer_lease.grant(holder, epoch))
         return epoch
 
     def renew_writer(self, holder: str, epoch: int) -> None:
         """The writer's heartbeat; a fenced writer learns here that it lost the branch."""
         with self._lock:
-            if epoch != self.writer_epoch:
-                raise FailedPreconditionError(
-                    f"writer epoch {epoch} is stale: the branch's writer is now epoch "
-                    f"{self.writer_epoch} (another compute attached)")
+            self._check_writer_epoch(epoch)
             self.writer_lease.renew(holder, epoch)
+
+    def _check_writer_epoch(self, epoch: int) -> None:
+        if epoch != self.writer_epoch:
+            raise FailedPreconditionError(
+                f"writer epoch {epoch} is stale: the branch's writer is now epoch "
+                f"{self.writer_epoch} (another compute attached)")
 
     def close(self) -> None:
         with self._lock:
@@ -495,6 +524,10 @@ class Timeline:
 
     def __repr__(self) -> str:
         return f"Timeline({self.tenant_id}/{self.timeline_id})"
+
+
+def _with_layers(layers: list[Layer], added: list[Layer]) -> list[Layer]:
+    return sorted([*layers, *added], key=_read_order)
 
 
 def _read_order(layer: Layer) -> tuple[int, bool, bytes]:

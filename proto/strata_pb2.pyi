@@ -1,3 +1,4 @@
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -7,14 +8,29 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Access(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACCESS_UNSPECIFIED: _ClassVar[Access]
+    ACCESS_COMPUTE: _ClassVar[Access]
+    ACCESS_TENANT: _ClassVar[Access]
+    ACCESS_TENANTLESS: _ClassVar[Access]
+    ACCESS_ADMIN_ONLY: _ClassVar[Access]
+
 class FileKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FILE_KIND_UNSPECIFIED: _ClassVar[FileKind]
     FILE_KIND_FILE: _ClassVar[FileKind]
     FILE_KIND_DIR: _ClassVar[FileKind]
+ACCESS_UNSPECIFIED: Access
+ACCESS_COMPUTE: Access
+ACCESS_TENANT: Access
+ACCESS_TENANTLESS: Access
+ACCESS_ADMIN_ONLY: Access
 FILE_KIND_UNSPECIFIED: FileKind
 FILE_KIND_FILE: FileKind
 FILE_KIND_DIR: FileKind
+ACCESS_FIELD_NUMBER: _ClassVar[int]
+access: _descriptor.FieldDescriptor
 
 class Relation(_message.Message):
     __slots__ = ("spc_oid", "db_oid", "rel_number", "fork")

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import re
 import secrets
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +27,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from common.bearer import HEADER
+from common.durable import write_durably
+from common.errors import PermissionDeniedError
+from proto import strata_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -57,38 +58,33 @@ class Claims:
     token_id: str
 
 
-class AuthError(Exception):
-    """A refused call; the message is shown to the client and never holds a secret."""
-
-
-class Unauthenticated(AuthError):
-    """No token, or one that is forged, expired or malformed."""
-
-
-class PermissionDenied(AuthError):
-    """A valid token that does not allow this call on this tenant."""
+class Unauthenticated(Exception):
+    """No token, or one that is forged, expired or malformed; the message is shown to the
+    client and never holds a secret."""
 
 
 # ---------------------------------------------------------------- method sets
 
-_PAGE = "/strata.v1.PageService/"
-_MANAGEMENT = "/strata.v1.ManagementService/"
+def _methods_by_access() -> dict[int, frozenset[str]]:
+    """The full gRPC path of every Strata RPC, by the access level the contract declares
+    for it (``option (access)`` in proto/strata.proto)."""
+    found: dict[int, set[str]] = {}
+    for service in pb.DESCRIPTOR.services_by_name.values():
+        for method in service.methods:
+            declared = dict(method.GetOptions().ListFields())
+            level = int(declared.get(pb.access, pb.ACCESS_UNSPECIFIED))
+            found.setdefault(level, set()).add(f"/{service.full_name}/{method.name}")
+    return {level: frozenset(methods) for level, methods in found.items()}
 
-PAGE_SERVICE_METHODS: Final = frozenset(
-    _PAGE + name for name in ("GetPages", "ListFiles", "Stat", "RelationSize"))
-INGEST_METHODS: Final = frozenset({"/strata.v1.IngestService/Ingest"})
-ADMIN_ONLY_METHODS: Final = frozenset(
-    _MANAGEMENT + name for name in ("CreateTenant", "DeleteTenant", "SetQuotas"))
+
+_BY_ACCESS: Final = _methods_by_access()
+ADMIN_ONLY_METHODS: Final = _BY_ACCESS.get(pb.ACCESS_ADMIN_ONLY, frozenset())
 # Methods whose request names no tenant; a tenant token may call them and the servicer
 # must then restrict the answer to the token's tenant (``current_claims``).
-TENANTLESS_METHODS: Final = frozenset({_MANAGEMENT + "ListTenants"})
-COMPUTE_METHODS: Final = PAGE_SERVICE_METHODS | INGEST_METHODS | frozenset(
-    _MANAGEMENT + name for name in ("AttachWriter", "RenewWriter", "DetachWriter", "GetBranch"))
-TENANT_METHODS: Final = COMPUTE_METHODS | TENANTLESS_METHODS | frozenset(
-    _MANAGEMENT + name for name in (
-        "GetTenant", "CreateBranch", "ListBranches", "RestoreBranch", "UpdateBranch",
-        "DeleteBranch", "CreateCheckpoint", "ListCheckpoints", "DeleteCheckpoint", "Gc",
-        "Compact", "CreateToken"))
+TENANTLESS_METHODS: Final = _BY_ACCESS.get(pb.ACCESS_TENANTLESS, frozenset())
+COMPUTE_METHODS: Final = _BY_ACCESS.get(pb.ACCESS_COMPUTE, frozenset())
+TENANT_METHODS: Final = COMPUTE_METHODS | TENANTLESS_METHODS | _BY_ACCESS.get(
+    pb.ACCESS_TENANT, frozenset())
 DEFAULT_OPEN_METHODS: Final = frozenset({
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/List",
@@ -174,34 +170,6 @@ def _tighten(path: Path, mode: int) -> None:
         path.chmod(mode)
 
 
-def _write_atomically(path: Path, data: bytes, *, replace: bool) -> None:
-    """Write a complete mode-0600 file at ``path`` via a temporary file in the same directory.
-
-    Without ``replace`` an existing file is kept, so of concurrent writers the first wins.
-    """
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        if replace:
-            os.replace(temp, path)
-        else:
-            try:
-                os.link(temp, path)  # atomic, and unlike rename never replaces
-            except FileExistsError:
-                return
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if os.path.lexists(temp):
-            os.unlink(temp)
-
-
 def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
     """The authority and admin token kept in ``state_dir/auth``, created on first use.
 
@@ -214,7 +182,7 @@ def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
     _tighten(auth_dir, 0o700)
     key_path = auth_dir / "signing.key"
     if not key_path.exists():
-        _write_atomically(key_path, secrets.token_bytes(KEY_BYTES), replace=False)
+        write_durably(key_path, secrets.token_bytes(KEY_BYTES), 0o600, replace=False)
     _tighten(key_path, 0o600)
     key = key_path.read_bytes()
     if len(key) != KEY_BYTES:
@@ -224,7 +192,7 @@ def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
     token_path = auth_dir / "admin.token"
     if not token_path.exists():
         token = authority.issue(ALL_TENANTS, Scope.ADMIN, MAX_TTL_S)
-        _write_atomically(token_path, token.encode(), replace=False)
+        write_durably(token_path, token.encode(), 0o600, replace=False)
     _tighten(token_path, 0o600)
     token = token_path.read_text().strip()
     try:
@@ -232,14 +200,14 @@ def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
     except Unauthenticated as exc:
         log.warning("%s does not verify (%s): issuing a new admin token", token_path, exc)
         token = authority.issue(ALL_TENANTS, Scope.ADMIN, MAX_TTL_S)
-        _write_atomically(token_path, token.encode(), replace=True)
+        write_durably(token_path, token.encode(), 0o600)
     return authority, token
 
 
 # ---------------------------------------------------------------- authorisation
 
 def authorize(claims: Claims, tenant: str | None, method: str) -> None:
-    """Raise PermissionDenied unless ``claims`` allow calling ``method`` on ``tenant``.
+    """Raise PermissionDeniedError unless ``claims`` allow calling ``method`` on ``tenant``.
 
     ``method`` is the full gRPC path ("/strata.v1.PageService/GetPages"); ``tenant`` is
     the tenant the request names, None if it names none. Admin tokens may do everything.
@@ -251,15 +219,15 @@ def authorize(claims: Claims, tenant: str | None, method: str) -> None:
     if claims.scope is Scope.ADMIN and claims.tenant == ALL_TENANTS:
         return
     if claims.scope is Scope.ADMIN or claims.tenant == ALL_TENANTS:
-        raise PermissionDenied(f"token has tenant {claims.tenant!r} with scope {claims.scope}")
+        raise PermissionDeniedError(f"token has tenant {claims.tenant!r} with scope {claims.scope}")
     allowed = TENANT_METHODS if claims.scope is Scope.TENANT else COMPUTE_METHODS
     if method not in allowed:
-        raise PermissionDenied(f"a {claims.scope} token may not call {method}")
+        raise PermissionDeniedError(f"a {claims.scope} token may not call {method}")
     if tenant is None:
         if method not in TENANTLESS_METHODS:
-            raise PermissionDenied(f"the request to {method} names no tenant")
+            raise PermissionDeniedError(f"the request to {method} names no tenant")
     elif tenant != claims.tenant:
-        raise PermissionDenied(f"the token is for tenant {claims.tenant!r}, not {tenant!r}")
+        raise PermissionDeniedError(f"the token is for tenant {claims.tenant!r}, not {tenant!r}")
 
 
 def request_tenant(message: object) -> str | None:
@@ -267,7 +235,7 @@ def request_tenant(message: object) -> str | None:
 
     Looks at a string field ``tenant`` and at the ``tenant`` of each set message field
     (such as ``at`` of page requests or ``open`` of ingest requests). A request naming two
-    different tenants is refused with PermissionDenied; a non-protobuf object names none.
+    different tenants is refused with PermissionDeniedError; a non-protobuf object names none.
     """
     if not isinstance(message, Message):
         return None
@@ -282,7 +250,7 @@ def request_tenant(message: object) -> str | None:
             if inner is not None and inner.type == FieldDescriptor.TYPE_STRING:
                 named.add(getattr(message, field.name).tenant)
     if len(named) > 1:
-        raise PermissionDenied(f"a request may name one tenant, not {sorted(named)}")
+        raise PermissionDeniedError(f"a request may name one tenant, not {sorted(named)}")
     return named.pop() if named else None
 
 
@@ -314,7 +282,7 @@ class _CallGuard:
         self._claims = claims
         self._method = method
         self._context = context
-        self._denied: PermissionDenied | None = None
+        self._denied: PermissionDeniedError | None = None
         self._run = contextvars.copy_context()
         self._run.run(current_claims.set, claims)
 
@@ -330,7 +298,7 @@ class _CallGuard:
             tenant = request_tenant(message)
             if first or tenant is not None:
                 authorize(self._claims, tenant, self._method)
-        except PermissionDenied as exc:
+        except PermissionDeniedError as exc:
             self._denied = exc
             self._context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
 

@@ -11,10 +11,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from common.errors import InvalidArgumentError
 from pageserver.remote.base import RemoteStorage, RemoteStorageError
+from pageserver.remote.forwarding import ForwardingStorage
 from pageserver.remote.local import LocalDirectoryStorage
 from pageserver.remote.s3 import S3Storage
 
 __all__ = [
+    "ForwardingStorage",
     "LocalDirectoryStorage",
     "RemoteStorage",
     "RemoteStorageError",

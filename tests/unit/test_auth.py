@@ -15,13 +15,13 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from common.bearer import call_credentials_metadata
+from common.errors import PermissionDeniedError
 from pageserver.api.auth import (
     ADMIN_ONLY_METHODS,
     COMPUTE_METHODS,
     MAX_TTL_S,
     TENANT_METHODS,
     Claims,
-    PermissionDenied,
     Scope,
     TokenAuthority,
     Unauthenticated,
@@ -260,7 +260,7 @@ def test_authorize_allows(claims: Claims, tenant: str | None, method: str) -> No
 
 @pytest.mark.parametrize(("claims", "tenant", "method", "error"), DENIED)
 def test_authorize_denies(claims: Claims, tenant: str | None, method: str, error: str) -> None:
-    with pytest.raises(PermissionDenied, match=error):
+    with pytest.raises(PermissionDeniedError, match=error):
         authorize(claims, tenant, method)
 
 
@@ -291,6 +291,8 @@ def test_request_tenant_of_the_contract() -> None:
 def probe_message_class() -> Any:
     """A message type unknown to the contract: a tenant field and a ReadPoint field."""
     pool = descriptor_pool.DescriptorPool()
+    for imported in pb.DESCRIPTOR.dependencies:  # descriptor.proto, for the access option
+        pool.AddSerializedFile(imported.serialized_pb)
     pool.AddSerializedFile(pb.DESCRIPTOR.serialized_pb)
     file = descriptor_pb2.FileDescriptorProto(
         name="tests/auth_probe.proto", package="strata.test", syntax="proto3",
@@ -312,5 +314,5 @@ def test_request_tenant_of_a_new_message_type() -> None:
     assert request_tenant(same) == "e"
     other = probe(tenant="e")
     other.where.tenant = "f"
-    with pytest.raises(PermissionDenied, match="one tenant"):
+    with pytest.raises(PermissionDeniedError, match="one tenant"):
         request_tenant(other)

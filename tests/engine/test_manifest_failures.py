@@ -1,0 +1,239 @@
+"""A manifest upload that fails changes nothing: memory stays as it was, and the next
+successful change does not publish the refused one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.errors import NotFoundError
+from common.keys import PAGE_SIZE
+from common.ops import Batch, Create, Mkdir, Write
+from pageserver import gc
+from pageserver.engine import Engine
+from pageserver.manifest import (
+    Quotas,
+    TenantManifest,
+    TimelineManifest,
+    decode_manifest,
+    generation_of,
+    tenant_prefix,
+    timeline_prefix,
+)
+from pageserver.remote import ForwardingStorage, LocalDirectoryStorage, RemoteStorageError
+from pageserver.tenant import BranchPoint, Tenant
+from tests.engine.conftest import EngineFactory
+
+TENANT_MANIFEST = "/tenant-"
+TIMELINE_MANIFEST = "/manifest-"
+
+
+class FailingStorage(ForwardingStorage):
+    """Fails one chosen write, as an unreachable object store would."""
+
+    def __init__(self, inner: LocalDirectoryStorage) -> None:
+        super().__init__(inner)
+        self._marker: str | None = None
+        self._skip = 0
+
+    def fail_once(self, marker: str, skip: int = 0) -> None:
+        """Fail the put of the first key containing ``marker`` after ``skip`` such puts."""
+        self._marker, self._skip = marker, skip
+
+    def put(self, key: str, data: bytes) -> None:
+        if self._marker is not None and self._marker in key:
+            if not self._skip:
+                self._marker = None
+                raise RemoteStorageError(f"injected failure writing {key}")
+            self._skip -= 1
+        super().put(key, data)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> FailingStorage:
+    return FailingStorage(LocalDirectoryStorage(tmp_path / "remote"))
+
+
+@pytest.fixture
+def tenant(make_engine: EngineFactory, storage: FailingStorage) -> Tenant:
+    engine: Engine = make_engine(storage)
+    tenant = engine.create_tenant("t")
+    tenant.branch("main").ingest(Batch((Mkdir("base"), Create("base/f"))))
+    tenant.branch("main").ingest(Batch((Write("base/f", 0, b"a" * PAGE_SIZE),)))
+    return tenant
+
+
+def _newest(storage: FailingStorage, prefix: str) -> dict[str, object]:
+    key = max((k for k in storage.list(prefix) if k.endswith(".json")), key=generation_of)
+    return decode_manifest(storage.get(key), key)
+
+
+def published(storage: FailingStorage) -> TenantManifest:
+    """The tenant manifest a page server attaching now would load."""
+    return TenantManifest.from_json(_newest(storage, f"{tenant_prefix('t')}tenant-"))
+
+
+def published_timeline(storage: FailingStorage, timeline_id: str) -> TimelineManifest:
+    return TimelineManifest.from_json(
+        _newest(storage, f"{timeline_prefix('t', timeline_id)}manifest-"))
+
+
+def _publish_something(tenant: Tenant) -> None:
+    """A successful change after the failed one: it persists the whole tenant manifest."""
+    tenant.create_checkpoint("main", "later")
+
+
+def _snapshot(tenant: Tenant) -> tuple[dict[str, object], dict[str, object], set[str]]:
+    manifest = tenant.manifest
+    return dict(manifest.branches), dict(manifest.checkpoints), set(tenant.timelines)
+
+
+# --- tenant manifest --------------------------------------------------------------
+
+
+def test_failed_create_checkpoint(tenant: Tenant, storage: FailingStorage) -> None:
+    storage.fail_once(TENANT_MANIFEST)
+    with pytest.raises(RemoteStorageError):
+        tenant.create_checkpoint("main", "cp")
+    with pytest.raises(NotFoundError):
+        tenant.checkpoint("cp")
+    _publish_something(tenant)
+    assert "cp" not in published(storage).checkpoints
+    tenant.create_checkpoint("main", "cp")  # the name is still free
+    assert "cp" in published(storage).checkpoints
+
+
+def test_failed_delete_checkpoint(tenant: Tenant, storage: FailingStorage) -> None:
+    record = tenant.create_checkpoint("main", "cp")
+    storage.fail_once(TENANT_MANIFEST)
+    with pytest.raises(RemoteStorageError):
+        tenant.delete_checkpoint("cp")
+    assert tenant.checkpoint("cp") == record
+    _publish_something(tenant)
+    assert published(storage).checkpoints["cp"] == record
+
+
+@pytest.mark.parametrize("marker", [TENANT_MANIFEST, TIMELINE_MANIFEST])
+def test_failed_create_branch(tenant: Tenant, storage: FailingStorage, marker: str) -> None:
+    before = _snapshot(tenant)
+    storage.fail_once(marker)
+    with pytest.raises(RemoteStorageError):
+        tenant.create_branch("dev")
+    assert _snapshot(tenant) == before
+    with pytest.raises(NotFoundError):
+        tenant.branch("dev")
+    _publish_something(tenant)
+    assert "dev" not in published(storage).branches
+    tenant.create_branch("dev")
+    assert "dev" in published(storage).branches
+
+
+def test_failed_restore(tenant: Tenant, storage: FailingStorage) -> None:
+    dev = tenant.create_branch("dev")
+    dev.ingest(Batch((Write("base/f", 0, b"b" * PAGE_SIZE),)))
+    before = _snapshot(tenant)
+    storage.fail_once(TENANT_MANIFEST)
+    with pytest.raises(RemoteStorageError):
+        tenant.restore_branch("dev", BranchPoint(lsn=dev.branch_lsn), preserve_as="old-dev")
+    assert _snapshot(tenant) == before
+    assert tenant.branch("dev") is dev
+    assert dev.read_file("base/f") == b"b" * PAGE_SIZE
+    _publish_something(tenant)
+    assert published(storage).branches["dev"].timeline_id == dev.timeline_id
+    assert "old-dev" not in published(storage).branches
+
+
+def test_failed_delete_branch(tenant: Tenant, storage: FailingStorage) -> None:
+    dev = tenant.create_branch("dev")
+    tenant.create_checkpoint("dev", "on-dev")
+    before = _snapshot(tenant)
+    storage.fail_once(TENANT_MANIFEST)
+    with pytest.raises(RemoteStorageError):
+        tenant.delete_branch("dev")
+    assert _snapshot(tenant) == before
+    assert tenant.branch("dev") is dev and not dev.deleted
+    assert dev.read_file("base/f") == b"a" * PAGE_SIZE
+    _publish_something(tenant)
+    assert {"dev", "main"} <= set(published(storage).branches)
+    assert "on-dev" in published(storage).checkpoints
+
+
+def test_failed_drop_of_restored_past(tenant: Tenant, storage: FailingStorage) -> None:
+    """Deleting a restored branch drops the unnamed timeline its restore left behind, with
+    the checkpoints on it: a failure there keeps that timeline and its checkpoints."""
+    dev = tenant.create_branch("dev")
+    lsn = dev.ingest(Batch((Write("base/f", 0, b"b" * PAGE_SIZE),)))
+    dev.ingest(Batch((Write("base/f", 0, b"c" * PAGE_SIZE),)))
+    tenant.create_checkpoint("dev", "cp", lsn)
+    tenant.restore_branch("dev", BranchPoint(lsn=lsn))
+    assert tenant.branch("dev").ancestor is dev  # the old timeline, now unnamed
+    storage.fail_once(TENANT_MANIFEST, skip=1)  # the branch goes; dropping its past fails
+    with pytest.raises(RemoteStorageError):
+        tenant.delete_branch("dev")
+    assert "dev" not in tenant.branch_names()
+    assert dev.timeline_id in tenant.timelines and not dev.deleted
+    assert tenant.checkpoint("cp").timeline_id == dev.timeline_id
+    _publish_something(tenant)
+    assert "cp" in published(storage).checkpoints
+    assert "dev" not in published(storage).branches
+
+
+def test_failed_update_branch(tenant: Tenant, storage: FailingStorage) -> None:
+    tenant.create_branch("dev")
+    before = _snapshot(tenant)
+    storage.fail_once(TENANT_MANIFEST)
+    with pytest.raises(RemoteStorageError):
+        tenant.update_branch("dev", {"protected": True})
+    assert _snapshot(tenant) == before
+    _publish_something(tenant)
+    assert not published(storage).branches["dev"].protected
+
+
+def test_failed_set_quotas(tenant: Tenant, storage: FailingStorage) -> None:
+    before = tenant.manifest.quotas
+    storage.fail_once(TENANT_MANIFEST)
+    with pytest.raises(RemoteStorageError):
+        tenant.set_quotas(Quotas(max_branches=1))
+    assert tenant.manifest.quotas == before
+    tenant.create_branch("dev")  # a quota of one branch would refuse this
+    assert published(storage).quotas == before
+
+
+# --- timeline manifests --------------------------------------------------------------
+
+
+def test_failed_flush(tenant: Tenant, storage: FailingStorage) -> None:
+    main = tenant.branch("main")
+    main.freeze()
+    storage.fail_once(TIMELINE_MANIFEST)
+    with pytest.raises(RemoteStorageError):
+        main.flush()
+    assert main.layers == [] and len(main.frozen) == 1 and main.disk_consistent_lsn == 0
+    assert main.read_file("base/f") == b"a" * PAGE_SIZE
+    main.flush()
+    assert len(main.layers) == 1 and not main.frozen and main.disk_consistent_lsn == 2
+    assert published_timeline(storage, main.timeline_id).disk_consistent_lsn == 2
+
+
+def test_failed_gc(tenant: Tenant, storage: FailingStorage) -> None:
+    main = tenant.branch("main")
+    main.freeze()
+    main.flush()
+    storage.fail_once(TIMELINE_MANIFEST)
+    with pytest.raises(RemoteStorageError):
+        gc.collect(main, 2)
+    assert main.gc_cutoff == 0
+    main.attach_writer()  # publishes the timeline manifest again
+    assert published_timeline(storage, main.timeline_id).gc_cutoff == 0
+
+
+def test_failed_attach_writer(tenant: Tenant, storage: FailingStorage) -> None:
+    main = tenant.branch("main")
+    epoch = main.writer_epoch
+    storage.fail_once(TIMELINE_MANIFEST)
+    with pytest.raises(RemoteStorageError):
+        main.attach_writer("host:/computes/a")
+    assert main.writer_epoch == epoch and main.writer_lease.current() is None
+    assert main.attach_writer("host:/computes/b") == epoch + 1  # no lease was granted
+    assert published_timeline(storage, main.timeline_id).writer_epoch == epoch + 1
