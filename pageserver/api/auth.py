@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import re
 import secrets
 import stat
 import tempfile
@@ -29,6 +28,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from common.bearer import HEADER
+from common.names import is_valid_name
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ ALL_TENANTS: Final = "*"
 MAX_TTL_S: Final = 10 * 365 * 24 * 3600
 KEY_BYTES: Final = 32
 _ALGORITHM: Final = "HS256"
-_TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 class Scope(StrEnum):
@@ -107,7 +106,7 @@ def _check_tenant_scope(tenant: str, scope: Scope) -> None:
             raise ValueError(f"an admin token is for all tenants: use tenant {ALL_TENANTS!r}")
     elif tenant == ALL_TENANTS:
         raise ValueError(f"tenant {ALL_TENANTS!r} (all tenants) needs scope admin")
-    elif not _TENANT_NAME.fullmatch(tenant):
+    elif not is_valid_name(tenant):
         raise ValueError(
             f"invalid tenant name {tenant!r}: 1 to 63 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit")
