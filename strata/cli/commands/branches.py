@@ -1,5 +1,9 @@
 """``strata branch``: create (at an LSN, WAL position, time or checkpoint), list, show,
-delete and draw the lineage of branches."""
+delete and draw the lineage of branches.
+
+Subcommands that touch this machine's computes or the proxy import those modules
+themselves: agents run ``strata branch list`` in loops, which needs neither.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from common.client import NEWEST, HistoryPoint
 from common.durations import parse_duration_s
 from common.postgres import pg_bin_dir
 from proto import strata_pb2 as pb
-from strata.cli.commands.connect import proxy_target
 from strata.cli.errors import CliError, ExitCode
 from strata.cli.params import DURATION, LSN, TIMESTAMP, WAL_LSN
 from strata.cli.render import (
@@ -31,7 +34,6 @@ from strata.cli.render import (
 )
 from strata.cli.session import Session, api_command
 from strata.cli.units import local_time
-from strata.local import computes
 
 
 @click.group()
@@ -150,6 +152,8 @@ def _history_point(point: HistoryPoint, options: str, *, required: bool) -> Hist
 
 
 def _restore(session: Session, name: str, preserve_as: str | None, to: HistoryPoint) -> None:
+    from strata.local import computes
+
     with session.client() as client, computes.paused(
             session.home, client, session.address(), session.tenant, name) as restarted:
         response = client.restore_branch(session.tenant, name, to=to,
@@ -206,6 +210,8 @@ def delete(session: Session, name: str, cascade: bool, force: bool) -> None:
     Refused while it has children, unless --cascade, and for protected branches, unless
     --force. Its compute on this machine is stopped first.
     """
+    from strata.local import computes
+
     with session.client() as client, computes.branch_lock(
             computes.workdir(session.home, session.tenant, name)):  # nobody wakes it now
         info = client.get_branch(session.tenant, name)
@@ -262,6 +268,8 @@ def diff(session: Session, old: str, new: str, database: str) -> None:
 
 def schema_dump(session: Session, branch_name: str, database: str) -> str:
     """``pg_dump --schema-only`` of a branch, reached through the proxy."""
+    from strata.cli.commands.connect import proxy_target
+
     target = proxy_target(session, branch_name, database)
     environ = {**os.environ, "PGPASSWORD": target.password}
     done = subprocess.run(
