@@ -1,10 +1,11 @@
-"""A typed client of the page server's management API and health check.
+"""A typed client of the page server: its management API, health check and the compute's
+page and ingest calls.
 
 It attaches the bearer token to every call, applies a per-call deadline (long ones for
 calls that run initdb or compaction), and turns ``grpc.RpcError`` into ``ClientError``
 carrying the status code and the server's message. Every call goes through the generated
-stubs, so a renamed RPC fails type checking, not a run. The CLI and the proxy use it; the
-compute also opens its page and ingest streams with it.
+stubs, so a renamed RPC fails type checking, not a run. The CLI, the proxy and the compute
+use it, so none of them names a method by its path.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ NEWEST: Final = HistoryPoint()
 
 
 class StrataClient:
-    """One channel to a page server; every management RPC as a typed method."""
+    """One channel to a page server; every RPC Strata's clients make as a typed method."""
 
     def __init__(self, address: str, token: str | None = None, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
