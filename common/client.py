@@ -1,29 +1,31 @@
-"""A typed client of the page server's management API and health check.
+"""A typed client of the page server: its management API, health check and the compute's
+page and ingest calls.
 
 It attaches the bearer token to every call, applies a per-call deadline (long ones for
 calls that run initdb or compaction), and turns ``grpc.RpcError`` into ``ClientError``
-carrying the status code and the server's message. The CLI uses it; so can the compute
-shim and the proxy (``channel`` and ``metadata`` serve the page and ingest services).
+carrying the status code and the server's message. Every call goes through the generated
+stubs, so a renamed RPC fails type checking, not a run. The CLI, the proxy and the compute
+use it, so none of them names a method by its path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.bearer import call_credentials_metadata
 from proto import strata_pb2 as pb
+from proto import strata_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT_S: Final = 30.0
 LONG_TIMEOUT_S: Final = 600.0  # tenant creation (initdb + import), compaction, GC
 MAX_MESSAGE_BYTES: Final = 128 * 1024 * 1024
-_MANAGEMENT: Final = "/strata.v1.ManagementService/"
-_HEALTH_CHECK: Final = "/grpc.health.v1.Health/Check"
 # What gRPC says when no connection could be made at all (as opposed to a server's UNAVAILABLE).
 _CONNECT_FAILURES: Final = ("failed to connect to all addresses", "connection refused",
                             "errors resolving", "dns resolution failed")
@@ -49,21 +51,60 @@ class ServerUnreachable(ClientError):
         self.address = address
 
 
+@dataclass(frozen=True)
+class HistoryPoint:
+    """A point of a branch's history, given at most one way; none given: the newest."""
+
+    lsn: int | None = None
+    wal_lsn: int | None = None
+    time_us: int | None = None
+    checkpoint: str | None = None
+
+    @property
+    def ways_given(self) -> int:
+        """How many ways the point is given (the server takes one; none means the newest)."""
+        ways = (self.lsn, self.wal_lsn, self.time_us, self.checkpoint)
+        return sum(way is not None for way in ways)
+
+    def set_in(self, request: pb.CreateBranchRequest | pb.RestoreBranchRequest) -> bool:
+        """Set the request's field of this point (the first way given); False if none is."""
+        if self.lsn is not None:
+            request.lsn = self.lsn
+        elif self.wal_lsn is not None:
+            request.wal_lsn = self.wal_lsn
+        elif self.time_us is not None:
+            request.time_us = self.time_us
+        elif self.checkpoint is not None:
+            request.checkpoint = self.checkpoint
+        else:
+            return False
+        return True
+
+
+NEWEST: Final = HistoryPoint()
+
+
 class StrataClient:
-    """One channel to a page server; every management RPC as a typed method."""
+    """One channel to a page server; every RPC Strata's clients make as a typed method."""
 
     def __init__(self, address: str, token: str | None = None, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.address = address
-        self.metadata = call_credentials_metadata(token) if token else ()
         self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel(address, options=[
+        self._metadata = call_credentials_metadata(token) if token else ()
+        self._channel = grpc.insecure_channel(address, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ])
+        # The generated stubs are untyped: mypy checks their RPCs by name, not by signature.
+        channel = self._channel
+        self._manage = pb_grpc.ManagementServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._pages = pb_grpc.PageServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._ingest = pb_grpc.IngestServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._health = health_pb2_grpc.HealthStub(channel)
 
     def close(self) -> None:
-        self.channel.close()
+        self._channel.close()
 
     def __enter__(self) -> Self:
         return self
@@ -72,17 +113,19 @@ class StrataClient:
                  trace: TracebackType | None) -> None:
         self.close()
 
-    def _unary(self, path: str, request: Message,
+    def _unary(self, rpc: Callable[..., Any], request: Message,
                response_type: type[_Response], timeout_s: float | None = None) -> _Response:
-        """Call the unary method at ``path``; a failure becomes ClientError."""
-        serialize: Callable[[Message], bytes] = type(request).SerializeToString
-        call = self.channel.unary_unary(path, request_serializer=serialize,
-                                        response_deserializer=response_type.FromString)
-        method = path.rpartition("/")[2]
+        """Call a stub's unary ``rpc``, answered with ``response_type``; a failure becomes
+        ClientError naming the method (each request message is named after its RPC)."""
+        method = type(request).__name__.removesuffix("Request")
         try:
-            return call(request, metadata=self.metadata, timeout=timeout_s or self.timeout_s)
+            response = rpc(request, metadata=self._metadata, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
             raise self._error(exc, method) from None
+        if not isinstance(response, response_type):
+            raise TypeError(f"{method} answered {type(response).__name__}, "
+                            f"not {response_type.__name__}")
+        return response
 
     def _error(self, exc: grpc.RpcError, method: str) -> ClientError:
         code, detail = exc.code(), exc.details() or ""
@@ -93,15 +136,12 @@ class StrataClient:
             detail = f"no answer from the page server at {self.address} to {method} in time"
         return ClientError(code, detail or code.name.lower().replace("_", " "), method)
 
-    def _manage(self, method: str, request: Message, response_type: type[_Response],
-                timeout_s: float | None = None) -> _Response:
-        return self._unary(_MANAGEMENT + method, request, response_type, timeout_s)
-
     # --- health --------------------------------------------------------------------
 
     def health(self, timeout_s: float = 2.0) -> str:
         """The server's overall health status name (SERVING, NOT_SERVING, ...); needs no token."""
-        response = self._unary(_HEALTH_CHECK, health_pb2.HealthCheckRequest(service=""),
+        check = self._health.Check  # type: ignore[attr-defined]  # missing from its type stub
+        response = self._unary(check, health_pb2.HealthCheckRequest(service=""),
                                health_pb2.HealthCheckResponse, timeout_s)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
@@ -109,74 +149,56 @@ class StrataClient:
 
     def create_tenant(self, tenant: str, *, empty: bool = False) -> pb.CreateTenantResponse:
         """Create ``tenant``; unless ``empty`` the server runs initdb and imports it as main."""
-        return self._manage("CreateTenant", pb.CreateTenantRequest(tenant=tenant, empty=empty),
-                            pb.CreateTenantResponse, LONG_TIMEOUT_S)
+        request = pb.CreateTenantRequest(tenant=tenant, empty=empty)
+        return self._unary(self._manage.CreateTenant, request, pb.CreateTenantResponse,
+                           LONG_TIMEOUT_S)
 
     def list_tenants(self) -> list[pb.TenantInfo]:
-        return list(self._manage("ListTenants", pb.ListTenantsRequest(),
-                                 pb.ListTenantsResponse).tenants)
+        return list(self._unary(self._manage.ListTenants, pb.ListTenantsRequest(),
+                                pb.ListTenantsResponse).tenants)
 
     def get_tenant(self, tenant: str) -> pb.GetTenantResponse:
         """The tenant, its quotas and its storage use."""
-        return self._manage("GetTenant", pb.GetTenantRequest(tenant=tenant),
-                            pb.GetTenantResponse)
+        return self._unary(self._manage.GetTenant, pb.GetTenantRequest(tenant=tenant),
+                           pb.GetTenantResponse)
 
     def set_quotas(self, tenant: str, quotas: pb.Quotas) -> pb.Quotas:
         """Replace the tenant's quotas (0: unlimited); needs an admin token."""
         request = pb.SetQuotasRequest(tenant=tenant, quotas=quotas)
-        return self._manage("SetQuotas", request, pb.SetQuotasResponse).quotas
+        return self._unary(self._manage.SetQuotas, request, pb.SetQuotasResponse).quotas
 
     def delete_tenant(self, tenant: str) -> None:
-        self._manage("DeleteTenant", pb.DeleteTenantRequest(tenant=tenant),
-                     pb.DeleteTenantResponse, LONG_TIMEOUT_S)
+        self._unary(self._manage.DeleteTenant, pb.DeleteTenantRequest(tenant=tenant),
+                    pb.DeleteTenantResponse, LONG_TIMEOUT_S)
 
     # --- branches ------------------------------------------------------------------
 
     def create_branch(self, tenant: str, name: str, *, parent: str = "",
-                      lsn: int | None = None, wal_lsn: int | None = None,
-                      time_us: int | None = None, checkpoint: str | None = None,
-                      ttl_s: int = 0, suspend_timeout_s: int = 0,
+                      at: HistoryPoint = NEWEST, ttl_s: int = 0, suspend_timeout_s: int = 0,
                       protected: bool = False) -> pb.BranchInfo:
-        """Branch ``parent`` (default main) at most at one point; none: its newest LSN."""
+        """Branch ``parent`` (default main) at the point ``at`` of its history."""
         request = pb.CreateBranchRequest(tenant=tenant, name=name, parent=parent, ttl_s=ttl_s,
                                          suspend_timeout_s=suspend_timeout_s,
                                          protected=protected)
-        if lsn is not None:
-            request.lsn = lsn
-        if wal_lsn is not None:
-            request.wal_lsn = wal_lsn
-        if time_us is not None:
-            request.time_us = time_us
-        if checkpoint is not None:
-            request.checkpoint = checkpoint
-        return self._manage("CreateBranch", request, pb.CreateBranchResponse).branch
+        at.set_in(request)
+        return self._unary(self._manage.CreateBranch, request, pb.CreateBranchResponse).branch
 
-    def restore_branch(self, tenant: str, name: str, *, lsn: int | None = None,
-                       wal_lsn: int | None = None, time_us: int | None = None,
-                       checkpoint: str | None = None, preserve_as: str = ""
-                       ) -> pb.RestoreBranchResponse:
-        """Put ``name`` back to a point of its history; with no point, reset it to its
+    def restore_branch(self, tenant: str, name: str, *, to: HistoryPoint = NEWEST,
+                       preserve_as: str = "") -> pb.RestoreBranchResponse:
+        """Put ``name`` back to the point ``to`` of its history; with none, reset it to its
         parent's newest state."""
         request = pb.RestoreBranchRequest(tenant=tenant, name=name, preserve_as=preserve_as)
-        if lsn is not None:
-            request.lsn = lsn
-        elif wal_lsn is not None:
-            request.wal_lsn = wal_lsn
-        elif time_us is not None:
-            request.time_us = time_us
-        elif checkpoint is not None:
-            request.checkpoint = checkpoint
-        else:
+        if not to.set_in(request):
             request.parent_latest = True
-        return self._manage("RestoreBranch", request, pb.RestoreBranchResponse)
+        return self._unary(self._manage.RestoreBranch, request, pb.RestoreBranchResponse)
 
     def list_branches(self, tenant: str) -> list[pb.BranchInfo]:
-        return list(self._manage("ListBranches", pb.ListBranchesRequest(tenant=tenant),
-                                 pb.ListBranchesResponse).branches)
+        return list(self._unary(self._manage.ListBranches, pb.ListBranchesRequest(tenant=tenant),
+                                pb.ListBranchesResponse).branches)
 
     def get_branch(self, tenant: str, name: str) -> pb.BranchInfo:
-        return self._manage("GetBranch", pb.GetBranchRequest(tenant=tenant, name=name),
-                            pb.GetBranchResponse).branch
+        request = pb.GetBranchRequest(tenant=tenant, name=name)
+        return self._unary(self._manage.GetBranch, request, pb.GetBranchResponse).branch
 
     def update_branch(self, tenant: str, name: str, *, ttl_s: int | None = None,
                       suspend_timeout_s: int | None = None,
@@ -189,13 +211,14 @@ class StrataClient:
             request.suspend_timeout_s = suspend_timeout_s
         if protected is not None:
             request.protected = protected
-        return self._manage("UpdateBranch", request, pb.UpdateBranchResponse).branch
+        return self._unary(self._manage.UpdateBranch, request, pb.UpdateBranchResponse).branch
 
     def delete_branch(self, tenant: str, name: str, *, cascade: bool = False,
                       force: bool = False) -> list[str]:
         """Delete ``name`` (and with ``cascade`` its descendants); the names deleted."""
         request = pb.DeleteBranchRequest(tenant=tenant, name=name, cascade=cascade, force=force)
-        return list(self._manage("DeleteBranch", request, pb.DeleteBranchResponse).deleted)
+        return list(self._unary(self._manage.DeleteBranch, request,
+                                pb.DeleteBranchResponse).deleted)
 
     # --- checkpoints ---------------------------------------------------------------
 
@@ -204,24 +227,27 @@ class StrataClient:
         """Pin ``branch`` at ``lsn`` (default: its newest durable LSN) as ``name``."""
         request = pb.CreateCheckpointRequest(tenant=tenant, branch=branch, name=name,
                                              lsn=lsn or 0, at_lsn=lsn is not None)
-        return self._manage("CreateCheckpoint", request, pb.CreateCheckpointResponse).checkpoint
+        return self._unary(self._manage.CreateCheckpoint, request,
+                           pb.CreateCheckpointResponse).checkpoint
 
     def list_checkpoints(self, tenant: str) -> list[pb.CheckpointInfo]:
-        return list(self._manage("ListCheckpoints", pb.ListCheckpointsRequest(tenant=tenant),
-                                 pb.ListCheckpointsResponse).checkpoints)
+        request = pb.ListCheckpointsRequest(tenant=tenant)
+        return list(self._unary(self._manage.ListCheckpoints, request,
+                                pb.ListCheckpointsResponse).checkpoints)
 
     def delete_checkpoint(self, tenant: str, name: str) -> None:
-        self._manage("DeleteCheckpoint", pb.DeleteCheckpointRequest(tenant=tenant, name=name),
-                     pb.DeleteCheckpointResponse)
+        request = pb.DeleteCheckpointRequest(tenant=tenant, name=name)
+        self._unary(self._manage.DeleteCheckpoint, request, pb.DeleteCheckpointResponse)
 
     # --- maintenance ---------------------------------------------------------------
 
     def gc(self, tenant: str) -> pb.GcResponse:
-        return self._manage("Gc", pb.GcRequest(tenant=tenant), pb.GcResponse, LONG_TIMEOUT_S)
+        return self._unary(self._manage.Gc, pb.GcRequest(tenant=tenant), pb.GcResponse,
+                           LONG_TIMEOUT_S)
 
     def compact(self, tenant: str, *, force: bool = False) -> pb.CompactResponse:
-        return self._manage("Compact", pb.CompactRequest(tenant=tenant, force=force),
-                            pb.CompactResponse, LONG_TIMEOUT_S)
+        return self._unary(self._manage.Compact, pb.CompactRequest(tenant=tenant, force=force),
+                           pb.CompactResponse, LONG_TIMEOUT_S)
 
     # --- writers and tokens --------------------------------------------------------
 
@@ -233,19 +259,42 @@ class StrataClient:
         """
         request = pb.AttachWriterRequest(tenant=tenant, branch=branch, holder=holder,
                                          force=force)
-        return self._manage("AttachWriter", request, pb.AttachWriterResponse)
+        return self._unary(self._manage.AttachWriter, request, pb.AttachWriterResponse)
 
     def renew_writer(self, tenant: str, branch: str, writer_epoch: int, holder: str) -> int:
         """Heartbeat of the writer lease; the lease length in ms."""
         request = pb.RenewWriterRequest(tenant=tenant, branch=branch, writer_epoch=writer_epoch,
                                         holder=holder)
-        return int(self._manage("RenewWriter", request, pb.RenewWriterResponse).lease_ms)
+        return int(self._unary(self._manage.RenewWriter, request,
+                               pb.RenewWriterResponse).lease_ms)
 
     def detach_writer(self, tenant: str, branch: str, writer_epoch: int) -> None:
         request = pb.DetachWriterRequest(tenant=tenant, branch=branch, writer_epoch=writer_epoch)
-        self._manage("DetachWriter", request, pb.DetachWriterResponse, LONG_TIMEOUT_S)
+        self._unary(self._manage.DetachWriter, request, pb.DetachWriterResponse, LONG_TIMEOUT_S)
 
     def create_token(self, tenant: str, scope: str, ttl_s: int = 0) -> pb.CreateTokenResponse:
         """A token for ``tenant`` ("*" for admin) with ``scope``; ttl 0: the server's default."""
         request = pb.CreateTokenRequest(tenant=tenant, scope=scope, ttl_s=ttl_s)
-        return self._manage("CreateToken", request, pb.CreateTokenResponse)
+        return self._unary(self._manage.CreateToken, request, pb.CreateTokenResponse)
+
+    # --- pages and ingest (the compute) --------------------------------------------
+
+    def list_files(self, tenant: str, branch: str,
+                   timeout_s: float | None = None) -> pb.ListFilesResponse:
+        """The branch's file tree at its newest durable LSN."""
+        request = pb.ListFilesRequest(at=pb.ReadPoint(tenant=tenant, branch=branch, latest=True))
+        return self._unary(self._pages.ListFiles, request, pb.ListFilesResponse, timeout_s)
+
+    def open_page_stream(self, requests: Iterator[pb.GetPagesRequest]
+                         ) -> Iterator[pb.GetPagesResponse]:
+        """A GetPages stream answering ``requests`` in order; no deadline (it lives long)."""
+        responses: Iterator[pb.GetPagesResponse] = self._pages.GetPages(
+            requests, metadata=self._metadata)
+        return responses
+
+    def open_ingest_stream(self, requests: Iterator[pb.IngestRequest]
+                           ) -> Iterator[pb.IngestResponse]:
+        """An Ingest stream acknowledging ``requests`` in order; no deadline (it lives long)."""
+        responses: Iterator[pb.IngestResponse] = self._ingest.Ingest(
+            requests, metadata=self._metadata)
+        return responses

@@ -40,13 +40,7 @@ log = logging.getLogger("compute.mount")
 
 def load_tree(client: StrataClient, tenant: str, branch: str) -> tuple[dict[str, Node], int]:
     """The branch's file tree at its newest durable LSN, as shim nodes."""
-    call = client.channel.unary_unary(
-        "/strata.v1.PageService/ListFiles",
-        request_serializer=pb.ListFilesRequest.SerializeToString,
-        response_deserializer=pb.ListFilesResponse.FromString)
-    response: pb.ListFilesResponse = call(
-        pb.ListFilesRequest(at=pb.ReadPoint(tenant=tenant, branch=branch, latest=True)),
-        metadata=client.metadata, timeout=60)
+    response = client.list_files(tenant, branch, timeout_s=60)
     tree = {"": Node("", FileKind.DIR, 0o700)}
     for info in response.files:
         kind = FileKind.DIR if info.kind == pb.FILE_KIND_DIR else FileKind.FILE

@@ -125,15 +125,12 @@ def _status(exc: grpc.RpcError | ClientError) -> tuple[grpc.StatusCode, str]:
 class _Exchange(Generic[_Req, _Resp]):
     """One bidirectional stream used as request/response pairs, one at a time."""
 
-    def __init__(self, client: StrataClient, method: str, request_type: type[_Req],
-                 response_type: type[_Resp], first: _Req | None = None) -> None:
+    def __init__(self, open_stream: Callable[[Iterator[_Req]], Iterator[_Resp]],
+                 first: _Req | None = None) -> None:
         self._requests: queue.Queue[_Req | None] = queue.Queue()
         if first is not None:
             self._requests.put(first)
-        call = client.channel.stream_stream(
-            method, request_serializer=request_type.SerializeToString,
-            response_deserializer=response_type.FromString)
-        self._responses: Iterator[_Resp] = call(self._feed(), metadata=client.metadata)
+        self._responses = open_stream(self._feed())
 
     def _feed(self) -> Iterator[_Req]:
         while (request := self._requests.get()) is not None:
@@ -152,8 +149,7 @@ _IngestStream = _Exchange[pb.IngestRequest, pb.IngestResponse]
 
 
 def _page_stream(client: StrataClient) -> _PageStream:
-    return _Exchange(client, "/strata.v1.PageService/GetPages", pb.GetPagesRequest,
-                     pb.GetPagesResponse)
+    return _Exchange(client.open_page_stream)
 
 
 def _ingest_stream(client: StrataClient, tenant: str, branch: str,
@@ -161,8 +157,7 @@ def _ingest_stream(client: StrataClient, tenant: str, branch: str,
     """An Ingest stream, already opened for ``branch`` at writer ``epoch``."""
     opening = pb.IngestRequest(open=pb.IngestOpen(tenant=tenant, branch=branch,
                                                   writer_epoch=epoch))
-    return _Exchange(client, "/strata.v1.IngestService/Ingest", pb.IngestRequest,
-                     pb.IngestResponse, opening)
+    return _Exchange(client.open_ingest_stream, opening)
 
 
 class BatchWriter:

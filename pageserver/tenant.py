@@ -7,7 +7,6 @@ the same time whatever the size of the database.
 
 from __future__ import annotations
 
-import re
 import shutil
 import threading
 import uuid
@@ -24,6 +23,7 @@ from common.errors import (
     OutOfRangeError,
     QuotaExceededError,
 )
+from common.names import is_valid_name
 from pageserver.config import EngineConfig
 from pageserver.ingest_log import IngestLog
 from pageserver.manifest import (
@@ -43,12 +43,11 @@ from pageserver.published import Published
 from pageserver.remote import RemoteStorage
 from pageserver.timeline import InFlightReads, Timeline, now_us
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 MAIN_BRANCH = "main"
 
 
 def validate_name(kind: str, name: str) -> str:
-    if not _NAME.match(name):
+    if not is_valid_name(name):
         raise InvalidArgumentError(
             f"invalid {kind} name {name!r}: use 1-63 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

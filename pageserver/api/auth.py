@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import secrets
 import stat
 import time
@@ -29,6 +28,7 @@ from google.protobuf.message import Message
 from common.bearer import HEADER
 from common.durable import write_durably
 from common.errors import PermissionDeniedError
+from common.names import is_valid_name
 from proto import strata_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,6 @@ ALL_TENANTS: Final = "*"
 MAX_TTL_S: Final = 10 * 365 * 24 * 3600
 KEY_BYTES: Final = 32
 _ALGORITHM: Final = "HS256"
-_TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 class Scope(StrEnum):
@@ -103,7 +102,7 @@ def _check_tenant_scope(tenant: str, scope: Scope) -> None:
             raise ValueError(f"an admin token is for all tenants: use tenant {ALL_TENANTS!r}")
     elif tenant == ALL_TENANTS:
         raise ValueError(f"tenant {ALL_TENANTS!r} (all tenants) needs scope admin")
-    elif not _TENANT_NAME.fullmatch(tenant):
+    elif not is_valid_name(tenant):
         raise ValueError(
             f"invalid tenant name {tenant!r}: 1 to 63 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit")

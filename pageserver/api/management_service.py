@@ -100,13 +100,7 @@ class ManagementServicer:
     def CreateBranch(self, request: pb.CreateBranchRequest,
                      context: grpc.ServicerContext) -> pb.CreateBranchResponse:
         tenant = self._engine.tenant(request.tenant)
-        which = request.WhichOneof("at")
-        point = BranchPoint(
-            lsn=request.lsn if which == "lsn" else None,
-            wal_lsn=request.wal_lsn if which == "wal_lsn" else None,
-            time_us=request.time_us if which == "time_us" else None,
-            checkpoint=request.checkpoint if which == "checkpoint" else None,
-        )
+        point = _branch_point(request, request.WhichOneof("at"))
         settings = BranchSettings(_expiry(request.ttl_s), request.suspend_timeout_s or None,
                                   request.protected)
         tenant.create_branch(request.name, request.parent or MAIN_BRANCH, point,
@@ -132,12 +126,7 @@ class ManagementServicer:
         if which is None:
             raise InvalidArgumentError("say where to restore to: an LSN, a WAL position, a "
                                        "time, a checkpoint, or the parent's latest state")
-        point = None if which == "parent_latest" else BranchPoint(
-            lsn=request.lsn if which == "lsn" else None,
-            wal_lsn=request.wal_lsn if which == "wal_lsn" else None,
-            time_us=request.time_us if which == "time_us" else None,
-            checkpoint=request.checkpoint if which == "checkpoint" else None,
-        )
+        point = None if which == "parent_latest" else _branch_point(request, which)
         _, preserved = tenant.restore_branch(request.name, point, request.preserve_as or None)
         return pb.RestoreBranchResponse(branch=self._branch_info(tenant, request.name),
                                         preserved_as=preserved or "")
@@ -264,3 +253,14 @@ def _expiry(ttl_s: int) -> int | None:
 def _quotas_to_pb(quotas: Quotas) -> pb.Quotas:
     return pb.Quotas(max_branches=quotas.max_branches or 0,
                      max_computes=quotas.max_computes or 0, max_ttl_s=quotas.max_ttl_s or 0)
+
+
+def _branch_point(request: pb.CreateBranchRequest | pb.RestoreBranchRequest,
+                  which: str | None) -> BranchPoint:
+    """The engine's point for the request's field ``which`` of its oneof (None: the newest)."""
+    return BranchPoint(
+        lsn=request.lsn if which == "lsn" else None,
+        wal_lsn=request.wal_lsn if which == "wal_lsn" else None,
+        time_us=request.time_us if which == "time_us" else None,
+        checkpoint=request.checkpoint if which == "checkpoint" else None,
+    )

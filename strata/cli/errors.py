@@ -1,12 +1,10 @@
-"""The CLI's error type and exit codes, and how client and local errors map onto them."""
+"""The CLI's error type and exit codes, and how local errors map onto them (client errors:
+``strata.cli.client_errors``)."""
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-import grpc
-
-from common.client import ClientError, ServerUnreachable
 from strata.local.errors import InvalidNameError, LocalError
 
 
@@ -33,26 +31,6 @@ class CliError(Exception):
         self.message = message
         self.code = code
         self.details = details or []
-
-
-_EXIT_OF_STATUS = {
-    grpc.StatusCode.NOT_FOUND: ExitCode.NOT_FOUND,
-    grpc.StatusCode.UNAUTHENTICATED: ExitCode.AUTH,
-    grpc.StatusCode.PERMISSION_DENIED: ExitCode.AUTH,
-    grpc.StatusCode.INVALID_ARGUMENT: ExitCode.USAGE,
-}
-
-
-def from_client_error(error: ClientError, *, have_token: bool) -> CliError:
-    """The CLI error for a failed call, with a hint where the fix is obvious."""
-    if isinstance(error, ServerUnreachable):
-        return CliError(f"page server not running at {error.address}; run `strata up`",
-                        ExitCode.UNREACHABLE)
-    message = error.message
-    if error.code is grpc.StatusCode.UNAUTHENTICATED and not have_token:
-        message += ("; no token found: pass --token, set $STRATA_TOKEN, or run `strata up` "
-                    "to create the local admin token")
-    return CliError(message, _EXIT_OF_STATUS.get(error.code, ExitCode.GENERAL))
 
 
 def from_local_error(error: LocalError) -> CliError:

@@ -12,14 +12,8 @@ import sys
 
 import click
 
-from strata.cli.commands.branches import branch
-from strata.cli.commands.checkpoints import checkpoint
-from strata.cli.commands.computes import compute
-from strata.cli.commands.connect import connect
-from strata.cli.commands.local import down, status, up
-from strata.cli.commands.maintenance import compact, gc, token
-from strata.cli.commands.tenants import tenant
 from strata.cli.errors import CliError, ExitCode, from_local_error
+from strata.cli.lazy import LazyCommand
 from strata.local.errors import LocalError
 
 
@@ -32,8 +26,30 @@ def cli() -> None:
     """
 
 
-for command in (up, down, status, tenant, branch, checkpoint, compute, connect, gc, compact,
-                token):
+_COMMANDS = "strata.cli.commands."
+for command in (
+    LazyCommand("up", _COMMANDS + "local:up",
+                "Start the local page server and, as root, the proxy (idempotent)."),
+    LazyCommand("down", _COMMANDS + "local:down",
+                "Stop the proxy, the computes of this machine, then the page server "
+                "(idempotent)."),
+    LazyCommand("status", _COMMANDS + "local:status", "Show what runs locally."),
+    LazyCommand("tenant", _COMMANDS + "tenants:tenant", "Create, list and delete tenants."),
+    LazyCommand("branch", _COMMANDS + "branches:branch",
+                "Create, list, show, delete and draw branches."),
+    LazyCommand("checkpoint", _COMMANDS + "checkpoints:checkpoint",
+                "Create, list and delete checkpoints."),
+    LazyCommand("compute", _COMMANDS + "computes:compute",
+                "Start, stop and list computes: PostgreSQL 15 on a branch, its disk on the "
+                "page server."),
+    LazyCommand("connect", _COMMANDS + "connect:connect",
+                "Print the connection URI of BRANCH through the proxy, password included."),
+    LazyCommand("gc", _COMMANDS + "maintenance:gc", "Remove layers nothing needs any more."),
+    LazyCommand("compact", _COMMANDS + "maintenance:compact",
+                "Flush and compact the tenant's layers."),
+    LazyCommand("token", _COMMANDS + "maintenance:token",
+                "Create bearer tokens for the page server's API."),
+):
     cli.add_command(command)
 
 

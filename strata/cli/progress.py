@@ -1,12 +1,12 @@
-"""A spinner with elapsed time on stderr for calls that take seconds (initdb, compaction)."""
+"""A spinner with elapsed time on stderr for calls that take seconds (initdb, compaction).
+
+rich is imported only when the spinner is shown: JSON output and pipes do not load it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 
 @contextmanager
@@ -18,6 +18,9 @@ def working(description: str, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         progress.add_task(description, total=None)

@@ -3,6 +3,8 @@
 JSON keys mirror the proto fields in snake_case. LSNs are integers; a WAL position also
 comes as PostgreSQL's ``X/Y`` text under ``<field>_str``; a time comes as an ISO 8601 UTC
 string (``created_at``, null when unset) next to its raw number (``created_at_us``).
+
+rich is imported only to draw: JSON output does not load it.
 """
 
 from __future__ import annotations
@@ -10,21 +12,22 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-from rich.tree import Tree
-
-from proto import strata_pb2 as pb
 from strata.cli.units import format_wal_lsn, human_size, iso_time, local_time
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from proto import strata_pb2 as pb
 
 _PIPE_WIDTH = 240  # rich would squeeze tables to 80 columns when stdout is not a terminal
 
 
 def stdout_console() -> Console:
     """A console for human output; names are never read as rich markup."""
+    from rich.console import Console
+
     return Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH, markup=False,
                    highlight=False)
 
@@ -83,6 +86,8 @@ def checkpoint_dict(checkpoint: pb.CheckpointInfo) -> dict[str, Any]:
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]],
                 right: Sequence[str] = ()) -> None:
     """A table on stdout; columns named in ``right`` are right-aligned (numbers)."""
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
         table.add_column(column, justify="right" if column in right else "left", no_wrap=True)
@@ -93,6 +98,8 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]],
 
 def print_fields(fields: Sequence[tuple[str, str]]) -> None:
     """``label: value`` lines with aligned values."""
+    from rich.table import Table
+
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
@@ -155,6 +162,9 @@ def lineage(branches: Sequence[pb.BranchInfo]) -> list[dict[str, Any]]:
 
 def print_lineage(tenant: str, nodes: Sequence[dict[str, Any]]) -> None:
     """Draw ``lineage(...)`` as a tree under the tenant's name."""
+    from rich.text import Text
+    from rich.tree import Tree
+
     tree = Tree(Text(tenant, "bold"))
 
     def add(parent: Tree, node: dict[str, Any]) -> None:

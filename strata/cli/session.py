@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from common.client import ClientError, StrataClient
-from strata.cli.errors import from_client_error
+from strata.cli.client_errors import from_client_error
 from strata.local.home import Home
 
 _Result = TypeVar("_Result")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shutil
 import socket
 import threading
@@ -29,6 +28,7 @@ from typing import Any, Final
 
 from common.client import StrataClient
 from common.durable import write_durably
+from common.names import is_valid_name
 from common.processes import process_alive
 from compute.node import ComputeError, ComputeNode, ComputeSpec, ComputeStatus
 from strata.local.errors import InvalidNameError, LocalError, QuotaError
@@ -37,7 +37,6 @@ from strata.local.home import Home
 FIRST_PORT: Final = 55432
 TOKEN_TTL_S: Final = 365 * 24 * 3600
 STARTING_FILE: Final = "starting"  # the pid of the process starting the compute
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 def running_count(home: Home, tenant: str) -> int:
@@ -79,7 +78,7 @@ def quota_slot(home: Home, tenant: str, directory: Path, limit: int) -> Iterator
 
 def workdir(home: Home, tenant: str, branch: str) -> Path:
     for kind, name in (("tenant", tenant), ("branch", branch)):
-        if not _SAFE_NAME.match(name):
+        if not is_valid_name(name):
             raise InvalidNameError(f"invalid {kind} name {name!r}")
     return home.computes_dir / tenant / branch
 

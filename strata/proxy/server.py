@@ -28,7 +28,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import time
 from collections import defaultdict
@@ -40,6 +39,7 @@ from pathlib import Path
 from common.client import ClientError, StrataClient
 from common.durable import write_atomically, write_durably
 from common.durations import parse_duration
+from common.names import is_valid_name
 from strata.local import computes, passwords
 from strata.local.errors import LocalError, QuotaError
 from strata.local.home import Home
@@ -64,7 +64,6 @@ from strata.proxy.pgwire import (
 from strata.proxy.scram import MECHANISM, ScramError, ScramExchange, Verifier
 
 log = logging.getLogger("strata.proxy")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 DEFAULT_SUSPEND_TIMEOUT_S = 300.0
 
 
@@ -91,9 +90,9 @@ def route_of(startup: Startup) -> Route:
     tenant = startup.params.get("user", "")
     database = startup.params.get("database") or tenant
     branch, _, dbname = database.partition(":")
-    if not _NAME.match(tenant):
+    if not is_valid_name(tenant):
         raise RouteError("28000", f"the user name must be a tenant name, not {tenant!r}")
-    if not _NAME.match(branch):
+    if not is_valid_name(branch):
         raise RouteError("3D000", f"the database name must be BRANCH or BRANCH:DATABASE, "
                                   f"not {database!r}")
     return Route(tenant, branch, dbname or "postgres")

@@ -11,7 +11,8 @@ import pytest
 from common.client import ClientError, ServerUnreachable
 from common.durations import parse_duration_s
 from proto import strata_pb2 as pb
-from strata.cli.errors import ExitCode, from_client_error
+from strata.cli.client_errors import from_client_error
+from strata.cli.errors import ExitCode
 from strata.cli.render import lineage
 from strata.cli.units import format_wal_lsn, human_size, iso_time, parse_time_us, parse_wal_lsn
 from strata.local.home import Home, UpOptions

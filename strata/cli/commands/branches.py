@@ -1,19 +1,22 @@
 """``strata branch``: create (at an LSN, WAL position, time or checkpoint), list, show,
-delete and draw the lineage of branches."""
+delete and draw the lineage of branches.
+
+Subcommands that touch this machine's computes or the proxy import those modules
+themselves: agents run ``strata branch list`` in loops, which needs neither.
+"""
 
 from __future__ import annotations
 
 import difflib
 import os
 import subprocess
-from typing import Any
 
 import click
 
+from common.client import NEWEST, HistoryPoint
 from common.durations import parse_duration_s
 from common.postgres import pg_bin_dir
 from proto import strata_pb2 as pb
-from strata.cli.commands.connect import proxy_target
 from strata.cli.errors import CliError, ExitCode
 from strata.cli.params import DURATION, LSN, TIMESTAMP, WAL_LSN
 from strata.cli.render import (
@@ -31,7 +34,6 @@ from strata.cli.render import (
 )
 from strata.cli.session import Session, api_command
 from strata.cli.units import local_time
-from strata.local import computes
 
 
 @click.group()
@@ -63,14 +65,11 @@ def create(session: Session, name: str, parent: str, at_lsn: int | None,
 
     It forks --parent at one of the --at-* points, by default at the parent's newest LSN.
     """
-    points = [at_lsn, at_wal_lsn, at_time, at_checkpoint]
-    if sum(point is not None for point in points) > 1:
-        raise CliError("give at most one of --at-lsn, --at-wal-lsn, --at-time and "
-                       "--at-checkpoint", ExitCode.USAGE)
+    at = _history_point(HistoryPoint(at_lsn, at_wal_lsn, at_time, at_checkpoint),
+                       "--at-lsn, --at-wal-lsn, --at-time and --at-checkpoint", required=False)
     with session.client() as client:
         info = client.create_branch(
-            session.tenant, name, parent=parent, lsn=at_lsn, wal_lsn=at_wal_lsn,
-            time_us=at_time, checkpoint=at_checkpoint,
+            session.tenant, name, parent=parent, at=at,
             ttl_s=parse_duration_s(ttl) if ttl else 0,
             suspend_timeout_s=parse_duration_s(suspend_timeout) if suspend_timeout else 0,
             protected=protected)
@@ -125,12 +124,9 @@ def restore(session: Session, name: str, to_checkpoint: str | None, to_lsn: int 
     Its compute, if running here, is stopped first and started again after. The state it
     had is kept with --preserve-as, and always when branches were forked from it.
     """
-    points = [to_checkpoint, to_lsn, to_wal_lsn, to_time]
-    if sum(point is not None for point in points) != 1:
-        raise CliError("give exactly one of --to-checkpoint, --to-lsn, --to-wal-lsn and "
-                       "--to-time", ExitCode.USAGE)
-    _restore(session, name, preserve_as, lsn=to_lsn, wal_lsn=to_wal_lsn, time_us=to_time,
-             checkpoint=to_checkpoint)
+    to = _history_point(HistoryPoint(to_lsn, to_wal_lsn, to_time, to_checkpoint),
+                       "--to-checkpoint, --to-lsn, --to-wal-lsn and --to-time", required=True)
+    _restore(session, name, preserve_as, to)
 
 
 @branch.command("reset")
@@ -143,14 +139,25 @@ def reset(session: Session, name: str, preserve_as: str | None) -> None:
 
     Its compute, if running here, is stopped first and started again after.
     """
-    _restore(session, name, preserve_as)
+    _restore(session, name, preserve_as, NEWEST)
 
 
-def _restore(session: Session, name: str, preserve_as: str | None, **point: Any) -> None:
+def _history_point(point: HistoryPoint, options: str, *, required: bool) -> HistoryPoint:
+    """``point``, built from the command's ``options``, if it gives at most one way (and
+    one, if ``required``)."""
+    if point.ways_given > 1 or (required and point.ways_given == 0):
+        raise CliError(f"give {'exactly' if required else 'at most'} one of {options}",
+                       ExitCode.USAGE)
+    return point
+
+
+def _restore(session: Session, name: str, preserve_as: str | None, to: HistoryPoint) -> None:
+    from strata.local import computes
+
     with session.client() as client, computes.paused(
             session.home, client, session.address(), session.tenant, name) as restarted:
-        response = client.restore_branch(session.tenant, name, preserve_as=preserve_as or "",
-                                         **point)
+        response = client.restore_branch(session.tenant, name, to=to,
+                                         preserve_as=preserve_as or "")
     info = response.branch
     if session.json:
         emit_json({**branch_dict(info), "preserved_as": response.preserved_as or None,
@@ -203,6 +210,8 @@ def delete(session: Session, name: str, cascade: bool, force: bool) -> None:
     Refused while it has children, unless --cascade, and for protected branches, unless
     --force. Its compute on this machine is stopped first.
     """
+    from strata.local import computes
+
     with session.client() as client, computes.branch_lock(
             computes.workdir(session.home, session.tenant, name)):  # nobody wakes it now
         info = client.get_branch(session.tenant, name)
@@ -259,6 +268,8 @@ def diff(session: Session, old: str, new: str, database: str) -> None:
 
 def schema_dump(session: Session, branch_name: str, database: str) -> str:
     """``pg_dump --schema-only`` of a branch, reached through the proxy."""
+    from strata.cli.commands.connect import proxy_target
+
     target = proxy_target(session, branch_name, database)
     environ = {**os.environ, "PGPASSWORD": target.password}
     done = subprocess.run(

@@ -1,0 +1,18 @@
+"""The one rule for tenant, branch and checkpoint names.
+
+Names become paths (compute work directories, object keys) and parts of connection
+strings, so they are short and plain: 1 to 63 letters, digits, '.', '_' or '-', starting
+with a letter or digit. The whole string must match: "evil\\n" is not a name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` follows the rule for tenant, branch and checkpoint names."""
+    return _NAME.fullmatch(name) is not None
