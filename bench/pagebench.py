@@ -1016,6 +1016,9 @@ def render_markdown(report: JSON) -> str:
         "",
     ]
     for why, prof in report["profiles"].items():
+        if not isinstance(prof, dict):  # {"skipped": why} when py-spy is missing
+            lines += [f"Profile {why}: {prof}", ""]
+            continue
         if "self_pct" not in prof:
             lines += [f"Profile {why}: {prof.get('error', prof)}", ""]
             continue
