@@ -71,6 +71,7 @@ from bench.engine_bench import (
     host_info,
     layer_stats,
 )
+from common import supervisor
 from common.bearer import call_credentials_metadata
 from common.convert import op_to_pb, relation_from_pb
 from common.keys import PAGE_SIZE
@@ -139,7 +140,7 @@ class ServerProcess:
         self.stop_timeout_s = stop_timeout_s
         self.address = ""
         self.start_seconds = 0.0
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child: supervisor.Child | None = None
 
     def __enter__(self) -> Self:
         self.start()
@@ -151,47 +152,37 @@ class ServerProcess:
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        assert self.child is not None
+        return self.child.pid
 
     def start(self, timeout_s: float = 120.0) -> None:
         """Start the child (on the previous address, if any) and wait until it serves."""
         started = time.perf_counter()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pageserver.main", "--state-dir", str(self.state_dir),
-                 "--storage", self.storage, "--listen", self.address or "127.0.0.1:0",
-                 "--metrics-listen", ""],
-                cwd=ROOT, stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        child = self.child = supervisor.spawn(
+            [sys.executable, "-m", "pageserver.main", "--state-dir", str(self.state_dir),
+             "--storage", self.storage, "--listen", self.address or "127.0.0.1:0",
+             "--metrics-listen", ""],
+            marker=b"pageserver", log_file=self.log_path, cwd=ROOT, label="pagebench")
         ready = self.state_dir / "pageserver.json"
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                info = json.loads(ready.read_text())
-            except (OSError, ValueError):
-                info = {}
-            if info.get("pid") == self.proc.pid:
-                self.address = str(info["listen"])
-                self.start_seconds = time.perf_counter() - started
-                return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"page server did not start; {self.log_path} ends:\n{tail}")
-            time.sleep(0.05)
+        try:
+            supervisor.wait_ready(child, lambda: supervisor.names_pid(ready, child.pid),
+                                  timeout_s, what="the page server")
+        except supervisor.SupervisorError as exc:
+            self.stop()
+            tail = "\n".join(exc.log_tail)
+            raise RuntimeError(f"page server did not start; {self.log_path} ends:\n{tail}"
+                               ) from None
+        info = supervisor.ready_info(ready)
+        assert info is not None
+        self.address = str(info["listen"])
+        self.start_seconds = time.perf_counter() - started
 
     def stop(self) -> int | None:
         """SIGTERM (drain and flush), SIGKILL if that takes too long; the exit code."""
-        if self.proc is None:
+        if self.child is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        supervisor.stop(self.child, self.stop_timeout_s, what="the page server")
+        return self.child.returncode
 
     def token(self) -> str:
         return (self.state_dir / "auth" / "admin.token").read_text().strip()
@@ -1025,6 +1016,9 @@ def render_markdown(report: JSON) -> str:
         "",
     ]
     for why, prof in report["profiles"].items():
+        if not isinstance(prof, dict):  # {"skipped": why} when py-spy is missing
+            lines += [f"Profile {why}: {prof}", ""]
+            continue
         if "self_pct" not in prof:
             lines += [f"Profile {why}: {prof.get('error', prof)}", ""]
             continue

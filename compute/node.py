@@ -39,14 +39,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from common import supervisor
 from common.durable import write_durably
 from common.postgres import pg_bin_dir
 from common.processes import process_alive
 
-ROOT = Path(__file__).resolve().parents[1]
 STATE_FILE = "compute.json"
 STATS_FILE = "stats.json"  # published by the mount daemon: cache and traffic counters
 _POLL_S = 0.05
+_TAIL_LINES = 8
 
 
 class ComputeError(Exception):
@@ -131,7 +132,7 @@ class ComputeNode:
         self.pids = pids
         self.started_at = started_at
         self.start_timings: dict[str, float] = {}  # seconds per phase of the last start
-        self._children: list[subprocess.Popen[bytes]] = []  # reaped when we started them
+        self._children: list[supervisor.Child] = []  # reaped when we started them
 
     @classmethod
     def load(cls, workdir: Path) -> ComputeNode | None:
@@ -199,7 +200,7 @@ class ComputeNode:
         shutil.rmtree(spec.workdir / "scratch", ignore_errors=True)
         for stale in spec.socket_dir.iterdir():
             stale.unlink()
-        mount = self._spawn("mount.log", [
+        mount = self._spawn("mount.log", b"compute.mount", [
             sys.executable, "-m", "compute.mount", "--server", spec.server,
             "--token-file", str(spec.token_file), "--tenant", spec.tenant,
             "--branch", spec.branch, "--mountpoint", str(spec.mountpoint),
@@ -209,10 +210,10 @@ class ComputeNode:
             "--holder", spec.holder, *(["--force"] if force else [])])
         began = time.monotonic()
         try:
-            self._wait(ready.exists, mount, "mount.log", timeout_s)
+            self._wait(ready.exists, mount, timeout_s)
             mounted = time.monotonic()
-            postgres = self._spawn("postgres.log", self._postgres_command())
-            self._wait(self._accepting, postgres, "postgres.log", timeout_s)
+            postgres = self._spawn("postgres.log", b"postgres", self._postgres_command())
+            self._wait(self._accepting, postgres, timeout_s)
         except BaseException:
             self.kill()
             raise
@@ -239,14 +240,9 @@ class ComputeNode:
             command += ["-c", f"{name}={value}"]
         return command
 
-    def _spawn(self, log_name: str, command: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.spec.workdir / log_name, "ab")  # noqa: SIM115 - the child owns it
-        try:
-            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     cwd=ROOT, start_new_session=True,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
-        finally:
-            log.close()
+    def _spawn(self, log_name: str, marker: bytes, command: list[str]) -> supervisor.Child:
+        child = supervisor.spawn(command, marker=marker, log_file=self.spec.workdir / log_name,
+                                 cwd=supervisor.CODE_ROOT, label="compute start")
         self._children.append(child)
         return child
 
@@ -257,22 +253,23 @@ class ComputeNode:
              "-t", "1"], capture_output=True, check=False)
         return result.returncode == 0
 
-    def _wait(self, done: Callable[[], bool], process: subprocess.Popen[bytes], log_name: str,
-              timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        log = self.spec.workdir / log_name
-        while not done():
-            if process.poll() is not None:
-                tail = _tail(log)
-                errors = [line for line in tail if " ERROR " in line or "FATAL" in line]
-                if errors:  # the reason, in one line
-                    why = errors[-1].split(": ", 1)[-1].strip()
-                    raise ComputeError(f"{log_name.split('.')[0]} exited: {why} (log: {log})")
-                raise ComputeError(f"{log_name.split('.')[0]} exited with status "
-                                   f"{process.returncode} (log: {log})", tail)
-            if time.monotonic() > deadline:
-                raise ComputeError(f"not ready after {timeout_s:g} s (log: {log})", _tail(log))
-            time.sleep(_POLL_S)
+    @staticmethod
+    def _wait(done: Callable[[], bool], child: supervisor.Child, timeout_s: float) -> None:
+        log = child.log_file
+        name = log.stem
+        try:
+            supervisor.wait_ready(child, done, timeout_s, what=name, poll_s=_POLL_S)
+        except supervisor.ExitedEarly as exc:
+            tail = exc.log_tail[-_TAIL_LINES:]
+            errors = [line for line in tail if " ERROR " in line or "FATAL" in line]
+            if errors:  # the reason, in one line
+                why = errors[-1].split(": ", 1)[-1].strip()
+                raise ComputeError(f"{name} exited: {why} (log: {log})") from None
+            raise ComputeError(f"{name} exited with status {exc.returncode} (log: {log})",
+                               tail) from None
+        except supervisor.NotReady as exc:
+            raise ComputeError(f"not ready after {timeout_s:g} s (log: {log})",
+                               exc.log_tail[-_TAIL_LINES:]) from None
 
     # --- stop --------------------------------------------------------------------------
 
@@ -283,21 +280,21 @@ class ComputeNode:
             if process_alive(pids.postmaster, b"postgres"):
                 with contextlib.suppress(ProcessLookupError):  # it may exit meanwhile
                     os.kill(pids.postmaster, signal.SIGINT)  # fast shutdown
-                self._wait_gone(pids.postmaster, b"postgres", timeout_s, "PostgreSQL")
+                self._wait_gone(pids.postmaster, b"postgres", "postgres.log", timeout_s,
+                                "PostgreSQL")
             if process_alive(pids.mount, b"compute.mount"):
                 # Unmounting ends the FUSE loop; the daemon then ships its queue and exits.
                 subprocess.run(["fusermount3", "-u", str(self.spec.mountpoint)],
                                capture_output=True, check=False)
-                self._wait_gone(pids.mount, b"compute.mount", timeout_s, "the mount daemon")
+                self._wait_gone(pids.mount, b"compute.mount", "mount.log", timeout_s,
+                                "the mount daemon")
         self._forget()
 
-    def _wait_gone(self, pid: int, marker: bytes, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while process_alive(pid, marker):
-            self._reap()
-            if time.monotonic() > deadline:
-                raise ComputeError(f"{what} (pid {pid}) did not exit within {timeout_s:g} s")
-            time.sleep(_POLL_S)
+    def _wait_gone(self, pid: int, marker: bytes, log_name: str, timeout_s: float,
+                   what: str) -> None:
+        process = supervisor.Child(pid, marker, self.spec.workdir / log_name)
+        if not supervisor.wait_exit(process, timeout_s, _POLL_S):
+            raise ComputeError(f"{what} (pid {pid}) did not exit within {timeout_s:g} s")
 
     def kill(self) -> None:
         """kill -9 of the postmaster, every backend and the shim, at once, like a power cut.
@@ -318,13 +315,10 @@ class ComputeNode:
             victims |= {pid for pid, marker in ((pids.mount, b"compute.mount"),
                                                 (pids.runuser, b"postgres"))
                         if process_alive(pid, marker)}
-        victims.update(child.pid for child in self._children if child.poll() is None)
+        victims.update(child.pid for child in self._children if child.alive())
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for child in self._children:
-            child.wait()
-        self._children.clear()
         deadline = time.monotonic() + 30
         while any(process_alive(pid, b"") for pid in victims):  # zombies count as gone
             if time.monotonic() > deadline:
@@ -335,15 +329,15 @@ class ComputeNode:
         self._forget()
 
     def _forget(self) -> None:
-        self._reap()
-        self._children = [child for child in self._children if child.poll() is None]
+        self._children = [child for child in self._children if child.alive()]  # reaps
         if self.pids is not None:
             self.pids = None
             self._record()
 
     def _reap(self) -> None:
+        """Collect the exit status of children that exited, so none lingers as a zombie."""
         for child in self._children:
-            child.poll()
+            child.alive()
 
     def _postmaster_pid(self) -> int | None:
         try:
@@ -367,13 +361,6 @@ def _processes_of(parents: set[int], datadir: Path) -> set[int]:
         if parent in parents or cwd == str(datadir) or cwd.startswith(f"{datadir}/"):
             found.add(int(entry.name))
     return found
-
-
-def _tail(path: Path, lines: int = 8) -> list[str]:
-    try:
-        return path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return []
 
 
 def check_reachable(path: Path) -> None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
+from signal import SIGKILL
 
 import grpc
 
+from common import supervisor
 from common.bearer import call_credentials_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,31 +29,31 @@ class PageServerProcess:
         self.home = home
         self.port = free_port()
         self.metrics_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child: supervisor.Child | None = None
 
     def start(self) -> None:
-        log = open(self.home / "pageserver.log", "ab")  # noqa: SIM115 - child owns it
-        self.proc = subprocess.Popen(
+        child = self.child = supervisor.spawn(
             [sys.executable, "-m", "pageserver.main", "--state-dir", str(self.home / "state"),
              "--storage", str(self.home / "objects"), "--listen", f"127.0.0.1:{self.port}",
              "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--pitr-window", "1h"],
-            cwd=ROOT, stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            marker=b"pageserver", log_file=self.home / "pageserver.log", cwd=ROOT,
+            label="test")
         ready = self.home / "state" / "pageserver.json"
-        deadline = time.monotonic() + 30
-        while not (ready.exists() and json.loads(ready.read_text())["pid"] == self.proc.pid):
-            assert self.proc.poll() is None, (self.home / "pageserver.log").read_text()
-            assert time.monotonic() < deadline, "page server did not become ready"
-            time.sleep(0.05)
+        try:
+            supervisor.wait_ready(child, lambda: supervisor.names_pid(ready, child.pid), 30,
+                                  what="the page server")
+        except supervisor.SupervisorError as exc:
+            raise AssertionError("\n".join([exc.message, *exc.log_tail])) from None
 
-    def signal(self, signum: int) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-        return self.proc.wait(timeout=60)
+    def signal(self, signum: int) -> int | None:
+        """Send ``signum`` (SIGKILL after 60 s) and wait for the exit; the exit status."""
+        assert self.child is not None
+        supervisor.stop(self.child, 60, signum=signum, what="the page server")
+        return self.child.returncode
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.child is not None:
+            supervisor.stop(self.child, 60, signum=SIGKILL, what="the page server")
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(f"127.0.0.1:{self.port}",

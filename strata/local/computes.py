@@ -13,7 +13,6 @@ suspending it and the reaper deleting it would otherwise stop one compute twice 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from common.client import StrataClient
 from common.durable import write_durably
 from common.names import is_valid_name
 from common.processes import process_alive
+from common.supervisor import file_lock
 from compute.node import ComputeError, ComputeNode, ComputeSpec, ComputeStatus
 from strata.local.errors import InvalidNameError, LocalError, QuotaError
 from strata.local.home import Home
@@ -117,21 +117,12 @@ def branch_lock(directory: Path) -> Iterator[None]:
         finally:
             held[path] -= 1
         return
-    with _flock(path):
+    with file_lock(path):
         held[path] += 1
         try:
             yield
         finally:
             held[path] -= 1
-
-
-@contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``path`` (created if missing), across processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def check_host() -> None:
@@ -168,12 +159,12 @@ def choose_port(home: Home, tenant: str, branch: str, previous: int | None) -> i
 
 
 def _port_lock(home: Home) -> AbstractContextManager[None]:
-    return _flock(home.computes_dir / ".ports.lock")
+    return file_lock(home.computes_dir / ".ports.lock")
 
 
 def _tenant_lock(home: Home, tenant: str) -> AbstractContextManager[None]:
     """Serialises quota checks of one tenant's compute starts (held only briefly)."""
-    return _flock(home.computes_dir / f".{tenant}.quota.lock")
+    return file_lock(home.computes_dir / f".{tenant}.quota.lock")
 
 
 def _tenant_dirs(home: Home) -> list[Path]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
+from common import supervisor
 from common.durable import write_durably
 
 DEFAULT_PORT: Final = 6400
@@ -112,11 +113,7 @@ class Home:
 
     def ready_info(self) -> dict[str, Any] | None:
         """What the page server published in ``pageserver.json``; None if absent or torn."""
-        try:
-            body = json.loads(self.ready_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return body if isinstance(body, dict) else None
+        return supervisor.ready_info(self.ready_file)
 
     def admin_token(self) -> str | None:
         """The local admin token, if the page server has created one."""

@@ -4,42 +4,31 @@ stops it first. It runs as root only: it starts computes, which mount FUSE.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import sys
-import time
-from typing import Any
+from typing import Final
 
-from common import processes
+from common import supervisor
 from strata.local.errors import LocalError
 from strata.local.home import LISTEN_HOST, Home, UpOptions
-from strata.local.lifecycle import ComponentState, log_tail
+from strata.local.lifecycle import ComponentState
 
-_MARKER = b"strata.proxy"
-_POLL_S = 0.05
-
-
-def _ready_info(home: Home) -> dict[str, Any] | None:
-    try:
-        body = json.loads(home.proxy_ready_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return body if isinstance(body, dict) else None
+_MARKER: Final = b"strata.proxy"
+_WHAT: Final = "the proxy"
 
 
 def _pid(home: Home) -> int | None:
-    try:
-        pid = int(home.proxy_pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if processes.process_alive(pid, _MARKER) else None
+    pid = supervisor.read_pid(home.proxy_pid_file)
+    return pid if pid is not None and _child(home, pid).alive() else None
+
+
+def _child(home: Home, pid: int) -> supervisor.Child:
+    return supervisor.Child(pid, _MARKER, home.proxy_log_file)
 
 
 def address(home: Home) -> str | None:
     """Where the running proxy listens, or None."""
-    info = _ready_info(home)
+    info = supervisor.ready_info(home.proxy_ready_file)
     pid = _pid(home)
     if info is None or pid is None or info.get("pid") != pid:
         return None
@@ -58,37 +47,31 @@ def status(home: Home) -> ComponentState:
 
 def up(home: Home, options: UpOptions, timeout_s: float) -> tuple[ComponentState, bool]:
     """Make the proxy run; the state and whether it was started now."""
-    if _pid(home) is not None:
-        return _wait_ready(home, None, timeout_s), False
+    pid = _pid(home)
+    if pid is not None:
+        return _wait_ready(home, _child(home, pid), timeout_s), False
     if os.geteuid() != 0:
         raise LocalError("the proxy starts computes, which need root: run `strata up` as root")
     home.proxy_ready_file.unlink(missing_ok=True)
-    home.proxy_log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "strata.proxy",
                "--listen", f"{LISTEN_HOST}:{options.proxy_port}",
                "--suspend-timeout", options.suspend_timeout,
                "--ready-file", str(home.proxy_ready_file)]
-    with open(home.proxy_log_file, "ab") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, cwd=home.root,
-                                   env={**os.environ, "STRATA_HOME": str(home.root)},
-                                   start_new_session=True)
-    home.proxy_pid_file.write_text(f"{process.pid}\n")
-    return _wait_ready(home, process, timeout_s), True
+    child = supervisor.spawn(command, marker=_MARKER, log_file=home.proxy_log_file,
+                             cwd=home.root, env={**os.environ, "STRATA_HOME": str(home.root)},
+                             pid_file=home.proxy_pid_file, label="strata up")
+    return _wait_ready(home, child, timeout_s), True
 
 
-def _wait_ready(home: Home, process: subprocess.Popen[bytes] | None,
-                timeout_s: float) -> ComponentState:
-    deadline = time.monotonic() + timeout_s
-    while address(home) is None:
-        if process is not None and process.poll() is not None:
-            raise LocalError(f"the proxy exited with status {process.returncode} while "
-                           f"starting; see {home.proxy_log_file}",
-                           details=log_tail(home.proxy_log_file))
-        if time.monotonic() > deadline:
-            raise LocalError(f"the proxy is not listening after {timeout_s:g} s; see "
-                           f"{home.proxy_log_file}", details=log_tail(home.proxy_log_file))
-        time.sleep(_POLL_S)
+def _wait_ready(home: Home, child: supervisor.Child, timeout_s: float) -> ComponentState:
+    try:
+        supervisor.wait_ready(child, lambda: address(home) is not None, timeout_s,
+                              what=_WHAT)
+    except supervisor.NotReady as exc:
+        raise LocalError(f"the proxy is not listening after {timeout_s:g} s; see "
+                         f"{home.proxy_log_file}", details=exc.log_tail) from None
+    except supervisor.SupervisorError as exc:
+        raise LocalError(exc.message, details=exc.log_tail) from None
     return status(home)
 
 
@@ -96,13 +79,10 @@ def down(home: Home, timeout_s: float) -> int | None:
     """Stop the proxy (SIGTERM, then SIGKILL); the pid stopped, if one ran."""
     pid = _pid(home)
     if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while processes.process_alive(pid, _MARKER):
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                break
-            time.sleep(_POLL_S)
+        try:
+            supervisor.stop(_child(home, pid), timeout_s, what=_WHAT)
+        except supervisor.SupervisorError as exc:
+            raise LocalError(exc.message, details=exc.log_tail) from None
     home.proxy_pid_file.unlink(missing_ok=True)
     home.proxy_ready_file.unlink(missing_ok=True)
     return pid
