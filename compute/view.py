@@ -5,9 +5,8 @@ that same order; ``flush`` ships the queue as ingest batches and returns only
 once the page server made them durable. Every durable LSN is therefore a prefix
 of the operation order: a state a real disk could have been in at a power cut
 (see DESIGN.md). A flush that fails part way keeps that property: the batches
-the page server acknowledged are durable and are never sent again, and the
-operations of the others go back to the head of the queue, in order, for the
-next flush to resume with.
+the page server acknowledged are durable and are never sent again; the others
+are kept, exactly as they were cut, for the next flush to send first.
 
 Each queued operation carries the cache versions of the pages it wrote. When
 its batch is acknowledged those versions are durable, and the pages that still
@@ -123,6 +122,14 @@ class _Queued:
     data_bytes: int
 
 
+@dataclass(frozen=True)
+class _Outgoing:
+    """A batch cut from the queue, and the queued operations it carries."""
+
+    batch: Batch
+    entries: list[_Queued]
+
+
 def _error(code: int, path: str) -> OSError:
     return OSError(code, os.strerror(code), path)
 
@@ -142,7 +149,8 @@ class BranchView:
         self._lock = threading.RLock()  # the tree, the queue and the cache's contents
         self._flush_lock = threading.Lock()  # one flush at a time, in order
         self._pending: list[_Queued] = []
-        self._pending_bytes = 0
+        self._pending_bytes = 0  # data not durable yet, unacknowledged batches included
+        self._unacknowledged: list[_Outgoing] = []  # a failed flush's rest (flush lock)
         self._seq = 0  # operations queued so far
         self._wal_lsn = 0
         self._prefetch = Prefetcher()
@@ -456,28 +464,32 @@ class BranchView:
     def flush(self) -> None:
         """Ship the queue as ordered batches; return once all are durable.
 
-        On failure the operations of the batches not acknowledged go back to
-        the head of the queue, in order; the acknowledged ones are done.
+        On failure the batches not acknowledged are kept, as they were cut, and
+        the next flush sends them first: the writer can then tell whether the
+        one that was in flight was applied after all.
         """
         with self._flush_lock:
             with self._lock:
                 queued, self._pending, self._pending_bytes = self._pending, [], 0
                 wal_lsn = self._wal_lsn
-            batches = _batches(queued, self._batch_bytes)
-            for done, batch in enumerate(batches):
+            outgoing = self._unacknowledged + [
+                _Outgoing(Batch(tuple(entry.op for entry in cut), wal_lsn), cut)
+                for cut in _batches(queued, self._batch_bytes)]
+            self._unacknowledged = []
+            for done, out in enumerate(outgoing):
                 try:
-                    self._remote("Ingest", partial(
-                        self._writer.write, Batch(tuple(entry.op for entry in batch), wal_lsn)))
+                    self._remote("Ingest", partial(self._writer.write, out.batch))
                 except BaseException:
-                    self._requeue([entry for rest in batches[done:] for entry in rest])
+                    self._keep_unacknowledged(outgoing[done:])
                     raise
-                self._acknowledged(batch)
+                self._acknowledged(out.entries)
 
-    def _requeue(self, entries: list[_Queued]) -> None:
-        """Put operations that are not durable back at the head of the queue, in order."""
+    def _keep_unacknowledged(self, outgoing: list[_Outgoing]) -> None:
+        """Keep batches that are not durable for the next flush to send first, in order."""
+        self._unacknowledged = outgoing
         with self._lock:
-            self._pending = entries + self._pending
-            self._pending_bytes += sum(entry.data_bytes for entry in entries)
+            self._pending_bytes += sum(entry.data_bytes for out in outgoing
+                                       for entry in out.entries)
 
     def _acknowledged(self, batch: list[_Queued]) -> None:
         """A batch is durable: its pages may become clean, its zero ranges readable."""

@@ -65,9 +65,11 @@ class FakeWriter:
 
     def __init__(self) -> None:
         self.batches: list[Batch] = []
+        self.attempts: list[Batch] = []
         self.accept: int | None = None
 
     def write(self, batch: Batch) -> int:
+        self.attempts.append(batch)
         if self.accept is not None:
             if self.accept == 0:
                 raise PageServerError("page server unreachable")
@@ -207,14 +209,16 @@ def test_a_flush_that_failed_part_way_resumes_without_resending(make: MakeHarnes
     m = view.create("m", 0o600)
     view.write(m, page(b"m"), 2 * P)  # batch 3
     view.write(f, page(b"b"), P)  # batch 4
+    view.chmod("f", 0o640)  # batch 5, not full
     expected = [Create("n", 0o600, n.relation), Write("n", 2 * P, page(b"n")),
                 Write("f", 0, page(b"a")),
                 Create("m", 0o600, m.relation), Write("m", 2 * P, page(b"m")),
-                Write("f", P, page(b"b"))]
+                Write("f", P, page(b"b")), Chmod("f", 0o640), Mkdir("later", 0o700)]
     h.writer.accept = 2
     with pytest.raises(OSError):
         view.flush()
     assert h.writer.ops == expected[:3]
+    in_flight = h.writer.attempts[-1]  # the page server may have applied it: the writer checks
     # Acknowledged pages are durable, hence clean; the others stay dirty.
     assert h.cache.state(n.key(2)) is PageState.CLEAN
     assert h.cache.state(f.key(0)) is PageState.CLEAN
@@ -223,10 +227,12 @@ def test_a_flush_that_failed_part_way_resumes_without_resending(make: MakeHarnes
     # "n" exists on the page server now; "m" does not yet.
     assert view.read(n, P, 0) == SERVER
     assert view.read(m, P, 0) == ZERO_PAGE
+    view.mkdir("later", 0o700)
     h.writer.accept = None
     view.flush()
     assert h.writer.ops == expected  # batches 1 and 2 were not sent again
-    assert len(h.writer.batches) == 4
+    assert h.writer.batches[2] == in_flight  # resent exactly as it was cut
+    assert [len(batch.ops) for batch in h.writer.batches] == [2, 1, 2, 1, 1, 1]
     assert h.cache.state(f.key(1)) is PageState.CLEAN
 
 
