@@ -32,7 +32,8 @@ from common.durable import write_durably
 from common.ops import FileKind
 from compute.page_cache import CacheStamp, PageCache
 from compute.remote import BatchWriter, PageReader
-from compute.shim import Node, StrataFS
+from compute.shim import StrataFS
+from compute.view import Node
 from proto import strata_pb2 as pb
 
 log = logging.getLogger("compute.mount")
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         stop_heartbeat.set()
         publish()
-        clean = fs.failed is None
+        clean = fs.view.failed is None
         cache.close(CacheStamp(args.tenant, timeline_id, writer.acked_lsn) if clean else None)
         writer.close()
         if clean:
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         client.close()
         if args.ready_file is not None:
             args.ready_file.unlink(missing_ok=True)
-    sys.exit(0 if fs.failed is None else 1)
+    sys.exit(0 if clean else 1)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ import grpc
 from google.protobuf.message import Message
 
 from common.client import ClientError, StrataClient
-from common.convert import op_to_pb
+from common.convert import op_to_pb, relation_to_pb
+from common.keys import Relation
 from common.ops import Batch
+from compute.view import PageServerError
 from proto import strata_pb2 as pb
 
 _T = TypeVar("_T")
@@ -29,11 +31,11 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
                        grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
 
-class PageServerUnavailable(Exception):
+class PageServerUnavailable(PageServerError):
     """The page server could not be reached within the retry budget."""
 
 
-class PageServerRefused(Exception):
+class PageServerRefused(PageServerError):
     """The page server answered with a definite error (e.g. a stale writer epoch)."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
@@ -77,10 +79,10 @@ class PageReader:
         self._ids = iter(range(1, 1 << 62))
         self.round_trips = 0
 
-    def get_pages(self, relation: pb.Relation, blocks: list[int]) -> tuple[int, list[bytes]]:
-        """The newest durable images of ``blocks``, and the LSN they were read at."""
+    def get_pages(self, relation: Relation, blocks: list[int]) -> list[bytes]:
+        """The newest durable images of ``blocks``."""
         request = pb.GetPagesRequest(
-            request_id=next(self._ids), relation=relation, blocks=blocks,
+            request_id=next(self._ids), relation=relation_to_pb(relation), blocks=blocks,
             at=pb.ReadPoint(tenant=self._tenant, branch=self._branch, latest=True))
 
         def attempt() -> pb.GetPagesResponse:
@@ -101,7 +103,7 @@ class PageReader:
         if response.status.code:
             raise PageServerRefused(_CODES.get(response.status.code, grpc.StatusCode.UNKNOWN),
                                     response.status.message)
-        return response.lsn, list(response.pages)
+        return list(response.pages)
 
     def close(self) -> None:
         while not self._pool.empty():

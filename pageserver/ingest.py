@@ -35,6 +35,7 @@ from common.ops import (
     Unlink,
     Write,
 )
+from common.pages import blocks_for, cut_page, truncate_tail, write_slices
 
 MAX_FILE_SIZE = RELSEG_BLOCKS * PAGE_SIZE * 64  # 64 GB in one file is plenty for PGDATA
 
@@ -55,10 +56,6 @@ def normalize_path(path: str) -> str:
 
 def parent_of(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
-
-
-def blocks_for(size: int) -> int:
-    return (size + PAGE_SIZE - 1) // PAGE_SIZE
 
 
 @dataclass
@@ -221,19 +218,13 @@ class BatchApplier:
             raise InvalidArgumentError(f"write to {path!r} at {offset}+{len(data)} out of bounds")
         if not data:
             return
-        first, last = offset // PAGE_SIZE, (end - 1) // PAGE_SIZE
-        view = memoryview(data)
-        for index in range(first, last + 1):
-            page_start = index * PAGE_SIZE
-            lo, hi = max(offset, page_start), min(end, page_start + PAGE_SIZE)
-            chunk = view[lo - offset : hi - offset]
-            if hi - lo == PAGE_SIZE:
-                self._set_page(meta, index, bytes(chunk))
+        for piece in write_slices(offset, data):
+            if piece.whole:
+                self._set_page(meta, piece.index, bytes(piece.data))
                 continue
-            old = index < blocks_for(meta.size)
-            page = bytearray(self._page(meta, index) if old else bytes(PAGE_SIZE))
-            page[lo - page_start : hi - page_start] = chunk
-            self._set_page(meta, index, bytes(page))
+            old = piece.index < blocks_for(meta.size)
+            page = self._page(meta, piece.index) if old else bytes(PAGE_SIZE)
+            self._set_page(meta, piece.index, piece.onto(page))
         self._set_meta(path, replace(meta, size=max(meta.size, end), mtime_us=self._now))
 
     def _truncate(self, path: str, size: int) -> None:
@@ -241,13 +232,10 @@ class BatchApplier:
         if size < 0 or size > MAX_FILE_SIZE:
             raise InvalidArgumentError(f"truncate of {path!r} to {size} out of bounds")
         if size < meta.size:
-            keep = blocks_for(size)
+            keep, tail = truncate_tail(size)
             self._drop_pages(meta, keep)
-            tail = size % PAGE_SIZE
             if tail:
-                page = bytearray(self._page(meta, keep - 1))
-                page[tail:] = bytes(PAGE_SIZE - tail)
-                self._set_page(meta, keep - 1, bytes(page))
+                self._set_page(meta, keep - 1, cut_page(self._page(meta, keep - 1), tail))
         self._set_meta(path, replace(meta, size=size, mtime_us=self._now))
 
     def _drop_pages(self, meta: FileMeta, keep: int) -> None:

@@ -10,10 +10,10 @@ import numpy as np
 from common.convert import file_info, relation_from_pb
 from common.errors import InvalidArgumentError, StrataError
 from common.ops import FileKind
+from common.pages import blocks_for
 from pageserver.api.handlers import Malformed
 from pageserver.api.status import status_of
 from pageserver.engine import Engine
-from pageserver.ingest import blocks_for
 from pageserver.metrics import Metrics
 from pageserver.timeline import Timeline
 from proto import strata_pb2 as pb

@@ -1,0 +1,518 @@
+"""A branch's PGDATA as the compute sees it: the file tree, the page cache and the ordered queue.
+
+Every mutating operation is applied to the view under one lock and queued, in
+that same order; ``flush`` ships the queue as ingest batches and returns only
+once the page server made them durable. Every durable LSN is therefore a prefix
+of the operation order: a state a real disk could have been in at a power cut
+(see DESIGN.md). A flush that fails part way keeps that property: the batches
+the page server acknowledged are durable and are never sent again; the others
+are kept, exactly as they were cut, for the next flush to send first.
+
+Each queued operation carries the cache versions of the pages it wrote. When
+its batch is acknowledged those versions are durable, and the pages that still
+hold them become CLEAN (evictable); pages whose writes are not acknowledged yet
+stay DIRTY, so the cache never forgets a write the page server does not have.
+
+Reads are served from the page cache (dirty pages included) and, on a miss,
+fetched in batches from the page server at its newest durable LSN, with
+read-ahead for sequential scans; concurrent readers of a page share one fetch,
+and a write that races a fetch wins over the page the fetch brings back.
+Blocks of a file that the page server cannot know yet (a new file, or blocks
+past a pending truncate) read as zeros until the operation that made them so
+is durable.
+
+No FUSE here: failures are ``OSError`` with an errno (ENOENT, EEXIST, ... for
+the namespace; EIO when the page server is unreachable or refuses, with the
+cause kept in ``failed``), which the FUSE adapter (``compute.shim``) answers.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol, TypeVar
+
+from common.keys import PAGE_SIZE, ZERO_PAGE, Relation, path_slot
+from common.ops import (
+    Batch,
+    Chmod,
+    Create,
+    FileKind,
+    FileOp,
+    Mkdir,
+    Rename,
+    Rmdir,
+    Truncate,
+    Unlink,
+    Write,
+)
+from common.pages import blocks_for, cut_page, truncate_tail, write_slices
+from compute.page_cache import CacheFullError, PageCache, PageKey
+from compute.prefetch import InFlight, Prefetcher
+from compute.wal import wal_position
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+MAX_BATCH_BYTES = 16 * 1024 * 1024  # split a flush into batches of about this much data
+MAX_PENDING_BYTES = 256 * 1024 * 1024  # a write past this much queued data flushes the queue
+
+
+class PageServerError(Exception):
+    """A page read or a batch failed for good (unreachable, or refused): the view answers EIO."""
+
+
+class PageSource(Protocol):
+    """Where pages missing from the cache come from (``compute.remote.PageReader``)."""
+
+    def get_pages(self, relation: Relation, blocks: list[int]) -> list[bytes]:
+        """The newest durable images of ``blocks``; raises PageServerError."""
+        ...
+
+
+class BatchSink(Protocol):
+    """Where the queue goes (``compute.remote.BatchWriter``): one batch at a time, in order."""
+
+    def write(self, batch: Batch) -> int:
+        """Make ``batch`` durable and return its LSN; raises PageServerError."""
+        ...
+
+
+@dataclass(eq=False)
+class Node:
+    """One file or directory of the view; open handles keep it even after unlink."""
+
+    path: str | None  # None once unlinked
+    kind: FileKind
+    mode: int
+    size: int = 0
+    relation: bytes = b""
+    block_offset: int = 0
+    mtime_ns: int = field(default_factory=time.time_ns)
+    zero_from: int | None = None  # blocks >= this the page server may still hold stale
+    zero_seq: int = 0  # queue position of the operation that set zero_from
+
+    def key(self, index: int) -> PageKey:
+        return (self.relation, self.block_offset + index)
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What ``stat`` shows of a node."""
+
+    kind: FileKind
+    mode: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """An operation waiting to be shipped, with what it changed in the cache."""
+
+    op: FileOp
+    seq: int  # its position in the operation order, from 1
+    versions: dict[PageKey, int]  # cache versions of the pages it wrote
+    data_bytes: int
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """A batch cut from the queue, and the queued operations it carries."""
+
+    batch: Batch
+    entries: list[_Queued]
+
+
+def _error(code: int, path: str) -> OSError:
+    return OSError(code, os.strerror(code), path)
+
+
+class BranchView:
+    """The file tree, the page cache and the queue of one branch; thread-safe."""
+
+    def __init__(self, tree: dict[str, Node], cache: PageCache, reader: PageSource,
+                 writer: BatchSink, *, batch_bytes: int = MAX_BATCH_BYTES,
+                 pending_limit: int = MAX_PENDING_BYTES) -> None:
+        self._tree = tree
+        self._cache = cache
+        self._reader = reader
+        self._writer = writer
+        self._batch_bytes = batch_bytes
+        self._pending_limit = pending_limit
+        self._lock = threading.RLock()  # the tree, the queue and the cache's contents
+        self._flush_lock = threading.Lock()  # one flush at a time, in order
+        self._pending: list[_Queued] = []
+        self._pending_bytes = 0  # data not durable yet, unacknowledged batches included
+        self._unacknowledged: list[_Outgoing] = []  # a failed flush's rest (flush lock)
+        self._seq = 0  # operations queued so far
+        self._wal_lsn = 0
+        self._prefetch = Prefetcher()
+        self._in_flight = InFlight()
+        self.failed: BaseException | None = None
+        """Why the page server last failed us, if it did: the mount then exits non-zero."""
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _node(self, path: str) -> Node:
+        node = self._tree.get(path)
+        if node is None:
+            raise _error(errno.ENOENT, path)
+        return node
+
+    def _queue(self, op: FileOp, versions: dict[PageKey, int] | None = None,
+               data_bytes: int = 0) -> None:
+        self._seq += 1
+        self._pending.append(_Queued(op, self._seq, versions or {}, data_bytes))
+        self._pending_bytes += data_bytes
+
+    def _remote(self, what: str, call: Callable[[], _T]) -> _T:
+        """Run a page-server call; unreachable or refused becomes EIO for PostgreSQL."""
+        try:
+            return call()
+        except PageServerError as exc:
+            log.error("%s failed: %s", what, exc)
+            self.failed = exc
+            raise OSError(errno.EIO, f"{what} failed: {exc}") from exc
+
+    # --- metadata ------------------------------------------------------------------------
+
+    def attributes(self, path: str, node: Node | None = None) -> Attributes:
+        """The attributes of ``node`` (an open handle's) or else of ``path``."""
+        with self._lock:
+            node = node or self._node(path)
+            return Attributes(node.kind, node.mode, node.size, node.mtime_ns)
+
+    def listdir(self, path: str) -> set[str]:
+        """The names in directory ``path``."""
+        with self._lock:
+            if self._node(path).kind != FileKind.DIR:
+                raise _error(errno.ENOTDIR, path)
+            prefix = path + "/" if path else ""
+            return {p[len(prefix):] for p in self._tree
+                    if p.startswith(prefix) and p and "/" not in p[len(prefix):]}
+
+    def chmod(self, path: str, mode: int) -> None:
+        with self._lock:
+            node = self._node(path)
+            node.mode = mode & 0o7777
+            self._queue(Chmod(path, node.mode))
+
+    def touch(self, path: str, mtime_ns: int) -> None:
+        """Set the modification time (kept by the view only: it is not versioned)."""
+        with self._lock:
+            self._node(path).mtime_ns = mtime_ns
+
+    # --- namespace --------------------------------------------------------------------------
+
+    def mkdir(self, path: str, mode: int) -> None:
+        with self._lock:
+            self._require_new(path)
+            self._tree[path] = Node(path, FileKind.DIR, mode & 0o7777)
+            self._queue(Mkdir(path, mode & 0o7777))
+
+    def rmdir(self, path: str, before_removal: Callable[[], None]) -> None:
+        """Remove an empty directory; ``before_removal`` runs first, under the lock.
+
+        The adapter passes the removal of the directory's local scratch twin,
+        which raises if that is not empty (it holds ephemeral files).
+        """
+        with self._lock:
+            node = self._node(path)
+            if node.kind != FileKind.DIR:
+                raise _error(errno.ENOTDIR, path)
+            if any(p.startswith(path + "/") for p in self._tree):
+                raise _error(errno.ENOTEMPTY, path)
+            before_removal()
+            del self._tree[path]
+            node.path = None
+            self._queue(Rmdir(path))
+
+    def _require_new(self, path: str) -> None:
+        if path in self._tree:
+            raise _error(errno.EEXIST, path)
+        parent = self._tree.get(path.rpartition("/")[0])
+        if parent is None or parent.kind != FileKind.DIR:
+            raise _error(errno.ENOENT, path)
+
+    def create(self, path: str, mode: int) -> Node:
+        """A new empty file; it reads as zeros until its creation is durable."""
+        with self._lock:
+            self._require_new(path)
+            relation, offset = self._choose_relation(path)
+            node = Node(path, FileKind.FILE, mode & 0o7777, relation=relation,
+                        block_offset=offset, zero_from=0)
+            self._tree[path] = node
+            self._queue(Create(path, node.mode, relation))
+            node.zero_seq = self._seq
+            return node
+
+    def _choose_relation(self, path: str) -> tuple[bytes, int]:
+        """The path's RelTag unless a live file uses it, else a random synthetic relation."""
+        natural = path_slot(path)
+        if natural is not None and not any(
+                (n.relation, n.block_offset) == natural for n in self._tree.values()
+                if n.kind == FileKind.FILE):
+            return natural
+        return Relation.synthetic(int.from_bytes(os.urandom(8), "big") | 1).to_bytes(), 0
+
+    def open(self, path: str) -> Node:
+        """The file at ``path``, for an open handle."""
+        with self._lock:
+            node = self._node(path)
+            if node.kind == FileKind.DIR:
+                raise _error(errno.EISDIR, path)
+            return node
+
+    def unlink(self, path: str) -> None:
+        with self._lock:
+            node = self._node(path)
+            if node.kind == FileKind.DIR:
+                raise _error(errno.EISDIR, path)
+            self._drop(node)
+            self._queue(Unlink(path))
+
+    def _drop(self, node: Node) -> None:
+        """Forget a file that is being removed: its pages and its place in the tree."""
+        if node.path is not None:
+            del self._tree[node.path]
+        node.path = None
+        self._cache.discard_relation_from(node.relation, node.block_offset)
+
+    def rename(self, src: str, dst: str) -> None:
+        with self._lock:
+            node = self._node(src)
+            target = self._tree.get(dst)
+            if target is not None and target is not node:
+                if target.kind == FileKind.DIR and node.kind != FileKind.DIR:
+                    raise _error(errno.EISDIR, dst)
+                if target.kind == FileKind.DIR and any(
+                        p.startswith(dst + "/") for p in self._tree):
+                    raise _error(errno.ENOTEMPTY, dst)
+                if target.kind == FileKind.FILE:
+                    if node.kind == FileKind.DIR:
+                        raise _error(errno.ENOTDIR, dst)
+                    self._drop(target)
+                else:
+                    del self._tree[dst]
+            moved = [p for p in self._tree if p == src or p.startswith(src + "/")]
+            for path in moved:
+                entry = self._tree.pop(path)
+                entry.path = dst + path[len(src):]
+                self._tree[entry.path] = entry
+            self._queue(Rename(src, dst))
+
+    # --- file data ---------------------------------------------------------------------------
+
+    def read(self, node: Node, size: int, offset: int) -> bytes:
+        """Up to ``size`` bytes of ``node`` from ``offset``."""
+        with self._lock:
+            end = min(offset + size, node.size)
+            if offset >= end:
+                return b""
+            first, last = offset // PAGE_SIZE, (end - 1) // PAGE_SIZE
+            pages: dict[int, bytes] = {}
+            missing: list[int] = []
+            for index in range(first, last + 1):
+                page = self._known_page(node, index)
+                if page is None:
+                    missing.append(index)
+                else:
+                    pages[index] = page
+            relation, block_offset, size_now = node.relation, node.block_offset, node.size
+        if missing:
+            pages.update(self._fetch(node, relation, block_offset, missing, size_now))
+        data = b"".join(pages[index] for index in range(first, last + 1))
+        start = offset - first * PAGE_SIZE
+        return data[start:start + end - offset]
+
+    def _known_page(self, node: Node, index: int) -> bytes | None:
+        """The page from the cache, zeros if the page server cannot have it, else None."""
+        page = self._cache.get(node.key(index))
+        if page is not None:
+            return page
+        if node.zero_from is not None and index >= node.zero_from:
+            return ZERO_PAGE
+        return None
+
+    def _fetch(self, node: Node, relation: bytes, block_offset: int, indexes: list[int],
+               size: int) -> dict[int, bytes]:
+        """Fetch missing pages in one round trip, plus a read-ahead window if sequential.
+
+        Pages another thread is fetching already are waited for, not fetched twice.
+        """
+        requested = set(indexes)
+        waits: list[threading.Event] = []
+        wanted: list[int] = []
+        with self._lock:
+            ticket = self._cache.fetch_ticket()
+            for index in self._prefetch.extend(relation, indexes, blocks_for(size)):
+                key = (relation, block_offset + index)
+                event = self._in_flight.waiting_for(key)
+                if event is not None:
+                    if index in requested:
+                        waits.append(event)
+                elif index in requested or not self._cache.contains(key):
+                    wanted.append(index)
+            keys = [(relation, block_offset + index) for index in wanted]
+            self._in_flight.claim(keys)
+        fetched: dict[int, bytes] = {}
+        try:
+            if wanted:
+                blocks = [block_offset + index for index in wanted]
+                pages = self._remote("GetPages", lambda: self._reader.get_pages(
+                    Relation.from_bytes(relation), blocks))
+                fetched = dict(zip(wanted, pages, strict=True))
+                with self._lock:
+                    for index, page in fetched.items():  # refused if written meanwhile
+                        self._cache.put_clean((relation, block_offset + index), page, ticket)
+        finally:
+            with self._lock:
+                self._in_flight.release(keys)
+        for event in waits:
+            event.wait()  # the fetching thread always releases, also when it fails
+        with self._lock:
+            # A write that raced the fetch is newer than what came back: prefer it.
+            result: dict[int, bytes] = {}
+            for index in indexes:
+                known = self._known_page(node, index) or fetched.get(index)
+                if known is not None:
+                    result[index] = known
+        missing = [index for index in indexes if index not in result]
+        if missing:  # another thread's fetch failed, or its pages were evicted already
+            result.update(self._fetch(node, relation, block_offset, missing, size))
+        return result
+
+    def write(self, node: Node, data: bytes, offset: int) -> None:
+        """Write ``data`` at ``offset``; a full cache is flushed and the write retried."""
+        while True:
+            try:
+                overflowing = self._write_locked(node, data, offset)
+                break
+            except CacheFullError:
+                self.flush()  # makes the written pages clean, hence evictable
+        if overflowing:
+            self.flush()
+
+    def _write_locked(self, node: Node, data: bytes, offset: int) -> bool:
+        """Apply a write to the view and queue it; True if the queue should be shipped."""
+        with self._lock:
+            if node.path is None:
+                return False  # the file was unlinked: nothing of it survives
+            versions: dict[PageKey, int] = {}
+            for piece in write_slices(offset, data):
+                if piece.whole:
+                    page = bytes(piece.data)
+                else:
+                    page = piece.onto(self._page_for_update(node, piece.index))
+                key = node.key(piece.index)
+                versions[key] = self._cache.put_dirty(key, page)
+            end = offset + len(data)
+            node.size = max(node.size, end)
+            node.mtime_ns = time.time_ns()
+            self._queue(Write(node.path, offset, bytes(data)), versions, len(data))
+            position = wal_position(node.path, offset, data)
+            if position is not None:
+                self._wal_lsn = max(self._wal_lsn, position)
+            return self._pending_bytes >= self._pending_limit
+
+    def _page_for_update(self, node: Node, index: int) -> bytes:
+        if index >= blocks_for(node.size):
+            return ZERO_PAGE
+        page = self._known_page(node, index)
+        if page is not None:
+            return page
+        return self._fetch(node, node.relation, node.block_offset, [index], node.size)[index]
+
+    def truncate(self, path: str, length: int, node: Node | None = None) -> None:
+        """Truncate ``node`` (an open handle's) or else ``path`` to ``length`` bytes."""
+        while True:
+            try:
+                self._truncate_locked(path, node, length)
+                return
+            except CacheFullError:
+                self.flush()
+
+    def _truncate_locked(self, path: str, handle: Node | None, length: int) -> None:
+        with self._lock:
+            node = handle or self._node(path)
+            if node.kind == FileKind.DIR:
+                raise _error(errno.EISDIR, path)
+            if node.path is None:
+                return
+            versions: dict[PageKey, int] = {}
+            if length < node.size:
+                keep, tail = truncate_tail(length)
+                if tail:
+                    page = cut_page(self._page_for_update(node, keep - 1), tail)
+                    versions[node.key(keep - 1)] = self._cache.put_dirty(node.key(keep - 1), page)
+                self._cache.discard_relation_from(node.relation, node.block_offset + keep)
+                node.zero_from = keep if node.zero_from is None else min(node.zero_from, keep)
+            node.size = length
+            node.mtime_ns = time.time_ns()
+            self._queue(Truncate(node.path, length), versions)
+            node.zero_seq = self._seq
+
+    # --- durability --------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Ship the queue as ordered batches; return once all are durable.
+
+        On failure the batches not acknowledged are kept, as they were cut, and
+        the next flush sends them first: the writer can then tell whether the
+        one that was in flight was applied after all.
+        """
+        with self._flush_lock:
+            with self._lock:
+                queued, self._pending, self._pending_bytes = self._pending, [], 0
+                wal_lsn = self._wal_lsn
+            outgoing = self._unacknowledged + [
+                _Outgoing(Batch(tuple(entry.op for entry in cut), wal_lsn), cut)
+                for cut in _batches(queued, self._batch_bytes)]
+            self._unacknowledged = []
+            for done, out in enumerate(outgoing):
+                try:
+                    self._remote("Ingest", partial(self._writer.write, out.batch))
+                except BaseException:
+                    self._keep_unacknowledged(outgoing[done:])
+                    raise
+                self._acknowledged(out.entries)
+
+    def _keep_unacknowledged(self, outgoing: list[_Outgoing]) -> None:
+        """Keep batches that are not durable for the next flush to send first, in order."""
+        self._unacknowledged = outgoing
+        with self._lock:
+            self._pending_bytes += sum(entry.data_bytes for out in outgoing
+                                       for entry in out.entries)
+
+    def _acknowledged(self, batch: list[_Queued]) -> None:
+        """A batch is durable: its pages may become clean, its zero ranges readable."""
+        with self._lock:
+            for entry in batch:
+                self._cache.end_flush(entry.versions)  # unless written again since
+            seq = batch[-1].seq
+            for node in self._tree.values():
+                if node.zero_from is not None and node.zero_seq <= seq:
+                    node.zero_from = None
+
+
+def _batches(queued: list[_Queued], batch_bytes: int) -> list[list[_Queued]]:
+    """Cut the queue into batches of about ``batch_bytes`` of data, order kept."""
+    batches: list[list[_Queued]] = []
+    current: list[_Queued] = []
+    size = 0
+    for entry in queued:
+        current.append(entry)
+        size += entry.data_bytes
+        if size >= batch_bytes:
+            batches.append(current)
+            current, size = [], 0
+    if current:
+        batches.append(current)
+    return batches

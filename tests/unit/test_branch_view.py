@@ -1,0 +1,287 @@
+"""The compute shim's core without a mount: ``BranchView`` over a fake page server.
+
+File operations are called on the view directly, as FUSE would through the
+adapter; a fake reader serves pages and a fake writer records the batches the
+view ships (and fails on demand), so ordering, requeueing and the cache's
+bookkeeping are checked without root, FUSE or a server. The page cache is the
+real one, in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from common.keys import PAGE_SIZE, ZERO_PAGE, Relation
+from common.ops import (
+    Batch,
+    Chmod,
+    Create,
+    FileKind,
+    FileOp,
+    Mkdir,
+    Rename,
+    Truncate,
+    Unlink,
+    Write,
+)
+from compute.page_cache import MIB, PageCache, PageState
+from compute.view import BranchView, Node, PageServerError
+
+P = PAGE_SIZE
+OLD = b"o" * P  # what the page server holds of file "f" at mount time
+SERVER = b"s" * P  # what it answers for any other page
+FILE_REL = Relation.synthetic(7).to_bytes()
+SMALL_REL = Relation.synthetic(9).to_bytes()
+WAIT_S = 10
+
+
+class FakeReader:
+    """Serves pages from a dict; ``gate`` (if set) holds every fetch until it opens."""
+
+    def __init__(self) -> None:
+        self.pages = {(FILE_REL, block): OLD for block in range(3)}
+        self.pages[(SMALL_REL, 0)] = OLD
+        self.calls: list[list[int]] = []
+        self.entered = threading.Event()
+        self.gate: threading.Event | None = None
+
+    def get_pages(self, relation: Relation, blocks: list[int]) -> list[bytes]:
+        self.calls.append(list(blocks))
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(WAIT_S)
+        return [self.pages.get((relation.to_bytes(), block), SERVER) for block in blocks]
+
+
+class FakeWriter:
+    """Records acknowledged batches; with ``accept`` set, acknowledges that many, then fails."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self.attempts: list[Batch] = []
+        self.accept: int | None = None
+
+    def write(self, batch: Batch) -> int:
+        self.attempts.append(batch)
+        if self.accept is not None:
+            if self.accept == 0:
+                raise PageServerError("page server unreachable")
+            self.accept -= 1
+        self.batches.append(batch)
+        return len(self.batches)
+
+    @property
+    def ops(self) -> list[FileOp]:
+        return [op for batch in self.batches for op in batch.ops]
+
+
+class TicketSignallingCache(PageCache):
+    """A page cache that says when the second fetch has taken its ticket."""
+
+    def __init__(self, directory: Path, capacity_mb: float) -> None:
+        super().__init__(directory, capacity_mb)
+        self.tickets = 0
+        self.second_ticket = threading.Event()
+
+    def fetch_ticket(self) -> int:
+        self.tickets += 1
+        if self.tickets == 2:
+            self.second_ticket.set()
+        return super().fetch_ticket()
+
+
+@dataclass
+class Harness:
+    view: BranchView
+    cache: PageCache
+    reader: FakeReader
+    writer: FakeWriter
+
+
+class MakeHarness(Protocol):
+    def __call__(self, capacity_pages: int = 64, batch_bytes: int = 16 * 1024 * 1024,
+                 cache_type: type[PageCache] = PageCache) -> Harness: ...
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[MakeHarness]:
+    caches: list[PageCache] = []
+
+    def build(capacity_pages: int = 64, batch_bytes: int = 16 * 1024 * 1024,
+              cache_type: type[PageCache] = PageCache) -> Harness:
+        tree = {
+            "": Node("", FileKind.DIR, 0o700),
+            "f": Node("f", FileKind.FILE, 0o600, 3 * P, FILE_REL),
+            "small": Node("small", FileKind.FILE, 0o600, P, SMALL_REL),
+        }
+        cache = cache_type(tmp_path / f"cache{len(caches)}", capacity_pages * P / MIB)
+        caches.append(cache)
+        reader, writer = FakeReader(), FakeWriter()
+        view = BranchView(tree, cache, reader, writer, batch_bytes=batch_bytes)
+        return Harness(view, cache, reader, writer)
+
+    yield build
+    for cache in caches:
+        cache.close()
+
+
+def page(fill: bytes) -> bytes:
+    return fill * P
+
+
+def test_operations_ship_in_the_order_they_were_applied(make: MakeHarness) -> None:
+    h = make(batch_bytes=P)  # a batch ends after each page of data
+    view = h.view
+    a = view.create("a", 0o600)
+    view.write(a, page(b"1"), 0)
+    view.truncate("a", 100)
+    view.rename("a", "b")
+    view.write(a, page(b"2"), P)  # through the handle: the file is "b" now
+    view.mkdir("d", 0o700)
+    view.rename("b", "d/c")
+    view.unlink("f")
+    view.chmod("d/c", 0o644)
+    assert h.writer.batches == []  # nothing ships before a flush
+    view.flush()
+    assert h.writer.ops == [
+        Create("a", 0o600, a.relation), Write("a", 0, page(b"1")), Truncate("a", 100),
+        Rename("a", "b"), Write("b", P, page(b"2")), Mkdir("d", 0o700), Rename("b", "d/c"),
+        Unlink("f"), Chmod("d/c", 0o644),
+    ]
+    assert len(h.writer.batches) == 3  # cut after each write, order kept across batches
+    assert view.read(a, 2 * P, 0) == b"1" * 100 + bytes(P - 100) + page(b"2")
+
+
+def test_blocks_past_a_pending_truncate_read_as_zeros_until_it_is_durable(
+        make: MakeHarness) -> None:
+    h = make()
+    f = h.view.open("f")
+    h.view.truncate("f", P)
+    h.view.write(f, page(b"w"), 2 * P)  # block 1 is now a hole the server still holds
+    assert h.view.read(f, P, P) == ZERO_PAGE
+    assert h.reader.calls == []  # not even asked
+    h.writer.accept = 0
+    with pytest.raises(OSError):
+        h.view.flush()
+    assert h.view.read(f, P, P) == ZERO_PAGE  # the truncate is still not durable
+    h.writer.accept = None
+    h.view.flush()
+    h.reader.pages[(FILE_REL, 1)] = SERVER  # the page server's copy is now the truth
+    assert h.view.read(f, P, P) == SERVER
+    assert h.reader.calls == [[1]]
+
+
+def test_a_failed_flush_requeues_everything_for_the_next_one(make: MakeHarness) -> None:
+    h = make()
+    f = h.view.open("f")
+    h.view.write(f, page(b"a"), 0)
+    h.view.truncate("f", 2 * P)
+    h.writer.accept = 0
+    with pytest.raises(OSError) as failure:
+        h.view.flush()
+    assert failure.value.errno == errno.EIO
+    assert isinstance(h.view.failed, PageServerError)
+    assert h.writer.batches == []
+    assert h.cache.state(f.key(0)) is PageState.DIRTY  # not durable: must not be evicted
+    h.view.write(f, page(b"b"), P)
+    h.writer.accept = None
+    h.view.flush()
+    assert h.writer.ops == [Write("f", 0, page(b"a")), Truncate("f", 2 * P),
+                            Write("f", P, page(b"b"))]
+    assert h.cache.state(f.key(0)) is PageState.CLEAN
+    assert h.cache.state(f.key(1)) is PageState.CLEAN
+
+
+def test_a_flush_that_failed_part_way_resumes_without_resending(make: MakeHarness) -> None:
+    h = make(batch_bytes=P)  # a batch ends after each page of data
+    view = h.view
+    f = view.open("f")
+    n = view.create("n", 0o600)
+    view.write(n, page(b"n"), 2 * P)  # batch 1: blocks 0-1 of "n" are holes
+    view.write(f, page(b"a"), 0)  # batch 2
+    m = view.create("m", 0o600)
+    view.write(m, page(b"m"), 2 * P)  # batch 3
+    view.write(f, page(b"b"), P)  # batch 4
+    view.chmod("f", 0o640)  # batch 5, not full
+    expected = [Create("n", 0o600, n.relation), Write("n", 2 * P, page(b"n")),
+                Write("f", 0, page(b"a")),
+                Create("m", 0o600, m.relation), Write("m", 2 * P, page(b"m")),
+                Write("f", P, page(b"b")), Chmod("f", 0o640), Mkdir("later", 0o700)]
+    h.writer.accept = 2
+    with pytest.raises(OSError):
+        view.flush()
+    assert h.writer.ops == expected[:3]
+    in_flight = h.writer.attempts[-1]  # the page server may have applied it: the writer checks
+    # Acknowledged pages are durable, hence clean; the others stay dirty.
+    assert h.cache.state(n.key(2)) is PageState.CLEAN
+    assert h.cache.state(f.key(0)) is PageState.CLEAN
+    assert h.cache.state(m.key(2)) is PageState.DIRTY
+    assert h.cache.state(f.key(1)) is PageState.DIRTY
+    # "n" exists on the page server now; "m" does not yet.
+    assert view.read(n, P, 0) == SERVER
+    assert view.read(m, P, 0) == ZERO_PAGE
+    view.mkdir("later", 0o700)
+    h.writer.accept = None
+    view.flush()
+    assert h.writer.ops == expected  # batches 1 and 2 were not sent again
+    assert h.writer.batches[2] == in_flight  # resent exactly as it was cut
+    assert [len(batch.ops) for batch in h.writer.batches] == [2, 1, 2, 1, 1, 1]
+    assert h.cache.state(f.key(1)) is PageState.CLEAN
+
+
+def test_a_full_cache_is_flushed_and_the_write_retried(make: MakeHarness) -> None:
+    h = make(capacity_pages=2)
+    f = h.view.open("f")
+    h.view.write(f, page(b"a"), 0)
+    h.view.write(f, page(b"b"), P)  # every slot now holds an unflushed page
+    h.view.write(f, page(b"c"), 2 * P)
+    assert h.writer.ops == [Write("f", 0, page(b"a")), Write("f", P, page(b"b"))]
+    h.view.flush()
+    assert h.writer.ops[2:] == [Write("f", 2 * P, page(b"c"))]
+    assert len(h.writer.batches) == 2
+    assert h.view.read(f, P, 2 * P) == page(b"c")
+
+
+def test_a_write_racing_a_fetch_of_its_page_wins(make: MakeHarness) -> None:
+    h = make()
+    f = h.view.open("f")
+    h.reader.gate = threading.Event()
+    got: list[bytes] = []
+    reading = threading.Thread(target=lambda: got.append(h.view.read(f, P, 0)))
+    reading.start()
+    assert h.reader.entered.wait(WAIT_S)  # the fetch of block 0 is in flight
+    h.view.write(f, page(b"w"), 0)
+    h.reader.gate.set()  # the fetch returns the page server's older copy
+    reading.join(WAIT_S)
+    assert got == [page(b"w")]
+    assert h.cache.state(f.key(0)) is PageState.DIRTY
+    assert h.view.read(f, P, 0) == page(b"w")
+
+
+def test_concurrent_readers_of_a_page_share_one_fetch(make: MakeHarness) -> None:
+    h = make(cache_type=TicketSignallingCache)
+    cache = h.cache
+    assert isinstance(cache, TicketSignallingCache)
+    small = h.view.open("small")
+    h.reader.gate = threading.Event()
+    got: list[bytes] = []
+    first = threading.Thread(target=lambda: got.append(h.view.read(small, P, 0)))
+    first.start()
+    assert h.reader.entered.wait(WAIT_S)  # the first reader's fetch is in flight
+    second = threading.Thread(target=lambda: got.append(h.view.read(small, P, 0)))
+    second.start()
+    # The second reader takes its ticket and looks for fetches in flight in one step,
+    # under the view's lock, which the first fetch needs before it can finish.
+    assert cache.second_ticket.wait(WAIT_S)
+    h.reader.gate.set()
+    first.join(WAIT_S)
+    second.join(WAIT_S)
+    assert got == [OLD, OLD]
+    assert h.reader.calls == [[0]]
