@@ -4,7 +4,7 @@ Every mutating operation is applied to the view under one lock and queued, in
 that same order; ``flush`` ships the queue as ingest batches and returns only
 once the page server made them durable. Every durable LSN is therefore a prefix
 of the operation order: a state a real disk could have been in at a power cut
-(see DESIGN.md). A flush that fails part way keeps that property: the batches
+(see docs/DESIGN.md). A flush that fails part way keeps that property: the batches
 the page server acknowledged are durable and are never sent again; the others
 are kept, exactly as they were cut, for the next flush to send first.
 
