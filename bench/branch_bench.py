@@ -29,76 +29,100 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from bench import engine_bench, objectstore
-from bench.engine_bench import JSON, build_history, build_small, create_file, layer_stats
-from bench.pagebench import ROOT, ServerProcess, dump_json, stop_on_sigterm, versions
-from pageserver.config import EngineConfig
+from bench import objectstore
+from bench.harness import (
+    JSON,
+    ROOT,
+    ServerProcess,
+    dump_json,
+    host_info,
+    stop_on_sigterm,
+    summary,
+    timed,
+    versions,
+)
+from bench.synthetic import (
+    build_history,
+    build_small,
+    create_file,
+    layer_stats,
+    measure_branching,
+    open_engine,
+)
 from pageserver.engine import Engine
-from pageserver.remote import open_storage
 from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
 
 TENANTS = ("small", "large")
 RPC_BRANCH = "bench-rpc"
 CLI_BRANCH = "bench-cli"
+SEED = 20240601
+
+
+@dataclass(frozen=True)
+class Build:
+    """How the two tenants are built (``bench.synthetic``) and how often the engine's
+    create_branch is timed on them."""
+
+    seed: int
+    random_bytes: int  # incompressible bytes per 8 KB page; the rest is zeros
+    read_blocks: int  # large tenant: blocks of its relation
+    read_passes: int  # ... each block written this many times (page versions = product)
+    read_l0_layers: int  # ... L0 layers the history is flushed into
+    branch_small_versions: int  # small tenant: page versions, in one layer
+    branch_samples: int  # timed engine create_branch calls per tenant
+
+    @property
+    def read_versions(self) -> int:
+        return self.read_blocks * self.read_passes
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes and repetitions of one run; ``build`` sizes the tenants (see engine_bench)."""
+    """Sizes and repetitions of one run."""
 
     mode: str
     samples: int  # timed creates per tenant and way of creating
     warmup_rounds: int
-    build: engine_bench.Settings
+    build: Build
 
 
-FULL = Settings(mode="full", samples=20, warmup_rounds=2, build=replace(
-    engine_bench.FULL, mode="full", random_bytes=256, read_blocks=200_000, read_passes=5,
-    read_l0_layers=25, branch_small_versions=1000, branch_samples=20))
-QUICK = Settings(mode="quick", samples=5, warmup_rounds=1, build=replace(
-    engine_bench.QUICK, mode="quick", random_bytes=256, read_blocks=50_000, read_passes=2,
-    read_l0_layers=10, branch_small_versions=1000, branch_samples=5))
-
-
-def summary(values: Sequence[float]) -> JSON:
-    """Median, p90, min and max of raw samples."""
-    return {**engine_bench.summarize(values), "p90": float(np.percentile(values, 90))}
+FULL = Settings(mode="full", samples=20, warmup_rounds=2, build=Build(
+    seed=SEED, random_bytes=256, read_blocks=200_000, read_passes=5, read_l0_layers=25,
+    branch_small_versions=1000, branch_samples=20))
+QUICK = Settings(mode="quick", samples=5, warmup_rounds=1, build=Build(
+    seed=SEED, random_bytes=256, read_blocks=50_000, read_passes=2, read_l0_layers=10,
+    branch_small_versions=1000, branch_samples=5))
 
 
 def timed_ms(action: Callable[[], object]) -> float:
     """Milliseconds ``action`` takes."""
-    start = time.perf_counter()
-    action()
-    return (time.perf_counter() - start) * 1000
-
-
-def open_home_engine(home: Path, store: str, *, fsync: bool) -> Engine:
-    """An engine on the page server's state directory of ``home`` and its object store
-    ``store`` (a directory or a URL), background work off."""
-    config = EngineConfig(state_dir=home / "pageserver", background_period_s=0,
-                          pitr_window_s=0, fsync=fsync)
-    return Engine(config, open_storage(store))
+    return timed(action) * 1000
 
 
 def build_and_time_engine(home: Path, store: str, settings: Settings) -> JSON:
     """Build both tenants into ``home`` and ``store`` (fsync off), then time the engine's
     create_branch on each with fsync on, as the server runs it."""
-    rng = np.random.default_rng(settings.build.seed)
+    build = settings.build
+    rng = np.random.default_rng(build.seed)
     started = time.perf_counter()
-    engine = open_home_engine(home, store, fsync=False)
+    engine = open_engine(home / "pageserver", store, fsync=False)
     try:
-        build_small(engine, settings.build, rng)
+        build_small(engine, rng, versions=build.branch_small_versions,
+                    random_bytes=build.random_bytes)
         large = engine.create_tenant("large").branch("main")
-        create_file(large, settings.build.read_blocks)
-        _, large_build = build_history(large, settings.build, rng)
+        create_file(large, build.read_blocks)
+        _, large_build = build_history(large, rng, blocks=build.read_blocks,
+                                       passes=build.read_passes,
+                                       l0_layers=build.read_l0_layers,
+                                       random_bytes=build.random_bytes)
         # Compacted here, so the server finds no L0 backlog to compact while being timed.
         compact_start = time.perf_counter()
         compaction = asdict(engine.compact("large", force=True))
@@ -106,10 +130,10 @@ def build_and_time_engine(home: Path, store: str, settings: Settings) -> JSON:
     finally:
         engine.close()
     build_s = time.perf_counter() - started
-    engine = open_home_engine(home, store, fsync=True)
+    engine = open_engine(home / "pageserver", store, fsync=True)
     try:
-        cases = engine_bench.measure_branching(
-            engine, {tenant: (tenant, None) for tenant in TENANTS}, settings.build)
+        cases = measure_branching(engine, {tenant: (tenant, None) for tenant in TENANTS},
+                                  build.branch_samples)
         last_batch = time_last_batch(engine, settings)
         layers = {tenant: layer_stats(engine.timeline(tenant, "main")) for tenant in TENANTS}
     finally:
@@ -118,12 +142,11 @@ def build_and_time_engine(home: Path, store: str, settings: Settings) -> JSON:
         "how": "in-process Engine (ingest-log fsync off, background work off) writing into the "
                "server's state directory and object store before the server starts; the large "
                "tenant compacted (force) after its build",
-        "page_versions": {"small": settings.build.branch_small_versions,
-                          "large": settings.build.read_versions},
+        "page_versions": {"small": build.branch_small_versions, "large": build.read_versions},
         "layers": layers, "large_build": large_build, "large_compaction": compaction,
         "build_seconds": build_s,
         "engine_create_branch": {tenant: {"fsync": True, "samples_ms": case["samples_ms"],
-                                          "ms": summary(case["samples_ms"])}
+                                          "ms": case["ms"]}
                                  for tenant, case in cases.items()},
         "new_branch_last_batch": last_batch,
     }
@@ -314,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     stop_on_sigterm()
-    host = engine_bench.host_info()
+    host = host_info()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="strata-branch-bench-") as tmp:
         home = Path(tmp)

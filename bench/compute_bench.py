@@ -26,35 +26,24 @@ that fails stops and writes nothing. Nothing here asserts on time.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
 
-from bench import objectstore
-from bench.engine_bench import host_info
-from bench.pagebench import dump_json, versions
+from bench.harness import JSON, TENANT, BenchError, Strata, root_bench_main, run, summary
 from common.postgres import pg_bin_dir
 
-JSON = dict[str, Any]
-ROOT = Path(__file__).resolve().parents[1]
-TENANT = "bench"
 LOCAL_PORT = 55300
 
 
@@ -80,61 +69,9 @@ QUICK = Settings("quick", repeats=1, seconds=5, clients=4, tps_scale=2, load_sca
                  start_samples=2)
 
 
-class BenchError(Exception):
-    """A step failed: the run is void and reports nothing."""
-
-
-def run(command: Sequence[str], *, env: dict[str, str] | None = None,
-        timeout: float = 1800) -> str:
-    done = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, check=False, cwd=ROOT)
-    if done.returncode != 0:
-        raise BenchError(f"{' '.join(command[:4])}... exited {done.returncode}:\n"
-                         f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return done.stdout
-
-
 def as_postgres(tool: str, *args: str, timeout: float = 1800) -> str:
     return run(["runuser", "-u", "postgres", "--", str(pg_bin_dir() / tool), *args],
                timeout=timeout)
-
-
-def summary(values: Sequence[float]) -> JSON:
-    """Median, p90, min and max of raw samples, and the samples."""
-    array = np.asarray(values, dtype=float)
-    return {"median": float(np.median(array)), "p90": float(np.percentile(array, 90)),
-            "min": float(array.min()), "max": float(array.max()), "samples": list(values)}
-
-
-def timed(action: Callable[[], object]) -> float:
-    """Seconds ``action`` took."""
-    began = time.perf_counter()
-    action()
-    return time.perf_counter() - began
-
-
-class Strata:
-    """The CLI under one $STRATA_HOME."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.storage = str(home / "objects")  # the embedded default; `up` may say S3
-
-    def up(self, suite: str, *args: str) -> JSON:
-        """``strata up`` on free ports, with the run's object store (bench.objectstore)."""
-        self.storage = objectstore.suite_store(suite, self.home / "objects")
-        return self("up", "--port", "0", "--metrics-port", "0", *args,
-                    *objectstore.up_options(self.storage))
-
-    def stored_bytes(self) -> int:
-        """Bytes of every object the page server stored, wherever they live."""
-        return objectstore.stored_bytes(self.storage)
-
-    def __call__(self, *args: str) -> JSON:
-        out = run([sys.executable, "-m", "strata.cli", *args, "--json"],
-                  env={"STRATA_HOME": str(self.home), "STRATA_TENANT": TENANT})
-        document: JSON = json.loads(out)
-        return document
 
 
 class Local:
@@ -253,22 +190,6 @@ def server_counters(metrics_address: str) -> dict[str, float]:
 def drop_os_cache() -> None:
     os.sync()
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
-@contextmanager
-def bench_home(name: str) -> Iterator[Path]:
-    """A temporary directory the postgres user can reach; ``strata down`` and removed after."""
-    root = Path(tempfile.mkdtemp(prefix=f"strata-{name}-bench-"))
-    root.chmod(0o755)
-    strata = Strata(root / "home")
-    try:
-        yield root
-    finally:
-        try:
-            strata("down")
-        except BenchError as exc:
-            print(f"warning: strata down failed: {exc}", file=sys.stderr)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def measure(settings: Settings, root: Path) -> JSON:
@@ -455,41 +376,6 @@ def render_markdown(report: JSON) -> str:
               f"median {start['median']:.2f} s (min {start['min']:.2f}, max {start['max']:.2f}, "
               f"{len(start['samples'])} samples).", ""]
     return "\n".join(lines)
-
-
-def root_bench_main(argv: Sequence[str] | None, *, name: str, doc: str, quick_help: str,
-                    full: Any, quick: Any, measure: Callable[[Any, Path], JSON],
-                    render: Callable[[JSON], str],
-                    extra_versions: Callable[[], JSON] | None = None) -> int:
-    """The command line of a suite that runs computes: root check, one measured run in a
-    temporary ``$STRATA_HOME``, nothing reported if it fails, JSON and markdown written."""
-    parser = argparse.ArgumentParser(prog=f"bench.{name}_bench", description=doc.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--out", type=Path, help="write the JSON report here (and .md)")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print(f"{name}_bench: needs root (computes mount FUSE and run postgres)",
-              file=sys.stderr)
-        return 2
-    settings = quick if args.quick else full
-    started = datetime.now(UTC)
-    try:
-        with bench_home(name) as root:
-            figures = measure(settings, root)
-    except (BenchError, psycopg.Error, subprocess.TimeoutExpired) as exc:
-        print(f"{name}_bench: run failed, no figures reported: {exc}", file=sys.stderr)
-        return 1
-    report = {"benchmark": name, "started_at": started.isoformat(),
-              "finished_at": datetime.now(UTC).isoformat(), "host": host_info(),
-              "versions": {**versions(), **(extra_versions() if extra_versions else {})},
-              "settings": asdict(settings), "storage": objectstore.describe(),
-              "figures": figures}
-    markdown = render(report)
-    print(markdown)
-    if args.out:
-        args.out.write_text(dump_json(report))
-        args.out.with_suffix(".md").write_text(markdown)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

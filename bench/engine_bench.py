@@ -21,41 +21,39 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
-import socket
-import statistics
-import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import lz4
 import numpy as np
 
 from bench import objectstore
-from common.keys import PAGE_SIZE, ZERO_PAGE, Relation, parse_relation_path
-from common.ops import Batch, Create, Mkdir, Truncate, Write
-from pageserver.config import EngineConfig
+from bench.harness import JSON, host_info, summary, timed
+from bench.synthetic import (
+    BATCH_PAGES,
+    PAGE_HEADER,
+    History,
+    PageMaker,
+    build_history,
+    build_small,
+    create_file,
+    flush_timeline,
+    layer_stats,
+    measure_branching,
+    open_engine,
+)
+from common.keys import PAGE_SIZE, ZERO_PAGE, Relation
+from common.ops import Batch
 from pageserver.engine import Engine
-from pageserver.remote import open_storage
-from pageserver.tenant import BranchPoint
 from pageserver.timeline import Timeline
 
-JSON = dict[str, Any]
-
-REL_PATH = "base/5/16384"
-BATCH_PAGES = 64
-PAGE_HEADER = struct.Struct("<QQ")  # block, tag: lets reads be checked against the writes
-POOL_BYTES = 1 << 22  # random bytes that page bodies are sliced from
 READ_GOAL_PAGES_S = 100_000.0
 BRANCH_RATIO_GOAL = 1.5  # "~1": large/small create_branch time within 1.5x
 
@@ -103,160 +101,7 @@ QUICK = Settings(
 )
 
 
-# --- helpers -------------------------------------------------------------------------
-
-
-def summarize(values: Sequence[float]) -> JSON:
-    """Median, min and max of raw samples."""
-    return {"n": len(values), "median": statistics.median(values),
-            "min": min(values), "max": max(values)}
-
-
-def host_info() -> JSON:
-    """The machine and software the run uses, and when it starts."""
-    return {
-        "hostname": socket.gethostname(),
-        "cpu_count": os.cpu_count(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "lz4": lz4.__version__,
-        "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty_files": len((_git("status", "--porcelain") or "").splitlines()),
-        "tmp_dir": tempfile.gettempdir(),
-    }
-
-
-def _git(*args: str) -> str | None:
-    """Output of a read-only git command in this checkout, or None."""
-    try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return done.stdout.strip()
-
-
-def open_engine(root: Path, store: str, *, fsync: bool) -> Engine:
-    """An engine on ``root/state`` with its objects at ``store`` (a directory or a URL).
-
-    Background work is off: the benchmark freezes, flushes and compacts explicitly.
-    """
-    config = EngineConfig(state_dir=root / "state", background_period_s=0, pitr_window_s=0,
-                          fsync=fsync)
-    return Engine(config, open_storage(store))
-
-
-def create_file(timeline: Timeline, blocks: int) -> Relation:
-    """Create ``REL_PATH`` of ``blocks`` pages on an empty timeline; returns its relation."""
-    timeline.ingest(Batch((Mkdir("base"), Mkdir("base/5"), Create(REL_PATH),
-                           Truncate(REL_PATH, blocks * PAGE_SIZE))))
-    parsed = parse_relation_path(REL_PATH)
-    assert parsed is not None
-    return parsed[0]
-
-
-def flush_timeline(timeline: Timeline) -> None:
-    """Freeze the open memtable and write every frozen one as an L0 layer."""
-    timeline.freeze()
-    timeline.flush()
-
-
-def layer_stats(timeline: Timeline) -> JSON:
-    """How many layers of each kind the timeline has, and their bytes."""
-    layers = list(timeline.layers)
-    return {
-        "total": len(layers),
-        "l0_delta": sum(1 for x in layers if not x.is_image and x.desc.level == 0),
-        "l1_delta": sum(1 for x in layers if not x.is_image and x.desc.level > 0),
-        "image": sum(1 for x in layers if x.is_image),
-        "bytes": sum(x.desc.size for x in layers),
-    }
-
-
-class PageMaker:
-    """Batches of 8 KB pages: a (block, tag) header, random bytes, then zeros (lz4 ~4:1)."""
-
-    def __init__(self, rng: np.random.Generator, random_bytes: int) -> None:
-        self._rng = rng
-        self._random_bytes = random_bytes
-        self._pool = rng.bytes(POOL_BYTES)
-        self._pad = bytes(PAGE_SIZE - PAGE_HEADER.size - random_bytes)
-
-    def batch(self, blocks: np.ndarray, tag: int) -> Batch:
-        """One batch writing every block of ``blocks`` with a fresh page tagged ``tag``."""
-        size = self._random_bytes
-        starts = self._rng.integers(0, POOL_BYTES - size, len(blocks)).tolist()
-        return Batch(tuple(
-            Write(REL_PATH, block * PAGE_SIZE,
-                  PAGE_HEADER.pack(block, tag) + self._pool[start : start + size] + self._pad)
-            for block, start in zip(blocks.tolist(), starts, strict=True)
-        ))
-
-
-def timed(action: Callable[[], object]) -> float:
-    """Seconds ``action`` takes."""
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
-
-
 # --- figure 1 (and 3): a long history, reads and branch creation -----------------------
-
-
-@dataclass
-class History:
-    """What was written where: enough to know the expected page of any block at any LSN."""
-
-    perms: np.ndarray  # [pass, i]: the i-th block written in that pass
-    batch_lsns: np.ndarray  # [pass, batch]: LSN of that batch
-
-    def expected_tags(self, lsn: int) -> np.ndarray:
-        """Per block, the pass whose write is visible at ``lsn`` (-1: none, zeros)."""
-        passes, blocks = self.perms.shape
-        tags = np.full(blocks, -1, dtype=np.int64)
-        for tag in range(passes):
-            position = np.empty(blocks, dtype=np.int64)
-            position[self.perms[tag]] = np.arange(blocks)
-            tags[self.batch_lsns[tag, position // BATCH_PAGES] <= lsn] = tag
-        return tags
-
-
-def build_history(timeline: Timeline, settings: Settings, rng: np.random.Generator) -> tuple[
-        History, JSON]:
-    """Write every block ``read_passes`` times (random order) into >= ``read_l0_layers`` L0s."""
-    blocks = settings.read_blocks
-    per_pass = math.ceil(blocks / BATCH_PAGES)
-    flush_every = per_pass * settings.read_passes // settings.read_l0_layers
-    maker = PageMaker(rng, settings.random_bytes)
-    history = History(np.empty((settings.read_passes, blocks), dtype=np.int64),
-                      np.empty((settings.read_passes, per_pass), dtype=np.int64))
-    ingest_s = flush_s = 0.0
-    unflushed = 0
-    started = time.perf_counter()
-    for tag in range(settings.read_passes):
-        history.perms[tag] = rng.permutation(blocks)
-        for index in range(per_pass):
-            batch = maker.batch(history.perms[tag, index * BATCH_PAGES:][:BATCH_PAGES], tag)
-            begin = time.perf_counter()
-            history.batch_lsns[tag, index] = timeline.ingest(batch)
-            ingest_s += time.perf_counter() - begin
-            unflushed += 1
-            if unflushed == flush_every:
-                flush_s += timed(lambda: flush_timeline(timeline))
-                unflushed = 0
-    flush_s += timed(lambda: flush_timeline(timeline))
-    return history, {
-        "page_versions": settings.read_versions,
-        "batches": settings.read_passes * per_pass,
-        "flush_every_batches": flush_every,
-        "ingest_seconds": ingest_s,
-        "flush_seconds": flush_s,
-        "wall_seconds": time.perf_counter() - started,
-        "layers": layer_stats(timeline),
-    }
 
 
 def warm_and_verify(timeline: Timeline, relation: Relation, history: History, lsn: int,
@@ -304,56 +149,26 @@ def measure_reads(timeline: Timeline, relation: Relation, history: History, stat
         name: {
             "state": state, "lsn": lsn, "layers": layer_stats(timeline),
             "warmup": warmup[name], "samples": samples[name],
-            "pages_per_s": summarize([s["pages_per_s"] for s in samples[name]]),
+            "pages_per_s": summary([s["pages_per_s"] for s in samples[name]]),
         }
         for name, lsn in lsns.items()
     }
-
-
-def build_small(engine: Engine, settings: Settings, rng: np.random.Generator) -> tuple[
-        int, int]:
-    """Tenant ``small``: ``branch_small_versions`` page versions in one layer; (older, latest)."""
-    timeline = engine.create_tenant("small").branch("main")
-    create_file(timeline, settings.branch_small_versions)
-    maker = PageMaker(rng, settings.random_bytes)
-    blocks = np.arange(settings.branch_small_versions, dtype=np.int64)
-    lsns = [timeline.ingest(maker.batch(blocks[first : first + BATCH_PAGES], 0))
-            for first in range(0, len(blocks), BATCH_PAGES)]
-    engine.flush("small")
-    return lsns[len(lsns) // 2], lsns[-1]
-
-
-def measure_branching(engine: Engine, cases: dict[str, tuple[str, int | None]],
-                      settings: Settings) -> JSON:
-    """Interleaved create_branch timings per case (tenant, LSN; None = latest), in ms.
-
-    Each branch is deleted again (untimed) so the tenant manifest keeps its size.
-    """
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for round_no in range(settings.branch_samples + 2):  # the first two rounds warm up
-        for name, (tenant_id, lsn) in cases.items():
-            tenant = engine.tenant(tenant_id)
-            start = time.perf_counter()
-            tenant.create_branch("bench-child", parent="main", at=BranchPoint(lsn=lsn))
-            seconds = time.perf_counter() - start
-            tenant.delete_branch("bench-child")
-            if round_no >= 2:
-                samples[name].append(seconds * 1000)
-    return {name: {"tenant": cases[name][0], "lsn": cases[name][1], "samples_ms": values,
-                   "ms": summarize(values)} for name, values in samples.items()}
 
 
 def bench_reads_and_branches(settings: Settings, root: Path, store: str) -> JSON:
     """Figures 1 and 3, which share the large timeline."""
     rng = np.random.default_rng(settings.seed)
     # Building is not what figure 1 measures: the build engine skips the ingest-log fsync.
-    engine = open_engine(root, store, fsync=False)
+    engine = open_engine(root / "state", store, fsync=False)
     relation = create_file(engine.create_tenant("bench").branch("main"), settings.read_blocks)
-    history, build = build_history(engine.timeline("bench", "main"), settings, rng)
+    history, build = build_history(
+        engine.timeline("bench", "main"), rng, blocks=settings.read_blocks,
+        passes=settings.read_passes, l0_layers=settings.read_l0_layers,
+        random_bytes=settings.random_bytes)
     build["fsync"] = False
     engine.close()
     reopen_s = time.perf_counter()
-    engine = open_engine(root, store, fsync=True)
+    engine = open_engine(root / "state", store, fsync=True)
     build["reopen_with_fsync_seconds"] = time.perf_counter() - reopen_s
     try:
         main = engine.timeline("bench", "main")
@@ -363,11 +178,13 @@ def bench_reads_and_branches(settings: Settings, root: Path, store: str) -> JSON
         cases = {f"l0_{k}": v for k, v in measure_reads(
             main, relation, history, "before compaction", lsns, settings, rng).items()}
 
-        small_older, small_latest = build_small(engine, settings, rng)
+        small_older, small_latest = build_small(engine, rng,
+                                                versions=settings.branch_small_versions,
+                                                random_bytes=settings.random_bytes)
         branching = measure_branching(engine, {
             "small_latest": ("small", None), "large_latest": ("bench", None),
             "small_older": ("small", small_older), "large_older": ("bench", older),
-        }, settings)
+        }, settings.branch_samples)
         small_main = engine.timeline("small", "main")
         versions = {"small": settings.branch_small_versions, "large": settings.read_versions}
         branch_report: JSON = {
@@ -428,7 +245,7 @@ def ingest_sample(engine: Engine, timelines: list[Timeline], batches: list[Batch
 def bench_ingest(settings: Settings, root: Path, store: str) -> JSON:
     """Figure 2: one writer versus ``ingest_writers`` writers on as many branches, fsync on."""
     rng = np.random.default_rng(settings.seed + 2)
-    engine = open_engine(root, store, fsync=True)
+    engine = open_engine(root / "state", store, fsync=True)
     try:
         tenant = engine.create_tenant("ingest")
         create_file(tenant.branch("main"), settings.ingest_file_blocks)
@@ -452,8 +269,8 @@ def bench_ingest(settings: Settings, root: Path, store: str) -> JSON:
         "timed_region": "ingest() calls until every batch is durable (acknowledged); the "
                         "memtable flush after each sample is untimed and reported apart",
         "cases": {name: {"samples": values,
-                         "pages_per_s": summarize([v["pages_per_s"] for v in values]),
-                         "fsyncs_per_batch": summarize([v["fsyncs_per_batch"] for v in values])}
+                         "pages_per_s": summary([v["pages_per_s"] for v in values]),
+                         "fsyncs_per_batch": summary([v["fsyncs_per_batch"] for v in values])}
                   for name, values in samples.items()},
     }}
 
@@ -464,7 +281,7 @@ def bench_ingest(settings: Settings, root: Path, store: str) -> JSON:
 def bench_object_store(settings: Settings, root: Path, store: str) -> JSON:
     """Figure 4: remote bytes of a base plus branches rewriting a fraction, vs full copies."""
     rng = np.random.default_rng(settings.seed + 4)
-    engine = open_engine(root, store, fsync=True)
+    engine = open_engine(root / "state", store, fsync=True)
     try:
         tenant = engine.create_tenant("store")
         create_file(tenant.branch("main"), settings.store_base_pages)
@@ -495,7 +312,7 @@ def bench_object_store(settings: Settings, root: Path, store: str) -> JSON:
         "ideal_ratio": (1 + settings.store_branches * rewrite / settings.store_base_pages)
         / copies,
         "per_branch_bytes_samples": per_branch,
-        "per_branch_bytes": summarize(per_branch),
+        "per_branch_bytes": summary(per_branch),
     }}
 
 

@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import multiprocessing
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -51,27 +49,27 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
 from multiprocessing.context import SpawnProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import grpc
 import numpy as np
 
 from bench import objectstore
-from bench.engine_bench import (
-    BATCH_PAGES,
+from bench.harness import (
+    CHANNEL_OPTIONS,
     JSON,
-    PAGE_HEADER,
-    REL_PATH,
-    PageMaker,
+    ROOT,
+    TENANT,
+    ServerProcess,
+    dump_json,
     host_info,
-    layer_stats,
+    stop_on_sigterm,
+    versions,
 )
-from common import supervisor
+from bench.synthetic import BATCH_PAGES, PAGE_HEADER, REL_PATH, PageMaker, layer_stats
 from common.bearer import call_credentials_metadata
 from common.convert import op_to_pb, relation_from_pb
 from common.keys import PAGE_SIZE
@@ -83,16 +81,12 @@ from pageserver.timeline import Timeline
 from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[1]
-TENANT = "bench"
 GOAL_BATCHED_PAGES_S = 50_000.0
 GOAL_SINGLE_P99_MS = 1.0
 NEON_REFERENCE = ("Neon pagebench (published): ~4.5k req/s per client at p99 0.75 ms for "
                   "single pages; ~60k pages/s with batching")
 START_LEAD_S = 0.3  # between handing out a point's jobs and its common start time
 PY_SPY_RATE_HZ = 1000
-CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0),
-                   ("grpc.max_receive_message_length", 128 * 1024 * 1024)]
 
 
 @dataclass(frozen=True)
@@ -120,83 +114,7 @@ QUICK = Settings(mode="quick", seed=20240602, pages=5120, random_bytes=2048,
                  warmup_s=0.3, duration_s=1.0, cache_batches=(1, 128), cache_requests=1000)
 
 
-# --- the page server process ----------------------------------------------------------------
-
-
-class ServerProcess:
-    """A ``python -m pageserver.main`` child serving on a free 127.0.0.1 port.
-
-    ``storage`` is what the server gets as ``--storage``: a directory or an object-store
-    URL. Use it as a context manager: leaving the block stops the child (SIGTERM, then
-    SIGKILL after ``stop_timeout_s``), also on errors. ``stop`` then ``start`` restarts it
-    on the same address, so clients' channels reconnect to it.
-    """
-
-    def __init__(self, state_dir: Path, storage: str, log_path: Path,
-                 stop_timeout_s: float = 120.0) -> None:
-        self.state_dir = state_dir
-        self.storage = storage
-        self.log_path = log_path
-        self.stop_timeout_s = stop_timeout_s
-        self.address = ""
-        self.start_seconds = 0.0
-        self.child: supervisor.Child | None = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self.child is not None
-        return self.child.pid
-
-    def start(self, timeout_s: float = 120.0) -> None:
-        """Start the child (on the previous address, if any) and wait until it serves."""
-        started = time.perf_counter()
-        child = self.child = supervisor.spawn(
-            [sys.executable, "-m", "pageserver.main", "--state-dir", str(self.state_dir),
-             "--storage", self.storage, "--listen", self.address or "127.0.0.1:0",
-             "--metrics-listen", ""],
-            marker=b"pageserver", log_file=self.log_path, cwd=ROOT, label="pagebench")
-        ready = self.state_dir / "pageserver.json"
-        try:
-            supervisor.wait_ready(child, lambda: supervisor.names_pid(ready, child.pid),
-                                  timeout_s, what="the page server")
-        except supervisor.SupervisorError as exc:
-            self.stop()
-            tail = "\n".join(exc.log_tail)
-            raise RuntimeError(f"page server did not start; {self.log_path} ends:\n{tail}"
-                               ) from None
-        info = supervisor.ready_info(ready)
-        assert info is not None
-        self.address = str(info["listen"])
-        self.start_seconds = time.perf_counter() - started
-
-    def stop(self) -> int | None:
-        """SIGTERM (drain and flush), SIGKILL if that takes too long; the exit code."""
-        if self.child is None:
-            return None
-        supervisor.stop(self.child, self.stop_timeout_s, what="the page server")
-        return self.child.returncode
-
-    def token(self) -> str:
-        return (self.state_dir / "auth" / "admin.token").read_text().strip()
-
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return call_credentials_metadata(self.token())
-
-    def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS)
-
-    def cpu_seconds(self) -> float:
-        """User plus system CPU time the child has used so far (from /proc)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# --- measuring ------------------------------------------------------------------------------
 
 
 def machine_busy_seconds() -> float:
@@ -204,16 +122,6 @@ def machine_busy_seconds() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle, iowait
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def stop_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit, so ``finally`` blocks stop the children we started."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-
-
-def versions() -> JSON:
-    """Versions of the packages on the measured path."""
-    return {name: version(name) for name in ("grpcio", "protobuf", "numpy", "lz4")}
 
 
 def summarize_ms(latencies_s: Sequence[float] | np.ndarray) -> JSON:
@@ -224,13 +132,6 @@ def summarize_ms(latencies_s: Sequence[float] | np.ndarray) -> JSON:
     p50, p99, p999 = np.percentile(values, [50, 99, 99.9]).tolist()
     return {"n": int(values.size), "mean": float(values.mean()), "p50": p50, "p99": p99,
             "p99_9": p999, "max": float(values.max())}
-
-
-def dump_json(report: JSON) -> str:
-    """``report`` as indented JSON, with lists of numbers kept on one line."""
-    text = json.dumps(report, indent=1)
-    return re.sub(r"\[\s+(?:-?[\d.eE+-]+,\s+)*-?[\d.eE+-]+\s+\]",
-                  lambda m: "[" + " ".join(m.group(0)[1:-1].split()) + "]", text)
 
 
 # --- setup: tenant, ingest, compaction --------------------------------------------------------

@@ -27,14 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
-from bench.compute_bench import TENANT, BenchError, Strata, root_bench_main, summary, timed
+from bench.harness import JSON, TENANT, BenchError, Strata, root_bench_main, summary, timed
 from compute.node import ComputeNode
-
-JSON = dict[str, Any]
 
 
 @dataclass(frozen=True)

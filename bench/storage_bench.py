@@ -40,12 +40,11 @@ from typing import Any
 
 import psycopg
 
-from bench.compute_bench import BenchError, Strata, root_bench_main, summary, timed
+from bench.harness import JSON, BenchError, Strata, root_bench_main, summary, timed
 from common.client import StrataClient
 from compute.node import ComputeNode
 from strata.local.home import Home
 
-JSON = dict[str, Any]
 MB = 1_000_000
 PITR_WINDOW_S = 1  # history kept readable: short, so GC can act within the run
 ROW_PAYLOAD = "md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text) || md5((g + 3)::text)"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.engine_bench import PAGE_HEADER
 from bench.pagebench import Job, cache_ratios, run_job
+from bench.synthetic import PAGE_HEADER
 from common.keys import PAGE_SIZE
 from proto import strata_pb2 as pb
 

@@ -1,0 +1,287 @@
+"""What the benchmark suites share to measure, report and run servers.
+
+Every suite (``bench/*_bench.py``, ``bench/pagebench.py``) imports these helpers from here,
+never from another suite, so each suite can change alone (an import-linter contract in
+pyproject.toml holds them to it). Synthetic engine data lives in ``bench.synthetic``.
+
+- measuring: ``timed`` and ``summary`` (one shape of summary in every report);
+- reporting: ``host_info``, ``versions``, ``dump_json``;
+- processes: ``ServerProcess`` (a page server child on loopback), ``stop_on_sigterm``;
+- local deployment for the suites that run computes as root: ``Strata`` (the CLI under a
+  temporary ``$STRATA_HOME``), ``bench_home`` and ``root_bench_main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+import lz4
+import numpy as np
+import psycopg
+
+from bench import objectstore
+from common import supervisor
+from common.bearer import call_credentials_metadata
+
+JSON = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[1]
+TENANT = "bench"  # the tenant a suite creates when it needs only one
+CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0),
+                   ("grpc.max_receive_message_length", 128 * 1024 * 1024)]
+
+
+class BenchError(Exception):
+    """A step failed: the run is void and reports nothing."""
+
+
+# --- measuring --------------------------------------------------------------------------------
+
+
+def timed(action: Callable[[], object]) -> float:
+    """Seconds ``action`` takes."""
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def summary(values: Sequence[float]) -> JSON:
+    """Count, median, p90, min and max of raw samples, and the samples themselves."""
+    return {"n": len(values), "median": statistics.median(values),
+            "p90": float(np.percentile(values, 90)), "min": min(values), "max": max(values),
+            "samples": list(values)}
+
+
+# --- reporting --------------------------------------------------------------------------------
+
+
+def host_info() -> JSON:
+    """The machine and software the run uses, and when it starts."""
+    return {
+        "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "lz4": lz4.__version__,
+        "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty_files": len((_git("status", "--porcelain") or "").splitlines()),
+        "tmp_dir": tempfile.gettempdir(),
+    }
+
+
+def _git(*args: str) -> str | None:
+    """Output of a read-only git command in this checkout, or None."""
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip()
+
+
+def versions() -> JSON:
+    """Versions of the packages on the measured path."""
+    return {name: version(name) for name in ("grpcio", "protobuf", "numpy", "lz4")}
+
+
+def dump_json(report: JSON) -> str:
+    """``report`` as indented JSON, with lists of numbers kept on one line."""
+    text = json.dumps(report, indent=1)
+    return re.sub(r"\[\s+(?:-?[\d.eE+-]+,\s+)*-?[\d.eE+-]+\s+\]",
+                  lambda m: "[" + " ".join(m.group(0)[1:-1].split()) + "]", text)
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``finally`` blocks stop the children we started."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+class ServerProcess:
+    """A ``python -m pageserver.main`` child serving on a free 127.0.0.1 port.
+
+    ``storage`` is what the server gets as ``--storage``: a directory or an object-store
+    URL. Use it as a context manager: leaving the block stops the child (SIGTERM, then
+    SIGKILL after ``stop_timeout_s``), also on errors. ``stop`` then ``start`` restarts it
+    on the same address, so clients' channels reconnect to it.
+    """
+
+    def __init__(self, state_dir: Path, storage: str, log_path: Path,
+                 stop_timeout_s: float = 120.0) -> None:
+        self.state_dir = state_dir
+        self.storage = storage
+        self.log_path = log_path
+        self.stop_timeout_s = stop_timeout_s
+        self.address = ""
+        self.start_seconds = 0.0
+        self.child: supervisor.Child | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.child is not None
+        return self.child.pid
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Start the child (on the previous address, if any) and wait until it serves."""
+        started = time.perf_counter()
+        child = self.child = supervisor.spawn(
+            [sys.executable, "-m", "pageserver.main", "--state-dir", str(self.state_dir),
+             "--storage", self.storage, "--listen", self.address or "127.0.0.1:0",
+             "--metrics-listen", ""],
+            marker=b"pageserver", log_file=self.log_path, cwd=ROOT, label="bench")
+        ready = self.state_dir / "pageserver.json"
+        try:
+            supervisor.wait_ready(child, lambda: supervisor.names_pid(ready, child.pid),
+                                  timeout_s, what="the page server")
+        except supervisor.SupervisorError as exc:
+            self.stop()
+            tail = "\n".join(exc.log_tail)
+            raise RuntimeError(f"page server did not start; {self.log_path} ends:\n{tail}"
+                               ) from None
+        info = supervisor.ready_info(ready)
+        assert info is not None
+        self.address = str(info["listen"])
+        self.start_seconds = time.perf_counter() - started
+
+    def stop(self) -> int | None:
+        """SIGTERM (drain and flush), SIGKILL if that takes too long; the exit code."""
+        if self.child is None:
+            return None
+        supervisor.stop(self.child, self.stop_timeout_s, what="the page server")
+        return self.child.returncode
+
+    def token(self) -> str:
+        return (self.state_dir / "auth" / "admin.token").read_text().strip()
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return call_credentials_metadata(self.token())
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the child has used so far (from /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- local deployment: the suites that run computes -------------------------------------------
+
+
+def run(command: Sequence[str], *, env: dict[str, str] | None = None,
+        timeout: float = 1800) -> str:
+    """Output of ``command`` run from the checkout; BenchError if it fails."""
+    done = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False, cwd=ROOT)
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(command[:4])}... exited {done.returncode}:\n"
+                         f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+class Strata:
+    """The CLI under one $STRATA_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.storage = str(home / "objects")  # the embedded default; `up` may say S3
+
+    def up(self, suite: str, *args: str) -> JSON:
+        """``strata up`` on free ports, with the run's object store (bench.objectstore)."""
+        self.storage = objectstore.suite_store(suite, self.home / "objects")
+        return self("up", "--port", "0", "--metrics-port", "0", *args,
+                    *objectstore.up_options(self.storage))
+
+    def stored_bytes(self) -> int:
+        """Bytes of every object the page server stored, wherever they live."""
+        return objectstore.stored_bytes(self.storage)
+
+    def __call__(self, *args: str) -> JSON:
+        out = run([sys.executable, "-m", "strata.cli", *args, "--json"],
+                  env={"STRATA_HOME": str(self.home), "STRATA_TENANT": TENANT})
+        document: JSON = json.loads(out)
+        return document
+
+
+@contextmanager
+def bench_home(name: str) -> Iterator[Path]:
+    """A temporary directory the postgres user can reach; ``strata down`` and removed after."""
+    root = Path(tempfile.mkdtemp(prefix=f"strata-{name}-bench-"))
+    root.chmod(0o755)
+    strata = Strata(root / "home")
+    try:
+        yield root
+    finally:
+        try:
+            strata("down")
+        except BenchError as exc:
+            print(f"warning: strata down failed: {exc}", file=sys.stderr)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def root_bench_main(argv: Sequence[str] | None, *, name: str, doc: str, quick_help: str,
+                    full: Any, quick: Any, measure: Callable[[Any, Path], JSON],
+                    render: Callable[[JSON], str],
+                    extra_versions: Callable[[], JSON] | None = None) -> int:
+    """The command line of a suite that runs computes: root check, one measured run in a
+    temporary ``$STRATA_HOME``, nothing reported if it fails, JSON and markdown written."""
+    parser = argparse.ArgumentParser(prog=f"bench.{name}_bench", description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=Path, help="write the JSON report here (and .md)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print(f"{name}_bench: needs root (computes mount FUSE and run postgres)",
+              file=sys.stderr)
+        return 2
+    settings = quick if args.quick else full
+    started = datetime.now(UTC)
+    try:
+        with bench_home(name) as root:
+            figures = measure(settings, root)
+    except (BenchError, psycopg.Error, subprocess.TimeoutExpired) as exc:
+        print(f"{name}_bench: run failed, no figures reported: {exc}", file=sys.stderr)
+        return 1
+    report = {"benchmark": name, "started_at": started.isoformat(),
+              "finished_at": datetime.now(UTC).isoformat(), "host": host_info(),
+              "versions": {**versions(), **(extra_versions() if extra_versions else {})},
+              "settings": asdict(settings), "storage": objectstore.describe(),
+              "figures": figures}
+    markdown = render(report)
+    print(markdown)
+    if args.out:
+        args.out.write_text(dump_json(report))
+        args.out.with_suffix(".md").write_text(markdown)
+    return 0
