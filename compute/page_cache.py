@@ -1,8 +1,9 @@
 """The compute's local page cache: bounded, on local disk, reusable across restarts.
 
-The FUSE shim keeps the pages of the branch it serves here. Pages are
-``PAGE_SIZE`` (8 KB) and keyed by ``PageKey = (relation bytes, block)``, where
-the relation bytes are the 13 bytes of ``common.keys.Relation.to_bytes()``.
+The branch view (``compute.view.BranchView``) keeps the pages of the branch it
+serves here. Pages are ``PAGE_SIZE`` (8 KB) and keyed by ``PageKey = (relation
+bytes, block)``, where the relation bytes are the 13 bytes of
+``common.keys.Relation.to_bytes()``.
 
 Storage: one file of fixed-size slots (``capacity`` slots of 8 KB, mapped with
 ``numpy.memmap``) and an in-memory index (a dict key -> slot, plus per-slot
@@ -12,28 +13,25 @@ lookup and one 8 KB copy into or out of the mapping, under one lock.
 States of a cached page:
 
 - CLEAN: identical to the page server's durable copy. The only evictable state.
-- DIRTY: written by the compute, not yet durable on the page server. Never evicted.
-- IN_TRANSIT: its write is being flushed. Never evicted. Becomes CLEAN when that
-  flush is acknowledged, unless the page was written again in the meantime, in
-  which case it is DIRTY (and not clean) again.
+- DIRTY: written by the compute, not known durable on the page server. Never evicted.
 
-Versions make the flush race safe. Every ``put_dirty`` returns a new version
-from one global, strictly increasing counter (so a page that is discarded and
-written again never reuses a version). ``begin_flush`` marks pages IN_TRANSIT
-and returns their versions; ``end_flush(versions)`` marks a page CLEAN only if
-its version is still the one that was flushed, and ``abort_flush(versions)``
-returns such IN_TRANSIT pages to DIRTY. A caller may also keep the version
-returned by ``put_dirty`` with the write in its pending queue and pass it to
-``end_flush`` directly; the rule is the same: a version that was made durable
-marks the page CLEAN only if the page still holds that version.
+Versions make acknowledgements safe against later writes. Every ``put_dirty``
+returns a new version from one global, strictly increasing counter (so a page
+that is discarded and written again never reuses a version). The caller keeps
+that version with the write in its pending queue and, once the page server has
+made the write durable, passes it to ``end_flush(versions)``: a version made
+durable marks its page CLEAN unless the page was written again since, in which
+case it stays DIRTY until its newer version is acknowledged. A write that is
+not acknowledged (a failed flush, to be resent) needs no call: its page stays
+DIRTY.
 
 Eviction is CLOCK (second chance) over the slots, among CLEAN pages only: a hit
 sets the slot's reference bit; the hand sweeps windows of slots with numpy,
 clears the bits it passes and evicts CLEAN slots whose bit was already clear.
 It evicts a small batch at a time (up to 32 pages for large caches, one for
-small ones) so that the sweep cost is shared. If every slot is DIRTY or
-IN_TRANSIT, ``put_dirty`` raises ``CacheFullError`` (the shim then flushes and
-retries) and ``put_clean`` does not cache the page.
+small ones) so that the sweep cost is shared. If every slot is DIRTY,
+``put_dirty`` raises ``CacheFullError`` (the caller then flushes and retries)
+and ``put_clean`` does not cache the page.
 
 Fetches that race with writes: a page fetched from the page server may be older
 than the cache's knowledge by the time it arrives (the block was written,
@@ -41,19 +39,19 @@ flushed and evicted, or truncated, while the fetch was in flight). To make this
 safe, take ``ticket = cache.fetch_ticket()`` before choosing the LSN to read at
 and pass it to ``put_clean(key, page, ticket=ticket)``; the page is then
 refused if the key was written or discarded after the ticket. ``put_clean``
-never replaces a page that is already cached in any state: a DIRTY or
-IN_TRANSIT copy is newer than the server's, and a CLEAN copy already equals the
-durable copy (the compute is the branch's only writer).
+never replaces a page that is already cached in any state: a DIRTY copy is
+newer than the server's, and a CLEAN copy already equals the durable copy (the
+compute is the branch's only writer).
 
 Truncation and unlink: ``discard`` and ``discard_relation_from`` remove pages
-in every state, DIRTY and IN_TRANSIT included. The shim's pending write queue
-owns correctness there: it holds the writes and the truncate/unlink in order,
-and ships them to the page server in that order, so dropping the cached copies
+in every state, DIRTY included. The caller's pending write queue owns
+correctness there: it holds the writes and the truncate/unlink in order, and
+ships them to the page server in that order, so dropping the cached copies
 loses nothing. A later ``end_flush`` for a discarded page is ignored.
 
 Persistence: ``close(stamp)`` with a ``CacheStamp`` (tenant, timeline, LSN) and
-no DIRTY/IN_TRANSIT pages flushes the mapping, then writes the index (keys,
-slots, a CRC32 of each page) and the stamp to ``index.bin`` atomically (write a
+no DIRTY pages flushes the mapping, then writes the index (keys, slots, a
+CRC32 of each page) and the stamp to ``index.bin`` atomically (write a
 temporary file, fsync, rename, fsync the directory); the index file has its own
 CRC32. ``PageCache.open`` consumes the index: it reads it and deletes it (and
 fsyncs the directory) before serving anything, so a crash at any later point
@@ -123,7 +121,6 @@ _INVALIDATION_MEMORY = 65536
 _FREE = 0
 _CLEAN = 1
 _DIRTY = 2
-_IN_TRANSIT = 3
 
 
 class PageState(enum.IntEnum):
@@ -131,11 +128,10 @@ class PageState(enum.IntEnum):
 
     CLEAN = _CLEAN
     DIRTY = _DIRTY
-    IN_TRANSIT = _IN_TRANSIT
 
 
 class CacheFullError(Exception):
-    """Every slot holds a DIRTY or IN_TRANSIT page: flush, then retry the write."""
+    """Every slot holds a DIRTY page: flush, then retry the write."""
 
 
 class CacheLockedError(Exception):
@@ -161,13 +157,12 @@ class CacheStats:
     corrupt: int  # reused pages whose CRC32 did not match (also counted as misses)
     clean: int
     dirty: int
-    in_transit: int
     capacity: int  # slots
     bytes_used: int  # cached pages x PAGE_SIZE
 
     @property
     def pages(self) -> int:
-        return self.clean + self.dirty + self.in_transit
+        return self.clean + self.dirty
 
 
 @dataclass
@@ -185,8 +180,8 @@ class PageCache:
     Open with ``PageCache.open(directory, capacity_mb, expected)`` (or the
     constructor, which takes the same arguments). The cache has
     ``capacity_mb * 1 MiB // 8192`` slots; fractions of a MB are allowed (tests
-    use a few slots). See the module docstring for the states, the flush
-    protocol and persistence.
+    use a few slots). See the module docstring for the states, how writes
+    become clean and persistence.
     """
 
     def __init__(
@@ -262,7 +257,6 @@ class PageCache:
         self._corrupt = 0
         self._n_clean = 0
         self._n_dirty = 0
-        self._n_in_transit = 0
 
         used: set[int] = set()
         if saved is not None:
@@ -364,13 +358,13 @@ class PageCache:
             return None if slot is None else self._version[slot]
 
     def dirty_keys(self) -> list[PageKey]:
-        """The keys of the DIRTY pages (not IN_TRANSIT ones), in slot order."""
+        """The keys of the DIRTY pages, in slot order."""
         with self._lock:
             return self._keys_in_state(_DIRTY)
 
     def stats(self) -> CacheStats:
         with self._lock:
-            pages = self._n_clean + self._n_dirty + self._n_in_transit
+            pages = self._n_clean + self._n_dirty
             return CacheStats(
                 hits=self._hits,
                 misses=self._misses,
@@ -378,7 +372,6 @@ class PageCache:
                 corrupt=self._corrupt,
                 clean=self._n_clean,
                 dirty=self._n_dirty,
-                in_transit=self._n_in_transit,
                 capacity=self._capacity,
                 bytes_used=pages * PAGE_SIZE,
             )
@@ -400,10 +393,10 @@ class PageCache:
         """Cache a page fetched from the page server (identical to its durable copy).
 
         Returns True if the page was stored. Returns False, storing nothing, if
-        ``key`` is already cached in any state (a DIRTY/IN_TRANSIT copy is
-        newer; a CLEAN one already equals the durable copy), if ``ticket`` is
-        given and the key was written or discarded since it was taken, or if
-        every slot holds a DIRTY or IN_TRANSIT page.
+        ``key`` is already cached in any state (a DIRTY copy is newer; a CLEAN
+        one already equals the durable copy), if ``ticket`` is given and the
+        key was written or discarded since it was taken, or if every slot
+        holds a DIRTY page.
         """
         _check_key_page(key, page)
         with self._lock:
@@ -426,7 +419,7 @@ class PageCache:
         """Store a page written by the compute (DIRTY); returns its new write version.
 
         Raises ``CacheFullError`` if the key is not cached and every slot holds
-        a DIRTY or IN_TRANSIT page.
+        a DIRTY page.
         """
         _check_key_page(key, page)
         with self._lock:
@@ -439,12 +432,8 @@ class PageCache:
                 self._insert(key, slot, _DIRTY)
                 self._n_dirty += 1
             else:
-                state = self._state_buf[slot]
-                if state != _DIRTY:
-                    if state == _CLEAN:
-                        self._n_clean -= 1
-                    else:
-                        self._n_in_transit -= 1
+                if self._state_buf[slot] == _CLEAN:
+                    self._n_clean -= 1
                     self._n_dirty += 1
                     self._state_buf[slot] = _DIRTY
                 self._unverified[slot] = 0
@@ -457,62 +446,12 @@ class PageCache:
 
     # ------------------------------------------------------------------ flush
 
-    def begin_flush(self, keys: Iterable[PageKey] | None = None) -> dict[PageKey, int]:
-        """Mark pages IN_TRANSIT and return their versions (to pass to end/abort_flush).
-
-        ``keys=None`` takes every DIRTY page. Keys that are not cached or are
-        CLEAN are skipped; pages already IN_TRANSIT (in another flush) are
-        included with their current version.
-        """
-        with self._lock:
-            self._check_open()
-            if keys is None:
-                keys = self._keys_in_state(_DIRTY)
-            out: dict[PageKey, int] = {}
-            for key in keys:
-                slot = self._index.get(key)
-                if slot is None:
-                    continue
-                state = self._state_buf[slot]
-                if state == _DIRTY:
-                    self._state_buf[slot] = _IN_TRANSIT
-                    self._n_dirty -= 1
-                    self._n_in_transit += 1
-                elif state != _IN_TRANSIT:
-                    continue
-                out[key] = self._version[slot]
-            return out
-
     def end_flush(self, versions: dict[PageKey, int]) -> int:
         """The page server made these versions durable: mark such pages CLEAN.
 
-        A page becomes CLEAN only if it still holds the flushed version; a page
-        written again meanwhile stays DIRTY, a discarded one is ignored.
+        A page becomes CLEAN only if it still holds the acknowledged version; a
+        page written again since stays DIRTY, a discarded one is ignored.
         Returns the number of pages marked CLEAN.
-        """
-        done = 0
-        with self._lock:
-            self._check_open()
-            for key, version in versions.items():
-                slot = self._index.get(key)
-                if slot is None or self._version[slot] != version:
-                    continue
-                state = self._state_buf[slot]
-                if state == _IN_TRANSIT:
-                    self._n_in_transit -= 1
-                elif state == _DIRTY:  # the same version is durable through another flush
-                    self._n_dirty -= 1
-                else:
-                    continue
-                self._state_buf[slot] = _CLEAN
-                self._n_clean += 1
-                done += 1
-        return done
-
-    def abort_flush(self, versions: dict[PageKey, int]) -> int:
-        """A flush failed: return its pages that are still IN_TRANSIT with that version to DIRTY.
-
-        Returns the number of pages returned to DIRTY.
         """
         done = 0
         with self._lock:
@@ -522,12 +461,12 @@ class PageCache:
                 if (
                     slot is None
                     or self._version[slot] != version
-                    or self._state_buf[slot] != _IN_TRANSIT
+                    or self._state_buf[slot] != _DIRTY
                 ):
                     continue
-                self._state_buf[slot] = _DIRTY
-                self._n_in_transit -= 1
-                self._n_dirty += 1
+                self._state_buf[slot] = _CLEAN
+                self._n_dirty -= 1
+                self._n_clean += 1
                 done += 1
         return done
 
@@ -536,9 +475,9 @@ class PageCache:
     def discard(self, keys: Iterable[PageKey]) -> int:
         """Remove pages in any state (unlink/truncate); returns how many were cached.
 
-        DIRTY and IN_TRANSIT pages are dropped too: the shim's pending write
-        queue holds those writes and the truncate/unlink in order, so it, not
-        the cache, owns correctness there. In-flight fetches of these keys are
+        DIRTY pages are dropped too: the caller's pending write queue holds
+        those writes and the truncate/unlink in order, so it, not the cache,
+        owns correctness there. In-flight fetches of these keys are
         refused by ``put_clean`` (see ``fetch_ticket``).
         """
         removed = 0
@@ -583,8 +522,8 @@ class PageCache:
         """Close the cache; with a stamp and no unflushed pages, save it for reuse.
 
         Returns True if the index was saved (the next ``open`` with
-        ``expected == stamp`` will reuse the pages). With DIRTY or IN_TRANSIT
-        pages nothing is saved (the next open starts empty). Idempotent.
+        ``expected == stamp`` will reuse the pages). With DIRTY pages nothing is
+        saved (the next open starts empty). Idempotent.
         """
         with self._lock:
             if self._closed:
@@ -593,12 +532,8 @@ class PageCache:
             try:
                 saved = False
                 if stamp is not None:
-                    if self._n_dirty or self._n_in_transit:
-                        log.warning(
-                            "page cache: not saved: %d dirty and %d in-transit pages at close",
-                            self._n_dirty,
-                            self._n_in_transit,
-                        )
+                    if self._n_dirty:
+                        log.warning("page cache: not saved: %d dirty pages at close", self._n_dirty)
                     else:
                         self._data.flush()
                         self._save_index(stamp)
@@ -697,10 +632,8 @@ class PageCache:
         state = self._state_buf[slot]
         if state == _CLEAN:
             self._n_clean -= 1
-        elif state == _DIRTY:
-            self._n_dirty -= 1
         else:
-            self._n_in_transit -= 1
+            self._n_dirty -= 1
         del self._index[key]
         blocks = self._by_rel[key[0]]
         blocks.discard(key[1])
@@ -713,7 +646,7 @@ class PageCache:
         self._free.append(slot)
 
     def _allocate(self) -> int | None:
-        """A free slot, evicting CLEAN pages if needed; None if all are DIRTY/IN_TRANSIT."""
+        """A free slot, evicting CLEAN pages if needed; None if all are DIRTY."""
         if not self._free:
             self._reclaim()
             if not self._free:

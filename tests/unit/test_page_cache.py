@@ -1,4 +1,4 @@
-"""The compute's local page cache: states, flush races, eviction, tickets, persistence."""
+"""The compute's local page cache: states, acknowledgements, eviction, tickets, persistence."""
 
 from __future__ import annotations
 
@@ -75,94 +75,70 @@ def make_cache(tmp_path: Path) -> Iterator[Callable[..., PageCache]]:
 # ------------------------------------------------------------------- states
 
 
-def test_dirty_flush_clean(make_cache: Callable[..., PageCache]) -> None:
+def test_dirty_then_acknowledged_clean(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache()
     k = key(1)
     v1 = cache.put_dirty(k, page(1))
     assert cache.state(k) is PageState.DIRTY
+    assert cache.version(k) == v1
     assert cache.dirty_keys() == [k]
-    assert cache.begin_flush() == {k: v1}
-    assert cache.state(k) is PageState.IN_TRANSIT
-    assert cache.dirty_keys() == []
     assert cache.end_flush({k: v1}) == 1
     assert cache.state(k) is PageState.CLEAN
+    assert cache.dirty_keys() == []
     assert cache.get(k) == page(1)
-    assert cache.begin_flush() == {}  # nothing dirty
-    assert cache.begin_flush([k, key(99)]) == {}  # CLEAN and absent keys are skipped
+    assert cache.end_flush({k: v1, key(99): v1}) == 0  # CLEAN and absent keys are skipped
 
 
-def test_write_during_flush_stays_dirty(make_cache: Callable[..., PageCache]) -> None:
+def test_write_after_its_flush_stays_dirty(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache()
     k = key(1)
-    cache.put_dirty(k, page(1))
-    flushing = cache.begin_flush([k])
+    flushing = {k: cache.put_dirty(k, page(1))}
     v2 = cache.put_dirty(k, page(2))  # written again while its write is on the wire
     assert v2 != flushing[k]
     assert cache.state(k) is PageState.DIRTY
     assert cache.end_flush(flushing) == 0
     assert cache.state(k) is PageState.DIRTY
     assert cache.get(k) == page(2)
-    second = cache.begin_flush()
-    assert second == {k: v2}
-    cache.end_flush(second)
+    assert cache.end_flush({k: v2}) == 1
     assert cache.state(k) is PageState.CLEAN
     assert cache.get(k) == page(2)
 
 
-def test_overlapping_flushes(make_cache: Callable[..., PageCache]) -> None:
+def test_stale_acknowledgement_changes_nothing(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache()
     k = key(1)
-    cache.put_dirty(k, page(1))
-    first = cache.begin_flush()
-    cache.put_dirty(k, page(2))
-    second = cache.begin_flush()
-    assert cache.state(k) is PageState.IN_TRANSIT
-    cache.end_flush(first)  # old version acknowledged: the page is still in transit
-    assert cache.state(k) is PageState.IN_TRANSIT
-    cache.abort_flush(first)  # a stale abort changes nothing either
-    assert cache.state(k) is PageState.IN_TRANSIT
-    cache.end_flush(second)
+    first = {k: cache.put_dirty(k, page(1))}
+    second = {k: cache.put_dirty(k, page(2))}
+    assert cache.end_flush(second) == 1
     assert cache.state(k) is PageState.CLEAN
+    assert cache.end_flush(first) == 0  # an older version acknowledged late
+    assert cache.state(k) is PageState.CLEAN
+    assert cache.get(k) == page(2)
 
 
-def test_same_version_in_two_flushes(make_cache: Callable[..., PageCache]) -> None:
+def test_same_version_acknowledged_twice(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache()
     k = key(1)
-    cache.put_dirty(k, page(1))
-    first = cache.begin_flush()
-    second = cache.begin_flush([k])  # still in transit: included with the same version
-    assert first == second
-    cache.abort_flush(second)
-    assert cache.state(k) is PageState.DIRTY
-    cache.end_flush(first)  # that version is durable through the first flush
+    versions = {k: cache.put_dirty(k, page(1))}
+    assert cache.end_flush(versions) == 1
+    assert cache.end_flush(versions) == 0  # e.g. a resent batch: already durable
     assert cache.state(k) is PageState.CLEAN
+    stats = cache.stats()
+    assert (stats.clean, stats.dirty) == (1, 0)
 
 
-def test_abort_after_the_version_is_durable(make_cache: Callable[..., PageCache]) -> None:
-    cache = make_cache()
-    k = key(1)
-    cache.put_dirty(k, page(1))
-    first = cache.begin_flush()
-    second = cache.begin_flush([k])
-    cache.end_flush(second)
-    assert cache.state(k) is PageState.CLEAN
-    assert cache.abort_flush(first) == 0  # that version is durable all the same
-    assert cache.state(k) is PageState.CLEAN
-    assert cache.stats().in_transit == 0
-
-
-def test_abort_flush(make_cache: Callable[..., PageCache]) -> None:
+def test_unacknowledged_pages_stay_dirty(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache()
     k1, k2 = key(1), key(2)
-    cache.put_dirty(k1, page(1))
-    cache.put_dirty(k2, page(2))
-    flushing = cache.begin_flush()
-    cache.put_dirty(k2, page(3))
-    assert cache.abort_flush(flushing) == 1  # k1 back to DIRTY; k2 already is
+    failed = {k1: cache.put_dirty(k1, page(1)), k2: cache.put_dirty(k2, page(2))}
+    cache.put_dirty(k2, page(3))  # the flush failed: no call; k2 is written again
     assert cache.state(k1) is PageState.DIRTY
     assert cache.state(k2) is PageState.DIRTY
     assert cache.get(k2) == page(3)
     assert cache.stats().dirty == 2
+    assert cache.end_flush(failed) == 1  # resent and acknowledged: k1 only
+    assert cache.state(k1) is PageState.CLEAN
+    assert cache.state(k2) is PageState.DIRTY
 
 
 def test_end_flush_with_versions_from_put_dirty(make_cache: Callable[..., PageCache]) -> None:
@@ -178,8 +154,7 @@ def test_end_flush_with_versions_from_put_dirty(make_cache: Callable[..., PageCa
 def test_versions_never_repeat_after_discard(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache()
     k = key(1)
-    cache.put_dirty(k, page(1))
-    flushing = cache.begin_flush()
+    flushing = {k: cache.put_dirty(k, page(1))}
     cache.discard([k])
     cache.put_dirty(k, page(2))  # re-created after the truncation
     cache.end_flush(flushing)  # ack of the write from before the truncation
@@ -214,18 +189,15 @@ def test_hit_gives_second_chance(make_cache: Callable[..., PageCache]) -> None:
 
 def test_eviction_never_drops_unflushed_pages(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache(pages=8)
-    for block in range(3):
-        cache.put_dirty(key(block), fill(block))
-    cache.begin_flush([key(0)])
-    for block in range(3, 6):
-        cache.put_dirty(key(block), fill(block))
+    for block in range(6):
+        cache.put_dirty(key(block), fill(block))  # none acknowledged yet
     for block in range(100, 200):
         cache.put_clean(key(block), fill(block))
         assert len(cache) <= 8
     for block in range(6):
         assert cache.peek(key(block)) == fill(block)
     stats = cache.stats()
-    assert (stats.dirty, stats.in_transit, stats.clean) == (5, 1, 2)
+    assert (stats.dirty, stats.clean) == (6, 2)
 
 
 def test_full_of_unflushed_pages(make_cache: Callable[..., PageCache]) -> None:
@@ -234,7 +206,7 @@ def test_full_of_unflushed_pages(make_cache: Callable[..., PageCache]) -> None:
     with pytest.raises(CacheFullError):
         cache.put_dirty(key(4), fill(4))
     assert cache.put_dirty(key(0), fill(40)) > versions[key(0)]  # overwrite still works
-    flushing = cache.begin_flush([key(1), key(2)])
+    flushing = {k: versions[k] for k in (key(1), key(2))}  # on the wire, not yet acknowledged
     assert not cache.put_clean(key(5), fill(5))  # does not cache, does not raise
     with pytest.raises(CacheFullError):
         cache.put_dirty(key(4), fill(4))
@@ -247,19 +219,18 @@ def test_full_of_unflushed_pages(make_cache: Callable[..., PageCache]) -> None:
 
 def test_put_clean_never_replaces_a_cached_page(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache()
-    dirty, moving, clean = key(1), key(2), key(3)
+    dirty, flushed, clean = key(1), key(2), key(3)
     cache.put_dirty(dirty, page(1))
-    cache.put_dirty(moving, page(2))
-    cache.begin_flush([moving])
+    cache.end_flush({flushed: cache.put_dirty(flushed, page(2))})
     assert cache.put_clean(clean, page(3))
     assert not cache.put_clean(dirty, page(10))
-    assert not cache.put_clean(moving, page(20))
+    assert not cache.put_clean(flushed, page(20))
     assert not cache.put_clean(clean, page(30))
     assert cache.get(dirty) == page(1)
-    assert cache.get(moving) == page(2)
+    assert cache.get(flushed) == page(2)
     assert cache.get(clean) == page(3)
     assert cache.state(dirty) is PageState.DIRTY
-    assert cache.state(moving) is PageState.IN_TRANSIT
+    assert cache.state(flushed) is PageState.CLEAN
 
 
 # ------------------------------------------------------------------ discard
@@ -269,14 +240,13 @@ def test_discard(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache(pages=16)
     cache.put_clean(key(0), page(0))
     cache.put_dirty(key(1), page(1))
-    cache.put_dirty(key(2), page(2))
-    flushing = cache.begin_flush([key(2)])
+    flushing = {key(2): cache.put_dirty(key(2), page(2))}
     assert cache.discard([key(0), key(1), key(2), key(7)]) == 3
     assert len(cache) == 0
     cache.end_flush(flushing)  # ack for a discarded page is ignored
     assert cache.state(key(2)) is None
     stats = cache.stats()
-    assert (stats.clean, stats.dirty, stats.in_transit, stats.bytes_used) == (0, 0, 0, 0)
+    assert (stats.clean, stats.dirty, stats.bytes_used) == (0, 0, 0)
 
 
 def test_discard_relation_from(make_cache: Callable[..., PageCache]) -> None:
@@ -299,8 +269,8 @@ def test_ticket_refuses_fetch_older_than_a_write(make_cache: Callable[..., PageC
     cache = make_cache(pages=2)
     k = key(1)
     ticket = cache.fetch_ticket()  # the shim starts fetching k from the page server
-    cache.put_dirty(k, page(2))  # meanwhile PostgreSQL writes k; the write is flushed
-    cache.end_flush(cache.begin_flush())
+    # Meanwhile PostgreSQL writes k; the write is flushed and acknowledged.
+    cache.end_flush({k: cache.put_dirty(k, page(2))})
     block = 100
     while cache.contains(k):  # k, now CLEAN, is evicted by later fetches
         cache.put_clean(key(block), page(block))
@@ -352,10 +322,9 @@ def test_reuse_after_clean_close(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache(pages=16)
     for block in range(10):
         cache.put_clean(key(block), page(block))
-    for block in range(10, 14):
-        cache.put_dirty(key(block, REL_B), page(block))
-    cache.put_dirty(key(3), page(33))
-    cache.end_flush(cache.begin_flush())
+    versions = {key(b, REL_B): cache.put_dirty(key(b, REL_B), page(b)) for b in range(10, 14)}
+    versions[key(3)] = cache.put_dirty(key(3), page(33))
+    cache.end_flush(versions)
     cache.discard([key(5)])
     keys = [key(b) for b in range(10)] + [key(b, REL_B) for b in range(10, 14)]
     before = {k: cache.peek(k) for k in keys}
@@ -518,22 +487,21 @@ def test_threads(make_cache: Callable[..., PageCache]) -> None:
     def writer(seed: int) -> None:
         rnd = random.Random(seed)
         mine = [key(b, Relation(1663, 5, 20000 + seed, 0)) for b in range(8)]
+        pending: dict[PageKey, int] = {}  # this thread's unacknowledged writes
         try:
             for i in range(1500):
                 k = rnd.choice(mine)
                 content = fill(seed * 31 + i)
                 try:
-                    cache.put_dirty(k, content)
+                    pending[k] = cache.put_dirty(k, content)
                 except CacheFullError:
-                    cache.end_flush(cache.begin_flush())
+                    cache.end_flush(pending)
+                    pending.clear()
                     continue
                 written[k] = content
-                if i % 7 == 0:
-                    flushing = cache.begin_flush(mine)
-                    if rnd.random() < 0.2:
-                        cache.abort_flush(flushing)
-                    else:
-                        cache.end_flush(flushing)
+                if i % 7 == 0 and rnd.random() >= 0.2:  # else the flush failed: resent later
+                    cache.end_flush(pending)
+                    pending.clear()
                 assert cache.peek(k) in (content, None)  # only this thread writes k
         except BaseException as exc:
             errors.append(exc)
@@ -549,7 +517,7 @@ def test_threads(make_cache: Callable[..., PageCache]) -> None:
                 else:
                     assert got == fill(k[1])
                 stats = cache.stats()
-                assert stats.clean + stats.dirty + stats.in_transit <= 64
+                assert stats.clean + stats.dirty <= 64
         except BaseException as exc:
             errors.append(exc)
 
@@ -589,7 +557,7 @@ class PageCacheModel(RuleBasedStateMachine):
         self.state: dict[PageKey, PageState] = {}
         self.version: dict[PageKey, int] = {}
         self.hits = self.misses = 0
-        self.flushes: list[dict[PageKey, int]] = []  # outstanding flushes
+        self.batches: list[dict[PageKey, int]] = []  # written versions not yet acknowledged
         # Outstanding fetches: the ticket and the keys written or discarded since.
         self.tickets: list[tuple[int, set[PageKey]]] = []
         self.steps = 0  # since the last reopen
@@ -666,41 +634,34 @@ class PageCacheModel(RuleBasedStateMachine):
             self.misses += 1
 
     @rule(
-        action=st.sampled_from(["end", "rewrite", "abort", "begin"]),
+        action=st.sampled_from(["end", "rewrite", "fail", "cut"]),
         keys=st.none() | st.lists(st.sampled_from(KEYS), max_size=4),
         i=st.integers(0, 3),
         n=st.integers(0, 255),
     )
     def flush(self, action: str, keys: list[PageKey] | None, i: int, n: int) -> None:
-        """Begin a flush, finish or abort one, or write a page again while it is flushed."""
-        if action == "begin" or not self.flushes:
-            versions = self.cache.begin_flush(keys)
-            chosen = self.content if keys is None else keys
-            expected = {}
-            for k in chosen:
-                state = self.state.get(k)
-                if state is PageState.DIRTY or (keys is not None and state is PageState.IN_TRANSIT):
-                    expected[k] = self.version[k]
-                    self.state[k] = PageState.IN_TRANSIT
-            assert versions == expected
-            if versions:
-                self.flushes.append(versions)
+        """Cut a batch of written versions, acknowledge or fail one, or rewrite one of its pages."""
+        if action == "cut" or not self.batches:
+            dirty = [k for k, s in self.state.items() if s is PageState.DIRTY]
+            chosen = dirty if keys is None else keys
+            batch = {k: self.version[k] for k in chosen if k in self.version}
+            if batch:
+                self.batches.append(batch)
         elif action == "rewrite":
-            flushing = list(self.flushes[i % len(self.flushes)])
+            flushing = list(self.batches[i % len(self.batches)])
             self.put_dirty(flushing[n % len(flushing)], n)
         else:
-            versions = self.flushes.pop(i % len(self.flushes))
-            if action == "end":
-                self.cache.end_flush(versions)
-            else:
-                self.cache.abort_flush(versions)
-            for k, v in versions.items():
-                if self.version.get(k) != v:
-                    continue
-                if action == "end":
-                    self.state[k] = PageState.CLEAN
-                elif self.state[k] is PageState.IN_TRANSIT:
-                    self.state[k] = PageState.DIRTY
+            versions = self.batches.pop(i % len(self.batches))
+            if action == "fail":  # no call: its pages stay DIRTY
+                return
+            durable = [
+                k
+                for k, v in versions.items()
+                if self.version.get(k) == v and self.state[k] is PageState.DIRTY
+            ]
+            assert self.cache.end_flush(versions) == len(durable)
+            for k in durable:
+                self.state[k] = PageState.CLEAN
 
     @rule(
         keys=st.lists(st.sampled_from(KEYS), max_size=3),
@@ -733,7 +694,7 @@ class PageCacheModel(RuleBasedStateMachine):
             self.state.clear()
         self.version.clear()  # versions are per open cache
         self.hits = self.misses = 0
-        self.flushes.clear()  # flushes and fetches do not outlive a restart
+        self.batches.clear()  # flushes and fetches do not outlive a restart
         self.tickets.clear()
         self.steps = 0
 
@@ -748,7 +709,6 @@ class PageCacheModel(RuleBasedStateMachine):
         states = list(self.state.values())
         assert stats.clean == states.count(PageState.CLEAN)
         assert stats.dirty == states.count(PageState.DIRTY)
-        assert stats.in_transit == states.count(PageState.IN_TRANSIT)
         assert stats.bytes_used == len(self.content) * PAGE_SIZE
         assert (stats.hits, stats.misses, stats.capacity) == (self.hits, self.misses, CAPACITY)
         assert sorted(self.cache.dirty_keys()) == sorted(
