@@ -493,9 +493,11 @@ class BranchView:
 
     def _acknowledged(self, batch: list[_Queued]) -> None:
         """A batch is durable: its pages may become clean, its zero ranges readable."""
+        versions: dict[PageKey, int] = {}
+        for entry in batch:  # in order: a page written twice keeps its newer version
+            versions.update(entry.versions)
         with self._lock:
-            for entry in batch:
-                self._cache.end_flush(entry.versions)  # unless written again since
+            self._cache.end_flush(versions)  # unless written again since
             seq = batch[-1].seq
             for node in self._tree.values():
                 if node.zero_from is not None and node.zero_seq <= seq:
