@@ -42,6 +42,7 @@ from typing import Any
 import psycopg
 
 from bench.harness import JSON, TENANT, BenchError, Strata, root_bench_main, run, summary
+from common import supervisor
 from common.postgres import pg_bin_dir
 
 LOCAL_PORT = 55300
@@ -81,7 +82,8 @@ class Local:
         self.datadir = root / "local-pgdata"
         self.socket_dir = root / "local-socket"
         self.port = LOCAL_PORT
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_file = root / "local.log"
+        self.child: supervisor.Child | None = None
 
     def init(self) -> None:
         for directory in (self.datadir, self.socket_dir):
@@ -100,30 +102,35 @@ class Local:
                    str(self.datadir)]
         for name, value in settings.items():
             command += ["-c", f"{name}={value}"]
-        log = open(self.datadir.parent / "local.log", "ab")  # noqa: SIM115 - child owns it
-        self.proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + 60
-        while subprocess.run([str(pg_bin_dir() / "pg_isready"), "-h", str(self.socket_dir),
-                              "-p", str(self.port)], capture_output=True).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError("local PostgreSQL did not start; see local.log")
-            time.sleep(0.1)
+        self.child = supervisor.spawn(command, marker=b"postgres", log_file=self.log_file,
+                                      cwd=self.datadir.parent, label="local PostgreSQL")
+        try:
+            supervisor.wait_ready(self.child, self._accepting, 60.0,
+                                  what="local PostgreSQL", poll_s=0.1)
+        except supervisor.SupervisorError as exc:
+            raise BenchError(f"{exc.message}: {' | '.join(exc.log_tail[-3:])}") from None
+
+    def _accepting(self) -> bool:
+        return subprocess.run([str(pg_bin_dir() / "pg_isready"), "-h", str(self.socket_dir),
+                               "-p", str(self.port)], capture_output=True).returncode == 0
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            as_postgres("pg_ctl", "stop", "-m", "fast", "-D", str(self.datadir), "-w")
-            self.proc.wait()
-        self.proc = None
+        self._shutdown("fast", check=True)
 
     def kill(self) -> None:
         """Whatever happened, leave no server behind."""
-        if self.proc is not None and self.proc.poll() is None:
+        self._shutdown("immediate", check=False)
+
+    def _shutdown(self, mode: str, *, check: bool) -> None:
+        """``pg_ctl stop -m mode`` (the postmaster is runuser's child, not ours), then wait
+        until the spawned process is gone."""
+        if self.child is not None and self.child.alive():
             subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "pg_ctl"),
-                            "stop", "-m", "immediate", "-D", str(self.datadir), "-w"],
-                           capture_output=True, check=False)
-            self.proc.wait()
-        self.proc = None
+                            "stop", "-m", mode, "-D", str(self.datadir), "-w"],
+                           capture_output=True, check=check)
+            if not supervisor.wait_exit(self.child, 60.0):
+                raise BenchError(f"local PostgreSQL (pid {self.child.pid}) did not stop")
+        self.child = None
 
 
 @dataclass

@@ -12,14 +12,14 @@ import http.client
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+
+from common import supervisor
 
 # Fake keys and region for boto3 clients pointed at moto. Setting them also stops the
 # credential chain before it reaches a real profile or the EC2 metadata endpoint.
@@ -103,7 +103,7 @@ class MotoServer:
     """``moto_server`` on 127.0.0.1 and a free port for the duration of a ``with`` block.
 
     ``with MotoServer() as endpoint_url:`` yields e.g. ``http://127.0.0.1:41234``.
-    The subprocess is killed on exit and also when start-up fails.
+    The subprocess is stopped on exit and also when start-up fails.
     """
 
     def __init__(self, startup_timeout: float = 30.0, port_attempts: int = 3) -> None:
@@ -116,8 +116,8 @@ class MotoServer:
         with contextlib.ExitStack() as stack:
             # The server logs every request; a file (unlike a pipe) can never fill up
             # and block it, and its tail explains a failed start.
-            log = stack.enter_context(tempfile.TemporaryFile())
-            self.endpoint_url = self._start(stack, log)
+            logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="moto-")))
+            self.endpoint_url = self._start(stack, logs / "moto_server.log")
             self._cleanup = stack.pop_all()
         return self.endpoint_url
 
@@ -129,50 +129,20 @@ class MotoServer:
     ) -> None:
         self._cleanup.close()
 
-    def _start(self, stack: contextlib.ExitStack, log: IO[bytes]) -> str:
-        """Start the server, registering its termination on ``stack``; its URL."""
+    def _start(self, stack: contextlib.ExitStack, log_file: Path) -> str:
+        """Start the server, registering its stop on ``stack``; its URL."""
         executable = find_moto_server()
         for _ in range(self._port_attempts):
             port = _free_port()
-            proc = subprocess.Popen(
-                [executable, "-H", "127.0.0.1", "-p", str(port)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            stack.callback(_terminate, proc)
-            if self._wait_until_ready(proc, port, log):
+            child = supervisor.spawn([executable, "-H", "127.0.0.1", "-p", str(port)],
+                                     marker=b"moto_server", log_file=log_file,
+                                     cwd=log_file.parent, label="moto_server")
+            stack.callback(supervisor.stop, child, 5.0, what="moto_server")
+            try:
+                supervisor.wait_ready(child, partial(_answers, port), self._startup_timeout,
+                                      what="moto_server", poll_s=0.1)
                 return f"http://127.0.0.1:{port}"
-            # It exited: most likely something else took the port first. Try another.
-        raise RuntimeError(f"moto_server did not start:\n{_tail(log)}")
-
-    def _wait_until_ready(self, proc: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> bool:
-        """True once the server answers; False if it exits; raises after the timeout."""
-        deadline = time.monotonic() + self._startup_timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return False
-            if _answers(port):
-                return True
-            time.sleep(0.1)
-        raise TimeoutError(
-            f"moto_server did not answer within {self._startup_timeout} s:\n{_tail(log)}"
-        )
-
-
-def _tail(log: IO[bytes], limit: int = 4000) -> str:
-    """The end of the server's output, for error messages."""
-    log.seek(0)
-    return log.read().decode(errors="replace")[-limit:]
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the server politely, forcibly if it does not exit within 5 s."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+            except supervisor.ExitedEarly:
+                continue  # most likely something else took the port first: try another
+        raise RuntimeError("moto_server did not start:\n" +
+                           "\n".join(supervisor.log_tail(log_file, 40)))
