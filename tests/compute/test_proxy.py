@@ -179,7 +179,8 @@ def _agent_loop(proxy: ProxyRun, name: str) -> None:
     """Fork, migrate, checkpoint, break things, restore: the data is back; then the TTL
     expires and the fork, its past and its storage are gone."""
     cli = proxy.cli
-    fork = cli.json("branch", "create", name, "--tenant", "acme", "--ttl", "25s")
+    # A TTL that outlives the loop's work on a loaded machine; it is cut short below.
+    fork = cli.json("branch", "create", name, "--tenant", "acme", "--ttl", "10m")
     uri = proxy.connect_uri(name)
     with psycopg.connect(uri, autocommit=True) as conn:
         conn.execute("CREATE TABLE orders(id int PRIMARY KEY, total numeric NOT NULL)")
@@ -197,6 +198,8 @@ def _agent_loop(proxy: ProxyRun, name: str) -> None:
         assert conn.execute("SELECT to_regclass('oops')").fetchone() == (None,)
     cli.json("compact", "--tenant", "acme")  # the fork's layers reach the store
     assert _stored(cli, fork["timeline_id"]) and _stored(cli, restored["timeline_id"])
+
+    cli.json("branch", "set", name, "--ttl", "1s", "--tenant", "acme")  # the agent is done
 
     def gone() -> bool:
         names = [b["name"] for b in cli.json("branch", "list", "--tenant", "acme")["branches"]]
