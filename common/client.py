@@ -214,11 +214,12 @@ class StrataClient:
         return self._unary(self._manage.UpdateBranch, request, pb.UpdateBranchResponse).branch
 
     def delete_branch(self, tenant: str, name: str, *, cascade: bool = False,
-                      force: bool = False) -> list[str]:
-        """Delete ``name`` (and with ``cascade`` its descendants); the names deleted."""
-        request = pb.DeleteBranchRequest(tenant=tenant, name=name, cascade=cascade, force=force)
-        return list(self._unary(self._manage.DeleteBranch, request,
-                                pb.DeleteBranchResponse).deleted)
+                      force: bool = False, dry_run: bool = False) -> pb.DeleteBranchResponse:
+        """Delete ``name`` (and with ``cascade`` its descendants); the branches,
+        checkpoints and bytes that went (with ``dry_run``: would go; nothing is deleted)."""
+        request = pb.DeleteBranchRequest(tenant=tenant, name=name, cascade=cascade, force=force,
+                                         dry_run=dry_run)
+        return self._unary(self._manage.DeleteBranch, request, pb.DeleteBranchResponse)
 
     # --- checkpoints ---------------------------------------------------------------
 

@@ -94,7 +94,7 @@ def run(home: Path, pages: int) -> None:
         _step("read the same 5000 pages from layer files", started)
 
         started = time.perf_counter()
-        removed = tenant.delete_branch("time-travel")
+        removed = tenant.delete_branch("time-travel").branches
         gc = engine.gc(tenant_id)
         _step(f"deleted {removed}, GC removed {gc.layers_removed} layers", started)
 

@@ -72,6 +72,16 @@ class BranchInfo:
 
 
 @dataclass(frozen=True)
+class BranchDeletion:
+    """What a branch delete removes: branch names (descendants first), the checkpoints on
+    their timelines, and the bytes of the layers only those timelines held."""
+
+    branches: list[str]
+    checkpoints: list[str]
+    freed_bytes: int
+
+
+@dataclass(frozen=True)
 class BranchSettings:
     """What a user sets on a branch besides its history."""
 
@@ -381,17 +391,23 @@ class Tenant:
         timeline.persist()
         return timeline
 
-    def delete_branch(self, name: str, cascade: bool = False, force: bool = False) -> list[str]:
-        """Delete a branch and reclaim its layers; returns the branch names removed.
+    def delete_branch(self, name: str, cascade: bool = False, force: bool = False,
+                      dry_run: bool = False) -> BranchDeletion:
+        """Delete a branch and reclaim its layers; returns what went (with ``dry_run``:
+        what would go, deleting nothing).
 
         Refused while branches were forked from it, unless ``cascade``, which deletes
-        everything below it too; refused for protected branches (``main`` always is)
-        unless ``force``.
+        everything below it too; refused for protected branches unless ``force``; always
+        refused for ``main`` (also below a cascade), which lives as long as its tenant.
         """
         with self._manifest.change() as draft:
             timeline = self.branch(name)
             subtree = self._subtree(timeline)
             below = sorted(n for t in subtree[1:] if (n := self.branch_name_of(t)) is not None)
+            if MAIN_BRANCH in (name, *below):
+                raise FailedPreconditionError(
+                    f"branch {MAIN_BRANCH!r} cannot be deleted while tenant "
+                    f"{self.tenant_id!r} exists; delete the tenant instead")
             guarded = [n for n in (name, *below) if self._protected(n)]
             if guarded and not force:
                 raise FailedPreconditionError(
@@ -402,6 +418,10 @@ class Tenant:
                     f"branch {name!r} has child branches {', '.join(below) or '(restored)'}; "
                     "delete them first or ask for a cascading delete"
                 )
+            deletion = self._deletion([*below, name], subtree)
+            if dry_run:
+                draft.discard()
+                return deletion
             doomed = {t.timeline_id for t in subtree}
             draft.state.branches = {n: record for n, record in draft.state.branches.items()
                                     if record.timeline_id not in doomed}
@@ -412,7 +432,23 @@ class Tenant:
             self._reclaim(doomed_timeline)
         if timeline.ancestor is not None:
             self._drop_if_orphan(timeline.ancestor, with_checkpoints=True)
-        return [*below, name]
+        return deletion
+
+    def _deletion(self, branches: list[str], subtree: list[Timeline]) -> BranchDeletion:
+        """What deleting ``subtree`` (named ``branches``) removes: also the unnamed
+        ancestors kept only for it, which ``_drop_if_orphan`` drops afterwards, and the
+        checkpoints on all of them."""
+        timelines = list(subtree)
+        ancestor = subtree[0].ancestor
+        while ancestor is not None and not ancestor.deleted \
+                and self.branch_name_of(ancestor) is None \
+                and all(child in timelines for child in self.children(ancestor)):
+            timelines.append(ancestor)
+            ancestor = ancestor.ancestor
+        ids = {t.timeline_id for t in timelines}
+        checkpoints = sorted(n for n, cp in self.manifest.checkpoints.items()
+                             if cp.timeline_id in ids)
+        return BranchDeletion(branches, checkpoints, sum(t.owned_bytes() for t in timelines))
 
     def _protected(self, name: str) -> bool:
         record = self.manifest.branches.get(name)

@@ -507,22 +507,28 @@ class RestoreBranchResponse(_message.Message):
     def __init__(self, branch: _Optional[_Union[BranchInfo, _Mapping]] = ..., preserved_as: _Optional[str] = ...) -> None: ...
 
 class DeleteBranchRequest(_message.Message):
-    __slots__ = ("tenant", "name", "cascade", "force")
+    __slots__ = ("tenant", "name", "cascade", "force", "dry_run")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CASCADE_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
     cascade: bool
     force: bool
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., cascade: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+    dry_run: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., cascade: _Optional[bool] = ..., force: _Optional[bool] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class DeleteBranchResponse(_message.Message):
-    __slots__ = ("deleted",)
+    __slots__ = ("deleted", "checkpoints", "freed_bytes")
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
     deleted: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, deleted: _Optional[_Iterable[str]] = ...) -> None: ...
+    checkpoints: _containers.RepeatedScalarFieldContainer[str]
+    freed_bytes: int
+    def __init__(self, deleted: _Optional[_Iterable[str]] = ..., checkpoints: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
 
 class CheckpointInfo(_message.Message):
     __slots__ = ("name", "branch", "timeline_id", "lsn", "created_at_us")

@@ -147,9 +147,11 @@ class ManagementServicer:
     def DeleteBranch(self, request: pb.DeleteBranchRequest,
                      context: grpc.ServicerContext) -> pb.DeleteBranchResponse:
         tenant = self._engine.tenant(request.tenant)
-        deleted = tenant.delete_branch(request.name, cascade=request.cascade,
-                                       force=request.force)
-        return pb.DeleteBranchResponse(deleted=deleted)
+        deletion = tenant.delete_branch(request.name, cascade=request.cascade,
+                                        force=request.force, dry_run=request.dry_run)
+        return pb.DeleteBranchResponse(deleted=deletion.branches,
+                                       checkpoints=deletion.checkpoints,
+                                       freed_bytes=deletion.freed_bytes)
 
     # --- checkpoints -------------------------------------------------------------------------
 

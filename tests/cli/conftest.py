@@ -54,17 +54,23 @@ class Strata:
 
     def run(self, *args: str, expect: int | None = 0,
             env: Mapping[str, str] | None = None) -> Result:
-        """Run ``strata *args``; check the exit code unless ``expect`` is None."""
-        environ = {**os.environ, **self.env, **(env or {}), "STRATA_HOME": str(self.home)}
-        for name in ("STRATA_TOKEN", "STRATA_SERVER", "STRATA_TENANT"):
-            environ.pop(name, None)
+        """Run ``strata *args`` with no terminal (stdin from /dev/null); check the exit code
+        unless ``expect`` is None."""
         done = subprocess.run([sys.executable, "-m", "strata.cli", *args], cwd=REPO,
-                              env=environ, capture_output=True, text=True, timeout=60)
+                              env=self.environ(env), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=60)
         result = Result(done.returncode, done.stdout, done.stderr)
         assert "Traceback" not in result.stderr, result.stderr
         if expect is not None:
             assert result.code == expect, result
         return result
+
+    def environ(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a CLI run: this home, no token, server or tenant from ours."""
+        environ = {**os.environ, **self.env, **(env or {}), "STRATA_HOME": str(self.home)}
+        for name in ("STRATA_TOKEN", "STRATA_SERVER", "STRATA_TENANT"):
+            environ.pop(name, None)
+        return environ
 
     def json(self, *args: str) -> Any:
         """Run ``strata *args --json``, check it succeeded and printed only JSON."""

@@ -98,7 +98,7 @@ def test_branches_and_checkpoints(strata: Strata) -> None:
 
     refused = strata.fail(GENERAL, "branch", "delete", "dev")
     assert "child" in refused
-    deleted = strata.json("branch", "delete", "dev", "--cascade")["deleted"]
+    deleted = strata.json("branch", "delete", "dev", "--cascade", "--yes")["deleted"]
     assert sorted(deleted) == ["dev", "dev-child"]
     assert strata.json("checkpoint", "delete", "before-change") == {"deleted": "before-change"}
     assert "deleted branch 'at-time'" in strata.run("branch", "delete", "at-time").stdout
@@ -110,14 +110,14 @@ def test_branch_settings_protection_and_forced_delete(strata: Strata) -> None:
     assert strata.json("branch", "show", "main")["protected"] is True  # main always is
     assert "never expires" in strata.fail(GENERAL, "branch", "set", "keep", "--ttl", "1h")
     assert "protected" in strata.fail(GENERAL, "branch", "delete", "keep")
-    assert "protected" in strata.fail(GENERAL, "branch", "delete", "main", "--cascade")
+    assert "delete the tenant" in strata.fail(GENERAL, "branch", "delete", "main", "--force")
     assert "nothing to set" in strata.fail(USAGE, "branch", "set", "keep")
     unprotected = strata.json("branch", "set", "keep", "--unprotected", "--ttl", "1h")
     assert unprotected["protected"] is False and unprotected["expires_at_us"] > 0
     forever = strata.json("branch", "set", "keep", "--no-ttl", "--suspend-timeout", "5m")
     assert forever["expires_at_us"] == 0 and forever["suspend_timeout_s"] == 300
     strata.json("branch", "set", "keep", "--protected")
-    assert strata.json("branch", "delete", "keep", "--force")["deleted"] == ["keep"]
+    assert strata.json("branch", "delete", "keep", "--force", "--yes")["deleted"] == ["keep"]
     assert "never expires" in strata.fail(USAGE, "branch", "create", "both", "--protected",
                                           "--ttl", "1h")
 

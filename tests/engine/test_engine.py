@@ -192,7 +192,7 @@ def test_delete_refuses_with_children_and_reclaims(engine: Engine) -> None:
         tenant.delete_branch("a")
     storage = engine.storage
     assert any(b.timeline_id in key for key in storage.list("tenants/t/timelines/"))
-    assert tenant.delete_branch("a", cascade=True) == ["b", "a"]
+    assert tenant.delete_branch("a", cascade=True).branches == ["b", "a"]
     assert not any(b.timeline_id in key for key in storage.list("tenants/t/timelines/"))
     assert sorted(tenant.branch_names()) == ["main"]
 
@@ -375,15 +375,16 @@ def test_restore_and_reset_rebind_the_name_and_reclaim_what_nothing_needs(
     assert again.branch("dev-old").read_file(REL_PATH) == _page(2)
     assert again.checkpoint("good").timeline_id == dev.timeline_id
     assert again.branch("dev").read_file(REL_PATH) == _page(1)
-    with pytest.raises(FailedPreconditionError, match="'main' is protected"):
-        again.delete_branch("main", cascade=True)
+    with pytest.raises(FailedPreconditionError, match="'main' cannot be deleted"):
+        again.delete_branch("main", cascade=True, force=True)
     again.update_branch("dev", {"protected": True})
     with pytest.raises(FailedPreconditionError, match="never expires"):
         again.update_branch("dev", {"expires_at_us": 1})
     assert again.branch_info("dev").protected and again.branch_info("main").protected
-    assert sorted(again.delete_branch("main", cascade=True, force=True)) == [
-        "dev", "dev-old", "main"]
-    assert again.branch_names() == {} and again.timelines == {}
+    gone = again.delete_branch("dev-old")  # and the unnamed past below it, with "good"
+    assert (gone.branches, gone.checkpoints) == (["dev-old"], ["good"])
+    assert again.delete_branch("dev", force=True).branches == ["dev"]
+    assert sorted(again.branch_names()) == ["main"] and len(again.timelines) == 1
 
 
 def test_tenant_quotas_bound_branches_and_ttls(make_engine: EngineFactory) -> None:

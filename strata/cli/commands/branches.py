@@ -17,6 +17,7 @@ from common.client import NEWEST, HistoryPoint
 from common.durations import parse_duration_s
 from common.postgres import pg_bin_dir
 from proto import strata_pb2 as pb
+from strata.cli.confirm import confirm
 from strata.cli.errors import CliError, ExitCode
 from strata.cli.params import DURATION, LSN, TIMESTAMP, WAL_LSN
 from strata.cli.render import (
@@ -33,7 +34,7 @@ from strata.cli.render import (
     print_table,
 )
 from strata.cli.session import Session, api_command
-from strata.cli.units import local_time
+from strata.cli.units import human_size, local_time
 
 
 @click.group()
@@ -202,29 +203,54 @@ def _print_branch(session: Session, info: pb.BranchInfo) -> None:
 @branch.command("delete")
 @click.argument("name")
 @click.option("--cascade", is_flag=True, help="Also delete the branches forked from it.")
-@click.option("--force", is_flag=True, help="Also protected branches (main always is).")
+@click.option("--force", is_flag=True, help="Also protected branches (never main).")
+@click.option("--yes", is_flag=True,
+              help="Do not ask before deleting a protected branch or one with children.")
 @api_command
-def delete(session: Session, name: str, cascade: bool, force: bool) -> None:
-    """Delete branch NAME.
+def delete(session: Session, name: str, cascade: bool, force: bool, yes: bool) -> None:
+    """Delete branch NAME with its checkpoints.
 
     Refused while it has children, unless --cascade, and for protected branches, unless
-    --force. Its compute on this machine is stopped first.
+    --force; main is never deleted (delete the tenant). Such a delete first says what
+    goes (branches, checkpoints, bytes) and asks; --yes skips that. Its compute on this
+    machine is stopped first.
     """
     from strata.local import computes
 
     with session.client() as client, computes.branch_lock(
             computes.workdir(session.home, session.tenant, name)):  # nobody wakes it now
         info = client.get_branch(session.tenant, name)
-        refused = (info.protected and not force) or (info.children and not cascade)
-        if not refused:  # the server says why otherwise; the compute keeps running then
-            computes.forget(session.home, session.tenant, [name])
-        deleted = client.delete_branch(session.tenant, name, cascade=cascade, force=force)
-    computes.forget(session.home, session.tenant, deleted)
+        if info.protected or info.children:
+            # The server refuses here what it would refuse (no --cascade or --force, main),
+            # before anything stops; otherwise it says what would go, to confirm.
+            plan = client.delete_branch(session.tenant, name, cascade=cascade, force=force,
+                                        dry_run=True)
+            below = len(plan.deleted) - 1
+            confirm(f"delete branch {name!r}" + (f" and the {below} below it" if below else ""),
+                    lambda: _plan_lines(plan), yes=yes)
+        computes.forget(session.home, session.tenant, [name])
+        done = client.delete_branch(session.tenant, name, cascade=cascade, force=force)
+    computes.forget(session.home, session.tenant, list(done.deleted))
     if session.json:
-        emit_json({"deleted": deleted})
-    else:
-        emit_text(f"deleted {'branch' if len(deleted) == 1 else 'branches'} "
-                  + ", ".join(repr(d) for d in deleted))
+        emit_json({"deleted": list(done.deleted), "checkpoints": list(done.checkpoints),
+                   "freed_bytes": done.freed_bytes})
+        return
+    checkpoints = ", ".join(repr(c) for c in done.checkpoints)
+    emit_text(f"deleted {_names(done)}" + (f", checkpoints {checkpoints}" if checkpoints else "")
+              + f" ({human_size(done.freed_bytes)} of layers freed)")
+
+
+def _names(deletion: pb.DeleteBranchResponse) -> str:
+    return (f"{'branch' if len(deletion.deleted) == 1 else 'branches'} "
+            + ", ".join(repr(d) for d in deletion.deleted))
+
+
+def _plan_lines(plan: pb.DeleteBranchResponse) -> list[str]:
+    """What a branch delete will remove, for the person asked to confirm it."""
+    return ["This deletes, and nothing brings back:",
+            f"  {_names(plan)}",
+            "  checkpoints " + (", ".join(repr(c) for c in plan.checkpoints) or "none"),
+            f"  {human_size(plan.freed_bytes)} of layers that only these branches hold"]
 
 
 @branch.command("tree")

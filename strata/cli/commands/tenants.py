@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import click
 
 from common.durations import parse_duration_s
+from strata.cli.confirm import confirm
 from strata.cli.errors import CliError, ExitCode
 from strata.cli.params import DURATION
 from strata.cli.progress import working
@@ -132,13 +132,14 @@ def set_(session: Session, name: str, max_branches: int | None, max_computes: in
 @api_command
 def delete(session: Session, name: str, yes: bool) -> None:
     """Delete tenant NAME with all its branches and checkpoints."""
-    if not yes:
-        if not (sys.stdin.isatty() and sys.stderr.isatty()):
-            raise CliError(f"refusing to delete tenant {name!r} without --yes "
-                           "(no terminal to confirm on)", ExitCode.USAGE)
-        click.confirm(f"Delete tenant {name!r} with all its branches and checkpoints?",
-                      abort=True, err=True)
     with session.client() as client:
+        def details() -> list[str]:
+            held = client.get_tenant(name)
+            count = held.tenant.branches
+            return [f"tenant {name!r}: {count} branch{'' if count == 1 else 'es'} with their "
+                    f"checkpoints, {human_size(held.owned_bytes)} stored"]
+
+        confirm(f"delete tenant {name!r}", details, yes=yes)
         client.delete_tenant(name)
     if session.json:
         emit_json({"deleted": name})
