@@ -66,7 +66,7 @@ def test_branches_and_checkpoints(strata: Strata) -> None:
     assert {"main", "dev", "dev-child"} <= listed.keys()
     assert listed["main"]["last_wal_lsn_str"].count("/") == 1
     table = strata.run("branch", "list").stdout
-    for header in ("branch LSN", "last WAL LSN", "logical size", "owned"):
+    for header in ("branch LSN", "last WAL position", "logical size", "owned"):
         assert header in table
     assert " MB" in table
 
