@@ -24,6 +24,7 @@ from common.errors import (
     QuotaExceededError,
 )
 from common.names import is_valid_name
+from pageserver.at_time import lsn_at_time
 from pageserver.config import EngineConfig
 from pageserver.ingest_log import IngestLog
 from pageserver.manifest import (
@@ -242,7 +243,7 @@ class Tenant:
         """An LSN of ``timeline`` from an LSN, a WAL position or a time (docs/DESIGN.md rules)."""
         given = [v for v in (at.lsn, at.wal_lsn, at.time_us, at.checkpoint) if v is not None]
         if len(given) > 1:
-            raise InvalidArgumentError("give at most one of LSN, WAL LSN, time or checkpoint")
+            raise InvalidArgumentError("give at most one of LSN, WAL position, time or checkpoint")
         if at.lsn is not None:
             if at.lsn > timeline.durable_lsn or at.lsn < 0:
                 raise OutOfRangeError(
@@ -254,17 +255,15 @@ class Tenant:
         if at.wal_lsn is None and at.time_us is None:
             return timeline.durable_lsn
         history = timeline.batch_history()
-        if at.wal_lsn is not None:
-            hits = np.flatnonzero(history[:, 1] >= np.uint64(at.wal_lsn))
-            if not hits.size:
-                raise OutOfRangeError(f"no durable batch has reached WAL position {at.wal_lsn:X}")
-            lsn = int(history[hits[0], 0])
-        else:
-            assert at.time_us is not None
-            hits = np.flatnonzero(history[:, 2] <= np.uint64(max(at.time_us, 0)))
-            if not hits.size:
-                raise OutOfRangeError("no durable batch is that old")
-            lsn = int(history[hits[-1], 0])
+        if at.time_us is not None:
+            branch = self.branch_name_of(timeline) or timeline.timeline_id
+            return lsn_at_time(timeline, history, at.time_us, branch)
+        assert at.wal_lsn is not None
+        hits = np.flatnonzero(history[:, 1] >= np.uint64(at.wal_lsn))
+        if not hits.size:
+            raise OutOfRangeError("no durable batch has reached WAL position "
+                                  f"{at.wal_lsn >> 32:X}/{at.wal_lsn & 0xFFFFFFFF:X}")
+        lsn = int(history[hits[0], 0])
         timeline.check_above_gc_cutoff(lsn)
         return lsn
 

@@ -295,6 +295,16 @@ class Timeline:
                 f"{owner.timeline_id}; that history was garbage-collected"
             )
 
+    def oldest_readable_lsn(self) -> int:
+        """The oldest LSN of this line of history (ancestors' included) that GC has kept
+        readable; below it only the LSNs of ``retain_lsns`` are (the same rule as
+        :meth:`check_above_gc_cutoff`)."""
+        owner, upper = self, None  # ``owner`` holds this line's LSNs below ``upper``
+        while owner.gc_cutoff <= owner.branch_lsn and owner.ancestor is not None:
+            upper, owner = owner.branch_lsn, owner.ancestor
+        floor = max(owner.gc_cutoff, owner.branch_lsn)
+        return floor if upper is None else min(floor, upper)
+
     def retain_lsns(self) -> set[int]:
         """LSNs that child branches and checkpoints pin in this timeline."""
         return self._retain_lsns(self)

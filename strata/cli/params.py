@@ -40,16 +40,26 @@ class WalLsn(click.ParamType[int]):
 
 
 class Timestamp(click.ParamType[int]):
-    """An ISO 8601 time (local time without a zone), as microseconds since the epoch."""
+    """A time as :func:`parse_time_us` reads it (ISO 8601, ``now``, ``-10m``, ``2h ago``),
+    as microseconds since the epoch.
 
-    name = "ISO8601"
+    ``@NAME`` is refused with the checkpoint option to use instead: a checkpoint is not a
+    time, and naming it where a time goes would give a second way to say the same.
+    """
+
+    name = "TIME"
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
+        text = str(value)
+        if text.startswith("@"):
+            option = param.opts[0] if param is not None and param.opts else "--at-time"
+            self.fail(f"{text!r} names a checkpoint, not a time: use "
+                      f"{option.replace('-time', '-checkpoint')} {text[1:]}", param, ctx)
         try:
-            return parse_time_us(str(value))
+            return parse_time_us(text)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 

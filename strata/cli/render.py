@@ -108,9 +108,9 @@ def print_fields(fields: Sequence[tuple[str, str]]) -> None:
     stdout_console().print(table)
 
 
-BRANCH_COLUMNS = ("name", "parent", "branch LSN", "last LSN", "last WAL LSN", "last write",
-                  "created", "expires", "logical size", "owned")
-BRANCH_NUMBERS = ("branch LSN", "last LSN", "last WAL LSN", "logical size", "owned")
+BRANCH_COLUMNS = ("name", "parent", "branch LSN", "last LSN", "last WAL position",
+                  "last write", "created", "expires", "logical size", "owned")
+BRANCH_NUMBERS = ("branch LSN", "last LSN", "last WAL position", "logical size", "owned")
 
 
 def branch_row(branch: pb.BranchInfo) -> tuple[str, ...]:
@@ -127,7 +127,7 @@ def branch_fields(branch: pb.BranchInfo) -> list[tuple[str, str]]:
         ("parent", branch.parent or "- (root)"),
         ("branch LSN", str(branch.branch_lsn)),
         ("last LSN", str(branch.last_lsn)),
-        ("last WAL LSN", format_wal_lsn(branch.last_wal_lsn)),
+        ("last WAL position", format_wal_lsn(branch.last_wal_lsn)),
         ("last write", local_time(branch.last_time_us)),
         ("created", local_time(branch.created_at_us)),
         ("expires", local_time(branch.expires_at_us, "never")),

@@ -1,24 +1,40 @@
 """Conversions between what people type or read and what the API speaks.
 
-PostgreSQL WAL positions (``X/Y`` hex), wall-clock times (microseconds since the epoch),
-byte counts (``38.2 MB``).
+PostgreSQL WAL positions (``X/Y`` hex), wall-clock times (microseconds since the epoch;
+typed as ISO 8601 or as a time ago), byte counts (``38.2 MB``).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB")
 _WAL_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
+_NUMBER = r"\d{1,12}(?:\.\d{1,6})?"
+_AGO = re.compile(  # a time ago, lowercase: "-10m", "10m ago", "10 minutes ago"
+    rf"-\s*(?P<back>{_NUMBER})\s*(?P<unit>[a-z]+)"
+    rf"|(?P<ago>{_NUMBER})\s*(?P<ago_unit>[a-z]+)\s+ago")
+_AHEAD = re.compile(rf"\+\s*{_NUMBER}\s*[a-z]+|in\s+{_NUMBER}\s*[a-z]+")  # "+10m", "in 2h"
+_TIME_UNITS_S = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("w", "week", "weeks"), 604800),
+}
+_TIME_FORMS = ("use ISO 8601 (2026-11-25T18:00, local time without a zone; "
+               "2026-11-25T17:00Z), now, or a time ago: -10m, '10 minutes ago', '2h ago'")
 
 
 def parse_wal_lsn(text: str) -> int:
     """A WAL position from PostgreSQL's ``X/Y`` form (two hex numbers of 32 bits)."""
     match = _WAL_LSN.fullmatch(text.strip())
     if match is None:
-        raise ValueError(f"invalid WAL LSN {text!r}: use PostgreSQL's X/Y form, e.g. 0/16B3748")
+        raise ValueError(f"invalid WAL position {text!r}: use PostgreSQL's X/Y form, "
+                         "e.g. 0/16B3748")
     return int(match[1], 16) << 32 | int(match[2], 16)
 
 
@@ -27,17 +43,40 @@ def format_wal_lsn(value: int) -> str:
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
-def parse_time_us(text: str) -> int:
-    """Microseconds since the epoch from ISO 8601; a time without a zone is local time."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"invalid time {text!r}: use ISO 8601, e.g. 2024-05-01T12:30:00 or "
-            "2024-05-01T10:30:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # interprets a naive time as local time
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+def parse_time_us(text: str, now_us: int | None = None) -> int:
+    """Microseconds since the epoch from what people type for a time: ISO 8601 (a time
+    without a zone is local time), ``now``, or a time ago: ``-10m``, ``10m ago``,
+    ``10 minutes ago``, ``2h ago`` (units s, m, h, d, w, spelled short or long), counted
+    back from ``now_us`` (default: this machine's clock)."""
+    typed = text.strip().lower()
+    ago = _AGO.fullmatch(typed)
+    if typed == "now" or ago is not None:
+        now = time.time_ns() // 1000 if now_us is None else now_us
+        moment_us = now - (_span_us(text, ago) if ago is not None else 0)
+    else:
+        if _AHEAD.fullmatch(typed):
+            raise ValueError(f"invalid time {text!r}: it is in the future, which has no "
+                             "state yet; use a time ago, e.g. -10m")
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(f"invalid time {text!r}: {_TIME_FORMS}") from None
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # interprets a naive time as local time
+        moment_us = (moment - _EPOCH) // timedelta(microseconds=1)
+    if moment_us < 0:
+        raise ValueError(f"invalid time {text!r}: it is before 1970")
+    return moment_us
+
+
+def _span_us(text: str, ago: re.Match[str]) -> int:
+    """The span of a time ago (a match of ``_AGO`` in ``text``), in microseconds."""
+    amount, unit = ago["back"] or ago["ago"], ago["unit"] or ago["ago_unit"]
+    seconds = _TIME_UNITS_S.get(unit)
+    if seconds is None:
+        raise ValueError(f"invalid time {text!r}: unknown unit {unit!r}; use s, m, h, d or w "
+                         "(or seconds, minutes, hours, days, weeks)")
+    return round(float(amount) * seconds * 1_000_000)
 
 
 def iso_time(time_us: int) -> str | None:

@@ -4,10 +4,11 @@ by a real initdb, and every command run as a subprocess the way a user or an age
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,7 @@ def test_branches_and_checkpoints(strata: Strata) -> None:
     assert {"main", "dev", "dev-child"} <= listed.keys()
     assert listed["main"]["last_wal_lsn_str"].count("/") == 1
     table = strata.run("branch", "list").stdout
-    for header in ("branch LSN", "last WAL LSN", "logical size", "owned"):
+    for header in ("branch LSN", "last WAL position", "logical size", "owned"):
         assert header in table
     assert " MB" in table
 
@@ -120,6 +121,36 @@ def test_branch_settings_protection_and_forced_delete(strata: Strata) -> None:
     assert strata.json("branch", "delete", "keep", "--force", "--yes")["deleted"] == ["keep"]
     assert "never expires" in strata.fail(USAGE, "branch", "create", "both", "--protected",
                                           "--ttl", "1h")
+
+
+def test_times_ago_and_the_usable_range_in_errors(strata: Strata) -> None:
+    main = strata.json("branch", "show", "main")
+    time.sleep(max(0.0, main["last_time_us"] / 1e6 + 1.5 - time.time()))  # writes >1.5 s old
+    second_ago = strata.json("branch", "create", "second-ago", "--at-time", "1 second ago")
+    assert second_ago["branch_lsn"] == main["last_lsn"]
+    assert strata.json("branch", "restore", "second-ago", "--to-time", "-1s")["branch_lsn"] \
+        == main["last_lsn"]
+
+    too_old = strata.fail(GENERAL, "branch", "create", "x", "--at-time", "2 weeks ago")
+    assert too_old.startswith("no state of branch 'main' is as old as ")
+    oldest = re.search(r"its usable times run from [^(]+\((\S+Z)\), its first write, "
+                       r"to now, [^(]+\((\S+Z)\) by the page server's clock$", too_old)
+    assert oldest is not None, too_old
+    first_us, now_us = (datetime.fromisoformat(m).timestamp() * 1e6 for m in oldest.groups())
+    assert main["created_at_us"] <= first_us <= main["last_time_us"] + 1e6
+    assert abs(now_us - time.time() * 1e6) < 5e6
+    # The oldest usable time, typed back as printed, is accepted.
+    assert strata.json("branch", "create", "oldest", "--at-time", oldest[1])["branch_lsn"] >= 1
+
+    ahead = (datetime.now() + timedelta(hours=1)).isoformat(timespec="seconds")
+    future = strata.fail(GENERAL, "branch", "restore", "second-ago", "--to-time", ahead)
+    assert future.startswith(f"{ahead.replace('T', ' ')} ") and " is in the future: the " \
+        "usable times of branch 'second-ago' run from " in future
+    assert "in the future" in strata.fail(USAGE, "branch", "create", "x", "--at-time", "+5m")
+    assert "--at-checkpoint cp" in strata.fail(USAGE, "branch", "create", "x", "--at-time",
+                                               "@cp")
+    for name in ("second-ago", "oldest"):
+        strata.run("branch", "delete", name)
 
 
 def test_errors_are_one_line_with_distinct_exit_codes(strata: Strata) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import datetime
 from pathlib import Path
 
+import click
 import grpc
 import pytest
 
@@ -13,6 +16,7 @@ from common.durations import parse_duration_s
 from proto import strata_pb2 as pb
 from strata.cli.client_errors import from_client_error
 from strata.cli.errors import ExitCode
+from strata.cli.params import TIMESTAMP
 from strata.cli.render import lineage
 from strata.cli.units import format_wal_lsn, human_size, iso_time, parse_time_us, parse_wal_lsn
 from strata.local.home import Home, UpOptions
@@ -36,6 +40,42 @@ def test_times_with_and_without_zone() -> None:
     assert iso_time(0) is None
     with pytest.raises(ValueError, match="ISO 8601"):
         parse_time_us("yesterday")
+
+
+def test_times_ago_count_back_from_now() -> None:
+    now = 1_700_000_000_000_000
+    minute = 60_000_000
+    typed = {"now": 0, "-10m": 10 * minute, "- 10m": 10 * minute, "-10 minutes": 10 * minute,
+             "10m ago": 10 * minute, "10 minutes ago": 10 * minute, " 2h ago ": 120 * minute,
+             "1.5 hours ago": 90 * minute, "30 SECONDS AGO": minute // 2, "-0s": 0,
+             "1 min ago": minute, "2 days ago": 2 * 1440 * minute, "-1w": 7 * 1440 * minute}
+    for text, back in typed.items():
+        assert parse_time_us(text, now_us=now) == now - back, text
+    assert abs(parse_time_us("-10m") - (time.time() - 600) * 1e6) < 5e6  # the machine's clock
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("yesterday", "use ISO 8601 .*, now, or a time ago: -10m, '10 minutes ago'"),
+    ("10m", "use ISO 8601"),
+    ("-10m ago", "use ISO 8601"),
+    ("ago", "use ISO 8601"),
+    ("10 fortnights ago", "unknown unit 'fortnights'; use s, m, h, d or w"),
+    ("-5mo", "unknown unit 'mo'"),
+    ("+10m", "it is in the future, which has no state yet; use a time ago"),
+    ("in 2 hours", "it is in the future"),
+    ("1960-01-01", "it is before 1970"),
+    ("-60000 weeks", "it is before 1970"),
+])
+def test_bad_times_say_what_to_type(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=f"^invalid time {re.escape(repr(text))}: {why}"):
+        parse_time_us(text)
+
+
+def test_a_checkpoint_where_a_time_goes_names_the_checkpoint_option() -> None:
+    option = click.Option(["--to-time"], type=TIMESTAMP)
+    with pytest.raises(click.BadParameter, match="use --to-checkpoint before-migration"):
+        TIMESTAMP.convert("@before-migration", option, None)
+    assert TIMESTAMP.convert("1970-01-01T00:00:02Z", option, None) == 2_000_000
 
 
 def test_durations_and_sizes() -> None:

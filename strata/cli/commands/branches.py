@@ -36,6 +36,9 @@ from strata.cli.render import (
 from strata.cli.session import Session, api_command
 from strata.cli.units import human_size, local_time
 
+TIME_HELP = ("ISO 8601 (no zone: local time), now, -10m or '10 minutes ago': the last LSN "
+             "at or before it.")
+
 
 @click.group()
 def branch() -> None:
@@ -48,11 +51,10 @@ def branch() -> None:
 @branch.command("create")
 @click.argument("name")
 @click.option("--parent", default="main", show_default=True, help="Branch to fork.")
-@click.option("--at-lsn", type=LSN, help="Page server LSN of the parent to branch at.")
+@click.option("--at-lsn", type=LSN, help="An LSN (the page server's) of the parent.")
 @click.option("--at-wal-lsn", type=WAL_LSN,
-              help="PostgreSQL WAL position X/Y: the first durable LSN that reached it.")
-@click.option("--at-time", type=TIMESTAMP,
-              help="ISO 8601 time (no zone: local time): the last durable LSN at or before it.")
+              help="A WAL position (PostgreSQL's X/Y): the first LSN that reached it.")
+@click.option("--at-time", type=TIMESTAMP, help=TIME_HELP)
 @click.option("--at-checkpoint", metavar="NAME", help="A checkpoint's LSN (and timeline).")
 @click.option("--ttl", type=DURATION, help="Delete the branch after this long, e.g. 2h.")
 @click.option("--suspend-timeout", type=DURATION,
@@ -110,11 +112,10 @@ def set_(session: Session, name: str, ttl: str | None, no_ttl: bool,
 @branch.command("restore")
 @click.argument("name")
 @click.option("--to-checkpoint", metavar="CHECKPOINT", help="A checkpoint's state.")
-@click.option("--to-lsn", type=LSN, help="A page server LSN of the branch's history.")
+@click.option("--to-lsn", type=LSN, help="An LSN (the page server's) of the branch's history.")
 @click.option("--to-wal-lsn", type=WAL_LSN,
-              help="PostgreSQL WAL position X/Y: the first durable LSN that reached it.")
-@click.option("--to-time", type=TIMESTAMP,
-              help="ISO 8601 time (no zone: local time): the last durable LSN at or before it.")
+              help="A WAL position (PostgreSQL's X/Y): the first LSN that reached it.")
+@click.option("--to-time", type=TIMESTAMP, help=TIME_HELP)
 @click.option("--preserve-as", metavar="NAME",
               help="Keep the state the branch has now as branch NAME.")
 @api_command
