@@ -464,11 +464,11 @@ class Tenant:
 
     def create_checkpoint(self, branch: str, name: str, lsn: int | None = None) -> CheckpointRecord:
         validate_name("checkpoint", name)
-        timeline = self.branch(branch)
-        point = timeline.durable_lsn if lsn is None else self.resolve_point(
-            timeline, BranchPoint(lsn=lsn)
-        )
         with self._manifest.change() as draft:
+            timeline = self.branch(branch)  # in the change: no restore moves it meanwhile
+            point = timeline.durable_lsn if lsn is None else self.resolve_point(
+                timeline, BranchPoint(lsn=lsn)
+            )
             if name in draft.state.checkpoints:
                 raise AlreadyExistsError(f"checkpoint {name!r} already exists")
             record = CheckpointRecord(timeline.timeline_id, point, now_us(), branch)
