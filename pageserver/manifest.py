@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common.errors import CorruptionError
@@ -124,11 +124,17 @@ class TimelineManifest:
 
 @dataclass(frozen=True)
 class CheckpointRecord:
-    """A named, pinned point in a timeline's history."""
+    """A named, pinned point in a timeline's history.
+
+    ``branch`` is the branch it was taken on, kept when that branch is restored or reset
+    (its timeline then stays, unnamed, for the checkpoint); None for a record older than
+    the field whose timeline no branch names.
+    """
 
     timeline_id: str
     lsn: int
     created_at_us: int
+    branch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,12 +182,16 @@ class TenantManifest:
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> TenantManifest:
-        return TenantManifest(
-            obj["tenant_id"],
-            {name: BranchRecord(**rec) for name, rec in obj["branches"].items()},
-            {name: CheckpointRecord(**rec) for name, rec in obj["checkpoints"].items()},
-            Quotas(**obj.get("quotas", {})),
-        )
+        branches = {name: BranchRecord(**rec) for name, rec in obj["branches"].items()}
+        named = {rec.timeline_id: name for name, rec in branches.items()}
+        checkpoints = {}
+        for name, rec in obj["checkpoints"].items():
+            record = CheckpointRecord(**rec)
+            if record.branch is None:  # written before checkpoints recorded their branch
+                record = replace(record, branch=named.get(record.timeline_id))
+            checkpoints[name] = record
+        return TenantManifest(obj["tenant_id"], branches, checkpoints,
+                              Quotas(**obj.get("quotas", {})))
 
 
 def encode_manifest(body: dict[str, Any]) -> bytes:

@@ -62,7 +62,7 @@ class BranchInfo:
 
     name: str
     timeline_id: str
-    parent: str | None  # branch name of the ancestor timeline, if it still has one
+    parent: str | None  # the branch it was forked from, or took its checkpoint from
     branch_lsn: int
     last_lsn: int
     children: tuple[str, ...]
@@ -194,26 +194,30 @@ class Tenant:
         with self._lock:
             return {name: rec.timeline_id for name, rec in self.manifest.branches.items()}
 
-    def branch_name_of(self, timeline: Timeline) -> str | None:
-        for name, timeline_id in self.branch_names().items():
-            if timeline_id == timeline.timeline_id:
-                return name
-        return None
-
     def branch_info(self, name: str) -> BranchInfo:
         """Lineage of a branch: its parent, branch point and children."""
-        timeline = self.branch(name)
-        with self._lock:
-            record = self.manifest.branches[name]
-            ancestor = timeline.ancestor
-            children = tuple(sorted(
-                self.branch_name_of(child) or child.timeline_id for child in self.children(timeline)
-            ))
-        parent = record.parent or (self.branch_name_of(ancestor) if ancestor is not None else None)
-        return BranchInfo(name, timeline.timeline_id, parent, timeline.branch_lsn,
-                          timeline.durable_lsn, children, record.created_at_us,
-                          record.expires_at_us, record.suspend_timeout_s,
-                          record.protected or name == MAIN_BRANCH)
+        return self.branch_infos([name])[0]
+
+    def branch_infos(self, names: list[str]) -> list[BranchInfo]:
+        """``branch_info`` of each of ``names``, the lineage worked out once for all.
+
+        Children are the branches that name it as their parent, so a restore, which
+        changes timelines but not parents, leaves the lineage as it was."""
+        with self._lock:  # the manifest and the timelines it names, as of one moment
+            manifest = self.manifest
+            records = [self._branch_record(manifest, name) for name in names]
+            timelines = [self.timelines[record.timeline_id] for record in records]
+        children: dict[str, list[str]] = {}
+        for child, record in manifest.branches.items():
+            if record.parent is not None:
+                children.setdefault(record.parent, []).append(child)
+        return [
+            BranchInfo(name, timeline.timeline_id, record.parent, timeline.branch_lsn,
+                       timeline.durable_lsn, tuple(sorted(children.get(name, ()))),
+                       record.created_at_us, record.expires_at_us, record.suspend_timeout_s,
+                       record.protected or name == MAIN_BRANCH)
+            for name, record, timeline in zip(names, records, timelines, strict=True)
+        ]
 
     def children(self, timeline: Timeline) -> list[Timeline]:
         with self._lock:
@@ -234,7 +238,7 @@ class Tenant:
         if at.checkpoint is not None:
             source, lsn = self._checkpoint_point(at.checkpoint)
             return self._create_timeline(name, source, lsn, settings,
-                                         self.branch_name_of(source))
+                                         self.checkpoint(at.checkpoint).branch)
         source = self.branch(parent)
         return self._create_timeline(name, source, self.resolve_point(source, at), settings,
                                      parent)
@@ -256,7 +260,8 @@ class Tenant:
             return timeline.durable_lsn
         history = timeline.batch_history()
         if at.time_us is not None:
-            branch = self.branch_name_of(timeline) or timeline.timeline_id
+            branch = next((n for n, timeline_id in self.branch_names().items()
+                           if timeline_id == timeline.timeline_id), timeline.timeline_id)
             return lsn_at_time(timeline, history, at.time_us, branch)
         assert at.wal_lsn is not None
         hits = np.flatnonzero(history[:, 1] >= np.uint64(at.wal_lsn))
@@ -290,9 +295,9 @@ class Tenant:
 
         The timeline the branch had is kept under ``preserve_as`` if given, and always
         when other branches were forked from it (under a generated name); otherwise it
-        stays only as the unnamed ancestor the restored branch reads through, or, after
-        a reset, is deleted. Returns the new timeline and the preserved name, if any.
-        Refused while a compute writes the branch.
+        stays unnamed while the restored branch reads through it or a checkpoint pins it,
+        and is deleted once nothing does. The branch's checkpoints stay. Returns the new
+        timeline and the preserved name, if any. Refused while a compute writes the branch.
         """
         old = self.branch(name)
         lease = old.writer_lease.current()
@@ -327,7 +332,7 @@ class Tenant:
                 branches[preserve_as] = BranchRecord(
                     old.timeline_id, record.created_at_us, None, record.parent)
             draft.on_swap(lambda: self._register(timeline))
-        self._drop_if_orphan(old)
+        self._drop_unreferenced()
         return timeline, preserve_as
 
     def update_branch(self, name: str, changes: dict[str, Any]) -> None:
@@ -379,6 +384,8 @@ class Tenant:
     def _new_timeline(self, ancestor: Timeline | None, branch_lsn: int) -> Timeline:
         """A new, empty timeline cut from ``ancestor`` at ``branch_lsn``, its manifest
         persisted; the caller registers it once a tenant manifest naming it is durable."""
+        if ancestor is not None and ancestor.deleted:  # dropped since the caller looked
+            raise NotFoundError(f"timeline {ancestor.timeline_id} was deleted; try again")
         manifest = TimelineManifest(
             uuid.uuid4().hex, ancestor.timeline_id if ancestor else None, branch_lsn,
             branch_lsn, branch_lsn, now_us(),
@@ -392,18 +399,25 @@ class Tenant:
 
     def delete_branch(self, name: str, cascade: bool = False, force: bool = False,
                       dry_run: bool = False) -> BranchDeletion:
-        """Delete a branch and reclaim its layers; returns what went (with ``dry_run``:
-        what would go, deleting nothing).
+        """Delete a branch with its checkpoints (also those taken before its restores and
+        resets) and reclaim what nothing refers to any more; returns what went (with
+        ``dry_run``: what would go, deleting nothing).
 
-        Refused while branches were forked from it, unless ``cascade``, which deletes
-        everything below it too; refused for protected branches unless ``force``; always
-        refused for ``main`` (also below a cascade), which lives as long as its tenant.
+        Refused while branches name it as their parent (forked from it or from one of its
+        checkpoints), unless ``cascade``, which deletes them too; refused for protected
+        branches unless ``force``; always refused for ``main`` (also below a cascade),
+        which lives as long as its tenant. History that another branch or checkpoint
+        still reads through stays, unnamed, until nothing does.
         """
         with self._manifest.change() as draft:
-            timeline = self.branch(name)
-            subtree = self._subtree(timeline)
-            below = sorted(n for t in subtree[1:] if (n := self.branch_name_of(t)) is not None)
-            if MAIN_BRANCH in (name, *below):
+            state = draft.state
+            self._branch_record(state, name)  # NotFoundError
+            doomed = [name]
+            for member in doomed:
+                doomed.extend(n for n, record in state.branches.items()
+                              if record.parent == member and n not in doomed)
+            below = sorted(doomed[1:])
+            if MAIN_BRANCH in doomed:
                 raise FailedPreconditionError(
                     f"branch {MAIN_BRANCH!r} cannot be deleted while tenant "
                     f"{self.tenant_id!r} exists; delete the tenant instead")
@@ -412,53 +426,52 @@ class Tenant:
                 raise FailedPreconditionError(
                     f"branch {', '.join(repr(n) for n in guarded)} is protected; "
                     "deleting it needs force")
-            if len(subtree) > 1 and not cascade:
+            if below and not cascade:
                 raise FailedPreconditionError(
-                    f"branch {name!r} has child branches {', '.join(below) or '(restored)'}; "
-                    "delete them first or ask for a cascading delete"
-                )
-            deletion = self._deletion([*below, name], subtree)
+                    f"branch {name!r} has child branches {', '.join(below)}; "
+                    "delete them first or ask for a cascading delete")
+            checkpoints = sorted(n for n, cp in state.checkpoints.items() if cp.branch in doomed)
+            state.branches = {n: r for n, r in state.branches.items() if n not in doomed}
+            state.checkpoints = {n: cp for n, cp in state.checkpoints.items()
+                                 if cp.branch not in doomed}
+            unreferenced = self._unreferenced(state)
+            deletion = BranchDeletion([*below, name], checkpoints,
+                                      sum(t.owned_bytes() for t in unreferenced))
             if dry_run:
                 draft.discard()
                 return deletion
-            doomed = {t.timeline_id for t in subtree}
-            draft.state.branches = {n: record for n, record in draft.state.branches.items()
-                                    if record.timeline_id not in doomed}
-            draft.state.checkpoints = {n: cp for n, cp in draft.state.checkpoints.items()
-                                       if cp.timeline_id not in doomed}
-            draft.on_swap(lambda: self._forget(subtree))
-        for doomed_timeline in reversed(subtree):  # leaves first
-            self._reclaim(doomed_timeline)
-        if timeline.ancestor is not None:
-            self._drop_if_orphan(timeline.ancestor, with_checkpoints=True)
+            draft.on_swap(lambda: self._forget(unreferenced))
+        for timeline in unreferenced:
+            self._reclaim(timeline)
         return deletion
-
-    def _deletion(self, branches: list[str], subtree: list[Timeline]) -> BranchDeletion:
-        """What deleting ``subtree`` (named ``branches``) removes: also the unnamed
-        ancestors kept only for it, which ``_drop_if_orphan`` drops afterwards, and the
-        checkpoints on all of them."""
-        timelines = list(subtree)
-        ancestor = subtree[0].ancestor
-        while ancestor is not None and not ancestor.deleted \
-                and self.branch_name_of(ancestor) is None \
-                and all(child in timelines for child in self.children(ancestor)):
-            timelines.append(ancestor)
-            ancestor = ancestor.ancestor
-        ids = {t.timeline_id for t in timelines}
-        checkpoints = sorted(n for n, cp in self.manifest.checkpoints.items()
-                             if cp.timeline_id in ids)
-        return BranchDeletion(branches, checkpoints, sum(t.owned_bytes() for t in timelines))
 
     def _protected(self, name: str) -> bool:
         record = self.manifest.branches.get(name)
         return name == MAIN_BRANCH or (record is not None and record.protected)
 
-    def _subtree(self, timeline: Timeline) -> list[Timeline]:
-        """``timeline`` and every timeline forked from it, parents before children."""
-        found = [timeline]
-        for member in found:
-            found.extend(self.children(member))
-        return found
+    def _unreferenced(self, state: TenantManifest) -> list[Timeline]:
+        """Timelines that no branch or checkpoint of ``state`` reads through, children
+        first: what a change to ``state`` leaves for ``_forget`` and ``_reclaim``."""
+        with self._lock:
+            needed: set[str] = set()
+            for timeline_id in [*(r.timeline_id for r in state.branches.values()),
+                                *(cp.timeline_id for cp in state.checkpoints.values())]:
+                timeline: Timeline | None = self.timelines[timeline_id]
+                while timeline is not None and timeline.timeline_id not in needed:
+                    needed.add(timeline.timeline_id)
+                    timeline = timeline.ancestor
+            unneeded = [t for t in self.timelines.values() if t.timeline_id not in needed]
+        return sorted(unneeded, key=_depth, reverse=True)
+
+    def _drop_unreferenced(self) -> None:
+        """Forget and reclaim the timelines nothing refers to any more (a restore's past)."""
+        with self._manifest.change() as draft:
+            draft.discard()  # the manifest names none of them; the change serialises
+            unreferenced = self._unreferenced(draft.state)
+            with self._lock:
+                self._forget(unreferenced)
+        for timeline in unreferenced:
+            self._reclaim(timeline)
 
     def _reclaim(self, timeline: Timeline) -> None:
         """Delete the objects, log entries and cached files of a forgotten timeline."""
@@ -470,41 +483,18 @@ class Tenant:
         shutil.rmtree(self._config.layer_cache_dir / self.tenant_id / timeline.timeline_id,
                       ignore_errors=True)
 
-    def _drop_if_orphan(self, timeline: Timeline, with_checkpoints: bool = False) -> None:
-        """Drop ``timeline`` if no branch name, child or checkpoint refers to it, then its
-        unnamed ancestors that were kept only for it (what restores left behind).
-
-        ``with_checkpoints`` (a branch was deleted): checkpoints on an unnamed timeline that
-        nothing else uses were taken on the deleted branch's own past, and go with it. After
-        a reset they stay: restoring to them is still possible then.
-        """
-        with self._manifest.change() as draft:
-            checkpoints = draft.state.checkpoints
-            on_it = [name for name, cp in checkpoints.items()
-                     if cp.timeline_id == timeline.timeline_id]
-            if timeline.deleted or self.branch_name_of(timeline) is not None \
-                    or self.children(timeline) or (on_it and not with_checkpoints):
-                draft.discard()
-                return
-            for name in on_it:
-                del checkpoints[name]
-            draft.on_swap(lambda: self._forget([timeline]))
-        self._reclaim(timeline)
-        if timeline.ancestor is not None:
-            self._drop_if_orphan(timeline.ancestor, with_checkpoints=True)
-
     # --- checkpoints ---------------------------------------------------------------
 
     def create_checkpoint(self, branch: str, name: str, lsn: int | None = None) -> CheckpointRecord:
         validate_name("checkpoint", name)
-        timeline = self.branch(branch)
-        point = timeline.durable_lsn if lsn is None else self.resolve_point(
-            timeline, BranchPoint(lsn=lsn)
-        )
         with self._manifest.change() as draft:
+            timeline = self.branch(branch)  # in the change: no restore moves it meanwhile
+            point = timeline.durable_lsn if lsn is None else self.resolve_point(
+                timeline, BranchPoint(lsn=lsn)
+            )
             if name in draft.state.checkpoints:
                 raise AlreadyExistsError(f"checkpoint {name!r} already exists")
-            record = CheckpointRecord(timeline.timeline_id, point, now_us())
+            record = CheckpointRecord(timeline.timeline_id, point, now_us(), branch)
             draft.state.checkpoints[name] = record
         return record
 
@@ -525,16 +515,25 @@ class Tenant:
         return record
 
     def delete_checkpoint(self, name: str) -> None:
+        """Delete a checkpoint, and the past timeline it alone kept (after a reset)."""
         with self._manifest.change() as draft:
             self.checkpoint(name)  # NotFoundError; the draft is a copy of what it reads
             del draft.state.checkpoints[name]
+            unreferenced = self._unreferenced(draft.state)
+            draft.on_swap(lambda: self._forget(unreferenced))
+        for timeline in unreferenced:
+            self._reclaim(timeline)
 
     def _retain_lsns(self, timeline: Timeline) -> set[int]:
+        """LSNs of ``timeline``'s own history that child timelines and checkpoints pin,
+        also those pinned through a descendant below its branch point."""
         with self._lock:
-            points = {c.branch_lsn for c in self.children(timeline)}
-            points.update(cp.lsn for cp in self.manifest.checkpoints.values()
-                          if cp.timeline_id == timeline.timeline_id)
-        return points
+            pins = [(child.ancestor, child.branch_lsn) for child in self.timelines.values()
+                    if not child.deleted]
+            pins += [(self.timelines.get(cp.timeline_id), cp.lsn)
+                     for cp in self.manifest.checkpoints.values()]
+        return {lsn for holder, lsn in pins
+                if holder is not None and _owner(holder, lsn) is timeline}
 
     def close(self) -> None:
         for timeline in list(self.timelines.values()):
@@ -548,6 +547,22 @@ def _load_newest(storage: RemoteStorage, prefix: str) -> dict[str, Any]:
         raise NotFoundError(f"no manifest under {prefix!r} in {storage.describe()}")
     newest = max(keys, key=generation_of)
     return decode_manifest(storage.get(newest), newest)
+
+
+def _owner(timeline: Timeline, lsn: int) -> Timeline:
+    """The timeline whose own history holds ``lsn`` as ``timeline`` reads it."""
+    while lsn < timeline.branch_lsn and timeline.ancestor is not None:
+        timeline = timeline.ancestor
+    return timeline
+
+
+def _depth(timeline: Timeline) -> int:
+    """How many ancestors ``timeline`` has."""
+    depth = 0
+    ancestor = timeline.ancestor
+    while ancestor is not None:
+        depth, ancestor = depth + 1, ancestor.ancestor
+    return depth
 
 
 def _ancestors_first(manifests: dict[str, TimelineManifest]) -> list[str]:

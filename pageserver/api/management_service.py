@@ -13,7 +13,7 @@ from pageserver import importer
 from pageserver.api.auth import Claims, Scope, TokenAuthority, current_claims
 from pageserver.engine import Engine
 from pageserver.manifest import CheckpointRecord, Quotas
-from pageserver.tenant import MAIN_BRANCH, BranchPoint, BranchSettings, Tenant
+from pageserver.tenant import MAIN_BRANCH, BranchInfo, BranchPoint, BranchSettings, Tenant
 from proto import strata_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,9 @@ class ManagementServicer:
 
     # --- branches ------------------------------------------------------------------------
 
-    def _branch_info(self, tenant: Tenant, name: str) -> pb.BranchInfo:
-        info = tenant.branch_info(name)
+    def _branch_info(self, tenant: Tenant, name: str,
+                     info: BranchInfo | None = None) -> pb.BranchInfo:
+        info = info or tenant.branch_info(name)
         timeline = tenant.branch(name)
         _, wal_lsn, time_us = timeline.last_batch()
         return pb.BranchInfo(
@@ -110,8 +111,9 @@ class ManagementServicer:
     def ListBranches(self, request: pb.ListBranchesRequest,
                      context: grpc.ServicerContext) -> pb.ListBranchesResponse:
         tenant = self._engine.tenant(request.tenant)
+        infos = tenant.branch_infos(sorted(tenant.branch_names()))
         return pb.ListBranchesResponse(branches=[
-            self._branch_info(tenant, name) for name in sorted(tenant.branch_names())
+            self._branch_info(tenant, info.name, info) for info in infos
         ])
 
     def GetBranch(self, request: pb.GetBranchRequest,
@@ -155,12 +157,10 @@ class ManagementServicer:
 
     # --- checkpoints -------------------------------------------------------------------------
 
-    def _checkpoint_info(self, tenant: Tenant, name: str,
-                         record: CheckpointRecord) -> pb.CheckpointInfo:
-        branch = next((b for b, tl in tenant.branch_names().items()
-                       if tl == record.timeline_id), "")
-        return pb.CheckpointInfo(name=name, branch=branch, timeline_id=record.timeline_id,
-                                 lsn=record.lsn, created_at_us=record.created_at_us)
+    def _checkpoint_info(self, name: str, record: CheckpointRecord) -> pb.CheckpointInfo:
+        return pb.CheckpointInfo(name=name, branch=record.branch or "",
+                                 timeline_id=record.timeline_id, lsn=record.lsn,
+                                 created_at_us=record.created_at_us)
 
     def CreateCheckpoint(self, request: pb.CreateCheckpointRequest,
                          context: grpc.ServicerContext) -> pb.CreateCheckpointResponse:
@@ -168,14 +168,14 @@ class ManagementServicer:
         record = tenant.create_checkpoint(request.branch, request.name,
                                           request.lsn if request.at_lsn else None)
         return pb.CreateCheckpointResponse(
-            checkpoint=self._checkpoint_info(tenant, request.name, record))
+            checkpoint=self._checkpoint_info(request.name, record))
 
     def ListCheckpoints(self, request: pb.ListCheckpointsRequest,
                         context: grpc.ServicerContext) -> pb.ListCheckpointsResponse:
         tenant = self._engine.tenant(request.tenant)
         records = sorted(tenant.manifest.checkpoints.items())
         return pb.ListCheckpointsResponse(checkpoints=[
-            self._checkpoint_info(tenant, name, record) for name, record in records
+            self._checkpoint_info(name, record) for name, record in records
         ])
 
     def DeleteCheckpoint(self, request: pb.DeleteCheckpointRequest,

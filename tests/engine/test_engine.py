@@ -381,9 +381,10 @@ def test_restore_and_reset_rebind_the_name_and_reclaim_what_nothing_needs(
     with pytest.raises(FailedPreconditionError, match="never expires"):
         again.update_branch("dev", {"expires_at_us": 1})
     assert again.branch_info("dev").protected and again.branch_info("main").protected
-    gone = again.delete_branch("dev-old")  # and the unnamed past below it, with "good"
-    assert (gone.branches, gone.checkpoints) == (["dev-old"], ["good"])
-    assert again.delete_branch("dev", force=True).branches == ["dev"]
+    gone = again.delete_branch("dev-old")  # "good" was taken on dev: it stays with dev
+    assert (gone.branches, gone.checkpoints) == (["dev-old"], [])
+    gone = again.delete_branch("dev", force=True)  # and its checkpoints, and its past
+    assert (gone.branches, gone.checkpoints) == (["dev"], ["good"])
     assert sorted(again.branch_names()) == ["main"] and len(again.timelines) == 1
 
 

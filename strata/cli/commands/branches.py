@@ -79,8 +79,16 @@ def create(session: Session, name: str, parent: str, at_lsn: int | None,
     if session.json:
         emit_json(branch_dict(info))
         return
-    expiry = f"; expires {local_time(info.expires_at_us)}" if info.expires_at_us else ""
-    emit_text(f"created branch {name!r} from {info.parent!r} at LSN {info.branch_lsn}{expiry}")
+    emit_text(f"created branch {name!r} {_origin(info, at_checkpoint)} at LSN "
+              f"{info.branch_lsn}"
+              + (f"; expires {local_time(info.expires_at_us)}" if info.expires_at_us else ""))
+
+
+def _origin(info: pb.BranchInfo, checkpoint: str | None) -> str:
+    """Where a new branch came from, by name: ``from 'main'``, ``from checkpoint 'c' of
+    'try-1'``."""
+    of = f" of {info.parent!r}" if info.parent else ""
+    return f"from checkpoint {checkpoint!r}{of}" if checkpoint else f"from {info.parent!r}"
 
 
 @branch.command("set")
@@ -124,7 +132,9 @@ def restore(session: Session, name: str, to_checkpoint: str | None, to_lsn: int 
     """Put branch NAME back to an earlier state: same name, same connection URI.
 
     Its compute, if running here, is stopped first and started again after. The state it
-    had is kept with --preserve-as, and always when branches were forked from it.
+    had is kept with --preserve-as, and always when branches were forked from it. Its
+    checkpoints stay usable (--to-checkpoint, create --at-checkpoint), also after a later
+    reset; `strata branch delete` deletes them with the branch.
     """
     to = _history_point(HistoryPoint(to_lsn, to_wal_lsn, to_time, to_checkpoint),
                        "--to-checkpoint, --to-lsn, --to-wal-lsn and --to-time", required=True)
@@ -139,7 +149,9 @@ def restore(session: Session, name: str, to_checkpoint: str | None, to_lsn: int 
 def reset(session: Session, name: str, preserve_as: str | None) -> None:
     """Reset branch NAME to its parent's newest state (its own changes are dropped).
 
-    Its compute, if running here, is stopped first and started again after.
+    Its compute, if running here, is stopped first and started again after. Its
+    checkpoints stay: `restore --to-checkpoint` and `create --at-checkpoint` still reach
+    the state they pinned, which is kept until they or the branch are deleted.
     """
     _restore(session, name, preserve_as, NEWEST)
 
@@ -214,7 +226,8 @@ def delete(session: Session, name: str, cascade: bool, force: bool, yes: bool) -
     Refused while it has children, unless --cascade, and for protected branches, unless
     --force; main is never deleted (delete the tenant). Such a delete first says what
     goes (branches, checkpoints, bytes) and asks; --yes skips that. Its compute on this
-    machine is stopped first.
+    machine is stopped first. Its checkpoints are deleted too, also those taken before a
+    restore or reset; history another branch still reads through stays.
     """
     from strata.local import computes
 

@@ -15,7 +15,9 @@ def checkpoint() -> None:
     """Create, list and delete checkpoints.
 
     A checkpoint pins a point of a branch: GC keeps what it needs, and
-    `strata branch create --at-checkpoint` starts a branch there.
+    `strata branch create --at-checkpoint` starts a branch there. It keeps naming that
+    branch and stays usable when the branch is restored or reset; deleting the branch
+    deletes it.
     """
 
 
