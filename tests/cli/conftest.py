@@ -78,8 +78,15 @@ class Strata:
         assert len(lines) == 1 and lines[0].startswith("strata: "), result.stderr
         return lines[0].removeprefix("strata: ")
 
+    def status(self) -> dict[str, Any]:
+        """``strata status --json``, which exits 0 only while the page server serves."""
+        result = self.run("status", "--json", expect=None)
+        status: dict[str, Any] = result.json()
+        assert result.code == (0 if status["components"][0]["healthy"] else 5), result
+        return status
+
     def pageserver_pid(self) -> int | None:
-        pid: int | None = self.json("status")["components"][0]["pid"]
+        pid: int | None = self.status()["components"][0]["pid"]
         if pid is not None:
             self.pids.add(pid)
         return pid
