@@ -24,7 +24,7 @@ from strata.local.errors import LocalError
 def cli() -> None:
     """Strata: branchable storage for PostgreSQL.
 
-    State lives in $STRATA_HOME (default ./.strata). Every command takes --tenant
+    State lives in $STRATA_HOME (default ~/.strata). Every command takes --tenant
     (default $STRATA_TENANT, else "default") and --json.
     """
 

@@ -45,20 +45,29 @@ class Result:
 
 @dataclass
 class Strata:
-    """Runs the CLI with one $STRATA_HOME and remembers every page server pid it saw."""
+    """Runs the CLI with one $STRATA_HOME and remembers every page server pid it saw.
+
+    With ``explicit_home`` False, $STRATA_HOME is unset: ``home`` must then be where the
+    CLI finds it by default (``env`` sets $HOME for that).
+    """
 
     home: Path
     port: int
     env: Mapping[str, str] = field(default_factory=dict)
     pids: set[int] = field(default_factory=set)
+    cwd: Path = REPO
+    explicit_home: bool = True
 
     def run(self, *args: str, expect: int | None = 0,
-            env: Mapping[str, str] | None = None) -> Result:
-        """Run ``strata *args``; check the exit code unless ``expect`` is None."""
+            env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Result:
+        """Run ``strata *args`` (in ``cwd``, default ``self.cwd``); check the exit code
+        unless ``expect`` is None."""
         environ = {**os.environ, **self.env, **(env or {}), "STRATA_HOME": str(self.home)}
+        if not self.explicit_home:
+            del environ["STRATA_HOME"]
         for name in ("STRATA_TOKEN", "STRATA_SERVER", "STRATA_TENANT"):
             environ.pop(name, None)
-        done = subprocess.run([sys.executable, "-m", "strata.cli", *args], cwd=REPO,
+        done = subprocess.run([sys.executable, "-m", "strata.cli", *args], cwd=cwd or self.cwd,
                               env=environ, capture_output=True, text=True, timeout=60)
         result = Result(done.returncode, done.stdout, done.stderr)
         assert "Traceback" not in result.stderr, result.stderr

@@ -1,5 +1,6 @@
-"""``strata up`` and ``status`` as a new user meets them: a taken port named with the option
-that chooses another, ``status`` failing while nothing serves (issue 11)."""
+"""``strata up`` and ``status`` as a new user meets them: the home found from any directory,
+a taken port named with the option that chooses another, ``status`` failing while nothing
+serves (issue 11)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Strata
+from tests.cli.conftest import Strata, free_port, strata_home
 
 GENERAL, UNREACHABLE = 1, 5  # strata.cli.errors.ExitCode
 # What the CLI says the test process is when it holds a port.
@@ -31,6 +32,27 @@ def listening() -> Iterator[socket.socket]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock
+
+
+def test_the_home_is_found_from_any_directory() -> None:
+    """Without $STRATA_HOME the home is ~/.strata, wherever strata runs."""
+    with strata_home() as user:
+        here, elsewhere = user / "here", user / "elsewhere"
+        here.mkdir(parents=True)
+        elsewhere.mkdir()
+        cli = Strata(user / ".strata", free_port(), env={"HOME": str(user)}, cwd=here,
+                     explicit_home=False)
+        try:
+            cli.up()
+            status = cli.run("status", "--json", cwd=elsewhere).json()
+            assert status["home"] == str(user / ".strata")
+            assert status["components"][0]["healthy"] is True
+            cli.json("tenant", "create", "default", "--empty")
+            branches = cli.run("branch", "list", "--json", cwd=elsewhere).json()["branches"]
+            assert [branch["name"] for branch in branches] == ["main"]
+            assert not (here / ".strata").exists() and not (elsewhere / ".strata").exists()
+        finally:
+            cli.stop_everything()
 
 
 def test_status_exits_5_unless_the_page_server_serves(idle_strata: Strata) -> None:
