@@ -1,7 +1,7 @@
 """``strata-demo``: run the storage engine's main job on the embedded default.
 
 Loads a synthetic database into branch ``main`` under ``$STRATA_HOME/demo``
-(default ``./.strata/demo``, apart from the page server's own state), forks
+(default ``~/.strata/demo``, apart from the page server's own state), forks
 it, changes the fork, travels back in time, checkpoints, compacts and collects
 garbage, printing what each step did and how long it took. Run it twice: the
 second run re-attaches the same state.
@@ -109,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pages", type=int, default=20000, help="pages to load into main")
     args = parser.parse_args()
-    home = Path(os.environ.get("STRATA_HOME", ".strata")).resolve() / "demo"
+    home = Path(os.environ.get("STRATA_HOME") or "~/.strata").expanduser().resolve() / "demo"
     try:
         run(home, args.pages)
     except StrataError as exc:

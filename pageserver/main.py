@@ -118,7 +118,11 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
         metrics_address = ""
         if settings.metrics_listen:
             host, _, port = settings.metrics_listen.rpartition(":")
-            metrics_server, _thread = start_http_server(int(port), host, metrics.registry)
+            try:
+                metrics_server, _thread = start_http_server(int(port), host, metrics.registry)
+            except OSError as exc:
+                raise OSError(f"cannot serve metrics on {settings.metrics_listen}: "
+                              f"{exc.strerror or exc}") from exc
             metrics_address = f"{host}:{metrics_server.server_port}"
         host = settings.listen.rpartition(":")[0]
         write_durably(ready, json.dumps({

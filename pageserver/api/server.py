@@ -47,7 +47,9 @@ def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, li
         ThreadPoolExecutor(max_workers, thread_name_prefix="strata-rpc"),
         interceptors=[AuthInterceptor(authority)],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                 # Else a second page server binds the same port and takes half the calls.
+                 ("grpc.so_reuseport", 0)],
     )
     servicers: dict[str, object] = {
         "PageService": PageServicer(engine, metrics),
@@ -64,8 +66,12 @@ def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, li
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(listen)
+    cannot = f"cannot listen on {listen}: address in use or not available"
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:  # grpc says only "Failed to bind"
+        raise OSError(cannot) from exc
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise OSError(cannot)
     server.start()
     return RunningServer(server, port, health_servicer)

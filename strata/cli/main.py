@@ -2,7 +2,8 @@
 
 Errors never show a traceback: they are one line ``strata: <message>`` on stderr and an
 exit code from ``strata.cli.errors.ExitCode`` (1 general, 2 usage, 3 not found, 4 auth,
-5 page server unreachable). ``STRATA_DEBUG=1`` lets an unexpected error raise.
+5 page server unreachable, which ``strata status`` also returns when it does not serve).
+``STRATA_DEBUG=1`` lets an unexpected error raise.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from strata.local.errors import LocalError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="strata", message="%(prog)s %(version)s",
+                      help="Show the installed version and exit.")
 def cli() -> None:
     """Strata: branchable storage for PostgreSQL.
 
-    State lives in $STRATA_HOME (default ./.strata). Every command takes --tenant
+    State lives in $STRATA_HOME (default ~/.strata). Every command takes --tenant
     (default $STRATA_TENANT, else "default") and --json.
     """
 

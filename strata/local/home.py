@@ -1,4 +1,5 @@
-"""The local deployment's directory ($STRATA_HOME) and the options ``strata up`` remembers.
+"""The local deployment's directory ($STRATA_HOME, default ``~/.strata``) and the options
+``strata up`` remembers.
 
 ```
 $STRATA_HOME/config.json               options of the last `strata up`
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from common.durable import write_durably
 DEFAULT_PORT: Final = 6400
 DEFAULT_PROXY_PORT: Final = 6432
 LISTEN_HOST: Final = "127.0.0.1"
+DEFAULT_DIR_NAME: Final = ".strata"  # in the user's home directory
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,17 @@ class Home:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> Home:
-        """``$STRATA_HOME`` (default ``./.strata``) as an absolute path."""
-        return cls(Path(environ.get("STRATA_HOME") or ".strata").expanduser().resolve())
+        """``$STRATA_HOME``, else ``.strata`` in the user's home directory (``$HOME``, else
+        the password database's), as an absolute path.
+
+        Per user and not per working directory, so ``strata`` finds the same deployment
+        from anywhere; root's is ``/root/.strata`` like any other user's.
+        """
+        given = environ.get("STRATA_HOME")
+        if given:
+            return cls(Path(given).expanduser().resolve())
+        user_home = environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
+        return cls((Path(user_home) / DEFAULT_DIR_NAME).resolve())
 
     @property
     def state_dir(self) -> Path:

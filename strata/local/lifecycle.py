@@ -8,11 +8,13 @@ pid reused by another program after a crash is never signalled.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from common import processes, supervisor
 from common.client import ClientError, StrataClient
+from strata.local import ports
 from strata.local.errors import LocalError
 from strata.local.home import LISTEN_HOST, Home, UpOptions
 
@@ -80,9 +82,19 @@ def status(home: Home) -> ComponentState:
     )
 
 
-def up(home: Home, options: UpOptions, timeout_s: float = START_TIMEOUT_S
-       ) -> tuple[ComponentState, bool]:
-    """Make the page server run with ``options``; the state and whether it was started now."""
+def ports_needed(options: UpOptions) -> list[ports.Port]:
+    """The ports the page server listens on with ``options``."""
+    return [ports.Port(options.port, "page server", "--port"),
+            ports.Port(options.metrics_port, "page server metrics", "--metrics-port")]
+
+
+def up(home: Home, options: UpOptions, timeout_s: float = START_TIMEOUT_S,
+       also_needed: Sequence[ports.Port] = ()) -> tuple[ComponentState, bool]:
+    """Make the page server run with ``options``; the state and whether it was started now.
+
+    Before starting it, its ports and ``also_needed`` (those of the proxy, started next)
+    must be free: a taken one is named, with the option that chooses another.
+    """
     with supervisor.file_lock(home.lock_file):
         current = status(home)
         if current.alive:
@@ -93,9 +105,10 @@ def up(home: Home, options: UpOptions, timeout_s: float = START_TIMEOUT_S
                 return current, False
             assert current.pid is not None
             running = supervisor.Child(current.pid, _MARKER, home.log_file)
-            return _wait_ready(home, running, timeout_s), False
+            return _wait_ready(home, running, timeout_s, ()), False
+        ports.ensure_free([*ports_needed(options), *also_needed])
         options.save(home)
-        return _wait_ready(home, _start(home, options), timeout_s), True
+        return _wait_ready(home, _start(home, options), timeout_s, ports_needed(options)), True
 
 
 def _start(home: Home, options: UpOptions) -> supervisor.Child:
@@ -115,8 +128,10 @@ def _start(home: Home, options: UpOptions) -> supervisor.Child:
                             pid_file=home.pid_file, label="strata up")
 
 
-def _wait_ready(home: Home, child: supervisor.Child, timeout_s: float) -> ComponentState:
-    """Wait until ``child`` published its address and answers SERVING."""
+def _wait_ready(home: Home, child: supervisor.Child, timeout_s: float,
+                wanted: Sequence[ports.Port]) -> ComponentState:
+    """Wait until ``child`` published its address and answers SERVING; if it exits first
+    and one of the ports it ``wanted`` is taken now, say so."""
     def serving() -> bool:
         info = home.ready_info()
         return bool(info and info.get("pid") == child.pid
@@ -129,6 +144,9 @@ def _wait_ready(home: Home, child: supervisor.Child, timeout_s: float) -> Compon
             f"the page server (pid {child.pid}) is not serving after {timeout_s:g} s; it may "
             f"still be starting (`strata status`, `strata down`); see {home.log_file}",
             details=exc.log_tail) from None
+    except supervisor.ExitedEarly as exc:
+        ports.ensure_free(wanted, details=exc.log_tail)
+        raise LocalError(exc.message, details=exc.log_tail) from None
     except supervisor.SupervisorError as exc:
         raise LocalError(exc.message, details=exc.log_tail) from None
     return status(home)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Final
 
 from common import supervisor
+from strata.local import ports
 from strata.local.errors import LocalError
 from strata.local.home import LISTEN_HOST, Home, UpOptions
 from strata.local.lifecycle import ComponentState
@@ -45,13 +47,22 @@ def status(home: Home) -> ComponentState:
         storage="-", state_dir=str(home.computes_dir), log_file=str(home.proxy_log_file))
 
 
+def ports_needed(home: Home, options: UpOptions) -> list[ports.Port]:
+    """The port the proxy will listen on if it is started now (none if it runs)."""
+    if _pid(home) is not None:
+        return []
+    return [ports.Port(options.proxy_port, "proxy", "--proxy-port")]
+
+
 def up(home: Home, options: UpOptions, timeout_s: float) -> tuple[ComponentState, bool]:
     """Make the proxy run; the state and whether it was started now."""
     pid = _pid(home)
     if pid is not None:
-        return _wait_ready(home, _child(home, pid), timeout_s), False
+        return _wait_ready(home, _child(home, pid), timeout_s, ()), False
     if os.geteuid() != 0:
         raise LocalError("the proxy starts computes, which need root: run `strata up` as root")
+    wanted = ports_needed(home, options)
+    ports.ensure_free(wanted)
     home.proxy_ready_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", "strata.proxy",
                "--listen", f"{LISTEN_HOST}:{options.proxy_port}",
@@ -60,16 +71,22 @@ def up(home: Home, options: UpOptions, timeout_s: float) -> tuple[ComponentState
     child = supervisor.spawn(command, marker=_MARKER, log_file=home.proxy_log_file,
                              cwd=home.root, env={**os.environ, "STRATA_HOME": str(home.root)},
                              pid_file=home.proxy_pid_file, label="strata up")
-    return _wait_ready(home, child, timeout_s), True
+    return _wait_ready(home, child, timeout_s, wanted), True
 
 
-def _wait_ready(home: Home, child: supervisor.Child, timeout_s: float) -> ComponentState:
+def _wait_ready(home: Home, child: supervisor.Child, timeout_s: float,
+                wanted: Sequence[ports.Port]) -> ComponentState:
+    """Wait until ``child`` listens; if it exits first and a port it ``wanted`` is taken
+    now, say so."""
     try:
         supervisor.wait_ready(child, lambda: address(home) is not None, timeout_s,
                               what=_WHAT)
     except supervisor.NotReady as exc:
         raise LocalError(f"the proxy is not listening after {timeout_s:g} s; see "
                          f"{home.proxy_log_file}", details=exc.log_tail) from None
+    except supervisor.ExitedEarly as exc:
+        ports.ensure_free(wanted, details=exc.log_tail)
+        raise LocalError(exc.message, details=exc.log_tail) from None
     except supervisor.SupervisorError as exc:
         raise LocalError(exc.message, details=exc.log_tail) from None
     return status(home)

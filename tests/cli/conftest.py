@@ -45,18 +45,24 @@ class Result:
 
 @dataclass
 class Strata:
-    """Runs the CLI with one $STRATA_HOME and remembers every page server pid it saw."""
+    """Runs the CLI with one $STRATA_HOME and remembers every page server pid it saw.
+
+    With ``explicit_home`` False, $STRATA_HOME is unset: ``home`` must then be where the
+    CLI finds it by default (``env`` sets $HOME for that).
+    """
 
     home: Path
     port: int
     env: Mapping[str, str] = field(default_factory=dict)
     pids: set[int] = field(default_factory=set)
+    cwd: Path = REPO
+    explicit_home: bool = True
 
     def run(self, *args: str, expect: int | None = 0,
-            env: Mapping[str, str] | None = None) -> Result:
-        """Run ``strata *args`` with no terminal (stdin from /dev/null); check the exit code
-        unless ``expect`` is None."""
-        done = subprocess.run([sys.executable, "-m", "strata.cli", *args], cwd=REPO,
+            env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Result:
+        """Run ``strata *args`` (in ``cwd``, default ``self.cwd``) with no terminal (stdin
+        from /dev/null); check the exit code unless ``expect`` is None."""
+        done = subprocess.run([sys.executable, "-m", "strata.cli", *args], cwd=cwd or self.cwd,
                               env=self.environ(env), stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=60)
         result = Result(done.returncode, done.stdout, done.stderr)
@@ -68,6 +74,8 @@ class Strata:
     def environ(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a CLI run: this home, no token, server or tenant from ours."""
         environ = {**os.environ, **self.env, **(env or {}), "STRATA_HOME": str(self.home)}
+        if not self.explicit_home:
+            del environ["STRATA_HOME"]
         for name in ("STRATA_TOKEN", "STRATA_SERVER", "STRATA_TENANT"):
             environ.pop(name, None)
         return environ
@@ -84,8 +92,15 @@ class Strata:
         assert len(lines) == 1 and lines[0].startswith("strata: "), result.stderr
         return lines[0].removeprefix("strata: ")
 
+    def status(self) -> dict[str, Any]:
+        """``strata status --json``, which exits 0 only while the page server serves."""
+        result = self.run("status", "--json", expect=None)
+        status: dict[str, Any] = result.json()
+        assert result.code == (0 if status["components"][0]["healthy"] else 5), result
+        return status
+
     def pageserver_pid(self) -> int | None:
-        pid: int | None = self.json("status")["components"][0]["pid"]
+        pid: int | None = self.status()["components"][0]["pid"]
         if pid is not None:
             self.pids.add(pid)
         return pid

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -244,7 +243,7 @@ def test_a_killed_page_server_is_restarted_with_its_data(strata: Strata) -> None
     deadline = time.monotonic() + 10
     while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    status = strata.json("status")["components"][0]
+    status = strata.status()["components"][0]
     assert not status["alive"] and status["pid"] is None
     message = strata.fail(UNREACHABLE, "branch", "list")
     assert message == f"page server not running at 127.0.0.1:{strata.port}; run `strata up`"
@@ -255,7 +254,7 @@ def test_a_killed_page_server_is_restarted_with_its_data(strata: Strata) -> None
 
 
 def test_up_down_down_in_a_fresh_home(idle_strata: Strata) -> None:
-    assert idle_strata.json("status")["components"][0]["alive"] is False
+    assert idle_strata.status()["components"][0]["alive"] is False
     nowhere = f"127.0.0.1:{idle_strata.port}"  # not the default 6400: something may run there
     message = idle_strata.fail(UNREACHABLE, "tenant", "list", "--server", nowhere)
     assert message == f"page server not running at {nowhere}; run `strata up`"
@@ -277,17 +276,16 @@ def test_up_down_down_in_a_fresh_home(idle_strata: Strata) -> None:
 
 
 def test_a_failed_start_points_at_the_log(idle_strata: Strata) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        result = idle_strata.run("up", "--port", str(idle_strata.port), "--metrics-port",
-                                 str(taken.getsockname()[1]), "--timeout", "20", expect=GENERAL)
+    idle_strata.home.mkdir()
+    (idle_strata.home / "objects").write_text("not a directory")  # the local object store
+    result = idle_strata.run("up", "--port", str(idle_strata.port), "--metrics-port", "0",
+                             "--proxy-port", "0", "--timeout", "20", expect=GENERAL)
     first, *tail = result.stderr.splitlines()
     log_file = idle_strata.home / "logs" / "pageserver.log"
     assert first.startswith("strata: the page server exited with status 1 while starting")
     assert first.endswith(str(log_file))
     assert tail and all(line.startswith("  ") for line in tail)
-    assert "Address already in use" in result.stderr
+    assert "objects" in tail[-1]
 
 
 @pytest.mark.s3

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from importlib.metadata import version
 
 from strata.cli.lazy import LazyCommand
 from strata.cli.main import cli
@@ -61,3 +62,9 @@ def test_each_command_is_listed_with_its_own_summary() -> None:
         assert real.name == name
         for limit in (20, 45, 200):
             assert listed.get_short_help_str(limit) == real.get_short_help_str(limit), name
+
+
+def test_version_comes_from_the_package_and_imports_nothing_heavy() -> None:
+    output, modules = imported_by("--version")
+    assert output == f"strata {version('strata')}\n"
+    assert not _within(modules, "grpc", "rich", "google.protobuf", "strata.cli.commands")

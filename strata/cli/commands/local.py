@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from strata.cli.errors import ExitCode
 from strata.cli.params import DURATION
 from strata.cli.render import emit_json, emit_text, print_table
 from strata.cli.session import Session, local_command
@@ -60,9 +61,11 @@ def up(session: Session, timeout: float, **given: Any) -> None:
     them. S3 credentials come from the AWS_* environment variables.
     """
     options = _merge(UpOptions.load(session.home), **given)
-    state, started = lifecycle.up(session.home, options, timeout)
+    as_root = os.geteuid() == 0
+    proxy_ports = proxy_lifecycle.ports_needed(session.home, options) if as_root else []
+    state, started = lifecycle.up(session.home, options, timeout, proxy_ports)
     proxy: dict[str, Any] | None = None
-    if os.geteuid() == 0:
+    if as_root:
         proxy_state, proxy_started = proxy_lifecycle.up(session.home, options, timeout)
         proxy = {"started": proxy_started, **dataclasses.asdict(proxy_state)}
     if session.json:
@@ -110,16 +113,32 @@ def down(session: Session, timeout: float) -> None:
 
 @click.command()
 @local_command
-def status(session: Session) -> None:
+def status(session: Session) -> int:
     """Show what runs locally.
 
-    Per component: pid, liveness, health, addresses, storage and state directory.
+    Per component: pid, liveness, health, addresses, storage and state directory. Exits
+    with 5 (as when the page server is unreachable) unless the page server serves, so
+    scripts can test for it.
     """
     states = [lifecycle.status(session.home), proxy_lifecycle.status(session.home)]
     if session.json:
         emit_json({"home": str(session.home.root),
                    "components": [dataclasses.asdict(state) for state in states]})
-        return
+    else:
+        _print_status(session, states)
+    server = states[0]
+    if server.healthy:
+        return ExitCode.OK
+    if server.alive:
+        problem = f"the page server (pid {server.pid}) does not answer; see {server.log_file}"
+    else:
+        problem = f"the page server of {session.home.root} is not running; `strata up` starts it"
+    click.echo(f"strata: {problem}", err=True)
+    return ExitCode.UNREACHABLE
+
+
+def _print_status(session: Session, states: list[lifecycle.ComponentState]) -> None:
+    emit_text(f"home {session.home.root}")
     print_table(
         ("component", "pid", "alive", "healthy", "address", "metrics", "storage", "state dir"),
         [(s.component, str(s.pid or "-"), "yes" if s.alive else "no",
