@@ -107,10 +107,12 @@ class PageReader:
         return list(response.pages)
 
     def close(self) -> None:
+        """End every open stream, waiting at most ``CLOSE_WAIT_S`` for all of them."""
+        deadline = time.monotonic() + CLOSE_WAIT_S
         while not self._pool.empty():
             stream = self._pool.get_nowait()
             if stream is not None:
-                stream.close()
+                stream.close(max(deadline - time.monotonic(), 0.0))
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
