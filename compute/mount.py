@@ -141,9 +141,11 @@ def main(argv: list[str] | None = None) -> None:
         partial(publish_stats, args.stats_file, cache, reader, writer) if args.stats_file
         else partial(_do_nothing))
     stop_heartbeat = threading.Event()
-    threading.Thread(target=heartbeat, name="writer-heartbeat", daemon=True,
-                     args=(client, args, attached.writer_epoch,
-                           max(attached.lease_ms / 4000, 0.2), stop_heartbeat, publish)).start()
+    beating = threading.Thread(target=heartbeat, name="writer-heartbeat", daemon=True,
+                               args=(client, args, attached.writer_epoch,
+                                     max(attached.lease_ms / 4000, 0.2), stop_heartbeat,
+                                     publish))
+    beating.start()
     log.info("mounting %s/%s at LSN %d (writer epoch %d) on %s", args.tenant, args.branch, lsn,
              attached.writer_epoch, args.mountpoint)
     try:
@@ -151,11 +153,15 @@ def main(argv: list[str] | None = None) -> None:
                   default_permissions=True, hard_remove=True, fsname="strata",
                   subtype="strata")
     finally:
+        # Every call ends before the channel closes: a renewal or stream cut off by
+        # client.close() would look like a failure in both logs.
         stop_heartbeat.set()
+        beating.join(timeout=client.timeout_s)
         publish()
         clean = fs.view.failed is None
         cache.close(CacheStamp(args.tenant, timeline_id, writer.acked_lsn) if clean else None)
         writer.close()
+        reader.close()
         if clean:
             client.detach_writer(args.tenant, args.branch, attached.writer_epoch)
         client.close()

@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -27,6 +27,7 @@ from proto import strata_pb2 as pb
 _T = TypeVar("_T")
 _Req = TypeVar("_Req", bound=Message)
 _Resp = TypeVar("_Resp", bound=Message)
+CLOSE_WAIT_S = 5.0
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                        grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
@@ -106,10 +107,12 @@ class PageReader:
         return list(response.pages)
 
     def close(self) -> None:
+        """End every open stream, waiting at most ``CLOSE_WAIT_S`` for all of them."""
+        deadline = time.monotonic() + CLOSE_WAIT_S
         while not self._pool.empty():
             stream = self._pool.get_nowait()
             if stream is not None:
-                stream.close()
+                stream.close(max(deadline - time.monotonic(), 0.0))
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -142,8 +145,18 @@ class _Exchange(Generic[_Req, _Resp]):
         self._requests.put(request)
         return next(self._responses)
 
-    def close(self) -> None:
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """End the stream: half-close it and wait up to ``wait_s`` for the page server to
+        end its side, so that the server sees a clean end rather than a cancel when the
+        channel closes next. A stream still open after that is cancelled."""
         self._requests.put(None)
+        call = cast("grpc.Future[object]", self._responses)
+        try:
+            call.exception(timeout=wait_s)
+        except grpc.FutureTimeoutError:
+            call.cancel()
+        except grpc.FutureCancelledError:
+            pass
 
 
 _PageStream = _Exchange[pb.GetPagesRequest, pb.GetPagesResponse]

@@ -3,7 +3,9 @@
 Every method gets the same treatment: request bytes that do not parse become
 INVALID_ARGUMENT (not INTERNAL), engine errors become their status with the
 engine's message, anything unexpected is logged and becomes INTERNAL, and
-every call (or streamed request) is counted and timed.
+every call (or streamed request) is counted and timed. A stream its client
+cancels (every compute unmount) is routine: logged at debug level and counted
+as CANCELLED (DEADLINE_EXCEEDED when the client's deadline ran out).
 """
 
 from __future__ import annotations
@@ -101,21 +103,67 @@ def _stream(behaviour: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[
         code = grpc.StatusCode.OK
         try:
             yield from behaviour(requests, context)
+        except GeneratorExit:  # gRPC stopped asking for responses: the client is gone
+            code = _ended_by_client(context, name)
+            raise
         except StrataError as exc:
             code = status_of(exc)
             context.abort(code, str(exc))
-        except Exception:
+        except Exception as exc:
             aborted = _aborted_with(context)
             if aborted is not None:  # e.g. the auth interceptor refused a streamed request
                 code = aborted
                 raise
+            if isinstance(exc, grpc.RpcError) and not context.is_active():
+                code = _ended_by_client(context, name)
+                return
             log.exception("%s failed", name)
             code = grpc.StatusCode.INTERNAL
             context.abort(code, f"internal error in {name}; see the page server log")
         finally:
-            metrics.rpc_requests.labels(name, code.name).inc()
+            if code is grpc.StatusCode.OK:
+                _count_when_settled(context, name, metrics)
+            else:
+                metrics.rpc_requests.labels(name, code.name).inc()
 
     return handle
+
+
+def _count_when_settled(context: grpc.ServicerContext, name: str, metrics: Metrics) -> None:
+    """Count a stream whose requests ended once the call has terminated.
+
+    A client's cancel can wake the request iterator as if the client had
+    half-closed, before gRPC marks the call cancelled; only when the call has
+    terminated is it known which of the two it was.
+    """
+    def settle() -> None:
+        code = (_ended_by_client(context, name) if _client_cancelled(context)
+                else grpc.StatusCode.OK)
+        metrics.rpc_requests.labels(name, code.name).inc()
+
+    if not context.add_callback(settle):
+        settle()
+
+
+def _client_cancelled(context: grpc.ServicerContext) -> bool:
+    """Whether the client cancelled a call that has terminated.
+
+    Once a call has terminated, ``is_active()`` is False whether it completed or
+    was cancelled, and gRPC's public API has no other way to tell the two apart,
+    so this reads the call state of gRPC's synchronous server
+    (``grpc._server._RPCState.client``); tests/api/test_stream_cancel.py fails if
+    an upgrade of gRPC changes it.
+    """
+    return getattr(getattr(context, "_state", None), "client", None) == "cancelled"
+
+
+def _ended_by_client(context: grpc.ServicerContext, name: str) -> grpc.StatusCode:
+    """How a client ended a stream it no longer waits for (a cancel, or its deadline),
+    logged at debug level: routine, not a failure of the page server."""
+    code = (grpc.StatusCode.DEADLINE_EXCEEDED if context.time_remaining() <= 0
+            else grpc.StatusCode.CANCELLED)
+    log.debug("%s: stream ended by the client (%s)", name, code.name)
+    return code
 
 
 def _aborted_with(context: grpc.ServicerContext) -> grpc.StatusCode | None:

@@ -47,6 +47,9 @@ for command in (
                 "page server."),
     LazyCommand("connect", _COMMANDS + "connect:connect",
                 "Print the connection URI of BRANCH through the proxy, password included."),
+    LazyCommand("psql", _COMMANDS + "connect:psql",
+                "Run psql on BRANCH through the proxy; the password stays off the command "
+                "line."),
     LazyCommand("gc", _COMMANDS + "maintenance:gc", "Remove layers nothing needs any more."),
     LazyCommand("compact", _COMMANDS + "maintenance:compact",
                 "Flush and compact the tenant's layers."),

@@ -113,6 +113,7 @@ class Computes:
         self._timeouts: dict[tuple[str, str], float] = {}  # per-branch suspend timeouts
         self._suspended_at: dict[tuple[str, str], float] = {}  # wall time, by this proxy
         self.starts = 0  # computes this proxy started (for tests and metrics)
+        self.changed = asyncio.Event()  # set when ``snapshot()`` should be published again
 
     async def ensure(self, tenant: str, branch: str) -> Path:
         """The unix socket of the branch's running compute, started if needed."""
@@ -135,11 +136,13 @@ class Computes:
     def connected(self, key: tuple[str, str]) -> None:
         self._clients[key] += 1
         self._idle_since.pop(key, None)
+        self.changed.set()
 
     def disconnected(self, key: tuple[str, str]) -> None:
         self._clients[key] -= 1
         if self._clients[key] == 0:
             self._idle_since[key] = time.monotonic()
+        self.changed.set()
 
     async def suspend_idle(self) -> None:
         """Stop every compute that has had no client for the suspend timeout."""
@@ -326,17 +329,35 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
     ready(server.sockets[0].getsockname()[1])
     period = min(1.0, max(computes_.suspend_timeout_s / 4, 0.1))  # per-branch ones: >= 1 s
     last_reap = 0.0
-    async with server:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), period)
-            await _housekeeping("suspending idle computes", computes_.suspend_idle())
-            state = json.dumps(computes_.snapshot()).encode()
-            await _housekeeping("publishing the proxy state", asyncio.to_thread(
-                write_atomically, home.proxy_state_file, state))
-            if reap is not None and time.monotonic() - last_reap >= reap_period_s:
-                last_reap = time.monotonic()
-                await _housekeeping("reaping expired branches", asyncio.to_thread(reap))
+    publisher = asyncio.create_task(_publish_state(computes_, home))
+    try:
+        async with server:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), period)
+                await _housekeeping("suspending idle computes", computes_.suspend_idle())
+                computes_.changed.set()  # idle times and suspensions, at least every period
+                if reap is not None and time.monotonic() - last_reap >= reap_period_s:
+                    last_reap = time.monotonic()
+                    await _housekeeping("reaping expired branches", asyncio.to_thread(reap))
+    finally:
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
+
+
+async def _publish_state(computes_: Computes, home: Home) -> None:
+    """Write ``computes_.snapshot()`` for ``strata compute list`` whenever it changed.
+
+    Its own task, so that a client's arrival or departure shows at once, even while the
+    housekeeping loop is busy stopping an idle compute or reaping an expired branch.
+    """
+    while True:
+        await computes_.changed.wait()
+        computes_.changed.clear()
+        state = json.dumps(computes_.snapshot()).encode()
+        await _housekeeping("publishing the proxy state", asyncio.to_thread(
+            write_atomically, home.proxy_state_file, state))
 
 
 def _sqlstate_of(error: LocalError | ClientError) -> str:

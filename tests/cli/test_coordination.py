@@ -4,10 +4,12 @@ a proxy whose periodic work fails but which keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,49 @@ def test_the_compute_quota_counts_starts_in_flight(tmp_path: Path) -> None:
     assert busy_count(home, "acme") == 0  # slots are given back, also after a failure
     (first / STARTING_FILE).write_text("999999999")  # a starter that died: not counted
     assert busy_count(home, "acme") == 0
+
+
+def test_the_proxy_publishes_a_client_leaving_while_its_housekeeping_is_busy(
+        tmp_path: Path) -> None:
+    """`strata compute list` reads the client counts the proxy publishes: a client's
+    departure shows at once, also while the proxy is busy (here: reaping)."""
+    home = Home(tmp_path)
+    home.proxy_state_file.parent.mkdir(parents=True)
+    client = StrataClient("127.0.0.1:1", "no-token")  # never called: nobody connects
+    reaping, release = threading.Event(), threading.Event()
+
+    def slow_reap() -> None:  # e.g. an expired branch whose compute takes long to stop
+        reaping.set()
+        release.wait(30)
+
+    def published() -> dict[str, object]:
+        text = home.proxy_state_file.read_text() if home.proxy_state_file.exists() else "{}"
+        return dict(json.loads(text).get("acme/main", {}))
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 5
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}: {published()}"
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        computes_ = Computes(home, client, "127.0.0.1:1", 60.0)
+        task = asyncio.create_task(serve("127.0.0.1", 0, home, computes_, lambda _: None,
+                                         stop, slow_reap, reap_period_s=0.0))
+        await until(reaping.is_set, "the reaper to start")
+        computes_.connected(("acme", "main"))
+        await until(lambda: published().get("clients") == 1, "the client to show")
+        computes_.disconnected(("acme", "main"))
+        await until(lambda: published().get("clients") == 0, "the client to leave")
+        assert published().get("idle_since") is not None
+        assert not task.done()
+        release.set()
+        stop.set()
+        await task
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        client.close()

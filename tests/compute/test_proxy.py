@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import pytest
 
 from strata.local import computes, passwords
 from strata.local.home import Home
-from tests.cli.conftest import Strata, free_port, strata_home
+from tests.cli.conftest import REPO, Strata, free_port, strata_home
 from tests.compute.load import wait_for
 
 SUSPEND_S = 3.0
@@ -301,3 +303,27 @@ def test_branch_diff_shows_what_a_migration_changed(proxy: ProxyRun) -> None:
                                            "acme")
     for name in ("migrated", "main"):
         cli.json("compute", "stop", name, "--tenant", "acme")
+
+
+def test_strata_psql_runs_psql_without_the_password_in_its_arguments(proxy: ProxyRun) -> None:
+    """`strata psql BRANCH ARGS` becomes psql through the proxy (exec: same process), with
+    the password in the environment only; once it exits, `compute list` counts no client."""
+    proxy.cli.json("branch", "create", "typed", "--tenant", "acme")
+    password = passwords.read(Home(proxy.cli.home), "acme")
+    assert password
+    run = subprocess.Popen(
+        [sys.executable, "-m", "strata.cli", "psql", "--tenant", "acme", "typed", "-At",
+         "-c", "SELECT 'ok', pg_sleep(4)"],
+        cwd=REPO, env={**os.environ, "STRATA_HOME": str(proxy.cli.home)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        cmdline = Path(f"/proc/{run.pid}/cmdline")
+        wait_for(lambda: Path(cmdline.read_bytes().split(b"\0")[0].decode()).name == "psql",
+                 30, "strata to exec psql")
+        assert password.encode() not in cmdline.read_bytes()
+        wait_for(lambda: proxy.compute("typed").get("clients") == 1, 30, "psql to connect")
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert (run.returncode, out, err) == (0, "ok|\n", "")
+    assert proxy.compute("typed")["clients"] == 0

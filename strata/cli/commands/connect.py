@@ -1,11 +1,15 @@
-"""``strata connect``: how to reach a branch through the proxy."""
+"""``strata connect`` and ``strata psql``: how to reach a branch through the proxy."""
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 import click
 
+from common.errors import FailedPreconditionError
+from common.postgres import pg_bin_dir
 from strata.cli.errors import CliError, ExitCode
 from strata.cli.render import emit_json, emit_text
 from strata.cli.session import Session, api_command
@@ -63,3 +67,34 @@ def connect(session: Session, branch: str, database: str) -> None:
                "port": target.port, "user": target.user, "password": target.password,
                "dbname": target.dbname, "uri": target.uri,
                "compute": node.status().value if node else "stopped"})
+
+
+@click.command(context_settings={"ignore_unknown_options": True,
+                                 "allow_interspersed_args": False})
+@click.option("--database", default="postgres", show_default=True,
+              help="Database inside the branch's cluster.")
+@api_command
+@click.argument("branch")
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED, metavar="[PSQL_ARGS]...")
+def psql(session: Session, branch: str, database: str, psql_args: tuple[str, ...]) -> None:
+    """Run psql on BRANCH through the proxy; the password stays off the command line.
+
+    Arguments after BRANCH go to psql (`strata psql main -c 'select 1'`); strata's own
+    options come before it. psql gets the tenant's password in its environment
+    (PGPASSWORD), never in its arguments, and is not run at all when the branch cannot be
+    reached: that fails with one line, like every strata error.
+    """
+    if session.json:
+        raise CliError("--json: psql prints its own output", ExitCode.USAGE)
+    with session.client() as client:
+        client.get_branch(session.tenant, branch)  # a clear error for a branch that is not
+    target = proxy_target(session, branch, database)
+    try:
+        program = str(pg_bin_dir() / "psql")
+    except FailedPreconditionError as exc:
+        raise CliError(str(exc)) from None
+    environ = {**os.environ, "PGHOST": target.host, "PGPORT": str(target.port),
+               "PGUSER": target.user, "PGDATABASE": target.dbname,
+               "PGPASSWORD": target.password}
+    sys.stdout.flush()
+    os.execve(program, [program, *psql_args], environ)  # psql's exit status is strata's
