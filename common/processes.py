@@ -22,7 +22,7 @@ def process_alive(pid: int, marker: bytes) -> bool:
     try:
         stat = (_PROC / str(pid) / "stat").read_text()
         cmdline = (_PROC / str(pid) / "cmdline").read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or exiting while we read
         return False
     state = stat.rpartition(")")[2].split()[0]
     return state not in ("Z", "X") and marker in cmdline

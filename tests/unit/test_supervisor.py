@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from common import supervisor
+from common.processes import process_alive
 
 # Writes a ready file naming its pid, then waits to be signalled.
 _SERVE = ("import json, os, sys, time; print('starting', flush=True); "
@@ -179,3 +181,18 @@ def test_file_lock_waits_for_the_holder(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_process_exiting_while_its_proc_files_are_read_is_not_alive(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading /proc/PID/cmdline of a process that is exiting fails with ESRCH; that is
+    an answer (not alive), not an error for whoever asked (a CLI stopping a compute)."""
+    real_read_bytes = Path.read_bytes
+
+    def exiting(path: Path) -> bytes:
+        if path.name == "cmdline":
+            raise ProcessLookupError(3, "No such process")
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", exiting)
+    assert not process_alive(os.getpid(), b"")
