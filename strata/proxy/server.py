@@ -11,7 +11,7 @@ URI), and the database names the branch, optionally with a database inside it::
 The proxy declines SSL and GSS encryption, reads the startup message, makes sure the
 compute runs (clients arriving during one cold start share it), connects to its unix
 socket as ``postgres`` (computes listen on no TCP port) and then relays bytes both ways
-(``strata.proxy.relay``: two threads per session, outside asyncio).
+(``strata.proxy.relay``: one epoll thread for all sessions, outside asyncio).
 It learns each session's cancel key on the way, so a CancelRequest reaches the right
 compute. Errors (unknown branch, a failed start, the tenant's compute quota) come back as
 a PostgreSQL ErrorResponse, never as a dropped socket.
