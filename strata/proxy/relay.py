@@ -91,7 +91,12 @@ async def relay(client: socket.socket, server: socket.socket, *, to_server: byte
     client.setblocking(False)
     server.setblocking(False)
     session = _Session(name, client, server, to_server, to_client, notify)
-    relayer = _Relayer.shared()
+    try:
+        relayer = _Relayer.shared()
+    except (OSError, RuntimeError):  # no descriptor or thread for the relay itself
+        client.close()
+        server.close()
+        raise
     relayer.submit(partial(relayer.add, session))
     try:
         await ended
