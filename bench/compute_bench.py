@@ -41,7 +41,16 @@ from typing import Any
 
 import psycopg
 
-from bench.harness import JSON, TENANT, BenchError, Strata, root_bench_main, run, summary
+from bench.harness import (
+    JSON,
+    TENANT,
+    BenchError,
+    Strata,
+    pgbench_tps,
+    root_bench_main,
+    run,
+    summary,
+)
 from common import supervisor
 from common.postgres import pg_bin_dir
 
@@ -151,16 +160,6 @@ def pgbench(at: Endpoint, *args: str, timeout: float = 1800) -> str:
                        *args, "postgres", timeout=timeout)
 
 
-def tps(output: str) -> float:
-    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", output)
-    if match is None:
-        raise BenchError(f"no TPS in pgbench output:\n{output}")
-    failed = re.search(r"number of failed transactions: (\d+)", output)
-    if failed and int(failed.group(1)):
-        raise BenchError(f"pgbench reported failed transactions:\n{output}")
-    return float(match.group(1))
-
-
 def query(at: Endpoint, sql: str) -> Any:
     with psycopg.connect(host=at[0], port=at[1], user="postgres", dbname="postgres",
                          autocommit=True) as conn:
@@ -249,8 +248,9 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         query(system.endpoint(), "CHECKPOINT")
 
     def tps_run(*extra: str) -> Callable[[System], float]:
-        return lambda system: tps(pgbench(system.endpoint(), "-c", str(settings.clients), "-j",
-                                          "2", "-T", str(settings.seconds), "-n", *extra))
+        return lambda system: pgbench_tps(pgbench(
+            system.endpoint(), "-c", str(settings.clients), "-j", "2", "-T",
+            str(settings.seconds), "-n", *extra))
 
     def settle(system: System) -> None:
         """After writes: a checkpoint and an untimed read-only pass on each system, so
@@ -284,7 +284,7 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
             wal = query(compute.endpoint(), f"SELECT pg_wal_lsn_diff('{after}', '{before}')")
             transactions = int(re.search(r"transactions actually processed: (\d+)",
                                          output).group(1))  # type: ignore[union-attr]
-            samples["tps"].append(tps(output))
+            samples["tps"].append(pgbench_tps(output))
             samples["wal_bytes_per_txn"].append(float(wal) / transactions)
         report["full_page_writes"]["on" if fpw else "off"] = {
             name: summary(values) for name, values in samples.items()}

@@ -4,7 +4,8 @@ Every suite (``bench/*_bench.py``, ``bench/pagebench.py``) imports these helpers
 never from another suite, so each suite can change alone (an import-linter contract in
 pyproject.toml holds them to it). Synthetic engine data lives in ``bench.synthetic``.
 
-- measuring: ``timed`` and ``summary`` (one shape of summary in every report);
+- measuring: ``timed`` and ``summary`` (one shape of summary in every report),
+  ``pgbench_tps``;
 - reporting: ``host_info``, ``versions``, ``dump_json``;
 - processes: ``ServerProcess`` (a page server child on loopback), ``stop_on_sigterm``;
 - local deployment for the suites that run computes as root: ``Strata`` (the CLI under a
@@ -70,6 +71,17 @@ def summary(values: Sequence[float]) -> JSON:
     return {"n": len(values), "median": statistics.median(values),
             "p90": float(np.percentile(values, 90)), "min": min(values), "max": max(values),
             "samples": list(values)}
+
+
+def pgbench_tps(output: str) -> float:
+    """The TPS pgbench printed (without connection time); BenchError if any failed."""
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", output)
+    if match is None:
+        raise BenchError(f"no TPS in pgbench output:\n{output}")
+    failed = re.search(r"number of failed transactions: (\d+)", output)
+    if failed and int(failed.group(1)):
+        raise BenchError(f"pgbench reported failed transactions:\n{output}")
+    return float(match.group(1))
 
 
 # --- reporting --------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ Figures:
   proxy, authentication, first query).
 - Warm connect: connect + ``SELECT 1`` + close through the proxy against the same
   directly on the compute's unix socket, interleaved; the proxy's overhead.
+- Select-only throughput: ``pgbench -S`` (a few clients, a few seconds) through the proxy
+  and directly on the compute's socket, interleaved runs; the ratio of the medians is
+  what the proxy's byte relay costs once sessions are up (the goal is >= 0.9).
 - Storage after agent loops: bytes in the object store for the base tenant, then after
   N loops (fork with a TTL, migrate, checkpoint, destroy, restore, check) once the TTLs
   expired, the reaper deleted the forks and GC ran; both measured after a flush and
@@ -30,7 +33,18 @@ from pathlib import Path
 
 import psycopg
 
-from bench.harness import JSON, TENANT, BenchError, Strata, root_bench_main, summary, timed
+from bench.harness import (
+    JSON,
+    TENANT,
+    BenchError,
+    Strata,
+    pgbench_tps,
+    root_bench_main,
+    run,
+    summary,
+    timed,
+)
+from common.postgres import pg_bin_dir
 from compute.node import ComputeNode
 
 
@@ -40,10 +54,16 @@ class Settings:
     wakes: int
     warm_connects: int
     agent_loops: int
+    select_runs: int  # pgbench -S runs on each side
+    select_seconds: int
+    select_clients: int
 
 
-FULL = Settings("full", wakes=12, warm_connects=60, agent_loops=20)
-QUICK = Settings("quick", wakes=3, warm_connects=15, agent_loops=3)
+FULL = Settings("full", wakes=12, warm_connects=60, agent_loops=20, select_runs=4,
+                select_seconds=10, select_clients=4)
+QUICK = Settings("quick", wakes=3, warm_connects=15, agent_loops=3, select_runs=2,
+                 select_seconds=4, select_clients=4)
+SELECT_SCALE = 2  # pgbench_accounts of 200,000 rows: cached after the warm-up run
 
 
 def first_row(uri: str) -> None:
@@ -85,6 +105,36 @@ def warm_connects(strata: Strata, settings: Settings) -> JSON:
     figures = {name: summary(values) for name, values in samples.items()}
     overhead = figures["proxy_s"]["median"] - figures["direct_s"]["median"]
     return {**figures, "overhead_ms": overhead * 1000}
+
+
+def pgbench(*args: str) -> str:
+    return run([str(pg_bin_dir() / "pgbench"), *args], timeout=600)
+
+
+def select_only(strata: Strata, settings: Settings) -> JSON:
+    """pgbench -S TPS through the proxy and on the compute's socket, runs interleaved."""
+    strata("branch", "create", "reader")
+    uri = strata("connect", "reader")["uri"]
+    first_row(uri)
+    node = ComputeNode.load(strata.home / "computes" / TENANT / "reader")
+    if node is None:
+        raise BenchError("no compute for the select-only runs")
+    direct = node.spec.dsn()
+    pgbench("-i", "-s", str(SELECT_SCALE), "-q", direct)
+
+    def tps(target: str, seconds: int) -> float:
+        return pgbench_tps(pgbench("-S", "-n", "-c", str(settings.select_clients), "-j", "2",
+                                   "-T", str(seconds), target))
+
+    tps(direct, 2)  # warm-up: the compute's caches fill, not measured
+    samples: dict[str, list[float]] = {"proxy_tps": [], "direct_tps": []}
+    for index in range(settings.select_runs):
+        order = [("proxy_tps", uri), ("direct_tps", direct)]
+        for name, target in order if index % 2 == 0 else reversed(order):
+            samples[name].append(tps(target, settings.select_seconds))
+    strata("compute", "stop", "reader")
+    figures = {name: summary(values) for name, values in samples.items()}
+    return {**figures, "ratio": figures["proxy_tps"]["median"] / figures["direct_tps"]["median"]}
 
 
 def agent_loop(strata: Strata, name: str) -> None:
@@ -138,6 +188,8 @@ def measure(settings: Settings, root: Path) -> JSON:
     report = {"cold_start": cold_starts(strata, settings)}
     print("warm connects ...", file=sys.stderr)
     report["warm_connect"] = warm_connects(strata, settings)
+    print("select-only pgbench ...", file=sys.stderr)
+    report["select_only"] = select_only(strata, settings)
     strata("compute", "stop", "sleeper")
     print("agent loops ...", file=sys.stderr)
     report["agent_storage"] = agent_storage(strata, settings)
@@ -148,8 +200,9 @@ def render_markdown(report: JSON) -> str:
     figures, settings = report["figures"], report["settings"]
     cold, warm, store = (figures["cold_start"], figures["warm_connect"],
                          figures["agent_storage"])
+    reads = figures["select_only"]
     lines = [
-        "# Through the proxy: cold start, warm connect, storage after agent loops",
+        "# Through the proxy: cold start, warm connect, select-only TPS, agent loops",
         "",
         f"{report['finished_at']}, mode {settings['mode']}, on {report['host']['cpu_count']} "
         f"CPUs; objects in {report.get('storage', 'a local directory')}.",
@@ -169,6 +222,11 @@ def render_markdown(report: JSON) -> str:
         f"through the proxy {warm['proxy_s']['median'] * 1000:.1f} ms, directly on the socket "
         f"{warm['direct_s']['median'] * 1000:.1f} ms: overhead {warm['overhead_ms']:.1f} ms "
         "(SCRAM's 4096 PBKDF2 rounds on the client included).",
+        "",
+        f"pgbench `-S` ({settings['select_clients']} clients, {settings['select_runs']} runs "
+        f"of {settings['select_seconds']} s each, interleaved): through the proxy "
+        f"{reads['proxy_tps']['median']:.0f} TPS, directly on the socket "
+        f"{reads['direct_tps']['median']:.0f} TPS: ratio {reads['ratio']:.2f}.",
         "",
         f"Storage after {store['loops']} agent loops ({store['loop_s']:.1f} s each), TTLs "
         f"expired, reaped, GC run: {store['after_bytes'] / 1e6:.1f} MB against "

@@ -228,8 +228,10 @@ def headlines(results: Path, statuses: dict[str, str]) -> list[str]:
     if (proxy := loaded("proxy")) is not None:
         cold = proxy["figures"]["cold_start"]["first_row_s"]
         store = proxy["figures"]["agent_storage"]
+        reads = proxy["figures"]["select_only"]
         lines.append(f"- cold start through the proxy: median {cold['median']:.2f} s, p90 "
-                     f"{cold['p90']:.2f} s; storage after {store['loops']} agent loops "
+                     f"{cold['p90']:.2f} s; pgbench -S through the proxy/direct "
+                     f"{reads['ratio']:.2f}; storage after {store['loops']} agent loops "
                      f"{store['after_over_base']:.3f}x the base tenant")
     if (storage := loaded("storage")) is not None:
         made = storage["figures"]["branch_creation"]

@@ -10,7 +10,8 @@ URI), and the database names the branch, optionally with a database inside it::
 
 The proxy declines SSL and GSS encryption, reads the startup message, makes sure the
 compute runs (clients arriving during one cold start share it), connects to its unix
-socket as ``postgres`` (computes listen on no TCP port) and then relays bytes both ways.
+socket as ``postgres`` (computes listen on no TCP port) and then relays bytes both ways
+(``strata.proxy.relay``: one epoll thread for all sessions, outside asyncio).
 It learns each session's cancel key on the way, so a CancelRequest reaches the right
 compute. Errors (unknown branch, a failed start, the tenant's compute quota) come back as
 a PostgreSQL ErrorResponse, never as a dropped socket.
@@ -61,6 +62,7 @@ from strata.proxy.pgwire import (
     read_startup_packet,
     sasl_initial,
 )
+from strata.proxy.relay import relay_streams
 from strata.proxy.scram import MECHANISM, ScramError, ScramExchange, Verifier
 
 log = logging.getLogger("strata.proxy")
@@ -279,8 +281,8 @@ class Proxy:
                     self._cancel_sockets[cancel_key] = socket_path
                 if kind in (b"Z", b"E"):
                     break
-            await writer.drain()
-            await asyncio.gather(_pump(reader, upstream_writer), _pump(upstream_reader, writer))
+            await relay_streams((reader, writer), (upstream_reader, upstream_writer),
+                                name=f"relay {route.tenant}/{route.branch}")
         finally:
             if cancel_key is not None:
                 self._cancel_sockets.pop(cancel_key, None)
@@ -301,18 +303,6 @@ class Proxy:
 async def _refuse(writer: asyncio.StreamWriter, sqlstate: str, message: str) -> None:
     writer.write(error_response(sqlstate, message))
     await writer.drain()
-
-
-async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    """Copy bytes until either side closes; then close the sink so the other pump ends."""
-    try:
-        while chunk := await source.read(65536):
-            sink.write(chunk)
-            await sink.drain()
-    except ConnectionError:
-        pass
-    finally:
-        sink.close()
 
 
 async def serve(host: str, port: int, home: Home, computes_: Computes,
