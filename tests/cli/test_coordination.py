@@ -109,9 +109,11 @@ def test_the_proxy_keeps_serving_when_its_periodic_work_fails(tmp_path: Path) ->
     assert len(reaps) >= 3
 
 
-def test_the_compute_quota_counts_starts_in_flight(tmp_path: Path) -> None:
+def test_the_compute_quota_counts_starts_in_flight(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Two starts at the same moment cannot both pass a quota of one: the first holds a
     slot (its pid in the compute's directory) until it is done."""
+    monkeypatch.setenv("STRATA_COMPUTE_DIR", str(tmp_path / "computes"))  # not /var/tmp
     home = Home(tmp_path)
     first, second = (home.computes_dir / "acme" / name for name in ("one", "two"))
     entered, release = threading.Event(), threading.Event()
