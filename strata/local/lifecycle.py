@@ -8,7 +8,7 @@ pid reused by another program after a crash is never signalled.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -137,19 +137,27 @@ def _wait_ready(home: Home, child: supervisor.Child, timeout_s: float,
         return bool(info and info.get("pid") == child.pid
                     and _serving(str(info.get("listen"))))
 
+    wait_started(child, serving, timeout_s, wanted, what=_WHAT, poll_s=_POLL_S,
+                 not_ready=f"the page server (pid {child.pid}) is not serving after "
+                           f"{timeout_s:g} s; it may still be starting (`strata status`, "
+                           f"`strata down`); see {home.log_file}")
+    return status(home)
+
+
+def wait_started(child: supervisor.Child, ready: Callable[[], bool], timeout_s: float,
+                 wanted: Sequence[ports.Port], *, what: str, not_ready: str,
+                 poll_s: float = supervisor.POLL_S) -> None:
+    """Wait until ``ready()``, as ``LocalError``s: ``not_ready`` after ``timeout_s``; if
+    the child exits first and one of the ports it ``wanted`` is taken now, that port."""
     try:
-        supervisor.wait_ready(child, serving, timeout_s, what=_WHAT, poll_s=_POLL_S)
+        supervisor.wait_ready(child, ready, timeout_s, what=what, poll_s=poll_s)
     except supervisor.NotReady as exc:
-        raise LocalError(
-            f"the page server (pid {child.pid}) is not serving after {timeout_s:g} s; it may "
-            f"still be starting (`strata status`, `strata down`); see {home.log_file}",
-            details=exc.log_tail) from None
+        raise LocalError(not_ready, details=exc.log_tail) from None
     except supervisor.ExitedEarly as exc:
         ports.ensure_free(wanted, details=exc.log_tail)
         raise LocalError(exc.message, details=exc.log_tail) from None
     except supervisor.SupervisorError as exc:
         raise LocalError(exc.message, details=exc.log_tail) from None
-    return status(home)
 
 
 def down(home: Home, timeout_s: float = STOP_TIMEOUT_S) -> tuple[int | None, bool]:

@@ -13,7 +13,7 @@ from common import supervisor
 from strata.local import ports
 from strata.local.errors import LocalError
 from strata.local.home import LISTEN_HOST, Home, UpOptions
-from strata.local.lifecycle import ComponentState
+from strata.local.lifecycle import ComponentState, wait_started
 
 _MARKER: Final = b"strata.proxy"
 _WHAT: Final = "the proxy"
@@ -78,17 +78,9 @@ def _wait_ready(home: Home, child: supervisor.Child, timeout_s: float,
                 wanted: Sequence[ports.Port]) -> ComponentState:
     """Wait until ``child`` listens; if it exits first and a port it ``wanted`` is taken
     now, say so."""
-    try:
-        supervisor.wait_ready(child, lambda: address(home) is not None, timeout_s,
-                              what=_WHAT)
-    except supervisor.NotReady as exc:
-        raise LocalError(f"the proxy is not listening after {timeout_s:g} s; see "
-                         f"{home.proxy_log_file}", details=exc.log_tail) from None
-    except supervisor.ExitedEarly as exc:
-        ports.ensure_free(wanted, details=exc.log_tail)
-        raise LocalError(exc.message, details=exc.log_tail) from None
-    except supervisor.SupervisorError as exc:
-        raise LocalError(exc.message, details=exc.log_tail) from None
+    wait_started(child, lambda: address(home) is not None, timeout_s, wanted, what=_WHAT,
+                 not_ready=f"the proxy is not listening after {timeout_s:g} s; see "
+                           f"{home.proxy_log_file}")
     return status(home)
 
 
