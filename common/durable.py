@@ -20,7 +20,7 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextmanager
-def replaced_durably(path: Path, mode: int = 0o644,
+def replaced_durably(path: Path, mode: int = 0o600,
                      buffering: int = -1) -> Iterator[BinaryIO]:
     """Write a new ``path`` through the yielded file: it replaces the old one atomically
     and durably once the block ends; readers see old or new, never a part."""
@@ -39,7 +39,7 @@ def replaced_durably(path: Path, mode: int = 0o644,
     fsync_dir(path.parent)
 
 
-def write_durably(path: Path, data: bytes, mode: int = 0o644, *, replace: bool = True) -> bool:
+def write_durably(path: Path, data: bytes, mode: int = 0o600, *, replace: bool = True) -> bool:
     """Replace ``path`` with ``data`` atomically and durably; readers see old or new.
 
     The file has ``mode`` from its creation, before any byte is written. With ``replace``

@@ -213,7 +213,7 @@ class IngestLog:
         self._segments: dict[int, _Segment] = {}  # in number order: the order of the log
 
         created = not directory.exists()
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             try:
@@ -435,7 +435,7 @@ class IngestLog:
     def _init_segment(self, number: int) -> int:
         """Create (or overwrite) segment ``number`` holding just its header; returns its fd."""
         path = self._segment_path(number)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             _pwrite_all(fd, SEGMENT_MAGIC, 0)
             self._sync(fd)

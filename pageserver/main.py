@@ -102,9 +102,15 @@ def settings_from(argv: list[str], environ: dict[str, str]) -> ServerSettings:
 
 
 def serve(settings: ServerSettings, stop: threading.Event) -> None:
-    """Run until ``stop`` is set, then shut down cleanly."""
+    """Run until ``stop`` is set, then shut down cleanly.
+
+    What the server writes (layers, log, manifests, keys) is its own alone: files 0600
+    under directories 0700, also those a library creates with its own defaults.
+    """
+    os.umask(0o077)
     config = settings.engine_config()
     config.state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(config.state_dir, 0o700)  # and so everything under it, made by older versions
     ready = config.state_dir / READY_FILE
     ready.unlink(missing_ok=True)  # left behind by a killed predecessor
     metrics = Metrics()

@@ -39,7 +39,8 @@ class LocalDirectoryStorage(RemoteStorage):
 
     def __init__(self, root: Path) -> None:
         self._root = Path(root).absolute()
-        self._root.mkdir(parents=True, exist_ok=True)
+        self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self._root, 0o700)  # objects are the server's alone (also older ones below)
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -159,7 +160,7 @@ class LocalDirectoryStorage(RemoteStorage):
             directory = directory.parent
         for d in reversed(missing):
             try:
-                d.mkdir()
+                d.mkdir(mode=0o700)
             except FileExistsError:
                 if not d.is_dir():  # an object named like the directory: a key conflict
                     raise

@@ -106,3 +106,29 @@ def test_sigterm_flushes_and_metrics_are_served(server: PageServerProcess) -> No
     assert not (server.home / "state" / "pageserver.json").exists()
     assert "stopped cleanly" in (server.home / "pageserver.log").read_text()
     assert list((server.home / "objects").rglob("manifest-*.json"))
+
+
+def test_what_the_server_writes_is_its_own_alone(server: PageServerProcess) -> None:
+    """Layers, the ingest log, manifests and keys: 0600 files under 0700 directories,
+    whatever umask started the server."""
+    server.start()
+    with server.channel() as channel:
+        manage = pb_grpc.ManagementServiceStub(channel)  # type: ignore[no-untyped-call]
+        manage.CreateTenant(pb.CreateTenantRequest(tenant="t", empty=True),
+                            metadata=server.admin())
+        epoch = manage.AttachWriter(pb.AttachWriterRequest(tenant="t", branch="main"),
+                                    metadata=server.admin()).writer_epoch
+        list(pb_grpc.IngestServiceStub(channel).Ingest(iter([  # type: ignore[no-untyped-call]
+            pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch="main", writer_epoch=epoch)),
+            pb.IngestRequest(batch=pb.IngestBatch(batch_id=0, ops=[
+                op_to_pb(Create("f")), op_to_pb(Write("f", 0, b"x" * PAGE_SIZE))])),
+        ]), metadata=server.admin()))
+    assert server.signal(signal.SIGTERM) == 0  # flushes: layers and manifests are written
+    written = [path for top in ("state", "objects") for path in (server.home / top).rglob("*")]
+    assert any(path.name.startswith("manifest-") for path in written)
+    assert any(path.parent.name == "log" and path.is_file() for path in written)
+    loose = {str(path): oct(path.stat().st_mode & 0o777) for path in written
+             if path.stat().st_mode & 0o077}
+    assert loose == {}
+    for top in ("state", "objects"):
+        assert (server.home / top).stat().st_mode & 0o777 == 0o700
