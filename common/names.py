@@ -16,3 +16,9 @@ _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 def is_valid_name(name: str) -> bool:
     """Whether ``name`` follows the rule for tenant, branch and checkpoint names."""
     return _NAME.fullmatch(name) is not None
+
+
+def is_reserved_tenant_name(name: str) -> bool:
+    """Whether ``name`` cannot name a tenant: a tenant's role in its PostgreSQL clusters is
+    named like it, and PostgreSQL keeps ``postgres`` (the superuser) and ``pg_*``."""
+    return name == "postgres" or name.startswith("pg_")

@@ -99,12 +99,13 @@ class Stopped(Enum):
 
 def spawn(command: Sequence[str], *, marker: bytes, log_file: Path, cwd: Path,
           env: Mapping[str, str] | None = None, pid_file: Path | None = None,
-          label: str = "started") -> Child:
+          label: str = "started", user: tuple[int, int] | None = None) -> Child:
     """Start ``command`` detached: own session, stdin from /dev/null, output appended to
     ``log_file`` after a header line naming ``label`` and the command.
 
     ``env`` (default: ours) gets this checkout first on PYTHONPATH, so a Python child
-    imports the same code. The pid goes to ``pid_file`` if given.
+    imports the same code. The pid goes to ``pid_file`` if given. With ``user`` (uid,
+    gid) the child runs as that user with no supplementary groups (the caller is root).
     """
     environ = dict(os.environ if env is None else env)
     environ["PYTHONPATH"] = os.pathsep.join(
@@ -114,9 +115,11 @@ def spawn(command: Sequence[str], *, marker: bytes, log_file: Path, cwd: Path,
         log.write(f"--- {datetime.now().isoformat(timespec='seconds')} {label}: "
                   f"{shlex.join(command)}\n".encode())
         log.flush()
+        uid, gid = user if user is not None else (None, None)
         process = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, cwd=cwd, env=environ,
-                                   start_new_session=True)
+                                   start_new_session=True, user=uid, group=gid,
+                                   extra_groups=[] if user is not None else None)
     if pid_file is not None:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{process.pid}\n")

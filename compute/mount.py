@@ -2,8 +2,10 @@
 
 Runs in the foreground until unmounted (``fusermount3 -u``); on the way
 out it ships every queued change, saves the page cache stamped with the branch's
-LSN, and releases the writer epoch. Runs as root: the mount is ``allow_other``
-so PostgreSQL, running as ``postgres``, can use it.
+LSN, and releases the writer epoch. Starts as root to mount (``allow_other``, so that
+PostgreSQL, running as the tenant's user, can use it; ``default_permissions``, so the
+kernel keeps everyone else out) and, with ``--run-as``, serves as the tenant's user from
+the moment the kernel has mounted it: its token was read before, as root.
 """
 
 from __future__ import annotations
@@ -80,14 +82,21 @@ def heartbeat(client: StrataClient, args: argparse.Namespace, epoch: int, period
 
 
 class _Ready(StrataFS):
-    """StrataFS that announces readiness once the kernel has mounted it."""
+    """StrataFS that, once the kernel has mounted it, drops to ``run_as`` and announces
+    readiness."""
 
-    def __init__(self, ready_file: Path | None, *args: Any) -> None:
+    def __init__(self, ready_file: Path | None, run_as: pwd.struct_passwd | None,
+                 *args: Any) -> None:
         super().__init__(*args)
         self._ready_file = ready_file
+        self._run_as = run_as
 
     def init_with_config(self, conn_info: Any, config_3: Any) -> None:
         super().init_with_config(conn_info, config_3)
+        if self._run_as is not None:  # for every thread of the process (glibc)
+            os.setgroups([])
+            os.setgid(self._run_as.pw_gid)
+            os.setuid(self._run_as.pw_uid)
         if self._ready_file is not None:
             write_durably(self._ready_file, json.dumps({"pid": os.getpid()}).encode())
 
@@ -102,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scratch", required=True, type=Path)
     parser.add_argument("--cache-dir", required=True, type=Path)
     parser.add_argument("--cache-mb", type=int, default=256)
-    parser.add_argument("--owner", default="postgres", help="user the files appear to belong to")
+    parser.add_argument("--run-as", help="user to serve as once mounted (the files belong "
+                        "to it); default: the user that runs this, whom the files then "
+                        "belong to")
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--stats-file", type=Path,
                         help="JSON of cache and traffic counters, rewritten every heartbeat")
@@ -116,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.setswitchinterval(0.0005)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    owner = pwd.getpwnam(args.owner)
+    run_as = pwd.getpwnam(args.run_as) if args.run_as else None
+    owner = run_as or pwd.getpwuid(os.getuid())
     client = StrataClient(args.server, args.token_file.read_text().strip())
     holder = args.holder or f"{socket.gethostname()}:{args.mountpoint.resolve()}"
     args.holder = holder
@@ -135,8 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     args.scratch.mkdir(parents=True, exist_ok=True)
     args.mountpoint.mkdir(parents=True, exist_ok=True)
     reader = PageReader(client, args.tenant, args.branch)
-    fs = _Ready(args.ready_file, tree, cache, reader, writer, args.scratch, owner.pw_uid,
-                owner.pw_gid)
+    fs = _Ready(args.ready_file, run_as, tree, cache, reader, writer, args.scratch,
+                owner.pw_uid, owner.pw_gid)
     publish: Callable[[], None] = (
         partial(publish_stats, args.stats_file, cache, reader, writer) if args.stats_file
         else partial(_do_nothing))

@@ -3,21 +3,30 @@
 Compute-specific settings (port, socket directory, shared_buffers, WAL settings
 that suit a copy-on-write store) go on the postgres command line, never into
 the branch's files. PostgreSQL listens on no TCP port: only on a unix socket in a
-directory that root and ``postgres`` alone can enter, so clients come through the
-proxy, which authenticates them. PostgreSQL runs as the unprivileged ``postgres`` user; the
-mount daemon runs as root with ``allow_other``.
+directory that root and the tenant's OS user alone can enter, so clients come through
+the proxy, which authenticates them.
+
+Tenants share the host but not an OS identity: PostgreSQL runs as the tenant's own user
+(``compute.identity``), and so does the mount daemon once the kernel has mounted it (it
+mounts as root, ``allow_other`` so PostgreSQL can enter, then drops to that user; the
+kernel checks file modes, so other users cannot). Every login authenticates: root as
+``postgres`` by peer, everyone else (the proxy included) with a SCRAM password, by an
+``pg_hba.conf`` Strata writes outside the branch. The tenant's role is set up at each
+start (``compute.tenant_role``).
 
 A started compute outlives the process that started it: its pids and settings are
 recorded in ``<workdir>/compute.json``, so a later ``strata compute stop`` (or a
-test) finds, stops or kills it by pid. Layout of a workdir::
+test) finds, stops or kills it by pid. Layout of a workdir (root's, group the tenant's
+user, 0750; what the tenant's user writes is in its own 0700 directories)::
 
     compute.json   spec, pids, start time (absent: stopped)
-    stats.json     page cache hits/misses/evictions, GetPages round trips (mount daemon)
+    pg_hba.conf, pg_ident.conf   who may log in, and how
+    mount.log, postgres.log
     pgdata/        the FUSE mountpoint, PostgreSQL's data directory
     socket/        PostgreSQL's unix socket directory
     scratch/       ephemeral files (postmaster.pid, stats, temp files)
     cache/         the local page cache, reused after a clean stop
-    mount.log, postgres.log
+    run/           mount.ready, stats.json (cache and traffic counters of the mount daemon)
 """
 
 from __future__ import annotations
@@ -25,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -43,6 +51,9 @@ from common import supervisor
 from common.durable import write_durably
 from common.postgres import pg_bin_dir
 from common.processes import process_alive
+from compute import identity, tenant_role
+from compute.identity import Identity, IdentityError
+from compute.tenant_role import TenantRoleError
 
 STATE_FILE = "compute.json"
 STATS_FILE = "stats.json"  # published by the mount daemon: cache and traffic counters
@@ -90,8 +101,19 @@ class ComputeSpec:
 
     @property
     def socket_path(self) -> Path:
-        """PostgreSQL's unix socket: the only way in (no TCP), for root and ``postgres``."""
+        """PostgreSQL's unix socket: the only way in (no TCP), for root and the tenant's
+        OS user."""
         return self.socket_dir / f".s.PGSQL.{self.port}"
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the mount daemon, as the tenant's user, says it is ready and publishes
+        its counters."""
+        return self.workdir / "run"
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.workdir / "scratch"
 
     @property
     def holder(self) -> str:
@@ -119,7 +141,6 @@ class Pids:
     """The processes of a running compute."""
 
     mount: int
-    runuser: int
     postmaster: int
 
 
@@ -141,7 +162,8 @@ class ComputeNode:
             body = json.loads((workdir / STATE_FILE).read_text())
         except (OSError, ValueError):
             return None
-        pids = Pids(**body["pids"]) if body.get("pids") else None
+        recorded = body.get("pids")
+        pids = Pids(recorded["mount"], recorded["postmaster"]) if recorded else None
         node = cls(ComputeSpec.from_json(body["spec"]), pids, float(body.get("started_at", 0)))
         node.start_timings = dict(body.get("start_timings") or {})
         return node
@@ -159,7 +181,7 @@ class ComputeNode:
     def stats(self) -> dict[str, Any] | None:
         """The mount daemon's last published counters, if any."""
         try:
-            body = json.loads((self.spec.workdir / STATS_FILE).read_text())
+            body = json.loads((self.spec.run_dir / STATS_FILE).read_text())
         except (OSError, ValueError):
             return None
         return body if isinstance(body, dict) else None
@@ -175,8 +197,11 @@ class ComputeNode:
 
     # --- start -----------------------------------------------------------------------
 
-    def start(self, timeout_s: float = 60.0, force: bool = False) -> None:
-        """Mount the branch (as its writer; ``force`` fences another) and start PostgreSQL.
+    def start(self, timeout_s: float = 60.0, force: bool = False,
+              owner_verifier: str = "") -> None:
+        """Mount the branch (as its writer; ``force`` fences another) and start PostgreSQL,
+        as the tenant's OS user, with the tenant's role logging in by ``owner_verifier``
+        (a SCRAM-SHA-256 verifier; "" for no password login).
 
         A crashed predecessor in the same workdir is cleaned up first; one that runs is
         an error.
@@ -186,44 +211,64 @@ class ComputeNode:
             raise ComputeError(f"a compute already runs on {spec.tenant}/{spec.branch} "
                                f"(port {spec.port})")
         self.kill()  # whatever a crashed predecessor left: processes, a dead mount
-        for directory in (spec.workdir, spec.socket_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(spec.workdir, 0o755)
-        check_reachable(spec.workdir)
-        owner = pwd.getpwnam("postgres")
-        os.chown(spec.socket_dir, owner.pw_uid, owner.pw_gid)
-        os.chmod(spec.socket_dir, 0o700)  # clients come through the proxy (root)
-        ready = spec.workdir / "mount.ready"
-        ready.unlink(missing_ok=True)
-        # Scratch holds one postmaster's ephemera (pid file, stats, temp files) and the
-        # socket directory its lock files: start without those of a killed predecessor.
-        shutil.rmtree(spec.workdir / "scratch", ignore_errors=True)
-        for stale in spec.socket_dir.iterdir():
-            stale.unlink()
+        try:
+            user = identity.ensure(spec.tenant)
+        except IdentityError as exc:
+            raise ComputeError(str(exc)) from None
+        self._prepare_workdir(user)
+        ready = spec.run_dir / "mount.ready"
         mount = self._spawn("mount.log", b"compute.mount", [
             sys.executable, "-m", "compute.mount", "--server", spec.server,
             "--token-file", str(spec.token_file), "--tenant", spec.tenant,
             "--branch", spec.branch, "--mountpoint", str(spec.mountpoint),
-            "--scratch", str(spec.workdir / "scratch"), "--cache-dir", str(spec.workdir / "cache"),
+            "--scratch", str(spec.scratch_dir), "--cache-dir", str(spec.workdir / "cache"),
             "--cache-mb", str(spec.cache_mb), "--ready-file", str(ready),
-            "--stats-file", str(spec.workdir / STATS_FILE),
+            "--stats-file", str(spec.run_dir / STATS_FILE), "--run-as", user.name,
             "--holder", spec.holder, *(["--force"] if force else [])])
         began = time.monotonic()
         try:
             self._wait(ready.exists, mount, timeout_s)
             mounted = time.monotonic()
-            postgres = self._spawn("postgres.log", b"postgres", self._postgres_command())
+            postgres = self._spawn("postgres.log", b"postgres", self._postgres_command(),
+                                   user)
             self._wait(self._accepting, postgres, timeout_s)
+            tenant_role.apply(spec.socket_dir, spec.port, spec.tenant, owner_verifier)
+        except TenantRoleError as exc:
+            self.kill()
+            raise ComputeError(str(exc)) from None
         except BaseException:
             self.kill()
             raise
-        postmaster = self._postmaster_pid()
-        assert postmaster is not None  # it accepts connections, so it wrote its pid file
-        self.pids = Pids(mount.pid, postgres.pid, postmaster)
+        self.pids = Pids(mount.pid, postgres.pid)
         self.started_at = time.time()
         self.start_timings = {"mount_s": mounted - began,
                               "postgres_s": time.monotonic() - mounted}
         self._record()
+
+    def _prepare_workdir(self, user: Identity) -> None:
+        """The workdir as the module docstring lays it out, without what a killed
+        predecessor left: its scratch (pid file, stats, temp files) and socket locks."""
+        spec = self.spec
+        spec.workdir.mkdir(parents=True, exist_ok=True)
+        check_reachable(spec.workdir.parent)
+        os.chown(spec.workdir, 0, user.gid)
+        os.chmod(spec.workdir, 0o750)
+        shutil.rmtree(spec.scratch_dir, ignore_errors=True)
+        shutil.rmtree(spec.socket_dir, ignore_errors=True)
+        for directory in (spec.mountpoint, spec.socket_dir, spec.scratch_dir, spec.run_dir,
+                          spec.workdir / "cache"):
+            directory.mkdir(exist_ok=True)
+            _own_tree(directory, user)
+        (spec.run_dir / "mount.ready").unlink(missing_ok=True)
+        hba = ("# Written by Strata at each start (compute/node.py); the branch's own\n"
+               "# pg_hba.conf is not read. Root logs in as postgres; everyone else,\n"
+               "# the proxy included, with a password.\n"
+               "local all postgres peer map=strata\n"
+               "local all all scram-sha-256\n")
+        for path, text in ((spec.workdir / "pg_hba.conf", hba),
+                           (spec.workdir / "pg_ident.conf", "strata root postgres\n")):
+            write_durably(path, text.encode(), mode=0o640)
+            os.chown(path, 0, user.gid)
 
     def _postgres_command(self) -> list[str]:
         spec = self.spec
@@ -232,17 +277,19 @@ class ComputeNode:
             "unix_socket_directories": str(spec.socket_dir), "unix_socket_permissions": "0700",
             "shared_buffers": spec.shared_buffers, "wal_recycle": "off", "wal_init_zero": "off",
             "full_page_writes": "on" if spec.full_page_writes else "off",
-            "logging_collector": "off", **spec.settings,
+            "logging_collector": "off", "hba_file": str(spec.workdir / "pg_hba.conf"),
+            "ident_file": str(spec.workdir / "pg_ident.conf"), **spec.settings,
         }
-        command = ["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "postgres"),
-                   "-D", str(spec.mountpoint)]
+        command = [str(pg_bin_dir() / "postgres"), "-D", str(spec.mountpoint)]
         for name, value in settings.items():
             command += ["-c", f"{name}={value}"]
         return command
 
-    def _spawn(self, log_name: str, marker: bytes, command: list[str]) -> supervisor.Child:
+    def _spawn(self, log_name: str, marker: bytes, command: list[str],
+               user: Identity | None = None) -> supervisor.Child:
         child = supervisor.spawn(command, marker=marker, log_file=self.spec.workdir / log_name,
-                                 cwd=supervisor.CODE_ROOT, label="compute start")
+                                 cwd=supervisor.CODE_ROOT, label="compute start",
+                                 user=(user.uid, user.gid) if user else None)
         self._children.append(child)
         return child
 
@@ -304,17 +351,18 @@ class ComputeNode:
         no more, then it, its children and anything still inside the data directory die.
         """
         pids = self.pids
+        user = identity.find(self.spec.tenant)
         postmasters = {pid for pid in (pids.postmaster if pids else None,
-                                       self._postmaster_pid())
+                                       self._postmaster_pid(user))
                        if pid is not None and process_alive(pid, b"postgres")}
         for pid in postmasters:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
-        victims = postmasters | _processes_of(postmasters, self.spec.mountpoint)
-        if pids is not None:
-            victims |= {pid for pid, marker in ((pids.mount, b"compute.mount"),
-                                                (pids.runuser, b"postgres"))
-                        if process_alive(pid, marker)}
+        victims = postmasters
+        if user is not None:
+            victims |= _processes_of(postmasters, self.spec.mountpoint, user.uid)
+        if pids is not None and process_alive(pids.mount, b"compute.mount"):
+            victims.add(pids.mount)
         victims.update(child.pid for child in self._children if child.alive())
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
@@ -339,16 +387,38 @@ class ComputeNode:
         for child in self._children:
             child.alive()
 
-    def _postmaster_pid(self) -> int | None:
+    def _postmaster_pid(self, user: Identity | None) -> int | None:
+        """The pid in PostgreSQL's pid file, if it is this compute's postmaster.
+
+        The tenant's user can write that file, so the pid it names is believed only for
+        a process of that user serving this compute's data directory: never a way to
+        make root signal someone else's process.
+        """
+        if user is None:
+            return None
         try:
-            first = (self.spec.workdir / "scratch" / "postmaster.pid").read_text().split()[0]
-            return int(first)
+            first = (self.spec.scratch_dir / "postmaster.pid").read_text().split()[0]
+            pid = int(first)
+            uid = _uid_of(pid)
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
             return None
+        if uid != user.uid or str(self.spec.mountpoint).encode() not in arguments:
+            return None
+        return pid
 
 
-def _processes_of(parents: set[int], datadir: Path) -> set[int]:
-    """Children of ``parents`` and processes working inside ``datadir`` (orphaned backends)."""
+def _uid_of(pid: int) -> int:
+    """The real uid of a process (from /proc; OSError if it is gone)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise OSError(f"no Uid line for process {pid}")
+
+
+def _processes_of(parents: set[int], datadir: Path, uid: int) -> set[int]:
+    """Processes of ``uid`` that are children of ``parents`` or work inside ``datadir``
+    (orphaned backends)."""
     found: set[int] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -356,17 +426,31 @@ def _processes_of(parents: set[int], datadir: Path) -> set[int]:
         try:
             parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
             cwd = os.readlink(entry / "cwd")
+            owner = _uid_of(int(entry.name))
         except (OSError, IndexError, ValueError):
             continue
-        if parent in parents or cwd == str(datadir) or cwd.startswith(f"{datadir}/"):
+        inside = cwd == str(datadir) or cwd.startswith(f"{datadir}/")
+        if owner == uid and (parent in parents or inside):
             found.add(int(entry.name))
     return found
 
 
+def _own_tree(directory: Path, user: Identity) -> None:
+    """Give ``directory`` (0700) and what is under it to ``user``; a mountpoint's content
+    is the branch's, never walked."""
+    os.chown(directory, user.uid, user.gid)
+    os.chmod(directory, 0o700)
+    if os.path.ismount(directory):
+        return
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), user.uid, user.gid, follow_symlinks=False)
+
+
 def check_reachable(path: Path) -> None:
-    """PostgreSQL runs as ``postgres``: every directory above its data must let it through."""
+    """Tenants' OS users must get through every directory above their computes'."""
     for directory in [path, *path.parents]:
         if directory.exists() and not os.stat(directory).st_mode & 0o001:
             raise ComputeError(
-                f"the postgres user cannot reach {path}: {directory} is not searchable by "
+                f"tenants' OS users cannot reach {path}: {directory} is not searchable by "
                 "others (chmod o+x, or put computes elsewhere with $STRATA_COMPUTE_DIR)")

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from common.durable import write_durably
-from common.errors import AlreadyExistsError, NotFoundError
+from common.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from common.names import is_reserved_tenant_name
 from common.ops import decode_batch
 from pageserver import gc
 from pageserver.compaction import CompactionResult, compact
@@ -67,6 +68,10 @@ class Engine:
     def create_tenant(self, tenant_id: str) -> Tenant:
         """A new tenant with an empty ``main`` branch."""
         validate_name("tenant", tenant_id)
+        if is_reserved_tenant_name(tenant_id):
+            raise InvalidArgumentError(
+                f"tenant name {tenant_id!r} is reserved: a tenant's PostgreSQL role is named "
+                "like it, and PostgreSQL keeps 'postgres' and names starting with 'pg_'")
         with self._lock:
             if tenant_id in self._tenants:
                 raise AlreadyExistsError(f"tenant {tenant_id!r} already exists")

@@ -46,7 +46,8 @@ def initdb(target: Path, bin_dir: Path) -> None:
         os.chown(target, entry.pw_uid, entry.pw_gid)
     result = subprocess.run(
         [*_as_postgres(), str(bin_dir / "initdb"), "-D", str(target), "--data-checksums",
-         "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+         "-U", "postgres", "--auth-local=peer", "--auth-host=reject", "--encoding=UTF8",
+         "--locale=C.UTF-8",
          "--no-instructions"],
         capture_output=True, text=True, check=False,
     )

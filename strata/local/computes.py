@@ -30,7 +30,10 @@ from common.durable import write_durably
 from common.names import is_valid_name
 from common.processes import process_alive
 from common.supervisor import file_lock
+from compute import identity
+from compute.identity import IdentityError
 from compute.node import ComputeError, ComputeNode, ComputeSpec, ComputeStatus
+from strata.local import passwords
 from strata.local.errors import InvalidNameError, LocalError, QuotaError
 from strata.local.home import Home
 
@@ -128,8 +131,8 @@ def branch_lock(directory: Path) -> Iterator[None]:
 def check_host() -> None:
     """What a compute needs of this machine: root, FUSE and PostgreSQL 15."""
     if os.geteuid() != 0:
-        raise LocalError("a compute mounts FUSE for another user and runs PostgreSQL as "
-                       "'postgres': run `strata compute` as root")
+        raise LocalError("a compute mounts FUSE and runs PostgreSQL as its tenant's own OS "
+                       "user: run `strata compute` as root")
     if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
         raise LocalError("FUSE is not available: install fuse3 (./dev does) and load /dev/fuse")
 
@@ -200,6 +203,8 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
     if previous is not None and previous.status() is ComputeStatus.CRASHED:
         previous.kill()  # what is left of it: a mount daemon whose PostgreSQL died, say
     directory.mkdir(parents=True, exist_ok=True)
+    for level in (home.computes_dir, directory.parent):  # tenants pass, but list nothing
+        os.chmod(level, 0o711)
     token_file = directory / "compute.token"
     token = client.create_token(tenant, "compute", TOKEN_TTL_S).token
     write_durably(token_file, token.encode(), mode=0o600)
@@ -215,7 +220,8 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
         ComputeNode(spec).reserve()
     node = ComputeNode(spec)
     try:
-        node.start(timeout_s, force=force)
+        node.start(timeout_s, force=force,
+                   owner_verifier=passwords.pg_verifier(passwords.ensure(home, tenant)))
     except ComputeError as exc:
         raise LocalError(exc.message, details=exc.log_tail) from None
     return node
@@ -283,6 +289,23 @@ def forget(home: Home, tenant: str, branches: list[str]) -> None:
             if node is not None:
                 stop(node, 60.0)
                 shutil.rmtree(node.spec.workdir, ignore_errors=True)
+
+
+def stop_tenant(home: Home, tenant: str) -> None:
+    """Stop and remove every compute of ``tenant`` (which is being deleted)."""
+    forget(home, tenant, [node.spec.branch for node in listing(home, tenant)])
+
+
+def forget_tenant(home: Home, tenant: str) -> None:
+    """After ``tenant`` was deleted: remove its computes, then its password and its OS
+    user, so that a tenant made later under the same name starts afresh."""
+    stop_tenant(home, tenant)
+    shutil.rmtree(home.computes_dir / tenant, ignore_errors=True)
+    passwords.forget(home, tenant)
+    try:
+        identity.remove(tenant)
+    except IdentityError as exc:
+        raise LocalError(str(exc)) from None
 
 
 def stop_all(home: Home, timeout_s: float) -> list[str]:

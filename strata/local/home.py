@@ -85,9 +85,10 @@ class Home:
     def computes_dir(self) -> Path:
         """Where computes keep their mounts, caches and logs.
 
-        $STRATA_COMPUTE_DIR if set; else ``computes`` here, if the ``postgres`` user can
-        reach it; else a directory of this home's own under /var/tmp (a home under a
-        private directory such as /root is fine for the page server, not for PostgreSQL).
+        $STRATA_COMPUTE_DIR if set; else ``computes`` here, if other users (the tenants'
+        OS users) can pass through to it; else a directory of this home's own under
+        /var/tmp (a home under a private directory such as /root is fine for the page
+        server, not for PostgreSQL).
         """
         override = os.environ.get("STRATA_COMPUTE_DIR")
         if override:

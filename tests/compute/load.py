@@ -16,9 +16,10 @@ from compute.node import ComputeSpec
 
 def pg_tool(name: str, spec: ComputeSpec, *args: str, check: bool = True,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run a PostgreSQL client program as ``postgres`` against a compute's socket."""
+    """Run a PostgreSQL client program against a compute's socket, as root (who alone
+    logs in there as ``postgres``, by peer)."""
     result = subprocess.run(
-        ["runuser", "-u", "postgres", "--", str(pg_bin_dir() / name), "-h",
+        [str(pg_bin_dir() / name), "-h",
          str(spec.socket_dir), "-p", str(spec.port), "-U", "postgres", *args],
         capture_output=True, text=True, check=False, timeout=timeout)
     if check:
@@ -63,7 +64,7 @@ class Pgbench:
 
     def __init__(self, spec: ComputeSpec, clients: int = 2) -> None:
         self.process = subprocess.Popen(
-            ["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "pgbench"), "-h",
+            [str(pg_bin_dir() / "pgbench"), "-h",
              str(spec.socket_dir), "-p", str(spec.port), "-U", "postgres", "-c", str(clients),
              "-T", "600",
              "-n", "postgres"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -442,3 +442,11 @@ def test_deleting_a_restored_branch_takes_its_past_and_its_checkpoints(
     assert fork.deleted and tenant.manifest.checkpoints == {}
     assert not engine.storage.list(f"tenants/t/timelines/{fork.timeline_id}/")
     assert sorted(tenant.timelines) == [tenant.branch("main").timeline_id]
+
+
+@pytest.mark.parametrize("name", ["postgres", "pg_monitor", "pg_x"])
+def test_tenant_names_that_postgresql_keeps_are_refused(engine: Engine, name: str) -> None:
+    """A tenant's role in its clusters is named like the tenant."""
+    with pytest.raises(InvalidArgumentError, match="reserved"):
+        engine.create_tenant(name)
+    engine.create_tenant("postgres2")  # only the exact names PostgreSQL keeps

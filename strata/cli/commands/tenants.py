@@ -140,7 +140,9 @@ def delete(session: Session, name: str, yes: bool) -> None:
                     f"checkpoints, {human_size(held.owned_bytes)} stored"]
 
         confirm(f"delete tenant {name!r}", details, yes=yes)
+        computes.stop_tenant(session.home, name)  # their last changes land before it goes
         client.delete_tenant(name)
+    computes.forget_tenant(session.home, name)
     if session.json:
         emit_json({"deleted": name})
     else:
