@@ -11,11 +11,15 @@ import sys
 import time
 from dataclasses import dataclass
 
+import pytest
+
 from common.client import StrataClient
 from common.convert import op_to_pb
 from common.ops import Create, FileOp, Write
+from compute import identity
 from proto import strata_pb2 as pb
 from strata.cli.units import human_size
+from strata.local import passwords
 from strata.local.home import Home
 from tests.cli.conftest import REPO, Strata
 
@@ -166,3 +170,22 @@ def test_tenant_delete_asks_the_same_way(strata: Strata) -> None:
     assert "scratch" in [t["tenant"] for t in strata.json("tenant", "list")["tenants"]]
     assert "--yes" in strata.fail(USAGE, "tenant", "delete", "scratch")
     strata.run("tenant", "delete", "scratch", "--yes")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making OS users needs root")
+def test_tenant_delete_removes_what_the_host_kept_for_it(strata: Strata) -> None:
+    """Its OS user and password go with it: a tenant made later under the same name
+    shares nothing with the deleted one."""
+    strata.run("tenant", "create", "gone", "--empty")
+    home = Home(strata.home)
+    passwords.ensure(home, "gone")  # as `strata connect` would
+    password = home.root / "passwords" / "gone"
+    assert password.exists()
+    made = identity.ensure("gone")  # as its first compute start would
+    try:
+        strata.run("tenant", "delete", "gone", "--yes")
+        assert identity.find("gone") is None
+        assert not password.exists()
+    finally:
+        identity.remove("gone")
+    assert made.uid > 0
