@@ -65,7 +65,7 @@ BEGIN
             PASSWORD {password};
     END IF;
     IF (SELECT datdba FROM pg_database WHERE datname = 'postgres') <> {literal}::regrole THEN
-        ALTER DATABASE postgres OWNER TO {role};
+        ALTER DATABASE postgres OWNER TO {role};  -- no row (the tenant dropped it): NULL
     END IF;
     UPDATE pg_authid SET rolsuper = true
      WHERE rolname IN ({server_file_roles}) AND NOT rolsuper;
@@ -76,10 +76,11 @@ $strata$;
 
 def apply(socket_dir: Path, port: int, tenant: str, verifier: str) -> None:
     """Run ``setup_sql`` on the compute listening in ``socket_dir`` (as root: peer login as
-    ``postgres``). The SQL goes on stdin, so the verifier is on no command line."""
+    ``postgres``, to ``template1``, which the tenant cannot drop). The SQL goes on stdin,
+    so the verifier is on no command line."""
     result = subprocess.run(
         [str(pg_bin_dir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h",
-         str(socket_dir), "-p", str(port), "-U", "postgres", "-d", "postgres", "-f", "-"],
+         str(socket_dir), "-p", str(port), "-U", "postgres", "-d", "template1", "-f", "-"],
         input=setup_sql(tenant, verifier), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise TenantRoleError(f"cannot set up the role of tenant {tenant!r}: "

@@ -201,3 +201,20 @@ def test_kill_does_not_believe_a_forged_pid_file(
     with connect(victim) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
+
+
+def test_a_compute_starts_after_its_tenant_dropped_database_postgres(
+        cluster: tuple[PageServerProcess, StrataClient],
+        make_compute: Callable[..., ComputeNode]) -> None:
+    """The tenant owns ``postgres`` and may drop it; the role set-up at the next start
+    must not depend on it."""
+    cluster[1].create_branch(TENANT, "dropper")
+    node = make_compute("dropper")
+    node.start(owner_verifier=pg_verifier(PASSWORD[TENANT]))
+    with connect(node, dbname="template1") as conn:
+        conn.execute("DROP DATABASE postgres")
+    node.stop()
+    node.start(owner_verifier=pg_verifier(PASSWORD[TENANT]))
+    with connect(node, dbname="template1") as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = 'postgres'"
+                            ).fetchone() == (0,)
