@@ -200,8 +200,8 @@ class Proxy:
         pending = self.gate.admit(source, partial(_drop, writer, task))
         try:
             await self._serve(reader, writer, pending)
-        except (ProtocolError, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError,
-                RouteError) as exc:
+        except (ProtocolError, asyncio.IncompleteReadError, ConnectionError,
+                ssl.SSLError) as exc:
             log.debug("client connection ended: %s", exc)
         except asyncio.CancelledError:
             if not pending.dropped:
@@ -263,10 +263,11 @@ class Proxy:
                        writer: asyncio.StreamWriter) -> tuple[Startup, bool] | None:
         """The client's StartupMessage after any SSL or GSS request, and whether the
         connection is now TLS; None after a CancelRequest or a refusal (told)."""
-        secure = asked_gss = False
+        secure = asked_ssl = asked_gss = False  # each may be asked once, before TLS
         while True:
             code, body = await read_startup_packet(reader)
-            if code == SSL_REQUEST and not secure and not asked_gss:
+            if code == SSL_REQUEST and not asked_ssl:
+                asked_ssl = True
                 if self.security.tls_context is None:
                     writer.write(b"N")
                     await writer.drain()
@@ -274,7 +275,7 @@ class Proxy:
                     await tls.accept(self.security.tls_context, reader, writer)
                     secure = True
                 continue
-            if code == GSSENC_REQUEST and not secure and not asked_gss:
+            if code == GSSENC_REQUEST and not asked_gss and not secure:
                 asked_gss = True
                 writer.write(b"N")  # no GSS: libpq goes on with SSL or plain text
                 await writer.drain()

@@ -143,9 +143,10 @@ def protocol_options(startup: Startup) -> list[str]:
 
 
 def negotiate_protocol_version(unrecognized: list[str]) -> bytes:
-    """NegotiateProtocolVersion ('v'): the newest minor version the proxy speaks (3.0) and
+    """NegotiateProtocolVersion ('v'): the newest version the proxy speaks (3.0, sent whole
+    as PostgreSQL does: libpq 18 refuses a bare minor 0 as a "downgrade to pre-3.0") and
     the protocol options it does not recognize; the client then goes on with 3.0."""
-    body = struct.pack("!ii", PROTOCOL_3 & 0xFFFF, len(unrecognized))
+    body = struct.pack("!ii", PROTOCOL_3, len(unrecognized))
     for name in unrecognized:
         body += name.encode() + b"\0"
     return b"v" + struct.pack("!I", len(body) + 4) + body

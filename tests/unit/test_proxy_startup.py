@@ -82,6 +82,6 @@ def test_protocol_options_are_dropped_and_named_in_negotiate_protocol_version() 
     message = negotiate_protocol_version(protocol_options(startup))
     assert message[:1] == b"v"
     assert struct.unpack("!I", message[1:5])[0] == len(message) - 1
-    assert struct.unpack("!ii", message[5:13]) == (0, 2)  # newest minor: 3.0; 2 options
+    assert struct.unpack("!ii", message[5:13]) == (3 << 16, 2)  # newest: 3.0; 2 options
     assert message[13:] == b"_pq_.test_option\0_pq_.other\0"
-    assert negotiate_protocol_version([]) == b"v" + struct.pack("!Iii", 12, 0, 0)
+    assert negotiate_protocol_version([]) == b"v" + struct.pack("!Iii", 12, 3 << 16, 0)

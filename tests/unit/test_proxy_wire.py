@@ -187,7 +187,7 @@ def test_protocol_3_2_is_negotiated_down_and_gss_declined(home: Home) -> None:
 
     declined, negotiated, asked = run_proxy(home, Security(), scenario)
     assert declined == b"N"
-    assert negotiated == (b"v", struct.pack("!ii", 0, 1) + b"_pq_.some_option\0")
+    assert negotiated == (b"v", struct.pack("!ii", PROTOCOL_3, 1) + b"_pq_.some_option\0")
     assert asked[0] == b"R" and asked[1][:4] == struct.pack("!I", 10)  # then SCRAM, as 3.0
 
 
@@ -203,6 +203,8 @@ def test_tls_with_the_generated_certificate_verifies_by_name(home: Home, host: s
 
     def scenario(port: int) -> tuple[bytes, str | None, tuple[bytes, bytes]]:
         wire = Wire.connect(port)
+        wire.send(struct.pack("!II", 8, GSSENC_REQUEST))  # libpq's order: GSS, then SSL
+        assert wire.exactly(1) == b"N"
         wire.send(struct.pack("!II", 8, SSL_REQUEST))
         accepted = wire.exactly(1)
         wire = Wire(client_context.wrap_socket(wire.sock, server_hostname=host))
