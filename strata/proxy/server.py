@@ -78,6 +78,10 @@ from strata.proxy.startup import (
 log = logging.getLogger("strata.proxy")
 DEFAULT_SUSPEND_TIMEOUT_S = 300.0
 READ_LIMIT = 16 * 1024  # what asyncio buffers of a client before it stops reading (twice)
+# Connections the kernel queues until the proxy accepts them (capped by net.core.somaxconn).
+# asyncio's 100 overflowed under a burst of strangers: the kernel then drops SYNs, and a
+# client that arrives meanwhile waits a second for its retry.
+ACCEPT_BACKLOG = 4096
 
 
 @dataclass(frozen=True)
@@ -111,22 +115,32 @@ class Computes:
         self.changed = asyncio.Event()  # set when ``snapshot()`` should be published again
 
     async def ensure(self, tenant: str, branch: str) -> Path:
-        """The unix socket of the branch's running compute, started if needed."""
+        """The unix socket of the branch's running compute, started if needed.
+
+        Until a client is connected, the compute counts as idle from now: one woken for a
+        client that then failed to authenticate (other roles are checked by the compute)
+        is suspended like any idle one, and one about to get its client is not stopped
+        under it for having been idle before."""
+        key = (tenant, branch)
         info = await asyncio.to_thread(self._client.get_branch, tenant, branch)
-        self._timeouts[(tenant, branch)] = float(info.suspend_timeout_s or
-                                                 self.suspend_timeout_s)
-        async with self._locks[(tenant, branch)]:
-            node = computes.find_running(self._home, tenant, branch)
-            if node is not None:
-                return node.spec.socket_path
-            log.info("starting the compute of %s/%s", tenant, branch)
-            running, started = await asyncio.to_thread(
-                computes.ensure_running, self._home, self._client, self._address, tenant,
-                branch, 120.0)
-            if started:
-                self.starts += 1
-            self._suspended_at.pop((tenant, branch), None)
-            return running.spec.socket_path
+        self._timeouts[key] = float(info.suspend_timeout_s or self.suspend_timeout_s)
+        async with self._locks[key]:
+            found = computes.find_running(self._home, tenant, branch)
+            if found is not None:
+                socket_path = found.spec.socket_path
+            else:
+                log.info("starting the compute of %s/%s", tenant, branch)
+                running, started = await asyncio.to_thread(
+                    computes.ensure_running, self._home, self._client, self._address, tenant,
+                    branch, 120.0)
+                if started:
+                    self.starts += 1
+                self._suspended_at.pop(key, None)
+                socket_path = running.spec.socket_path
+            if not self._clients[key]:
+                self._idle_since[key] = time.monotonic()
+                self.changed.set()
+            return socket_path
 
     def connected(self, key: tuple[str, str]) -> None:
         self._clients[key] += 1
@@ -441,7 +455,8 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = await asyncio.start_server(proxy.handle, host, port, limit=READ_LIMIT)
+    server = await asyncio.start_server(proxy.handle, host, port, limit=READ_LIMIT,
+                                        backlog=ACCEPT_BACKLOG)
     ready(server.sockets[0].getsockname()[1])
     period = min(1.0, max(computes_.suspend_timeout_s / 4, 0.1))  # per-branch ones: >= 1 s
     last_reap = 0.0

@@ -27,6 +27,7 @@ from psycopg import sql
 from common.postgres import pg_bin_dir
 from strata.local import computes, passwords
 from strata.local.home import Home
+from strata.proxy.pgwire import Startup
 from tests.cli.conftest import REPO, Strata, free_port, strata_home
 from tests.compute.load import wait_for
 
@@ -458,3 +459,28 @@ def test_idle_strangers_leave_room_for_a_client(proxy: ProxyRun) -> None:
         for stranger in strangers:
             stranger.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_compute_woken_for_a_client_that_never_logs_in_is_suspended(proxy: ProxyRun) -> None:
+    """Roles other than the owner are checked by the compute, which must run for that. A
+    client dropped meanwhile (here: the oldest of 201 unauthenticated connections from
+    one address, the cap being 200) leaves a compute nobody connects to: it is stopped
+    like any idle one."""
+    proxy.cli.json("branch", "create", "woken", "--tenant", "acme")
+    ghost = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
+    strangers: list[socket.socket] = []
+    try:
+        ghost.sendall(Startup({"user": "ghost", "database": "postgres",
+                               "options": "-c strata.branch=acme/woken"}).encode())
+        deadline = time.monotonic() + 30
+        while proxy.starts("woken") == 0:  # polled tightly: the start takes ~0.4 s
+            assert time.monotonic() < deadline, "the compute was not woken"
+            time.sleep(0.002)
+        strangers = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(200)]
+        assert ghost.recv(4096) == b""  # dropped before the compute could answer
+    finally:
+        ghost.close()
+        for stranger in strangers:
+            stranger.close()
+    wait_for(lambda: proxy.status("woken") == "running", 60, "the start to go on")
+    wait_for(lambda: proxy.status("woken") == "suspended", SUSPEND_S + 30, "idle suspend")
