@@ -34,8 +34,9 @@ from strata.proxy.pgwire import (
     sasl_response,
 )
 from strata.proxy.scram import MECHANISM, ScramClient
-from strata.proxy.server import Computes, Security, serve
+from strata.proxy.server import Security, serve
 from strata.proxy.tls import server_context
+from strata.proxy.wake import Computes
 
 T = TypeVar("T")
 BRANCH = "-c strata.branch=main"
