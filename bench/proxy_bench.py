@@ -120,7 +120,7 @@ def select_only(strata: Strata, settings: Settings) -> JSON:
     if node is None:
         raise BenchError("no compute for the select-only runs")
     direct = node.spec.dsn()
-    pgbench("-i", "-s", str(SELECT_SCALE), "-q", direct)
+    pgbench("-i", "-s", str(SELECT_SCALE), "-q", uri)  # the tenant's tables, as a client's
 
     def tps(target: str, seconds: int) -> float:
         return pgbench_tps(pgbench("-S", "-n", "-c", str(settings.select_clients), "-j", "2",

@@ -156,6 +156,9 @@ class UpOptions:
     pitr_window: str = "24h"
     proxy_port: int = DEFAULT_PROXY_PORT  # 0: any free port
     suspend_timeout: str = "5m"  # a compute without clients this long is stopped
+    tls_cert: str = ""  # the proxy's TLS certificate and key; "": made by `strata up`
+    tls_key: str = ""
+    require_tls: bool = False  # the proxy refuses clients without TLS
 
     @classmethod
     def load(cls, home: Home) -> UpOptions:

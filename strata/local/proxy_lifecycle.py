@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final
 
 from common import supervisor
-from strata.local import ports
+from strata.local import certs, ports
 from strata.local.errors import LocalError
 from strata.local.home import LISTEN_HOST, Home, UpOptions
 from strata.local.lifecycle import ComponentState, wait_started
@@ -35,6 +36,22 @@ def address(home: Home) -> str | None:
     if info is None or pid is None or info.get("pid") != pid:
         return None
     return str(info["listen"])
+
+
+def tls_files(home: Home, options: UpOptions) -> certs.CertFiles:
+    """The proxy's certificate: the configured one, else one from the local CA."""
+    if options.tls_cert:
+        return certs.CertFiles(Path(options.tls_cert), Path(options.tls_key), None)
+    return certs.ensure(home)
+
+
+def ca_file(home: Home) -> Path | None:
+    """The CA certificate that verifies the proxy, when ``strata up`` made the proxy's
+    certificate (None when one is configured: its CA is the operator's)."""
+    if UpOptions.load(home).tls_cert:
+        return None
+    path = certs.ca_file(home)
+    return path if path.exists() else None
 
 
 def status(home: Home) -> ComponentState:
@@ -64,10 +81,13 @@ def up(home: Home, options: UpOptions, timeout_s: float) -> tuple[ComponentState
     wanted = ports_needed(home, options)
     ports.ensure_free(wanted)
     home.proxy_ready_file.unlink(missing_ok=True)
+    tls = tls_files(home, options)
     command = [sys.executable, "-m", "strata.proxy",
                "--listen", f"{LISTEN_HOST}:{options.proxy_port}",
                "--suspend-timeout", options.suspend_timeout,
-               "--ready-file", str(home.proxy_ready_file)]
+               "--ready-file", str(home.proxy_ready_file),
+               "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+               "--require-tls" if options.require_tls else "--no-require-tls"]
     child = supervisor.spawn(command, marker=_MARKER, log_file=home.proxy_log_file,
                              cwd=home.root, env={**os.environ, "STRATA_HOME": str(home.root)},
                              pid_file=home.proxy_pid_file, label="strata up")

@@ -17,6 +17,7 @@ SSL_REQUEST: Final = 80877103
 GSSENC_REQUEST: Final = 80877104
 CANCEL_REQUEST: Final = 80877102
 MAX_STARTUP_BYTES: Final = 10_000  # PostgreSQL's own limit for a startup packet
+MAX_AUTH_MESSAGE_BYTES: Final = 10_000  # a client's authentication messages: SCRAM's are tiny
 
 
 class ProtocolError(Exception):
@@ -89,11 +90,13 @@ def error_response(code: str, message: str, severity: str = "FATAL") -> bytes:
     return b"E" + struct.pack("!I", len(body) + 4) + body
 
 
-async def read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    """One typed message, as (type byte, whole message bytes including the header)."""
+async def read_message(reader: asyncio.StreamReader,
+                       max_length: int | None = None) -> tuple[bytes, bytes]:
+    """One typed message, as (type byte, whole message bytes including the header); one
+    longer than ``max_length`` is a ``ProtocolError`` before its body is read."""
     header = await reader.readexactly(5)
     (length,) = struct.unpack("!I", header[1:])
-    if length < 4:
+    if length < 4 or (max_length is not None and length > max_length):
         raise ProtocolError(f"invalid message length {length}")
     return header[:1], header + await reader.readexactly(length - 4)
 
@@ -102,6 +105,39 @@ def backend_key(message: bytes) -> CancelKey:
     """The key of a BackendKeyData ('K') message."""
     pid, secret = struct.unpack("!II", message[5:13])
     return CancelKey(pid, secret)
+
+
+def password_failed(user: str) -> bytes:
+    """PostgreSQL's answer to a wrong password, also the proxy's to users it will not name."""
+    return error_response("28P01", f'password authentication failed for user "{user}"')
+
+
+def error_fields(message: bytes) -> dict[str, str]:
+    """The fields of an ErrorResponse ('E') by their tag (C: SQLSTATE, M: message...)."""
+    fields = {}
+    for field in message[5:].split(b"\0"):
+        if field:
+            fields[field[:1].decode(errors="replace")] = field[1:].decode(errors="replace")
+    return fields
+
+
+def authentication_code(message: bytes) -> int:
+    """The code of an Authentication* ('R') message (see ``authentication``)."""
+    if len(message) < 9:
+        raise ProtocolError("an authentication message without a code")
+    (code,) = struct.unpack("!I", message[5:9])
+    return int(code)
+
+
+def sasl_initial_response(mechanism: str, data: bytes) -> bytes:
+    """A SASLInitialResponse ('p'): the chosen mechanism and the client's first message."""
+    body = mechanism.encode() + b"\0" + struct.pack("!i", len(data)) + data
+    return b"p" + struct.pack("!I", len(body) + 4) + body
+
+
+def sasl_response(data: bytes) -> bytes:
+    """A SASLResponse ('p'): the client's next message of the exchange."""
+    return b"p" + struct.pack("!I", len(data) + 4) + data
 
 
 def authentication(code: int, data: bytes = b"") -> bytes:

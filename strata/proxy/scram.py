@@ -1,8 +1,12 @@
-"""SCRAM-SHA-256 (RFC 5802 / 7677) as a PostgreSQL server speaks it, for the proxy.
+"""SCRAM-SHA-256 (RFC 5802 / 7677) as PostgreSQL speaks it, both sides, for the proxy.
 
-The proxy keeps, per tenant, only a verifier (salt, iterations, StoredKey, ServerKey), the
-same thing PostgreSQL keeps in pg_authid; the password itself is shown once by
-``strata connect`` and kept in a 0600 file for it. Channel binding is not offered (no TLS).
+Server side: the proxy checks a tenant's clients against a verifier (salt, iterations,
+StoredKey, ServerKey), the same thing PostgreSQL keeps in pg_authid, and runs a doomed
+exchange with a per-user fake salt for users it will not name (``mock_salt``), as
+PostgreSQL does for unknown roles. Client side: the proxy logs in to a compute as the
+tenant's owner role with the tenant's password (``ScramClient``). Channel binding
+(SCRAM-SHA-256-PLUS) is neither offered nor used. Passwords are not SASLprep-normalized:
+the tenants' are ASCII (``strata.local.passwords``), which SASLprep leaves as they are.
 """
 
 from __future__ import annotations
@@ -54,12 +58,24 @@ def _attributes(message: str) -> dict[str, str]:
     return pairs
 
 
+def mock_salt(secret: bytes, user: str) -> bytes:
+    """A fake salt for ``user``, the same on every attempt, so that probing the proxy with
+    the same name twice shows the same salt, as a real user's would."""
+    return _hmac(secret, b"mock salt " + user.encode())[:16]
+
+
+def mock_verifier(secret: bytes, user: str) -> Verifier:
+    """What a doomed exchange for ``user`` shows: its fake salt and the usual iterations."""
+    return Verifier(mock_salt(secret, user), ITERATIONS, b"\0" * 32, b"\0" * 32)
+
+
 class ScramExchange:
     """One server side of a SCRAM-SHA-256 exchange: first and final client messages in,
-    server messages out."""
+    server messages out. A ``doomed`` one fails at the end whatever the client proves."""
 
-    def __init__(self, verifier: Verifier) -> None:
+    def __init__(self, verifier: Verifier, doomed: bool = False) -> None:
         self._verifier = verifier
+        self._doomed = doomed
         self._client_first_bare = ""
         self._server_first = ""
         self._nonce = ""
@@ -67,7 +83,7 @@ class ScramExchange:
     def server_first(self, client_first: str) -> str:
         gs2, sep, bare = client_first.partition(",,")  # "n,," : no channel binding, no authzid
         if not sep or gs2 not in ("n", "y"):
-            raise ScramError("channel binding is not supported; use sslmode=disable")
+            raise ScramError("channel binding is not supported")
         client_nonce = _attributes(bare).get("r")
         if not client_nonce:
             raise ScramError("the client sent no nonce")
@@ -95,7 +111,57 @@ class ScramExchange:
             raise ScramError("the proof has the wrong length")
         client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
         if not hmac.compare_digest(hashlib.sha256(client_key).digest(),
-                                   self._verifier.stored_key):
+                                   self._verifier.stored_key) or self._doomed:
             raise ScramError("password authentication failed")
         server_signature = _hmac(self._verifier.server_key, auth_message.encode())
         return "v=" + base64.b64encode(server_signature).decode()
+
+
+class ScramClient:
+    """One client side of a SCRAM-SHA-256 exchange, without channel binding: the proxy
+    logging in to a compute. ``client_first``, then ``client_final`` of the server's
+    first message, then ``verify`` the server's final message (the server knew the
+    verifier, so it is the compute and not an impostor)."""
+
+    def __init__(self, password: str) -> None:
+        self._password = password.encode()
+        self._nonce = base64.b64encode(secrets.token_bytes(18)).decode()
+        self._client_first_bare = f"n=,r={self._nonce}"  # the user is the startup's
+        self._server_signature = b""
+
+    def client_first(self) -> str:
+        return "n,," + self._client_first_bare
+
+    def client_final(self, server_first: str) -> str:
+        attributes = _attributes(server_first)
+        nonce, salt_text, iterations_text = (attributes.get(key, "") for key in "rsi")
+        if not nonce.startswith(self._nonce) or len(nonce) == len(self._nonce):
+            raise ScramError("the server's nonce does not extend ours")
+        try:
+            salt = base64.b64decode(salt_text, validate=True)
+            iterations = int(iterations_text)
+        except ValueError as exc:
+            raise ScramError(f"malformed server-first message {server_first!r}") from exc
+        if not salt or iterations < 1:
+            raise ScramError(f"malformed server-first message {server_first!r}")
+        salted = hashlib.pbkdf2_hmac("sha256", self._password, salt, iterations)
+        client_key = _hmac(salted, b"Client Key")
+        without_proof = f"c=biws,r={nonce}"  # biws: base64 of "n,,"
+        auth_message = f"{self._client_first_bare},{server_first},{without_proof}".encode()
+        signature = _hmac(hashlib.sha256(client_key).digest(), auth_message)
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        self._server_signature = _hmac(_hmac(salted, b"Server Key"), auth_message)
+        return f"{without_proof},p={base64.b64encode(proof).decode()}"
+
+    def verify(self, server_final: str) -> None:
+        """``ScramError`` unless the server proved it knows the password's verifier."""
+        attributes = _attributes(server_final)
+        if "e" in attributes:
+            raise ScramError(f"the server refused: {attributes['e']}")
+        try:
+            signature = base64.b64decode(attributes.get("v", ""), validate=True)
+        except ValueError as exc:
+            raise ScramError("the server's signature is not base64") from exc
+        if not self._server_signature or not hmac.compare_digest(signature,
+                                                                 self._server_signature):
+            raise ScramError("the server's signature does not match")

@@ -1,24 +1,26 @@
 """``python -m strata.proxy``: PostgreSQL clients connect by branch; the branch's compute is
 started on the first connect and stopped once idle (scale to zero).
 
-Connection syntax, which psql, psycopg and pgbench accept unmodified: the user names the
-tenant, the password is the tenant's (SCRAM-SHA-256; ``strata connect`` prints the whole
-URI), and the database names the branch, optionally with a database inside it::
+A branch is a whole PostgreSQL cluster. The client's user and database go to it unchanged;
+the branch is named in the ``options`` startup parameter (``strata.proxy.startup``), which
+psql, psycopg and pgbench pass on from a URI (``strata connect BRANCH`` prints one)::
 
-    postgresql://TENANT:PASSWORD@127.0.0.1:6432/BRANCH        (database "postgres")
-    postgresql://TENANT:PASSWORD@127.0.0.1:6432/BRANCH:mydb   (database "mydb")
+    postgresql://acme:PASSWORD@127.0.0.1:6432/postgres?options=-c%20strata.branch%3Dacme%2Fmain
 
-The proxy declines SSL and GSS encryption, reads the startup message, makes sure the
-compute runs (clients arriving during one cold start share it), connects to its unix
-socket as ``postgres`` (computes listen on no TCP port) and then relays bytes both ways
-(``strata.proxy.relay``: one epoll thread for all sessions, outside asyncio).
+The tenant's owner role (named like the tenant) logs in with the tenant's password, which
+the proxy checks itself before it starts anything; other roles are checked by the compute
+(``strata.proxy.auth``). SSLRequest gets TLS when the proxy has a certificate
+(``strata.proxy.tls``), GSSENCRequest a 'N', a newer 3.x protocol a
+NegotiateProtocolVersion. Unauthenticated connections are capped and have a deadline
+(``strata.proxy.limits``). Once a session is up, its bytes are relayed both ways
+(``strata.proxy.relay``: one epoll thread for all plain-text sessions, outside asyncio).
 It learns each session's cancel key on the way, so a CancelRequest reaches the right
 compute. Errors (unknown branch, a failed start, the tenant's compute quota) come back as
 a PostgreSQL ErrorResponse, never as a dropped socket.
 
-``strata up`` starts it (as root, since it starts computes); ``strata connect BRANCH``
-prints the URI. A branch's own suspend timeout (``branch create/set --suspend-timeout``)
-overrides the proxy's. It also deletes branches whose TTL has passed (``strata.local.reaper``).
+``strata up`` starts it (as root, since it starts computes). A branch's own suspend
+timeout (``branch create/set --suspend-timeout``) overrides the proxy's. It also deletes
+branches whose TTL has passed (``strata.local.reaper``).
 """
 
 from __future__ import annotations
@@ -26,161 +28,84 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
+import secrets
 import signal
+import ssl
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from common.client import ClientError, StrataClient
 from common.durable import write_atomically, write_durably
 from common.durations import parse_duration
-from common.names import is_valid_name
-from strata.local import computes, passwords
+from strata.local import passwords
 from strata.local.errors import LocalError, QuotaError
 from strata.local.home import Home
 from strata.local.reaper import reap_expired
+from strata.proxy import auth, tls
+from strata.proxy.limits import Caps, Gate, Pending, raise_open_files_limit
 from strata.proxy.pgwire import (
     CANCEL_REQUEST,
     GSSENC_REQUEST,
-    PROTOCOL_3,
     SSL_REQUEST,
     CancelKey,
     ProtocolError,
     Startup,
-    authentication,
     backend_key,
     error_response,
     parse_cancel,
     parse_startup,
     read_message,
     read_startup_packet,
-    sasl_initial,
 )
-from strata.proxy.relay import relay_streams
-from strata.proxy.scram import MECHANISM, ScramError, ScramExchange, Verifier
+from strata.proxy.relay import Streams, relay_streams
+from strata.proxy.scram import ScramExchange, Verifier, mock_verifier
+from strata.proxy.startup import (
+    Route,
+    RouteError,
+    negotiate_protocol_version,
+    protocol_options,
+    route_of,
+)
+from strata.proxy.wake import Computes
 
 log = logging.getLogger("strata.proxy")
 DEFAULT_SUSPEND_TIMEOUT_S = 300.0
+READ_LIMIT = 16 * 1024  # what asyncio buffers of a client before it stops reading (twice)
+# Connections the kernel queues until the proxy accepts them (capped by net.core.somaxconn).
+# asyncio's 100 overflowed under a burst of strangers: the kernel then drops SYNs, and a
+# client that arrives meanwhile waits a second for its retry.
+ACCEPT_BACKLOG = 4096
 
 
 @dataclass(frozen=True)
-class Route:
-    """Where a client wants to go."""
+class Security:
+    """How the proxy treats strangers: TLS, and the limits before authentication."""
 
-    tenant: str
-    branch: str
-    dbname: str
+    tls_context: ssl.SSLContext | None = None
+    require_tls: bool = False
+    caps: Caps = field(default_factory=Caps)
 
-
-class RouteError(Exception):
-    """A client's startup names no valid tenant or branch; ``sqlstate`` says which class."""
-
-    def __init__(self, sqlstate: str, message: str) -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-        self.message = message
-
-
-def route_of(startup: Startup) -> Route:
-    """Tenant from the user name, branch (and database) from the database name."""
-    tenant = startup.params.get("user", "")
-    database = startup.params.get("database") or tenant
-    branch, _, dbname = database.partition(":")
-    if not is_valid_name(tenant):
-        raise RouteError("28000", f"the user name must be a tenant name, not {tenant!r}")
-    if not is_valid_name(branch):
-        raise RouteError("3D000", f"the database name must be BRANCH or BRANCH:DATABASE, "
-                                  f"not {database!r}")
-    return Route(tenant, branch, dbname or "postgres")
-
-
-class Computes:
-    """Starts computes on demand (one start per branch at a time) and suspends idle ones."""
-
-    def __init__(self, home: Home, client: StrataClient, address: str,
-                 suspend_timeout_s: float) -> None:
-        self._home = home
-        self._client = client
-        self._address = address
-        self.suspend_timeout_s = suspend_timeout_s
-        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._clients: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self._idle_since: dict[tuple[str, str], float] = {}
-        self._timeouts: dict[tuple[str, str], float] = {}  # per-branch suspend timeouts
-        self._suspended_at: dict[tuple[str, str], float] = {}  # wall time, by this proxy
-        self.starts = 0  # computes this proxy started (for tests and metrics)
-        self.changed = asyncio.Event()  # set when ``snapshot()`` should be published again
-
-    async def ensure(self, tenant: str, branch: str) -> Path:
-        """The unix socket of the branch's running compute, started if needed."""
-        info = await asyncio.to_thread(self._client.get_branch, tenant, branch)
-        self._timeouts[(tenant, branch)] = float(info.suspend_timeout_s or
-                                                 self.suspend_timeout_s)
-        async with self._locks[(tenant, branch)]:
-            node = computes.find_running(self._home, tenant, branch)
-            if node is not None:
-                return node.spec.socket_path
-            log.info("starting the compute of %s/%s", tenant, branch)
-            running, started = await asyncio.to_thread(
-                computes.ensure_running, self._home, self._client, self._address, tenant,
-                branch, 120.0)
-            if started:
-                self.starts += 1
-            self._suspended_at.pop((tenant, branch), None)
-            return running.spec.socket_path
-
-    def connected(self, key: tuple[str, str]) -> None:
-        self._clients[key] += 1
-        self._idle_since.pop(key, None)
-        self.changed.set()
-
-    def disconnected(self, key: tuple[str, str]) -> None:
-        self._clients[key] -= 1
-        if self._clients[key] == 0:
-            self._idle_since[key] = time.monotonic()
-        self.changed.set()
-
-    async def suspend_idle(self) -> None:
-        """Stop every compute that has had no client for the suspend timeout."""
-        now = time.monotonic()
-        for key, since in list(self._idle_since.items()):
-            if now - since < self._timeouts.get(key, self.suspend_timeout_s):
-                continue
-            async with self._locks[key]:
-                if self._clients[key] or self._idle_since.get(key) != since:
-                    continue  # a client came back meanwhile
-                del self._idle_since[key]
-                node = computes.find_running(self._home, *key)
-                if node is not None:
-                    log.info("suspending the idle compute of %s/%s", *key)
-                    await asyncio.to_thread(computes.stop, node, 60.0)
-                    self._suspended_at[key] = time.time()
-
-    def snapshot(self) -> dict[str, dict[str, float | int | None]]:
-        """Per ``tenant/branch``: clients now, since when idle and when suspended (wall
-        times), for ``strata compute list``."""
-        now_wall, now = time.time(), time.monotonic()
-        keys = set(self._clients) | set(self._suspended_at)
-        return {f"{tenant}/{branch}": {
-            "clients": self._clients.get((tenant, branch), 0),
-            "idle_since": (now_wall - (now - since)
-                           if (since := self._idle_since.get((tenant, branch))) else None),
-            "suspended_at": self._suspended_at.get((tenant, branch)),
-        } for tenant, branch in sorted(keys)}
+    def __post_init__(self) -> None:
+        if self.require_tls and self.tls_context is None:
+            raise ValueError("TLS is required but the proxy has no certificate")
 
 
 class Proxy:
     """The listening side: one task per client connection."""
 
-    def __init__(self, computes_: Computes, home: Home) -> None:
+    def __init__(self, computes_: Computes, home: Home, security: Security | None = None) -> None:
         self.computes = computes_
         self._home = home
+        self.security = security or Security()
+        self.gate = Gate(self.security.caps)
+        self._mock_secret = secrets.token_bytes(32)  # fake salts: stable while this runs
         self._cancel_sockets: dict[CancelKey, Path] = {}
         self._verifiers: dict[tuple[str, str], Verifier] = {}  # (tenant, password) -> it
 
@@ -193,96 +118,209 @@ class Proxy:
             self._verifiers[key] = Verifier.from_password(password)
         return self._verifiers[key]
 
-    async def _authenticate(self, tenant: str, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> bool:
-        """SCRAM-SHA-256 against the tenant's password; False (client told) if it fails."""
-        failed = f"password authentication failed for tenant {tenant!r}"
-        verifier = self._verifier(tenant)
-        if verifier is None:  # unknown tenant, or no password yet: say no more than that
-            await _refuse(writer, "28P01", failed)
-            return False
-        exchange = ScramExchange(verifier)
-        writer.write(authentication(10, MECHANISM.encode() + b"\0\0"))
-        await writer.drain()
-        try:
-            kind, message = await read_message(reader)
-            mechanism, first = sasl_initial(message) if kind == b"p" else ("", b"")
-            if mechanism != MECHANISM:
-                raise ScramError(f"expected a {MECHANISM} response")
-            writer.write(authentication(11, exchange.server_first(first.decode()).encode()))
-            await writer.drain()
-            kind, message = await read_message(reader)
-            if kind != b"p":
-                raise ScramError("expected a SASL response")
-            final = exchange.server_final(message[5:].decode())
-        except (ScramError, UnicodeDecodeError) as exc:
-            log.info("authentication of tenant %r failed: %s", tenant, exc)
-            await _refuse(writer, "28P01", failed)
-            return False
-        writer.write(authentication(12, final.encode()))
-        return True
+    def _doomed(self, user: str) -> ScramExchange:
+        """The exchange for a user the proxy will not name: ends as a wrong password."""
+        return ScramExchange(mock_verifier(self._mock_secret, user), doomed=True)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) else "local"
+        task = asyncio.current_task()
+        pending = self.gate.admit(source, partial(_drop, writer, task))
         try:
-            await self._serve(reader, writer)
-        except (ProtocolError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            await self._serve(reader, writer, pending)
+        except (ProtocolError, asyncio.IncompleteReadError, ConnectionError,
+                ssl.SSLError) as exc:
             log.debug("client connection ended: %s", exc)
+        except asyncio.CancelledError:
+            if not pending.dropped:
+                raise
+            log.debug("dropped an unauthenticated connection from %s", source)
         finally:
+            self.gate.release(pending)
             writer.close()
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await writer.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        code, body = await read_startup_packet(reader)
-        while code in (SSL_REQUEST, GSSENC_REQUEST):
-            writer.write(b"N")  # no encryption on loopback; the client goes on in plain text
-            await writer.drain()
-            code, body = await read_startup_packet(reader)
-        if code == CANCEL_REQUEST:
-            await self._cancel(parse_cancel(body))
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     pending: Pending) -> None:
+        """Startup and authentication within the deadline, then the session."""
+        try:
+            async with asyncio.timeout(self.security.caps.auth_timeout_s):
+                admitted = await self._authenticate(reader, writer, pending)
+        except TimeoutError:
+            await _refuse(writer, "57014", "canceling authentication due to timeout")
             return
-        if code != PROTOCOL_3:
-            raise ProtocolError(f"unsupported protocol {code >> 16}.{code & 0xFFFF}")
-        startup = parse_startup(body)
+        if admitted is None:
+            return
+        self.gate.release(pending)
+        route, secure, upstream = admitted
+        if upstream is None:  # the owner: the compute is started only now
+            upstream = await self._owner_upstream(route, writer)
+            if upstream is None:
+                return
+        await self._relay(route, secure, upstream, (reader, writer))
+
+    async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            pending: Pending) -> tuple[Route, bool, _Upstream | None] | None:
+        """The client's route once it proved who it is, whether it speaks TLS and, for
+        roles the compute checked, the compute's connection; None if refused (told)."""
+        started = await self._startup(reader, writer)
+        if started is None:
+            return None
+        startup, secure = started
         try:
             route = route_of(startup)
         except RouteError as exc:
             await _refuse(writer, exc.sqlstate, exc.message)
-            return
-        if not await self._authenticate(route.tenant, reader, writer):
-            return  # nothing is started for a client that did not prove who it is
+            return None
+        self.gate.name(pending, route.tenant)
+        user = route.user
+        if user == "postgres" or user.startswith("pg_"):
+            await auth.verify(user, self._doomed(user), reader, writer)
+            return None
+        if route.owner:
+            verifier = self._verifier(route.tenant)  # None: unknown tenant, or no password
+            exchange = self._doomed(user) if verifier is None else ScramExchange(verifier)
+            if not await auth.verify(user, exchange, reader, writer):
+                return None  # nothing is started for a client that did not prove who it is
+            return route, secure, None
+        upstream = await self._role_upstream(route, reader, writer)
+        return None if upstream is None else (route, secure, upstream)
+
+    async def _startup(self, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> tuple[Startup, bool] | None:
+        """The client's StartupMessage after any SSL or GSS request, and whether the
+        connection is now TLS; None after a CancelRequest or a refusal (told)."""
+        secure = asked_ssl = asked_gss = False  # each may be asked once, before TLS
+        while True:
+            code, body = await read_startup_packet(reader)
+            if code == SSL_REQUEST and not asked_ssl:
+                asked_ssl = True
+                if self.security.tls_context is None:
+                    writer.write(b"N")
+                    await writer.drain()
+                else:
+                    await tls.accept(self.security.tls_context, reader, writer)
+                    secure = True
+                continue
+            if code == GSSENC_REQUEST and not asked_gss and not secure:
+                asked_gss = True
+                writer.write(b"N")  # no GSS: libpq goes on with SSL or plain text
+                await writer.drain()
+                continue
+            if code == CANCEL_REQUEST:
+                await self._cancel(parse_cancel(body))
+                return None
+            if code >> 16 != 3:
+                raise ProtocolError(f"unsupported protocol {code >> 16}.{code & 0xFFFF}")
+            startup = parse_startup(body)
+            if self.security.require_tls and not secure:
+                await _refuse(writer, "28000", "this proxy accepts TLS connections only "
+                                               "(sslmode=verify-full with its CA)")
+                return None
+            unrecognized = protocol_options(startup)
+            if code & 0xFFFF or unrecognized:  # newer than 3.0: the client goes on as 3.0
+                writer.write(negotiate_protocol_version(unrecognized))
+            return startup, secure
+
+    async def _compute_socket(self, route: Route, writer: asyncio.StreamWriter) -> Path | None:
+        """The socket of the route's compute, started if needed; None if it cannot be had
+        (the client told). Shielded: a start goes on even if this client is dropped, so
+        the branch's start lock is held until the start is really over."""
         try:
-            socket_path = await self.computes.ensure(route.tenant, route.branch)
+            return await asyncio.shield(self.computes.ensure(route.tenant, route.branch))
         except (LocalError, ClientError) as exc:
             await _refuse(writer, _sqlstate_of(exc), exc.message)
-            return
-        await self._relay(route, socket_path, startup, reader, writer)
+            return None
 
-    async def _relay(self, route: Route, socket_path: Path, startup: Startup,
-                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        params = {**startup.params, "user": "postgres", "database": route.dbname}
+    async def _connect(self, route: Route, socket_path: Path,
+                       writer: asyncio.StreamWriter) -> Streams | None:
+        """A connection to the compute with the client's startup sent; None if it does not
+        answer (the client told)."""
         try:
-            upstream_reader, upstream_writer = await asyncio.open_unix_connection(socket_path)
+            upstream = await asyncio.open_unix_connection(socket_path)
         except OSError as exc:
             await _refuse(writer, "57P03", f"the compute of {route.branch!r} does not answer: "
                                            f"{exc}")
-            return
+            return None
+        upstream[1].write(route.startup.encode())
+        await upstream[1].drain()
+        return upstream
+
+    async def _owner_upstream(self, route: Route,
+                              writer: asyncio.StreamWriter) -> _Upstream | None:
+        """Log in to the compute as the tenant's owner role with its password."""
+        socket_path = await self._compute_socket(route, writer)
+        if socket_path is None:
+            return None
+        upstream = await self._connect(route, socket_path, writer)
+        if upstream is None:
+            return None
+        password = passwords.read(self._home, route.tenant) or ""
+        try:
+            first = await auth.owner_login(password, *upstream)
+        except BaseException:
+            upstream[1].close()
+            raise
+        return _Upstream(socket_path, upstream, first)
+
+    async def _role_upstream(self, route: Route, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> _Upstream | None:
+        """Wake the compute and let it check a role's password; a branch that does not
+        exist gets the doomed exchange, as an unknown role does."""
+        try:
+            socket_path = await asyncio.shield(self.computes.ensure(route.tenant,
+                                                                    route.branch))
+        except ClientError as exc:
+            if exc.code.name != "NOT_FOUND":
+                await _refuse(writer, _sqlstate_of(exc), exc.message)
+                return None
+            await auth.verify(route.user, self._doomed(route.user), reader, writer)
+            return None
+        except LocalError as exc:
+            await _refuse(writer, _sqlstate_of(exc), exc.message)
+            return None
+        upstream = await self._connect(route, socket_path, writer)
+        if upstream is None:
+            return None
+        try:
+            first = await auth.pass_through(route.user, (reader, writer), upstream)
+        except BaseException:
+            upstream[1].close()
+            raise
+        if first[:1] != b"R":  # refused: the client is told, nothing more is relayed
+            upstream[1].close()
+            writer.write(first)
+            await writer.drain()
+            return None
+        return _Upstream(socket_path, upstream, first)
+
+    async def _relay(self, route: Route, secure: bool, upstream: _Upstream,
+                     client: Streams) -> None:
+        """The rest of the server's startup (to learn the cancel key), then the session."""
+        writer = client[1]
+        upstream_reader, upstream_writer = upstream.streams
         key = (route.tenant, route.branch)
         self.computes.connected(key)
         cancel_key: CancelKey | None = None
         try:
-            upstream_writer.write(Startup(params).encode())
-            await upstream_writer.drain()
-            while True:  # the server's side of the startup, to learn the cancel key
+            kind, message = upstream.first[:1], upstream.first
+            writer.write(message)
+            while kind not in (b"Z", b"E"):
                 kind, message = await read_message(upstream_reader)
                 writer.write(message)
                 if kind == b"K":
                     cancel_key = backend_key(message)
-                    self._cancel_sockets[cancel_key] = socket_path
-                if kind in (b"Z", b"E"):
-                    break
-            await relay_streams((reader, writer), (upstream_reader, upstream_writer),
-                                name=f"relay {route.tenant}/{route.branch}")
+                    self._cancel_sockets[cancel_key] = upstream.socket_path
+            if kind == b"E":
+                await writer.drain()
+                return
+            name = f"relay {route.tenant}/{route.branch}"
+            if secure:
+                await tls.relay(client, upstream.streams)
+            else:
+                await relay_streams(client, upstream.streams, name=name)
         finally:
             if cancel_key is not None:
                 self._cancel_sockets.pop(cancel_key, None)
@@ -300,6 +338,23 @@ class Proxy:
             cancel_writer.close()
 
 
+@dataclass(frozen=True)
+class _Upstream:
+    """A compute connection whose authentication is done: its first message after it
+    (AuthenticationOk, or an error to pass on) is still to go to the client."""
+
+    socket_path: Path
+    streams: Streams
+    first: bytes
+
+
+def _drop(writer: asyncio.StreamWriter, task: asyncio.Task[None] | None) -> None:
+    """End an unauthenticated connection now: its descriptor is freed at once."""
+    writer.transport.abort()
+    if task is not None:
+        task.cancel()
+
+
 async def _refuse(writer: asyncio.StreamWriter, sqlstate: str, message: str) -> None:
     writer.write(error_response(sqlstate, message))
     await writer.drain()
@@ -308,14 +363,15 @@ async def _refuse(writer: asyncio.StreamWriter, sqlstate: str, message: str) -> 
 async def serve(host: str, port: int, home: Home, computes_: Computes,
                 ready: Callable[[int], None],
                 stop: asyncio.Event, reap: Callable[[], object] | None = None,
-                reap_period_s: float = 5.0) -> None:
+                reap_period_s: float = 5.0, security: Security | None = None) -> None:
     """Accept clients until ``stop``; suspend idle computes every second or so and, with
     ``reap``, delete expired branches every ``reap_period_s``."""
-    proxy = Proxy(computes_, home)
+    proxy = Proxy(computes_, home, security)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = await asyncio.start_server(proxy.handle, host, port)
+    server = await asyncio.start_server(proxy.handle, host, port, limit=READ_LIMIT,
+                                        backlog=ACCEPT_BACKLOG)
     ready(server.sockets[0].getsockname()[1])
     period = min(1.0, max(computes_.suspend_timeout_s / 4, 0.1))  # per-branch ones: >= 1 s
     last_reap = 0.0
@@ -377,13 +433,41 @@ def main(argv: list[str] | None = None) -> None:
                         help="time without clients before a compute is stopped (90, 30s, 5m)")
     parser.add_argument("--ready-file", type=Path,
                         help="gets {pid, listen} as JSON once listening; removed on exit")
+    parser.add_argument("--tls-cert", type=Path, help="certificate (chain) for TLS clients")
+    parser.add_argument("--tls-key", type=Path, help="its private key")
+    parser.add_argument("--require-tls", action=argparse.BooleanOptionalAction,
+                        help="refuse clients without TLS (default: on unless the proxy "
+                             "listens on a loopback address only)")
+    defaults = Caps()
+    parser.add_argument("--auth-timeout", type=parse_duration, default=defaults.auth_timeout_s,
+                        help="time a client has to authenticate (default 60s)")
+    parser.add_argument("--max-unauthenticated", type=int, default=defaults.total,
+                        help="connections not yet authenticated, in total; beyond it the "
+                             "oldest is dropped")
+    parser.add_argument("--max-unauthenticated-per-source", type=int,
+                        default=defaults.per_source, help="the same, per client address")
+    parser.add_argument("--max-unauthenticated-per-tenant", type=int,
+                        default=defaults.per_tenant, help="the same, per tenant named")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, _, port = args.listen.rpartition(":")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    require_tls = args.require_tls if args.require_tls is not None else not _loopback(host)
+    try:
+        security = Security(
+            tls.server_context(args.tls_cert, args.tls_key) if args.tls_cert else None,
+            require_tls,
+            Caps(args.auth_timeout, args.max_unauthenticated,
+                 args.max_unauthenticated_per_source, args.max_unauthenticated_per_tenant))
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        parser.error(str(exc))
+    log.info("open files limit %d; TLS %s", raise_open_files_limit(),
+             "required" if require_tls else "offered" if args.tls_cert else "not offered")
     home = Home.from_environ()
     address = home.server_address()
     client = StrataClient(address, home.admin_token())
-    host, _, port = args.listen.rpartition(":")
 
     def ready(bound: int) -> None:
         log.info("listening on %s:%d", host, bound)
@@ -394,11 +478,22 @@ def main(argv: list[str] | None = None) -> None:
     try:
         asyncio.run(serve(host, int(port), home, Computes(home, client, address,
                                                     args.suspend_timeout), ready,
-                          asyncio.Event(), partial(reap_expired, home, client)))
+                          asyncio.Event(), partial(reap_expired, home, client),
+                          security=security))
     finally:
         client.close()
         if args.ready_file is not None:
             args.ready_file.unlink(missing_ok=True)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (as given to --listen) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve beyond loopback
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from common.client import StrataClient
 from strata.local.computes import STARTING_FILE, branch_lock, busy_count, quota_slot
 from strata.local.errors import QuotaError
 from strata.local.home import Home
-from strata.proxy.server import Computes, serve
+from strata.proxy.server import serve
+from strata.proxy.wake import Computes
 
 
 def _locked_elsewhere(directory: Path) -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
+import struct
 import sys
 import threading
 import time
@@ -14,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from strata.local import certs
+from strata.local.home import Home
+from strata.proxy.pgwire import SSL_REQUEST, Startup, error_fields
 from tests.cli.conftest import Strata, free_port, strata_home
+
+BRANCH = "-c strata.branch=main"
 
 GENERAL, UNREACHABLE = 1, 5  # strata.cli.errors.ExitCode
 # What the CLI says the test process is when it holds a port.
@@ -123,3 +130,35 @@ def test_a_port_taken_while_the_server_starts_is_named(idle_strata: Strata) -> N
     assert first.startswith(f"strata: port {port} (page server) is taken by {ME}")
     assert first.endswith(_hint("--port"))
     assert f"cannot listen on 127.0.0.1:{port}" in tail[-1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="strata up starts the proxy as root only")
+def test_a_configured_certificate_and_required_tls(tmp_path: Path) -> None:
+    """`strata up --tls-cert --tls-key --require-tls`: the proxy serves that certificate,
+    refuses plain text, and `strata connect` asks for TLS; no CA of strata's is named."""
+    issued = certs.ensure(Home(tmp_path / "elsewhere"))  # an operator's own certificate
+    assert issued.ca is not None
+    with strata_home() as home:
+        cli = Strata(home, free_port())
+        try:
+            state = cli.up("--tls-cert", str(issued.cert), "--tls-key", str(issued.key),
+                           "--require-tls")
+            port = int(state["proxy"]["address"].rpartition(":")[2])
+            assert cli.json("status")["proxy_ca_file"] is None
+            cli.json("tenant", "create", "default", "--empty")
+            connect = cli.json("connect", "main")
+            assert (connect["sslmode"], connect["sslrootcert"]) == ("require", None)
+            assert connect["uri"].endswith("&sslmode=require")
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+                plain.sendall(Startup({"user": "default", "options": BRANCH}).encode())
+                refused = plain.recv(4096)
+            assert refused[:1] == b"E" and error_fields(refused)["C"] == "28000"
+            context = ssl.create_default_context(cafile=issued.ca)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                raw.sendall(struct.pack("!II", 8, SSL_REQUEST))
+                assert raw.recv(1) == b"S"
+                with context.wrap_socket(raw, server_hostname="localhost") as secure:
+                    secure.sendall(Startup({"user": "default", "options": BRANCH}).encode())
+                    assert secure.recv(4096)[:1] == b"R"  # SCRAM begins, over TLS
+        finally:
+            cli.stop_everything()

@@ -10,11 +10,13 @@ from pathlib import Path
 import click
 import grpc
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from common.client import ClientError, ServerUnreachable
 from common.durations import parse_duration_s
 from proto import strata_pb2 as pb
 from strata.cli.client_errors import from_client_error
+from strata.cli.commands.connect import ProxyTarget
 from strata.cli.errors import ExitCode
 from strata.cli.params import TIMESTAMP
 from strata.cli.render import lineage
@@ -124,3 +126,22 @@ def test_client_errors_map_to_exit_codes() -> None:
     no_token = from_client_error(ClientError(grpc.StatusCode.UNAUTHENTICATED, "missing", "X"),
                                  have_token=False)
     assert "STRATA_TOKEN" in no_token.message
+
+
+def test_the_connect_uri_is_what_libpq_reads_and_the_environment_the_same() -> None:
+    """Every part percent-encoded where it must be: libpq's own parser gets the values
+    back; the environment for psql and pg_dump says the same without a URI."""
+    target = ProxyTarget("127.0.0.1", 6432, "acme", "main", "p@ss/w:rd", "my db",
+                         "verify-full", "/home/x/.strata/tls/ca.crt")
+    parsed = conninfo_to_dict(target.uri)
+    assert parsed == {"host": "127.0.0.1", "port": "6432", "user": "acme",
+                      "password": "p@ss/w:rd", "dbname": "my db",
+                      "options": "-c strata.branch=acme/main", "sslmode": "verify-full",
+                      "sslrootcert": "/home/x/.strata/tls/ca.crt"}
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
+             "dbname": "PGDATABASE", "options": "PGOPTIONS", "sslmode": "PGSSLMODE",
+             "sslrootcert": "PGSSLROOTCERT"}
+    assert target.environ() == {names[key]: value for key, value in parsed.items()}
+    plain = ProxyTarget("127.0.0.1", 6432, "acme", "main", "pw", "postgres", "disable",
+                        "/ca.crt")
+    assert "sslrootcert" not in conninfo_to_dict(plain.uri)  # no TLS: no CA to name

@@ -17,7 +17,7 @@ from strata.local import computes
 from strata.local.errors import InvalidNameError
 from strata.local.home import Home
 from strata.proxy.pgwire import Startup
-from strata.proxy.server import RouteError, route_of
+from strata.proxy.startup import RouteError, escape_option, route_of
 
 GOOD = ["a", "main", "Tenant-1", "a.b_c-d", "0" * 63]
 BAD = ["evil\n", "", "-lead", ".hidden", "_under", "a/b", "../up", "a b", "tab\t",
@@ -59,12 +59,21 @@ def test_tokens_refuse_bad_tenant_names(name: str) -> None:
 
 @pytest.mark.parametrize("name", BAD)
 def test_the_proxy_refuses_bad_tenant_and_branch_names(name: str) -> None:
+    """As the user (the tenant when options name only the branch), as the tenant and as
+    the branch of ``strata.branch`` (escaped as libpq users must escape whitespace)."""
     with pytest.raises(RouteError) as as_user:
-        route_of(Startup({"user": name, "database": "main"}))
+        route_of(Startup({"user": name, "options": "-c strata.branch=main"}))
     assert as_user.value.sqlstate == "28000"
-    with pytest.raises(RouteError) as as_database:
-        route_of(Startup({"user": "acme", "database": f"{name}:postgres"}))
-    assert as_database.value.sqlstate == "3D000"
+    with pytest.raises(RouteError) as as_tenant:
+        route_of(Startup({"user": "acme",
+                          "options": "--strata.branch=" + escape_option(f"{name}/main")}))
+    # a slash ends the tenant: "a/b/main" names tenant "a" and the invalid branch "b/main"
+    tenant_part = name.partition("/")[0]
+    assert as_tenant.value.sqlstate == ("3D000" if is_valid_name(tenant_part) else "28000")
+    with pytest.raises(RouteError) as as_branch:
+        route_of(Startup({"user": "acme",
+                          "options": "-c strata.branch=" + escape_option(f"acme/{name}")}))
+    assert as_branch.value.sqlstate == "3D000"
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -80,5 +89,6 @@ def test_good_names_pass_everywhere(engine: Engine, tmp_path: Path) -> None:
     for name in GOOD:
         engine.create_tenant(name).create_branch(f"{name[:60]}-b")
         TokenAuthority(b"k" * 32).issue(name, Scope.TENANT, 60)
-        assert route_of(Startup({"user": name, "database": f"{name}:db"})).branch == name
+        options = f"-c strata.branch={name}/{name}"
+        assert route_of(Startup({"user": "r", "options": options})).branch == name
         assert computes.workdir(Home(tmp_path), name, name).name == name

@@ -1,4 +1,4 @@
-"""The proxy's share of the PostgreSQL wire protocol, and how a startup picks a branch."""
+"""The proxy's share of the PostgreSQL wire protocol."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from strata.proxy.pgwire import (
     CancelKey,
     ProtocolError,
     Startup,
+    error_fields,
     error_response,
     parse_cancel,
     parse_startup,
+    password_failed,
+    read_message,
     read_startup_packet,
 )
-from strata.proxy.server import Route, RouteError, route_of
 
 
 def _read(packet: bytes) -> tuple[int, bytes]:
@@ -32,7 +34,7 @@ def _read(packet: bytes) -> tuple[int, bytes]:
 
 
 def test_startup_round_trip() -> None:
-    startup = Startup({"user": "acme", "database": "dev:shop", "application_name": "psql"})
+    startup = Startup({"user": "acme", "database": "shop", "application_name": "psql"})
     code, body = _read(startup.encode())
     assert code == PROTOCOL_3
     assert parse_startup(body) == startup
@@ -57,12 +59,17 @@ def test_error_response_fields() -> None:
     assert b"C3D000\0" in message and b"Mno branch 'x'\0" in message
 
 
-def test_route_from_user_and_database() -> None:
-    assert route_of(Startup({"user": "acme", "database": "dev"})) == Route("acme", "dev",
-                                                                          "postgres")
-    assert route_of(Startup({"user": "acme", "database": "dev:shop"})).dbname == "shop"
-    assert route_of(Startup({"user": "acme"})).branch == "acme"  # libpq's default database
-    with pytest.raises(RouteError, match="tenant name"):
-        route_of(Startup({"user": "a b", "database": "dev"}))
-    with pytest.raises(RouteError, match="BRANCH or BRANCH:DATABASE"):
-        route_of(Startup({"user": "acme", "database": "../x"}))
+def test_read_message_refuses_a_message_over_its_limit() -> None:
+    async def go(limit: int) -> tuple[bytes, bytes]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"p" + struct.pack("!I", 1_000_004))  # a body that never comes
+        return await read_message(reader, limit)
+
+    with pytest.raises(ProtocolError, match="invalid message length 1000004"):
+        asyncio.run(go(10_000))
+
+
+def test_password_failed_is_postgres_answer_to_a_wrong_password() -> None:
+    assert error_fields(password_failed("acme")) == {
+        "S": "FATAL", "V": "FATAL", "C": "28P01",
+        "M": 'password authentication failed for user "acme"'}

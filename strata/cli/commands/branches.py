@@ -311,11 +311,10 @@ def schema_dump(session: Session, branch_name: str, database: str) -> str:
     from strata.cli.commands.connect import proxy_target
 
     target = proxy_target(session, branch_name, database)
-    environ = {**os.environ, "PGPASSWORD": target.password}
     done = subprocess.run(
-        [str(pg_bin_dir() / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
-         "-h", target.host, "-p", str(target.port), "-U", target.user, "-d", target.dbname],
-        capture_output=True, text=True, env=environ, check=False, timeout=300)
+        [str(pg_bin_dir() / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges"],
+        capture_output=True, text=True, env={**os.environ, **target.environ()}, check=False,
+        timeout=300)
     if done.returncode != 0:
         why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode
         raise CliError(f"pg_dump of branch {branch_name!r} failed: {why}")

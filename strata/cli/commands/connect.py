@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from urllib.parse import quote, urlencode
 
 import click
 
@@ -14,34 +15,68 @@ from strata.cli.errors import CliError, ExitCode
 from strata.cli.render import emit_json, emit_text
 from strata.cli.session import Session, api_command
 from strata.local import computes, passwords, proxy_lifecycle
+from strata.local.home import UpOptions
 
 
 @dataclass(frozen=True)
 class ProxyTarget:
-    """How a client of the session's tenant reaches a branch through the proxy."""
+    """How a client of the session's tenant reaches a branch through the proxy: as the
+    tenant's owner role, to a database of the branch's cluster."""
 
     host: str
     port: int
-    user: str
+    tenant: str
+    branch: str
     password: str
-    dbname: str  # BRANCH, or BRANCH:DATABASE
+    dbname: str
+    sslmode: str  # disable on a loopback proxy that does not require TLS (faster relay)
+    sslrootcert: str | None  # the CA of the proxy's certificate, when strata made it
+
+    @property
+    def user(self) -> str:
+        return self.tenant  # the owner role is named like the tenant
+
+    @property
+    def options(self) -> str:
+        return f"-c strata.branch={self.tenant}/{self.branch}"
+
+    def _query(self) -> dict[str, str]:
+        query = {"options": self.options, "sslmode": self.sslmode}
+        if self.sslrootcert and self.sslmode != "disable":
+            query["sslrootcert"] = self.sslrootcert
+        return query
 
     @property
     def uri(self) -> str:
-        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.dbname}"
+        return (f"postgresql://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+                f"@{self.host}:{self.port}/{quote(self.dbname, safe='')}?"
+                + urlencode(self._query(), quote_via=quote, safe=""))
+
+    def environ(self) -> dict[str, str]:
+        """libpq's environment variables for it, password included: the way to hand it
+        to a client program without putting the password on its command line."""
+        names = {"options": "PGOPTIONS", "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT"}
+        return {"PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user,
+                "PGDATABASE": self.dbname, "PGPASSWORD": self.password,
+                **{names[key]: value for key, value in self._query().items()}}
 
 
 def proxy_target(session: Session, branch: str, database: str = "postgres") -> ProxyTarget:
-    """The proxy's address, the tenant's password (made on first use) and the database name
-    that routes to ``branch``; a one-line error if the proxy does not run."""
+    """The proxy's address, the tenant's password (made on first use) and what names
+    ``branch``; a one-line error if the proxy does not run."""
     listen = proxy_lifecycle.address(session.home)
     if listen is None:
         raise CliError("the proxy is not running; run `strata up` (as root)",
                        ExitCode.UNREACHABLE)
     host, _, port = listen.rpartition(":")
-    dbname = branch if database == "postgres" else f"{branch}:{database}"
-    return ProxyTarget(host, int(port), session.tenant,
-                       passwords.ensure(session.home, session.tenant), dbname)
+    ca_file = proxy_lifecycle.ca_file(session.home)
+    if not UpOptions.load(session.home).require_tls:
+        sslmode = "disable"
+    else:
+        sslmode = "verify-full" if ca_file else "require"
+    return ProxyTarget(host, int(port), session.tenant, branch,
+                       passwords.ensure(session.home, session.tenant), database, sslmode,
+                       str(ca_file) if ca_file else None)
 
 
 @click.command()
@@ -52,9 +87,10 @@ def proxy_target(session: Session, branch: str, database: str = "postgres") -> P
 def connect(session: Session, branch: str, database: str) -> None:
     """Print the connection URI of BRANCH through the proxy, password included.
 
-    The user names the tenant (its password is made on first use and kept in
-    $STRATA_HOME/passwords), the database names the branch (BRANCH or BRANCH:DATABASE);
-    the proxy starts the branch's compute on the first connect.
+    The user is the tenant's owner role (its password is made on first use and kept in
+    $STRATA_HOME/passwords), the database one of the branch's cluster, and the branch is
+    named in options (-c strata.branch=TENANT/BRANCH); the proxy starts the branch's
+    compute on the first connect.
     """
     with session.client() as client:
         client.get_branch(session.tenant, branch)  # a clear error for a branch that is not
@@ -65,8 +101,9 @@ def connect(session: Session, branch: str, database: str) -> None:
     node = computes.find(session.home, session.tenant, branch)
     emit_json({"tenant": session.tenant, "branch": branch, "host": target.host,
                "port": target.port, "user": target.user, "password": target.password,
-               "dbname": target.dbname, "uri": target.uri,
-               "compute": node.status().value if node else "stopped"})
+               "dbname": target.dbname, "options": target.options,
+               "sslmode": target.sslmode, "sslrootcert": target.sslrootcert,
+               "uri": target.uri, "compute": node.status().value if node else "stopped"})
 
 
 @click.command(context_settings={"ignore_unknown_options": True,
@@ -93,8 +130,6 @@ def psql(session: Session, branch: str, database: str, psql_args: tuple[str, ...
         program = str(pg_bin_dir() / "psql")
     except FailedPreconditionError as exc:
         raise CliError(str(exc)) from None
-    environ = {**os.environ, "PGHOST": target.host, "PGPORT": str(target.port),
-               "PGUSER": target.user, "PGDATABASE": target.dbname,
-               "PGPASSWORD": target.password}
+    environ = {**os.environ, **target.environ()}
     sys.stdout.flush()
     os.execve(program, [program, *psql_args], environ)  # psql's exit status is strata's

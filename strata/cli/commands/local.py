@@ -29,6 +29,8 @@ def _merge(saved: UpOptions, **given: Any) -> UpOptions:
         raise click.UsageError("the --s3-* options need --storage s3")
     if merged.storage == "s3" and not merged.s3_bucket:
         raise click.UsageError("--storage s3 needs --s3-bucket")
+    if bool(merged.tls_cert) != bool(merged.tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     return merged
 
 
@@ -48,6 +50,13 @@ def _merge(saved: UpOptions, **given: Any) -> UpOptions:
               help="PostgreSQL port of the proxy (default 6432; 0: any free port) [saved].")
 @click.option("--suspend-timeout", type=DURATION,
               help="Stop a compute after this long without clients (default 5m) [saved].")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+              help="The proxy's TLS certificate (default: one from a local CA made under "
+                   "$STRATA_HOME/tls) [saved].")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+              help="Its private key [saved].")
+@click.option("--require-tls/--no-require-tls", default=None,
+              help="The proxy refuses clients without TLS (default off on loopback) [saved].")
 @click.option("--timeout", type=click.FloatRange(min=1), default=lifecycle.START_TIMEOUT_S,
               show_default=True, help="Seconds to wait until it serves.")
 @local_command
@@ -122,8 +131,10 @@ def status(session: Session) -> int:
     """
     states = [lifecycle.status(session.home), proxy_lifecycle.status(session.home)]
     if session.json:
+        ca_file = proxy_lifecycle.ca_file(session.home)
         emit_json({"home": str(session.home.root),
-                   "components": [dataclasses.asdict(state) for state in states]})
+                   "components": [dataclasses.asdict(state) for state in states],
+                   "proxy_ca_file": str(ca_file) if ca_file else None})
     else:
         _print_status(session, states)
     server = states[0]
