@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -44,14 +43,14 @@ import psycopg
 from bench.harness import (
     JSON,
     TENANT,
-    BenchError,
+    LocalPostgres,
     Strata,
+    as_postgres,
     pgbench_tps,
     root_bench_main,
     run,
     summary,
 )
-from common import supervisor
 from common.postgres import pg_bin_dir
 
 LOCAL_PORT = 55300
@@ -77,69 +76,6 @@ FULL = Settings("full", repeats=3, seconds=20, clients=4, tps_scale=10, load_sca
 QUICK = Settings("quick", repeats=1, seconds=5, clients=4, tps_scale=2, load_scale=4,
                  shared_buffers="128MB", small_shared_buffers="16MB", cold_cache_mb=8,
                  start_samples=2)
-
-
-def as_postgres(tool: str, *args: str, timeout: float = 1800) -> str:
-    return run(["runuser", "-u", "postgres", "--", str(pg_bin_dir() / tool), *args],
-               timeout=timeout)
-
-
-class Local:
-    """Plain PostgreSQL 15 on a local directory, started with the compute's settings."""
-
-    def __init__(self, root: Path) -> None:
-        self.datadir = root / "local-pgdata"
-        self.socket_dir = root / "local-socket"
-        self.port = LOCAL_PORT
-        self.log_file = root / "local.log"
-        self.child: supervisor.Child | None = None
-
-    def init(self) -> None:
-        for directory in (self.datadir, self.socket_dir):
-            directory.mkdir(parents=True)
-            shutil.chown(directory, "postgres", "postgres")
-        as_postgres("initdb", "--data-checksums", "-U", "postgres", "-A", "trust", "-D",
-                    str(self.datadir))
-
-    def start(self, shared_buffers: str, full_page_writes: bool) -> None:
-        settings = {"port": str(self.port), "listen_addresses": "",  # as computes: socket only
-                    "unix_socket_directories": str(self.socket_dir),
-                    "shared_buffers": shared_buffers, "wal_recycle": "off",
-                    "wal_init_zero": "off", "logging_collector": "off",
-                    "full_page_writes": "on" if full_page_writes else "off"}
-        command = ["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "postgres"), "-D",
-                   str(self.datadir)]
-        for name, value in settings.items():
-            command += ["-c", f"{name}={value}"]
-        self.child = supervisor.spawn(command, marker=b"postgres", log_file=self.log_file,
-                                      cwd=self.datadir.parent, label="local PostgreSQL")
-        try:
-            supervisor.wait_ready(self.child, self._accepting, 60.0,
-                                  what="local PostgreSQL", poll_s=0.1)
-        except supervisor.SupervisorError as exc:
-            raise BenchError(f"{exc.message}: {' | '.join(exc.log_tail[-3:])}") from None
-
-    def _accepting(self) -> bool:
-        return subprocess.run([str(pg_bin_dir() / "pg_isready"), "-h", str(self.socket_dir),
-                               "-p", str(self.port)], capture_output=True).returncode == 0
-
-    def stop(self) -> None:
-        self._shutdown("fast", check=True)
-
-    def kill(self) -> None:
-        """Whatever happened, leave no server behind."""
-        self._shutdown("immediate", check=False)
-
-    def _shutdown(self, mode: str, *, check: bool) -> None:
-        """``pg_ctl stop -m mode`` (the postmaster is runuser's child, not ours), then wait
-        until the spawned process is gone."""
-        if self.child is not None and self.child.alive():
-            subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "pg_ctl"),
-                            "stop", "-m", mode, "-D", str(self.datadir), "-w"],
-                           capture_output=True, check=check)
-            if not supervisor.wait_exit(self.child, 60.0):
-                raise BenchError(f"local PostgreSQL (pid {self.child.pid}) did not stop")
-        self.child = None
 
 
 @dataclass
@@ -203,7 +139,7 @@ def measure(settings: Settings, root: Path) -> JSON:
     strata = Strata(root / "home")
     up = strata.up("compute")
     strata("tenant", "create", TENANT)
-    local = Local(root)
+    local = LocalPostgres(root, LOCAL_PORT)
     local.init()
     try:
         return measure_systems(settings, root, strata, up, local)
@@ -212,7 +148,7 @@ def measure(settings: Settings, root: Path) -> JSON:
 
 
 def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
-                    local: Local) -> JSON:
+                    local: LocalPostgres) -> JSON:
     compute_at: list[Endpoint] = []
 
     def restart_compute(shared_buffers: str, full_page_writes: bool,

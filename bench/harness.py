@@ -44,6 +44,7 @@ import psycopg
 from bench import objectstore
 from common import supervisor
 from common.bearer import call_credentials_metadata
+from common.postgres import pg_bin_dir
 
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +223,72 @@ def run(command: Sequence[str], *, env: dict[str, str] | None = None,
         raise BenchError(f"{' '.join(command[:4])}... exited {done.returncode}:\n"
                          f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return done.stdout
+
+
+def as_postgres(tool: str, *args: str, timeout: float = 1800) -> str:
+    return run(["runuser", "-u", "postgres", "--", str(pg_bin_dir() / tool), *args],
+               timeout=timeout)
+
+
+class LocalPostgres:
+    """Plain PostgreSQL 15 on a local directory, started with a compute's settings: the
+    baseline beside which Strata is measured. With ``tcp`` it also listens on 127.0.0.1."""
+
+    def __init__(self, root: Path, port: int, tcp: bool = False) -> None:
+        self.datadir = root / "local-pgdata"
+        self.socket_dir = root / "local-socket"
+        self.port = port
+        self.tcp = tcp
+        self.log_file = root / "local.log"
+        self.child: supervisor.Child | None = None
+
+    def init(self) -> None:
+        for directory in (self.datadir, self.socket_dir):
+            directory.mkdir(parents=True)
+            shutil.chown(directory, "postgres", "postgres")
+        as_postgres("initdb", "--data-checksums", "-U", "postgres", "-A", "trust", "-D",
+                    str(self.datadir))
+
+    def start(self, shared_buffers: str, full_page_writes: bool) -> None:
+        settings = {"port": str(self.port),  # as computes: the socket only, unless ``tcp``
+                    "listen_addresses": "127.0.0.1" if self.tcp else "",
+                    "unix_socket_directories": str(self.socket_dir),
+                    "shared_buffers": shared_buffers, "wal_recycle": "off",
+                    "wal_init_zero": "off", "logging_collector": "off",
+                    "full_page_writes": "on" if full_page_writes else "off"}
+        command = ["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "postgres"), "-D",
+                   str(self.datadir)]
+        for name, value in settings.items():
+            command += ["-c", f"{name}={value}"]
+        self.child = supervisor.spawn(command, marker=b"postgres", log_file=self.log_file,
+                                      cwd=self.datadir.parent, label="local PostgreSQL")
+        try:
+            supervisor.wait_ready(self.child, self._accepting, 60.0,
+                                  what="local PostgreSQL", poll_s=0.1)
+        except supervisor.SupervisorError as exc:
+            raise BenchError(f"{exc.message}: {' | '.join(exc.log_tail[-3:])}") from None
+
+    def _accepting(self) -> bool:
+        return subprocess.run([str(pg_bin_dir() / "pg_isready"), "-h", str(self.socket_dir),
+                               "-p", str(self.port)], capture_output=True).returncode == 0
+
+    def stop(self) -> None:
+        self._shutdown("fast", check=True)
+
+    def kill(self) -> None:
+        """Whatever happened, leave no server behind."""
+        self._shutdown("immediate", check=False)
+
+    def _shutdown(self, mode: str, *, check: bool) -> None:
+        """``pg_ctl stop -m mode`` (the postmaster is runuser's child, not ours), then wait
+        until the spawned process is gone."""
+        if self.child is not None and self.child.alive():
+            subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "pg_ctl"),
+                            "stop", "-m", mode, "-D", str(self.datadir), "-w"],
+                           capture_output=True, check=check)
+            if not supervisor.wait_exit(self.child, 60.0):
+                raise BenchError(f"local PostgreSQL (pid {self.child.pid}) did not stop")
+        self.child = None
 
 
 class Strata:

@@ -12,7 +12,10 @@ Figures:
   directly on the compute's unix socket, interleaved; the proxy's overhead.
 - Select-only throughput: ``pgbench -S`` (a few clients, a few seconds) through the proxy
   and directly on the compute's socket, interleaved runs; the ratio of the medians is
-  what the proxy's byte relay costs once sessions are up (the goal is >= 0.9).
+  what the proxy costs once sessions are up (the goal was >= 0.9). Beside it, the
+  transport ceiling: the same pgbench on a plain PostgreSQL over TCP loopback and over
+  its socket. The proxy's clients come over TCP, so even a relay that cost nothing could
+  not pass that ratio.
 - Storage after agent loops: bytes in the object store for the base tenant, then after
   N loops (fork with a TTL, migrate, checkpoint, destroy, restore, check) once the TTLs
   expired, the reaper deleted the forks and GC ran; both measured after a flush and
@@ -37,6 +40,7 @@ from bench.harness import (
     JSON,
     TENANT,
     BenchError,
+    LocalPostgres,
     Strata,
     pgbench_tps,
     root_bench_main,
@@ -63,6 +67,7 @@ FULL = Settings("full", wakes=12, warm_connects=60, agent_loops=20, select_runs=
                 select_seconds=10, select_clients=4)
 QUICK = Settings("quick", wakes=3, warm_connects=15, agent_loops=3, select_runs=2,
                  select_seconds=4, select_clients=4)
+PLAIN_PORT = 55310  # the plain PostgreSQL of the transport ceiling
 SELECT_SCALE = 2  # pgbench_accounts of 200,000 rows: cached after the warm-up run
 
 
@@ -137,6 +142,35 @@ def select_only(strata: Strata, settings: Settings) -> JSON:
     return {**figures, "ratio": figures["proxy_tps"]["median"] / figures["direct_tps"]["median"]}
 
 
+def transport_ceiling(root: Path, settings: Settings) -> JSON:
+    """pgbench -S on plain PostgreSQL over TCP loopback and over its unix socket, runs
+    interleaved: the most any proxy reached over TCP can get of a unix-socket figure on
+    this host, since a proxy's clients pay TCP even when it relays for free."""
+    local = LocalPostgres(root / "plain", PLAIN_PORT, tcp=True)
+    local.init()
+    try:
+        local.start("128MB", True)
+        unix = f"host={local.socket_dir} port={local.port} user=postgres dbname=postgres"
+        tcp = f"host=127.0.0.1 port={local.port} user=postgres dbname=postgres"
+        pgbench("-i", "-s", str(SELECT_SCALE), "-q", unix)
+
+        def tps(target: str, seconds: int) -> float:
+            return pgbench_tps(pgbench("-S", "-n", "-c", str(settings.select_clients), "-j",
+                                       "2", "-T", str(seconds), target))
+
+        tps(unix, 2)  # warm-up
+        samples: dict[str, list[float]] = {"tcp_tps": [], "unix_tps": []}
+        for index in range(settings.select_runs):
+            order = [("tcp_tps", tcp), ("unix_tps", unix)]
+            for name, target in order if index % 2 == 0 else reversed(order):
+                samples[name].append(tps(target, settings.select_seconds))
+        local.stop()
+    finally:
+        local.kill()
+    figures = {name: summary(values) for name, values in samples.items()}
+    return {**figures, "ratio": figures["tcp_tps"]["median"] / figures["unix_tps"]["median"]}
+
+
 def agent_loop(strata: Strata, name: str) -> None:
     strata("branch", "create", name, "--ttl", "20s")
     uri = strata("connect", name)["uri"]
@@ -190,6 +224,8 @@ def measure(settings: Settings, root: Path) -> JSON:
     report["warm_connect"] = warm_connects(strata, settings)
     print("select-only pgbench ...", file=sys.stderr)
     report["select_only"] = select_only(strata, settings)
+    print("select-only pgbench on plain PostgreSQL, TCP and socket ...", file=sys.stderr)
+    report["transport_ceiling"] = transport_ceiling(root, settings)
     strata("compute", "stop", "sleeper")
     print("agent loops ...", file=sys.stderr)
     report["agent_storage"] = agent_storage(strata, settings)
@@ -200,7 +236,7 @@ def render_markdown(report: JSON) -> str:
     figures, settings = report["figures"], report["settings"]
     cold, warm, store = (figures["cold_start"], figures["warm_connect"],
                          figures["agent_storage"])
-    reads = figures["select_only"]
+    reads, ceiling = figures["select_only"], figures["transport_ceiling"]
     lines = [
         "# Through the proxy: cold start, warm connect, select-only TPS, agent loops",
         "",
@@ -226,7 +262,11 @@ def render_markdown(report: JSON) -> str:
         f"pgbench `-S` ({settings['select_clients']} clients, {settings['select_runs']} runs "
         f"of {settings['select_seconds']} s each, interleaved): through the proxy "
         f"{reads['proxy_tps']['median']:.0f} TPS, directly on the socket "
-        f"{reads['direct_tps']['median']:.0f} TPS: ratio {reads['ratio']:.2f}.",
+        f"{reads['direct_tps']['median']:.0f} TPS: ratio {reads['ratio']:.2f}. The same on "
+        f"plain PostgreSQL over TCP loopback {ceiling['tcp_tps']['median']:.0f} TPS against "
+        f"{ceiling['unix_tps']['median']:.0f} TPS on its socket: ratio "
+        f"{ceiling['ratio']:.2f}, the ceiling of any proxy whose clients come over TCP; "
+        f"the proxy reaches {reads['ratio'] / ceiling['ratio']:.2f} of it.",
         "",
         f"Storage after {store['loops']} agent loops ({store['loop_s']:.1f} s each), TTLs "
         f"expired, reaped, GC run: {store['after_bytes'] / 1e6:.1f} MB against "

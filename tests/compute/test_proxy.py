@@ -22,7 +22,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from common.postgres import pg_bin_dir
 from strata.local import computes, passwords
@@ -66,25 +65,6 @@ class ProxyRun:
         return str(self.compute(branch).get("status", "none"))
 
 
-def make_owner_role(cli: Strata, tenant: str) -> None:
-    """The tenant's owner role in its branch main (and so in every branch forked from it
-    later), as the proxy expects it: a stand-in for the compute side of issue 17 until
-    computes make it themselves; harmless once they do."""
-    home = Home(cli.home)
-    password = passwords.ensure(home, tenant)
-    cli.json("compute", "start", "main", "--tenant", tenant)
-    node = computes.find(home, tenant, "main")
-    assert node is not None
-    with psycopg.connect(node.spec.dsn(), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [tenant]).fetchone():
-            return
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
-            sql.Identifier(tenant), sql.Literal(password)))
-        conn.execute(sql.SQL("ALTER DATABASE postgres OWNER TO {}").format(
-            sql.Identifier(tenant)))
-    cli.json("compute", "stop", "main", "--tenant", tenant)
-
-
 @pytest.fixture(scope="module")
 def proxy(compute_host: None) -> Iterator[ProxyRun]:
     """`strata up` with a short suspend timeout: the page server and the proxy."""
@@ -94,7 +74,6 @@ def proxy(compute_host: None) -> Iterator[ProxyRun]:
             state = cli.up("--suspend-timeout", f"{SUSPEND_S:g}s")
             cli.json("tenant", "create", "acme")
             cli.run("connect", "main", "--tenant", "acme")  # makes the tenant's password
-            make_owner_role(cli, "acme")
             port = int(state["proxy"]["address"].rpartition(":")[2])
             yield ProxyRun(cli, port, home / "logs" / "proxy.log")
         finally:
@@ -313,7 +292,6 @@ def test_compute_quota_is_a_clear_postgres_error(proxy: ProxyRun) -> None:
     cli = proxy.cli
     cli.json("tenant", "create", "tiny")
     cli.run("connect", "main", "--tenant", "tiny")
-    make_owner_role(cli, "tiny")
     password = passwords.read(Home(cli.home), "tiny")
     cli.json("tenant", "set", "tiny", "--max-computes", "1")
     cli.json("branch", "create", "one", "--tenant", "tiny")
