@@ -11,6 +11,7 @@ import pytest
 
 from common.bearer import call_credentials_metadata
 from pageserver.api import auth
+from pageserver.api.limits import CallLimits
 from pageserver.api.server import RunningServer, start_server
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
@@ -43,7 +44,8 @@ def live(tmp_path: Path) -> Iterator[Live]:
     engine = Engine(config, LocalDirectoryStorage(tmp_path / "objects"))
     authority, admin_token = auth.load_or_create(config.state_dir)
     metrics = Metrics()
-    server = start_server(engine, authority, metrics, "127.0.0.1:0", max_workers=8)
+    server = start_server(engine, authority, metrics, "127.0.0.1:0",
+                          limits=CallLimits(max_streams=8, max_calls=4, admin_threads=4))
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}",
                                     options=[("grpc.enable_http_proxy", 0)])
     try:
