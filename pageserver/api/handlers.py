@@ -123,7 +123,7 @@ def _stream(behaviour: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[
     def handle(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Message]:
         code = grpc.StatusCode.OK
         try:
-            with admission.stream(_caller_tenant()):
+            with admission.stream(_caller_tenant(), name.rpartition("/")[2]):
                 yield from behaviour(requests, context)
         except GeneratorExit:  # gRPC stopped asking for responses: the client is gone
             code = _ended_by_client(context, name)
