@@ -114,6 +114,10 @@ def stored_blocks(
                     found.append(np.asarray(source.blocks_in(relation, lo, hi, lsn),
                                             dtype=np.int64))
                 continue
+            covered_lo, covered_hi = relation_block_range(
+                relation, source.desc.key_start, source.desc.key_end)
+            if covered_hi <= lo or covered_lo >= hi:
+                continue  # not this layer's keys: no need to open (or download) it
             blocks, lsns = source.reader().page_index(relation)
             first, last = np.searchsorted(blocks, [lo, hi]).tolist()
             found.append(blocks[first:last][lsns[first:last] <= lsn].astype(np.int64))
