@@ -8,6 +8,7 @@ import pytest
 
 from common.errors import InvalidArgumentError, TooBusyError
 from pageserver.api.limits import CallAdmission, CallLimits
+from pageserver.main import settings_from
 
 
 def test_a_tenant_past_its_stream_limit_is_refused_and_others_are_not() -> None:
@@ -73,3 +74,10 @@ def test_the_pool_has_a_thread_for_every_admitted_call_and_headroom() -> None:
     assert limits.threads == 16
     with pytest.raises(InvalidArgumentError, match="max_calls must be at least 1"):
         CallLimits(max_calls=0)
+
+
+def test_the_limits_are_page_server_settings() -> None:
+    settings = settings_from(["--streams-per-tenant", "8"], {"STRATA_PAGESERVER_MAX_CALLS": "7"})
+    assert settings.call_limits() == CallLimits(streams_per_tenant=8, max_calls=7)
+    with pytest.raises(InvalidArgumentError, match="streams_per_tenant must be at least 1"):
+        settings_from(["--streams-per-tenant", "0"], {}).call_limits()
