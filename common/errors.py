@@ -33,6 +33,21 @@ class QuotaExceededError(StrataError):
     """A tenant quota (branches, TTL, computes) would be exceeded."""
 
 
+class StorageQuotaError(QuotaExceededError):
+    """A batch would grow a tenant that already uses all of its storage quota.
+
+    Sent with the trailing metadata ``STORAGE_FULL`` so that a compute can tell it from
+    a busy server (both are RESOURCE_EXHAUSTED) and answer ENOSPC rather than retry.
+    """
+
+
+STORAGE_FULL = ("strata-refusal", "storage-quota")
+
+
+class TooBusyError(QuotaExceededError):
+    """A tenant already has as many streams open, or calls in flight, as it may."""
+
+
 class PermissionDeniedError(StrataError):
     """The caller may not do this: its token does not allow the call on this tenant, or
     the servicer refuses it (a token wider than the caller's own)."""

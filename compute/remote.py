@@ -1,9 +1,11 @@
 """The compute's connections to the page server: page reads and the ordered ingest stream.
 
-Both retry transient failures (the page server restarting, a broken stream)
-with backoff for a bounded time, then give up with ``PageServerUnavailable``
-so the shim can answer EIO: PostgreSQL then stops safely, and nothing was
-acknowledged that is not durable.
+Both retry transient failures (the page server restarting, a broken stream,
+a page server busy with as many streams as it admits) with backoff for a
+bounded time, then give up with ``PageServerUnavailable`` so the shim can
+answer EIO: PostgreSQL then stops safely, and nothing was acknowledged that is
+not durable. A batch refused by the tenant's storage quota is not retried: it
+raises ``StorageFullError`` at once, which the shim answers with ENOSPC.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from google.protobuf.message import Message
 
 from common.client import ClientError, StrataClient
 from common.convert import op_to_pb, relation_to_pb
+from common.errors import STORAGE_FULL
 from common.keys import Relation
 from common.ops import Batch
-from compute.view import PageServerError
+from compute.view import PageServerError, StorageFullError
 from proto import strata_pb2 as pb
 
 _T = TypeVar("_T")
@@ -53,6 +56,8 @@ def retrying(what: str, attempt: Callable[[], _T], budget_s: float) -> _T:
             return attempt()
         except (grpc.RpcError, ClientError) as exc:
             code, message = _status(exc)
+            if refused_for_storage(exc):
+                raise StorageFullError(message) from exc
             if code not in RETRYABLE:
                 raise PageServerRefused(code, message) from exc
             if time.monotonic() + delay > deadline:
@@ -61,11 +66,26 @@ def retrying(what: str, attempt: Callable[[], _T], budget_s: float) -> _T:
         delay = min(delay * 2, 1.0)
 
 
+def refused_for_storage(exc: grpc.RpcError | ClientError) -> bool:
+    """Whether the page server refused for the tenant's storage quota (its trailing
+    metadata says so; a busy server's RESOURCE_EXHAUSTED does not)."""
+    if not isinstance(exc, grpc.Call):
+        return False
+    return STORAGE_FULL in tuple(exc.trailing_metadata() or ())
+
+
+def _refused_as_busy(exc: grpc.RpcError) -> bool:
+    return isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class PageReader:
     """Batched GetPages over a small pool of long-lived streams.
 
     The pool is bounded: each open stream holds a worker thread of the page
-    server, so one compute must not open a stream per FUSE thread.
+    server, so one compute must not open a stream per FUSE thread. A stream the
+    page server refuses to open (its tenant has as many as it may) gives up its
+    slot for good while another stream is open, so reads share the open ones;
+    with none open, the read backs off and tries again.
     """
 
     def __init__(self, client: StrataClient, tenant: str, branch: str,
@@ -78,6 +98,8 @@ class PageReader:
         for _ in range(streams):
             self._pool.put(None)  # opened on first use
         self._ids = iter(range(1, 1 << 62))
+        self._open_lock = threading.Lock()
+        self.open_streams = 0
         self.round_trips = 0
 
     def get_pages(self, relation: Relation, blocks: list[int]) -> list[bytes]:
@@ -88,16 +110,25 @@ class PageReader:
 
         def attempt() -> pb.GetPagesResponse:
             stream = self._pool.get()
+            fresh, keep_slot = stream is None, True
             try:
                 stream = stream or _page_stream(self._client)
-                return stream.exchange(request)
-            except grpc.RpcError:
+                response = stream.exchange(request)
+                if fresh:
+                    self._count_open(+1)
+                return response
+            except grpc.RpcError as exc:
                 if stream is not None:
                     stream.close()
+                if not fresh:
+                    self._count_open(-1)
+                elif _refused_as_busy(exc):
+                    keep_slot = self._retire_slot()
                 stream = None
                 raise
             finally:
-                self._pool.put(stream)
+                if keep_slot:
+                    self._pool.put(stream)
 
         response = retrying("GetPages", attempt, self._budget)
         self.round_trips += 1
@@ -105,6 +136,16 @@ class PageReader:
             raise PageServerRefused(_CODES.get(response.status.code, grpc.StatusCode.UNKNOWN),
                                     response.status.message)
         return list(response.pages)
+
+    def _count_open(self, change: int) -> None:
+        with self._open_lock:
+            self.open_streams += change
+
+    def _retire_slot(self) -> bool:
+        """Give up a slot whose stream the page server refused, if another stream is open;
+        False if the slot was retired."""
+        with self._open_lock:
+            return self.open_streams == 0
 
     def close(self) -> None:
         """End every open stream, waiting at most ``CLOSE_WAIT_S`` for all of them."""
@@ -194,6 +235,7 @@ class BatchWriter:
         self._lock = threading.Lock()
         self._stream: _IngestStream | None = None
         self._next_id = 1
+        self.storage_full = False
 
     def write(self, batch: Batch) -> int:
         """Make ``batch`` durable on the page server; returns its LSN."""
@@ -212,7 +254,9 @@ class BatchWriter:
                     self._stream = _ingest_stream(self._client, self._tenant, self._branch,
                                                   self._epoch)
                 try:
-                    return int(self._stream.exchange(pb.IngestRequest(batch=message)).lsn)
+                    response = self._stream.exchange(pb.IngestRequest(batch=message))
+                    self.storage_full = response.storage_full
+                    return int(response.lsn)
                 except grpc.RpcError:
                     self._stream.close()
                     self._stream = None

@@ -24,6 +24,14 @@ is durable.
 No FUSE here: failures are ``OSError`` with an errno (ENOENT, EEXIST, ... for
 the namespace; EIO when the page server is unreachable or refuses, with the
 cause kept in ``failed``), which the FUSE adapter (``compute.shim``) answers.
+
+A tenant at its storage quota is a full disk: a batch the quota refuses fails
+its flush with ENOSPC (and stays queued, as any unacknowledged batch), and
+while the page server last said the tenant is full, a write that would extend
+a relation's file fails at once with ENOSPC, which PostgreSQL reports as
+SQLSTATE 53100 (disk_full) and survives. Other files (the WAL) are not refused
+here: PostgreSQL cannot survive failing to extend its WAL, so the page server
+decides for them.
 """
 
 from __future__ import annotations
@@ -68,6 +76,10 @@ class PageServerError(Exception):
     """A page read or a batch failed for good (unreachable, or refused): the view answers EIO."""
 
 
+class StorageFullError(PageServerError):
+    """The tenant's storage quota refused a batch: the view answers ENOSPC."""
+
+
 class PageSource(Protocol):
     """Where pages missing from the cache come from (``compute.remote.PageReader``)."""
 
@@ -79,8 +91,12 @@ class PageSource(Protocol):
 class BatchSink(Protocol):
     """Where the queue goes (``compute.remote.BatchWriter``): one batch at a time, in order."""
 
+    storage_full: bool
+    """Whether the last acknowledgement said the tenant uses all of its storage quota."""
+
     def write(self, batch: Batch) -> int:
-        """Make ``batch`` durable and return its LSN; raises PageServerError."""
+        """Make ``batch`` durable and return its LSN; raises PageServerError
+        (StorageFullError when the tenant's storage quota refuses it)."""
         ...
 
 
@@ -155,6 +171,8 @@ class BranchView:
         self._wal_lsn = 0
         self._prefetch = Prefetcher()
         self._in_flight = InFlight()
+        self.storage_full = False
+        """Whether the page server last said the tenant is at its storage quota."""
         self.failed: BaseException | None = None
         """Why the page server last failed us, if it did: the mount then exits non-zero."""
 
@@ -173,9 +191,14 @@ class BranchView:
         self._pending_bytes += data_bytes
 
     def _remote(self, what: str, call: Callable[[], _T]) -> _T:
-        """Run a page-server call; unreachable or refused becomes EIO for PostgreSQL."""
+        """Run a page-server call; unreachable or refused becomes EIO for PostgreSQL, a full
+        storage quota ENOSPC."""
         try:
             return call()
+        except StorageFullError as exc:
+            log.warning("%s refused: %s", what, exc)
+            self.storage_full = True
+            raise OSError(errno.ENOSPC, f"{what} refused: {exc}") from exc
         except PageServerError as exc:
             log.error("%s failed: %s", what, exc)
             self.failed = exc
@@ -405,6 +428,7 @@ class BranchView:
         with self._lock:
             if node.path is None:
                 return False  # the file was unlinked: nothing of it survives
+            self._refuse_growth_when_full(node, offset + len(data))
             versions: dict[PageKey, int] = {}
             for piece in write_slices(offset, data):
                 if piece.whole:
@@ -421,6 +445,12 @@ class BranchView:
             if position is not None:
                 self._wal_lsn = max(self._wal_lsn, position)
             return self._pending_bytes >= self._pending_limit
+
+    def _refuse_growth_when_full(self, node: Node, end: int) -> None:
+        """ENOSPC for extending a relation's file to ``end`` while the tenant is full."""
+        if self.storage_full and end > node.size and node.path is not None \
+                and not Relation.from_bytes(node.relation).is_synthetic:
+            raise _error(errno.ENOSPC, node.path)
 
     def _page_for_update(self, node: Node, index: int) -> bytes:
         if index >= blocks_for(node.size):
@@ -446,6 +476,7 @@ class BranchView:
                 raise _error(errno.EISDIR, path)
             if node.path is None:
                 return
+            self._refuse_growth_when_full(node, length)
             versions: dict[PageKey, int] = {}
             if length < node.size:
                 keep, tail = truncate_tail(length)
@@ -482,6 +513,7 @@ class BranchView:
                 except BaseException:
                     self._keep_unacknowledged(outgoing[done:])
                     raise
+                self.storage_full = self._writer.storage_full
                 self._acknowledged(out.entries)
 
     def _keep_unacknowledged(self, outgoing: list[_Outgoing]) -> None:

@@ -3,13 +3,20 @@
 The applier validates the whole batch against the current file tree before
 anything is committed, so a batch is applied entirely or not at all. Pages
 are keyed by relation: a rename moves metadata only, never pages. Shrinking
-or removing a file writes tombstones for the blocks it loses, so a later hole
-in a re-created file reads as zeros, never as stale bytes.
+or removing a file writes tombstones for the blocks it loses that hold a
+version, so a later hole in a re-created file reads as zeros, never as stale
+bytes.
+
+What a batch costs the server follows the bytes it carries, not the sizes it
+names: growing a file (by a truncate or a write far past its end) stores no
+pages, and a shrink tombstones only blocks that are stored (``StoredBlocks``).
+A file keyed by a RelTag is one PostgreSQL segment and never grows past one
+(``RELSEG_BLOCKS``), which PostgreSQL never does either.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from common.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
@@ -38,8 +45,11 @@ from common.ops import (
 from common.pages import blocks_for, cut_page, truncate_tail, write_slices
 
 MAX_FILE_SIZE = RELSEG_BLOCKS * PAGE_SIZE * 64  # 64 GB in one file is plenty for PGDATA
+MAX_SEGMENT_SIZE = RELSEG_BLOCKS * PAGE_SIZE  # a relation segment file: 1 GB, as in PostgreSQL
 
 PageReader = Callable[[Relation, int], bytes]
+StoredBlocks = Callable[[Relation, int, int], Iterable[int]]
+"""The blocks in ``[lo, hi)`` of a relation that hold a version (``reads.stored_blocks``)."""
 
 
 def normalize_path(path: str) -> str:
@@ -74,12 +84,15 @@ class BatchApplier:
         files: dict[str, FileMeta],
         relations_in_use: set[tuple[bytes, int]],
         read_page: PageReader,
+        stored_blocks: StoredBlocks,
         lsn: int,
         timestamp_us: int,
     ) -> None:
         self._files = files
         self._in_use = relations_in_use
         self._read_page = read_page
+        self._stored_blocks = stored_blocks
+        self._batch_blocks: dict[Relation, set[int]] = {}  # blocks this batch wrote
         self._lsn = lsn
         self._now = timestamp_us
         self.effects = Effects()
@@ -128,7 +141,9 @@ class BatchApplier:
         return self._read_page(*key)
 
     def _set_page(self, meta: FileMeta, index: int, value: bytes | None) -> None:
-        self.effects.pages[(Relation.from_bytes(meta.relation), meta.block_offset + index)] = value
+        relation, block = Relation.from_bytes(meta.relation), meta.block_offset + index
+        self.effects.pages[(relation, block)] = value
+        self._batch_blocks.setdefault(relation, set()).add(block)
 
     def _set_meta(self, path: str, meta: FileMeta | None) -> None:
         self.effects.metas[path] = meta
@@ -214,8 +229,9 @@ class BatchApplier:
     def _write(self, path: str, offset: int, data: bytes) -> None:
         meta = self._require(path, FileKind.FILE)
         end = offset + len(data)
-        if offset < 0 or end > MAX_FILE_SIZE:
-            raise InvalidArgumentError(f"write to {path!r} at {offset}+{len(data)} out of bounds")
+        if offset < 0 or end > _size_limit(meta):
+            raise InvalidArgumentError(f"write to {path!r} at {offset}+{len(data)} is beyond "
+                                       f"its size limit of {_size_limit(meta)} bytes")
         if not data:
             return
         for piece in write_slices(offset, data):
@@ -229,8 +245,9 @@ class BatchApplier:
 
     def _truncate(self, path: str, size: int) -> None:
         meta = self._require(path, FileKind.FILE)
-        if size < 0 or size > MAX_FILE_SIZE:
-            raise InvalidArgumentError(f"truncate of {path!r} to {size} out of bounds")
+        if size < 0 or size > _size_limit(meta):
+            raise InvalidArgumentError(f"truncate of {path!r} to {size} is beyond its size "
+                                       f"limit of {_size_limit(meta)} bytes")
         if size < meta.size:
             keep, tail = truncate_tail(size)
             self._drop_pages(meta, keep)
@@ -239,8 +256,16 @@ class BatchApplier:
         self._set_meta(path, replace(meta, size=size, mtime_us=self._now))
 
     def _drop_pages(self, meta: FileMeta, keep: int) -> None:
-        for index in range(keep, blocks_for(meta.size)):
-            self._set_page(meta, index, None)
+        """Tombstone the blocks from ``keep`` on that hold a version (stored, or written
+        by this batch); the others read as zeros already."""
+        relation = Relation.from_bytes(meta.relation)
+        lo, hi = meta.block_offset + keep, meta.block_offset + blocks_for(meta.size)
+        if lo >= hi:
+            return
+        doomed = {int(block) for block in self._stored_blocks(relation, lo, hi)}
+        doomed.update(b for b in self._batch_blocks.get(relation, ()) if lo <= b < hi)
+        for block in sorted(doomed):
+            self._set_page(meta, block - meta.block_offset, None)
 
     def _rename(self, src: str, dst: str) -> None:
         meta = self._require(src)
@@ -266,6 +291,13 @@ class BatchApplier:
             self._release(target)
         self._set_meta(src, None)
         self._set_meta(dst, meta)
+
+
+def _size_limit(meta: FileMeta) -> int:
+    """The largest size ``meta``'s file may have: one segment for a RelTag's file (its
+    next segment's blocks follow), else MAX_FILE_SIZE."""
+    synthetic = Relation.from_bytes(meta.relation).is_synthetic
+    return MAX_FILE_SIZE if synthetic else MAX_SEGMENT_SIZE
 
 
 _ROOT = FileMeta(FileKind.DIR, 0, 0o700, b"", 0, 0)

@@ -26,6 +26,7 @@ from common.durable import write_durably
 from common.durations import parse_duration
 from common.errors import StrataError
 from pageserver.api import auth
+from pageserver.api.limits import CallLimits
 from pageserver.api.server import start_server
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
@@ -55,6 +56,11 @@ class ServerSettings:
     background_workers: int = 2
     writer_lease: str = "10s"
     log_level: str = "INFO"
+    streams_per_tenant: int = CallLimits.streams_per_tenant
+    calls_per_tenant: int = CallLimits.calls_per_tenant
+    max_streams: int = CallLimits.max_streams
+    max_calls: int = CallLimits.max_calls
+    admin_threads: int = CallLimits.admin_threads
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -68,6 +74,10 @@ class ServerSettings:
             background_workers=self.background_workers,
             writer_lease_s=parse_duration(self.writer_lease),
         )
+
+    def call_limits(self) -> CallLimits:
+        return CallLimits(self.streams_per_tenant, self.calls_per_tenant, self.max_streams,
+                          self.max_calls, self.admin_threads)
 
     def storage_url(self) -> str:
         return self.storage or str(Path(self.state_dir).resolve().parent / "objects")
@@ -120,7 +130,8 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
     metrics_server = None
     try:
         server = start_server(engine, authority, metrics, settings.listen,
-                              pg_bin_dir=settings.pg_bin_dir or None)
+                              pg_bin_dir=settings.pg_bin_dir or None,
+                              limits=settings.call_limits())
         metrics_address = ""
         if settings.metrics_listen:
             host, _, port = settings.metrics_listen.rpartition(":")
@@ -151,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = settings_from(sys.argv[1:] if argv is None else argv, dict(os.environ))
         settings.engine_config()
-    except (ValueError, OSError, tomllib.TOMLDecodeError) as exc:
+        settings.call_limits()
+    except (ValueError, OSError, StrataError, tomllib.TOMLDecodeError) as exc:
         print(f"pageserver: {exc}", file=sys.stderr)
         sys.exit(2)
     # Hand the GIL over sooner than every 5 ms: a thread woken by a reply (an fsync

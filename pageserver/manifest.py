@@ -156,6 +156,7 @@ class Quotas:
     max_branches: int | None = None
     max_computes: int | None = None  # running at once; enforced where computes start
     max_ttl_s: int | None = None  # and the TTL of branches created without one
+    max_storage: int | None = None  # bytes stored; past it, batches that grow files are refused
 
 
 @dataclass

@@ -71,6 +71,11 @@ class Memtable:
                 found[relation] = present
         return found
 
+    def blocks_in(self, relation: Relation, lo: int, hi: int, lsn: int) -> list[int]:
+        """The blocks in ``[lo, hi)`` of ``relation`` with a version at or below ``lsn``."""
+        return [block for block, versions in self.pages.get(relation, {}).items()
+                if lo <= block < hi and versions[0][0] <= lsn]
+
     def sorted_pages(self) -> Iterator[tuple[Relation, int, int, bytes | None]]:
         """Every page version ordered by (relation bytes, block, lsn), for layer writing."""
         for relation in sorted(self.pages, key=Relation.to_bytes):

@@ -94,6 +94,38 @@ def read_pages(
     return result
 
 
+def stored_blocks(
+    timeline: ReadableTimeline, relation: Relation, lo: int, hi: int, lsn: int
+) -> np.ndarray:
+    """The sorted blocks in ``[lo, hi)`` of ``relation`` that hold any version (a page or a
+    tombstone) at or below ``lsn``, ancestors included.
+
+    Every other block of the range reads as zeros already, so these are the only ones a
+    shrink must tombstone: its cost follows the data stored, never the size a file names.
+    """
+    found: list[np.ndarray] = []
+    current: ReadableTimeline | None = timeline
+    while current is not None:
+        for source in current.read_sources():
+            if source.lsn_start > lsn:
+                continue
+            if isinstance(source, Memtable):
+                with current.lock:
+                    found.append(np.asarray(source.blocks_in(relation, lo, hi, lsn),
+                                            dtype=np.int64))
+                continue
+            covered_lo, covered_hi = relation_block_range(
+                relation, source.desc.key_start, source.desc.key_end)
+            if covered_hi <= lo or covered_lo >= hi:
+                continue  # not this layer's keys: no need to open (or download) it
+            blocks, lsns = source.reader().page_index(relation)
+            first, last = np.searchsorted(blocks, [lo, hi]).tolist()
+            found.append(blocks[first:last][lsns[first:last] <= lsn].astype(np.int64))
+        lsn = min(lsn, current.branch_lsn)
+        current = current.ancestor
+    return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+
+
 def _search_layer(
     layer: Layer, relation: Relation, blocks: np.ndarray, lsn: int, best: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -348,6 +348,13 @@ class Tenant:
                     f"branch {name!r} is protected and never expires; unprotect it first")
             draft.state.branches[name] = updated
 
+    def stored_bytes(self) -> int:
+        """Bytes the tenant's data occupies, what ``max_storage`` counts: the layer files of
+        all its timelines and the versions in their memtables not yet written as layers."""
+        with self._lock:
+            timelines = list(self.timelines.values())
+        return sum(t.owned_bytes() + t.memtable_bytes() for t in timelines)
+
     def set_quotas(self, quotas: Quotas) -> None:
         with self._manifest.change() as draft:
             draft.state.quotas = quotas

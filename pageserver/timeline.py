@@ -43,7 +43,7 @@ from pageserver.manifest import (
 )
 from pageserver.memtable import Memtable
 from pageserver.published import Published
-from pageserver.reads import read_metas, read_pages
+from pageserver.reads import read_metas, read_pages, stored_blocks
 from pageserver.remote import RemoteStorage
 from pageserver.writer_lease import WriterLeases
 
@@ -243,8 +243,11 @@ class Timeline:
         def read_latest(relation: Relation, block: int) -> bytes:
             return read_pages(self, relation, np.array([block]), self.last_lsn)[0]
 
+        def stored(relation: Relation, lo: int, hi: int) -> np.ndarray:
+            return stored_blocks(self, relation, lo, hi, self.last_lsn)
+
         applier = BatchApplier(
-            self.files, self.relations_in_use, read_latest, lsn, batch.timestamp_us
+            self.files, self.relations_in_use, read_latest, stored, lsn, batch.timestamp_us
         )
         return applier.apply(batch)
 
@@ -407,6 +410,11 @@ class Timeline:
         """Bytes of the layer files this timeline owns (not its ancestors')."""
         with self._lock:
             return sum(layer.desc.size for layer in self.layers)
+
+    def memtable_bytes(self) -> int:
+        """Bytes of the versions not yet written as layers (open and frozen memtables)."""
+        with self._lock:
+            return self.open_memtable.size_bytes + sum(m.size_bytes for m in self.frozen)
 
     def logical_size(self) -> int:
         """Bytes of all files at the newest LSN."""

@@ -269,12 +269,14 @@ class IngestOpen(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., writer_epoch: _Optional[int] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("batch_id", "lsn")
+    __slots__ = ("batch_id", "lsn", "storage_full")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     LSN_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FULL_FIELD_NUMBER: _ClassVar[int]
     batch_id: int
     lsn: int
-    def __init__(self, batch_id: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
+    storage_full: bool
+    def __init__(self, batch_id: _Optional[int] = ..., lsn: _Optional[int] = ..., storage_full: _Optional[bool] = ...) -> None: ...
 
 class TenantInfo(_message.Message):
     __slots__ = ("tenant", "generation", "branches")
@@ -287,14 +289,16 @@ class TenantInfo(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., generation: _Optional[int] = ..., branches: _Optional[int] = ...) -> None: ...
 
 class Quotas(_message.Message):
-    __slots__ = ("max_branches", "max_computes", "max_ttl_s")
+    __slots__ = ("max_branches", "max_computes", "max_ttl_s", "max_storage")
     MAX_BRANCHES_FIELD_NUMBER: _ClassVar[int]
     MAX_COMPUTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_STORAGE_FIELD_NUMBER: _ClassVar[int]
     max_branches: int
     max_computes: int
     max_ttl_s: int
-    def __init__(self, max_branches: _Optional[int] = ..., max_computes: _Optional[int] = ..., max_ttl_s: _Optional[int] = ...) -> None: ...
+    max_storage: int
+    def __init__(self, max_branches: _Optional[int] = ..., max_computes: _Optional[int] = ..., max_ttl_s: _Optional[int] = ..., max_storage: _Optional[int] = ...) -> None: ...
 
 class GetTenantRequest(_message.Message):
     __slots__ = ("tenant",)
@@ -303,16 +307,18 @@ class GetTenantRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class GetTenantResponse(_message.Message):
-    __slots__ = ("tenant", "quotas", "owned_bytes", "logical_bytes")
+    __slots__ = ("tenant", "quotas", "owned_bytes", "logical_bytes", "stored_bytes")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
     OWNED_BYTES_FIELD_NUMBER: _ClassVar[int]
     LOGICAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
     tenant: TenantInfo
     quotas: Quotas
     owned_bytes: int
     logical_bytes: int
-    def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., owned_bytes: _Optional[int] = ..., logical_bytes: _Optional[int] = ...) -> None: ...
+    stored_bytes: int
+    def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., owned_bytes: _Optional[int] = ..., logical_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
 
 class SetQuotasRequest(_message.Message):
     __slots__ = ("tenant", "quotas")

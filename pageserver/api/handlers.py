@@ -3,7 +3,9 @@
 Every method gets the same treatment: request bytes that do not parse become
 INVALID_ARGUMENT (not INTERNAL), engine errors become their status with the
 engine's message, anything unexpected is logged and becomes INTERNAL, and
-every call (or streamed request) is counted and timed. A stream its client
+every call (or streamed request) is counted and timed. Every call of a tenant
+holds a slot of ``CallAdmission`` while it runs (refused at once beyond its
+limits), so that no tenant can hold all of the server's threads. A stream its client
 cancels (every compute unmount) is routine: logged at debug level and counted
 as CANCELLED (DEADLINE_EXCEEDED when the client's deadline ran out).
 """
@@ -13,12 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from common.errors import InvalidArgumentError, StrataError
+from common.errors import STORAGE_FULL, InvalidArgumentError, StorageQuotaError, StrataError
+from pageserver.api.auth import ALL_TENANTS, current_claims
+from pageserver.api.limits import CallAdmission
 from pageserver.api.status import status_of
 from pageserver.metrics import Metrics
 from proto import strata_pb2
@@ -51,7 +55,22 @@ def checked(requests: Iterator[Any]) -> Iterator[Any]:
         yield request
 
 
-def service_handler(service: str, servicer: object, metrics: Metrics) -> grpc.GenericRpcHandler:
+def _caller_tenant() -> str | None:
+    """The tenant whose token makes the current call; None for the admin token."""
+    claims = current_claims.get()
+    return None if claims is None or claims.tenant == ALL_TENANTS else claims.tenant
+
+
+def _abort(context: grpc.ServicerContext, exc: StrataError) -> NoReturn:
+    """End the call with ``exc``'s status and message (a storage quota also says so in the
+    trailing metadata)."""
+    if isinstance(exc, StorageQuotaError):
+        context.set_trailing_metadata((STORAGE_FULL,))
+    context.abort(status_of(exc), str(exc))
+
+
+def service_handler(service: str, servicer: object, metrics: Metrics,
+                    admission: CallAdmission) -> grpc.GenericRpcHandler:
     """A generic handler serving ``service`` (e.g. "PageService") with ``servicer``'s methods."""
     descriptor = strata_pb2.DESCRIPTOR.services_by_name[service]
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -64,27 +83,29 @@ def service_handler(service: str, servicer: object, metrics: Metrics) -> grpc.Ge
         serialize = response_class.SerializeToString
         if method.client_streaming and method.server_streaming:
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
-                _stream(behaviour, name, metrics), parse, serialize)
+                _stream(behaviour, name, metrics, admission), parse, serialize)
         elif not method.client_streaming and not method.server_streaming:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(behaviour, name, metrics), parse, serialize)
+                _unary(behaviour, name, metrics, admission), parse, serialize)
         else:
             raise TypeError(f"{name}: only unary and bidirectional methods are supported")
     return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
 
 
 def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Message], name: str,
-           metrics: Metrics) -> Callable[[Any, grpc.ServicerContext], Message]:
+           metrics: Metrics, admission: CallAdmission
+           ) -> Callable[[Any, grpc.ServicerContext], Message]:
     def handle(request: Any, context: grpc.ServicerContext) -> Message:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
             if isinstance(request, Malformed):
                 raise InvalidArgumentError(f"malformed request message: {request.error}")
-            return behaviour(request, context)
+            with admission.call(_caller_tenant()):
+                return behaviour(request, context)
         except StrataError as exc:
             code = status_of(exc)
-            context.abort(code, str(exc))
+            _abort(context, exc)
         except Exception:
             log.exception("%s failed", name)
             code = grpc.StatusCode.INTERNAL
@@ -97,18 +118,19 @@ def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Message], name: str,
 
 
 def _stream(behaviour: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Message]],
-            name: str, metrics: Metrics
+            name: str, metrics: Metrics, admission: CallAdmission
             ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Message]]:
     def handle(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Message]:
         code = grpc.StatusCode.OK
         try:
-            yield from behaviour(requests, context)
+            with admission.stream(_caller_tenant(), name.rpartition("/")[2]):
+                yield from behaviour(requests, context)
         except GeneratorExit:  # gRPC stopped asking for responses: the client is gone
             code = _ended_by_client(context, name)
             raise
         except StrataError as exc:
             code = status_of(exc)
-            context.abort(code, str(exc))
+            _abort(context, exc)
         except Exception as exc:
             aborted = _aborted_with(context)
             if aborted is not None:  # e.g. the auth interceptor refused a streamed request

@@ -1,4 +1,5 @@
-"""IngestService: one compute's ordered stream of batches for one branch, fenced by epoch."""
+"""IngestService: one compute's ordered stream of batches for one branch, fenced by epoch
+and held to its tenant's storage quota."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from common.errors import FailedPreconditionError, InvalidArgumentError
 from pageserver.api.handlers import Malformed, checked
 from pageserver.engine import Engine
 from pageserver.metrics import Metrics
+from pageserver.storage_quota import check_storage, storage_full
 from proto import strata_pb2 as pb
 
 MAX_BATCH_BYTES = 64 * 1024 * 1024
@@ -33,6 +35,7 @@ class IngestServicer:
         if first.WhichOneof("msg") != "open":
             raise InvalidArgumentError("an ingest stream must start with an open message")
         opened = first.open
+        tenant = self._engine.tenant(opened.tenant)
         timeline = self._engine.timeline(opened.tenant, opened.branch or "main")
         if opened.writer_epoch != timeline.writer_epoch:
             raise FailedPreconditionError(
@@ -45,8 +48,11 @@ class IngestServicer:
             if size > MAX_BATCH_BYTES:
                 raise InvalidArgumentError(
                     f"batch carries {size} bytes; the limit is {MAX_BATCH_BYTES}")
+            batch = batch_from_pb(request.batch)
             with self._batch_seconds.time():
-                lsn = timeline.ingest(batch_from_pb(request.batch), opened.writer_epoch)
+                check_storage(tenant, batch, timeline.files)
+                lsn = timeline.ingest(batch, opened.writer_epoch)
             self._metrics.ingest_batches.inc()
             self._metrics.ingest_bytes.inc(size)
-            yield pb.IngestResponse(batch_id=request.batch.batch_id, lsn=lsn)
+            yield pb.IngestResponse(batch_id=request.batch.batch_id, lsn=lsn,
+                                    storage_full=storage_full(tenant))

@@ -70,14 +70,15 @@ class ManagementServicer:
         return pb.GetTenantResponse(
             tenant=self._tenant_info(tenant), quotas=_quotas_to_pb(tenant.manifest.quotas),
             owned_bytes=sum(t.owned_bytes() for t in timelines),
-            logical_bytes=sum(t.logical_size() for t in branches))
+            logical_bytes=sum(t.logical_size() for t in branches),
+            stored_bytes=tenant.stored_bytes())
 
     def SetQuotas(self, request: pb.SetQuotasRequest,
                   context: grpc.ServicerContext) -> pb.SetQuotasResponse:
         tenant = self._engine.tenant(request.tenant)
         given = request.quotas
         tenant.set_quotas(Quotas(given.max_branches or None, given.max_computes or None,
-                                 given.max_ttl_s or None))
+                                 given.max_ttl_s or None, given.max_storage or None))
         return pb.SetQuotasResponse(quotas=_quotas_to_pb(tenant.manifest.quotas))
 
     # --- branches ------------------------------------------------------------------------
@@ -254,7 +255,8 @@ def _expiry(ttl_s: int) -> int | None:
 
 def _quotas_to_pb(quotas: Quotas) -> pb.Quotas:
     return pb.Quotas(max_branches=quotas.max_branches or 0,
-                     max_computes=quotas.max_computes or 0, max_ttl_s=quotas.max_ttl_s or 0)
+                     max_computes=quotas.max_computes or 0, max_ttl_s=quotas.max_ttl_s or 0,
+                     max_storage=quotas.max_storage or 0)
 
 
 def _branch_point(request: pb.CreateBranchRequest | pb.RestoreBranchRequest,

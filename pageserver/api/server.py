@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 from pageserver.api.auth import AuthInterceptor, TokenAuthority
 from pageserver.api.handlers import service_handler
 from pageserver.api.ingest_service import IngestServicer
+from pageserver.api.limits import CallAdmission, CallLimits
 from pageserver.api.management_service import ManagementServicer
 from pageserver.api.page_service import PageServicer
 from pageserver.engine import Engine
@@ -35,16 +36,20 @@ class RunningServer:
 
 
 def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, listen: str,
-                 *, pg_bin_dir: str | None = None, max_workers: int = 256) -> RunningServer:
+                 *, pg_bin_dir: str | None = None,
+                 limits: CallLimits | None = None) -> RunningServer:
     """Start serving on ``listen`` (host:port; port 0 picks a free one).
 
     The synchronous gRPC server holds one worker thread per open stream (every
     compute keeps a few GetPages streams and one Ingest stream open), so the pool
-    is sized for many idle streams rather than for CPU parallelism.
+    is sized for every stream and call ``limits`` admit, plus headroom for the
+    admin token's calls (see pageserver/api/limits.py).
     """
+    limits = limits or CallLimits()
+    admission = CallAdmission(limits)
     metrics.watch_engine(engine)
     server = grpc.server(
-        ThreadPoolExecutor(max_workers, thread_name_prefix="strata-rpc"),
+        ThreadPoolExecutor(limits.threads, thread_name_prefix="strata-rpc"),
         interceptors=[AuthInterceptor(authority)],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -57,7 +62,8 @@ def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, li
         "ManagementService": ManagementServicer(engine, authority, pg_bin_dir),
     }
     server.add_generic_rpc_handlers(
-        [service_handler(name, servicer, metrics) for name, servicer in servicers.items()]
+        [service_handler(name, servicer, metrics, admission)
+         for name, servicer in servicers.items()]
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,4 +1,4 @@
-"""click parameter types for what users type: durations, WAL positions and times."""
+"""click parameter types for what users type: durations, sizes, WAL positions and times."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from common.durations import parse_duration_s
-from strata.cli.units import parse_time_us, parse_wal_lsn
+from strata.cli.units import parse_size, parse_time_us, parse_wal_lsn
 
 
 class Duration(click.ParamType[str]):
@@ -22,6 +22,21 @@ class Duration(click.ParamType[str]):
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
         return str(value).strip()
+
+
+class Size(click.ParamType[int]):
+    """A byte count such as ``10GB``, ``512MB``, ``1GiB`` or ``4096``, as an integer."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class WalLsn(click.ParamType[int]):
@@ -65,6 +80,7 @@ class Timestamp(click.ParamType[int]):
 
 
 DURATION = Duration()
+SIZE = Size()
 WAL_LSN = WalLsn()
 TIMESTAMP = Timestamp()
 LSN = click.IntRange(min=0)

@@ -1,7 +1,7 @@
 """Conversions between what people type or read and what the API speaks.
 
 PostgreSQL WAL positions (``X/Y`` hex), wall-clock times (microseconds since the epoch;
-typed as ISO 8601 or as a time ago), byte counts (``38.2 MB``).
+typed as ISO 8601 or as a time ago), byte counts (``38.2 MB``, typed as ``10GB``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ _AGO = re.compile(  # a time ago, lowercase: "-10m", "10m ago", "10 minutes ago"
     rf"-\s*(?P<back>{_NUMBER})\s*(?P<unit>[a-z]+)"
     rf"|(?P<ago>{_NUMBER})\s*(?P<ago_unit>[a-z]+)\s+ago")
 _AHEAD = re.compile(rf"\+\s*{_NUMBER}\s*[a-z]+|in\s+{_NUMBER}\s*[a-z]+")  # "+10m", "in 2h"
+_SIZE = re.compile(rf"(?P<amount>{_NUMBER})\s*(?P<unit>[kKMGTP]i?B|B)?")
+_SIZE_FACTORS = {
+    "B": 1, **{unit: 1000 ** (power + 1) for power, unit in enumerate(_SIZE_UNITS)},
+    **{f"{unit[0].upper()}iB": 1024 ** (power + 1) for power, unit in enumerate(_SIZE_UNITS)},
+}
 _TIME_UNITS_S = {
     **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
     **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
@@ -92,6 +97,17 @@ def local_time(time_us: int, unset: str = "-") -> str:
         return unset
     moment = (_EPOCH + timedelta(microseconds=time_us)).astimezone()
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def parse_size(text: str) -> int:
+    """Bytes from what people type: ``10GB``, ``512 MB``, ``1.5GiB``, ``4096`` (bytes)."""
+    match = _SIZE.fullmatch(text.strip())
+    unit = (match["unit"] or "B") if match is not None else ""
+    factor = _SIZE_FACTORS.get(unit.replace("KB", "kB"))
+    if match is None or factor is None:
+        raise ValueError(f"invalid size {text!r}: use a number of bytes with a unit, e.g. "
+                         "10GB, 512MB or 1GiB")
+    return round(float(match["amount"]) * int(factor))
 
 
 def human_size(size: int) -> str:

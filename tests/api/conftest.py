@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from common.bearer import call_credentials_metadata
 from pageserver.api import auth
+from pageserver.api.limits import CallLimits
 from pageserver.api.server import RunningServer, start_server
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
@@ -39,11 +41,18 @@ class Live:
 
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
+    with serving(tmp_path, CallLimits(max_streams=8, max_calls=4, admin_threads=4)) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, limits: CallLimits) -> Iterator[Live]:
+    """A page server in-process with ``limits``, and stubs for it."""
     config = EngineConfig(state_dir=tmp_path / "state", background_period_s=0, pitr_window_s=0)
     engine = Engine(config, LocalDirectoryStorage(tmp_path / "objects"))
     authority, admin_token = auth.load_or_create(config.state_dir)
     metrics = Metrics()
-    server = start_server(engine, authority, metrics, "127.0.0.1:0", max_workers=8)
+    server = start_server(engine, authority, metrics, "127.0.0.1:0", limits=limits)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}",
                                     options=[("grpc.enable_http_proxy", 0)])
     try:

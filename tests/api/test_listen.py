@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pageserver.api import auth
+from pageserver.api.limits import CallLimits
 from pageserver.api.server import start_server
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
@@ -22,6 +23,7 @@ def test_a_second_server_on_the_same_port_fails_naming_it(live: Live, tmp_path: 
     listen = f"127.0.0.1:{live.server.port}"
     try:
         with pytest.raises(OSError, match=f"cannot listen on {listen}: address in use"):
-            start_server(engine, authority, Metrics(), listen, max_workers=2)
+            start_server(engine, authority, Metrics(), listen,
+                         limits=CallLimits(max_streams=1, max_calls=1, admin_threads=1))
     finally:
         engine.close(flush=False)

@@ -201,7 +201,7 @@ def test_quotas_are_shown_and_enforced(strata: Strata) -> None:
     quotas = strata.json("tenant", "set", "small", "--max-branches", "3", "--max-ttl", "1h",
                          "--max-computes", "1")
     assert quotas == {"tenant": "small", "max_branches": 3, "max_computes": 1,
-                      "max_ttl_s": 3600}
+                      "max_ttl_s": 3600, "max_storage": None}
     fork = strata.json("branch", "create", "fork", "--tenant", "small")
     assert 3500 < fork["expires_at_us"] / 1e6 - time.time() <= 3600  # the longest TTL given
     assert "at most 3600 s" in strata.fail(GENERAL, "branch", "create", "long", "--ttl", "2h",
@@ -214,6 +214,13 @@ def test_quotas_are_shown_and_enforced(strata: Strata) -> None:
     assert "3 of 3" in strata.run("tenant", "show", "small").stdout
     cleared = strata.json("tenant", "set", "small", "--max-ttl", "0")
     assert cleared["max_ttl_s"] is None and cleared["max_branches"] == 3
+    assert strata.json("tenant", "set", "small", "--max-storage", "1.5GiB")["max_storage"] \
+        == 1536 * 1024 * 1024
+    shown = strata.json("tenant", "show", "small")
+    assert shown["max_storage"] == 1536 * 1024 * 1024 and shown["stored_bytes"] >= 0
+    assert "of 1.6 GB" in strata.run("tenant", "show", "small").stdout
+    assert "invalid size '10 apples'" in strata.fail(USAGE, "tenant", "set", "small",
+                                                     "--max-storage", "10 apples")
     strata.run("tenant", "delete", "small", "--yes")
 
 

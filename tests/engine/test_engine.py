@@ -104,8 +104,10 @@ def test_bad_file_operations_are_refused_atomically(engine: Engine) -> None:
         main.ingest(Batch((Rename("base", "base2"), Mkdir("x"), Rename("x", "base2"))))
     with pytest.raises(InvalidArgumentError, match="invalid path"):
         main.ingest(Batch((Create("../etc/passwd"),)))
-    with pytest.raises(InvalidArgumentError, match="out of bounds"):
+    with pytest.raises(InvalidArgumentError, match="beyond its size limit"):
         main.ingest(Batch((Truncate(REL_PATH, -1),)))
+    with pytest.raises(InvalidArgumentError, match="size limit of 1073741824 bytes"):
+        main.ingest(Batch((Truncate(REL_PATH, (1 << 30) + 1),)))
     assert main.durable_lsn == lsn
 
 

@@ -32,7 +32,7 @@ from common.ops import (
     Write,
 )
 from compute.page_cache import MIB, PageCache, PageState
-from compute.view import BranchView, Node, PageServerError
+from compute.view import BranchView, Node, PageServerError, StorageFullError
 
 P = PAGE_SIZE
 OLD = b"o" * P  # what the page server holds of file "f" at mount time
@@ -67,9 +67,13 @@ class FakeWriter:
         self.batches: list[Batch] = []
         self.attempts: list[Batch] = []
         self.accept: int | None = None
+        self.storage_full = False  # what acknowledgements say
+        self.refuse_storage = False  # refuse every batch for the storage quota
 
     def write(self, batch: Batch) -> int:
         self.attempts.append(batch)
+        if self.refuse_storage:
+            raise StorageFullError("tenant 't' uses 10 bytes of its storage quota of 5 bytes")
         if self.accept is not None:
             if self.accept == 0:
                 raise PageServerError("page server unreachable")
@@ -285,3 +289,48 @@ def test_concurrent_readers_of_a_page_share_one_fetch(make: MakeHarness) -> None
     second.join(WAIT_S)
     assert got == [OLD, OLD]
     assert h.reader.calls == [[0]]
+
+
+def test_a_full_storage_quota_is_a_full_disk_and_loses_nothing(make: MakeHarness) -> None:
+    h = make()
+    h.view.mkdir("base", 0o700)
+    h.view.mkdir("base/1", 0o700)
+    relation = h.view.create("base/1/2", 0o600)  # a relation's file: keyed by its RelTag
+    h.view.write(relation, page(b"r"), 0)
+    h.view.flush()
+    h.writer.refuse_storage = True
+    h.view.write(relation, page(b"s"), P)
+    with pytest.raises(OSError) as refused:
+        h.view.flush()
+    assert refused.value.errno == errno.ENOSPC
+    assert h.view.failed is None  # a full disk, not a broken page server
+    with pytest.raises(OSError) as extend:
+        h.view.write(relation, page(b"t"), 2 * P)  # PostgreSQL: 53100 "could not extend file"
+    assert extend.value.errno == errno.ENOSPC
+    with pytest.raises(OSError):
+        h.view.truncate("base/1/2", 3 * P)
+    h.view.write(relation, page(b"u"), 0)  # overwrites pass
+    h.view.write(h.view.open("f"), b"w", 10 * P)  # other files (the WAL) are left to the server
+
+    h.writer.refuse_storage = False  # the quota was raised: the refused batch goes first
+    h.view.flush()
+    assert Write("base/1/2", P, page(b"s")) in h.writer.ops
+    assert not h.view.storage_full
+    h.view.write(relation, page(b"t"), 2 * P)
+
+
+def test_an_acknowledgement_that_says_full_stops_relations_growing(make: MakeHarness) -> None:
+    h = make()
+    h.view.mkdir("base", 0o700)
+    h.view.mkdir("base/1", 0o700)
+    relation = h.view.create("base/1/2", 0o600)
+    h.writer.storage_full = True
+    h.view.write(relation, page(b"r"), 0)
+    h.view.flush()  # acknowledged, and the tenant is now full
+    with pytest.raises(OSError) as extend:
+        h.view.write(relation, page(b"s"), P)
+    assert extend.value.errno == errno.ENOSPC
+    h.writer.storage_full = False
+    h.view.write(relation, page(b"t"), 0)
+    h.view.flush()
+    h.view.write(relation, page(b"s"), P)

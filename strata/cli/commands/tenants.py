@@ -9,7 +9,7 @@ import click
 from common.durations import parse_duration_s
 from strata.cli.confirm import confirm
 from strata.cli.errors import CliError, ExitCode
-from strata.cli.params import DURATION
+from strata.cli.params import DURATION, SIZE
 from strata.cli.progress import working
 from strata.cli.render import emit_json, emit_text, print_fields, print_table, tenant_dict
 from strata.cli.session import Session, api_command
@@ -73,7 +73,8 @@ def show(session: Session, name: str) -> None:
         "branches": response.tenant.branches, "max_branches": quotas.max_branches or None,
         "computes_running": running, "max_computes": quotas.max_computes or None,
         "max_ttl_s": quotas.max_ttl_s or None, "owned_bytes": response.owned_bytes,
-        "logical_bytes": response.logical_bytes,
+        "logical_bytes": response.logical_bytes, "stored_bytes": response.stored_bytes,
+        "max_storage": quotas.max_storage or None,
     }
     if session.json:
         emit_json(usage)
@@ -88,6 +89,8 @@ def show(session: Session, name: str) -> None:
         ("computes running here", of(running, quotas.max_computes)),
         ("longest TTL", f"{quotas.max_ttl_s} s" if quotas.max_ttl_s else "no quota"),
         ("stored (owned layers)", human_size(response.owned_bytes)),
+        ("storage", f"{human_size(response.stored_bytes)} of {human_size(quotas.max_storage)}"
+         if quotas.max_storage else f"{human_size(response.stored_bytes)} (no quota)"),
         ("logical size of branches", human_size(response.logical_bytes)),
     ])
 
@@ -99,13 +102,17 @@ def show(session: Session, name: str) -> None:
               help="Computes running at once; 0: unlimited.")
 @click.option("--max-ttl", type=DURATION,
               help="Longest branch TTL, also given to branches created without one; 0: none.")
+@click.option("--max-storage", type=SIZE,
+              help="Bytes stored (e.g. 10GB); past it, writes that grow files are refused. "
+                   "0: unlimited.")
 @api_command
 def set_(session: Session, name: str, max_branches: int | None, max_computes: int | None,
-         max_ttl: str | None) -> None:
+         max_ttl: str | None, max_storage: int | None) -> None:
     """Set the quotas of tenant NAME (needs an admin token); others stay as they are."""
-    if max_branches is None and max_computes is None and max_ttl is None:
-        raise CliError("nothing to set: give --max-branches, --max-computes or --max-ttl",
-                       ExitCode.USAGE)
+    if max_branches is None and max_computes is None and max_ttl is None \
+            and max_storage is None:
+        raise CliError("nothing to set: give --max-branches, --max-computes, --max-ttl or "
+                       "--max-storage", ExitCode.USAGE)
     with session.client() as client:
         quotas = client.get_tenant(name).quotas
         if max_branches is not None:
@@ -114,10 +121,12 @@ def set_(session: Session, name: str, max_branches: int | None, max_computes: in
             quotas.max_computes = max_computes
         if max_ttl is not None:
             quotas.max_ttl_s = 0 if max_ttl.strip() in ("0", "0s") else parse_duration_s(max_ttl)
+        if max_storage is not None:
+            quotas.max_storage = max_storage
         quotas = client.set_quotas(name, quotas)
     document = {"tenant": name, "max_branches": quotas.max_branches or None,
                 "max_computes": quotas.max_computes or None,
-                "max_ttl_s": quotas.max_ttl_s or None}
+                "max_ttl_s": quotas.max_ttl_s or None, "max_storage": quotas.max_storage or None}
     if session.json:
         emit_json(document)
     else:
