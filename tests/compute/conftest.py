@@ -17,6 +17,7 @@ import pytest
 
 from common.client import StrataClient
 from compute.node import ComputeNode, ComputeSpec
+from strata.local.home import Home
 from tests.compute.load import pg_tool
 from tests.servers import PageServerProcess, free_port
 
@@ -103,12 +104,14 @@ def make_compute(cluster: tuple[PageServerProcess, StrataClient]
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """A failed test that used a Strata home gets the tails of its daemons' logs in its
-    report: in CI they are the only witness of why a proxy or a page server went away."""
+    report, its computes' (mount daemon, PostgreSQL) included: in CI they are the only
+    witness of why a proxy, a page server or a compute went away."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     run = getattr(item, "funcargs", {}).get("proxy")
     if not report.failed or run is None:
         return
-    for log in sorted(run.log.parent.glob("*.log")):
+    computes_dir = Home(run.log.parent.parent).computes_dir
+    for log in sorted(run.log.parent.glob("*.log")) + sorted(computes_dir.glob("*/*/*.log")):
         lines = log.read_text(errors="replace").splitlines()[-80:]
-        report.sections.append((f"last lines of {log.name}", "\n".join(lines)))
+        report.sections.append((f"last lines of {log}", "\n".join(lines)))
