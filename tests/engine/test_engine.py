@@ -398,8 +398,9 @@ def test_tenant_quotas_bound_branches_and_ttls(make_engine: EngineFactory) -> No
     assert forever.timeline_id == tenant.branch("a").timeline_id
     with pytest.raises(QuotaExceededError, match="at most 3600 s"):
         tenant.create_branch("b", expires_at_us=int(time.time() * 1e6) + 7200 * 10**6)
-    tenant.create_branch("b", settings=BranchSettings(protected=True))  # exempt from TTLs
-    assert tenant.branch_info("b").expires_at_us is None
+    with pytest.raises(QuotaExceededError, match="protected branches never expire"):
+        tenant.create_branch("b", settings=BranchSettings(protected=True))
+    tenant.create_branch("b", expires_at_us=int(time.time() * 1e6) + 600 * 10**6)
     with pytest.raises(QuotaExceededError, match="has 3 branches, its quota is 3"):
         tenant.create_branch("c")
     engine.close(flush=False)
