@@ -7,6 +7,7 @@ the same time whatever the size of the database.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import threading
 import uuid
@@ -115,7 +116,8 @@ class Tenant:
         self._config = config
         self._lock = threading.RLock()
         self.reads = InFlightReads()
-        self._manifest = self._published(TenantManifest(tenant_id))
+        self._manifest = self._published(
+            TenantManifest(tenant_id, incarnation=secrets.token_hex(16)))
         self.timelines: dict[str, Timeline] = {}
 
     @property
@@ -138,6 +140,9 @@ class Tenant:
         self._manifest = self._published(TenantManifest.from_json(
             _load_newest(self._storage, f"{tenant_prefix(self.tenant_id)}tenant-")
         ))
+        if not self.manifest.incarnation:  # created before tenants had one
+            with self._manifest.change() as draft:
+                draft.state.incarnation = secrets.token_hex(16)
         needed = {rec.timeline_id for rec in self.manifest.branches.values()}
         needed |= {cp.timeline_id for cp in self.manifest.checkpoints.values()}
         manifests: dict[str, TimelineManifest] = {}

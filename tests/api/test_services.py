@@ -204,6 +204,7 @@ def test_branch_info_and_checkpoints(live: Live) -> None:
 
 
 def test_malformed_bytes_are_invalid_argument(live: Live) -> None:
+    _setup(live)
     tenant_token = live.metadata("t", auth.Scope.TENANT)
     raw = live.channel.unary_unary("/strata.v1.ManagementService/GetBranch",
                                    request_serializer=lambda b: b,

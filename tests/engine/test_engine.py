@@ -451,3 +451,16 @@ def test_tenant_names_that_postgresql_keeps_are_refused(engine: Engine, name: st
     with pytest.raises(InvalidArgumentError, match="reserved"):
         engine.create_tenant(name)
     engine.create_tenant("postgres2")  # only the exact names PostgreSQL keeps
+
+
+def test_a_tenant_keeps_its_incarnation_and_a_recreated_one_gets_another(
+        make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    first = engine.create_tenant("t").manifest.incarnation
+    assert len(first) == 32 and engine.incarnation("absent") is None
+    engine.close(flush=False)
+    again = make_engine()
+    assert again.incarnation("t") == first
+    again.delete_tenant("t")
+    again.create_tenant("t")
+    assert again.incarnation("t") not in (first, "", None)
