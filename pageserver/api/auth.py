@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import fcntl
+import functools
 import logging
 import os
 import secrets
@@ -43,8 +44,9 @@ log = logging.getLogger(__name__)
 ALL_TENANTS: Final = "*"
 MAX_TTL_S: Final = 10 * 365 * 24 * 3600
 # The local admin token lives in the state directory; the page server issues a new one at
-# start once less than half of this is left, so a leaked copy stops working within it.
-ADMIN_TTL_S: Final = 30 * 24 * 3600
+# start once less than half of this is left. Not shorter: the proxy holds the token it
+# read at its start for its whole life and does not renew it yet (rfcs/0007).
+ADMIN_TTL_S: Final = 365 * 24 * 3600
 MAIN_BRANCH: Final = "main"
 KEY_BYTES: Final = 32
 _ALGORITHM: Final = "HS256"
@@ -392,16 +394,34 @@ def request_branches(message: object) -> frozenset[str]:
     if not isinstance(message, Message):
         return frozenset()
     named: set[str] = set()
-    for field in message.DESCRIPTOR.fields:
+    for outer, inner in _branch_fields(message.DESCRIPTOR.full_name):
+        if not inner:
+            named.add(getattr(message, outer) or MAIN_BRANCH)
+        elif message.HasField(outer):
+            held = getattr(message, outer)
+            named.update(getattr(held, name) or MAIN_BRANCH for name in inner)
+    return frozenset(named)
+
+
+@functools.cache
+def _branch_fields(message_name: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Where messages named ``message_name`` name branches: (field, ()) for a field of its
+    own, (field, (inner fields...)) for fields of a message field; worked out once per
+    message type, as page requests go through this for every page."""
+    descriptor = pb.DESCRIPTOR.message_types_by_name.get(message_name.rpartition(".")[2])
+    if descriptor is None or descriptor.full_name != message_name:
+        return ()
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for field in descriptor.fields:
         if field.is_repeated:
             continue
         if _names_branch(field):
-            named.add(getattr(message, field.name) or MAIN_BRANCH)
-        elif field.message_type is not None and message.HasField(field.name):
-            inner = getattr(message, field.name)
-            named.update(getattr(inner, f.name) or MAIN_BRANCH
-                         for f in field.message_type.fields if _names_branch(f))
-    return frozenset(named)
+            found.append((field.name, ()))
+        elif field.message_type is not None:
+            inner = tuple(f.name for f in field.message_type.fields if _names_branch(f))
+            if inner:
+                found.append((field.name, inner))
+    return tuple(found)
 
 
 def _names_branch(field: Any) -> bool:

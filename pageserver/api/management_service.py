@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _SCOPE_RANK = {Scope.COMPUTE: 0, Scope.TENANT: 1, Scope.ADMIN: 2}
 DEFAULT_TOKEN_TTL_S = 24 * 3600
+MAX_BRANCH_TTL_S = 100 * 365 * 24 * 3600
 
 
 class ManagementServicer:
@@ -409,6 +410,9 @@ def _may_see(claims: Claims | None, tenant: str) -> bool:
 
 def _expiry(ttl_s: int) -> int | None:
     """Microseconds since the epoch ``ttl_s`` from now; None for 0 (never)."""
+    if ttl_s > MAX_BRANCH_TTL_S:
+        raise InvalidArgumentError(f"a TTL of {ttl_s} s is longer than {MAX_BRANCH_TTL_S} s "
+                                   "(100 years): to keep a branch forever, give no TTL")
     return time.time_ns() // 1000 + ttl_s * 1_000_000 if ttl_s else None
 
 

@@ -19,7 +19,7 @@ from typing import Final
 from common.durable import write_durably
 from common.errors import NotFoundError
 
-KEEP_EXPIRED_S: Final = 7 * 24 * 3600
+KEEP_EXPIRED_S: Final = 24 * 3600
 
 
 @dataclass(frozen=True)

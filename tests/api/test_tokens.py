@@ -222,3 +222,4 @@ def test_the_audit_log_names_who_did_what(live: Live) -> None:
     assert [e.action for e in later] == ["branch.create"] and later[0].tenant == "b"
     audit_file = live.engine.config.state_dir / "audit.jsonl"
     assert audit_file.stat().st_mode & 0o777 == 0o600
+

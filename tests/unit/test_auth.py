@@ -380,3 +380,17 @@ def test_the_branches_a_request_names() -> None:
         "dev"}
     assert request_branches(pb.CreateCheckpointRequest(tenant="a", branch="b",
                                                        name="cp")) == {"b"}
+
+
+def test_load_or_create_replaces_an_admin_token_revoked_or_past_half_its_life(
+        tmp_path: Path) -> None:
+    authority, first = load_or_create(tmp_path, every_tenant)
+    token_file = tmp_path / "auth" / "admin.token"
+    aging = authority.issue("*", Scope.ADMIN, ADMIN_TTL_S // 2 - 60)
+    token_file.write_text(aging)
+    again, renewed = load_or_create(tmp_path, every_tenant)
+    assert renewed not in (aging, first)
+    assert again.verify(renewed).expires_at >= int(time.time()) + ADMIN_TTL_S - 60
+    again.registry.revoke(again.verify(renewed).token_id)
+    third, fresh = load_or_create(tmp_path, every_tenant)
+    assert fresh != renewed and third.verify(fresh).scope is Scope.ADMIN
