@@ -197,7 +197,9 @@ class ManagementServicer:
     def DeleteBranch(self, request: pb.DeleteBranchRequest,
                      context: grpc.ServicerContext) -> pb.DeleteBranchResponse:
         tenant = self._engine.tenant(request.tenant)
-        if request.cascade:  # a limited token deletes no branch beyond its own
+        claims = current_claims.get()
+        if request.cascade and claims is not None and claims.branches is not None:
+            # a token limited to branches deletes none beyond them
             planned = tenant.delete_branch(request.name, cascade=True, force=request.force,
                                            dry_run=True)
             for name in planned.branches:

@@ -95,6 +95,8 @@ def test_a_branch_limited_token_touches_only_its_branches(live: Live) -> None:
     live.manage.CreateCheckpoint(pb.CreateCheckpointRequest(tenant="t", branch="other",
                                                             name="cp"),
                                  metadata=live.admin, timeout=TIMEOUT)
+    live.manage.CreateBranch(pb.CreateBranchRequest(tenant="t", name="kid", parent="dev"),
+                             metadata=live.admin, timeout=TIMEOUT)
     dev = _bearer(_mint(live, branches=["dev"]))
     assert _branches(live, dev) == ["dev"]
     assert live.manage.ListCheckpoints(pb.ListCheckpointsRequest(tenant="t"), metadata=dev,
@@ -111,6 +113,8 @@ def test_a_branch_limited_token_touches_only_its_branches(live: Live) -> None:
         (live.manage.RestoreBranch, pb.RestoreBranchRequest(tenant="t", name="dev",
                                                             parent_latest=True)),
         (live.manage.DeleteCheckpoint, pb.DeleteCheckpointRequest(tenant="t", name="cp")),
+        (live.manage.DeleteBranch, pb.DeleteBranchRequest(tenant="t", name="dev",
+                                                          cascade=True)),  # and "kid"
         (live.manage.AttachWriter, pb.AttachWriterRequest(tenant="t", branch="")),  # main
         (live.manage.Gc, pb.GcRequest(tenant="t")),
         (live.manage.ReadAudit, pb.ReadAuditRequest()),
