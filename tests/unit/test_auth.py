@@ -394,3 +394,22 @@ def test_load_or_create_replaces_an_admin_token_revoked_or_past_half_its_life(
     again.registry.revoke(again.verify(renewed).token_id)
     third, fresh = load_or_create(tmp_path, every_tenant)
     assert fresh != renewed and third.verify(fresh).scope is Scope.ADMIN
+
+
+def test_every_field_naming_a_branch_is_marked_in_the_contract() -> None:
+    """A new field called branch, parent or preserve_as that the contract does not mark
+    (branch_ref) would let a token limited to branches past the check."""
+    requests = [method.input_type for service in pb.DESCRIPTOR.services_by_name.values()
+                for method in service.methods]
+    requests += [field.message_type for message in requests for field in message.fields
+                 if field.message_type is not None]  # ReadPoint, IngestOpen, ...
+    unmarked = [
+        f"{message.name}.{field.name}"
+        for message in requests
+        for field in message.fields
+        if field.name in ("branch", "parent", "preserve_as")
+        and not dict(field.GetOptions().ListFields()).get(pb.branch_ref, False)
+    ]
+    assert unmarked == []
+    assert request_branches(pb.RestoreBranchRequest(tenant="a", name="x",
+                                                    preserve_as="y")) == {"x", "y"}
