@@ -273,10 +273,37 @@ class StrataClient:
         request = pb.DetachWriterRequest(tenant=tenant, branch=branch, writer_epoch=writer_epoch)
         self._unary(self._manage.DetachWriter, request, pb.DetachWriterResponse, LONG_TIMEOUT_S)
 
-    def create_token(self, tenant: str, scope: str, ttl_s: int = 0) -> pb.CreateTokenResponse:
-        """A token for ``tenant`` ("*" for admin) with ``scope``; ttl 0: the server's default."""
-        request = pb.CreateTokenRequest(tenant=tenant, scope=scope, ttl_s=ttl_s)
+    def create_token(self, tenant: str, scope: str, ttl_s: int = 0, *,
+                     branches: tuple[str, ...] = (), read_only: bool = False
+                     ) -> pb.CreateTokenResponse:
+        """A token for ``tenant`` ("*" for admin) with ``scope``, limited to ``branches``
+        (empty: all) and to reading if asked; ttl 0: the server's default."""
+        request = pb.CreateTokenRequest(tenant=tenant, scope=scope, ttl_s=ttl_s,
+                                        branches=list(branches), read_only=read_only)
         return self._unary(self._manage.CreateToken, request, pb.CreateTokenResponse)
+
+    def renew_token(self, tenant: str) -> pb.CreateTokenResponse:
+        """A new token like this client's, for ``tenant`` (its token's; "*" for admin),
+        which the client uses from now on: calls and streams opened later carry it."""
+        response = self._unary(self._manage.RenewToken, pb.RenewTokenRequest(tenant=tenant),
+                               pb.CreateTokenResponse)
+        self._metadata = call_credentials_metadata(response.token)
+        return response
+
+    def list_tokens(self) -> list[pb.TokenInfo]:
+        """The tokens the page server issued that this client's token may see."""
+        return list(self._unary(self._manage.ListTokens, pb.ListTokensRequest(),
+                                pb.ListTokensResponse).tokens)
+
+    def revoke_token(self, token_id: str) -> pb.TokenInfo:
+        """Refuse token ``token_id`` from now on."""
+        return self._unary(self._manage.RevokeToken, pb.RevokeTokenRequest(token_id=token_id),
+                           pb.RevokeTokenResponse).token
+
+    def read_audit(self, since_us: int = 0) -> list[pb.AuditEntry]:
+        """Audit log entries since ``since_us`` that this client's token may see."""
+        return list(self._unary(self._manage.ReadAudit, pb.ReadAuditRequest(since_us=since_us),
+                                pb.ReadAuditResponse, LONG_TIMEOUT_S).entries)
 
     # --- pages and ingest (the compute) --------------------------------------------
 

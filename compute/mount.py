@@ -35,6 +35,7 @@ from common.ops import FileKind
 from compute.page_cache import CacheStamp, PageCache
 from compute.remote import BatchWriter, PageReader
 from compute.shim import StrataFS
+from compute.token_renewal import TokenRenewal
 from compute.view import Node
 from proto import strata_pb2 as pb
 
@@ -65,13 +66,15 @@ def _do_nothing() -> None:
 
 
 def heartbeat(client: StrataClient, args: argparse.Namespace, epoch: int, period_s: float,
-              stop: threading.Event, publish: Callable[[], None]) -> None:
+              stop: threading.Event, publish: Callable[[], None],
+              renewal: TokenRenewal) -> None:
     """Renew the writer lease until ``stop``; a fenced writer stops renewing and says so.
 
-    Each beat also publishes the compute's statistics.
+    Each beat also publishes the compute's statistics and renews its token when due.
     """
     while not stop.wait(period_s):
         publish()
+        renewal.renew_if_due()
         try:
             client.renew_writer(args.tenant, args.branch, epoch, args.holder)
         except ClientError as exc:
@@ -129,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_as = pwd.getpwnam(args.run_as) if args.run_as else None
     owner = run_as or pwd.getpwuid(os.getuid())
-    client = StrataClient(args.server, args.token_file.read_text().strip())
+    token = args.token_file.read_text().strip()
+    client = StrataClient(args.server, token)
+    renewal = TokenRenewal(client, args.tenant, token)
     holder = args.holder or f"{socket.gethostname()}:{args.mountpoint.resolve()}"
     args.holder = holder
     try:
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     beating = threading.Thread(target=heartbeat, name="writer-heartbeat", daemon=True,
                                args=(client, args, attached.writer_epoch,
                                      max(attached.lease_ms / 4000, 0.2), stop_heartbeat,
-                                     publish))
+                                     publish, renewal))
     beating.start()
     log.info("mounting %s/%s at LSN %d (writer epoch %d) on %s", args.tenant, args.branch, lsn,
              attached.writer_epoch, args.mountpoint)

@@ -104,6 +104,12 @@ class Engine:
             raise NotFoundError(f"no tenant {tenant_id!r}")
         return tenant
 
+    def incarnation(self, tenant_id: str) -> str | None:
+        """The incarnation id of a tenant (see TenantManifest); None if it does not exist."""
+        with self._lock:
+            tenant = self._tenants.get(tenant_id)
+        return tenant.manifest.incarnation if tenant is not None else None
+
     def tenants(self) -> list[str]:
         with self._lock:
             return sorted(self._tenants)

@@ -125,10 +125,10 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
     ready.unlink(missing_ok=True)  # left behind by a killed predecessor
     metrics = Metrics()
     storage = InstrumentedStorage(open_storage(settings.storage_url()), metrics)
-    authority, _ = auth.load_or_create(config.state_dir)
     engine = Engine(config, storage)
     metrics_server = None
     try:
+        authority, _ = auth.load_or_create(config.state_dir, engine.incarnation)
         server = start_server(engine, authority, metrics, settings.listen,
                               pg_bin_dir=settings.pg_bin_dir or None,
                               limits=settings.call_limits())

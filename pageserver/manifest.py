@@ -161,17 +161,20 @@ class Quotas:
 
 @dataclass
 class TenantManifest:
-    """Durable state of one tenant: its branches, checkpoints and quotas."""
+    """Durable state of one tenant: its branches, checkpoints and quotas, and the random
+    incarnation id its tokens carry, made when it is created: a tenant deleted and created
+    again under the same name has another, so its old tokens are refused."""
 
     tenant_id: str
     branches: dict[str, BranchRecord] = field(default_factory=dict)
     checkpoints: dict[str, CheckpointRecord] = field(default_factory=dict)
     quotas: Quotas = field(default_factory=Quotas)
+    incarnation: str = ""  # "": written before tenants had one; given one when loaded
 
     def copy(self) -> TenantManifest:
         """A copy to change: new dicts, sharing the records, which are immutable."""
         return TenantManifest(self.tenant_id, dict(self.branches), dict(self.checkpoints),
-                              self.quotas)
+                              self.quotas, self.incarnation)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -179,6 +182,7 @@ class TenantManifest:
             "branches": {name: vars(record) for name, record in self.branches.items()},
             "checkpoints": {name: vars(record) for name, record in self.checkpoints.items()},
             "quotas": vars(self.quotas),
+            "incarnation": self.incarnation,
         }
 
     @staticmethod
@@ -192,7 +196,7 @@ class TenantManifest:
                 record = replace(record, branch=named.get(record.timeline_id))
             checkpoints[name] = record
         return TenantManifest(obj["tenant_id"], branches, checkpoints,
-                              Quotas(**obj.get("quotas", {})))
+                              Quotas(**obj.get("quotas", {})), obj.get("incarnation", ""))
 
 
 def encode_manifest(body: dict[str, Any]) -> bytes:

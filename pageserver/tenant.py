@@ -7,6 +7,7 @@ the same time whatever the size of the database.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import threading
 import uuid
@@ -115,7 +116,8 @@ class Tenant:
         self._config = config
         self._lock = threading.RLock()
         self.reads = InFlightReads()
-        self._manifest = self._published(TenantManifest(tenant_id))
+        self._manifest = self._published(
+            TenantManifest(tenant_id, incarnation=secrets.token_hex(16)))
         self.timelines: dict[str, Timeline] = {}
 
     @property
@@ -138,6 +140,9 @@ class Tenant:
         self._manifest = self._published(TenantManifest.from_json(
             _load_newest(self._storage, f"{tenant_prefix(self.tenant_id)}tenant-")
         ))
+        if not self.manifest.incarnation:  # created before tenants had one
+            with self._manifest.change() as draft:
+                draft.state.incarnation = secrets.token_hex(16)
         needed = {rec.timeline_id for rec in self.manifest.branches.values()}
         needed |= {cp.timeline_id for cp in self.manifest.checkpoints.values()}
         manifests: dict[str, TimelineManifest] = {}
@@ -280,6 +285,8 @@ class Tenant:
         with self._manifest.change() as draft:
             if name in draft.state.branches:
                 raise AlreadyExistsError(f"branch {name!r} already exists")
+            if ancestor is not None:  # not the root branch a tenant is created with
+                self._check_room(draft.state)
             timeline = self._new_timeline(ancestor, branch_lsn)
             draft.state.branches[name] = BranchRecord(
                 timeline.timeline_id, timeline.created_at_us, settings.expires_at_us, parent,
@@ -325,12 +332,16 @@ class Tenant:
                 preserve_as = self._free_name(branches, f"{name}-before-restore")
             if preserve_as is not None and preserve_as in branches:
                 raise AlreadyExistsError(f"branch {preserve_as!r} already exists")
+            if preserve_as is not None:
+                self._check_room(draft.state)
+                kept_until = record.expires_at_us or _longest_expiry(draft.state.quotas)
+                self._within_ttl_quota(draft.state.quotas, kept_until)
             timeline = self._new_timeline(source, lsn)
             branches[name] = replace(
                 record, timeline_id=timeline.timeline_id, created_at_us=now_us())
             if preserve_as is not None:
                 branches[preserve_as] = BranchRecord(
-                    old.timeline_id, record.created_at_us, None, record.parent)
+                    old.timeline_id, record.created_at_us, kept_until, record.parent)
             draft.on_swap(lambda: self._register(timeline))
         self._drop_unreferenced()
         return timeline, preserve_as
@@ -341,11 +352,16 @@ class Tenant:
         if unknown:
             raise InvalidArgumentError(f"cannot set {', '.join(sorted(unknown))} on a branch")
         with self._manifest.change() as draft:
-            updated = replace(self._branch_record(draft.state, name), **changes)
+            current = self._branch_record(draft.state, name)
+            updated = replace(current, **changes)
             protected = updated.protected or name == MAIN_BRANCH
             if protected and updated.expires_at_us:
                 raise FailedPreconditionError(
                     f"branch {name!r} is protected and never expires; unprotect it first")
+            if name != MAIN_BRANCH and (updated.protected, updated.expires_at_us) != (
+                    current.protected, current.expires_at_us):
+                self._within_ttl_quota(draft.state.quotas, updated.expires_at_us,
+                                       updated.protected)
             draft.state.branches[name] = updated
 
     def stored_bytes(self) -> int:
@@ -361,25 +377,41 @@ class Tenant:
 
     def _within_quotas(self, settings: BranchSettings) -> BranchSettings:
         """``settings`` for a new branch, checked against the tenant's quotas; a branch
-        without a TTL gets the longest allowed one."""
+        without a TTL gets the longest allowed one. The branch count is checked again
+        where the branch is added, in the same manifest change."""
         if settings.protected and settings.expires_at_us:
             raise InvalidArgumentError("a protected branch never expires: give no TTL")
-        quotas = self.manifest.quotas
         with self._lock:
-            count = len(self.manifest.branches)
+            self._check_room(self.manifest)
+        quotas = self.manifest.quotas
+        if settings.expires_at_us is None and not settings.protected:
+            settings = replace(settings, expires_at_us=_longest_expiry(quotas))
+        self._within_ttl_quota(quotas, settings.expires_at_us, settings.protected)
+        return settings
+
+    def _check_room(self, state: TenantManifest) -> None:
+        """QuotaExceededError unless ``state`` has room for one more branch."""
+        quotas, count = state.quotas, len(state.branches)
         if quotas.max_branches is not None and count >= quotas.max_branches:
             raise QuotaExceededError(
                 f"tenant {self.tenant_id!r} has {count} branches, its quota is "
                 f"{quotas.max_branches}: delete some first")
-        if quotas.max_ttl_s is None or settings.protected:
-            return settings
-        latest = now_us() + quotas.max_ttl_s * 1_000_000
-        if settings.expires_at_us is None:
-            return replace(settings, expires_at_us=latest)
-        if settings.expires_at_us > latest + 1_000_000:  # a second of slack for the call
+
+    def _within_ttl_quota(self, quotas: Quotas, expires_at_us: int | None,
+                          protected: bool = False) -> None:
+        """QuotaExceededError unless a branch expiring at ``expires_at_us`` (None: never)
+        keeps within ``quotas.max_ttl_s``; protected branches never expire."""
+        if quotas.max_ttl_s is None:
+            return
+        if protected:
+            raise QuotaExceededError(
+                f"tenant {self.tenant_id!r} allows a TTL of at most {quotas.max_ttl_s} s and "
+                "protected branches never expire")
+        latest = _longest_expiry(quotas)
+        assert latest is not None
+        if expires_at_us is None or expires_at_us > latest + 1_000_000:  # 1 s of slack
             raise QuotaExceededError(
                 f"tenant {self.tenant_id!r} allows a TTL of at most {quotas.max_ttl_s} s")
-        return settings
 
     @staticmethod
     def _free_name(branches: dict[str, BranchRecord], base: str) -> str:
@@ -545,6 +577,11 @@ class Tenant:
     def close(self) -> None:
         for timeline in list(self.timelines.values()):
             timeline.close()
+
+
+def _longest_expiry(quotas: Quotas) -> int | None:
+    """The latest expiry ``quotas`` allow a branch from now; None: no limit."""
+    return None if quotas.max_ttl_s is None else now_us() + quotas.max_ttl_s * 1_000_000
 
 
 def _load_newest(storage: RemoteStorage, prefix: str) -> dict[str, Any]:

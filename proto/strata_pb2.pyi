@@ -31,6 +31,10 @@ FILE_KIND_FILE: FileKind
 FILE_KIND_DIR: FileKind
 ACCESS_FIELD_NUMBER: _ClassVar[int]
 access: _descriptor.FieldDescriptor
+READ_FIELD_NUMBER: _ClassVar[int]
+read: _descriptor.FieldDescriptor
+BRANCH_REF_FIELD_NUMBER: _ClassVar[int]
+branch_ref: _descriptor.FieldDescriptor
 
 class Relation(_message.Message):
     __slots__ = ("spc_oid", "db_oid", "rel_number", "fork")
@@ -683,19 +687,107 @@ class DetachWriterResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("tenant", "scope", "ttl_s")
+    __slots__ = ("tenant", "scope", "ttl_s", "branches", "read_only")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     TTL_S_FIELD_NUMBER: _ClassVar[int]
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     scope: str
     ttl_s: int
-    def __init__(self, tenant: _Optional[str] = ..., scope: _Optional[str] = ..., ttl_s: _Optional[int] = ...) -> None: ...
+    branches: _containers.RepeatedScalarFieldContainer[str]
+    read_only: bool
+    def __init__(self, tenant: _Optional[str] = ..., scope: _Optional[str] = ..., ttl_s: _Optional[int] = ..., branches: _Optional[_Iterable[str]] = ..., read_only: _Optional[bool] = ...) -> None: ...
 
 class CreateTokenResponse(_message.Message):
-    __slots__ = ("token", "expires_at")
+    __slots__ = ("token", "expires_at", "token_id")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     token: str
     expires_at: int
-    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
+    token_id: str
+    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[int] = ..., token_id: _Optional[str] = ...) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("token_id", "tenant", "scope", "branches", "read_only", "created_at", "expires_at", "revoked_at", "renewed_from")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_FROM_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    tenant: str
+    scope: str
+    branches: _containers.RepeatedScalarFieldContainer[str]
+    read_only: bool
+    created_at: int
+    expires_at: int
+    revoked_at: int
+    renewed_from: str
+    def __init__(self, token_id: _Optional[str] = ..., tenant: _Optional[str] = ..., scope: _Optional[str] = ..., branches: _Optional[_Iterable[str]] = ..., read_only: _Optional[bool] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., revoked_at: _Optional[int] = ..., renewed_from: _Optional[str] = ...) -> None: ...
+
+class RenewTokenRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenInfo]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("token_id",)
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    def __init__(self, token_id: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: TokenInfo
+    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("at_us", "token_id", "scope", "peer", "action", "tenant", "target", "details")
+    AT_US_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    at_us: int
+    token_id: str
+    scope: str
+    peer: str
+    action: str
+    tenant: str
+    target: str
+    details: str
+    def __init__(self, at_us: _Optional[int] = ..., token_id: _Optional[str] = ..., scope: _Optional[str] = ..., peer: _Optional[str] = ..., action: _Optional[str] = ..., tenant: _Optional[str] = ..., target: _Optional[str] = ..., details: _Optional[str] = ...) -> None: ...
+
+class ReadAuditRequest(_message.Message):
+    __slots__ = ("since_us",)
+    SINCE_US_FIELD_NUMBER: _ClassVar[int]
+    since_us: int
+    def __init__(self, since_us: _Optional[int] = ...) -> None: ...
+
+class ReadAuditResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...

@@ -409,6 +409,26 @@ class ManagementServiceStub:
                 request_serializer=proto_dot_strata__pb2.CreateTokenRequest.SerializeToString,
                 response_deserializer=proto_dot_strata__pb2.CreateTokenResponse.FromString,
                 _registered_method=True)
+        self.RenewToken = channel.unary_unary(
+                '/strata.v1.ManagementService/RenewToken',
+                request_serializer=proto_dot_strata__pb2.RenewTokenRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/strata.v1.ManagementService/ListTokens',
+                request_serializer=proto_dot_strata__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/strata.v1.ManagementService/RevokeToken',
+                request_serializer=proto_dot_strata__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.ReadAudit = channel.unary_unary(
+                '/strata.v1.ManagementService/ReadAudit',
+                request_serializer=proto_dot_strata__pb2.ReadAuditRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.ReadAuditResponse.FromString,
+                _registered_method=True)
 
 
 class ManagementServiceServicer:
@@ -534,6 +554,30 @@ class ManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -636,6 +680,26 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.CreateToken,
                     request_deserializer=proto_dot_strata__pb2.CreateTokenRequest.FromString,
                     response_serializer=proto_dot_strata__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'RenewToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewToken,
+                    request_deserializer=proto_dot_strata__pb2.RenewTokenRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=proto_dot_strata__pb2.ListTokensRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=proto_dot_strata__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'ReadAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadAudit,
+                    request_deserializer=proto_dot_strata__pb2.ReadAuditRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.ReadAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1178,6 +1242,114 @@ class ManagementService:
             '/strata.v1.ManagementService/CreateToken',
             proto_dot_strata__pb2.CreateTokenRequest.SerializeToString,
             proto_dot_strata__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/RenewToken',
+            proto_dot_strata__pb2.RenewTokenRequest.SerializeToString,
+            proto_dot_strata__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/ListTokens',
+            proto_dot_strata__pb2.ListTokensRequest.SerializeToString,
+            proto_dot_strata__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/RevokeToken',
+            proto_dot_strata__pb2.RevokeTokenRequest.SerializeToString,
+            proto_dot_strata__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/ReadAudit',
+            proto_dot_strata__pb2.ReadAuditRequest.SerializeToString,
+            proto_dot_strata__pb2.ReadAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

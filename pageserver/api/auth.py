@@ -1,16 +1,23 @@
 """Access control for the gRPC page server: bearer tokens, their scopes, and the interceptor.
 
 A token is an HS256 JWT signed with the page server's own key, carrying a tenant (``*``: all
-tenants, admin only), a scope, an expiry and an id. Clients send it as the metadata
+tenants, admin only), a scope, an expiry, an id, the incarnation of its tenant (a tenant
+deleted and created again under the same name has another), and optionally the branches it
+is limited to and whether it may only read. It verifies only while the page server's
+``TokenRegistry`` holds its id unrevoked. Clients send it as the metadata
 ``authorization: Bearer <token>`` (see ``bearer.call_credentials_metadata``). ``AuthInterceptor``
 checks the token of every call except health checking and reflection, and checks every
-request's tenant against the token before the servicer sees the request.
+request's tenant and branches against the token before the servicer sees the request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import fcntl
+import functools
 import logging
+import os
 import secrets
 import stat
 import time
@@ -27,14 +34,20 @@ from google.protobuf.message import Message
 
 from common.bearer import HEADER
 from common.durable import write_durably
-from common.errors import PermissionDeniedError
+from common.errors import NotFoundError, PermissionDeniedError
 from common.names import is_valid_name
+from pageserver.api.token_registry import TokenRecord, TokenRegistry
 from proto import strata_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 ALL_TENANTS: Final = "*"
 MAX_TTL_S: Final = 10 * 365 * 24 * 3600
+# The local admin token lives in the state directory; the page server issues a new one at
+# start once less than half of this is left. Not shorter: the proxy holds the token it
+# read at its start for its whole life and does not renew it yet (rfcs/0007).
+ADMIN_TTL_S: Final = 365 * 24 * 3600
+MAIN_BRANCH: Final = "main"
 KEY_BYTES: Final = 32
 _ALGORITHM: Final = "HS256"
 
@@ -55,6 +68,14 @@ class Claims:
     scope: Scope
     expires_at: int  # unix seconds
     token_id: str
+    branches: tuple[str, ...] | None = None  # None: every branch of the tenant
+    read_only: bool = False
+    incarnation: str = ""  # of the tenant when the token was issued; "" for admin tokens
+    issued_at: int = 0
+
+    def covers_branch(self, branch: str) -> bool:
+        """Whether the token may act on ``branch``."""
+        return self.branches is None or branch in self.branches
 
 
 class Unauthenticated(Exception):
@@ -84,6 +105,17 @@ TENANTLESS_METHODS: Final = _BY_ACCESS.get(pb.ACCESS_TENANTLESS, frozenset())
 COMPUTE_METHODS: Final = _BY_ACCESS.get(pb.ACCESS_COMPUTE, frozenset())
 TENANT_METHODS: Final = COMPUTE_METHODS | TENANTLESS_METHODS | _BY_ACCESS.get(
     pb.ACCESS_TENANT, frozenset())
+
+
+def _read_methods() -> frozenset[str]:
+    """The methods the contract declares ``option (read) = true``: read-only tokens' lot."""
+    return frozenset(
+        f"/{service.full_name}/{method.name}"
+        for service in pb.DESCRIPTOR.services_by_name.values() for method in service.methods
+        if dict(method.GetOptions().ListFields()).get(pb.read, False))
+
+
+READ_METHODS: Final = _read_methods()
 DEFAULT_OPEN_METHODS: Final = frozenset({
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/List",
@@ -94,6 +126,18 @@ DEFAULT_OPEN_METHODS: Final = frozenset({
 
 
 # ---------------------------------------------------------------- tokens
+
+def check_branches(branches: tuple[str, ...] | None) -> None:
+    """Raise ValueError unless ``branches`` (None: all) are valid, non-empty branch names."""
+    if branches is None:
+        return
+    if not branches:
+        raise ValueError("a token limited to branches needs at least one")
+    for name in branches:
+        if not is_valid_name(name):
+            raise ValueError(f"invalid branch name {name!r}: 1 to 63 letters, digits, '.', "
+                             "'_' or '-', starting with a letter or digit")
+
 
 def _check_tenant_scope(tenant: str, scope: Scope) -> None:
     """Raise ValueError unless ``tenant`` is a valid name for a token of ``scope``."""
@@ -108,26 +152,73 @@ def _check_tenant_scope(tenant: str, scope: Scope) -> None:
             "starting with a letter or digit")
 
 
-class TokenAuthority:
-    """Issues and verifies tokens signed with one symmetric key."""
+IncarnationOf = Callable[[str], "str | None"]
+"""The current incarnation of a tenant; None if it does not exist."""
 
-    def __init__(self, signing_key: bytes) -> None:
+
+class TokenAuthority:
+    """Issues and verifies tokens signed with one symmetric key, recording each in
+    ``registry`` and binding tenant tokens to their tenant's incarnation."""
+
+    def __init__(self, signing_key: bytes, registry: TokenRegistry,
+                 incarnation_of: IncarnationOf) -> None:
         if len(signing_key) < KEY_BYTES:
             raise ValueError(f"the signing key must have at least {KEY_BYTES} bytes")
         self._key = signing_key
+        self.registry = registry
+        self._incarnation_of = incarnation_of
 
-    def issue(self, tenant: str, scope: Scope, ttl_s: int) -> str:
-        """A new token for ``tenant`` with ``scope``, valid for ``ttl_s`` seconds."""
+    def issue(self, tenant: str, scope: Scope, ttl_s: int, *,
+              branches: tuple[str, ...] | None = None, read_only: bool = False,
+              renewed_from: str | None = None) -> str:
+        """A new token for ``tenant`` with ``scope``, valid for ``ttl_s`` seconds, recorded
+        durably before it is returned. NotFoundError for a tenant that does not exist."""
         _check_tenant_scope(tenant, scope)
+        check_branches(branches)
         if not 1 <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"token lifetime {ttl_s} s is outside 1 s .. {MAX_TTL_S} s (10 years)")
+        incarnation = ""
+        if scope is not Scope.ADMIN:
+            found = self._incarnation_of(tenant)
+            if found is None:
+                raise NotFoundError(f"no tenant {tenant!r}")
+            incarnation = found
         now = int(time.time())
-        payload = {"tenant": tenant, "scope": scope.value, "iat": now, "exp": now + ttl_s,
-                   "jti": secrets.token_hex(16)}
+        record = TokenRecord(secrets.token_hex(16), tenant, scope.value, branches, read_only,
+                             now, now + ttl_s, renewed_from=renewed_from)
+        payload: dict[str, Any] = {"tenant": tenant, "scope": scope.value, "iat": now,
+                                   "exp": now + ttl_s, "jti": record.token_id}
+        if incarnation:
+            payload["inc"] = incarnation
+        if branches is not None:
+            payload["branches"] = list(branches)
+        if read_only:
+            payload["ro"] = True
+        self.registry.add(record)
         return jwt.encode(payload, self._key, algorithm=_ALGORITHM)
 
     def verify(self, token: str) -> Claims:
-        """The claims of ``token``; Unauthenticated unless it is well formed, ours and live."""
+        """The claims of ``token``; Unauthenticated unless it is well formed, ours, live,
+        not revoked, and of its tenant's current incarnation."""
+        claims = self._decode(token)
+        record = self.registry.get(claims.token_id)
+        if record is None:
+            raise Unauthenticated("token unknown to this page server (issued before it kept "
+                                  "a list of its tokens?): create a new one")
+        if record.revoked_at is not None:
+            raise Unauthenticated(f"token {claims.token_id} was revoked")
+        if claims.scope is not Scope.ADMIN:
+            current = self._incarnation_of(claims.tenant)
+            if current is None:
+                raise Unauthenticated(f"the token's tenant {claims.tenant!r} no longer exists")
+            if current != claims.incarnation:
+                raise Unauthenticated(
+                    f"the token is for an earlier tenant {claims.tenant!r}, deleted since and "
+                    "created again")
+        return claims
+
+    def _decode(self, token: str) -> Claims:
+        """The claims of a well-formed, live token signed with our key."""
         if not token:
             raise Unauthenticated("missing token")
         try:
@@ -147,13 +238,22 @@ class TokenAuthority:
             raise Unauthenticated("token malformed") from exc
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated("token invalid") from exc
-        tenant, scope, exp, jti = (payload.get(k) for k in ("tenant", "scope", "exp", "jti"))
+        tenant, scope, exp, jti, iat = (payload.get(k)
+                                        for k in ("tenant", "scope", "exp", "jti", "iat"))
+        branches, read_only, incarnation = (payload.get("branches"), payload.get("ro", False),
+                                            payload.get("inc", ""))
         try:
             if not (isinstance(tenant, str) and isinstance(scope, str)
-                    and isinstance(exp, int) and isinstance(jti, str)):
+                    and isinstance(exp, int) and isinstance(jti, str) and isinstance(iat, int)
+                    and isinstance(read_only, bool) and isinstance(incarnation, str)
+                    and (branches is None or (isinstance(branches, list)
+                                              and all(isinstance(b, str) for b in branches)))):
                 raise ValueError("a claim has the wrong type")
-            claims = Claims(tenant=tenant, scope=Scope(scope), expires_at=exp, token_id=jti)
+            claims = Claims(tenant=tenant, scope=Scope(scope), expires_at=exp, token_id=jti,
+                            branches=tuple(branches) if branches is not None else None,
+                            read_only=read_only, incarnation=incarnation, issued_at=iat)
             _check_tenant_scope(claims.tenant, claims.scope)
+            check_branches(claims.branches)
         except ValueError as exc:
             raise Unauthenticated("token claims invalid") from exc
         return claims
@@ -169,12 +269,14 @@ def _tighten(path: Path, mode: int) -> None:
         path.chmod(mode)
 
 
-def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
+def load_or_create(state_dir: Path,
+                   incarnation_of: IncarnationOf) -> tuple[TokenAuthority, str]:
     """The authority and admin token kept in ``state_dir/auth``, created on first use.
 
-    ``signing.key`` holds 32 random bytes and ``admin.token`` an admin token for all
-    tenants valid for 10 years, both mode 0600 in a 0700 directory. An admin token that no
-    longer verifies (expired, or signed with a replaced key) is replaced.
+    ``signing.key`` holds 32 random bytes, ``tokens.json`` the registry of issued tokens
+    and ``admin.token`` an admin token for all tenants valid for ``ADMIN_TTL_S``, all mode
+    0600 in a 0700 directory. An admin token that no longer verifies (expired, revoked,
+    signed with a replaced key) or has less than half its lifetime left is replaced.
     """
     auth_dir = state_dir / "auth"
     auth_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -186,27 +288,53 @@ def load_or_create(state_dir: Path) -> tuple[TokenAuthority, str]:
     key = key_path.read_bytes()
     if len(key) != KEY_BYTES:
         raise ValueError(f"{key_path} holds {len(key)} bytes, not a {KEY_BYTES}-byte key")
-    authority = TokenAuthority(key)
+    with _locked(auth_dir / "lock"):  # two first starts must agree on one admin token
+        return _load_admin(auth_dir, key, incarnation_of)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created 0600) for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _load_admin(auth_dir: Path, key: bytes,
+                incarnation_of: IncarnationOf) -> tuple[TokenAuthority, str]:
+    """The authority on ``key`` and its registry, and a valid admin token."""
+    registry_path = auth_dir / "tokens.json"
+    authority = TokenAuthority(key, TokenRegistry(registry_path), incarnation_of)
 
     token_path = auth_dir / "admin.token"
     if not token_path.exists():
-        token = authority.issue(ALL_TENANTS, Scope.ADMIN, MAX_TTL_S)
+        token = authority.issue(ALL_TENANTS, Scope.ADMIN, ADMIN_TTL_S)
         write_durably(token_path, token.encode(), 0o600, replace=False)
     _tighten(token_path, 0o600)
+    if registry_path.exists():
+        _tighten(registry_path, 0o600)
     token = token_path.read_text().strip()
     try:
-        authority.verify(token)
+        if authority.verify(token).expires_at - time.time() < ADMIN_TTL_S / 2:
+            raise Unauthenticated("less than half of its lifetime left")
     except Unauthenticated as exc:
-        log.warning("%s does not verify (%s): issuing a new admin token", token_path, exc)
-        token = authority.issue(ALL_TENANTS, Scope.ADMIN, MAX_TTL_S)
+        log.warning("%s: %s; issuing a new admin token", token_path, exc)
+        token = authority.issue(ALL_TENANTS, Scope.ADMIN, ADMIN_TTL_S)
         write_durably(token_path, token.encode(), 0o600)
     return authority, token
 
 
 # ---------------------------------------------------------------- authorisation
 
-def authorize(claims: Claims, tenant: str | None, method: str) -> None:
-    """Raise PermissionDeniedError unless ``claims`` allow calling ``method`` on ``tenant``.
+def authorize(claims: Claims, tenant: str | None, method: str,
+              branches: frozenset[str] = frozenset()) -> None:
+    """Raise PermissionDeniedError unless ``claims`` allow calling ``method`` on ``tenant``
+    and ``branches`` (those the request names).
+
+    A read-only token may call only READ_METHODS; a token limited to branches only on them.
 
     ``method`` is the full gRPC path ("/strata.v1.PageService/GetPages"); ``tenant`` is
     the tenant the request names, None if it names none. Admin tokens may do everything.
@@ -215,6 +343,13 @@ def authorize(claims: Claims, tenant: str | None, method: str) -> None:
     servicer must refuse a scope wider than the caller's. Compute tokens may call
     COMPUTE_METHODS on their own tenant.
     """
+    if claims.read_only and method not in READ_METHODS:
+        raise PermissionDeniedError(f"the token is read-only and {method} writes")
+    outside = sorted(b for b in branches if not claims.covers_branch(b))
+    if outside:
+        raise PermissionDeniedError(
+            f"the token is limited to branch {', '.join(claims.branches or ())}, not "
+            f"{', '.join(outside)}")
     if claims.scope is Scope.ADMIN and claims.tenant == ALL_TENANTS:
         return
     if claims.scope is Scope.ADMIN or claims.tenant == ALL_TENANTS:
@@ -251,6 +386,47 @@ def request_tenant(message: object) -> str | None:
     if len(named) > 1:
         raise PermissionDeniedError(f"a request may name one tenant, not {sorted(named)}")
     return named.pop() if named else None
+
+
+def request_branches(message: object) -> frozenset[str]:
+    """The branches a request names: its fields, and those of its set message fields, that
+    the contract marks ``(branch_ref)``; an empty one names ``main``."""
+    if not isinstance(message, Message):
+        return frozenset()
+    named: set[str] = set()
+    for outer, inner in _branch_fields(message.DESCRIPTOR.full_name):
+        if not inner:
+            named.add(getattr(message, outer) or MAIN_BRANCH)
+        elif message.HasField(outer):
+            held = getattr(message, outer)
+            named.update(getattr(held, name) or MAIN_BRANCH for name in inner)
+    return frozenset(named)
+
+
+@functools.cache
+def _branch_fields(message_name: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Where messages named ``message_name`` name branches: (field, ()) for a field of its
+    own, (field, (inner fields...)) for fields of a message field; worked out once per
+    message type, as page requests go through this for every page."""
+    descriptor = pb.DESCRIPTOR.message_types_by_name.get(message_name.rpartition(".")[2])
+    if descriptor is None or descriptor.full_name != message_name:
+        return ()
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for field in descriptor.fields:
+        if field.is_repeated:
+            continue
+        if _names_branch(field):
+            found.append((field.name, ()))
+        elif field.message_type is not None:
+            inner = tuple(f.name for f in field.message_type.fields if _names_branch(f))
+            if inner:
+                found.append((field.name, inner))
+    return tuple(found)
+
+
+def _names_branch(field: Any) -> bool:
+    """Whether the contract marks ``field`` (a field descriptor) ``(branch_ref)``."""
+    return bool(dict(field.GetOptions().ListFields()).get(pb.branch_ref, False))
 
 
 # ---------------------------------------------------------------- gRPC
@@ -296,7 +472,7 @@ class _CallGuard:
         try:
             tenant = request_tenant(message)
             if first or tenant is not None:
-                authorize(self._claims, tenant, self._method)
+                authorize(self._claims, tenant, self._method, request_branches(message))
         except PermissionDeniedError as exc:
             self._denied = exc
             self._context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))

@@ -1,16 +1,32 @@
-"""ManagementService: tenants, branches, checkpoints, maintenance, writers and tokens."""
+"""ManagementService: tenants, branches, checkpoints, maintenance, writers, tokens, audit.
+
+Every change is written to the audit log with the token that made it before the reply.
+A token limited to branches sees and touches only those: listings are filtered, a
+checkpoint or parent it would read through must be on one of them, and tenant-wide
+operations (gc, compact, token and audit listings) need a token for the whole tenant.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import grpc
 
-from common.errors import InvalidArgumentError, PermissionDeniedError
+from common.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from common.postgres import pg_bin_dir
 from pageserver import importer
-from pageserver.api.auth import Claims, Scope, TokenAuthority, current_claims
+from pageserver.api.audit import AuditLog
+from pageserver.api.auth import (
+    MAX_TTL_S,
+    Claims,
+    Scope,
+    TokenAuthority,
+    check_branches,
+    current_claims,
+)
+from pageserver.api.token_registry import TokenRecord
 from pageserver.engine import Engine
 from pageserver.manifest import CheckpointRecord, Quotas
 from pageserver.tenant import MAIN_BRANCH, BranchInfo, BranchPoint, BranchSettings, Tenant
@@ -20,15 +36,27 @@ log = logging.getLogger(__name__)
 
 _SCOPE_RANK = {Scope.COMPUTE: 0, Scope.TENANT: 1, Scope.ADMIN: 2}
 DEFAULT_TOKEN_TTL_S = 24 * 3600
+MAX_BRANCH_TTL_S = 100 * 365 * 24 * 3600
 
 
 class ManagementServicer:
     """Control-plane operations on the engine."""
 
-    def __init__(self, engine: Engine, authority: TokenAuthority, pg_bin_dir: str | None) -> None:
+    def __init__(self, engine: Engine, authority: TokenAuthority, audit: AuditLog,
+                 pg_bin_dir: str | None) -> None:
         self._engine = engine
         self._authority = authority
+        self._audit = audit
         self._pg_bin_dir = pg_bin_dir
+
+    def _record(self, context: grpc.ServicerContext, action: str, tenant: str,
+                target: str = "", **details: object) -> None:
+        """Put a change made by the calling token on the audit log."""
+        claims = current_claims.get()
+        self._audit.record(action, tenant, target,
+                           token_id=claims.token_id if claims else "",
+                           scope=claims.scope.value if claims else "", peer=context.peer(),
+                           **details)
 
     # --- tenants ---------------------------------------------------------------------
 
@@ -48,6 +76,7 @@ class ManagementServicer:
             except Exception:
                 self._engine.delete_tenant(request.tenant)
                 raise
+        self._record(context, "tenant.create", request.tenant, empty=request.empty)
         return pb.CreateTenantResponse(tenant=self._tenant_info(tenant), main_lsn=main.durable_lsn)
 
     def ListTenants(self, request: pb.ListTenantsRequest,
@@ -60,6 +89,7 @@ class ManagementServicer:
     def DeleteTenant(self, request: pb.DeleteTenantRequest,
                      context: grpc.ServicerContext) -> pb.DeleteTenantResponse:
         self._engine.delete_tenant(request.tenant)
+        self._record(context, "tenant.delete", request.tenant)
         return pb.DeleteTenantResponse()
 
     def GetTenant(self, request: pb.GetTenantRequest,
@@ -79,6 +109,8 @@ class ManagementServicer:
         given = request.quotas
         tenant.set_quotas(Quotas(given.max_branches or None, given.max_computes or None,
                                  given.max_ttl_s or None, given.max_storage or None))
+        self._record(context, "tenant.quotas", request.tenant,
+                     **vars(tenant.manifest.quotas))
         return pb.SetQuotasResponse(quotas=_quotas_to_pb(tenant.manifest.quotas))
 
     # --- branches ------------------------------------------------------------------------
@@ -103,16 +135,24 @@ class ManagementServicer:
                      context: grpc.ServicerContext) -> pb.CreateBranchResponse:
         tenant = self._engine.tenant(request.tenant)
         point = _branch_point(request, request.WhichOneof("at"))
+        if point.checkpoint is not None:
+            _check_covered(tenant.checkpoint(point.checkpoint).branch)
         settings = BranchSettings(_expiry(request.ttl_s), request.suspend_timeout_s or None,
                                   request.protected)
         tenant.create_branch(request.name, request.parent or MAIN_BRANCH, point,
                              settings=settings)
+        self._record(context, "branch.create", request.tenant, request.name,
+                     parent=request.parent or MAIN_BRANCH, ttl_s=request.ttl_s,
+                     protected=request.protected, checkpoint=point.checkpoint)
         return pb.CreateBranchResponse(branch=self._branch_info(tenant, request.name))
 
     def ListBranches(self, request: pb.ListBranchesRequest,
                      context: grpc.ServicerContext) -> pb.ListBranchesResponse:
         tenant = self._engine.tenant(request.tenant)
-        infos = tenant.branch_infos(sorted(tenant.branch_names()))
+        claims = current_claims.get()
+        names = sorted(name for name in tenant.branch_names()
+                       if claims is None or claims.covers_branch(name))
+        infos = tenant.branch_infos(names)
         return pb.ListBranchesResponse(branches=[
             self._branch_info(tenant, info.name, info) for info in infos
         ])
@@ -130,7 +170,14 @@ class ManagementServicer:
             raise InvalidArgumentError("say where to restore to: an LSN, a WAL position, a "
                                        "time, a checkpoint, or the parent's latest state")
         point = None if which == "parent_latest" else _branch_point(request, which)
+        if point is None:  # a reset reads the parent's newest state
+            _check_covered(tenant.branch_info(request.name).parent)
+        elif point.checkpoint is not None:
+            _check_covered(tenant.checkpoint(point.checkpoint).branch)
         _, preserved = tenant.restore_branch(request.name, point, request.preserve_as or None)
+        self._record(context, "branch.reset" if point is None else "branch.restore",
+                     request.tenant, request.name, to=which,
+                     point=getattr(request, which), preserved_as=preserved)
         return pb.RestoreBranchResponse(branch=self._branch_info(tenant, request.name),
                                         preserved_as=preserved or "")
 
@@ -145,13 +192,24 @@ class ManagementServicer:
         if request.HasField("protected"):
             changes["protected"] = request.protected
         tenant.update_branch(request.name, changes)
+        self._record(context, "branch.update", request.tenant, request.name, **changes)
         return pb.UpdateBranchResponse(branch=self._branch_info(tenant, request.name))
 
     def DeleteBranch(self, request: pb.DeleteBranchRequest,
                      context: grpc.ServicerContext) -> pb.DeleteBranchResponse:
         tenant = self._engine.tenant(request.tenant)
+        claims = current_claims.get()
+        if request.cascade and claims is not None and claims.branches is not None:
+            # a token limited to branches deletes none beyond them
+            planned = tenant.delete_branch(request.name, cascade=True, force=request.force,
+                                           dry_run=True)
+            for name in planned.branches:
+                _check_covered(name)
         deletion = tenant.delete_branch(request.name, cascade=request.cascade,
                                         force=request.force, dry_run=request.dry_run)
+        if not request.dry_run:
+            self._record(context, "branch.delete", request.tenant, request.name,
+                         deleted=deletion.branches, checkpoints=deletion.checkpoints)
         return pb.DeleteBranchResponse(deleted=deletion.branches,
                                        checkpoints=deletion.checkpoints,
                                        freed_bytes=deletion.freed_bytes)
@@ -168,31 +226,40 @@ class ManagementServicer:
         tenant = self._engine.tenant(request.tenant)
         record = tenant.create_checkpoint(request.branch, request.name,
                                           request.lsn if request.at_lsn else None)
+        self._record(context, "checkpoint.create", request.tenant, request.name,
+                     branch=request.branch, lsn=record.lsn)
         return pb.CreateCheckpointResponse(
             checkpoint=self._checkpoint_info(request.name, record))
 
     def ListCheckpoints(self, request: pb.ListCheckpointsRequest,
                         context: grpc.ServicerContext) -> pb.ListCheckpointsResponse:
         tenant = self._engine.tenant(request.tenant)
-        records = sorted(tenant.manifest.checkpoints.items())
+        claims = current_claims.get()
+        records = sorted((name, record) for name, record in tenant.manifest.checkpoints.items()
+                         if claims is None or claims.covers_branch(record.branch or ""))
         return pb.ListCheckpointsResponse(checkpoints=[
             self._checkpoint_info(name, record) for name, record in records
         ])
 
     def DeleteCheckpoint(self, request: pb.DeleteCheckpointRequest,
                          context: grpc.ServicerContext) -> pb.DeleteCheckpointResponse:
-        self._engine.tenant(request.tenant).delete_checkpoint(request.name)
+        tenant = self._engine.tenant(request.tenant)
+        _check_covered(tenant.checkpoint(request.name).branch)
+        tenant.delete_checkpoint(request.name)
+        self._record(context, "checkpoint.delete", request.tenant, request.name)
         return pb.DeleteCheckpointResponse()
 
     # --- maintenance ---------------------------------------------------------------------
 
     def Gc(self, request: pb.GcRequest, context: grpc.ServicerContext) -> pb.GcResponse:
+        _check_whole_tenant("collect garbage")
         result = self._engine.gc(request.tenant)
         return pb.GcResponse(timelines=result.timelines, layers_removed=result.layers_removed,
                              bytes_removed=result.bytes_removed)
 
     def Compact(self, request: pb.CompactRequest,
                 context: grpc.ServicerContext) -> pb.CompactResponse:
+        _check_whole_tenant("compact")
         self._engine.flush(request.tenant)
         result = self._engine.compact(request.tenant, force=request.force)
         return pb.CompactResponse(l0_merged=result.l0_merged, l1_written=result.l1_written,
@@ -231,17 +298,113 @@ class ManagementServicer:
                 f"unknown scope {request.scope!r}: use admin, tenant or compute") from exc
         claims = current_claims.get()
         ttl = request.ttl_s or DEFAULT_TOKEN_TTL_S
+        branches = tuple(request.branches) or None
+        try:
+            check_branches(branches)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from exc
         if claims is not None:
             if _SCOPE_RANK[scope] > _SCOPE_RANK[claims.scope]:
                 raise PermissionDeniedError(
                     f"a {claims.scope} token cannot create a {scope} token")
+            if claims.branches is not None:  # never wider than the caller's
+                branches = branches or claims.branches
+                for name in branches:
+                    _check_covered(name)
             ttl = min(ttl, max(1, claims.expires_at - int(time.time())))  # never outlive it
+        if scope is Scope.ADMIN and (branches or request.read_only):
+            raise InvalidArgumentError("an admin token covers everything: a token limited to "
+                                       "branches or to reading needs scope tenant or compute")
+        return self._issue(context, "token.create", request.tenant, scope, ttl,
+                           branches=branches, read_only=request.read_only)
+
+    def _issue(self, context: grpc.ServicerContext, action: str, tenant: str, scope: Scope,
+               ttl: int, **limits: Any) -> pb.CreateTokenResponse:
+        """Issue a token, audited; its id and expiry come back with it."""
         try:
-            token = self._authority.issue(request.tenant, scope, ttl)
+            token = self._authority.issue(tenant, scope, ttl, **limits)
         except ValueError as exc:
             raise InvalidArgumentError(str(exc)) from exc
-        return pb.CreateTokenResponse(token=token,
-                                      expires_at=self._authority.verify(token).expires_at)
+        issued = self._authority.verify(token)
+        self._record(context, action, tenant, issued.token_id, issued_scope=scope.value,
+                     branches=list(issued.branches or ()), read_only=issued.read_only,
+                     expires_at=issued.expires_at)
+        return pb.CreateTokenResponse(token=token, expires_at=issued.expires_at,
+                                      token_id=issued.token_id)
+
+    def RenewToken(self, request: pb.RenewTokenRequest,
+                   context: grpc.ServicerContext) -> pb.CreateTokenResponse:
+        """A token with the caller's claims, for as long as the caller's was issued for:
+        how a compute, whose tokens are short-lived, keeps working for days. A revoked
+        token cannot renew, so revoking a compute's token ends it within that lifetime."""
+        claims = _claims()
+        ttl = min(max(1, claims.expires_at - claims.issued_at), MAX_TTL_S)
+        return self._issue(context, "token.renew", claims.tenant, claims.scope, ttl,
+                           branches=claims.branches, read_only=claims.read_only,
+                           renewed_from=claims.token_id)
+
+    def ListTokens(self, request: pb.ListTokensRequest,
+                   context: grpc.ServicerContext) -> pb.ListTokensResponse:
+        _check_whole_tenant("list tokens")
+        claims = current_claims.get()
+        return pb.ListTokensResponse(tokens=[
+            _token_info(record) for record in self._authority.registry.records()
+            if _may_see(claims, record.tenant)])
+
+    def RevokeToken(self, request: pb.RevokeTokenRequest,
+                    context: grpc.ServicerContext) -> pb.RevokeTokenResponse:
+        """Refuse a token from now on (for good); a tenant token revokes its tenant's."""
+        _check_whole_tenant("revoke tokens")
+        record = self._authority.registry.get(request.token_id)
+        if record is None or not _may_see(current_claims.get(), record.tenant):
+            raise NotFoundError(f"no token {request.token_id!r} that this token may revoke")
+        record = self._authority.registry.revoke(request.token_id)
+        self._record(context, "token.revoke", record.tenant, record.token_id,
+                     revoked_scope=record.scope)
+        return pb.RevokeTokenResponse(token=_token_info(record))
+
+    def ReadAudit(self, request: pb.ReadAuditRequest,
+                  context: grpc.ServicerContext) -> pb.ReadAuditResponse:
+        """Audit entries since ``since_us``; a tenant token sees only its tenant's."""
+        _check_whole_tenant("read the audit log")
+        claims = current_claims.get()
+        return pb.ReadAuditResponse(entries=[
+            pb.AuditEntry(**vars(entry)) for entry in self._audit.entries(request.since_us)
+            if _may_see(claims, entry.tenant)])
+
+
+def _claims() -> Claims:
+    """The caller's claims; every call reaching a servicer has them."""
+    claims = current_claims.get()
+    if claims is None:
+        raise PermissionDeniedError("no token verified for this call")
+    return claims
+
+
+def _check_covered(branch: str | None) -> None:
+    """PermissionDeniedError unless the caller's token covers ``branch`` (None: unknown,
+    which only a token for every branch covers)."""
+    claims = current_claims.get()
+    if claims is not None and claims.branches is not None and (
+            branch is None or not claims.covers_branch(branch)):
+        raise PermissionDeniedError(
+            f"the token is limited to branch {', '.join(claims.branches)}, not "
+            f"{branch or 'an unknown branch'}")
+
+
+def _check_whole_tenant(what: str) -> None:
+    """PermissionDeniedError if the caller's token is limited to branches."""
+    claims = current_claims.get()
+    if claims is not None and claims.branches is not None:
+        raise PermissionDeniedError(f"a token limited to branches cannot {what}")
+
+
+def _token_info(record: TokenRecord) -> pb.TokenInfo:
+    return pb.TokenInfo(token_id=record.token_id, tenant=record.tenant, scope=record.scope,
+                        branches=list(record.branches or ()), read_only=record.read_only,
+                        created_at=record.created_at, expires_at=record.expires_at,
+                        revoked_at=record.revoked_at or 0,
+                        renewed_from=record.renewed_from or "")
 
 
 def _may_see(claims: Claims | None, tenant: str) -> bool:
@@ -250,6 +413,9 @@ def _may_see(claims: Claims | None, tenant: str) -> bool:
 
 def _expiry(ttl_s: int) -> int | None:
     """Microseconds since the epoch ``ttl_s`` from now; None for 0 (never)."""
+    if ttl_s > MAX_BRANCH_TTL_S:
+        raise InvalidArgumentError(f"a TTL of {ttl_s} s is longer than {MAX_BRANCH_TTL_S} s "
+                                   "(100 years): to keep a branch forever, give no TTL")
     return time.time_ns() // 1000 + ttl_s * 1_000_000 if ttl_s else None
 
 

@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pageserver.api.audit import AuditLog
 from pageserver.api.auth import AuthInterceptor, TokenAuthority
 from pageserver.api.handlers import service_handler
 from pageserver.api.ingest_service import IngestServicer
@@ -21,6 +22,7 @@ from proto import strata_pb2
 
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 SERVICES = ("PageService", "IngestService", "ManagementService")
+AUDIT_FILE = "audit.jsonl"
 
 
 @dataclass
@@ -28,11 +30,13 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    audit: AuditLog
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Refuse new calls, let running ones finish for up to ``grace_s``."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        self.audit.close()
 
 
 def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, listen: str,
@@ -48,6 +52,7 @@ def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, li
     limits = limits or CallLimits()
     admission = CallAdmission(limits)
     metrics.watch_engine(engine)
+    audit = AuditLog(engine.config.state_dir / AUDIT_FILE)
     server = grpc.server(
         ThreadPoolExecutor(limits.threads, thread_name_prefix="strata-rpc"),
         interceptors=[AuthInterceptor(authority)],
@@ -59,7 +64,7 @@ def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, li
     servicers: dict[str, object] = {
         "PageService": PageServicer(engine, metrics),
         "IngestService": IngestServicer(engine, metrics),
-        "ManagementService": ManagementServicer(engine, authority, pg_bin_dir),
+        "ManagementService": ManagementServicer(engine, authority, audit, pg_bin_dir),
     }
     server.add_generic_rpc_handlers(
         [service_handler(name, servicer, metrics, admission)
@@ -76,8 +81,10 @@ def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, li
     try:
         port = server.add_insecure_port(listen)
     except RuntimeError as exc:  # grpc says only "Failed to bind"
+        audit.close()
         raise OSError(cannot) from exc
     if port == 0:
+        audit.close()
         raise OSError(cannot)
     server.start()
-    return RunningServer(server, port, health_servicer)
+    return RunningServer(server, port, health_servicer, audit)

@@ -26,6 +26,6 @@ def from_client_error(error: ClientError, *, have_token: bool) -> CliError:
                         ExitCode.UNREACHABLE)
     message = error.message
     if error.code is grpc.StatusCode.UNAUTHENTICATED and not have_token:
-        message += ("; no token found: pass --token, set $STRATA_TOKEN, or run `strata up` "
-                    "to create the local admin token")
+        message += ("; no token found: pass --token-file, set $STRATA_TOKEN, or run "
+                    "`strata up` to create the local admin token")
     return CliError(message, _EXIT_OF_STATUS.get(error.code, ExitCode.GENERAL))

@@ -53,8 +53,10 @@ for command in (
     LazyCommand("gc", _COMMANDS + "maintenance:gc", "Remove layers nothing needs any more."),
     LazyCommand("compact", _COMMANDS + "maintenance:compact",
                 "Flush and compact the tenant's layers."),
-    LazyCommand("token", _COMMANDS + "maintenance:token",
-                "Create bearer tokens for the page server's API."),
+    LazyCommand("token", _COMMANDS + "tokens:token",
+                "Create, list and revoke bearer tokens for the page server's API."),
+    LazyCommand("audit", _COMMANDS + "audit:audit",
+                "Show the audit log: who (token id, scope, address) changed what, and when."),
 ):
     cli.add_command(command)
 

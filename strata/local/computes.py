@@ -3,8 +3,9 @@ stopping them on behalf of the CLI.
 
 One compute per (tenant, branch), in ``$STRATA_HOME/computes/TENANT/BRANCH`` (or under
 ``$STRATA_COMPUTE_DIR``). Starting checks the branch on the page server, mints a
-compute-scoped token for the mount daemon, and lets the page server's writer lease refuse
-a branch that another compute already writes.
+compute-scoped token limited to the branch for the mount daemon (an hour long: the daemon
+renews it), and lets the page server's writer lease refuse a branch that another compute
+already writes.
 
 Starts and stops of one branch's compute are serialised across processes by a lock file
 beside its directory (``branch_lock``): the CLI restoring a branch, the proxy waking or
@@ -38,7 +39,7 @@ from strata.local.errors import InvalidNameError, LocalError, QuotaError
 from strata.local.home import Home
 
 FIRST_PORT: Final = 55432
-TOKEN_TTL_S: Final = 365 * 24 * 3600
+TOKEN_TTL_S: Final = 3600  # renewed by the mount daemon (compute/token_renewal.py)
 STARTING_FILE: Final = "starting"  # the pid of the process starting the compute
 
 
@@ -206,7 +207,7 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
     for level in (home.computes_dir, directory.parent):  # tenants pass, but list nothing
         os.chmod(level, 0o711)
     token_file = directory / "compute.token"
-    token = client.create_token(tenant, "compute", TOKEN_TTL_S).token
+    token = client.create_token(tenant, "compute", TOKEN_TTL_S, branches=(branch,)).token
     write_durably(token_file, token.encode(), mode=0o600)
     given = {"cache_mb": cache_mb, "full_page_writes": full_page_writes,
              "shared_buffers": shared_buffers}

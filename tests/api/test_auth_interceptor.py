@@ -20,8 +20,10 @@ from pageserver.api.auth import (
     TokenAuthority,
     current_claims,
 )
+from pageserver.api.token_registry import TokenRegistry
 from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
+from tests.tokens import every_tenant
 
 KEY = b"s" * 32
 TIMEOUT_S = 5
@@ -119,7 +121,7 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[Harness]:
-    authority = TokenAuthority(KEY)
+    authority = TokenAuthority(KEY, TokenRegistry(None), every_tenant)
     management, pages, ingest_ = FakeManagement(), FakePages(), FakeIngest()
     server = grpc.server(ThreadPoolExecutor(max_workers=8),
                          interceptors=[AuthInterceptor(authority)])
@@ -171,7 +173,8 @@ def test_health_check_needs_no_token(harness: Harness) -> None:
     ((), "missing bearer token"),
     ((("authorization", "Basic dXNlcjpwdw=="),), "must be 'Bearer <token>'"),
     (call_credentials_metadata("not-a-token"), "token malformed"),
-    (call_credentials_metadata(TokenAuthority(b"x" * 32).issue("acme", Scope.TENANT, 60)),
+    (call_credentials_metadata(TokenAuthority(b"x" * 32, TokenRegistry(None), every_tenant).issue(
+        "acme", Scope.TENANT, 60)),
      "token signature invalid"),
     (call_credentials_metadata(jwt.encode(
         {"tenant": "acme", "scope": "tenant", "iat": int(time.time()) - 120,

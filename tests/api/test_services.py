@@ -204,6 +204,7 @@ def test_branch_info_and_checkpoints(live: Live) -> None:
 
 
 def test_malformed_bytes_are_invalid_argument(live: Live) -> None:
+    _setup(live)
     tenant_token = live.metadata("t", auth.Scope.TENANT)
     raw = live.channel.unary_unary("/strata.v1.ManagementService/GetBranch",
                                    request_serializer=lambda b: b,
@@ -271,3 +272,17 @@ def test_concurrent_streams(live: Live) -> None:
     for thread in threads:
         thread.join()
     assert not errors
+
+
+def test_an_absurd_ttl_is_refused_before_the_branch_exists(live: Live) -> None:
+    """A TTL of 2^63 s made an expiry BranchInfo cannot hold: the branch was created and
+    the reply failed with INTERNAL (found by tests/api/test_fuzz.py)."""
+    _setup(live)
+    with pytest.raises(grpc.RpcError) as err:
+        live.manage.CreateBranch(pb.CreateBranchRequest(tenant="t", name="b", ttl_s=2**63),
+                                 metadata=live.admin, timeout=TIMEOUT)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "100 years" in (err.value.details() or "")
+    branches = live.manage.ListBranches(pb.ListBranchesRequest(tenant="t"),
+                                        metadata=live.admin, timeout=TIMEOUT).branches
+    assert [b.name for b in branches] == ["main"]

@@ -168,32 +168,50 @@ def test_errors_are_one_line_with_distinct_exit_codes(strata: Strata) -> None:
     strata.fail(NOT_FOUND, "branch", "show", "nope", "--json")
 
 
+def _token_file(strata: Strata, token: str, name: str) -> str:
+    """A 0600 file holding ``token``, for --token-file."""
+    path = strata.home.parent / f"{name}.token"
+    path.write_text(token)
+    path.chmod(0o600)
+    return str(path)
+
+
 def test_tokens_are_confined_to_their_tenant(strata: Strata) -> None:
     strata.json("tenant", "create", "other", "--empty")
     issued = strata.json("token", "create", "--tenant", "other", "--scope", "tenant",
                          "--ttl", "1h")
     assert issued["scope"] == "tenant" and abs(issued["expires_at_s"] - time.time() - 3600) < 60
+    assert len(issued["id"]) == 32
     token = strata.run("token", "create", "--tenant", "other", "--scope", "tenant").stdout.strip()
     assert token.count(".") == 2  # a bare JWT and nothing else
+    file = _token_file(strata, token, "other")
 
-    own = strata.json("branch", "list", "--tenant", "other", "--token", token)["branches"]
+    own = strata.json("branch", "list", "--tenant", "other", "--token-file", file)["branches"]
     assert [b["name"] for b in own] == ["main"]
-    denied = strata.fail(AUTH, "branch", "list", "--tenant", "default", "--token", token)
+    denied = strata.fail(AUTH, "branch", "list", "--tenant", "default", "--token-file", file)
     assert "'other'" in denied and "'default'" in denied
-    strata.fail(AUTH, "token", "create", "--scope", "admin", "--token", token)
-    strata.fail(AUTH, "branch", "list", "--token", "not-a-token")
+    strata.fail(AUTH, "token", "create", "--scope", "admin", "--token-file", file)
+    strata.fail(AUTH, "branch", "list", "--token-file",
+                _token_file(strata, "not-a-token", "bad"))
     via_env = strata.run("branch", "list", "--tenant", "other", "--json",
                          env={"STRATA_TOKEN": token}).json()
     assert via_env["branches"][0]["name"] == "main"
     short = strata.run("token", "create", "--tenant", "other", "--scope", "tenant", "--ttl",
                        "1s").stdout.strip()
     time.sleep(1.5)
-    assert "expired" in strata.fail(AUTH, "branch", "list", "--tenant", "other", "--token",
-                                    short)
+    assert "expired" in strata.fail(AUTH, "branch", "list", "--tenant", "other",
+                                    "--token-file", _token_file(strata, short, "short"))
     # A tenant sees its quotas but only an admin sets them.
-    assert strata.json("tenant", "show", "other", "--token", token)["max_branches"] is None
-    strata.fail(AUTH, "tenant", "set", "other", "--max-branches", "9", "--token", token)
+    assert strata.json("tenant", "show", "other", "--token-file", file)["max_branches"] is None
+    strata.fail(AUTH, "tenant", "set", "other", "--max-branches", "9", "--token-file", file)
     strata.run("tenant", "delete", "other", "--yes")
+
+
+def test_a_token_on_the_command_line_is_refused(strata: Strata) -> None:
+    message = strata.fail(USAGE, "branch", "list", "--token", "s3kr1t")
+    assert "STRATA_TOKEN" in message and "--token-file" in message and "s3kr1t" not in message
+    assert "no such file" in strata.fail(USAGE, "branch", "list", "--token-file",
+                                         str(strata.home / "absent")).lower()
 
 
 def test_quotas_are_shown_and_enforced(strata: Strata) -> None:

@@ -63,9 +63,9 @@ def test_branch_cut_mid_load_is_consistent_and_isolated(
 
 
 def _strata(server: PageServerProcess, *args: str) -> None:
-    token = (server.home / "state" / "auth" / "admin.token").read_text().strip()
+    token_file = server.home / "state" / "auth" / "admin.token"
     code = run([*args, "--tenant", TENANT, "--server", f"127.0.0.1:{server.port}",
-                "--token", token])
+                "--token-file", str(token_file)])
     assert code == 0, f"strata {' '.join(args)} exited {code}"
 
 

@@ -400,8 +400,9 @@ def test_tenant_quotas_bound_branches_and_ttls(make_engine: EngineFactory) -> No
     assert forever.timeline_id == tenant.branch("a").timeline_id
     with pytest.raises(QuotaExceededError, match="at most 3600 s"):
         tenant.create_branch("b", expires_at_us=int(time.time() * 1e6) + 7200 * 10**6)
-    tenant.create_branch("b", settings=BranchSettings(protected=True))  # exempt from TTLs
-    assert tenant.branch_info("b").expires_at_us is None
+    with pytest.raises(QuotaExceededError, match="protected branches never expire"):
+        tenant.create_branch("b", settings=BranchSettings(protected=True))
+    tenant.create_branch("b", expires_at_us=int(time.time() * 1e6) + 600 * 10**6)
     with pytest.raises(QuotaExceededError, match="has 3 branches, its quota is 3"):
         tenant.create_branch("c")
     engine.close(flush=False)
@@ -452,3 +453,16 @@ def test_tenant_names_that_postgresql_keeps_are_refused(engine: Engine, name: st
     with pytest.raises(InvalidArgumentError, match="reserved"):
         engine.create_tenant(name)
     engine.create_tenant("postgres2")  # only the exact names PostgreSQL keeps
+
+
+def test_a_tenant_keeps_its_incarnation_and_a_recreated_one_gets_another(
+        make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    first = engine.create_tenant("t").manifest.incarnation
+    assert len(first) == 32 and engine.incarnation("absent") is None
+    engine.close(flush=False)
+    again = make_engine()
+    assert again.incarnation("t") == first
+    again.delete_tenant("t")
+    again.create_tenant("t")
+    assert again.incarnation("t") not in (first, "", None)

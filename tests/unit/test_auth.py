@@ -15,11 +15,13 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from common.bearer import call_credentials_metadata
-from common.errors import PermissionDeniedError
+from common.errors import NotFoundError, PermissionDeniedError
 from pageserver.api.auth import (
     ADMIN_ONLY_METHODS,
+    ADMIN_TTL_S,
     COMPUTE_METHODS,
     MAX_TTL_S,
+    READ_METHODS,
     TENANT_METHODS,
     Claims,
     Scope,
@@ -27,9 +29,12 @@ from pageserver.api.auth import (
     Unauthenticated,
     authorize,
     load_or_create,
+    request_branches,
     request_tenant,
 )
+from pageserver.api.token_registry import TokenRegistry
 from proto import strata_pb2 as pb
+from tests.tokens import every_tenant
 
 KEY = b"k" * 32
 MGMT = "/strata.v1.ManagementService/"
@@ -39,7 +44,7 @@ INGEST = "/strata.v1.IngestService/Ingest"
 
 @pytest.fixture
 def authority() -> TokenAuthority:
-    return TokenAuthority(KEY)
+    return TokenAuthority(KEY, TokenRegistry(None), every_tenant)
 
 
 def signed(payload: dict[str, Any], key: bytes = KEY, algorithm: str = "HS256") -> str:
@@ -93,7 +98,7 @@ def test_issue_accepts_edge_names(authority: TokenAuthority) -> None:
 
 def test_short_key_refused() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
-        TokenAuthority(b"short")
+        TokenAuthority(b"short", TokenRegistry(None), every_tenant)
 
 
 def test_expired_token_refused(authority: TokenAuthority) -> None:
@@ -103,7 +108,8 @@ def test_expired_token_refused(authority: TokenAuthority) -> None:
 
 
 def test_forged_token_refused(authority: TokenAuthority) -> None:
-    forged = TokenAuthority(secrets.token_bytes(32)).issue("acme", Scope.TENANT, 60)
+    forged = TokenAuthority(secrets.token_bytes(32), TokenRegistry(None), every_tenant).issue(
+        "acme", Scope.TENANT, 60)
     with pytest.raises(Unauthenticated, match="signature invalid"):
         authority.verify(forged)
 
@@ -147,60 +153,64 @@ def mode(path: Path) -> int:
 
 
 def test_load_or_create_creates_then_reuses(tmp_path: Path) -> None:
-    authority, token = load_or_create(tmp_path)
+    authority, token = load_or_create(tmp_path, every_tenant)
     auth_dir = tmp_path / "auth"
-    assert sorted(p.name for p in auth_dir.iterdir()) == ["admin.token", "signing.key"]
+    assert sorted(p.name for p in auth_dir.iterdir()) == [
+        "admin.token", "lock", "signing.key", "tokens.json"]
     assert mode(auth_dir) == 0o700
     assert mode(auth_dir / "signing.key") == 0o600
     assert mode(auth_dir / "admin.token") == 0o600
+    assert mode(auth_dir / "tokens.json") == 0o600
     assert len((auth_dir / "signing.key").read_bytes()) == 32
     claims = authority.verify(token)
     assert (claims.tenant, claims.scope) == ("*", Scope.ADMIN)
-    assert claims.expires_at >= int(time.time()) + MAX_TTL_S - 60
+    assert claims.expires_at >= int(time.time()) + ADMIN_TTL_S - 60
 
-    again, same_token = load_or_create(tmp_path)
+    again, same_token = load_or_create(tmp_path, every_tenant)
     assert same_token == token
     assert again.verify(token) == claims
-    assert again.verify(authority.issue("acme", Scope.TENANT, 60)).tenant == "acme"
+    issued = authority.issue("acme", Scope.TENANT, 60)  # recorded durably: a restart knows it
+    assert load_or_create(tmp_path, every_tenant)[0].verify(issued).tenant == "acme"
 
 
 def test_load_or_create_fixes_wide_modes(tmp_path: Path,
                                          caplog: pytest.LogCaptureFixture) -> None:
-    _, token = load_or_create(tmp_path)
+    _, token = load_or_create(tmp_path, every_tenant)
     key = tmp_path / "auth" / "signing.key"
     key.chmod(0o644)
     with caplog.at_level(logging.WARNING, logger="pageserver.api.auth"):
-        _, again = load_or_create(tmp_path)
+        _, again = load_or_create(tmp_path, every_tenant)
     assert again == token
     assert mode(key) == 0o600
     assert "wider than 0600" in caplog.text
 
 
 def test_load_or_create_replaces_a_stale_admin_token(tmp_path: Path) -> None:
-    load_or_create(tmp_path)
+    load_or_create(tmp_path, every_tenant)
     token_file = tmp_path / "auth" / "admin.token"
-    token_file.write_text(TokenAuthority(secrets.token_bytes(32)).issue("*", Scope.ADMIN, 60))
-    authority, token = load_or_create(tmp_path)
+    stranger = TokenAuthority(secrets.token_bytes(32), TokenRegistry(None), every_tenant)
+    token_file.write_text(stranger.issue("*", Scope.ADMIN, 60))
+    authority, token = load_or_create(tmp_path, every_tenant)
     assert authority.verify(token).scope is Scope.ADMIN
     assert token_file.read_text() == token
     assert mode(token_file) == 0o600
 
 
 def test_load_or_create_refuses_a_damaged_key(tmp_path: Path) -> None:
-    load_or_create(tmp_path)
+    load_or_create(tmp_path, every_tenant)
     (tmp_path / "auth" / "signing.key").write_bytes(b"short")
     with pytest.raises(ValueError, match="not a 32-byte key"):
-        load_or_create(tmp_path)
+        load_or_create(tmp_path, every_tenant)
 
 
 def test_concurrent_first_starts_agree(tmp_path: Path) -> None:
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: load_or_create(tmp_path), range(8)))
+        results = list(pool.map(lambda _: load_or_create(tmp_path, every_tenant), range(8)))
     assert len({token for _, token in results}) == 1
     for authority, token in results:
         assert authority.verify(token).scope is Scope.ADMIN
-    assert sorted(p.name for p in (tmp_path / "auth").iterdir()) == ["admin.token",
-                                                                    "signing.key"]
+    assert sorted(p.name for p in (tmp_path / "auth").iterdir()) == [
+        "admin.token", "lock", "signing.key", "tokens.json"]
 
 
 # ---------------------------------------------------------------- authorisation
@@ -316,3 +326,90 @@ def test_request_tenant_of_a_new_message_type() -> None:
     other.where.tenant = "f"
     with pytest.raises(PermissionDeniedError, match="one tenant"):
         request_tenant(other)
+
+
+def test_revocations_and_minted_tokens_survive_a_restart(tmp_path: Path) -> None:
+    authority, _ = load_or_create(tmp_path, every_tenant)
+    kept = authority.issue("acme", Scope.TENANT, 600, branches=("dev",), read_only=True)
+    gone = authority.issue("acme", Scope.COMPUTE, 600)
+    authority.registry.revoke(authority.verify(gone).token_id)
+    again, _ = load_or_create(tmp_path, every_tenant)
+    claims = again.verify(kept)
+    assert (claims.branches, claims.read_only) == (("dev",), True)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        again.verify(gone)
+    assert mode(tmp_path / "auth" / "tokens.json") == 0o600
+
+
+def test_a_lost_registry_refuses_every_token(tmp_path: Path) -> None:
+    authority, _ = load_or_create(tmp_path, every_tenant)
+    token = authority.issue("acme", Scope.TENANT, 600)
+    (tmp_path / "auth" / "tokens.json").unlink()
+    again, admin = load_or_create(tmp_path, every_tenant)  # a new admin token is issued
+    with pytest.raises(Unauthenticated, match="unknown to this page server"):
+        again.verify(token)
+    assert again.verify(admin).scope is Scope.ADMIN
+
+
+def test_tokens_carry_and_check_their_tenants_incarnation() -> None:
+    incarnations = {"acme": "one"}
+    authority = TokenAuthority(KEY, TokenRegistry(None), incarnations.get)
+    token = authority.issue("acme", Scope.TENANT, 60)
+    assert authority.verify(token).incarnation == "one"
+    incarnations["acme"] = "two"
+    with pytest.raises(Unauthenticated, match="earlier tenant 'acme'"):
+        authority.verify(token)
+    with pytest.raises(NotFoundError, match="no tenant 'other'"):
+        authority.issue("other", Scope.TENANT, 60)
+
+
+def test_read_only_and_branch_limits() -> None:
+    limited = Claims("a", Scope.TENANT, 0, "t", branches=("dev",), read_only=True)
+    authorize(limited, "a", MGMT + "GetBranch", frozenset({"dev"}))
+    with pytest.raises(PermissionDeniedError, match="limited to branch dev, not main"):
+        authorize(limited, "a", MGMT + "GetBranch", frozenset({"main"}))
+    with pytest.raises(PermissionDeniedError, match="read-only"):
+        authorize(limited, "a", INGEST, frozenset({"dev"}))
+    assert MGMT + "CreateBranch" not in READ_METHODS and GET_PAGES in READ_METHODS
+
+
+def test_the_branches_a_request_names() -> None:
+    request = pb.CreateBranchRequest(tenant="a", name="new")  # parent unset: main
+    assert request_branches(request) == {"new", "main"}
+    assert request_branches(pb.GetPagesRequest(at=pb.ReadPoint(tenant="a", branch="dev"))) == {
+        "dev"}
+    assert request_branches(pb.CreateCheckpointRequest(tenant="a", branch="b",
+                                                       name="cp")) == {"b"}
+
+
+def test_load_or_create_replaces_an_admin_token_revoked_or_past_half_its_life(
+        tmp_path: Path) -> None:
+    authority, first = load_or_create(tmp_path, every_tenant)
+    token_file = tmp_path / "auth" / "admin.token"
+    aging = authority.issue("*", Scope.ADMIN, ADMIN_TTL_S // 2 - 60)
+    token_file.write_text(aging)
+    again, renewed = load_or_create(tmp_path, every_tenant)
+    assert renewed not in (aging, first)
+    assert again.verify(renewed).expires_at >= int(time.time()) + ADMIN_TTL_S - 60
+    again.registry.revoke(again.verify(renewed).token_id)
+    third, fresh = load_or_create(tmp_path, every_tenant)
+    assert fresh != renewed and third.verify(fresh).scope is Scope.ADMIN
+
+
+def test_every_field_naming_a_branch_is_marked_in_the_contract() -> None:
+    """A new field called branch, parent or preserve_as that the contract does not mark
+    (branch_ref) would let a token limited to branches past the check."""
+    requests = [method.input_type for service in pb.DESCRIPTOR.services_by_name.values()
+                for method in service.methods]
+    requests += [field.message_type for message in requests for field in message.fields
+                 if field.message_type is not None]  # ReadPoint, IngestOpen, ...
+    unmarked = [
+        f"{message.name}.{field.name}"
+        for message in requests
+        for field in message.fields
+        if field.name in ("branch", "parent", "preserve_as")
+        and not dict(field.GetOptions().ListFields()).get(pb.branch_ref, False)
+    ]
+    assert unmarked == []
+    assert request_branches(pb.RestoreBranchRequest(tenant="a", name="x",
+                                                    preserve_as="y")) == {"x", "y"}

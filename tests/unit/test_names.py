@@ -10,6 +10,7 @@ import pytest
 from common.errors import InvalidArgumentError
 from common.names import is_valid_name
 from pageserver.api.auth import Scope, TokenAuthority
+from pageserver.api.token_registry import TokenRegistry
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
 from pageserver.remote import LocalDirectoryStorage
@@ -18,6 +19,7 @@ from strata.local.errors import InvalidNameError
 from strata.local.home import Home
 from strata.proxy.pgwire import Startup
 from strata.proxy.startup import RouteError, escape_option, route_of
+from tests.tokens import every_tenant
 
 GOOD = ["a", "main", "Tenant-1", "a.b_c-d", "0" * 63]
 BAD = ["evil\n", "", "-lead", ".hidden", "_under", "a/b", "../up", "a b", "tab\t",
@@ -54,7 +56,8 @@ def test_the_engine_refuses_bad_tenant_and_branch_names(engine: Engine, name: st
 @pytest.mark.parametrize("name", BAD)
 def test_tokens_refuse_bad_tenant_names(name: str) -> None:
     with pytest.raises(ValueError, match="invalid tenant name"):
-        TokenAuthority(b"k" * 32).issue(name, Scope.TENANT, 60)
+        TokenAuthority(b"k" * 32, TokenRegistry(None), every_tenant).issue(
+            name, Scope.TENANT, 60)
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -88,7 +91,8 @@ def test_compute_workdirs_refuse_bad_names(tmp_path: Path, name: str) -> None:
 def test_good_names_pass_everywhere(engine: Engine, tmp_path: Path) -> None:
     for name in GOOD:
         engine.create_tenant(name).create_branch(f"{name[:60]}-b")
-        TokenAuthority(b"k" * 32).issue(name, Scope.TENANT, 60)
+        TokenAuthority(b"k" * 32, TokenRegistry(None), engine.incarnation).issue(
+            name, Scope.TENANT, 60)
         options = f"-c strata.branch={name}/{name}"
         assert route_of(Startup({"user": "r", "options": options})).branch == name
         assert computes.workdir(Home(tmp_path), name, name).name == name
