@@ -209,7 +209,7 @@ def test_errors_are_postgres_errors_and_the_proxy_keeps_serving(proxy: ProxyRun)
     with pytest.raises(psycopg.OperationalError, match="must be a tenant name"):
         psycopg.connect(proxy.uri("main", tenant="no%20such"))
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(proxy.uri("main", tenant="nobody"))
+        psycopg.connect(proxy.uri("main", tenant="nobody", password="a-guess"))
     with psycopg.connect(proxy.uri("main", dbname="template1")) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("template1",)
     no_branch = proxy.uri("main").replace("options=-c%20strata.branch%3Dacme%2Fmain&", "")
