@@ -22,3 +22,8 @@ def is_reserved_tenant_name(name: str) -> bool:
     """Whether ``name`` cannot name a tenant: a tenant's role in its PostgreSQL clusters is
     named like it, and PostgreSQL keeps ``postgres`` (the superuser) and ``pg_*``."""
     return name == "postgres" or name.startswith("pg_")
+
+
+READ_ONLY_ROLE: Final = "strata_readonly"
+"""The role of read-only logins in every tenant's clusters (``strata connect --read-only``):
+it reads every table (``pg_read_all_data``) and owns nothing."""

@@ -53,7 +53,7 @@ from common.postgres import pg_bin_dir
 from common.processes import process_alive
 from compute import identity, tenant_role
 from compute.identity import Identity, IdentityError
-from compute.tenant_role import TenantRoleError
+from compute.tenant_role import Logins, TenantRoleError
 
 STATE_FILE = "compute.json"
 STATS_FILE = "stats.json"  # published by the mount daemon: cache and traffic counters
@@ -198,10 +198,10 @@ class ComputeNode:
     # --- start -----------------------------------------------------------------------
 
     def start(self, timeout_s: float = 60.0, force: bool = False,
-              owner_verifier: str = "") -> None:
+              logins: Logins | None = None) -> None:
         """Mount the branch (as its writer; ``force`` fences another) and start PostgreSQL,
-        as the tenant's OS user, with the tenant's role logging in by ``owner_verifier``
-        (a SCRAM-SHA-256 verifier; "" for no password login).
+        as the tenant's OS user, its roles logging in by the verifiers of ``logins`` (none:
+        no password login).
 
         A crashed predecessor in the same workdir is cleaned up first; one that runs is
         an error.
@@ -232,7 +232,7 @@ class ComputeNode:
             postgres = self._spawn("postgres.log", b"postgres", self._postgres_command(),
                                    user)
             self._wait(self._accepting, postgres, timeout_s)
-            tenant_role.apply(spec.socket_dir, spec.port, spec.tenant, owner_verifier)
+            tenant_role.apply(spec.socket_dir, spec.port, spec.tenant, logins or Logins())
         except TenantRoleError as exc:
             self.kill()
             raise ComputeError(str(exc)) from None

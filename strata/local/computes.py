@@ -34,6 +34,7 @@ from common.supervisor import file_lock
 from compute import identity
 from compute.identity import IdentityError
 from compute.node import ComputeError, ComputeNode, ComputeSpec, ComputeStatus
+from compute.tenant_role import Logins
 from strata.local import passwords
 from strata.local.errors import InvalidNameError, LocalError, QuotaError
 from strata.local.home import Home
@@ -221,11 +222,18 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
         ComputeNode(spec).reserve()
     node = ComputeNode(spec)
     try:
-        node.start(timeout_s, force=force,
-                   owner_verifier=passwords.pg_verifier(passwords.ensure(home, tenant)))
+        node.start(timeout_s, force=force, logins=_logins(home, tenant))
     except ComputeError as exc:
         raise LocalError(exc.message, details=exc.log_tail) from None
     return node
+
+
+def _logins(home: Home, tenant: str) -> Logins:
+    """The verifiers the compute's roles get: of the tenant's password, with which the
+    proxy logs in as the tenant's role, and of the read-only role's, derived from it."""
+    password = passwords.ensure(home, tenant)
+    return Logins(passwords.pg_verifier(password),
+                  passwords.pg_verifier(passwords.read_only_password(password)))
 
 
 def ensure_running(home: Home, client: StrataClient, address: str, tenant: str,
@@ -290,6 +298,14 @@ def forget(home: Home, tenant: str, branches: list[str]) -> None:
             if node is not None:
                 stop(node, 60.0)
                 shutil.rmtree(node.spec.workdir, ignore_errors=True)
+
+
+def forget_deleted(home: Home, tenant: str, branches: list[str]) -> None:
+    """After ``branches`` were deleted: ``forget`` them, and their credentials too (a
+    branch made later under the same name gets new ones)."""
+    forget(home, tenant, branches)
+    for branch in branches:
+        passwords.forget_branch(home, tenant, branch)
 
 
 def stop_tenant(home: Home, tenant: str) -> None:

@@ -40,6 +40,7 @@ def reap_expired(home: Home, client: StrataClient, now_us: int | None = None) ->
                     log.warning("could not delete expired branch %s/%s: %s", tenant.tenant,
                                 branch.name, exc.message)
                     continue
+                computes.forget_deleted(home, tenant.tenant, [branch.name])
             log.info("deleted expired branch %s/%s", tenant.tenant, branch.name)
             deleted.append(f"{tenant.tenant}/{branch.name}")
     return deleted

@@ -1,8 +1,9 @@
 """Who a client is: the three ways the proxy authenticates a connection.
 
-- The tenant's owner role (user == tenant): the proxy checks the client's SCRAM proof
-  against the tenant's password itself (``verify``), then logs in to the compute as that
-  role with the same password (``owner_login``, SCRAM as a client).
+- The tenant's owner role (user == tenant) and the read-only role: the proxy checks the
+  client's SCRAM proof against the credential of the branch it names (``verify``), then
+  logs in to the compute as that role with a password no client has (``owner_login``,
+  SCRAM as a client).
 - Any other role of an existing branch: the compute checks that role's own password; the
   proxy passes the exchange through untouched (``pass_through``).
 - Users the proxy will not name (unknown tenant or branch, ``postgres``, ``pg_*``): a

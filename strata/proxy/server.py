@@ -7,9 +7,10 @@ psql, psycopg and pgbench pass on from a URI (``strata connect BRANCH`` prints o
 
     postgresql://acme:PASSWORD@127.0.0.1:6432/postgres?options=-c%20strata.branch%3Dacme%2Fmain
 
-The tenant's owner role (named like the tenant) logs in with the tenant's password, which
-the proxy checks itself before it starts anything; other roles are checked by the compute
-(``strata.proxy.auth``). SSLRequest gets TLS when the proxy has a certificate
+The tenant's owner role (named like the tenant) and the read-only role log in with a
+credential of the branch they name (``strata.local.passwords``), which the proxy checks
+itself before it starts anything, so it opens that branch only; other roles are checked
+by the compute (``strata.proxy.auth``). SSLRequest gets TLS when the proxy has a certificate
 (``strata.proxy.tls``), GSSENCRequest a 'N', a newer 3.x protocol a
 NegotiateProtocolVersion. Unauthenticated connections are capped and have a deadline
 (``strata.proxy.limits``). Once a session is up, its bytes are relayed both ways
@@ -107,16 +108,18 @@ class Proxy:
         self.gate = Gate(self.security.caps)
         self._mock_secret = secrets.token_bytes(32)  # fake salts: stable while this runs
         self._cancel_sockets: dict[CancelKey, Path] = {}
-        self._verifiers: dict[tuple[str, str], Verifier] = {}  # (tenant, password) -> it
+        self._verifiers: dict[str, Verifier] = {}  # by password
 
-    def _verifier(self, tenant: str) -> Verifier | None:
-        password = passwords.read(self._home, tenant)
+    def _verifier(self, route: Route) -> Verifier | None:
+        """The verifier of the branch credential the route's user logs in with; None if
+        there is none (unknown tenant or branch, or none made yet)."""
+        password = passwords.read_credential(self._home, route.tenant, route.branch,
+                                             route.read_only)
         if password is None:
             return None
-        key = (tenant, password)
-        if key not in self._verifiers:
-            self._verifiers[key] = Verifier.from_password(password)
-        return self._verifiers[key]
+        if password not in self._verifiers:
+            self._verifiers[password] = Verifier.from_password(password)
+        return self._verifiers[password]
 
     def _doomed(self, user: str) -> ScramExchange:
         """The exchange for a user the proxy will not name: ends as a wrong password."""
@@ -155,8 +158,8 @@ class Proxy:
             return
         self.gate.release(pending)
         route, secure, upstream = admitted
-        if upstream is None:  # the owner: the compute is started only now
-            upstream = await self._owner_upstream(route, writer)
+        if upstream is None:  # a branch credential: the compute is started only now
+            upstream = await self._managed_upstream(route, writer)
             if upstream is None:
                 return
         await self._relay(route, secure, upstream, (reader, writer))
@@ -179,8 +182,8 @@ class Proxy:
         if user == "postgres" or user.startswith("pg_"):
             await auth.verify(user, self._doomed(user), reader, writer)
             return None
-        if route.owner:
-            verifier = self._verifier(route.tenant)  # None: unknown tenant, or no password
+        if route.managed:
+            verifier = self._verifier(route)
             exchange = self._doomed(user) if verifier is None else ScramExchange(verifier)
             if not await auth.verify(user, exchange, reader, writer):
                 return None  # nothing is started for a client that did not prove who it is
@@ -248,9 +251,10 @@ class Proxy:
         await upstream[1].drain()
         return upstream
 
-    async def _owner_upstream(self, route: Route,
-                              writer: asyncio.StreamWriter) -> _Upstream | None:
-        """Log in to the compute as the tenant's owner role with its password."""
+    async def _managed_upstream(self, route: Route,
+                                writer: asyncio.StreamWriter) -> _Upstream | None:
+        """Log in to the compute as the tenant's role, or the read-only role, with the
+        password no client has (the tenant's, or the one derived from it)."""
         socket_path = await self._compute_socket(route, writer)
         if socket_path is None:
             return None
@@ -258,6 +262,8 @@ class Proxy:
         if upstream is None:
             return None
         password = passwords.read(self._home, route.tenant) or ""
+        if route.read_only:
+            password = passwords.read_only_password(password)
         try:
             first = await auth.owner_login(password, *upstream)
         except BaseException:

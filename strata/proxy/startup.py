@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from common.names import is_valid_name
+from common.names import READ_ONLY_ROLE, is_valid_name
 from strata.proxy.pgwire import PROTOCOL_3, Startup
 
 SETTING: Final = "strata.branch"
@@ -50,8 +50,19 @@ class Route:
 
     @property
     def owner(self) -> bool:
-        """The client logs in as the tenant's owner role, whose password the proxy knows."""
+        """The client logs in as the tenant's owner role."""
         return self.user == self.tenant
+
+    @property
+    def read_only(self) -> bool:
+        """The client logs in as the read-only role."""
+        return self.user == READ_ONLY_ROLE
+
+    @property
+    def managed(self) -> bool:
+        """The client logs in with a branch credential Strata made (``strata connect``),
+        which the proxy checks itself before it logs in to the compute."""
+        return self.owner or self.read_only
 
 
 def split_options(options: str) -> list[str]:

@@ -131,7 +131,7 @@ def test_client_errors_map_to_exit_codes() -> None:
 def test_the_connect_uri_is_what_libpq_reads_and_the_environment_the_same() -> None:
     """Every part percent-encoded where it must be: libpq's own parser gets the values
     back; the environment for psql and pg_dump says the same without a URI."""
-    target = ProxyTarget("127.0.0.1", 6432, "acme", "main", "p@ss/w:rd", "my db",
+    target = ProxyTarget("127.0.0.1", 6432, "acme", "main", False, "p@ss/w:rd", "my db",
                          "verify-full", "/home/x/.strata/tls/ca.crt")
     parsed = conninfo_to_dict(target.uri)
     assert parsed == {"host": "127.0.0.1", "port": "6432", "user": "acme",
@@ -142,6 +142,7 @@ def test_the_connect_uri_is_what_libpq_reads_and_the_environment_the_same() -> N
              "dbname": "PGDATABASE", "options": "PGOPTIONS", "sslmode": "PGSSLMODE",
              "sslrootcert": "PGSSLROOTCERT"}
     assert target.environ() == {names[key]: value for key, value in parsed.items()}
-    plain = ProxyTarget("127.0.0.1", 6432, "acme", "main", "pw", "postgres", "disable",
+    plain = ProxyTarget("127.0.0.1", 6432, "acme", "main", True, "pw", "postgres", "disable",
                         "/ca.crt")
     assert "sslrootcert" not in conninfo_to_dict(plain.uri)  # no TLS: no CA to name
+    assert conninfo_to_dict(plain.uri)["user"] == "strata_readonly"

@@ -22,6 +22,7 @@ from common.client import StrataClient
 from common.postgres import pg_bin_dir
 from compute import identity
 from compute.node import ComputeNode, ComputeSpec, ComputeStatus
+from compute.tenant_role import Logins
 from strata.local.passwords import pg_verifier
 from tests.compute.conftest import TENANT
 from tests.servers import PageServerProcess, free_port
@@ -43,7 +44,7 @@ def two_tenants(cluster: tuple[PageServerProcess, StrataClient]
         "main", root / tenant, free_port())) for tenant in (TENANT, OTHER)}
     try:
         for tenant, node in nodes.items():
-            node.start(owner_verifier=pg_verifier(PASSWORD[tenant]))
+            node.start(logins=Logins(pg_verifier(PASSWORD[tenant])))
         yield nodes
     finally:
         for node in nodes.values():
@@ -190,7 +191,7 @@ def test_kill_does_not_believe_a_forged_pid_file(
     assert victim.pids is not None
     cluster[1].create_branch(TENANT, "forger")
     forger = make_compute("forger")
-    forger.start(owner_verifier=pg_verifier(PASSWORD[TENANT]))
+    forger.start(logins=Logins(pg_verifier(PASSWORD[TENANT])))
     pid_file = forger.spec.scratch_dir / "postmaster.pid"
     own = pid_file.read_text().split("\n", 1)
     forger.stop()
@@ -210,11 +211,11 @@ def test_a_compute_starts_after_its_tenant_dropped_database_postgres(
     must not depend on it."""
     cluster[1].create_branch(TENANT, "dropper")
     node = make_compute("dropper")
-    node.start(owner_verifier=pg_verifier(PASSWORD[TENANT]))
+    node.start(logins=Logins(pg_verifier(PASSWORD[TENANT])))
     with connect(node, dbname="template1") as conn:
         conn.execute("DROP DATABASE postgres")
     node.stop()
-    node.start(owner_verifier=pg_verifier(PASSWORD[TENANT]))
+    node.start(logins=Logins(pg_verifier(PASSWORD[TENANT])))
     with connect(node, dbname="template1") as conn:
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = 'postgres'"
                             ).fetchone() == (0,)

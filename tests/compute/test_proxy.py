@@ -41,10 +41,10 @@ class ProxyRun:
 
     def uri(self, branch: str, tenant: str = "acme", password: str | None = None,
             user: str | None = None, dbname: str = "postgres") -> str:
-        """The owner's URI, as `strata connect` prints it; or another ``user``'s (password
-        "": none)."""
+        """The owner's URI with the branch's credential, as `strata connect` prints it; or
+        another ``user``'s (password "": none)."""
         if password is None:
-            password = passwords.read(Home(self.cli.home), tenant) or "none"
+            password = passwords.ensure_credential(Home(self.cli.home), tenant, branch)
         credentials = f"{user or tenant}:{password}" if password else user or tenant
         return (f"postgresql://{credentials}@127.0.0.1:{self.port}/{dbname}"
                 f"?options=-c%20strata.branch%3D{tenant}%2F{branch}&sslmode=disable")
@@ -145,15 +145,20 @@ def test_concurrent_clients_share_one_cold_start(proxy: ProxyRun) -> None:
     assert proxy.starts("crowd") == 1
 
 
-def test_only_the_tenants_password_opens_its_branches(proxy: ProxyRun) -> None:
-    """Wrong password, another tenant's password, no password: refused before any compute
-    starts; the tenant's own password works."""
+def test_only_the_branchs_credential_opens_it(proxy: ProxyRun) -> None:
+    """Wrong password, another tenant's credential, another branch's, the tenant's own
+    password (the proxy's, for computes), no password: refused before any compute starts;
+    the branch's credential works."""
+    home = Home(proxy.cli.home)
     proxy.cli.json("tenant", "create", "other")
-    proxy.cli.run("connect", "main", "--tenant", "other")
-    other_password = passwords.read(Home(proxy.cli.home), "other")
+    other_credential = proxy.cli.json("connect", "main", "--tenant", "other")["password"]
     proxy.cli.json("branch", "create", "guarded", "--tenant", "acme")
+    proxy.cli.json("branch", "create", "neighbour", "--tenant", "acme")
+    neighbour = proxy.cli.json("connect", "neighbour", "--tenant", "acme")["password"]
     for uri in (proxy.uri("guarded", password="wrong"),
-                proxy.uri("guarded", password=other_password),
+                proxy.uri("guarded", password=other_credential),
+                proxy.uri("guarded", password=neighbour),
+                proxy.uri("guarded", password=passwords.ensure(home, "acme")),
                 proxy.uri("guarded", password="")):
         refused = r"password authentication failed|no password supplied"
         with pytest.raises(psycopg.OperationalError, match=refused):
@@ -162,6 +167,30 @@ def test_only_the_tenants_password_opens_its_branches(proxy: ProxyRun) -> None:
     with psycopg.connect(proxy.uri("guarded")) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
+
+
+def test_a_read_only_credential_reads_everything_and_writes_nothing(proxy: ProxyRun) -> None:
+    proxy.cli.json("branch", "create", "shelf", "--tenant", "acme")
+    with psycopg.connect(proxy.uri("shelf"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE books (title text)")
+        conn.execute("INSERT INTO books VALUES ('dune')")
+    reader = proxy.cli.json("connect", "shelf", "--tenant", "acme", "--read-only")
+    owner = proxy.cli.json("connect", "shelf", "--tenant", "acme")
+    assert reader["user"] == "strata_readonly" and reader["password"] != owner["password"]
+    with psycopg.connect(reader["uri"], autocommit=True) as conn:
+        assert conn.execute("SELECT current_user, title FROM books").fetchall() == \
+            [("strata_readonly", "dune")]
+        conn.execute("SET default_transaction_read_only = off")  # its own choice, and yet:
+        for statement in ("INSERT INTO books VALUES ('x')", "UPDATE books SET title = 'y'",
+                          "DELETE FROM books", "DROP TABLE books", "TRUNCATE books",
+                          "CREATE TABLE mine (x int)", "SET ROLE acme",
+                          "GRANT acme TO strata_readonly", "CREATE DATABASE mine"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(proxy.uri("shelf", user="strata_readonly", password=owner["password"]))
+    with psycopg.connect(proxy.uri("shelf")) as conn:
+        assert conn.execute("SELECT title FROM books").fetchall() == [("dune",)]
 
 def test_cancel_reaches_the_right_backend(proxy: ProxyRun) -> None:
     proxy.cli.json("branch", "create", "slow", "--tenant", "acme")
@@ -180,7 +209,7 @@ def test_errors_are_postgres_errors_and_the_proxy_keeps_serving(proxy: ProxyRun)
     with pytest.raises(psycopg.OperationalError, match="must be a tenant name"):
         psycopg.connect(proxy.uri("main", tenant="no%20such"))
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(proxy.uri("main", tenant="nobody"))
+        psycopg.connect(proxy.uri("main", tenant="nobody", password="a-guess"))
     with psycopg.connect(proxy.uri("main", dbname="template1")) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("template1",)
     no_branch = proxy.uri("main").replace("options=-c%20strata.branch%3Dacme%2Fmain&", "")
@@ -292,18 +321,17 @@ def test_compute_quota_is_a_clear_postgres_error(proxy: ProxyRun) -> None:
     cli = proxy.cli
     cli.json("tenant", "create", "tiny")
     cli.run("connect", "main", "--tenant", "tiny")
-    password = passwords.read(Home(cli.home), "tiny")
     cli.json("tenant", "set", "tiny", "--max-computes", "1")
     cli.json("branch", "create", "one", "--tenant", "tiny")
     cli.json("branch", "create", "two", "--tenant", "tiny")
-    first = psycopg.connect(proxy.uri("one", tenant="tiny", password=password))
+    first = psycopg.connect(proxy.uri("one", tenant="tiny"))
     try:
         with pytest.raises(psycopg.OperationalError, match="runs 1 computes, its quota is 1"):
-            psycopg.connect(proxy.uri("two", tenant="tiny", password=password))
+            psycopg.connect(proxy.uri("two", tenant="tiny"))
     finally:
         first.close()
     cli.json("compute", "stop", "one", "--tenant", "tiny")
-    with psycopg.connect(proxy.uri("two", tenant="tiny", password=password)) as conn:
+    with psycopg.connect(proxy.uri("two", tenant="tiny")) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     cli.json("compute", "stop", "two", "--tenant", "tiny")
 
@@ -328,7 +356,7 @@ def test_strata_psql_runs_psql_without_the_password_in_its_arguments(proxy: Prox
     """`strata psql BRANCH ARGS` becomes psql through the proxy (exec: same process), with
     the password in the environment only; once it exits, `compute list` counts no client."""
     proxy.cli.json("branch", "create", "typed", "--tenant", "acme")
-    password = passwords.read(Home(proxy.cli.home), "acme")
+    password = passwords.ensure_credential(Home(proxy.cli.home), "acme", "typed")
     assert password
     run = subprocess.Popen(
         [sys.executable, "-m", "strata.cli", "psql", "--tenant", "acme", "typed", "-At",
@@ -395,7 +423,7 @@ def test_tls_verifies_with_the_ca_of_strata_status(proxy: ProxyRun) -> None:
     ca_file = proxy.cli.json("status")["proxy_ca_file"]
     assert ca_file and Path(ca_file).is_file()
     psql = str(pg_bin_dir() / "psql")
-    password = passwords.read(Home(proxy.cli.home), "acme") or ""
+    password = passwords.ensure_credential(Home(proxy.cli.home), "acme", "main")
     for host in ("127.0.0.1", "localhost"):
         conninfo = (f"host={host} port={proxy.port} user=acme dbname=postgres "
                     f"sslmode=verify-full sslrootcert={ca_file} "

@@ -183,5 +183,6 @@ def test_postgres_and_the_proxy_refuse_alike(cluster: Cluster, tmp_path: Path) -
     home = Home(tmp_path)
     home.proxy_state_file.parent.mkdir(parents=True)
     passwords.ensure(home, "acme")
+    passwords.ensure_credential(home, "acme", "main")
     answers = _through(cluster, at_postgres) + run_proxy(home, Security(), at_proxy)
     assert all(answer == answers[0] for answer in answers), answers

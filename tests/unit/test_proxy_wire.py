@@ -69,10 +69,12 @@ def run_proxy(home: Home, security: Security, scenario: Callable[[int], T]) -> T
 
 @pytest.fixture
 def home(tmp_path: Path) -> Home:
-    """A home whose tenant ``acme`` has a password (``acme`` exists, ``nobody`` not)."""
+    """A home whose tenant ``acme`` has a password and a credential for its branch
+    ``main`` (``acme`` exists, ``nobody`` not)."""
     made = Home(tmp_path)
     made.proxy_state_file.parent.mkdir(parents=True)
     passwords.ensure(made, "acme")
+    passwords.ensure_credential(made, "acme", "main")
     return made
 
 

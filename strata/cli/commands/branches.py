@@ -244,7 +244,7 @@ def delete(session: Session, name: str, cascade: bool, force: bool, yes: bool) -
                     lambda: _plan_lines(plan), yes=yes)
         computes.forget(session.home, session.tenant, [name])
         done = client.delete_branch(session.tenant, name, cascade=cascade, force=force)
-    computes.forget(session.home, session.tenant, list(done.deleted))
+    computes.forget_deleted(session.home, session.tenant, list(done.deleted))
     if session.json:
         emit_json({"deleted": list(done.deleted), "checkpoints": list(done.checkpoints),
                    "freed_bytes": done.freed_bytes})
@@ -307,10 +307,11 @@ def diff(session: Session, old: str, new: str, database: str) -> None:
 
 
 def schema_dump(session: Session, branch_name: str, database: str) -> str:
-    """``pg_dump --schema-only`` of a branch, reached through the proxy."""
+    """``pg_dump --schema-only`` of a branch, reached through the proxy as the read-only
+    role, which reads every table whoever owns it."""
     from strata.cli.commands.connect import proxy_target
 
-    target = proxy_target(session, branch_name, database)
+    target = proxy_target(session, branch_name, database, read_only=True)  # reads only
     done = subprocess.run(
         [str(pg_bin_dir() / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges"],
         capture_output=True, text=True, env={**os.environ, **target.environ()}, check=False,

@@ -10,6 +10,7 @@ from urllib.parse import quote, urlencode
 import click
 
 from common.errors import FailedPreconditionError
+from common.names import READ_ONLY_ROLE
 from common.postgres import pg_bin_dir
 from strata.cli.errors import CliError, ExitCode
 from strata.cli.render import emit_json, emit_text
@@ -21,12 +22,14 @@ from strata.local.home import UpOptions
 @dataclass(frozen=True)
 class ProxyTarget:
     """How a client of the session's tenant reaches a branch through the proxy: as the
-    tenant's owner role, to a database of the branch's cluster."""
+    tenant's owner role (or the read-only role) with the branch's credential, to a
+    database of the branch's cluster."""
 
     host: str
     port: int
     tenant: str
     branch: str
+    read_only: bool
     password: str
     dbname: str
     sslmode: str  # disable on a loopback proxy that does not require TLS (faster relay)
@@ -34,7 +37,7 @@ class ProxyTarget:
 
     @property
     def user(self) -> str:
-        return self.tenant  # the owner role is named like the tenant
+        return READ_ONLY_ROLE if self.read_only else self.tenant  # the owner's is the tenant's
 
     @property
     def options(self) -> str:
@@ -61,8 +64,9 @@ class ProxyTarget:
                 **{names[key]: value for key, value in self._query().items()}}
 
 
-def proxy_target(session: Session, branch: str, database: str = "postgres") -> ProxyTarget:
-    """The proxy's address, the tenant's password (made on first use) and what names
+def proxy_target(session: Session, branch: str, database: str = "postgres",
+                 read_only: bool = False) -> ProxyTarget:
+    """The proxy's address, the branch's credential (made on first use) and what names
     ``branch``; a one-line error if the proxy does not run."""
     listen = proxy_lifecycle.address(session.home)
     if listen is None:
@@ -74,27 +78,32 @@ def proxy_target(session: Session, branch: str, database: str = "postgres") -> P
         sslmode = "disable"
     else:
         sslmode = "verify-full" if ca_file else "require"
-    return ProxyTarget(host, int(port), session.tenant, branch,
-                       passwords.ensure(session.home, session.tenant), database, sslmode,
-                       str(ca_file) if ca_file else None)
+    password = passwords.ensure_credential(session.home, session.tenant, branch, read_only)
+    return ProxyTarget(host, int(port), session.tenant, branch, read_only, password, database,
+                       sslmode, str(ca_file) if ca_file else None)
+
+
+_READ_ONLY_HELP = "Log in as the read-only role: reads every table, writes none."
 
 
 @click.command()
 @click.argument("branch")
 @click.option("--database", default="postgres", show_default=True,
               help="Database inside the branch's cluster.")
+@click.option("--read-only", is_flag=True, help=_READ_ONLY_HELP)
 @api_command
-def connect(session: Session, branch: str, database: str) -> None:
+def connect(session: Session, branch: str, database: str, read_only: bool) -> None:
     """Print the connection URI of BRANCH through the proxy, password included.
 
-    The user is the tenant's owner role (its password is made on first use and kept in
-    $STRATA_HOME/passwords), the database one of the branch's cluster, and the branch is
-    named in options (-c strata.branch=TENANT/BRANCH); the proxy starts the branch's
-    compute on the first connect.
+    The user is the tenant's owner role (or, with --read-only, strata_readonly) and the
+    password a credential of BRANCH alone, made on first use and kept in
+    $STRATA_HOME/credentials; the database is one of the branch's cluster, and the
+    branch is named in options (-c strata.branch=TENANT/BRANCH). The proxy starts the
+    branch's compute on the first connect.
     """
     with session.client() as client:
         client.get_branch(session.tenant, branch)  # a clear error for a branch that is not
-    target = proxy_target(session, branch, database)
+    target = proxy_target(session, branch, database, read_only)
     if not session.json:
         emit_text(target.uri)
         return
@@ -110,14 +119,16 @@ def connect(session: Session, branch: str, database: str) -> None:
                                  "allow_interspersed_args": False})
 @click.option("--database", default="postgres", show_default=True,
               help="Database inside the branch's cluster.")
+@click.option("--read-only", is_flag=True, help=_READ_ONLY_HELP)
 @api_command
 @click.argument("branch")
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED, metavar="[PSQL_ARGS]...")
-def psql(session: Session, branch: str, database: str, psql_args: tuple[str, ...]) -> None:
+def psql(session: Session, branch: str, database: str, read_only: bool,
+         psql_args: tuple[str, ...]) -> None:
     """Run psql on BRANCH through the proxy; the password stays off the command line.
 
     Arguments after BRANCH go to psql (`strata psql main -c 'select 1'`); strata's own
-    options come before it. psql gets the tenant's password in its environment
+    options come before it. psql gets the branch's credential in its environment
     (PGPASSWORD), never in its arguments, and is not run at all when the branch cannot be
     reached: that fails with one line, like every strata error.
     """
@@ -125,7 +136,7 @@ def psql(session: Session, branch: str, database: str, psql_args: tuple[str, ...
         raise CliError("--json: psql prints its own output", ExitCode.USAGE)
     with session.client() as client:
         client.get_branch(session.tenant, branch)  # a clear error for a branch that is not
-    target = proxy_target(session, branch, database)
+    target = proxy_target(session, branch, database, read_only)
     try:
         program = str(pg_bin_dir() / "psql")
     except FailedPreconditionError as exc:
