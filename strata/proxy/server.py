@@ -46,6 +46,7 @@ from common.client import ClientError, StrataClient
 from common.durable import write_atomically, write_durably
 from common.durations import parse_duration
 from strata.local import passwords
+from strata.local.connect_log import ConnectLog
 from strata.local.errors import LocalError, QuotaError
 from strata.local.home import Home
 from strata.local.reaper import reap_expired
@@ -101,9 +102,11 @@ class Security:
 class Proxy:
     """The listening side: one task per client connection."""
 
-    def __init__(self, computes_: Computes, home: Home, security: Security | None = None) -> None:
+    def __init__(self, computes_: Computes, home: Home, security: Security | None = None,
+                 connects: ConnectLog | None = None) -> None:
         self.computes = computes_
         self._home = home
+        self._connects = connects
         self.security = security or Security()
         self.gate = Gate(self.security.caps)
         self._mock_secret = secrets.token_bytes(32)  # fake salts: stable while this runs
@@ -322,6 +325,12 @@ class Proxy:
             if kind == b"E":
                 await writer.drain()
                 return
+            if self._connects is not None:
+                peer = writer.get_extra_info("peername")
+                self._connects.record(
+                    route.tenant, route.branch, route.user,
+                    "read-only" if route.read_only else "owner" if route.owner else "role",
+                    str(peer[0]) if isinstance(peer, tuple) else "local", secure)
             name = f"relay {route.tenant}/{route.branch}"
             if secure:
                 await tls.relay(client, upstream.streams)
@@ -372,7 +381,8 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
                 reap_period_s: float = 5.0, security: Security | None = None) -> None:
     """Accept clients until ``stop``; suspend idle computes every second or so and, with
     ``reap``, delete expired branches every ``reap_period_s``."""
-    proxy = Proxy(computes_, home, security)
+    connects = ConnectLog(home)
+    proxy = Proxy(computes_, home, security, connects)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -396,6 +406,7 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
+        connects.close()
 
 
 async def _publish_state(computes_: Computes, home: Home) -> None:

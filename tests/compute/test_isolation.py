@@ -24,6 +24,7 @@ from compute import identity
 from compute.node import ComputeNode, ComputeSpec, ComputeStatus
 from compute.tenant_role import Logins
 from strata.local.passwords import pg_verifier
+from tests.compute.attacks import ATTACKS
 from tests.compute.conftest import TENANT
 from tests.servers import PageServerProcess, free_port
 
@@ -68,27 +69,6 @@ def as_os_user(name: str, *command: str) -> subprocess.CompletedProcess[str]:
                           text=True, check=False, timeout=30)
 
 
-ATTACKS = [
-    "SELECT pg_read_binary_file('/etc/passwd')",
-    "SELECT pg_ls_dir('{other_workdir}')",
-    "SELECT lo_import('/etc/passwd')",
-    "COPY (SELECT 1) TO PROGRAM 'id'",
-    "COPY loot FROM PROGRAM 'cat /etc/passwd'",
-    "COPY loot FROM '/etc/passwd'",
-    "CREATE EXTENSION dblink",
-    "CREATE EXTENSION postgres_fdw",
-    "CREATE EXTENSION file_fdw",
-    "CREATE FUNCTION evil() RETURNS int LANGUAGE c AS '/lib/x86_64-linux-gnu/libc.so.6', 'getpid'",
-    "CREATE FUNCTION evil() RETURNS int LANGUAGE internal AS 'int4in'",
-    "ALTER SYSTEM SET work_mem = '1MB'",
-    "SET ROLE postgres",
-    "SET SESSION AUTHORIZATION postgres",
-    "ALTER ROLE pg SUPERUSER",
-    "CREATE ROLE boss SUPERUSER",
-    "GRANT pg_execute_server_program TO pg",
-    "GRANT pg_read_server_files TO pg",
-    "CREATE ROLE sneaky IN ROLE pg_write_server_files",
-]
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -98,7 +78,8 @@ def test_the_tenant_role_cannot_reach_the_host_or_other_tenants(
     with connect(node) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS loot (line text)")
         with pytest.raises(errors.InsufficientPrivilege):
-            conn.execute(attack.format(other_workdir=two_tenants[OTHER].spec.workdir))
+            conn.execute(attack.format(me=TENANT,
+                                       other_workdir=two_tenants[OTHER].spec.workdir))
         assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
                             ).fetchone() == (False,)
 

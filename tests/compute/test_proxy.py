@@ -28,6 +28,7 @@ from strata.local import computes, passwords
 from strata.local.home import Home
 from strata.proxy.pgwire import Startup
 from tests.cli.conftest import REPO, Strata, free_port, strata_home
+from tests.compute.attacks import ATTACKS
 from tests.compute.load import wait_for
 
 SUSPEND_S = 3.0
@@ -490,3 +491,57 @@ def test_a_compute_woken_for_a_client_that_never_logs_in_is_suspended(proxy: Pro
             stranger.close()
     wait_for(lambda: proxy.status("woken") == "running", 60, "the start to go on")
     wait_for(lambda: proxy.status("woken") == "suspended", SUSPEND_S + 30, "idle suspend")
+
+
+def test_a_tenants_session_through_the_proxy_cannot_reach_the_host(proxy: ProxyRun) -> None:
+    """The attacks of test_isolation, as a client of the proxy makes them: each refused,
+    and the session is the tenant's role, not a superuser."""
+    proxy.cli.json("branch", "create", "attacker", "--tenant", "acme")
+    other = computes.workdir(Home(proxy.cli.home), "other-tenant", "main")
+    with psycopg.connect(proxy.uri("attacker"), autocommit=True) as conn:
+        assert conn.execute("SELECT current_user, rolsuper FROM pg_roles "
+                            "WHERE rolname = current_user").fetchone() == ("acme", False)
+        conn.execute("CREATE TABLE loot (line text)")
+        for attack in ATTACKS:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(attack.format(me="acme", other_workdir=other))
+
+
+def test_no_secret_is_on_any_command_line_while_a_compute_runs(proxy: ProxyRun) -> None:
+    """The tenant's password, the branch's credentials and the compute's token appear in
+    no process's arguments (PostgreSQL, the mount daemon, the proxy, the page server)."""
+    proxy.cli.json("branch", "create", "quiet", "--tenant", "acme")
+    home = Home(proxy.cli.home)
+    reader = proxy.cli.json("connect", "quiet", "--tenant", "acme", "--read-only")
+    with psycopg.connect(proxy.uri("quiet")) as conn, psycopg.connect(reader["uri"]):
+        conn.execute("SELECT 1")
+        node = computes.find(home, "acme", "quiet")
+        assert node is not None
+        secrets = {passwords.ensure(home, "acme"), reader["password"],
+                   passwords.ensure_credential(home, "acme", "quiet"),
+                   node.spec.token_file.read_text().strip()}
+        seen = 0
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                arguments = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+                seen += bool(arguments)
+                assert not [s for s in secrets if s.encode() in arguments], arguments
+        assert seen > 10
+
+
+def test_connects_are_in_the_audit_log(proxy: ProxyRun) -> None:
+    proxy.cli.json("branch", "create", "audited", "--tenant", "acme")
+    reader = proxy.cli.json("connect", "audited", "--tenant", "acme", "--read-only")
+    with psycopg.connect(proxy.uri("audited")), psycopg.connect(reader["uri"]):
+        pass
+
+    def connects() -> list[tuple[str, str, str, str]]:
+        return [(e["target"], e["scope"], e["peer"], e["details"]["user"])
+                for e in proxy.cli.json("audit", "--tenant", "acme", "--since", "5m")["entries"]
+                if e["action"] == "connect" and e["target"] == "audited"]
+
+    wait_for(lambda: len(connects()) == 2, 10, "the proxy to log both connects")
+    assert connects() == [("audited", "owner", "127.0.0.1", "acme"),
+                          ("audited", "read-only", "127.0.0.1", "strata_readonly")]
+    entries = proxy.cli.json("audit", "--tenant", "acme", "--since", "5m")["entries"]
+    assert any(e["action"] == "branch.create" and e["target"] == "audited" for e in entries)

@@ -1,4 +1,5 @@
-"""``strata audit``: who changed what, and when, from the page server's audit log."""
+"""``strata audit``: who changed what, and when, from the page server's audit log, and
+who connected to which branch, from the proxy's (``strata.local.connect_log``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from strata.cli.params import DURATION
 from strata.cli.render import emit_json, print_table
 from strata.cli.session import Session, api_command, tenant_given
 from strata.cli.units import iso_time, local_time
+from strata.local import connect_log
 
 
 def _entry_dict(entry: pb.AuditEntry) -> dict[str, Any]:
@@ -31,18 +33,32 @@ def audit(session: Session, since: str | None) -> None:
     """Show the audit log: who (token id, scope, address) changed what, and when.
 
     Branch, checkpoint, token and tenant changes, oldest first: all the token in use may
-    see (a tenant token: its tenant's), or those of --tenant when it is given.
+    see (a tenant token: its tenant's), or those of --tenant when it is given; and the
+    connects through this machine's proxy (target: the branch; scope: owner, read-only
+    or role), for whoever may read the home's connect log (its owner).
     """
     since_us = 0
     if since:
         since_us = time.time_ns() // 1000 - parse_duration_s(since) * 1_000_000
     with session.client() as client:
-        entries = client.read_audit(since_us)
+        changes = [_entry_dict(e) for e in client.read_audit(since_us)]
+    connects = [_connect_dict(c) for c in connect_log.read(session.home, since_us)]
+    entries = sorted(changes + connects, key=lambda entry: int(entry["at_us"]))
     if tenant_given():
-        entries = [e for e in entries if e.tenant == session.tenant]
+        entries = [entry for entry in entries if entry["tenant"] == session.tenant]
     if session.json:
-        emit_json({"entries": [_entry_dict(e) for e in entries]})
+        emit_json({"entries": entries})
         return
     print_table(("when", "action", "tenant", "target", "token", "scope", "from"),
-                [(local_time(e.at_us), e.action, e.tenant, e.target or "-",
-                  e.token_id or "-", e.scope or "-", e.peer or "-") for e in entries])
+                [(local_time(e["at_us"]), e["action"], e["tenant"], e["target"] or "-",
+                  e["token_id"] or "-", e["scope"] or "-", e["peer"] or "-")
+                 for e in entries])
+
+
+def _connect_dict(entry: dict[str, Any]) -> dict[str, Any]:
+    details = entry.get("details") or ""
+    return {"at": iso_time(entry["at_us"]), "at_us": entry["at_us"], "action": "connect",
+            "tenant": entry.get("tenant", ""), "target": entry.get("target") or None,
+            "token_id": None, "scope": entry.get("scope") or None,
+            "peer": entry.get("peer") or None,
+            "details": json.loads(details) if details else {}}
