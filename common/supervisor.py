@@ -105,7 +105,10 @@ def spawn(command: Sequence[str], *, marker: bytes, log_file: Path, cwd: Path,
 
     ``env`` (default: ours) gets this checkout first on PYTHONPATH, so a Python child
     imports the same code. The pid goes to ``pid_file`` if given. With ``user`` (uid,
-    gid) the child runs as that user with no supplementary groups (the caller is root).
+    gid) the child runs as that user with no supplementary groups (the caller is root):
+    through util-linux's ``setpriv``, which changes identity and execs, so the pid is the
+    program's. (Popen's own ``user=`` would fork rather than vfork, and a fork of a
+    process with gRPC threads can abort in the child before it execs.)
     """
     environ = dict(os.environ if env is None else env)
     environ["PYTHONPATH"] = os.pathsep.join(
@@ -115,11 +118,12 @@ def spawn(command: Sequence[str], *, marker: bytes, log_file: Path, cwd: Path,
         log.write(f"--- {datetime.now().isoformat(timespec='seconds')} {label}: "
                   f"{shlex.join(command)}\n".encode())
         log.flush()
-        uid, gid = user if user is not None else (None, None)
+        if user is not None:
+            command = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}",
+                       "--clear-groups", "--", *command]
         process = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, cwd=cwd, env=environ,
-                                   start_new_session=True, user=uid, group=gid,
-                                   extra_groups=[] if user is not None else None)
+                                   start_new_session=True)
     if pid_file is not None:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{process.pid}\n")

@@ -357,11 +357,12 @@ def test_strata_psql_runs_psql_without_the_password_in_its_arguments(proxy: Prox
     """`strata psql BRANCH ARGS` becomes psql through the proxy (exec: same process), with
     the password in the environment only; once it exits, `compute list` counts no client."""
     proxy.cli.json("branch", "create", "typed", "--tenant", "acme")
-    password = passwords.ensure_credential(Home(proxy.cli.home), "acme", "typed")
+    password = passwords.ensure_credential(Home(proxy.cli.home), "acme", "typed",
+                                           read_only=True)
     assert password
     run = subprocess.Popen(
-        [sys.executable, "-m", "strata.cli", "psql", "--tenant", "acme", "typed", "-At",
-         "-c", "SELECT 'ok', pg_sleep(4)"],
+        [sys.executable, "-m", "strata.cli", "psql", "--tenant", "acme", "--read-only",
+         "typed", "--", "-At", "-c", "SELECT 'ok', pg_sleep(4)"],
         cwd=REPO, env={**os.environ, "STRATA_HOME": str(proxy.cli.home)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

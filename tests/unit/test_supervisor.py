@@ -196,3 +196,18 @@ def test_a_process_exiting_while_its_proc_files_are_read_is_not_alive(
 
     monkeypatch.setattr(Path, "read_bytes", exiting)
     assert not process_alive(os.getpid(), b"")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a child as another user needs root")
+def test_a_child_runs_as_the_user_given_with_its_own_pid(
+        tmp_path: Path, children: list[supervisor.Child]) -> None:
+    """The identity changes in the child's own process (no helper process in between):
+    the pid recorded is the program's, which then runs with that uid, gid and no other
+    groups."""
+    os.chmod(tmp_path, 0o755)
+    child = supervisor.spawn(["/bin/sh", "-c", 'echo "$$ $(id -u) $(id -g) $(id -G)"'],
+                             marker=b"sh", log_file=tmp_path / "child.log", cwd=tmp_path,
+                             user=(65534, 65534))
+    children.append(child)
+    assert supervisor.wait_exit(child, 10)
+    assert child.log_tail(1)[0].split() == [str(child.pid), "65534", "65534", "65534"]

@@ -127,8 +127,8 @@ def psql(session: Session, branch: str, database: str, read_only: bool,
          psql_args: tuple[str, ...]) -> None:
     """Run psql on BRANCH through the proxy; the password stays off the command line.
 
-    Arguments after BRANCH go to psql (`strata psql main -c 'select 1'`); strata's own
-    options come before it. psql gets the branch's credential in its environment
+    Arguments after BRANCH go to psql (`strata psql main -c 'select 1'`, or after a
+    `--`: `strata psql main -- -c 'select 1'`); strata's own options come before it. psql gets the branch's credential in its environment
     (PGPASSWORD), never in its arguments, and is not run at all when the branch cannot be
     reached: that fails with one line, like every strata error.
     """
@@ -141,6 +141,8 @@ def psql(session: Session, branch: str, database: str, read_only: bool,
         program = str(pg_bin_dir() / "psql")
     except FailedPreconditionError as exc:
         raise CliError(str(exc)) from None
+    if psql_args[:1] == ("--",):
+        psql_args = psql_args[1:]  # the separator is strata's, not an argument for psql
     environ = {**os.environ, **target.environ()}
     sys.stdout.flush()
     os.execve(program, [program, *psql_args], environ)  # psql's exit status is strata's
