@@ -12,6 +12,7 @@ the tenants' are ASCII (``strata.local.passwords``), which SASLprep leaves as th
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -117,6 +118,14 @@ class ScramExchange:
         return "v=" + base64.b64encode(server_signature).decode()
 
 
+@functools.lru_cache(maxsize=4096)
+def _salted_password(password: bytes, salt: bytes, iterations: int) -> bytes:
+    """SCRAM's SaltedPassword: 4096 rounds of PBKDF2, a few milliseconds each time. A
+    compute's salt stays the same for a tenant's password, so the proxy pays them once
+    per password, not on every login to a compute."""
+    return hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
+
+
 class ScramClient:
     """One client side of a SCRAM-SHA-256 exchange, without channel binding: the proxy
     logging in to a compute. ``client_first``, then ``client_final`` of the server's
@@ -144,7 +153,7 @@ class ScramClient:
             raise ScramError(f"malformed server-first message {server_first!r}") from exc
         if not salt or iterations < 1:
             raise ScramError(f"malformed server-first message {server_first!r}")
-        salted = hashlib.pbkdf2_hmac("sha256", self._password, salt, iterations)
+        salted = _salted_password(self._password, salt, iterations)
         client_key = _hmac(salted, b"Client Key")
         without_proof = f"c=biws,r={nonce}"  # biws: base64 of "n,,"
         auth_message = f"{self._client_first_bare},{server_first},{without_proof}".encode()
