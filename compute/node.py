@@ -278,6 +278,11 @@ class ComputeNode:
             "shared_buffers": spec.shared_buffers, "wal_recycle": "off", "wal_init_zero": "off",
             "full_page_writes": "on" if spec.full_page_writes else "off",
             "logging_collector": "off", "hba_file": str(spec.workdir / "pg_hba.conf"),
+            # A crash (a PANIC on an fsync the page server refused, a fenced writer) ends
+            # the compute: a restart on the same mount would recover from a view of the
+            # branch this compute may no longer own. The proxy or `strata compute start`
+            # starts a fresh one, which recovers from what the page server has.
+            "restart_after_crash": "off",
             "ident_file": str(spec.workdir / "pg_ident.conf"), **spec.settings,
         }
         command = [str(pg_bin_dir() / "postgres"), "-D", str(spec.mountpoint)]
