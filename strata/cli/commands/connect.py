@@ -128,9 +128,10 @@ def psql(session: Session, branch: str, database: str, read_only: bool,
     """Run psql on BRANCH through the proxy; the password stays off the command line.
 
     Arguments after BRANCH go to psql (`strata psql main -c 'select 1'`, or after a
-    `--`: `strata psql main -- -c 'select 1'`); strata's own options come before it. psql gets the branch's credential in its environment
-    (PGPASSWORD), never in its arguments, and is not run at all when the branch cannot be
-    reached: that fails with one line, like every strata error.
+    `--`: `strata psql main -- -c 'select 1'`); strata's own options come before it.
+    psql gets the branch's credential in its environment (PGPASSWORD), never in its
+    arguments, and is not run at all when the branch cannot be reached: that fails with
+    one line, like every strata error.
     """
     if session.json:
         raise CliError("--json: psql prints its own output", ExitCode.USAGE)
