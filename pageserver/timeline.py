@@ -129,6 +129,7 @@ class Timeline:
         self._retain_lsns = retain_lsns
         self._lock = threading.RLock()
         self._flush_lock = threading.Lock()
+        self.compaction_lock = threading.Lock()  # one compaction pass at a time
         self.deleted = False
         self._state = Published(
             TimelineState(
