@@ -40,10 +40,15 @@ class CompactionResult:
 
 
 def compact(timeline: Timeline, config: EngineConfig, force: bool = False) -> CompactionResult:
-    """One compaction pass; ``force`` merges any L0s and images any stacked range."""
+    """One compaction pass; ``force`` merges any L0s and images any stacked range.
+
+    Passes over one timeline (the background one, an on-demand ``Compact``) run one after
+    the other: two at once would both merge the same L0s, publishing duplicate layers.
+    """
     result = CompactionResult()
-    merge_l0(timeline, config, result, force)
-    create_images(timeline, config, result, force)
+    with timeline.compaction_lock:
+        merge_l0(timeline, config, result, force)
+        create_images(timeline, config, result, force)
     return result
 
 

@@ -35,14 +35,20 @@ def pitr_cutoff(timeline: Timeline, pitr_window_s: float, at_us: int | None = No
 
 
 def collect(timeline: Timeline, cutoff: int) -> GcResult:
-    """Raise the timeline's GC cutoff to ``cutoff`` and delete the layers nothing needs."""
+    """Raise the timeline's GC cutoff to ``cutoff`` and delete the layers nothing needs.
+
+    The cutoff is published before the retained LSNs are read: a branch or checkpoint
+    made meanwhile is either among them (pinned while it is made) or refused.
+    """
     cutoff = max(min(cutoff, timeline.disk_consistent_lsn), timeline.gc_cutoff)
+    timeline.raise_gc_cutoff(cutoff)
     retained = sorted(p for p in timeline.retain_lsns() if p < cutoff)
     with timeline.lock:
         layers = list(timeline.layers)
     images = [layer for layer in layers if layer.is_image]
     removable = [layer for layer in layers if _unreachable(layer, images, retained, cutoff)]
-    timeline.replace_layers([], removable, gc_cutoff=cutoff)
+    if removable:
+        timeline.replace_layers([], removable)
     return GcResult(cutoff, len(removable), sum(layer.desc.size for layer in removable))
 
 

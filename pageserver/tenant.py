@@ -11,6 +11,8 @@ import secrets
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -119,6 +121,7 @@ class Tenant:
         self._manifest = self._published(
             TenantManifest(tenant_id, incarnation=secrets.token_hex(16)))
         self.timelines: dict[str, Timeline] = {}
+        self._pins: list[tuple[Timeline, int]] = []  # points being branched or checkpointed
 
     @property
     def manifest(self) -> TenantManifest:
@@ -242,11 +245,30 @@ class Tenant:
         settings = self._within_quotas(settings or BranchSettings(expires_at_us))
         if at.checkpoint is not None:
             source, lsn = self._checkpoint_point(at.checkpoint)
-            return self._create_timeline(name, source, lsn, settings,
-                                         self.checkpoint(at.checkpoint).branch)
-        source = self.branch(parent)
-        return self._create_timeline(name, source, self.resolve_point(source, at), settings,
-                                     parent)
+            origin = self.checkpoint(at.checkpoint).branch
+        else:
+            source, origin = self.branch(parent), parent
+            lsn = self.resolve_point(source, at)
+        with self._pinned(source, lsn):
+            return self._create_timeline(name, source, lsn, settings, origin)
+
+    @contextmanager
+    def _pinned(self, source: Timeline, lsn: int) -> Iterator[None]:
+        """Keep ``lsn`` of ``source`` from GC while a branch or checkpoint at it is made.
+
+        Pinned first, then checked against the GC cutoff: GC publishes its cutoff before
+        it reads the pins, so either it sees this pin and keeps what ``lsn`` reads, or its
+        cutoff is already visible here and the point is refused (never a branch GC empties).
+        """
+        pin = (source, lsn)
+        with self._lock:
+            self._pins.append(pin)
+        try:
+            source.check_above_gc_cutoff(lsn)
+            yield
+        finally:
+            with self._lock:
+                self._pins.remove(pin)
 
     def resolve_point(self, timeline: Timeline, at: BranchPoint) -> int:
         """An LSN of ``timeline`` from an LSN, a WAL position or a time (docs/DESIGN.md rules)."""
@@ -323,7 +345,7 @@ class Tenant:
             source, lsn = self._checkpoint_point(at.checkpoint)
         else:
             source, lsn = old, self.resolve_point(old, at)
-        with self._manifest.change() as draft:
+        with self._pinned(source, lsn), self._manifest.change() as draft:
             branches = draft.state.branches
             if branches.get(name) != record:
                 raise FailedPreconditionError(
@@ -526,11 +548,12 @@ class Tenant:
 
     def create_checkpoint(self, branch: str, name: str, lsn: int | None = None) -> CheckpointRecord:
         validate_name("checkpoint", name)
-        with self._manifest.change() as draft:
+        with ExitStack() as pins, self._manifest.change() as draft:  # pinned until current
             timeline = self.branch(branch)  # in the change: no restore moves it meanwhile
             point = timeline.durable_lsn if lsn is None else self.resolve_point(
                 timeline, BranchPoint(lsn=lsn)
             )
+            pins.enter_context(self._pinned(timeline, point))
             if name in draft.state.checkpoints:
                 raise AlreadyExistsError(f"checkpoint {name!r} already exists")
             record = CheckpointRecord(timeline.timeline_id, point, now_us(), branch)
@@ -571,6 +594,7 @@ class Tenant:
                     if not child.deleted]
             pins += [(self.timelines.get(cp.timeline_id), cp.lsn)
                      for cp in self.manifest.checkpoints.values()]
+            pins += self._pins
         return {lsn for holder, lsn in pins
                 if holder is not None and _owner(holder, lsn) is timeline}
 

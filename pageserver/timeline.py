@@ -129,6 +129,7 @@ class Timeline:
         self._retain_lsns = retain_lsns
         self._lock = threading.RLock()
         self._flush_lock = threading.Lock()
+        self.compaction_lock = threading.Lock()  # one compaction pass at a time
         self.deleted = False
         self._state = Published(
             TimelineState(
@@ -469,19 +470,24 @@ class Timeline:
         self._storage.put(layer.remote_key, local_path.read_bytes())
         return layer
 
-    def replace_layers(self, added: list[Layer], removed: list[Layer],
-                       gc_cutoff: int | None = None) -> None:
+    def replace_layers(self, added: list[Layer], removed: list[Layer]) -> None:
         """Swap layers: publish a manifest with ``added``, then delete ``removed``."""
         gone = {id(layer) for layer in removed}
         with self._state.change() as draft:
             kept = [layer for layer in draft.state.layers if id(layer) not in gone]
             draft.state.layers = _with_layers(kept, added)
-            if gc_cutoff is not None:
-                draft.state.gc_cutoff = max(draft.state.gc_cutoff, gc_cutoff)
         self._reads.barrier()
         self._storage.delete_many([layer.remote_key for layer in removed])
         for layer in removed:
             layer.remove_local()
+
+    def raise_gc_cutoff(self, cutoff: int) -> None:
+        """Publish (durably) a GC cutoff of at least ``cutoff``: from then on reads,
+        branches and checkpoints below it are refused. GC does this before it chooses."""
+        if cutoff <= self.gc_cutoff:
+            return
+        with self._state.change() as draft:
+            draft.state.gc_cutoff = max(draft.state.gc_cutoff, cutoff)
 
     def _layer_handle(self, desc: LayerDescriptor) -> Layer:
         return Layer(desc, self._cache_dir / desc.name, self._storage,

@@ -2,7 +2,8 @@
 
 Every method gets the same treatment: request bytes that do not parse become
 INVALID_ARGUMENT (not INTERNAL), engine errors become their status with the
-engine's message, anything unexpected is logged and becomes INTERNAL, and
+engine's message, a full disk (ENOSPC, EDQUOT) becomes UNAVAILABLE, which clients
+retry, anything unexpected is logged and becomes INTERNAL, and
 every call (or streamed request) is counted and timed. Every call of a tenant
 holds a slot of ``CallAdmission`` while it runs (refused at once beyond its
 limits), so that no tenant can hold all of the server's threads. A stream its client
@@ -23,7 +24,7 @@ from google.protobuf.message import DecodeError, Message
 from common.errors import STORAGE_FULL, InvalidArgumentError, StorageQuotaError, StrataError
 from pageserver.api.auth import ALL_TENANTS, current_claims
 from pageserver.api.limits import CallAdmission
-from pageserver.api.status import status_of
+from pageserver.api.status import disk_full, disk_full_message, status_of
 from pageserver.metrics import Metrics
 from proto import strata_pb2
 
@@ -69,6 +70,17 @@ def _abort(context: grpc.ServicerContext, exc: StrataError) -> NoReturn:
     context.abort(status_of(exc), str(exc))
 
 
+def _unexpected(exc: Exception, name: str) -> tuple[grpc.StatusCode, str]:
+    """Log an exception that is no engine error; the status and message to end the call
+    with: UNAVAILABLE (retried) when the disk is full, otherwise INTERNAL."""
+    full = disk_full(exc)
+    if full is not None:
+        log.error("%s failed: the disk is full: %s", name, full)
+        return grpc.StatusCode.UNAVAILABLE, disk_full_message(full)
+    log.exception("%s failed", name)
+    return grpc.StatusCode.INTERNAL, f"internal error in {name}; see the page server log"
+
+
 def service_handler(service: str, servicer: object, metrics: Metrics,
                     admission: CallAdmission) -> grpc.GenericRpcHandler:
     """A generic handler serving ``service`` (e.g. "PageService") with ``servicer``'s methods."""
@@ -106,10 +118,9 @@ def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Message], name: str,
         except StrataError as exc:
             code = status_of(exc)
             _abort(context, exc)
-        except Exception:
-            log.exception("%s failed", name)
-            code = grpc.StatusCode.INTERNAL
-            context.abort(code, f"internal error in {name}; see the page server log")
+        except Exception as exc:
+            code, message = _unexpected(exc, name)
+            context.abort(code, message)
         finally:
             metrics.rpc_requests.labels(name, code.name).inc()
             metrics.rpc_seconds.labels(name).observe(time.perf_counter() - started)
@@ -139,9 +150,8 @@ def _stream(behaviour: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[
             if isinstance(exc, grpc.RpcError) and not context.is_active():
                 code = _ended_by_client(context, name)
                 return
-            log.exception("%s failed", name)
-            code = grpc.StatusCode.INTERNAL
-            context.abort(code, f"internal error in {name}; see the page server log")
+            code, message = _unexpected(exc, name)
+            context.abort(code, message)
         finally:
             if code is grpc.StatusCode.OK:
                 _count_when_settled(context, name, metrics)

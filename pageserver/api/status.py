@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import grpc
 
 from common.errors import (
@@ -34,3 +36,29 @@ def status_of(error: StrataError) -> grpc.StatusCode:
         if isinstance(error, kind):
             return code
     return grpc.StatusCode.UNAVAILABLE
+
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> OSError | None:
+    """The out-of-space ``OSError`` (ENOSPC, EDQUOT) that is ``exc`` or caused it, if any.
+
+    A full disk is not a bug (INTERNAL) but a condition that passes once space is freed:
+    it is answered UNAVAILABLE, which clients retry.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain of causes; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def disk_full_message(error: OSError) -> str:
+    """What a client is told when the page server's disk is full."""
+    where = f": {error.filename}" if error.filename else ""
+    return (f"the page server's disk is full ({error.strerror or error}{where}); "
+            "retry once space is freed")

@@ -41,11 +41,14 @@ _T = TypeVar("_T")
 # DeleteObjects takes at most this many keys per request.
 _DELETE_BATCH = 1000
 
-# Our own retries wrap botocore's (which retry each HTTP request) and also cover
-# failures botocore leaves to the caller, such as a body stream breaking mid-read.
-_MAX_OWN_ATTEMPTS = 3
+# Retries are ours alone (botocore sends each request once), so that one deadline bounds
+# an operation whole; they also cover failures botocore leaves to the caller, such as a
+# body stream breaking mid-read.
 _BACKOFF_BASE = 0.2  # seconds before the first retry, at most (full jitter)
 _BACKOFF_CAP = 5.0
+DEADLINE_S = 120.0  # an operation, its retries included, gives up after this
+_CONNECT_TIMEOUT_S = 5.0  # per request; never beyond the deadline
+_READ_TIMEOUT_S = 30.0  # per socket read of a request; never beyond the deadline
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 _TRANSIENT_CODES = frozenset(
@@ -98,8 +101,10 @@ def _normalise_prefix(prefix: str) -> str:
 class S3Storage(RemoteStorage):
     """Objects under ``prefix`` in ``bucket``, through a thread-safe boto3 client.
 
-    ``max_attempts`` bounds botocore's retries of each HTTP request and, up to
-    three, this class's retries of a whole operation; 1 disables retrying.
+    ``max_attempts`` bounds the attempts of an operation (1: no retry), and
+    ``deadline_s`` its time: no attempt starts after it, and each request's connect
+    and read timeouts are at most it, so an operation on an endpoint that stalls
+    fails (RemoteStorageError, retryable) within about twice ``deadline_s``.
     """
 
     def __init__(
@@ -109,19 +114,23 @@ class S3Storage(RemoteStorage):
         endpoint_url: str | None = None,
         region: str | None = None,
         max_attempts: int = 5,
+        deadline_s: float = DEADLINE_S,
     ) -> None:
         if not bucket:
             raise InvalidArgumentError("S3 bucket name must not be empty")
         if max_attempts < 1:
             raise InvalidArgumentError(f"max_attempts must be at least 1, got {max_attempts}")
+        if deadline_s <= 0:
+            raise InvalidArgumentError(f"deadline_s must be positive, got {deadline_s}")
         self._bucket = bucket
         self._prefix = _normalise_prefix(prefix)
-        self._own_attempts = min(max_attempts, _MAX_OWN_ATTEMPTS)
+        self._attempts = max_attempts
+        self._deadline_s = deadline_s
         config = Config(
             s3={"addressing_style": "path"},
-            retries={"max_attempts": max_attempts, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=60,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=min(_CONNECT_TIMEOUT_S, deadline_s),
+            read_timeout=min(_READ_TIMEOUT_S, deadline_s),
             # Layer uploads and downloads run from thread pools.
             max_pool_connections=32,
         )
@@ -275,12 +284,15 @@ class S3Storage(RemoteStorage):
             )
 
     def _retrying(self, operation: str, key: str, attempt: Callable[[], _T]) -> _T:
-        """Run ``attempt``, retrying transient failures with jittered exponential backoff.
+        """Run ``attempt``, retrying transient failures with jittered exponential backoff
+        until ``max_attempts`` or the deadline runs out.
 
         Maps a missing object to NotFoundError and every other failure to
         RemoteStorageError naming the operation, the key and the S3 error code.
         """
+        deadline = time.monotonic() + self._deadline_s
         failures = 0
+        error: Exception
         while True:
             try:
                 return attempt()
@@ -288,17 +300,21 @@ class S3Storage(RemoteStorage):
                 code = _error_code(e)
                 if code in _NOT_FOUND_CODES:
                     raise NotFoundError(f"object not found: {key!r} in {self.describe()}") from e
-                if not _is_transient(e) or failures + 1 >= self._own_attempts:
+                if not _is_transient(e) or failures + 1 >= self._attempts:
                     raise self._error(operation, key, code, e) from e
-                error: Exception = e
+                error, reason = e, code
             except _TRANSIENT_EXCEPTIONS as e:
-                if failures + 1 >= self._own_attempts:
+                if failures + 1 >= self._attempts:
                     raise self._error(operation, key, type(e).__name__, e) from e
-                error = e
+                error, reason = e, type(e).__name__
             except BotoCoreError as e:
                 raise self._error(operation, key, type(e).__name__, e) from e
             failures += 1
             delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (failures - 1)))
+            if time.monotonic() + delay >= deadline:
+                raise self._error(operation, key, reason, error,
+                                  f"; gave up after its deadline of {self._deadline_s:g} s") \
+                    from error
             _log.warning(
                 "S3 %s of %r on %s failed (%s), retry %d in %.2f s",
                 operation,
@@ -310,7 +326,8 @@ class S3Storage(RemoteStorage):
             )
             time.sleep(delay)
 
-    def _error(self, operation: str, key: str, code: str, error: Exception) -> RemoteStorageError:
+    def _error(self, operation: str, key: str, code: str, error: Exception,
+               note: str = "") -> RemoteStorageError:
         return RemoteStorageError(
-            f"S3 {operation} of {key!r} on {self.describe()} failed ({code}): {error}"
+            f"S3 {operation} of {key!r} on {self.describe()} failed ({code}): {error}{note}"
         )

@@ -2,7 +2,10 @@
 and its storage go. Run by the proxy, the process that owns this machine's computes.
 
 A branch that others were forked from is left alone (and logged): deleting it would take
-them too. ``main`` is created without a TTL and never expires.
+them too. ``main`` is created without a TTL and never expires. The listing only nominates
+candidates: each is read again under its branch's lock right before it is deleted, so a
+branch whose TTL was extended, or which was deleted and made again under the same name,
+after the listing is kept.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from __future__ import annotations
 import logging
 import time
 
+import grpc
+
 from common.client import ClientError, StrataClient
+from proto import strata_pb2 as pb
 from strata.local import computes
 from strata.local.home import Home
 
@@ -22,17 +28,20 @@ def reap_expired(home: Home, client: StrataClient, now_us: int | None = None) ->
     now_us = now_us if now_us is not None else time.time_ns() // 1000
     deleted: list[str] = []
     for tenant in client.list_tenants():
-        for branch in client.list_branches(tenant.tenant):
-            if not branch.expires_at_us or branch.expires_at_us > now_us:
-                continue
-            if branch.protected:
-                continue  # cannot happen (protected branches refuse a TTL); never reap them
-            if branch.children:
-                log.warning("branch %s/%s expired but %s were forked from it: kept",
-                            tenant.tenant, branch.name, ", ".join(branch.children))
+        for listed in client.list_branches(tenant.tenant):
+            if not listed.expires_at_us or listed.expires_at_us > now_us:
                 continue
             # Under the branch's lock, so no client wakes the compute in between.
-            with computes.branch_lock(computes.workdir(home, tenant.tenant, branch.name)):
+            with computes.branch_lock(computes.workdir(home, tenant.tenant, listed.name)):
+                try:
+                    branch = client.get_branch(tenant.tenant, listed.name)
+                except ClientError as exc:
+                    if exc.code != grpc.StatusCode.NOT_FOUND:
+                        log.warning("could not read expired branch %s/%s: %s", tenant.tenant,
+                                    listed.name, exc.message)
+                    continue
+                if not _reapable(tenant.tenant, branch, now_us):
+                    continue  # as it is now: TTL extended, made again, forked, protected
                 computes.forget(home, tenant.tenant, [branch.name])
                 try:
                     client.delete_branch(tenant.tenant, branch.name)
@@ -44,3 +53,16 @@ def reap_expired(home: Home, client: StrataClient, now_us: int | None = None) ->
             log.info("deleted expired branch %s/%s", tenant.tenant, branch.name)
             deleted.append(f"{tenant.tenant}/{branch.name}")
     return deleted
+
+
+def _reapable(tenant: str, branch: pb.BranchInfo, now_us: int) -> bool:
+    """Whether ``branch`` may be reaped now: past its TTL, not protected, no children."""
+    if not branch.expires_at_us or branch.expires_at_us > now_us:
+        return False
+    if branch.protected:
+        return False  # cannot happen (protected branches refuse a TTL); never reap them
+    if branch.children:
+        log.warning("branch %s/%s expired but %s were forked from it: kept",
+                    tenant, branch.name, ", ".join(branch.children))
+        return False
+    return True

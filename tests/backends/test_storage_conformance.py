@@ -15,10 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from common.errors import InvalidArgumentError, NotFoundError
+from pageserver.api.status import status_of
 from pageserver.remote import (
     LocalDirectoryStorage,
     RemoteStorage,
@@ -362,3 +364,33 @@ def test_open_storage_s3() -> None:
 def test_open_storage_rejects_bad_urls(url: str) -> None:
     with pytest.raises(InvalidArgumentError):
         open_storage(url)
+
+
+@pytest.fixture
+def stalled_port() -> Iterator[int]:
+    """A loopback port whose listener never accepts: connections complete (the kernel's
+    backlog) and requests are sent, but no byte ever comes back."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        port: int = sock.getsockname()[1]
+        yield port
+
+
+@pytest.mark.s3
+def test_s3_stalled_endpoint_fails_within_the_deadline(stalled_port: int) -> None:
+    with dummy_aws_credentials():
+        storage = S3Storage("bucket", endpoint_url=f"http://127.0.0.1:{stalled_port}",
+                            max_attempts=5, deadline_s=1.0)
+        for operation in (lambda: storage.get("k"), lambda: storage.put("k", b"v"),
+                          lambda: storage.list("")):
+            started = time.monotonic()
+            with pytest.raises(RemoteStorageError, match="ReadTimeoutError") as info:
+                operation()
+            assert time.monotonic() - started < 3.0  # the deadline and one request's timeout
+            assert status_of(info.value) is grpc.StatusCode.UNAVAILABLE  # which clients retry
+
+
+def test_s3_deadline_must_be_positive() -> None:
+    with pytest.raises(InvalidArgumentError, match="deadline_s must be positive"):
+        S3Storage("bucket", deadline_s=0)

@@ -108,7 +108,10 @@ def set_(session: Session, name: str, ttl: str | None, no_ttl: bool,
     if not (ttl or no_ttl or suspend_timeout or protected is not None):
         raise CliError("nothing to set: give --ttl, --no-ttl, --suspend-timeout or "
                        "--protected/--unprotected", ExitCode.USAGE)
-    with session.client() as client:
+    from strata.local import computes
+
+    with session.client() as client, computes.branch_lock(
+            computes.workdir(session.home, session.tenant, name)):  # the reaper waits
         info = client.update_branch(
             session.tenant, name,
             ttl_s=0 if no_ttl else (parse_duration_s(ttl) if ttl else None),

@@ -1,0 +1,90 @@
+"""The TTL reaper against a real page server: a branch is deleted only if it is still
+expired when the reaper holds its lock, whatever the (possibly old) listing said."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from common.client import StrataClient
+from proto import strata_pb2 as pb
+from strata.local.home import Home
+from strata.local.reaper import reap_expired
+
+from .conftest import Live
+
+MINUTE_US = 60_000_000
+
+
+class _ChangesAfterListing(StrataClient):
+    """A real client that runs ``change`` right after each listing of branches: the
+    interleaving of a user's command between the reaper's listing and its delete."""
+
+    def __init__(self, address: str, token: str, change: Callable[[], object]) -> None:
+        super().__init__(address, token)
+        self._change = change
+
+    def list_branches(self, tenant: str) -> list[pb.BranchInfo]:
+        listing = super().list_branches(tenant)
+        self._change()
+        return listing
+
+
+@pytest.fixture
+def client(live: Live) -> Iterator[StrataClient]:
+    with StrataClient(f"127.0.0.1:{live.server.port}", _token(live)) as plain:
+        plain.create_tenant("acme")
+        yield plain
+
+
+def _token(live: Live) -> str:
+    return live.admin[0][1].split()[1]
+
+
+def _reap(live: Live, tmp_path: Path, change: Callable[[], object]) -> list[str]:
+    """Reap a minute from now (the 1 s TTLs below have passed, an hour's has not)."""
+    with _ChangesAfterListing(f"127.0.0.1:{live.server.port}", _token(live), change) as racing:
+        return reap_expired(Home(tmp_path / "home"), racing,
+                            now_us=time.time_ns() // 1000 + MINUTE_US)
+
+
+def test_an_expired_branch_is_reaped(live: Live, client: StrataClient, tmp_path: Path) -> None:
+    client.create_branch("acme", "tmp", ttl_s=1)
+    assert _reap(live, tmp_path, lambda: None) == ["acme/tmp"]
+    assert [b.name for b in client.list_branches("acme")] == ["main"]
+
+
+def test_a_ttl_extended_after_the_listing_keeps_the_branch(live: Live, client: StrataClient,
+                                                          tmp_path: Path) -> None:
+    client.create_branch("acme", "tmp", ttl_s=1)
+    assert _reap(live, tmp_path, lambda: client.update_branch("acme", "tmp", ttl_s=3600)) == []
+    assert client.get_branch("acme", "tmp").expires_at_us > time.time_ns() // 1000
+
+
+def test_a_branch_made_again_after_the_listing_is_kept(live: Live, client: StrataClient,
+                                                       tmp_path: Path) -> None:
+    client.create_branch("acme", "tmp", ttl_s=1)
+
+    def make_again() -> None:
+        client.delete_branch("acme", "tmp")
+        client.create_branch("acme", "tmp")  # no TTL: never expires
+
+    assert _reap(live, tmp_path, make_again) == []
+    assert client.get_branch("acme", "tmp").expires_at_us == 0
+
+
+def test_a_branch_deleted_after_the_listing_is_skipped(live: Live, client: StrataClient,
+                                                       tmp_path: Path) -> None:
+    client.create_branch("acme", "tmp", ttl_s=1)
+    assert _reap(live, tmp_path, lambda: client.delete_branch("acme", "tmp")) == []
+
+
+def test_a_branch_forked_after_the_listing_is_kept(live: Live, client: StrataClient,
+                                                   tmp_path: Path) -> None:
+    client.create_branch("acme", "tmp", ttl_s=1)
+    assert _reap(live, tmp_path,
+                 lambda: client.create_branch("acme", "child", parent="tmp")) == []
+    assert list(client.get_branch("acme", "tmp").children) == ["child"]
