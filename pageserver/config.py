@@ -24,6 +24,7 @@ class EngineConfig:
     log_segment_bytes: int = 64 * 1024 * 1024
     fsync: bool = True
     writer_lease_s: float = 10.0  # a compute that misses heartbeats this long loses its slot
+    read_drain_s: float = 60.0  # how long deleting layers waits for reads that may use them
 
     @property
     def log_dir(self) -> Path:

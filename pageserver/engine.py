@@ -248,6 +248,8 @@ class Engine:
             if timeline.frozen:
                 self._submit((*ids, "flush"), timeline.flush)
             self._submit((*ids, "compact"), partial(compact, timeline, self.config))
+            if timeline.has_unpublished_layers:
+                self._submit((*ids, "delete"), timeline.delete_unpublished)
             if gc_due:
                 self._submit((*ids, "gc"), partial(self._collect, timeline))
 

@@ -117,7 +117,7 @@ class Tenant:
         self._log = log
         self._config = config
         self._lock = threading.RLock()
-        self.reads = InFlightReads()
+        self.reads = InFlightReads(config.read_drain_s)
         self._manifest = self._published(
             TenantManifest(tenant_id, incarnation=secrets.token_hex(16)))
         self.timelines: dict[str, Timeline] = {}

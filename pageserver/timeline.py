@@ -9,6 +9,7 @@ Three LSNs describe a timeline's progress:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -47,6 +48,8 @@ from pageserver.reads import read_metas, read_pages, stored_blocks
 from pageserver.remote import RemoteStorage
 from pageserver.writer_lease import WriterLeases
 
+log = logging.getLogger(__name__)
+
 PageEntry = tuple[Relation, int, int, bytes | None]
 MetaEntry = tuple[str, int, bytes | None]
 
@@ -58,7 +61,8 @@ def now_us() -> int:
 class InFlightReads:
     """Lets layer removal wait for every read that may still use the removed layers."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait_s: float = 60.0) -> None:
+        self.wait_s = wait_s
         self._cond = threading.Condition()
         self._epoch = 0
         self._active: Counter[int] = Counter()
@@ -77,12 +81,14 @@ class InFlightReads:
                     del self._active[epoch]
                     self._cond.notify_all()
 
-    def barrier(self, timeout: float = 60.0) -> bool:
-        """Wait until reads that started before this call are done."""
+    def barrier(self) -> bool:
+        """Wait (up to ``wait_s``) until reads that started before this call are done;
+        whether they are."""
         with self._cond:
             self._epoch += 1
             target = self._epoch
-            return self._cond.wait_for(lambda: all(e >= target for e in self._active), timeout)
+            return self._cond.wait_for(lambda: all(e >= target for e in self._active),
+                                       self.wait_s)
 
 
 @dataclass
@@ -126,6 +132,8 @@ class Timeline:
         self._generation = generation
         self._cache_dir = cache_dir
         self._reads = reads
+        self._unpublished: list[Layer] = []  # out of the manifest, waiting for reads
+        self._unpublished_lock = threading.Lock()
         self._retain_lsns = retain_lsns
         self._lock = threading.RLock()
         self._flush_lock = threading.Lock()
@@ -471,15 +479,39 @@ class Timeline:
         return layer
 
     def replace_layers(self, added: list[Layer], removed: list[Layer]) -> None:
-        """Swap layers: publish a manifest with ``added``, then delete ``removed``."""
+        """Swap layers: publish a manifest with ``added``, then delete ``removed`` once
+        no read that started before the swap can still use them."""
         gone = {id(layer) for layer in removed}
         with self._state.change() as draft:
             kept = [layer for layer in draft.state.layers if id(layer) not in gone]
             draft.state.layers = _with_layers(kept, added)
-        self._reads.barrier()
-        self._storage.delete_many([layer.remote_key for layer in removed])
-        for layer in removed:
+        with self._unpublished_lock:
+            self._unpublished.extend(removed)
+        self.delete_unpublished()
+
+    @property
+    def has_unpublished_layers(self) -> bool:
+        """Whether layers taken out of the manifest still wait for reads to finish."""
+        return bool(self._unpublished)
+
+    def delete_unpublished(self) -> None:
+        """Delete the layers taken out of the manifest, unless a read that may use them
+        is still in flight after the wait: then they are kept for a later pass (the
+        engine's next tick), never deleted under a reader."""
+        with self._unpublished_lock:
+            doomed = list(self._unpublished)
+        if not doomed:
+            return
+        if not self._reads.barrier():
+            log.warning("%s/%s: %d replaced layers wait for reads still in flight after "
+                        "%g s; deleted later", self.tenant_id, self.timeline_id, len(doomed),
+                        self._reads.wait_s)
+            return
+        self._storage.delete_many([layer.remote_key for layer in doomed])
+        for layer in doomed:
             layer.remove_local()
+        with self._unpublished_lock:
+            self._unpublished = [layer for layer in self._unpublished if layer not in doomed]
 
     def raise_gc_cutoff(self, cutoff: int) -> None:
         """Publish (durably) a GC cutoff of at least ``cutoff``: from then on reads,
