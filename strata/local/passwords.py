@@ -14,7 +14,6 @@ directories 0700).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
@@ -23,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from common.durable import write_durably
+from common.scram import Verifier
 from strata.local.home import Home
 
 
@@ -99,19 +99,11 @@ def forget(home: Home, tenant: str) -> None:
     shutil.rmtree(home.root / "credentials" / tenant, ignore_errors=True)
 
 
-def pg_verifier(password: str, iterations: int = 4096) -> str:
+def pg_verifier(password: str) -> str:
     """``password`` as PostgreSQL stores a SCRAM-SHA-256 password (``rolpassword``).
 
     The salt is derived from the password (a random 32-character secret), so a tenant's
     verifier is the same at every compute start and its role is not rewritten each time.
     """
     salt = hmac.new(password.encode(), b"strata tenant role salt", hashlib.sha256).digest()[:16]
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    return (f"SCRAM-SHA-256${iterations}:{b64(salt)}$"
-            f"{b64(hashlib.sha256(client_key).digest())}:{b64(server_key)}")
+    return Verifier.from_password(password, salt).pg_text()

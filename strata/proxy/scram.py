@@ -1,7 +1,7 @@
 """SCRAM-SHA-256 (RFC 5802 / 7677) as PostgreSQL speaks it, both sides, for the proxy.
 
-Server side: the proxy checks a tenant's clients against a verifier (salt, iterations,
-StoredKey, ServerKey), the same thing PostgreSQL keeps in pg_authid, and runs a doomed
+Server side: the proxy checks a tenant's clients against a verifier
+(``common.scram.Verifier``), the same thing PostgreSQL keeps in pg_authid, and runs a doomed
 exchange with a per-user fake salt for users it will not name (``mock_salt``), as
 PostgreSQL does for unknown roles. Client side: the proxy logs in to a compute as the
 tenant's owner role with the tenant's password (``ScramClient``). Channel binding
@@ -16,37 +16,15 @@ import functools
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
 from typing import Final
 
+from common.scram import ITERATIONS, Verifier, scram_hmac
+
 MECHANISM: Final = "SCRAM-SHA-256"
-ITERATIONS: Final = 4096
 
 
 class ScramError(Exception):
     """The client's SCRAM messages are malformed or its proof is wrong."""
-
-
-def _hmac(key: bytes, message: bytes) -> bytes:
-    return hmac.new(key, message, hashlib.sha256).digest()
-
-
-@dataclass(frozen=True)
-class Verifier:
-    """What the server needs to check a password without knowing it."""
-
-    salt: bytes
-    iterations: int
-    stored_key: bytes
-    server_key: bytes
-
-    @classmethod
-    def from_password(cls, password: str, salt: bytes | None = None,
-                      iterations: int = ITERATIONS) -> Verifier:
-        salt = salt or secrets.token_bytes(16)
-        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-        return cls(salt, iterations, hashlib.sha256(_hmac(salted, b"Client Key")).digest(),
-                   _hmac(salted, b"Server Key"))
 
 
 def _attributes(message: str) -> dict[str, str]:
@@ -62,7 +40,7 @@ def _attributes(message: str) -> dict[str, str]:
 def mock_salt(secret: bytes, user: str) -> bytes:
     """A fake salt for ``user``, the same on every attempt, so that probing the proxy with
     the same name twice shows the same salt, as a real user's would."""
-    return _hmac(secret, b"mock salt " + user.encode())[:16]
+    return scram_hmac(secret, b"mock salt " + user.encode())[:16]
 
 
 def mock_verifier(secret: bytes, user: str) -> Verifier:
@@ -103,7 +81,7 @@ class ScramExchange:
         if attributes.get("r") != self._nonce:
             raise ScramError("the nonce does not match")
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}"
-        signature = _hmac(self._verifier.stored_key, auth_message.encode())
+        signature = scram_hmac(self._verifier.stored_key, auth_message.encode())
         try:
             proof = base64.b64decode(proof_part, validate=True)
         except ValueError as exc:
@@ -114,7 +92,7 @@ class ScramExchange:
         if not hmac.compare_digest(hashlib.sha256(client_key).digest(),
                                    self._verifier.stored_key) or self._doomed:
             raise ScramError("password authentication failed")
-        server_signature = _hmac(self._verifier.server_key, auth_message.encode())
+        server_signature = scram_hmac(self._verifier.server_key, auth_message.encode())
         return "v=" + base64.b64encode(server_signature).decode()
 
 
@@ -154,12 +132,12 @@ class ScramClient:
         if not salt or iterations < 1:
             raise ScramError(f"malformed server-first message {server_first!r}")
         salted = _salted_password(self._password, salt, iterations)
-        client_key = _hmac(salted, b"Client Key")
+        client_key = scram_hmac(salted, b"Client Key")
         without_proof = f"c=biws,r={nonce}"  # biws: base64 of "n,,"
         auth_message = f"{self._client_first_bare},{server_first},{without_proof}".encode()
-        signature = _hmac(hashlib.sha256(client_key).digest(), auth_message)
+        signature = scram_hmac(hashlib.sha256(client_key).digest(), auth_message)
         proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        self._server_signature = _hmac(_hmac(salted, b"Server Key"), auth_message)
+        self._server_signature = scram_hmac(scram_hmac(salted, b"Server Key"), auth_message)
         return f"{without_proof},p={base64.b64encode(proof).decode()}"
 
     def verify(self, server_final: str) -> None:

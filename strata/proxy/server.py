@@ -45,6 +45,7 @@ from pathlib import Path
 from common.client import ClientError, StrataClient
 from common.durable import write_atomically, write_durably
 from common.durations import parse_duration
+from common.scram import Verifier
 from strata.local import passwords
 from strata.local.connect_log import ConnectLog
 from strata.local.errors import LocalError, QuotaError
@@ -67,7 +68,7 @@ from strata.proxy.pgwire import (
     read_startup_packet,
 )
 from strata.proxy.relay import Streams, relay_streams
-from strata.proxy.scram import ScramExchange, Verifier, mock_verifier
+from strata.proxy.scram import ScramExchange, mock_verifier
 from strata.proxy.startup import (
     Route,
     RouteError,

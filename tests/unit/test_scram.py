@@ -9,12 +9,11 @@ import hmac
 
 import pytest
 
+from common.scram import ITERATIONS, Verifier
 from strata.proxy.scram import (
-    ITERATIONS,
     ScramClient,
     ScramError,
     ScramExchange,
-    Verifier,
     mock_salt,
     mock_verifier,
 )
