@@ -53,43 +53,35 @@ def find(tenant: str) -> Identity | None:
 
 def ensure(tenant: str) -> Identity:
     """The tenant's OS identity, made now if it does not exist (needs root)."""
-    for attempt in range(50):
-        existing = find(tenant)
-        if existing is not None:
-            return existing
-        result = subprocess.run(
-            ["useradd", "--system", "--user-group", "--no-create-home",
-             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-             "--comment", f"Strata tenant {tenant}", user_name(tenant)],
-            capture_output=True, text=True, check=False)
-        if result.returncode in (0, _USERADD_EXISTS):
-            continue  # made, by us or by a start of another of its computes
-        if not _locked(result.stderr):
-            raise IdentityError(f"cannot create the OS user of tenant {tenant!r}: "
-                                f"{result.stderr.strip()}")
-        time.sleep(0.05 * (attempt + 1))  # another useradd holds /etc/passwd's lock
-    raise IdentityError(f"cannot create the OS user of tenant {tenant!r}: /etc/passwd "
-                        "stayed locked")
+    _run_until_locked_out(
+        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+         "/nonexistent", "--shell", "/usr/sbin/nologin", "--comment",
+         f"Strata tenant {tenant}", user_name(tenant)],
+        done={0, _USERADD_EXISTS},  # made, by us or by a start of another of its computes
+        what=f"create the OS user of tenant {tenant!r}")
+    made = find(tenant)
+    if made is None:
+        raise IdentityError(f"cannot create the OS user of tenant {tenant!r}: useradd "
+                            "reported success but there is no such user")
+    return made
 
 
 def remove(tenant: str) -> None:
     """Remove the tenant's OS user and group, if any (its computes must be stopped)."""
+    if find(tenant) is not None:
+        _run_until_locked_out(["userdel", user_name(tenant)], done={0, _USERDEL_ABSENT},
+                              what=f"remove the OS user of tenant {tenant!r}")
+
+
+def _run_until_locked_out(command: list[str], done: set[int], what: str) -> None:
+    """Run useradd or userdel until it exits with a status in ``done``, waiting a little
+    longer each time another one holds the lock of /etc/passwd or /etc/group ("cannot
+    lock ...; try again later"); IdentityError for any other failure."""
     for attempt in range(50):
-        if find(tenant) is None:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode in done:
             return
-        result = subprocess.run(["userdel", user_name(tenant)], capture_output=True,
-                                text=True, check=False)
-        if result.returncode in (0, _USERDEL_ABSENT):
-            return
-        if not _locked(result.stderr):
-            raise IdentityError(f"cannot remove the OS user of tenant {tenant!r}: "
-                                f"{result.stderr.strip()}")
+        if "lock" not in result.stderr:
+            raise IdentityError(f"cannot {what}: {result.stderr.strip()}")
         time.sleep(0.05 * (attempt + 1))
-    raise IdentityError(f"cannot remove the OS user of tenant {tenant!r}: /etc/passwd "
-                        "stayed locked")
-
-
-def _locked(stderr: str) -> bool:
-    """Whether useradd or userdel failed only because another one held the lock of
-    /etc/passwd or /etc/group ("cannot lock ...; try again later")."""
-    return "lock" in stderr
+    raise IdentityError(f"cannot {what}: /etc/passwd stayed locked")
