@@ -14,7 +14,7 @@ import pytest
 
 from common.convert import op_to_pb
 from common.keys import PAGE_SIZE
-from common.ops import Create, Write
+from common.ops import Create, FileOp, Write
 from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
 from tests.servers import PageServerProcess
@@ -54,7 +54,8 @@ def _write_batches(process: PageServerProcess, acked: list[int], stop: threading
             pass  # the server was killed
 
 
-def test_sigkill_under_load_loses_nothing_acknowledged(server: PageServerProcess) -> None:
+def _tenant_with_a_batch(server: PageServerProcess, ops: list[FileOp]) -> None:
+    """Start the server, create tenant ``t`` (empty) and ingest ``ops`` into its main."""
     server.start()
     with server.channel() as channel:
         manage = pb_grpc.ManagementServiceStub(channel)  # type: ignore[no-untyped-call]
@@ -64,8 +65,13 @@ def test_sigkill_under_load_loses_nothing_acknowledged(server: PageServerProcess
                                     metadata=server.admin()).writer_epoch
         list(pb_grpc.IngestServiceStub(channel).Ingest(iter([  # type: ignore[no-untyped-call]
             pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch="main", writer_epoch=epoch)),
-            pb.IngestRequest(batch=pb.IngestBatch(batch_id=0, ops=[op_to_pb(Create("f"))])),
+            pb.IngestRequest(batch=pb.IngestBatch(batch_id=0,
+                                                  ops=[op_to_pb(op) for op in ops])),
         ]), metadata=server.admin()))
+
+
+def test_sigkill_under_load_loses_nothing_acknowledged(server: PageServerProcess) -> None:
+    _tenant_with_a_batch(server, [Create("f")])
     acked: list[int] = []
     stop = threading.Event()
     writer = threading.Thread(target=_write_batches, args=(server, acked, stop))
@@ -111,18 +117,7 @@ def test_sigterm_flushes_and_metrics_are_served(server: PageServerProcess) -> No
 def test_what_the_server_writes_is_its_own_alone(server: PageServerProcess) -> None:
     """Layers, the ingest log, manifests and keys: 0600 files under 0700 directories,
     whatever umask started the server."""
-    server.start()
-    with server.channel() as channel:
-        manage = pb_grpc.ManagementServiceStub(channel)  # type: ignore[no-untyped-call]
-        manage.CreateTenant(pb.CreateTenantRequest(tenant="t", empty=True),
-                            metadata=server.admin())
-        epoch = manage.AttachWriter(pb.AttachWriterRequest(tenant="t", branch="main"),
-                                    metadata=server.admin()).writer_epoch
-        list(pb_grpc.IngestServiceStub(channel).Ingest(iter([  # type: ignore[no-untyped-call]
-            pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch="main", writer_epoch=epoch)),
-            pb.IngestRequest(batch=pb.IngestBatch(batch_id=0, ops=[
-                op_to_pb(Create("f")), op_to_pb(Write("f", 0, b"x" * PAGE_SIZE))])),
-        ]), metadata=server.admin()))
+    _tenant_with_a_batch(server, [Create("f"), Write("f", 0, b"x" * PAGE_SIZE)])
     assert server.signal(signal.SIGTERM) == 0  # flushes: layers and manifests are written
     written = [path for top in ("state", "objects") for path in (server.home / top).rglob("*")]
     assert any(path.name.startswith("manifest-") for path in written)
