@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -101,19 +101,32 @@ def warm_connects(strata: Strata, settings: Settings) -> JSON:
     node = ComputeNode.load(strata.home / "computes" / TENANT / "sleeper")
     if node is None:
         raise BenchError("no compute for the warm connects")
-    direct = node.spec.dsn()
-    samples: dict[str, list[float]] = {"proxy_s": [], "direct_s": []}
-    for index in range(settings.warm_connects):
-        order = [("proxy_s", uri), ("direct_s", direct)]
-        for name, target in order if index % 2 == 0 else reversed(order):
-            samples[name].append(timed(partial(first_row, target)))
-    figures = {name: summary(values) for name, values in samples.items()}
+    figures = interleaved(settings.warm_connects, {"proxy_s": uri, "direct_s": node.spec.dsn()},
+                          lambda target: timed(partial(first_row, target)))
     overhead = figures["proxy_s"]["median"] - figures["direct_s"]["median"]
     return {**figures, "overhead_ms": overhead * 1000}
 
 
+def interleaved(runs: int, targets: dict[str, str],
+                measure: Callable[[str], float]) -> dict[str, JSON]:
+    """``measure`` of each target ``runs`` times, their order swapped every run (so drift
+    on a noisy machine hits both alike); the summary of each target's samples."""
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    for index in range(runs):
+        order = list(targets.items())
+        for name, target in order if index % 2 == 0 else reversed(order):
+            samples[name].append(measure(target))
+    return {name: summary(values) for name, values in samples.items()}
+
+
 def pgbench(*args: str) -> str:
     return run([str(pg_bin_dir() / "pgbench"), *args], timeout=600)
+
+
+def select_tps(settings: Settings, target: str, seconds: int) -> float:
+    """pgbench -S on ``target`` for ``seconds``: TPS without connection time."""
+    return pgbench_tps(pgbench("-S", "-n", "-c", str(settings.select_clients), "-j", "2",
+                               "-T", str(seconds), target))
 
 
 def select_only(strata: Strata, settings: Settings) -> JSON:
@@ -126,19 +139,10 @@ def select_only(strata: Strata, settings: Settings) -> JSON:
         raise BenchError("no compute for the select-only runs")
     direct = node.spec.dsn()
     pgbench("-i", "-s", str(SELECT_SCALE), "-q", uri)  # the tenant's tables, as a client's
-
-    def tps(target: str, seconds: int) -> float:
-        return pgbench_tps(pgbench("-S", "-n", "-c", str(settings.select_clients), "-j", "2",
-                                   "-T", str(seconds), target))
-
-    tps(direct, 2)  # warm-up: the compute's caches fill, not measured
-    samples: dict[str, list[float]] = {"proxy_tps": [], "direct_tps": []}
-    for index in range(settings.select_runs):
-        order = [("proxy_tps", uri), ("direct_tps", direct)]
-        for name, target in order if index % 2 == 0 else reversed(order):
-            samples[name].append(tps(target, settings.select_seconds))
+    select_tps(settings, direct, 2)  # warm-up: the compute's caches fill, not measured
+    figures = interleaved(settings.select_runs, {"proxy_tps": uri, "direct_tps": direct},
+                          partial(select_tps, settings, seconds=settings.select_seconds))
     strata("compute", "stop", "reader")
-    figures = {name: summary(values) for name, values in samples.items()}
     return {**figures, "ratio": figures["proxy_tps"]["median"] / figures["direct_tps"]["median"]}
 
 
@@ -153,21 +157,12 @@ def transport_ceiling(root: Path, settings: Settings) -> JSON:
         unix = f"host={local.socket_dir} port={local.port} user=postgres dbname=postgres"
         tcp = f"host=127.0.0.1 port={local.port} user=postgres dbname=postgres"
         pgbench("-i", "-s", str(SELECT_SCALE), "-q", unix)
-
-        def tps(target: str, seconds: int) -> float:
-            return pgbench_tps(pgbench("-S", "-n", "-c", str(settings.select_clients), "-j",
-                                       "2", "-T", str(seconds), target))
-
-        tps(unix, 2)  # warm-up
-        samples: dict[str, list[float]] = {"tcp_tps": [], "unix_tps": []}
-        for index in range(settings.select_runs):
-            order = [("tcp_tps", tcp), ("unix_tps", unix)]
-            for name, target in order if index % 2 == 0 else reversed(order):
-                samples[name].append(tps(target, settings.select_seconds))
+        select_tps(settings, unix, 2)  # warm-up
+        figures = interleaved(settings.select_runs, {"tcp_tps": tcp, "unix_tps": unix},
+                              partial(select_tps, settings, seconds=settings.select_seconds))
         local.stop()
     finally:
         local.kill()
-    figures = {name: summary(values) for name, values in samples.items()}
     return {**figures, "ratio": figures["tcp_tps"]["median"] / figures["unix_tps"]["median"]}
 
 
