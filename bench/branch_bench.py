@@ -1,12 +1,12 @@
 """Cost of creating a branch: the engine call, the CreateBranch RPC and ``strata branch create``.
 
-Two tenants are built in-process (ingest-log fsync off, background work off) straight into a
+Two tenants are built in-process (background work off) straight into a
 temporary ``$STRATA_HOME`` (``pageserver/`` state, ``objects/`` store): ``small`` with ~1k
 page versions in one layer and ``large`` with ~1M page versions written into ~25 L0 layers
 and then compacted (force), so the server has no compaction backlog while timed. The
-engine's ``create_branch`` is timed there first (reopened with fsync on, as the server runs
-it); then ``python -m pageserver.main`` serves that home and the ``CreateBranch`` RPC is
-timed over loopback gRPC, and, if the CLI exists, ``python -m strata.cli branch create NAME
+engine's ``create_branch`` is timed there first (reopened, as the server runs it); then
+``python -m pageserver.main`` serves that home and the ``CreateBranch`` RPC is timed over
+loopback gRPC, and, if the CLI exists, ``python -m strata.cli branch create NAME
 --tenant T`` end to end (a new process each time, finding the server and the admin token
 through ``$STRATA_HOME``). Every created branch is deleted again, untimed, so the tenant
 manifests keep their size. Rounds alternate the tenants; the first rounds warm up and are
@@ -108,12 +108,12 @@ def timed_ms(action: Callable[[], object]) -> float:
 
 
 def build_and_time_engine(home: Path, store: str, settings: Settings) -> JSON:
-    """Build both tenants into ``home`` and ``store`` (fsync off), then time the engine's
-    create_branch on each with fsync on, as the server runs it."""
+    """Build both tenants into ``home`` and ``store``, then time the engine's
+    create_branch on each, reopened as the server runs it."""
     build = settings.build
     rng = np.random.default_rng(build.seed)
     started = time.perf_counter()
-    engine = open_engine(home / "pageserver", store, fsync=False)
+    engine = open_engine(home / "pageserver", store)
     try:
         build_small(engine, rng, versions=build.branch_small_versions,
                     random_bytes=build.random_bytes)
@@ -130,7 +130,7 @@ def build_and_time_engine(home: Path, store: str, settings: Settings) -> JSON:
     finally:
         engine.close()
     build_s = time.perf_counter() - started
-    engine = open_engine(home / "pageserver", store, fsync=True)
+    engine = open_engine(home / "pageserver", store)
     try:
         cases = measure_branching(engine, {tenant: (tenant, None) for tenant in TENANTS},
                                   build.branch_samples)
@@ -139,13 +139,13 @@ def build_and_time_engine(home: Path, store: str, settings: Settings) -> JSON:
     finally:
         engine.close()
     return {
-        "how": "in-process Engine (ingest-log fsync off, background work off) writing into the "
+        "how": "in-process Engine (background work off) writing into the "
                "server's state directory and object store before the server starts; the large "
                "tenant compacted (force) after its build",
         "page_versions": {"small": build.branch_small_versions, "large": build.read_versions},
         "layers": layers, "large_build": large_build, "large_compaction": compaction,
         "build_seconds": build_s,
-        "engine_create_branch": {tenant: {"fsync": True, "samples_ms": case["samples_ms"],
+        "engine_create_branch": {tenant: {"samples_ms": case["samples_ms"],
                                           "ms": case["ms"]}
                                  for tenant, case in cases.items()},
         "new_branch_last_batch": last_batch,
@@ -263,7 +263,7 @@ def table_rows(report: JSON) -> list[tuple[str, JSON | None, JSON | None]]:
     """(measure, small summary, large summary) per row of the table."""
     build, rpc, cli = report["build"], report["rpc"], report["cli"]
     rows: list[tuple[str, JSON | None, JSON | None]] = [
-        ("engine `Tenant.create_branch`, in-process, fsync on",
+        ("engine `Tenant.create_branch`, in-process",
          *(build["engine_create_branch"][t]["ms"] for t in TENANTS)),
         ("engine `Timeline.last_batch()` of the new branch (part of the RPC's reply)",
          *(build["new_branch_last_batch"][t]["ms"] for t in TENANTS)),

@@ -30,13 +30,12 @@ PAGE_HEADER = struct.Struct("<QQ")  # block, tag: lets reads be checked against 
 POOL_BYTES = 1 << 22  # random bytes that page bodies are sliced from
 
 
-def open_engine(state_dir: Path, store: str, *, fsync: bool) -> Engine:
+def open_engine(state_dir: Path, store: str) -> Engine:
     """An engine on ``state_dir`` with its objects at ``store`` (a directory or a URL).
 
     Background work is off: the suites freeze, flush and compact explicitly.
     """
-    config = EngineConfig(state_dir=state_dir, background_period_s=0, pitr_window_s=0,
-                          fsync=fsync)
+    config = EngineConfig(state_dir=state_dir, background_period_s=0, pitr_window_s=0)
     return Engine(config, open_storage(store))
 
 

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Bounds of a tenant's ingest log in the object store (``pageserver/tenant_log.py``)."""
+
+    chunk_bytes: int = 16 * 1024 * 1024  # records per chunk, at most (one record: any size)
+    max_pending_bytes: int = 256 * 1024 * 1024  # appends refused past this much unconfirmed
+    ack_timeout_s: float = 30.0  # a caller waits this long for its batch to be confirmed
+    flush_after_chunks: int = 2048  # live chunks past which memtables are flushed early,
+    # so that an attach replays at most about this many
 
 
 @dataclass
@@ -21,14 +32,9 @@ class EngineConfig:
     background_workers: int = 2  # bound on concurrent flush/compaction/GC jobs
     background_period_s: float = 1.0  # how often the ticker looks for work; 0 disables it
     gc_period_s: float = 600.0
-    log_segment_bytes: int = 64 * 1024 * 1024
-    fsync: bool = True
+    log: LogSettings = field(default_factory=LogSettings)
     writer_lease_s: float = 10.0  # a compute that misses heartbeats this long loses its slot
     read_drain_s: float = 60.0  # how long deleting layers waits for reads that may use them
-
-    @property
-    def log_dir(self) -> Path:
-        return self.state_dir / "log"
 
     @property
     def layer_cache_dir(self) -> Path:

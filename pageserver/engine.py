@@ -1,9 +1,10 @@
-"""The storage engine: tenants, the shared ingest log, and bounded background work.
+"""The storage engine: the tenants of one page server and bounded background work.
 
-Start-up is the same after a clean stop and after a crash: every tenant listed
-in ``attached.json`` is attached at a new generation (claimed in the object
-store with create-if-absent), its manifests are loaded, and the ingest log is
-replayed above each timeline's ``disk_consistent_lsn``.
+Start-up is the same after a clean stop, after a crash and on a new machine: every
+tenant listed in ``attached.json`` is attached at a new generation (claimed in the
+object store with create-if-absent), which fences its log and takes over its manifests
+(``Tenant.attach``), and its log is replayed above each timeline's
+``disk_consistent_lsn``. A tenant found superseded by another page server is dropped.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ from functools import partial
 from common.durable import write_durably
 from common.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from common.names import is_reserved_tenant_name
-from common.ops import decode_batch
 from pageserver import gc
 from pageserver.compaction import CompactionResult, compact
 from pageserver.config import EngineConfig
-from pageserver.ingest_log import IngestLog
 from pageserver.manifest import generation_key, generation_of, tenant_prefix
 from pageserver.remote import RemoteStorage
 from pageserver.tenant import Tenant, validate_name
@@ -50,13 +49,11 @@ class Engine:
         self._attached_path = config.state_dir / "attached.json"
         self._lock = threading.RLock()
         self._tenants: dict[str, Tenant] = {}
-        self._log = IngestLog(config.log_dir, config.log_segment_bytes, fsync=config.fsync)
         self._pool = ThreadPoolExecutor(config.background_workers, "strata-bg")
         self._pending: dict[tuple[str, str, str], Future[None]] = {}
         self._stop = threading.Event()
         for tenant_id in self._read_attached():
             self._tenants[tenant_id] = self._attach(tenant_id)
-        self._replay()
         self._ticker: threading.Thread | None = None
         if config.background_period_s > 0:
             self._ticker = threading.Thread(target=self._tick_loop, name="strata-tick",
@@ -80,8 +77,8 @@ class Engine:
                     f"tenant {tenant_id!r} already exists in {self.storage.describe()}; attach it"
                 )
             tenant = Tenant(tenant_id, self._claim_generation(tenant_id), self.storage,
-                            self._log, self.config)
-            tenant.create_root_branch()
+                            self.config)
+            tenant.create()
             self._tenants[tenant_id] = tenant
             self._write_attached()
         return tenant
@@ -124,18 +121,16 @@ class Engine:
         tenant.close()
         for timeline in list(tenant.timelines.values()):
             timeline.deleted = True
-            self._log.forget_timeline(tenant_id, timeline.timeline_id)
         self.storage.delete_many(self.storage.list(tenant_prefix(tenant_id)))
 
     def timeline(self, tenant_id: str, branch: str) -> Timeline:
         return self.tenant(tenant_id).branch(branch)
 
     def _attach(self, tenant_id: str) -> Tenant:
-        if not self.storage.list(f"{tenant_prefix(tenant_id)}tenant-"):
+        if not Tenant.exists(self.storage, tenant_id):
             raise NotFoundError(f"tenant {tenant_id!r} not found in {self.storage.describe()}")
-        tenant = Tenant(tenant_id, self._claim_generation(tenant_id), self.storage, self._log,
-                        self.config)
-        tenant.load()
+        tenant = Tenant(tenant_id, self._claim_generation(tenant_id), self.storage, self.config)
+        tenant.attach()
         return tenant
 
     def _claim_generation(self, tenant_id: str) -> int:
@@ -153,26 +148,6 @@ class Engine:
 
     def _write_attached(self) -> None:
         write_durably(self._attached_path, json.dumps({"tenants": sorted(self._tenants)}).encode())
-
-    def _replay(self) -> None:
-        """Re-apply logged batches that are not in layers yet, and release the rest."""
-        replayed = 0
-        orphans: set[tuple[str, str]] = set()
-        for record in self._log.replay():
-            tenant = self._tenants.get(record.tenant_id)
-            timeline = tenant.timelines.get(record.timeline_id) if tenant else None
-            if timeline is None:
-                orphans.add((record.tenant_id, record.timeline_id))
-            elif record.lsn > timeline.disk_consistent_lsn:
-                timeline.replay(record.lsn, decode_batch(record.payload))
-                replayed += 1
-        for tenant_id, timeline_id in orphans:
-            self._log.forget_timeline(tenant_id, timeline_id)
-        for timeline in self._timelines(None):
-            self._log.release(timeline.tenant_id, timeline.timeline_id,
-                              timeline.disk_consistent_lsn)
-        if replayed:
-            log.info("replayed %d batches from the ingest log", replayed)
 
     # --- maintenance -------------------------------------------------------------
 
@@ -206,8 +181,12 @@ class Engine:
         return total
 
     def _timelines(self, tenant_id: str | None) -> list[Timeline]:
-        ids = [tenant_id] if tenant_id else self.tenants()
-        tenants = [self.tenant(t) for t in ids]
+        """The live timelines of one tenant, or of every tenant still ours (not superseded)."""
+        if tenant_id:
+            tenants = [self.tenant(tenant_id)]
+        else:
+            with self._lock:
+                tenants = [t for t in self._tenants.values() if not t.fence.tripped]
         return [tl for tenant in tenants for tl in list(tenant.timelines.values())
                 if not tl.deleted]
 
@@ -237,7 +216,18 @@ class Engine:
         return time.monotonic() - last_gc >= self.config.gc_period_s
 
     def tick(self, gc_due: bool = False) -> None:
-        """Schedule the background work that is due: flushes, compactions, GC."""
+        """Schedule the background work that is due: log uploads callers gave up waiting
+        for, flushes, compactions, GC; drop the tenants another page server took over."""
+        with self._lock:
+            tenants = list(self._tenants.values())
+        for tenant in tenants:
+            if tenant.fence.tripped:
+                self._drop_superseded(tenant)
+                continue
+            self._submit((tenant.tenant_id, "", "log"), tenant.log.sync)
+            if tenant.log.stats().chunks > self.config.log.flush_after_chunks:
+                for timeline in list(tenant.timelines.values()):
+                    timeline.freeze()  # flushed below, releasing the log behind it
         for timeline in self._timelines(None):
             ids = (timeline.tenant_id, timeline.timeline_id)
             memtable = timeline.open_memtable
@@ -253,6 +243,18 @@ class Engine:
             if gc_due:
                 self._submit((*ids, "gc"), partial(self._collect, timeline))
 
+    def _drop_superseded(self, tenant: Tenant) -> None:
+        """Stop serving a tenant another page server attached: it is no longer ours to
+        write, and a restart must not take it back."""
+        with self._lock:
+            if self._tenants.get(tenant.tenant_id) is not tenant:
+                return
+            del self._tenants[tenant.tenant_id]
+            self._write_attached()
+        log.warning("tenant %s was attached by another page server; no longer serving it",
+                    tenant.tenant_id)
+        tenant.close()
+
     def _collect(self, timeline: Timeline) -> None:
         gc.collect(timeline, gc.pitr_cutoff(timeline, self.config.pitr_window_s))
 
@@ -266,4 +268,3 @@ class Engine:
             self.flush()
         for tenant in list(self._tenants.values()):
             tenant.close()
-        self._log.close()

@@ -1,16 +1,19 @@
 """Manifests: the durable description of tenants and timelines in the object store.
 
-Object layout (every name carries the writer's generation, so two page
-servers attached to one tenant can never overwrite each other's objects)::
+Object layout (``docs/FORMAT.md``; ``docs/rfcs/0008-the-object-store-is-the-truth.md``)::
 
-    tenants/<tenant>/generations/<gen>                  claimed with create-if-absent
-    tenants/<tenant>/tenant-<gen>.json                   branches and checkpoints
-    tenants/<tenant>/timelines/<tl>/manifest-<gen>.json  layers and timeline metadata
-    tenants/<tenant>/timelines/<tl>/layers/<name>-<gen>  immutable layer files
+    tenants/<tenant>/generations/<gen>                      claimed with create-if-absent
+    tenants/<tenant>/manifest/<version>.json                 branches and checkpoints
+    tenants/<tenant>/log/<seq>                               the ingest log, in chunks
+    tenants/<tenant>/timelines/<tl>/manifest/<version>.json  layers and timeline metadata
+    tenants/<tenant>/timelines/<tl>/layers/<name>-<gen>      immutable layer files
 
-A manifest is uploaded only after every layer it names; a layer is deleted
-only after a manifest that no longer names it is durable. Manifests are JSON
-with a SHA-256 of their body, verified on every read.
+A manifest is a chain of versions, each created with create-if-absent: publishing
+version n + 1 is a compare-and-swap against version n, so of two page servers only one
+can publish it. A manifest is uploaded only after every layer it names; a layer is
+deleted only after a manifest that no longer names it is durable. Manifests are JSON
+with a SHA-256 over the body, the writer's generation and the version, verified on
+every read.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Any
 from common.errors import CorruptionError
 from pageserver.layer_file import LayerKind, LayerSummary
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_LEGACY_FORMAT = 1  # one manifest per generation (tenant-<gen>.json), before versions
 
 
 def tenant_prefix(tenant_id: str) -> str:
@@ -34,16 +38,47 @@ def generation_key(tenant_id: str, generation: int) -> str:
     return f"{tenant_prefix(tenant_id)}generations/{generation:08x}"
 
 
-def tenant_manifest_key(tenant_id: str, generation: int) -> str:
-    return f"{tenant_prefix(tenant_id)}tenant-{generation:08x}.json"
+def tenant_manifest_prefix(tenant_id: str) -> str:
+    return f"{tenant_prefix(tenant_id)}manifest/"
+
+
+def legacy_tenant_manifest_prefix(tenant_id: str) -> str:
+    """Where tenant manifests lived before versions: ``tenant-<gen>.json``."""
+    return f"{tenant_prefix(tenant_id)}tenant-"
 
 
 def timeline_prefix(tenant_id: str, timeline_id: str) -> str:
     return f"{tenant_prefix(tenant_id)}timelines/{timeline_id}/"
 
 
-def timeline_manifest_key(tenant_id: str, timeline_id: str, generation: int) -> str:
-    return f"{timeline_prefix(tenant_id, timeline_id)}manifest-{generation:08x}.json"
+def timeline_manifest_prefix(tenant_id: str, timeline_id: str) -> str:
+    return f"{timeline_prefix(tenant_id, timeline_id)}manifest/"
+
+
+def legacy_timeline_manifest_prefix(tenant_id: str, timeline_id: str) -> str:
+    """Where timeline manifests lived before versions: ``manifest-<gen>.json``."""
+    return f"{timeline_prefix(tenant_id, timeline_id)}manifest-"
+
+
+def manifest_version_key(prefix: str, version: int) -> str:
+    return f"{prefix}{version:016x}.json"
+
+
+def version_of(key: str) -> int:
+    """The version encoded in a manifest version's object name."""
+    return int(key.rsplit("/", 1)[-1].removesuffix(".json"), 16)
+
+
+def log_prefix(tenant_id: str) -> str:
+    return f"{tenant_prefix(tenant_id)}log/"
+
+
+def log_chunk_key(tenant_id: str, seq: int) -> str:
+    return f"{log_prefix(tenant_id)}{seq:016x}"
+
+
+def log_seq_of(key: str) -> int:
+    return int(key.rsplit("/", 1)[-1], 16)
 
 
 def layer_key(tenant_id: str, timeline_id: str, layer_name: str) -> str:
@@ -51,7 +86,8 @@ def layer_key(tenant_id: str, timeline_id: str, layer_name: str) -> str:
 
 
 def generation_of(key: str) -> int:
-    """The generation encoded at the end of a manifest or generation object name."""
+    """The generation encoded at the end of a generation object's (or a legacy
+    manifest's) name."""
     stem = key.rsplit("/", 1)[-1].removesuffix(".json")
     return int(stem.rsplit("-", 1)[-1], 16)
 
@@ -199,27 +235,51 @@ class TenantManifest:
                               Quotas(**obj.get("quotas", {})), obj.get("incarnation", ""))
 
 
-def encode_manifest(body: dict[str, Any]) -> bytes:
-    """JSON with a format version and a SHA-256 over the canonical body."""
+@dataclass(frozen=True)
+class Envelope:
+    """A verified manifest: its body, and which generation wrote it as which version
+    (a legacy manifest: the generation of its name, version 0)."""
+
+    body: dict[str, Any]
+    generation: int
+    version: int
+
+
+def _digest(body: dict[str, Any], generation: int, version: int) -> tuple[str, str]:
+    """The canonical JSON of ``body`` and the SHA-256 that seals it to its writer and
+    version (so a copy under another name reads as damaged)."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    digest = hashlib.sha256(canonical.encode()).hexdigest()
-    return f'{{"format":{FORMAT_VERSION},"sha256":"{digest}","body":{canonical}}}'.encode()
+    sealed = f"{generation}:{version}:{canonical}"
+    return canonical, hashlib.sha256(sealed.encode()).hexdigest()
 
 
-def decode_manifest(raw: bytes, name: str) -> dict[str, Any]:
+def encode_manifest(body: dict[str, Any], generation: int, version: int) -> bytes:
+    """JSON with a format version, the writer's generation, the version and a SHA-256."""
+    canonical, digest = _digest(body, generation, version)
+    return (f'{{"format":{FORMAT_VERSION},"generation":{generation},"version":{version},'
+            f'"sha256":"{digest}","body":{canonical}}}').encode()
+
+
+def decode_manifest(raw: bytes, name: str) -> Envelope:
     """Parse and verify a manifest; any damage raises CorruptionError naming it."""
     try:
         outer = json.loads(raw)
         body = outer["body"]
         digest = outer["sha256"]
-        version = outer["format"]
+        fmt = outer["format"]
+        if fmt == _LEGACY_FORMAT:
+            generation, version = generation_of(name), 0
+            canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+            expected = hashlib.sha256(canonical.encode()).hexdigest()
+        elif fmt == FORMAT_VERSION:
+            generation, version = int(outer["generation"]), int(outer["version"])
+            expected = _digest(body, generation, version)[1]
+        else:
+            raise CorruptionError(f"manifest {name}: unsupported format version {fmt}")
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptionError(f"manifest {name}: unreadable ({exc})") from exc
-    if version != FORMAT_VERSION:
-        raise CorruptionError(f"manifest {name}: unsupported format version {version}")
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    if hashlib.sha256(canonical.encode()).hexdigest() != digest:
+    if expected != digest:
         raise CorruptionError(f"manifest {name}: checksum mismatch")
     if not isinstance(body, dict):
         raise CorruptionError(f"manifest {name}: body is not an object")
-    return body
+    return Envelope(body, generation, version)

@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from common.errors import NotFoundError
 from pageserver.remote import ForwardingStorage, RemoteStorage
 
 if TYPE_CHECKING:
@@ -42,8 +43,10 @@ class Metrics:
             "strata_upload_errors", "failed object-store writes", registry=self.registry)
 
     def watch_engine(self, engine: Engine) -> None:
-        """Export layer counts and bytes per level, read from the engine at scrape time."""
+        """Export layer counts and bytes per level and the tenant logs' backlog, read from
+        the engine at scrape time."""
         self.registry.register(_LayerCollector(lambda: _layer_stats(engine)))
+        self.registry.register(_LogCollector(engine))
 
 
 class _LayerCollector(Collector):
@@ -59,6 +62,34 @@ class _LayerCollector(Collector):
             size.add_metric([level], total)
         yield count
         yield size
+
+
+class _LogCollector(Collector):
+    """The tenant logs in the object store: live chunks, bytes not yet confirmed (the
+    upload backlog), chunks created and creates that failed, summed over tenants."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        totals = [0, 0, 0, 0]
+        for tenant_id in self._engine.tenants():
+            try:
+                stats = self._engine.tenant(tenant_id).log.stats()
+            except NotFoundError:
+                continue  # deleted or detached since the listing
+            for index, value in enumerate((stats.chunks, stats.pending_bytes, stats.uploads,
+                                           stats.upload_failures)):
+                totals[index] += value
+        yield GaugeMetricFamily("strata_log_chunks", "log chunks not yet covered by layers",
+                                value=totals[0])
+        yield GaugeMetricFamily("strata_log_pending_bytes",
+                                "bytes of batches waiting for the object store to confirm them",
+                                value=totals[1])
+        yield CounterMetricFamily("strata_log_chunks_created", "log chunks created",
+                                  value=totals[2])
+        yield CounterMetricFamily("strata_log_chunk_failures", "log chunk creates that failed",
+                                  value=totals[3])
 
 
 def _layer_stats(engine: Engine) -> dict[str, tuple[int, int]]:

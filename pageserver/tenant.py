@@ -27,24 +27,26 @@ from common.errors import (
     QuotaExceededError,
 )
 from common.names import is_valid_name
+from common.ops import decode_batch
 from pageserver.at_time import lsn_at_time
 from pageserver.config import EngineConfig
-from pageserver.ingest_log import IngestLog
+from pageserver.fencing import Fence
 from pageserver.manifest import (
     BranchRecord,
     CheckpointRecord,
     Quotas,
     TenantManifest,
     TimelineManifest,
-    decode_manifest,
-    encode_manifest,
-    generation_of,
-    tenant_manifest_key,
-    tenant_prefix,
+    legacy_tenant_manifest_prefix,
+    legacy_timeline_manifest_prefix,
+    tenant_manifest_prefix,
+    timeline_manifest_prefix,
     timeline_prefix,
 )
+from pageserver.manifest_store import ManifestStore
 from pageserver.published import Published
 from pageserver.remote import RemoteStorage
+from pageserver.tenant_log import TenantLog
 from pageserver.timeline import InFlightReads, Timeline, now_us
 
 MAIN_BRANCH = "main"
@@ -105,17 +107,22 @@ class BranchPoint:
 
 
 class Tenant:
-    """Timelines of one tenant, attached at one generation."""
+    """Timelines of one tenant, attached at one generation.
 
-    def __init__(
-        self, tenant_id: str, generation: int, storage: RemoteStorage, log: IngestLog,
-        config: EngineConfig,
-    ) -> None:
+    Made by the engine, then either ``create``d or ``attach``ed: both first ``claim``
+    the tenant's log, so that no older generation can acknowledge anything after it.
+    """
+
+    def __init__(self, tenant_id: str, generation: int, storage: RemoteStorage,
+                 config: EngineConfig) -> None:
         self.tenant_id = validate_name("tenant", tenant_id)
         self.generation = generation
         self._storage = storage
-        self._log = log
         self._config = config
+        self.fence = Fence(tenant_id, generation)
+        self.log = TenantLog(storage, tenant_id, self.fence, config.log)
+        self._manifests = ManifestStore(storage, tenant_manifest_prefix(tenant_id), self.fence,
+                                        legacy_tenant_manifest_prefix(tenant_id))
         self._lock = threading.RLock()
         self.reads = InFlightReads(config.read_drain_s)
         self._manifest = self._published(
@@ -133,44 +140,84 @@ class Tenant:
                          persist=self._upload)
 
     def _upload(self, manifest: TenantManifest) -> None:
-        self._storage.put(tenant_manifest_key(self.tenant_id, self.generation),
-                          encode_manifest(manifest.to_json()))
+        self._manifests.publish(manifest.to_json())
 
-    # --- loading ---------------------------------------------------------------
+    # --- creating and attaching ----------------------------------------------------
 
-    def load(self) -> None:
-        """Read the newest tenant manifest and every timeline it references."""
-        self._manifest = self._published(TenantManifest.from_json(
-            _load_newest(self._storage, f"{tenant_prefix(self.tenant_id)}tenant-")
-        ))
+    @staticmethod
+    def exists(storage: RemoteStorage, tenant_id: str) -> bool:
+        """Whether the object store holds a tenant of that name."""
+        fence = Fence(tenant_id, 0)  # only reads
+        return ManifestStore(storage, tenant_manifest_prefix(tenant_id), fence,
+                             legacy_tenant_manifest_prefix(tenant_id)).exists()
+
+    def create(self) -> None:
+        """Make the new tenant's log and its ``main`` branch."""
+        self.log.claim()
+        self.create_root_branch()
+
+    def attach(self) -> None:
+        """Take the tenant over from whoever served it before: fence its log, take over
+        every manifest (so the previous owner can publish nothing more), load them, and
+        replay the log above what the layers hold."""
+        self.log.claim()
+        self._load()
+        self._replay_log()
+
+    def _load(self) -> None:
+        """Take over the tenant manifest and every timeline manifest it references."""
+        self._manifest = self._published(TenantManifest.from_json(self._manifests.take_over()))
         if not self.manifest.incarnation:  # created before tenants had one
             with self._manifest.change() as draft:
                 draft.state.incarnation = secrets.token_hex(16)
         needed = {rec.timeline_id for rec in self.manifest.branches.values()}
         needed |= {cp.timeline_id for cp in self.manifest.checkpoints.values()}
-        manifests: dict[str, TimelineManifest] = {}
+        manifests: dict[str, tuple[TimelineManifest, ManifestStore]] = {}
         pending = list(needed)
         while pending:
             timeline_id = pending.pop()
             if timeline_id in manifests:
                 continue
-            body = _load_newest(
-                self._storage, f"{timeline_prefix(self.tenant_id, timeline_id)}manifest-"
-            )
-            manifest = TimelineManifest.from_json(body)
-            manifests[timeline_id] = manifest
+            store = self._timeline_store(timeline_id)
+            manifest = TimelineManifest.from_json(store.take_over())
+            manifests[timeline_id] = (manifest, store)
             if manifest.ancestor_id is not None:
                 pending.append(manifest.ancestor_id)
-        for timeline_id in _ancestors_first(manifests):
-            manifest = manifests[timeline_id]
+        order = _ancestors_first({tl: manifest for tl, (manifest, _) in manifests.items()})
+        for timeline_id in order:
+            manifest, store = manifests[timeline_id]
             ancestor = self.timelines[manifest.ancestor_id] if manifest.ancestor_id else None
-            self._register(self._open_timeline(manifest, ancestor))
+            self._register(self._open_timeline(manifest, ancestor, store))
 
-    def _open_timeline(self, manifest: TimelineManifest, ancestor: Timeline | None) -> Timeline:
+    def _replay_log(self) -> None:
+        """Re-apply the logged batches that no layer holds yet; a timeline whose memtable
+        fills up is flushed on the way, so a long backlog never sits in memory whole."""
+        forgotten: set[str] = set()
+        for record in self.log.replay():
+            timeline = self.timelines.get(record.timeline_id)
+            if timeline is None:
+                forgotten.add(record.timeline_id)  # deleted before its chunk was released
+            elif record.lsn > timeline.disk_consistent_lsn:
+                timeline.replay(record.lsn, decode_batch(record.payload))
+                if timeline.open_memtable.size_bytes >= self._config.memtable_bytes:
+                    timeline.freeze()
+                    timeline.flush()
+        for timeline_id in forgotten:
+            self.log.forget_timeline(timeline_id)
+        for timeline in list(self.timelines.values()):
+            self.log.release(timeline.timeline_id, timeline.disk_consistent_lsn)
+
+    def _timeline_store(self, timeline_id: str) -> ManifestStore:
+        return ManifestStore(self._storage, timeline_manifest_prefix(self.tenant_id, timeline_id),
+                             self.fence,
+                             legacy_timeline_manifest_prefix(self.tenant_id, timeline_id))
+
+    def _open_timeline(self, manifest: TimelineManifest, ancestor: Timeline | None,
+                       store: ManifestStore) -> Timeline:
         """The timeline ``manifest`` describes, not yet one of ``timelines``."""
         return Timeline(
-            self.tenant_id, manifest, ancestor, storage=self._storage, log=self._log,
-            generation=self.generation,
+            self.tenant_id, manifest, ancestor, storage=self._storage, log=self.log,
+            fence=self.fence, manifests=store,
             cache_dir=self._config.layer_cache_dir / self.tenant_id / manifest.timeline_id,
             reads=self.reads, retain_lsns=self._retain_lsns,
             writer_lease_s=self._config.writer_lease_s,
@@ -188,6 +235,7 @@ class Tenant:
     # --- branches ----------------------------------------------------------------
 
     def branch(self, name: str) -> Timeline:
+        self.fence.check()
         with self._lock:
             return self.timelines[self._branch_record(self.manifest, name).timeline_id]
 
@@ -451,7 +499,8 @@ class Tenant:
             uuid.uuid4().hex, ancestor.timeline_id if ancestor else None, branch_lsn,
             branch_lsn, branch_lsn, now_us(),
         )
-        timeline = self._open_timeline(manifest, ancestor)
+        timeline = self._open_timeline(manifest, ancestor,
+                                       self._timeline_store(manifest.timeline_id))
         if ancestor is not None and branch_lsn == ancestor.last_lsn:
             timeline.inherit_last_batch(ancestor.last_batch())  # no history scan later
             timeline.inherit_tree(ancestor)
@@ -540,7 +589,7 @@ class Tenant:
         timeline.close()
         prefix = timeline_prefix(self.tenant_id, timeline.timeline_id)
         self._storage.delete_many(self._storage.list(prefix))
-        self._log.forget_timeline(self.tenant_id, timeline.timeline_id)
+        self.log.forget_timeline(timeline.timeline_id)
         shutil.rmtree(self._config.layer_cache_dir / self.tenant_id / timeline.timeline_id,
                       ignore_errors=True)
 
@@ -599,6 +648,7 @@ class Tenant:
                 if holder is not None and _owner(holder, lsn) is timeline}
 
     def close(self) -> None:
+        self.log.close()
         for timeline in list(self.timelines.values()):
             timeline.close()
 
@@ -606,15 +656,6 @@ class Tenant:
 def _longest_expiry(quotas: Quotas) -> int | None:
     """The latest expiry ``quotas`` allow a branch from now; None: no limit."""
     return None if quotas.max_ttl_s is None else now_us() + quotas.max_ttl_s * 1_000_000
-
-
-def _load_newest(storage: RemoteStorage, prefix: str) -> dict[str, Any]:
-    """The verified body of the highest-generation manifest under ``prefix``."""
-    keys = [key for key in storage.list(prefix) if key.endswith(".json")]
-    if not keys:
-        raise NotFoundError(f"no manifest under {prefix!r} in {storage.describe()}")
-    newest = max(keys, key=generation_of)
-    return decode_manifest(storage.get(newest), newest)
 
 
 def _owner(timeline: Timeline, lsn: int) -> Timeline:

@@ -3,7 +3,8 @@
 Three LSNs describe a timeline's progress:
 
 * ``last_lsn``: the newest batch applied (its log record may not be fsynced yet);
-* ``durable_lsn``: the newest batch fsynced in the ingest log; reads see up to here;
+* ``durable_lsn``: the newest batch the object store holds (in the tenant's log);
+  reads see up to here;
 * ``disk_consistent_lsn``: every batch up to here is in uploaded layer files.
 """
 
@@ -31,21 +32,22 @@ from common.errors import (
 )
 from common.keys import KEYSPACE_END, KEYSPACE_START, PAGE_SIZE, Relation
 from common.ops import Batch, FileKind, FileMeta, encode_batch
+from pageserver.fencing import Fence
 from pageserver.ingest import BatchApplier, Effects, normalize_path
-from pageserver.ingest_log import IngestLog, LogRecord
 from pageserver.layer import Layer
 from pageserver.layer_file import LayerKind, LayerSummary, write_layer
+from pageserver.log_chunk import LogRecord
 from pageserver.manifest import (
     LayerDescriptor,
     TimelineManifest,
-    encode_manifest,
     layer_key,
-    timeline_manifest_key,
 )
+from pageserver.manifest_store import ManifestStore
 from pageserver.memtable import Memtable
 from pageserver.published import Published
 from pageserver.reads import read_metas, read_pages, stored_blocks
 from pageserver.remote import RemoteStorage
+from pageserver.tenant_log import TenantLog
 from pageserver.writer_lease import WriterLeases
 
 log = logging.getLogger(__name__)
@@ -115,8 +117,9 @@ class Timeline:
         ancestor: Timeline | None,
         *,
         storage: RemoteStorage,
-        log: IngestLog,
-        generation: int,
+        log: TenantLog,
+        fence: Fence,
+        manifests: ManifestStore,
         cache_dir: Path,
         reads: InFlightReads,
         retain_lsns: Callable[[Timeline], set[int]],
@@ -129,7 +132,8 @@ class Timeline:
         self._branch_lsn = manifest.branch_lsn
         self._storage = storage
         self._log = log
-        self._generation = generation
+        self._fence = fence
+        self._manifests = manifests
         self._cache_dir = cache_dir
         self._reads = reads
         self._unpublished: list[Layer] = []  # out of the manifest, waiting for reads
@@ -148,8 +152,8 @@ class Timeline:
         )
         self.writer_lease = WriterLeases(writer_lease_s)
         self.last_lsn = manifest.disk_consistent_lsn
-        self.durable_lsn = manifest.disk_consistent_lsn
-        self._last_seqno = 0
+        self._durable_lsn = manifest.disk_consistent_lsn
+        self._last_seqno = 0  # in the tenant log, of the newest batch ingested (0: none)
         self.open_memtable = Memtable(self.last_lsn + 1)
         self.frozen: list[Memtable] = []
         self.image_check: frozenset[str] = frozenset()  # layer set last found needing no image
@@ -190,6 +194,14 @@ class Timeline:
         return self._state.current.writer_epoch
 
     @property
+    def durable_lsn(self) -> int:
+        """The newest LSN the object store holds with every LSN before it."""
+        with self._lock:
+            if self._last_seqno and self._log.durable_seqno >= self._last_seqno:
+                return self.last_lsn  # confirmed since, maybe after its caller gave up
+            return self._durable_lsn
+
+    @property
     def files(self) -> dict[str, FileMeta]:
         """The file tree at ``last_lsn``, which ingest validates batches against.
 
@@ -225,14 +237,12 @@ class Timeline:
             if not batch.timestamp_us:
                 batch = replace(batch, timestamp_us=now_us())
             effects = self._effects(batch, lsn)
-            seqno = self._log.append(
-                LogRecord(self.tenant_id, self.timeline_id, lsn, encode_batch(batch))
-            )
+            seqno = self._log.append(LogRecord(self.timeline_id, lsn, encode_batch(batch)))
             self._commit(lsn, batch, effects)
             self._last_seqno = seqno
         self._log.wait_durable(seqno)
         with self._lock:
-            self.durable_lsn = max(self.durable_lsn, lsn)
+            self._durable_lsn = max(self._durable_lsn, lsn)
         return lsn
 
     def replay(self, lsn: int, batch: Batch) -> None:
@@ -246,7 +256,7 @@ class Timeline:
                     f"{self.last_lsn} to {lsn}"
                 )
             self._commit(lsn, batch, self._effects(batch, lsn))
-            self.durable_lsn = lsn
+            self._durable_lsn = lsn
 
     def _effects(self, batch: Batch, lsn: int) -> Effects:
         def read_latest(relation: Relation, block: int) -> bytes:
@@ -459,7 +469,7 @@ class Timeline:
                     draft.state.layers = _with_layers(draft.state.layers, [layer])
                     draft.state.disk_consistent_lsn = memtable.lsn_end - 1
                     draft.on_swap(lambda: self.frozen.pop(0))
-                self._log.release(self.tenant_id, self.timeline_id, self.disk_consistent_lsn)
+                self._log.release(self.timeline_id, self.disk_consistent_lsn)
 
     def write_layer(
         self, summary: LayerSummary, pages: Iterable[PageEntry], metas: Iterable[MetaEntry],
@@ -468,7 +478,7 @@ class Timeline:
         """Write a new layer file locally and upload it; the caller adds it to the set."""
         kind = "image" if summary.kind == LayerKind.IMAGE else f"delta{level}"
         name = (f"{kind}-{summary.lsn_start:016x}-{summary.lsn_end:016x}-"
-                f"{uuid.uuid4().hex[:12]}-{self._generation:08x}")
+                f"{uuid.uuid4().hex[:12]}-{self._fence.generation:08x}")
         local_path = self._cache_dir / name
         local_path.parent.mkdir(parents=True, exist_ok=True)
         size = write_layer(local_path, summary, pages, metas, batches)
@@ -544,9 +554,7 @@ class Timeline:
     def _upload(self, state: TimelineState) -> None:
         if self.deleted:
             return
-        body = encode_manifest(self._manifest_of(state).to_json())
-        key = timeline_manifest_key(self.tenant_id, self.timeline_id, self._generation)
-        self._storage.put(key, body)
+        self._manifests.publish(self._manifest_of(state).to_json())
 
     def attach_writer(self, holder: str = "", force: bool = False) -> int:
         """Make a new writer the only one allowed to ingest; durable before it returns.

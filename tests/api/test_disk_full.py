@@ -1,6 +1,7 @@
 """A full disk (ENOSPC, injected where the page server writes) is answered UNAVAILABLE,
-which computes retry, with a message that says so; the server keeps serving and the
-ingest log is not poisoned by a write that failed (only a failed fsync poisons it)."""
+which computes retry, with a message that says so, and the server keeps serving: under
+the object store (the local directory), a batch waits until space is back and then
+lands once; under the layer cache, the job fails and runs again."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from prometheus_client import generate_latest
 from common.convert import op_to_pb
 from common.ops import Batch, Create, Write
 from compute.remote import RETRYABLE
-from pageserver import ingest_log, timeline
+from pageserver import timeline
+from pageserver.config import LogSettings
+from pageserver.remote import LocalDirectoryStorage
 from proto import strata_pb2 as pb
 from tests.api.conftest import Live
 
@@ -21,7 +24,7 @@ TIMEOUT = 10
 
 
 def _no_space(*args: object, **kwargs: object) -> int:
-    raise OSError(errno.ENOSPC, "No space left on device", "/state/ingest-log/0001.log")
+    raise OSError(errno.ENOSPC, "No space left on device", "/state/objects/tenants/t/log/1")
 
 
 def _tenant(live: Live) -> int:
@@ -43,22 +46,25 @@ def _count(live: Live, method: str, code: str) -> float:
         "strata_rpc_requests_total", {"method": method, "code": code}) or 0.0
 
 
-def test_a_full_disk_under_the_ingest_log_is_retryable(
+def test_a_full_disk_under_the_object_store_is_retryable(
         live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    live.engine.config.log = LogSettings(ack_timeout_s=0.5)
     epoch = _tenant(live)
     with monkeypatch.context() as full:
-        full.setattr(ingest_log, "_pwrite_all", _no_space)
+        full.setattr(LocalDirectoryStorage, "_write_temp", _no_space)
         with pytest.raises(grpc.RpcError) as err:
-            _ingest(live, epoch, "lost")
+            _ingest(live, epoch, "waits")
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
     assert err.value.code() in RETRYABLE
-    assert str(err.value.details()).startswith("the page server's disk is full (No space left")
+    assert "has not confirmed the batch yet" in str(err.value.details())
+    assert "No space left on device" in str(err.value.details())
     assert _count(live, "IngestService/Ingest", "INTERNAL") == 0, \
         generate_latest(live.metrics.registry).decode()
-    # Space is back: the same server takes the batch; the refused one was never applied.
-    assert [r.batch_id for r in _ingest(live, epoch, "kept")] == [1]
+    # Space is back: the waiting batch lands with the next one, each exactly once.
+    assert [r.batch_id for r in _ingest(live, epoch, "next")] == [1]
     main = live.engine.timeline("t", "main")
-    assert set(main.list_files()) == {"kept"}
+    assert set(main.list_files()) == {"waits", "next"}
+    assert main.durable_lsn == main.last_lsn
 
 
 def test_a_full_disk_while_writing_layers_is_retryable(

@@ -111,7 +111,7 @@ def test_sigterm_flushes_and_metrics_are_served(server: PageServerProcess) -> No
     assert server.signal(signal.SIGTERM) == 0
     assert not (server.home / "state" / "pageserver.json").exists()
     assert "stopped cleanly" in (server.home / "pageserver.log").read_text()
-    assert list((server.home / "objects").rglob("manifest-*.json"))
+    assert list((server.home / "objects").rglob("manifest/*.json"))
 
 
 def test_what_the_server_writes_is_its_own_alone(server: PageServerProcess) -> None:
@@ -120,7 +120,7 @@ def test_what_the_server_writes_is_its_own_alone(server: PageServerProcess) -> N
     _tenant_with_a_batch(server, [Create("f"), Write("f", 0, b"x" * PAGE_SIZE)])
     assert server.signal(signal.SIGTERM) == 0  # flushes: layers and manifests are written
     written = [path for top in ("state", "objects") for path in (server.home / top).rglob("*")]
-    assert any(path.name.startswith("manifest-") for path in written)
+    assert any(path.parent.name == "manifest" for path in written)
     assert any(path.parent.name == "log" and path.is_file() for path in written)
     loose = {str(path): oct(path.stat().st_mode & 0o777) for path in written
              if path.stat().st_mode & 0o077}

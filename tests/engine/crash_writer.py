@@ -14,6 +14,7 @@ from common.ops import Batch, Create, Mkdir, Write
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
 from pageserver.remote import LocalDirectoryStorage
+from pageserver.tenant import Tenant
 
 PATH = "base/1/1000"
 BLOCKS = 16
@@ -28,12 +29,16 @@ def main() -> None:
     state, store = Path(sys.argv[1]), Path(sys.argv[2])
     config = EngineConfig(state_dir=state, background_period_s=0.05, memtable_bytes=256 * 1024,
                           l0_compaction_threshold=3, image_threshold=2, pitr_window_s=0.5,
-                          gc_period_s=0.5, log_segment_bytes=512 * 1024)
-    engine = Engine(config, LocalDirectoryStorage(store))
+                          gc_period_s=0.5)
+    storage = LocalDirectoryStorage(store)
+    engine = Engine(config, storage)
     if "crash" not in engine.tenants():
-        engine.create_tenant("crash").branch("main").ingest(
-            Batch((Mkdir("base"), Mkdir("base/1"), Create(PATH)))
-        )
+        if Tenant.exists(storage, "crash"):  # its state directory was lost: attach again
+            engine.attach_tenant("crash")
+        else:
+            engine.create_tenant("crash").branch("main").ingest(
+                Batch((Mkdir("base"), Mkdir("base/1"), Create(PATH)))
+            )
     main_branch = engine.timeline("crash", "main")
     print(f"start {main_branch.durable_lsn}", flush=True)
     while True:

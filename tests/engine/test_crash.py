@@ -1,14 +1,18 @@
-"""Kill -9 of a writing engine at random moments loses no acknowledged batch."""
+"""Kill -9 of a writing engine at random moments loses no acknowledged batch, also when
+the page server's whole state directory is lost with it: the object store is the truth."""
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from common.keys import PAGE_SIZE
 from pageserver.config import EngineConfig
@@ -39,16 +43,22 @@ def _run_and_kill(state: Path, store: Path, seconds: float) -> list[int]:
     return [int(line) for line in out.split() if line.isdigit()]
 
 
-def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lose_state", [False, True], ids=["state-kept", "state-lost"])
+def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, lose_state: bool) -> None:
     state, store = tmp_path / "state", tmp_path / "store"
     rng = random.Random(1234)
     acked: list[int] = []
     for _ in range(3):
         acked += _run_and_kill(state, store, rng.uniform(0.8, 2.0))
+        if lose_state:
+            shutil.rmtree(state)
     assert len(acked) > 50, "the writer acknowledged too little to prove anything"
+    storage = LocalDirectoryStorage(store)
     engine = Engine(EngineConfig(state_dir=state, background_period_s=0, pitr_window_s=1e9),
-                    LocalDirectoryStorage(store))
+                    storage)
     try:
+        if lose_state:
+            engine.attach_tenant("crash")
         main = engine.timeline("crash", "main")
         assert main.durable_lsn >= max(acked)
         latest = main.read_file(PATH)

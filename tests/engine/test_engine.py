@@ -235,7 +235,7 @@ def test_corrupt_manifest_is_detected(make_engine: EngineFactory, tmp_path: Path
     engine = make_engine()
     _setup(engine)
     engine.close(flush=True)
-    manifests = sorted((tmp_path / "remote").rglob("manifest-*.json"))
+    manifests = sorted((tmp_path / "remote").rglob("manifest/*.json"))
     text = manifests[-1].read_text()
     damaged = re.sub(r'"disk_consistent_lsn": ?(\d+)', '"disk_consistent_lsn":77', text)
     assert damaged != text
@@ -277,7 +277,7 @@ def test_attach_on_empty_local_state(make_engine: EngineFactory, tmp_path: Path)
     second.flush("t")
     names = storage.list("tenants/t/")
     assert any(name.endswith("-00000002") for name in names)
-    assert any(name.endswith("manifest-00000001.json") for name in names)
+    assert any("/manifest/" in name for name in names)
 
 
 def test_writer_epoch_fences_the_old_writer(make_engine: EngineFactory) -> None:

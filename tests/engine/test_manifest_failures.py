@@ -3,6 +3,7 @@ successful change does not publish the refused one."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -17,16 +18,16 @@ from pageserver.manifest import (
     TenantManifest,
     TimelineManifest,
     decode_manifest,
-    generation_of,
-    tenant_prefix,
-    timeline_prefix,
+    tenant_manifest_prefix,
+    timeline_manifest_prefix,
+    version_of,
 )
 from pageserver.remote import ForwardingStorage, LocalDirectoryStorage, RemoteStorageError
 from pageserver.tenant import BranchPoint, Tenant
 from tests.engine.conftest import EngineFactory
 
-TENANT_MANIFEST = "/tenant-"
-TIMELINE_MANIFEST = "/manifest-"
+TENANT_MANIFEST = re.compile(r"^tenants/t/manifest/")
+TIMELINE_MANIFEST = re.compile(r"/timelines/[^/]+/manifest/")
 
 
 class FailingStorage(ForwardingStorage):
@@ -34,20 +35,27 @@ class FailingStorage(ForwardingStorage):
 
     def __init__(self, inner: LocalDirectoryStorage) -> None:
         super().__init__(inner)
-        self._marker: str | None = None
+        self._marker: re.Pattern[str] | None = None
         self._skip = 0
 
-    def fail_once(self, marker: str, skip: int = 0) -> None:
-        """Fail the put of the first key containing ``marker`` after ``skip`` such puts."""
+    def fail_once(self, marker: re.Pattern[str], skip: int = 0) -> None:
+        """Fail the write of the first key ``marker`` finds after ``skip`` such writes."""
         self._marker, self._skip = marker, skip
 
-    def put(self, key: str, data: bytes) -> None:
-        if self._marker is not None and self._marker in key:
+    def _check(self, key: str) -> None:
+        if self._marker is not None and self._marker.search(key):
             if not self._skip:
                 self._marker = None
                 raise RemoteStorageError(f"injected failure writing {key}")
             self._skip -= 1
+
+    def put(self, key: str, data: bytes) -> None:
+        self._check(key)
         super().put(key, data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        self._check(key)
+        return super().put_if_absent(key, data)
 
 
 @pytest.fixture
@@ -65,18 +73,18 @@ def tenant(make_engine: EngineFactory, storage: FailingStorage) -> Tenant:
 
 
 def _newest(storage: FailingStorage, prefix: str) -> dict[str, object]:
-    key = max((k for k in storage.list(prefix) if k.endswith(".json")), key=generation_of)
-    return decode_manifest(storage.get(key), key)
+    key = max(storage.list(prefix), key=version_of)
+    return decode_manifest(storage.get(key), key).body
 
 
 def published(storage: FailingStorage) -> TenantManifest:
     """The tenant manifest a page server attaching now would load."""
-    return TenantManifest.from_json(_newest(storage, f"{tenant_prefix('t')}tenant-"))
+    return TenantManifest.from_json(_newest(storage, tenant_manifest_prefix("t")))
 
 
 def published_timeline(storage: FailingStorage, timeline_id: str) -> TimelineManifest:
     return TimelineManifest.from_json(
-        _newest(storage, f"{timeline_prefix('t', timeline_id)}manifest-"))
+        _newest(storage, timeline_manifest_prefix("t", timeline_id)))
 
 
 def _publish_something(tenant: Tenant) -> None:
@@ -115,7 +123,8 @@ def test_failed_delete_checkpoint(tenant: Tenant, storage: FailingStorage) -> No
 
 
 @pytest.mark.parametrize("marker", [TENANT_MANIFEST, TIMELINE_MANIFEST])
-def test_failed_create_branch(tenant: Tenant, storage: FailingStorage, marker: str) -> None:
+def test_failed_create_branch(tenant: Tenant, storage: FailingStorage,
+                              marker: re.Pattern[str]) -> None:
     before = _snapshot(tenant)
     storage.fail_once(marker)
     with pytest.raises(RemoteStorageError):

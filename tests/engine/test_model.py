@@ -148,7 +148,7 @@ class EngineModel(RuleBasedStateMachine):
         self.config = EngineConfig(
             state_dir=self.tmp / "state", background_period_s=0, pitr_window_s=0,
             l0_compaction_threshold=3, l1_target_entries=8, image_threshold=2,
-            image_partition_pages=6, log_segment_bytes=64 * 1024,
+            image_partition_pages=6,
         )
         self.storage = storage or LocalDirectoryStorage(self.tmp / "remote")
         self.engine = Engine(self.config, self.storage)

@@ -1,0 +1,99 @@
+"""Two page servers, one object store: the newer attach wins, the older one can no longer
+acknowledge, publish or delete anything, and nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from common.keys import PAGE_SIZE
+from common.ops import Batch, Create, Write
+from pageserver import gc
+from pageserver.engine import Engine
+from pageserver.fencing import SupersededError
+from pageserver.remote import LocalDirectoryStorage
+from tests.engine.conftest import EngineFactory
+
+PATH = "f"
+
+
+def page(tag: int) -> bytes:
+    return tag.to_bytes(8, "big") * (PAGE_SIZE // 8)
+
+
+def write(engine: Engine, branch: str, tag: int, block: int = 0) -> int:
+    return engine.timeline("t", branch).ingest(
+        Batch((Write(PATH, block * PAGE_SIZE, page(tag)),)))
+
+
+def attached(engine: Engine, state: Path) -> list[str]:
+    return list(json.loads((state / "attached.json").read_text())["tenants"])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalDirectoryStorage:
+    return LocalDirectoryStorage(tmp_path / "shared")
+
+
+def test_a_lost_state_directory_loses_no_acknowledged_batch(
+        make_engine: EngineFactory, store: LocalDirectoryStorage, tmp_path: Path) -> None:
+    first = make_engine(store, state="a")
+    first.create_tenant("t").branch("main").ingest(Batch((Create(PATH),)))
+    for tag in range(1, 40):
+        write(first, "main", tag, tag % 5)  # acknowledged, never flushed to layers
+    first.tenant("t").create_branch("dev")
+    write(first, "dev", 99)
+    shutil.rmtree(tmp_path / "a")  # the page server's disk is gone with its memtables
+    second = make_engine(store, state="b")
+    tenant = second.attach_tenant("t")
+    main = tenant.branch("main").read_file(PATH)
+    assert [main[b * PAGE_SIZE:(b + 1) * PAGE_SIZE] for b in range(5)] == [
+        page(35), page(36), page(37), page(38), page(39)]
+    assert tenant.branch("dev").read_file(PATH, 0, PAGE_SIZE) == page(99)
+
+
+def test_the_older_page_server_is_fenced(
+        make_engine: EngineFactory, store: LocalDirectoryStorage, tmp_path: Path) -> None:
+    old = make_engine(store, state="a")
+    old.create_tenant("t").branch("main").ingest(Batch((Create(PATH),)))
+    for tag in range(1, 6):
+        write(old, "main", tag, tag)
+        old.flush("t")  # L0 layers for a compaction to replace
+    acked = write(old, "main", 7)
+    new = make_engine(store, state="b")
+    new.attach_tenant("t")
+    objects = set(store.list("tenants/t/"))
+
+    with pytest.raises(SupersededError, match="generation 2"):
+        write(old, "main", 8)
+    with pytest.raises(SupersededError):
+        old.tenant("t").create_branch("late")
+    with pytest.raises(SupersededError):
+        old.compact("t", force=True)
+    with pytest.raises(SupersededError):
+        gc.collect(old.timeline("t", "main"), acked)
+    assert objects <= set(store.list("tenants/t/")), "the older page server deleted objects"
+
+    main = new.timeline("t", "main")
+    assert main.durable_lsn == acked
+    assert main.read_file(PATH, 0, PAGE_SIZE) == page(7)
+    assert new.timeline("t", "main").ingest(Batch((Write(PATH, 0, page(9)),))) == acked + 1
+    old.tick()  # drops the tenant it lost, so that a restart does not take it back
+    assert old.tenants() == [] and attached(old, tmp_path / "a") == []
+    assert attached(new, tmp_path / "b") == ["t"]
+
+
+def test_a_restarted_page_server_replays_from_the_store(
+        make_engine: EngineFactory, store: LocalDirectoryStorage) -> None:
+    engine = make_engine(store, state="a")
+    engine.create_tenant("t").branch("main").ingest(Batch((Create(PATH),)))
+    acked = [write(engine, "main", tag) for tag in range(1, 20)]
+    engine.close(flush=False)
+    again = make_engine(store, state="a")
+    main = again.timeline("t", "main")
+    assert main.durable_lsn == acked[-1]
+    assert main.read_file(PATH) == page(19)
+    assert again.tenant("t").generation == 2
