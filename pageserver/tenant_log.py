@@ -35,7 +35,9 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from common.errors import (
@@ -53,6 +55,7 @@ from pageserver.remote import RemoteStorage, RemoteStorageError
 log = logging.getLogger(__name__)
 
 _BACKOFF_MIN_S = 0.05
+_REPLAY_WINDOW = 16  # chunks read ahead in parallel at attach
 _BACKOFF_MAX_S = 5.0
 
 
@@ -128,20 +131,30 @@ class TenantLog:
 
     def replay(self) -> Iterator[LogRecord]:
         """The records of every chunk before the fence, in log order; meant for attach,
-        after ``claim``. Their chunks become live until ``release`` covers them."""
-        for key in self._storage.list(log_prefix(self._tenant_id)):
-            seq = log_seq_of(key)
-            if seq >= self._next_seq - 1:
-                break
-            chunk = self._read(seq)
-            if chunk.records:
-                live = _Live(seq)
-                for record in chunk.records:
-                    live.pending[record.timeline_id] = max(
-                        record.lsn, live.pending.get(record.timeline_id, 0))
-                with self._cond:
-                    self._live[seq] = live
-            yield from chunk.records
+        after ``claim``. Their chunks become live until ``release`` covers them. Chunks are
+        read ``_REPLAY_WINDOW`` at a time in parallel (an S3 GET is a round trip each),
+        and only that many are held in memory."""
+        seqs = [seq for seq in map(log_seq_of, self._storage.list(log_prefix(self._tenant_id)))
+                if seq < self._next_seq - 1]
+        with ThreadPoolExecutor(_REPLAY_WINDOW, "strata-replay") as pool:
+            reads: deque[Future[Chunk]] = deque()
+            for seq in seqs:
+                reads.append(pool.submit(self._read, seq))
+                if len(reads) >= _REPLAY_WINDOW:
+                    yield from self._replayed(reads.popleft().result())
+            while reads:
+                yield from self._replayed(reads.popleft().result())
+
+    def _replayed(self, chunk: Chunk) -> list[LogRecord]:
+        """The records of a chunk read at attach, its chunk made live."""
+        if chunk.records:
+            live = _Live(chunk.seq)
+            for record in chunk.records:
+                live.pending[record.timeline_id] = max(
+                    record.lsn, live.pending.get(record.timeline_id, 0))
+            with self._cond:
+                self._live[chunk.seq] = live
+        return chunk.records
 
     # --- ingest --------------------------------------------------------------------
 
