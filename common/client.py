@@ -24,7 +24,7 @@ from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT_S: Final = 30.0
-LONG_TIMEOUT_S: Final = 600.0  # tenant creation (initdb + import), compaction, GC
+LONG_TIMEOUT_S: Final = 600.0  # initdb + import, tenant attach and detach, compaction, GC
 MAX_MESSAGE_BYTES: Final = 128 * 1024 * 1024
 # What gRPC says when no connection could be made at all (as opposed to a server's UNAVAILABLE).
 _CONNECT_FAILURES: Final = ("failed to connect to all addresses", "connection refused",
@@ -153,9 +153,26 @@ class StrataClient:
         return self._unary(self._manage.CreateTenant, request, pb.CreateTenantResponse,
                            LONG_TIMEOUT_S)
 
-    def list_tenants(self) -> list[pb.TenantInfo]:
-        return list(self._unary(self._manage.ListTenants, pb.ListTenantsRequest(),
+    def list_tenants(self, *, all_in_store: bool = False) -> list[pb.TenantInfo]:
+        """The tenants this page server serves; with ``all_in_store``, every tenant of its
+        object store and where each is attached."""
+        request = pb.ListTenantsRequest(all=all_in_store)
+        return list(self._unary(self._manage.ListTenants, request,
                                 pb.ListTenantsResponse).tenants)
+
+    def attach_tenant(self, tenant: str, *, force: bool = False) -> pb.TenantInfo:
+        """Serve ``tenant`` from the object store; ``force`` takes it from a page server
+        that never stopped or detached it (one gone for good). Needs an admin token."""
+        request = pb.AttachTenantRequest(tenant=tenant, force=force)
+        return self._unary(self._manage.AttachTenant, request, pb.AttachTenantResponse,
+                           LONG_TIMEOUT_S).tenant
+
+    def detach_tenant(self, tenant: str, *, force: bool = False) -> pb.TenantInfo:
+        """Flush ``tenant`` to the object store and stop serving it; ``force`` fences the
+        computes writing to it. Needs an admin token."""
+        request = pb.DetachTenantRequest(tenant=tenant, force=force)
+        return self._unary(self._manage.DetachTenant, request, pb.DetachTenantResponse,
+                           LONG_TIMEOUT_S).tenant
 
     def get_tenant(self, tenant: str) -> pb.GetTenantResponse:
         """The tenant, its quotas and its storage use."""

@@ -4,7 +4,10 @@ Start-up is the same after a clean stop, after a crash and on a new machine: eve
 tenant listed in ``attached.json`` is attached at a new generation (claimed in the
 object store with create-if-absent), which fences its log and takes over its manifests
 (``Tenant.attach``), and its log is replayed above each timeline's
-``disk_consistent_lsn``. A tenant found superseded by another page server is dropped.
+``disk_consistent_lsn``. A listed tenant whose newest generation was claimed by another
+page server since (or that we detached) moved away: it is dropped from the list, not
+attached again, so a restart never steals it back. A tenant found superseded while
+served is dropped the same way.
 """
 
 from __future__ import annotations
@@ -19,17 +22,25 @@ from dataclasses import dataclass
 from functools import partial
 
 from common.durable import write_durably
-from common.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from common.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from common.names import is_reserved_tenant_name
 from pageserver import gc
 from pageserver.compaction import CompactionResult, compact
 from pageserver.config import EngineConfig
-from pageserver.manifest import generation_key, generation_of, tenant_prefix
+from pageserver.locations import Locations, load_or_create_id
+from pageserver.manifest import tenant_prefix
 from pageserver.remote import RemoteStorage
 from pageserver.tenant import Tenant, validate_name
 from pageserver.timeline import Timeline
 
 log = logging.getLogger(__name__)
+
+DETACH_HOLDER = "detach"  # the writer a detach takes every branch's slot for, fencing computes
 
 
 @dataclass
@@ -42,10 +53,14 @@ class TenantGcResult:
 class Engine:
     """Owns every attached tenant of one page server."""
 
-    def __init__(self, config: EngineConfig, storage: RemoteStorage) -> None:
+    def __init__(self, config: EngineConfig, storage: RemoteStorage, *,
+                 address: str = "") -> None:
         self.config = config
         self.storage = storage
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.locations = Locations(storage, load_or_create_id(config.state_dir), address)
+        self._departed: set[str] = set()  # detached, or moved away while we were down
+        self._detaching: set[str] = set()  # still listed in attached.json until flushed
         self._attached_path = config.state_dir / "attached.json"
         self._lock = threading.RLock()
         self._tenants: dict[str, Tenant] = {}
@@ -53,7 +68,10 @@ class Engine:
         self._pending: dict[tuple[str, str, str], Future[None]] = {}
         self._stop = threading.Event()
         for tenant_id in self._read_attached():
-            self._tenants[tenant_id] = self._attach(tenant_id)
+            if not self._moved_away(tenant_id):
+                self._tenants[tenant_id] = self._attach(tenant_id)
+        if self._departed:
+            self._write_attached()
         self._ticker: threading.Thread | None = None
         if config.background_period_s > 0:
             self._ticker = threading.Thread(target=self._tick_loop, name="strata-tick",
@@ -83,23 +101,92 @@ class Engine:
             self._write_attached()
         return tenant
 
-    def attach_tenant(self, tenant_id: str) -> Tenant:
-        """Serve a tenant that exists in the object store (e.g. on a new machine)."""
+    def attach_tenant(self, tenant_id: str, force: bool = False) -> Tenant:
+        """Serve a tenant that exists in the object store (e.g. on a new machine).
+
+        Refused while the page server holding it may still run (it registered, has not
+        stopped cleanly and has not detached the tenant), unless ``force``: two page
+        servers must not serve one tenant (rfcs/0001)."""
         validate_name("tenant", tenant_id)
         with self._lock:
             if tenant_id in self._tenants:
                 return self._tenants[tenant_id]
+            if tenant_id in self._detaching:
+                raise FailedPreconditionError(f"tenant {tenant_id!r} is being detached")
+            held = self.locations.newest(tenant_id)
+            if held is not None and not force and self.locations.holder_may_be_running(held):
+                raise FailedPreconditionError(
+                    f"tenant {tenant_id!r}: {held.describe()}, which has not stopped or "
+                    "detached it: detach it there first, or if that page server is gone "
+                    "for good, attach with force")
             tenant = self._attach(tenant_id)
             self._tenants[tenant_id] = tenant
+            self._departed.discard(tenant_id)
             self._write_attached()
         return tenant
+
+    def detach_tenant(self, tenant_id: str, force: bool = False) -> None:
+        """Stop serving a tenant and keep every object, so another page server can attach it.
+
+        Refused while a compute holds a live writer lease on one of its branches, unless
+        ``force``. Its background work is stopped and waited for, every branch's writer
+        slot is taken (fencing any compute still streaming), every timeline is flushed to
+        layers and manifests, and only then is it dropped from ``attached.json`` and its
+        claim marked detached. From then on it is NOT_FOUND here, saying where it went."""
+        with self._lock:
+            tenant = self.tenant(tenant_id)
+            if not force:
+                _check_no_writers(tenant)
+            del self._tenants[tenant_id]
+            self._detaching.add(tenant_id)
+            pending = [job for key, job in self._pending.items() if key[0] == tenant_id]
+        timelines = [timeline for timeline in tenant.timelines.values() if not timeline.deleted]
+        try:
+            for job in pending:
+                job.result()  # run() logs its failures and returns
+            for timeline in timelines:
+                timeline.attach_writer(DETACH_HOLDER, force=True)
+            for timeline in timelines:
+                timeline.freeze()
+                timeline.flush()
+        except BaseException:
+            with self._lock:
+                self._detaching.discard(tenant_id)
+                self._tenants[tenant_id] = tenant
+            raise
+        with self._lock:
+            self._detaching.discard(tenant_id)
+            self._departed.add(tenant_id)
+            self._write_attached()
+        tenant.close()
+        self.locations.mark_detached(tenant_id, tenant.generation)
+        log.info("detached tenant %s (generation %d)", tenant_id, tenant.generation)
 
     def tenant(self, tenant_id: str) -> Tenant:
         with self._lock:
             tenant = self._tenants.get(tenant_id)
         if tenant is None:
-            raise NotFoundError(f"no tenant {tenant_id!r}")
+            raise NotFoundError(self._missing(tenant_id))
         return tenant
+
+    def _missing(self, tenant_id: str) -> str:
+        """Why a tenant is not served here: it never was, or it left (and where to)."""
+        if tenant_id in self._detaching:
+            return f"tenant {tenant_id!r} is being detached from this page server"
+        if tenant_id not in self._departed:
+            return f"no tenant {tenant_id!r}"
+        claim = self.locations.newest(tenant_id)
+        where = claim.describe() if claim is not None else "it has no claimed generation"
+        return f"tenant {tenant_id!r} is detached from this page server; {where}"
+
+    def _moved_away(self, tenant_id: str) -> bool:
+        """At start-up: whether a listed tenant was claimed elsewhere or detached since."""
+        claim = self.locations.moved_away(tenant_id)
+        if claim is None:
+            return False
+        log.warning("tenant %s is not attached again: %s", tenant_id, claim.describe())
+        self._departed.add(tenant_id)
+        return True
 
     def incarnation(self, tenant_id: str) -> str | None:
         """The incarnation id of a tenant (see TenantManifest); None if it does not exist."""
@@ -135,11 +222,7 @@ class Engine:
 
     def _claim_generation(self, tenant_id: str) -> int:
         """The next generation of the tenant, claimed atomically in the object store."""
-        existing = self.storage.list(f"{tenant_prefix(tenant_id)}generations/")
-        generation = max((generation_of(key) for key in existing), default=0) + 1
-        while not self.storage.put_if_absent(generation_key(tenant_id, generation), b""):
-            generation += 1
-        return generation
+        return self.locations.claim(tenant_id)
 
     def _read_attached(self) -> list[str]:
         if not self._attached_path.exists():
@@ -147,7 +230,8 @@ class Engine:
         return list(json.loads(self._attached_path.read_text())["tenants"])
 
     def _write_attached(self) -> None:
-        write_durably(self._attached_path, json.dumps({"tenants": sorted(self._tenants)}).encode())
+        listed = sorted(self._tenants.keys() | self._detaching)  # until they are flushed
+        write_durably(self._attached_path, json.dumps({"tenants": listed}).encode())
 
     # --- maintenance -------------------------------------------------------------
 
@@ -184,7 +268,7 @@ class Engine:
         """The live timelines of one tenant, or of every tenant still ours (not superseded)."""
         if tenant_id:
             tenants = [self.tenant(tenant_id)]
-        else:
+        else:  # one snapshot: a tenant deleted or detached meanwhile is no error
             with self._lock:
                 tenants = [t for t in self._tenants.values() if not t.fence.tripped]
         return [tl for tenant in tenants for tl in list(tenant.timelines.values())
@@ -194,7 +278,7 @@ class Engine:
         """Run ``job`` in the background unless the same job is already queued."""
         with self._lock:
             pending = self._pending.get(key)
-            if pending is not None and not pending.done():
+            if (pending is not None and not pending.done()) or key[0] not in self._tenants:
                 return
 
             def run() -> None:
@@ -250,6 +334,7 @@ class Engine:
             if self._tenants.get(tenant.tenant_id) is not tenant:
                 return
             del self._tenants[tenant.tenant_id]
+            self._departed.add(tenant.tenant_id)
             self._write_attached()
         log.warning("tenant %s was attached by another page server; no longer serving it",
                     tenant.tenant_id)
@@ -268,3 +353,14 @@ class Engine:
             self.flush()
         for tenant in list(self._tenants.values()):
             tenant.close()
+
+
+def _check_no_writers(tenant: Tenant) -> None:
+    """FailedPreconditionError naming the branches a compute writes to right now."""
+    writers = [f"{name} ({lease.holder})" for name in tenant.branch_names()
+               if (lease := tenant.branch(name).writer_lease.current()) is not None]
+    if writers:
+        raise FailedPreconditionError(
+            f"tenant {tenant.tenant_id!r} has computes writing to branch "
+            f"{', '.join(writers)}: stop them first, or detach with force, which fences them "
+            "(their next write fails)")

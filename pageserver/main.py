@@ -43,6 +43,7 @@ class ServerSettings:
     """Everything the process needs; see ``settings_from``."""
 
     listen: str = "127.0.0.1:6400"
+    advertise_address: str = ""  # where others reach us, recorded in the store; "": listen
     metrics_listen: str = "127.0.0.1:6401"
     state_dir: str = ".strata/pageserver"
     storage: str = ""  # default: the "objects" directory next to state_dir
@@ -125,7 +126,7 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
     ready.unlink(missing_ok=True)  # left behind by a killed predecessor
     metrics = Metrics()
     storage = InstrumentedStorage(open_storage(settings.storage_url()), metrics)
-    engine = Engine(config, storage)
+    engine = Engine(config, storage, address=_known_address(settings))
     metrics_server = None
     try:
         authority, _ = auth.load_or_create(config.state_dir, engine.incarnation)
@@ -142,7 +143,9 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
                               f"{exc.strerror or exc}") from exc
             metrics_address = f"{host}:{metrics_server.server_port}"
         host = settings.listen.rpartition(":")[0]
+        engine.locations.register(settings.advertise_address or f"{host}:{server.port}")
         write_durably(ready, json.dumps({
+            "pageserver_id": engine.locations.pageserver_id,
             "pid": os.getpid(), "listen": f"{host}:{server.port}", "metrics": metrics_address,
             "storage": storage.describe(), "state_dir": str(config.state_dir)}, indent=1).encode())
         log.info("serving on %s:%d (metrics %s, storage %s)", host, server.port,
@@ -155,7 +158,19 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
         if metrics_server is not None:
             metrics_server.shutdown()
         engine.close(flush=True)
+    try:  # every tenant is flushed: another page server may take them without force
+        engine.locations.mark_stopped()
+    except StrataError as exc:
+        log.warning("could not record the clean stop in the object store: %s", exc)
     log.info("stopped cleanly")
+
+
+def _known_address(settings: ServerSettings) -> str:
+    """The address to record in the claims made at start-up: the advertised one, else the
+    listen address unless its port is 0 (chosen only once bound; registered then)."""
+    if settings.advertise_address:
+        return settings.advertise_address
+    return "" if settings.listen.rpartition(":")[2] == "0" else settings.listen
 
 
 def main(argv: list[str] | None = None) -> None:

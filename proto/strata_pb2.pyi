@@ -283,14 +283,22 @@ class IngestResponse(_message.Message):
     def __init__(self, batch_id: _Optional[int] = ..., lsn: _Optional[int] = ..., storage_full: _Optional[bool] = ...) -> None: ...
 
 class TenantInfo(_message.Message):
-    __slots__ = ("tenant", "generation", "branches")
+    __slots__ = ("tenant", "generation", "branches", "pageserver_id", "address", "here", "detached")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    PAGESERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HERE_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     generation: int
     branches: int
-    def __init__(self, tenant: _Optional[str] = ..., generation: _Optional[int] = ..., branches: _Optional[int] = ...) -> None: ...
+    pageserver_id: str
+    address: str
+    here: bool
+    detached: bool
+    def __init__(self, tenant: _Optional[str] = ..., generation: _Optional[int] = ..., branches: _Optional[int] = ..., pageserver_id: _Optional[str] = ..., address: _Optional[str] = ..., here: _Optional[bool] = ..., detached: _Optional[bool] = ...) -> None: ...
 
 class Quotas(_message.Message):
     __slots__ = ("max_branches", "max_computes", "max_ttl_s", "max_storage")
@@ -355,8 +363,10 @@ class CreateTenantResponse(_message.Message):
     def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ..., main_lsn: _Optional[int] = ...) -> None: ...
 
 class ListTenantsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("all",)
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    def __init__(self, all: _Optional[bool] = ...) -> None: ...
 
 class ListTenantsResponse(_message.Message):
     __slots__ = ("tenants",)
@@ -373,6 +383,34 @@ class DeleteTenantRequest(_message.Message):
 class DeleteTenantResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class AttachTenantRequest(_message.Message):
+    __slots__ = ("tenant", "force")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    force: bool
+    def __init__(self, tenant: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class AttachTenantResponse(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: TenantInfo
+    def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ...) -> None: ...
+
+class DetachTenantRequest(_message.Message):
+    __slots__ = ("tenant", "force")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    force: bool
+    def __init__(self, tenant: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DetachTenantResponse(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: TenantInfo
+    def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ...) -> None: ...
 
 class BranchInfo(_message.Message):
     __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected")

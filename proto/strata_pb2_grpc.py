@@ -324,6 +324,16 @@ class ManagementServiceStub:
                 request_serializer=proto_dot_strata__pb2.DeleteTenantRequest.SerializeToString,
                 response_deserializer=proto_dot_strata__pb2.DeleteTenantResponse.FromString,
                 _registered_method=True)
+        self.AttachTenant = channel.unary_unary(
+                '/strata.v1.ManagementService/AttachTenant',
+                request_serializer=proto_dot_strata__pb2.AttachTenantRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.AttachTenantResponse.FromString,
+                _registered_method=True)
+        self.DetachTenant = channel.unary_unary(
+                '/strata.v1.ManagementService/DetachTenant',
+                request_serializer=proto_dot_strata__pb2.DetachTenantRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.DetachTenantResponse.FromString,
+                _registered_method=True)
         self.GetTenant = channel.unary_unary(
                 '/strata.v1.ManagementService/GetTenant',
                 request_serializer=proto_dot_strata__pb2.GetTenantRequest.SerializeToString,
@@ -447,6 +457,18 @@ class ManagementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachTenant(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -595,6 +617,16 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.DeleteTenant,
                     request_deserializer=proto_dot_strata__pb2.DeleteTenantRequest.FromString,
                     response_serializer=proto_dot_strata__pb2.DeleteTenantResponse.SerializeToString,
+            ),
+            'AttachTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachTenant,
+                    request_deserializer=proto_dot_strata__pb2.AttachTenantRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.AttachTenantResponse.SerializeToString,
+            ),
+            'DetachTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachTenant,
+                    request_deserializer=proto_dot_strata__pb2.DetachTenantRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.DetachTenantResponse.SerializeToString,
             ),
             'GetTenant': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTenant,
@@ -783,6 +815,60 @@ class ManagementService:
             '/strata.v1.ManagementService/DeleteTenant',
             proto_dot_strata__pb2.DeleteTenantRequest.SerializeToString,
             proto_dot_strata__pb2.DeleteTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/AttachTenant',
+            proto_dot_strata__pb2.AttachTenantRequest.SerializeToString,
+            proto_dot_strata__pb2.AttachTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/DetachTenant',
+            proto_dot_strata__pb2.DetachTenantRequest.SerializeToString,
+            proto_dot_strata__pb2.DetachTenantResponse.FromString,
             options,
             channel_credentials,
             insecure,

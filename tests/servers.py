@@ -25,8 +25,9 @@ def free_port() -> int:
 class PageServerProcess:
     """One ``python -m pageserver.main`` child on loopback ports."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, storage: Path | None = None) -> None:
         self.home = home
+        self.storage = storage or home / "objects"  # another's: two servers on one store
         self.port = free_port()
         self.metrics_port = free_port()
         self.child: supervisor.Child | None = None
@@ -34,7 +35,7 @@ class PageServerProcess:
     def start(self) -> None:
         child = self.child = supervisor.spawn(
             [sys.executable, "-m", "pageserver.main", "--state-dir", str(self.home / "state"),
-             "--storage", str(self.home / "objects"), "--listen", f"127.0.0.1:{self.port}",
+             "--storage", str(self.storage), "--listen", f"127.0.0.1:{self.port}",
              "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--pitr-window", "1h"],
             marker=b"pageserver", log_file=self.home / "pageserver.log", cwd=ROOT,
             label="test")

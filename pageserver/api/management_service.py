@@ -61,8 +61,26 @@ class ManagementServicer:
     # --- tenants ---------------------------------------------------------------------
 
     def _tenant_info(self, tenant: Tenant) -> pb.TenantInfo:
+        """A tenant attached here: this page server holds its newest generation."""
+        here = self._engine.locations
         return pb.TenantInfo(tenant=tenant.tenant_id, generation=tenant.generation,
-                             branches=len(tenant.branch_names()))
+                             branches=len(tenant.branch_names()),
+                             pageserver_id=here.pageserver_id, address=here.address,
+                             here=True)
+
+    def _stored_tenant_info(self, tenant_id: str) -> pb.TenantInfo:
+        """A tenant as the object store places it (its newest claim), attached here or not."""
+        if tenant_id in self._engine.tenants():
+            try:
+                return self._tenant_info(self._engine.tenant(tenant_id))
+            except NotFoundError:
+                pass  # detached meanwhile: the store says where it went
+        claim = self._engine.locations.newest(tenant_id)
+        if claim is None:
+            return pb.TenantInfo(tenant=tenant_id)
+        return pb.TenantInfo(tenant=tenant_id, generation=claim.generation,
+                             pageserver_id=claim.pageserver_id, address=claim.address,
+                             detached=claim.detached)
 
     def CreateTenant(self, request: pb.CreateTenantRequest,
                      context: grpc.ServicerContext) -> pb.CreateTenantResponse:
@@ -82,6 +100,10 @@ class ManagementServicer:
     def ListTenants(self, request: pb.ListTenantsRequest,
                     context: grpc.ServicerContext) -> pb.ListTenantsResponse:
         claims = current_claims.get()
+        if request.all:
+            stored = self._engine.locations.tenants_in_store()
+            return pb.ListTenantsResponse(tenants=[
+                self._stored_tenant_info(t) for t in stored if _may_see(claims, t)])
         visible = [t for t in self._engine.tenants() if _may_see(claims, t)]
         return pb.ListTenantsResponse(
             tenants=[self._tenant_info(self._engine.tenant(t)) for t in visible])
@@ -91,6 +113,21 @@ class ManagementServicer:
         self._engine.delete_tenant(request.tenant)
         self._record(context, "tenant.delete", request.tenant)
         return pb.DeleteTenantResponse()
+
+    def AttachTenant(self, request: pb.AttachTenantRequest,
+                     context: grpc.ServicerContext) -> pb.AttachTenantResponse:
+        """Serve a tenant from the object store at a new generation."""
+        tenant = self._engine.attach_tenant(request.tenant, force=request.force)
+        self._record(context, "tenant.attach", request.tenant, force=request.force,
+                     generation=tenant.generation)
+        return pb.AttachTenantResponse(tenant=self._tenant_info(tenant))
+
+    def DetachTenant(self, request: pb.DetachTenantRequest,
+                     context: grpc.ServicerContext) -> pb.DetachTenantResponse:
+        """Flush a tenant to the object store and stop serving it; its objects stay."""
+        self._engine.detach_tenant(request.tenant, force=request.force)
+        self._record(context, "tenant.detach", request.tenant, force=request.force)
+        return pb.DetachTenantResponse(tenant=self._stored_tenant_info(request.tenant))
 
     def GetTenant(self, request: pb.GetTenantRequest,
                   context: grpc.ServicerContext) -> pb.GetTenantResponse:

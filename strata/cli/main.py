@@ -37,7 +37,8 @@ for command in (
                 "Stop the proxy, the computes of this machine, then the page server "
                 "(idempotent)."),
     LazyCommand("status", _COMMANDS + "local:status", "Show what runs locally."),
-    LazyCommand("tenant", _COMMANDS + "tenants:tenant", "Create, list and delete tenants."),
+    LazyCommand("tenant", _COMMANDS + "tenants:tenant",
+                "Create, list, attach, detach and delete tenants."),
     LazyCommand("branch", _COMMANDS + "branches:branch",
                 "Create, list, show, delete and draw branches."),
     LazyCommand("checkpoint", _COMMANDS + "checkpoints:checkpoint",

@@ -43,7 +43,11 @@ def emit_text(text: str) -> None:
 
 
 def tenant_dict(tenant: pb.TenantInfo) -> dict[str, Any]:
-    return {"tenant": tenant.tenant, "generation": tenant.generation, "branches": tenant.branches}
+    """A tenant and where it is attached (null page server: none recorded, or detached)."""
+    return {"tenant": tenant.tenant, "generation": tenant.generation, "branches": tenant.branches,
+            "attached_here": tenant.here, "detached": tenant.detached,
+            "pageserver_id": None if tenant.detached else tenant.pageserver_id or None,
+            "address": None if tenant.detached else tenant.address or None}
 
 
 def branch_dict(branch: pb.BranchInfo) -> dict[str, Any]:

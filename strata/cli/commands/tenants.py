@@ -1,4 +1,5 @@
-"""``strata tenant``: create (initdb + import on the server), list and delete tenants."""
+"""``strata tenant``: create (initdb + import on the server), list, attach, detach and delete
+tenants."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 import click
 
 from common.durations import parse_duration_s
+from proto import strata_pb2 as pb
 from strata.cli.confirm import confirm
 from strata.cli.errors import CliError, ExitCode
 from strata.cli.params import DURATION, SIZE
@@ -19,7 +21,7 @@ from strata.local import computes
 
 @click.group()
 def tenant() -> None:
-    """Create, list and delete tenants.
+    """Create, list, attach, detach and delete tenants.
 
     A tenant is one PostgreSQL cluster with many branches.
     """
@@ -46,17 +48,74 @@ def create(session: Session, name: str, empty: bool) -> None:
 
 
 @tenant.command("list")
+@click.option("--all", "all_in_store", is_flag=True,
+              help="Every tenant in the object store, also those attached to other page "
+                   "servers or detached.")
 @api_command
-def list_(session: Session) -> None:
-    """List the tenants the token may see."""
+def list_(session: Session, all_in_store: bool) -> None:
+    """List the tenants this page server serves that the token may see, with their
+    generation and where they are attached."""
     with session.client() as client:
-        tenants = client.list_tenants()
+        tenants = client.list_tenants(all_in_store=all_in_store)
     if session.json:
         emit_json({"tenants": [tenant_dict(t) for t in tenants]})
         return
-    print_table(("tenant", "generation", "branches"),
-                [(t.tenant, str(t.generation), str(t.branches)) for t in tenants],
+    print_table(("tenant", "generation", "branches", "attached to"),
+                [(t.tenant, str(t.generation), str(t.branches) if t.here else "-",
+                  _where(t)) for t in tenants],
                 right=("generation", "branches"))
+
+
+def _where(tenant: pb.TenantInfo) -> str:
+    """Where a tenant is attached, for people."""
+    if tenant.detached:
+        return "nowhere (detached)"
+    if not tenant.pageserver_id:
+        return "unknown"
+    place = f"{tenant.pageserver_id} at {tenant.address or 'unknown address'}"
+    return f"{place} (this page server)" if tenant.here else place
+
+
+@tenant.command("attach")
+@click.argument("name")
+@click.option("--force", is_flag=True,
+              help="Take the tenant although the page server holding it never stopped or "
+                   "detached it: only for a page server that is gone for good.")
+@api_command
+def attach(session: Session, name: str, force: bool) -> None:
+    """Serve tenant NAME from the object store here (needs an admin token).
+
+    Detach it from the page server that serves it first; see `strata tenant list --all`.
+    """
+    with session.client() as client, working(f"attaching tenant {name}", session.interactive):
+        info = client.attach_tenant(name, force=force)
+    if session.json:
+        emit_json({"tenant": tenant_dict(info)})
+        return
+    emit_text(f"attached tenant {name!r} at generation {info.generation} "
+              f"({info.branches} branch{'' if info.branches == 1 else 'es'}) to {_where(info)}")
+
+
+@tenant.command("detach")
+@click.argument("name")
+@click.option("--force", is_flag=True,
+              help="Detach although computes write to it: they are fenced (their next write "
+                   "fails).")
+@api_command
+def detach(session: Session, name: str, force: bool) -> None:
+    """Stop serving tenant NAME here (needs an admin token).
+
+    Its memtables are flushed to the object store and every object is kept, so another
+    page server on the same store can `strata tenant attach` it. Refused while computes
+    write to it, unless --force.
+    """
+    with session.client() as client, working(f"detaching tenant {name}", session.interactive):
+        info = client.detach_tenant(name, force=force)
+    if session.json:
+        emit_json({"tenant": tenant_dict(info)})
+        return
+    emit_text(f"detached tenant {name!r} (generation {info.generation}): flushed to the "
+              "object store, attached to no page server")
 
 
 @tenant.command("show")
