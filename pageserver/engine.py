@@ -326,6 +326,7 @@ class Engine:
                 self._submit((*ids, "delete"), timeline.delete_unpublished)
             if gc_due:
                 self._submit((*ids, "gc"), partial(self._collect, timeline))
+                self._submit((*ids, "scrub"), timeline.scrub)
 
     def _drop_superseded(self, tenant: Tenant) -> None:
         """Stop serving a tenant another page server attached: it is no longer ours to

@@ -50,10 +50,18 @@ class ManifestStore:
         self._legacy_prefix = legacy_prefix
         self._fence = fence
         self._version = 0  # the newest version we know of (published or taken over)
+        self._settled = True  # no create of ours has failed since the last that succeeded
 
     @property
     def version(self) -> int:
         return self._version
+
+    @property
+    def settled(self) -> bool:
+        """Whether our newest version is the state last made current: False after a
+        create failed (it may have landed, naming objects memory does not know) until a
+        later publish goes above it. Scrubbing waits for this."""
+        return self._settled
 
     def exists(self) -> bool:
         """Whether any version (or a legacy manifest) exists."""
@@ -87,8 +95,10 @@ class ManifestStore:
         version = self._version + 1
         key = manifest_version_key(self._prefix, version)
         generation = self._fence.generation
+        self._settled = False
         if self._storage.put_if_absent(key, encode_manifest(body, generation, version)):
             self._settle(version)
+            self._settled = True
             return True
         holder = self._read(key)
         if holder.generation == generation:  # an earlier try of ours whose reply was lost

@@ -523,6 +523,43 @@ class Timeline:
         with self._unpublished_lock:
             self._unpublished = [layer for layer in self._unpublished if layer not in doomed]
 
+    def scrub(self) -> int:
+        """Delete the layer objects and cached files of this timeline that its manifest
+        does not name (orphans of a flush or compaction whose publish failed, or of an
+        older generation's); returns how many objects went. Skipped, returning 0, while a
+        flush or compaction may be between uploading a layer and publishing it, or while
+        the newest manifest version may be one memory does not know."""
+        if not self._flush_lock.acquire(blocking=False):
+            return 0
+        try:
+            if not self.compaction_lock.acquire(blocking=False):
+                return 0
+            try:
+                return self._scrub_locked()
+            finally:
+                self.compaction_lock.release()
+        finally:
+            self._flush_lock.release()
+
+    def _scrub_locked(self) -> int:
+        if not self._manifests.settled or self.deleted:
+            return 0
+        prefix = layer_key(self.tenant_id, self.timeline_id, "")
+        with self._lock, self._unpublished_lock:
+            named = {layer.desc.name for layer in [*self.layers, *self._unpublished]}
+        orphans = [key for key in self._storage.list(prefix)
+                   if key.removeprefix(prefix) not in named]
+        self._fence.check()  # a superseded page server deletes nothing
+        if orphans:
+            log.info("%s/%s: deleting %d layer objects no manifest names", self.tenant_id,
+                     self.timeline_id, len(orphans))
+            self._storage.delete_many(orphans)
+        if self._cache_dir.is_dir():
+            for path in self._cache_dir.iterdir():  # not a download in flight (".tmp")
+                if path.name not in named and path.suffix != ".tmp" and path.is_file():
+                    path.unlink(missing_ok=True)
+        return len(orphans)
+
     def raise_gc_cutoff(self, cutoff: int) -> None:
         """Publish (durably) a GC cutoff of at least ``cutoff``: from then on reads,
         branches and checkpoints below it are refused. GC does this before it chooses."""

@@ -25,9 +25,9 @@ def free_port() -> int:
 class PageServerProcess:
     """One ``python -m pageserver.main`` child on loopback ports."""
 
-    def __init__(self, home: Path, storage: Path | None = None) -> None:
+    def __init__(self, home: Path, storage: Path | str | None = None) -> None:
         self.home = home
-        self.storage = storage or home / "objects"  # another's: two servers on one store
+        self.storage = storage or home / "objects"  # a path or URL; another server's: shared
         self.port = free_port()
         self.metrics_port = free_port()
         self.child: supervisor.Child | None = None

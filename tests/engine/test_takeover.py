@@ -14,7 +14,8 @@ from common.ops import Batch, Create, Write
 from pageserver import gc
 from pageserver.engine import Engine
 from pageserver.fencing import SupersededError
-from pageserver.remote import LocalDirectoryStorage
+from pageserver.manifest_store import ManifestStore
+from pageserver.remote import LocalDirectoryStorage, RemoteStorageError
 from tests.engine.conftest import EngineFactory
 
 PATH = "f"
@@ -97,3 +98,32 @@ def test_a_restarted_page_server_replays_from_the_store(
     assert main.durable_lsn == acked[-1]
     assert main.read_file(PATH) == page(19)
     assert again.tenant("t").generation == 2
+
+
+def test_the_scrubber_removes_orphans_and_nothing_named(
+        make_engine: EngineFactory, store: LocalDirectoryStorage) -> None:
+    """A flush whose manifest publish failed leaves its uploaded layer behind; the
+    scrubber deletes it, and what the manifest names stays."""
+    engine = make_engine(store, state="a")
+    engine.create_tenant("t").branch("main").ingest(Batch((Create(PATH),)))
+    write(engine, "main", 1)
+    engine.flush("t")
+    main = engine.timeline("t", "main")
+    write(engine, "main", 2)
+    main.freeze()
+    published = main.layers
+    with pytest.MonkeyPatch.context() as patch:
+        def refuse(*args: object) -> None:
+            raise RemoteStorageError("injected: manifest not published")
+        patch.setattr(ManifestStore, "publish", refuse)
+        with pytest.raises(RemoteStorageError):
+            main.flush()
+    layers = f"tenants/t/timelines/{main.timeline_id}/layers/"
+    assert len(store.list(layers)) == len(published) + 1  # the orphan
+    assert main.scrub() == 1
+    assert sorted(store.list(layers)) == sorted(layer.remote_key for layer in published)
+    main.flush()  # the retry publishes a new layer; nothing named was lost
+    assert main.read_file(PATH, 0, PAGE_SIZE) == page(2)
+    engine.close(flush=False)
+    assert make_engine(store, state="a").timeline("t", "main").read_file(
+        PATH, 0, PAGE_SIZE) == page(2)

@@ -1,0 +1,84 @@
+"""kill -9 of the page server under load with its whole state directory lost: a new page
+server on the same object store attaches the tenant, and every commit PostgreSQL
+acknowledged is there (the local-directory store and S3 on loopback)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from common.client import StrataClient
+from compute.node import ComputeNode
+from pageserver.remote import S3Storage
+from tests.compute.conftest import TENANT, _pgbench_tables, _spec
+from tests.compute.load import (
+    AckWriters,
+    Pgbench,
+    amcheck,
+    assert_acked_present,
+    assert_tpcb_balanced,
+    create_acks_table,
+)
+from tests.servers import PageServerProcess
+
+
+def _client(server: PageServerProcess) -> StrataClient:
+    return StrataClient(f"127.0.0.1:{server.port}", server.admin()[0][1].split()[1],
+                        timeout_s=120)
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where the objects live: a directory, or a bucket of the session's moto server."""
+    if request.param == "local":
+        yield str(tmp_path / "objects")
+        return
+    make: Callable[[str, str], S3Storage] = request.getfixturevalue("make_s3_storage")
+    endpoint: str = request.getfixturevalue("moto_endpoint")
+    bucket = f"strata-disk-loss-{uuid.uuid4().hex[:12]}"
+    make(bucket, "").ensure_bucket()
+    yield f"s3://{bucket}/strata?endpoint={endpoint}"
+
+
+def test_a_page_server_killed_with_its_disk_loses_nothing(compute_host: None, store: str) -> None:
+    home = Path(tempfile.mkdtemp(prefix="strata-disk-loss-"))
+    os.chmod(home, 0o755)
+    server = PageServerProcess(home, store)
+    server.start()
+    node: ComputeNode | None = None
+    try:
+        with _client(server) as client:
+            client.create_tenant(TENANT)
+        _pgbench_tables(server, home)
+        node = ComputeNode(_spec(server, home / "compute", "main"))
+        node.start()
+        create_acks_table(node.spec.dsn())
+        with Pgbench(node.spec), AckWriters(node.spec.dsn(), 2, 0) as writers:
+            time.sleep(4)
+            assert server.signal(signal.SIGKILL) == -signal.SIGKILL
+        acked = list(writers.acked)
+        assert len(acked) > 50, "too few acknowledged commits to prove anything"
+        node.kill()
+        shutil.rmtree(home / "state")  # memtables, caches, tokens: all gone
+        server.start()  # a new page server: new id, keys and generation, same store
+        with _client(server) as client:
+            assert client.list_tenants() == []
+            client.attach_tenant(TENANT, force=True)  # the old one crashed: never stopped
+        node.start()  # crash recovery through the new page server, with its new token
+        assert_acked_present(node.spec.dsn(), acked)
+        assert_tpcb_balanced(node.spec.dsn())
+        amcheck(node.spec)
+        node.stop()
+    finally:
+        if node is not None:
+            node.kill()
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
