@@ -144,7 +144,8 @@ def render_markdown(report: JSON) -> str:
         "",
         f"{report['finished_at']}, mode {settings['mode']}, on {report['host']['cpu_count']} "
         f"CPUs; median of {settings['repeats']} interleaved runs (min-max in brackets); "
-        f"objects in {report.get('storage', 'a local directory')}.",
+        f"objects in {report.get('storage', 'a local directory')}; host load average "
+        f"{report['host']['load_avg_1_5_15m'][1]:.1f} over the last 5 minutes of the run.",
         "",
         f"Commit latency: 1 client, one single-row INSERT per transaction (autocommit), "
         f"{settings['commit_seconds']} s per run; latencies per transaction from pgbench "

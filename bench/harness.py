@@ -115,6 +115,7 @@ def host_info() -> JSON:
         "hostname": socket.gethostname(),
         "cpu_count": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "load_avg_1_5_15m": os.getloadavg(),  # other work on the host skews every figure
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
