@@ -36,22 +36,22 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import psycopg
 
 from bench.harness import (
     JSON,
     TENANT,
+    Endpoint,
     LocalPostgres,
     Strata,
     as_postgres,
+    interleaved,
+    pgbench_at,
     pgbench_tps,
+    query_at,
     root_bench_main,
-    run,
     summary,
+    with_ratio,
 )
-from common.postgres import pg_bin_dir
 
 LOCAL_PORT = 55300
 
@@ -86,37 +86,6 @@ class System:
     restart: Callable[[str, bool], None]  # (shared_buffers, full_page_writes)
     endpoint: Callable[[], Endpoint]
     make_cold: Callable[[], None]
-
-
-Endpoint = tuple[str, int]  # unix socket directory, port: both systems are reached alike
-
-
-def pgbench(at: Endpoint, *args: str, timeout: float = 1800) -> str:
-    """pgbench as root: a compute lets root alone in as ``postgres`` (by peer)."""
-    return run([str(pg_bin_dir() / "pgbench"), "-h", at[0], "-p", str(at[1]), "-U",
-                "postgres", *args, "postgres"], timeout=timeout)
-
-
-def query(at: Endpoint, sql: str) -> Any:
-    with psycopg.connect(host=at[0], port=at[1], user="postgres", dbname="postgres",
-                         autocommit=True) as conn:
-        cursor = conn.execute(sql)
-        row = cursor.fetchone() if cursor.description else None
-    return row[0] if row else None
-
-
-def interleaved(systems: Sequence[System], repeats: int,
-                measure: Callable[[System], float]) -> dict[str, JSON]:
-    samples: dict[str, list[float]] = {system.name: [] for system in systems}
-    for round_no in range(repeats):
-        order = systems if round_no % 2 == 0 else list(reversed(systems))
-        for system in order:
-            samples[system.name].append(measure(system))
-    return {name: summary(values) for name, values in samples.items()}
-
-
-def with_ratio(figures: dict[str, JSON]) -> JSON:
-    return {**figures, "ratio": figures["compute"]["median"] / figures["local"]["median"]}
 
 
 def server_counters(metrics_address: str) -> dict[str, float]:
@@ -169,23 +138,24 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
     baseline = System("local", restart_local, lambda: (str(local.socket_dir), local.port),
                       drop_os_cache)
     systems = [compute, baseline]
+    named = {system.name: system for system in systems}
     for system in systems:
         system.restart(settings.shared_buffers, True)
     report: JSON = {}
 
     def load_time(system: System) -> float:
         began = time.perf_counter()
-        pgbench(system.endpoint(), "-i", "-s", str(settings.load_scale), "-q")
+        pgbench_at(system.endpoint(), "-i", "-s", str(settings.load_scale), "-q")
         return time.perf_counter() - began
 
     print("pgbench -i ...", file=sys.stderr)
-    report["load"] = with_ratio(interleaved(systems, settings.repeats, load_time))
+    report["load"] = with_ratio(interleaved(settings.repeats, named, load_time))
     for system in systems:
-        pgbench(system.endpoint(), "-i", "-s", str(settings.tps_scale), "-q")
-        query(system.endpoint(), "CHECKPOINT")
+        pgbench_at(system.endpoint(), "-i", "-s", str(settings.tps_scale), "-q")
+        query_at(system.endpoint(), "CHECKPOINT")
 
     def tps_run(*extra: str) -> Callable[[System], float]:
-        return lambda system: pgbench_tps(pgbench(
+        return lambda system: pgbench_tps(pgbench_at(
             system.endpoint(), "-c", str(settings.clients), "-j", "2", "-T",
             str(settings.seconds), "-n", *extra))
 
@@ -193,19 +163,19 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         """After writes: a checkpoint and an untimed read-only pass on each system, so
         hint-bit writes and the page server's flush/compaction of the write run do not
         land in the read-only figures."""
-        query(system.endpoint(), "CHECKPOINT")
+        query_at(system.endpoint(), "CHECKPOINT")
         tps_run("-S")(system)
 
     print("pgbench read-write / read-only ...", file=sys.stderr)
-    report["read_write"] = with_ratio(interleaved(systems, settings.repeats, tps_run()))
+    report["read_write"] = with_ratio(interleaved(settings.repeats, named, tps_run()))
     for system in systems:
         settle(system)
-    report["read_only"] = with_ratio(interleaved(systems, settings.repeats, tps_run("-S")))
+    report["read_only"] = with_ratio(interleaved(settings.repeats, named, tps_run("-S")))
     for system in systems:
         system.restart(settings.small_shared_buffers, True)
         settle(system)
     report["read_only_small_buffers"] = with_ratio(
-        interleaved(systems, settings.repeats, tps_run("-S")))
+        interleaved(settings.repeats, named, tps_run("-S")))
 
     print("full_page_writes on/off ...", file=sys.stderr)
     report["full_page_writes"] = {}
@@ -213,12 +183,12 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         compute.restart(settings.shared_buffers, fpw)
         samples: dict[str, list[float]] = {"tps": [], "wal_bytes_per_txn": []}
         for _ in range(settings.repeats):
-            query(compute.endpoint(), "CHECKPOINT")
-            before = query(compute.endpoint(), "SELECT pg_current_wal_lsn()::text")
-            output = pgbench(compute.endpoint(), "-c", str(settings.clients), "-j", "2", "-T",
-                             str(settings.seconds), "-n")
-            after = query(compute.endpoint(), "SELECT pg_current_wal_lsn()::text")
-            wal = query(compute.endpoint(), f"SELECT pg_wal_lsn_diff('{after}', '{before}')")
+            query_at(compute.endpoint(), "CHECKPOINT")
+            before = query_at(compute.endpoint(), "SELECT pg_current_wal_lsn()::text")
+            output = pgbench_at(compute.endpoint(), "-c", str(settings.clients), "-j", "2",
+                                "-T", str(settings.seconds), "-n")
+            after = query_at(compute.endpoint(), "SELECT pg_current_wal_lsn()::text")
+            wal = query_at(compute.endpoint(), f"SELECT pg_wal_lsn_diff('{after}', '{before}')")
             transactions = int(re.search(r"transactions actually processed: (\d+)",
                                          output).group(1))  # type: ignore[union-attr]
             samples["tps"].append(pgbench_tps(output))
@@ -227,7 +197,7 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
             name: summary(values) for name, values in samples.items()}
 
     print("cold scan ...", file=sys.stderr)
-    table_bytes = int(query(compute.endpoint(), "SELECT pg_relation_size('pgbench_accounts')"))
+    table_bytes = int(query_at(compute.endpoint(), "SELECT pg_relation_size('pgbench_accounts')"))
     cache_mb = max(8, table_bytes // (4 * 1024 * 1024))
     cold: dict[str, list[float]] = {"compute": [], "local": [], "round_trips": [],
                                     "pages_served": []}
@@ -238,7 +208,7 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         restart_compute(settings.shared_buffers, True, cache_mb)
         before = server_counters(up["metrics_address"])
         began = time.perf_counter()
-        query(compute.endpoint(), "SELECT count(*) FROM pgbench_accounts")
+        query_at(compute.endpoint(), "SELECT count(*) FROM pgbench_accounts")
         cold["compute"].append(table_bytes / (time.perf_counter() - began) / 1e6)
         after = server_counters(up["metrics_address"])
         cold["round_trips"].append(after["getpages_requests"] - before["getpages_requests"])
@@ -247,7 +217,7 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         drop_os_cache()
         local.start(settings.shared_buffers, True)
         began = time.perf_counter()
-        query(baseline.endpoint(), "SELECT count(*) FROM pgbench_accounts")
+        query_at(baseline.endpoint(), "SELECT count(*) FROM pgbench_accounts")
         cold["local"].append(table_bytes / (time.perf_counter() - began) / 1e6)
     report["cold_scan"] = {
         "table_bytes": table_bytes, "cache_mb": cache_mb,
@@ -263,7 +233,7 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         strata("branch", "create", name)
         began = time.perf_counter()
         started = strata("compute", "start", name)
-        query((started["host"], started["port"]), "SELECT count(*) FROM pgbench_branches")
+        query_at((started["host"], started["port"]), "SELECT count(*) FROM pgbench_branches")
         starts.append(time.perf_counter() - began)
         strata("compute", "stop", name)
     report["compute_start_s"] = summary(starts)

@@ -5,11 +5,13 @@ never from another suite, so each suite can change alone (an import-linter contr
 pyproject.toml holds them to it). Synthetic engine data lives in ``bench.synthetic``.
 
 - measuring: ``timed`` and ``summary`` (one shape of summary in every report),
-  ``pgbench_tps``;
+  ``interleaved`` and ``with_ratio`` (paired figures), ``pgbench_tps``;
 - reporting: ``host_info``, ``versions``, ``dump_json``;
 - processes: ``ServerProcess`` (a page server child on loopback), ``stop_on_sigterm``;
 - local deployment for the suites that run computes as root: ``Strata`` (the CLI under a
-  temporary ``$STRATA_HOME``), ``bench_home`` and ``root_bench_main``.
+  temporary ``$STRATA_HOME``), ``LocalPostgres`` (the baseline), ``pgbench_at`` and
+  ``query_at`` (a compute or the baseline by its socket), ``bench_home`` and
+  ``root_bench_main``.
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import grpc
 import lz4
@@ -51,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TENANT = "bench"  # the tenant a suite creates when it needs only one
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0),
                    ("grpc.max_receive_message_length", 128 * 1024 * 1024)]
+Target = TypeVar("Target")
 
 
 class BenchError(Exception):
@@ -74,6 +77,24 @@ def summary(values: Sequence[float]) -> JSON:
             "samples": list(values)}
 
 
+def interleaved(runs: int, targets: Mapping[str, Target],
+                measure: Callable[[Target], float]) -> dict[str, JSON]:
+    """``measure`` of each target ``runs`` times, their order swapped every run (so drift
+    on a noisy machine hits both alike); the summary of each target's samples."""
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    for index in range(runs):
+        order = list(targets.items())
+        for name, target in order if index % 2 == 0 else reversed(order):
+            samples[name].append(measure(target))
+    return {name: summary(values) for name, values in samples.items()}
+
+
+def with_ratio(figures: dict[str, JSON]) -> JSON:
+    """Figures of a compute and its local baseline, with the compute/local ratio of the
+    medians."""
+    return {**figures, "ratio": figures["compute"]["median"] / figures["local"]["median"]}
+
+
 def pgbench_tps(output: str) -> float:
     """The TPS pgbench printed (without connection time); BenchError if any failed."""
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", output)
@@ -94,6 +115,7 @@ def host_info() -> JSON:
         "hostname": socket.gethostname(),
         "cpu_count": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "load_avg_1_5_15m": os.getloadavg(),  # other work on the host skews every figure
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
@@ -228,6 +250,24 @@ def run(command: Sequence[str], *, env: dict[str, str] | None = None,
 def as_postgres(tool: str, *args: str, timeout: float = 1800) -> str:
     return run(["runuser", "-u", "postgres", "--", str(pg_bin_dir() / tool), *args],
                timeout=timeout)
+
+
+Endpoint = tuple[str, int]  # unix socket directory, port: computes and baselines alike
+
+
+def pgbench_at(at: Endpoint, *args: str, timeout: float = 1800) -> str:
+    """pgbench as root: a compute lets root alone in as ``postgres`` (by peer)."""
+    return run([str(pg_bin_dir() / "pgbench"), "-h", at[0], "-p", str(at[1]), "-U",
+                "postgres", *args, "postgres"], timeout=timeout)
+
+
+def query_at(at: Endpoint, sql: str) -> Any:
+    """The first column of the first row ``sql`` returns (autocommit), or None."""
+    with psycopg.connect(host=at[0], port=at[1], user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        cursor = conn.execute(sql)
+        row = cursor.fetchone() if cursor.description else None
+    return row[0] if row else None
 
 
 class LocalPostgres:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,6 +42,7 @@ from bench.harness import (
     BenchError,
     LocalPostgres,
     Strata,
+    interleaved,
     pgbench_tps,
     root_bench_main,
     run,
@@ -105,18 +106,6 @@ def warm_connects(strata: Strata, settings: Settings) -> JSON:
                           lambda target: timed(partial(first_row, target)))
     overhead = figures["proxy_s"]["median"] - figures["direct_s"]["median"]
     return {**figures, "overhead_ms": overhead * 1000}
-
-
-def interleaved(runs: int, targets: dict[str, str],
-                measure: Callable[[str], float]) -> dict[str, JSON]:
-    """``measure`` of each target ``runs`` times, their order swapped every run (so drift
-    on a noisy machine hits both alike); the summary of each target's samples."""
-    samples: dict[str, list[float]] = {name: [] for name in targets}
-    for index in range(runs):
-        order = list(targets.items())
-        for name, target in order if index % 2 == 0 else reversed(order):
-            samples[name].append(measure(target))
-    return {name: summary(values) for name, values in samples.items()}
 
 
 def pgbench(*args: str) -> str:

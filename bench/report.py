@@ -61,6 +61,29 @@ def plot_compute_tps(report: JSON, path: Path) -> str:
     return "pgbench TPS, compute vs local"
 
 
+def plot_commit(report: JSON, path: Path) -> str:
+    commit, rw = report["figures"]["commit"], report["figures"]["read_write"]
+    marks = [("mean", "mean_ms"), ("p50", "p50_ms"), ("p99", "p99_ms")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8),
+                                      gridspec_kw={"width_ratios": [3, 1]})
+    for offset, side, color in ((-0.2, "compute", COMPUTE_COLOR), (0.2, "local", LOCAL_COLOR)):
+        left.bar([i + offset for i in range(len(marks))],
+                 [commit[key][side]["median"] for _, key in marks], 0.4, color=color,
+                 label=side)
+        right.bar([offset], [rw[side]["median"]], 0.4, color=color, label=side)
+    for index, (_, key) in enumerate(marks):
+        left.annotate(f"{commit[key]['ratio']:.1f}x", (index, commit[key]["compute"]["median"]),
+                      textcoords="offset points", xytext=(0, 4), ha="center", fontsize=9)
+    left.set_xticks(range(len(marks)), [label for label, _ in marks])
+    left.set_ylabel("ms per single-row INSERT commit, 1 client")
+    left.legend()
+    right.set_xticks([0], [f"read-write\n{rw['ratio']:.2f}x"])
+    right.set_ylabel("TPS")
+    fig.suptitle(f"Commit latency and write throughput; objects in {report['storage']}")
+    _save(fig, path)
+    return "commit latency and read-write TPS, compute vs local"
+
+
 def plot_cold_start(report: JSON, path: Path) -> str:
     cold = report["figures"]["cold_start"]
     warm = report["figures"]["warm_connect"]
@@ -205,6 +228,7 @@ def plot_storage(report: JSON, path: Path) -> str:
 
 PLOTS: dict[str, list[tuple[str, Callable[[JSON, Path], str]]]] = {
     "compute": [("compute_tps.png", plot_compute_tps)],
+    "commit": [("commit.png", plot_commit)],
     "proxy": [("cold_start.png", plot_cold_start)],
     "pagebench": [("pagebench.png", plot_pagebench), ("latency.png", plot_latency),
                   ("cache.png", plot_cache)],
@@ -225,6 +249,13 @@ def headlines(results: Path, statuses: dict[str, str]) -> list[str]:
                      f", read-only {figures['read_only']['ratio']:.2f}, read-only with small "
                      f"shared_buffers {figures['read_only_small_buffers']['ratio']:.2f}; "
                      f"`pgbench -i` {figures['load']['ratio']:.1f}x the local time")
+    if (commit := loaded("commit")) is not None:
+        figures = commit["figures"]
+        latency = figures["commit"]["mean_ms"]
+        lines.append(f"- commit latency (1 client, single-row INSERT): compute "
+                     f"{latency['compute']['median']:.2f} ms against local "
+                     f"{latency['local']['median']:.2f} ms ({latency['ratio']:.1f}x); "
+                     f"read-write TPS compute/local {figures['read_write']['ratio']:.2f}")
     if (proxy := loaded("proxy")) is not None:
         cold = proxy["figures"]["cold_start"]["first_row_s"]
         store = proxy["figures"]["agent_storage"]
