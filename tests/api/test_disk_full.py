@@ -5,17 +5,21 @@ ingest log is not poisoned by a write that failed (only a failed fsync poisons i
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
 from prometheus_client import generate_latest
 
 from common.convert import op_to_pb
-from common.ops import Batch, Create, Write
+from common.ops import Batch, Create, FileOp, Write
 from compute.remote import RETRYABLE
 from pageserver import ingest_log, timeline
+from pageserver.api.limits import CallLimits
 from proto import strata_pb2 as pb
-from tests.api.conftest import Live
+from tests.api.conftest import Live, serving
+from tests.small_disk import fill
 
 TIMEOUT = 10
 
@@ -31,10 +35,11 @@ def _tenant(live: Live) -> int:
                                         metadata=live.admin, timeout=TIMEOUT).writer_epoch)
 
 
-def _ingest(live: Live, epoch: int, path: str) -> list[pb.IngestResponse]:
+def _ingest(live: Live, epoch: int, path: str, size: int = 0) -> list[pb.IngestResponse]:
+    ops: list[FileOp] = [Create(path), *([Write(path, 0, b"s" * size)] if size else [])]
     return list(live.ingest.Ingest(iter([
         pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch="main", writer_epoch=epoch)),
-        pb.IngestRequest(batch=pb.IngestBatch(batch_id=1, ops=[op_to_pb(Create(path))])),
+        pb.IngestRequest(batch=pb.IngestBatch(batch_id=1, ops=[op_to_pb(op) for op in ops])),
     ]), metadata=live.admin, timeout=TIMEOUT))
 
 
@@ -77,3 +82,23 @@ def test_a_full_disk_while_writing_layers_is_retryable(
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
     assert "the page server's disk is full" in str(err.value.details())
     assert live.manage.Compact(request, metadata=live.admin, timeout=TIMEOUT).l0_merged == 2
+
+
+def test_a_really_full_state_dir_refuses_batches_until_space_is_back(
+        tmp_path: Path, small_disk: Callable[[Path, int], Path]) -> None:
+    """The same, on a state dir whose disk (a small tmpfs) really runs out of space."""
+    state = small_disk(tmp_path / "state", 8 * 1024 * 1024)
+    with serving(tmp_path, CallLimits(max_streams=8, max_calls=4, admin_threads=4)) as live:
+        epoch = _tenant(live)
+        assert [r.batch_id for r in _ingest(live, epoch, "before", 8192)] == [1]
+        filler = fill(state)
+        with pytest.raises(grpc.RpcError) as err:
+            _ingest(live, epoch, "lost", 65536)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+        assert str(err.value.details()).startswith("the page server's disk is full (No space")
+        filler.unlink()
+        assert [r.batch_id for r in _ingest(live, epoch, "after", 65536)] == [1]
+    with serving(tmp_path, CallLimits()) as restarted:  # from the ingest log on that disk
+        main = restarted.engine.timeline("t", "main")
+        assert set(main.list_files()) == {"before", "after"}
+        assert main.read_file("after") == b"s" * 65536
