@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from common.errors import InvalidArgumentError, NotFoundError
+from pageserver.main import settings_from
+from pageserver.metrics import Metrics
 from pageserver.remote import LocalDirectoryStorage, RemoteStorageError
 from pageserver.remote.faults import FaultPlan, FaultyStorage
 
@@ -190,3 +192,12 @@ def test_counts_agree_with_the_faults_seen_across_threads(inner: LocalDirectoryS
 def test_describe_names_the_plan(inner: LocalDirectoryStorage) -> None:
     store = _faulty(inner, seed=5, error=0.25)
     assert store.describe() == f"{inner.describe()} with faults seed=5,error=0.25"
+
+
+def test_the_page_server_wraps_its_store_when_given_a_plan(tmp_path: Path) -> None:
+    plain = settings_from(["--storage", str(tmp_path / "objects")], {})
+    assert "faults" not in plain.open_storage(Metrics()).describe()
+    faulty = settings_from(["--storage", str(tmp_path / "objects"),
+                            "--storage-faults", "seed=4,error=1"], {}).open_storage(Metrics())
+    assert faulty.describe() == f"local:{tmp_path}/objects with faults seed=4,error=1"
+    _fails(lambda: faulty.list(""))
