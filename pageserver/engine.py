@@ -35,11 +35,13 @@ from pageserver.config import EngineConfig
 from pageserver.locations import Locations, load_or_create_id
 from pageserver.manifest import tenant_prefix
 from pageserver.remote import RemoteStorage
+from pageserver.remote.retry import RetryPolicy, retrying
 from pageserver.tenant import Tenant, validate_name
 from pageserver.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
+ATTACH_POLICY = RetryPolicy(attempts=5, base_s=0.2, cap_s=5.0, deadline_s=60.0)
 DETACH_HOLDER = "detach"  # the writer a detach takes every branch's slot for, fencing computes
 
 
@@ -214,11 +216,18 @@ class Engine:
         return self.tenant(tenant_id).branch(branch)
 
     def _attach(self, tenant_id: str) -> Tenant:
-        if not Tenant.exists(self.storage, tenant_id):
-            raise NotFoundError(f"tenant {tenant_id!r} not found in {self.storage.describe()}")
-        tenant = Tenant(tenant_id, self._claim_generation(tenant_id), self.storage, self.config)
-        tenant.attach()
-        return tenant
+        """Attach a tenant from the store, again at a new generation after a store error
+        (an attach is a few dozen store calls; one failing must not fail the start)."""
+        def attempt() -> Tenant:
+            if not Tenant.exists(self.storage, tenant_id):
+                raise NotFoundError(
+                    f"tenant {tenant_id!r} not found in {self.storage.describe()}")
+            tenant = Tenant(tenant_id, self._claim_generation(tenant_id), self.storage,
+                            self.config)
+            tenant.attach()
+            return tenant
+
+        return retrying(ATTACH_POLICY, f"attach of tenant {tenant_id!r}", attempt)
 
     def _claim_generation(self, tenant_id: str) -> int:
         """The next generation of the tenant, claimed atomically in the object store."""

@@ -6,9 +6,11 @@ import threading
 from pathlib import Path
 
 from common.durable import write_durably
+from common.errors import CorruptionError
 from pageserver.layer_file import LayerKind, LayerReader
 from pageserver.manifest import LayerDescriptor
 from pageserver.remote import RemoteStorage
+from pageserver.remote.retry import read_verified
 
 
 class Layer:
@@ -59,9 +61,17 @@ class Layer:
         return self._metas
 
     def _download(self) -> None:
-        data = self._storage.get(self.remote_key)
+        """Fetch the layer into the cache, only whole: a body cut short on its way is
+        read again (a short copy would fail every later read)."""
+        data = read_verified(self._storage, self.remote_key, self._whole)
         self.local_path.parent.mkdir(parents=True, exist_ok=True)
         write_durably(self.local_path, data)
+
+    def _whole(self, data: bytes) -> bytes:
+        if len(data) != self.desc.size:
+            raise CorruptionError(f"layer {self.desc.name}: {len(data)} bytes, its manifest "
+                                  f"says {self.desc.size}")
+        return data
 
     def close(self) -> None:
         with self._lock:

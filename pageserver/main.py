@@ -31,7 +31,8 @@ from pageserver.api.server import start_server
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
 from pageserver.metrics import InstrumentedStorage, Metrics
-from pageserver.remote import open_storage
+from pageserver.remote import RemoteStorage, open_storage
+from pageserver.remote.faults import FaultPlan, FaultyStorage, parse_fault_plan
 
 log = logging.getLogger("pageserver")
 
@@ -62,6 +63,7 @@ class ServerSettings:
     max_streams: int = CallLimits.max_streams
     max_calls: int = CallLimits.max_calls
     admin_threads: int = CallLimits.admin_threads
+    storage_faults: str = ""  # a fault plan (pageserver/remote/faults.py); tests and drills only
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -82,6 +84,18 @@ class ServerSettings:
 
     def storage_url(self) -> str:
         return self.storage or str(Path(self.state_dir).resolve().parent / "objects")
+
+    def fault_plan(self) -> FaultPlan | None:
+        return parse_fault_plan(self.storage_faults) if self.storage_faults else None
+
+    def open_storage(self, metrics: Metrics) -> RemoteStorage:
+        """The object store, counted by ``metrics``, with the fault plan's faults if any."""
+        storage = open_storage(self.storage_url())
+        plan = self.fault_plan()
+        if plan is not None:
+            log.warning("injecting object-store faults: %s", plan.describe())
+            storage = FaultyStorage(storage, plan)
+        return InstrumentedStorage(storage, metrics)
 
 
 def settings_from(argv: list[str], environ: dict[str, str]) -> ServerSettings:
@@ -125,7 +139,7 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
     ready = config.state_dir / READY_FILE
     ready.unlink(missing_ok=True)  # left behind by a killed predecessor
     metrics = Metrics()
-    storage = InstrumentedStorage(open_storage(settings.storage_url()), metrics)
+    storage = settings.open_storage(metrics)
     engine = Engine(config, storage, address=_known_address(settings))
     metrics_server = None
     try:
@@ -178,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = settings_from(sys.argv[1:] if argv is None else argv, dict(os.environ))
         settings.engine_config()
         settings.call_limits()
+        settings.fault_plan()
     except (ValueError, OSError, StrataError, tomllib.TOMLDecodeError) as exc:
         print(f"pageserver: {exc}", file=sys.stderr)
         sys.exit(2)

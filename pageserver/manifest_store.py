@@ -13,9 +13,10 @@ Old versions are deleted (the two newest are kept: a reader that listed just bef
 publish still finds the one it chose), so a writer paused for long could create a
 version in the gap they leave below the newest. Each publish therefore lists the chain
 after its create: a newer version than ours means we were superseded, and the fence
-trips before anything acts on the publish. A publish that failed with an error may
-still have landed; the next publish then finds the name taken, reads it, and sees our
-own generation: it was ours, and the chain goes on above it.
+trips before anything acts on the publish. A create whose outcome is unknown (an
+error, or S3's own retry answering "exists") is settled by reading the version back
+(``create_once``): our bytes mean it is ours. If even that fails, the next publish
+finds the name taken, reads it, sees our own generation, and goes on above it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pageserver.manifest import (
     version_of,
 )
 from pageserver.remote import RemoteStorage, RemoteStorageError
+from pageserver.remote.retry import CALL_POLICY, create_once, read_verified, retrying
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,8 @@ class ManifestStore:
         key = manifest_version_key(self._prefix, version)
         generation = self._fence.generation
         self._settled = False
-        if self._storage.put_if_absent(key, encode_manifest(body, generation, version)):
+        if create_once(self._storage, key, encode_manifest(body, generation, version),
+                       CALL_POLICY):
             self._settle(version)
             self._settled = True
             return True
@@ -125,20 +128,22 @@ class ManifestStore:
         legacy = self._legacy_keys()
         if not legacy:
             return None
-        newest = max(legacy, key=generation_of)
-        return decode_manifest(self._storage.get(newest), newest)
+        return self._read(max(legacy, key=generation_of))
 
     def _read(self, key: str) -> Envelope:
-        return decode_manifest(self._storage.get(key), key)
+        return read_verified(self._storage, key, lambda raw: decode_manifest(raw, key))
 
     def _versions(self) -> list[int]:
-        return sorted(version_of(key) for key in self._storage.list(self._prefix)
-                      if key.endswith(".json"))
+        keys = self._list(self._prefix)
+        return sorted(version_of(key) for key in keys if key.endswith(".json"))
 
     def _legacy_keys(self) -> list[str]:
         if self._legacy_prefix is None:
             return []
-        return [key for key in self._storage.list(self._legacy_prefix) if key.endswith(".json")]
+        return [key for key in self._list(self._legacy_prefix) if key.endswith(".json")]
+
+    def _list(self, prefix: str) -> list[str]:
+        return retrying(CALL_POLICY, f"list of {prefix!r}", lambda: self._storage.list(prefix))
 
     def _settle(self, version: int) -> None:
         """After creating ``version``: SupersededError if a newer version exists (ours

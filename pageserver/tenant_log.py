@@ -51,6 +51,7 @@ from pageserver.fencing import Fence
 from pageserver.log_chunk import Chunk, LogRecord, decode_chunk, encode_chunk, encode_record
 from pageserver.manifest import log_chunk_key, log_prefix, log_seq_of
 from pageserver.remote import RemoteStorage, RemoteStorageError
+from pageserver.remote.retry import CALL_POLICY, create_once, read_verified, retrying
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +113,14 @@ class TenantLog:
     def claim(self) -> int:
         """Create the fence chunk after every existing chunk: from here on the previous
         owner can create none. Returns the number of the fence."""
-        keys = self._storage.list(log_prefix(self._tenant_id))
-        seq = max((log_seq_of(key) for key in keys), default=0) + 1
+        seq = max((log_seq_of(key) for key in self._list()), default=0) + 1
         generation = self._fence.generation
-        while not self._storage.put_if_absent(log_chunk_key(self._tenant_id, seq),
-                                              encode_chunk(generation, seq, [])):
+        while not create_once(self._storage, log_chunk_key(self._tenant_id, seq),
+                              encode_chunk(generation, seq, []), CALL_POLICY):
             holder = self._read(seq)
             if holder.generation > generation:
                 raise self._fence.trip(f"log chunk {seq} was created by generation "
                                        f"{holder.generation}")
-            if holder.generation == generation and not holder.records:
-                break  # our own fence, created by a try whose reply was lost
             seq += 1  # the previous owner wrote on: fence after it
         with self._cond:
             self._next_seq = seq + 1
@@ -134,8 +132,7 @@ class TenantLog:
         after ``claim``. Their chunks become live until ``release`` covers them. Chunks are
         read ``_REPLAY_WINDOW`` at a time in parallel (an S3 GET is a round trip each),
         and only that many are held in memory."""
-        seqs = [seq for seq in map(log_seq_of, self._storage.list(log_prefix(self._tenant_id)))
-                if seq < self._next_seq - 1]
+        seqs = [seq for seq in map(log_seq_of, self._list()) if seq < self._next_seq - 1]
         with ThreadPoolExecutor(_REPLAY_WINDOW, "strata-replay") as pool:
             reads: deque[Future[Chunk]] = deque()
             for seq in seqs:
@@ -313,9 +310,13 @@ class TenantLog:
                                   f"{len(holder.records)} records, {queued} were queued")
         return len(holder.records)
 
+    def _list(self) -> list[str]:
+        prefix = log_prefix(self._tenant_id)
+        return retrying(CALL_POLICY, f"list of {prefix!r}", lambda: self._storage.list(prefix))
+
     def _read(self, seq: int) -> Chunk:
         key = log_chunk_key(self._tenant_id, seq)
-        return decode_chunk(self._storage.get(key), key, seq)
+        return read_verified(self._storage, key, lambda data: decode_chunk(data, key, seq))
 
     def _delete_released(self) -> None:
         """Delete the chunks nothing is pending in, except the newest; as the current

@@ -1,14 +1,18 @@
-"""Fixtures shared by every test tier: a moto S3 server on loopback and buckets in it."""
+"""Fixtures shared by every test tier: a moto S3 server on loopback and buckets in it,
+and small disks that fill up."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from pageserver.remote import S3Storage
 from tests.moto_server import MotoServer, dummy_aws_credentials
+from tests.small_disk import mounted
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +39,11 @@ def s3_bucket(make_s3_storage: Callable[[str, str], S3Storage]) -> str:
     bucket = f"strata-test-{uuid.uuid4().hex[:20]}"
     make_s3_storage(bucket, "").ensure_bucket()
     return bucket
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Callable[[Path, int], Path]]:
+    """Mounts a tmpfs of the given bytes at a path (see tests/small_disk.py), for a state
+    dir that really runs out of space; unmounted after the test."""
+    with contextlib.ExitStack() as mounts:
+        yield lambda path, size_bytes: mounts.enter_context(mounted(path, size_bytes))

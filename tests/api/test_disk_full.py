@@ -6,19 +6,23 @@ lands once; under the layer cache, the job fails and runs again."""
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
 from prometheus_client import generate_latest
 
 from common.convert import op_to_pb
-from common.ops import Batch, Create, Write
+from common.ops import Batch, Create, FileOp, Write
 from compute.remote import RETRYABLE
 from pageserver import timeline
+from pageserver.api.limits import CallLimits
 from pageserver.config import LogSettings
 from pageserver.remote import LocalDirectoryStorage
 from proto import strata_pb2 as pb
-from tests.api.conftest import Live
+from tests.api.conftest import Live, serving
+from tests.small_disk import fill
 
 TIMEOUT = 10
 
@@ -34,10 +38,11 @@ def _tenant(live: Live) -> int:
                                         metadata=live.admin, timeout=TIMEOUT).writer_epoch)
 
 
-def _ingest(live: Live, epoch: int, path: str) -> list[pb.IngestResponse]:
+def _ingest(live: Live, epoch: int, path: str, size: int = 0) -> list[pb.IngestResponse]:
+    ops: list[FileOp] = [Create(path), *([Write(path, 0, b"s" * size)] if size else [])]
     return list(live.ingest.Ingest(iter([
         pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch="main", writer_epoch=epoch)),
-        pb.IngestRequest(batch=pb.IngestBatch(batch_id=1, ops=[op_to_pb(Create(path))])),
+        pb.IngestRequest(batch=pb.IngestBatch(batch_id=1, ops=[op_to_pb(op) for op in ops])),
     ]), metadata=live.admin, timeout=TIMEOUT))
 
 
@@ -83,3 +88,25 @@ def test_a_full_disk_while_writing_layers_is_retryable(
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
     assert "the page server's disk is full" in str(err.value.details())
     assert live.manage.Compact(request, metadata=live.admin, timeout=TIMEOUT).l0_merged == 2
+
+
+def test_a_really_full_disk_under_the_store_delays_batches_until_space_is_back(
+        tmp_path: Path, small_disk: Callable[[Path, int], Path]) -> None:
+    """The same, on a local-directory store whose disk (a small tmpfs) really runs out of
+    space: batches wait, answered UNAVAILABLE, and land once there is space again."""
+    objects = small_disk(tmp_path / "objects", 8 * 1024 * 1024)
+    with serving(tmp_path, CallLimits(max_streams=8, max_calls=4, admin_threads=4)) as live:
+        live.engine.config.log = LogSettings(ack_timeout_s=1.0)
+        epoch = _tenant(live)
+        assert [r.batch_id for r in _ingest(live, epoch, "before", 8192)] == [1]
+        filler = fill(objects)
+        with pytest.raises(grpc.RpcError) as err:
+            _ingest(live, epoch, "waits", 65536)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+        assert "No space left on device" in str(err.value.details())
+        filler.unlink()
+        assert [r.batch_id for r in _ingest(live, epoch, "after", 65536)] == [1]
+    with serving(tmp_path, CallLimits()) as restarted:  # from the log in the store
+        main = restarted.engine.timeline("t", "main")
+        assert set(main.list_files()) == {"before", "waits", "after"}
+        assert main.read_file("after") == b"s" * 65536

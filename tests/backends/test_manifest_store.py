@@ -65,21 +65,36 @@ def test_a_stale_owner_in_a_trimmed_gap_is_superseded(storage: RemoteStorage) ->
 
 
 def test_a_publish_whose_reply_was_lost_is_ours(storage: RemoteStorage) -> None:
-    class TornOnce(ForwardingStorage):
-        torn = True
+    """A create that landed but answered with an error is read back and counted as ours;
+    when even that cannot be told, the next publish finds our version and goes above."""
+    class Torn(ForwardingStorage):
+        torn = 0
+        reads_fail = False
 
         def put_if_absent(self, key: str, data: bytes) -> bool:
             created = super().put_if_absent(key, data)
             if self.torn:
-                self.torn = False
+                self.torn -= 1
                 raise RemoteStorageError("reply lost")
             return created
 
-    chain = store(TornOnce(storage), 1)
+        def get(self, key: str) -> bytes:
+            if self.reads_fail:
+                raise RemoteStorageError("unreachable")
+            return super().get(key)
+
+    torn = Torn(storage)
+    chain = store(torn, 1)
+    torn.torn = 1
+    chain.publish({"n": 1})
+    assert newest(storage) == {"n": 1} and chain.version == 1 and chain.settled
+    torn.torn, torn.reads_fail = 1, True
     with pytest.raises(RemoteStorageError):
-        chain.publish({"n": 1})
-    chain.publish({"n": 2})
-    assert newest(storage) == {"n": 2}
+        chain.publish({"n": 2})  # landed as version 2, but nobody can tell
+    assert not chain.settled
+    torn.reads_fail = False
+    chain.publish({"n": 3})
+    assert newest(storage) == {"n": 3} and chain.version == 3 and chain.settled
 
 
 def test_a_legacy_manifest_is_taken_over(storage: RemoteStorage) -> None:

@@ -1,7 +1,9 @@
 """A writer process for the crash test: ingests numbered batches, prints each acknowledged LSN.
 
-Run as ``python -m tests.engine.crash_writer STATE_DIR STORE_DIR``; it keeps
-writing (with background flushes and compactions running) until it is killed.
+Run as ``python -m tests.engine.crash_writer STATE_DIR STORE_DIR [FAULTS]``; it keeps
+writing (with background flushes and compactions running) until it is killed. FAULTS,
+a plan of pageserver/remote/faults.py, makes the store fail calls once the tenant exists;
+the writer then also prints ``faults=N``, how many it has injected so far.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from common.ops import Batch, Create, Mkdir, Write
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
 from pageserver.remote import LocalDirectoryStorage
+from pageserver.remote.faults import FaultyStorage, parse_fault_plan
 from pageserver.tenant import Tenant
 
 PATH = "base/1/1000"
@@ -30,8 +33,10 @@ def main() -> None:
     config = EngineConfig(state_dir=state, background_period_s=0.05, memtable_bytes=256 * 1024,
                           l0_compaction_threshold=3, image_threshold=2, pitr_window_s=0.5,
                           gc_period_s=0.5)
+    plan = parse_fault_plan(sys.argv[3]) if len(sys.argv) > 3 else None
     storage = LocalDirectoryStorage(store)
-    engine = Engine(config, storage)
+    faulty = FaultyStorage(storage, plan, enabled=False) if plan else None
+    engine = Engine(config, faulty or storage)
     if "crash" not in engine.tenants():
         if Tenant.exists(storage, "crash"):  # its state directory was lost: attach again
             engine.attach_tenant("crash")
@@ -39,6 +44,8 @@ def main() -> None:
             engine.create_tenant("crash").branch("main").ingest(
                 Batch((Mkdir("base"), Mkdir("base/1"), Create(PATH)))
             )
+    if faulty is not None:
+        faulty.enabled = True
     main_branch = engine.timeline("crash", "main")
     print(f"start {main_branch.durable_lsn}", flush=True)
     while True:
@@ -47,6 +54,8 @@ def main() -> None:
             Batch((Write(PATH, (lsn % BLOCKS) * PAGE_SIZE, page_for(lsn)),), wal_lsn=lsn)
         )
         print(acked, flush=True)
+        if faulty is not None:
+            print(f"faults={sum(faulty.injected().values())}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,18 @@ from tests.engine.crash_writer import BLOCKS, PATH, page_for
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run_and_kill(state: Path, store: Path, seconds: float) -> list[int]:
-    """Start the writer, SIGKILL it after ``seconds``; the LSNs it saw acknowledged."""
+# The store's faults in the variant under faults (issue 12): calls fail, some of those
+# that fail are applied, all while background flushes, compactions and GC run.
+STORAGE_FAULTS = "seed=12,error=0.05,throttle=0.02,timeout=0.02:0.01,torn=0.05,latency=0.05:0.002"
+
+
+def _run_and_kill(state: Path, store: Path, seconds: float,
+                  faults: str = "") -> tuple[list[int], int]:
+    """Start the writer, SIGKILL it after ``seconds``; the LSNs it saw acknowledged and
+    how many store faults it injected."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.engine.crash_writer", str(state), str(store)],
+        [sys.executable, "-m", "tests.engine.crash_writer", str(state), str(store),
+         *([faults] if faults else [])],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
@@ -40,18 +48,36 @@ def _run_and_kill(state: Path, store: Path, seconds: float) -> list[int]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return [int(line) for line in out.split() if line.isdigit()]
+    lines = out.splitlines()
+    injected = [int(line.removeprefix("faults=")) for line in lines if line.startswith("faults=")]
+    return [int(line) for line in lines if line.isdigit()], max(injected, default=0)
 
 
 @pytest.mark.parametrize("lose_state", [False, True], ids=["state-kept", "state-lost"])
 def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, lose_state: bool) -> None:
+    _kill_3_times_and_check(tmp_path, "", lose_state)
+
+
+@pytest.mark.parametrize("lose_state", [False, True], ids=["state-kept", "state-lost"])
+def test_kill_9_under_storage_faults_loses_nothing_acknowledged(tmp_path: Path,
+                                                                lose_state: bool) -> None:
+    _kill_3_times_and_check(tmp_path, STORAGE_FAULTS, lose_state)
+
+
+def _kill_3_times_and_check(tmp_path: Path, faults: str, lose_state: bool) -> None:
+    """Kill the writer three times (losing its state directory each time, with
+    ``lose_state``), then check every acknowledged batch on a clean store."""
     state, store = tmp_path / "state", tmp_path / "store"
     rng = random.Random(1234)
     acked: list[int] = []
+    injected = 0
     for _ in range(3):
-        acked += _run_and_kill(state, store, rng.uniform(0.8, 2.0))
+        lsns, faulted = _run_and_kill(state, store, rng.uniform(0.8, 2.0), faults)
+        acked += lsns
+        injected += faulted
         if lose_state:
             shutil.rmtree(state)
+    assert injected > 0 or not faults, "the store never failed a call"
     assert len(acked) > 50, "the writer acknowledged too little to prove anything"
     storage = LocalDirectoryStorage(store)
     engine = Engine(EngineConfig(state_dir=state, background_period_s=0, pitr_window_s=1e9),

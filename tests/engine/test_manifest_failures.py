@@ -23,6 +23,7 @@ from pageserver.manifest import (
     version_of,
 )
 from pageserver.remote import ForwardingStorage, LocalDirectoryStorage, RemoteStorageError
+from pageserver.remote.retry import CALL_POLICY
 from pageserver.tenant import BranchPoint, Tenant
 from tests.engine.conftest import EngineFactory
 
@@ -31,21 +32,29 @@ TIMELINE_MANIFEST = re.compile(r"/timelines/[^/]+/manifest/")
 
 
 class FailingStorage(ForwardingStorage):
-    """Fails one chosen write, as an unreachable object store would."""
+    """Fails one chosen write, as an object store that stays unreachable for longer than
+    the engine retries one call would."""
 
     def __init__(self, inner: LocalDirectoryStorage) -> None:
         super().__init__(inner)
         self._marker: re.Pattern[str] | None = None
         self._skip = 0
+        self._failing: str | None = None  # the key whose writes fail, while ``_left``
+        self._left = 0
 
     def fail_once(self, marker: re.Pattern[str], skip: int = 0) -> None:
-        """Fail the write of the first key ``marker`` finds after ``skip`` such writes."""
+        """Fail the write of the first key ``marker`` finds after ``skip`` such writes,
+        and the engine's retries of that write."""
         self._marker, self._skip = marker, skip
 
     def _check(self, key: str) -> None:
+        if self._failing == key and self._left:
+            self._left -= 1
+            raise RemoteStorageError(f"injected failure writing {key} (again)")
         if self._marker is not None and self._marker.search(key):
             if not self._skip:
                 self._marker = None
+                self._failing, self._left = key, CALL_POLICY.attempts - 1
                 raise RemoteStorageError(f"injected failure writing {key}")
             self._skip -= 1
 

@@ -1,5 +1,12 @@
 """Model-based test: random ingest / branch / read / flush / compact / GC / restart sequences
-against the engine and the in-memory oracle, comparing every read."""
+against the engine and the in-memory oracle, comparing every read.
+
+The variant under storage faults (issue 12) lets store calls fail: a failed batch counts
+as applied when the branch's durable LSN says so, a failed branch or checkpoint change
+is settled by the engine's answer now and again after the next restart, and a failed
+read is tried again. What must hold throughout: no acknowledged batch, branch or
+checkpoint is lost, and every read matches the oracle.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +50,8 @@ from common.ops import (
 from pageserver import gc
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
-from pageserver.remote import LocalDirectoryStorage, RemoteStorage, S3Storage
+from pageserver.remote import LocalDirectoryStorage, RemoteStorage, RemoteStorageError, S3Storage
+from pageserver.remote.faults import FaultPlan, FaultyStorage
 from pageserver.tenant import BranchPoint, Tenant
 from pageserver.timeline import Timeline
 from tests.engine.oracle import OracleError, Tree, apply_batch
@@ -52,6 +60,8 @@ TENANT = "model"
 DIRS = ["a", "a/b", "base", "base/1", "c"]
 FILES = ["f", "a/g", "a/b/h", "base/1/100", "base/1/100.1", "base/1/101", "base/1/101_vm", "c/x"]
 PATHS = DIRS + FILES
+READ_ATTEMPTS = 20  # a read failing this often in a row under faults fails the test
+OPEN_ATTEMPTS = 20  # ... and so does an engine failing to start this often
 
 
 def _data(seed: int, length: int) -> bytes:
@@ -142,7 +152,8 @@ class BranchModel:
 class EngineModel(RuleBasedStateMachine):
     """Drives the engine and the oracle with the same operations."""
 
-    def __init__(self, storage: RemoteStorage | None = None) -> None:
+    def __init__(self, storage: RemoteStorage | None = None,
+                 faults: FaultPlan | None = None, faults_at_start: bool = False) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="strata-model-"))
         self.config = EngineConfig(
@@ -150,12 +161,20 @@ class EngineModel(RuleBasedStateMachine):
             l0_compaction_threshold=3, l1_target_entries=8, image_threshold=2,
             image_partition_pages=6,
         )
-        self.storage = storage or LocalDirectoryStorage(self.tmp / "remote")
+        inner = storage or LocalDirectoryStorage(self.tmp / "remote")
+        self.faults = FaultyStorage(inner, faults, enabled=False) if faults else None
+        self.storage: RemoteStorage = self.faults or inner
+        self.faults_at_start = faults_at_start  # else engines start on a store without faults
         self.engine = Engine(self.config, self.storage)
         self.engine.create_tenant(TENANT)
+        if self.faults is not None:  # the tenant exists; its life from here is under faults
+            self.faults.enabled = True
         self.branches = {"main": BranchModel(None, 0, {0: {}})}
         self.counter = 0
         self.checkpoints: dict[str, tuple[str, int]] = {}
+        # Under faults: changes that failed, so either outcome may show after a restart.
+        self.unsettled_branches: dict[str, BranchModel | None] = {}  # None: a failed delete
+        self.unsettled_checkpoints: dict[str, tuple[str, int] | None] = {}
 
     def teardown(self) -> None:
         self.engine.close(flush=False)
@@ -165,8 +184,10 @@ class EngineModel(RuleBasedStateMachine):
     def tenant(self) -> Tenant:
         return self.engine.tenant(TENANT)
 
-    @initialize()
-    def seed_tree(self) -> None:
+    @initialize(fault_seed=st.integers(0, 2**32 - 1))
+    def seed_tree(self, fault_seed: int) -> None:
+        if self.faults is not None:  # the faults follow the example, as its draws do
+            self.faults.reseed(fault_seed)
         self._ingest("main", Batch(tuple(Mkdir(d) for d in DIRS)))
 
     # --- operations ------------------------------------------------------------
@@ -184,9 +205,21 @@ class EngineModel(RuleBasedStateMachine):
             except StrataError:
                 return
             raise AssertionError(f"engine accepted an invalid batch {batch}")
-        lsn = timeline.ingest(batch)
+        try:
+            lsn = timeline.ingest(batch)
+        except RemoteStorageError:
+            if self.faults is None:
+                raise
+            lsn = timeline.durable_lsn  # as a client learns whether its batch was applied
+            if lsn == model.last_lsn:
+                return
         assert lsn == model.last_lsn + 1
         model.states[lsn] = expected
+
+    def _failed(self, error: RemoteStorageError) -> None:
+        """A store call failed: expected under faults only."""
+        if self.faults is None:
+            raise error
 
     @rule(data=st.data(), batch=batches)
     def ingest_random(self, data: st.DataObject, batch: Batch) -> None:
@@ -218,20 +251,54 @@ class EngineModel(RuleBasedStateMachine):
         lsn = data.draw(st.sampled_from(sorted(model.states)))
         self.counter += 1
         name = f"b{self.counter}"
+        created = BranchModel(parent, lsn, {lsn: model.states[lsn]})
         try:
             self.tenant.create_branch(name, parent, BranchPoint(lsn=lsn))
         except BelowGcCutoffError:
             assert lsn < self.tenant.branch(parent).gc_cutoff
             return
-        self.branches[name] = BranchModel(parent, lsn, {lsn: model.states[lsn]})
+        except RemoteStorageError as e:
+            self._failed(e)
+            self._unsettled_branch(name, created)
+            return
+        self.branches[name] = created
+
+    def _unsettled_branch(self, name: str, created: BranchModel | None) -> None:
+        """A branch change failed: follow what the engine says now; a restart may differ."""
+        self.unsettled_branches[name] = created
+        exists = name in self.tenant.branch_names()
+        if created is not None and exists:
+            self.branches[name] = created
+        if created is None and not exists:
+            self._forget_branch(name)
+
+    def _forget_branch(self, name: str) -> None:
+        self.checkpoints = {k: v for k, v in self.checkpoints.items() if v[0] != name}
+        parent = self.branches.pop(name).parent
+        assert parent is not None
+        self._prune(parent)
 
     @rule(data=st.data())
     def checkpoint(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(sorted(self.branches)))
         lsn = data.draw(st.sampled_from(sorted(self.branches[name].states)))
         self.counter += 1
-        self.tenant.create_checkpoint(name, f"cp{self.counter}", lsn)
+        try:
+            self.tenant.create_checkpoint(name, f"cp{self.counter}", lsn)
+        except RemoteStorageError as e:
+            self._failed(e)
+            self._unsettled_checkpoint(f"cp{self.counter}", (name, lsn))
+            return
         self.checkpoints[f"cp{self.counter}"] = (name, lsn)
+
+    def _unsettled_checkpoint(self, name: str, created: tuple[str, int] | None) -> None:
+        self.unsettled_checkpoints[name] = created
+        exists = name in self.tenant.manifest.checkpoints
+        if created is not None and exists:
+            self.checkpoints[name] = created
+        if created is None and not exists:
+            source, _ = self.checkpoints.pop(name)
+            self._prune(source)
 
     @precondition(lambda self: len(self.branches) < 6 and self.checkpoints)
     @rule(data=st.data())
@@ -240,16 +307,26 @@ class EngineModel(RuleBasedStateMachine):
         source, lsn = self.checkpoints[checkpoint]
         self.counter += 1
         name = f"b{self.counter}"
-        self.tenant.create_branch(name, at=BranchPoint(checkpoint=checkpoint))
-        state = self.branches[source].states[lsn]
-        self.branches[name] = BranchModel(source, lsn, {lsn: state})
+        created = BranchModel(source, lsn, {lsn: self.branches[source].states[lsn]})
+        try:
+            self.tenant.create_branch(name, at=BranchPoint(checkpoint=checkpoint))
+        except RemoteStorageError as e:
+            self._failed(e)
+            self._unsettled_branch(name, created)
+            return
+        self.branches[name] = created
 
     @rule(data=st.data())
     def delete_checkpoint(self, data: st.DataObject) -> None:
         if not self.checkpoints:
             return
         checkpoint = data.draw(st.sampled_from(sorted(self.checkpoints)))
-        self.tenant.delete_checkpoint(checkpoint)
+        try:
+            self.tenant.delete_checkpoint(checkpoint)
+        except RemoteStorageError as e:
+            self._failed(e)
+            self._unsettled_checkpoint(checkpoint, None)
+            return
         source, _ = self.checkpoints.pop(checkpoint)
         self._prune(source)
 
@@ -260,32 +337,46 @@ class EngineModel(RuleBasedStateMachine):
         if not leaves:
             return
         name = data.draw(st.sampled_from(sorted(leaves)))
-        self.tenant.delete_branch(name)
-        self.checkpoints = {k: v for k, v in self.checkpoints.items() if v[0] != name}
-        parent = self.branches.pop(name).parent
-        assert parent is not None
-        self._prune(parent)
+        try:
+            self.tenant.delete_branch(name)
+        except RemoteStorageError as e:
+            self._failed(e)
+            self._unsettled_branch(name, None)
+            return
+        self._forget_branch(name)
 
     @rule()
     def flush(self) -> None:
-        self.engine.flush(TENANT)
+        try:
+            self.engine.flush(TENANT)
+        except RemoteStorageError as e:
+            self._failed(e)
 
     @rule(data=st.data())
     def flush_one(self, data: st.DataObject) -> None:
         timeline = self.tenant.branch(data.draw(st.sampled_from(sorted(self.branches))))
         timeline.freeze()
-        timeline.flush()
+        try:
+            timeline.flush()
+        except RemoteStorageError as e:
+            self._failed(e)
 
     @rule(force=st.booleans())
     def compact(self, force: bool) -> None:
-        self.engine.compact(TENANT, force=force)
+        try:
+            self.engine.compact(TENANT, force=force)
+        except RemoteStorageError as e:
+            self._failed(e)
 
     @rule(data=st.data())
     def collect_garbage(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(sorted(self.branches)))
         model = self.branches[name]
         cutoff = data.draw(st.integers(model.branch_lsn, model.last_lsn))
-        gc.collect(self.tenant.branch(name), cutoff)
+        try:
+            gc.collect(self.tenant.branch(name), cutoff)
+        except RemoteStorageError as e:
+            self._failed(e)
         self._prune(name)
 
     def _prune(self, name: str) -> None:
@@ -299,12 +390,71 @@ class EngineModel(RuleBasedStateMachine):
 
     @rule(flush=st.booleans())
     def restart(self, flush: bool) -> None:
-        self.engine.close(flush=flush)
-        self.engine = Engine(self.config, self.storage)
+        try:
+            self.engine.close(flush=flush)
+        except RemoteStorageError as e:
+            self._failed(e)
+            self.engine.close(flush=False)
+        self.engine = self._open()
+        self._settle()
+
+    def _adopt(self, name: str, created: BranchModel) -> None:
+        """A branch whose failed creation reached the store: its parent keeps its branch
+        point readable again, as a retained LSN, and both must read as the oracle says."""
+        self.branches[name] = created
+        parent = self.branches.get(created.parent or "")
+        if parent is not None:
+            parent.states.setdefault(created.branch_lsn, created.states[created.branch_lsn])
+
+    def _open(self) -> Engine:
+        if self.faults is not None and not self.faults_at_start:
+            self.faults.enabled = False
+            try:
+                return Engine(self.config, self.storage)
+            finally:
+                self.faults.enabled = True
+        for _ in range(OPEN_ATTEMPTS - 1):
+            try:
+                return Engine(self.config, self.storage)
+            except RemoteStorageError as e:
+                self._failed(e)
+        return Engine(self.config, self.storage)
+
+    def _settle(self) -> None:
+        """After a restart: failed changes show as they reached the store; GC that
+        failed may have raised a cutoff; nothing else may differ from the model."""
+        names = self.tenant.branch_names()
+        for name, created in self.unsettled_branches.items():
+            if created is not None and name in names and name not in self.branches:
+                self._adopt(name, created)
+            if created is None and name not in names and name in self.branches:
+                self._forget_branch(name)
+        self.unsettled_branches.clear()
+        checkpoints = self.tenant.manifest.checkpoints
+        for name, point in self.unsettled_checkpoints.items():
+            if point is not None and name in checkpoints and name not in self.checkpoints:
+                self.checkpoints[name] = point
+            if point is None and name not in checkpoints and name in self.checkpoints:
+                source, _ = self.checkpoints.pop(name)
+                self._prune(source)
+        self.unsettled_checkpoints.clear()
+        assert sorted(names) == sorted(self.branches), "branches after a restart"
+        assert sorted(checkpoints) == sorted(self.checkpoints), "checkpoints after a restart"
+        for name in self.branches:
+            self._prune(name)
 
     # --- checks ----------------------------------------------------------------
 
     def _check(self, name: str, lsn: int) -> None:
+        for _ in range(READ_ATTEMPTS - 1):
+            try:
+                self._compare(name, lsn)
+                return
+            except RemoteStorageError as e:
+                self._failed(e)
+        self._compare(name, lsn)
+
+    def _compare(self, name: str, lsn: int) -> None:
         timeline = self.tenant.branch(name)
         expected = self.branches[name].states[lsn]
         files = timeline.list_files(lsn)
@@ -345,6 +495,9 @@ class EngineModel(RuleBasedStateMachine):
                     timeline.list_files(below[0])
                 except BelowGcCutoffError:
                     continue
+                except RemoteStorageError as e:
+                    self._failed(e)
+                    continue
                 raise AssertionError(f"read of {name} below GC cutoff at {below[0]} succeeded")
 
 
@@ -372,3 +525,33 @@ def test_model_on_s3(make_s3_storage: Callable[[str, str], S3Storage]) -> None:
         return EngineModel(storage)
 
     run_state_machine_as_test(machine, settings=_settings(8))  # type: ignore[arg-type]
+
+
+# Which calls fail, and how, in the variants under storage faults.
+STORAGE_FAULTS = FaultPlan(error=0.05, throttle=0.02, timeout=0.03, torn=0.05,
+                           latency=0.02, latency_s=0.001, timeout_s=0.001)
+
+
+def _run_under_faults(faults_at_start: bool) -> None:
+    stores: list[FaultyStorage] = []
+
+    def machine() -> EngineModel:
+        model = EngineModel(faults=STORAGE_FAULTS, faults_at_start=faults_at_start)
+        assert model.faults is not None
+        stores.append(model.faults)
+        return model
+
+    run_state_machine_as_test(machine, settings=_settings(30))  # type: ignore[arg-type]
+    for kind in ("error", "torn", "timeout"):
+        assert sum(store.injected_total(kind) for store in stores) > 0, f"no {kind} happened"
+
+
+def test_model_under_storage_faults() -> None:
+    """The model on a store that fails calls, applying some of those it fails; engines
+    start on the store without faults."""
+    _run_under_faults(faults_at_start=False)
+
+
+def test_model_under_storage_faults_at_start_up() -> None:
+    """As above, with faults also while engines start (attach, manifests, generations)."""
+    _run_under_faults(faults_at_start=True)
