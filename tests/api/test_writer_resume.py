@@ -12,13 +12,14 @@ import grpc
 import pytest
 
 from common.client import ServerUnreachable, StrataClient
-from common.convert import relation_from_pb
+from common.convert import op_to_pb, relation_from_pb
 from common.keys import PAGE_SIZE
-from common.ops import Batch, Create, FileKind, Write
+from common.ops import Batch, Create, FileKind, FileOp, Truncate, Write
 from compute.page_cache import MIB, PageCache
 from compute.remote import BatchWriter, PageReader, PageServerRefused, PageServerUnavailable
 from compute.view import BranchView, Node
 from proto import strata_pb2 as pb
+from tests.api.conftest import Live
 from tests.servers import PageServerProcess
 
 P = PAGE_SIZE
@@ -172,3 +173,38 @@ def test_a_fenced_writer_that_lost_its_stream_is_refused_not_told_durable(
             assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION
             assert "stale" in str(refused.value)
             assert _read(after, "f")[:6] == b"newer\0"
+
+
+def _send(live: Live, epoch: int, batch_id: int, ops: list[FileOp]) -> pb.IngestResponse:
+    """Batch ``batch_id`` of ``epoch`` on a stream of its own; its acknowledgement."""
+    acks: list[pb.IngestResponse] = list(live.ingest.Ingest(iter([
+        pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch="main", writer_epoch=epoch)),
+        pb.IngestRequest(batch=pb.IngestBatch(batch_id=batch_id,
+                                              ops=[op_to_pb(op) for op in ops]))]),
+        metadata=live.admin, timeout=RECONNECT_S))
+    (ack,) = acks
+    return ack
+
+
+def test_the_last_batch_sent_again_is_acknowledged_even_at_the_storage_quota(
+        live: Live) -> None:
+    """A re-sent batch is answered with its LSN, not applied (its Create would fail) nor
+    held to the quota it already crossed; an id past the next one is refused."""
+    live.manage.CreateTenant(pb.CreateTenantRequest(tenant="t", empty=True),
+                             metadata=live.admin, timeout=RECONNECT_S)
+    epoch = int(live.manage.AttachWriter(pb.AttachWriterRequest(tenant="t", branch="main"),
+                                         metadata=live.admin).writer_epoch)
+    live.manage.SetQuotas(pb.SetQuotasRequest(tenant="t", quotas=pb.Quotas(
+        max_storage=10 * P)), metadata=live.admin, timeout=RECONNECT_S)
+    ops: list[FileOp] = [Create("f"), Write("f", 0, b"a" * 20 * P)]
+    first = _send(live, epoch, 1, ops)
+    assert first.storage_full
+    again = _send(live, epoch, 1, ops)
+    assert (again.batch_id, again.lsn, again.storage_full) == (1, first.lsn, True)
+    main = live.engine.timeline("t", "main")
+    assert main.last_lsn == first.lsn
+    with pytest.raises(grpc.RpcError) as gap:
+        _send(live, epoch, 3, [Truncate("f", P)])
+    assert gap.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "never applied" in (gap.value.details() or "")
+    assert main.stat("f").size == 20 * P
