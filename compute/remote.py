@@ -272,7 +272,8 @@ class BatchWriter:
 
     def _applied_lsn(self, batch_id: int) -> int | None:
         """The LSN of this writer's batch ``batch_id`` if the branch holds it durably
-        already; None if it was not applied."""
+        already; None if its record does not show it (not applied, or not durable yet:
+        then the page server answers it sent again with the LSN it got)."""
         last = self._client.get_branch(self._tenant, self._branch).last_batch
         if last.writer_epoch != self._epoch or last.batch_id < batch_id:
             return None  # another epoch's record: the stream's open decides on fencing

@@ -99,8 +99,8 @@ class BatchSink(Protocol):
     """Whether the last acknowledgement said the tenant uses all of its storage quota."""
 
     def write(self, batch: Batch) -> int:
-        """Make ``batch`` durable and return its LSN; raises PageServerError
-        (StorageFullError when the tenant's storage quota refuses it)."""
+        """Make ``batch`` (numbered by the view) durable and return its LSN; raises
+        PageServerError (StorageFullError when the tenant's storage quota refuses it)."""
         ...
 
 
