@@ -49,7 +49,7 @@ def batch_from_pb(message: pb.IngestBatch) -> Batch:
     if len(message.ops) >= MAX_OPS_PER_BATCH:
         raise InvalidArgumentError(f"batch has {len(message.ops)} operations")
     return Batch(tuple(op_from_pb(op) for op in message.ops), message.wal_lsn,
-                 message.timestamp_us)
+                 message.timestamp_us, batch_id=message.batch_id)
 
 
 def op_from_pb(message: pb.FileOp) -> FileOp:

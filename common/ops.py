@@ -3,7 +3,8 @@
 A batch is the unit of durability: the page server applies it atomically and
 gives it the timeline's next LSN. Each batch also records PostgreSQL's WAL
 position (``wal_lsn``) and a wall-clock timestamp so a branch can later be cut
-"at wal_lsn" or "at time".
+"at wal_lsn" or "at time", and which writer sent it: its writer epoch and the
+id the writer numbered it with, by which a batch sent again is recognised.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ class Batch:
     ops: tuple[FileOp, ...]
     wal_lsn: int = 0
     timestamp_us: int = 0
+    writer_epoch: int = 0  # the epoch of the writer that sent it
+    batch_id: int = 0  # the writer's number for it, increasing within its epoch; 0: none
 
 
 # --- binary codec (used by the ingest log) -----------------------------------
@@ -122,6 +125,8 @@ _OP_CODES: dict[type, int] = {
     Write: 1, Truncate: 2, Create: 3, Unlink: 4, Rename: 5, Mkdir: 6, Rmdir: 7, Chmod: 8,
 }
 _HEADER = struct.Struct(">QQI")
+_WRITER_TAG = 0xFF  # after the operations: the writer epoch and batch id follow
+_WRITER = struct.Struct(">BQQ")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -161,6 +166,8 @@ def encode_batch(batch: Batch) -> bytes:
             case Rename(src, dst):
                 _put_str(out, src)
                 _put_str(out, dst)
+    if batch.writer_epoch or batch.batch_id:  # absent from records older than the fields
+        out += _WRITER.pack(_WRITER_TAG, batch.writer_epoch, batch.batch_id)
     return bytes(out)
 
 
@@ -222,6 +229,9 @@ def decode_batch(raw: bytes) -> Batch:
             ops.append(Rename(src, reader.text()))
         else:
             raise CorruptionError(f"unknown operation code {code} in batch record")
+    writer_epoch = batch_id = 0
+    if len(reader.raw) - reader.pos == _WRITER.size and reader.raw[reader.pos] == _WRITER_TAG:
+        _, writer_epoch, batch_id = _WRITER.unpack(reader.take(_WRITER.size))
     if reader.pos != len(reader.raw):
         raise CorruptionError("trailing bytes after batch record")
-    return Batch(tuple(ops), wal_lsn, timestamp_us)
+    return Batch(tuple(ops), wal_lsn, timestamp_us, writer_epoch, batch_id)

@@ -219,9 +219,13 @@ def _ingest_stream(client: StrataClient, tenant: str, branch: str,
 class BatchWriter:
     """Ships batches in order over one Ingest stream; each call returns once durable.
 
-    Exactly once across reconnects: after a broken stream the writer asks the page
-    server for the branch's last LSN; batches it applied beyond the last
-    acknowledgement are not sent again (this writer is the branch's only writer).
+    Exactly once across reconnects: batches carry the writer's numbers (the view
+    numbers them as it cuts them). Before a stream is opened, the writer asks the
+    page server for the last numbered batch the branch made durable; a batch of
+    this writer's epoch with that number was applied before the old stream broke
+    and is not sent again. One sent again anyway (its first sending was still in
+    flight) is answered by the page server with the LSN it got. No LSN comparison
+    decides it: the branch's LSN also moves for a writer that fenced this one.
     """
 
     def __init__(self, client: StrataClient, tenant: str, branch: str, epoch: int,
@@ -234,23 +238,23 @@ class BatchWriter:
         self.acked_lsn = acked_lsn
         self._lock = threading.Lock()
         self._stream: _IngestStream | None = None
-        self._next_id = 1
         self.storage_full = False
 
     def write(self, batch: Batch) -> int:
-        """Make ``batch`` durable on the page server; returns its LSN."""
-        message = pb.IngestBatch(batch_id=self._next_id, wal_lsn=batch.wal_lsn,
+        """Make ``batch`` (numbered, ``batch_id`` > 0) durable on the page server; returns
+        its LSN."""
+        if not batch.batch_id:
+            raise ValueError("the writer ships numbered batches only")
+        message = pb.IngestBatch(batch_id=batch.batch_id, wal_lsn=batch.wal_lsn,
                                  timestamp_us=batch.timestamp_us,
                                  ops=[op_to_pb(op) for op in batch.ops])
-        self._next_id += 1
         with self._lock:
-            expected = self.acked_lsn + 1
 
             def attempt() -> int:
                 if self._stream is None:
-                    applied = self._client.get_branch(self._tenant, self._branch).last_lsn
-                    if applied >= expected:
-                        return expected  # applied before the old stream broke
+                    applied = self._applied_lsn(batch.batch_id)
+                    if applied is not None:
+                        return applied
                     self._stream = _ingest_stream(self._client, self._tenant, self._branch,
                                                   self._epoch)
                 try:
@@ -265,6 +269,20 @@ class BatchWriter:
             lsn = retrying("Ingest", attempt, self._budget)
             self.acked_lsn = lsn
             return lsn
+
+    def _applied_lsn(self, batch_id: int) -> int | None:
+        """The LSN of this writer's batch ``batch_id`` if the branch holds it durably
+        already; None if its record does not show it (not applied, or not durable yet:
+        then the page server answers it sent again with the LSN it got)."""
+        last = self._client.get_branch(self._tenant, self._branch).last_batch
+        if last.writer_epoch != self._epoch or last.batch_id < batch_id:
+            return None  # another epoch's record: the stream's open decides on fencing
+        if last.batch_id > batch_id:
+            raise PageServerRefused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the branch holds batch {last.batch_id} of writer epoch {self._epoch}, "
+                f"past batch {batch_id} being sent")
+        return int(last.lsn)
 
     def close(self) -> None:
         with self._lock:

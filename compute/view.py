@@ -6,7 +6,10 @@ once the page server made them durable. Every durable LSN is therefore a prefix
 of the operation order: a state a real disk could have been in at a power cut
 (see docs/DESIGN.md). A flush that fails part way keeps that property: the batches
 the page server acknowledged are durable and are never sent again; the others
-are kept, exactly as they were cut, for the next flush to send first.
+are kept, exactly as they were cut and numbered, for the next flush to send
+first. Batches are numbered 1, 2, ... in the order they are cut, so the one that
+was in flight when a flush failed goes out again under the same number, and the
+page server tells from it whether that batch was applied already.
 
 Each queued operation carries the cache versions of the pages it wrote. When
 its batch is acknowledged those versions are durable, and the pages that still
@@ -37,6 +40,7 @@ decides for them.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import threading
@@ -95,8 +99,8 @@ class BatchSink(Protocol):
     """Whether the last acknowledgement said the tenant uses all of its storage quota."""
 
     def write(self, batch: Batch) -> int:
-        """Make ``batch`` durable and return its LSN; raises PageServerError
-        (StorageFullError when the tenant's storage quota refuses it)."""
+        """Make ``batch`` (numbered by the view) durable and return its LSN; raises
+        PageServerError (StorageFullError when the tenant's storage quota refuses it)."""
         ...
 
 
@@ -167,6 +171,7 @@ class BranchView:
         self._pending: list[_Queued] = []
         self._pending_bytes = 0  # data not durable yet, unacknowledged batches included
         self._unacknowledged: list[_Outgoing] = []  # a failed flush's rest (flush lock)
+        self._batch_ids = itertools.count(1)  # numbers batches as they are cut (flush lock)
         self._seq = 0  # operations queued so far
         self._wal_lsn = 0
         self._prefetch = Prefetcher()
@@ -495,16 +500,17 @@ class BranchView:
     def flush(self) -> None:
         """Ship the queue as ordered batches; return once all are durable.
 
-        On failure the batches not acknowledged are kept, as they were cut, and
-        the next flush sends them first: the writer can then tell whether the
-        one that was in flight was applied after all.
+        On failure the batches not acknowledged are kept, as they were cut and
+        numbered, and the next flush sends them first: the page server's record of
+        the last batch it applied tells whether the one in flight was applied.
         """
         with self._flush_lock:
             with self._lock:
                 queued, self._pending, self._pending_bytes = self._pending, [], 0
                 wal_lsn = self._wal_lsn
             outgoing = self._unacknowledged + [
-                _Outgoing(Batch(tuple(entry.op for entry in cut), wal_lsn), cut)
+                _Outgoing(Batch(tuple(entry.op for entry in cut), wal_lsn,
+                                batch_id=next(self._batch_ids)), cut)
                 for cut in _batches(queued, self._batch_bytes)]
             self._unacknowledged = []
             for done, out in enumerate(outgoing):

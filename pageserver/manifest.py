@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common.errors import CorruptionError
+from pageserver.applied_batch import AppliedBatch
 from pageserver.layer_file import LayerKind, LayerSummary
 
 FORMAT_VERSION = 2
@@ -138,6 +139,7 @@ class TimelineManifest:
     created_at_us: int
     layers: list[LayerDescriptor] = field(default_factory=list)
     writer_epoch: int = 0  # bumped by every writer attach; older epochs are fenced off
+    last_batch: AppliedBatch = field(default_factory=AppliedBatch)  # last numbered, in layers
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -145,7 +147,7 @@ class TimelineManifest:
             "branch_lsn": self.branch_lsn, "disk_consistent_lsn": self.disk_consistent_lsn,
             "gc_cutoff": self.gc_cutoff, "created_at_us": self.created_at_us,
             "layers": [layer.to_json() for layer in self.layers],
-            "writer_epoch": self.writer_epoch,
+            "writer_epoch": self.writer_epoch, "last_batch": self.last_batch.to_json(),
         }
 
     @staticmethod
@@ -154,7 +156,7 @@ class TimelineManifest:
             obj["timeline_id"], obj["ancestor_id"], int(obj["branch_lsn"]),
             int(obj["disk_consistent_lsn"]), int(obj["gc_cutoff"]), int(obj["created_at_us"]),
             [LayerDescriptor.from_json(layer) for layer in obj["layers"]],
-            int(obj.get("writer_epoch", 0)),
+            int(obj.get("writer_epoch", 0)), AppliedBatch.from_json(obj.get("last_batch")),
         )
 
 

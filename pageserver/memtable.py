@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 from common.keys import Relation
+from pageserver.applied_batch import AppliedBatch
 
 PageVersions = list[tuple[int, bytes | None]]
 
@@ -30,6 +31,7 @@ class Memtable:
         self.metas: dict[str, list[tuple[int, bytes | None]]] = {}
         self.batches: list[tuple[int, int, int]] = []
         self.log_seqno = 0  # ingest-log sequence number of its newest batch, set at freeze
+        self.last_batch = AppliedBatch()  # the timeline's last numbered batch, set at freeze
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -375,6 +375,10 @@ class Tenant:
         stays unnamed while the restored branch reads through it or a checkpoint pins it,
         and is deleted once nothing does. The branch's checkpoints stay. Returns the new
         timeline and the preserved name, if any. Refused while a compute writes the branch.
+
+        The new timeline's writer epoch starts above the old one's: a compute that still
+        holds an epoch of the branch (its lease expired, or the page server restarted
+        and forgot it) is refused on the restored branch.
         """
         old = self.branch(name)
         lease = old.writer_lease.current()
@@ -406,7 +410,7 @@ class Tenant:
                 self._check_room(draft.state)
                 kept_until = record.expires_at_us or _longest_expiry(draft.state.quotas)
                 self._within_ttl_quota(draft.state.quotas, kept_until)
-            timeline = self._new_timeline(source, lsn)
+            timeline = self._new_timeline(source, lsn, writer_epoch=old.writer_epoch + 1)
             branches[name] = replace(
                 record, timeline_id=timeline.timeline_id, created_at_us=now_us())
             if preserve_as is not None:
@@ -490,14 +494,16 @@ class Tenant:
             number += 1
         return f"{base}-{number}"
 
-    def _new_timeline(self, ancestor: Timeline | None, branch_lsn: int) -> Timeline:
-        """A new, empty timeline cut from ``ancestor`` at ``branch_lsn``, its manifest
-        persisted; the caller registers it once a tenant manifest naming it is durable."""
+    def _new_timeline(self, ancestor: Timeline | None, branch_lsn: int,
+                      writer_epoch: int = 0) -> Timeline:
+        """A new, empty timeline cut from ``ancestor`` at ``branch_lsn`` with ``writer_epoch``,
+        its manifest persisted; the caller registers it once a tenant manifest naming it
+        is durable."""
         if ancestor is not None and ancestor.deleted:  # dropped since the caller looked
             raise NotFoundError(f"timeline {ancestor.timeline_id} was deleted; try again")
         manifest = TimelineManifest(
             uuid.uuid4().hex, ancestor.timeline_id if ancestor else None, branch_lsn,
-            branch_lsn, branch_lsn, now_us(),
+            branch_lsn, branch_lsn, now_us(), writer_epoch=writer_epoch,
         )
         timeline = self._open_timeline(manifest, ancestor,
                                        self._timeline_store(manifest.timeline_id))

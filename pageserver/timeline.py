@@ -32,6 +32,7 @@ from common.errors import (
 )
 from common.keys import KEYSPACE_END, KEYSPACE_START, PAGE_SIZE, Relation
 from common.ops import Batch, FileKind, FileMeta, encode_batch
+from pageserver.applied_batch import AppliedBatch, resent_lsn
 from pageserver.fencing import Fence
 from pageserver.ingest import BatchApplier, Effects, normalize_path
 from pageserver.layer import Layer
@@ -96,12 +97,13 @@ class InFlightReads:
 @dataclass
 class TimelineState:
     """What a timeline's manifest publishes that changes: its layers (in read order), how
-    far they reach, its GC cutoff and its writer epoch."""
+    far they reach, its GC cutoff, its writer epoch and the last numbered batch they hold."""
 
     layers: list[Layer]
     disk_consistent_lsn: int
     gc_cutoff: int
     writer_epoch: int
+    last_batch: AppliedBatch
 
     def copy(self) -> TimelineState:
         return replace(self, layers=list(self.layers))
@@ -147,6 +149,7 @@ class Timeline:
             TimelineState(
                 sorted((self._layer_handle(desc) for desc in manifest.layers), key=_read_order),
                 manifest.disk_consistent_lsn, manifest.gc_cutoff, manifest.writer_epoch,
+                manifest.last_batch,
             ),
             lock=self._lock, copy=TimelineState.copy, persist=self._upload,
         )
@@ -158,6 +161,8 @@ class Timeline:
         self.frozen: list[Memtable] = []
         self.image_check: frozenset[str] = frozenset()  # layer set last found needing no image
         self._last_batch: tuple[int, int, int] | None = None
+        self.applied_batch = manifest.last_batch  # the last numbered batch, at last_lsn
+        self.durable_batch = manifest.last_batch  # the last numbered batch known durable
         self._files: dict[str, FileMeta] | None = None  # tree at last_lsn, built on first use
         self.relations_in_use: set[tuple[bytes, int]] = set()
 
@@ -227,22 +232,31 @@ class Timeline:
 
         With ``writer_epoch``, the batch is refused unless that is the timeline's
         current writer epoch: a writer fenced off by a newer attach cannot write.
+        A numbered batch sent again is answered with the LSN it got, once durable,
+        and not applied twice (``pageserver.applied_batch``).
         """
         with self._lock:
             if self.deleted:
                 raise NotFoundError(f"timeline {self.timeline_id} was deleted")
             if writer_epoch is not None:
                 self._check_writer_epoch(writer_epoch)
-            lsn = self.last_lsn + 1
-            if not batch.timestamp_us:
-                batch = replace(batch, timestamp_us=now_us())
-            effects = self._effects(batch, lsn)
-            seqno = self._log.append(LogRecord(self.timeline_id, lsn, encode_batch(batch)))
-            self._commit(lsn, batch, effects)
-            self._last_seqno = seqno
+                batch = replace(batch, writer_epoch=writer_epoch)
+            resent = resent_lsn(self.applied_batch, batch.writer_epoch, batch.batch_id)
+            if resent is not None:
+                lsn, seqno = resent, self._last_seqno  # durable once its first sending is
+            else:
+                lsn = self.last_lsn + 1
+                if not batch.timestamp_us:
+                    batch = replace(batch, timestamp_us=now_us())
+                effects = self._effects(batch, lsn)
+                seqno = self._log.append(LogRecord(self.timeline_id, lsn, encode_batch(batch)))
+                self._commit(lsn, batch, effects)
+                self._last_seqno = seqno
         self._log.wait_durable(seqno)
         with self._lock:
             self._durable_lsn = max(self._durable_lsn, lsn)
+            if self.applied_batch.lsn <= self.durable_lsn:
+                self.durable_batch = self.applied_batch
         return lsn
 
     def replay(self, lsn: int, batch: Batch) -> None:
@@ -257,6 +271,7 @@ class Timeline:
                 )
             self._commit(lsn, batch, self._effects(batch, lsn))
             self._durable_lsn = lsn
+            self.durable_batch = self.applied_batch
 
     def _effects(self, batch: Batch, lsn: int) -> Effects:
         def read_latest(relation: Relation, block: int) -> bytes:
@@ -286,6 +301,8 @@ class Timeline:
                     self.relations_in_use.add((meta.relation, meta.block_offset))
         memtable.add_batch(lsn, batch.wal_lsn, batch.timestamp_us)
         self._last_batch = (lsn, batch.wal_lsn, batch.timestamp_us)
+        if batch.batch_id:
+            self.applied_batch = AppliedBatch(batch.writer_epoch, batch.batch_id, lsn)
         self.last_lsn = lsn
 
     # --- reads ------------------------------------------------------------------
@@ -448,6 +465,7 @@ class Timeline:
             if not len(self.open_memtable):
                 return False
             self.open_memtable.log_seqno = self._last_seqno
+            self.open_memtable.last_batch = self.applied_batch
             self.frozen.append(self.open_memtable)
             self.open_memtable = Memtable(self.last_lsn + 1)
             return True
@@ -468,6 +486,7 @@ class Timeline:
                 with self._state.change() as draft:
                     draft.state.layers = _with_layers(draft.state.layers, [layer])
                     draft.state.disk_consistent_lsn = memtable.lsn_end - 1
+                    draft.state.last_batch = memtable.last_batch
                     draft.on_swap(lambda: self.frozen.pop(0))
                 self._log.release(self.timeline_id, self.disk_consistent_lsn)
 
@@ -580,7 +599,7 @@ class Timeline:
             self._ancestor.timeline_id if self._ancestor is not None else None,
             self._branch_lsn, state.disk_consistent_lsn, state.gc_cutoff, self.created_at_us,
             [layer.desc for layer in sorted(state.layers, key=lambda layer: layer.desc.name)],
-            state.writer_epoch,
+            state.writer_epoch, state.last_batch,
         )
 
     def persist(self) -> None:

@@ -413,7 +413,7 @@ class DetachTenantResponse(_message.Message):
     def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ...) -> None: ...
 
 class BranchInfo(_message.Message):
-    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected")
+    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected", "last_batch")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -431,6 +431,7 @@ class BranchInfo(_message.Message):
     WRITER_FIELD_NUMBER: _ClassVar[int]
     SUSPEND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_FIELD_NUMBER: _ClassVar[int]
+    LAST_BATCH_FIELD_NUMBER: _ClassVar[int]
     name: str
     timeline_id: str
     parent: str
@@ -448,7 +449,18 @@ class BranchInfo(_message.Message):
     writer: str
     suspend_timeout_s: int
     protected: bool
-    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ...) -> None: ...
+    last_batch: AppliedBatch
+    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., last_batch: _Optional[_Union[AppliedBatch, _Mapping]] = ...) -> None: ...
+
+class AppliedBatch(_message.Message):
+    __slots__ = ("writer_epoch", "batch_id", "lsn")
+    WRITER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    writer_epoch: int
+    batch_id: int
+    lsn: int
+    def __init__(self, writer_epoch: _Optional[int] = ..., batch_id: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
 
 class CreateBranchRequest(_message.Message):
     __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s", "suspend_timeout_s", "protected")

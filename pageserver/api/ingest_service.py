@@ -10,6 +10,7 @@ import grpc
 from common.convert import batch_from_pb
 from common.errors import FailedPreconditionError, InvalidArgumentError
 from pageserver.api.handlers import Malformed, checked
+from pageserver.applied_batch import resent_lsn
 from pageserver.engine import Engine
 from pageserver.metrics import Metrics
 from pageserver.storage_quota import check_storage, storage_full
@@ -50,7 +51,9 @@ class IngestServicer:
                     f"batch carries {size} bytes; the limit is {MAX_BATCH_BYTES}")
             batch = batch_from_pb(request.batch)
             with self._batch_seconds.time():
-                check_storage(tenant, batch, timeline.files)
+                if resent_lsn(timeline.applied_batch, opened.writer_epoch,
+                              batch.batch_id) is None:  # one sent again passed it already
+                    check_storage(tenant, batch, timeline.files)
                 lsn = timeline.ingest(batch, opened.writer_epoch)
             self._metrics.ingest_batches.inc()
             self._metrics.ingest_bytes.inc(size)

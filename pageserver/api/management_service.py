@@ -27,6 +27,7 @@ from pageserver.api.auth import (
     current_claims,
 )
 from pageserver.api.token_registry import TokenRecord
+from pageserver.applied_batch import AppliedBatch
 from pageserver.engine import Engine
 from pageserver.manifest import CheckpointRecord, Quotas
 from pageserver.tenant import MAIN_BRANCH, BranchInfo, BranchPoint, BranchSettings, Tenant
@@ -166,6 +167,7 @@ class ManagementServicer:
             writer_epoch=timeline.writer_epoch, gc_cutoff=timeline.gc_cutoff,
             writer=lease.holder if (lease := timeline.writer_lease.current()) else "",
             suspend_timeout_s=info.suspend_timeout_s or 0, protected=info.protected,
+            last_batch=_applied_batch_to_pb(timeline.durable_batch),
         )
 
     def CreateBranch(self, request: pb.CreateBranchRequest,
@@ -454,6 +456,11 @@ def _expiry(ttl_s: int) -> int | None:
         raise InvalidArgumentError(f"a TTL of {ttl_s} s is longer than {MAX_BRANCH_TTL_S} s "
                                    "(100 years): to keep a branch forever, give no TTL")
     return time.time_ns() // 1000 + ttl_s * 1_000_000 if ttl_s else None
+
+
+def _applied_batch_to_pb(batch: AppliedBatch) -> pb.AppliedBatch:
+    return pb.AppliedBatch(writer_epoch=batch.writer_epoch, batch_id=batch.batch_id,
+                           lsn=batch.lsn)
 
 
 def _quotas_to_pb(quotas: Quotas) -> pb.Quotas:

@@ -38,11 +38,13 @@ def _tenant(live: Live) -> int:
                                         metadata=live.admin, timeout=TIMEOUT).writer_epoch)
 
 
-def _ingest(live: Live, epoch: int, path: str, size: int = 0) -> list[pb.IngestResponse]:
+def _ingest(live: Live, epoch: int, path: str, size: int = 0,
+            batch_id: int = 1) -> list[pb.IngestResponse]:
     ops: list[FileOp] = [Create(path), *([Write(path, 0, b"s" * size)] if size else [])]
     return list(live.ingest.Ingest(iter([
         pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch="main", writer_epoch=epoch)),
-        pb.IngestRequest(batch=pb.IngestBatch(batch_id=1, ops=[op_to_pb(op) for op in ops])),
+        pb.IngestRequest(batch=pb.IngestBatch(batch_id=batch_id,
+                                              ops=[op_to_pb(op) for op in ops])),
     ]), metadata=live.admin, timeout=TIMEOUT))
 
 
@@ -66,7 +68,7 @@ def test_a_full_disk_under_the_object_store_is_retryable(
     assert _count(live, "IngestService/Ingest", "INTERNAL") == 0, \
         generate_latest(live.metrics.registry).decode()
     # Space is back: the waiting batch lands with the next one, each exactly once.
-    assert [r.batch_id for r in _ingest(live, epoch, "next")] == [1]
+    assert [r.batch_id for r in _ingest(live, epoch, "next", batch_id=2)] == [2]
     main = live.engine.timeline("t", "main")
     assert set(main.list_files()) == {"waits", "next"}
     assert main.durable_lsn == main.last_lsn
@@ -101,11 +103,11 @@ def test_a_really_full_disk_under_the_store_delays_batches_until_space_is_back(
         assert [r.batch_id for r in _ingest(live, epoch, "before", 8192)] == [1]
         filler = fill(objects)
         with pytest.raises(grpc.RpcError) as err:
-            _ingest(live, epoch, "waits", 65536)
+            _ingest(live, epoch, "waits", 65536, 2)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
         assert "No space left on device" in str(err.value.details())
         filler.unlink()
-        assert [r.batch_id for r in _ingest(live, epoch, "after", 65536)] == [1]
+        assert [r.batch_id for r in _ingest(live, epoch, "after", 65536, 3)] == [3]
     with serving(tmp_path, CallLimits()) as restarted:  # from the log in the store
         main = restarted.engine.timeline("t", "main")
         assert set(main.list_files()) == {"before", "waits", "after"}

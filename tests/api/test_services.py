@@ -140,13 +140,13 @@ def test_fencing_takes_effect_mid_stream(live: Live) -> None:
 
     requests.put(pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch="main",
                                                      writer_epoch=epoch)))
-    requests.put(pb.IngestRequest(batch=pb.IngestBatch(batch_id=1,
+    requests.put(pb.IngestRequest(batch=pb.IngestBatch(batch_id=8,  # after _setup's 7
                                                        ops=[op_to_pb(Create("a"))])))
     stream = live.ingest.Ingest(feed(), metadata=live.admin, timeout=TIMEOUT)
-    assert next(stream).batch_id == 1
+    assert next(stream).batch_id == 8
     live.manage.AttachWriter(pb.AttachWriterRequest(tenant="t", branch="main"),
                              metadata=live.admin)
-    requests.put(pb.IngestRequest(batch=pb.IngestBatch(batch_id=2,
+    requests.put(pb.IngestRequest(batch=pb.IngestBatch(batch_id=9,
                                                        ops=[op_to_pb(Create("b"))])))
     with pytest.raises(grpc.RpcError) as err:
         next(stream)

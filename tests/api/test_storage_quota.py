@@ -16,12 +16,15 @@ from tests.api.conftest import Live
 TIMEOUT = 10
 
 
-def _ingest(live: Live, epoch: int, *batches: list[FileOp]) -> list[pb.IngestResponse]:
-    """Send ``batches`` on one stream with a compute token of tenant t; the acknowledgements."""
+def _ingest(live: Live, epoch: int, first_id: int,
+            *batches: list[FileOp]) -> list[pb.IngestResponse]:
+    """Send ``batches``, numbered from ``first_id``, on one stream with a compute token of
+    tenant t; the acknowledgements."""
     requests = [pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch="main",
                                                     writer_epoch=epoch))]
     requests += [pb.IngestRequest(batch=pb.IngestBatch(
-        batch_id=index + 1, ops=[op_to_pb(op) for op in ops])) for index, ops in enumerate(batches)]
+        batch_id=first_id + index, ops=[op_to_pb(op) for op in ops]))
+        for index, ops in enumerate(batches)]
     return list(live.ingest.Ingest(iter(requests), metadata=live.metadata("t", auth.Scope.COMPUTE),
                                    timeout=TIMEOUT))
 
@@ -44,14 +47,14 @@ def test_a_tenant_at_its_storage_quota_cannot_grow_and_loses_nothing(live: Live)
                                          metadata=live.admin, timeout=TIMEOUT).writer_epoch)
     _set_quota(live, 100 * PAGE_SIZE)
     assert _tenant(live).quotas.max_storage == 100 * PAGE_SIZE
-    acks = _ingest(live, epoch, [Create("f"), Write("f", 0, b"a" * 80 * PAGE_SIZE)],
+    acks = _ingest(live, epoch, 1, [Create("f"), Write("f", 0, b"a" * 80 * PAGE_SIZE)],
                    [Write("f", 80 * PAGE_SIZE, b"b" * 40 * PAGE_SIZE)])
     assert [ack.storage_full for ack in acks] == [False, True]  # the quota may be crossed once
     stored = _tenant(live).stored_bytes
     assert stored >= 120 * PAGE_SIZE
 
     with pytest.raises(grpc.RpcError) as refused:
-        _ingest(live, epoch, [Write("f", 120 * PAGE_SIZE, b"c")])
+        _ingest(live, epoch, 3, [Write("f", 120 * PAGE_SIZE, b"c")])
     assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert f"tenant 't' uses {stored} bytes of its storage quota of {100 * PAGE_SIZE}" \
         in (refused.value.details() or "")
@@ -60,11 +63,11 @@ def test_a_tenant_at_its_storage_quota_cannot_grow_and_loses_nothing(live: Live)
     assert main.stat("f").size == 120 * PAGE_SIZE  # nothing of the refused batch applied
 
     # Overwrites and shrinks still pass: PostgreSQL rewrites its WAL and frees space so.
-    _ingest(live, epoch, [Write("f", 0, b"d" * PAGE_SIZE)], [Truncate("f", 110 * PAGE_SIZE)])
+    _ingest(live, epoch, 3, [Write("f", 0, b"d" * PAGE_SIZE)], [Truncate("f", 110 * PAGE_SIZE)])
     assert main.read_file("f", 0, PAGE_SIZE) == b"d" * PAGE_SIZE
     assert main.read_file("f", 100 * PAGE_SIZE, PAGE_SIZE) == b"b" * PAGE_SIZE
 
     _set_quota(live, 0)  # unlimited again
-    (ack,) = _ingest(live, epoch, [Write("f", 110 * PAGE_SIZE, b"e")])
+    (ack,) = _ingest(live, epoch, 5, [Write("f", 110 * PAGE_SIZE, b"e")])
     assert not ack.storage_full
     assert main.stat("f").size == 110 * PAGE_SIZE + 1

@@ -129,7 +129,7 @@ def test_a_compute_closing_its_streams_ends_them_cleanly(live: Live) -> None:
     reader = PageReader(client, "t", "main", streams=2)
     try:
         writer.write(Batch((Mkdir("base"), Mkdir("base/5"), Create(path),
-                            Write(path, 0, b"\x07" * PAGE_SIZE))))
+                            Write(path, 0, b"\x07" * PAGE_SIZE)), batch_id=1))
         assert reader.get_pages(parsed[0], [0]) == [b"\x07" * PAGE_SIZE]
         writer.close()
         reader.close()

@@ -334,3 +334,20 @@ def test_an_acknowledgement_that_says_full_stops_relations_growing(make: MakeHar
     h.view.write(relation, page(b"t"), 0)
     h.view.flush()
     h.view.write(relation, page(b"s"), P)
+
+
+def test_batches_are_numbered_as_cut_and_resent_under_their_number(make: MakeHarness) -> None:
+    """The page server tells a batch sent again by its number: a failed flush's batches
+    keep theirs, and later batches continue the count."""
+    h = make(batch_bytes=P)
+    f = h.view.open("f")
+    for block in range(3):
+        h.view.write(f, page(bytes([65 + block])), block * P)
+    h.writer.accept = 1
+    with pytest.raises(OSError):
+        h.view.flush()
+    h.view.write(f, page(b"z"), 0)
+    h.writer.accept = None
+    h.view.flush()
+    assert [batch.batch_id for batch in h.writer.attempts] == [1, 2, 2, 3, 4]
+    assert [batch.batch_id for batch in h.writer.batches] == [1, 2, 3, 4]
