@@ -203,12 +203,30 @@ def plot_storage(report: JSON, path: Path) -> str:
     return "storage against number of branches, and GC reclaim"
 
 
+def plot_branch_count(report: JSON, path: Path) -> str:
+    steps = report["figures"]["steps"]
+    counts = [step["branches"] for step in steps]
+    fig, axis = plt.subplots(figsize=(7, 4))
+    for operation in ("create_branch", "delete_branch", "create_checkpoint"):
+        axis.plot(counts, [step[operation]["ms"]["median"] for step in steps], marker="o",
+                  label=operation)
+    axis.set_xscale("log")
+    axis.set_ylim(bottom=0)
+    axis.set_xlabel("branches in the tenant")
+    axis.set_ylabel("median ms per call")
+    axis.set_title("Branch changes against the number of branches")
+    axis.legend()
+    _save(fig, path)
+    return "branch create, delete and checkpoint against the number of branches"
+
+
 PLOTS: dict[str, list[tuple[str, Callable[[JSON, Path], str]]]] = {
     "compute": [("compute_tps.png", plot_compute_tps)],
     "proxy": [("cold_start.png", plot_cold_start)],
     "pagebench": [("pagebench.png", plot_pagebench), ("latency.png", plot_latency),
                   ("cache.png", plot_cache)],
     "branch": [("branch_create.png", plot_branch_create)],
+    "branch_count": [("branch_count.png", plot_branch_count)],
     "storage": [("branch_sizes.png", plot_branch_sizes), ("storage.png", plot_storage)],
 }
 
