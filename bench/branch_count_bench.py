@@ -98,7 +98,7 @@ def run(home: Path, settings: Settings) -> JSON:
     try:
         build_small(engine, np.random.default_rng(SEED), versions=1000, random_bytes=256)
         tenant = engine.tenant(TENANT)
-        steps = []
+        steps: list[JSON] = []
         for count in settings.counts:
             grow_s = grow(tenant, count)
             samples = measure(tenant, settings)
