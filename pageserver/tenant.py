@@ -140,7 +140,10 @@ class Tenant:
                          persist=self._upload)
 
     def _upload(self, manifest: TenantManifest) -> None:
-        self._manifests.publish(manifest.to_json())
+        """Publish ``manifest``, which is about to replace the current one: as what changed
+        since it (``Published`` persists one change at a time, so the current manifest is
+        the one published last), or whole when the store asks for a snapshot."""
+        self._manifests.publish_change(manifest.delta_from(self.manifest), manifest.to_json)
 
     # --- creating and attaching ----------------------------------------------------
 
