@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from itertools import compress, repeat
+from operator import attrgetter, eq
 from typing import Any
 
 import numpy as np
@@ -128,6 +130,7 @@ class Tenant:
         self._manifest = self._published(
             TenantManifest(tenant_id, incarnation=secrets.token_hex(16)))
         self.timelines: dict[str, Timeline] = {}
+        self._children_of: dict[str, set[Timeline]] = {}  # timeline id -> its child timelines
         self._pins: list[tuple[Timeline, int]] = []  # points being branched or checkpointed
 
     @property
@@ -228,12 +231,17 @@ class Tenant:
 
     def _register(self, timeline: Timeline) -> None:
         self.timelines[timeline.timeline_id] = timeline
+        if timeline.ancestor is not None:
+            self._children_of.setdefault(timeline.ancestor.timeline_id, set()).add(timeline)
 
     def _forget(self, timelines: list[Timeline]) -> None:
         """Take deleted timelines out of ``timelines``; their objects go afterwards."""
         for timeline in timelines:
             timeline.deleted = True
             self.timelines.pop(timeline.timeline_id, None)
+            self._children_of.pop(timeline.timeline_id, None)
+            if timeline.ancestor is not None:
+                self._children_of.get(timeline.ancestor.timeline_id, set()).discard(timeline)
 
     # --- branches ----------------------------------------------------------------
 
@@ -266,10 +274,7 @@ class Tenant:
             manifest = self.manifest
             records = [self._branch_record(manifest, name) for name in names]
             timelines = [self.timelines[record.timeline_id] for record in records]
-        children: dict[str, list[str]] = {}
-        for child, record in manifest.branches.items():
-            if record.parent is not None:
-                children.setdefault(record.parent, []).append(child)
+        children = _children(manifest.branches, names)
         return [
             BranchInfo(name, timeline.timeline_id, record.parent, timeline.branch_lsn,
                        timeline.durable_lsn, tuple(sorted(children.get(name, ()))),
@@ -280,7 +285,8 @@ class Tenant:
 
     def children(self, timeline: Timeline) -> list[Timeline]:
         with self._lock:
-            return [t for t in self.timelines.values() if t.ancestor is timeline and not t.deleted]
+            return [t for t in self._children_of.get(timeline.timeline_id, ())
+                    if not t.deleted]
 
     def create_root_branch(self, name: str = MAIN_BRANCH) -> Timeline:
         """The first branch of a new tenant: an empty timeline with no ancestor."""
@@ -416,7 +422,7 @@ class Tenant:
                 branches[preserve_as] = BranchRecord(
                     old.timeline_id, record.created_at_us, kept_until, record.parent)
             draft.on_swap(lambda: self._register(timeline))
-        self._drop_unreferenced()
+        self._drop_unreferenced(record.timeline_id)
         return timeline, preserve_as
 
     def update_branch(self, name: str, changes: dict[str, Any]) -> None:
@@ -527,8 +533,8 @@ class Tenant:
             self._branch_record(state, name)  # NotFoundError
             doomed = [name]
             for member in doomed:
-                doomed.extend(n for n, record in state.branches.items()
-                              if record.parent == member and n not in doomed)
+                doomed.extend(n for n in _children(state.branches, [member])[member]
+                              if n not in doomed)
             below = sorted(doomed[1:])
             if MAIN_BRANCH in doomed:
                 raise FailedPreconditionError(
@@ -543,11 +549,12 @@ class Tenant:
                 raise FailedPreconditionError(
                     f"branch {name!r} has child branches {', '.join(below)}; "
                     "delete them first or ask for a cascading delete")
-            checkpoints = sorted(n for n, cp in state.checkpoints.items() if cp.branch in doomed)
-            state.branches = {n: r for n, r in state.branches.items() if n not in doomed}
-            state.checkpoints = {n: cp for n, cp in state.checkpoints.items()
-                                 if cp.branch not in doomed}
-            unreferenced = self._unreferenced(state)
+            on_doomed = map(set(doomed).__contains__,
+                            map(attrgetter("branch"), state.checkpoints.values()))
+            checkpoints = sorted(compress(state.checkpoints, on_doomed))
+            dropped = {state.branches.pop(gone).timeline_id for gone in doomed}
+            dropped |= {state.checkpoints.pop(gone).timeline_id for gone in checkpoints}
+            unreferenced = self._unreferenced(state, dropped)
             deletion = BranchDeletion([*below, name], checkpoints,
                                       sum(t.owned_bytes() for t in unreferenced))
             if dry_run:
@@ -562,25 +569,36 @@ class Tenant:
         record = self.manifest.branches.get(name)
         return name == MAIN_BRANCH or (record is not None and record.protected)
 
-    def _unreferenced(self, state: TenantManifest) -> list[Timeline]:
-        """Timelines that no branch or checkpoint of ``state`` reads through, children
-        first: what a change to ``state`` leaves for ``_forget`` and ``_reclaim``."""
-        with self._lock:
-            needed: set[str] = set()
-            for timeline_id in [*(r.timeline_id for r in state.branches.values()),
-                                *(cp.timeline_id for cp in state.checkpoints.values())]:
-                timeline: Timeline | None = self.timelines[timeline_id]
-                while timeline is not None and timeline.timeline_id not in needed:
-                    needed.add(timeline.timeline_id)
-                    timeline = timeline.ancestor
-            unneeded = [t for t in self.timelines.values() if t.timeline_id not in needed]
-        return sorted(unneeded, key=_depth, reverse=True)
+    def _unreferenced(self, state: TenantManifest, dropped: set[str]) -> list[Timeline]:
+        """Of the timelines in ``dropped`` (those a change to ``state`` took names from)
+        and their ancestors, those that no branch or checkpoint of ``state`` reads
+        through, children first: what the change leaves for ``_forget`` and ``_reclaim``.
 
-    def _drop_unreferenced(self) -> None:
-        """Forget and reclaim the timelines nothing refers to any more (a restore's past)."""
+        Every change forgets what it leaves unread, so every other timeline is still read
+        through and only these need a look: a timeline is unread once nothing names it
+        and all its children are unread. The names are gathered in C, so a delete among
+        thousands of branches stays cheap."""
+        with self._lock:
+            named = set(map(attrgetter("timeline_id"), state.branches.values()))
+            named.update(map(attrgetter("timeline_id"), state.checkpoints.values()))
+            unread: set[Timeline] = set()
+            looking = {self.timelines[t] for t in dropped if t in self.timelines}
+            while looking:
+                found = {t for t in looking if t.timeline_id not in named
+                         and self._children_of.get(t.timeline_id, set()) <= unread}
+                if not found:
+                    break
+                unread |= found
+                looking = (looking - found) | {t.ancestor for t in found
+                                               if t.ancestor is not None}
+        return sorted(unread, key=_depth, reverse=True)
+
+    def _drop_unreferenced(self, dropped: str) -> None:
+        """Forget and reclaim timeline ``dropped`` (a restore's past) and its ancestors if
+        nothing reads through them any more."""
         with self._manifest.change() as draft:
             draft.discard()  # the manifest names none of them; the change serialises
-            unreferenced = self._unreferenced(draft.state)
+            unreferenced = self._unreferenced(draft.state, {dropped})
             with self._lock:
                 self._forget(unreferenced)
         for timeline in unreferenced:
@@ -632,8 +650,8 @@ class Tenant:
         """Delete a checkpoint, and the past timeline it alone kept (after a reset)."""
         with self._manifest.change() as draft:
             self.checkpoint(name)  # NotFoundError; the draft is a copy of what it reads
-            del draft.state.checkpoints[name]
-            unreferenced = self._unreferenced(draft.state)
+            dropped = draft.state.checkpoints.pop(name).timeline_id
+            unreferenced = self._unreferenced(draft.state, {dropped})
             draft.on_swap(lambda: self._forget(unreferenced))
         for timeline in unreferenced:
             self._reclaim(timeline)
@@ -654,6 +672,24 @@ class Tenant:
         self.log.close()
         for timeline in list(self.timelines.values()):
             timeline.close()
+
+
+_FEW = 16  # names for which ``_children`` scans per name rather than indexing all
+
+
+def _children(branches: dict[str, BranchRecord], names: list[str]) -> dict[str, list[str]]:
+    """For each of ``names``, the branches naming it as their parent. For a few names a
+    scan per name that runs in C, so a reply about one branch costs no Python loop over
+    thousands of them; for more, one pass indexing them all."""
+    if len(names) <= _FEW:
+        parents = list(map(attrgetter("parent"), branches.values()))
+        return {name: list(compress(branches, map(eq, parents, repeat(name))))
+                for name in names}
+    children: dict[str, list[str]] = {name: [] for name in names}
+    for child, record in branches.items():
+        if record.parent in children:
+            children[record.parent].append(child)
+    return children
 
 
 def _longest_expiry(quotas: Quotas) -> int | None:
