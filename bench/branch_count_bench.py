@@ -11,12 +11,15 @@ count to the smallest.
 
 Run ``python -m bench.branch_count_bench [--quick] [--out bench/results/branch_count.json]``.
 Nothing here asserts on time. With ``--out`` the JSON report, a markdown table (``.md``)
-and the plot (``branch_count.png`` next to it) are written.
+and the plot (``branch_count.png`` next to it) are written. ``--baseline REPORT.json`` (a
+run of this suite on an older checkout) is carried into the report, its table and plot,
+for a before/after comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -115,10 +118,28 @@ def run(home: Path, settings: Settings) -> JSON:
             "ratio_last_to_first": ratios}
 
 
-def render_markdown(report: JSON) -> str:
-    """The machine, the table of medians (p90) per count and operation, and the ratios."""
-    host, config, figures = report["host"], report["config"], report["figures"]
+def render_table(figures: JSON) -> list[str]:
+    """Markdown lines: median (p90) per count and operation, and the ratios."""
     steps = figures["steps"]
+    lines = [
+        "| branches | " + " | ".join(f"`{op}`" for op in OPERATIONS) + " | grown in s |",
+        "|--:|" + "--:|" * (len(OPERATIONS) + 1),
+    ]
+    for step in steps:
+        cells = [f"{step[op]['ms']['median']:.2f} ({step[op]['ms']['p90']:.2f})"
+                 for op in OPERATIONS]
+        lines.append(f"| {step['branches']:,} | " + " | ".join(cells)
+                     + f" | {step['grow_seconds']:.1f} |")
+    ratio = figures["ratio_last_to_first"]
+    lines.append(f"| {steps[-1]['branches']:,} / {steps[0]['branches']:,} | "
+                 + " | ".join(f"{ratio[op]:.2f}x" for op in OPERATIONS) + " | |")
+    return lines
+
+
+def render_markdown(report: JSON) -> str:
+    """The machine, the table of medians (p90) per count and operation, and the ratios;
+    the baseline's too if there is one."""
+    host, config, figures = report["host"], report["config"], report["figures"]
     lines = [
         "# Strata branch changes against the number of branches",
         "",
@@ -131,17 +152,14 @@ def render_markdown(report: JSON) -> str:
         f"per operation after {config['warmup']} warm-up calls, in-process (background work "
         "off). Median ms (p90).",
         "",
-        "| branches | " + " | ".join(f"`{op}`" for op in OPERATIONS) + " | grown in s |",
-        "|--:|" + "--:|" * (len(OPERATIONS) + 1),
+        *render_table(figures),
+        "",
     ]
-    for step in steps:
-        cells = [f"{step[op]['ms']['median']:.2f} ({step[op]['ms']['p90']:.2f})"
-                 for op in OPERATIONS]
-        lines.append(f"| {step['branches']:,} | " + " | ".join(cells)
-                     + f" | {step['grow_seconds']:.1f} |")
-    ratio = figures["ratio_last_to_first"]
-    lines += [f"| {steps[-1]['branches']:,} / {steps[0]['branches']:,} | "
-              + " | ".join(f"{ratio[op]:.2f}x" for op in OPERATIONS) + " | |", ""]
+    baseline = report.get("baseline")
+    if baseline is not None:
+        lines += [f"Baseline: {baseline['label']}, run {baseline['host']['started_utc']} on "
+                  f"the same machine (total {baseline['total_seconds']:.0f} s).", "",
+                  *render_table(baseline["figures"]), ""]
     return "\n".join(lines)
 
 
@@ -150,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="up to 1,000 branches, fewer samples")
+    parser.add_argument("--baseline", type=Path, metavar="REPORT.json",
+                        help="an older run of this suite to compare with")
+    parser.add_argument("--baseline-label", default="the baseline",
+                        help="what the baseline ran (a commit)")
     parser.add_argument("--out", type=Path,
                         help="write the JSON report here (and a .md copy, and the plot)")
     args = parser.parse_args(argv)
@@ -164,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "versions": versions(), "config": asdict(settings), "figures": figures,
         "total_seconds": time.perf_counter() - started,
     }
+    if args.baseline is not None:
+        older = json.loads(args.baseline.read_text())
+        report["baseline"] = {"label": args.baseline_label, "host": older["host"],
+                              "figures": older["figures"],
+                              "total_seconds": older["total_seconds"]}
     print(render_markdown(report))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

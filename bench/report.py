@@ -205,17 +205,25 @@ def plot_storage(report: JSON, path: Path) -> str:
 
 def plot_branch_count(report: JSON, path: Path) -> str:
     steps = report["figures"]["steps"]
-    counts = [step["branches"] for step in steps]
+    baseline = report.get("baseline")
     fig, axis = plt.subplots(figsize=(7, 4))
-    for operation in ("create_branch", "delete_branch", "create_checkpoint"):
-        axis.plot(counts, [step[operation]["ms"]["median"] for step in steps], marker="o",
-                  label=operation)
+    for operation, color in (("create_branch", "C0"), ("delete_branch", "C1"),
+                             ("create_checkpoint", "C2")):
+        axis.plot([step["branches"] for step in steps],
+                  [step[operation]["ms"]["median"] for step in steps], marker="o",
+                  color=color, label=operation)
+        if baseline is not None:
+            older = baseline["figures"]["steps"]
+            axis.plot([step["branches"] for step in older],
+                      [step[operation]["ms"]["median"] for step in older], marker="x",
+                      linestyle="--", color=color, alpha=0.6,
+                      label=f"{operation} ({baseline['label']})")
     axis.set_xscale("log")
     axis.set_ylim(bottom=0)
     axis.set_xlabel("branches in the tenant")
     axis.set_ylabel("median ms per call")
     axis.set_title("Branch changes against the number of branches")
-    axis.legend()
+    axis.legend(fontsize="small")
     _save(fig, path)
     return "branch create, delete and checkpoint against the number of branches"
 
