@@ -31,6 +31,7 @@ RESULTS = ROOT / "bench" / "results"
 SUITES = {  # name -> module; the order runs the cheap ones first
     "engine": "bench.engine_bench",
     "branch": "bench.branch_bench",
+    "branch_count": "bench.branch_count_bench",
     "pagebench": "bench.pagebench",
     "compute": "bench.compute_bench",
     "commit": "bench.commit_bench",

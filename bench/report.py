@@ -226,6 +226,31 @@ def plot_storage(report: JSON, path: Path) -> str:
     return "storage against number of branches, and GC reclaim"
 
 
+def plot_branch_count(report: JSON, path: Path) -> str:
+    steps = report["figures"]["steps"]
+    baseline = report.get("baseline")
+    fig, axis = plt.subplots(figsize=(7, 4))
+    for operation, color in (("create_branch", "C0"), ("delete_branch", "C1"),
+                             ("create_checkpoint", "C2")):
+        axis.plot([step["branches"] for step in steps],
+                  [step[operation]["ms"]["median"] for step in steps], marker="o",
+                  color=color, label=operation)
+        if baseline is not None:
+            older = baseline["figures"]["steps"]
+            axis.plot([step["branches"] for step in older],
+                      [step[operation]["ms"]["median"] for step in older], marker="x",
+                      linestyle="--", color=color, alpha=0.6,
+                      label=f"{operation} ({baseline['label']})")
+    axis.set_xscale("log")
+    axis.set_ylim(bottom=0)
+    axis.set_xlabel("branches in the tenant")
+    axis.set_ylabel("median ms per call")
+    axis.set_title("Branch changes against the number of branches")
+    axis.legend(fontsize="small")
+    _save(fig, path)
+    return "branch create, delete and checkpoint against the number of branches"
+
+
 PLOTS: dict[str, list[tuple[str, Callable[[JSON, Path], str]]]] = {
     "compute": [("compute_tps.png", plot_compute_tps)],
     "commit": [("commit.png", plot_commit)],
@@ -233,6 +258,7 @@ PLOTS: dict[str, list[tuple[str, Callable[[JSON, Path], str]]]] = {
     "pagebench": [("pagebench.png", plot_pagebench), ("latency.png", plot_latency),
                   ("cache.png", plot_cache)],
     "branch": [("branch_create.png", plot_branch_create)],
+    "branch_count": [("branch_count.png", plot_branch_count)],
     "storage": [("branch_sizes.png", plot_branch_sizes), ("storage.png", plot_storage)],
 }
 

@@ -24,6 +24,7 @@ from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT_S: Final = 30.0
+LIST_PAGE_SIZE: Final = 500  # branches per ListBranches call: a reply stays a few 100 KB
 LONG_TIMEOUT_S: Final = 600.0  # initdb + import, tenant attach and detach, compaction, GC
 MAX_MESSAGE_BYTES: Final = 128 * 1024 * 1024
 # What gRPC says when no connection could be made at all (as opposed to a server's UNAVAILABLE).
@@ -209,9 +210,21 @@ class StrataClient:
             request.parent_latest = True
         return self._unary(self._manage.RestoreBranch, request, pb.RestoreBranchResponse)
 
-    def list_branches(self, tenant: str) -> list[pb.BranchInfo]:
-        return list(self._unary(self._manage.ListBranches, pb.ListBranchesRequest(tenant=tenant),
-                                pb.ListBranchesResponse).branches)
+    def list_branches(self, tenant: str, *, limit: int | None = None,
+                      page_size: int = LIST_PAGE_SIZE) -> list[pb.BranchInfo]:
+        """The tenant's branches by name, the first ``limit`` of them (None: all), fetched a
+        page of ``page_size`` at a time."""
+        branches: list[pb.BranchInfo] = []
+        token = ""
+        while limit is None or len(branches) < limit:
+            size = page_size if limit is None else min(page_size, limit - len(branches))
+            request = pb.ListBranchesRequest(tenant=tenant, page_size=size, page_token=token)
+            page = self._unary(self._manage.ListBranches, request, pb.ListBranchesResponse)
+            branches.extend(page.branches)
+            token = page.next_page_token
+            if not token:
+                break
+        return branches
 
     def get_branch(self, tenant: str, name: str) -> pb.BranchInfo:
         request = pb.GetBranchRequest(tenant=tenant, name=name)

@@ -12,23 +12,31 @@ A manifest is a chain of versions, each created with create-if-absent: publishin
 version n + 1 is a compare-and-swap against version n, so of two page servers only one
 can publish it. A manifest is uploaded only after every layer it names; a layer is
 deleted only after a manifest that no longer names it is durable. Manifests are JSON
-with a SHA-256 over the body, the writer's generation and the version, verified on
-every read.
+with a SHA-256 over the body, the writer's generation, the version and its kind,
+verified on every read. A version is a *snapshot* (the whole body) or a *delta* (what
+changed since the version below it, see ``apply_delta``), so a change to a tenant with
+thousands of branches writes one entry, not all of them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import weakref
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from itertools import compress
+from operator import is_not
+from typing import Any, TypeVar
 
 from common.errors import CorruptionError
 from pageserver.applied_batch import AppliedBatch
 from pageserver.layer_file import LayerKind, LayerSummary
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # format 2 plus the kind: snapshot or delta
+_SNAPSHOTS_ONLY_FORMAT = 2  # version chains of whole manifests, read as snapshots
 _LEGACY_FORMAT = 1  # one manifest per generation (tenant-<gen>.json), before versions
+SNAPSHOT, DELTA = "snapshot", "delta"
 
 
 def tenant_prefix(tenant_id: str) -> str:
@@ -197,22 +205,99 @@ class Quotas:
     max_storage: int | None = None  # bytes stored; past it, batches that grow files are refused
 
 
+Record = BranchRecord | CheckpointRecord
+BRANCHES, CHECKPOINTS = "branches", "checkpoints"
+
+
+@dataclass(frozen=True)
+class EntryChange:
+    """One branch or checkpoint entry that differs between two manifests."""
+
+    kind: str  # BRANCHES or CHECKPOINTS
+    name: str
+    before: Record | None  # None: added
+    after: Record | None  # None: removed
+
+
 @dataclass
 class TenantManifest:
     """Durable state of one tenant: its branches, checkpoints and quotas, and the random
     incarnation id its tokens carry, made when it is created: a tenant deleted and created
-    again under the same name has another, so its old tokens are refused."""
+    again under the same name has another, so its old tokens are refused.
+
+    Entries change only through ``set_branch``, ``drop_branch``, ``set_checkpoint`` and
+    ``drop_checkpoint`` (the maps are read-only to callers), which note the names they
+    touch: what changed since the manifest a copy was made from is then known without
+    looking at the thousands of entries that did not."""
 
     tenant_id: str
-    branches: dict[str, BranchRecord] = field(default_factory=dict)
-    checkpoints: dict[str, CheckpointRecord] = field(default_factory=dict)
+    branches: Mapping[str, BranchRecord] = field(default_factory=dict)
+    checkpoints: Mapping[str, CheckpointRecord] = field(default_factory=dict)
     quotas: Quotas = field(default_factory=Quotas)
     incarnation: str = ""  # "": written before tenants had one; given one when loaded
+    _base: weakref.ref[TenantManifest] | None = field(default=None, init=False,
+                                                      compare=False, repr=False)
+    _touched: set[tuple[str, str]] = field(default_factory=set, init=False, compare=False,
+                                           repr=False)
 
     def copy(self) -> TenantManifest:
         """A copy to change: new dicts, sharing the records, which are immutable."""
-        return TenantManifest(self.tenant_id, dict(self.branches), dict(self.checkpoints),
-                              self.quotas, self.incarnation)
+        copied = TenantManifest(self.tenant_id, dict(self.branches), dict(self.checkpoints),
+                                self.quotas, self.incarnation)
+        copied._base = weakref.ref(self)
+        return copied
+
+    def set_branch(self, name: str, record: BranchRecord) -> None:
+        _writable(self.branches)[name] = record
+        self._touched.add((BRANCHES, name))
+
+    def drop_branch(self, name: str) -> BranchRecord:
+        self._touched.add((BRANCHES, name))
+        return _writable(self.branches).pop(name)
+
+    def set_checkpoint(self, name: str, record: CheckpointRecord) -> None:
+        _writable(self.checkpoints)[name] = record
+        self._touched.add((CHECKPOINTS, name))
+
+    def drop_checkpoint(self, name: str) -> CheckpointRecord:
+        self._touched.add((CHECKPOINTS, name))
+        return _writable(self.checkpoints).pop(name)
+
+    def changes_since(self, old: TenantManifest) -> list[EntryChange]:
+        """The entries that differ from ``old``: from the names noted since this copy was
+        made when ``old`` is what it was copied from, else by comparing every entry
+        (records are immutable and copies share them, so by identity, in C)."""
+        if self._base is not None and self._base() is old:
+            touched: Iterable[tuple[str, str]] = self._touched
+        else:
+            touched = [(kind, name) for kind in (BRANCHES, CHECKPOINTS)
+                       for name in _changed_names(old.entries(kind), self.entries(kind))]
+        changes = []
+        for kind, name in sorted(touched):
+            before, after = old.entries(kind).get(name), self.entries(kind).get(name)
+            if before is not after:
+                changes.append(EntryChange(kind, name, before, after))
+        return changes
+
+    def entries(self, kind: str) -> Mapping[str, Record]:
+        """``branches`` or ``checkpoints`` by name."""
+        return self.branches if kind == BRANCHES else self.checkpoints
+
+    def delta_from(self, old: TenantManifest) -> dict[str, Any]:
+        """What changed from ``old`` to this manifest, as ``apply_delta`` reads it."""
+        entries: dict[str, dict[str, dict[str, Any] | None]] = {BRANCHES: {}, CHECKPOINTS: {}}
+        for change in self.changes_since(old):
+            entries[change.kind][change.name] = (
+                None if change.after is None else vars(change.after))
+        scalars = {"tenant_id": self.tenant_id, "quotas": self.quotas,
+                   "incarnation": self.incarnation}
+        before = {"tenant_id": old.tenant_id, "quotas": old.quotas,
+                  "incarnation": old.incarnation}
+        return {
+            "set": {key: vars(value) if isinstance(value, Quotas) else value
+                    for key, value in scalars.items() if value != before[key]},
+            "entries": entries,
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -237,29 +322,68 @@ class TenantManifest:
                               Quotas(**obj.get("quotas", {})), obj.get("incarnation", ""))
 
 
+R = TypeVar("R")
+
+
+def _writable(entries: Mapping[str, R]) -> dict[str, R]:
+    """The dict behind a manifest's read-only map, for the methods that note changes."""
+    assert isinstance(entries, dict)
+    return entries
+
+
+def _changed_names(old: Mapping[str, object], new: Mapping[str, object]) -> set[str]:
+    """Names whose record in ``new`` is not the very object ``old`` holds, or that only
+    one of them has."""
+    replaced = compress(new, map(is_not, map(old.get, new), new.values()))
+    return set(replaced) | (old.keys() - new.keys())
+
+
+def apply_delta(body: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with ``delta`` applied: each field of ``delta["set"]`` replaced, and in each
+    map named in ``delta["entries"]`` the entries given set (None: removed). Generic over
+    the body, so loading a chain needs no knowledge of what the manifest describes."""
+    result = {**body, **delta["set"]}
+    for field_name, entries in delta["entries"].items():
+        merged = dict(result.get(field_name, {}))
+        for name, value in entries.items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = value
+        result[field_name] = merged
+    return result
+
+
 @dataclass(frozen=True)
 class Envelope:
-    """A verified manifest: its body, and which generation wrote it as which version
-    (a legacy manifest: the generation of its name, version 0)."""
+    """A verified manifest version: its body, which generation wrote it as which version
+    (a legacy manifest: the generation of its name, version 0), and its kind (SNAPSHOT:
+    the body is whole; DELTA: the body is what changed since the version below)."""
 
     body: dict[str, Any]
     generation: int
     version: int
+    kind: str = SNAPSHOT
 
 
-def _digest(body: dict[str, Any], generation: int, version: int) -> tuple[str, str]:
-    """The canonical JSON of ``body`` and the SHA-256 that seals it to its writer and
-    version (so a copy under another name reads as damaged)."""
+def _digest(body: dict[str, Any], generation: int, version: int,
+            kind: str | None) -> tuple[str, str]:
+    """The canonical JSON of ``body`` and the SHA-256 that seals it to its writer, version
+    and kind (so a copy under another name, or a delta relabelled, reads as damaged).
+    ``kind`` None: format 2, which sealed no kind."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    sealed = f"{generation}:{version}:{canonical}"
+    sealed = f"{generation}:{version}:{canonical}" if kind is None else (
+        f"{generation}:{version}:{kind}:{canonical}")
     return canonical, hashlib.sha256(sealed.encode()).hexdigest()
 
 
-def encode_manifest(body: dict[str, Any], generation: int, version: int) -> bytes:
-    """JSON with a format version, the writer's generation, the version and a SHA-256."""
-    canonical, digest = _digest(body, generation, version)
-    return (f'{{"format":{FORMAT_VERSION},"generation":{generation},"version":{version},'
-            f'"sha256":"{digest}","body":{canonical}}}').encode()
+def encode_manifest(body: dict[str, Any], generation: int, version: int,
+                    kind: str = SNAPSHOT) -> bytes:
+    """JSON with a format version, the writer's generation, the version, the kind and a
+    SHA-256."""
+    canonical, digest = _digest(body, generation, version, kind)
+    return (f'{{"format":{FORMAT_VERSION},"kind":"{kind}","generation":{generation},'
+            f'"version":{version},"sha256":"{digest}","body":{canonical}}}').encode()
 
 
 def decode_manifest(raw: bytes, name: str) -> Envelope:
@@ -269,13 +393,20 @@ def decode_manifest(raw: bytes, name: str) -> Envelope:
         body = outer["body"]
         digest = outer["sha256"]
         fmt = outer["format"]
+        kind = SNAPSHOT
         if fmt == _LEGACY_FORMAT:
             generation, version = generation_of(name), 0
             canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
             expected = hashlib.sha256(canonical.encode()).hexdigest()
-        elif fmt == FORMAT_VERSION:
+        elif fmt == _SNAPSHOTS_ONLY_FORMAT:
             generation, version = int(outer["generation"]), int(outer["version"])
-            expected = _digest(body, generation, version)[1]
+            expected = _digest(body, generation, version, None)[1]
+        elif fmt == FORMAT_VERSION:
+            generation, version, kind = int(outer["generation"]), int(outer["version"]), \
+                outer["kind"]
+            if kind not in (SNAPSHOT, DELTA):
+                raise CorruptionError(f"manifest {name}: unknown kind {kind!r}")
+            expected = _digest(body, generation, version, kind)[1]
         else:
             raise CorruptionError(f"manifest {name}: unsupported format version {fmt}")
     except (ValueError, KeyError, TypeError) as exc:
@@ -284,4 +415,4 @@ def decode_manifest(raw: bytes, name: str) -> Envelope:
         raise CorruptionError(f"manifest {name}: checksum mismatch")
     if not isinstance(body, dict):
         raise CorruptionError(f"manifest {name}: body is not an object")
-    return Envelope(body, generation, version)
+    return Envelope(body, generation, version, kind)

@@ -38,11 +38,13 @@ class Published(Generic[S]):
     """The newest persisted state of one manifest; see the module docstring."""
 
     def __init__(self, state: S, *, lock: threading.RLock, copy: Callable[[S], S],
-                 persist: Callable[[S], None]) -> None:
+                 persist: Callable[[S], None],
+                 swapped: Callable[[S, S], object] | None = None) -> None:
         self._current = state
         self._lock = lock  # the owner's lock, which its readers of related state hold
         self._copy = copy
         self._persist = persist
+        self._swapped = swapped  # (old, new): keeps what the owner derives from the state
         self._writer = threading.Lock()  # one change at a time, so none is lost
 
     @property
@@ -61,6 +63,8 @@ class Published(Generic[S]):
                 return
             self._persist(draft.state)
             with self._lock:
-                self._current = draft.state
+                old, self._current = self._current, draft.state
+                if self._swapped is not None:
+                    self._swapped(old, draft.state)
                 for action in draft.swap_actions:
                     action()

@@ -11,9 +11,12 @@ import secrets
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from itertools import compress
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -32,6 +35,7 @@ from pageserver.at_time import lsn_at_time
 from pageserver.config import EngineConfig
 from pageserver.fencing import Fence
 from pageserver.manifest import (
+    BRANCHES,
     BranchRecord,
     CheckpointRecord,
     Quotas,
@@ -125,9 +129,13 @@ class Tenant:
                                         legacy_tenant_manifest_prefix(tenant_id))
         self._lock = threading.RLock()
         self.reads = InFlightReads(config.read_drain_s)
+        # Derived from the current manifest, kept up to date at each swap from what changed:
+        self._branch_children: dict[str, set[str]] = {}  # branch -> branches forked from it
+        self._names_of: Counter[str] = Counter()  # timeline id -> branches and checkpoints
         self._manifest = self._published(
             TenantManifest(tenant_id, incarnation=secrets.token_hex(16)))
         self.timelines: dict[str, Timeline] = {}
+        self._children_of: dict[str, set[Timeline]] = {}  # timeline id -> its child timelines
         self._pins: list[tuple[Timeline, int]] = []  # points being branched or checkpointed
 
     @property
@@ -136,11 +144,45 @@ class Tenant:
         return self._manifest.current
 
     def _published(self, manifest: TenantManifest) -> Published[TenantManifest]:
+        with self._lock:
+            self._branch_children.clear()
+            self._names_of.clear()
+            self._index(TenantManifest(self.tenant_id), manifest)
         return Published(manifest, lock=self._lock, copy=TenantManifest.copy,
-                         persist=self._upload)
+                         persist=self._upload, swapped=self._index)
+
+    def _index(self, old: TenantManifest, new: TenantManifest) -> None:
+        """Update the lineage and naming indexes from ``old`` to ``new`` (under the lock):
+        only the entries that changed, so a change costs the same among thousands."""
+        for change in new.changes_since(old):
+            if change.before is not None:
+                self._names_of[change.before.timeline_id] -= 1
+            if change.after is not None:
+                self._names_of[change.after.timeline_id] += 1
+            if change.kind != BRANCHES:
+                continue
+            before, after = change.before, change.after
+            assert before is None or isinstance(before, BranchRecord)
+            assert after is None or isinstance(after, BranchRecord)
+            if before is not None and before.parent is not None:
+                self._branch_children[before.parent].discard(change.name)
+            if after is not None and after.parent is not None:
+                self._branch_children.setdefault(after.parent, set()).add(change.name)
+
+    def _named(self, state: TenantManifest, timeline_id: str) -> bool:
+        """Whether a branch or checkpoint of ``state`` (a draft of the current manifest)
+        names ``timeline_id``."""
+        count = self._names_of[timeline_id]
+        for change in state.changes_since(self.manifest):
+            count -= change.before is not None and change.before.timeline_id == timeline_id
+            count += change.after is not None and change.after.timeline_id == timeline_id
+        return count > 0
 
     def _upload(self, manifest: TenantManifest) -> None:
-        self._manifests.publish(manifest.to_json())
+        """Publish ``manifest``, which is about to replace the current one: as what changed
+        since it (``Published`` persists one change at a time, so the current manifest is
+        the one published last), or whole when the store asks for a snapshot."""
+        self._manifests.publish_change(manifest.delta_from(self.manifest), manifest.to_json)
 
     # --- creating and attaching ----------------------------------------------------
 
@@ -225,12 +267,17 @@ class Tenant:
 
     def _register(self, timeline: Timeline) -> None:
         self.timelines[timeline.timeline_id] = timeline
+        if timeline.ancestor is not None:
+            self._children_of.setdefault(timeline.ancestor.timeline_id, set()).add(timeline)
 
     def _forget(self, timelines: list[Timeline]) -> None:
         """Take deleted timelines out of ``timelines``; their objects go afterwards."""
         for timeline in timelines:
             timeline.deleted = True
             self.timelines.pop(timeline.timeline_id, None)
+            self._children_of.pop(timeline.timeline_id, None)
+            if timeline.ancestor is not None:
+                self._children_of.get(timeline.ancestor.timeline_id, set()).discard(timeline)
 
     # --- branches ----------------------------------------------------------------
 
@@ -263,21 +310,20 @@ class Tenant:
             manifest = self.manifest
             records = [self._branch_record(manifest, name) for name in names]
             timelines = [self.timelines[record.timeline_id] for record in records]
-        children: dict[str, list[str]] = {}
-        for child, record in manifest.branches.items():
-            if record.parent is not None:
-                children.setdefault(record.parent, []).append(child)
+            children = [tuple(sorted(self._branch_children.get(name, ()))) for name in names]
         return [
             BranchInfo(name, timeline.timeline_id, record.parent, timeline.branch_lsn,
-                       timeline.durable_lsn, tuple(sorted(children.get(name, ()))),
+                       timeline.durable_lsn, kids,
                        record.created_at_us, record.expires_at_us, record.suspend_timeout_s,
                        record.protected or name == MAIN_BRANCH)
-            for name, record, timeline in zip(names, records, timelines, strict=True)
+            for name, record, timeline, kids in zip(names, records, timelines, children,
+                                                    strict=True)
         ]
 
     def children(self, timeline: Timeline) -> list[Timeline]:
         with self._lock:
-            return [t for t in self.timelines.values() if t.ancestor is timeline and not t.deleted]
+            return [t for t in self._children_of.get(timeline.timeline_id, ())
+                    if not t.deleted]
 
     def create_root_branch(self, name: str = MAIN_BRANCH) -> Timeline:
         """The first branch of a new tenant: an empty timeline with no ancestor."""
@@ -358,10 +404,10 @@ class Tenant:
             if ancestor is not None:  # not the root branch a tenant is created with
                 self._check_room(draft.state)
             timeline = self._new_timeline(ancestor, branch_lsn)
-            draft.state.branches[name] = BranchRecord(
+            draft.state.set_branch(name, BranchRecord(
                 timeline.timeline_id, timeline.created_at_us, settings.expires_at_us, parent,
                 settings.suspend_timeout_s, settings.protected,
-            )
+            ))
             draft.on_swap(lambda: self._register(timeline))
         return timeline
 
@@ -411,13 +457,13 @@ class Tenant:
                 kept_until = record.expires_at_us or _longest_expiry(draft.state.quotas)
                 self._within_ttl_quota(draft.state.quotas, kept_until)
             timeline = self._new_timeline(source, lsn, writer_epoch=old.writer_epoch + 1)
-            branches[name] = replace(
-                record, timeline_id=timeline.timeline_id, created_at_us=now_us())
+            draft.state.set_branch(name, replace(
+                record, timeline_id=timeline.timeline_id, created_at_us=now_us()))
             if preserve_as is not None:
-                branches[preserve_as] = BranchRecord(
-                    old.timeline_id, record.created_at_us, kept_until, record.parent)
+                draft.state.set_branch(preserve_as, BranchRecord(
+                    old.timeline_id, record.created_at_us, kept_until, record.parent))
             draft.on_swap(lambda: self._register(timeline))
-        self._drop_unreferenced()
+        self._drop_unreferenced(record.timeline_id)
         return timeline, preserve_as
 
     def update_branch(self, name: str, changes: dict[str, Any]) -> None:
@@ -436,7 +482,7 @@ class Tenant:
                     current.protected, current.expires_at_us):
                 self._within_ttl_quota(draft.state.quotas, updated.expires_at_us,
                                        updated.protected)
-            draft.state.branches[name] = updated
+            draft.state.set_branch(name, updated)
 
     def stored_bytes(self) -> int:
         """Bytes the tenant's data occupies, what ``max_storage`` counts: the layer files of
@@ -488,7 +534,7 @@ class Tenant:
                 f"tenant {self.tenant_id!r} allows a TTL of at most {quotas.max_ttl_s} s")
 
     @staticmethod
-    def _free_name(branches: dict[str, BranchRecord], base: str) -> str:
+    def _free_name(branches: Mapping[str, BranchRecord], base: str) -> str:
         number = 1
         while f"{base}-{number}" in branches:
             number += 1
@@ -529,9 +575,10 @@ class Tenant:
             state = draft.state
             self._branch_record(state, name)  # NotFoundError
             doomed = [name]
-            for member in doomed:
-                doomed.extend(n for n, record in state.branches.items()
-                              if record.parent == member and n not in doomed)
+            with self._lock:  # the draft is still the current manifest the index follows
+                for member in doomed:
+                    doomed.extend(sorted(n for n in self._branch_children.get(member, ())
+                                         if n not in doomed))
             below = sorted(doomed[1:])
             if MAIN_BRANCH in doomed:
                 raise FailedPreconditionError(
@@ -546,11 +593,12 @@ class Tenant:
                 raise FailedPreconditionError(
                     f"branch {name!r} has child branches {', '.join(below)}; "
                     "delete them first or ask for a cascading delete")
-            checkpoints = sorted(n for n, cp in state.checkpoints.items() if cp.branch in doomed)
-            state.branches = {n: r for n, r in state.branches.items() if n not in doomed}
-            state.checkpoints = {n: cp for n, cp in state.checkpoints.items()
-                                 if cp.branch not in doomed}
-            unreferenced = self._unreferenced(state)
+            on_doomed = map(set(doomed).__contains__,
+                            map(attrgetter("branch"), state.checkpoints.values()))
+            checkpoints = sorted(compress(state.checkpoints, on_doomed))
+            dropped = {state.drop_branch(gone).timeline_id for gone in doomed}
+            dropped |= {state.drop_checkpoint(gone).timeline_id for gone in checkpoints}
+            unreferenced = self._unreferenced(state, dropped)
             deletion = BranchDeletion([*below, name], checkpoints,
                                       sum(t.owned_bytes() for t in unreferenced))
             if dry_run:
@@ -565,25 +613,34 @@ class Tenant:
         record = self.manifest.branches.get(name)
         return name == MAIN_BRANCH or (record is not None and record.protected)
 
-    def _unreferenced(self, state: TenantManifest) -> list[Timeline]:
-        """Timelines that no branch or checkpoint of ``state`` reads through, children
-        first: what a change to ``state`` leaves for ``_forget`` and ``_reclaim``."""
-        with self._lock:
-            needed: set[str] = set()
-            for timeline_id in [*(r.timeline_id for r in state.branches.values()),
-                                *(cp.timeline_id for cp in state.checkpoints.values())]:
-                timeline: Timeline | None = self.timelines[timeline_id]
-                while timeline is not None and timeline.timeline_id not in needed:
-                    needed.add(timeline.timeline_id)
-                    timeline = timeline.ancestor
-            unneeded = [t for t in self.timelines.values() if t.timeline_id not in needed]
-        return sorted(unneeded, key=_depth, reverse=True)
+    def _unreferenced(self, state: TenantManifest, dropped: set[str]) -> list[Timeline]:
+        """Of the timelines in ``dropped`` (those a change to ``state`` took names from)
+        and their ancestors, those that no branch or checkpoint of ``state`` reads
+        through, children first: what the change leaves for ``_forget`` and ``_reclaim``.
 
-    def _drop_unreferenced(self) -> None:
-        """Forget and reclaim the timelines nothing refers to any more (a restore's past)."""
+        Every change forgets what it leaves unread, so every other timeline is still read
+        through and only these need a look: a timeline is unread once nothing names it
+        and all its children are unread. Names are counted in an index kept at each swap,
+        so a delete among thousands of branches looks at only what it dropped."""
+        with self._lock:
+            unread: set[Timeline] = set()
+            looking = {self.timelines[t] for t in dropped if t in self.timelines}
+            while looking:
+                found = {t for t in looking if not self._named(state, t.timeline_id)
+                         and self._children_of.get(t.timeline_id, set()) <= unread}
+                if not found:
+                    break
+                unread |= found
+                looking = (looking - found) | {t.ancestor for t in found
+                                               if t.ancestor is not None}
+        return sorted(unread, key=_depth, reverse=True)
+
+    def _drop_unreferenced(self, dropped: str) -> None:
+        """Forget and reclaim timeline ``dropped`` (a restore's past) and its ancestors if
+        nothing reads through them any more."""
         with self._manifest.change() as draft:
             draft.discard()  # the manifest names none of them; the change serialises
-            unreferenced = self._unreferenced(draft.state)
+            unreferenced = self._unreferenced(draft.state, {dropped})
             with self._lock:
                 self._forget(unreferenced)
         for timeline in unreferenced:
@@ -612,7 +669,7 @@ class Tenant:
             if name in draft.state.checkpoints:
                 raise AlreadyExistsError(f"checkpoint {name!r} already exists")
             record = CheckpointRecord(timeline.timeline_id, point, now_us(), branch)
-            draft.state.checkpoints[name] = record
+            draft.state.set_checkpoint(name, record)
         return record
 
     def _checkpoint_point(self, name: str) -> tuple[Timeline, int]:
@@ -635,8 +692,8 @@ class Tenant:
         """Delete a checkpoint, and the past timeline it alone kept (after a reset)."""
         with self._manifest.change() as draft:
             self.checkpoint(name)  # NotFoundError; the draft is a copy of what it reads
-            del draft.state.checkpoints[name]
-            unreferenced = self._unreferenced(draft.state)
+            dropped = draft.state.drop_checkpoint(name).timeline_id
+            unreferenced = self._unreferenced(draft.state, {dropped})
             draft.on_swap(lambda: self._forget(unreferenced))
         for timeline in unreferenced:
             self._reclaim(timeline)

@@ -513,16 +513,22 @@ class UpdateBranchResponse(_message.Message):
     def __init__(self, branch: _Optional[_Union[BranchInfo, _Mapping]] = ...) -> None: ...
 
 class ListBranchesRequest(_message.Message):
-    __slots__ = ("tenant",)
+    __slots__ = ("tenant", "page_size", "page_token")
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     tenant: str
-    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, tenant: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListBranchesResponse(_message.Message):
-    __slots__ = ("branches",)
+    __slots__ = ("branches", "next_page_token")
     BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     branches: _containers.RepeatedCompositeFieldContainer[BranchInfo]
-    def __init__(self, branches: _Optional[_Iterable[_Union[BranchInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, branches: _Optional[_Iterable[_Union[BranchInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetBranchRequest(_message.Message):
     __slots__ = ("tenant", "name")

@@ -187,14 +187,20 @@ class ManagementServicer:
 
     def ListBranches(self, request: pb.ListBranchesRequest,
                      context: grpc.ServicerContext) -> pb.ListBranchesResponse:
+        """Branches by name from after ``page_token`` (the last name of the page before),
+        at most ``page_size`` of them (0: all)."""
         tenant = self._engine.tenant(request.tenant)
         claims = current_claims.get()
         names = sorted(name for name in tenant.branch_names()
-                       if claims is None or claims.covers_branch(name))
+                       if (claims is None or claims.covers_branch(name))
+                       and name > request.page_token)
+        more = 0 < request.page_size < len(names)
+        if more:
+            names = names[:request.page_size]
         infos = tenant.branch_infos(names)
         return pb.ListBranchesResponse(branches=[
             self._branch_info(tenant, info.name, info) for info in infos
-        ])
+        ], next_page_token=names[-1] if more else "")
 
     def GetBranch(self, request: pb.GetBranchRequest,
                   context: grpc.ServicerContext) -> pb.GetBranchResponse:

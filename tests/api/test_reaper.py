@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from common.client import StrataClient
+from common.client import LIST_PAGE_SIZE, StrataClient
 from proto import strata_pb2 as pb
 from strata.local.home import Home
 from strata.local.reaper import reap_expired
@@ -27,8 +27,9 @@ class _ChangesAfterListing(StrataClient):
         super().__init__(address, token)
         self._change = change
 
-    def list_branches(self, tenant: str) -> list[pb.BranchInfo]:
-        listing = super().list_branches(tenant)
+    def list_branches(self, tenant: str, *, limit: int | None = None,
+                      page_size: int = LIST_PAGE_SIZE) -> list[pb.BranchInfo]:
+        listing = super().list_branches(tenant, limit=limit, page_size=page_size)
         self._change()
         return listing
 

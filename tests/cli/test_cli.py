@@ -64,6 +64,8 @@ def test_branches_and_checkpoints(strata: Strata) -> None:
     listed = {b["name"]: b for b in strata.json("branch", "list")["branches"]}
     assert {"main", "dev", "dev-child"} <= listed.keys()
     assert listed["main"]["last_wal_lsn_str"].count("/") == 1
+    first = strata.json("branch", "list", "--limit", "2")["branches"]
+    assert [b["name"] for b in first] == sorted(listed)[:2]
     table = strata.run("branch", "list").stdout
     for header in ("branch LSN", "last WAL position", "logical size", "owned"):
         assert header in table

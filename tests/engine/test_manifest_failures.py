@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,15 +14,15 @@ from common.keys import PAGE_SIZE
 from common.ops import Batch, Create, Mkdir, Write
 from pageserver import gc
 from pageserver.engine import Engine
+from pageserver.fencing import Fence
 from pageserver.manifest import (
     Quotas,
     TenantManifest,
     TimelineManifest,
-    decode_manifest,
     tenant_manifest_prefix,
     timeline_manifest_prefix,
-    version_of,
 )
+from pageserver.manifest_store import ManifestStore
 from pageserver.remote import ForwardingStorage, LocalDirectoryStorage, RemoteStorageError
 from pageserver.remote.retry import CALL_POLICY
 from pageserver.tenant import BranchPoint, Tenant
@@ -81,9 +82,8 @@ def tenant(make_engine: EngineFactory, storage: FailingStorage) -> Tenant:
     return tenant
 
 
-def _newest(storage: FailingStorage, prefix: str) -> dict[str, object]:
-    key = max(storage.list(prefix), key=version_of)
-    return decode_manifest(storage.get(key), key).body
+def _newest(storage: FailingStorage, prefix: str) -> dict[str, Any]:
+    return ManifestStore(storage, prefix, Fence("t", 0)).read()
 
 
 def published(storage: FailingStorage) -> TenantManifest:

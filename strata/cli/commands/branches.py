@@ -187,11 +187,13 @@ def _restore(session: Session, name: str, preserve_as: str | None, to: HistoryPo
 
 
 @branch.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Show only the first N branches by name.")
 @api_command
-def list_(session: Session) -> None:
+def list_(session: Session, limit: int | None) -> None:
     """List the tenant's branches."""
     with session.client() as client:
-        branches = client.list_branches(session.tenant)
+        branches = client.list_branches(session.tenant, limit=limit)
     if session.json:
         emit_json({"branches": [branch_dict(b) for b in branches]})
         return
