@@ -43,6 +43,28 @@ def newest(storage: RemoteStorage) -> dict[str, object]:
     return decode_manifest(storage.get(key), key).body
 
 
+class Torn(ForwardingStorage):
+    """While ``torn``, creates land but answer with an error; while ``unreadable``,
+    nothing can be read back. Both at once: outcomes nobody can tell."""
+
+    torn = False
+    unreadable = False
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        created = super().put_if_absent(key, data)
+        if self.torn:
+            raise RemoteStorageError("reply lost")
+        return created
+
+    def get(self, key: str) -> bytes:
+        if self.unreadable:
+            raise RemoteStorageError("unreachable")
+        return super().get(key)
+
+    def set(self, *, torn: bool, unreadable: bool) -> None:
+        self.torn, self.unreadable = torn, unreadable
+
+
 def test_publishes_chain_and_old_versions_go(storage: RemoteStorage) -> None:
     chain = store(storage, 1)
     for n in range(5):
@@ -81,32 +103,17 @@ def test_a_stale_owner_in_a_trimmed_gap_is_superseded(storage: RemoteStorage) ->
 def test_a_publish_whose_reply_was_lost_is_ours(storage: RemoteStorage) -> None:
     """A create that landed but answered with an error is read back and counted as ours;
     when even that cannot be told, the next publish finds our version and goes above."""
-    class Torn(ForwardingStorage):
-        torn = 0
-        reads_fail = False
-
-        def put_if_absent(self, key: str, data: bytes) -> bool:
-            created = super().put_if_absent(key, data)
-            if self.torn:
-                self.torn -= 1
-                raise RemoteStorageError("reply lost")
-            return created
-
-        def get(self, key: str) -> bytes:
-            if self.reads_fail:
-                raise RemoteStorageError("unreachable")
-            return super().get(key)
-
     torn = Torn(storage)
     chain = store(torn, 1)
-    torn.torn = 1
+    torn.set(torn=True, unreadable=False)
     chain.publish({"n": 1})
+    torn.set(torn=False, unreadable=False)
     assert newest(storage) == {"n": 1} and chain.version == 1 and chain.settled
-    torn.torn, torn.reads_fail = 1, True
+    torn.set(torn=True, unreadable=True)
     with pytest.raises(RemoteStorageError):
         chain.publish({"n": 2})  # landed as version 2, but nobody can tell
     assert not chain.settled
-    torn.reads_fail = False
+    torn.set(torn=False, unreadable=False)
     chain.publish({"n": 3})
     assert newest(storage) == {"n": 3} and chain.version == 3 and chain.settled
 
@@ -217,32 +224,15 @@ def test_a_stale_writer_in_a_gap_below_the_deltas_is_superseded(
 
 
 def test_a_torn_delta_is_followed_by_a_snapshot(storage: RemoteStorage) -> None:
-    class TornOnce(ForwardingStorage):
-        """The create lands but its reply is lost, and reading it back fails too: an
-        outcome nobody can tell."""
-
-        torn = False
-
-        def put_if_absent(self, key: str, data: bytes) -> bool:
-            created = super().put_if_absent(key, data)
-            if self.torn:
-                raise RemoteStorageError("reply lost")
-            return created
-
-        def get(self, key: str) -> bytes:
-            if self.torn:
-                raise RemoteStorageError("unreachable")
-            return super().get(key)
-
-    flaky = TornOnce(storage)
+    flaky = Torn(storage)
     chain = store(flaky, 1)
     state: dict[str, Any] = {"m": {}}
     chain.publish(state)
     state = change(chain, state, a=1)
-    flaky.torn = True
+    flaky.set(torn=True, unreadable=True)
     with pytest.raises(RemoteStorageError):
         change(chain, state, refused=1)  # landed, but memory never took it
-    flaky.torn = False
+    flaky.set(torn=False, unreadable=False)
     assert not chain.settled
     state = change(chain, state, b=2)  # against the state memory holds: must be whole
     assert kinds(storage) == [SNAPSHOT, DELTA, DELTA, SNAPSHOT]
@@ -290,7 +280,7 @@ class ChainModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
-        self.storage = TornAtWill(LocalDirectoryStorage(Path(self.tmp.name)))
+        self.storage = Torn(LocalDirectoryStorage(Path(self.tmp.name)))
         self.generation = 1
         self.chain = store(self.storage, self.generation)
         self.state: dict[str, Any] = {"m": {}, "q": 0}
@@ -314,11 +304,11 @@ class ChainModel(RuleBasedStateMachine):
 
     @rule(key=st.sampled_from("abcdefgh"), value=st.integers(0, 9))
     def torn_change(self, key: str, value: int) -> None:
-        self.storage.torn = True
+        self.storage.set(torn=True, unreadable=True)
         with pytest.MonkeyPatch.context() as patch, pytest.raises(RemoteStorageError):
             patch.setattr(manifest_store, "CALL_POLICY", NO_WAIT)  # give up at once
             self.publish({key: value}, None)
-        self.storage.torn = False
+        self.storage.set(torn=False, unreadable=False)
 
     @rule()
     def take_over(self) -> None:
@@ -336,24 +326,6 @@ class ChainModel(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.tmp.cleanup()
-
-
-class TornAtWill(ForwardingStorage):
-    """While ``torn``, creates land but answer with an error and nothing can be read
-    back: outcomes nobody can tell."""
-
-    torn = False
-
-    def put_if_absent(self, key: str, data: bytes) -> bool:
-        created = super().put_if_absent(key, data)
-        if self.torn:
-            raise RemoteStorageError("reply lost")
-        return created
-
-    def get(self, key: str) -> bytes:
-        if self.torn:
-            raise RemoteStorageError("unreachable")
-        return super().get(key)
 
 
 ChainModel.TestCase.settings = settings(max_examples=40, stateful_step_count=60,
