@@ -96,7 +96,7 @@ class Engine:
                 raise AlreadyExistsError(
                     f"tenant {tenant_id!r} already exists in {self.storage.describe()}; attach it"
                 )
-            tenant = Tenant(tenant_id, self._claim_generation(tenant_id), self.storage,
+            tenant = Tenant(tenant_id, self.locations.claim(tenant_id), self.storage,
                             self.config)
             tenant.create()
             self._tenants[tenant_id] = tenant
@@ -222,16 +222,12 @@ class Engine:
             if not Tenant.exists(self.storage, tenant_id):
                 raise NotFoundError(
                     f"tenant {tenant_id!r} not found in {self.storage.describe()}")
-            tenant = Tenant(tenant_id, self._claim_generation(tenant_id), self.storage,
+            tenant = Tenant(tenant_id, self.locations.claim(tenant_id), self.storage,
                             self.config)
             tenant.attach()
             return tenant
 
         return retrying(ATTACH_POLICY, f"attach of tenant {tenant_id!r}", attempt)
-
-    def _claim_generation(self, tenant_id: str) -> int:
-        """The next generation of the tenant, claimed atomically in the object store."""
-        return self.locations.claim(tenant_id)
 
     def _read_attached(self) -> list[str]:
         if not self._attached_path.exists():
