@@ -4,6 +4,7 @@ partial tree. Hooks force each interleaving; nothing sleeps."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,24 +36,33 @@ def _history(engine: Engine) -> Timeline:
     return main
 
 
-def test_a_branch_created_while_gc_chooses_is_refused(
-        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Created after GC chose what to delete, before it deleted: GC's cutoff is already
-    published, so the create is refused instead of getting a tree GC then empties."""
-    main = _history(engine)
-    tenant = engine.tenant("t")
+def _while_gc_chooses(main: Timeline, monkeypatch: pytest.MonkeyPatch,
+                      attempt: Callable[[], object]) -> list[object]:
+    """Make GC on ``main`` run ``attempt`` once, after it chose what to delete and before
+    it deleted; the list receives what ``attempt`` returned or the cutoff error it raised."""
     real_replace = main.replace_layers
     outcome: list[object] = []
 
     def replace_layers(added: list[Layer], removed: list[Layer], **rest: Any) -> None:
         if removed and not outcome:
             try:
-                outcome.append(tenant.create_branch("late", at=BranchPoint(lsn=OLD_LSN)))
+                outcome.append(attempt())
             except BelowGcCutoffError as exc:
                 outcome.append(exc)
         real_replace(added, removed, **rest)
 
     monkeypatch.setattr(main, "replace_layers", replace_layers)
+    return outcome
+
+
+def test_a_branch_created_while_gc_chooses_is_refused(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Created after GC chose what to delete, before it deleted: GC's cutoff is already
+    published, so the create is refused instead of getting a tree GC then empties."""
+    main = _history(engine)
+    tenant = engine.tenant("t")
+    outcome = _while_gc_chooses(
+        main, monkeypatch, lambda: tenant.create_branch("late", at=BranchPoint(lsn=OLD_LSN)))
     assert engine.gc("t", cutoff_lsn=main.durable_lsn).layers_removed >= 1
     assert len(outcome) == 1
     if isinstance(outcome[0], Timeline):
@@ -85,17 +95,7 @@ def test_a_checkpoint_taken_while_gc_chooses_is_refused(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     main = _history(engine)
     tenant = engine.tenant("t")
-    real_replace = main.replace_layers
-    outcome: list[object] = []
-
-    def replace_layers(added: list[Layer], removed: list[Layer], **rest: Any) -> None:
-        if removed and not outcome:
-            try:
-                outcome.append(tenant.create_checkpoint("main", "old", lsn=OLD_LSN))
-            except BelowGcCutoffError as exc:
-                outcome.append(exc)
-        real_replace(added, removed, **rest)
-
-    monkeypatch.setattr(main, "replace_layers", replace_layers)
+    outcome = _while_gc_chooses(
+        main, monkeypatch, lambda: tenant.create_checkpoint("main", "old", lsn=OLD_LSN))
     engine.gc("t", cutoff_lsn=main.durable_lsn)
     assert len(outcome) == 1 and isinstance(outcome[0], BelowGcCutoffError)
