@@ -313,8 +313,10 @@ class Engine:
             if tenant.fence.tripped:
                 self._drop_superseded(tenant)
                 continue
-            self._submit((tenant.tenant_id, "", "log"), tenant.log.sync)
-            if tenant.log.stats().chunks > self.config.log.flush_after_chunks:
+            stats = tenant.log.stats()
+            if stats.pending_bytes:  # batches whose callers gave up waiting
+                self._submit((tenant.tenant_id, "", "log"), tenant.log.sync)
+            if stats.chunks > self.config.log.flush_after_chunks:
                 for timeline in list(tenant.timelines.values()):
                     timeline.freeze()  # flushed below, releasing the log behind it
         for timeline in self._timelines(None):
