@@ -1,29 +1,27 @@
-"""The proxy's byte relay once a session is up: one epoll thread, outside asyncio.
+"""The proxy's byte relay once a session is up: per direction a thread in C, outside asyncio.
 
-The startup and authentication run in asyncio (``strata.proxy.server``); after them, every
-message of the session would cost asyncio's stream and future machinery, which capped
-``pgbench -S`` through the proxy at about a third of the compute's rate. So both
+The startup and authentication run in asyncio (``strata.proxy.server``); after them both
 connections are taken out of asyncio (``detach``: the bytes asyncio had already read come
-along) and handed to the relay thread: a level-triggered epoll loop over every session's
-two non-blocking sockets, per message one ``recv_into`` and one ``send`` and no objects
-made. Under load one ``poll`` serves many sessions, with no thread to wake and no GIL
-handed over per message: ``pgbench -S`` (4 clients, 2 cores) against a local PostgreSQL
-at ~47k TPS ran at ~21k through this, ~18k through two blocking threads per session,
-~13k through asyncio streams, and ~29k through the same two-thread relay written in C:
-any relay's extra hops cost that much on a machine whose cores pgbench and PostgreSQL
+along) and each direction gets a thread that runs ``strata.proxy._pump``: a blocking
+recv/send loop in C that releases the GIL for the whole session, so a relayed message
+costs two system calls and no Python. pgbench ``-S`` (4 clients, 2 cores, the compute on
+the same machine) ran at ~14.5k TPS through the previous relay (one Python epoll thread
+for every session), ~13k through two blocking Python threads per session, ~14k through
+Python threads with ``os.splice``, and ~23k through this, against ~30-40k directly on
+the compute's socket (docs/rfcs/0009-proxy-relay.md). What is left is the kernel's: two
+more socket hops and two more wake-ups per query, on cores that pgbench and PostgreSQL
 already fill.
 
-A direction reads its source only once its sink took everything (backpressure); the
-client's EOF is passed on as a half-close (the server still answers what it got); the
-server's EOF (after its last bytes) or an error on either socket ends the session and
-closes both. The asyncio task that started the session awaits its end, so the proxy's
+The client's EOF is passed on as a half-close (the server still answers what it got); the
+server's EOF (after its last bytes) or an error on either socket ends the session: both
+sockets are shut down, which wakes the other direction, and closed once both threads
+returned. The asyncio task that started the session awaits its end, so the proxy's
 per-branch bookkeeping stays in the event loop; cancelling that task ends the session.
+Backpressure is the kernel's: a pump blocked in ``send`` reads nothing more.
 
-Limits: a session costs its two descriptors and whatever its sink has not taken yet;
-thousands fit (the bound is ``ulimit -n``), and a compute's own ``max_connections``
-(100) bounds one branch first. One thread relays everything: about one core of Python,
-which the 2-core machines this runs on do not exceed. An error in one session ends that
-session only.
+Limits: a session costs its two descriptors, two threads (their stacks are reserved, not
+used) and two 256 KiB buffers; thousands fit, and a compute's own ``max_connections``
+(100) bounds one branch first. TLS sessions cannot leave asyncio (``strata.proxy.tls``).
 """
 
 from __future__ import annotations
@@ -32,14 +30,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import queue
-import select
 import socket
 import threading
 from collections.abc import Callable
-from functools import partial
 
-BUFFER_BYTES = 256 * 1024  # one for the relay thread: a read takes what the kernel holds
+from strata.proxy._pump import pump
+
+BUFFER_BYTES = 256 * 1024  # what one read of TLS sessions asks asyncio for
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 log = logging.getLogger("strata.proxy")
 
@@ -77,6 +74,8 @@ async def relay_streams(client: Streams, server: Streams, name: str = "relay") -
                 name=name)
 
 
+
+
 async def relay(client: socket.socket, server: socket.socket, *, to_server: bytes = b"",
                 to_client: bytes = b"", name: str = "relay") -> None:
     """Move bytes between ``client`` and ``server`` until the session ends, then close
@@ -88,20 +87,12 @@ async def relay(client: socket.socket, server: socket.socket, *, to_server: byte
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
             loop.call_soon_threadsafe(_resolve, ended)
 
-    client.setblocking(False)
-    server.setblocking(False)
-    session = _Session(name, client, server, to_server, to_client, notify)
-    try:
-        relayer = _Relayer.shared()
-    except (OSError, RuntimeError):  # no descriptor or thread for the relay itself
-        client.close()
-        server.close()
-        raise
-    relayer.submit(partial(relayer.add, session))
+    session = _Session(name, client, server, notify)
+    session.start(to_server, to_client)
     try:
         await ended
     except asyncio.CancelledError:
-        relayer.submit(partial(relayer.end, session))
+        session.abort()  # the pumps wake, return and close both sockets
         raise
 
 
@@ -110,170 +101,86 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class _Direction:
-    """Bytes from ``source`` to ``sink``: what the sink has not taken yet, and the EOF."""
-
-    __slots__ = ("eof", "pending", "sink", "source")
-
-    def __init__(self, source: socket.socket, sink: socket.socket, first: bytes) -> None:
-        self.source = source
-        self.sink = sink
-        self.pending = memoryview(first) if first else None
-        self.eof = False  # the source is done; once ``pending`` is sent, the EOF acts
-
-    def reading(self) -> bool:
-        """Read the source only once the sink took everything: that is the backpressure."""
-        return self.pending is None and not self.eof
-
-
 class _Session:
-    """One relayed connection: client to server (``up``) and server to client (``down``)."""
+    """One relayed connection: a pump thread client to server (up), one server to client
+    (down); the sockets are closed by whichever thread returns last."""
 
     def __init__(self, name: str, client: socket.socket, server: socket.socket,
-                 to_server: bytes, to_client: bytes, notify: Callable[[], None]) -> None:
+                 notify: Callable[[], None]) -> None:
         self.name = name
         self.client = client
         self.server = server
-        self.fds = (client.fileno(), server.fileno())
-        self.up = _Direction(client, server, to_server)
-        self.down = _Direction(server, client, to_client)
-        self.notify = notify
-        self.ended = False
+        self._notify = notify
+        self._running = 0
+        self._closed = False
+        self._lock = threading.Lock()  # the sockets are shut down only while still open
 
-    def interest(self, fd: int) -> int:
-        """The epoll events the session waits for on ``fd``."""
-        leaving, arriving = (self.up, self.down) if fd == self.fds[0] else (self.down, self.up)
-        return ((select.EPOLLIN if leaving.reading() else 0)
-                | (select.EPOLLOUT if arriving.pending is not None else 0))
-
-
-class _Relayer:
-    """The relay thread: one epoll loop over every session's two sockets."""
-
-    _instance: _Relayer | None = None
-    _instance_lock = threading.Lock()
-
-    @classmethod
-    def shared(cls) -> _Relayer:
-        with cls._instance_lock:
-            if cls._instance is None:
-                cls._instance = cls()
-            return cls._instance
-
-    def __init__(self) -> None:
-        self._epoll = select.epoll()
-        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._epoll.register(self._wakeup, select.EPOLLIN)
-        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._sessions: dict[int, _Session] = {}  # by either of its descriptors
-        self._masks: dict[int, int] = {}  # what each registered descriptor waits for
-        self._buffer = bytearray(BUFFER_BYTES)
-        self._view = memoryview(self._buffer)
-        threading.Thread(target=self._run, name="strata relay", daemon=True).start()
-
-    def submit(self, command: Callable[[], None]) -> None:
-        """Run ``command`` in the relay thread (which owns every session's state)."""
-        self._commands.put(command)
-        os.eventfd_write(self._wakeup, 1)
-
-    def add(self, session: _Session) -> None:
-        for fd in session.fds:
-            self._sessions[fd] = session
-        self._serve(session, session.fds[0], 0)  # sends what came first, then watches
-
-    def end(self, session: _Session) -> None:
-        """Close both sockets (what the kernel holds still goes out) and tell the owner."""
-        if session.ended:
-            return
-        session.ended = True
-        for fd in session.fds:
-            if self._masks.pop(fd, 0):
-                self._epoll.unregister(fd)
-            self._sessions.pop(fd, None)
-        session.client.close()
-        session.server.close()
-        session.notify()
-
-    def _run(self) -> None:
-        while True:
-            for fd, events in self._epoll.poll():
-                if fd == self._wakeup:
-                    os.eventfd_read(self._wakeup)
-                    while not self._commands.empty():
-                        self._commands.get()()  # add and end: they never raise
-                elif (session := self._sessions.get(fd)) is not None:
-                    self._serve(session, fd, events)
-
-    def _serve(self, session: _Session, fd: int, events: int) -> None:
-        """Move what ``events`` on ``fd`` allow; any error ends this session only."""
-        leaving, arriving = ((session.up, session.down) if fd == session.fds[0]
-                             else (session.down, session.up))
+    def start(self, to_server: bytes, to_client: bytes) -> None:
+        """Both pumps, each sending what came first. If no thread can start (RuntimeError),
+        the session is over: both sockets are closed and the owner is not told."""
+        for sock in (self.client, self.server):
+            sock.setblocking(True)
+        with contextlib.suppress(OSError):  # a unix socket has no Nagle to turn off
+            self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        up = threading.Thread(target=self._run, args=(self._up, to_server),
+                              name=f"{self.name} up", daemon=True)
+        down = threading.Thread(target=self._run, args=(self._down, to_client),
+                                name=f"{self.name} down", daemon=True)
+        self._running = 2
         try:
-            if arriving.pending is not None and events & (select.EPOLLOUT | _TROUBLE):
-                self._flush(session, arriving)
-            if not session.ended and leaving.reading() and events & (select.EPOLLIN | _TROUBLE):
-                self._read(session, leaving)
-            if not session.ended:
-                self._watch(session)
+            up.start()
+        except BaseException:
+            self._closed = True
+            self.client.close()
+            self.server.close()
+            raise
+        try:
+            down.start()
+        except BaseException:
+            self.abort()  # the up pump returns and, being the last, closes both sockets
+            self._finished()
+            raise
+
+    def _up(self, first: bytes) -> None:
+        """The client's bytes to the server; its EOF becomes the server's half-close."""
+        self.server.sendall(first)
+        pump(self.client.fileno(), self.server.fileno())
+        self.server.shutdown(socket.SHUT_WR)
+
+    def _down(self, first: bytes) -> None:
+        """The server's bytes to the client; its EOF ends the session."""
+        self.client.sendall(first)
+        pump(self.server.fileno(), self.client.fileno())
+        self.abort()
+
+    def _run(self, direction: Callable[[bytes], None], first: bytes) -> None:
+        try:
+            direction(first)
         except OSError as exc:
-            log.debug("%s ended: %s", session.name, exc)
-            self.end(session)
+            log.debug("%s ended: %s", self.name, exc)
+            self.abort()
         except Exception:
-            log.exception("%s failed", session.name)  # a bug: this session only
-            self.end(session)
+            log.exception("%s failed", self.name)  # a bug: this session only
+            self.abort()
+        finally:
+            self._finished()
 
-    def _read(self, session: _Session, direction: _Direction) -> None:
-        try:
-            received = direction.source.recv_into(self._buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        if not received:
-            direction.eof = True
-            self._at_eof(session, direction)
-            return
-        try:
-            sent = direction.sink.send(self._view[:received])
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        if sent < received:
-            direction.pending = memoryview(bytes(self._view[sent:received]))
+    def abort(self) -> None:
+        """Shut both sockets down: each pump's recv or send returns at once."""
+        with self._lock:
+            if self._closed:
+                return
+            for sock in (self.client, self.server):
+                with contextlib.suppress(OSError):  # not connected any more
+                    sock.shutdown(socket.SHUT_RDWR)
 
-    def _flush(self, session: _Session, direction: _Direction) -> None:
-        assert direction.pending is not None
-        try:
-            sent = direction.sink.send(direction.pending)
-        except (BlockingIOError, InterruptedError):
-            return
-        direction.pending = direction.pending[sent:] or None
-        if direction.pending is None and direction.eof:
-            self._at_eof(session, direction)
-
-    def _at_eof(self, session: _Session, direction: _Direction) -> None:
-        """The client's EOF becomes the server's half-close; the server's ends the session."""
-        if direction.pending is not None:
-            return  # once the sink took the rest
-        if direction is session.up:
-            session.server.shutdown(socket.SHUT_WR)
-        else:
-            self.end(session)
-
-    def _watch(self, session: _Session) -> None:
-        """Register each descriptor for what the session waits for on it, or not at all
-        (epoll reports a hang-up even to a registration that asks for nothing)."""
-        for fd in session.fds:
-            wanted, had = session.interest(fd), self._masks.get(fd, 0)
-            if wanted == had:
-                continue
-            if not had:
-                self._epoll.register(fd, wanted)
-            elif not wanted:
-                self._epoll.unregister(fd)
-            else:
-                self._epoll.modify(fd, wanted)
-            if wanted:
-                self._masks[fd] = wanted
-            else:
-                self._masks.pop(fd, None)
-
-
-_TROUBLE = select.EPOLLERR | select.EPOLLHUP
+    def _finished(self) -> None:
+        """A pump returned; the last one closes both sockets and tells the owner."""
+        with self._lock:
+            self._running -= 1
+            if self._running > 0:
+                return
+            self._closed = True
+            self.client.close()
+            self.server.close()
+        self._notify()
