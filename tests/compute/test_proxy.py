@@ -103,6 +103,45 @@ def test_wake_on_connect_and_suspend_when_idle(proxy: ProxyRun) -> None:
     assert proxy.starts("sleepy") == 2
 
 
+def test_relayed_sessions_move_bulk_data_and_release_the_compute(proxy: ProxyRun) -> None:
+    """Many sessions at once copy megabytes in and out through the relay, one is ended by
+    the server (its backend terminated); afterwards no client counts and the idle compute
+    is suspended, as after quiet sessions."""
+    proxy.cli.json("branch", "create", "bulk", "--tenant", "acme")
+    rows = [f"{n}\t{os.urandom(300).hex()}\n" for n in range(4000)]  # ~2.4 MB per copy
+    with psycopg.connect(proxy.uri("bulk"), autocommit=True) as conn:
+        victim = psycopg.connect(proxy.uri("bulk"), autocommit=True)
+        victim_pid = victim.execute("SELECT pg_backend_pid()").fetchone()
+        wait_for(lambda: proxy.compute("bulk")["clients"] == 2, 5, "both clients counted")
+        copied: list[object] = []
+
+        def session() -> None:
+            try:
+                with psycopg.connect(proxy.uri("bulk"), autocommit=True) as own:
+                    own.execute("CREATE TEMP TABLE blobs(n int, body text)")
+                    with own.cursor().copy("COPY blobs FROM STDIN") as copy:
+                        copy.write("".join(rows))
+                    with own.cursor().copy("COPY (SELECT * FROM blobs ORDER BY n) "
+                                           "TO STDOUT") as copy:
+                        copied.append(b"".join(bytes(chunk) for chunk in copy).decode()
+                                      == "".join(rows))
+            except psycopg.Error as exc:
+                copied.append(exc)
+
+        threads = [threading.Thread(target=session) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        conn.execute("SELECT pg_terminate_backend(%s)", victim_pid)
+        for thread in threads:
+            thread.join(timeout=120)
+        assert copied == [True] * 12
+        with pytest.raises(psycopg.OperationalError):
+            victim.execute("SELECT 1")
+        victim.close()
+    wait_for(lambda: proxy.compute("bulk")["clients"] == 0, 10, "every client to be gone")
+    wait_for(lambda: proxy.status("bulk") == "suspended", SUSPEND_S + 30, "idle suspend")
+
+
 def test_a_compute_that_died_is_restarted_on_the_next_connect(proxy: ProxyRun) -> None:
     proxy.cli.json("branch", "create", "fragile", "--tenant", "acme")
     with psycopg.connect(proxy.uri("fragile"), autocommit=True) as conn:

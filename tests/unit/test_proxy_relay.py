@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import hashlib
 import os
 import socket
 import struct
@@ -16,6 +18,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
+from strata.proxy._pump import pump
 from strata.proxy.relay import detach, relay
 
 GREETING = b"START"  # what the front sends the upstream, and reads back, before relaying
@@ -84,6 +89,20 @@ def speaker(payload: bytes) -> Callable[[socket.socket], None]:
         assert recv_exactly(conn, len(GREETING)) == GREETING
         conn.sendall(GREETING + payload)
     return serve
+
+
+def digester(conn: socket.socket) -> None:
+    """Echoes the greeting, reads everything until the client's EOF, then answers with
+    the SHA-256 of it: an answer only a half-close lets through."""
+    conn.sendall(recv_exactly(conn, len(GREETING)))
+    conn.sendall(hashlib.sha256(recv_all(conn)).digest())
+
+
+def resetter(conn: socket.socket) -> None:
+    """Echoes the greeting, sends a little, then resets the connection with data unread."""
+    conn.sendall(recv_exactly(conn, len(GREETING)) + b"partial")
+    recv_exactly(conn, 1000)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def breaker(conn: socket.socket) -> None:
@@ -259,3 +278,63 @@ def test_cancelling_the_session_closes_both_sides(tmp_path: Path) -> None:
         assert recv_all(conn) == b""
         wait_for(lambda: upstream.open == 0 and bool(front.errors), "the upstream to close")
         assert [type(exc) for exc in front.errors] == [asyncio.CancelledError]
+
+
+def test_the_server_answers_after_the_clients_half_close(tmp_path: Path) -> None:
+    payload = os.urandom(6 * 1024 * 1024)
+    with front_to(tmp_path, digester) as (front, upstream), front.connect() as conn:
+        conn.sendall(HELLO + payload)
+        conn.shutdown(socket.SHUT_WR)
+        assert recv_all(conn) == READY + hashlib.sha256(payload).digest()
+        wait_for(lambda: front.finished == 1 and upstream.open == 0, "the session to end")
+        assert not front.errors
+
+
+def test_a_server_that_resets_mid_transfer_ends_the_session(tmp_path: Path) -> None:
+    with front_to(tmp_path, resetter) as (front, _), front.connect() as conn:
+        received = bytearray()
+        with contextlib.suppress(ConnectionError):
+            conn.sendall(HELLO + os.urandom(4 * 1024 * 1024))  # more than the server reads
+        with contextlib.suppress(ConnectionError):
+            received += recv_all(conn)
+        assert received in (READY + b"partial", READY, b"")  # then EOF or a reset
+        wait_for(lambda: front.finished == 1, "the session to end")
+        assert not front.errors
+
+
+def test_pump_copies_until_eof_and_counts_the_bytes() -> None:
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    source, feeder = socket.socketpair()
+    sink, drain = socket.socketpair()
+    with source, feeder, sink, drain, ThreadPoolExecutor(2) as pool:
+        def feed() -> None:
+            feeder.sendall(payload)
+            feeder.shutdown(socket.SHUT_WR)
+
+        fed = pool.submit(feed)
+        moved = pool.submit(pump, source.fileno(), sink.fileno())
+        assert recv_exactly(drain, len(payload)) == payload
+        fed.result(TIMEOUT_S)
+        assert moved.result(TIMEOUT_S) == len(payload)
+
+
+def test_pump_raises_when_the_sink_is_gone() -> None:
+    source, feeder = socket.socketpair()
+    sink, drain = socket.socketpair()
+    with source, feeder, sink:
+        drain.close()
+        feeder.sendall(b"nobody reads this")
+        with pytest.raises(OSError) as raised:
+            pump(source.fileno(), sink.fileno())
+        assert raised.value.errno in (errno.EPIPE, errno.ECONNRESET)
+
+
+def test_many_sessions_at_once_each_get_their_own_bytes(tmp_path: Path) -> None:
+    payloads = [os.urandom(64 * 1024 + n) for n in range(200)]
+    with front_to(tmp_path, echo) as (front, upstream):
+        with ThreadPoolExecutor(50) as pool:
+            echoed = list(pool.map(lambda p: echoed_session(front, p), payloads))
+        assert echoed == [READY + payload for payload in payloads]
+        wait_for(lambda: front.finished == len(payloads) and upstream.open == 0,
+                 "every session to end")
+        assert not front.errors
