@@ -40,7 +40,7 @@ static int copy_until_eof(int source, int sink, char *buffer, long long *moved) 
     }
 }
 
-static PyObject *pump(PyObject *module, PyObject *args) {
+static PyObject *pump(PyObject *Py_UNUSED(module), PyObject *args) {
     int source, sink;
     if (!PyArg_ParseTuple(args, "ii:pump", &source, &sink))
         return NULL;
@@ -67,8 +67,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "strata.proxy._pump",
-    "One direction of a relayed session in C, without the GIL.", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "strata.proxy._pump",
+    .m_doc = "One direction of a relayed session in C, without the GIL.",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC PyInit__pump(void) { return PyModule_Create(&module); }
