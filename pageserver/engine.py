@@ -191,8 +191,8 @@ class Engine:
         if claim is None:
             return False
         log.warning("tenant %s is not attached again: %s", tenant_id, claim.describe())
-        discard_local_log(tenant_id, self.config.local_log_dir / tenant_id,
-                          "the tenant moved to another page server or was detached")
+        discard_local_log(self.storage, tenant_id, self.config.local_log_dir / tenant_id,
+                          "the tenant was attached elsewhere or detached since")
         self._departed.add(tenant_id)
         return True
 

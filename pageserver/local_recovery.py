@@ -27,6 +27,8 @@ from pageserver.remote.retry import CALL_POLICY, create_once, read_verified, ret
 
 log = logging.getLogger(__name__)
 
+_LOOK_BACK = 64  # chunks read to find how much of a dropped local log was stored
+
 
 @dataclass(frozen=True)
 class Recovery:
@@ -51,28 +53,28 @@ def recover_local_log(storage: RemoteStorage, tenant_id: str, directory: Path,
     return total
 
 
-def discard_local_log(tenant_id: str, directory: Path, why: str) -> None:
-    """Delete a tenant's local log unread into the store (the tenant moved away), saying
-    how much of it is dropped."""
-    tails = read_local_logs(directory)
-    records = sum(len(tail.records) for tail in tails)
-    if records:
-        log.error("tenant %s: dropping the local log of generation %s, %d batches "
-                  "(%d bytes) not checked against the store, because %s", tenant_id,
-                  ", ".join(str(t.generation) for t in tails), records,
-                  sum(t.size_bytes for t in tails), why)
+def discard_local_log(storage: RemoteStorage, tenant_id: str, directory: Path,
+                      why: str) -> None:
+    """Delete a tenant's local log without uploading it (the tenant moved away), saying
+    how many acknowledged batches the store lacks and are dropped."""
+    for tail in read_local_logs(directory):
+        if tail.records:
+            seqs = sorted(map(log_seq_of, _list(storage, tenant_id)))
+            stored, exact = _stored_part(storage, tenant_id, seqs, tail)
+            _dropped(tenant_id, tail, tail.records[stored:], why, exact=exact)
     remove_directory(directory)
 
 
 def _recover(storage: RemoteStorage, tenant_id: str, tail: LocalTail,
              chunk_bytes: int) -> Recovery:
-    prefix = log_prefix(tenant_id)
-    seqs = retrying(CALL_POLICY, f"list of {prefix!r}", lambda: storage.list(prefix))
+    seqs = _list(storage, tenant_id)
     newest = _read(storage, tenant_id, max(map(log_seq_of, seqs))) if seqs else None
     if newest is None or newest.generation != tail.generation:
         writer = "no chunk" if newest is None else f"generation {newest.generation}"
-        return _dropped(tenant_id, tail, tail.records,
-                        f"the newest chunk of the store's log is by {writer}")
+        stored, exact = _stored_part(storage, tenant_id, sorted(map(log_seq_of, seqs)), tail)
+        return _dropped(tenant_id, tail, tail.records[stored:], exact=exact, why=
+                        f"the newest chunk of the store's log is by {writer} (the tenant "
+                        "was attached elsewhere since)")
     todo = tail.records[_after(tail.records, newest):]
     seq, uploaded = newest.seq + 1, 0
     while todo:
@@ -88,13 +90,30 @@ def _recover(storage: RemoteStorage, tenant_id: str, tail: LocalTail,
                            encode_chunk(tail.generation, seq, taken), CALL_POLICY):
             holder = _read(storage, tenant_id, seq)
             return _dropped(tenant_id, tail, todo,
-                            f"chunk {seq} was created by generation {holder.generation}",
+                            f"chunk {seq} was created by generation {holder.generation} (the "
+                            "tenant was attached elsewhere since)",
                             uploaded)
         todo, seq, uploaded = todo[len(taken):], seq + 1, uploaded + len(taken)
     if uploaded:
         log.warning("tenant %s: uploaded %d batches of the local log of generation %d "
                     "that the store did not hold yet", tenant_id, uploaded, tail.generation)
     return Recovery(uploaded=uploaded)
+
+
+def _stored_part(storage: RemoteStorage, tenant_id: str, seqs: list[int],
+                 tail: LocalTail) -> tuple[int, bool]:
+    """How many of ``tail``'s records the store holds, when another generation wrote
+    after it, and whether that is exact: found from the newest chunk of ``tail``'s
+    generation, looking down past at most ``_LOOK_BACK`` chunks of later ones. Not exact
+    when chunks after it were released (deleted): then at most that many."""
+    for index in range(len(seqs) - 1, max(len(seqs) - 1 - _LOOK_BACK, -1), -1):
+        chunk = _read(storage, tenant_id, seqs[index])
+        if chunk.generation < tail.generation:
+            break
+        if chunk.generation == tail.generation:
+            exact = index + 1 < len(seqs) and seqs[index + 1] == chunk.seq + 1
+            return _after(tail.records, chunk), exact
+    return 0, False
 
 
 def _after(records: list[LogRecord], newest: Chunk) -> int:
@@ -112,13 +131,22 @@ def _after(records: list[LogRecord], newest: Chunk) -> int:
 
 
 def _dropped(tenant_id: str, tail: LocalTail, dropped: list[LogRecord], why: str,
-             uploaded: int = 0) -> Recovery:
+             uploaded: int = 0, exact: bool = True) -> Recovery:
+    """Log loudly what is dropped; not ``exact``: the store no longer shows which of
+    ``dropped`` it holds (its chunks were released), so up to that many."""
     size = sum(len(encode_record(record)) for record in dropped)
-    log.error("tenant %s: DROPPING %d acknowledged batches (%d bytes) of the local log of "
-              "generation %d: %s, so another page server attached the tenant after they "
-              "were acknowledged; they were within the tenant's max lag (its RPO)",
-              tenant_id, len(dropped), size, tail.generation, why)
+    if dropped:
+        log.error("tenant %s: DROPPING %s%d acknowledged batches (%d bytes) of the local "
+                  "log of generation %d that the object store lacks: %s; they were "
+                  "acknowledged within the tenant's max lag before its page server stopped "
+                  "reaching the store (its RPO)", tenant_id, "" if exact else "up to ",
+                  len(dropped), size, tail.generation, why)
     return Recovery(uploaded, len(dropped), size)
+
+
+def _list(storage: RemoteStorage, tenant_id: str) -> list[str]:
+    prefix = log_prefix(tenant_id)
+    return retrying(CALL_POLICY, f"list of {prefix!r}", lambda: storage.list(prefix))
 
 
 def _read(storage: RemoteStorage, tenant_id: str, seq: int) -> Chunk:
