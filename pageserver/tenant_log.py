@@ -520,10 +520,14 @@ class TenantLog:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-            uploader, local, self._local = self._uploader, self._local, None
-            unstored = [entry for entry in self._pending if entry[0] <= self._fsynced]
+            uploader = self._uploader
         if uploader is not None and uploader is not threading.current_thread():
-            uploader.join()
+            uploader.join()  # its upload in flight may store what sync could not
+        with self._cond:
+            while self._syncing:  # a waiter still writing to the local log
+                self._cond.wait(1.0)
+            local, self._local = self._local, None
+            unstored = [entry for entry in self._pending if entry[0] <= self._fsynced]
         if local is None:
             return
         if self._fence.tripped and unstored:
