@@ -176,3 +176,28 @@ def test_stored_segments_are_given_back(storage: RemoteStorage, tmp_path: Path) 
     log.set_durability(Durability())
     assert not (tmp_path / "local").exists(), "turned back to store mode, all of it stored"
     log.close()
+
+
+def test_turning_local_and_back(storage: RemoteStorage, tmp_path: Path) -> None:
+    """Turning local writes the batches the store lacks to the local log first; turning
+    back acknowledges after the store again, and the local log goes once stored."""
+    faulty = failing(storage)
+    log = TenantLog(faulty, TENANT, Fence(TENANT, 1), LogSettings(ack_timeout_s=0.3),
+                    tmp_path / "local")
+    log.claim()
+    faulty.enabled = True
+    first = log.append(record(1))
+    with pytest.raises(NotDurableError, match="has not confirmed"):
+        log.wait_acknowledged(first)  # store mode, the store is down
+    log.set_durability(Durability("local"))
+    log.wait_acknowledged(first)
+    log.wait_acknowledged(log.append(record(2)))
+    log.set_durability(Durability())
+    with pytest.raises(NotDurableError, match="has not confirmed"):
+        log.wait_acknowledged(log.append(record(3)))
+    assert (tmp_path / "local").exists()
+    faulty.enabled = False
+    log.wait_durable(3, timeout_s=20)
+    assert not (tmp_path / "local").exists()
+    log.close()
+    assert stored_lsns(storage, 2) == [1, 2, 3]
