@@ -78,7 +78,8 @@ class LocalLog:
         self._spare: _Segment | None = None
         self._next_number = 1
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fsync_dir(directory.parent)
+        fsync_dir(directory.parent)  # the tenant's directory, and
+        fsync_dir(directory.parent.parent)  # ``tenant-logs`` itself if it was just made
 
     @property
     def last_seqno(self) -> int:
