@@ -6,9 +6,12 @@ fsync, an object-store write) shows up here. Everything runs as users run it: ``
 up`` under a temporary ``$STRATA_HOME`` (objects where bench.objectstore says: a local
 directory, or S3 with ``python -m bench --storage ...``), ``strata tenant create``,
 ``strata compute start``; the baseline is a plain cluster made by the same initdb into a
-local directory and started with the same settings, both reached over a unix socket. Runs
-alternate between the two systems; each figure is the median (min-max) over repeats, with
-the compute/local ratio of the medians. Needs root, FUSE and PostgreSQL 15.
+local directory and started with the same settings, both reached over a unix socket. A
+second compute serves a tenant created with ``--durability local`` (acknowledged after a
+fsync on the page server's disk, the store at most ``LOCAL_MAX_LAG`` behind), so both
+durability modes are measured in the same run. Runs alternate between the systems; each
+figure is the median (min-max) over repeats, with each compute/local ratio of the
+medians. Needs root, FUSE and PostgreSQL 15.
 
 Figures:
 - Commit latency: 1 client, a pgbench script of one single-row INSERT per transaction
@@ -47,10 +50,12 @@ from bench.harness import (
     query_at,
     root_bench_main,
     summary,
-    with_ratio,
 )
 
 LOCAL_PORT = 55320
+LOCAL_ACK_TENANT = "localack"  # the tenant acknowledged after a local fsync
+LOCAL_MAX_LAG = "5s"
+STORE_ACK, LOCAL_ACK, BASELINE = "compute", "compute_local_ack", "local"
 SHARED_BUFFERS = "128MB"  # a compute's default, given to the baseline too
 PROBE_TABLE = "CREATE TABLE commit_probe (id bigint GENERATED ALWAYS AS IDENTITY, v int)"
 PROBE_SCRIPT = "INSERT INTO commit_probe (v) VALUES (1);\n"
@@ -102,31 +107,44 @@ def commit_latency(settings: Settings, systems: dict[str, Endpoint]) -> JSON:
         runs[name].append(commit_run(systems[name], settings.commit_seconds))
         return float(runs[name][-1]["tps"])
 
-    report = {"tps": with_ratio(interleaved(settings.repeats, {n: n for n in systems}, tps))}
+    report = {"tps": with_ratios(interleaved(settings.repeats, {n: n for n in systems}, tps))}
     for figure in ("mean_ms", "p50_ms", "p99_ms"):
-        report[figure] = with_ratio({name: summary([run[figure] for run in runs[name]])
-                                     for name in systems})
+        report[figure] = with_ratios({name: summary([run[figure] for run in runs[name]])
+                                      for name in systems})
     return report
+
+
+def with_ratios(figures: dict[str, JSON]) -> JSON:
+    """Figures of both computes and the baseline, with each compute/local ratio of the
+    medians: ``ratio`` (store acknowledgement) and ``ratio_local_ack``."""
+    baseline = figures[BASELINE]["median"]
+    return {**figures, "ratio": figures[STORE_ACK]["median"] / baseline,
+            "ratio_local_ack": figures[LOCAL_ACK]["median"] / baseline}
 
 
 def measure(settings: Settings, root: Path) -> JSON:
     strata = Strata(root / "home")
     strata.up("commit")
     strata("tenant", "create", TENANT)
+    strata("tenant", "create", LOCAL_ACK_TENANT, "--durability", "local", "--max-lag",
+           LOCAL_MAX_LAG)
     started = strata("compute", "start", "main", "--shared-buffers", SHARED_BUFFERS)
+    quick = strata("compute", "start", "main", "--tenant", LOCAL_ACK_TENANT,
+                   "--shared-buffers", SHARED_BUFFERS)
     local = LocalPostgres(root, LOCAL_PORT)
     local.init()
     try:
         local.start(SHARED_BUFFERS, True)
-        systems: dict[str, Endpoint] = {"compute": (started["host"], started["port"]),
-                                        "local": (str(local.socket_dir), local.port)}
+        systems: dict[str, Endpoint] = {STORE_ACK: (started["host"], started["port"]),
+                                        LOCAL_ACK: (quick["host"], quick["port"]),
+                                        BASELINE: (str(local.socket_dir), local.port)}
         print("commit latency ...", file=sys.stderr)
         report = {"commit": commit_latency(settings, systems)}
         print("pgbench read-write ...", file=sys.stderr)
         for at in systems.values():
             pgbench_at(at, "-i", "-s", str(settings.rw_scale), "-q")
             query_at(at, "CHECKPOINT")
-        report["read_write"] = with_ratio(interleaved(
+        report["read_write"] = with_ratios(interleaved(
             settings.repeats, systems, lambda at: pgbench_tps(pgbench_at(
                 at, "-n", "-c", str(settings.rw_clients), "-j", "2", "-T",
                 str(settings.rw_seconds)))))
@@ -140,7 +158,8 @@ def render_markdown(report: JSON) -> str:
     figures, settings = report["figures"], report["settings"]
     commit, rw = figures["commit"], figures["read_write"]
     lines = [
-        "# Commit latency and write throughput: compute vs local PostgreSQL 15",
+        "# Commit latency and write throughput: compute (acknowledged by the store, or by "
+        "a local fsync) vs local PostgreSQL 15",
         "",
         f"{report['finished_at']}, mode {settings['mode']}, on {report['host']['cpu_count']} "
         f"CPUs; median of {settings['repeats']} interleaved runs (min-max in brackets); "
@@ -149,16 +168,20 @@ def render_markdown(report: JSON) -> str:
         "",
         f"Commit latency: 1 client, one single-row INSERT per transaction (autocommit), "
         f"{settings['commit_seconds']} s per run; latencies per transaction from pgbench "
-        "`--log`.",
+        f"`--log`. The local-ack compute's tenant has `--durability local --max-lag "
+        f"{LOCAL_MAX_LAG}`.",
         "",
-        "| figure | compute | local | compute/local |",
-        "|---|---|---|---|",
+        "| figure | compute, store ack | compute, local ack | local | store ack/local "
+        "| local ack/local |",
+        "|---|---|---|---|---|---|",
     ]
 
     def row(label: str, figure: JSON, unit: str, digits: int) -> None:
         cells = [f"{figure[side]['median']:.{digits}f} {unit} [{figure[side]['min']:.{digits}f}"
-                 f"-{figure[side]['max']:.{digits}f}]" for side in ("compute", "local")]
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {figure['ratio']:.2f} |")
+                 f"-{figure[side]['max']:.{digits}f}]" for side in (STORE_ACK, LOCAL_ACK,
+                                                                   BASELINE)]
+        lines.append(f"| {label} | {' | '.join(cells)} | {figure['ratio']:.2f} | "
+                     f"{figure['ratio_local_ack']:.2f} |")
 
     row("commit latency, mean", commit["mean_ms"], "ms", 3)
     row("commit latency, p50", commit["p50_ms"], "ms", 3)

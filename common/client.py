@@ -148,9 +148,11 @@ class StrataClient:
 
     # --- tenants -------------------------------------------------------------------
 
-    def create_tenant(self, tenant: str, *, empty: bool = False) -> pb.CreateTenantResponse:
-        """Create ``tenant``; unless ``empty`` the server runs initdb and imports it as main."""
-        request = pb.CreateTenantRequest(tenant=tenant, empty=empty)
+    def create_tenant(self, tenant: str, *, empty: bool = False,
+                      durability: pb.Durability | None = None) -> pb.CreateTenantResponse:
+        """Create ``tenant``; unless ``empty`` the server runs initdb and imports it as main.
+        ``durability``: when its batches are acknowledged (unset: once in the store)."""
+        request = pb.CreateTenantRequest(tenant=tenant, empty=empty, durability=durability)
         return self._unary(self._manage.CreateTenant, request, pb.CreateTenantResponse,
                            LONG_TIMEOUT_S)
 
@@ -184,6 +186,12 @@ class StrataClient:
         """Replace the tenant's quotas (0: unlimited); needs an admin token."""
         request = pb.SetQuotasRequest(tenant=tenant, quotas=quotas)
         return self._unary(self._manage.SetQuotas, request, pb.SetQuotasResponse).quotas
+
+    def set_durability(self, tenant: str, durability: pb.Durability) -> pb.Durability:
+        """When the tenant's batches are acknowledged from now on; needs an admin token."""
+        request = pb.SetDurabilityRequest(tenant=tenant, durability=durability)
+        return self._unary(self._manage.SetDurability, request,
+                           pb.SetDurabilityResponse).durability
 
     def delete_tenant(self, tenant: str) -> None:
         self._unary(self._manage.DeleteTenant, pb.DeleteTenantRequest(tenant=tenant),

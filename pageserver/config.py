@@ -15,6 +15,7 @@ class LogSettings:
     ack_timeout_s: float = 30.0  # a caller waits this long for its batch to be confirmed
     flush_after_chunks: int = 2048  # live chunks past which memtables are flushed early,
     # so that an attach replays at most about this many
+    local_segment_bytes: int = 16 * 1024 * 1024  # preallocated size of a local log segment
 
 
 @dataclass
@@ -39,3 +40,8 @@ class EngineConfig:
     @property
     def layer_cache_dir(self) -> Path:
         return self.state_dir / "layers"
+
+    @property
+    def local_log_dir(self) -> Path:
+        """Where tenants acknowledged after a local fsync keep their local logs."""
+        return self.state_dir / "tenant-logs"

@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
+from common.durability import Durability
 from common.durable import write_durably
 from common.errors import (
     AlreadyExistsError,
@@ -32,6 +33,8 @@ from common.names import is_reserved_tenant_name
 from pageserver import gc
 from pageserver.compaction import CompactionResult, compact
 from pageserver.config import EngineConfig
+from pageserver.local_log import remove_directory
+from pageserver.local_recovery import discard_local_log
 from pageserver.locations import Locations, load_or_create_id
 from pageserver.manifest import tenant_prefix
 from pageserver.remote import RemoteStorage
@@ -82,8 +85,9 @@ class Engine:
 
     # --- tenants -------------------------------------------------------------------
 
-    def create_tenant(self, tenant_id: str) -> Tenant:
-        """A new tenant with an empty ``main`` branch."""
+    def create_tenant(self, tenant_id: str, durability: Durability | None = None) -> Tenant:
+        """A new tenant with an empty ``main`` branch, acknowledged as ``durability`` says
+        (default: once in the object store)."""
         validate_name("tenant", tenant_id)
         if is_reserved_tenant_name(tenant_id):
             raise InvalidArgumentError(
@@ -98,7 +102,7 @@ class Engine:
                 )
             tenant = Tenant(tenant_id, self.locations.claim(tenant_id), self.storage,
                             self.config)
-            tenant.create()
+            tenant.create(durability)
             self._tenants[tenant_id] = tenant
             self._write_attached()
         return tenant
@@ -187,6 +191,8 @@ class Engine:
         if claim is None:
             return False
         log.warning("tenant %s is not attached again: %s", tenant_id, claim.describe())
+        discard_local_log(self.storage, tenant_id, self.config.local_log_dir / tenant_id,
+                          "the tenant was attached elsewhere or detached since")
         self._departed.add(tenant_id)
         return True
 
@@ -211,6 +217,7 @@ class Engine:
         for timeline in list(tenant.timelines.values()):
             timeline.deleted = True
         self.storage.delete_many(self.storage.list(tenant_prefix(tenant_id)))
+        remove_directory(self.config.local_log_dir / tenant_id)
 
     def timeline(self, tenant_id: str, branch: str) -> Timeline:
         return self.tenant(tenant_id).branch(branch)

@@ -91,25 +91,31 @@ def decode_chunk(data: bytes, name: str, seq: int) -> Chunk:
     records = []
     pos = _HEADER.size
     for _ in range(count):
-        if pos + _PREFIX.size > len(view):
-            raise CorruptionError(f"log chunk {name}: record at {pos} runs past the end")
-        n, crc = _PREFIX.unpack_from(view, pos)
-        body = view[pos + _PREFIX.size : pos + _PREFIX.size + n]
-        if n < _MIN_BODY or len(body) < n:
-            raise CorruptionError(f"log chunk {name}: record at {pos} has a bad length")
-        if zlib.crc32(body, zlib.crc32(view[pos : pos + 4])) != crc:
-            raise CorruptionError(f"log chunk {name}: record at {pos} fails its crc")
-        (length,) = _ID_LEN.unpack_from(body)
-        end = _ID_LEN.size + length
-        if end + _LSN.size > n:
-            raise CorruptionError(f"log chunk {name}: record at {pos} is malformed")
-        try:
-            timeline = str(body[_ID_LEN.size : end], "utf-8")
-        except UnicodeDecodeError as exc:
-            raise CorruptionError(f"log chunk {name}: record at {pos}: {exc}") from None
-        (lsn,) = _LSN.unpack_from(body, end)
-        records.append(LogRecord(timeline, lsn, bytes(body[end + _LSN.size :])))
-        pos += _PREFIX.size + n
+        record, pos = decode_record_at(view, pos, f"log chunk {name}")
+        records.append(record)
     if pos != len(view):
         raise CorruptionError(f"log chunk {name}: {len(view) - pos} bytes after its records")
     return Chunk(generation, seq, records)
+
+
+def decode_record_at(view: memoryview, pos: int, name: str) -> tuple[LogRecord, int]:
+    """The framed record at ``pos`` of ``view`` and where the next one starts;
+    CorruptionError (naming ``name``) if it is cut short, fails its crc or is malformed."""
+    if pos + _PREFIX.size > len(view):
+        raise CorruptionError(f"{name}: record at {pos} runs past the end")
+    n, crc = _PREFIX.unpack_from(view, pos)
+    body = view[pos + _PREFIX.size : pos + _PREFIX.size + n]
+    if n < _MIN_BODY or len(body) < n:
+        raise CorruptionError(f"{name}: record at {pos} has a bad length")
+    if zlib.crc32(body, zlib.crc32(view[pos : pos + 4])) != crc:
+        raise CorruptionError(f"{name}: record at {pos} fails its crc")
+    (length,) = _ID_LEN.unpack_from(body)
+    end = _ID_LEN.size + length
+    if end + _LSN.size > n:
+        raise CorruptionError(f"{name}: record at {pos} is malformed")
+    try:
+        timeline = str(body[_ID_LEN.size : end], "utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptionError(f"{name}: record at {pos}: {exc}") from None
+    (lsn,) = _LSN.unpack_from(body, end)
+    return LogRecord(timeline, lsn, bytes(body[end + _LSN.size :])), pos + _PREFIX.size + n

@@ -29,6 +29,7 @@ from itertools import compress
 from operator import is_not
 from typing import Any, TypeVar
 
+from common.durability import Durability
 from common.errors import CorruptionError
 from pageserver.applied_batch import AppliedBatch
 from pageserver.layer_file import LayerKind, LayerSummary
@@ -235,6 +236,7 @@ class TenantManifest:
     checkpoints: Mapping[str, CheckpointRecord] = field(default_factory=dict)
     quotas: Quotas = field(default_factory=Quotas)
     incarnation: str = ""  # "": written before tenants had one; given one when loaded
+    durability: Durability = field(default_factory=Durability)  # when batches are acknowledged
     _base: weakref.ref[TenantManifest] | None = field(default=None, init=False,
                                                       compare=False, repr=False)
     _touched: set[tuple[str, str]] = field(default_factory=set, init=False, compare=False,
@@ -243,7 +245,7 @@ class TenantManifest:
     def copy(self) -> TenantManifest:
         """A copy to change: new dicts, sharing the records, which are immutable."""
         copied = TenantManifest(self.tenant_id, dict(self.branches), dict(self.checkpoints),
-                                self.quotas, self.incarnation)
+                                self.quotas, self.incarnation, self.durability)
         copied._base = weakref.ref(self)
         return copied
 
@@ -290,11 +292,11 @@ class TenantManifest:
             entries[change.kind][change.name] = (
                 None if change.after is None else vars(change.after))
         scalars = {"tenant_id": self.tenant_id, "quotas": self.quotas,
-                   "incarnation": self.incarnation}
+                   "incarnation": self.incarnation, "durability": self.durability}
         before = {"tenant_id": old.tenant_id, "quotas": old.quotas,
-                  "incarnation": old.incarnation}
+                  "incarnation": old.incarnation, "durability": old.durability}
         return {
-            "set": {key: vars(value) if isinstance(value, Quotas) else value
+            "set": {key: _scalar_json(value)
                     for key, value in scalars.items() if value != before[key]},
             "entries": entries,
         }
@@ -306,6 +308,7 @@ class TenantManifest:
             "checkpoints": {name: vars(record) for name, record in self.checkpoints.items()},
             "quotas": vars(self.quotas),
             "incarnation": self.incarnation,
+            "durability": self.durability.to_json(),
         }
 
     @staticmethod
@@ -319,7 +322,15 @@ class TenantManifest:
                 record = replace(record, branch=named.get(record.timeline_id))
             checkpoints[name] = record
         return TenantManifest(obj["tenant_id"], branches, checkpoints,
-                              Quotas(**obj.get("quotas", {})), obj.get("incarnation", ""))
+                              Quotas(**obj.get("quotas", {})), obj.get("incarnation", ""),
+                              Durability.from_json(obj.get("durability", {})))
+
+
+def _scalar_json(value: object) -> object:
+    """A field of a tenant manifest as its JSON holds it."""
+    if isinstance(value, Quotas):
+        return vars(value)
+    return value.to_json() if isinstance(value, Durability) else value
 
 
 R = TypeVar("R")

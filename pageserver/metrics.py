@@ -66,13 +66,15 @@ class _LayerCollector(Collector):
 
 class _LogCollector(Collector):
     """The tenant logs in the object store: live chunks, bytes not yet confirmed (the
-    upload backlog), chunks created and creates that failed, summed over tenants."""
+    upload backlog), chunks created and creates that failed, summed over tenants; and the
+    largest lag of the store behind a local log (tenants of local durability)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     def collect(self) -> Iterator[Metric]:
         totals = [0, 0, 0, 0]
+        lag = 0.0
         for tenant_id in self._engine.tenants():
             try:
                 stats = self._engine.tenant(tenant_id).log.stats()
@@ -81,6 +83,7 @@ class _LogCollector(Collector):
             for index, value in enumerate((stats.chunks, stats.pending_bytes, stats.uploads,
                                            stats.upload_failures)):
                 totals[index] += value
+            lag = max(lag, stats.local_lag_s)
         yield GaugeMetricFamily("strata_log_chunks", "log chunks not yet covered by layers",
                                 value=totals[0])
         yield GaugeMetricFamily("strata_log_pending_bytes",
@@ -90,6 +93,9 @@ class _LogCollector(Collector):
                                   value=totals[2])
         yield CounterMetricFamily("strata_log_chunk_failures", "log chunk creates that failed",
                                   value=totals[3])
+        yield GaugeMetricFamily("strata_log_local_lag_seconds",
+                                "age of the oldest batch acknowledged after a local fsync that "
+                                "the object store lacks, over tenants", value=lag)
 
 
 def _layer_stats(engine: Engine) -> dict[str, tuple[int, int]]:

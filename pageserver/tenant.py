@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from common.durability import Durability
 from common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -124,7 +125,8 @@ class Tenant:
         self._storage = storage
         self._config = config
         self.fence = Fence(tenant_id, generation)
-        self.log = TenantLog(storage, tenant_id, self.fence, config.log)
+        self.log = TenantLog(storage, tenant_id, self.fence, config.log,
+                             local_dir=config.local_log_dir / tenant_id)
         self._manifests = ManifestStore(storage, tenant_manifest_prefix(tenant_id), self.fence,
                                         legacy_tenant_manifest_prefix(tenant_id))
         self._lock = threading.RLock()
@@ -193,10 +195,20 @@ class Tenant:
         return ManifestStore(storage, tenant_manifest_prefix(tenant_id), fence,
                              legacy_tenant_manifest_prefix(tenant_id)).exists()
 
-    def create(self) -> None:
-        """Make the new tenant's log and its ``main`` branch."""
+    def create(self, durability: Durability | None = None) -> None:
+        """Make the new tenant's log and its ``main`` branch, acknowledged as
+        ``durability`` says (default: once in the object store)."""
         self.log.claim()
         self.create_root_branch()
+        if durability is not None and durability != self.manifest.durability:
+            self.set_durability(durability)
+
+    def set_durability(self, durability: Durability) -> None:
+        """When batches are acknowledged from now on; kept in the tenant manifest, so it
+        holds wherever the tenant is attached next."""
+        with self._manifest.change() as draft:
+            draft.state.durability = durability
+        self.log.set_durability(durability)
 
     def attach(self) -> None:
         """Take the tenant over from whoever served it before: fence its log, take over
@@ -204,6 +216,7 @@ class Tenant:
         replay the log above what the layers hold."""
         self.log.claim()
         self._load()
+        self.log.set_durability(self.manifest.durability)
         self._replay_log()
 
     def _load(self) -> None:
@@ -359,6 +372,9 @@ class Tenant:
             self._pins.append(pin)
         try:
             source.check_above_gc_cutoff(lsn)
+            # A manifest will name the point: the store must hold the log up to it even
+            # when it was acknowledged after a local fsync only.
+            self.log.wait_durable(self.log.acknowledged_seqno)
             yield
         finally:
             with self._lock:

@@ -3,8 +3,8 @@
 Three LSNs describe a timeline's progress:
 
 * ``last_lsn``: the newest batch applied (its log record may not be fsynced yet);
-* ``durable_lsn``: the newest batch the object store holds (in the tenant's log);
-  reads see up to here;
+* ``durable_lsn``: the newest batch acknowledged: the object store holds it (in the
+  tenant's log), or for a tenant of local durability this disk does; reads see up to here;
 * ``disk_consistent_lsn``: every batch up to here is in uploaded layer files.
 """
 
@@ -200,9 +200,9 @@ class Timeline:
 
     @property
     def durable_lsn(self) -> int:
-        """The newest LSN the object store holds with every LSN before it."""
+        """The newest LSN acknowledged with every LSN before it (see the module docstring)."""
         with self._lock:
-            if self._last_seqno and self._log.durable_seqno >= self._last_seqno:
+            if self._last_seqno and self._log.acknowledged_seqno >= self._last_seqno:
                 return self.last_lsn  # confirmed since, maybe after its caller gave up
             return self._durable_lsn
 
@@ -252,7 +252,7 @@ class Timeline:
                 seqno = self._log.append(LogRecord(self.timeline_id, lsn, encode_batch(batch)))
                 self._commit(lsn, batch, effects)
                 self._last_seqno = seqno
-        self._log.wait_durable(seqno)
+        self._log.wait_acknowledged(seqno)
         with self._lock:
             self._durable_lsn = max(self._durable_lsn, lsn)
             if self.applied_batch.lsn <= self.durable_lsn:

@@ -312,6 +312,16 @@ class Quotas(_message.Message):
     max_storage: int
     def __init__(self, max_branches: _Optional[int] = ..., max_computes: _Optional[int] = ..., max_ttl_s: _Optional[int] = ..., max_storage: _Optional[int] = ...) -> None: ...
 
+class Durability(_message.Message):
+    __slots__ = ("mode", "max_lag_s", "description")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MAX_LAG_S_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    max_lag_s: float
+    description: str
+    def __init__(self, mode: _Optional[str] = ..., max_lag_s: _Optional[float] = ..., description: _Optional[str] = ...) -> None: ...
+
 class GetTenantRequest(_message.Message):
     __slots__ = ("tenant",)
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -319,18 +329,20 @@ class GetTenantRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class GetTenantResponse(_message.Message):
-    __slots__ = ("tenant", "quotas", "owned_bytes", "logical_bytes", "stored_bytes")
+    __slots__ = ("tenant", "quotas", "owned_bytes", "logical_bytes", "stored_bytes", "durability")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
     OWNED_BYTES_FIELD_NUMBER: _ClassVar[int]
     LOGICAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DURABILITY_FIELD_NUMBER: _ClassVar[int]
     tenant: TenantInfo
     quotas: Quotas
     owned_bytes: int
     logical_bytes: int
     stored_bytes: int
-    def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., owned_bytes: _Optional[int] = ..., logical_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
+    durability: Durability
+    def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., owned_bytes: _Optional[int] = ..., logical_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., durability: _Optional[_Union[Durability, _Mapping]] = ...) -> None: ...
 
 class SetQuotasRequest(_message.Message):
     __slots__ = ("tenant", "quotas")
@@ -346,13 +358,29 @@ class SetQuotasResponse(_message.Message):
     quotas: Quotas
     def __init__(self, quotas: _Optional[_Union[Quotas, _Mapping]] = ...) -> None: ...
 
+class SetDurabilityRequest(_message.Message):
+    __slots__ = ("tenant", "durability")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DURABILITY_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    durability: Durability
+    def __init__(self, tenant: _Optional[str] = ..., durability: _Optional[_Union[Durability, _Mapping]] = ...) -> None: ...
+
+class SetDurabilityResponse(_message.Message):
+    __slots__ = ("durability",)
+    DURABILITY_FIELD_NUMBER: _ClassVar[int]
+    durability: Durability
+    def __init__(self, durability: _Optional[_Union[Durability, _Mapping]] = ...) -> None: ...
+
 class CreateTenantRequest(_message.Message):
-    __slots__ = ("tenant", "empty")
+    __slots__ = ("tenant", "empty", "durability")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     EMPTY_FIELD_NUMBER: _ClassVar[int]
+    DURABILITY_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     empty: bool
-    def __init__(self, tenant: _Optional[str] = ..., empty: _Optional[bool] = ...) -> None: ...
+    durability: Durability
+    def __init__(self, tenant: _Optional[str] = ..., empty: _Optional[bool] = ..., durability: _Optional[_Union[Durability, _Mapping]] = ...) -> None: ...
 
 class CreateTenantResponse(_message.Message):
     __slots__ = ("tenant", "main_lsn")

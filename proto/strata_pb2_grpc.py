@@ -344,6 +344,11 @@ class ManagementServiceStub:
                 request_serializer=proto_dot_strata__pb2.SetQuotasRequest.SerializeToString,
                 response_deserializer=proto_dot_strata__pb2.SetQuotasResponse.FromString,
                 _registered_method=True)
+        self.SetDurability = channel.unary_unary(
+                '/strata.v1.ManagementService/SetDurability',
+                request_serializer=proto_dot_strata__pb2.SetDurabilityRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.SetDurabilityResponse.FromString,
+                _registered_method=True)
         self.CreateBranch = channel.unary_unary(
                 '/strata.v1.ManagementService/CreateBranch',
                 request_serializer=proto_dot_strata__pb2.CreateBranchRequest.SerializeToString,
@@ -481,6 +486,12 @@ class ManagementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetQuotas(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDurability(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -637,6 +648,11 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.SetQuotas,
                     request_deserializer=proto_dot_strata__pb2.SetQuotasRequest.FromString,
                     response_serializer=proto_dot_strata__pb2.SetQuotasResponse.SerializeToString,
+            ),
+            'SetDurability': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDurability,
+                    request_deserializer=proto_dot_strata__pb2.SetDurabilityRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.SetDurabilityResponse.SerializeToString,
             ),
             'CreateBranch': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateBranch,
@@ -923,6 +939,33 @@ class ManagementService:
             '/strata.v1.ManagementService/SetQuotas',
             proto_dot_strata__pb2.SetQuotasRequest.SerializeToString,
             proto_dot_strata__pb2.SetQuotasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDurability(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/SetDurability',
+            proto_dot_strata__pb2.SetDurabilityRequest.SerializeToString,
+            proto_dot_strata__pb2.SetDurabilityResponse.FromString,
             options,
             channel_credentials,
             insecure,

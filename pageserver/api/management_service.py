@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from common.durability import DEFAULT_MAX_LAG_S, STORE, Durability
 from common.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from common.postgres import pg_bin_dir
 from pageserver import importer
@@ -87,7 +88,8 @@ class ManagementServicer:
                      context: grpc.ServicerContext) -> pb.CreateTenantResponse:
         """A new tenant; unless ``empty``, initdb's cluster imported as branch main."""
         bin_dir = None if request.empty else pg_bin_dir(self._pg_bin_dir)
-        tenant = self._engine.create_tenant(request.tenant)
+        durability = _durability_from_pb(request.durability)
+        tenant = self._engine.create_tenant(request.tenant, durability)
         main = tenant.branch(MAIN_BRANCH)
         if bin_dir is not None:
             try:
@@ -95,7 +97,8 @@ class ManagementServicer:
             except Exception:
                 self._engine.delete_tenant(request.tenant)
                 raise
-        self._record(context, "tenant.create", request.tenant, empty=request.empty)
+        self._record(context, "tenant.create", request.tenant, empty=request.empty,
+                     durability=durability.mode, max_lag_s=durability.max_lag_s)
         return pb.CreateTenantResponse(tenant=self._tenant_info(tenant), main_lsn=main.durable_lsn)
 
     def ListTenants(self, request: pb.ListTenantsRequest,
@@ -139,7 +142,8 @@ class ManagementServicer:
             tenant=self._tenant_info(tenant), quotas=_quotas_to_pb(tenant.manifest.quotas),
             owned_bytes=sum(t.owned_bytes() for t in timelines),
             logical_bytes=sum(t.logical_size() for t in branches),
-            stored_bytes=tenant.stored_bytes())
+            stored_bytes=tenant.stored_bytes(),
+            durability=_durability_to_pb(tenant.manifest.durability))
 
     def SetQuotas(self, request: pb.SetQuotasRequest,
                   context: grpc.ServicerContext) -> pb.SetQuotasResponse:
@@ -150,6 +154,16 @@ class ManagementServicer:
         self._record(context, "tenant.quotas", request.tenant,
                      **vars(tenant.manifest.quotas))
         return pb.SetQuotasResponse(quotas=_quotas_to_pb(tenant.manifest.quotas))
+
+    def SetDurability(self, request: pb.SetDurabilityRequest,
+                      context: grpc.ServicerContext) -> pb.SetDurabilityResponse:
+        """When the tenant's batches are acknowledged from now on (kept with the tenant)."""
+        tenant = self._engine.tenant(request.tenant)
+        durability = _durability_from_pb(request.durability)
+        tenant.set_durability(durability)
+        self._record(context, "tenant.durability", request.tenant, mode=durability.mode,
+                     max_lag_s=durability.max_lag_s)
+        return pb.SetDurabilityResponse(durability=_durability_to_pb(durability))
 
     # --- branches ------------------------------------------------------------------------
 
@@ -467,6 +481,16 @@ def _expiry(ttl_s: int) -> int | None:
 def _applied_batch_to_pb(batch: AppliedBatch) -> pb.AppliedBatch:
     return pb.AppliedBatch(writer_epoch=batch.writer_epoch, batch_id=batch.batch_id,
                            lsn=batch.lsn)
+
+
+def _durability_from_pb(given: pb.Durability) -> Durability:
+    """The setting a request asks for; InvalidArgumentError for a mode or lag out of range."""
+    return Durability(given.mode or STORE, given.max_lag_s or DEFAULT_MAX_LAG_S)
+
+
+def _durability_to_pb(durability: Durability) -> pb.Durability:
+    return pb.Durability(mode=durability.mode, max_lag_s=durability.max_lag_s,
+                         description=durability.describe())
 
 
 def _quotas_to_pb(quotas: Quotas) -> pb.Quotas:

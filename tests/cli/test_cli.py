@@ -216,6 +216,27 @@ def test_a_token_on_the_command_line_is_refused(strata: Strata) -> None:
                                          str(strata.home / "absent")).lower()
 
 
+def test_durability_is_chosen_shown_and_checked(strata: Strata) -> None:
+    strata.json("tenant", "create", "quick", "--empty", "--durability", "local",
+                "--max-lag", "2s")
+    shown = strata.json("tenant", "show", "quick")
+    assert (shown["durability"], shown["max_lag_s"]) == ("local", 2.0)
+    assert shown["rpo"] == ("acknowledged after local fsync; up to 2 s of acknowledged "
+                            "commits can be lost if this page server's disk is lost")
+    assert "up to 2 s of acknowledged commits" in strata.run("tenant", "show", "quick").stdout
+    assert strata.json("tenant", "set", "quick", "--max-lag", "1s")["max_lag_s"] == 1.0
+    back = strata.json("tenant", "set", "quick", "--durability", "store")
+    assert (back["durability"], back["max_lag_s"]) == ("store", None)
+    assert "nothing acknowledged is lost" in back["rpo"]
+    assert "--durability local only" in strata.fail(USAGE, "tenant", "set", "quick",
+                                                    "--max-lag", "3s")
+    assert "outside 0.1 s to 300 s" in strata.fail(USAGE, "tenant", "set", "quick",
+                                                   "--durability", "local", "--max-lag", "1h")
+    assert "'fast' is not one of" in strata.fail(USAGE, "tenant", "create", "other",
+                                                 "--durability", "fast")
+    strata.run("tenant", "delete", "quick", "--yes")
+
+
 def test_quotas_are_shown_and_enforced(strata: Strata) -> None:
     strata.json("tenant", "create", "small", "--empty")
     quotas = strata.json("tenant", "set", "small", "--max-branches", "3", "--max-ttl", "1h",

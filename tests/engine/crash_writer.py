@@ -3,14 +3,18 @@
 Run as ``python -m tests.engine.crash_writer STATE_DIR STORE_DIR [FAULTS]``; it keeps
 writing (with background flushes and compactions running) until it is killed. FAULTS,
 a plan of pageserver/remote/faults.py, makes the store fail calls once the tenant exists;
-the writer then also prints ``faults=N``, how many it has injected so far.
+the writer then also prints ``faults=N``, how many it has injected so far. FAULTS of the
+form ``local=SECONDS`` instead creates the tenant with local durability and that max lag;
+the writer then prints ``LSN@TIME``, TIME the wall clock when the batch was acknowledged.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
+from common.durability import LOCAL, Durability
 from common.keys import PAGE_SIZE
 from common.ops import Batch, Create, Mkdir, Write
 from pageserver.config import EngineConfig
@@ -33,7 +37,10 @@ def main() -> None:
     config = EngineConfig(state_dir=state, background_period_s=0.05, memtable_bytes=256 * 1024,
                           l0_compaction_threshold=3, image_threshold=2, pitr_window_s=0.5,
                           gc_period_s=0.5)
-    plan = parse_fault_plan(sys.argv[3]) if len(sys.argv) > 3 else None
+    option = sys.argv[3] if len(sys.argv) > 3 else ""
+    local = option.startswith(f"{LOCAL}=")
+    durability = Durability(LOCAL, float(option.partition("=")[2])) if local else None
+    plan = parse_fault_plan(option) if option and not local else None
     storage = LocalDirectoryStorage(store)
     faulty = FaultyStorage(storage, plan, enabled=False) if plan else None
     engine = Engine(config, faulty or storage)
@@ -41,7 +48,7 @@ def main() -> None:
         if Tenant.exists(storage, "crash"):  # its state directory was lost: attach again
             engine.attach_tenant("crash")
         else:
-            engine.create_tenant("crash").branch("main").ingest(
+            engine.create_tenant("crash", durability).branch("main").ingest(
                 Batch((Mkdir("base"), Mkdir("base/1"), Create(PATH)))
             )
     if faulty is not None:
@@ -53,7 +60,7 @@ def main() -> None:
         acked = main_branch.ingest(
             Batch((Write(PATH, (lsn % BLOCKS) * PAGE_SIZE, page_for(lsn)),), wal_lsn=lsn)
         )
-        print(acked, flush=True)
+        print(f"{acked}@{time.time():.6f}" if local else acked, flush=True)
         if faulty is not None:
             print(f"faults={sum(faulty.injected().values())}", flush=True)
 

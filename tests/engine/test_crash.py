@@ -64,6 +64,53 @@ def test_kill_9_under_storage_faults_loses_nothing_acknowledged(tmp_path: Path,
     _kill_3_times_and_check(tmp_path, STORAGE_FAULTS, lose_state)
 
 
+@pytest.mark.parametrize("lose_state", [False, True], ids=["state-kept", "state-lost"])
+def test_kill_9_in_local_durability_loses_at_most_max_lag(tmp_path: Path,
+                                                          lose_state: bool) -> None:
+    """Acknowledged after a local fsync: with the disk kept nothing acknowledged is lost;
+    with it lost, only batches acknowledged within max lag before the kill can be."""
+    state, store, max_lag = tmp_path / "state", tmp_path / "store", 1.0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.engine.crash_writer", str(state), str(store),
+         f"local={max_lag}"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("start")
+        time.sleep(2.5)
+        killed_at = time.time()
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    acked = {int(lsn): float(at) for lsn, _, at in
+             (line.partition("@") for line in out.splitlines() if "@" in line)}
+    assert len(acked) > 50, "the writer acknowledged too little to prove anything"
+    if lose_state:
+        shutil.rmtree(state)
+    engine = Engine(EngineConfig(state_dir=state, background_period_s=0, pitr_window_s=1e9),
+                    LocalDirectoryStorage(store))
+    try:
+        if lose_state:
+            engine.attach_tenant("crash")
+        main = engine.timeline("crash", "main")
+        missing = {lsn: at for lsn, at in acked.items() if lsn > main.durable_lsn}
+        if not lose_state:
+            assert not missing, f"acknowledged batches lost with the disk kept: {missing}"
+        assert all(at >= killed_at - max_lag for at in missing.values()), \
+            f"lost batches acknowledged more than {max_lag} s before the kill"
+        kept = [lsn for lsn in acked if lsn <= main.durable_lsn
+                and (lsn >= main.gc_cutoff or lsn in main.retain_lsns())]
+        for lsn in random.Random(5).sample(kept, min(40, len(kept))):
+            page = main.read_file(PATH, (lsn % BLOCKS) * PAGE_SIZE, PAGE_SIZE, lsn=lsn)
+            assert page == page_for(lsn), f"batch {lsn} lost"
+    finally:
+        engine.close(flush=False)
+
+
 def _kill_3_times_and_check(tmp_path: Path, faults: str, lose_state: bool) -> None:
     """Kill the writer three times (losing its state directory each time, with
     ``lose_state``), then check every acknowledged batch on a clean store."""

@@ -7,7 +7,8 @@ import time
 
 import click
 
-from common.durations import parse_duration_s
+from common.durability import LOCAL, MODES, STORE
+from common.durations import parse_duration, parse_duration_s
 from proto import strata_pb2 as pb
 from strata.cli.confirm import confirm
 from strata.cli.errors import CliError, ExitCode
@@ -27,19 +28,46 @@ def tenant() -> None:
     """
 
 
+DURABILITY_HELP = ("When commits are acknowledged: 'store' (default), once in the object "
+                   "store; 'local', once fsynced on the page server's disk, the store at "
+                   "most --max-lag behind (what losing that disk can lose).")
+MAX_LAG_HELP = "With --durability local: how far the object store may lag (default 5s)."
+
+
+def _durability(mode: str | None, max_lag: str | None,
+                current: pb.Durability | None = None) -> pb.Durability:
+    """The setting the options ask for, on top of ``current``; the server checks ranges."""
+    chosen = mode or (current.mode if current is not None else "") or STORE
+    if max_lag is not None and chosen != LOCAL:
+        raise CliError("--max-lag applies to --durability local only", ExitCode.USAGE)
+    lag = parse_duration(max_lag) if max_lag is not None else (
+        current.max_lag_s if current is not None and mode in (None, LOCAL) else 0.0)
+    return pb.Durability(mode=chosen, max_lag_s=lag)
+
+
+def durability_dict(durability: pb.Durability) -> dict[str, object]:
+    return {"durability": durability.mode,
+            "max_lag_s": durability.max_lag_s if durability.mode == LOCAL else None,
+            "rpo": durability.description}
+
+
 @tenant.command("create")
 @click.argument("name")
 @click.option("--empty", is_flag=True, help="Skip initdb: an empty main branch.")
+@click.option("--durability", type=click.Choice(MODES), help=DURABILITY_HELP)
+@click.option("--max-lag", type=DURATION, help=MAX_LAG_HELP)
 @api_command
-def create(session: Session, name: str, empty: bool) -> None:
+def create(session: Session, name: str, empty: bool, durability: str | None,
+           max_lag: str | None) -> None:
     """Create tenant NAME.
 
     Its branch main holds a fresh initdb cluster, unless --empty.
     """
+    setting = _durability(durability, max_lag)
     started = time.monotonic()
     what = f"creating tenant {name}" + ("" if empty else " (initdb + import)")
     with session.client() as client, working(what, session.interactive):
-        response = client.create_tenant(name, empty=empty)
+        response = client.create_tenant(name, empty=empty, durability=setting)
     if session.json:
         emit_json({"tenant": tenant_dict(response.tenant), "main_lsn": response.main_lsn})
         return
@@ -133,7 +161,7 @@ def show(session: Session, name: str) -> None:
         "computes_running": running, "max_computes": quotas.max_computes or None,
         "max_ttl_s": quotas.max_ttl_s or None, "owned_bytes": response.owned_bytes,
         "logical_bytes": response.logical_bytes, "stored_bytes": response.stored_bytes,
-        "max_storage": quotas.max_storage or None,
+        "max_storage": quotas.max_storage or None, **durability_dict(response.durability),
     }
     if session.json:
         emit_json(usage)
@@ -151,6 +179,8 @@ def show(session: Session, name: str) -> None:
         ("storage", f"{human_size(response.stored_bytes)} of {human_size(quotas.max_storage)}"
          if quotas.max_storage else f"{human_size(response.stored_bytes)} (no quota)"),
         ("logical size of branches", human_size(response.logical_bytes)),
+        ("durability", response.durability.mode),
+        ("RPO", response.durability.description),
     ])
 
 
@@ -164,16 +194,28 @@ def show(session: Session, name: str) -> None:
 @click.option("--max-storage", type=SIZE,
               help="Bytes stored (e.g. 10GB); past it, writes that grow files are refused. "
                    "0: unlimited.")
+@click.option("--durability", type=click.Choice(MODES), help=DURABILITY_HELP)
+@click.option("--max-lag", type=DURATION, help=MAX_LAG_HELP)
 @api_command
 def set_(session: Session, name: str, max_branches: int | None, max_computes: int | None,
-         max_ttl: str | None, max_storage: int | None) -> None:
-    """Set the quotas of tenant NAME (needs an admin token); others stay as they are."""
-    if max_branches is None and max_computes is None and max_ttl is None \
-            and max_storage is None:
-        raise CliError("nothing to set: give --max-branches, --max-computes, --max-ttl or "
-                       "--max-storage", ExitCode.USAGE)
+         max_ttl: str | None, max_storage: int | None, durability: str | None,
+         max_lag: str | None) -> None:
+    """Set the quotas or the durability of tenant NAME (needs an admin token); others
+    stay as they are."""
+    quota_given = not (max_branches is None and max_computes is None and max_ttl is None
+                       and max_storage is None)
+    if not quota_given and durability is None and max_lag is None:
+        raise CliError("nothing to set: give --max-branches, --max-computes, --max-ttl, "
+                       "--max-storage, --durability or --max-lag", ExitCode.USAGE)
     with session.client() as client:
-        quotas = client.get_tenant(name).quotas
+        current = client.get_tenant(name)
+        if durability is not None or max_lag is not None:
+            setting = client.set_durability(
+                name, _durability(durability, max_lag, current.durability))
+            if not quota_given:
+                _emit_durability(session, name, setting)
+                return
+        quotas = current.quotas
         if max_branches is not None:
             quotas.max_branches = max_branches
         if max_computes is not None:
@@ -192,6 +234,13 @@ def set_(session: Session, name: str, max_branches: int | None, max_computes: in
         emit_text(f"quotas of tenant {name!r}: " + ", ".join(
             f"{key} {value if value is not None else 'unlimited'}"
             for key, value in document.items() if key != "tenant"))
+
+
+def _emit_durability(session: Session, name: str, setting: pb.Durability) -> None:
+    if session.json:
+        emit_json({"tenant": name, **durability_dict(setting)})
+    else:
+        emit_text(f"tenant {name!r}: {setting.description}")
 
 
 @tenant.command("delete")
