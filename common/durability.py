@@ -4,7 +4,7 @@
 object store; losing the page server loses nothing acknowledged. ``local``: once the
 batch is fsynced in a log file on the page server's disk, with the object store kept at
 most ``max_lag_s`` behind; that window is the tenant's RPO should the disk be lost
-(docs/rfcs/0009-local-acknowledgement-with-a-bounded-lag.md). The page server and the
+(docs/rfcs/0010-local-acknowledgement-with-a-bounded-lag.md). The page server and the
 CLI both describe it with ``describe``, so the words are the same everywhere.
 """
 

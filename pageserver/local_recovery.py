@@ -7,7 +7,7 @@ create-if-absent at the next numbers, stamped g. That is allowed only while the 
 chunk is g's: a chunk of another generation after g's last means another page server
 attached the tenant since (its fence), and what g acknowledged after its last upload is
 discarded, loudly. It was acknowledged within g's max lag before g stopped reaching the
-store, the RPO the tenant chose (docs/rfcs/0009-local-acknowledgement-with-a-bounded-lag.md).
+store, the RPO the tenant chose (docs/rfcs/0010-local-acknowledgement-with-a-bounded-lag.md).
 A create that finds its name taken by another generation means the same, and stops the
 upload there. Records the store may hold twice (a crash between the last upload and
 deleting the local log) are harmless: replay skips LSNs a timeline already has.
