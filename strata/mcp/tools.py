@@ -6,7 +6,8 @@ read-only transaction as the read-only role unless ``write`` is asked for, prote
 branches are not changed (``strata.mcp.guard``), and results are capped.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: the SDK reads each tool's JSON schema from its
+# annotations, and those of run_sql use the server's limits, which only the closure knows.
 
 import difflib
 from typing import Annotated, Any
@@ -51,7 +52,7 @@ def _summary(info: pb.BranchInfo) -> dict[str, Any]:
 def build(calls: Calls) -> MCPServer:
     """The MCP server with every tool, each call run through ``calls``."""
     server: MCPServer = MCPServer(
-        "strata", instructions=(
+        "strata", log_level="WARNING", instructions=(
             "Strata branches PostgreSQL databases in milliseconds. Work on a fork: "
             "create_branch (with a TTL) from main, run_sql on it (write=true for "
             "migrations), checkpoint before risky steps, restore_branch to undo, "
