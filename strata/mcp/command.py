@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from strata.cli.errors import CliError, ExitCode
-from strata.cli.params import DURATION
+from strata.cli.params import DURATION, SIZE
 from strata.cli.session import Session, api_command
 from strata.mcp.serve import serve_http, serve_stdio
 from strata.mcp.sql import Limits
 
 DEFAULT_LISTEN = "127.0.0.1:8765"
+MIN_RESULT_BYTES = 1024  # a row or two of anything
 
 
 @click.command()
@@ -20,8 +21,8 @@ DEFAULT_LISTEN = "127.0.0.1:8765"
               help="Where --http listens.")
 @click.option("--max-rows", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="Most rows run_sql returns.")
-@click.option("--max-result-bytes", type=click.IntRange(1024), default=256 * 1024,
-              show_default=True, help="Most bytes of rows run_sql returns.")
+@click.option("--max-result-bytes", type=SIZE, default="256KiB", show_default=True,
+              help="Most bytes of rows run_sql returns (as JSON), e.g. 64KiB.")
 @click.option("--statement-timeout", type=DURATION, default="30s", show_default=True,
               help="Longest a run_sql call may run.")
 @api_command
@@ -37,6 +38,9 @@ def mcp(session: Session, over_http: bool, listen: str, max_rows: int,
     """
     from common.durations import parse_duration_s
 
+    if max_result_bytes < MIN_RESULT_BYTES:
+        raise CliError(f"--max-result-bytes must be at least {MIN_RESULT_BYTES}",
+                       ExitCode.USAGE)
     limits = Limits(max_rows, max_result_bytes, float(parse_duration_s(statement_timeout)))
     if not over_http:
         serve_stdio(session, limits)
