@@ -241,13 +241,13 @@ def build(calls: Calls) -> MCPServer:
             with session.client() as client:
                 if branch is not None:
                     client.get_branch(session.tenant, branch)
+                # The page server lists only what the token covers.
                 visible = {b.name for b in client.list_branches(session.tenant)}
             view = computes.proxy_view(session.home)
             found = []
             for node in computes.listing(session.home, session.tenant):
                 name = node.spec.branch
-                if (branch is None or name == branch) and name in visible and (
-                        caller.branches is None or name in caller.branches):
+                if (branch is None or name == branch) and name in visible:
                     shown = computes.describe(node, view)
                     found.append({key: shown[key] for key in
                                   ("branch", "status", "clients", "idle_s", "started_at")})

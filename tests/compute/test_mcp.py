@@ -258,8 +258,9 @@ def test_a_read_only_token_writes_nothing(agents: Agents) -> None:
                                     statement="CREATE TABLE t(x int)")
             assert "read-only transaction" in message
             # Leaving the read-only transaction does not help: the role writes nothing.
-            await refused(client, "run_sql", branch="shared",
-                          statement="COMMIT; CREATE TABLE t(x int)")
+            message = await refused(client, "run_sql", branch="shared",
+                                    statement="COMMIT; BEGIN READ WRITE; CREATE TABLE t(x int)")
+            assert "permission denied" in message
             found = await call(client, "run_sql", branch="shared",
                                statement="SELECT to_regclass('t')::text")
             assert found["rows"] == [[None]]
@@ -315,6 +316,27 @@ def test_bad_arguments_are_clear_tool_errors_and_the_server_keeps_serving(
                                                    statement="SELEC 1")
             names = [b["name"] for b in (await call(client, "list_branches"))["branches"]]
             assert "main" in names and "x" not in names
+
+    run(scenario)
+
+
+def test_forks_keep_within_the_ttl_quota_and_are_made_all_or_none(agents: Agents) -> None:
+    agents.cli.json("branch", "create", "batch-2", "--tenant", TENANT)
+
+    async def scenario() -> None:
+        async with agents.client("http") as client:
+            message = await refused(client, "create_branch", name="batch", ttl="1h",
+                                    count=3)
+            assert "batch-2" in message
+            names = [b["name"] for b in (await call(client, "list_branches"))["branches"]]
+            assert "batch-1" not in names  # made, then taken back with the batch
+            agents.cli.json("tenant", "set", TENANT, "--max-ttl", "2h")
+            try:
+                made = await call(client, "create_branch", name="long", ttl="7d")
+            finally:
+                agents.cli.json("tenant", "set", TENANT, "--max-ttl", "0")
+            assert made["ttl_s"] == 7200 and made["ttl_capped_by_quota"] is True
+            await call(client, "delete_branch", name="long")
 
     run(scenario)
 
