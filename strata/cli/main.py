@@ -56,6 +56,8 @@ for command in (
                 "Flush and compact the tenant's layers."),
     LazyCommand("token", _COMMANDS + "tokens:token",
                 "Create, list and revoke bearer tokens for the page server's API."),
+    LazyCommand("mcp", "strata.mcp.command:mcp",
+                "Serve Strata's tools to agents over the Model Context Protocol."),
     LazyCommand("audit", _COMMANDS + "audit:audit",
                 "Show the audit log: who (token id, scope, address) changed what, and when."),
 ):

@@ -69,9 +69,16 @@ class ConnectLog:
 
 def read(home: Home, since_us: int = 0) -> list[dict[str, Any]]:
     """The connects at or after ``since_us``, oldest first; none if there is no log (or
-    this user may not read it). A torn last line (a crash mid-append) is skipped."""
+    this user may not read it)."""
+    return read_entries(path_of(home), since_us)
+
+
+def read_entries(path: Path, since_us: int = 0) -> list[dict[str, Any]]:
+    """The entries of the JSON-lines log ``path`` at or after ``since_us``, oldest first;
+    none if there is no log (or this user may not read it). A torn last line (a crash
+    mid-append) is skipped."""
     try:
-        lines = path_of(home).read_bytes().splitlines()
+        lines = path.read_bytes().splitlines()
     except (FileNotFoundError, PermissionError):
         return []
     entries = []
