@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ from common.keys import (
 )
 from pageserver.config import EngineConfig
 from pageserver.layer import Layer
-from pageserver.layer_file import LayerKind, LayerSummary
+from pageserver.layer_file import LayerKind, LayerReader, LayerSummary
 from pageserver.reads import read_metas, read_pages
 from pageserver.timeline import MetaEntry, PageEntry, Timeline
 
@@ -62,7 +63,17 @@ def merge_l0(timeline: Timeline, config: EngineConfig, result: CompactionResult,
                     key=lambda layer: layer.lsn_start)
     if not l0 or (len(l0) < config.l0_compaction_threshold and not (force and len(l0) > 1)):
         return
-    readers = [layer.reader() for layer in l0]
+    with ExitStack() as held:  # every L0 is read until the last L1 is written
+        readers = [held.enter_context(layer.reading()) for layer in l0]
+        added = _merge_into_l1(timeline, config, l0, readers)
+    timeline.replace_layers(added, l0)
+    result.l0_merged += len(l0)
+    result.l1_written += len(added)
+
+
+def _merge_into_l1(timeline: Timeline, config: EngineConfig, l0: list[Layer],
+                   readers: list[LayerReader]) -> list[Layer]:
+    """Write the L1 deltas holding every entry of ``l0`` (read through ``readers``)."""
     bounds = _partition_bounds(_key_counts(l0), config.l1_target_entries)
     lsn_start, lsn_end = l0[0].lsn_start, max(layer.lsn_end for layer in l0)
     pages = _Peekable(heapq.merge(*(r.iter_pages() for r in readers), key=_entry_order))
@@ -81,9 +92,7 @@ def merge_l0(timeline: Timeline, config: EngineConfig, result: CompactionResult,
             summary, pages.take_below(end), metas if first else [],
             batches if first else [], level=1,
         ))
-    timeline.replace_layers(added, l0)
-    result.l0_merged += len(l0)
-    result.l1_written += len(added)
+    return added
 
 
 def _entry_order(entry: PageEntry) -> tuple[bytes, int, int]:
@@ -94,9 +103,9 @@ def _key_counts(layers: list[Layer]) -> dict[Relation, tuple[np.ndarray, np.ndar
     """Per relation: its distinct blocks across ``layers`` and their version counts."""
     per_relation: dict[Relation, list[np.ndarray]] = {}
     for layer in layers:
-        reader = layer.reader()
-        for relation in reader.relations():
-            per_relation.setdefault(relation, []).append(reader.page_index(relation)[0])
+        with layer.reading() as reader:
+            for relation in reader.relations():
+                per_relation.setdefault(relation, []).append(reader.page_index(relation)[0])
     counts: dict[Relation, tuple[np.ndarray, np.ndarray]] = {}
     for relation, parts in per_relation.items():
         blocks, versions = np.unique(np.concatenate(parts), return_counts=True)
@@ -206,10 +215,10 @@ def visible_keys(timeline: Timeline, lsn: int) -> dict[Relation, np.ndarray]:
                     per_relation.setdefault(relation, []).append(
                         np.asarray(block_list, dtype=np.int64))
                 continue
-            reader = source.reader()
-            for relation in reader.relations():
-                blocks, lsns = reader.page_index(relation)
-                per_relation.setdefault(relation, []).append(blocks[lsns <= lsn])
+            with source.reading() as reader:
+                for relation in reader.relations():
+                    blocks, lsns = reader.page_index(relation)
+                    per_relation.setdefault(relation, []).append(blocks[lsns <= lsn])
         lsn = min(lsn, current.branch_lsn)
         current = current.ancestor
     return {rel: np.unique(np.concatenate(parts)) for rel, parts in per_relation.items()}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pageserver.layer_cache import DEFAULT_LIMIT_BYTES
+
 
 @dataclass(frozen=True)
 class LogSettings:
@@ -35,6 +37,7 @@ class EngineConfig:
     log: LogSettings = field(default_factory=LogSettings)
     writer_lease_s: float = 10.0  # a compute that misses heartbeats this long loses its slot
     read_drain_s: float = 60.0  # how long deleting layers waits for reads that may use them
+    layer_cache_bytes: int = DEFAULT_LIMIT_BYTES  # bound on downloaded layers (S3 only)
 
     @property
     def layer_cache_dir(self) -> Path:

@@ -32,6 +32,7 @@ from common.names import is_reserved_tenant_name
 from pageserver import gc
 from pageserver.compaction import CompactionResult, compact
 from pageserver.config import EngineConfig
+from pageserver.layer_cache import LayerCache
 from pageserver.locations import Locations, load_or_create_id
 from pageserver.manifest import tenant_prefix
 from pageserver.remote import RemoteStorage
@@ -60,6 +61,7 @@ class Engine:
         self.config = config
         self.storage = storage
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.layer_cache = LayerCache(config.layer_cache_dir, storage, config.layer_cache_bytes)
         self.locations = Locations(storage, load_or_create_id(config.state_dir), address)
         self._departed: set[str] = set()  # detached, or moved away while we were down
         self._detaching: set[str] = set()  # still listed in attached.json until flushed
@@ -97,7 +99,7 @@ class Engine:
                     f"tenant {tenant_id!r} already exists in {self.storage.describe()}; attach it"
                 )
             tenant = Tenant(tenant_id, self.locations.claim(tenant_id), self.storage,
-                            self.config)
+                            self.config, self.layer_cache)
             tenant.create()
             self._tenants[tenant_id] = tenant
             self._write_attached()
@@ -223,7 +225,7 @@ class Engine:
                 raise NotFoundError(
                     f"tenant {tenant_id!r} not found in {self.storage.describe()}")
             tenant = Tenant(tenant_id, self.locations.claim(tenant_id), self.storage,
-                            self.config)
+                            self.config, self.layer_cache)
             tenant.attach()
             return tenant
 

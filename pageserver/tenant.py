@@ -34,6 +34,7 @@ from common.ops import decode_batch
 from pageserver.at_time import lsn_at_time
 from pageserver.config import EngineConfig
 from pageserver.fencing import Fence
+from pageserver.layer_cache import LayerCache
 from pageserver.manifest import (
     BRANCHES,
     BranchRecord,
@@ -118,11 +119,12 @@ class Tenant:
     """
 
     def __init__(self, tenant_id: str, generation: int, storage: RemoteStorage,
-                 config: EngineConfig) -> None:
+                 config: EngineConfig, layer_cache: LayerCache) -> None:
         self.tenant_id = validate_name("tenant", tenant_id)
         self.generation = generation
         self._storage = storage
         self._config = config
+        self._layer_cache = layer_cache
         self.fence = Fence(tenant_id, generation)
         self.log = TenantLog(storage, tenant_id, self.fence, config.log)
         self._manifests = ManifestStore(storage, tenant_manifest_prefix(tenant_id), self.fence,
@@ -261,6 +263,7 @@ class Tenant:
             self.tenant_id, manifest, ancestor, storage=self._storage, log=self.log,
             fence=self.fence, manifests=store,
             cache_dir=self._config.layer_cache_dir / self.tenant_id / manifest.timeline_id,
+            layer_cache=self._layer_cache,
             reads=self.reads, retain_lsns=self._retain_lsns,
             writer_lease_s=self._config.writer_lease_s,
         )
@@ -653,8 +656,9 @@ class Tenant:
         prefix = timeline_prefix(self.tenant_id, timeline.timeline_id)
         self._storage.delete_many(self._storage.list(prefix))
         self.log.forget_timeline(timeline.timeline_id)
-        shutil.rmtree(self._config.layer_cache_dir / self.tenant_id / timeline.timeline_id,
-                      ignore_errors=True)
+        cached = self._config.layer_cache_dir / self.tenant_id / timeline.timeline_id
+        shutil.rmtree(cached, ignore_errors=True)
+        self._layer_cache.forget_under(cached)
 
     # --- checkpoints ---------------------------------------------------------------
 
