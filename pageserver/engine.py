@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from common.durable import write_durably
@@ -47,10 +47,21 @@ DETACH_HOLDER = "detach"  # the writer a detach takes every branch's slot for, f
 
 
 @dataclass
+class TimelineGcReport:
+    """What GC did to one timeline and what keeps the rest."""
+
+    timeline_id: str
+    branches: list[str]  # naming it; none for a timeline kept for checkpoints or children
+    result: gc.GcResult
+    kept: gc.KeptBytes
+
+
+@dataclass
 class TenantGcResult:
     timelines: int = 0
     layers_removed: int = 0
     bytes_removed: int = 0
+    reports: list[TimelineGcReport] = field(default_factory=list)
 
 
 class Engine:
@@ -258,9 +269,12 @@ class Engine:
         return total
 
     def gc(self, tenant_id: str, cutoff_lsn: int | None = None,
-           at_us: int | None = None) -> TenantGcResult:
-        """Collect every timeline of a tenant; ``cutoff_lsn`` overrides the PITR window."""
+           at_us: int | None = None, *, explain: bool = False) -> TenantGcResult:
+        """Collect every timeline of a tenant; ``cutoff_lsn`` overrides the PITR window.
+        With ``explain``, a report per timeline says what keeps the layers that stay."""
         total = TenantGcResult()
+        tenant = self.tenant(tenant_id) if explain else None
+        names = tenant.names_of_timelines() if tenant is not None else {}
         for timeline in self._timelines(tenant_id):
             cutoff = cutoff_lsn if cutoff_lsn is not None else gc.pitr_cutoff(
                 timeline, self.config.pitr_window_s, at_us
@@ -269,6 +283,10 @@ class Engine:
             total.timelines += 1
             total.layers_removed += result.layers_removed
             total.bytes_removed += result.bytes_removed
+            if tenant is not None:
+                total.reports.append(TimelineGcReport(
+                    timeline.timeline_id, names.get(timeline.timeline_id, []), result,
+                    gc.explain(timeline, tenant.retained_points(timeline))))
         return total
 
     def _timelines(self, tenant_id: str | None) -> list[Timeline]:

@@ -714,6 +714,32 @@ class Tenant:
         return {lsn for holder, lsn in pins
                 if holder is not None and _owner(holder, lsn) is timeline}
 
+    def retained_points(self, timeline: Timeline) -> dict[int, list[str]]:
+        """What pins each LSN of ``timeline``'s own history: ``checkpoint NAME``,
+        ``branch NAME`` (a child; its timeline id if no branch names it) or a branch or
+        checkpoint being made. The labels ``gc.explain`` reports."""
+        with self._lock:
+            names = self.names_of_timelines()
+            pins = [(child.ancestor, child.branch_lsn,
+                     f"branch {', '.join(names.get(child.timeline_id, [child.timeline_id]))}")
+                    for child in self.timelines.values() if not child.deleted]
+            pins += [(self.timelines.get(cp.timeline_id), cp.lsn, f"checkpoint {name}")
+                     for name, cp in self.manifest.checkpoints.items()]
+            pins += [(holder, lsn, "a branch or checkpoint being made")
+                     for holder, lsn in self._pins]
+        points: dict[int, list[str]] = {}
+        for holder, lsn, label in pins:
+            if holder is not None and _owner(holder, lsn) is timeline:
+                points.setdefault(lsn, []).append(label)
+        return points
+
+    def names_of_timelines(self) -> dict[str, list[str]]:
+        """Timeline id -> the branches naming it, sorted."""
+        names: dict[str, list[str]] = {}
+        for name, record in sorted(self.manifest.branches.items()):
+            names.setdefault(record.timeline_id, []).append(name)
+        return names
+
     def close(self) -> None:
         self.log.close()
         for timeline in list(self.timelines.values()):

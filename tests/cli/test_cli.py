@@ -246,7 +246,13 @@ def test_quotas_are_shown_and_enforced(strata: Strata) -> None:
 
 def test_gc_and_compact(strata: Strata) -> None:
     gc = strata.json("gc")
-    assert {"timelines", "layers_removed", "bytes_removed"} == gc.keys()
+    assert {"timelines", "layers_removed", "bytes_removed", "history_window_s",
+            "branches"} == gc.keys()
+    (main,) = [report for report in gc["branches"] if report["branches"] == ["main"]]
+    assert main["kept_bytes"].keys() == {"current", "window", "checkpoints", "branch_points"}
+    assert main["kept_bytes"]["current"] > 0 and main["bytes_removed"] >= 0
+    text = strata.run("gc").stdout
+    assert text.startswith("gc: ") and "history window" in text and "kept: window" in text
     compacted = strata.json("compact", "--force")
     assert {"l0_merged", "l1_written", "images_written"} == compacted.keys()
     assert strata.run("compact").stdout.startswith("compact: ")
