@@ -14,13 +14,15 @@ Figures (issue 16's targets):
 - a fork updating 10 % of the rows spread over a table (every tenth id), with
   ``full_page_writes`` on and off: the fork's owned bytes after compaction over the
   table's size with its index.
-- home on disk over object store bytes: every byte under ``$STRATA_HOME`` (hard links
-  counted once; computes stopped) and the page server's layer cache alone, against the
-  bytes of every object stored.
+- on disk over object store bytes: the page server's state directory with the local
+  objects (hard links counted once), its layer cache alone, and all of ``$STRATA_HOME``
+  (the computes' page caches too; computes stopped), against the bytes of every object
+  stored.
 - after GC past a short window (the page server restarted with a 1 s window, a fresh
   tenant loaded, compacted and collected): object store bytes over ``pg_database_size``.
 - forks each rewriting a contiguous 1 %: in-process on synthetic pages (bench.synthetic),
-  owned bytes of the tenant after the forks and compaction over the base's.
+  owned bytes of the tenant after the forks and compaction (as ``strata compact``) over
+  the base's.
 
 Run ``python -m bench.footprint_bench [--quick] [--out bench/results/footprint.json]``
 as root. A failed step voids the run; nothing here asserts on size. ``python -m bench``
@@ -45,7 +47,6 @@ import psycopg
 from bench import objectstore
 from bench.harness import JSON, BenchError, Strata, pgbench_at, root_bench_main
 from bench.synthetic import PageMaker, create_file, flush_timeline, open_engine
-from pageserver.compaction import compact
 from pageserver.engine import Engine
 
 MB = 1_000_000
@@ -128,6 +129,8 @@ class Deployment:
         point: JSON = {"phase": phase, "t_s": time.monotonic() - self.began,
                  "owned": self.owned(), "store_bytes": self.strata.stored_bytes(),
                  "home_disk_bytes": disk_bytes(home),
+                 "pageserver_disk_bytes": disk_bytes(home / "pageserver")
+                 + disk_bytes(home / "objects"),
                  "layer_cache_bytes": disk_bytes(home / "pageserver" / "layers")}
         self.samples.append(point)
         total = sum(point["owned"].values())
@@ -248,10 +251,10 @@ def synthetic_forks(settings: Settings) -> JSON:
 
 
 def settle(engine: Engine, tenant_id: str) -> None:
-    """Flush every memtable of the tenant and compact every timeline fully."""
+    """Flush every memtable of the tenant and compact as ``strata compact`` does."""
     for timeline in list(engine.tenant(tenant_id).timelines.values()):
         flush_timeline(timeline)
-        compact(timeline, engine.config, force=True)
+    engine.compact(tenant_id)
 
 
 def owned_total(engine: Engine, tenant_id: str) -> int:
@@ -290,7 +293,9 @@ def measure(settings: Settings, root: Path) -> JSON:
     disk = {"home_disk_bytes": after_gc["home_disk_bytes"],
             "layer_cache_bytes": after_gc["layer_cache_bytes"],
             "store_bytes": after_gc["store_bytes"],
+            "pageserver_disk_bytes": after_gc["pageserver_disk_bytes"],
             "home_over_store": after_gc["home_disk_bytes"] / after_gc["store_bytes"],
+            "pageserver_over_store": after_gc["pageserver_disk_bytes"] / after_gc["store_bytes"],
             "cache_over_store": after_gc["layer_cache_bytes"] / after_gc["store_bytes"]}
     print("short window ...", file=sys.stderr, flush=True)
     short = short_window(deployment, settings)
@@ -317,8 +322,11 @@ def headline_rows(figures: JSON) -> list[tuple[str, str]]:
         ("fork updating 10 % of rows: owned after compaction / table+index, fpw on",
          f"{forks['fork-fpw-on']['ratio']:.2f}x"),
         ("the same, full_page_writes off", f"{forks['fork-fpw-off']['ratio']:.2f}x"),
-        ("home on disk / object store", f"{disk['home_over_store']:.2f}x "
-         f"({disk['home_disk_bytes'] / MB:.1f} / {disk['store_bytes'] / MB:.1f} MB)"),
+        ("page server on disk (state dir, local objects) / object store",
+         f"{disk['pageserver_over_store']:.2f}x ({disk['pageserver_disk_bytes'] / MB:.1f} / "
+         f"{disk['store_bytes'] / MB:.1f} MB)"),
+        ("all of `$STRATA_HOME` on disk (computes' caches too) / object store",
+         f"{disk['home_over_store']:.2f}x ({disk['home_disk_bytes'] / MB:.1f} MB)"),
         ("layer cache on disk / object store", f"{disk['cache_over_store']:.2f}x"),
         ("after GC past a 1 s window: store / pg_database_size",
          f"{figures['short_window']['ratio']:.2f}x"),
@@ -343,14 +351,16 @@ def render_markdown(report: JSON) -> str:
         "|---|--:|",
         *[f"| {name} | {value} |" for name, value in headline_rows(figures)],
         "",
-        "| phase | owned MB per branch | store MB | home MB | layer cache MB |",
-        "|---|---|--:|--:|--:|",
+        "| phase | owned MB per branch | store MB | page server disk MB | layer cache MB "
+        "| home MB |",
+        "|---|---|--:|--:|--:|--:|",
     ]
     for point in figures["samples"]:
         owned = ", ".join(f"{name} {size / MB:.1f}" for name, size in point["owned"].items())
         lines.append(f"| {point['phase']} | {owned} | {point['store_bytes'] / MB:.1f} | "
-                     f"{point['home_disk_bytes'] / MB:.1f} | "
-                     f"{point['layer_cache_bytes'] / MB:.1f} |")
+                     f"{point['pageserver_disk_bytes'] / MB:.1f} | "
+                     f"{point['layer_cache_bytes'] / MB:.1f} | "
+                     f"{point['home_disk_bytes'] / MB:.1f} |")
     lines += ["", f"`strata gc` with the 24 h window: `{figures['gc_default_window']}`", ""]
     return "\n".join(lines)
 

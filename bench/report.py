@@ -262,8 +262,8 @@ def plot_footprint(report: JSON, path: Path) -> str:
                   marker="o", label=f"{name} owned")
     left.plot(steps, [point["store_bytes"] / 1e6 for point in samples], linestyle="--",
               color=LOCAL_COLOR, label="object store")
-    left.plot(steps, [point["home_disk_bytes"] / 1e6 for point in samples], linestyle=":",
-              color="black", label="home on disk")
+    left.plot(steps, [point["pageserver_disk_bytes"] / 1e6 for point in samples],
+              linestyle=":", color="black", label="page server on disk")
     left.set_xticks(list(steps), [point["phase"] for point in samples], rotation=35,
                     ha="right", fontsize=7)
     left.set_ylabel("MB")

@@ -25,6 +25,7 @@ from common.keys import (
     relation_block_range,
 )
 from pageserver.config import EngineConfig
+from pageserver.gc import pitr_cutoff
 from pageserver.layer import Layer
 from pageserver.layer_file import LayerKind, LayerReader, LayerSummary
 from pageserver.reads import read_metas, read_pages
@@ -153,33 +154,31 @@ class _Peekable:
 
 def create_images(timeline: Timeline, config: EngineConfig, result: CompactionResult,
                   force: bool = False) -> None:
-    """Write image layers at ``disk_consistent_lsn`` over key ranges where deltas stack up."""
-    lsn = timeline.disk_consistent_lsn
+    """Write image layers over key ranges where deltas stack up, at an LSN where they pay.
+
+    Inside the history window an image cannot replace the deltas it covers (reads in the
+    window still need them), so it only adds bytes. A range gets an image at the GC
+    cutoff (the newest LSN the window lets go) once ``image_threshold`` deltas lie wholly
+    at or below it: GC can then drop them. It gets one at the newest LSN only when reads
+    there would search ``image_read_threshold`` stacked deltas (read amplification), or
+    with ``force`` wherever any delta is stacked.
+    """
+    head = timeline.disk_consistent_lsn
+    cutoff = max(timeline.gc_cutoff, pitr_cutoff(timeline, config.pitr_window_s))
     with timeline.lock:
         layers = list(timeline.layers)
-    layer_set = frozenset(layer.desc.name for layer in layers)
-    if not force and timeline.image_check == layer_set:
+    check = (frozenset(layer.desc.name for layer in layers), cutoff)
+    if not force and timeline.image_check == check:
         return  # nothing changed since the last check found no range worth an image
-    keys = visible_keys(timeline, lsn)
+    keys = visible_keys(timeline, head)
     bounds = _partition_bounds(
         {rel: (blocks, np.ones(len(blocks), dtype=np.int64)) for rel, blocks in keys.items()},
         config.image_partition_pages,
     )
     added: list[Layer] = []
     for start, end in itertools.pairwise(bounds):
-        newest_image = max(
-            (layer.lsn_start for layer in layers
-             if layer.is_image and layer.desc.key_start <= start and end <= layer.desc.key_end),
-            default=-1,
-        )
-        if newest_image >= lsn:
-            continue
-        stacked = sum(
-            1 for layer in layers
-            if not layer.is_image and layer.lsn_end - 1 > newest_image
-            and layer.desc.key_start < end and start < layer.desc.key_end
-        )
-        if stacked < config.image_threshold and not (force and stacked):
+        lsn = _image_lsn(layers, start, end, head, cutoff, config, force)
+        if lsn is None:
             continue
         summary = LayerSummary(LayerKind.IMAGE, start, end, lsn, lsn + 1)
         metas = [(path, lsn, value) for path, value in sorted(
@@ -192,7 +191,28 @@ def create_images(timeline: Timeline, config: EngineConfig, result: CompactionRe
         timeline.replace_layers(added, [])
         result.images_written += len(added)
     else:
-        timeline.image_check = layer_set
+        timeline.image_check = check
+
+
+def _image_lsn(layers: list[Layer], start: bytes, end: bytes, head: int, cutoff: int,
+               config: EngineConfig, force: bool) -> int | None:
+    """The LSN of the image ``[start, end)`` should get now, or None for none."""
+    newest_image = max(
+        (layer.lsn_start for layer in layers
+         if layer.is_image and layer.desc.key_start <= start and end <= layer.desc.key_end),
+        default=-1,
+    )
+    stacked = [layer for layer in layers
+               if not layer.is_image and layer.lsn_end - 1 > newest_image
+               and layer.desc.key_start < end and start < layer.desc.key_end]
+    if newest_image >= head or not stacked:
+        return None
+    if force or len(stacked) >= config.image_read_threshold:
+        return head
+    below = sum(1 for layer in stacked if layer.lsn_end - 1 <= cutoff)
+    if below >= config.image_threshold and cutoff > newest_image:
+        return cutoff
+    return None
 
 
 def visible_keys(timeline: Timeline, lsn: int) -> dict[Relation, np.ndarray]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -224,6 +225,9 @@ class Engine:
         for timeline in list(tenant.timelines.values()):
             timeline.deleted = True
         self.storage.delete_many(self.storage.list(tenant_prefix(tenant_id)))
+        cached = self.config.layer_cache_dir / tenant_id  # its downloaded layers too
+        shutil.rmtree(cached, ignore_errors=True)
+        self.layer_cache.forget_under(cached)
 
     def timeline(self, tenant_id: str, branch: str) -> Timeline:
         return self.tenant(tenant_id).branch(branch)

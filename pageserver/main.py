@@ -55,6 +55,7 @@ class ServerSettings:
     memtable_age: str = "5m"
     l0_compaction_threshold: int = 8
     image_threshold: int = 3
+    image_read_threshold: int = 10
     gc_period: str = "10m"
     background_workers: int = 2
     writer_lease: str = "10s"
@@ -75,6 +76,7 @@ class ServerSettings:
             memtable_age_s=parse_duration(self.memtable_age),
             l0_compaction_threshold=self.l0_compaction_threshold,
             image_threshold=self.image_threshold,
+            image_read_threshold=self.image_read_threshold,
             gc_period_s=parse_duration(self.gc_period),
             background_workers=self.background_workers,
             writer_lease_s=parse_duration(self.writer_lease),
