@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -25,7 +25,6 @@ from common.keys import (
     relation_block_range,
 )
 from pageserver.config import EngineConfig
-from pageserver.gc import pitr_cutoff
 from pageserver.layer import Layer
 from pageserver.layer_file import LayerKind, LayerReader, LayerSummary
 from pageserver.reads import read_metas, read_pages
@@ -154,22 +153,56 @@ class _Peekable:
 
 def create_images(timeline: Timeline, config: EngineConfig, result: CompactionResult,
                   force: bool = False) -> None:
-    """Write image layers over key ranges where deltas stack up, at an LSN where they pay.
+    """Write image layers at the newest LSN where reads would search too many deltas.
 
     Inside the history window an image cannot replace the deltas it covers (reads in the
-    window still need them), so it only adds bytes. A range gets an image at the GC
-    cutoff (the newest LSN the window lets go) once ``image_threshold`` deltas lie wholly
-    at or below it: GC can then drop them. It gets one at the newest LSN only when reads
-    there would search ``image_read_threshold`` stacked deltas (read amplification), or
-    with ``force`` wherever any delta is stacked.
+    window still need them), so it only adds bytes: a range gets one only once a read at
+    the newest LSN would search ``image_read_threshold`` stacked deltas, or with
+    ``force`` wherever any delta is stacked. Images where the deltas they cover can go
+    are GC's (``images_at_cutoff``).
     """
     head = timeline.disk_consistent_lsn
-    cutoff = max(timeline.gc_cutoff, pitr_cutoff(timeline, config.pitr_window_s))
     with timeline.lock:
         layers = list(timeline.layers)
-    check = (frozenset(layer.desc.name for layer in layers), cutoff)
-    if not force and timeline.image_check == check:
+    layer_set = frozenset(layer.desc.name for layer in layers)
+    if not force and timeline.image_check == layer_set:
         return  # nothing changed since the last check found no range worth an image
+    if force or _deltas(layers, head) >= config.image_read_threshold:
+        def at_head(stacked: list[Layer], newest_image: int) -> int | None:
+            return head if force or len(stacked) >= config.image_read_threshold else None
+        written = _write_images(timeline, config, layers, head, at_head)
+        result.images_written += written
+        if written:
+            return
+    timeline.image_check = layer_set
+
+
+def images_at_cutoff(timeline: Timeline, config: EngineConfig, cutoff: int) -> int:
+    """Write images at ``cutoff`` (the published GC cutoff) over key ranges where
+    ``image_threshold`` deltas lie wholly at or below it, so GC can delete them; how many.
+    """
+    with timeline.compaction_lock:
+        with timeline.lock:
+            layers = list(timeline.layers)
+        if _deltas(layers, cutoff) < config.image_threshold:
+            return 0  # no range can have enough: nothing to read
+
+        def at_cutoff(stacked: list[Layer], newest_image: int) -> int | None:
+            below = sum(1 for layer in stacked if layer.lsn_end - 1 <= cutoff)
+            return cutoff if below >= config.image_threshold and cutoff > newest_image \
+                else None
+        return _write_images(timeline, config, layers, cutoff, at_cutoff)
+
+
+def _deltas(layers: list[Layer], lsn: int) -> int:
+    """Delta layers wholly at or below ``lsn``: an upper bound on those stacked there."""
+    return sum(1 for layer in layers if not layer.is_image and layer.lsn_end - 1 <= lsn)
+
+
+def _write_images(timeline: Timeline, config: EngineConfig, layers: list[Layer], head: int,
+                  choose: Callable[[list[Layer], int], int | None]) -> int:
+    """Per key range of the keys visible at ``head``: ``choose(stacked deltas, LSN of the
+    newest image)`` gives the LSN of the image to write, or None; how many were written."""
     keys = visible_keys(timeline, head)
     bounds = _partition_bounds(
         {rel: (blocks, np.ones(len(blocks), dtype=np.int64)) for rel, blocks in keys.items()},
@@ -177,7 +210,15 @@ def create_images(timeline: Timeline, config: EngineConfig, result: CompactionRe
     )
     added: list[Layer] = []
     for start, end in itertools.pairwise(bounds):
-        lsn = _image_lsn(layers, start, end, head, cutoff, config, force)
+        newest_image = max(
+            (layer.lsn_start for layer in layers
+             if layer.is_image and layer.desc.key_start <= start and end <= layer.desc.key_end),
+            default=-1,
+        )
+        stacked = [layer for layer in layers
+                   if not layer.is_image and layer.lsn_end - 1 > newest_image
+                   and layer.desc.key_start < end and start < layer.desc.key_end]
+        lsn = choose(stacked, newest_image) if stacked and newest_image < head else None
         if lsn is None:
             continue
         summary = LayerSummary(LayerKind.IMAGE, start, end, lsn, lsn + 1)
@@ -189,30 +230,7 @@ def create_images(timeline: Timeline, config: EngineConfig, result: CompactionRe
         ))
     if added:
         timeline.replace_layers(added, [])
-        result.images_written += len(added)
-    else:
-        timeline.image_check = check
-
-
-def _image_lsn(layers: list[Layer], start: bytes, end: bytes, head: int, cutoff: int,
-               config: EngineConfig, force: bool) -> int | None:
-    """The LSN of the image ``[start, end)`` should get now, or None for none."""
-    newest_image = max(
-        (layer.lsn_start for layer in layers
-         if layer.is_image and layer.desc.key_start <= start and end <= layer.desc.key_end),
-        default=-1,
-    )
-    stacked = [layer for layer in layers
-               if not layer.is_image and layer.lsn_end - 1 > newest_image
-               and layer.desc.key_start < end and start < layer.desc.key_end]
-    if newest_image >= head or not stacked:
-        return None
-    if force or len(stacked) >= config.image_read_threshold:
-        return head
-    below = sum(1 for layer in stacked if layer.lsn_end - 1 <= cutoff)
-    if below >= config.image_threshold and cutoff > newest_image:
-        return cutoff
-    return None
+    return len(added)
 
 
 def visible_keys(timeline: Timeline, lsn: int) -> dict[Relation, np.ndarray]:

@@ -31,8 +31,9 @@ from common.errors import (
 )
 from common.names import is_reserved_tenant_name
 from pageserver import gc
-from pageserver.compaction import CompactionResult, compact
+from pageserver.compaction import CompactionResult, compact, images_at_cutoff
 from pageserver.config import EngineConfig
+from pageserver.gc import GcResult
 from pageserver.layer_cache import LayerCache
 from pageserver.locations import Locations, load_or_create_id
 from pageserver.manifest import tenant_prefix
@@ -283,7 +284,7 @@ class Engine:
             cutoff = cutoff_lsn if cutoff_lsn is not None else gc.pitr_cutoff(
                 timeline, self.config.pitr_window_s, at_us
             )
-            result = gc.collect(timeline, cutoff)
+            result = self._collect_at(timeline, cutoff)
             total.timelines += 1
             total.layers_removed += result.layers_removed
             total.bytes_removed += result.bytes_removed
@@ -373,7 +374,15 @@ class Engine:
         tenant.close()
 
     def _collect(self, timeline: Timeline) -> None:
-        gc.collect(timeline, gc.pitr_cutoff(timeline, self.config.pitr_window_s))
+        self._collect_at(timeline, gc.pitr_cutoff(timeline, self.config.pitr_window_s))
+
+    def _collect_at(self, timeline: Timeline, cutoff: int) -> GcResult:
+        """Raise the GC cutoff, write images at it where the deltas below can then go
+        (compaction.images_at_cutoff), and delete what nothing reads any more."""
+        cutoff = max(min(cutoff, timeline.disk_consistent_lsn), timeline.gc_cutoff)
+        timeline.raise_gc_cutoff(cutoff)  # reads below it are refused from here
+        images_at_cutoff(timeline, self.config, cutoff)
+        return gc.collect(timeline, cutoff)
 
     def close(self, flush: bool = True) -> None:
         """Stop background work; with ``flush``, write and upload every memtable first."""

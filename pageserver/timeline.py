@@ -162,8 +162,7 @@ class Timeline:
         self._last_seqno = 0  # in the tenant log, of the newest batch ingested (0: none)
         self.open_memtable = Memtable(self.last_lsn + 1)
         self.frozen: list[Memtable] = []
-        # (layer set, cutoff) last found needing no image:
-        self.image_check: tuple[frozenset[str], int] = (frozenset(), -1)
+        self.image_check: frozenset[str] = frozenset()  # layer set last found needing no image
         self._last_batch: tuple[int, int, int] | None = None
         self.applied_batch = manifest.last_batch  # the last numbered batch, at last_lsn
         self.durable_batch = manifest.last_batch  # the last numbered batch known durable
