@@ -245,6 +245,10 @@ def test_quotas_are_shown_and_enforced(strata: Strata) -> None:
 
 
 def test_gc_and_compact(strata: Strata) -> None:
+    compacted = strata.json("compact", "--force")
+    assert {"l0_merged", "l1_written", "images_written"} == compacted.keys()
+    assert strata.run("compact").stdout.startswith("compact: ")
+    assert strata.json("branch", "show", "main")["owned_bytes"] > 0
     gc = strata.json("gc")
     assert {"timelines", "layers_removed", "bytes_removed", "history_window_s",
             "branches"} == gc.keys()
@@ -253,10 +257,6 @@ def test_gc_and_compact(strata: Strata) -> None:
     assert main["kept_bytes"]["current"] > 0 and main["bytes_removed"] >= 0
     text = strata.run("gc").stdout
     assert text.startswith("gc: ") and "history window" in text and "kept: window" in text
-    compacted = strata.json("compact", "--force")
-    assert {"l0_merged", "l1_written", "images_written"} == compacted.keys()
-    assert strata.run("compact").stdout.startswith("compact: ")
-    assert strata.json("branch", "show", "main")["owned_bytes"] > 0
 
 
 def test_client_attaches_and_detaches_a_writer(strata: Strata) -> None:
