@@ -168,7 +168,8 @@ def create_images(timeline: Timeline, config: EngineConfig, result: CompactionRe
     if not force and timeline.image_check == layer_set:
         return  # nothing changed since the last check found no range worth an image
     if force or _deltas(layers, head) >= config.image_read_threshold:
-        def at_head(stacked: list[Layer], newest_image: int) -> int | None:
+        def at_head(stacked: list[Layer], newest_image: int, keys: int, start: bytes,
+                    end: bytes) -> int | None:
             return head if force or len(stacked) >= config.image_read_threshold else None
         written = _write_images(timeline, config, layers, head, at_head)
         result.images_written += written
@@ -178,20 +179,47 @@ def create_images(timeline: Timeline, config: EngineConfig, result: CompactionRe
 
 
 def images_at_cutoff(timeline: Timeline, config: EngineConfig, cutoff: int) -> int:
-    """Write images at ``cutoff`` (the published GC cutoff) over key ranges where
-    ``image_threshold`` deltas lie wholly at or below it, so GC can delete them; how many.
+    """Write images at ``cutoff`` (the published GC cutoff) over the key ranges where they
+    let GC delete more than they add; how many.
+
+    The deltas an image at the cutoff lets go are those wholly at or below it that no
+    retained LSN (checkpoint, child branch point) below the cutoff still reads. A range
+    gets an image when those hold ``image_gain`` page versions per key of the range (the
+    image holds one), or when ``image_threshold`` of them are stacked.
     """
     with timeline.compaction_lock:
         with timeline.lock:
             layers = list(timeline.layers)
-        if _deltas(layers, cutoff) < config.image_threshold:
-            return 0  # no range can have enough: nothing to read
+        retained = [p for p in timeline.retain_lsns() if p < cutoff]
+        removable = [layer for layer in layers
+                     if not layer.is_image and layer.lsn_end - 1 <= cutoff
+                     and not any(layer.lsn_start <= p for p in retained)]
+        if not removable:
+            return 0  # no image could let anything go: nothing to read
 
-        def at_cutoff(stacked: list[Layer], newest_image: int) -> int | None:
-            below = sum(1 for layer in stacked if layer.lsn_end - 1 <= cutoff)
-            return cutoff if below >= config.image_threshold and cutoff > newest_image \
-                else None
+        def at_cutoff(stacked: list[Layer], newest_image: int, keys: int, start: bytes,
+                      end: bytes) -> int | None:
+            going = [layer for layer in stacked if layer in removable]
+            if not going or cutoff <= newest_image:
+                return None
+            if len(going) >= config.image_threshold:
+                return cutoff
+            versions = sum(_entries_in(layer, start, end) for layer in going)
+            return cutoff if versions >= config.image_gain * keys else None
         return _write_images(timeline, config, layers, cutoff, at_cutoff)
+
+
+def _entries_in(layer: Layer, start: bytes, end: bytes) -> int:
+    """Page versions the layer holds with keys in ``[start, end)``."""
+    total = 0
+    with layer.reading() as reader:
+        for relation in reader.relations():
+            lo, hi = relation_block_range(relation, start, end)
+            if lo < hi:
+                blocks = reader.page_index(relation)[0]
+                first, last = np.searchsorted(blocks, [lo, hi]).tolist()
+                total += last - first
+    return total
 
 
 def _deltas(layers: list[Layer], lsn: int) -> int:
@@ -200,9 +228,10 @@ def _deltas(layers: list[Layer], lsn: int) -> int:
 
 
 def _write_images(timeline: Timeline, config: EngineConfig, layers: list[Layer], head: int,
-                  choose: Callable[[list[Layer], int], int | None]) -> int:
+                  choose: Callable[[list[Layer], int, int, bytes, bytes], int | None]) -> int:
     """Per key range of the keys visible at ``head``: ``choose(stacked deltas, LSN of the
-    newest image)`` gives the LSN of the image to write, or None; how many were written."""
+    newest image, keys in the range, start, end)`` gives the LSN of the image to write,
+    or None; how many were written."""
     keys = visible_keys(timeline, head)
     bounds = _partition_bounds(
         {rel: (blocks, np.ones(len(blocks), dtype=np.int64)) for rel, blocks in keys.items()},
@@ -218,7 +247,9 @@ def _write_images(timeline: Timeline, config: EngineConfig, layers: list[Layer],
         stacked = [layer for layer in layers
                    if not layer.is_image and layer.lsn_end - 1 > newest_image
                    and layer.desc.key_start < end and start < layer.desc.key_end]
-        lsn = choose(stacked, newest_image) if stacked and newest_image < head else None
+        lsn = None
+        if stacked and newest_image < head:
+            lsn = choose(stacked, newest_image, _keys_in(keys, start, end), start, end)
         if lsn is None:
             continue
         summary = LayerSummary(LayerKind.IMAGE, start, end, lsn, lsn + 1)
@@ -231,6 +262,17 @@ def _write_images(timeline: Timeline, config: EngineConfig, layers: list[Layer],
     if added:
         timeline.replace_layers(added, [])
     return len(added)
+
+
+def _keys_in(keys: dict[Relation, np.ndarray], start: bytes, end: bytes) -> int:
+    """How many of ``keys`` (sorted blocks per relation) fall in ``[start, end)``."""
+    total = 0
+    for relation, blocks in keys.items():
+        lo, hi = relation_block_range(relation, start, end)
+        if lo < hi:
+            first, last = np.searchsorted(blocks, [lo, hi]).tolist()
+            total += last - first
+    return total
 
 
 def visible_keys(timeline: Timeline, lsn: int) -> dict[Relation, np.ndarray]:

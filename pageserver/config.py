@@ -28,7 +28,9 @@ class EngineConfig:
     memtable_age_s: float = 300.0  # ... or once its first batch is this old
     l0_compaction_threshold: int = 8  # merge L0 deltas into L1 once this many stack up
     l1_target_entries: int = 65536  # page versions per L1 delta file
-    image_threshold: int = 3  # deltas at or below the GC cutoff before an image is written
+    image_threshold: int = 3  # deltas GC could drop over a key range before an image is
+    # written at the GC cutoff, or:
+    image_gain: float = 1.5  # page versions per key those deltas hold (the image: one)
     image_read_threshold: int = 10  # deltas a read at the newest LSN searches before an
     # image is written there, inside the history window (pageserver/compaction.py)
     image_partition_pages: int = 16384  # keys per image layer (128 MB of pages)

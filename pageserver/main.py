@@ -56,6 +56,7 @@ class ServerSettings:
     l0_compaction_threshold: int = 8
     image_threshold: int = 3
     image_read_threshold: int = 10
+    image_gain: float = 1.5
     gc_period: str = "10m"
     background_workers: int = 2
     writer_lease: str = "10s"
@@ -77,6 +78,7 @@ class ServerSettings:
             l0_compaction_threshold=self.l0_compaction_threshold,
             image_threshold=self.image_threshold,
             image_read_threshold=self.image_read_threshold,
+            image_gain=self.image_gain,
             gc_period_s=parse_duration(self.gc_period),
             background_workers=self.background_workers,
             writer_lease_s=parse_duration(self.writer_lease),

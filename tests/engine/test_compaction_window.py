@@ -6,6 +6,7 @@ from __future__ import annotations
 from common.keys import PAGE_SIZE
 from common.ops import Batch, Create, Mkdir, Write
 from pageserver.engine import Engine
+from pageserver.tenant import BranchPoint
 from pageserver.timeline import Timeline
 from tests.engine.conftest import EngineFactory
 
@@ -14,9 +15,11 @@ BLOCKS = 16
 HOUR_S = 3600.0
 
 
-def _engine(make_engine: EngineFactory, read_threshold: int) -> Engine:
-    engine = make_engine(pitr_window_s=HOUR_S, l0_compaction_threshold=2, image_threshold=2,
-                         image_read_threshold=read_threshold)
+def _engine(make_engine: EngineFactory, read_threshold: int, **config: object) -> Engine:
+    settings: dict[str, object] = {"l0_compaction_threshold": 2, "image_threshold": 2}
+    settings.update(config)
+    engine = make_engine(pitr_window_s=HOUR_S, image_read_threshold=read_threshold,
+                         **settings)
     engine.create_tenant("t").branch("main").ingest(
         Batch((Mkdir("base"), Mkdir("base/5"), Create(REL_PATH))))
     return engine
@@ -75,3 +78,37 @@ def test_gc_writes_an_image_at_its_cutoff_and_drops_the_deltas_below(
     for tag in (5, 6):
         assert _reads(main, lsns[tag]) == bytes([tag]) * PAGE_SIZE * BLOCKS
     assert engine.gc("t", cutoff_lsn=cutoff).layers_removed == 0  # nothing more to write
+
+
+def _one_delta_of_many_versions(make_engine: EngineFactory) -> tuple[Engine, int]:
+    """Four versions of every block in one L0 (one flush); its LSN."""
+    engine = _engine(make_engine, read_threshold=100, image_threshold=100)
+    main = engine.timeline("t", "main")
+    for tag in range(1, 5):
+        main.ingest(Batch(tuple(Write(REL_PATH, block * PAGE_SIZE, bytes([tag]) * PAGE_SIZE)
+                                for block in range(BLOCKS))))
+    engine.flush("t")
+    return engine, main.disk_consistent_lsn
+
+
+def test_gc_images_one_delta_holding_many_versions_per_page(
+        make_engine: EngineFactory) -> None:
+    engine, cutoff = _one_delta_of_many_versions(make_engine)
+    main = engine.timeline("t", "main")
+    _version(engine, 5)  # newer than the cutoff: stays
+    before = main.owned_bytes()
+    assert engine.gc("t", cutoff_lsn=cutoff).layers_removed == 1
+    assert main.owned_bytes() < before
+    assert _reads(main, cutoff) == bytes([4]) * PAGE_SIZE * BLOCKS
+
+
+def test_gc_writes_no_image_where_a_branch_point_keeps_the_deltas(
+        make_engine: EngineFactory) -> None:
+    engine, cutoff = _one_delta_of_many_versions(make_engine)
+    main = engine.timeline("t", "main")
+    engine.tenant("t").create_branch("old", at=BranchPoint(lsn=cutoff - 1))
+    _version(engine, 5)
+    before = main.owned_bytes()
+    assert engine.gc("t", cutoff_lsn=cutoff).layers_removed == 0
+    assert not any(layer.is_image for layer in main.layers)  # it would only add bytes
+    assert main.owned_bytes() == before
