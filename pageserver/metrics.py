@@ -123,6 +123,9 @@ class _LayerCacheCollector(Collector):
                                 "read in place from a local store)", value=stats.bytes)
         yield GaugeMetricFamily("strata_layer_cache_limit_bytes",
                                 "bound on the layer cache's bytes", value=stats.limit_bytes)
+        yield GaugeMetricFamily("strata_layer_cache_in_place",
+                                "1: layers are read in place from a local store",
+                                value=int(stats.in_place))
 
 
 def _layer_stats(engine: Engine) -> dict[str, tuple[int, int]]:

@@ -41,6 +41,9 @@ def test_up_is_idempotent_and_status_reports_the_server(strata: Strata) -> None:
     assert server["state_dir"] == str(strata.home / "pageserver")
     table = strata.run("status").stdout
     assert "pageserver" in table and str(server["pid"]) in table
+    assert status["layer_cache"]["in_place"] == 1  # a local store: no second copy
+    assert status["layer_cache"]["bytes"] == 0 and status["layer_cache"]["misses"] == 0
+    assert "read in place from the local store" in table
 
 
 def test_tenant_list(strata: Strata) -> None:
