@@ -128,8 +128,10 @@ class LayerCache:
     def shrink(self) -> None:
         """Evict least recently used files no read is using until the cache fits."""
         with self._lock:
-            candidates = list(self._entries.items())
             excess = self._bytes - self.limit_bytes
+            if excess <= 0:
+                return
+            candidates = list(self._entries.items())
         for path, entry in candidates:
             if excess <= 0:
                 return
