@@ -332,6 +332,13 @@ def headlines(results: Path, statuses: dict[str, str]) -> list[str]:
                      f"{steps[-1]['owned_bytes'] / steps[0]['owned_bytes']:.2f}x the base "
                      f"against {steps[-1]['logical_bytes'] / steps[0]['logical_bytes']:.1f}x "
                      "for full copies")
+    if (footprint := loaded("footprint")) is not None:
+        figures = footprint["figures"]
+        lines.append(f"- footprint: history {figures['history']['ratio']:.1f}x the WAL per "
+                     f"transaction; compaction in the window {figures['compaction']['ratio']:.2f}x;"
+                     f" page server disk {figures['disk']['pageserver_over_store']:.2f}x the "
+                     f"store; after GC past a short window "
+                     f"{figures['short_window']['ratio']:.2f}x pg_database_size")
     return ["## Headlines", "", *lines, ""] if lines else []
 
 
