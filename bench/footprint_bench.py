@@ -110,6 +110,7 @@ class Deployment:
 
     def __init__(self, root: Path) -> None:
         self.strata = Strata(root / "home")
+        self.store = objectstore.suite_store("footprint", self.strata.home / "objects")
         self.began = time.monotonic()
         self.samples: list[JSON] = []
         self.options: tuple[str, ...] = ()
@@ -121,8 +122,10 @@ class Deployment:
         held = HOLD_COMPACTION if self.hold_compaction else {}
         saved = {name: os.environ.get(name) for name in held}
         os.environ.update(held)  # the page server inherits the CLI's environment
-        try:
-            self.strata.up("footprint", *options)
+        try:  # one store across restarts (Strata.up would pick a fresh S3 prefix)
+            self.strata.storage = self.store
+            self.strata("up", "--port", "0", "--metrics-port", "0", *options,
+                        *objectstore.up_options(self.store))
         finally:
             for name, value in saved.items():
                 if value is None:

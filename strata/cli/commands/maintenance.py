@@ -46,6 +46,10 @@ def gc(session: Session) -> None:
     if window:
         emit_text(f"{human_size(window)} of history stays until it is older than the "
                   f"{_duration(result.history_window_s)} window (`strata up --pitr-window`).")
+    if not result.bytes_removed and any(not report.cutoff_lsn for report in result.reports):
+        emit_text(f"Nothing of {', '.join(_label(r) for r in result.reports if not r.cutoff_lsn)}"
+                  f" is older than the {_duration(result.history_window_s)} window yet: its "
+                  "older page versions stay inside the layers that hold the current ones.")
 
 
 def _report_dict(report: pb.GcTimelineReport) -> dict[str, Any]:
