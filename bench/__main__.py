@@ -4,7 +4,7 @@ benchmark, then one report.
 Suites run one after another, each in its own process, each writing
 ``bench/results/<suite>.json`` and ``.md``; a suite that fails keeps nothing from this run
 (its result file is written only on success) and the report says it failed. At the end
-``bench/results/REPORT.md`` gets the plots. The compute, commit, proxy and storage suites
+``bench/results/REPORT.md`` gets the plots. The compute, commit, proxy, storage and footprint suites
 need root, FUSE and PostgreSQL 15. Objects go to local directories unless ``--storage`` names
 an S3 URL (``s3://bucket/prefix?endpoint=URL``, credentials from ``AWS_*``) or ``moto``
 (a moto_server on loopback for the run); see bench.objectstore.
@@ -37,6 +37,7 @@ SUITES = {  # name -> module; the order runs the cheap ones first
     "commit": "bench.commit_bench",
     "proxy": "bench.proxy_bench",
     "storage": "bench.storage_bench",
+    "footprint": "bench.footprint_bench",
 }
 
 

@@ -251,6 +251,37 @@ def plot_branch_count(report: JSON, path: Path) -> str:
     return "branch create, delete and checkpoint against the number of branches"
 
 
+def plot_footprint(report: JSON, path: Path) -> str:
+    samples = report["figures"]["samples"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2),
+                                      gridspec_kw={"width_ratios": [3, 2]})
+    branches = sorted({name for point in samples for name in point["owned"]})
+    steps = range(len(samples))
+    for name in branches:
+        left.plot(steps, [point["owned"].get(name, 0) / 1e6 for point in samples],
+                  marker="o", label=f"{name} owned")
+    left.plot(steps, [point["store_bytes"] / 1e6 for point in samples], linestyle="--",
+              color=LOCAL_COLOR, label="object store")
+    left.plot(steps, [point["pageserver_disk_bytes"] / 1e6 for point in samples],
+              linestyle=":", color="black", label="page server on disk")
+    left.set_xticks(list(steps), [point["phase"] for point in samples], rotation=35,
+                    ha="right", fontsize=7)
+    left.set_ylabel("MB")
+    left.set_ylim(bottom=0)
+    left.set_title("bytes through load, pgbench, compaction and GC")
+    left.legend(fontsize=7)
+    compacted = next(point for point in samples if point["phase"] == "forks compacted")
+    names = list(compacted["owned"])
+    right.bar(names, [compacted["owned"][name] / 1e6 for name in names], color=COMPUTE_COLOR)
+    right.axhline(report["figures"]["sizes"]["items_bytes"] / 1e6, color=LOCAL_COLOR,
+                  linestyle="--", label="items with its index")
+    right.set_ylabel("MB owned after compaction")
+    right.set_title("owned bytes per branch")
+    right.legend(fontsize=7)
+    _save(fig, path)
+    return "storage footprint over time and per branch"
+
+
 PLOTS: dict[str, list[tuple[str, Callable[[JSON, Path], str]]]] = {
     "compute": [("compute_tps.png", plot_compute_tps)],
     "commit": [("commit.png", plot_commit)],
@@ -260,6 +291,7 @@ PLOTS: dict[str, list[tuple[str, Callable[[JSON, Path], str]]]] = {
     "branch": [("branch_create.png", plot_branch_create)],
     "branch_count": [("branch_count.png", plot_branch_count)],
     "storage": [("branch_sizes.png", plot_branch_sizes), ("storage.png", plot_storage)],
+    "footprint": [("footprint.png", plot_footprint)],
 }
 
 
@@ -300,6 +332,13 @@ def headlines(results: Path, statuses: dict[str, str]) -> list[str]:
                      f"{steps[-1]['owned_bytes'] / steps[0]['owned_bytes']:.2f}x the base "
                      f"against {steps[-1]['logical_bytes'] / steps[0]['logical_bytes']:.1f}x "
                      "for full copies")
+    if (footprint := loaded("footprint")) is not None:
+        figures = footprint["figures"]
+        lines.append(f"- footprint: history {figures['history']['ratio']:.1f}x the WAL per "
+                     f"transaction; compaction in the window {figures['compaction']['ratio']:.2f}x;"
+                     f" page server disk {figures['disk']['pageserver_over_store']:.2f}x the "
+                     f"store; after GC past a short window "
+                     f"{figures['short_window']['ratio']:.2f}x pg_database_size")
     return ["## Headlines", "", *lines, ""] if lines else []
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ from common.keys import (
 )
 from pageserver.config import EngineConfig
 from pageserver.layer import Layer
-from pageserver.layer_file import LayerKind, LayerSummary
+from pageserver.layer_file import LayerKind, LayerReader, LayerSummary
 from pageserver.reads import read_metas, read_pages
 from pageserver.timeline import MetaEntry, PageEntry, Timeline
 
@@ -62,7 +63,17 @@ def merge_l0(timeline: Timeline, config: EngineConfig, result: CompactionResult,
                     key=lambda layer: layer.lsn_start)
     if not l0 or (len(l0) < config.l0_compaction_threshold and not (force and len(l0) > 1)):
         return
-    readers = [layer.reader() for layer in l0]
+    with ExitStack() as held:  # every L0 is read until the last L1 is written
+        readers = [held.enter_context(layer.reading()) for layer in l0]
+        added = _merge_into_l1(timeline, config, l0, readers)
+    timeline.replace_layers(added, l0)
+    result.l0_merged += len(l0)
+    result.l1_written += len(added)
+
+
+def _merge_into_l1(timeline: Timeline, config: EngineConfig, l0: list[Layer],
+                   readers: list[LayerReader]) -> list[Layer]:
+    """Write the L1 deltas holding every entry of ``l0`` (read through ``readers``)."""
     bounds = _partition_bounds(_key_counts(l0), config.l1_target_entries)
     lsn_start, lsn_end = l0[0].lsn_start, max(layer.lsn_end for layer in l0)
     pages = _Peekable(heapq.merge(*(r.iter_pages() for r in readers), key=_entry_order))
@@ -81,9 +92,7 @@ def merge_l0(timeline: Timeline, config: EngineConfig, result: CompactionResult,
             summary, pages.take_below(end), metas if first else [],
             batches if first else [], level=1,
         ))
-    timeline.replace_layers(added, l0)
-    result.l0_merged += len(l0)
-    result.l1_written += len(added)
+    return added
 
 
 def _entry_order(entry: PageEntry) -> tuple[bytes, int, int]:
@@ -94,9 +103,9 @@ def _key_counts(layers: list[Layer]) -> dict[Relation, tuple[np.ndarray, np.ndar
     """Per relation: its distinct blocks across ``layers`` and their version counts."""
     per_relation: dict[Relation, list[np.ndarray]] = {}
     for layer in layers:
-        reader = layer.reader()
-        for relation in reader.relations():
-            per_relation.setdefault(relation, []).append(reader.page_index(relation)[0])
+        with layer.reading() as reader:
+            for relation in reader.relations():
+                per_relation.setdefault(relation, []).append(reader.page_index(relation)[0])
     counts: dict[Relation, tuple[np.ndarray, np.ndarray]] = {}
     for relation, parts in per_relation.items():
         blocks, versions = np.unique(np.concatenate(parts), return_counts=True)
@@ -144,14 +153,86 @@ class _Peekable:
 
 def create_images(timeline: Timeline, config: EngineConfig, result: CompactionResult,
                   force: bool = False) -> None:
-    """Write image layers at ``disk_consistent_lsn`` over key ranges where deltas stack up."""
-    lsn = timeline.disk_consistent_lsn
+    """Write image layers at the newest LSN where reads would search too many deltas.
+
+    Inside the history window an image cannot replace the deltas it covers (reads in the
+    window still need them), so it only adds bytes: a range gets one only once a read at
+    the newest LSN would search ``image_read_threshold`` stacked deltas, or with
+    ``force`` wherever any delta is stacked. Images where the deltas they cover can go
+    are GC's (``images_at_cutoff``).
+    """
+    head = timeline.disk_consistent_lsn
     with timeline.lock:
         layers = list(timeline.layers)
     layer_set = frozenset(layer.desc.name for layer in layers)
     if not force and timeline.image_check == layer_set:
         return  # nothing changed since the last check found no range worth an image
-    keys = visible_keys(timeline, lsn)
+    if force or _deltas(layers, head) >= config.image_read_threshold:
+        def at_head(stacked: list[Layer], newest_image: int, keys: int, start: bytes,
+                    end: bytes) -> int | None:
+            return head if force or len(stacked) >= config.image_read_threshold else None
+        written = _write_images(timeline, config, layers, head, at_head)
+        result.images_written += written
+        if written:
+            return
+    timeline.image_check = layer_set
+
+
+def images_at_cutoff(timeline: Timeline, config: EngineConfig, cutoff: int) -> int:
+    """Write images at ``cutoff`` (the published GC cutoff) over the key ranges where they
+    let GC delete more than they add; how many.
+
+    The deltas an image at the cutoff lets go are those wholly at or below it that no
+    retained LSN (checkpoint, child branch point) below the cutoff still reads. A range
+    gets an image when those hold ``image_gain`` page versions per key of the range (the
+    image holds one), or when ``image_threshold`` of them are stacked.
+    """
+    with timeline.compaction_lock:
+        with timeline.lock:
+            layers = list(timeline.layers)
+        retained = [p for p in timeline.retain_lsns() if p < cutoff]
+        removable = [layer for layer in layers
+                     if not layer.is_image and layer.lsn_end - 1 <= cutoff
+                     and not any(layer.lsn_start <= p for p in retained)]
+        if not removable:
+            return 0  # no image could let anything go: nothing to read
+
+        def at_cutoff(stacked: list[Layer], newest_image: int, keys: int, start: bytes,
+                      end: bytes) -> int | None:
+            going = [layer for layer in stacked if layer in removable]
+            if not going or cutoff <= newest_image:
+                return None
+            if len(going) >= config.image_threshold:
+                return cutoff
+            versions = sum(_entries_in(layer, start, end) for layer in going)
+            return cutoff if versions >= config.image_gain * keys else None
+        return _write_images(timeline, config, layers, cutoff, at_cutoff)
+
+
+def _entries_in(layer: Layer, start: bytes, end: bytes) -> int:
+    """Page versions the layer holds with keys in ``[start, end)``."""
+    total = 0
+    with layer.reading() as reader:
+        for relation in reader.relations():
+            lo, hi = relation_block_range(relation, start, end)
+            if lo < hi:
+                blocks = reader.page_index(relation)[0]
+                first, last = np.searchsorted(blocks, [lo, hi]).tolist()
+                total += last - first
+    return total
+
+
+def _deltas(layers: list[Layer], lsn: int) -> int:
+    """Delta layers wholly at or below ``lsn``: an upper bound on those stacked there."""
+    return sum(1 for layer in layers if not layer.is_image and layer.lsn_end - 1 <= lsn)
+
+
+def _write_images(timeline: Timeline, config: EngineConfig, layers: list[Layer], head: int,
+                  choose: Callable[[list[Layer], int, int, bytes, bytes], int | None]) -> int:
+    """Per key range of the keys visible at ``head``: ``choose(stacked deltas, LSN of the
+    newest image, keys in the range, start, end)`` gives the LSN of the image to write,
+    or None; how many were written."""
+    keys = visible_keys(timeline, head)
     bounds = _partition_bounds(
         {rel: (blocks, np.ones(len(blocks), dtype=np.int64)) for rel, blocks in keys.items()},
         config.image_partition_pages,
@@ -163,14 +244,13 @@ def create_images(timeline: Timeline, config: EngineConfig, result: CompactionRe
              if layer.is_image and layer.desc.key_start <= start and end <= layer.desc.key_end),
             default=-1,
         )
-        if newest_image >= lsn:
-            continue
-        stacked = sum(
-            1 for layer in layers
-            if not layer.is_image and layer.lsn_end - 1 > newest_image
-            and layer.desc.key_start < end and start < layer.desc.key_end
-        )
-        if stacked < config.image_threshold and not (force and stacked):
+        stacked = [layer for layer in layers
+                   if not layer.is_image and layer.lsn_end - 1 > newest_image
+                   and layer.desc.key_start < end and start < layer.desc.key_end]
+        lsn = None
+        if stacked and newest_image < head:
+            lsn = choose(stacked, newest_image, _keys_in(keys, start, end), start, end)
+        if lsn is None:
             continue
         summary = LayerSummary(LayerKind.IMAGE, start, end, lsn, lsn + 1)
         metas = [(path, lsn, value) for path, value in sorted(
@@ -181,9 +261,18 @@ def create_images(timeline: Timeline, config: EngineConfig, result: CompactionRe
         ))
     if added:
         timeline.replace_layers(added, [])
-        result.images_written += len(added)
-    else:
-        timeline.image_check = layer_set
+    return len(added)
+
+
+def _keys_in(keys: dict[Relation, np.ndarray], start: bytes, end: bytes) -> int:
+    """How many of ``keys`` (sorted blocks per relation) fall in ``[start, end)``."""
+    total = 0
+    for relation, blocks in keys.items():
+        lo, hi = relation_block_range(relation, start, end)
+        if lo < hi:
+            first, last = np.searchsorted(blocks, [lo, hi]).tolist()
+            total += last - first
+    return total
 
 
 def visible_keys(timeline: Timeline, lsn: int) -> dict[Relation, np.ndarray]:
@@ -206,10 +295,10 @@ def visible_keys(timeline: Timeline, lsn: int) -> dict[Relation, np.ndarray]:
                     per_relation.setdefault(relation, []).append(
                         np.asarray(block_list, dtype=np.int64))
                 continue
-            reader = source.reader()
-            for relation in reader.relations():
-                blocks, lsns = reader.page_index(relation)
-                per_relation.setdefault(relation, []).append(blocks[lsns <= lsn])
+            with source.reading() as reader:
+                for relation in reader.relations():
+                    blocks, lsns = reader.page_index(relation)
+                    per_relation.setdefault(relation, []).append(blocks[lsns <= lsn])
         lsn = min(lsn, current.branch_lsn)
         current = current.ancestor
     return {rel: np.unique(np.concatenate(parts)) for rel, parts in per_relation.items()}

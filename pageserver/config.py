@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pageserver.layer_cache import DEFAULT_LIMIT_BYTES
+
 
 @dataclass(frozen=True)
 class LogSettings:
@@ -27,7 +29,11 @@ class EngineConfig:
     memtable_age_s: float = 300.0  # ... or once its first batch is this old
     l0_compaction_threshold: int = 8  # merge L0 deltas into L1 once this many stack up
     l1_target_entries: int = 65536  # page versions per L1 delta file
-    image_threshold: int = 3  # deltas stacked over a key range before an image is written
+    image_threshold: int = 3  # deltas GC could drop over a key range before an image is
+    # written at the GC cutoff, or:
+    image_gain: float = 1.5  # page versions per key those deltas hold (the image: one)
+    image_read_threshold: int = 10  # deltas a read at the newest LSN searches before an
+    # image is written there, inside the history window (pageserver/compaction.py)
     image_partition_pages: int = 16384  # keys per image layer (128 MB of pages)
     pitr_window_s: float = 24 * 3600.0  # history kept readable behind the newest LSN
     background_workers: int = 2  # bound on concurrent flush/compaction/GC jobs
@@ -36,6 +42,7 @@ class EngineConfig:
     log: LogSettings = field(default_factory=LogSettings)
     writer_lease_s: float = 10.0  # a compute that misses heartbeats this long loses its slot
     read_drain_s: float = 60.0  # how long deleting layers waits for reads that may use them
+    layer_cache_bytes: int = DEFAULT_LIMIT_BYTES  # bound on downloaded layers (S3 only)
 
     @property
     def layer_cache_dir(self) -> Path:

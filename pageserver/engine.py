@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from common.durability import Durability
@@ -31,8 +32,10 @@ from common.errors import (
 )
 from common.names import is_reserved_tenant_name
 from pageserver import gc
-from pageserver.compaction import CompactionResult, compact
+from pageserver.compaction import CompactionResult, compact, images_at_cutoff
 from pageserver.config import EngineConfig
+from pageserver.gc import GcResult
+from pageserver.layer_cache import LayerCache
 from pageserver.local_log import remove_directory
 from pageserver.local_recovery import discard_local_log
 from pageserver.locations import Locations, load_or_create_id
@@ -49,10 +52,21 @@ DETACH_HOLDER = "detach"  # the writer a detach takes every branch's slot for, f
 
 
 @dataclass
+class TimelineGcReport:
+    """What GC did to one timeline and what keeps the rest."""
+
+    timeline_id: str
+    branches: list[str]  # naming it; none for a timeline kept for checkpoints or children
+    result: gc.GcResult
+    kept: gc.KeptBytes
+
+
+@dataclass
 class TenantGcResult:
     timelines: int = 0
     layers_removed: int = 0
     bytes_removed: int = 0
+    reports: list[TimelineGcReport] = field(default_factory=list)
 
 
 class Engine:
@@ -63,6 +77,7 @@ class Engine:
         self.config = config
         self.storage = storage
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.layer_cache = LayerCache(config.layer_cache_dir, storage, config.layer_cache_bytes)
         self.locations = Locations(storage, load_or_create_id(config.state_dir), address)
         self._departed: set[str] = set()  # detached, or moved away while we were down
         self._detaching: set[str] = set()  # still listed in attached.json until flushed
@@ -101,7 +116,7 @@ class Engine:
                     f"tenant {tenant_id!r} already exists in {self.storage.describe()}; attach it"
                 )
             tenant = Tenant(tenant_id, self.locations.claim(tenant_id), self.storage,
-                            self.config)
+                            self.config, self.layer_cache)
             tenant.create(durability)
             self._tenants[tenant_id] = tenant
             self._write_attached()
@@ -218,6 +233,9 @@ class Engine:
             timeline.deleted = True
         self.storage.delete_many(self.storage.list(tenant_prefix(tenant_id)))
         remove_directory(self.config.local_log_dir / tenant_id)
+        cached = self.config.layer_cache_dir / tenant_id  # its downloaded layers too
+        shutil.rmtree(cached, ignore_errors=True)
+        self.layer_cache.forget_under(cached)
 
     def timeline(self, tenant_id: str, branch: str) -> Timeline:
         return self.tenant(tenant_id).branch(branch)
@@ -230,7 +248,7 @@ class Engine:
                 raise NotFoundError(
                     f"tenant {tenant_id!r} not found in {self.storage.describe()}")
             tenant = Tenant(tenant_id, self.locations.claim(tenant_id), self.storage,
-                            self.config)
+                            self.config, self.layer_cache)
             tenant.attach()
             return tenant
 
@@ -263,17 +281,24 @@ class Engine:
         return total
 
     def gc(self, tenant_id: str, cutoff_lsn: int | None = None,
-           at_us: int | None = None) -> TenantGcResult:
-        """Collect every timeline of a tenant; ``cutoff_lsn`` overrides the PITR window."""
+           at_us: int | None = None, *, explain: bool = False) -> TenantGcResult:
+        """Collect every timeline of a tenant; ``cutoff_lsn`` overrides the PITR window.
+        With ``explain``, a report per timeline says what keeps the layers that stay."""
         total = TenantGcResult()
+        tenant = self.tenant(tenant_id) if explain else None
+        names = tenant.names_of_timelines() if tenant is not None else {}
         for timeline in self._timelines(tenant_id):
             cutoff = cutoff_lsn if cutoff_lsn is not None else gc.pitr_cutoff(
                 timeline, self.config.pitr_window_s, at_us
             )
-            result = gc.collect(timeline, cutoff)
+            result = self._collect_at(timeline, cutoff)
             total.timelines += 1
             total.layers_removed += result.layers_removed
             total.bytes_removed += result.bytes_removed
+            if tenant is not None:
+                total.reports.append(TimelineGcReport(
+                    timeline.timeline_id, names.get(timeline.timeline_id, []), result,
+                    gc.explain(timeline, tenant.retained_points(timeline))))
         return total
 
     def _timelines(self, tenant_id: str | None) -> list[Timeline]:
@@ -356,7 +381,15 @@ class Engine:
         tenant.close()
 
     def _collect(self, timeline: Timeline) -> None:
-        gc.collect(timeline, gc.pitr_cutoff(timeline, self.config.pitr_window_s))
+        self._collect_at(timeline, gc.pitr_cutoff(timeline, self.config.pitr_window_s))
+
+    def _collect_at(self, timeline: Timeline, cutoff: int) -> GcResult:
+        """Raise the GC cutoff, write images at it where the deltas below can then go
+        (compaction.images_at_cutoff), and delete what nothing reads any more."""
+        cutoff = max(min(cutoff, timeline.disk_consistent_lsn), timeline.gc_cutoff)
+        timeline.raise_gc_cutoff(cutoff)  # reads below it are refused from here
+        images_at_cutoff(timeline, self.config, cutoff)
+        return gc.collect(timeline, cutoff)
 
     def close(self, flush: bool = True) -> None:
         """Stop background work; with ``flush``, write and upload every memtable first."""

@@ -1,12 +1,19 @@
-"""A handle on one layer: its descriptor, a local copy on demand, and an open reader."""
+"""A handle on one layer: its descriptor, its local file on demand, and an open reader.
+
+Reads hold the layer while they use its reader (``with layer.reading() as reader``): a
+layer in use is never evicted from the layer cache (pageserver/layer_cache.py).
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from common.durable import write_durably
 from common.errors import CorruptionError
+from pageserver.layer_cache import LayerCache
 from pageserver.layer_file import LayerKind, LayerReader
 from pageserver.manifest import LayerDescriptor
 from pageserver.remote import RemoteStorage
@@ -14,16 +21,20 @@ from pageserver.remote.retry import read_verified
 
 
 class Layer:
-    """An immutable layer of one timeline, downloaded into the local cache when first read."""
+    """An immutable layer of one timeline: read in place from a local store, else
+    downloaded into the layer cache (``local_path``) when first read."""
 
     def __init__(
-        self, desc: LayerDescriptor, local_path: Path, storage: RemoteStorage, remote_key: str
+        self, desc: LayerDescriptor, local_path: Path, storage: RemoteStorage, remote_key: str,
+        cache: LayerCache,
     ) -> None:
         self.desc = desc
         self.local_path = local_path
         self.remote_key = remote_key
         self._storage = storage
+        self._cache = cache
         self._reader: LayerReader | None = None
+        self._users = 0  # reads using the reader now
         self._metas: dict[str, list[tuple[int, bytes | None]]] | None = None
         self._lock = threading.Lock()
 
@@ -39,24 +50,51 @@ class Layer:
     def is_image(self) -> bool:
         return self.desc.kind == LayerKind.IMAGE
 
-    def reader(self) -> LayerReader:
-        """The open reader, downloading the file first if it is not local."""
-        reader = self._reader
-        if reader is not None:
-            return reader
+    @contextmanager
+    def reading(self) -> Iterator[LayerReader]:
+        """The open reader, held for the block: the file is downloaded first if it is
+        not local, and not evicted while any read holds it."""
+        downloaded = False
         with self._lock:
             if self._reader is None:
-                if not self.local_path.exists():
+                path = self._cache.path_of(self.local_path, self.remote_key)
+                if not path.exists():
                     self._download()
-                self._reader = LayerReader(self.local_path, name=self.desc.name)
-            return self._reader
+                    downloaded = True
+                self._reader = LayerReader(path, name=self.desc.name)
+            self._users += 1
+            reader = self._reader
+        try:
+            self._cache.record_read(self, downloaded=downloaded)
+            yield reader
+        finally:
+            with self._lock:
+                self._users -= 1
+
+    def evict(self) -> bool:
+        """Close the reader and delete the cached file, unless a read holds the layer (or
+        is opening it); whether it was evicted."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._users:
+                return False
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            self.local_path.unlink(missing_ok=True)
+            return True
+        finally:
+            self._lock.release()
 
     def meta_versions(self) -> dict[str, list[tuple[int, bytes | None]]]:
-        """The layer's metadata entries grouped by path, versions in LSN order."""
+        """The layer's metadata entries grouped by path, versions in LSN order (kept in
+        memory: they are few)."""
         if self._metas is None:
             grouped: dict[str, list[tuple[int, bytes | None]]] = {}
-            for path, lsn, value in self.reader().metas():
-                grouped.setdefault(path, []).append((lsn, value))
+            with self.reading() as reader:
+                for path, lsn, value in reader.metas():
+                    grouped.setdefault(path, []).append((lsn, value))
             self._metas = grouped
         return self._metas
 
@@ -80,9 +118,10 @@ class Layer:
                 self._reader = None
 
     def remove_local(self) -> None:
-        """Close and drop the local copy (the remote object is handled by the caller)."""
+        """Close and drop the cached copy, if any (the object is handled by the caller)."""
         self.close()
         self.local_path.unlink(missing_ok=True)
+        self._cache.forget(self.local_path)
 
     def __repr__(self) -> str:
         return f"Layer({self.desc.name})"

@@ -30,6 +30,7 @@ from pageserver.api.limits import CallLimits
 from pageserver.api.server import start_server
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
+from pageserver.layer_cache import DEFAULT_LIMIT_BYTES
 from pageserver.metrics import InstrumentedStorage, Metrics
 from pageserver.remote import RemoteStorage, open_storage
 from pageserver.remote.faults import FaultPlan, FaultyStorage, parse_fault_plan
@@ -54,9 +55,12 @@ class ServerSettings:
     memtable_age: str = "5m"
     l0_compaction_threshold: int = 8
     image_threshold: int = 3
+    image_read_threshold: int = 10
+    image_gain: float = 1.5
     gc_period: str = "10m"
     background_workers: int = 2
     writer_lease: str = "10s"
+    layer_cache_bytes: int = DEFAULT_LIMIT_BYTES  # downloaded layers kept (S3 stores only)
     log_level: str = "INFO"
     streams_per_tenant: int = CallLimits.streams_per_tenant
     calls_per_tenant: int = CallLimits.calls_per_tenant
@@ -73,9 +77,12 @@ class ServerSettings:
             memtable_age_s=parse_duration(self.memtable_age),
             l0_compaction_threshold=self.l0_compaction_threshold,
             image_threshold=self.image_threshold,
+            image_read_threshold=self.image_read_threshold,
+            image_gain=self.image_gain,
             gc_period_s=parse_duration(self.gc_period),
             background_workers=self.background_workers,
             writer_lease_s=parse_duration(self.writer_lease),
+            layer_cache_bytes=self.layer_cache_bytes,
         )
 
     def call_limits(self) -> CallLimits:

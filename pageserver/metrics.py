@@ -1,8 +1,10 @@
-"""Prometheus metrics of one page server: RPCs, pages, ingest, layers and uploads."""
+"""Prometheus metrics of one page server: RPCs, pages, ingest, layers, the layer cache
+and uploads."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -10,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from common.errors import NotFoundError
+from pageserver.layer_cache import LayerCache
 from pageserver.remote import ForwardingStorage, RemoteStorage
 
 if TYPE_CHECKING:
@@ -47,6 +50,7 @@ class Metrics:
         the engine at scrape time."""
         self.registry.register(_LayerCollector(lambda: _layer_stats(engine)))
         self.registry.register(_LogCollector(engine))
+        self.registry.register(_LayerCacheCollector(engine.layer_cache))
 
 
 class _LayerCollector(Collector):
@@ -98,6 +102,38 @@ class _LogCollector(Collector):
                                 "the object store lacks, over tenants", value=lag)
 
 
+class _LayerCacheCollector(Collector):
+    """The layer cache: reads served from disk or downloaded, evictions, bytes held."""
+
+    def __init__(self, cache: LayerCache) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._cache.stats()
+        yield CounterMetricFamily("strata_layer_cache_hits",
+                                  "layer reads served from a file on this disk",
+                                  value=stats.hits)
+        yield CounterMetricFamily("strata_layer_cache_misses",
+                                  "layer reads that downloaded the layer first",
+                                  value=stats.misses)
+        yield CounterMetricFamily("strata_layer_cache_evictions",
+                                  "cached layer files deleted to stay under the limit",
+                                  value=stats.evictions)
+        yield CounterMetricFamily("strata_layer_cache_evicted_bytes",
+                                  "bytes of the layer files evicted", value=stats.evicted_bytes)
+        yield CounterMetricFamily("strata_layer_cache_downloaded_bytes",
+                                  "bytes of layer files downloaded",
+                                  value=stats.downloaded_bytes)
+        yield GaugeMetricFamily("strata_layer_cache_bytes",
+                                "bytes of downloaded layer files on disk (0 when layers are "
+                                "read in place from a local store)", value=stats.bytes)
+        yield GaugeMetricFamily("strata_layer_cache_limit_bytes",
+                                "bound on the layer cache's bytes", value=stats.limit_bytes)
+        yield GaugeMetricFamily("strata_layer_cache_in_place",
+                                "1: layers are read in place from a local store",
+                                value=int(stats.in_place))
+
+
 def _layer_stats(engine: Engine) -> dict[str, tuple[int, int]]:
     stats: dict[str, tuple[int, int]] = {"L0": (0, 0), "L1": (0, 0), "image": (0, 0)}
     for tenant_id in engine.tenants():
@@ -115,6 +151,9 @@ class InstrumentedStorage(ForwardingStorage):
     def __init__(self, inner: RemoteStorage, metrics: Metrics) -> None:
         super().__init__(inner)
         self._metrics = metrics
+
+    def local_path(self, key: str) -> Path | None:
+        return self._inner.local_path(key)  # reads are not counted: layers read in place
 
     def put(self, key: str, data: bytes) -> None:
         self._counted(lambda: self._inner.put(key, data), len(data))

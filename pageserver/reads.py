@@ -19,6 +19,7 @@ import numpy as np
 
 from common.keys import PAGE_PREFIX, ZERO_PAGE, Relation, meta_key, relation_block_range
 from pageserver.layer import Layer
+from pageserver.layer_file import LayerReader
 from pageserver.memtable import Memtable, newest_version
 
 
@@ -87,7 +88,8 @@ def read_pages(
             result[pos] = value
     for layer_no in np.unique(pick_layer[pick_layer >= 0]).tolist():
         positions = np.flatnonzero(pick_layer == layer_no)
-        values = layers[layer_no].reader().read_values(pick_entry[positions])
+        with layers[layer_no].reading() as reader:
+            values = reader.read_values(pick_entry[positions])
         for pos, value in zip(positions.tolist(), values, strict=True):
             if value is not None:
                 result[pos] = value
@@ -118,7 +120,8 @@ def stored_blocks(
                 relation, source.desc.key_start, source.desc.key_end)
             if covered_hi <= lo or covered_lo >= hi:
                 continue  # not this layer's keys: no need to open (or download) it
-            blocks, lsns = source.reader().page_index(relation)
+            with source.reading() as reader:
+                blocks, lsns = reader.page_index(relation)
             first, last = np.searchsorted(blocks, [lo, hi]).tolist()
             found.append(blocks[first:last][lsns[first:last] <= lsn].astype(np.int64))
         lsn = min(lsn, current.branch_lsn)
@@ -130,7 +133,14 @@ def _search_layer(
     layer: Layer, relation: Relation, blocks: np.ndarray, lsn: int, best: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which blocks this layer improves on, their entries (-1: absent) and LSNs."""
-    reader = layer.reader()
+    with layer.reading() as reader:
+        return _search_reader(layer, reader, relation, blocks, lsn, best)
+
+
+def _search_reader(
+    layer: Layer, reader: LayerReader, relation: Relation, blocks: np.ndarray, lsn: int,
+    best: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lo, hi = relation_block_range(relation, layer.desc.key_start, layer.desc.key_end)
     inside = (blocks >= lo) & (blocks < hi)
     nothing = np.empty(0, np.int64)

@@ -35,6 +35,7 @@ from common.ops import decode_batch
 from pageserver.at_time import lsn_at_time
 from pageserver.config import EngineConfig
 from pageserver.fencing import Fence
+from pageserver.layer_cache import LayerCache
 from pageserver.manifest import (
     BRANCHES,
     BranchRecord,
@@ -119,11 +120,12 @@ class Tenant:
     """
 
     def __init__(self, tenant_id: str, generation: int, storage: RemoteStorage,
-                 config: EngineConfig) -> None:
+                 config: EngineConfig, layer_cache: LayerCache) -> None:
         self.tenant_id = validate_name("tenant", tenant_id)
         self.generation = generation
         self._storage = storage
         self._config = config
+        self._layer_cache = layer_cache
         self.fence = Fence(tenant_id, generation)
         self.log = TenantLog(storage, tenant_id, self.fence, config.log,
                              local_dir=config.local_log_dir / tenant_id)
@@ -274,6 +276,7 @@ class Tenant:
             self.tenant_id, manifest, ancestor, storage=self._storage, log=self.log,
             fence=self.fence, manifests=store,
             cache_dir=self._config.layer_cache_dir / self.tenant_id / manifest.timeline_id,
+            layer_cache=self._layer_cache,
             reads=self.reads, retain_lsns=self._retain_lsns,
             writer_lease_s=self._config.writer_lease_s,
         )
@@ -669,8 +672,9 @@ class Tenant:
         prefix = timeline_prefix(self.tenant_id, timeline.timeline_id)
         self._storage.delete_many(self._storage.list(prefix))
         self.log.forget_timeline(timeline.timeline_id)
-        shutil.rmtree(self._config.layer_cache_dir / self.tenant_id / timeline.timeline_id,
-                      ignore_errors=True)
+        cached = self._config.layer_cache_dir / self.tenant_id / timeline.timeline_id
+        shutil.rmtree(cached, ignore_errors=True)
+        self._layer_cache.forget_under(cached)
 
     # --- checkpoints ---------------------------------------------------------------
 
@@ -725,6 +729,32 @@ class Tenant:
             pins += self._pins
         return {lsn for holder, lsn in pins
                 if holder is not None and _owner(holder, lsn) is timeline}
+
+    def retained_points(self, timeline: Timeline) -> dict[int, list[str]]:
+        """What pins each LSN of ``timeline``'s own history: ``checkpoint NAME``,
+        ``branch NAME`` (a child; its timeline id if no branch names it) or a branch or
+        checkpoint being made. The labels ``gc.explain`` reports."""
+        with self._lock:
+            names = self.names_of_timelines()
+            pins = [(child.ancestor, child.branch_lsn,
+                     f"branch {', '.join(names.get(child.timeline_id, [child.timeline_id]))}")
+                    for child in self.timelines.values() if not child.deleted]
+            pins += [(self.timelines.get(cp.timeline_id), cp.lsn, f"checkpoint {name}")
+                     for name, cp in self.manifest.checkpoints.items()]
+            pins += [(holder, lsn, "a branch or checkpoint being made")
+                     for holder, lsn in self._pins]
+        points: dict[int, list[str]] = {}
+        for holder, lsn, label in pins:
+            if holder is not None and _owner(holder, lsn) is timeline:
+                points.setdefault(lsn, []).append(label)
+        return points
+
+    def names_of_timelines(self) -> dict[str, list[str]]:
+        """Timeline id -> the branches naming it, sorted."""
+        names: dict[str, list[str]] = {}
+        for name, record in sorted(self.manifest.branches.items()):
+            names.setdefault(record.timeline_id, []).append(name)
+        return names
 
     def close(self) -> None:
         self.log.close()

@@ -36,6 +36,7 @@ from pageserver.applied_batch import AppliedBatch, resent_lsn
 from pageserver.fencing import Fence
 from pageserver.ingest import BatchApplier, Effects, normalize_path
 from pageserver.layer import Layer
+from pageserver.layer_cache import LayerCache
 from pageserver.layer_file import LayerKind, LayerSummary, write_layer
 from pageserver.log_chunk import LogRecord
 from pageserver.manifest import (
@@ -123,6 +124,7 @@ class Timeline:
         fence: Fence,
         manifests: ManifestStore,
         cache_dir: Path,
+        layer_cache: LayerCache,
         reads: InFlightReads,
         retain_lsns: Callable[[Timeline], set[int]],
         writer_lease_s: float = 10.0,
@@ -137,6 +139,7 @@ class Timeline:
         self._fence = fence
         self._manifests = manifests
         self._cache_dir = cache_dir
+        self._layer_cache = layer_cache
         self._reads = reads
         self._unpublished: list[Layer] = []  # out of the manifest, waiting for reads
         self._unpublished_lock = threading.Lock()
@@ -407,7 +410,9 @@ class Timeline:
             memtables = [*self.frozen, self.open_memtable]
             durable = self.durable_lsn
         with self._reads.reading():
-            parts.extend(layer.reader().batches() for layer in layers)
+            for layer in layers:
+                with layer.reading() as reader:
+                    parts.append(reader.batches())
         for memtable in memtables:
             if memtable.batches:
                 parts.append(np.array(memtable.batches, dtype=np.uint64).reshape(-1, 3))
@@ -505,6 +510,10 @@ class Timeline:
                                summary.lsn_start, summary.lsn_end, size, level)
         layer = self._layer_handle(desc)
         self._storage.put(layer.remote_key, local_path.read_bytes())
+        if self._layer_cache.in_place:
+            local_path.unlink()  # read from the object itself: one copy on this disk
+        else:
+            self._layer_cache.added(layer)
         return layer
 
     def replace_layers(self, added: list[Layer], removed: list[Layer]) -> None:
@@ -577,6 +586,7 @@ class Timeline:
             for path in self._cache_dir.iterdir():  # not a download in flight (".tmp")
                 if path.name not in named and path.suffix != ".tmp" and path.is_file():
                     path.unlink(missing_ok=True)
+                    self._layer_cache.forget(path)
         return len(orphans)
 
     def raise_gc_cutoff(self, cutoff: int) -> None:
@@ -589,7 +599,7 @@ class Timeline:
 
     def _layer_handle(self, desc: LayerDescriptor) -> Layer:
         return Layer(desc, self._cache_dir / desc.name, self._storage,
-                     layer_key(self.tenant_id, self.timeline_id, desc.name))
+                     layer_key(self.tenant_id, self.timeline_id, desc.name), self._layer_cache)
 
     # --- durable description -------------------------------------------------
 

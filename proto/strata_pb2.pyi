@@ -688,15 +688,43 @@ class GcRequest(_message.Message):
     tenant: str
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
+class GcTimelineReport(_message.Message):
+    __slots__ = ("timeline_id", "branches", "cutoff_lsn", "layers_removed", "bytes_removed", "current_bytes", "window_bytes", "checkpoint_bytes", "branch_point_bytes", "pinned_by")
+    TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    CUTOFF_LSN_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_POINT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PINNED_BY_FIELD_NUMBER: _ClassVar[int]
+    timeline_id: str
+    branches: _containers.RepeatedScalarFieldContainer[str]
+    cutoff_lsn: int
+    layers_removed: int
+    bytes_removed: int
+    current_bytes: int
+    window_bytes: int
+    checkpoint_bytes: int
+    branch_point_bytes: int
+    pinned_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, timeline_id: _Optional[str] = ..., branches: _Optional[_Iterable[str]] = ..., cutoff_lsn: _Optional[int] = ..., layers_removed: _Optional[int] = ..., bytes_removed: _Optional[int] = ..., current_bytes: _Optional[int] = ..., window_bytes: _Optional[int] = ..., checkpoint_bytes: _Optional[int] = ..., branch_point_bytes: _Optional[int] = ..., pinned_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class GcResponse(_message.Message):
-    __slots__ = ("timelines", "layers_removed", "bytes_removed")
+    __slots__ = ("timelines", "layers_removed", "bytes_removed", "reports", "history_window_s")
     TIMELINES_FIELD_NUMBER: _ClassVar[int]
     LAYERS_REMOVED_FIELD_NUMBER: _ClassVar[int]
     BYTES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     timelines: int
     layers_removed: int
     bytes_removed: int
-    def __init__(self, timelines: _Optional[int] = ..., layers_removed: _Optional[int] = ..., bytes_removed: _Optional[int] = ...) -> None: ...
+    reports: _containers.RepeatedCompositeFieldContainer[GcTimelineReport]
+    history_window_s: float
+    def __init__(self, timelines: _Optional[int] = ..., layers_removed: _Optional[int] = ..., bytes_removed: _Optional[int] = ..., reports: _Optional[_Iterable[_Union[GcTimelineReport, _Mapping]]] = ..., history_window_s: _Optional[float] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
     __slots__ = ("tenant", "force")

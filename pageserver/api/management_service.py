@@ -312,9 +312,18 @@ class ManagementServicer:
 
     def Gc(self, request: pb.GcRequest, context: grpc.ServicerContext) -> pb.GcResponse:
         _check_whole_tenant("collect garbage")
-        result = self._engine.gc(request.tenant)
-        return pb.GcResponse(timelines=result.timelines, layers_removed=result.layers_removed,
-                             bytes_removed=result.bytes_removed)
+        result = self._engine.gc(request.tenant, explain=True)
+        return pb.GcResponse(
+            timelines=result.timelines, layers_removed=result.layers_removed,
+            bytes_removed=result.bytes_removed,
+            history_window_s=self._engine.config.pitr_window_s,
+            reports=[pb.GcTimelineReport(
+                timeline_id=report.timeline_id, branches=report.branches,
+                cutoff_lsn=report.result.cutoff, layers_removed=report.result.layers_removed,
+                bytes_removed=report.result.bytes_removed, current_bytes=report.kept.current,
+                window_bytes=report.kept.window, checkpoint_bytes=report.kept.checkpoints,
+                branch_point_bytes=report.kept.branch_points, pinned_by=report.kept.pinned_by,
+            ) for report in result.reports])
 
     def Compact(self, request: pb.CompactRequest,
                 context: grpc.ServicerContext) -> pb.CompactResponse:

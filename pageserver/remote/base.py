@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable
+from pathlib import Path
 
 from common.errors import InvalidArgumentError, StrataError
 
@@ -121,6 +122,13 @@ class RemoteStorage(abc.ABC):
     @abc.abstractmethod
     def size(self, key: str) -> int:
         """The object's length in bytes; NotFoundError if it does not exist."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The file holding ``key`` on this machine, if objects are local files that can be
+        read in place (immutable objects only: layers); None for remote stores and for
+        wrappers that must see every read."""
+        check_key(key)
+        return None
 
     @abc.abstractmethod
     def describe(self) -> str:

@@ -8,7 +8,10 @@ from pageserver.remote.base import RemoteStorage
 
 
 class ForwardingStorage(RemoteStorage):
-    """Forwards every call to ``inner``; a wrapper overrides only the calls it watches."""
+    """Forwards every call to ``inner``; a wrapper overrides only the calls it watches.
+
+    ``local_path`` is the exception: it says None (no object read in place) unless a
+    wrapper forwards it, so a wrapper that watches reads sees every one of them."""
 
     def __init__(self, inner: RemoteStorage) -> None:
         self._inner = inner

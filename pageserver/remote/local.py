@@ -167,6 +167,9 @@ class LocalDirectoryStorage(RemoteStorage):
             raise NotFoundError(f"object not found: {key!r} in {self.describe()}")
         return st.st_size
 
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
     def describe(self) -> str:
         return f"local:{self._root}"
 

@@ -28,6 +28,7 @@ from pageserver.remote import (
     S3Storage,
     open_storage,
 )
+from pageserver.remote.faults import FaultyStorage
 from tests.moto_server import dummy_aws_credentials
 
 MakeS3 = Callable[[str, str], S3Storage]
@@ -394,3 +395,17 @@ def test_s3_stalled_endpoint_fails_within_the_deadline(stalled_port: int) -> Non
 def test_s3_deadline_must_be_positive() -> None:
     with pytest.raises(InvalidArgumentError, match="deadline_s must be positive"):
         S3Storage("bucket", deadline_s=0)
+
+
+def test_local_path_names_the_object_only_where_it_can_be_read_in_place(
+        storage: RemoteStorage) -> None:
+    """The local store and the metrics wrapper name the file holding an object (layers
+    are read in place); S3 and the fault injector, which must see every read, do not."""
+    storage.put("t/layers/a", b"layer bytes")
+    path = storage.local_path("t/layers/a")
+    if isinstance(storage, S3Storage | FaultyStorage):
+        assert path is None
+    else:
+        assert path is not None and path.read_bytes() == b"layer bytes"
+    with pytest.raises(InvalidArgumentError):
+        storage.local_path("/bad")

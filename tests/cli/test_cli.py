@@ -41,6 +41,9 @@ def test_up_is_idempotent_and_status_reports_the_server(strata: Strata) -> None:
     assert server["state_dir"] == str(strata.home / "pageserver")
     table = strata.run("status").stdout
     assert "pageserver" in table and str(server["pid"]) in table
+    assert status["layer_cache"]["in_place"] == 1  # a local store: no second copy
+    assert status["layer_cache"]["bytes"] == 0 and status["layer_cache"]["misses"] == 0
+    assert "read in place from the local store" in table
 
 
 def test_tenant_list(strata: Strata) -> None:
@@ -266,12 +269,18 @@ def test_quotas_are_shown_and_enforced(strata: Strata) -> None:
 
 
 def test_gc_and_compact(strata: Strata) -> None:
-    gc = strata.json("gc")
-    assert {"timelines", "layers_removed", "bytes_removed"} == gc.keys()
     compacted = strata.json("compact", "--force")
     assert {"l0_merged", "l1_written", "images_written"} == compacted.keys()
     assert strata.run("compact").stdout.startswith("compact: ")
     assert strata.json("branch", "show", "main")["owned_bytes"] > 0
+    gc = strata.json("gc")
+    assert {"timelines", "layers_removed", "bytes_removed", "history_window_s",
+            "branches"} == gc.keys()
+    (main,) = [report for report in gc["branches"] if report["branches"] == ["main"]]
+    assert main["kept_bytes"].keys() == {"current", "window", "checkpoints", "branch_points"}
+    assert main["kept_bytes"]["current"] > 0 and main["bytes_removed"] >= 0
+    text = strata.run("gc").stdout
+    assert text.startswith("gc: ") and "history window" in text and "kept: window" in text
 
 
 def test_client_attaches_and_detaches_a_writer(strata: Strata) -> None:

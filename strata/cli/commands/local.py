@@ -12,8 +12,10 @@ from strata.cli.errors import ExitCode
 from strata.cli.params import DURATION
 from strata.cli.render import emit_json, emit_text, print_table
 from strata.cli.session import Session, local_command
+from strata.cli.units import human_size
 from strata.local import computes, lifecycle, proxy_lifecycle
 from strata.local.home import UpOptions
+from strata.local.layer_cache_status import layer_cache_stats
 
 
 def _merge(saved: UpOptions, **given: Any) -> UpOptions:
@@ -125,19 +127,25 @@ def down(session: Session, timeout: float) -> None:
 def status(session: Session) -> int:
     """Show what runs locally.
 
-    Per component: pid, liveness, health, addresses, storage and state directory. Exits
+    Per component: pid, liveness, health, addresses, storage and state directory; the
+    page server's layer cache (read from its metrics). Exits
     with 5 (as when the page server is unreachable) unless the page server serves, so
     scripts can test for it.
     """
     states = [lifecycle.status(session.home), proxy_lifecycle.status(session.home)]
+    server = states[0]
+    cache = layer_cache_stats(server.metrics_address) \
+        if server.healthy and server.metrics_address else None
     if session.json:
         ca_file = proxy_lifecycle.ca_file(session.home)
         emit_json({"home": str(session.home.root),
                    "components": [dataclasses.asdict(state) for state in states],
-                   "proxy_ca_file": str(ca_file) if ca_file else None})
+                   "proxy_ca_file": str(ca_file) if ca_file else None,
+                   "layer_cache": cache})
     else:
         _print_status(session, states)
-    server = states[0]
+        if cache is not None:
+            emit_text(_cache_line(cache))
     if server.healthy:
         return ExitCode.OK
     if server.alive:
@@ -146,6 +154,17 @@ def status(session: Session) -> int:
         problem = f"the page server of {session.home.root} is not running; `strata up` starts it"
     click.echo(f"strata: {problem}", err=True)
     return ExitCode.UNREACHABLE
+
+
+def _cache_line(cache: dict[str, int]) -> str:
+    """The layer cache in one line of ``strata status``."""
+    if cache.get("in_place"):
+        return (f"layers: read in place from the local store (one copy on disk), "
+                f"{cache.get('hits', 0):,} layer reads")
+    return (f"layer cache: {human_size(cache.get('bytes', 0))} of "
+            f"{human_size(cache.get('limit_bytes', 0))}; hits {cache.get('hits', 0):,}, "
+            f"misses {cache.get('misses', 0):,}, evictions {cache.get('evictions', 0):,} "
+            f"({human_size(cache.get('evicted_bytes', 0))})")
 
 
 def _print_status(session: Session, states: list[lifecycle.ComponentState]) -> None:

@@ -2,29 +2,75 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from proto import strata_pb2 as pb
 from strata.cli.progress import working
-from strata.cli.render import emit_json, emit_text
+from strata.cli.render import emit_json, emit_text, print_table
 from strata.cli.session import Session, api_command
 from strata.cli.units import human_size
+
+KEPT = (("current", "current_bytes"), ("window", "window_bytes"),
+        ("checkpoints", "checkpoint_bytes"), ("branch points", "branch_point_bytes"))
 
 
 @click.command()
 @api_command
 def gc(session: Session) -> None:
-    """Remove layers nothing needs any more.
+    """Remove layers nothing needs any more, and say what keeps the rest.
 
-    A layer stays while a branch, a checkpoint or the PITR window still needs it.
+    A layer stays while the newest data, the history window, a checkpoint or a child
+    branch point still reads it. Per branch: bytes removed, then bytes kept for each of
+    those (see OPERATIONS, "Sizes and history").
     """
     with session.client() as client, working("collecting garbage", session.interactive):
         result = client.gc(session.tenant)
     if session.json:
         emit_json({"timelines": result.timelines, "layers_removed": result.layers_removed,
-                   "bytes_removed": result.bytes_removed})
-    else:
-        emit_text(f"gc: {result.layers_removed} layers ({human_size(result.bytes_removed)}) "
-                  f"removed across {result.timelines} timelines")
+                   "bytes_removed": result.bytes_removed,
+                   "history_window_s": result.history_window_s,
+                   "branches": [_report_dict(report) for report in result.reports]})
+        return
+    emit_text(f"gc: {result.layers_removed} layers ({human_size(result.bytes_removed)}) "
+              f"removed across {result.timelines} timelines; history window "
+              f"{_duration(result.history_window_s)}")
+    kept = [f"kept: {label}" for label, _ in KEPT]
+    print_table(("branch", "removed", *kept, "kept for"),
+                [(_label(report), human_size(report.bytes_removed),
+                  *(human_size(getattr(report, field)) for _, field in KEPT),
+                  ", ".join(report.pinned_by) or "-") for report in result.reports],
+                right=("removed", *kept))
+    window = sum(report.window_bytes for report in result.reports)
+    if window:
+        emit_text(f"{human_size(window)} of history stays until it is older than the "
+                  f"{_duration(result.history_window_s)} window (`strata up --pitr-window`).")
+    if not result.bytes_removed and any(not report.cutoff_lsn for report in result.reports):
+        emit_text(f"Nothing of {', '.join(_label(r) for r in result.reports if not r.cutoff_lsn)}"
+                  f" is older than the {_duration(result.history_window_s)} window yet: its "
+                  "older page versions stay inside the layers that hold the current ones.")
+
+
+def _report_dict(report: pb.GcTimelineReport) -> dict[str, Any]:
+    return {"branches": list(report.branches), "timeline_id": report.timeline_id,
+            "cutoff_lsn": report.cutoff_lsn, "layers_removed": report.layers_removed,
+            "bytes_removed": report.bytes_removed,
+            "kept_bytes": {label.replace(" ", "_"): getattr(report, field)
+                           for label, field in KEPT},
+            "kept_for": list(report.pinned_by)}
+
+
+def _label(report: pb.GcTimelineReport) -> str:
+    return ", ".join(report.branches) or f"({report.timeline_id[:12]}, unnamed)"
+
+
+def _duration(seconds: float) -> str:
+    """``24h``, ``90m``, ``1s``: the largest unit that divides the window."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 @click.command()
