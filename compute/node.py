@@ -88,7 +88,7 @@ class ComputeSpec:
     port: int
     cache_mb: int = 256
     shared_buffers: str = "128MB"
-    full_page_writes: bool = True
+    full_page_writes: bool = False  # the shim never tears a page (docs/DESIGN.md)
     settings: dict[str, str] = field(default_factory=dict)  # extra postgres -c settings
 
     @property
