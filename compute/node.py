@@ -285,6 +285,10 @@ class ComputeNode:
             "unix_socket_directories": str(spec.socket_dir), "unix_socket_permissions": "0700",
             "shared_buffers": spec.shared_buffers, "wal_recycle": "off", "wal_init_zero": "off",
             "full_page_writes": "on" if spec.full_page_writes else "off",
+            # A WAL flush is a page-server round trip (~2 ms): a committer that sees
+            # another transaction open waits 1 ms so one flush carries both. Chosen by
+            # measurement (docs/rfcs/0009); a lone client never waits.
+            "commit_delay": "1000", "commit_siblings": "1",
             "logging_collector": "off", "hba_file": str(spec.workdir / "pg_hba.conf"),
             # A crash (a PANIC on an fsync the page server refused, a fenced writer) ends
             # the compute: a restart on the same mount would recover from a view of the
