@@ -20,6 +20,13 @@ Figures:
   (ms), and the TPS pgbench printed. ``-r`` would give only per-statement averages, no
   percentiles. Each system first gets an untimed warm-up run.
 - pgbench read-write (TPC-B-like) TPS, 4 clients, after ``pgbench -i`` and a CHECKPOINT.
+- Cost per transaction, for both kinds of run, from counters read before and after each
+  timed run and divided by the transactions pgbench processed: CPU time and context
+  switches (voluntary, involuntary; /proc, summed over threads) of the compute's mount
+  daemon and of the page server; WAL syncs and WAL sync time (``pg_stat_wal`` with
+  ``track_wal_io_timing`` on, which the suite turns on in both systems) and WAL bytes;
+  file bytes the page server ingested (``strata_ingest_bytes``) and bytes it wrote to the
+  object store (``strata_upload_bytes``: log chunks, and layers of any flush meanwhile).
 
 Run ``python -m bench.commit_bench [--quick] [--out bench/results/commit.json]``. A run
 that fails stops and writes nothing. Nothing here asserts on time.
@@ -30,7 +37,7 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,21 +52,26 @@ from bench.harness import (
     Strata,
     as_postgres,
     interleaved,
+    metric_total,
     pgbench_at,
     pgbench_tps,
+    pgbench_transactions,
+    process_usage,
     query_at,
     root_bench_main,
     summary,
+    wal_stats,
 )
 
 LOCAL_PORT = 55320
-LOCAL_ACK_TENANT = "localack"  # the tenant acknowledged after a local fsync
-LOCAL_MAX_LAG = "5s"
-STORE_ACK, LOCAL_ACK, BASELINE = "compute", "compute_local_ack", "local"
 SHARED_BUFFERS = "128MB"  # a compute's default, given to the baseline too
 PROBE_TABLE = "CREATE TABLE commit_probe (id bigint GENERATED ALWAYS AS IDENTITY, v int)"
 PROBE_SCRIPT = "INSERT INTO commit_probe (v) VALUES (1);\n"
 WARM_UP_SECONDS = 2
+LOCAL_ACK_TENANT = "localack"  # the tenant acknowledged after a local fsync
+LOCAL_MAX_LAG = "5s"
+STORE_ACK, LOCAL_ACK, BASELINE = "compute", "compute_local_ack", "local"
+SYSTEMS = (STORE_ACK, LOCAL_ACK, BASELINE)
 
 
 @dataclass(frozen=True)
@@ -72,17 +84,59 @@ class Settings:
     rw_scale: int
 
 
+Counters = Callable[[], dict[str, float]]  # a system's cumulative counters, read now
+
+
+@dataclass(frozen=True)
+class System:
+    """One side of the comparison: where it listens and which counters it has."""
+
+    endpoint: Endpoint
+    counters: Counters
+
+
 FULL = Settings("full", repeats=3, commit_seconds=20, rw_seconds=20, rw_clients=4, rw_scale=10)
 QUICK = Settings("quick", repeats=1, commit_seconds=5, rw_seconds=5, rw_clients=4, rw_scale=2)
 
 
-def commit_run(at: Endpoint, seconds: int) -> JSON:
-    """One single-client run of the probe script: TPS and per-transaction latencies (ms)."""
+def compute_counters(at: Endpoint, daemon_pid: int, server_pid: int,
+                     metrics_address: str) -> Counters:
+    """The counters of a compute: its mount daemon, the page server, pg_stat_wal."""
+    def read() -> dict[str, float]:
+        counters = {f"daemon_{name}": value for name, value in process_usage(daemon_pid).items()}
+        counters |= {f"server_{name}": value for name, value in process_usage(server_pid).items()}
+        counters["ingested_bytes"] = metric_total(metrics_address, "strata_ingest_bytes_total")
+        counters["uploaded_bytes"] = metric_total(metrics_address, "strata_upload_bytes_total")
+        return counters | wal_stats(at)
+    return read
+
+
+def per_transaction(system: System, run: Callable[[], tuple[str, int]]) -> JSON:
+    """``run`` (pgbench output and its transaction count) with the growth of every counter
+    of ``system`` per transaction, and the TPS."""
+    before = system.counters()
+    output, transactions = run()
+    after = system.counters()
+    if transactions <= 0:
+        raise BenchError("pgbench processed no transactions")
+    costs = {name: (after[name] - before[name]) / transactions for name in after}
+    return {"tps": pgbench_tps(output), "transactions": transactions, "per_txn": costs}
+
+
+def commit_run(system: System, seconds: int) -> JSON:
+    """One single-client run of the probe script: TPS, per-transaction latencies (ms) and
+    costs."""
     with tempfile.TemporaryDirectory(prefix="strata-commit-bench-") as scratch:
         script = Path(scratch) / "commit.sql"
         script.write_text(PROBE_SCRIPT)
-        output = pgbench_at(at, "-n", "-c", "1", "-j", "1", "-T", str(seconds), "-f",
-                            str(script), "--log", f"--log-prefix={scratch}/txn")
+
+        def run() -> tuple[str, int]:
+            output = pgbench_at(system.endpoint, "-n", "-c", "1", "-j", "1", "-T",
+                                str(seconds), "-f", str(script), "--log",
+                                f"--log-prefix={scratch}/txn")
+            return output, pgbench_transactions(output)
+
+        result = per_transaction(system, run)
         logs = list(Path(scratch).glob("txn.*"))
         if len(logs) != 1:
             raise BenchError(f"pgbench wrote {len(logs)} transaction logs, not one")
@@ -90,17 +144,22 @@ def commit_run(at: Endpoint, seconds: int) -> JSON:
         latencies = [int(line.split()[2]) / 1000 for line in logs[0].read_text().splitlines()]
     if not latencies:
         raise BenchError("pgbench logged no transactions")
-    return {"tps": pgbench_tps(output), "mean_ms": statistics.fmean(latencies),
+    return {**result, "mean_ms": statistics.fmean(latencies),
             "p50_ms": float(np.percentile(latencies, 50)),
-            "p99_ms": float(np.percentile(latencies, 99)), "transactions": len(latencies)}
+            "p99_ms": float(np.percentile(latencies, 99))}
 
 
-def commit_latency(settings: Settings, systems: dict[str, Endpoint]) -> JSON:
+def costs_summary(runs: list[JSON]) -> JSON:
+    """Each per-transaction cost summarized over the runs of one system."""
+    return {name: summary([run["per_txn"][name] for run in runs]) for name in runs[0]["per_txn"]}
+
+
+def commit_latency(settings: Settings, systems: dict[str, System]) -> JSON:
     """Interleaved commit-latency runs; each measure (mean, p50, p99, TPS) summarized over
-    the runs with its compute/local ratio."""
-    for at in systems.values():
-        query_at(at, PROBE_TABLE)
-        commit_run(at, WARM_UP_SECONDS)
+    the runs with its compute/local ratio, and the costs per commit."""
+    for system in systems.values():
+        query_at(system.endpoint, PROBE_TABLE)
+        commit_run(system, WARM_UP_SECONDS)
     runs: dict[str, list[JSON]] = {name: [] for name in systems}
 
     def tps(name: str) -> float:
@@ -111,6 +170,7 @@ def commit_latency(settings: Settings, systems: dict[str, Endpoint]) -> JSON:
     for figure in ("mean_ms", "p50_ms", "p99_ms"):
         report[figure] = with_ratios({name: summary([run[figure] for run in runs[name]])
                                       for name in systems})
+    report["per_txn"] = {name: costs_summary(runs[name]) for name in systems}
     return report
 
 
@@ -122,32 +182,57 @@ def with_ratios(figures: dict[str, JSON]) -> JSON:
             "ratio_local_ack": figures[LOCAL_ACK]["median"] / baseline}
 
 
+def read_write(settings: Settings, systems: dict[str, System]) -> JSON:
+    """Interleaved pgbench read-write runs: TPS with its ratio, and the costs per
+    transaction."""
+    runs: dict[str, list[JSON]] = {name: [] for name in systems}
+
+    def tps(name: str) -> float:
+        def run() -> tuple[str, int]:
+            output = pgbench_at(systems[name].endpoint, "-n", "-c", str(settings.rw_clients),
+                                "-j", "2", "-T", str(settings.rw_seconds))
+            return output, pgbench_transactions(output)
+        runs[name].append(per_transaction(systems[name], run))
+        return float(runs[name][-1]["tps"])
+
+    report = with_ratios(interleaved(settings.repeats, {n: n for n in systems}, tps))
+    report["per_txn"] = {name: costs_summary(runs[name]) for name in systems}
+    return report
+
+
 def measure(settings: Settings, root: Path) -> JSON:
     strata = Strata(root / "home")
-    strata.up("commit")
+    up = strata.up("commit")
     strata("tenant", "create", TENANT)
     strata("tenant", "create", LOCAL_ACK_TENANT, "--durability", "local", "--max-lag",
            LOCAL_MAX_LAG)
     started = strata("compute", "start", "main", "--shared-buffers", SHARED_BUFFERS)
     quick = strata("compute", "start", "main", "--tenant", LOCAL_ACK_TENANT,
                    "--shared-buffers", SHARED_BUFFERS)
+    server_pid = int((root / "home" / "run" / "pageserver.pid").read_text())
     local = LocalPostgres(root, LOCAL_PORT)
     local.init()
     try:
         local.start(SHARED_BUFFERS, True)
-        systems: dict[str, Endpoint] = {STORE_ACK: (started["host"], started["port"]),
-                                        LOCAL_ACK: (quick["host"], quick["port"]),
-                                        BASELINE: (str(local.socket_dir), local.port)}
+        compute_at: Endpoint = (started["host"], started["port"])
+        quick_at: Endpoint = (quick["host"], quick["port"])
+        local_at: Endpoint = (str(local.socket_dir), local.port)
+        systems = {
+            STORE_ACK: System(compute_at, compute_counters(
+                compute_at, started["pids"]["mount"], server_pid, up["metrics_address"])),
+            LOCAL_ACK: System(quick_at, compute_counters(
+                quick_at, quick["pids"]["mount"], server_pid, up["metrics_address"])),
+            BASELINE: System(local_at, lambda: wal_stats(local_at))}
+        for system in systems.values():
+            query_at(system.endpoint, "ALTER SYSTEM SET track_wal_io_timing = on")
+            query_at(system.endpoint, "SELECT pg_reload_conf()")
         print("commit latency ...", file=sys.stderr)
         report = {"commit": commit_latency(settings, systems)}
         print("pgbench read-write ...", file=sys.stderr)
-        for at in systems.values():
-            pgbench_at(at, "-i", "-s", str(settings.rw_scale), "-q")
-            query_at(at, "CHECKPOINT")
-        report["read_write"] = with_ratios(interleaved(
-            settings.repeats, systems, lambda at: pgbench_tps(pgbench_at(
-                at, "-n", "-c", str(settings.rw_clients), "-j", "2", "-T",
-                str(settings.rw_seconds)))))
+        for system in systems.values():
+            pgbench_at(system.endpoint, "-i", "-s", str(settings.rw_scale), "-q")
+            query_at(system.endpoint, "CHECKPOINT")
+        report["read_write"] = read_write(settings, systems)
         local.stop()
         return report
     finally:
@@ -178,8 +263,7 @@ def render_markdown(report: JSON) -> str:
 
     def row(label: str, figure: JSON, unit: str, digits: int) -> None:
         cells = [f"{figure[side]['median']:.{digits}f} {unit} [{figure[side]['min']:.{digits}f}"
-                 f"-{figure[side]['max']:.{digits}f}]" for side in (STORE_ACK, LOCAL_ACK,
-                                                                   BASELINE)]
+                 f"-{figure[side]['max']:.{digits}f}]" for side in SYSTEMS]
         lines.append(f"| {label} | {' | '.join(cells)} | {figure['ratio']:.2f} | "
                      f"{figure['ratio_local_ack']:.2f} |")
 
@@ -189,8 +273,40 @@ def render_markdown(report: JSON) -> str:
     row("commits per second (1 client)", commit["tps"], "tps", 0)
     row(f"pgbench read-write TPS, scale {settings['rw_scale']}, {settings['rw_clients']} "
         f"clients, {settings['rw_seconds']} s", rw, "tps", 0)
-    lines.append("")
+    lines += ["", *cost_table(commit["per_txn"], rw["per_txn"]), ""]
     return "\n".join(lines)
+
+
+# (label, counter, scale to the unit shown, digits); WAL times are in ms in pg_stat_wal
+COSTS = [
+    ("mount daemon CPU, µs", "daemon_cpu_s", 1e6, 0),
+    ("page server CPU, µs", "server_cpu_s", 1e6, 0),
+    ("mount daemon context switches, voluntary", "daemon_voluntary_switches", 1, 1),
+    ("mount daemon context switches, involuntary", "daemon_involuntary_switches", 1, 1),
+    ("page server context switches, voluntary", "server_voluntary_switches", 1, 1),
+    ("page server context switches, involuntary", "server_involuntary_switches", 1, 1),
+    ("WAL syncs (pg_stat_wal)", "wal_sync", 1, 2),
+    ("WAL sync time, µs (pg_stat_wal)", "wal_sync_time", 1e3, 0),
+    ("WAL write time, µs (pg_stat_wal)", "wal_write_time", 1e3, 0),
+    ("WAL bytes generated", "wal_bytes", 1, 0),
+    ("file bytes shipped to the page server", "ingested_bytes", 1, 0),
+    ("bytes written to the object store", "uploaded_bytes", 1, 0),
+]
+
+
+def cost_table(commit: JSON, rw: JSON) -> list[str]:
+    """Per-transaction costs, medians over the runs; '-' where a system has no such
+    counter (the local baseline has no daemon or page server)."""
+    lines = ["Cost per transaction (median over runs; counters before and after each run "
+             "divided by its transactions):", "",
+             "| per transaction | commit, store ack | commit, local ack | commit, local "
+             "| read-write, store ack | read-write, local ack | read-write, local |",
+             "|---|---|---|---|---|---|---|"]
+    for label, key, scale, digits in COSTS:
+        cells = [f"{costs[key]['median'] * scale:.{digits}f}" if key in costs else "-"
+                 for costs in [commit[side] for side in SYSTEMS] + [rw[side] for side in SYSTEMS]]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

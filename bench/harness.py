@@ -5,7 +5,9 @@ never from another suite, so each suite can change alone (an import-linter contr
 pyproject.toml holds them to it). Synthetic engine data lives in ``bench.synthetic``.
 
 - measuring: ``timed`` and ``summary`` (one shape of summary in every report),
-  ``interleaved`` and ``with_ratio`` (paired figures), ``pgbench_tps``;
+  ``interleaved`` and ``with_ratio`` (paired figures), ``pgbench_tps``,
+  ``pgbench_transactions``; ``process_usage`` (CPU and context switches of a process),
+  ``wal_stats`` (``pg_stat_wal``), ``metric_total`` (a page server counter);
 - reporting: ``host_info``, ``versions``, ``dump_json``;
 - processes: ``ServerProcess`` (a page server child on loopback), ``stop_on_sigterm``;
 - local deployment for the suites that run computes as root: ``Strata`` (the CLI under a
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -104,6 +107,60 @@ def pgbench_tps(output: str) -> float:
     if failed and int(failed.group(1)):
         raise BenchError(f"pgbench reported failed transactions:\n{output}")
     return float(match.group(1))
+
+
+def pgbench_transactions(output: str) -> int:
+    """The number of transactions pgbench says it processed."""
+    match = re.search(r"number of transactions actually processed: (\d+)", output)
+    if match is None:
+        raise BenchError(f"no transaction count in pgbench output:\n{output}")
+    return int(match.group(1))
+
+
+def process_usage(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system, all threads, also exited ones) and voluntary and
+    involuntary context switches (summed over the live threads) of process ``pid``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        usage = {"cpu_s": (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"),
+                 "voluntary_switches": 0.0, "involuntary_switches": 0.0}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                status = (task / "status").read_text()
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+            for line in status.splitlines():
+                name, _, value = line.partition(":")
+                if name == "voluntary_ctxt_switches":
+                    usage["voluntary_switches"] += int(value)
+                elif name == "nonvoluntary_ctxt_switches":
+                    usage["involuntary_switches"] += int(value)
+    except OSError as exc:
+        raise BenchError(f"cannot read the counters of process {pid}: {exc}") from exc
+    return usage
+
+
+WAL_STATS = ("wal_write", "wal_sync", "wal_write_time", "wal_sync_time", "wal_bytes")
+
+
+def wal_stats(at: Endpoint) -> dict[str, float]:
+    """``pg_stat_wal``: WAL writes and syncs, their times (ms; zero unless
+    ``track_wal_io_timing``) and WAL bytes generated."""
+    with psycopg.connect(host=at[0], port=at[1], user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        row = conn.execute(f"SELECT {', '.join(WAL_STATS)} FROM pg_stat_wal").fetchone()
+    assert row is not None
+    return {name: float(value) for name, value in zip(WAL_STATS, row, strict=True)}
+
+
+def metric_total(metrics_address: str, name: str) -> float:
+    """The sum of every sample of counter ``name`` on a page server's /metrics page."""
+    body = urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10).read()
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            total += float(line.split()[-1])
+    return total
 
 
 # --- reporting --------------------------------------------------------------------------------

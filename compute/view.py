@@ -67,7 +67,7 @@ from common.ops import (
 from common.pages import blocks_for, cut_page, truncate_tail, write_slices
 from compute.page_cache import CacheFullError, PageCache, PageKey
 from compute.prefetch import InFlight, Prefetcher
-from compute.wal import wal_position
+from compute.wal import WalPositions
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -173,7 +173,9 @@ class BranchView:
         self._unacknowledged: list[_Outgoing] = []  # a failed flush's rest (flush lock)
         self._batch_ids = itertools.count(1)  # numbers batches as they are cut (flush lock)
         self._seq = 0  # operations queued so far
+        self._zeroing: set[Node] = set()  # nodes with zero_from set: an ack clears only these
         self._wal_lsn = 0
+        self._wal_positions = WalPositions()  # under the lock
         self._prefetch = Prefetcher()
         self._in_flight = InFlight()
         self.storage_full = False
@@ -279,6 +281,7 @@ class BranchView:
             self._tree[path] = node
             self._queue(Create(path, node.mode, relation))
             node.zero_seq = self._seq
+            self._zeroing.add(node)
             return node
 
     def _choose_relation(self, path: str) -> tuple[bytes, int]:
@@ -446,7 +449,7 @@ class BranchView:
             node.size = max(node.size, end)
             node.mtime_ns = time.time_ns()
             self._queue(Write(node.path, offset, bytes(data)), versions, len(data))
-            position = wal_position(node.path, offset, data)
+            position = self._wal_positions.position(node.path, offset, data)
             if position is not None:
                 self._wal_lsn = max(self._wal_lsn, position)
             return self._pending_bytes >= self._pending_limit
@@ -490,6 +493,7 @@ class BranchView:
                     versions[node.key(keep - 1)] = self._cache.put_dirty(node.key(keep - 1), page)
                 self._cache.discard_relation_from(node.relation, node.block_offset + keep)
                 node.zero_from = keep if node.zero_from is None else min(node.zero_from, keep)
+                self._zeroing.add(node)
             node.size = length
             node.mtime_ns = time.time_ns()
             self._queue(Truncate(node.path, length), versions)
@@ -537,9 +541,10 @@ class BranchView:
         with self._lock:
             self._cache.end_flush(versions)  # unless written again since
             seq = batch[-1].seq
-            for node in self._tree.values():
-                if node.zero_from is not None and node.zero_seq <= seq:
-                    node.zero_from = None
+            cleared = [node for node in self._zeroing if node.zero_seq <= seq]
+            for node in cleared:  # not every node of the tree: agents make many files
+                node.zero_from = None
+                self._zeroing.discard(node)
 
 
 def _batches(queued: list[_Queued], batch_bytes: int) -> list[list[_Queued]]:

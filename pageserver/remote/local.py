@@ -1,9 +1,17 @@
 """Remote storage in a local directory: for tests, single-machine setups and benchmarks.
 
 Each object is the file ``root/<key>``. Writes go to a temporary file in the target
-directory which is fsynced and then renamed (put) or hard-linked (put_if_absent) into
+directory which is synced and then renamed (put) or hard-linked (put_if_absent) into
 place, and the directory is fsynced, so an object is either absent, old or new, even
 after a crash, and concurrent writers from any thread or process never clash.
+
+put_if_absent is on every acknowledgement's path (the ingest log creates a chunk per group
+commit), so it pays only what that needs: an unnamed file (``O_TMPFILE``) written and
+fdatasynced, linked under its name (``linkat`` fails if the name exists: the condition,
+atomic across processes), then one fsync of the directory. That is two syncs, the least
+that makes both the bytes and the name durable without relying on one filesystem's
+journal order; no temporary name is created or removed, and a crash leaves no debris.
+Where ``O_TMPFILE`` is not supported it falls back to a named temporary file.
 
 A directory tree cannot hold both ``a`` and ``a/b`` (S3 can): writing one of them while
 the other exists fails with RemoteStorageError.
@@ -12,6 +20,7 @@ the other exists fails with RemoteStorageError.
 from __future__ import annotations
 
 import builtins
+import errno
 import os
 import stat
 import tempfile
@@ -33,6 +42,9 @@ from pageserver.remote.base import (
 # What opening or removing a missing object fails with: the path is absent, is a
 # directory (only other keys live below it), or runs through a file.
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+# What opening an O_TMPFILE file fails with where the kernel or filesystem lacks it.
+_NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 
 
 class LocalDirectoryStorage(RemoteStorage):
@@ -61,20 +73,51 @@ class LocalDirectoryStorage(RemoteStorage):
         path = self._path(key)
         try:
             self._make_dirs(path.parent)
-            tmp = self._write_temp(path.parent, data)
+            directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
-                # link() fails if the name exists, atomically across threads and processes,
-                # and publishes a fully written and synced file.
-                os.link(tmp, path)
+                if not self._link_new(directory, path, data):
+                    return False
+                os.fsync(directory)  # the name is durable: the object exists after a crash
+            finally:
+                os.close(directory)
+        except OSError as e:
+            self._fail("put_if_absent", key, e)
+        return True
+
+    def _link_new(self, directory: int, path: Path, data: bytes) -> bool:
+        """Publish a fully written, synced file as ``path`` unless the name exists
+        (False then); the caller makes the name durable."""
+        try:
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=directory)
+        except OSError as e:
+            if e.errno not in _NO_TMPFILE:
+                raise
+            return self._link_named_temp(path, data)
+        try:
+            _write_all(fd, data)
+            os.fdatasync(fd)
+            try:
+                # linkat() fails if the name exists, atomically across threads and processes
+                os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=directory)
             except FileExistsError:
                 if path.is_dir():
                     raise
                 return False
-            finally:
-                tmp.unlink(missing_ok=True)
-            fsync_dir(path.parent)
-        except OSError as e:
-            self._fail("put_if_absent", key, e)
+        finally:
+            os.close(fd)
+        return True
+
+    def _link_named_temp(self, path: Path, data: bytes) -> bool:
+        """``_link_new`` through a named temporary file, removed again."""
+        tmp = self._write_temp(path.parent, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            if path.is_dir():
+                raise
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
         return True
 
     def get(self, key: str) -> bytes:
@@ -196,13 +239,13 @@ class LocalDirectoryStorage(RemoteStorage):
         fd, name = tempfile.mkstemp(prefix=RESERVED_SEGMENT_PREFIX, dir=directory)
         tmp = Path(name)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            _write_all(fd, data)
+            os.fdatasync(fd)  # the data and the size to read it by; the rename is synced after
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        finally:
+            os.close(fd)
         return tmp
 
     @staticmethod
@@ -215,3 +258,10 @@ class LocalDirectoryStorage(RemoteStorage):
         raise RemoteStorageError(
             f"{operation} of {key!r} in {self.describe()} failed: {error}"
         ) from error
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

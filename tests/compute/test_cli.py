@@ -44,7 +44,7 @@ def test_start_use_refuse_stop_restart(cli: Strata) -> None:
     psql = pg_tool("psql", node.spec, "-Atc", "SELECT current_setting('wal_recycle'), "
                    "current_setting('full_page_writes'), current_setting('listen_addresses')",
                    "postgres")
-    assert psql.stdout.strip() == "off|on|"
+    assert psql.stdout.strip() == "off|off|"
     pg_tool("pgbench", node.spec, "-i", "-s", "1", "-q", "postgres")
     bench = pg_tool("pgbench", node.spec, "-c", "2", "-T", "3", "postgres")
     assert "tps = " in bench.stdout
@@ -72,13 +72,13 @@ def test_start_use_refuse_stop_restart(cli: Strata) -> None:
 
     cli.json("branch", "create", "feature", "--tenant", "shop")
     branch = cli.json("compute", "start", "feature", "--tenant", "shop",
-                      "--full-page-writes", "off", "--cache-mb", "32")
+                      "--full-page-writes", "on", "--cache-mb", "32")
     restarted = cli.json("compute", "start", "main", "--tenant", "shop")
     assert restarted["port"] == port and branch["port"] != port
     with psycopg.connect(restarted["uri"]) as conn:
         assert conn.execute("SELECT body FROM notes").fetchall() == [("kept",)]
     with psycopg.connect(branch["uri"]) as conn:
-        assert conn.execute("SHOW full_page_writes").fetchone() == ("off",)
+        assert conn.execute("SHOW full_page_writes").fetchone() == ("on",)
         assert conn.execute("SELECT count(*) FROM pgbench_accounts").fetchone() == (100_000,)
     for name in ("feature", "main"):
         cli.json("compute", "stop", name, "--tenant", "shop")

@@ -35,7 +35,8 @@ def compute() -> None:
 @click.option("--shared-buffers", metavar="SIZE",
               help="PostgreSQL shared_buffers, e.g. 128MB [default: previous, else 128MB].")
 @click.option("--full-page-writes", type=_FPW,
-              help="The shim never tears a page, so off is safe and cuts WAL [default: on].")
+              help="The shim never tears a page, so off is safe and cuts WAL [default: previous, "
+                   "else off].")
 @click.option("--force", is_flag=True,
               help="Take the branch from a compute elsewhere that still holds it (fences it).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
