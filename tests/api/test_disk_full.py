@@ -19,7 +19,7 @@ from compute.remote import RETRYABLE
 from pageserver import timeline
 from pageserver.api.limits import CallLimits
 from pageserver.config import LogSettings
-from pageserver.remote import LocalDirectoryStorage
+from pageserver.remote import local as local_storage
 from proto import strata_pb2 as pb
 from tests.api.conftest import Live, serving
 from tests.small_disk import fill
@@ -58,7 +58,7 @@ def test_a_full_disk_under_the_object_store_is_retryable(
     live.engine.config.log = LogSettings(ack_timeout_s=0.5)
     epoch = _tenant(live)
     with monkeypatch.context() as full:
-        full.setattr(LocalDirectoryStorage, "_write_temp", _no_space)
+        full.setattr(local_storage, "_write_all", _no_space)  # every object write
         with pytest.raises(grpc.RpcError) as err:
             _ingest(live, epoch, "waits")
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
