@@ -185,8 +185,8 @@ class Engine:
 
     def elsewhere(self, tenant_id: str) -> TenantElsewhereError:
         """Where a tenant that left this page server is now, as the error to answer with:
-        read from the newest claim in the store, reused for ``WHEREABOUTS_TTL_S`` (every
-        call of a compute that has not followed yet asks)."""
+        read from the newest claim in the store; an address found is reused for
+        ``WHEREABOUTS_TTL_S`` (every call of a compute that has not followed yet asks)."""
         if tenant_id in self._detaching:
             return TenantElsewhereError(
                 f"tenant {tenant_id!r} is being detached from this page server")
@@ -210,8 +210,8 @@ class Engine:
             error = TenantElsewhereError(
                 f"tenant {tenant_id!r} moved to {claim.address}; {claim.describe()}",
                 claim.address)
-        with self._lock:
-            self._whereabouts[tenant_id] = (now, error)
+            with self._lock:  # "attached nowhere" is not kept: it ends with the next attach
+                self._whereabouts[tenant_id] = (now, error)
         return error
 
     def _moved_away(self, tenant_id: str) -> bool:
