@@ -115,14 +115,15 @@ class TokenRegistry:
         with self._lock:
             self._records[record.token_id] = record
 
-    def revoke(self, token_id: str) -> TokenRecord:
-        """Mark a token revoked (again: no change); NotFoundError for an unknown id."""
+    def revoke(self, token_id: str, at: int | None = None) -> TokenRecord:
+        """Mark a token revoked, now or ``at`` (again: no change); NotFoundError for an
+        unknown id."""
         record = self.get(token_id)
         if record is None:
             raise NotFoundError(f"no token {token_id!r} (or it expired long ago)")
         if record.revoked_at is not None:
             return record
-        revoked_at = int(time.time())
+        revoked_at = int(time.time()) if at is None else at
         if self._storage is not None:
             key = REVOKED_PREFIX + token_id
             body = json.dumps({"revoked_at": revoked_at}).encode()
@@ -226,6 +227,6 @@ def move_local_registry(path: Path, registry: TokenRegistry) -> None:
             registry.add(record)
             moved += 1
         if record.revoked_at is not None:
-            registry.revoke(record.token_id)
+            registry.revoke(record.token_id, record.revoked_at)
     path.rename(path.with_name(path.name + ".moved"))
     log.info("moved %d token records from %s into the object store", moved, path)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -17,6 +18,7 @@ import pytest
 from common.client import StrataClient
 from common.processes import process_alive
 from compute.node import ComputeNode
+from pageserver.remote import S3Storage
 from tests.compute.conftest import TENANT, _pgbench_tables, _spec
 from tests.compute.load import (
     AckWriters,
@@ -48,12 +50,24 @@ def home(compute_host: None) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def store(request: pytest.FixtureRequest, home: Path) -> str:
+    """Where both page servers keep their objects: one directory, or one bucket of the
+    session's moto server."""
+    if request.param == "local":
+        return str(home / "objects")
+    make: Callable[[str, str], S3Storage] = request.getfixturevalue("make_s3_storage")
+    endpoint: str = request.getfixturevalue("moto_endpoint")
+    bucket = f"strata-live-move-{uuid.uuid4().hex[:12]}"
+    make(bucket, "").ensure_bucket()
+    return f"s3://{bucket}/strata?endpoint={endpoint}"
+
+
 def _postgres_log(node: ComputeNode) -> str:
     return (node.spec.workdir / "postgres.log").read_text(errors="replace")
 
 
-def test_a_tenant_moves_under_load_with_its_compute_connected(home: Path) -> None:
-    store = home / "objects"
+def test_a_tenant_moves_under_load_with_its_compute_connected(home: Path, store: str) -> None:
     first = PageServerProcess(home / "a", store)
     second = PageServerProcess(home / "b", store)
     node: ComputeNode | None = None

@@ -265,6 +265,7 @@ def test_a_local_key_and_registry_move_into_the_store(tmp_path: Path) -> None:
         assert server.verify(kept).token_id == "kept"
         with pytest.raises(Unauthenticated, match="revoked"):
             server.verify(gone)
+        assert server.registry.get("gone") == records[1]  # as it was, revocation time too
 
 
 def test_load_or_create_replaces_a_stale_admin_token(tmp_path: Path) -> None:
