@@ -11,8 +11,10 @@ its whole life, also on one whose disk was lost.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
+import time
 from typing import Final
 
 from common.errors import CorruptionError, NotFoundError
@@ -22,6 +24,8 @@ from pageserver.remote.retry import CALL_POLICY, create_once
 KEY_BYTES: Final = 32
 KEYS_PREFIX: Final = "auth/keys/"
 SIGNING_KEY: Final = "auth/signing-key"
+LIST_EVERY_S: Final = 5.0
+_KID: Final = re.compile("[0-9a-f]{16}")
 
 
 def key_id(key: bytes) -> str:
@@ -46,6 +50,7 @@ class KeyRing:
         self._storage = storage
         self._lock = threading.Lock()
         self._known = {self.signing_id: signing_key}
+        self._listed_at = -LIST_EVERY_S
 
     @staticmethod
     def in_store(storage: RemoteStorage, moved_in: bytes | None = None) -> KeyRing:
@@ -67,10 +72,11 @@ class KeyRing:
                        storage)
 
     def key(self, kid: str) -> bytes | None:
-        """The key named ``kid``, read from the store the first time; None if unknown."""
+        """The key named ``kid``, read from the store the first time; None if unknown.
+        ``kid`` comes from a token not verified yet: only a well-formed one is looked up."""
         with self._lock:
             found = self._known.get(kid)
-        if found is not None or self._storage is None:
+        if found is not None or self._storage is None or not _KID.fullmatch(kid):
             return found
         try:
             found = _checked(self._storage.get(KEYS_PREFIX + kid), KEYS_PREFIX + kid)
@@ -81,10 +87,12 @@ class KeyRing:
         return found
 
     def every_key(self) -> list[bytes]:
-        """Every key, for tokens that name none (issued before keys had names)."""
-        if self._storage is not None:
+        """Every key, for tokens that name none (issued before keys had names); the store
+        is listed again at most every ``LIST_EVERY_S``."""
+        if self._storage is not None and time.monotonic() - self._listed_at >= LIST_EVERY_S:
             for name in self._storage.list(KEYS_PREFIX):
                 self.key(name.removeprefix(KEYS_PREFIX))
+            self._listed_at = time.monotonic()
         with self._lock:
             return [self.signing_key, *(k for i, k in self._known.items()
                                         if i != self.signing_id)]

@@ -489,3 +489,12 @@ def test_every_field_naming_a_branch_is_marked_in_the_contract() -> None:
     assert unmarked == []
     assert request_branches(pb.RestoreBranchRequest(tenant="a", name="x",
                                                     preserve_as="y")) == {"x", "y"}
+
+
+def test_a_token_naming_an_unknown_or_malformed_key_is_refused(tmp_path: Path) -> None:
+    authority, _ = _start(tmp_path)
+    payload = claims_payload(inc="1")
+    for kid in ("0123456789abcdef", "../../tenants/x", ""):
+        token = jwt.encode(payload, KEY, algorithm="HS256", headers={"kid": kid})
+        with pytest.raises(Unauthenticated, match="key unknown to this object store"):
+            authority.verify(token)
