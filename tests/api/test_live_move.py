@@ -81,11 +81,13 @@ def test_the_page_server_left_names_the_new_one(
                 grpc.StatusCode.UNAVAILABLE, address)
 
 
+@pytest.mark.parametrize("force", [False, True], ids=["detach-attach", "attach-force"])
 def test_a_writer_and_a_reader_follow_their_tenant(
-        pair: tuple[PageServerProcess, PageServerProcess]) -> None:
-    """Batches go on being acknowledged while the tenant is detached from the first page
-    server and attached to the second; each is applied exactly once, and the reader
-    reads every acknowledged page from the second."""
+        pair: tuple[PageServerProcess, PageServerProcess], force: bool) -> None:
+    """Batches go on being acknowledged while the tenant moves from the first page server
+    to the second (detached, then attached; or taken with force while the first still
+    serves it, which the first learns from its next write); each is applied exactly once,
+    and the reader reads every acknowledged page from the second."""
     first, second = pair
     with _client(first) as on_first, _client(second) as on_second, \
             _client(first, follow_moves=True) as compute:
@@ -116,9 +118,10 @@ def test_a_writer_and_a_reader_follow_their_tenant(
         loader.start()
         try:
             _wait_for(lambda: len(acked) >= 20 or bool(failure), "batches before the move")
-            on_first.detach_tenant("t")
+            if not force:
+                on_first.detach_tenant("t")
             before_attach = len(acked)
-            on_second.attach_tenant("t")
+            on_second.attach_tenant("t", force=force)
             _wait_for(lambda: len(acked) >= before_attach + 20 or bool(failure),
                       "batches after the move")
         finally:
