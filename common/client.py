@@ -10,6 +10,8 @@ use it, so none of them names a method by its path.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -20,6 +22,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.bearer import call_credentials_metadata
+from common.errors import TENANT_LOCATION
 from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
 
@@ -32,16 +35,28 @@ _CONNECT_FAILURES: Final = ("failed to connect to all addresses", "connection re
                             "errors resolving", "dns resolution failed")
 
 _Response = TypeVar("_Response", bound=Message)
+log = logging.getLogger(__name__)
 
 
 class ClientError(Exception):
-    """A failed call: the gRPC status and the server's message."""
+    """A failed call: the gRPC status and the server's message; ``location``: the address
+    the server named for a tenant that moved there ("" if none)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, method: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, method: str,
+                 location: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.method = method
+        self.location = location
+
+
+def moved_to(exc: grpc.RpcError) -> str:
+    """The address a failed call's trailing metadata names for its tenant ("" if none)."""
+    if not isinstance(exc, grpc.Call):
+        return ""
+    return next((str(value) for key, value in exc.trailing_metadata() or ()
+                 if key == TENANT_LOCATION), "")
 
 
 class ServerUnreachable(ClientError):
@@ -89,23 +104,46 @@ class StrataClient:
     """One channel to a page server; every RPC Strata's clients make as a typed method."""
 
     def __init__(self, address: str, token: str | None = None, *,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.address = address
+                 timeout_s: float = DEFAULT_TIMEOUT_S, follow_moves: bool = False) -> None:
         self.timeout_s = timeout_s
+        self.follow_moves = follow_moves
         self._metadata = call_credentials_metadata(token) if token else ()
-        self._channel = grpc.insecure_channel(address, options=[
+        self._lock = threading.Lock()
+        self._channels: list[grpc.Channel] = []
+        self._connect(address)
+
+    def _connect(self, address: str) -> None:
+        """Send every later call to ``address``. Channels to earlier addresses stay open
+        until ``close``: a stream still on one ends by itself (its server refuses it)."""
+        channel = grpc.insecure_channel(address, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ])
-        # The generated stubs are untyped: mypy checks their RPCs by name, not by signature.
-        channel = self._channel
-        self._manage = pb_grpc.ManagementServiceStub(channel)  # type: ignore[no-untyped-call]
-        self._pages = pb_grpc.PageServiceStub(channel)  # type: ignore[no-untyped-call]
-        self._ingest = pb_grpc.IngestServiceStub(channel)  # type: ignore[no-untyped-call]
-        self._health = health_pb2_grpc.HealthStub(channel)
+        with self._lock:
+            self.address = address
+            self._channels.append(channel)
+            # The generated stubs are untyped: mypy checks their RPCs by name only.
+            self._manage = pb_grpc.ManagementServiceStub(channel)  # type: ignore[no-untyped-call]
+            self._pages = pb_grpc.PageServiceStub(channel)  # type: ignore[no-untyped-call]
+            self._ingest = pb_grpc.IngestServiceStub(channel)  # type: ignore[no-untyped-call]
+            self._health = health_pb2_grpc.HealthStub(channel)
+
+    def follow(self, exc: grpc.RpcError) -> bool:
+        """If ``exc`` says the tenant moved to another page server, send every later call
+        there; whether it did. (A compute's client follows its tenant; the CLI's does not:
+        an operator asked one page server.)"""
+        address = moved_to(exc)
+        if not address or address == self.address:
+            return False
+        log.info("the tenant moved from %s to %s: following it", self.address, address)
+        self._connect(address)
+        return True
 
     def close(self) -> None:
-        self._channel.close()
+        with self._lock:
+            channels, self._channels = self._channels, []
+        for channel in channels:
+            channel.close()
 
     def __enter__(self) -> Self:
         return self
@@ -129,13 +167,16 @@ class StrataClient:
         return response
 
     def _error(self, exc: grpc.RpcError, method: str) -> ClientError:
+        if self.follow_moves:
+            self.follow(exc)
         code, detail = exc.code(), exc.details() or ""
         if code is grpc.StatusCode.UNAVAILABLE and any(
                 marker in detail.lower() for marker in _CONNECT_FAILURES):
             return ServerUnreachable(self.address, detail, method)
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             detail = f"no answer from the page server at {self.address} to {method} in time"
-        return ClientError(code, detail or code.name.lower().replace("_", " "), method)
+        return ClientError(code, detail or code.name.lower().replace("_", " "), method,
+                           moved_to(exc))
 
     # --- health --------------------------------------------------------------------
 

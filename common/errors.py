@@ -55,3 +55,18 @@ class PermissionDeniedError(StrataError):
 
 class CorruptionError(StrataError):
     """Bytes read from disk or the object store failed verification."""
+
+
+class TenantElsewhereError(StrataError):
+    """A tenant this page server does not serve any more (detached, being detached, or
+    attached by another page server). UNAVAILABLE, so clients retry; ``address`` names the
+    page server now holding it ("" while it is attached nowhere), sent as the trailing
+    metadata ``TENANT_LOCATION`` for a compute to follow."""
+
+    def __init__(self, message: str, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+
+
+TENANT_LOCATION = "strata-tenant-location"
+"""Trailing metadata key: the address of the page server a moved tenant is attached to."""

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     run_as = pwd.getpwnam(args.run_as) if args.run_as else None
     owner = run_as or pwd.getpwuid(os.getuid())
     token = args.token_file.read_text().strip()
-    client = StrataClient(args.server, token)
+    client = StrataClient(args.server, token, follow_moves=True)  # the tenant may move
     renewal = TokenRenewal(client, args.tenant, token)
     holder = args.holder or f"{socket.gethostname()}:{args.mountpoint.resolve()}"
     args.holder = holder

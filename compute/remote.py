@@ -1,10 +1,13 @@
 """The compute's connections to the page server: page reads and the ordered ingest stream.
 
 Both retry transient failures (the page server restarting, a broken stream,
-a page server busy with as many streams as it admits) with backoff for a
-bounded time, then give up with ``PageServerUnavailable`` so the shim can
-answer EIO: PostgreSQL then stops safely, and nothing was acknowledged that is
-not durable. A batch refused by the tenant's storage quota is not retried: it
+a page server busy with as many streams as it admits, the tenant detached and not
+attached anywhere yet) with backoff for a bounded time, and follow the tenant when the
+page server says it moved to another (its address in the trailing metadata): the next
+attempt goes there, and ingest resumes from the first unacknowledged batch. Past the
+budget they give up with ``PageServerUnavailable`` so the shim can answer EIO:
+PostgreSQL then stops safely, and nothing was acknowledged that is not durable. A batch
+refused by the tenant's storage quota is not retried: it
 raises ``StorageFullError`` at once, which the shim answers with ENOSPC.
 """
 
@@ -47,8 +50,14 @@ class PageServerRefused(PageServerError):
         self.code = code
 
 
-def retrying(what: str, attempt: Callable[[], _T], budget_s: float) -> _T:
-    """``attempt()`` until it succeeds, retrying transient gRPC failures for ``budget_s``."""
+def retrying(what: str, attempt: Callable[[], _T], budget_s: float,
+             client: StrataClient | None = None) -> _T:
+    """``attempt()`` until it succeeds, retrying transient gRPC failures for ``budget_s``.
+
+    A failure saying that the tenant moved to another page server points ``client`` there
+    and is retried at once; one saying it is attached nowhere (between a detach and the
+    next attach) is retried with backoff like any other UNAVAILABLE.
+    """
     deadline = time.monotonic() + budget_s
     delay = 0.05
     while True:
@@ -60,10 +69,21 @@ def retrying(what: str, attempt: Callable[[], _T], budget_s: float) -> _T:
                 raise StorageFullError(message) from exc
             if code not in RETRYABLE:
                 raise PageServerRefused(code, message) from exc
+            if client is not None and _followed(client, exc):
+                delay = 0.05
+                continue
             if time.monotonic() + delay > deadline:
                 raise PageServerUnavailable(f"{what}: {code.name} for {budget_s:g} s") from exc
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
+
+
+def _followed(client: StrataClient, exc: grpc.RpcError | ClientError) -> bool:
+    """Whether ``exc`` named a new home of the tenant that ``client`` now calls (a unary
+    call's ClientError: the client followed it already, if it follows moves)."""
+    if isinstance(exc, ClientError):
+        return bool(exc.location) and exc.location == client.address
+    return client.follow(exc)
 
 
 def refused_for_storage(exc: grpc.RpcError | ClientError) -> bool:
@@ -130,7 +150,7 @@ class PageReader:
                 if keep_slot:
                     self._pool.put(stream)
 
-        response = retrying("GetPages", attempt, self._budget)
+        response = retrying("GetPages", attempt, self._budget, self._client)
         self.round_trips += 1
         if response.status.code:
             raise PageServerRefused(_CODES.get(response.status.code, grpc.StatusCode.UNKNOWN),
@@ -266,7 +286,7 @@ class BatchWriter:
                     self._stream = None
                     raise
 
-            lsn = retrying("Ingest", attempt, self._budget)
+            lsn = retrying("Ingest", attempt, self._budget, self._client)
             self.acked_lsn = lsn
             return lsn
 

@@ -29,6 +29,8 @@ from common.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    StrataError,
+    TenantElsewhereError,
 )
 from common.names import is_reserved_tenant_name
 from pageserver import gc
@@ -48,7 +50,8 @@ from pageserver.timeline import Timeline
 log = logging.getLogger(__name__)
 
 ATTACH_POLICY = RetryPolicy(attempts=5, base_s=0.2, cap_s=5.0, deadline_s=60.0)
-DETACH_HOLDER = "detach"  # the writer a detach takes every branch's slot for, fencing computes
+DETACH_HOLDER = "detach"  # the writer a forced detach takes every branch's slot for
+WHEREABOUTS_TTL_S = 1.0  # how long an answer "tenant T moved to X" is reused before re-reading
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Engine:
         self.layer_cache = LayerCache(config.layer_cache_dir, storage, config.layer_cache_bytes)
         self.locations = Locations(storage, load_or_create_id(config.state_dir), address)
         self._departed: set[str] = set()  # detached, or moved away while we were down
+        self._whereabouts: dict[str, tuple[float, TenantElsewhereError]] = {}
         self._detaching: set[str] = set()  # still listed in attached.json until flushed
         self._attached_path = config.state_dir / "attached.json"
         self._lock = threading.RLock()
@@ -143,21 +147,23 @@ class Engine:
             tenant = self._attach(tenant_id)
             self._tenants[tenant_id] = tenant
             self._departed.discard(tenant_id)
+            self._whereabouts.pop(tenant_id, None)
             self._write_attached()
         return tenant
 
     def detach_tenant(self, tenant_id: str, force: bool = False) -> None:
         """Stop serving a tenant and keep every object, so another page server can attach it.
 
-        Refused while a compute holds a live writer lease on one of its branches, unless
-        ``force``. Its background work is stopped and waited for, every branch's writer
-        slot is taken (fencing any compute still streaming), every timeline is flushed to
-        layers and manifests, and only then is it dropped from ``attached.json`` and its
-        claim marked detached. From then on it is NOT_FOUND here, saying where it went."""
+        The tenant leaves the served set first, so every later call on it (an ingest
+        stream's next batch included) is answered UNAVAILABLE, "being detached"; its
+        background work is stopped and waited for, every timeline is flushed to layers and
+        manifests, and only then is it dropped from ``attached.json`` and its claim marked
+        detached. Computes keep their writer epoch: they wait, then follow the tenant to
+        the page server that attaches it next (rfcs/0014). With ``force`` every branch's
+        writer slot is taken as well, which fences those computes instead. A batch that
+        slipped in meanwhile is in the log, which the next attach replays."""
         with self._lock:
             tenant = self.tenant(tenant_id)
-            if not force:
-                _check_no_writers(tenant)
             del self._tenants[tenant_id]
             self._detaching.add(tenant_id)
             pending = [job for key, job in self._pending.items() if key[0] == tenant_id]
@@ -165,8 +171,9 @@ class Engine:
         try:
             for job in pending:
                 job.result()  # run() logs its failures and returns
-            for timeline in timelines:
-                timeline.attach_writer(DETACH_HOLDER, force=True)
+            if force:
+                for timeline in timelines:
+                    timeline.attach_writer(DETACH_HOLDER, force=True)
             for timeline in timelines:
                 timeline.freeze()
                 timeline.flush()
@@ -184,21 +191,47 @@ class Engine:
         log.info("detached tenant %s (generation %d)", tenant_id, tenant.generation)
 
     def tenant(self, tenant_id: str) -> Tenant:
+        """A tenant served here; NotFoundError if it never was, TenantElsewhereError
+        (naming where it is now) if it left."""
         with self._lock:
             tenant = self._tenants.get(tenant_id)
-        if tenant is None:
-            raise NotFoundError(self._missing(tenant_id))
-        return tenant
+            departed = tenant_id in self._departed or tenant_id in self._detaching
+        if tenant is not None and not tenant.fence.tripped:
+            return tenant
+        if departed or tenant is not None:  # left, or superseded and not dropped yet
+            raise self.elsewhere(tenant_id)
+        raise NotFoundError(f"no tenant {tenant_id!r}")
 
-    def _missing(self, tenant_id: str) -> str:
-        """Why a tenant is not served here: it never was, or it left (and where to)."""
+    def elsewhere(self, tenant_id: str) -> TenantElsewhereError:
+        """Where a tenant that left this page server is now, as the error to answer with:
+        read from the newest claim in the store; an address found is reused for
+        ``WHEREABOUTS_TTL_S`` (every call of a compute that has not followed yet asks)."""
         if tenant_id in self._detaching:
-            return f"tenant {tenant_id!r} is being detached from this page server"
-        if tenant_id not in self._departed:
-            return f"no tenant {tenant_id!r}"
-        claim = self.locations.newest(tenant_id)
-        where = claim.describe() if claim is not None else "it has no claimed generation"
-        return f"tenant {tenant_id!r} is detached from this page server; {where}"
+            return TenantElsewhereError(
+                f"tenant {tenant_id!r} is being detached from this page server")
+        now = time.monotonic()
+        with self._lock:
+            cached = self._whereabouts.get(tenant_id)
+        if cached is not None and now - cached[0] < WHEREABOUTS_TTL_S:
+            return cached[1]
+        try:
+            claim = self.locations.newest(tenant_id)
+        except StrataError as exc:
+            return TenantElsewhereError(
+                f"tenant {tenant_id!r} left this page server; where it is now could not be "
+                f"read from the object store: {exc}")
+        if claim is None or claim.detached or not claim.address or \
+                claim.pageserver_id == self.locations.pageserver_id:
+            where = claim.describe() if claim is not None else "it has no claimed generation"
+            error = TenantElsewhereError(
+                f"tenant {tenant_id!r} is detached from this page server; {where}")
+        else:
+            error = TenantElsewhereError(
+                f"tenant {tenant_id!r} moved to {claim.address}; {claim.describe()}",
+                claim.address)
+            with self._lock:  # "attached nowhere" is not kept: it ends with the next attach
+                self._whereabouts[tenant_id] = (now, error)
+        return error
 
     def _moved_away(self, tenant_id: str) -> bool:
         """At start-up: whether a listed tenant was claimed elsewhere or detached since."""
@@ -212,10 +245,13 @@ class Engine:
         return True
 
     def incarnation(self, tenant_id: str) -> str | None:
-        """The incarnation id of a tenant (see TenantManifest); None if it does not exist."""
-        with self._lock:
-            tenant = self._tenants.get(tenant_id)
-        return tenant.manifest.incarnation if tenant is not None else None
+        """The incarnation id of a tenant (see TenantManifest); None if it does not exist,
+        TenantElsewhereError if it left this page server (tokens are checked against its
+        incarnation where it is served now)."""
+        try:
+            return self.tenant(tenant_id).manifest.incarnation
+        except NotFoundError:
+            return None
 
     def tenants(self) -> list[str]:
         with self._lock:
@@ -402,13 +438,3 @@ class Engine:
         for tenant in list(self._tenants.values()):
             tenant.close()
 
-
-def _check_no_writers(tenant: Tenant) -> None:
-    """FailedPreconditionError naming the branches a compute writes to right now."""
-    writers = [f"{name} ({lease.holder})" for name in tenant.branch_names()
-               if (lease := tenant.branch(name).writer_lease.current()) is not None]
-    if writers:
-        raise FailedPreconditionError(
-            f"tenant {tenant.tenant_id!r} has computes writing to branch "
-            f"{', '.join(writers)}: stop them first, or detach with force, which fences them "
-            "(their next write fails)")

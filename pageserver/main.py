@@ -150,7 +150,7 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
     engine = Engine(config, storage, address=_known_address(settings))
     metrics_server = None
     try:
-        authority, _ = auth.load_or_create(config.state_dir, engine.incarnation)
+        authority, _ = auth.load_or_create(config.state_dir, storage, engine.incarnation)
         server = start_server(engine, authority, metrics, settings.listen,
                               pg_bin_dir=settings.pg_bin_dir or None,
                               limits=settings.call_limits())

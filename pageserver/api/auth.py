@@ -1,13 +1,15 @@
 """Access control for the gRPC page server: bearer tokens, their scopes, and the interceptor.
 
-A token is an HS256 JWT signed with the page server's own key, carrying a tenant (``*``: all
-tenants, admin only), a scope, an expiry, an id, the incarnation of its tenant (a tenant
-deleted and created again under the same name has another), and optionally the branches it
-is limited to and whether it may only read. It verifies only while the page server's
-``TokenRegistry`` holds its id unrevoked. Clients send it as the metadata
-``authorization: Bearer <token>`` (see ``bearer.call_credentials_metadata``). ``AuthInterceptor``
-checks the token of every call except health checking and reflection, and checks every
-request's tenant and branches against the token before the servicer sees the request.
+A token is an HS256 JWT signed with the object store's signing key (its header names the
+key: ``kid``), carrying a tenant (``*``: all tenants, admin only), a scope, an expiry, an
+id, the incarnation of its tenant (a tenant deleted and created again under the same name
+has another), and optionally the branches it is limited to and whether it may only read.
+It verifies only while the ``TokenRegistry`` in the object store holds its id unrevoked,
+so every page server on one store honours the tokens of every other (rfcs/0014). Clients
+send it as the metadata ``authorization: Bearer <token>`` (see
+``bearer.call_credentials_metadata``). ``AuthInterceptor`` checks the token of every call
+except health checking and reflection, and checks every request's tenant and branches
+against the token before the servicer sees the request.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ from google.protobuf.message import Message
 
 from common.bearer import HEADER
 from common.durable import write_durably
-from common.errors import NotFoundError, PermissionDeniedError
+from common.errors import NotFoundError, PermissionDeniedError, StrataError
 from common.names import is_valid_name
-from pageserver.api.token_registry import TokenRecord, TokenRegistry
+from pageserver.api.signing_keys import KeyRing
+from pageserver.api.status import abort_with
+from pageserver.api.token_registry import TokenRecord, TokenRegistry, move_local_registry
+from pageserver.remote import RemoteStorage
 from proto import strata_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,6 @@ MAX_TTL_S: Final = 10 * 365 * 24 * 3600
 # read at its start for its whole life and does not renew it yet (rfcs/0007).
 ADMIN_TTL_S: Final = 365 * 24 * 3600
 MAIN_BRANCH: Final = "main"
-KEY_BYTES: Final = 32
 _ALGORITHM: Final = "HS256"
 
 
@@ -157,14 +161,13 @@ IncarnationOf = Callable[[str], "str | None"]
 
 
 class TokenAuthority:
-    """Issues and verifies tokens signed with one symmetric key, recording each in
-    ``registry`` and binding tenant tokens to their tenant's incarnation."""
+    """Issues tokens signed with the ring's signing key and verifies those signed with any
+    of its keys, recording each in ``registry`` and binding tenant tokens to their
+    tenant's incarnation."""
 
-    def __init__(self, signing_key: bytes, registry: TokenRegistry,
+    def __init__(self, keys: KeyRing, registry: TokenRegistry,
                  incarnation_of: IncarnationOf) -> None:
-        if len(signing_key) < KEY_BYTES:
-            raise ValueError(f"the signing key must have at least {KEY_BYTES} bytes")
-        self._key = signing_key
+        self._keys = keys
         self.registry = registry
         self._incarnation_of = incarnation_of
 
@@ -195,7 +198,8 @@ class TokenAuthority:
         if read_only:
             payload["ro"] = True
         self.registry.add(record)
-        return jwt.encode(payload, self._key, algorithm=_ALGORITHM)
+        return jwt.encode(payload, self._keys.signing_key, algorithm=_ALGORITHM,
+                          headers={"kid": self._keys.signing_id})
 
     def verify(self, token: str) -> Claims:
         """The claims of ``token``; Unauthenticated unless it is well formed, ours, live,
@@ -203,8 +207,9 @@ class TokenAuthority:
         claims = self._decode(token)
         record = self.registry.get(claims.token_id)
         if record is None:
-            raise Unauthenticated("token unknown to this page server (issued before it kept "
-                                  "a list of its tokens?): create a new one")
+            raise Unauthenticated("token unknown to the page servers of this object store "
+                                  "(issued before they kept a list of their tokens?): create "
+                                  "a new one")
         if record.revoked_at is not None:
             raise Unauthenticated(f"token {claims.token_id} was revoked")
         if claims.scope is not Scope.ADMIN:
@@ -218,12 +223,11 @@ class TokenAuthority:
         return claims
 
     def _decode(self, token: str) -> Claims:
-        """The claims of a well-formed, live token signed with our key."""
+        """The claims of a well-formed, live token signed with one of our keys."""
         if not token:
             raise Unauthenticated("missing token")
         try:
-            payload = jwt.decode(token, self._key, algorithms=[_ALGORITHM],
-                                 options={"require": ["exp", "iat", "jti"]})
+            payload = self._payload(token)
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated("token expired") from exc
         except jwt.ImmatureSignatureError as exc:
@@ -258,6 +262,31 @@ class TokenAuthority:
             raise Unauthenticated("token claims invalid") from exc
         return claims
 
+    def _payload(self, token: str) -> dict[str, Any]:
+        """The verified payload: checked with the key the token names, or for a token
+        naming none (issued before keys had names) with each key in turn."""
+        kid = jwt.get_unverified_header(token).get("kid")
+        if kid is not None:
+            key = self._keys.key(str(kid))
+            if key is None:
+                raise Unauthenticated("token signature invalid: signed with a key unknown to this "
+                                      "object store")
+            candidates = [key]
+        else:
+            candidates = self._keys.every_key()
+        for key in candidates[:-1]:
+            try:
+                return self._decode_with(token, key)
+            except jwt.InvalidSignatureError:
+                continue
+        return self._decode_with(token, candidates[-1])
+
+    @staticmethod
+    def _decode_with(token: str, key: bytes) -> dict[str, Any]:
+        payload: dict[str, Any] = jwt.decode(token, key, algorithms=[_ALGORITHM],
+                                             options={"require": ["exp", "iat", "jti"]})
+        return payload
+
 
 # ---------------------------------------------------------------- state directory
 
@@ -269,27 +298,38 @@ def _tighten(path: Path, mode: int) -> None:
         path.chmod(mode)
 
 
-def load_or_create(state_dir: Path,
+def load_or_create(state_dir: Path, storage: RemoteStorage,
                    incarnation_of: IncarnationOf) -> tuple[TokenAuthority, str]:
-    """The authority and admin token kept in ``state_dir/auth``, created on first use.
+    """The authority kept in the object store, and the admin token kept in
+    ``state_dir/auth``, each created on first use.
 
-    ``signing.key`` holds 32 random bytes, ``tokens.json`` the registry of issued tokens
-    and ``admin.token`` an admin token for all tenants valid for ``ADMIN_TTL_S``, all mode
-    0600 in a 0700 directory. An admin token that no longer verifies (expired, revoked,
-    signed with a replaced key) or has less than half its lifetime left is replaced.
+    The signing keys and the registry of issued tokens live in ``storage``, shared by
+    every page server on it (rfcs/0014); a page server that kept them in its state
+    directory (``signing.key``, ``tokens.json``) moves them there on start.
+    ``admin.token`` holds an admin token for all tenants valid for ``ADMIN_TTL_S``, mode
+    0600 in a 0700 directory; one that no longer verifies (expired, revoked, signed with
+    an unknown key) or has less than half its lifetime left is replaced.
     """
     auth_dir = state_dir / "auth"
     auth_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     _tighten(auth_dir, 0o700)
-    key_path = auth_dir / "signing.key"
-    if not key_path.exists():
-        write_durably(key_path, secrets.token_bytes(KEY_BYTES), 0o600, replace=False)
-    _tighten(key_path, 0o600)
-    key = key_path.read_bytes()
-    if len(key) != KEY_BYTES:
-        raise ValueError(f"{key_path} holds {len(key)} bytes, not a {KEY_BYTES}-byte key")
     with _locked(auth_dir / "lock"):  # two first starts must agree on one admin token
-        return _load_admin(auth_dir, key, incarnation_of)
+        keys = KeyRing.in_store(storage, _local_key(auth_dir / "signing.key"))
+        registry = TokenRegistry(storage)
+        move_local_registry(auth_dir / "tokens.json", registry)
+        key_path = auth_dir / "signing.key"
+        if key_path.exists():
+            key_path.rename(key_path.with_name("signing.key.moved"))
+        return _load_admin(auth_dir, TokenAuthority(keys, registry, incarnation_of))
+
+
+def _local_key(path: Path) -> bytes | None:
+    """The signing key a page server kept in its state directory before keys moved to the
+    object store; None if it has none (any more)."""
+    if not path.exists():
+        return None
+    _tighten(path, 0o600)
+    return path.read_bytes()
 
 
 @contextlib.contextmanager
@@ -303,19 +343,13 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _load_admin(auth_dir: Path, key: bytes,
-                incarnation_of: IncarnationOf) -> tuple[TokenAuthority, str]:
-    """The authority on ``key`` and its registry, and a valid admin token."""
-    registry_path = auth_dir / "tokens.json"
-    authority = TokenAuthority(key, TokenRegistry(registry_path), incarnation_of)
-
+def _load_admin(auth_dir: Path, authority: TokenAuthority) -> tuple[TokenAuthority, str]:
+    """``authority`` and a valid admin token, kept in ``auth_dir``."""
     token_path = auth_dir / "admin.token"
     if not token_path.exists():
         token = authority.issue(ALL_TENANTS, Scope.ADMIN, ADMIN_TTL_S)
         write_durably(token_path, token.encode(), 0o600, replace=False)
     _tighten(token_path, 0o600)
-    if registry_path.exists():
-        _tighten(registry_path, 0o600)
     token = token_path.read_text().strip()
     try:
         if authority.verify(token).expires_at - time.time() < ADMIN_TTL_S / 2:
@@ -556,6 +590,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
         except Unauthenticated as exc:
             log.info("refused %s from %s: %s", method, context.peer(), exc)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except StrataError as exc:  # the tenant left (and where to), the registry unreadable
+            abort_with(context, exc)
 
     def _guarded(self, handler: grpc.RpcMethodHandler[Any, Any],
                  method: str) -> grpc.RpcMethodHandler[Any, Any]:

@@ -16,15 +16,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from common.errors import STORAGE_FULL, InvalidArgumentError, StorageQuotaError, StrataError
+from common.errors import InvalidArgumentError, StrataError
 from pageserver.api.auth import ALL_TENANTS, current_claims
 from pageserver.api.limits import CallAdmission
-from pageserver.api.status import disk_full, disk_full_message, status_of
+from pageserver.api.status import abort_with, disk_full, disk_full_message, status_of
 from pageserver.metrics import Metrics
 from proto import strata_pb2
 
@@ -60,14 +60,6 @@ def _caller_tenant() -> str | None:
     """The tenant whose token makes the current call; None for the admin token."""
     claims = current_claims.get()
     return None if claims is None or claims.tenant == ALL_TENANTS else claims.tenant
-
-
-def _abort(context: grpc.ServicerContext, exc: StrataError) -> NoReturn:
-    """End the call with ``exc``'s status and message (a storage quota also says so in the
-    trailing metadata)."""
-    if isinstance(exc, StorageQuotaError):
-        context.set_trailing_metadata((STORAGE_FULL,))
-    context.abort(status_of(exc), str(exc))
 
 
 def _unexpected(exc: Exception, name: str) -> tuple[grpc.StatusCode, str]:
@@ -117,7 +109,7 @@ def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Message], name: str,
                 return behaviour(request, context)
         except StrataError as exc:
             code = status_of(exc)
-            _abort(context, exc)
+            abort_with(context, exc)
         except Exception as exc:
             code, message = _unexpected(exc, name)
             context.abort(code, message)
@@ -141,7 +133,7 @@ def _stream(behaviour: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[
             raise
         except StrataError as exc:
             code = status_of(exc)
-            _abort(context, exc)
+            abort_with(context, exc)
         except Exception as exc:
             aborted = _aborted_with(context)
             if aborted is not None:  # e.g. the auth interceptor refused a streamed request

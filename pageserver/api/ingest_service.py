@@ -1,5 +1,6 @@
 """IngestService: one compute's ordered stream of batches for one branch, fenced by epoch
-and held to its tenant's storage quota."""
+and held to its tenant's storage quota. A tenant that leaves this page server (detached,
+or attached by another) ends the stream UNAVAILABLE, naming where it went."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from common.errors import FailedPreconditionError, InvalidArgumentError
 from pageserver.api.handlers import Malformed, checked
 from pageserver.applied_batch import resent_lsn
 from pageserver.engine import Engine
+from pageserver.fencing import SupersededError
 from pageserver.metrics import Metrics
 from pageserver.storage_quota import check_storage, storage_full
 from proto import strata_pb2 as pb
@@ -50,11 +52,15 @@ class IngestServicer:
                 raise InvalidArgumentError(
                     f"batch carries {size} bytes; the limit is {MAX_BATCH_BYTES}")
             batch = batch_from_pb(request.batch)
+            self._engine.tenant(opened.tenant)  # still served here: not detached meanwhile
             with self._batch_seconds.time():
                 if resent_lsn(timeline.applied_batch, opened.writer_epoch,
                               batch.batch_id) is None:  # one sent again passed it already
                     check_storage(tenant, batch, timeline.files)
-                lsn = timeline.ingest(batch, opened.writer_epoch)
+                try:
+                    lsn = timeline.ingest(batch, opened.writer_epoch)
+                except SupersededError as exc:  # attached elsewhere: the writer follows it
+                    raise self._engine.elsewhere(opened.tenant) from exc
             self._metrics.ingest_batches.inc()
             self._metrics.ingest_bytes.inc(size)
             yield pb.IngestResponse(batch_id=request.batch.batch_id, lsn=lsn,

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 
 from common.convert import file_info, relation_from_pb
-from common.errors import InvalidArgumentError, StrataError
+from common.errors import InvalidArgumentError, StrataError, TenantElsewhereError
 from common.ops import FileKind
 from common.pages import blocks_for
 from pageserver.api.handlers import Malformed
@@ -35,7 +35,9 @@ class PageServicer:
 
     def GetPages(self, requests: Iterator[pb.GetPagesRequest | Malformed],
                  context: grpc.ServicerContext) -> Iterator[pb.GetPagesResponse]:
-        """Answers each request in order; a bad request gets an in-band status."""
+        """Answers each request in order; a bad request gets an in-band status. A tenant
+        that left this page server ends the stream (UNAVAILABLE, naming where it went), so
+        the compute reopens it there."""
         for request in requests:
             with self._request_seconds.time():
                 yield self._get_pages(request)
@@ -53,6 +55,8 @@ class PageServicer:
             timeline, lsn = self._resolve(request.at)
             relation = relation_from_pb(request.relation)
             pages = timeline.get_pages(relation, np.array(request.blocks, dtype=np.int64), lsn)
+        except TenantElsewhereError:
+            raise
         except StrataError as exc:
             return pb.GetPagesResponse(request_id=request.request_id, status=pb.Status(
                 code=status_of(exc).value[0], message=str(exc)))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import errno
+from typing import NoReturn
 
 import grpc
 
 from common.errors import (
+    STORAGE_FULL,
+    TENANT_LOCATION,
     AlreadyExistsError,
     CorruptionError,
     FailedPreconditionError,
@@ -15,7 +18,9 @@ from common.errors import (
     OutOfRangeError,
     PermissionDeniedError,
     QuotaExceededError,
+    StorageQuotaError,
     StrataError,
+    TenantElsewhereError,
 )
 
 _STATUS_OF: tuple[tuple[type[StrataError], grpc.StatusCode], ...] = (
@@ -36,6 +41,25 @@ def status_of(error: StrataError) -> grpc.StatusCode:
         if isinstance(error, kind):
             return code
     return grpc.StatusCode.UNAVAILABLE
+
+
+def trailing_metadata_of(error: StrataError) -> tuple[tuple[str, str], ...]:
+    """What a client learns from the trailing metadata beside the status: that a storage
+    quota refused (not a busy server), or where a tenant that left is attached now."""
+    if isinstance(error, StorageQuotaError):
+        return (STORAGE_FULL,)
+    if isinstance(error, TenantElsewhereError) and error.address:
+        return ((TENANT_LOCATION, error.address),)
+    return ()
+
+
+def abort_with(context: grpc.ServicerContext, exc: StrataError) -> NoReturn:
+    """End the call with ``exc``'s status and message, and its trailing metadata (a
+    storage quota says so; a tenant that moved says where to)."""
+    metadata = trailing_metadata_of(exc)
+    if metadata:
+        context.set_trailing_metadata(metadata)
+    context.abort(status_of(exc), str(exc))
 
 
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})

@@ -50,7 +50,8 @@ def serving(tmp_path: Path, limits: CallLimits) -> Iterator[Live]:
     """A page server in-process with ``limits``, and stubs for it."""
     config = EngineConfig(state_dir=tmp_path / "state", background_period_s=0, pitr_window_s=0)
     engine = Engine(config, LocalDirectoryStorage(tmp_path / "objects"))
-    authority, admin_token = auth.load_or_create(config.state_dir, engine.incarnation)
+    authority, admin_token = auth.load_or_create(config.state_dir, engine.storage,
+                                                 engine.incarnation)
     metrics = Metrics()
     server = start_server(engine, authority, metrics, "127.0.0.1:0", limits=limits)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}",

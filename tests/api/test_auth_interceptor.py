@@ -20,6 +20,7 @@ from pageserver.api.auth import (
     TokenAuthority,
     current_claims,
 )
+from pageserver.api.signing_keys import KeyRing
 from pageserver.api.token_registry import TokenRegistry
 from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
@@ -121,7 +122,7 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[Harness]:
-    authority = TokenAuthority(KEY, TokenRegistry(None), every_tenant)
+    authority = TokenAuthority(KeyRing(KEY), TokenRegistry(None), every_tenant)
     management, pages, ingest_ = FakeManagement(), FakePages(), FakeIngest()
     server = grpc.server(ThreadPoolExecutor(max_workers=8),
                          interceptors=[AuthInterceptor(authority)])
@@ -173,8 +174,8 @@ def test_health_check_needs_no_token(harness: Harness) -> None:
     ((), "missing bearer token"),
     ((("authorization", "Basic dXNlcjpwdw=="),), "must be 'Bearer <token>'"),
     (call_credentials_metadata("not-a-token"), "token malformed"),
-    (call_credentials_metadata(TokenAuthority(b"x" * 32, TokenRegistry(None), every_tenant).issue(
-        "acme", Scope.TENANT, 60)),
+    (call_credentials_metadata(TokenAuthority(KeyRing(b"x" * 32), TokenRegistry(None),
+                                              every_tenant).issue("acme", Scope.TENANT, 60)),
      "token signature invalid"),
     (call_credentials_metadata(jwt.encode(
         {"tenant": "acme", "scope": "tenant", "iat": int(time.time()) - 120,

@@ -19,7 +19,7 @@ from tests.api.conftest import Live
 def test_a_second_server_on_the_same_port_fails_naming_it(live: Live, tmp_path: Path) -> None:
     config = EngineConfig(state_dir=tmp_path / "other", background_period_s=0)
     engine = Engine(config, LocalDirectoryStorage(tmp_path / "other-objects"))
-    authority, _ = auth.load_or_create(config.state_dir, engine.incarnation)
+    authority, _ = auth.load_or_create(config.state_dir, engine.storage, engine.incarnation)
     listen = f"127.0.0.1:{live.server.port}"
     try:
         with pytest.raises(OSError, match=f"cannot listen on {listen}: address in use"):

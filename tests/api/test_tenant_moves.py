@@ -84,8 +84,9 @@ def test_a_tenant_moves_between_two_page_servers(
         assert detached.detached and not detached.here
         with pytest.raises(ClientError) as gone:
             _pages(on_first, "a")
-        assert gone.value.code == grpc.StatusCode.NOT_FOUND
+        assert gone.value.code == grpc.StatusCode.UNAVAILABLE  # retried: it may come back
         assert "detached from this page server" in gone.value.message
+        assert gone.value.location == ""  # attached nowhere yet
 
         attached = on_second.attach_tenant("a")
         assert attached.here and attached.generation == detached.generation + 1
@@ -95,7 +96,8 @@ def test_a_tenant_moves_between_two_page_servers(
 
         with pytest.raises(ClientError) as elsewhere:
             on_first.get_tenant("a")
-        assert elsewhere.value.code == grpc.StatusCode.NOT_FOUND
+        assert elsewhere.value.code == grpc.StatusCode.UNAVAILABLE
+        assert elsewhere.value.location == f"127.0.0.1:{second.port}"
         assert f"attached to page server {attached.pageserver_id} at " \
                f"127.0.0.1:{second.port}" in elsewhere.value.message
 

@@ -61,7 +61,7 @@ def test_a_tenant_moves_between_homes_on_one_store(new_home: NewHome) -> None:
     detached = first.json("tenant", "detach", "t")["tenant"]
     assert detached["detached"] and detached["address"] is None
     assert _tenants(first) == {}
-    assert "detached from this page server" in first.fail(NOT_FOUND, "branch", "list",
+    assert "detached from this page server" in first.fail(GENERAL, "branch", "list",
                                                           "--tenant", "t")
     everywhere = _tenants(second, "--all")
     assert sorted(everywhere) == ["t", "u"]

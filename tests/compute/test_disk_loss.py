@@ -67,8 +67,8 @@ def test_a_page_server_killed_with_its_disk_loses_nothing(compute_host: None, st
         acked = list(writers.acked)
         assert len(acked) > 50, "too few acknowledged commits to prove anything"
         node.kill()
-        shutil.rmtree(home / "state")  # memtables, caches, tokens: all gone
-        server.start()  # a new page server: new id, keys and generation, same store
+        shutil.rmtree(home / "state")  # memtables, caches, the admin token: all gone
+        server.start()  # a new page server: new id and generation; keys from the store
         with _client(server) as client:
             assert client.list_tenants() == []
             client.attach_tenant(TENANT, force=True)  # the old one crashed: never stopped

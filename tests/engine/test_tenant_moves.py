@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import FailedPreconditionError, NotFoundError
+from common.errors import FailedPreconditionError, NotFoundError, TenantElsewhereError
 from common.keys import PAGE_SIZE
 from common.ops import Batch, Create, Write
 from pageserver.engine import Engine
@@ -102,7 +102,7 @@ def test_a_restart_does_not_take_back_a_tenant_claimed_elsewhere(
     again = make_engine(store, state="a")
     assert again.tenants() == []
     assert _attached_json(tmp_path, "a") == []
-    with pytest.raises(NotFoundError, match=(
+    with pytest.raises(TenantElsewhereError, match=(
             f"detached from this page server; it is attached to page server "
             f"{second.locations.pageserver_id}")):
         again.tenant("t")
@@ -119,7 +119,7 @@ def test_a_restart_after_a_detach_does_not_attach_it_again(
     (tmp_path / "a" / "attached.json").write_text('{"tenants": ["t"]}')  # a crash before
     again = make_engine(store, state="a")  # the list was written
     assert again.tenants() == []
-    with pytest.raises(NotFoundError, match="not attached to any page server"):
+    with pytest.raises(TenantElsewhereError, match="not attached to any page server"):
         again.tenant("t")
 
 
@@ -138,8 +138,8 @@ def test_a_detached_tenant_is_not_found_with_the_reason(make_engine: EngineFacto
     engine = make_engine(store, state="a")
     _with_data(engine)
     engine.detach_tenant("t")
-    with pytest.raises(NotFoundError, match="'t' is detached from this page server; it is "
-                                            "not attached to any page server"):
+    with pytest.raises(TenantElsewhereError, match="'t' is detached from this page server; "
+                                                   "it is not attached to any page server"):
         engine.timeline("t", "main")
     with pytest.raises(NotFoundError, match=r"^no tenant 'u'$"):
         engine.tenant("u")
@@ -147,21 +147,31 @@ def test_a_detached_tenant_is_not_found_with_the_reason(make_engine: EngineFacto
     assert engine.timeline("t", "main").read_file("f") == _page(1) + _page(2)
 
 
-def test_detach_is_refused_while_a_compute_writes(make_engine: EngineFactory,
-                                                   store: LocalDirectoryStorage) -> None:
+def test_detach_hands_the_writer_over_and_force_fences_it(
+        make_engine: EngineFactory, store: LocalDirectoryStorage) -> None:
+    """A plain detach leaves a compute's writer epoch as it is, so the compute goes on
+    writing on the page server that attaches the tenant next; a forced one fences it."""
     engine = make_engine(store, state="a")
+    engine.locations.register("10.0.0.1:6400")
     _with_data(engine)
     dev = engine.timeline("t", "dev")
     epoch = dev.attach_writer("host:/compute")
-    with pytest.raises(FailedPreconditionError, match=r"writing to branch dev \(host:/compute\)"):
-        engine.detach_tenant("t")
-    assert engine.tenants() == ["t"]
-    dev.ingest(Batch((Write("f", 0, _page(3)),)), writer_epoch=epoch)  # still served
-    engine.detach_tenant("t", force=True)
-    with pytest.raises(FailedPreconditionError, match="stale"):  # fenced
-        dev.ingest(Batch((Write("f", 0, _page(4)),)), writer_epoch=epoch)
+    engine.detach_tenant("t")
+    with pytest.raises(TenantElsewhereError, match="not attached to any page server") as gone:
+        engine.timeline("t", "dev")
+    assert gone.value.address == ""
     other = make_engine(store, state="b")
-    assert other.attach_tenant("t").branch("dev").read_file("f") == _page(3)
+    other.locations.register("10.0.0.2:6400")
+    moved = other.attach_tenant("t").branch("dev")
+    moved.ingest(Batch((Write("f", 0, _page(3)),)), writer_epoch=epoch)  # the same writer
+    with pytest.raises(TenantElsewhereError, match=r"moved to 10\.0\.0\.2:6400") as there:
+        engine.timeline("t", "dev")
+    assert there.value.address == "10.0.0.2:6400"
+    other.detach_tenant("t", force=True)
+    again = make_engine(store, state="c").attach_tenant("t").branch("dev")
+    assert again.read_file("f") == _page(3)
+    with pytest.raises(FailedPreconditionError, match="stale"):  # fenced
+        again.ingest(Batch((Write("f", 0, _page(4)),)), writer_epoch=epoch)
 
 
 def test_attach_is_refused_while_the_holder_may_run(make_engine: EngineFactory,

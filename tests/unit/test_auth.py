@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import json
 import secrets
 import stat
 import time
@@ -32,7 +32,15 @@ from pageserver.api.auth import (
     request_branches,
     request_tenant,
 )
-from pageserver.api.token_registry import TokenRegistry
+from pageserver.api.signing_keys import KeyRing
+from pageserver.api.token_registry import (
+    REFRESH_S,
+    STALE_AFTER_S,
+    RegistryUnavailableError,
+    TokenRecord,
+    TokenRegistry,
+)
+from pageserver.remote import ForwardingStorage, LocalDirectoryStorage, RemoteStorageError
 from proto import strata_pb2 as pb
 from tests.tokens import every_tenant
 
@@ -44,7 +52,7 @@ INGEST = "/strata.v1.IngestService/Ingest"
 
 @pytest.fixture
 def authority() -> TokenAuthority:
-    return TokenAuthority(KEY, TokenRegistry(None), every_tenant)
+    return TokenAuthority(KeyRing(KEY), TokenRegistry(None), every_tenant)
 
 
 def signed(payload: dict[str, Any], key: bytes = KEY, algorithm: str = "HS256") -> str:
@@ -98,7 +106,7 @@ def test_issue_accepts_edge_names(authority: TokenAuthority) -> None:
 
 def test_short_key_refused() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
-        TokenAuthority(b"short", TokenRegistry(None), every_tenant)
+        KeyRing(b"short")
 
 
 def test_expired_token_refused(authority: TokenAuthority) -> None:
@@ -108,8 +116,8 @@ def test_expired_token_refused(authority: TokenAuthority) -> None:
 
 
 def test_forged_token_refused(authority: TokenAuthority) -> None:
-    forged = TokenAuthority(secrets.token_bytes(32), TokenRegistry(None), every_tenant).issue(
-        "acme", Scope.TENANT, 60)
+    forged = TokenAuthority(KeyRing(secrets.token_bytes(32)), TokenRegistry(None),
+                            every_tenant).issue("acme", Scope.TENANT, 60)
     with pytest.raises(Unauthenticated, match="signature invalid"):
         authority.verify(forged)
 
@@ -152,65 +160,133 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def _start(tmp_path: Path, state: str = "state") -> tuple[TokenAuthority, str]:
+    """A page server's authority: state directory ``state``, one object store for all."""
+    return load_or_create(tmp_path / state, LocalDirectoryStorage(tmp_path / "objects"),
+                          every_tenant)
+
+
 def test_load_or_create_creates_then_reuses(tmp_path: Path) -> None:
-    authority, token = load_or_create(tmp_path, every_tenant)
-    auth_dir = tmp_path / "auth"
-    assert sorted(p.name for p in auth_dir.iterdir()) == [
-        "admin.token", "lock", "signing.key", "tokens.json"]
+    authority, token = _start(tmp_path)
+    auth_dir = tmp_path / "state" / "auth"
+    assert sorted(p.name for p in auth_dir.iterdir()) == ["admin.token", "lock"]
     assert mode(auth_dir) == 0o700
-    assert mode(auth_dir / "signing.key") == 0o600
     assert mode(auth_dir / "admin.token") == 0o600
-    assert mode(auth_dir / "tokens.json") == 0o600
-    assert len((auth_dir / "signing.key").read_bytes()) == 32
+    store = LocalDirectoryStorage(tmp_path / "objects")
+    (key_name,) = store.list("auth/keys/")
+    assert len(store.get(key_name)) == 32
+    assert store.get("auth/signing-key").decode() == key_name.rpartition("/")[2]
     claims = authority.verify(token)
     assert (claims.tenant, claims.scope) == ("*", Scope.ADMIN)
     assert claims.expires_at >= int(time.time()) + ADMIN_TTL_S - 60
 
-    again, same_token = load_or_create(tmp_path, every_tenant)
+    again, same_token = _start(tmp_path)
     assert same_token == token
     assert again.verify(token) == claims
     issued = authority.issue("acme", Scope.TENANT, 60)  # recorded durably: a restart knows it
-    assert load_or_create(tmp_path, every_tenant)[0].verify(issued).tenant == "acme"
+    assert _start(tmp_path)[0].verify(issued).tenant == "acme"
 
 
-def test_load_or_create_fixes_wide_modes(tmp_path: Path,
-                                         caplog: pytest.LogCaptureFixture) -> None:
-    _, token = load_or_create(tmp_path, every_tenant)
-    key = tmp_path / "auth" / "signing.key"
-    key.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="pageserver.api.auth"):
-        _, again = load_or_create(tmp_path, every_tenant)
-    assert again == token
-    assert mode(key) == 0o600
-    assert "wider than 0600" in caplog.text
+def test_page_servers_on_one_store_honour_each_others_tokens(tmp_path: Path) -> None:
+    first, first_admin = _start(tmp_path, "a")
+    second, second_admin = _start(tmp_path, "b")
+    assert second.verify(first_admin).scope is Scope.ADMIN
+    assert first.verify(second_admin).scope is Scope.ADMIN
+    compute = first.issue("acme", Scope.COMPUTE, 600, branches=("main",))
+    assert second.verify(compute).branches == ("main",)
+    lost, _ = _start(tmp_path, "c")  # a page server whose disk was lost: a new state dir
+    assert lost.verify(compute).tenant == "acme"
+
+
+def test_a_revocation_reaches_the_other_page_servers_within_the_refresh(
+        tmp_path: Path) -> None:
+    store = LocalDirectoryStorage(tmp_path / "objects")
+    now = [0.0]
+    first = TokenAuthority(KeyRing.in_store(store), TokenRegistry(store, lambda: now[0]),
+                           every_tenant)
+    second = TokenAuthority(KeyRing.in_store(store), TokenRegistry(store, lambda: now[0]),
+                            every_tenant)
+    token = first.issue("acme", Scope.TENANT, 600)
+    assert second.verify(token).tenant == "acme"  # read on first sight
+    first.registry.revoke(first.verify(token).token_id)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        first.verify(token)
+    assert second.verify(token).tenant == "acme"  # its cached list is younger than REFRESH_S
+    now[0] += REFRESH_S
+    with pytest.raises(Unauthenticated, match="revoked"):
+        second.verify(token)
+
+
+class _ListingFails(ForwardingStorage):
+    """A store whose listings fail once ``down`` is set."""
+
+    down = False
+
+    def list(self, prefix: str) -> list[str]:
+        if self.down:
+            raise RemoteStorageError("the store does not answer")
+        return super().list(prefix)
+
+
+def test_an_unreadable_registry_refuses_tokens_once_stale(tmp_path: Path) -> None:
+    store = _ListingFails(LocalDirectoryStorage(tmp_path / "objects"))
+    now = [0.0]
+    authority = TokenAuthority(KeyRing.in_store(store), TokenRegistry(store, lambda: now[0]),
+                               every_tenant)
+    token = authority.issue("acme", Scope.TENANT, 600)
+    assert authority.verify(token).tenant == "acme"
+    store.down = True
+    now[0] += REFRESH_S
+    assert authority.verify(token).tenant == "acme"  # trusted for a while
+    now[0] += STALE_AFTER_S
+    with pytest.raises(RegistryUnavailableError, match="refusing tokens"):
+        authority.verify(token)
+
+
+def test_a_local_key_and_registry_move_into_the_store(tmp_path: Path) -> None:
+    """A page server of before keeps its key and registry in its state directory: its
+    tokens, revocations included, hold after the move, also on another page server."""
+    auth_dir = tmp_path / "old" / "auth"
+    auth_dir.mkdir(parents=True)
+    old_key = secrets.token_bytes(32)
+    (auth_dir / "signing.key").write_bytes(old_key)
+    now = int(time.time())
+    records = [TokenRecord("kept", "acme", "tenant", None, False, now, now + 600),
+               TokenRecord("gone", "acme", "tenant", None, False, now, now + 600,
+                           revoked_at=now)]
+    (auth_dir / "tokens.json").write_text(json.dumps({"tokens": [r.to_json() for r in records]}))
+    kept = signed(claims_payload(jti="kept", inc="1"), key=old_key)  # no key id: old
+    gone = signed(claims_payload(jti="gone", inc="1"), key=old_key)
+    authority, _ = _start(tmp_path, "old")
+    assert sorted(p.name for p in auth_dir.iterdir()) == [
+        "admin.token", "lock", "signing.key.moved", "tokens.json.moved"]
+    other, _ = _start(tmp_path, "new")
+    for server in (authority, other, _start(tmp_path, "old")[0]):  # again: idempotent
+        assert server.verify(kept).token_id == "kept"
+        with pytest.raises(Unauthenticated, match="revoked"):
+            server.verify(gone)
+        assert server.registry.get("gone") == records[1]  # as it was, revocation time too
 
 
 def test_load_or_create_replaces_a_stale_admin_token(tmp_path: Path) -> None:
-    load_or_create(tmp_path, every_tenant)
-    token_file = tmp_path / "auth" / "admin.token"
-    stranger = TokenAuthority(secrets.token_bytes(32), TokenRegistry(None), every_tenant)
+    _start(tmp_path)
+    token_file = tmp_path / "state" / "auth" / "admin.token"
+    stranger = TokenAuthority(KeyRing(secrets.token_bytes(32)), TokenRegistry(None),
+                              every_tenant)
     token_file.write_text(stranger.issue("*", Scope.ADMIN, 60))
-    authority, token = load_or_create(tmp_path, every_tenant)
+    authority, token = _start(tmp_path)
     assert authority.verify(token).scope is Scope.ADMIN
     assert token_file.read_text() == token
     assert mode(token_file) == 0o600
 
 
-def test_load_or_create_refuses_a_damaged_key(tmp_path: Path) -> None:
-    load_or_create(tmp_path, every_tenant)
-    (tmp_path / "auth" / "signing.key").write_bytes(b"short")
-    with pytest.raises(ValueError, match="not a 32-byte key"):
-        load_or_create(tmp_path, every_tenant)
-
-
 def test_concurrent_first_starts_agree(tmp_path: Path) -> None:
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: load_or_create(tmp_path, every_tenant), range(8)))
+        results = list(pool.map(lambda _: _start(tmp_path), range(8)))
     assert len({token for _, token in results}) == 1
     for authority, token in results:
         assert authority.verify(token).scope is Scope.ADMIN
-    assert sorted(p.name for p in (tmp_path / "auth").iterdir()) == [
-        "admin.token", "lock", "signing.key", "tokens.json"]
+    assert len(LocalDirectoryStorage(tmp_path / "objects").list("auth/keys/")) == 1
 
 
 # ---------------------------------------------------------------- authorisation
@@ -329,31 +405,31 @@ def test_request_tenant_of_a_new_message_type() -> None:
 
 
 def test_revocations_and_minted_tokens_survive_a_restart(tmp_path: Path) -> None:
-    authority, _ = load_or_create(tmp_path, every_tenant)
+    authority, _ = _start(tmp_path)
     kept = authority.issue("acme", Scope.TENANT, 600, branches=("dev",), read_only=True)
     gone = authority.issue("acme", Scope.COMPUTE, 600)
     authority.registry.revoke(authority.verify(gone).token_id)
-    again, _ = load_or_create(tmp_path, every_tenant)
+    again, _ = _start(tmp_path)
     claims = again.verify(kept)
     assert (claims.branches, claims.read_only) == (("dev",), True)
     with pytest.raises(Unauthenticated, match="revoked"):
         again.verify(gone)
-    assert mode(tmp_path / "auth" / "tokens.json") == 0o600
 
 
 def test_a_lost_registry_refuses_every_token(tmp_path: Path) -> None:
-    authority, _ = load_or_create(tmp_path, every_tenant)
+    authority, _ = _start(tmp_path)
     token = authority.issue("acme", Scope.TENANT, 600)
-    (tmp_path / "auth" / "tokens.json").unlink()
-    again, admin = load_or_create(tmp_path, every_tenant)  # a new admin token is issued
-    with pytest.raises(Unauthenticated, match="unknown to this page server"):
+    store = LocalDirectoryStorage(tmp_path / "objects")
+    store.delete_many(store.list("auth/tokens/"))
+    again, admin = _start(tmp_path)  # a new admin token is issued
+    with pytest.raises(Unauthenticated, match="unknown to the page servers"):
         again.verify(token)
     assert again.verify(admin).scope is Scope.ADMIN
 
 
 def test_tokens_carry_and_check_their_tenants_incarnation() -> None:
     incarnations = {"acme": "one"}
-    authority = TokenAuthority(KEY, TokenRegistry(None), incarnations.get)
+    authority = TokenAuthority(KeyRing(KEY), TokenRegistry(None), incarnations.get)
     token = authority.issue("acme", Scope.TENANT, 60)
     assert authority.verify(token).incarnation == "one"
     incarnations["acme"] = "two"
@@ -384,15 +460,15 @@ def test_the_branches_a_request_names() -> None:
 
 def test_load_or_create_replaces_an_admin_token_revoked_or_past_half_its_life(
         tmp_path: Path) -> None:
-    authority, first = load_or_create(tmp_path, every_tenant)
-    token_file = tmp_path / "auth" / "admin.token"
+    authority, first = _start(tmp_path)
+    token_file = tmp_path / "state" / "auth" / "admin.token"
     aging = authority.issue("*", Scope.ADMIN, ADMIN_TTL_S // 2 - 60)
     token_file.write_text(aging)
-    again, renewed = load_or_create(tmp_path, every_tenant)
+    again, renewed = _start(tmp_path)
     assert renewed not in (aging, first)
     assert again.verify(renewed).expires_at >= int(time.time()) + ADMIN_TTL_S - 60
     again.registry.revoke(again.verify(renewed).token_id)
-    third, fresh = load_or_create(tmp_path, every_tenant)
+    third, fresh = _start(tmp_path)
     assert fresh != renewed and third.verify(fresh).scope is Scope.ADMIN
 
 
@@ -413,3 +489,12 @@ def test_every_field_naming_a_branch_is_marked_in_the_contract() -> None:
     assert unmarked == []
     assert request_branches(pb.RestoreBranchRequest(tenant="a", name="x",
                                                     preserve_as="y")) == {"x", "y"}
+
+
+def test_a_token_naming_an_unknown_or_malformed_key_is_refused(tmp_path: Path) -> None:
+    authority, _ = _start(tmp_path)
+    payload = claims_payload(inc="1")
+    for kid in ("0123456789abcdef", "../../tenants/x", ""):
+        token = jwt.encode(payload, KEY, algorithm="HS256", headers={"kid": kid})
+        with pytest.raises(Unauthenticated, match="key unknown to this object store"):
+            authority.verify(token)

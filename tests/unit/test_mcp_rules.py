@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pageserver.api.auth import ALL_TENANTS, Scope, TokenAuthority
+from pageserver.api.signing_keys import KeyRing
 from pageserver.api.token_registry import TokenRegistry
 from proto import strata_pb2 as pb
 from strata.mcp import guard
@@ -16,7 +17,7 @@ from tests.tokens import every_tenant
 
 @pytest.fixture
 def authority() -> TokenAuthority:
-    return TokenAuthority(b"k" * 32, TokenRegistry(None), every_tenant)
+    return TokenAuthority(KeyRing(b"k" * 32), TokenRegistry(None), every_tenant)
 
 
 def test_the_claims_are_those_the_page_server_issued(authority: TokenAuthority) -> None:

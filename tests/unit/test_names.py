@@ -10,6 +10,7 @@ import pytest
 from common.errors import InvalidArgumentError
 from common.names import is_valid_name
 from pageserver.api.auth import Scope, TokenAuthority
+from pageserver.api.signing_keys import KeyRing
 from pageserver.api.token_registry import TokenRegistry
 from pageserver.config import EngineConfig
 from pageserver.engine import Engine
@@ -56,7 +57,7 @@ def test_the_engine_refuses_bad_tenant_and_branch_names(engine: Engine, name: st
 @pytest.mark.parametrize("name", BAD)
 def test_tokens_refuse_bad_tenant_names(name: str) -> None:
     with pytest.raises(ValueError, match="invalid tenant name"):
-        TokenAuthority(b"k" * 32, TokenRegistry(None), every_tenant).issue(
+        TokenAuthority(KeyRing(b"k" * 32), TokenRegistry(None), every_tenant).issue(
             name, Scope.TENANT, 60)
 
 
@@ -91,7 +92,7 @@ def test_compute_workdirs_refuse_bad_names(tmp_path: Path, name: str) -> None:
 def test_good_names_pass_everywhere(engine: Engine, tmp_path: Path) -> None:
     for name in GOOD:
         engine.create_tenant(name).create_branch(f"{name[:60]}-b")
-        TokenAuthority(b"k" * 32, TokenRegistry(None), engine.incarnation).issue(
+        TokenAuthority(KeyRing(b"k" * 32), TokenRegistry(None), engine.incarnation).issue(
             name, Scope.TENANT, 60)
         options = f"-c strata.branch={name}/{name}"
         assert route_of(Startup({"user": "r", "options": options})).branch == name
