@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,9 @@ REFRESH_S: Final = 5.0
 STALE_AFTER_S: Final = 30.0
 PRUNE_EVERY_S: Final = 3600.0
 TOKENS_PREFIX: Final = "auth/tokens/"
+# Token ids are hex (``secrets.token_hex``); an id that is not one word of these
+# characters could name another object (``/``, ``..``, empty), so it is no token of ours.
+_TOKEN_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 REVOKED_PREFIX: Final = "auth/revoked/"
 
 
@@ -86,7 +90,10 @@ class TokenRegistry:
         self._pruned_at = clock()
 
     def get(self, token_id: str) -> TokenRecord | None:
-        """The record of ``token_id`` as of at most ``REFRESH_S`` ago; None if unknown."""
+        """The record of ``token_id`` as of at most ``REFRESH_S`` ago; None if unknown
+        (also for what cannot be a token id, which is never looked up in the store)."""
+        if not _TOKEN_ID.fullmatch(token_id):
+            return None
         self._refresh_if_due()
         with self._lock:
             record = self._records.get(token_id)

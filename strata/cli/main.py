@@ -51,7 +51,8 @@ for command in (
     LazyCommand("psql", _COMMANDS + "connect:psql",
                 "Run psql on BRANCH through the proxy; the password stays off the command "
                 "line."),
-    LazyCommand("gc", _COMMANDS + "maintenance:gc", "Remove layers nothing needs any more."),
+    LazyCommand("gc", _COMMANDS + "maintenance:gc",
+                "Remove layers nothing needs any more, and say what keeps the rest."),
     LazyCommand("compact", _COMMANDS + "maintenance:compact",
                 "Flush and compact the tenant's layers."),
     LazyCommand("token", _COMMANDS + "tokens:token",

@@ -35,6 +35,8 @@ SCALARS: dict[int, st.SearchStrategy[Any]] = {
     FieldDescriptor.TYPE_UINT64: st.sampled_from([0, 1, 3, 2**32, 2**63 - 1, 2**64 - 1]),
     FieldDescriptor.TYPE_INT32: st.integers(-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_ENUM: st.integers(0, 2),
+    # NaN, infinities and the edges of what a setting in seconds accepts
+    FieldDescriptor.TYPE_DOUBLE: st.floats() | st.sampled_from([0.0, 0.1, 300.0, -1.0]),
 }
 
 

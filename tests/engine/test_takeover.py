@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import TenantElsewhereError
 from common.keys import PAGE_SIZE
 from common.ops import Batch, Create, Write
-from pageserver import gc
+from pageserver import compaction, gc
 from pageserver.engine import Engine
 from pageserver.fencing import SupersededError
 from pageserver.manifest_store import ManifestStore
@@ -68,14 +69,18 @@ def test_the_older_page_server_is_fenced(
     new.attach_tenant("t")
     objects = set(store.list("tenants/t/"))
 
+    tenant, timeline = old.tenant("t"), old.timeline("t", "main")  # held across the loss
     with pytest.raises(SupersededError, match="generation 2"):
         write(old, "main", 8)
     with pytest.raises(SupersededError):
-        old.tenant("t").create_branch("late")
+        tenant.create_branch("late")
     with pytest.raises(SupersededError):
+        compaction.compact(timeline, old.config, force=True)
+    with pytest.raises(SupersededError):
+        gc.collect(timeline, acked)
+    # Once it knows, the page server names the tenant as elsewhere to every new call.
+    with pytest.raises(TenantElsewhereError, match="attached to page server"):
         old.compact("t", force=True)
-    with pytest.raises(SupersededError):
-        gc.collect(old.timeline("t", "main"), acked)
     assert objects <= set(store.list("tenants/t/")), "the older page server deleted objects"
 
     main = new.timeline("t", "main")
