@@ -19,6 +19,7 @@ from pageserver.engine import Engine
 from pageserver.metrics import Metrics
 from pageserver.remote import LocalDirectoryStorage
 from proto import strata_pb2_grpc as pb_grpc
+from tests.servers import PageServerProcess
 
 
 @dataclass
@@ -66,3 +67,18 @@ def serving(tmp_path: Path, limits: CallLimits) -> Iterator[Live]:
         channel.close()
         server.stop(0)
         engine.close(flush=False)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[PageServerProcess, PageServerProcess]]:
+    """Two page server processes on one local-directory store."""
+    store = tmp_path / "objects"
+    first = PageServerProcess(tmp_path / "a", storage=store)
+    second = PageServerProcess(tmp_path / "b", storage=store)
+    try:
+        first.start()
+        second.start()
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -28,20 +27,6 @@ BLOCKS = 64
 def _client(server: PageServerProcess, **options: bool) -> StrataClient:
     token = (server.home / "state" / "auth" / "admin.token").read_text().strip()
     return StrataClient(f"127.0.0.1:{server.port}", token, **options)
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[PageServerProcess, PageServerProcess]]:
-    store = tmp_path / "objects"
-    first = PageServerProcess(tmp_path / "a", storage=store)
-    second = PageServerProcess(tmp_path / "b", storage=store)
-    try:
-        first.start()
-        second.start()
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
 
 
 def _page(block: int, round_: int) -> bytes:

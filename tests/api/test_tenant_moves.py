@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -25,20 +23,6 @@ def _admin_token(server: PageServerProcess) -> str:
 
 def _client(server: PageServerProcess, token: str | None = None) -> StrataClient:
     return StrataClient(f"127.0.0.1:{server.port}", token or _admin_token(server))
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[PageServerProcess, PageServerProcess]]:
-    store = tmp_path / "objects"
-    first = PageServerProcess(tmp_path / "a", storage=store)
-    second = PageServerProcess(tmp_path / "b", storage=store)
-    try:
-        first.start()
-        second.start()
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
 
 
 def _tenant_with_pages(client: StrataClient, tenant: str) -> None:

@@ -28,13 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 STORAGE_FAULTS = "seed=12,error=0.05,throttle=0.02,timeout=0.02:0.01,torn=0.05,latency=0.05:0.002"
 
 
-def _run_and_kill(state: Path, store: Path, seconds: float,
-                  faults: str = "") -> tuple[list[int], int]:
-    """Start the writer, SIGKILL it after ``seconds``; the LSNs it saw acknowledged and
-    how many store faults it injected."""
+def _writer_killed_after(seconds: float, *args: str) -> tuple[str, float]:
+    """Start the crash writer with ``args``, SIGKILL it ``seconds`` after it started
+    writing; what it printed and the time of the kill."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.engine.crash_writer", str(state), str(store),
-         *([faults] if faults else [])],
+        [sys.executable, "-m", "tests.engine.crash_writer", *args],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
@@ -42,12 +40,21 @@ def _run_and_kill(state: Path, store: Path, seconds: float,
         first = proc.stdout.readline()
         assert first.startswith("start"), first
         time.sleep(seconds)
+        killed_at = time.time()
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return out, killed_at
+
+
+def _run_and_kill(state: Path, store: Path, seconds: float,
+                  faults: str = "") -> tuple[list[int], int]:
+    """Start the writer, SIGKILL it after ``seconds``; the LSNs it saw acknowledged and
+    how many store faults it injected."""
+    out, _ = _writer_killed_after(seconds, str(state), str(store), *([faults] if faults else []))
     lines = out.splitlines()
     injected = [int(line.removeprefix("faults=")) for line in lines if line.startswith("faults=")]
     return [int(line) for line in lines if line.isdigit()], max(injected, default=0)
@@ -70,22 +77,7 @@ def test_kill_9_in_local_durability_loses_at_most_max_lag(tmp_path: Path,
     """Acknowledged after a local fsync: with the disk kept nothing acknowledged is lost;
     with it lost, only batches acknowledged within max lag before the kill can be."""
     state, store, max_lag = tmp_path / "state", tmp_path / "store", 1.0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.engine.crash_writer", str(state), str(store),
-         f"local={max_lag}"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("start")
-        time.sleep(2.5)
-        killed_at = time.time()
-        proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, killed_at = _writer_killed_after(2.5, str(state), str(store), f"local={max_lag}")
     acked = {int(lsn): float(at) for lsn, _, at in
              (line.partition("@") for line in out.splitlines() if "@" in line)}
     assert len(acked) > 50, "the writer acknowledged too little to prove anything"
