@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from common.client import StrataClient
 from compute.node import ComputeNode, ComputeSpec
+from pageserver.remote import S3Storage
 from strata.local.home import Home
 from tests.compute.load import pg_tool
 from tests.servers import PageServerProcess, free_port
@@ -99,6 +101,25 @@ def make_compute(cluster: tuple[PageServerProcess, StrataClient]
     for node in nodes:
         node.kill()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def admin_client(server: PageServerProcess) -> StrataClient:
+    """An admin client of ``server`` with a long deadline (calls wait out moves)."""
+    return StrataClient(f"127.0.0.1:{server.port}", server.admin()[0][1].split()[1],
+                        timeout_s=120)
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where page servers of one test keep their objects: a directory, or a bucket of
+    the session's moto server; one test's page servers share it."""
+    if request.param == "local":
+        return str(tmp_path / "objects")
+    make: Callable[[str, str], S3Storage] = request.getfixturevalue("make_s3_storage")
+    endpoint: str = request.getfixturevalue("moto_endpoint")
+    bucket = f"strata-{request.node.originalname[:20].replace('_', '-')}-{uuid.uuid4().hex[:12]}"
+    make(bucket, "").ensure_bucket()
+    return f"s3://{bucket}/strata?endpoint={endpoint}"
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -9,16 +9,10 @@ import shutil
 import signal
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
-from common.client import StrataClient
 from compute.node import ComputeNode
-from pageserver.remote import S3Storage
-from tests.compute.conftest import TENANT, _pgbench_tables, _spec
+from tests.compute.conftest import TENANT, _pgbench_tables, _spec, admin_client
 from tests.compute.load import (
     AckWriters,
     Pgbench,
@@ -30,32 +24,15 @@ from tests.compute.load import (
 from tests.servers import PageServerProcess
 
 
-def _client(server: PageServerProcess) -> StrataClient:
-    return StrataClient(f"127.0.0.1:{server.port}", server.admin()[0][1].split()[1],
-                        timeout_s=120)
-
-
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Where the objects live: a directory, or a bucket of the session's moto server."""
-    if request.param == "local":
-        yield str(tmp_path / "objects")
-        return
-    make: Callable[[str, str], S3Storage] = request.getfixturevalue("make_s3_storage")
-    endpoint: str = request.getfixturevalue("moto_endpoint")
-    bucket = f"strata-disk-loss-{uuid.uuid4().hex[:12]}"
-    make(bucket, "").ensure_bucket()
-    yield f"s3://{bucket}/strata?endpoint={endpoint}"
-
-
-def test_a_page_server_killed_with_its_disk_loses_nothing(compute_host: None, store: str) -> None:
+def test_a_page_server_killed_with_its_disk_loses_nothing(compute_host: None,
+                                                         shared_store: str) -> None:
     home = Path(tempfile.mkdtemp(prefix="strata-disk-loss-"))
     os.chmod(home, 0o755)
-    server = PageServerProcess(home, store)
+    server = PageServerProcess(home, shared_store)
     server.start()
     node: ComputeNode | None = None
     try:
-        with _client(server) as client:
+        with admin_client(server) as client:
             client.create_tenant(TENANT)
         _pgbench_tables(server, home)
         node = ComputeNode(_spec(server, home / "compute", "main"))
@@ -69,7 +46,7 @@ def test_a_page_server_killed_with_its_disk_loses_nothing(compute_host: None, st
         node.kill()
         shutil.rmtree(home / "state")  # memtables, caches, the admin token: all gone
         server.start()  # a new page server: new id and generation; keys from the store
-        with _client(server) as client:
+        with admin_client(server) as client:
             assert client.list_tenants() == []
             client.attach_tenant(TENANT, force=True)  # the old one crashed: never stopped
         node.start()  # crash recovery through the new page server, with its new token

@@ -9,18 +9,15 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from common.client import StrataClient
 from common.processes import process_alive
 from compute.node import ComputeNode
-from pageserver.remote import S3Storage
-from tests.compute.conftest import TENANT, _pgbench_tables, _spec
+from tests.compute.conftest import TENANT, _pgbench_tables, _spec, admin_client
 from tests.compute.load import (
     AckWriters,
     Pgbench,
@@ -39,11 +36,6 @@ CRASH_MARKERS = ("PANIC", "terminated by signal", "reinitializing", "database sy
                  "interrupted")
 
 
-def _client(server: PageServerProcess) -> StrataClient:
-    return StrataClient(f"127.0.0.1:{server.port}", server.admin()[0][1].split()[1],
-                        timeout_s=120)
-
-
 @pytest.fixture
 def home(compute_host: None) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="strata-live-move-"))
@@ -52,31 +44,19 @@ def home(compute_host: None) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def store(request: pytest.FixtureRequest, home: Path) -> str:
-    """Where both page servers keep their objects: one directory, or one bucket of the
-    session's moto server."""
-    if request.param == "local":
-        return str(home / "objects")
-    make: Callable[[str, str], S3Storage] = request.getfixturevalue("make_s3_storage")
-    endpoint: str = request.getfixturevalue("moto_endpoint")
-    bucket = f"strata-live-move-{uuid.uuid4().hex[:12]}"
-    make(bucket, "").ensure_bucket()
-    return f"s3://{bucket}/strata?endpoint={endpoint}"
-
-
 def _postgres_log(node: ComputeNode) -> str:
     return (node.spec.workdir / "postgres.log").read_text(errors="replace")
 
 
-def test_a_tenant_moves_under_load_with_its_compute_connected(home: Path, store: str) -> None:
-    first = PageServerProcess(home / "a", store)
-    second = PageServerProcess(home / "b", store)
+def test_a_tenant_moves_under_load_with_its_compute_connected(home: Path,
+                                                             shared_store: str) -> None:
+    first = PageServerProcess(home / "a", shared_store)
+    second = PageServerProcess(home / "b", shared_store)
     node: ComputeNode | None = None
     try:
         first.start()
         second.start()
-        with _client(first) as client:
+        with admin_client(first) as client:
             client.create_tenant(TENANT)
         _pgbench_tables(first, home)
         node = ComputeNode(_spec(first, home / "compute", "main"))
@@ -87,7 +67,7 @@ def test_a_tenant_moves_under_load_with_its_compute_connected(home: Path, store:
         log_before = len(_postgres_log(node))
         with Pgbench(node.spec) as bench, AckWriters(node.spec.dsn(), 2, 0) as writers:
             wait_for(lambda: len(writers.acked) > 100, 60, "commits before the move")
-            with _client(first) as on_first, _client(second) as on_second:
+            with admin_client(first) as on_first, admin_client(second) as on_second:
                 on_first.detach_tenant(TENANT)
                 time.sleep(NOWHERE_S)  # attached nowhere: the compute waits and retries
                 attached = on_second.attach_tenant(TENANT)
