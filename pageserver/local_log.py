@@ -130,11 +130,7 @@ class LocalLog:
 
     def remove(self) -> None:
         """Delete every segment and the directory: nothing here is needed any more."""
-        with self._lock:
-            segments = [*self._segments, *([self._spare] if self._spare else [])]
-            self._segments, self._spare = [], None
-        for segment in segments:
-            os.close(segment.fd)
+        self.close()
         remove_directory(self.directory)
 
     def close(self) -> None:
