@@ -16,7 +16,10 @@ Figures (issue 16's targets):
   its default thresholds (background compaction) and ``strata compact``, over before.
 - a fork updating 10 % of the rows spread over a table (every tenth id), with
   ``full_page_writes`` on and off: the fork's owned bytes after compaction over the
-  table's size with its index.
+  table's size with its index; again after ``strata compact --force``, which writes
+  images wherever deltas are stacked (on a fork, images of what it changed only).
+- logical size: main's logical size as ``strata branch show`` gives it over what
+  PostgreSQL counts (every database's ``pg_database_size`` and the shared catalogs).
 - on disk over object store bytes: the page server's state directory with the local
   objects (hard links counted once), its layer cache alone, and all of ``$STRATA_HOME``
   (the computes' page caches too; computes stopped), against the bytes of every object
@@ -173,7 +176,10 @@ def load(strata: Strata, settings: Settings) -> JSON:
     with connect(started) as conn:
         conn.execute("CHECKPOINT")
         sizes = {"database_bytes": int(scalar(conn, "SELECT pg_database_size('postgres')")),
-                 "items_bytes": int(scalar(conn, "SELECT pg_total_relation_size('items')"))}
+                 "items_bytes": int(scalar(conn, "SELECT pg_total_relation_size('items')")),
+                 "cluster_bytes": int(scalar(
+                     conn, "SELECT sum(pg_database_size(oid)) "
+                     "+ pg_tablespace_size('pg_global') FROM pg_database"))}
     strata("compute", "stop", "main")
     return sizes
 
@@ -292,6 +298,9 @@ def measure(settings: Settings, root: Path) -> JSON:
     sizes = load(strata, settings)
     deployment.restart()
     loaded = deployment.sample("loaded")
+    logical = int(strata("branch", "show", "main")["logical_size"])
+    logical_size = {"logical_size": logical, "cluster_bytes": sizes["cluster_bytes"],
+                    "ratio": logical / sizes["cluster_bytes"]}
     print("pgbench (full_page_writes off) ...", file=sys.stderr, flush=True)
     history = pgbench_history(deployment, settings)
     before = deployment.owned()["main"]
@@ -308,8 +317,12 @@ def measure(settings: Settings, root: Path) -> JSON:
     deployment.sample("forks updated")
     strata("compact")
     forked = deployment.sample("forks compacted")
+    strata("compact", "--force")
+    forced = deployment.sample("forks compacted with --force")
     forks = {name: {"owned": forked["owned"][name],
-                    "ratio": forked["owned"][name] / sizes["items_bytes"]}
+                    "ratio": forked["owned"][name] / sizes["items_bytes"],
+                    "owned_forced": forced["owned"][name],
+                    "ratio_forced": forced["owned"][name] / sizes["items_bytes"]}
              for name in ("fork-fpw-on", "fork-fpw-off")}
     gc_report = strata("gc")
     after_gc = deployment.sample("gc (24 h window)")
@@ -324,8 +337,9 @@ def measure(settings: Settings, root: Path) -> JSON:
     short = short_window(deployment, settings)
     print("synthetic forks ...", file=sys.stderr, flush=True)
     synthetic = synthetic_forks(settings)
-    return {"sizes": sizes, "loaded": loaded, "history": history, "compaction": compaction,
-            "forks": forks, "gc_default_window": gc_report, "disk": disk,
+    return {"sizes": sizes, "loaded": loaded, "logical_size": logical_size,
+            "history": history, "compaction": compaction, "forks": forks,
+            "gc_default_window": gc_report, "disk": disk,
             "short_window": short, "synthetic_forks": synthetic,
             "samples": deployment.samples}
 
@@ -346,6 +360,13 @@ def headline_rows(figures: JSON) -> list[tuple[str, str]]:
         ("fork updating 10 % of rows: owned after compaction / table+index, fpw on",
          f"{forks['fork-fpw-on']['ratio']:.2f}x"),
         ("the same, full_page_writes off", f"{forks['fork-fpw-off']['ratio']:.2f}x"),
+        ("the forks after `strata compact --force` (images), fpw on / off",
+         f"{forks['fork-fpw-on']['ratio_forced']:.2f}x / "
+         f"{forks['fork-fpw-off']['ratio_forced']:.2f}x"),
+        ("main's logical size / what PostgreSQL counts (databases and shared catalogs)",
+         f"{figures['logical_size']['ratio']:.2f}x "
+         f"({figures['logical_size']['logical_size'] / MB:.1f} / "
+         f"{figures['logical_size']['cluster_bytes'] / MB:.1f} MB)"),
         ("page server on disk (state dir, local objects) / object store",
          f"{disk['pageserver_over_store']:.2f}x ({disk['pageserver_disk_bytes'] / MB:.1f} / "
          f"{disk['store_bytes'] / MB:.1f} MB)"),
