@@ -190,10 +190,13 @@ class StrataClient:
     # --- tenants -------------------------------------------------------------------
 
     def create_tenant(self, tenant: str, *, empty: bool = False,
-                      durability: pb.Durability | None = None) -> pb.CreateTenantResponse:
+                      durability: pb.Durability | None = None,
+                      history_s: int = 0) -> pb.CreateTenantResponse:
         """Create ``tenant``; unless ``empty`` the server runs initdb and imports it as main.
-        ``durability``: when its batches are acknowledged (unset: once in the store)."""
-        request = pb.CreateTenantRequest(tenant=tenant, empty=empty, durability=durability)
+        ``durability``: when its batches are acknowledged (unset: once in the store);
+        ``history_s``: the history window of its branches (0: the server's default)."""
+        request = pb.CreateTenantRequest(tenant=tenant, empty=empty, durability=durability,
+                                         history_s=history_s)
         return self._unary(self._manage.CreateTenant, request, pb.CreateTenantResponse,
                            LONG_TIMEOUT_S)
 
@@ -234,6 +237,12 @@ class StrataClient:
         return self._unary(self._manage.SetDurability, request,
                            pb.SetDurabilityResponse).durability
 
+    def set_history(self, tenant: str, history_s: int) -> pb.SetHistoryResponse:
+        """The history window of the tenant's branches without their own (0: the page
+        server's default); needs an admin token."""
+        request = pb.SetHistoryRequest(tenant=tenant, history_s=history_s)
+        return self._unary(self._manage.SetHistory, request, pb.SetHistoryResponse)
+
     def delete_tenant(self, tenant: str) -> None:
         self._unary(self._manage.DeleteTenant, pb.DeleteTenantRequest(tenant=tenant),
                     pb.DeleteTenantResponse, LONG_TIMEOUT_S)
@@ -242,11 +251,12 @@ class StrataClient:
 
     def create_branch(self, tenant: str, name: str, *, parent: str = "",
                       at: HistoryPoint = NEWEST, ttl_s: int = 0, suspend_timeout_s: int = 0,
-                      protected: bool = False) -> pb.BranchInfo:
-        """Branch ``parent`` (default main) at the point ``at`` of its history."""
+                      protected: bool = False, history_s: int = 0) -> pb.BranchInfo:
+        """Branch ``parent`` (default main) at the point ``at`` of its history;
+        ``history_s``: its history window (0: the default)."""
         request = pb.CreateBranchRequest(tenant=tenant, name=name, parent=parent, ttl_s=ttl_s,
                                          suspend_timeout_s=suspend_timeout_s,
-                                         protected=protected)
+                                         protected=protected, history_s=history_s)
         at.set_in(request)
         return self._unary(self._manage.CreateBranch, request, pb.CreateBranchResponse).branch
 
@@ -281,9 +291,13 @@ class StrataClient:
 
     def update_branch(self, tenant: str, name: str, *, ttl_s: int | None = None,
                       suspend_timeout_s: int | None = None,
-                      protected: bool | None = None) -> pb.BranchInfo:
-        """Change what is given: TTL from now (0: none), suspend timeout, protection."""
+                      protected: bool | None = None,
+                      history_s: int | None = None) -> pb.BranchInfo:
+        """Change what is given: TTL from now (0: none), suspend timeout, protection,
+        history window (0: the default)."""
         request = pb.UpdateBranchRequest(tenant=tenant, name=name)
+        if history_s is not None:
+            request.history_s = history_s
         if ttl_s is not None:
             request.ttl_s = ttl_s
         if suspend_timeout_s is not None:

@@ -36,6 +36,8 @@ class EngineConfig:
     # image is written there, inside the history window (pageserver/compaction.py)
     image_partition_pages: int = 16384  # keys per image layer (128 MB of pages)
     pitr_window_s: float = 24 * 3600.0  # history kept readable behind the newest LSN
+    fork_pitr_window_s: float = 3600.0  # at most this on forks without a window of their
+    # own (pageserver/history.py)
     background_workers: int = 2  # bound on concurrent flush/compaction/GC jobs
     background_period_s: float = 1.0  # how often the ticker looks for work; 0 disables it
     gc_period_s: float = 600.0

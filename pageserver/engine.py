@@ -37,6 +37,7 @@ from pageserver import gc
 from pageserver.compaction import CompactionResult, compact, images_at_cutoff
 from pageserver.config import EngineConfig
 from pageserver.gc import GcResult
+from pageserver.history import Window
 from pageserver.layer_cache import LayerCache
 from pageserver.local_log import remove_directory
 from pageserver.local_recovery import discard_local_log
@@ -62,6 +63,7 @@ class TimelineGcReport:
     branches: list[str]  # naming it; none for a timeline kept for checkpoints or children
     result: gc.GcResult
     kept: gc.KeptBytes
+    window: Window  # the history window its cutoff follows
 
 
 @dataclass
@@ -318,23 +320,25 @@ class Engine:
 
     def gc(self, tenant_id: str, cutoff_lsn: int | None = None,
            at_us: int | None = None, *, explain: bool = False) -> TenantGcResult:
-        """Collect every timeline of a tenant; ``cutoff_lsn`` overrides the PITR window.
-        With ``explain``, a report per timeline says what keeps the layers that stay."""
+        """Collect every timeline of a tenant, each behind its own history window
+        (``Tenant.timeline_window``); ``cutoff_lsn`` overrides the windows. With
+        ``explain``, a report per timeline says what keeps the layers that stay."""
         total = TenantGcResult()
-        tenant = self.tenant(tenant_id) if explain else None
-        names = tenant.names_of_timelines() if tenant is not None else {}
+        tenant = self.tenant(tenant_id)
+        names = tenant.names_of_timelines() if explain else {}
         for timeline in self._timelines(tenant_id):
+            window = tenant.timeline_window(timeline)
             cutoff = cutoff_lsn if cutoff_lsn is not None else gc.pitr_cutoff(
-                timeline, self.config.pitr_window_s, at_us
+                timeline, window.seconds, at_us
             )
             result = self._collect_at(timeline, cutoff)
             total.timelines += 1
             total.layers_removed += result.layers_removed
             total.bytes_removed += result.bytes_removed
-            if tenant is not None:
+            if explain:
                 total.reports.append(TimelineGcReport(
                     timeline.timeline_id, names.get(timeline.timeline_id, []), result,
-                    gc.explain(timeline, tenant.retained_points(timeline))))
+                    gc.explain(timeline, tenant.retained_points(timeline)), window))
         return total
 
     def _timelines(self, tenant_id: str | None) -> list[Timeline]:
@@ -387,7 +391,10 @@ class Engine:
             if stats.chunks > self.config.log.flush_after_chunks:
                 for timeline in list(tenant.timelines.values()):
                     timeline.freeze()  # flushed below, releasing the log behind it
+        tenant_of = {tenant.tenant_id: tenant for tenant in tenants}
         for timeline in self._timelines(None):
+            if timeline.tenant_id not in tenant_of:
+                continue  # attached since the snapshot above: the next tick sees it
             ids = (timeline.tenant_id, timeline.timeline_id)
             memtable = timeline.open_memtable
             full = memtable.size_bytes >= self.config.memtable_bytes
@@ -400,7 +407,7 @@ class Engine:
             if timeline.has_unpublished_layers:
                 self._submit((*ids, "delete"), timeline.delete_unpublished)
             if gc_due:
-                self._submit((*ids, "gc"), partial(self._collect, timeline))
+                self._submit((*ids, "gc"), partial(self._collect, tenant_of[ids[0]], timeline))
                 self._submit((*ids, "scrub"), timeline.scrub)
 
     def _drop_superseded(self, tenant: Tenant) -> None:
@@ -416,8 +423,9 @@ class Engine:
                     tenant.tenant_id)
         tenant.close()
 
-    def _collect(self, timeline: Timeline) -> None:
-        self._collect_at(timeline, gc.pitr_cutoff(timeline, self.config.pitr_window_s))
+    def _collect(self, tenant: Tenant, timeline: Timeline) -> None:
+        window = tenant.timeline_window(timeline)
+        self._collect_at(timeline, gc.pitr_cutoff(timeline, window.seconds))
 
     def _collect_at(self, timeline: Timeline, cutoff: int) -> GcResult:
         """Raise the GC cutoff, write images at it where the deltas below can then go

@@ -96,6 +96,17 @@ def explain(timeline: Timeline, points: Mapping[int, Sequence[str]]) -> KeptByte
     return kept
 
 
+def history_bytes(timeline: Timeline) -> int:
+    """Bytes of the timeline's layers that only reads at older LSNs reach: what its
+    history costs beyond its newest state (``KeptBytes.current``)."""
+    with timeline.lock:
+        layers = list(timeline.layers)
+        head = timeline.disk_consistent_lsn
+    images = [layer for layer in layers if layer.is_image]
+    return sum(layer.desc.size for layer in layers
+               if not _reachable(layer, images, max(head, layer.lsn_start)))
+
+
 def _unreachable(layer: Layer, images: list[Layer], retained: list[int], cutoff: int) -> bool:
     """Whether no read at a retained LSN or at any LSN >= ``cutoff`` can reach ``layer``."""
     # Of all reads at LSNs >= cutoff, the one at max(cutoff, lsn_start) is the hardest to serve.

@@ -51,6 +51,7 @@ class ServerSettings:
     storage: str = ""  # default: the "objects" directory next to state_dir
     pg_bin_dir: str = ""
     pitr_window: str = "24h"
+    fork_pitr_window: str = "1h"
     memtable_bytes: int = 64 * 1024 * 1024
     memtable_age: str = "5m"
     l0_compaction_threshold: int = 8
@@ -73,6 +74,7 @@ class ServerSettings:
         return EngineConfig(
             state_dir=Path(self.state_dir).resolve(),
             pitr_window_s=parse_duration(self.pitr_window),
+            fork_pitr_window_s=parse_duration(self.fork_pitr_window),
             memtable_bytes=self.memtable_bytes,
             memtable_age_s=parse_duration(self.memtable_age),
             l0_compaction_threshold=self.l0_compaction_threshold,

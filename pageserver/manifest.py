@@ -194,6 +194,7 @@ class BranchRecord:
     parent: str | None = None  # the branch it was forked from; kept across restores
     suspend_timeout_s: int | None = None  # idle time before the proxy stops its compute
     protected: bool = False  # never expires; deleting it needs force
+    history_s: int | None = None  # its history window; None: the default (history.py)
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,7 @@ class TenantManifest:
     quotas: Quotas = field(default_factory=Quotas)
     incarnation: str = ""  # "": written before tenants had one; given one when loaded
     durability: Durability = field(default_factory=Durability)  # when batches are acknowledged
+    history_s: int | None = None  # window of branches without their own; None: the server's
     _base: weakref.ref[TenantManifest] | None = field(default=None, init=False,
                                                       compare=False, repr=False)
     _touched: set[tuple[str, str]] = field(default_factory=set, init=False, compare=False,
@@ -245,7 +247,8 @@ class TenantManifest:
     def copy(self) -> TenantManifest:
         """A copy to change: new dicts, sharing the records, which are immutable."""
         copied = TenantManifest(self.tenant_id, dict(self.branches), dict(self.checkpoints),
-                                self.quotas, self.incarnation, self.durability)
+                                self.quotas, self.incarnation, self.durability,
+                                self.history_s)
         copied._base = weakref.ref(self)
         return copied
 
@@ -292,9 +295,11 @@ class TenantManifest:
             entries[change.kind][change.name] = (
                 None if change.after is None else vars(change.after))
         scalars = {"tenant_id": self.tenant_id, "quotas": self.quotas,
-                   "incarnation": self.incarnation, "durability": self.durability}
+                   "incarnation": self.incarnation, "durability": self.durability,
+                   "history_s": self.history_s}
         before = {"tenant_id": old.tenant_id, "quotas": old.quotas,
-                  "incarnation": old.incarnation, "durability": old.durability}
+                  "incarnation": old.incarnation, "durability": old.durability,
+                  "history_s": old.history_s}
         return {
             "set": {key: _scalar_json(value)
                     for key, value in scalars.items() if value != before[key]},
@@ -309,6 +314,7 @@ class TenantManifest:
             "quotas": vars(self.quotas),
             "incarnation": self.incarnation,
             "durability": self.durability.to_json(),
+            "history_s": self.history_s,
         }
 
     @staticmethod
@@ -323,7 +329,8 @@ class TenantManifest:
             checkpoints[name] = record
         return TenantManifest(obj["tenant_id"], branches, checkpoints,
                               Quotas(**obj.get("quotas", {})), obj.get("incarnation", ""),
-                              Durability.from_json(obj.get("durability", {})))
+                              Durability.from_json(obj.get("durability", {})),
+                              obj.get("history_s"))
 
 
 def _scalar_json(value: object) -> object:

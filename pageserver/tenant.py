@@ -35,6 +35,8 @@ from common.ops import decode_batch
 from pageserver.at_time import lsn_at_time
 from pageserver.config import EngineConfig
 from pageserver.fencing import Fence
+from pageserver.history import Window, branch_window, check_history_s, tenant_window
+from pageserver.history import timeline_window as longest_window
 from pageserver.layer_cache import LayerCache
 from pageserver.manifest import (
     BRANCHES,
@@ -81,6 +83,7 @@ class BranchInfo:
     expires_at_us: int | None
     suspend_timeout_s: int | None = None
     protected: bool = False
+    history_s: int | None = None  # its own history window
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class BranchSettings:
     expires_at_us: int | None = None
     suspend_timeout_s: int | None = None
     protected: bool = False
+    history_s: int | None = None  # its history window; None: the default (history.py)
 
 
 @dataclass(frozen=True)
@@ -331,7 +335,7 @@ class Tenant:
             BranchInfo(name, timeline.timeline_id, record.parent, timeline.branch_lsn,
                        timeline.durable_lsn, kids,
                        record.created_at_us, record.expires_at_us, record.suspend_timeout_s,
-                       record.protected or name == MAIN_BRANCH)
+                       record.protected or name == MAIN_BRANCH, record.history_s)
             for name, record, timeline, kids in zip(names, records, timelines, children,
                                                     strict=True)
         ]
@@ -353,6 +357,8 @@ class Tenant:
         validate_name("branch", name)
         at = at or BranchPoint()
         settings = self._within_quotas(settings or BranchSettings(expires_at_us))
+        if settings.history_s is not None:
+            check_history_s(settings.history_s)
         if at.checkpoint is not None:
             source, lsn = self._checkpoint_point(at.checkpoint)
             origin = self.checkpoint(at.checkpoint).branch
@@ -425,7 +431,7 @@ class Tenant:
             timeline = self._new_timeline(ancestor, branch_lsn)
             draft.state.set_branch(name, BranchRecord(
                 timeline.timeline_id, timeline.created_at_us, settings.expires_at_us, parent,
-                settings.suspend_timeout_s, settings.protected,
+                settings.suspend_timeout_s, settings.protected, settings.history_s,
             ))
             draft.on_swap(lambda: self._register(timeline))
         return timeline
@@ -486,10 +492,14 @@ class Tenant:
         return timeline, preserve_as
 
     def update_branch(self, name: str, changes: dict[str, Any]) -> None:
-        """Change ``expires_at_us``, ``suspend_timeout_s`` or ``protected`` of a branch."""
-        unknown = set(changes) - {"expires_at_us", "suspend_timeout_s", "protected"}
+        """Change ``expires_at_us``, ``suspend_timeout_s``, ``protected`` or ``history_s``
+        (None: back to the default) of a branch."""
+        unknown = set(changes) - {"expires_at_us", "suspend_timeout_s", "protected",
+                                  "history_s"}
         if unknown:
             raise InvalidArgumentError(f"cannot set {', '.join(sorted(unknown))} on a branch")
+        if changes.get("history_s") is not None:
+            check_history_s(changes["history_s"])
         with self._manifest.change() as draft:
             current = self._branch_record(draft.state, name)
             updated = replace(current, **changes)
@@ -509,6 +519,44 @@ class Tenant:
         with self._lock:
             timelines = list(self.timelines.values())
         return sum(t.owned_bytes() + t.memtable_bytes() for t in timelines)
+
+    def set_history(self, history_s: int | None) -> None:
+        """The window of the branches without their own (None: the page server's)."""
+        if history_s is not None:
+            check_history_s(history_s)
+        with self._manifest.change() as draft:
+            draft.state.history_s = history_s
+
+    def default_window(self) -> Window:
+        """The window of branches without their own window (forks: at most the fork
+        default) and of timelines no branch names."""
+        return tenant_window(self.manifest.history_s, self._config.pitr_window_s)
+
+    def branch_window(self, name: str) -> Window:
+        """The history window of branch ``name`` (pageserver/history.py)."""
+        manifest = self.manifest
+        record = self._branch_record(manifest, name)
+        return branch_window(record.history_s, record.parent is not None, manifest.history_s,
+                             self._config.pitr_window_s, self._config.fork_pitr_window_s)
+
+    def timeline_window(self, timeline: Timeline) -> Window:
+        """The window GC keeps on ``timeline``: the longest of the branches naming it."""
+        names = self.names_of_timelines().get(timeline.timeline_id, [])
+        return longest_window((self.branch_window(name) for name in names),
+                              self.default_window())
+
+    def reclaimable_bytes(self, name: str) -> int:
+        """Bytes of layers a delete of branch ``name`` (with its checkpoints, no cascade)
+        would free: those of the timelines nothing else reads through then."""
+        with self._manifest.change() as draft:
+            draft.discard()  # nothing changes: the change only serialises with deletes
+            state = draft.state
+            self._branch_record(state, name)  # NotFoundError
+            checkpoints = [gone for gone, record in state.checkpoints.items()
+                           if record.branch == name]
+            dropped = {state.drop_branch(name).timeline_id}
+            dropped |= {state.drop_checkpoint(gone).timeline_id for gone in checkpoints}
+            return sum(t.owned_bytes() for t in self._unreferenced(state, dropped))
 
     def set_quotas(self, quotas: Quotas) -> None:
         with self._manifest.change() as draft:

@@ -54,6 +54,7 @@ from pageserver.writer_lease import WriterLeases
 
 log = logging.getLogger(__name__)
 
+RELATION_DIRS = ("base/", "global/", "pg_tblspc/")  # where a cluster keeps its relations
 PageEntry = tuple[Relation, int, int, bytes | None]
 MetaEntry = tuple[str, int, bytes | None]
 
@@ -458,9 +459,12 @@ class Timeline:
             return self.open_memtable.size_bytes + sum(m.size_bytes for m in self.frozen)
 
     def logical_size(self) -> int:
-        """Bytes of all files at the newest LSN."""
+        """Bytes of the relation files at the newest LSN, as PostgreSQL counts a cluster's
+        size (``pg_database_size`` of each database and the shared catalogs): files under
+        ``base/``, ``global/`` and ``pg_tblspc/``, never ``pg_wal`` or other state."""
         with self._lock:
-            return sum(meta.size for meta in self.files.values())
+            return sum(meta.size for path, meta in self.files.items()
+                       if path.startswith(RELATION_DIRS))
 
     # --- flushing memtables into L0 layers -------------------------------------
 

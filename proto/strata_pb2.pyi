@@ -329,20 +329,48 @@ class GetTenantRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class GetTenantResponse(_message.Message):
-    __slots__ = ("tenant", "quotas", "owned_bytes", "logical_bytes", "stored_bytes", "durability")
+    __slots__ = ("tenant", "quotas", "owned_bytes", "logical_bytes", "stored_bytes", "durability", "history_s", "history_window_s", "history_window_from", "history_bytes", "reclaim_bytes")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
     OWNED_BYTES_FIELD_NUMBER: _ClassVar[int]
     LOGICAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
     DURABILITY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_S_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_WINDOW_FROM_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECLAIM_BYTES_FIELD_NUMBER: _ClassVar[int]
     tenant: TenantInfo
     quotas: Quotas
     owned_bytes: int
     logical_bytes: int
     stored_bytes: int
     durability: Durability
-    def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., owned_bytes: _Optional[int] = ..., logical_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., durability: _Optional[_Union[Durability, _Mapping]] = ...) -> None: ...
+    history_s: int
+    history_window_s: float
+    history_window_from: str
+    history_bytes: int
+    reclaim_bytes: int
+    def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., owned_bytes: _Optional[int] = ..., logical_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., durability: _Optional[_Union[Durability, _Mapping]] = ..., history_s: _Optional[int] = ..., history_window_s: _Optional[float] = ..., history_window_from: _Optional[str] = ..., history_bytes: _Optional[int] = ..., reclaim_bytes: _Optional[int] = ...) -> None: ...
+
+class SetHistoryRequest(_message.Message):
+    __slots__ = ("tenant", "history_s")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_S_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    history_s: int
+    def __init__(self, tenant: _Optional[str] = ..., history_s: _Optional[int] = ...) -> None: ...
+
+class SetHistoryResponse(_message.Message):
+    __slots__ = ("history_s", "history_window_s", "history_window_from")
+    HISTORY_S_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_WINDOW_FROM_FIELD_NUMBER: _ClassVar[int]
+    history_s: int
+    history_window_s: float
+    history_window_from: str
+    def __init__(self, history_s: _Optional[int] = ..., history_window_s: _Optional[float] = ..., history_window_from: _Optional[str] = ...) -> None: ...
 
 class SetQuotasRequest(_message.Message):
     __slots__ = ("tenant", "quotas")
@@ -373,14 +401,16 @@ class SetDurabilityResponse(_message.Message):
     def __init__(self, durability: _Optional[_Union[Durability, _Mapping]] = ...) -> None: ...
 
 class CreateTenantRequest(_message.Message):
-    __slots__ = ("tenant", "empty", "durability")
+    __slots__ = ("tenant", "empty", "durability", "history_s")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     EMPTY_FIELD_NUMBER: _ClassVar[int]
     DURABILITY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_S_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     empty: bool
     durability: Durability
-    def __init__(self, tenant: _Optional[str] = ..., empty: _Optional[bool] = ..., durability: _Optional[_Union[Durability, _Mapping]] = ...) -> None: ...
+    history_s: int
+    def __init__(self, tenant: _Optional[str] = ..., empty: _Optional[bool] = ..., durability: _Optional[_Union[Durability, _Mapping]] = ..., history_s: _Optional[int] = ...) -> None: ...
 
 class CreateTenantResponse(_message.Message):
     __slots__ = ("tenant", "main_lsn")
@@ -441,7 +471,7 @@ class DetachTenantResponse(_message.Message):
     def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ...) -> None: ...
 
 class BranchInfo(_message.Message):
-    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected", "last_batch")
+    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected", "last_batch", "history_s", "history_window_s", "history_window_from", "history_bytes", "reclaim_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -460,6 +490,11 @@ class BranchInfo(_message.Message):
     SUSPEND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_FIELD_NUMBER: _ClassVar[int]
     LAST_BATCH_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_S_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_WINDOW_FROM_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECLAIM_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     timeline_id: str
     parent: str
@@ -478,7 +513,12 @@ class BranchInfo(_message.Message):
     suspend_timeout_s: int
     protected: bool
     last_batch: AppliedBatch
-    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., last_batch: _Optional[_Union[AppliedBatch, _Mapping]] = ...) -> None: ...
+    history_s: int
+    history_window_s: float
+    history_window_from: str
+    history_bytes: int
+    reclaim_bytes: int
+    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., last_batch: _Optional[_Union[AppliedBatch, _Mapping]] = ..., history_s: _Optional[int] = ..., history_window_s: _Optional[float] = ..., history_window_from: _Optional[str] = ..., history_bytes: _Optional[int] = ..., reclaim_bytes: _Optional[int] = ...) -> None: ...
 
 class AppliedBatch(_message.Message):
     __slots__ = ("writer_epoch", "batch_id", "lsn")
@@ -491,7 +531,7 @@ class AppliedBatch(_message.Message):
     def __init__(self, writer_epoch: _Optional[int] = ..., batch_id: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
 
 class CreateBranchRequest(_message.Message):
-    __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s", "suspend_timeout_s", "protected")
+    __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s", "suspend_timeout_s", "protected", "history_s")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -502,6 +542,7 @@ class CreateBranchRequest(_message.Message):
     TTL_S_FIELD_NUMBER: _ClassVar[int]
     SUSPEND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_S_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
     parent: str
@@ -512,7 +553,8 @@ class CreateBranchRequest(_message.Message):
     ttl_s: int
     suspend_timeout_s: int
     protected: bool
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ...) -> None: ...
+    history_s: int
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., history_s: _Optional[int] = ...) -> None: ...
 
 class CreateBranchResponse(_message.Message):
     __slots__ = ("branch",)
@@ -521,18 +563,20 @@ class CreateBranchResponse(_message.Message):
     def __init__(self, branch: _Optional[_Union[BranchInfo, _Mapping]] = ...) -> None: ...
 
 class UpdateBranchRequest(_message.Message):
-    __slots__ = ("tenant", "name", "ttl_s", "suspend_timeout_s", "protected")
+    __slots__ = ("tenant", "name", "ttl_s", "suspend_timeout_s", "protected", "history_s")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TTL_S_FIELD_NUMBER: _ClassVar[int]
     SUSPEND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_S_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
     ttl_s: int
     suspend_timeout_s: int
     protected: bool
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ...) -> None: ...
+    history_s: int
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., history_s: _Optional[int] = ...) -> None: ...
 
 class UpdateBranchResponse(_message.Message):
     __slots__ = ("branch",)
@@ -689,7 +733,7 @@ class GcRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class GcTimelineReport(_message.Message):
-    __slots__ = ("timeline_id", "branches", "cutoff_lsn", "layers_removed", "bytes_removed", "current_bytes", "window_bytes", "checkpoint_bytes", "branch_point_bytes", "pinned_by")
+    __slots__ = ("timeline_id", "branches", "cutoff_lsn", "layers_removed", "bytes_removed", "current_bytes", "window_bytes", "checkpoint_bytes", "branch_point_bytes", "pinned_by", "history_window_s", "history_window_from")
     TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
     BRANCHES_FIELD_NUMBER: _ClassVar[int]
     CUTOFF_LSN_FIELD_NUMBER: _ClassVar[int]
@@ -700,6 +744,8 @@ class GcTimelineReport(_message.Message):
     CHECKPOINT_BYTES_FIELD_NUMBER: _ClassVar[int]
     BRANCH_POINT_BYTES_FIELD_NUMBER: _ClassVar[int]
     PINNED_BY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_WINDOW_FROM_FIELD_NUMBER: _ClassVar[int]
     timeline_id: str
     branches: _containers.RepeatedScalarFieldContainer[str]
     cutoff_lsn: int
@@ -710,7 +756,9 @@ class GcTimelineReport(_message.Message):
     checkpoint_bytes: int
     branch_point_bytes: int
     pinned_by: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, timeline_id: _Optional[str] = ..., branches: _Optional[_Iterable[str]] = ..., cutoff_lsn: _Optional[int] = ..., layers_removed: _Optional[int] = ..., bytes_removed: _Optional[int] = ..., current_bytes: _Optional[int] = ..., window_bytes: _Optional[int] = ..., checkpoint_bytes: _Optional[int] = ..., branch_point_bytes: _Optional[int] = ..., pinned_by: _Optional[_Iterable[str]] = ...) -> None: ...
+    history_window_s: float
+    history_window_from: str
+    def __init__(self, timeline_id: _Optional[str] = ..., branches: _Optional[_Iterable[str]] = ..., cutoff_lsn: _Optional[int] = ..., layers_removed: _Optional[int] = ..., bytes_removed: _Optional[int] = ..., current_bytes: _Optional[int] = ..., window_bytes: _Optional[int] = ..., checkpoint_bytes: _Optional[int] = ..., branch_point_bytes: _Optional[int] = ..., pinned_by: _Optional[_Iterable[str]] = ..., history_window_s: _Optional[float] = ..., history_window_from: _Optional[str] = ...) -> None: ...
 
 class GcResponse(_message.Message):
     __slots__ = ("timelines", "layers_removed", "bytes_removed", "reports", "history_window_s")

@@ -349,6 +349,11 @@ class ManagementServiceStub:
                 request_serializer=proto_dot_strata__pb2.SetDurabilityRequest.SerializeToString,
                 response_deserializer=proto_dot_strata__pb2.SetDurabilityResponse.FromString,
                 _registered_method=True)
+        self.SetHistory = channel.unary_unary(
+                '/strata.v1.ManagementService/SetHistory',
+                request_serializer=proto_dot_strata__pb2.SetHistoryRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.SetHistoryResponse.FromString,
+                _registered_method=True)
         self.CreateBranch = channel.unary_unary(
                 '/strata.v1.ManagementService/CreateBranch',
                 request_serializer=proto_dot_strata__pb2.CreateBranchRequest.SerializeToString,
@@ -492,6 +497,12 @@ class ManagementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetDurability(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetHistory(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -653,6 +664,11 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.SetDurability,
                     request_deserializer=proto_dot_strata__pb2.SetDurabilityRequest.FromString,
                     response_serializer=proto_dot_strata__pb2.SetDurabilityResponse.SerializeToString,
+            ),
+            'SetHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetHistory,
+                    request_deserializer=proto_dot_strata__pb2.SetHistoryRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.SetHistoryResponse.SerializeToString,
             ),
             'CreateBranch': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateBranch,
@@ -966,6 +982,33 @@ class ManagementService:
             '/strata.v1.ManagementService/SetDurability',
             proto_dot_strata__pb2.SetDurabilityRequest.SerializeToString,
             proto_dot_strata__pb2.SetDurabilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/SetHistory',
+            proto_dot_strata__pb2.SetHistoryRequest.SerializeToString,
+            proto_dot_strata__pb2.SetHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,7 +17,7 @@ import grpc
 from common.durability import DEFAULT_MAX_LAG_S, STORE, Durability
 from common.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from common.postgres import pg_bin_dir
-from pageserver import importer
+from pageserver import gc, importer
 from pageserver.api.audit import AuditLog
 from pageserver.api.auth import (
     MAX_TTL_S,
@@ -30,6 +30,7 @@ from pageserver.api.auth import (
 from pageserver.api.token_registry import TokenRecord
 from pageserver.applied_batch import AppliedBatch
 from pageserver.engine import Engine
+from pageserver.history import check_history_s
 from pageserver.manifest import CheckpointRecord, Quotas
 from pageserver.tenant import MAIN_BRANCH, BranchInfo, BranchPoint, BranchSettings, Tenant
 from proto import strata_pb2 as pb
@@ -89,7 +90,11 @@ class ManagementServicer:
         """A new tenant; unless ``empty``, initdb's cluster imported as branch main."""
         bin_dir = None if request.empty else pg_bin_dir(self._pg_bin_dir)
         durability = _durability_from_pb(request.durability)
+        if request.history_s:
+            check_history_s(request.history_s)  # refused before anything is made
         tenant = self._engine.create_tenant(request.tenant, durability)
+        if request.history_s:
+            tenant.set_history(request.history_s)
         main = tenant.branch(MAIN_BRANCH)
         if bin_dir is not None:
             try:
@@ -98,7 +103,8 @@ class ManagementServicer:
                 self._engine.delete_tenant(request.tenant)
                 raise
         self._record(context, "tenant.create", request.tenant, empty=request.empty,
-                     durability=durability.mode, max_lag_s=durability.max_lag_s)
+                     durability=durability.mode, max_lag_s=durability.max_lag_s,
+                     history_s=request.history_s or None)
         return pb.CreateTenantResponse(tenant=self._tenant_info(tenant), main_lsn=main.durable_lsn)
 
     def ListTenants(self, request: pb.ListTenantsRequest,
@@ -138,12 +144,17 @@ class ManagementServicer:
         tenant = self._engine.tenant(request.tenant)
         timelines = list(tenant.timelines.values())
         branches = [tenant.branch(name) for name in tenant.branch_names()]
+        owned = sum(t.owned_bytes() for t in timelines)
+        window = tenant.default_window()
         return pb.GetTenantResponse(
             tenant=self._tenant_info(tenant), quotas=_quotas_to_pb(tenant.manifest.quotas),
-            owned_bytes=sum(t.owned_bytes() for t in timelines),
+            owned_bytes=owned,
             logical_bytes=sum(t.logical_size() for t in branches),
             stored_bytes=tenant.stored_bytes(),
-            durability=_durability_to_pb(tenant.manifest.durability))
+            durability=_durability_to_pb(tenant.manifest.durability),
+            history_s=tenant.manifest.history_s or 0, history_window_s=window.seconds,
+            history_window_from=window.source,
+            history_bytes=sum(gc.history_bytes(t) for t in timelines), reclaim_bytes=owned)
 
     def SetQuotas(self, request: pb.SetQuotasRequest,
                   context: grpc.ServicerContext) -> pb.SetQuotasResponse:
@@ -165,12 +176,27 @@ class ManagementServicer:
                      max_lag_s=durability.max_lag_s)
         return pb.SetDurabilityResponse(durability=_durability_to_pb(durability))
 
+    def SetHistory(self, request: pb.SetHistoryRequest,
+                   context: grpc.ServicerContext) -> pb.SetHistoryResponse:
+        """The window of the tenant's branches without their own (kept with the tenant)."""
+        tenant = self._engine.tenant(request.tenant)
+        tenant.set_history(request.history_s or None)
+        self._record(context, "tenant.history", request.tenant,
+                     history_s=request.history_s or None)
+        window = tenant.default_window()
+        return pb.SetHistoryResponse(history_s=tenant.manifest.history_s or 0,
+                                     history_window_s=window.seconds,
+                                     history_window_from=window.source)
+
     # --- branches ------------------------------------------------------------------------
 
-    def _branch_info(self, tenant: Tenant, name: str,
-                     info: BranchInfo | None = None) -> pb.BranchInfo:
+    def _branch_info(self, tenant: Tenant, name: str, info: BranchInfo | None = None,
+                     *, reclaim: bool = False) -> pb.BranchInfo:
+        """A branch as the API shows it; with ``reclaim``, also what deleting it frees
+        (worked out against the tenant's lineage, so single branches only)."""
         info = info or tenant.branch_info(name)
         timeline = tenant.branch(name)
+        window = tenant.branch_window(name)
         _, wal_lsn, time_us = timeline.last_batch()
         return pb.BranchInfo(
             name=info.name, timeline_id=info.timeline_id, parent=info.parent or "",
@@ -182,6 +208,9 @@ class ManagementServicer:
             writer=lease.holder if (lease := timeline.writer_lease.current()) else "",
             suspend_timeout_s=info.suspend_timeout_s or 0, protected=info.protected,
             last_batch=_applied_batch_to_pb(timeline.durable_batch),
+            history_s=info.history_s or 0, history_window_s=window.seconds,
+            history_window_from=window.source, history_bytes=gc.history_bytes(timeline),
+            reclaim_bytes=tenant.reclaimable_bytes(name) if reclaim else 0,
         )
 
     def CreateBranch(self, request: pb.CreateBranchRequest,
@@ -191,12 +220,13 @@ class ManagementServicer:
         if point.checkpoint is not None:
             _check_covered(tenant.checkpoint(point.checkpoint).branch)
         settings = BranchSettings(_expiry(request.ttl_s), request.suspend_timeout_s or None,
-                                  request.protected)
+                                  request.protected, request.history_s or None)
         tenant.create_branch(request.name, request.parent or MAIN_BRANCH, point,
                              settings=settings)
         self._record(context, "branch.create", request.tenant, request.name,
                      parent=request.parent or MAIN_BRANCH, ttl_s=request.ttl_s,
-                     protected=request.protected, checkpoint=point.checkpoint)
+                     protected=request.protected, checkpoint=point.checkpoint,
+                     history_s=request.history_s or None)
         return pb.CreateBranchResponse(branch=self._branch_info(tenant, request.name))
 
     def ListBranches(self, request: pb.ListBranchesRequest,
@@ -219,7 +249,8 @@ class ManagementServicer:
     def GetBranch(self, request: pb.GetBranchRequest,
                   context: grpc.ServicerContext) -> pb.GetBranchResponse:
         tenant = self._engine.tenant(request.tenant)
-        return pb.GetBranchResponse(branch=self._branch_info(tenant, request.name))
+        return pb.GetBranchResponse(branch=self._branch_info(tenant, request.name,
+                                                             reclaim=True))
 
     def RestoreBranch(self, request: pb.RestoreBranchRequest,
                       context: grpc.ServicerContext) -> pb.RestoreBranchResponse:
@@ -250,6 +281,8 @@ class ManagementServicer:
             changes["suspend_timeout_s"] = request.suspend_timeout_s or None
         if request.HasField("protected"):
             changes["protected"] = request.protected
+        if request.HasField("history_s"):
+            changes["history_s"] = request.history_s or None
         tenant.update_branch(request.name, changes)
         self._record(context, "branch.update", request.tenant, request.name, **changes)
         return pb.UpdateBranchResponse(branch=self._branch_info(tenant, request.name))
@@ -318,6 +351,8 @@ class ManagementServicer:
             bytes_removed=result.bytes_removed,
             history_window_s=self._engine.config.pitr_window_s,
             reports=[pb.GcTimelineReport(
+                history_window_s=report.window.seconds,
+                history_window_from=report.window.source,
                 timeline_id=report.timeline_id, branches=report.branches,
                 cutoff_lsn=report.result.cutoff, layers_removed=report.result.layers_removed,
                 bytes_removed=report.result.bytes_removed, current_bytes=report.kept.current,

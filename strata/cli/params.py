@@ -24,6 +24,25 @@ class Duration(click.ParamType[str]):
         return str(value).strip()
 
 
+class History(click.ParamType[int]):
+    """A history window such as ``30m`` or ``7d``, as whole seconds; ``default`` (or 0):
+    0, which puts the default back."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        if text in ("default", "0", "0s"):
+            return 0
+        try:
+            return parse_duration_s(text)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 class Size(click.ParamType[int]):
     """A byte count such as ``10GB``, ``512MB``, ``1GiB`` or ``4096``, as an integer."""
 
@@ -80,6 +99,7 @@ class Timestamp(click.ParamType[int]):
 
 
 DURATION = Duration()
+HISTORY = History()
 SIZE = Size()
 WAL_LSN = WalLsn()
 TIMESTAMP = Timestamp()

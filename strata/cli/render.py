@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from strata.cli.units import format_wal_lsn, human_size, iso_time, local_time
+from strata.cli.units import format_wal_lsn, human_duration, human_size, iso_time, local_time
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,6 +68,10 @@ def branch_dict(branch: pb.BranchInfo) -> dict[str, Any]:
         "expires_at_us": branch.expires_at_us,
         "logical_size": branch.logical_size,
         "owned_bytes": branch.owned_bytes,
+        "history_bytes": branch.history_bytes,
+        "history_s": branch.history_s or None,
+        "history_window_s": branch.history_window_s,
+        "history_window_from": branch.history_window_from,
         "writer_epoch": branch.writer_epoch,
         "writer": branch.writer or None,
         "suspend_timeout_s": branch.suspend_timeout_s or None,
@@ -137,6 +141,9 @@ def branch_fields(branch: pb.BranchInfo) -> list[tuple[str, str]]:
         ("expires", local_time(branch.expires_at_us, "never")),
         ("logical size", f"{human_size(branch.logical_size)} ({branch.logical_size} bytes)"),
         ("owned bytes", f"{human_size(branch.owned_bytes)} ({branch.owned_bytes} bytes)"),
+        ("history bytes", f"{human_size(branch.history_bytes)} ({branch.history_bytes} bytes)"),
+        ("history window", f"{human_duration(branch.history_window_s)} "
+                           f"({branch.history_window_from})"),
         ("writer epoch", str(branch.writer_epoch)),
         ("writer", branch.writer or "- (no compute)"),
         ("suspend timeout", f"{branch.suspend_timeout_s} s" if branch.suspend_timeout_s

@@ -19,7 +19,7 @@ from common.postgres import pg_bin_dir
 from proto import strata_pb2 as pb
 from strata.cli.confirm import confirm
 from strata.cli.errors import CliError, ExitCode
-from strata.cli.params import DURATION, LSN, TIMESTAMP, WAL_LSN
+from strata.cli.params import DURATION, HISTORY, LSN, TIMESTAMP, WAL_LSN
 from strata.cli.render import (
     BRANCH_COLUMNS,
     BRANCH_NUMBERS,
@@ -36,6 +36,9 @@ from strata.cli.render import (
 from strata.cli.session import Session, api_command
 from strata.cli.units import human_size, local_time
 
+HISTORY_HELP = ("How far back its history stays readable (branch, restore, time travel), "
+                "e.g. 30m or 7d [default: the tenant's; forks at most the page server's fork "
+                "default, 1h].")
 TIME_HELP = ("ISO 8601 (no zone: local time), now, -10m or '10 minutes ago': the last LSN "
              "at or before it.")
 
@@ -60,10 +63,12 @@ def branch() -> None:
 @click.option("--suspend-timeout", type=DURATION,
               help="Stop its compute after this long without clients [default: the proxy's].")
 @click.option("--protected", is_flag=True, help="Never expires; delete needs --force.")
+@click.option("--history", type=HISTORY, help=HISTORY_HELP)
 @api_command
 def create(session: Session, name: str, parent: str, at_lsn: int | None,
            at_wal_lsn: int | None, at_time: int | None, at_checkpoint: str | None,
-           ttl: str | None, suspend_timeout: str | None, protected: bool) -> None:
+           ttl: str | None, suspend_timeout: str | None, protected: bool,
+           history: int | None) -> None:
     """Create branch NAME.
 
     It forks --parent at one of the --at-* points, by default at the parent's newest LSN.
@@ -75,7 +80,7 @@ def create(session: Session, name: str, parent: str, at_lsn: int | None,
             session.tenant, name, parent=parent, at=at,
             ttl_s=parse_duration_s(ttl) if ttl else 0,
             suspend_timeout_s=parse_duration_s(suspend_timeout) if suspend_timeout else 0,
-            protected=protected)
+            protected=protected, history_s=history or 0)
     if session.json:
         emit_json(branch_dict(info))
         return
@@ -99,15 +104,18 @@ def _origin(info: pb.BranchInfo, checkpoint: str | None) -> str:
               help="Stop its compute after this long without clients.")
 @click.option("--protected/--unprotected", default=None,
               help="Protected branches never expire and delete needs --force.")
+@click.option("--history", type=HISTORY,
+              help="Its history window, e.g. 30m or 7d; 'default': back to the default.")
 @api_command
 def set_(session: Session, name: str, ttl: str | None, no_ttl: bool,
-        suspend_timeout: str | None, protected: bool | None) -> None:
-    """Change the TTL, suspend timeout or protection of branch NAME."""
+        suspend_timeout: str | None, protected: bool | None, history: int | None) -> None:
+    """Change the TTL, suspend timeout, protection or history window of branch NAME."""
     if ttl and no_ttl:
         raise CliError("give --ttl or --no-ttl, not both", ExitCode.USAGE)
-    if not (ttl or no_ttl or suspend_timeout or protected is not None):
-        raise CliError("nothing to set: give --ttl, --no-ttl, --suspend-timeout or "
-                       "--protected/--unprotected", ExitCode.USAGE)
+    if not (ttl or no_ttl or suspend_timeout or protected is not None
+            or history is not None):
+        raise CliError("nothing to set: give --ttl, --no-ttl, --suspend-timeout, "
+                       "--protected/--unprotected or --history", ExitCode.USAGE)
     from strata.local import computes
 
     with session.client() as client, computes.branch_lock(
@@ -116,7 +124,7 @@ def set_(session: Session, name: str, ttl: str | None, no_ttl: bool,
             session.tenant, name,
             ttl_s=0 if no_ttl else (parse_duration_s(ttl) if ttl else None),
             suspend_timeout_s=parse_duration_s(suspend_timeout) if suspend_timeout else None,
-            protected=protected)
+            protected=protected, history_s=history)
     _print_branch(session, info)
 
 
@@ -204,18 +212,26 @@ def list_(session: Session, limit: int | None) -> None:
 @click.argument("name")
 @api_command
 def show(session: Session, name: str) -> None:
-    """Show every field of branch NAME."""
+    """Show every field of branch NAME, with its sizes: logical (its relations, as
+    PostgreSQL counts them), owned, history, and what deleting it would reclaim (see
+    OPERATIONS, "Sizes and history")."""
     with session.client() as client:
         info = client.get_branch(session.tenant, name)
-    _print_branch(session, info)
+    _print_branch(session, info, reclaim=True)
 
 
-def _print_branch(session: Session, info: pb.BranchInfo) -> None:
-    """Every field of a branch: JSON, or a key/value list."""
+def _print_branch(session: Session, info: pb.BranchInfo, *, reclaim: bool = False) -> None:
+    """Every field of a branch: JSON, or a key/value list; with ``reclaim``, also what
+    deleting it would free (only ``get_branch`` answers that)."""
+    reclaimed = {"reclaim_bytes": info.reclaim_bytes} if reclaim else {}
     if session.json:
-        emit_json(branch_dict(info))
-    else:
-        print_fields(branch_fields(info))
+        emit_json({**branch_dict(info), **reclaimed})
+        return
+    fields = branch_fields(info)
+    if reclaim:
+        fields.append(("a delete would reclaim",
+                       f"{human_size(info.reclaim_bytes)} ({info.reclaim_bytes} bytes)"))
+    print_fields(fields)
 
 
 @branch.command("delete")

@@ -10,7 +10,7 @@ from proto import strata_pb2 as pb
 from strata.cli.progress import working
 from strata.cli.render import emit_json, emit_text, print_table
 from strata.cli.session import Session, api_command
-from strata.cli.units import human_size
+from strata.cli.units import human_duration, human_size
 
 KEPT = (("current", "current_bytes"), ("window", "window_bytes"),
         ("checkpoints", "checkpoint_bytes"), ("branch points", "branch_point_bytes"))
@@ -22,8 +22,9 @@ def gc(session: Session) -> None:
     """Remove layers nothing needs any more, and say what keeps the rest.
 
     A layer stays while the newest data, the history window, a checkpoint or a child
-    branch point still reads it. Per branch: bytes removed, then bytes kept for each of
-    those (see OPERATIONS, "Sizes and history").
+    branch point still reads it. Per branch: its history window (and where it comes
+    from), bytes removed, then bytes kept for each of those (see OPERATIONS, "Sizes and
+    history").
     """
     with session.client() as client, working("collecting garbage", session.interactive):
         result = client.gc(session.tenant)
@@ -34,22 +35,22 @@ def gc(session: Session) -> None:
                    "branches": [_report_dict(report) for report in result.reports]})
         return
     emit_text(f"gc: {result.layers_removed} layers ({human_size(result.bytes_removed)}) "
-              f"removed across {result.timelines} timelines; history window "
-              f"{_duration(result.history_window_s)}")
+              f"removed across {result.timelines} timelines")
     kept = [f"kept: {label}" for label, _ in KEPT]
-    print_table(("branch", "removed", *kept, "kept for"),
-                [(_label(report), human_size(report.bytes_removed),
+    print_table(("branch", "window", "removed", *kept, "kept for"),
+                [(_label(report), _window(report), human_size(report.bytes_removed),
                   *(human_size(getattr(report, field)) for _, field in KEPT),
                   ", ".join(report.pinned_by) or "-") for report in result.reports],
                 right=("removed", *kept))
     window = sum(report.window_bytes for report in result.reports)
     if window:
-        emit_text(f"{human_size(window)} of history stays until it is older than the "
-                  f"{_duration(result.history_window_s)} window (`strata up --pitr-window`).")
-    if not result.bytes_removed and any(not report.cutoff_lsn for report in result.reports):
-        emit_text(f"Nothing of {', '.join(_label(r) for r in result.reports if not r.cutoff_lsn)}"
-                  f" is older than the {_duration(result.history_window_s)} window yet: its "
-                  "older page versions stay inside the layers that hold the current ones.")
+        emit_text(f"{human_size(window)} of history stays until it is older than its "
+                  "branch's window (`strata branch set NAME --history`, `strata tenant set "
+                  "NAME --history`).")
+    young = [_label(r) for r in result.reports if not r.cutoff_lsn]
+    if not result.bytes_removed and young:
+        emit_text(f"Nothing of {', '.join(young)} is older than its window yet: its older "
+                  "page versions stay inside the layers that hold the current ones.")
 
 
 def _report_dict(report: pb.GcTimelineReport) -> dict[str, Any]:
@@ -58,19 +59,18 @@ def _report_dict(report: pb.GcTimelineReport) -> dict[str, Any]:
             "bytes_removed": report.bytes_removed,
             "kept_bytes": {label.replace(" ", "_"): getattr(report, field)
                            for label, field in KEPT},
-            "kept_for": list(report.pinned_by)}
+            "kept_for": list(report.pinned_by),
+            "history_window_s": report.history_window_s,
+            "history_window_from": report.history_window_from}
+
+
+def _window(report: pb.GcTimelineReport) -> str:
+    """``1h (fork default)``: a timeline's window and where it comes from."""
+    return f"{human_duration(report.history_window_s)} ({report.history_window_from})"
 
 
 def _label(report: pb.GcTimelineReport) -> str:
     return ", ".join(report.branches) or f"({report.timeline_id[:12]}, unnamed)"
-
-
-def _duration(seconds: float) -> str:
-    """``24h``, ``90m``, ``1s``: the largest unit that divides the window."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 @click.command()

@@ -12,11 +12,11 @@ from common.durations import parse_duration, parse_duration_s
 from proto import strata_pb2 as pb
 from strata.cli.confirm import confirm
 from strata.cli.errors import CliError, ExitCode
-from strata.cli.params import DURATION, SIZE
+from strata.cli.params import DURATION, HISTORY, SIZE
 from strata.cli.progress import working
 from strata.cli.render import emit_json, emit_text, print_fields, print_table, tenant_dict
 from strata.cli.session import Session, api_command
-from strata.cli.units import human_size
+from strata.cli.units import human_duration, human_size
 from strata.local import computes
 
 
@@ -32,6 +32,9 @@ DURABILITY_HELP = ("When commits are acknowledged: 'store' (default), once in th
                    "store; 'local', once fsynced on the page server's disk, the store at "
                    "most --max-lag behind (what losing that disk can lose).")
 MAX_LAG_HELP = "With --durability local: how far the object store may lag (default 5s)."
+HISTORY_HELP = ("How far back the history of its branches without a window of their own "
+                "stays readable, e.g. 1h or 7d; forks keep at most the page server's fork "
+                "default (1h). 'default': the page server's (24h).")
 
 
 def _durability(mode: str | None, max_lag: str | None,
@@ -56,9 +59,10 @@ def durability_dict(durability: pb.Durability) -> dict[str, object]:
 @click.option("--empty", is_flag=True, help="Skip initdb: an empty main branch.")
 @click.option("--durability", type=click.Choice(MODES), help=DURABILITY_HELP)
 @click.option("--max-lag", type=DURATION, help=MAX_LAG_HELP)
+@click.option("--history", type=HISTORY, help=HISTORY_HELP)
 @api_command
 def create(session: Session, name: str, empty: bool, durability: str | None,
-           max_lag: str | None) -> None:
+           max_lag: str | None, history: int | None) -> None:
     """Create tenant NAME.
 
     Its branch main holds a fresh initdb cluster, unless --empty.
@@ -67,7 +71,8 @@ def create(session: Session, name: str, empty: bool, durability: str | None,
     started = time.monotonic()
     what = f"creating tenant {name}" + ("" if empty else " (initdb + import)")
     with session.client() as client, working(what, session.interactive):
-        response = client.create_tenant(name, empty=empty, durability=setting)
+        response = client.create_tenant(name, empty=empty, durability=setting,
+                                        history_s=history or 0)
     if session.json:
         emit_json({"tenant": tenant_dict(response.tenant), "main_lsn": response.main_lsn})
         return
@@ -150,7 +155,8 @@ def detach(session: Session, name: str, force: bool) -> None:
 @click.argument("name")
 @api_command
 def show(session: Session, name: str) -> None:
-    """Show tenant NAME: its usage against its quotas."""
+    """Show tenant NAME: its usage against its quotas, its sizes and history window (see
+    OPERATIONS, "Sizes and history")."""
     with session.client() as client:
         response = client.get_tenant(name)
     quotas = response.quotas
@@ -162,6 +168,8 @@ def show(session: Session, name: str) -> None:
         "max_ttl_s": quotas.max_ttl_s or None, "owned_bytes": response.owned_bytes,
         "logical_bytes": response.logical_bytes, "stored_bytes": response.stored_bytes,
         "max_storage": quotas.max_storage or None, **durability_dict(response.durability),
+        "history_bytes": response.history_bytes, "reclaim_bytes": response.reclaim_bytes,
+        **_history_dict(response),
     }
     if session.json:
         emit_json(usage)
@@ -179,6 +187,10 @@ def show(session: Session, name: str) -> None:
         ("storage", f"{human_size(response.stored_bytes)} of {human_size(quotas.max_storage)}"
          if quotas.max_storage else f"{human_size(response.stored_bytes)} (no quota)"),
         ("logical size of branches", human_size(response.logical_bytes)),
+        ("history bytes", human_size(response.history_bytes)),
+        ("a delete would reclaim", human_size(response.reclaim_bytes)),
+        ("history window", f"{human_duration(response.history_window_s)} "
+                           f"({response.history_window_from})"),
         ("durability", response.durability.mode),
         ("RPO", response.durability.description),
     ])
@@ -196,18 +208,24 @@ def show(session: Session, name: str) -> None:
                    "0: unlimited.")
 @click.option("--durability", type=click.Choice(MODES), help=DURABILITY_HELP)
 @click.option("--max-lag", type=DURATION, help=MAX_LAG_HELP)
+@click.option("--history", type=HISTORY, help=HISTORY_HELP)
 @api_command
 def set_(session: Session, name: str, max_branches: int | None, max_computes: int | None,
          max_ttl: str | None, max_storage: int | None, durability: str | None,
-         max_lag: str | None) -> None:
-    """Set the quotas or the durability of tenant NAME (needs an admin token); others
-    stay as they are."""
+         max_lag: str | None, history: int | None) -> None:
+    """Set the quotas, the durability or the history window of tenant NAME (needs an
+    admin token); others stay as they are."""
     quota_given = not (max_branches is None and max_computes is None and max_ttl is None
                        and max_storage is None)
-    if not quota_given and durability is None and max_lag is None:
+    if not quota_given and durability is None and max_lag is None and history is None:
         raise CliError("nothing to set: give --max-branches, --max-computes, --max-ttl, "
-                       "--max-storage, --durability or --max-lag", ExitCode.USAGE)
+                       "--max-storage, --durability, --max-lag or --history", ExitCode.USAGE)
+    if history is not None and (quota_given or durability is not None or max_lag is not None):
+        raise CliError("set --history on its own", ExitCode.USAGE)
     with session.client() as client:
+        if history is not None:
+            _emit_history(session, name, client.set_history(name, history))
+            return
         current = client.get_tenant(name)
         if durability is not None or max_lag is not None:
             setting = client.set_durability(
@@ -234,6 +252,21 @@ def set_(session: Session, name: str, max_branches: int | None, max_computes: in
         emit_text(f"quotas of tenant {name!r}: " + ", ".join(
             f"{key} {value if value is not None else 'unlimited'}"
             for key, value in document.items() if key != "tenant"))
+
+
+def _history_dict(
+        answer: pb.GetTenantResponse | pb.SetHistoryResponse) -> dict[str, object]:
+    return {"history_s": answer.history_s or None, "history_window_s": answer.history_window_s,
+            "history_window_from": answer.history_window_from}
+
+
+def _emit_history(session: Session, name: str, answer: pb.SetHistoryResponse) -> None:
+    if session.json:
+        emit_json({"tenant": name, **_history_dict(answer)})
+    else:
+        emit_text(f"tenant {name!r}: history window {human_duration(answer.history_window_s)}"
+                  f" ({answer.history_window_from}) for branches without their own; forks "
+                  "keep at most the fork default")
 
 
 def _emit_durability(session: Session, name: str, setting: pb.Durability) -> None:
