@@ -4,6 +4,10 @@ L0 deltas each cover the whole key space for a short LSN range, so a read of
 one key touches all of them. Merging them into L1 deltas partitioned by key
 bounds the files a read opens; image layers bound how many versions a read
 must look past and let GC drop old deltas.
+
+On a branch an image holds only the pages the branch itself wrote (a partial image,
+tombstones for those that read as zeros): the pages it inherits unchanged stay its
+ancestor's, read there at the branch point, so a fork never copies them.
 """
 
 from __future__ import annotations
@@ -231,8 +235,9 @@ def _write_images(timeline: Timeline, config: EngineConfig, layers: list[Layer],
                   choose: Callable[[list[Layer], int, int, bytes, bytes], int | None]) -> int:
     """Per key range of the keys visible at ``head``: ``choose(stacked deltas, LSN of the
     newest image, keys in the range, start, end)`` gives the LSN of the image to write,
-    or None; how many were written."""
-    keys = visible_keys(timeline, head)
+    or None; how many were written. On a branch, the keys are its own (partial images)."""
+    partial = timeline.ancestor is not None
+    keys = visible_keys(timeline, head, own_only=partial)
     bounds = _partition_bounds(
         {rel: (blocks, np.ones(len(blocks), dtype=np.int64)) for rel, blocks in keys.items()},
         config.image_partition_pages,
@@ -257,7 +262,8 @@ def _write_images(timeline: Timeline, config: EngineConfig, layers: list[Layer],
             read_metas(timeline, lsn).items(), key=lambda item: item[0].encode()
         )] if start == KEYSPACE_START else []
         added.append(timeline.write_layer(
-            summary, _image_pages(timeline, keys, start, end, lsn), metas, level=1
+            summary, _image_pages(timeline, keys, start, end, lsn, partial), metas, level=1,
+            partial=partial,
         ))
     if added:
         timeline.replace_layers(added, [])
@@ -275,8 +281,10 @@ def _keys_in(keys: dict[Relation, np.ndarray], start: bytes, end: bytes) -> int:
     return total
 
 
-def visible_keys(timeline: Timeline, lsn: int) -> dict[Relation, np.ndarray]:
-    """Every (relation, block) with a stored version at or below ``lsn``, ancestors included.
+def visible_keys(timeline: Timeline, lsn: int,
+                 own_only: bool = False) -> dict[Relation, np.ndarray]:
+    """Every (relation, block) with a stored version at or below ``lsn``, ancestors included
+    unless ``own_only``.
 
     Memtables count too: an ancestor's pages below the branch point may not be flushed
     yet, and an image layer that missed them would hide them (an image holds every key of
@@ -300,12 +308,14 @@ def visible_keys(timeline: Timeline, lsn: int) -> dict[Relation, np.ndarray]:
                     blocks, lsns = reader.page_index(relation)
                     per_relation.setdefault(relation, []).append(blocks[lsns <= lsn])
         lsn = min(lsn, current.branch_lsn)
-        current = current.ancestor
+        current = None if own_only else current.ancestor
     return {rel: np.unique(np.concatenate(parts)) for rel, parts in per_relation.items()}
 
 
 def _image_pages(timeline: Timeline, keys: dict[Relation, np.ndarray], start: bytes,
-                 end: bytes, lsn: int) -> Iterator[PageEntry]:
+                 end: bytes, lsn: int, partial: bool) -> Iterator[PageEntry]:
+    """The pages of ``keys`` in ``[start, end)`` at ``lsn``; zeros are left out of a full
+    image (absent reads as zeros) and are tombstones in a partial one (absent: inherited)."""
     for relation in sorted(keys, key=Relation.to_bytes):
         lo, hi = relation_block_range(relation, start, end)
         blocks = keys[relation]
@@ -316,3 +326,5 @@ def _image_pages(timeline: Timeline, keys: dict[Relation, np.ndarray], start: by
                                     read_pages(timeline, relation, chunk, lsn), strict=True):
                 if value != ZERO_PAGE:
                     yield relation, block, lsn, value
+                elif partial:
+                    yield relation, block, lsn, None

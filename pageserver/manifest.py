@@ -114,6 +114,7 @@ class LayerDescriptor:
     lsn_end: int
     size: int
     level: int  # 0 for L0 deltas (whole key range), 1 for L1 deltas and images
+    partial: bool = False  # an image of a branch's own pages: keys it lacks are inherited
 
     @property
     def summary(self) -> LayerSummary:
@@ -125,7 +126,7 @@ class LayerDescriptor:
             "key_start": self.key_start.hex(), "key_end": self.key_end.hex(),
             "lsn_start": self.lsn_start, "lsn_end": self.lsn_end,
             "size": self.size, "level": self.level,
-        }
+        } | ({"partial": True} if self.partial else {})
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> LayerDescriptor:
@@ -133,6 +134,7 @@ class LayerDescriptor:
             obj["name"], LayerKind[obj["kind"].upper()],
             bytes.fromhex(obj["key_start"]), bytes.fromhex(obj["key_end"]),
             int(obj["lsn_start"]), int(obj["lsn_end"]), int(obj["size"]), int(obj["level"]),
+            bool(obj.get("partial", False)),
         )
 
 

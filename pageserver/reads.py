@@ -4,8 +4,10 @@ Sources of one timeline are visited newest first (by the end of their LSN
 range). A block stops being searched once the version found for it is at least
 as new as anything a later source could hold. A delta layer answers with its
 newest version <= the read LSN; an image layer at LSN ``c`` answers for every
-key of its key range (a key it lacks is absent at ``c``). Whatever a timeline
-cannot answer continues in its ancestor at ``min(lsn, branch_lsn)``. Layer
+key of its key range (a key it lacks is absent at ``c``), except a partial image
+(a branch's: it holds every key the branch itself wrote up to ``c``, tombstones
+included), which answers like a delta: a key it lacks is one the branch inherits.
+Whatever a timeline cannot answer continues in its ancestor at ``min(lsn, branch_lsn)``. Layer
 lookups are vectorised over the batch of blocks with numpy.
 """
 
@@ -144,7 +146,7 @@ def _search_reader(
     lo, hi = relation_block_range(relation, layer.desc.key_start, layer.desc.key_end)
     inside = (blocks >= lo) & (blocks < hi)
     nothing = np.empty(0, np.int64)
-    if layer.is_image:  # answers for every key in its range, found or not
+    if layer.is_image and not layer.desc.partial:  # answers for every key in its range
         improved = inside & (best < layer.lsn_start)
         if not improved.any():
             return improved, nothing, nothing

@@ -501,9 +501,10 @@ class Timeline:
 
     def write_layer(
         self, summary: LayerSummary, pages: Iterable[PageEntry], metas: Iterable[MetaEntry],
-        batches: Sequence[tuple[int, int, int]] = (), *, level: int,
+        batches: Sequence[tuple[int, int, int]] = (), *, level: int, partial: bool = False,
     ) -> Layer:
-        """Write a new layer file locally and upload it; the caller adds it to the set."""
+        """Write a new layer file locally and upload it; the caller adds it to the set.
+        ``partial``: an image of this timeline's own pages only (LayerDescriptor)."""
         kind = "image" if summary.kind == LayerKind.IMAGE else f"delta{level}"
         name = (f"{kind}-{summary.lsn_start:016x}-{summary.lsn_end:016x}-"
                 f"{uuid.uuid4().hex[:12]}-{self._fence.generation:08x}")
@@ -511,7 +512,7 @@ class Timeline:
         local_path.parent.mkdir(parents=True, exist_ok=True)
         size = write_layer(local_path, summary, pages, metas, batches)
         desc = LayerDescriptor(name, summary.kind, summary.key_start, summary.key_end,
-                               summary.lsn_start, summary.lsn_end, size, level)
+                               summary.lsn_start, summary.lsn_end, size, level, partial)
         layer = self._layer_handle(desc)
         self._storage.put(layer.remote_key, local_path.read_bytes())
         if self._layer_cache.in_place:
