@@ -280,7 +280,45 @@ def test_gc_and_compact(strata: Strata) -> None:
     assert main["kept_bytes"].keys() == {"current", "window", "checkpoints", "branch_points"}
     assert main["kept_bytes"]["current"] > 0 and main["bytes_removed"] >= 0
     text = strata.run("gc").stdout
-    assert text.startswith("gc: ") and "history window" in text and "kept: window" in text
+    assert text.startswith("gc: ") and "kept: window" in text
+    assert re.search(r"^main +1d ", text, re.MULTILINE), text  # main's window
+    assert main["history_window_from"] == "page server default"
+
+
+def test_history_windows_and_sizes(strata: Strata) -> None:
+    main = strata.json("branch", "show", "main")
+    assert (main["history_window_s"], main["history_window_from"]) == (86400, "page server "
+                                                                        "default")
+    assert main["logical_size"] > 0 and main["history_bytes"] >= 0
+    assert main["reclaim_bytes"] == main["owned_bytes"]  # no branch reads through it
+    fork = strata.json("branch", "create", "try", "--ttl", "2h")
+    assert (fork["history_window_s"], fork["history_window_from"]) == (3600, "fork default")
+    assert strata.json("branch", "show", "try")["reclaim_bytes"] == 0  # it wrote nothing
+    assert strata.json("branch", "show", "main")["reclaim_bytes"] == 0  # "try" reads it
+    long = strata.json("branch", "create", "long", "--history", "2d")
+    assert (long["history_s"], long["history_window_from"]) == (172800, "branch")
+    back = strata.json("branch", "set", "long", "--history", "default")
+    assert back["history_s"] is None and back["history_window_s"] == 3600
+    assert strata.json("branch", "set", "main", "--history", "30m")["history_window_s"] == 1800
+    text = strata.run("branch", "show", "main").stdout
+    assert "30m (branch)" in text and "a delete would reclaim" in text
+    tenant = strata.json("tenant", "set", "default", "--history", "10m")
+    assert (tenant["history_s"], tenant["history_window_from"]) == (600, "tenant")
+    assert strata.json("branch", "show", "try")["history_window_s"] == 600  # under the hour
+    shown = strata.json("tenant", "show", "default")
+    assert shown["history_window_s"] == 600 and shown["reclaim_bytes"] == shown["owned_bytes"]
+    assert "10m (tenant)" in strata.run("tenant", "show", "default").stdout
+    assert strata.json("tenant", "set", "default", "--history", "default")["history_s"] is None
+    assert "out of range" in strata.fail(USAGE, "branch", "set", "main", "--history", "5000w")
+    assert "invalid duration" in strata.fail(USAGE, "branch", "create", "x", "--history", "soon")
+    assert "on its own" in strata.fail(USAGE, "tenant", "set", "default", "--history", "1h",
+                                       "--max-branches", "3")
+    made = strata.json("tenant", "create", "brief", "--empty", "--history", "1h")
+    assert made["tenant"]["tenant"] == "brief"
+    assert strata.json("tenant", "show", "brief")["history_s"] == 3600
+    strata.run("tenant", "delete", "brief", "--yes")
+    for name in ("try", "long"):
+        strata.run("branch", "delete", name, "--yes")
 
 
 def test_client_attaches_and_detaches_a_writer(strata: Strata) -> None:

@@ -46,13 +46,13 @@ def test_concurrent_compactions_of_one_branch_do_not_overlap(
 
     def write_layer(summary: LayerSummary, pages: Iterable[PageEntry],
                     metas: Iterable[MetaEntry], batches: Sequence[tuple[int, int, int]] = (),
-                    *, level: int) -> Layer:
+                    *, level: int, partial: bool = False) -> Layer:
         """The first pass, mid-way through writing, starts the second and lets it run."""
         if not started.is_set():
             started.set()
             other.start()
             other.join(OTHER_WAITS_S)  # it finishes here unless it must wait for this pass
-        return real_write_layer(summary, pages, metas, batches, level=level)
+        return real_write_layer(summary, pages, metas, batches, level=level, partial=partial)
 
     monkeypatch.setattr(main, "write_layer", write_layer)
     results.append(compact(main, engine.config))  # as the background tick does

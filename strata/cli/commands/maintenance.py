@@ -22,9 +22,9 @@ def gc(session: Session) -> None:
     """Remove layers nothing needs any more, and say what keeps the rest.
 
     A layer stays while the newest data, the history window, a checkpoint or a child
-    branch point still reads it. Per branch: its history window (and where it comes
-    from), bytes removed, then bytes kept for each of those (see OPERATIONS, "Sizes and
-    history").
+    branch point still reads it. Per branch: its history window (where it comes from:
+    `strata branch show`), bytes removed, then bytes kept for each of those (see
+    OPERATIONS, "Sizes and history").
     """
     with session.client() as client, working("collecting garbage", session.interactive):
         result = client.gc(session.tenant)
@@ -38,7 +38,8 @@ def gc(session: Session) -> None:
               f"removed across {result.timelines} timelines")
     kept = [f"kept: {label}" for label, _ in KEPT]
     print_table(("branch", "window", "removed", *kept, "kept for"),
-                [(_label(report), _window(report), human_size(report.bytes_removed),
+                [(_label(report), human_duration(report.history_window_s),
+                  human_size(report.bytes_removed),
                   *(human_size(getattr(report, field)) for _, field in KEPT),
                   ", ".join(report.pinned_by) or "-") for report in result.reports],
                 right=("removed", *kept))
@@ -62,11 +63,6 @@ def _report_dict(report: pb.GcTimelineReport) -> dict[str, Any]:
             "kept_for": list(report.pinned_by),
             "history_window_s": report.history_window_s,
             "history_window_from": report.history_window_from}
-
-
-def _window(report: pb.GcTimelineReport) -> str:
-    """``1h (fork default)``: a timeline's window and where it comes from."""
-    return f"{human_duration(report.history_window_s)} ({report.history_window_from})"
 
 
 def _label(report: pb.GcTimelineReport) -> str:
