@@ -102,6 +102,9 @@ def generation_of(key: str) -> int:
     return int(stem.rsplit("-", 1)[-1], 16)
 
 
+PARTIAL_IMAGE = "partial_image"  # a layer descriptor's kind for a branch's partial image
+
+
 @dataclass(frozen=True)
 class LayerDescriptor:
     """What a manifest records about one layer file."""
@@ -121,20 +124,24 @@ class LayerDescriptor:
         return LayerSummary(self.kind, self.key_start, self.key_end, self.lsn_start, self.lsn_end)
 
     def to_json(self) -> dict[str, Any]:
+        """A partial image is kind ``partial_image``: code that does not know it refuses
+        the manifest rather than read the image as a whole one (inherited pages as zeros)."""
+        kind = PARTIAL_IMAGE if self.partial else self.kind.name.lower()
         return {
-            "name": self.name, "kind": self.kind.name.lower(),
+            "name": self.name, "kind": kind,
             "key_start": self.key_start.hex(), "key_end": self.key_end.hex(),
             "lsn_start": self.lsn_start, "lsn_end": self.lsn_end,
             "size": self.size, "level": self.level,
-        } | ({"partial": True} if self.partial else {})
+        }
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> LayerDescriptor:
+        partial = obj["kind"] == PARTIAL_IMAGE
         return LayerDescriptor(
-            obj["name"], LayerKind[obj["kind"].upper()],
+            obj["name"], LayerKind.IMAGE if partial else LayerKind[obj["kind"].upper()],
             bytes.fromhex(obj["key_start"]), bytes.fromhex(obj["key_end"]),
             int(obj["lsn_start"]), int(obj["lsn_end"]), int(obj["size"]), int(obj["level"]),
-            bool(obj.get("partial", False)),
+            partial,
         )
 
 

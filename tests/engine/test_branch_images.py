@@ -70,6 +70,10 @@ def test_pages_a_fork_zeroed_stay_zero_behind_its_image(make_engine: EngineFacto
     engine.gc("t", cutoff_lsn=fork.disk_consistent_lsn)
     assert all(layer.is_image and layer.desc.partial for layer in fork.layers)
     assert _contents(fork) == expected  # tombstones: not the pages main still has
+    engine.close()
+    fork = make_engine(image_threshold=1).timeline("t", "fork")  # from the manifests
+    assert all(layer.is_image and layer.desc.partial for layer in fork.layers)
+    assert _contents(fork) == expected
 
 
 def test_a_fork_of_a_fork_reads_through_both_partial_images(
