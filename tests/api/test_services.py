@@ -286,3 +286,37 @@ def test_an_absurd_ttl_is_refused_before_the_branch_exists(live: Live) -> None:
     branches = live.manage.ListBranches(pb.ListBranchesRequest(tenant="t"),
                                         metadata=live.admin, timeout=TIMEOUT).branches
     assert [b.name for b in branches] == ["main"]
+
+
+def test_history_windows_and_sizes_over_grpc(live: Live) -> None:
+    _setup(live)
+    manage, admin = live.manage, live.admin
+    tenant_token = live.metadata("t", auth.Scope.TENANT)
+    with pytest.raises(grpc.RpcError) as err:  # the tenant's window is an admin setting
+        manage.SetHistory(pb.SetHistoryRequest(tenant="t", history_s=600),
+                          metadata=tenant_token)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as err:
+        manage.CreateBranch(pb.CreateBranchRequest(tenant="t", name="x", history_s=10 ** 12),
+                            metadata=tenant_token)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "out of range" in (err.value.details() or "")
+    manage.CreateBranch(pb.CreateBranchRequest(tenant="t", name="dev", history_s=7200),
+                        metadata=tenant_token)
+    manage.CreateBranch(pb.CreateBranchRequest(tenant="t", name="tmp"), metadata=tenant_token)
+    set_to = manage.SetHistory(pb.SetHistoryRequest(tenant="t", history_s=600), metadata=admin)
+    assert (set_to.history_s, set_to.history_window_from) == (600, "tenant")
+    gc = manage.Gc(pb.GcRequest(tenant="t"), metadata=admin)
+    windows = {report.branches[0]: (report.history_window_s, report.history_window_from)
+               for report in gc.reports}
+    assert windows == {"main": (600, "tenant"), "dev": (7200, "branch"),
+                       "tmp": (600, "tenant")}
+    main = manage.GetBranch(pb.GetBranchRequest(tenant="t", name="main"), metadata=admin).branch
+    assert main.logical_size == 4 * PAGE_SIZE and main.reclaim_bytes == 0  # forks read it
+    tmp = manage.GetBranch(pb.GetBranchRequest(tenant="t", name="tmp"), metadata=admin).branch
+    assert tmp.reclaim_bytes == tmp.owned_bytes == 0
+    shown = manage.GetTenant(pb.GetTenantRequest(tenant="t"), metadata=admin)
+    assert (shown.history_s, shown.reclaim_bytes) == (600, shown.owned_bytes)
+    cleared = manage.UpdateBranch(pb.UpdateBranchRequest(tenant="t", name="dev", history_s=0),
+                                  metadata=tenant_token).branch
+    assert (cleared.history_s, cleared.history_window_s) == (0, 600)
