@@ -290,7 +290,8 @@ def test_history_windows_and_sizes(strata: Strata) -> None:
     assert (main["history_window_s"], main["history_window_from"]) == (86400, "page server "
                                                                         "default")
     assert main["logical_size"] > 0 and main["history_bytes"] >= 0
-    assert main["reclaim_bytes"] == main["owned_bytes"]  # no branch reads through it
+    # all of main, unless a branch of an earlier test reads through it
+    assert main["reclaim_bytes"] == (0 if main["children"] else main["owned_bytes"])
     fork = strata.json("branch", "create", "try", "--ttl", "2h")
     assert (fork["history_window_s"], fork["history_window_from"]) == (3600, "fork default")
     assert strata.json("branch", "show", "try")["reclaim_bytes"] == 0  # it wrote nothing
