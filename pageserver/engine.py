@@ -321,13 +321,14 @@ class Engine:
     def gc(self, tenant_id: str, cutoff_lsn: int | None = None,
            at_us: int | None = None, *, explain: bool = False) -> TenantGcResult:
         """Collect every timeline of a tenant, each behind its own history window
-        (``Tenant.timeline_window``); ``cutoff_lsn`` overrides the windows. With
+        (``Tenant.timeline_windows``); ``cutoff_lsn`` overrides the windows. With
         ``explain``, a report per timeline says what keeps the layers that stay."""
         total = TenantGcResult()
         tenant = self.tenant(tenant_id)
         names = tenant.names_of_timelines() if explain else {}
+        windows = tenant.timeline_windows()
         for timeline in self._timelines(tenant_id):
-            window = tenant.timeline_window(timeline)
+            window = windows.get(timeline.timeline_id, tenant.default_window())
             cutoff = cutoff_lsn if cutoff_lsn is not None else gc.pitr_cutoff(
                 timeline, window.seconds, at_us
             )
@@ -391,9 +392,10 @@ class Engine:
             if stats.chunks > self.config.log.flush_after_chunks:
                 for timeline in list(tenant.timelines.values()):
                     timeline.freeze()  # flushed below, releasing the log behind it
-        tenant_of = {tenant.tenant_id: tenant for tenant in tenants}
+        windows = {t.tenant_id: t.timeline_windows() for t in tenants if gc_due}
+        defaults = {t.tenant_id: t.default_window() for t in tenants if gc_due}
         for timeline in self._timelines(None):
-            if timeline.tenant_id not in tenant_of:
+            if gc_due and timeline.tenant_id not in windows:
                 continue  # attached since the snapshot above: the next tick sees it
             ids = (timeline.tenant_id, timeline.timeline_id)
             memtable = timeline.open_memtable
@@ -407,7 +409,8 @@ class Engine:
             if timeline.has_unpublished_layers:
                 self._submit((*ids, "delete"), timeline.delete_unpublished)
             if gc_due:
-                self._submit((*ids, "gc"), partial(self._collect, tenant_of[ids[0]], timeline))
+                window = windows[ids[0]].get(ids[1], defaults[ids[0]])
+                self._submit((*ids, "gc"), partial(self._collect, timeline, window.seconds))
                 self._submit((*ids, "scrub"), timeline.scrub)
 
     def _drop_superseded(self, tenant: Tenant) -> None:
@@ -423,9 +426,8 @@ class Engine:
                     tenant.tenant_id)
         tenant.close()
 
-    def _collect(self, tenant: Tenant, timeline: Timeline) -> None:
-        window = tenant.timeline_window(timeline)
-        self._collect_at(timeline, gc.pitr_cutoff(timeline, window.seconds))
+    def _collect(self, timeline: Timeline, window_s: float) -> None:
+        self._collect_at(timeline, gc.pitr_cutoff(timeline, window_s))
 
     def _collect_at(self, timeline: Timeline, cutoff: int) -> GcResult:
         """Raise the GC cutoff, write images at it where the deltas below can then go

@@ -44,7 +44,7 @@ def branch_window(branch_s: int | None, is_fork: bool, tenant_s: int | None,
     return inherited
 
 
-def timeline_window(branch_windows: Iterable[Window], unnamed: Window) -> Window:
+def longest_window(branch_windows: Iterable[Window], unnamed: Window) -> Window:
     """The window GC keeps on a timeline: the longest of the branches naming it, or
     ``unnamed`` when none does."""
     return max(branch_windows, key=lambda window: window.seconds, default=unnamed)

@@ -35,8 +35,7 @@ from common.ops import decode_batch
 from pageserver.at_time import lsn_at_time
 from pageserver.config import EngineConfig
 from pageserver.fencing import Fence
-from pageserver.history import Window, branch_window, check_history_s, tenant_window
-from pageserver.history import timeline_window as longest_window
+from pageserver.history import Window, branch_window, check_history_s, longest_window, tenant_window
 from pageserver.layer_cache import LayerCache
 from pageserver.manifest import (
     BRANCHES,
@@ -535,15 +534,24 @@ class Tenant:
     def branch_window(self, name: str) -> Window:
         """The history window of branch ``name`` (pageserver/history.py)."""
         manifest = self.manifest
-        record = self._branch_record(manifest, name)
+        return self._window_of(manifest, self._branch_record(manifest, name))
+
+    def _window_of(self, manifest: TenantManifest, record: BranchRecord) -> Window:
         return branch_window(record.history_s, record.parent is not None, manifest.history_s,
                              self._config.pitr_window_s, self._config.fork_pitr_window_s)
 
-    def timeline_window(self, timeline: Timeline) -> Window:
-        """The window GC keeps on ``timeline``: the longest of the branches naming it."""
-        names = self.names_of_timelines().get(timeline.timeline_id, [])
-        return longest_window((self.branch_window(name) for name in names),
-                              self.default_window())
+    def timeline_windows(self) -> dict[str, Window]:
+        """Timeline id -> the window GC keeps on it: the longest of the branches naming it,
+        ``default_window`` for one no branch names (worked out once for all of them)."""
+        manifest = self.manifest
+        named: dict[str, list[Window]] = {}
+        for record in manifest.branches.values():
+            named.setdefault(record.timeline_id, []).append(self._window_of(manifest, record))
+        unnamed = self.default_window()
+        with self._lock:
+            timelines = list(self.timelines)
+        return {timeline_id: longest_window(named.get(timeline_id, ()), unnamed)
+                for timeline_id in timelines}
 
     def reclaimable_bytes(self, name: str) -> int:
         """Bytes of layers a delete of branch ``name`` (with its checkpoints, no cascade)

@@ -4,6 +4,8 @@ says which window each timeline followed."""
 
 from __future__ import annotations
 
+import time
+
 from common.keys import PAGE_SIZE
 from common.ops import Batch, Create, Mkdir, Write
 from pageserver import gc
@@ -99,3 +101,17 @@ def test_sizes_say_what_history_costs_and_what_a_delete_frees(
     assert tenant.reclaimable_bytes("main") == 0  # the fork reads through it
     assert 0 < gc.history_bytes(main) < main.owned_bytes()
     assert gc.history_bytes(fork) == 0
+
+
+def test_background_gc_follows_each_branch_window(make_engine: EngineFactory) -> None:
+    engine = _engine(make_engine)
+    tenant = engine.tenant("t")
+    main = tenant.branch("main")
+    _write(engine, main, 1)
+    fork = tenant.create_branch("fork", settings=BranchSettings(history_s=1))
+    _write(engine, fork, 2)
+    time.sleep(1.2)  # the fork's history leaves its 1 s window; main keeps a day
+    engine.tick(gc_due=True)
+    engine.close()  # waits for the background jobs
+    assert fork.gc_cutoff == fork.disk_consistent_lsn
+    assert main.gc_cutoff == 0

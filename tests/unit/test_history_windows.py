@@ -16,8 +16,8 @@ from pageserver.history import (
     Window,
     branch_window,
     check_history_s,
+    longest_window,
     tenant_window,
-    timeline_window,
 )
 
 DAY, HOUR = 86400.0, 3600.0
@@ -41,8 +41,8 @@ def test_a_fork_without_its_own_window_keeps_at_most_the_fork_default() -> None:
 
 def test_a_timeline_keeps_the_longest_window_naming_it() -> None:
     unnamed = tenant_window(None, DAY)
-    assert timeline_window([], unnamed) == Window(DAY, SERVER)
-    assert timeline_window([Window(HOUR, FORK), Window(60.0, BRANCH)], unnamed) \
+    assert longest_window([], unnamed) == Window(DAY, SERVER)
+    assert longest_window([Window(HOUR, FORK), Window(60.0, BRANCH)], unnamed) \
         == Window(HOUR, FORK)
 
 
