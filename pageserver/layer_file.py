@@ -3,10 +3,19 @@
 A *delta* layer holds page and metadata versions for a key range and an LSN
 range ``[lsn_start, lsn_end)``; an *image* layer holds every present key of a
 key range at one LSN. The byte layout is specified in ``docs/FORMAT.md``:
-header, one checksummed lz4 frame per page value, then the metadata, batch and
+header, one checksummed frame per page value, then the metadata, batch and
 index sections, then a fixed-size footer. The writer streams values to disk so
 a layer never has to fit in memory; the reader mmaps the file, verifies the
 header, footer and index at open, and checks each value frame when it is read.
+
+Since format 2 a frame holds either the whole page (lz4 or raw) or a patch: the
+byte ranges that changed since the entry before it, the previous version of the
+same page in this layer (``pageserver/page_patch.py``). Every commit rewrites
+PostgreSQL's last WAL page, so a layer would otherwise keep one 8 KB page per
+commit where the WAL grew by a few hundred bytes. Chains never cross layers, so
+GC, compaction and branches see whole pages as before, and at most
+``MAX_PATCH_CHAIN`` patches follow a whole page, which bounds what a read of one
+version decodes. Format 1 files (whole pages only) stay readable.
 """
 
 from __future__ import annotations
@@ -37,9 +46,19 @@ from common.keys import (
     Relation,
     relation_block_range,
 )
+from pageserver.page_patch import PatchError, apply_patch, make_patch
 
 MAGIC = b"STRLAYR1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what the writer writes
+READABLE_VERSIONS = (1, 2)  # 1: every frame a whole page; 2: tagged frames, patches
+MAX_PATCH_CHAIN = 32  # patches in a row before the writer stores a whole page again
+
+# The first payload byte of a format 2 frame: how the rest encodes the page.
+_PAGE_RAW = 0  # the page, 8192 bytes
+_PAGE_LZ4 = 1  # the page as an lz4 block
+_PATCH_RAW = 2  # runs (page_patch) over the entry before it
+_PATCH_LZ4 = 3  # the same runs as an lz4 block with its size stored
+_PATCHES = (_PATCH_RAW, _PATCH_LZ4)
 
 _U32_MAX = 0xFFFFFFFF
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
@@ -258,6 +277,8 @@ class _IndexBuilder:
         self.lsn_offset = array("I")
         self.value_length = array("I")
         self._prev: tuple[int, int] = (-1, -1)  # (block, lsn) of the last entry
+        self._prev_value: bytes | None = None  # the last entry's page (None: tombstone)
+        self._chain = 0  # patches since the last whole page of this block
         self._blocks_allowed = (0, 0)
 
     def add(self, relation: Relation, block: int, lsn: int, value: bytes | None) -> bytes:
@@ -278,7 +299,9 @@ class _IndexBuilder:
         what = f"page {relation} block {block} lsn {lsn}"
         if (block, lsn) <= self._prev:
             raise ValueError(f"page entries not sorted/unique at {what}")
+        base = self._prev_value if self._prev[0] == block else None
         self._prev = (block, lsn)
+        self._prev_value = value
         lo, hi = self._blocks_allowed
         if not lo <= block < hi:
             raise ValueError(f"{what}: key outside the layer's key range")
@@ -293,14 +316,31 @@ class _IndexBuilder:
             return b""
         if len(value) != PAGE_SIZE:
             raise ValueError(f"{what}: value is {len(value)} bytes, expected {PAGE_SIZE}")
-        payload: bytes = lz4.block.compress(value, store_size=False)
-        if len(payload) >= PAGE_SIZE:
-            payload = bytes(value)  # incompressible: stored raw
+        payload = self._payload(value, base)
         frame = _U32.pack(zlib.crc32(payload)) + payload
         self.value_offset.append(self.offset)
         self.value_length.append(len(frame))
         self.offset += len(frame)
         return frame
+
+    def _payload(self, value: bytes, base: bytes | None) -> bytes:
+        """The smaller of the whole page and, while the chain is short enough, its patch
+        over ``base`` (the previous version of the page in this layer)."""
+        packed: bytes = lz4.block.compress(value, store_size=False)
+        whole = bytes([_PAGE_LZ4]) + packed if len(packed) < PAGE_SIZE \
+            else bytes([_PAGE_RAW]) + bytes(value)  # incompressible: stored raw
+        if base is None or self._chain >= MAX_PATCH_CHAIN:
+            self._chain = 0
+            return whole
+        runs = make_patch(base, value)
+        packed_runs: bytes = lz4.block.compress(runs, store_size=True) if runs else b""
+        patch = bytes([_PATCH_LZ4]) + packed_runs if runs and len(packed_runs) < len(runs) \
+            else bytes([_PATCH_RAW]) + runs
+        if len(patch) >= len(whole):
+            self._chain = 0
+            return whole
+        self._chain += 1
+        return patch
 
     def finish(self) -> tuple[bytes, int, int]:
         """The stored (lz4-compressed) index section, relation count and entry count."""
@@ -359,12 +399,13 @@ def read_summary(path: Path) -> LayerSummary:
             raise CorruptionError(f"layer {path}: truncated header")
         key_start_length, key_end_length = _HEADER.unpack(head)[-2:]
         rest = f.read(key_start_length + key_end_length + 4)
-    summary, _, _ = _decode_header(head + rest, str(path))
+    summary, _, _, _ = _decode_header(head + rest, str(path))
     return summary
 
 
-def _decode_header(buf: bytes | mmap.mmap, name: str) -> tuple[LayerSummary, int, int]:
-    """Verify the header at the start of ``buf``: (summary, header length, header crc)."""
+def _decode_header(buf: bytes | mmap.mmap, name: str) -> tuple[LayerSummary, int, int, int]:
+    """Verify the header at the start of ``buf``: (summary, header length, header crc,
+    format version)."""
     if len(buf) < _HEADER.size + 4:
         raise CorruptionError(f"layer {name}: truncated header")
     magic, version, kind, flags, length, lsn_start, lsn_end, ks_len, ke_len = (
@@ -374,7 +415,7 @@ def _decode_header(buf: bytes | mmap.mmap, name: str) -> tuple[LayerSummary, int
         raise CorruptionError(f"layer {name}: bad header magic {magic!r}")
     # Magic and version sit at the same place in every format version, so an
     # unknown version is reported before anything version-specific is parsed.
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CorruptionError(f"layer {name}: unsupported format version {version}")
     if length != _HEADER.size + ks_len + ke_len + 4 or length > len(buf):
         raise CorruptionError(f"layer {name}: bad or truncated header length {length}")
@@ -391,7 +432,7 @@ def _decode_header(buf: bytes | mmap.mmap, name: str) -> tuple[LayerSummary, int
         _check_summary(summary)
     except ValueError as exc:
         raise CorruptionError(f"layer {name}: inconsistent header: {exc}") from None
-    return summary, length, crc
+    return summary, length, crc, version
 
 
 class LayerReader:
@@ -424,8 +465,9 @@ class LayerReader:
 
     def _open(self) -> None:
         """Verify header, footer and section layout, then load the index."""
-        summary, header_length, header_crc = _decode_header(self._mm, self.name)
+        summary, header_length, header_crc, version = _decode_header(self._mm, self.name)
         self.summary = summary
+        self.format_version = version
         body, footer_crc, magic = _FOOTER.unpack_from(self._mm, self.size - FOOTER_SIZE)
         if magic != MAGIC:
             raise self._corrupt("bad footer magic (truncated file?)")
@@ -433,7 +475,7 @@ class LayerReader:
             raise self._corrupt("footer checksum mismatch")
         footer = _Footer._make(_FOOTER_BODY.unpack(body))
         if (footer.format_version, footer.kind, footer.reserved, footer.header_crc) != (
-            FORMAT_VERSION, summary.kind, 0, header_crc
+            version, summary.kind, 0, header_crc
         ):
             raise self._corrupt("footer does not match header")
         expected = header_length
@@ -552,37 +594,83 @@ class LayerReader:
         return index, entry_lsn
 
     def read_values(self, entry_indexes: NDArray[np.integer[Any]]) -> list[bytes | None]:
-        """Decompress and verify the values of the given entries (None = tombstone)."""
+        """Decode and verify the values of the given entries (None = tombstone); a patch
+        is laid over the versions before it, back to the page's last whole version."""
         idx = np.asarray(entry_indexes, dtype=np.int64)
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self._block.shape[0]):
             raise ValueError("entry index out of range")
-        mm = self._mm
-        unpack_crc = _U32.unpack_from
-        decompress = lz4.block.decompress
-        out: list[bytes | None] = []
-        for i, offset, length in zip(
-            idx.tolist(),
-            self._value_offset[idx].tolist(),
-            self._value_length[idx].tolist(),
-            strict=True,
-        ):
-            if length == 0:
-                out.append(None)
-                continue
-            payload = mm[offset + 4 : offset + length]
-            if zlib.crc32(payload) != unpack_crc(mm, offset)[0]:
-                raise self._entry_corrupt(i, "value frame checksum mismatch")
-            if len(payload) == PAGE_SIZE:
-                out.append(payload)
-                continue
-            try:
-                value = decompress(payload, uncompressed_size=PAGE_SIZE)
-            except lz4.block.LZ4BlockError:
-                value = b""
-            if len(value) != PAGE_SIZE:
-                raise self._entry_corrupt(i, "value frame does not decompress to a page")
-            out.append(value)
-        return out
+        return [self._value_at(i) for i in idx.tolist()]
+
+    def _value_at(self, i: int) -> bytes | None:
+        chain: list[tuple[int, bytes]] = []  # this entry and the patches it rests on
+        j = i
+        while True:
+            payload = self._payload(j)
+            if payload is None:
+                if j == i:
+                    return None
+                raise self._entry_corrupt(i, "patch over a tombstone")
+            chain.append((j, payload))
+            if not self._is_patch(payload):
+                break
+            if j == self._relation_start(j) or self._block[j - 1] != self._block[j]:
+                raise self._entry_corrupt(j, "patch without an earlier version")
+            j -= 1
+        page: bytes | None = None
+        for j, payload in reversed(chain):
+            page = self._decode(j, payload, page)
+        return page
+
+    def _relation_start(self, i: int) -> int:
+        rel = int(np.searchsorted(self._rel_start, i, side="right")) - 1
+        return int(self._rel_start[rel])
+
+    def _payload(self, i: int) -> bytes | None:
+        """The verified payload of entry ``i``'s frame; None for a tombstone."""
+        offset, length = int(self._value_offset[i]), int(self._value_length[i])
+        if length == 0:
+            return None
+        payload = self._mm[offset + 4 : offset + length]
+        if zlib.crc32(payload) != _U32.unpack_from(self._mm, offset)[0]:
+            raise self._entry_corrupt(i, "value frame checksum mismatch")
+        return payload
+
+    def _is_patch(self, payload: bytes) -> bool:
+        return self.format_version >= 2 and payload[0] in _PATCHES
+
+    def _decode(self, i: int, payload: bytes, base: bytes | None) -> bytes:
+        """The page entry ``i``'s payload encodes; ``base`` is the previous entry's page,
+        which a patch is laid over."""
+        if self.format_version == 1:
+            return self._whole(i, payload)
+        tag, body = payload[0], payload[1:]
+        if tag == _PAGE_RAW:
+            if len(body) != PAGE_SIZE:
+                raise self._entry_corrupt(i, "raw value frame is not a page")
+            return body
+        if tag == _PAGE_LZ4:
+            return self._whole(i, body)
+        if tag not in _PATCHES:
+            raise self._entry_corrupt(i, f"unknown value encoding {tag}")
+        if base is None:
+            raise self._entry_corrupt(i, "patch without an earlier version")
+        try:
+            runs = lz4.block.decompress(body) if tag == _PATCH_LZ4 else body
+            return apply_patch(base, runs)
+        except (lz4.block.LZ4BlockError, PatchError) as exc:
+            raise self._entry_corrupt(i, f"bad patch: {exc}") from None
+
+    def _whole(self, i: int, payload: bytes) -> bytes:
+        """A whole page: raw if it is 8192 bytes (format 1), else an lz4 block."""
+        if len(payload) == PAGE_SIZE:
+            return payload
+        try:
+            value: bytes = lz4.block.decompress(payload, uncompressed_size=PAGE_SIZE)
+        except lz4.block.LZ4BlockError:
+            value = b""
+        if len(value) != PAGE_SIZE:
+            raise self._entry_corrupt(i, "value frame does not decompress to a page")
+        return value
 
     def _entry_corrupt(self, i: int, what: str) -> CorruptionError:
         relation, block, lsn = self._entry_key(i)
@@ -594,17 +682,21 @@ class LayerReader:
         return Relation.from_bytes(self._rel_keys[rel]), int(self._block[i]), lsn
 
     def iter_pages(self) -> Iterator[tuple[Relation, int, int, bytes | None]]:
-        """Every page entry in key order, decoding values a chunk at a time."""
+        """Every page entry in key order, each patch laid over the page decoded before it."""
         lsn_start = self.summary.lsn_start
         for key in self._rel_keys:
             relation = Relation.from_bytes(key)
             start, end = self._relations[key]
+            previous: tuple[int, bytes | None] = (-1, None)  # block, page of the last entry
             for chunk in range(start, end, _ITER_CHUNK):
                 stop = min(chunk + _ITER_CHUNK, end)
-                values = self.read_values(np.arange(chunk, stop, dtype=np.int64))
                 blocks = self._block[chunk:stop].tolist()
                 lsns = self._lsn_offset[chunk:stop].tolist()
-                for block, lsn_offset, value in zip(blocks, lsns, values, strict=True):
+                for i, block, lsn_offset in zip(range(chunk, stop), blocks, lsns, strict=True):
+                    payload = self._payload(i)
+                    value = None if payload is None else self._decode(
+                        i, payload, previous[1] if previous[0] == block else None)
+                    previous = (block, value)
                     yield relation, block, lsn_start + lsn_offset, value
 
     def page_index(self, relation: Relation) -> tuple[NDArray[np.uint32], NDArray[np.uint64]]:
