@@ -599,26 +599,35 @@ class LayerReader:
         idx = np.asarray(entry_indexes, dtype=np.int64)
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self._block.shape[0]):
             raise ValueError("entry index out of range")
-        return [self._value_at(i) for i in idx.tolist()]
+        out: list[bytes | None] = []
+        for i, offset, length in zip(idx.tolist(), self._value_offset[idx].tolist(),
+                                     self._value_length[idx].tolist(), strict=True):
+            payload = self._frame_payload(i, offset, length)
+            if payload is None or not self._is_patch(payload):
+                out.append(None if payload is None else self._decode(i, payload, None))
+            else:
+                out.append(self._value_at(i, payload))
+        return out
 
-    def _value_at(self, i: int) -> bytes | None:
-        chain: list[tuple[int, bytes]] = []  # this entry and the patches it rests on
+    def _value_at(self, i: int, payload: bytes) -> bytes:
+        """The page entry ``i`` (a patch with ``payload``) encodes: the versions it rests
+        on are decoded from the last whole one forward."""
+        chain = [(i, payload)]  # this entry and the patches it rests on, newest first
         j = i
         while True:
-            payload = self._payload(j)
-            if payload is None:
-                if j == i:
-                    return None
-                raise self._entry_corrupt(i, "patch over a tombstone")
-            chain.append((j, payload))
-            if not self._is_patch(payload):
-                break
             if j == self._relation_start(j) or self._block[j - 1] != self._block[j]:
                 raise self._entry_corrupt(j, "patch without an earlier version")
             j -= 1
-        page: bytes | None = None
-        for j, payload in reversed(chain):
-            page = self._decode(j, payload, page)
+            earlier = self._payload(j)
+            if earlier is None:
+                raise self._entry_corrupt(j + 1, "patch over a tombstone")
+            chain.append((j, earlier))
+            if not self._is_patch(earlier):
+                break
+        j, encoded = chain.pop()
+        page = self._decode(j, encoded, None)  # the whole page the chain starts from
+        for j, encoded in reversed(chain):
+            page = self._decode(j, encoded, page)
         return page
 
     def _relation_start(self, i: int) -> int:
@@ -627,7 +636,9 @@ class LayerReader:
 
     def _payload(self, i: int) -> bytes | None:
         """The verified payload of entry ``i``'s frame; None for a tombstone."""
-        offset, length = int(self._value_offset[i]), int(self._value_length[i])
+        return self._frame_payload(i, int(self._value_offset[i]), int(self._value_length[i]))
+
+    def _frame_payload(self, i: int, offset: int, length: int) -> bytes | None:
         if length == 0:
             return None
         payload = self._mm[offset + 4 : offset + length]
@@ -641,15 +652,15 @@ class LayerReader:
     def _decode(self, i: int, payload: bytes, base: bytes | None) -> bytes:
         """The page entry ``i``'s payload encodes; ``base`` is the previous entry's page,
         which a patch is laid over."""
-        if self.format_version == 1:
-            return self._whole(i, payload)
+        if self.format_version == 1:  # no encoding byte: raw if a page long, else lz4
+            return payload if len(payload) == PAGE_SIZE else self._decompressed(i, payload)
         tag, body = payload[0], payload[1:]
         if tag == _PAGE_RAW:
             if len(body) != PAGE_SIZE:
                 raise self._entry_corrupt(i, "raw value frame is not a page")
             return body
         if tag == _PAGE_LZ4:
-            return self._whole(i, body)
+            return self._decompressed(i, body)
         if tag not in _PATCHES:
             raise self._entry_corrupt(i, f"unknown value encoding {tag}")
         if base is None:
@@ -660,10 +671,8 @@ class LayerReader:
         except (lz4.block.LZ4BlockError, PatchError) as exc:
             raise self._entry_corrupt(i, f"bad patch: {exc}") from None
 
-    def _whole(self, i: int, payload: bytes) -> bytes:
-        """A whole page: raw if it is 8192 bytes (format 1), else an lz4 block."""
-        if len(payload) == PAGE_SIZE:
-            return payload
+    def _decompressed(self, i: int, payload: bytes) -> bytes:
+        """A whole page from an lz4 block."""
         try:
             value: bytes = lz4.block.decompress(payload, uncompressed_size=PAGE_SIZE)
         except lz4.block.LZ4BlockError:
