@@ -15,7 +15,9 @@ PostgreSQL's last WAL page, so a layer would otherwise keep one 8 KB page per
 commit where the WAL grew by a few hundred bytes. Chains never cross layers, so
 GC, compaction and branches see whole pages as before, and at most
 ``MAX_PATCH_CHAIN`` patches follow a whole page, which bounds what a read of one
-version decodes. Format 1 files (whole pages only) stay readable.
+version decodes. The meta and batch sections are lz4 blocks in format 2: each commit
+adds a metadata version of its WAL segment and a batch record, alike but for a few
+bytes. Format 1 files (whole pages, plain sections) stay readable.
 """
 
 from __future__ import annotations
@@ -200,7 +202,7 @@ def _write_body(
     meta_length, meta_count, meta_crc = _write_metas(out, summary, metas)
 
     batch_offset = meta_offset + meta_length
-    batch_bytes = batch_rows.tobytes()
+    batch_bytes = _packed_section(batch_rows.tobytes())
     out.write(batch_bytes)
 
     index_offset = batch_offset + len(batch_bytes)
@@ -235,8 +237,10 @@ def _write_body(
 def _write_metas(
     out: BinaryIO, summary: LayerSummary, metas: Iterable[tuple[str, int, bytes | None]]
 ) -> tuple[int, int, int]:
-    """Validate and stream the meta section; return its length, record count and CRC."""
-    length = count = crc = 0
+    """Validate and write the meta section; return its stored length, record count and
+    CRC."""
+    plain = bytearray()
+    count = 0
     prev: tuple[bytes, int] | None = None
     for path, lsn, value in metas:
         raw_path = path.encode()
@@ -249,14 +253,18 @@ def _write_metas(
         if value is not None and len(value) >= _META_DELETED:
             raise ValueError(f"meta value of {path!r} too large")
         value_length = _META_DELETED if value is None else len(value)
-        record = _META_RECORD.pack(len(raw_path), lsn, value_length) + raw_path + (value or b"")
-        out.write(record)
-        crc = zlib.crc32(record, crc)
-        length += len(record)
+        plain += _META_RECORD.pack(len(raw_path), lsn, value_length) + raw_path + (value or b"")
         count += 1
     if count > _U32_MAX:
         raise ValueError("too many meta entries")
-    return length, count, crc
+    stored = _packed_section(bytes(plain))
+    out.write(stored)
+    return len(stored), count, zlib.crc32(stored)
+
+
+def _packed_section(plain: bytes) -> bytes:
+    """A meta or batch section as stored: empty, or an lz4 block with its size."""
+    return lz4.block.compress(plain, store_size=True) if plain else b""
 
 
 def _check_lsn(summary: LayerSummary, lsn: int, what: str) -> None:
@@ -490,7 +498,7 @@ class LayerReader:
             expected = offset + length
         if expected != self.size - FOOTER_SIZE:
             raise self._corrupt("section lengths do not add up to the file size")
-        if footer.batch_length % _BATCH_BYTES or (
+        if (version == 1 and footer.batch_length % _BATCH_BYTES) or (
             summary.kind is LayerKind.IMAGE and footer.batch_length
         ):
             raise self._corrupt(f"bad batch section length {footer.batch_length}")
@@ -717,10 +725,17 @@ class LayerReader:
     # -- metadata and batches ------------------------------------------------------
 
     def _section(self, offset: int, length: int, crc: int, what: str) -> bytes:
+        """A verified meta or batch section, unpacked (format 2 stores it as lz4)."""
         raw = self._mm[offset : offset + length]
         if zlib.crc32(raw) != crc:
             raise self._corrupt(f"{what} section checksum mismatch")
-        return raw
+        if self.format_version == 1 or not raw:
+            return raw
+        try:
+            plain: bytes = lz4.block.decompress(raw)
+        except lz4.block.LZ4BlockError as exc:
+            raise self._corrupt(f"{what} section does not decompress: {exc}") from None
+        return plain
 
     def metas(self) -> list[tuple[str, int, bytes | None]]:
         """All metadata entries, sorted by (path, lsn); None = path deleted."""
@@ -749,6 +764,8 @@ class LayerReader:
         """Batch records as an (n, 3) array of (lsn, wal_lsn, timestamp_us)."""
         f = self._footer
         raw = self._section(f.batch_offset, f.batch_length, f.batch_crc, "batch")
+        if len(raw) % _BATCH_BYTES:
+            raise self._corrupt(f"bad batch section length {len(raw)}")
         return np.frombuffer(raw, dtype="<u8").astype(np.uint64).reshape(-1, 3)
 
     # -- lifecycle -----------------------------------------------------------------

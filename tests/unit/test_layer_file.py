@@ -489,11 +489,16 @@ def test_versions_of_a_page_are_stored_as_patches(tmp_path: Path) -> None:
     versions = wal_page_versions(100)
     entries: list[PageEntry] = [(REL_A, 5, 10 + n, v) for n, v in enumerate(versions)]
     entries += [(REL_A, 6, 10, page(1)), (REL_A, 6, 11, None), (REL_A, 6, 12, page(2))]
+    # Each commit also versions its segment's metadata and adds a batch record.
+    metas: list[MetaEntry] = [("pg_wal/000000010000000000000001", 10 + n,
+                               bytes(31) + n.to_bytes(8, "big") + bytes(16)) for n in range(100)]
+    batches = [(10 + n, 0x1000000 + 300 * n, 1_700_000_000_000_000 + 1000 * n)
+               for n in range(100)]
     path = tmp_path / "wal.layer"
-    size = write_layer(path, delta(10, 200), entries, [])
+    size = write_layer(path, delta(10, 200), entries, metas, batches)
     # Each version costs about its new record (300 random bytes), not a page; a whole
-    # page (random, hence raw) starts each chain.
-    assert size < 100 * (300 + 40) + 4 * (PAGE_SIZE + 100) + 2 * PAGE_SIZE
+    # page (random, hence raw) starts each chain. Metas and batches are packed.
+    assert size < 100 * (300 + 40) + 4 * (PAGE_SIZE + 100) + 2 * PAGE_SIZE + 100 * 40
     tags = frame_tags(path.read_bytes())
     whole = [n for n, tag in enumerate(tags[:100]) if tag in (0, 1)]
     assert whole == list(range(0, 100, layer_file.MAX_PATCH_CHAIN + 1))  # chains bounded
@@ -504,6 +509,8 @@ def test_versions_of_a_page_are_stored_as_patches(tmp_path: Path) -> None:
         assert reader.read_values(order) == [entries[n][3] for n in order.tolist()]
         idx, _ = reader.find_pages(REL_A, np.array([5, 5]), 10 + 64)
         assert reader.read_values(idx) == [versions[64], versions[64]]
+        assert reader.metas() == metas
+        assert reader.batches().tolist() == [list(b) for b in batches]
 
 
 @settings(max_examples=60, deadline=None,
