@@ -662,11 +662,11 @@ class LayerReader:
         which a patch is laid over."""
         if self.format_version == 1:  # no encoding byte: raw if a page long, else lz4
             return payload if len(payload) == PAGE_SIZE else self._decompressed(i, payload)
-        tag, body = payload[0], payload[1:]
+        tag, body = payload[0], memoryview(payload)[1:]
         if tag == _PAGE_RAW:
             if len(body) != PAGE_SIZE:
                 raise self._entry_corrupt(i, "raw value frame is not a page")
-            return body
+            return bytes(body)
         if tag == _PAGE_LZ4:
             return self._decompressed(i, body)
         if tag not in _PATCHES:
@@ -674,12 +674,12 @@ class LayerReader:
         if base is None:
             raise self._entry_corrupt(i, "patch without an earlier version")
         try:
-            runs = lz4.block.decompress(body) if tag == _PATCH_LZ4 else body
+            runs = lz4.block.decompress(body) if tag == _PATCH_LZ4 else bytes(body)
             return apply_patch(base, runs)
         except (lz4.block.LZ4BlockError, PatchError) as exc:
             raise self._entry_corrupt(i, f"bad patch: {exc}") from None
 
-    def _decompressed(self, i: int, payload: bytes) -> bytes:
+    def _decompressed(self, i: int, payload: bytes | memoryview) -> bytes:
         """A whole page from an lz4 block."""
         try:
             value: bytes = lz4.block.decompress(payload, uncompressed_size=PAGE_SIZE)
@@ -709,8 +709,11 @@ class LayerReader:
                 stop = min(chunk + _ITER_CHUNK, end)
                 blocks = self._block[chunk:stop].tolist()
                 lsns = self._lsn_offset[chunk:stop].tolist()
-                for i, block, lsn_offset in zip(range(chunk, stop), blocks, lsns, strict=True):
-                    payload = self._payload(i)
+                offsets = self._value_offset[chunk:stop].tolist()
+                lengths = self._value_length[chunk:stop].tolist()
+                for i, block, lsn_offset, offset, length in zip(
+                        range(chunk, stop), blocks, lsns, offsets, lengths, strict=True):
+                    payload = self._frame_payload(i, offset, length)
                     value = None if payload is None else self._decode(
                         i, payload, previous[1] if previous[0] == block else None)
                     previous = (block, value)
