@@ -3,10 +3,21 @@
 A *delta* layer holds page and metadata versions for a key range and an LSN
 range ``[lsn_start, lsn_end)``; an *image* layer holds every present key of a
 key range at one LSN. The byte layout is specified in ``docs/FORMAT.md``:
-header, one checksummed lz4 frame per page value, then the metadata, batch and
+header, one checksummed frame per page value, then the metadata, batch and
 index sections, then a fixed-size footer. The writer streams values to disk so
 a layer never has to fit in memory; the reader mmaps the file, verifies the
 header, footer and index at open, and checks each value frame when it is read.
+
+Since format 2 a frame holds either the whole page (lz4 or raw) or a patch: the
+byte ranges that changed since the entry before it, the previous version of the
+same page in this layer (``pageserver/page_patch.py``). Every commit rewrites
+PostgreSQL's last WAL page, so a layer would otherwise keep one 8 KB page per
+commit where the WAL grew by a few hundred bytes. Chains never cross layers, so
+GC, compaction and branches see whole pages as before, and at most
+``MAX_PATCH_CHAIN`` patches follow a whole page, which bounds what a read of one
+version decodes. The meta and batch sections are lz4 blocks in format 2: each commit
+adds a metadata version of its WAL segment and a batch record, alike but for a few
+bytes. Format 1 files (whole pages, plain sections) stay readable.
 """
 
 from __future__ import annotations
@@ -37,9 +48,19 @@ from common.keys import (
     Relation,
     relation_block_range,
 )
+from pageserver.page_patch import PatchError, apply_patch, make_patch
 
 MAGIC = b"STRLAYR1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what the writer writes
+READABLE_VERSIONS = (1, 2)  # 1: every frame a whole page; 2: tagged frames, patches
+MAX_PATCH_CHAIN = 32  # patches in a row before the writer stores a whole page again
+
+# The first payload byte of a format 2 frame: how the rest encodes the page.
+_PAGE_RAW = 0  # the page, 8192 bytes
+_PAGE_LZ4 = 1  # the page as an lz4 block
+_PATCH_RAW = 2  # runs (page_patch) over the entry before it
+_PATCH_LZ4 = 3  # the same runs as an lz4 block with its size stored
+_PATCHES = (_PATCH_RAW, _PATCH_LZ4)
 
 _U32_MAX = 0xFFFFFFFF
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
@@ -181,7 +202,7 @@ def _write_body(
     meta_length, meta_count, meta_crc = _write_metas(out, summary, metas)
 
     batch_offset = meta_offset + meta_length
-    batch_bytes = batch_rows.tobytes()
+    batch_bytes = _packed_section(batch_rows.tobytes())
     out.write(batch_bytes)
 
     index_offset = batch_offset + len(batch_bytes)
@@ -216,8 +237,10 @@ def _write_body(
 def _write_metas(
     out: BinaryIO, summary: LayerSummary, metas: Iterable[tuple[str, int, bytes | None]]
 ) -> tuple[int, int, int]:
-    """Validate and stream the meta section; return its length, record count and CRC."""
-    length = count = crc = 0
+    """Validate and write the meta section; return its stored length, record count and
+    CRC."""
+    plain = bytearray()
+    count = 0
     prev: tuple[bytes, int] | None = None
     for path, lsn, value in metas:
         raw_path = path.encode()
@@ -230,14 +253,18 @@ def _write_metas(
         if value is not None and len(value) >= _META_DELETED:
             raise ValueError(f"meta value of {path!r} too large")
         value_length = _META_DELETED if value is None else len(value)
-        record = _META_RECORD.pack(len(raw_path), lsn, value_length) + raw_path + (value or b"")
-        out.write(record)
-        crc = zlib.crc32(record, crc)
-        length += len(record)
+        plain += _META_RECORD.pack(len(raw_path), lsn, value_length) + raw_path + (value or b"")
         count += 1
     if count > _U32_MAX:
         raise ValueError("too many meta entries")
-    return length, count, crc
+    stored = _packed_section(bytes(plain))
+    out.write(stored)
+    return len(stored), count, zlib.crc32(stored)
+
+
+def _packed_section(plain: bytes) -> bytes:
+    """A meta or batch section as stored: empty, or an lz4 block with its size."""
+    return lz4.block.compress(plain, store_size=True) if plain else b""
 
 
 def _check_lsn(summary: LayerSummary, lsn: int, what: str) -> None:
@@ -258,6 +285,8 @@ class _IndexBuilder:
         self.lsn_offset = array("I")
         self.value_length = array("I")
         self._prev: tuple[int, int] = (-1, -1)  # (block, lsn) of the last entry
+        self._prev_value: bytes | None = None  # the last entry's page (None: tombstone)
+        self._chain = 0  # patches since the last whole page of this block
         self._blocks_allowed = (0, 0)
 
     def add(self, relation: Relation, block: int, lsn: int, value: bytes | None) -> bytes:
@@ -278,7 +307,9 @@ class _IndexBuilder:
         what = f"page {relation} block {block} lsn {lsn}"
         if (block, lsn) <= self._prev:
             raise ValueError(f"page entries not sorted/unique at {what}")
+        base = self._prev_value if self._prev[0] == block else None
         self._prev = (block, lsn)
+        self._prev_value = value
         lo, hi = self._blocks_allowed
         if not lo <= block < hi:
             raise ValueError(f"{what}: key outside the layer's key range")
@@ -293,14 +324,31 @@ class _IndexBuilder:
             return b""
         if len(value) != PAGE_SIZE:
             raise ValueError(f"{what}: value is {len(value)} bytes, expected {PAGE_SIZE}")
-        payload: bytes = lz4.block.compress(value, store_size=False)
-        if len(payload) >= PAGE_SIZE:
-            payload = bytes(value)  # incompressible: stored raw
+        payload = self._payload(value, base)
         frame = _U32.pack(zlib.crc32(payload)) + payload
         self.value_offset.append(self.offset)
         self.value_length.append(len(frame))
         self.offset += len(frame)
         return frame
+
+    def _payload(self, value: bytes, base: bytes | None) -> bytes:
+        """The smaller of the whole page and, while the chain is short enough, its patch
+        over ``base`` (the previous version of the page in this layer)."""
+        packed: bytes = lz4.block.compress(value, store_size=False)
+        whole = bytes([_PAGE_LZ4]) + packed if len(packed) < PAGE_SIZE \
+            else bytes([_PAGE_RAW]) + bytes(value)  # incompressible: stored raw
+        if base is None or self._chain >= MAX_PATCH_CHAIN:
+            self._chain = 0
+            return whole
+        runs = make_patch(base, value)
+        packed_runs: bytes = lz4.block.compress(runs, store_size=True) if runs else b""
+        patch = bytes([_PATCH_LZ4]) + packed_runs if runs and len(packed_runs) < len(runs) \
+            else bytes([_PATCH_RAW]) + runs
+        if len(patch) >= len(whole):
+            self._chain = 0
+            return whole
+        self._chain += 1
+        return patch
 
     def finish(self) -> tuple[bytes, int, int]:
         """The stored (lz4-compressed) index section, relation count and entry count."""
@@ -359,12 +407,13 @@ def read_summary(path: Path) -> LayerSummary:
             raise CorruptionError(f"layer {path}: truncated header")
         key_start_length, key_end_length = _HEADER.unpack(head)[-2:]
         rest = f.read(key_start_length + key_end_length + 4)
-    summary, _, _ = _decode_header(head + rest, str(path))
+    summary, _, _, _ = _decode_header(head + rest, str(path))
     return summary
 
 
-def _decode_header(buf: bytes | mmap.mmap, name: str) -> tuple[LayerSummary, int, int]:
-    """Verify the header at the start of ``buf``: (summary, header length, header crc)."""
+def _decode_header(buf: bytes | mmap.mmap, name: str) -> tuple[LayerSummary, int, int, int]:
+    """Verify the header at the start of ``buf``: (summary, header length, header crc,
+    format version)."""
     if len(buf) < _HEADER.size + 4:
         raise CorruptionError(f"layer {name}: truncated header")
     magic, version, kind, flags, length, lsn_start, lsn_end, ks_len, ke_len = (
@@ -374,7 +423,7 @@ def _decode_header(buf: bytes | mmap.mmap, name: str) -> tuple[LayerSummary, int
         raise CorruptionError(f"layer {name}: bad header magic {magic!r}")
     # Magic and version sit at the same place in every format version, so an
     # unknown version is reported before anything version-specific is parsed.
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CorruptionError(f"layer {name}: unsupported format version {version}")
     if length != _HEADER.size + ks_len + ke_len + 4 or length > len(buf):
         raise CorruptionError(f"layer {name}: bad or truncated header length {length}")
@@ -391,7 +440,7 @@ def _decode_header(buf: bytes | mmap.mmap, name: str) -> tuple[LayerSummary, int
         _check_summary(summary)
     except ValueError as exc:
         raise CorruptionError(f"layer {name}: inconsistent header: {exc}") from None
-    return summary, length, crc
+    return summary, length, crc, version
 
 
 class LayerReader:
@@ -424,8 +473,9 @@ class LayerReader:
 
     def _open(self) -> None:
         """Verify header, footer and section layout, then load the index."""
-        summary, header_length, header_crc = _decode_header(self._mm, self.name)
+        summary, header_length, header_crc, version = _decode_header(self._mm, self.name)
         self.summary = summary
+        self.format_version = version
         body, footer_crc, magic = _FOOTER.unpack_from(self._mm, self.size - FOOTER_SIZE)
         if magic != MAGIC:
             raise self._corrupt("bad footer magic (truncated file?)")
@@ -433,7 +483,7 @@ class LayerReader:
             raise self._corrupt("footer checksum mismatch")
         footer = _Footer._make(_FOOTER_BODY.unpack(body))
         if (footer.format_version, footer.kind, footer.reserved, footer.header_crc) != (
-            FORMAT_VERSION, summary.kind, 0, header_crc
+            version, summary.kind, 0, header_crc
         ):
             raise self._corrupt("footer does not match header")
         expected = header_length
@@ -448,7 +498,7 @@ class LayerReader:
             expected = offset + length
         if expected != self.size - FOOTER_SIZE:
             raise self._corrupt("section lengths do not add up to the file size")
-        if footer.batch_length % _BATCH_BYTES or (
+        if (version == 1 and footer.batch_length % _BATCH_BYTES) or (
             summary.kind is LayerKind.IMAGE and footer.batch_length
         ):
             raise self._corrupt(f"bad batch section length {footer.batch_length}")
@@ -552,37 +602,92 @@ class LayerReader:
         return index, entry_lsn
 
     def read_values(self, entry_indexes: NDArray[np.integer[Any]]) -> list[bytes | None]:
-        """Decompress and verify the values of the given entries (None = tombstone)."""
+        """Decode and verify the values of the given entries (None = tombstone); a patch
+        is laid over the versions before it, back to the page's last whole version."""
         idx = np.asarray(entry_indexes, dtype=np.int64)
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self._block.shape[0]):
             raise ValueError("entry index out of range")
-        mm = self._mm
-        unpack_crc = _U32.unpack_from
-        decompress = lz4.block.decompress
         out: list[bytes | None] = []
-        for i, offset, length in zip(
-            idx.tolist(),
-            self._value_offset[idx].tolist(),
-            self._value_length[idx].tolist(),
-            strict=True,
-        ):
-            if length == 0:
-                out.append(None)
-                continue
-            payload = mm[offset + 4 : offset + length]
-            if zlib.crc32(payload) != unpack_crc(mm, offset)[0]:
-                raise self._entry_corrupt(i, "value frame checksum mismatch")
-            if len(payload) == PAGE_SIZE:
-                out.append(payload)
-                continue
-            try:
-                value = decompress(payload, uncompressed_size=PAGE_SIZE)
-            except lz4.block.LZ4BlockError:
-                value = b""
-            if len(value) != PAGE_SIZE:
-                raise self._entry_corrupt(i, "value frame does not decompress to a page")
-            out.append(value)
+        for i, offset, length in zip(idx.tolist(), self._value_offset[idx].tolist(),
+                                     self._value_length[idx].tolist(), strict=True):
+            payload = self._frame_payload(i, offset, length)
+            if payload is None or not self._is_patch(payload):
+                out.append(None if payload is None else self._decode(i, payload, None))
+            else:
+                out.append(self._value_at(i, payload))
         return out
+
+    def _value_at(self, i: int, payload: bytes) -> bytes:
+        """The page entry ``i`` (a patch with ``payload``) encodes: the versions it rests
+        on are decoded from the last whole one forward."""
+        chain = [(i, payload)]  # this entry and the patches it rests on, newest first
+        j = i
+        while True:
+            if j == self._relation_start(j) or self._block[j - 1] != self._block[j]:
+                raise self._entry_corrupt(j, "patch without an earlier version")
+            j -= 1
+            earlier = self._payload(j)
+            if earlier is None:
+                raise self._entry_corrupt(j + 1, "patch over a tombstone")
+            chain.append((j, earlier))
+            if not self._is_patch(earlier):
+                break
+        j, encoded = chain.pop()
+        page = self._decode(j, encoded, None)  # the whole page the chain starts from
+        for j, encoded in reversed(chain):
+            page = self._decode(j, encoded, page)
+        return page
+
+    def _relation_start(self, i: int) -> int:
+        rel = int(np.searchsorted(self._rel_start, i, side="right")) - 1
+        return int(self._rel_start[rel])
+
+    def _payload(self, i: int) -> bytes | None:
+        """The verified payload of entry ``i``'s frame; None for a tombstone."""
+        return self._frame_payload(i, int(self._value_offset[i]), int(self._value_length[i]))
+
+    def _frame_payload(self, i: int, offset: int, length: int) -> bytes | None:
+        if length == 0:
+            return None
+        payload = self._mm[offset + 4 : offset + length]
+        if zlib.crc32(payload) != _U32.unpack_from(self._mm, offset)[0]:
+            raise self._entry_corrupt(i, "value frame checksum mismatch")
+        return payload
+
+    def _is_patch(self, payload: bytes) -> bool:
+        return self.format_version >= 2 and payload[0] in _PATCHES
+
+    def _decode(self, i: int, payload: bytes, base: bytes | None) -> bytes:
+        """The page entry ``i``'s payload encodes; ``base`` is the previous entry's page,
+        which a patch is laid over."""
+        if self.format_version == 1:  # no encoding byte: raw if a page long, else lz4
+            return payload if len(payload) == PAGE_SIZE else self._decompressed(i, payload)
+        tag, body = payload[0], memoryview(payload)[1:]
+        if tag == _PAGE_RAW:
+            if len(body) != PAGE_SIZE:
+                raise self._entry_corrupt(i, "raw value frame is not a page")
+            return bytes(body)
+        if tag == _PAGE_LZ4:
+            return self._decompressed(i, body)
+        if tag not in _PATCHES:
+            raise self._entry_corrupt(i, f"unknown value encoding {tag}")
+        if base is None:
+            raise self._entry_corrupt(i, "patch without an earlier version")
+        try:
+            runs = lz4.block.decompress(body) if tag == _PATCH_LZ4 else bytes(body)
+            return apply_patch(base, runs)
+        except (lz4.block.LZ4BlockError, PatchError) as exc:
+            raise self._entry_corrupt(i, f"bad patch: {exc}") from None
+
+    def _decompressed(self, i: int, payload: bytes | memoryview) -> bytes:
+        """A whole page from an lz4 block."""
+        try:
+            value: bytes = lz4.block.decompress(payload, uncompressed_size=PAGE_SIZE)
+        except lz4.block.LZ4BlockError:
+            value = b""
+        if len(value) != PAGE_SIZE:
+            raise self._entry_corrupt(i, "value frame does not decompress to a page")
+        return value
 
     def _entry_corrupt(self, i: int, what: str) -> CorruptionError:
         relation, block, lsn = self._entry_key(i)
@@ -594,17 +699,24 @@ class LayerReader:
         return Relation.from_bytes(self._rel_keys[rel]), int(self._block[i]), lsn
 
     def iter_pages(self) -> Iterator[tuple[Relation, int, int, bytes | None]]:
-        """Every page entry in key order, decoding values a chunk at a time."""
+        """Every page entry in key order, each patch laid over the page decoded before it."""
         lsn_start = self.summary.lsn_start
         for key in self._rel_keys:
             relation = Relation.from_bytes(key)
             start, end = self._relations[key]
+            previous: tuple[int, bytes | None] = (-1, None)  # block, page of the last entry
             for chunk in range(start, end, _ITER_CHUNK):
                 stop = min(chunk + _ITER_CHUNK, end)
-                values = self.read_values(np.arange(chunk, stop, dtype=np.int64))
                 blocks = self._block[chunk:stop].tolist()
                 lsns = self._lsn_offset[chunk:stop].tolist()
-                for block, lsn_offset, value in zip(blocks, lsns, values, strict=True):
+                offsets = self._value_offset[chunk:stop].tolist()
+                lengths = self._value_length[chunk:stop].tolist()
+                for i, block, lsn_offset, offset, length in zip(
+                        range(chunk, stop), blocks, lsns, offsets, lengths, strict=True):
+                    payload = self._frame_payload(i, offset, length)
+                    value = None if payload is None else self._decode(
+                        i, payload, previous[1] if previous[0] == block else None)
+                    previous = (block, value)
                     yield relation, block, lsn_start + lsn_offset, value
 
     def page_index(self, relation: Relation) -> tuple[NDArray[np.uint32], NDArray[np.uint64]]:
@@ -616,10 +728,17 @@ class LayerReader:
     # -- metadata and batches ------------------------------------------------------
 
     def _section(self, offset: int, length: int, crc: int, what: str) -> bytes:
+        """A verified meta or batch section, unpacked (format 2 stores it as lz4)."""
         raw = self._mm[offset : offset + length]
         if zlib.crc32(raw) != crc:
             raise self._corrupt(f"{what} section checksum mismatch")
-        return raw
+        if self.format_version == 1 or not raw:
+            return raw
+        try:
+            plain: bytes = lz4.block.decompress(raw)
+        except lz4.block.LZ4BlockError as exc:
+            raise self._corrupt(f"{what} section does not decompress: {exc}") from None
+        return plain
 
     def metas(self) -> list[tuple[str, int, bytes | None]]:
         """All metadata entries, sorted by (path, lsn); None = path deleted."""
@@ -648,6 +767,8 @@ class LayerReader:
         """Batch records as an (n, 3) array of (lsn, wal_lsn, timestamp_us)."""
         f = self._footer
         raw = self._section(f.batch_offset, f.batch_length, f.batch_crc, "batch")
+        if len(raw) % _BATCH_BYTES:
+            raise self._corrupt(f"bad batch section length {len(raw)}")
         return np.frombuffer(raw, dtype="<u8").astype(np.uint64).reshape(-1, 3)
 
     # -- lifecycle -----------------------------------------------------------------

@@ -363,13 +363,13 @@ def test_layout_matches_documented_format(delta_path: Path) -> None:
     raw = delta_path.read_bytes()
     regions = layout(raw)
     assert raw[:8] == raw[-8:] == b"STRLAYR1"
-    assert struct.unpack_from("<HB", raw, 8) == (1, LayerKind.DELTA)
+    assert struct.unpack_from("<HB", raw, 8) == (2, LayerKind.DELTA)
     assert struct.unpack_from("<QQ", raw, 16) == (100, 200)
     covered = sorted(regions.values())
     assert covered[0][0] == 0 and sum(length for _, length in covered) == len(raw)
     assert all(a + n == b for (a, n), (b, _) in pairwise(covered))
-    start, length = regions["entry 3"]  # the incompressible page is stored raw
-    assert raw[start + 4 : start + length] == random_page(3)
+    start, length = regions["entry 3"]  # the incompressible page is stored raw, tag 0
+    assert raw[start + 4 : start + length] == b"\x00" + random_page(3)
     assert zlib.crc32(raw[start + 4 : start + length]) == struct.unpack_from("<I", raw, start)[0]
 
 
@@ -433,12 +433,12 @@ def test_not_a_layer_file(tmp_path: Path) -> None:
 
 def test_unsupported_version_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "future.layer"
-    monkeypatch.setattr(layer_file, "FORMAT_VERSION", 2)
+    monkeypatch.setattr(layer_file, "FORMAT_VERSION", 3)
     write_layer(path, delta(1, 2), [], [])
     monkeypatch.undo()
-    with pytest.raises(CorruptionError, match="unsupported format version 2"):
+    with pytest.raises(CorruptionError, match="unsupported format version 3"):
         LayerReader(path)
-    with pytest.raises(CorruptionError, match="unsupported format version 2"):
+    with pytest.raises(CorruptionError, match="unsupported format version 3"):
         read_summary(path)
 
 
@@ -459,3 +459,103 @@ def test_read_summary(tmp_path: Path, delta_path: Path) -> None:
     path.write_bytes(raw[:30])
     with pytest.raises(CorruptionError, match="truncated"):
         read_summary(path)
+
+
+# -- patches (format 2) and format 1 files -----------------------------------------------
+
+
+def wal_page_versions(count: int, record: int = 300) -> list[bytes]:
+    """The versions of a WAL page as PostgreSQL rewrites it: each one the last plus a
+    record of ``record`` distinct bytes, zeros after it, and a header field that moves."""
+    rng = np.random.default_rng(count)
+    versions = []
+    page = bytearray(PAGE_SIZE)
+    for n in range(count):
+        at = 24 + (n * record) % (PAGE_SIZE - 24 - record)
+        page[at:at + record] = rng.integers(0, 256, record, dtype=np.uint8).tobytes()
+        page[16:20] = n.to_bytes(4, "little")
+        versions.append(bytes(page))
+    return versions
+
+
+def frame_tags(raw: bytes) -> list[int]:
+    """The encoding byte of every frame, in entry order (docs/FORMAT.md)."""
+    regions = layout(raw)
+    return [raw[regions[name][0] + 4] for name in sorted(
+        (n for n in regions if n.startswith("entry ")), key=lambda n: int(n.split()[1]))]
+
+
+def test_versions_of_a_page_are_stored_as_patches(tmp_path: Path) -> None:
+    versions = wal_page_versions(100)
+    entries: list[PageEntry] = [(REL_A, 5, 10 + n, v) for n, v in enumerate(versions)]
+    entries += [(REL_A, 6, 10, page(1)), (REL_A, 6, 11, None), (REL_A, 6, 12, page(2))]
+    # Each commit also versions its segment's metadata and adds a batch record.
+    metas: list[MetaEntry] = [("pg_wal/000000010000000000000001", 10 + n,
+                               bytes(31) + n.to_bytes(8, "big") + bytes(16)) for n in range(100)]
+    batches = [(10 + n, 0x1000000 + 300 * n, 1_700_000_000_000_000 + 1000 * n)
+               for n in range(100)]
+    path = tmp_path / "wal.layer"
+    size = write_layer(path, delta(10, 200), entries, metas, batches)
+    # Each version costs about its new record (300 random bytes), not a page; a whole
+    # page (random, hence raw) starts each chain. Metas and batches are packed.
+    assert size < 100 * (300 + 40) + 4 * (PAGE_SIZE + 100) + 2 * PAGE_SIZE + 100 * 40
+    tags = frame_tags(path.read_bytes())
+    whole = [n for n, tag in enumerate(tags[:100]) if tag in (0, 1)]
+    assert whole == list(range(0, 100, layer_file.MAX_PATCH_CHAIN + 1))  # chains bounded
+    assert tags[100:] == [1, 1]  # a version after a tombstone is stored whole
+    with LayerReader(path) as reader:
+        assert list(reader.iter_pages()) == entries
+        order = np.random.default_rng(7).permutation(len(entries))
+        assert reader.read_values(order) == [entries[n][3] for n in order.tolist()]
+        idx, _ = reader.find_pages(REL_A, np.array([5, 5]), 10 + 64)
+        assert reader.read_values(idx) == [versions[64], versions[64]]
+        assert reader.metas() == metas
+        assert reader.batches().tolist() == [list(b) for b in batches]
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.lists(st.tuples(st.integers(0, PAGE_SIZE - 1), st.binary(max_size=40)),
+                               max_size=6), min_size=1, max_size=45),
+       tombstone_at=st.integers(-1, 44))
+def test_edited_versions_roundtrip(tmp_path: Path, edits: list[list[tuple[int, bytes]]],
+                                   tombstone_at: int) -> None:
+    entries: list[PageEntry] = []
+    current = bytearray(page(3))
+    for n, changes in enumerate(edits):
+        for at, data in changes:
+            current[at:at + len(data)] = data[:PAGE_SIZE - at]
+        entries.append((REL_B, 1, n, None if n == tombstone_at else bytes(current)))
+    path = tmp_path / "edits.layer"
+    write_layer(path, delta(0, 50), entries, [])
+    with LayerReader(path) as reader:
+        assert list(reader.iter_pages()) == entries
+        assert reader.read_values(np.arange(len(entries))[::-1]) == [
+            e[3] for e in reversed(entries)]
+
+
+def test_a_damaged_base_fails_the_patches_over_it(tmp_path: Path) -> None:
+    versions = wal_page_versions(3)
+    path = tmp_path / "chain.layer"
+    write_layer(path, delta(1, 10), [(REL_A, 0, 1 + n, v) for n, v in enumerate(versions)], [])
+    raw = bytearray(path.read_bytes())
+    start, length = layout(bytes(raw))["entry 0"]
+    raw[start + length // 2] ^= 0x20
+    path.write_bytes(raw)
+    with LayerReader(path, name="L-7") as reader, \
+            pytest.raises(CorruptionError, match=r"L-7.*entry 0.*checksum"):
+        reader.read_values(np.array([2]))
+
+
+def test_format_1_files_stay_readable() -> None:
+    """A file written by the format 1 writer (kept as test data) reads as it did."""
+    path = Path(__file__).parent / "data" / "layer-format-1.layer"
+    assert struct.unpack_from("<H", path.read_bytes(), 8) == (1,)
+    with LayerReader(path) as reader:
+        assert reader.format_version == 1
+        assert list(reader.iter_pages()) == DELTA_PAGES
+        assert reader.read_values(np.arange(len(DELTA_PAGES))[::-1]) == [
+            p[3] for p in reversed(DELTA_PAGES)]
+        assert reader.metas() == DELTA_METAS
+        assert reader.batches().tolist() == [list(b) for b in DELTA_BATCHES]
+    assert read_summary(path) == delta(100, 200)
