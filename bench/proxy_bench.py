@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import statistics
 import sys
 import time
@@ -75,8 +76,16 @@ FULL = Settings("full", wakes=12, warm_connects=60, agent_loops=20, select_runs=
                 select_seconds=10, select_clients=4)
 QUICK = Settings("quick", wakes=3, warm_connects=15, agent_loops=3, select_runs=3,
                  select_seconds=4, select_clients=4)
-PLAIN_PORT = 55310  # the plain PostgreSQL of the transport ceiling
 SELECT_SCALE = 2  # pgbench_accounts of 200,000 rows: cached after the warm-up run
+
+
+def free_tcp_port() -> int:
+    """A port free on 127.0.0.1 now, for the plain PostgreSQL of the transport ceiling
+    (a fixed one collided with another bench's server still going down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def first_row(uri: str) -> None:
@@ -165,7 +174,7 @@ def select_only(strata: Strata, settings: Settings, root: Path) -> JSON:
         raise BenchError("no compute for the select-only runs")
     direct = node.spec.dsn()
     pgbench("-i", "-s", str(SELECT_SCALE), "-q", uri)  # the tenant's tables, as a client's
-    local = LocalPostgres(root / "plain", PLAIN_PORT, tcp=True)
+    local = LocalPostgres(root / "plain", free_tcp_port(), tcp=True)
     local.init()
     try:
         local.start("128MB", True)
