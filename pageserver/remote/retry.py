@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ from pageserver.remote.base import RemoteStorage, RemoteStorageError
 _log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_backoff_scale = 1.0  # every wait between retries is multiplied by it (``shortened_backoff``)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,23 @@ class RetryPolicy:
 
     def delay(self, failures: int, rng: random.Random) -> float:
         """Seconds to wait after ``failures`` failures (full jitter)."""
-        return rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** (failures - 1)))
+        return rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** (failures - 1))) \
+            * _backoff_scale
+
+
+@contextmanager
+def shortened_backoff(scale: float) -> Iterator[None]:
+    """Every wait between retries times ``scale`` (0 < scale <= 1) inside the block, in
+    the whole process: for tests that inject thousands of store failures, whose waits
+    proved nothing the retries did not (the attempts and deadlines stay as they are)."""
+    global _backoff_scale
+    if not 0 < scale <= 1:
+        raise InvalidArgumentError(f"a backoff scale is in (0, 1], got {scale}")
+    before, _backoff_scale = _backoff_scale, scale
+    try:
+        yield
+    finally:
+        _backoff_scale = before
 
 
 def retrying(policy: RetryPolicy, what: str, call: Callable[[], _T],

@@ -27,6 +27,7 @@ from common.postgres import pg_bin_dir
 from strata.local import computes, passwords
 from strata.local.home import Home
 from strata.proxy.pgwire import Startup
+from strata.proxy.wake import TIMEOUT_REFRESH_S
 from tests.cli.conftest import REPO, Strata, free_port, strata_home
 from tests.compute.attacks import ATTACKS
 from tests.compute.load import wait_for
@@ -162,7 +163,10 @@ def test_a_branch_can_have_its_own_suspend_timeout(proxy: ProxyRun) -> None:
         conn.execute("SELECT 1")
     time.sleep(SUSPEND_S + 3)  # the proxy's default would have stopped it by now
     assert proxy.status("patient") == "running"
-    proxy.cli.json("compute", "stop", "patient", "--tenant", "acme")
+    # a timeout changed while the compute idles counts without a new connect
+    proxy.cli.json("branch", "set", "patient", "--tenant", "acme", "--suspend-timeout", "1s")
+    wait_for(lambda: proxy.status("patient") == "suspended", TIMEOUT_REFRESH_S + 20,
+             "the suspend after the shortened timeout")
 
 
 def test_concurrent_clients_share_one_cold_start(proxy: ProxyRun) -> None:

@@ -18,6 +18,18 @@ from tests.compute.conftest import TENANT
 from tests.servers import PageServerProcess, free_port
 
 TTL_S = 6
+RENEWALS = 4  # a chain this long: the compute ran through two lifetimes of tokens
+
+
+def renewal_chain(client: StrataClient, first: str) -> list[str]:
+    """The ids of the tokens renewed from ``first``, then from its successor, and so on."""
+    successors = {t.renewed_from: t.token_id for t in client.list_tokens() if t.renewed_from}
+    chain: list[str] = []
+    link = first
+    while link in successors:
+        link = successors[link]
+        chain.append(link)
+    return chain
 
 
 def test_a_compute_outlives_its_short_lived_token(
@@ -33,26 +45,24 @@ def test_a_compute_outlives_its_short_lived_token(
                                    home / "compute", free_port()))
     try:
         node.start()
-        started = time.monotonic()
+        deadline = time.monotonic() + (RENEWALS + 2) * TTL_S  # renewed at half of each life
         with psycopg.connect(node.spec.dsn(), autocommit=True) as conn:
             conn.execute("CREATE TABLE beats (n int)")
             beat = 0
-            while time.monotonic() - started < 4 * TTL_S:  # four lifetimes of the first token
+            while len(chain := renewal_chain(client, minted.token_id)) < RENEWALS:
+                assert time.monotonic() < deadline, f"renewed only {len(chain)} times"
                 conn.execute("INSERT INTO beats VALUES (%s)", (beat,))
                 beat += 1
                 time.sleep(0.5)
+            conn.execute("INSERT INTO beats VALUES (%s)", (beat,))  # on the newest token
+            beat += 1
             conn.execute("CHECKPOINT")
+        assert time.time() > minted.expires_at, "the first token has not even expired"
         with psycopg.connect(node.spec.dsn(), autocommit=True) as conn:  # a new backend
             row = conn.execute("SELECT count(*) FROM beats").fetchone()
         assert row == (beat,)
-        chain: list[str] = []
-        link = minted.token_id
-        tokens = {t.renewed_from: t for t in client.list_tokens() if t.renewed_from}
-        while link in tokens:
-            link = tokens[link].token_id
-            chain.append(link)
-        assert len(chain) >= 4, chain  # renewed at half of each lifetime
         node.stop()  # detaching needs a live token too
+        chain = renewal_chain(client, minted.token_id)  # no renewal after the daemon is gone
         log = (node.spec.workdir / "mount.log").read_text()
         assert "failed" not in log and "Traceback" not in log, log[-2000:]
         assert log.count("renewed the compute's token") == len(chain)

@@ -52,6 +52,7 @@ from pageserver.config import EngineConfig
 from pageserver.engine import Engine
 from pageserver.remote import LocalDirectoryStorage, RemoteStorage, RemoteStorageError, S3Storage
 from pageserver.remote.faults import FaultPlan, FaultyStorage
+from pageserver.remote.retry import shortened_backoff
 from pageserver.tenant import BranchPoint, Tenant
 from pageserver.timeline import Timeline
 from tests.engine.oracle import OracleError, Tree, apply_batch
@@ -541,7 +542,8 @@ def _run_under_faults(faults_at_start: bool) -> None:
         stores.append(model.faults)
         return model
 
-    run_state_machine_as_test(machine, settings=_settings(30))  # type: ignore[arg-type]
+    with shortened_backoff(0.1):  # two thirds of the time went into waits between retries
+        run_state_machine_as_test(machine, settings=_settings(30))  # type: ignore[arg-type]
     for kind in ("error", "torn", "timeout"):
         assert sum(store.injected_total(kind) for store in stores) > 0, f"no {kind} happened"
 

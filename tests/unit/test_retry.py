@@ -10,7 +10,7 @@ import pytest
 
 from common.errors import InvalidArgumentError, NotFoundError
 from pageserver.remote import RemoteStorageError
-from pageserver.remote.retry import RetryPolicy, retrying
+from pageserver.remote.retry import RetryPolicy, retrying, shortened_backoff
 
 FAST = RetryPolicy(attempts=4, base_s=0.001, cap_s=0.002, deadline_s=5.0)
 
@@ -74,3 +74,13 @@ def test_backoff_grows_exponentially_up_to_the_cap_with_full_jitter() -> None:
 def test_a_policy_must_make_sense(bad: dict[str, float]) -> None:
     with pytest.raises(InvalidArgumentError):
         RetryPolicy(**bad)  # type: ignore[arg-type]
+
+
+def test_a_shortened_backoff_scales_every_wait_inside_its_block_only() -> None:
+    policy = RetryPolicy(base_s=1.0, cap_s=1.0)
+    with shortened_backoff(0.01):
+        assert max(policy.delay(1, random.Random(n)) for n in range(50)) <= 0.01
+    assert max(policy.delay(1, random.Random(n)) for n in range(50)) > 0.5
+    for bad in (0.0, 1.5):
+        with pytest.raises(InvalidArgumentError), shortened_backoff(bad):
+            pass
