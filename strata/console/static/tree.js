@@ -4,7 +4,7 @@
 "use strict";
 
 const Tree = (() => {
-  const ROW = 46, LEFT = 12, LABEL = 430, STEP_MIN = 28;
+  const ROW = 46, LEFT = 12, LABEL = 440, STEP_MIN = 28;
 
   function order(branches) {
     const byName = new Map(branches.map((b) => [b.name, b]));
@@ -18,6 +18,15 @@ const Tree = (() => {
     };
     roots.sort((a, b) => a.created_at_us - b.created_at_us).forEach((r) => visit(r, 0));
     return rows;
+  }
+
+  // The time of the point a branch was cut at, when it shows: a checkpoint of its parent
+  // at the same LSN taken before the branch was made (else: null, cut when it was made).
+  function cutAt(branch, byName) {
+    const parent = byName.get(branch.parent);
+    const marks = (parent?.checkpoints || []).filter(
+      (c) => c.lsn === branch.branch_lsn && c.created_at_us <= branch.created_at_us);
+    return marks.length ? Math.max(...marks.map((c) => c.created_at_us)) : null;
   }
 
   function timeScale(branches, nowUs) {
@@ -42,7 +51,7 @@ const Tree = (() => {
     const { el, text, human } = Charts;
     const rows = order(data.branches);
     const scale = timeScale(data.branches, data.now_us);
-    const step = Math.max(STEP_MIN, 420 / Math.max(scale.count - 1, 1));
+    const step = Math.max(STEP_MIN, 320 / Math.max(scale.count - 1, 1));
     const graphWidth = step * (scale.count - 1);
     const width = LEFT + graphWidth + 24 + LABEL;
     const height = rows.length * ROW + 20;
@@ -50,6 +59,7 @@ const Tree = (() => {
     const svg = el("svg", { width, height, viewBox: `0 0 ${width} ${height}`,
                             id: "tree-svg", role: "img", "aria-label": "branch tree" });
     const rowOf = new Map(rows.map((r, i) => [r.branch.name, i]));
+    const byName = new Map(data.branches.map((b) => [b.name, b]));
     const yOf = (i) => 24 + i * ROW;
     el("line", { x1: x(data.now_us), y1: 4, x2: x(data.now_us), y2: height - 4,
                  class: "now" }, svg);
@@ -59,16 +69,19 @@ const Tree = (() => {
                           "data-branch": branch.name }, svg);
       el("rect", { x: 0, y: y - ROW / 2, width, height: ROW, fill: "transparent" }, g);
       const x0 = x(branch.created_at_us), x1 = x(data.now_us);
+      const cut = cutAt(branch, byName);
+      const xc = cut === null ? x0 : x(cut);
       if (branch.parent && rowOf.has(branch.parent)) {
         const py = yOf(rowOf.get(branch.parent));
-        el("path", { d: `M ${x0} ${py} C ${x0} ${(py + y) / 2}, ${x0} ${y}, ${x0 + 10} ${y}`,
+        el("path", { d: `M ${xc} ${py} C ${xc} ${(py + y) / 2}, ${xc} ${y}, ${xc + 10} ${y}`,
                      class: "fork" }, g);
+        if (xc < x0) el("line", { x1: xc + 10, y1: y, x2: x0, y2: y, class: "fork cut" }, g);
       }
       const kind = branch.protected ? " protected"
         : branch.expires_at_us && branch.expires_at_us - data.now_us < 3600e6 ? " expiring" : "";
       el("line", { x1: x0, y1: y, x2: Math.max(x1, x0 + 4), y2: y, class: "line" + kind }, g);
       const fork = el("title", {}, g);
-      fork.textContent = `${branch.name}: forked ${new Date(branch.created_at_us / 1000).toLocaleString()} at LSN ${branch.branch_lsn}`;
+      fork.textContent = `${branch.name}: made ${new Date(branch.created_at_us / 1000).toLocaleString()}, cut at LSN ${branch.branch_lsn}${branch.parent ? ` of ${branch.parent}` : ""}`;
       for (const c of branch.checkpoints) {
         const cx = x(c.created_at_us);
         const mark = el("path", { d: `M ${cx} ${y - 7} l 6 7 l -6 7 l -6 -7 z`,
