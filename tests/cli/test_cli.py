@@ -28,9 +28,12 @@ def test_up_is_idempotent_and_status_reports_the_server(strata: Strata) -> None:
 
     status = strata.json("status")
     assert status["home"] == str(strata.home)
-    server, proxy = status["components"]
+    server, proxy, console = status["components"]
     assert server["component"] == "pageserver" and server["alive"] and server["healthy"]
     assert proxy["component"] == "proxy"
+    assert console["component"] == "console" and console["healthy"]
+    assert console["address"] == status["console_url"] == again["console"]["address"]
+    assert status["console_url"].startswith("http://127.0.0.1:")
     # The proxy starts computes, so only root runs it.
     assert proxy["healthy"] is (os.geteuid() == 0)
     assert (again["proxy"] is not None) is proxy["alive"]
