@@ -15,6 +15,7 @@ const state = {
   stored: [],     // [time_ms, stored bytes] of the tenant
 };
 const POLL_MS = 2000;
+const STORAGE_POLL_MS = 10000;  // a dry run of a delete per branch: not every 2 s
 const KEEP_SAMPLES = 90;
 
 const $ = (id) => document.getElementById(id);
@@ -123,7 +124,9 @@ function show(view) {
   document.querySelectorAll(".tenant-name").forEach((s) => { s.textContent = state.tenant; });
   clearInterval(state.timer);
   refresh();
-  if (view !== "audit") state.timer = setInterval(refresh, POLL_MS);
+  if (view !== "audit") {
+    state.timer = setInterval(refresh, view === "storage" ? STORAGE_POLL_MS : POLL_MS);
+  }
 }
 
 async function refresh() {
