@@ -5,6 +5,7 @@ and the OpenAPI document that describes it."""
 from __future__ import annotations
 
 from strata.console import api, openapi
+from tests.cli.conftest import Strata, free_port, strata_home
 from tests.console.conftest import Console
 
 TENANT_PATHS = ("tenants/{t}", "tenants/{t}/branches", "tenants/{t}/branches/probe",
@@ -168,3 +169,17 @@ def test_the_audit_log_filtered(console: Console) -> None:
     own = console.ok("GET", "api/audit", token=token)["entries"]
     assert own and {entry["tenant"] for entry in own} == {"other"}
     console.refused(400, "GET", "api/audit?since=soon")
+
+
+def test_up_without_the_console_starts_none() -> None:
+    with strata_home() as home:
+        cli = Strata(home, free_port())
+        try:
+            assert cli.up("--no-console")["console"] is None
+            status = cli.status()
+            assert status["console_url"] is None
+            assert [c["alive"] for c in status["components"] if c["component"] == "console"] \
+                == [False]
+            assert "console" not in cli.run("up").stdout  # remembered
+        finally:
+            cli.stop_everything()
