@@ -127,7 +127,7 @@ class Deployment:
         os.environ.update(held)  # the page server inherits the CLI's environment
         try:  # one store across restarts (Strata.up would pick a fresh S3 prefix)
             self.strata.storage = self.store
-            self.strata("up", "--port", "0", "--metrics-port", "0", *options,
+            self.strata("up", "--port", "0", "--metrics-port", "0", "--no-console", *options,
                         *objectstore.up_options(self.store))
         finally:
             for name, value in saved.items():

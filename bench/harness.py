@@ -398,7 +398,7 @@ class Strata:
     def up(self, suite: str, *args: str) -> JSON:
         """``strata up`` on free ports, with the run's object store (bench.objectstore)."""
         self.storage = objectstore.suite_store(suite, self.home / "objects")
-        return self("up", "--port", "0", "--metrics-port", "0", *args,
+        return self("up", "--port", "0", "--metrics-port", "0", "--no-console", *args,
                     *objectstore.up_options(self.storage))
 
     def stored_bytes(self) -> int:

@@ -59,6 +59,8 @@ for command in (
                 "Create, list and revoke bearer tokens for the page server's API."),
     LazyCommand("mcp", "strata.mcp.command:mcp",
                 "Serve Strata's tools to agents over the Model Context Protocol."),
+    LazyCommand("console", "strata.console.command:console",
+                "Serve the web console: branch tree, computes, storage, page server, audit."),
     LazyCommand("audit", _COMMANDS + "audit:audit",
                 "Show the audit log: who (token id, scope, address) changed what, and when."),
 ):

@@ -11,6 +11,9 @@ $STRATA_HOME/logs/pageserver.log       the page server's output
 $STRATA_HOME/run/pageserver.pid        pid of the page server `strata up` started
 $STRATA_HOME/run/proxy.pid, proxy.json pid of the proxy; its pid and address once it listens
 $STRATA_HOME/logs/proxy.log            the proxy's output
+$STRATA_HOME/run/console.pid, console.json  pid of the web console; its pid and URL once it
+                                       listens
+$STRATA_HOME/logs/console.log          the console's output
 $STRATA_HOME/computes/TENANT/BRANCH/   one compute (see compute/node.py); elsewhere when the
                                        postgres user cannot reach it (``Home.computes_dir``)
 ```
@@ -33,6 +36,7 @@ from common.durable import write_durably
 
 DEFAULT_PORT: Final = 6400
 DEFAULT_PROXY_PORT: Final = 6432
+DEFAULT_CONSOLE_PORT: Final = 6480
 LISTEN_HOST: Final = "127.0.0.1"
 DEFAULT_DIR_NAME: Final = ".strata"  # in the user's home directory
 
@@ -121,6 +125,18 @@ class Home:
         return self.root / "logs" / "proxy.log"
 
     @property
+    def console_pid_file(self) -> Path:
+        return self.root / "run" / "console.pid"
+
+    @property
+    def console_ready_file(self) -> Path:
+        return self.root / "run" / "console.json"
+
+    @property
+    def console_log_file(self) -> Path:
+        return self.root / "logs" / "console.log"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / "run" / "lifecycle.lock"
 
@@ -159,6 +175,8 @@ class UpOptions:
     tls_cert: str = ""  # the proxy's TLS certificate and key; "": made by `strata up`
     tls_key: str = ""
     require_tls: bool = False  # the proxy refuses clients without TLS
+    console: bool = True  # start the web console (`strata console`)
+    console_port: int = DEFAULT_CONSOLE_PORT  # 0: any free port
 
     @classmethod
     def load(cls, home: Home) -> UpOptions:

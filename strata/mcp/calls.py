@@ -24,9 +24,9 @@ from strata.local.home import Home
 from strata.local.mcp_log import McpLog
 from strata.mcp.caller import BadToken, Caller, caller_of
 from strata.mcp.guard import Refused
+from strata.mcp.http_gate import PEER_HEADER
 from strata.mcp.sql import Limits, SqlError
 
-PEER_HEADER: Final = "x-strata-peer"  # set by the HTTP gate; a client's own is dropped
 _LOGGED_TEXT_CHARS: Final = 2000  # of an argument's text (SQL) on the audit log
 
 Action = Callable[[Session, Caller], dict[str, Any]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import anyio.to_thread
 import grpc
@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.client import ClientError, StrataClient
 from strata.mcp.caller import BadToken, caller_of
-from strata.mcp.calls import PEER_HEADER
+
+PEER_HEADER: Final = "x-strata-peer"  # set by the gate; a client's own is dropped
 
 Verify = Callable[[str], Awaitable[str | None]]
 """Why the page server refuses a token; None: it accepts it."""

@@ -107,7 +107,8 @@ class Strata:
 
     def up(self, *args: str) -> dict[str, Any]:
         state: dict[str, Any] = self.json("up", "--port", str(self.port),
-                                          "--metrics-port", "0", "--proxy-port", "0", *args)
+                                          "--metrics-port", "0", "--proxy-port", "0",
+                                          "--console-port", "0", *args)
         self.pids.add(state["pid"])
         return state
 

@@ -28,9 +28,12 @@ def test_up_is_idempotent_and_status_reports_the_server(strata: Strata) -> None:
 
     status = strata.json("status")
     assert status["home"] == str(strata.home)
-    server, proxy = status["components"]
+    server, proxy, console = status["components"]
     assert server["component"] == "pageserver" and server["alive"] and server["healthy"]
     assert proxy["component"] == "proxy"
+    assert console["component"] == "console" and console["healthy"]
+    assert console["address"] == status["console_url"] == again["console"]["address"]
+    assert status["console_url"].startswith("http://127.0.0.1:")
     # The proxy starts computes, so only root runs it.
     assert proxy["healthy"] is (os.geteuid() == 0)
     assert (again["proxy"] is not None) is proxy["alive"]
@@ -366,8 +369,10 @@ def test_up_down_down_in_a_fresh_home(idle_strata: Strata) -> None:
     assert stopped["stopped"] is True and stopped["killed"] is False
     assert not process_alive(stopped["pid"])
     assert (stopped["proxy_stopped"] is not None) is (os.geteuid() == 0)
+    assert stopped["console_stopped"] is not None
     assert idle_strata.json("down") == {"stopped": False, "pid": None, "killed": False,
-                                       "computes_stopped": [], "proxy_stopped": None}
+                                       "computes_stopped": [], "proxy_stopped": None,
+                                       "console_stopped": None}
     assert idle_strata.run("down").stdout.strip() == "page server not running"
 
 
@@ -375,7 +380,8 @@ def test_a_failed_start_points_at_the_log(idle_strata: Strata) -> None:
     idle_strata.home.mkdir()
     (idle_strata.home / "objects").write_text("not a directory")  # the local object store
     result = idle_strata.run("up", "--port", str(idle_strata.port), "--metrics-port", "0",
-                             "--proxy-port", "0", "--timeout", "20", expect=GENERAL)
+                             "--proxy-port", "0", "--console-port", "0", "--timeout", "20",
+                             expect=GENERAL)
     first, *tail = result.stderr.splitlines()
     log_file = idle_strata.home / "logs" / "pageserver.log"
     assert first.startswith("strata: the page server exited with status 1 while starting")

@@ -82,7 +82,8 @@ def test_the_port_of_another_homes_page_server_is_named(strata: Strata,
                                                         idle_strata: Strata) -> None:
     pid = strata.pageserver_pid()
     message = idle_strata.fail(GENERAL, "up", "--port", str(strata.port),
-                               "--metrics-port", "0", "--proxy-port", "0")
+                               "--metrics-port", "0", "--proxy-port", "0",
+                               "--console-port", "0")
     assert message == (f"port {strata.port} (page server) is taken by pid {pid} "
                        f"({Path(sys.executable).name} -m pageserver.main, cwd {strata.home})"
                        + _hint("--port"))
@@ -94,12 +95,14 @@ def test_each_taken_port_is_named_before_anything_starts(
         idle_strata: Strata, listening: socket.socket) -> None:
     port = listening.getsockname()[1]
     message = idle_strata.fail(GENERAL, "up", "--port", str(idle_strata.port),
-                               "--metrics-port", str(port), "--proxy-port", "0")
+                               "--metrics-port", str(port), "--proxy-port", "0",
+                               "--console-port", "0")
     assert message.startswith(f"port {port} (page server metrics) is taken by {ME}")
     assert message.endswith(_hint("--metrics-port"))
     if os.geteuid() == 0:  # only root starts the proxy
         message = idle_strata.fail(GENERAL, "up", "--port", str(idle_strata.port),
-                                   "--metrics-port", "0", "--proxy-port", str(port))
+                                   "--metrics-port", "0", "--proxy-port", str(port),
+                                   "--console-port", "0")
         assert message.startswith(f"port {port} (proxy) is taken by {ME}")
         assert message.endswith(_hint("--proxy-port"))
     assert idle_strata.status()["components"][0]["alive"] is False
@@ -122,7 +125,7 @@ def test_a_port_taken_while_the_server_starts_is_named(idle_strata: Strata) -> N
     thread.start()
     try:
         result = idle_strata.run("up", "--port", str(port), "--metrics-port", "0",
-                                 "--proxy-port", "0", expect=GENERAL)
+                                 "--proxy-port", "0", "--console-port", "0", expect=GENERAL)
     finally:
         thread.join()
         taker.close()

@@ -5,9 +5,9 @@ Every ``sh`` block of the README's "Quick start" section is run verbatim in a fr
 its own ``bash`` whose exit status must be 0. Two things differ from a user's first
 hour, and only these: ``./dev test`` is not run (this test is part of it), and the
 fresh home holds a ``config.json`` that puts every port on a free one, as a user
-would have done with ``strata up --port 0 --metrics-port 0 --proxy-port 0`` (tests
-never take fixed ports). When the README and the CLI drift apart, this fails and
-names the line.
+would have done with ``strata up --port 0 --metrics-port 0 --proxy-port 0
+--console-port 0`` (tests never take fixed ports). When the README and the CLI drift
+apart, this fails and names the line.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def fresh_home(compute_host: None) -> Iterator[Path]:
     home = parent / "home"
     home.mkdir()
     (home / "config.json").write_text(json.dumps(
-        {"port": 0, "metrics_port": 0, "proxy_port": 0}))
+        {"port": 0, "metrics_port": 0, "proxy_port": 0, "console_port": 0}))
     environ = _environ(home)
     try:
         yield home

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from common.client import StrataClient
 from common.durations import parse_duration_s
 from proto import strata_pb2 as pb
 from strata.cli.params import DURATION
@@ -43,10 +44,7 @@ def audit(session: Session, since: str | None) -> None:
     if since:
         since_us = time.time_ns() // 1000 - parse_duration_s(since) * 1_000_000
     with session.client() as client:
-        changes = [_entry_dict(e) for e in client.read_audit(since_us)]
-    connects = [_local_dict(c) for c in connect_log.read(session.home, since_us)]
-    tool_calls = [_local_dict(c) for c in mcp_log.read(session.home, since_us)]
-    entries = sorted(changes + connects + tool_calls, key=lambda entry: int(entry["at_us"]))
+        entries = collect(session, client, since_us)
     if tenant_given():
         entries = [entry for entry in entries if entry["tenant"] == session.tenant]
     if session.json:
@@ -56,6 +54,15 @@ def audit(session: Session, since: str | None) -> None:
                 [(local_time(e["at_us"]), e["action"], e["tenant"], e["target"] or "-",
                   e["token_id"] or "-", e["scope"] or "-", e["peer"] or "-")
                  for e in entries])
+
+
+def collect(session: Session, client: StrataClient, since_us: int) -> list[dict[str, Any]]:
+    """Every entry since ``since_us`` oldest first: the page server's that ``client``'s
+    token may see, and this home's connects and MCP calls (those this user may read)."""
+    changes = [_entry_dict(e) for e in client.read_audit(since_us)]
+    connects = [_local_dict(c) for c in connect_log.read(session.home, since_us)]
+    tool_calls = [_local_dict(c) for c in mcp_log.read(session.home, since_us)]
+    return sorted(changes + connects + tool_calls, key=lambda entry: int(entry["at_us"]))
 
 
 def _local_dict(entry: dict[str, Any]) -> dict[str, Any]:

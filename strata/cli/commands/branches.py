@@ -10,10 +10,11 @@ from __future__ import annotations
 import difflib
 import os
 import subprocess
+from collections.abc import Callable
 
 import click
 
-from common.client import NEWEST, HistoryPoint
+from common.client import NEWEST, HistoryPoint, StrataClient
 from common.durations import parse_duration_s
 from common.postgres import pg_bin_dir
 from proto import strata_pb2 as pb
@@ -116,16 +117,27 @@ def set_(session: Session, name: str, ttl: str | None, no_ttl: bool,
             or history is not None):
         raise CliError("nothing to set: give --ttl, --no-ttl, --suspend-timeout, "
                        "--protected/--unprotected or --history", ExitCode.USAGE)
-    from strata.local import computes
-
-    with session.client() as client, computes.branch_lock(
-            computes.workdir(session.home, session.tenant, name)):  # the reaper waits
-        info = client.update_branch(
-            session.tenant, name,
+    with session.client() as client:
+        info = update_locked(
+            session, client, name,
             ttl_s=0 if no_ttl else (parse_duration_s(ttl) if ttl else None),
             suspend_timeout_s=parse_duration_s(suspend_timeout) if suspend_timeout else None,
             protected=protected, history_s=history)
     _print_branch(session, info)
+
+
+def update_locked(session: Session, client: StrataClient, name: str, *, ttl_s: int | None,
+                  suspend_timeout_s: int | None = None,
+                  protected: bool | None = None,
+                  history_s: int | None = None) -> pb.BranchInfo:
+    """Change what is given of branch ``name`` under its compute's lock, so the TTL
+    reaper, which reads the branch again under that lock, sees a TTL extended now."""
+    from strata.local import computes
+
+    with computes.branch_lock(computes.workdir(session.home, session.tenant, name)):
+        return client.update_branch(session.tenant, name, ttl_s=ttl_s,
+                                    suspend_timeout_s=suspend_timeout_s, protected=protected,
+                                    history_s=history_s)
 
 
 @branch.command("restore")
@@ -176,13 +188,22 @@ def _history_point(point: HistoryPoint, options: str, *, required: bool) -> Hist
     return point
 
 
-def _restore(session: Session, name: str, preserve_as: str | None, to: HistoryPoint) -> None:
+def restore_paused(session: Session, client: StrataClient, name: str, to: HistoryPoint,
+                   preserve_as: str | None) -> tuple[pb.RestoreBranchResponse, bool]:
+    """Restore (or, to NEWEST, reset) branch ``name`` with its compute on this machine
+    stopped around it; the answer and whether the compute was started again."""
     from strata.local import computes
 
-    with session.client() as client, computes.paused(
-            session.home, client, session.address(), session.tenant, name) as restarted:
+    with computes.paused(session.home, client, session.address(), session.tenant,
+                         name) as restarted:
         response = client.restore_branch(session.tenant, name, to=to,
                                          preserve_as=preserve_as or "")
+    return response, restarted
+
+
+def _restore(session: Session, name: str, preserve_as: str | None, to: HistoryPoint) -> None:
+    with session.client() as client:
+        response, restarted = restore_paused(session, client, name, to, preserve_as)
     info = response.branch
     if session.json:
         emit_json({**branch_dict(info), "preserved_as": response.preserved_as or None,
@@ -250,22 +271,14 @@ def delete(session: Session, name: str, cascade: bool, force: bool, yes: bool) -
     machine is stopped first. Its checkpoints are deleted too, also those taken before a
     restore or reset; history another branch still reads through stays.
     """
-    from strata.local import computes
+    def ask(plan: pb.DeleteBranchResponse) -> None:
+        below = len(plan.deleted) - 1
+        confirm(f"delete branch {name!r}" + (f" and the {below} below it" if below else ""),
+                lambda: _plan_lines(plan), yes=yes)
 
-    with session.client() as client, computes.branch_lock(
-            computes.workdir(session.home, session.tenant, name)):  # nobody wakes it now
-        info = client.get_branch(session.tenant, name)
-        if info.protected or info.children:
-            # The server refuses here what it would refuse (no --cascade or --force, main),
-            # before anything stops; otherwise it says what would go, to confirm.
-            plan = client.delete_branch(session.tenant, name, cascade=cascade, force=force,
-                                        dry_run=True)
-            below = len(plan.deleted) - 1
-            confirm(f"delete branch {name!r}" + (f" and the {below} below it" if below else ""),
-                    lambda: _plan_lines(plan), yes=yes)
-        computes.forget(session.home, session.tenant, [name])
-        done = client.delete_branch(session.tenant, name, cascade=cascade, force=force)
-    computes.forget_deleted(session.home, session.tenant, list(done.deleted))
+    with session.client() as client:
+        done = delete_stopping(session, client, name, cascade=cascade, force=force,
+                               confirm_plan=ask)
     if session.json:
         emit_json({"deleted": list(done.deleted), "checkpoints": list(done.checkpoints),
                    "freed_bytes": done.freed_bytes})
@@ -273,6 +286,31 @@ def delete(session: Session, name: str, cascade: bool, force: bool, yes: bool) -
     checkpoints = ", ".join(repr(c) for c in done.checkpoints)
     emit_text(f"deleted {_names(done)}" + (f", checkpoints {checkpoints}" if checkpoints else "")
               + f" ({human_size(done.freed_bytes)} of layers freed)")
+
+
+def delete_stopping(session: Session, client: StrataClient, name: str, *, cascade: bool,
+                    force: bool, confirm_plan: Callable[[pb.DeleteBranchResponse], None]
+                    ) -> pb.DeleteBranchResponse:
+    """Delete branch ``name`` (``cascade``: with its descendants; ``force``: also when
+    protected) after stopping its compute on this machine; what went.
+
+    A protected branch or one with children is first shown to ``confirm_plan`` as the
+    server's dry run, which raises to stop the delete.
+    """
+    from strata.local import computes
+
+    with computes.branch_lock(
+            computes.workdir(session.home, session.tenant, name)):  # nobody wakes it now
+        info = client.get_branch(session.tenant, name)
+        if info.protected or info.children:
+            # The server refuses here what it would refuse (no --cascade or --force, main),
+            # before anything stops; otherwise it says what would go, to confirm.
+            confirm_plan(client.delete_branch(session.tenant, name, cascade=cascade,
+                                              force=force, dry_run=True))
+        computes.forget(session.home, session.tenant, [name])
+        done = client.delete_branch(session.tenant, name, cascade=cascade, force=force)
+    computes.forget_deleted(session.home, session.tenant, list(done.deleted))
+    return done
 
 
 def _names(deletion: pb.DeleteBranchResponse) -> str:

@@ -1,4 +1,5 @@
-"""``strata up``, ``down`` and ``status``: the page server and the proxy on this machine."""
+"""``strata up``, ``down`` and ``status``: the page server, the proxy and the web console on
+this machine."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from strata.cli.params import DURATION
 from strata.cli.render import emit_json, emit_text, print_table
 from strata.cli.session import Session, local_command
 from strata.cli.units import human_size
-from strata.local import computes, lifecycle, proxy_lifecycle
+from strata.local import computes, console_lifecycle, lifecycle, proxy_lifecycle
 from strata.local.home import UpOptions
 from strata.local.layer_cache_status import layer_cache_stats
 
@@ -59,28 +60,40 @@ def _merge(saved: UpOptions, **given: Any) -> UpOptions:
               help="Its private key [saved].")
 @click.option("--require-tls/--no-require-tls", default=None,
               help="The proxy refuses clients without TLS (default off on loopback) [saved].")
+@click.option("--console/--no-console", default=None,
+              help="Also start the web console, `strata console` (default: on) [saved].")
+@click.option("--console-port", type=click.IntRange(0, 65535),
+              help="The console's HTTP port on 127.0.0.1 (default 6480; 0: any free port) "
+                   "[saved].")
 @click.option("--timeout", type=click.FloatRange(min=1), default=lifecycle.START_TIMEOUT_S,
               show_default=True, help="Seconds to wait until it serves.")
 @local_command
 def up(session: Session, timeout: float, **given: Any) -> None:
     """Start the local page server and, as root, the proxy (idempotent).
 
-    Both run in the background; what already runs and serves is left alone. The proxy
-    starts a branch's compute when a client connects and stops it when idle.
+    Both run in the background, with the web console unless --no-console; what already
+    runs and serves is left alone. The proxy starts a branch's compute when a client
+    connects and stops it when idle.
 
     Options are remembered in $STRATA_HOME/config.json, so a plain `strata up` repeats
     them. S3 credentials come from the AWS_* environment variables.
     """
     options = _merge(UpOptions.load(session.home), **given)
     as_root = os.geteuid() == 0
-    proxy_ports = proxy_lifecycle.ports_needed(session.home, options) if as_root else []
-    state, started = lifecycle.up(session.home, options, timeout, proxy_ports)
+    also_needed = [*(proxy_lifecycle.ports_needed(session.home, options) if as_root else []),
+                   *console_lifecycle.ports_needed(session.home, options)]
+    state, started = lifecycle.up(session.home, options, timeout, also_needed)
     proxy: dict[str, Any] | None = None
     if as_root:
         proxy_state, proxy_started = proxy_lifecycle.up(session.home, options, timeout)
         proxy = {"started": proxy_started, **dataclasses.asdict(proxy_state)}
+    console: dict[str, Any] | None = None
+    if options.console:
+        console_state, console_started = console_lifecycle.up(session.home, options, timeout)
+        console = {"started": console_started, **dataclasses.asdict(console_state)}
     if session.json:
-        emit_json({"started": started, **dataclasses.asdict(state), "proxy": proxy})
+        emit_json({"started": started, **dataclasses.asdict(state), "proxy": proxy,
+                   "console": console})
         return
     what = "started" if started else "already running"
     emit_text(f"page server {what} (pid {state.pid}) at {state.address}; "
@@ -91,6 +104,11 @@ def up(session: Session, timeout: float, **given: Any) -> None:
         what = "started" if proxy["started"] else "already running"
         emit_text(f"proxy {what} (pid {proxy['pid']}) at {proxy['address']}; "
                   "connect with `strata connect BRANCH`")
+    if console is not None:
+        what = "started" if console["started"] else "already running"
+        emit_text(f"console {what} (pid {console['pid']}) at {console['address']}; "
+                  "log in with a token (`strata token create`, or the admin token in "
+                  f"{session.home.admin_token_file})")
 
 
 @click.command()
@@ -103,13 +121,17 @@ def down(session: Session, timeout: float) -> None:
     Computes shut down fast and ship every change; the page server drains running calls
     and flushes its memtables before it exits.
     """
+    console = console_lifecycle.down(session.home, timeout)
     proxy = proxy_lifecycle.down(session.home, timeout)  # first: it would wake computes
     stopped = computes.stop_all(session.home, timeout)
     pid, killed = lifecycle.down(session.home, timeout)
     if session.json:
         emit_json({"stopped": pid is not None, "pid": pid, "killed": killed,
-                   "computes_stopped": stopped, "proxy_stopped": proxy})
+                   "computes_stopped": stopped, "proxy_stopped": proxy,
+                   "console_stopped": console})
         return
+    if console is not None:
+        emit_text(f"console stopped (pid {console})")
     if proxy is not None:
         emit_text(f"proxy stopped (pid {proxy})")
     for name in stopped:
@@ -132,7 +154,8 @@ def status(session: Session) -> int:
     with 5 (as when the page server is unreachable) unless the page server serves, so
     scripts can test for it.
     """
-    states = [lifecycle.status(session.home), proxy_lifecycle.status(session.home)]
+    states = [lifecycle.status(session.home), proxy_lifecycle.status(session.home),
+              console_lifecycle.status(session.home)]
     server = states[0]
     cache = layer_cache_stats(server.metrics_address) \
         if server.healthy and server.metrics_address else None
@@ -141,6 +164,7 @@ def status(session: Session) -> int:
         emit_json({"home": str(session.home.root),
                    "components": [dataclasses.asdict(state) for state in states],
                    "proxy_ca_file": str(ca_file) if ca_file else None,
+                   "console_url": console_lifecycle.url(session.home),
                    "layer_cache": cache})
     else:
         _print_status(session, states)

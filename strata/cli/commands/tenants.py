@@ -4,6 +4,7 @@ tenants."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import click
 
@@ -52,6 +53,23 @@ def durability_dict(durability: pb.Durability) -> dict[str, object]:
     return {"durability": durability.mode,
             "max_lag_s": durability.max_lag_s if durability.mode == LOCAL else None,
             "rpo": durability.description}
+
+
+def tenant_usage(session: Session, name: str, response: pb.GetTenantResponse
+                 ) -> dict[str, Any]:
+    """Tenant ``name``'s usage against its quotas, computes counted on this machine."""
+    quotas = response.quotas
+    return {
+        "tenant": name, "generation": response.tenant.generation,
+        "branches": response.tenant.branches, "max_branches": quotas.max_branches or None,
+        "computes_running": computes.running_count(session.home, name),
+        "max_computes": quotas.max_computes or None,
+        "max_ttl_s": quotas.max_ttl_s or None, "owned_bytes": response.owned_bytes,
+        "logical_bytes": response.logical_bytes, "stored_bytes": response.stored_bytes,
+        "max_storage": quotas.max_storage or None, **durability_dict(response.durability),
+        "history_bytes": response.history_bytes, "reclaim_bytes": response.reclaim_bytes,
+        **_history_dict(response),
+    }
 
 
 @tenant.command("create")
@@ -159,18 +177,8 @@ def show(session: Session, name: str) -> None:
     OPERATIONS, "Sizes and history")."""
     with session.client() as client:
         response = client.get_tenant(name)
-    quotas = response.quotas
-    running = computes.running_count(session.home, name)
-    usage = {
-        "tenant": name, "generation": response.tenant.generation,
-        "branches": response.tenant.branches, "max_branches": quotas.max_branches or None,
-        "computes_running": running, "max_computes": quotas.max_computes or None,
-        "max_ttl_s": quotas.max_ttl_s or None, "owned_bytes": response.owned_bytes,
-        "logical_bytes": response.logical_bytes, "stored_bytes": response.stored_bytes,
-        "max_storage": quotas.max_storage or None, **durability_dict(response.durability),
-        "history_bytes": response.history_bytes, "reclaim_bytes": response.reclaim_bytes,
-        **_history_dict(response),
-    }
+    usage = tenant_usage(session, name, response)
+    quotas, running = response.quotas, usage["computes_running"]
     if session.json:
         emit_json(usage)
         return

@@ -1,0 +1,163 @@
+"""The console's page end to end in headless Chromium (Debian's ``chromium``, driven by
+Playwright; ``./dev test`` installs it): log in, the tree with a fork and a checkpoint, a
+fork made from the page, a tenant token that sees no other tenant, and, where computes
+can run, a compute going from running to suspended. Each main view is saved as a
+screenshot under the test's temporary directory."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.cli.conftest import Strata, free_port, strata_home
+from tests.compute.conftest import _compute_unavailable
+from tests.console.conftest import Console, start_console
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+WAIT_MS = 20_000
+VIEWS = ("tree", "computes", "storage", "server", "audit")
+
+if not CHROMIUM.exists():
+    pytest.skip("Chromium is not installed (apt-get install chromium; ./dev test does)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def console() -> Iterator[Console]:
+    """Tenants ``default`` (with a fork ``try-1`` holding checkpoint ``before``) and
+    ``other``."""
+    with strata_home() as home:
+        cli = Strata(home, free_port())
+        try:
+            started = start_console(cli, ("default", False), ("other", False))
+            cli.json("branch", "create", "try-1", "--ttl", "2h")
+            cli.json("checkpoint", "create", "try-1", "before")
+            yield started
+        finally:
+            cli.stop_everything()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the module, with a throw-away profile."""
+    with tempfile.TemporaryDirectory(prefix="strata-chromium-") as profile, \
+            sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(WAIT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh tab that accepts every confirmation and fails on script errors."""
+    tab = browser.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on("dialog", lambda dialog: dialog.accept())
+    try:
+        yield tab
+    finally:
+        tab.close()
+    assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("console-screenshots")
+
+
+def log_in(page: Any, console: Console, token: str) -> None:
+    page.goto(console.url)
+    page.fill("#token", token)
+    page.click("#login-form button")
+    page.wait_for_selector("#tree-svg")
+
+
+def test_the_tree_a_fork_from_the_page_and_every_view(page: Any, console: Console,
+                                                      screenshots: Path) -> None:
+    log_in(page, console, console.admin)
+    assert page.input_value("#tenant") == "default"
+    for name in ("main", "try-1"):
+        page.wait_for_selector(f"g.branch[data-branch={name}]")
+    page.wait_for_selector("g.branch[data-branch=try-1] [data-checkpoint=before]",
+                           state="attached")
+
+    page.click("g.branch[data-branch=try-1]")
+    assert page.inner_text("#panel-name") == "try-1"
+    page.fill("#fork-name", "from-page")
+    page.fill("#fork-ttl", "45m")
+    page.click("#fork-form button")
+    page.wait_for_selector("g.branch[data-branch=from-page]")
+    made = console.cli.json("branch", "show", "from-page")
+    assert made["parent"] == "try-1" and made["expires_at"] is not None
+    assert "forked from-page" in page.inner_text("#action-result")
+    page.screenshot(path=str(screenshots / "tree.png"), full_page=True)
+
+    page.click("nav a[data-view=storage]")
+    page.wait_for_selector("#storage-table tr[data-branch=from-page]")
+    page.screenshot(path=str(screenshots / "storage.png"), full_page=True)
+    page.click("nav a[data-view=computes]")
+    page.wait_for_selector("#computes-view:not([hidden])")
+    page.screenshot(path=str(screenshots / "computes.png"), full_page=True)
+    page.click("nav a[data-view=server]")
+    page.wait_for_selector("#server-charts polyline", state="attached")
+    page.screenshot(path=str(screenshots / "server.png"), full_page=True)
+    page.click("nav a[data-view=audit]")
+    page.wait_for_selector("#audit-table td:text-is('branch.create')")
+    page.screenshot(path=str(screenshots / "audit.png"), full_page=True)
+    assert {path.stem for path in screenshots.iterdir()} >= set(VIEWS)
+
+
+def test_a_tenant_token_sees_only_its_tenant(page: Any, console: Console) -> None:
+    log_in(page, console, console.tokens["other"])
+    options = page.eval_on_selector_all("#tenant option", "all => all.map(o => o.value)")
+    assert options == ["other"]
+    page.wait_for_selector("g.branch[data-branch=main]")
+    assert page.query_selector("g.branch[data-branch=try-1]") is None
+    status = page.evaluate(
+        """async () => (await fetch('/api/tenants/default/branches',
+            {headers: {Authorization: 'Bearer ' + sessionStorage.getItem('strata-token')}}))
+            .status""")
+    assert status == 403
+    page.click("nav a[data-view=server]")
+    page.wait_for_selector("#server-address:text('admin token')")
+    page.click("#logout")
+    page.wait_for_selector("#login-view:not([hidden])")
+    assert page.evaluate("sessionStorage.getItem('strata-token')") is None
+
+
+def test_a_compute_goes_from_running_to_suspended(page: Any, console: Console,
+                                                  screenshots: Path) -> None:
+    reason = _compute_unavailable()
+    if reason:
+        pytest.skip(reason)
+    cli = console.cli
+    cli.json("tenant", "create", "pg")  # initdb: a cluster PostgreSQL can start on
+    cli.json("branch", "create", "quick", "--tenant", "pg", "--suspend-timeout", "2s")
+    uri = cli.json("connect", "quick", "--tenant", "pg")["uri"]
+    log_in(page, console, console.admin)
+    page.select_option("#tenant", "pg")
+    page.click("nav a[data-view=computes]")
+    row = "#computes-table tr[data-branch=quick]"
+    try:
+        with psycopg.connect(uri, connect_timeout=120) as connection:  # wakes the compute
+            connection.execute("SELECT 1")
+            page.wait_for_selector(f"{row} td.state-running")
+            page.screenshot(path=str(screenshots / "computes-running.png"), full_page=True)
+        page.wait_for_selector(f"{row} td.state-suspended")
+    finally:
+        cli.run("compute", "stop", "quick", "--tenant", "pg", expect=None)
