@@ -59,6 +59,9 @@ def _merge(saved: UpOptions, **given: Any) -> UpOptions:
               help="Its private key [saved].")
 @click.option("--require-tls/--no-require-tls", default=None,
               help="The proxy refuses clients without TLS (default off on loopback) [saved].")
+@click.option("--data-plane", type=click.Choice(["unix", "grpc"]),
+              help="How computes ship commits and read pages: a framed protocol on a unix "
+                   "socket (default), or gRPC streams [saved].")
 @click.option("--timeout", type=click.FloatRange(min=1), default=lifecycle.START_TIMEOUT_S,
               show_default=True, help="Seconds to wait until it serves.")
 @local_command
