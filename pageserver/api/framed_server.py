@@ -18,6 +18,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Final
 
@@ -105,15 +106,16 @@ class FramedServer:
     def stop(self, grace_s: float = 5.0) -> None:
         """Accept no more connections; let each finish the request it is serving (reads
         end at the next frame boundary) for up to ``grace_s``, then cut the rest."""
+        deadline = time.monotonic() + grace_s
         self._close_listeners()
         for thread in self._acceptors:
-            thread.join(timeout=grace_s)
+            thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         with self._lock:
             running = dict(self._connections)
         for conn in running:
             _shutdown(conn, socket.SHUT_RD)
         for thread in running.values():
-            thread.join(timeout=grace_s)
+            thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         for conn in running:
             _shutdown(conn, socket.SHUT_RDWR)
 

@@ -5,7 +5,10 @@ same answers, statuses and exactly-once behaviour on each."""
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
+from pathlib import Path
 
 import grpc
 import pytest
@@ -35,6 +38,7 @@ from compute.view import StorageFullError
 from pageserver.api import auth
 from proto import strata_pb2 as pb
 from tests.api.conftest import Live
+from tests.servers import PageServerProcess
 
 TRANSPORTS = ("grpc", "unix", "tcp")
 
@@ -53,7 +57,8 @@ def _client(live: Live, token: str = "") -> StrataClient:
     return StrataClient(f"127.0.0.1:{live.server.port}", token or live.admin_token)
 
 
-def _writer_epoch(live: Live, client: StrataClient) -> int:
+def _writer_epoch(client: StrataClient) -> int:
+    """Tenant ``t``, empty, and the writer epoch of its ``main``."""
     client.create_tenant("t", empty=True)
     return int(client.attach_writer("t", "main", holder="test").writer_epoch)
 
@@ -73,7 +78,7 @@ def _refused(code: grpc.StatusCode, call: object) -> str:
 
 def test_batches_are_acknowledged_in_order_and_read_back(live: Live, transport: str) -> None:
     with _client(live) as client:
-        epoch = _writer_epoch(live, client)
+        epoch = _writer_epoch(client)
         writer = BatchWriter(client, "t", "main", epoch, 0, data_plane=transport)
         reader = PageReader(client, "t", "main", data_plane=transport)
         try:
@@ -94,7 +99,7 @@ def test_batches_are_acknowledged_in_order_and_read_back(live: Live, transport: 
 def test_a_batch_sent_again_is_answered_with_its_lsn_and_applied_once(
         live: Live, transport: str) -> None:
     with _client(live) as client:
-        epoch = _writer_epoch(live, client)
+        epoch = _writer_epoch(client)
         writer = BatchWriter(client, "t", "main", epoch, 0, data_plane=transport)
         try:
             batch = Batch((Create("f"), Write("f", 0, _page(1))), batch_id=1)
@@ -109,7 +114,7 @@ def test_a_batch_sent_again_is_answered_with_its_lsn_and_applied_once(
 
 def test_a_stale_or_fenced_writer_is_refused(live: Live, transport: str) -> None:
     with _client(live) as client:
-        epoch = _writer_epoch(live, client)
+        epoch = _writer_epoch(client)
         writer = BatchWriter(client, "t", "main", epoch, 0, data_plane=transport)
         try:
             writer.write(Batch((Create("f"),), batch_id=1))
@@ -130,7 +135,7 @@ def test_a_stale_or_fenced_writer_is_refused(live: Live, transport: str) -> None
 def test_a_page_request_refused_in_band_leaves_the_stream_open(
         live: Live, transport: str) -> None:
     with _client(live) as client:
-        epoch = _writer_epoch(live, client)
+        epoch = _writer_epoch(client)
         writer = BatchWriter(client, "t", "main", epoch, 0, data_plane=transport)
         reader = PageReader(client, "t", "main", streams=1, data_plane=transport)
         try:
@@ -148,7 +153,7 @@ def test_a_page_request_refused_in_band_leaves_the_stream_open(
 
 def test_every_connection_is_authenticated_and_authorised(live: Live, transport: str) -> None:
     with _client(live) as admin:
-        epoch = _writer_epoch(live, admin)
+        epoch = _writer_epoch(admin)
         admin.create_tenant("other", empty=True)
         writer = BatchWriter(admin, "t", "main", epoch, 0, data_plane=transport)
         writer.write(Batch((Create("f"), Write("f", 0, _page(9))), batch_id=1))
@@ -195,7 +200,7 @@ def _ingest_status(client: StrataClient, transport: str, epoch: int) -> grpc.Sta
 
 def test_a_full_storage_quota_is_enospc_not_a_retry(live: Live, transport: str) -> None:
     with _client(live) as client:
-        epoch = _writer_epoch(live, client)
+        epoch = _writer_epoch(client)
         client.set_quotas("t", pb.Quotas(max_storage=4 * PAGE_SIZE))
         writer = BatchWriter(client, "t", "main", epoch, 0, data_plane=transport)
         try:
@@ -209,7 +214,7 @@ def test_a_full_storage_quota_is_enospc_not_a_retry(live: Live, transport: str) 
 
 def test_a_detached_tenant_is_retried_then_given_up(live: Live, transport: str) -> None:
     with _client(live) as client:
-        epoch = _writer_epoch(live, client)
+        epoch = _writer_epoch(client)
         writer = BatchWriter(client, "t", "main", epoch, 0, retry_budget_s=0.3,
                              data_plane=transport)
         writer.write(Batch((Create("f"),), batch_id=1))
@@ -246,7 +251,7 @@ def test_a_malformed_hello_is_invalid_argument(live: Live, payload: bytes) -> No
 
 def test_a_frame_of_the_wrong_kind_ends_the_stream(live: Live) -> None:
     with _client(live) as client:
-        _writer_epoch(live, client)
+        _writer_epoch(client)
     with _connect(live.data_tcp) as sock:
         send_frame(sock, FrameType.HELLO,
                    encode_hello(Hello(StreamKind.PAGES, live.admin_token, "t", "main")))
@@ -256,3 +261,22 @@ def test_a_frame_of_the_wrong_kind_ends_the_stream(live: Live) -> None:
         assert kind is FrameType.ERROR
         assert "takes PAGES_REQUEST frames, not BATCH" in decode_error(answer).message
         assert sock.recv(1) == b""  # and the connection is closed
+
+
+def test_the_process_publishes_its_data_socket_and_stops_cleanly_with_a_stream_open(
+        tmp_path: Path) -> None:
+    server = PageServerProcess(tmp_path, data_plane=True)
+    try:
+        server.start()
+        info = json.loads((tmp_path / "state" / "pageserver.json").read_text())
+        assert info["data_socket"] == server.data_socket
+        token = (tmp_path / "state" / "auth" / "admin.token").read_text().strip()
+        with StrataClient(f"127.0.0.1:{server.port}", token) as client:
+            epoch = _writer_epoch(client)
+            writer = BatchWriter(client, "t", "main", epoch, 0,
+                                 data_plane=f"unix:{server.data_socket}")
+            writer.write(Batch((Create("f"),), batch_id=1))
+            assert server.signal(signal.SIGTERM) == 0  # the open stream does not hold it
+            writer.close()
+    finally:
+        server.stop()
