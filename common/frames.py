@@ -35,7 +35,7 @@ _ERROR = struct.Struct("<BBI")  # status code, flags, message length
 _LOCATION = struct.Struct("<H")
 HEADER_BYTES: Final = _HEADER.size
 Buffer = bytes | bytearray | memoryview
-_SMALL_SEND = 64 * 1024  # parts joined into one send below this size
+_PARTS_PER_SEND = 64  # parts joined into one send (of a page response: 512 KB)
 
 
 class FrameType(IntEnum):
@@ -256,13 +256,9 @@ def send_frame(sock: socket.socket, kind: FrameType, *parts: bytes) -> None:
     length = sum(len(part) for part in parts)
     if length > MAX_PAYLOAD_BYTES:
         raise FrameError(f"a frame of {length} bytes; at most {MAX_PAYLOAD_BYTES}")
-    header = _HEADER.pack(length, kind)
-    if length <= _SMALL_SEND:
-        sock.sendall(b"".join((header, *parts)))
-        return
-    sock.sendall(header)
-    for part in parts:
-        sock.sendall(part)
+    pending = [_HEADER.pack(length, kind), *parts]
+    for start in range(0, len(pending), _PARTS_PER_SEND):  # a few sends, not one per page
+        sock.sendall(b"".join(pending[start:start + _PARTS_PER_SEND]))
 
 
 def _receive_exactly(sock: socket.socket, size: int, *, at_boundary: bool) -> bytearray:
