@@ -224,8 +224,9 @@ class ServerProcess:
     """
 
     def __init__(self, state_dir: Path, storage: str, log_path: Path,
-                 stop_timeout_s: float = 120.0) -> None:
+                 stop_timeout_s: float = 120.0, extra_args: Sequence[str] = ()) -> None:
         self.state_dir = state_dir
+        self.extra_args = tuple(extra_args)  # more pageserver flags
         self.storage = storage
         self.log_path = log_path
         self.stop_timeout_s = stop_timeout_s
@@ -252,7 +253,7 @@ class ServerProcess:
         child = self.child = supervisor.spawn(
             [sys.executable, "-m", "pageserver.main", "--state-dir", str(self.state_dir),
              "--storage", self.storage, "--listen", self.address or "127.0.0.1:0",
-             "--metrics-listen", ""],
+             "--metrics-listen", "", *self.extra_args],
             marker=b"pageserver", log_file=self.log_path, cwd=ROOT, label="bench")
         ready = self.state_dir / "pageserver.json"
         try:
@@ -277,6 +278,12 @@ class ServerProcess:
 
     def token(self) -> str:
         return (self.state_dir / "auth" / "admin.token").read_text().strip()
+
+    def ready_info(self) -> JSON:
+        """What the running server published in ``pageserver.json``."""
+        info = supervisor.ready_info(self.state_dir / "pageserver.json")
+        assert info is not None
+        return info
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return call_credentials_metadata(self.token())

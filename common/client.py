@@ -107,6 +107,7 @@ class StrataClient:
                  timeout_s: float = DEFAULT_TIMEOUT_S, follow_moves: bool = False) -> None:
         self.timeout_s = timeout_s
         self.follow_moves = follow_moves
+        self.token = token or ""  # the framed data plane sends it in its HELLO (rfcs/0020)
         self._metadata = call_credentials_metadata(token) if token else ()
         self._lock = threading.Lock()
         self._channels: list[grpc.Channel] = []
@@ -132,7 +133,12 @@ class StrataClient:
         """If ``exc`` says the tenant moved to another page server, send every later call
         there; whether it did. (A compute's client follows its tenant; the CLI's does not:
         an operator asked one page server.)"""
-        address = moved_to(exc)
+        return self.follow_to(moved_to(exc))
+
+    def follow_to(self, address: str) -> bool:
+        """Send every later call to ``address``, where a page server said the tenant is
+        now (from gRPC's trailing metadata or a framed ERROR); False if it is "" or the
+        current address."""
         if not address or address == self.address:
             return False
         log.info("the tenant moved from %s to %s: following it", self.address, address)
@@ -381,6 +387,7 @@ class StrataClient:
         response = self._unary(self._manage.RenewToken, pb.RenewTokenRequest(tenant=tenant),
                                pb.CreateTokenResponse)
         self._metadata = call_credentials_metadata(response.token)
+        self.token = response.token
         return response
 
     def list_tokens(self) -> list[pb.TokenInfo]:

@@ -32,6 +32,7 @@ from common.client import ClientError, StrataClient
 from common.convert import relation_from_pb
 from common.durable import write_durably
 from common.ops import FileKind
+from compute.framed import parse_address
 from compute.page_cache import CacheStamp, PageCache
 from compute.remote import BatchWriter, PageReader
 from compute.shim import StrataFS
@@ -122,9 +123,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="JSON of cache and traffic counters, rewritten every heartbeat")
     parser.add_argument("--holder", default="",
                         help="name of this compute slot for the writer lease (host:path)")
+    parser.add_argument("--data-plane", default="", metavar="unix:PATH|unix:@NAME|HOST:PORT",
+                        help="ship batches and read pages over the page server's framed "
+                        "data plane there (rfcs/0020); default: gRPC streams")
     parser.add_argument("--force", action="store_true",
                         help="take the writer slot even if another compute holds it")
     args = parser.parse_args(argv)
+    if args.data_plane:
+        try:
+            parse_address(args.data_plane)
+        except ValueError as exc:
+            parser.error(str(exc))
     # Hand the GIL over sooner than every 5 ms: a thread woken by a reply (an fsync
     # waiting on the page server, a stream waiting on the log) runs ~10% sooner under load.
     sys.setswitchinterval(0.0005)
@@ -148,10 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     timeline_id = client.get_branch(args.tenant, args.branch).timeline_id
     cache = PageCache.open(args.cache_dir, args.cache_mb,
                            CacheStamp(args.tenant, timeline_id, lsn))
-    writer = BatchWriter(client, args.tenant, args.branch, attached.writer_epoch, lsn)
+    writer = BatchWriter(client, args.tenant, args.branch, attached.writer_epoch, lsn,
+                         data_plane=args.data_plane)
     args.scratch.mkdir(parents=True, exist_ok=True)
     args.mountpoint.mkdir(parents=True, exist_ok=True)
-    reader = PageReader(client, args.tenant, args.branch)
+    reader = PageReader(client, args.tenant, args.branch, data_plane=args.data_plane)
     fs = _Ready(args.ready_file, run_as, tree, cache, reader, writer, args.scratch,
                 owner.pw_uid, owner.pw_gid)
     publish: Callable[[], None] = (

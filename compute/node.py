@@ -94,6 +94,7 @@ class ComputeSpec:
     shared_buffers: str = "128MB"
     full_page_writes: bool = False  # the shim never tears a page (docs/DESIGN.md)
     settings: dict[str, str] = field(default_factory=dict)  # extra postgres -c settings
+    data_plane: str = ""  # the page server's framed data plane (rfcs/0020); "": gRPC
 
     @property
     def mountpoint(self) -> Path:
@@ -228,7 +229,8 @@ class ComputeNode:
             "--scratch", str(spec.scratch_dir), "--cache-dir", str(spec.workdir / "cache"),
             "--cache-mb", str(spec.cache_mb), "--ready-file", str(ready),
             "--stats-file", str(spec.run_dir / STATS_FILE), "--run-as", user.name,
-            "--holder", spec.holder, *(["--force"] if force else [])])
+            "--holder", spec.holder, *(["--force"] if force else []),
+            *(["--data-plane", spec.data_plane] if spec.data_plane else [])])
         began = time.monotonic()
         try:
             self._wait(ready.exists, mount, timeout_s)

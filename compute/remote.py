@@ -9,6 +9,11 @@ budget they give up with ``PageServerUnavailable`` so the shim can answer EIO:
 PostgreSQL then stops safely, and nothing was acknowledged that is not durable. A batch
 refused by the tenant's storage quota is not retried: it
 raises ``StorageFullError`` at once, which the shim answers with ENOSPC.
+
+Given a ``data_plane`` address, both speak the framed protocol (``compute/framed.py``,
+rfcs/0020) to the page server they started with, and gRPC streams otherwise; after
+following the tenant to another page server they use gRPC there (the framed address of
+the new home is not recorded anywhere they could learn it).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar, cast
+from typing import Generic, Protocol, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -27,6 +32,7 @@ from common.convert import op_to_pb, relation_to_pb
 from common.errors import STORAGE_FULL
 from common.keys import Relation
 from common.ops import Batch
+from compute.framed import FramedIngest, FramedPages, FramedRefused
 from compute.view import PageServerError, StorageFullError
 from proto import strata_pb2 as pb
 
@@ -63,7 +69,7 @@ def retrying(what: str, attempt: Callable[[], _T], budget_s: float,
     while True:
         try:
             return attempt()
-        except (grpc.RpcError, ClientError) as exc:
+        except (grpc.RpcError, ClientError, FramedRefused) as exc:
             code, message = _status(exc)
             if refused_for_storage(exc):
                 raise StorageFullError(message) from exc
@@ -78,24 +84,47 @@ def retrying(what: str, attempt: Callable[[], _T], budget_s: float,
         delay = min(delay * 2, 1.0)
 
 
-def _followed(client: StrataClient, exc: grpc.RpcError | ClientError) -> bool:
+_Failure = grpc.RpcError | ClientError | FramedRefused
+
+
+def _followed(client: StrataClient, exc: _Failure) -> bool:
     """Whether ``exc`` named a new home of the tenant that ``client`` now calls (a unary
     call's ClientError: the client followed it already, if it follows moves)."""
     if isinstance(exc, ClientError):
         return bool(exc.location) and exc.location == client.address
+    if isinstance(exc, FramedRefused):
+        return client.follow_to(exc.location)
     return client.follow(exc)
 
 
-def refused_for_storage(exc: grpc.RpcError | ClientError) -> bool:
+def refused_for_storage(exc: _Failure) -> bool:
     """Whether the page server refused for the tenant's storage quota (its trailing
-    metadata says so; a busy server's RESOURCE_EXHAUSTED does not)."""
+    metadata or ERROR frame says so; a busy server's RESOURCE_EXHAUSTED does not)."""
+    if isinstance(exc, FramedRefused):
+        return exc.storage_quota
     if not isinstance(exc, grpc.Call):
         return False
     return STORAGE_FULL in tuple(exc.trailing_metadata() or ())
 
 
-def _refused_as_busy(exc: grpc.RpcError) -> bool:
+def _refused_as_busy(exc: grpc.RpcError | FramedRefused) -> bool:
+    if isinstance(exc, FramedRefused):
+        return exc.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     return isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class _Home:
+    """Which transport the data path uses: framed to ``data_plane`` while ``client`` still
+    calls the page server it started with, gRPC otherwise."""
+
+    def __init__(self, client: StrataClient, data_plane: str) -> None:
+        self._client = client
+        self._data_plane = data_plane
+        self._started_at = client.address
+
+    def framed(self) -> str:
+        """The data-plane address to use now; "" for gRPC."""
+        return self._data_plane if self._client.address == self._started_at else ""
 
 
 class PageReader:
@@ -109,12 +138,13 @@ class PageReader:
     """
 
     def __init__(self, client: StrataClient, tenant: str, branch: str,
-                 retry_budget_s: float = 30.0, streams: int = 4) -> None:
+                 retry_budget_s: float = 30.0, streams: int = 4, data_plane: str = "") -> None:
         self._client = client
         self._tenant = tenant
         self._branch = branch
         self._budget = retry_budget_s
-        self._pool: queue.Queue[_PageStream | None] = queue.Queue()
+        self._home = _Home(client, data_plane)
+        self._pool: queue.Queue[_Pages | None] = queue.Queue()
         for _ in range(streams):
             self._pool.put(None)  # opened on first use
         self._ids = iter(range(1, 1 << 62))
@@ -124,20 +154,18 @@ class PageReader:
 
     def get_pages(self, relation: Relation, blocks: list[int]) -> list[bytes]:
         """The newest durable images of ``blocks``."""
-        request = pb.GetPagesRequest(
-            request_id=next(self._ids), relation=relation_to_pb(relation), blocks=blocks,
-            at=pb.ReadPoint(tenant=self._tenant, branch=self._branch, latest=True))
+        request_id = next(self._ids)
 
-        def attempt() -> pb.GetPagesResponse:
+        def attempt() -> list[bytes] | PageServerRefused:
             stream = self._pool.get()
             fresh, keep_slot = stream is None, True
             try:
-                stream = stream or _page_stream(self._client)
-                response = stream.exchange(request)
+                stream = stream or self._open()
+                response = stream.fetch(request_id, relation, blocks)
                 if fresh:
                     self._count_open(+1)
                 return response
-            except grpc.RpcError as exc:
+            except (grpc.RpcError, FramedRefused) as exc:
                 if stream is not None:
                     stream.close()
                 if not fresh:
@@ -152,10 +180,15 @@ class PageReader:
 
         response = retrying("GetPages", attempt, self._budget, self._client)
         self.round_trips += 1
-        if response.status.code:
-            raise PageServerRefused(_CODES.get(response.status.code, grpc.StatusCode.UNKNOWN),
-                                    response.status.message)
-        return list(response.pages)
+        if isinstance(response, PageServerRefused):
+            raise response
+        return response
+
+    def _open(self) -> _Pages:
+        address = self._home.framed()
+        if address:
+            return _FramedPages(address, self._client.token, self._tenant, self._branch)
+        return _GrpcPages(self._client, self._tenant, self._branch)
 
     def _count_open(self, change: int) -> None:
         with self._open_lock:
@@ -179,9 +212,11 @@ class PageReader:
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def _status(exc: grpc.RpcError | ClientError) -> tuple[grpc.StatusCode, str]:
+def _status(exc: _Failure) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, ClientError):
         return exc.code, str(exc)
+    if isinstance(exc, FramedRefused):
+        return exc.code, exc.message
     call = exc if isinstance(exc, grpc.Call) else None
     if call is None:
         return grpc.StatusCode.UNKNOWN, str(exc)
@@ -220,20 +255,76 @@ class _Exchange(Generic[_Req, _Resp]):
             pass
 
 
-_PageStream = _Exchange[pb.GetPagesRequest, pb.GetPagesResponse]
-_IngestStream = _Exchange[pb.IngestRequest, pb.IngestResponse]
+class _Pages(Protocol):
+    """A GetPages stream of either transport."""
+
+    def fetch(self, request_id: int, relation: Relation,
+              blocks: list[int]) -> list[bytes] | PageServerRefused:
+        """The pages, or the page server's in-band refusal of this request."""
+
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None: ...
 
 
-def _page_stream(client: StrataClient) -> _PageStream:
-    return _Exchange(client.open_page_stream)
+class _Ingest(Protocol):
+    """An Ingest stream of either transport, opened at the writer's epoch."""
+
+    def send(self, batch: pb.IngestBatch) -> tuple[int, bool]:
+        """The batch's LSN once durable, and whether the tenant's storage is full."""
+
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None: ...
 
 
-def _ingest_stream(client: StrataClient, tenant: str, branch: str,
-                   epoch: int) -> _IngestStream:
-    """An Ingest stream, already opened for ``branch`` at writer ``epoch``."""
-    opening = pb.IngestRequest(open=pb.IngestOpen(tenant=tenant, branch=branch,
-                                                  writer_epoch=epoch))
-    return _Exchange(client.open_ingest_stream, opening)
+class _GrpcPages:
+    def __init__(self, client: StrataClient, tenant: str, branch: str) -> None:
+        self._at = pb.ReadPoint(tenant=tenant, branch=branch, latest=True)
+        self._stream: _Exchange[pb.GetPagesRequest, pb.GetPagesResponse] = _Exchange(
+            client.open_page_stream)
+
+    def fetch(self, request_id: int, relation: Relation,
+              blocks: list[int]) -> list[bytes] | PageServerRefused:
+        response = self._stream.exchange(pb.GetPagesRequest(
+            request_id=request_id, relation=relation_to_pb(relation), blocks=blocks,
+            at=self._at))
+        if response.status.code:
+            return PageServerRefused(_CODES.get(response.status.code,
+                                                grpc.StatusCode.UNKNOWN),
+                                     response.status.message)
+        return list(response.pages)
+
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        self._stream.close(wait_s)
+
+
+class _FramedPages:
+    def __init__(self, address: str, token: str, tenant: str, branch: str) -> None:
+        self._stream = FramedPages(address, token, tenant, branch)
+
+    def fetch(self, request_id: int, relation: Relation,
+              blocks: list[int]) -> list[bytes] | PageServerRefused:
+        try:
+            return self._stream.fetch(request_id, relation, blocks)
+        except FramedRefused as exc:
+            if exc.ends_connection:
+                raise
+            return PageServerRefused(exc.code, exc.message)
+
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        self._stream.close(wait_s)
+
+
+class _GrpcIngest:
+    def __init__(self, client: StrataClient, tenant: str, branch: str, epoch: int) -> None:
+        opening = pb.IngestRequest(open=pb.IngestOpen(tenant=tenant, branch=branch,
+                                                      writer_epoch=epoch))
+        self._stream: _Exchange[pb.IngestRequest, pb.IngestResponse] = _Exchange(
+            client.open_ingest_stream, opening)
+
+    def send(self, batch: pb.IngestBatch) -> tuple[int, bool]:
+        response = self._stream.exchange(pb.IngestRequest(batch=batch))
+        return int(response.lsn), response.storage_full
+
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        self._stream.close(wait_s)
 
 
 class BatchWriter:
@@ -249,15 +340,16 @@ class BatchWriter:
     """
 
     def __init__(self, client: StrataClient, tenant: str, branch: str, epoch: int,
-                 acked_lsn: int, retry_budget_s: float = 30.0) -> None:
+                 acked_lsn: int, retry_budget_s: float = 30.0, data_plane: str = "") -> None:
         self._client = client
+        self._home = _Home(client, data_plane)
         self._tenant = tenant
         self._branch = branch
         self._epoch = epoch
         self._budget = retry_budget_s
         self.acked_lsn = acked_lsn
         self._lock = threading.Lock()
-        self._stream: _IngestStream | None = None
+        self._stream: _Ingest | None = None
         self.storage_full = False
 
     def write(self, batch: Batch) -> int:
@@ -275,13 +367,11 @@ class BatchWriter:
                     applied = self._applied_lsn(batch.batch_id)
                     if applied is not None:
                         return applied
-                    self._stream = _ingest_stream(self._client, self._tenant, self._branch,
-                                                  self._epoch)
+                    self._stream = self._open()
                 try:
-                    response = self._stream.exchange(pb.IngestRequest(batch=message))
-                    self.storage_full = response.storage_full
-                    return int(response.lsn)
-                except grpc.RpcError:
+                    lsn, self.storage_full = self._stream.send(message)
+                    return lsn
+                except (grpc.RpcError, FramedRefused):
                     self._stream.close()
                     self._stream = None
                     raise
@@ -289,6 +379,13 @@ class BatchWriter:
             lsn = retrying("Ingest", attempt, self._budget, self._client)
             self.acked_lsn = lsn
             return lsn
+
+    def _open(self) -> _Ingest:
+        address = self._home.framed()
+        if address:
+            return FramedIngest(address, self._client.token, self._tenant, self._branch,
+                                self._epoch)
+        return _GrpcIngest(self._client, self._tenant, self._branch, self._epoch)
 
     def _applied_lsn(self, batch_id: int) -> int | None:
         """The LSN of this writer's batch ``batch_id`` if the branch holds it durably

@@ -47,6 +47,10 @@ class ServerSettings:
     listen: str = "127.0.0.1:6400"
     advertise_address: str = ""  # where others reach us, recorded in the store; "": listen
     metrics_listen: str = "127.0.0.1:6401"
+    # The framed data plane (rfcs/0020): a unix socket path ("@name": abstract namespace)
+    # for computes on this host, and host:port for others; "": not served.
+    data_socket: str = ""
+    data_listen: str = ""
     state_dir: str = ".strata/pageserver"
     storage: str = ""  # default: the "objects" directory next to state_dir
     pg_bin_dir: str = ""
@@ -155,7 +159,9 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
         authority, _ = auth.load_or_create(config.state_dir, storage, engine.incarnation)
         server = start_server(engine, authority, metrics, settings.listen,
                               pg_bin_dir=settings.pg_bin_dir or None,
-                              limits=settings.call_limits())
+                              limits=settings.call_limits(),
+                              data_socket=settings.data_socket,
+                              data_listen=settings.data_listen)
         metrics_address = ""
         if settings.metrics_listen:
             host, _, port = settings.metrics_listen.rpartition(":")
@@ -166,10 +172,14 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
                               f"{exc.strerror or exc}") from exc
             metrics_address = f"{host}:{metrics_server.server_port}"
         host = settings.listen.rpartition(":")[0]
+        data_listen = ""
+        if server.framed is not None and server.framed.tcp_port:
+            data_listen = f"{settings.data_listen.rpartition(':')[0]}:{server.framed.tcp_port}"
         engine.locations.register(settings.advertise_address or f"{host}:{server.port}")
         write_durably(ready, json.dumps({
             "pageserver_id": engine.locations.pageserver_id,
             "pid": os.getpid(), "listen": f"{host}:{server.port}", "metrics": metrics_address,
+            "data_socket": settings.data_socket, "data_listen": data_listen,
             "storage": storage.describe(), "state_dir": str(config.state_dir)}, indent=1).encode())
         log.info("serving on %s:%d (metrics %s, storage %s)", host, server.port,
                  metrics_address or "off", storage.describe())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import sys
 from pathlib import Path
@@ -25,8 +26,11 @@ def free_port() -> int:
 class PageServerProcess:
     """One ``python -m pageserver.main`` child on loopback ports."""
 
-    def __init__(self, home: Path, storage: Path | str | None = None) -> None:
+    def __init__(self, home: Path, storage: Path | str | None = None, *,
+                 data_plane: bool = False) -> None:
         self.home = home
+        # The framed data plane's unix socket (abstract namespace), if it serves one.
+        self.data_socket = f"@strata-test-{secrets.token_hex(8)}" if data_plane else ""
         self.storage = storage or home / "objects"  # a path or URL; another server's: shared
         self.port = free_port()
         self.metrics_port = free_port()
@@ -36,7 +40,8 @@ class PageServerProcess:
         child = self.child = supervisor.spawn(
             [sys.executable, "-m", "pageserver.main", "--state-dir", str(self.home / "state"),
              "--storage", str(self.storage), "--listen", f"127.0.0.1:{self.port}",
-             "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--pitr-window", "1h"],
+             "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--pitr-window", "1h",
+             *(["--data-socket", self.data_socket] if self.data_socket else [])],
             marker=b"pageserver", log_file=self.home / "pageserver.log", cwd=ROOT,
             label="test")
         ready = self.home / "state" / "pageserver.json"

@@ -62,7 +62,7 @@ def _caller_tenant() -> str | None:
     return None if claims is None or claims.tenant == ALL_TENANTS else claims.tenant
 
 
-def _unexpected(exc: Exception, name: str) -> tuple[grpc.StatusCode, str]:
+def unexpected_status(exc: Exception, name: str) -> tuple[grpc.StatusCode, str]:
     """Log an exception that is no engine error; the status and message to end the call
     with: UNAVAILABLE (retried) when the disk is full, otherwise INTERNAL."""
     full = disk_full(exc)
@@ -111,7 +111,7 @@ def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Message], name: str,
             code = status_of(exc)
             abort_with(context, exc)
         except Exception as exc:
-            code, message = _unexpected(exc, name)
+            code, message = unexpected_status(exc, name)
             context.abort(code, message)
         finally:
             metrics.rpc_requests.labels(name, code.name).inc()
@@ -142,7 +142,7 @@ def _stream(behaviour: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[
             if isinstance(exc, grpc.RpcError) and not context.is_active():
                 code = _ended_by_client(context, name)
                 return
-            code, message = _unexpected(exc, name)
+            code, message = unexpected_status(exc, name)
             context.abort(code, message)
         finally:
             if code is grpc.StatusCode.OK:

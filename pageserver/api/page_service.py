@@ -8,9 +8,10 @@ import grpc
 import numpy as np
 
 from common.convert import file_info, relation_from_pb
-from common.errors import InvalidArgumentError, StrataError, TenantElsewhereError
+from common.errors import StrataError, TenantElsewhereError
 from common.ops import FileKind
 from common.pages import blocks_for
+from pageserver.api.data_path import PageReads
 from pageserver.api.handlers import Malformed
 from pageserver.api.status import status_of
 from pageserver.engine import Engine
@@ -18,16 +19,14 @@ from pageserver.metrics import Metrics
 from pageserver.timeline import Timeline
 from proto import strata_pb2 as pb
 
-MAX_BLOCKS_PER_REQUEST = 4096  # 32 MB of pages in one response
-
 
 class PageServicer:
-    """Serves reads of any branch at any readable LSN."""
+    """Serves reads of any branch at any readable LSN (``data_path.PageReads``, shared
+    with the framed transport)."""
 
     def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self._engine = engine
-        self._metrics = metrics
-        self._request_seconds = metrics.rpc_seconds.labels("PageService/GetPages.request")
+        self._reads = PageReads(engine, metrics)
 
     def _resolve(self, at: pb.ReadPoint) -> tuple[Timeline, int]:
         timeline = self._engine.timeline(at.tenant, at.branch or "main")
@@ -39,8 +38,7 @@ class PageServicer:
         that left this page server ends the stream (UNAVAILABLE, naming where it went), so
         the compute reopens it there."""
         for request in requests:
-            with self._request_seconds.time():
-                yield self._get_pages(request)
+            yield self._get_pages(request)
 
     def _get_pages(self, request: pb.GetPagesRequest | Malformed) -> pb.GetPagesResponse:
         if isinstance(request, Malformed):
@@ -48,19 +46,15 @@ class PageServicer:
                 code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
                 message=f"malformed request message: {request.error}"))
         try:
-            if len(request.blocks) > MAX_BLOCKS_PER_REQUEST:
-                raise InvalidArgumentError(
-                    f"{len(request.blocks)} blocks in one request; the limit is "
-                    f"{MAX_BLOCKS_PER_REQUEST}")
-            timeline, lsn = self._resolve(request.at)
-            relation = relation_from_pb(request.relation)
-            pages = timeline.get_pages(relation, np.array(request.blocks, dtype=np.int64), lsn)
+            at = request.at
+            lsn, pages = self._reads.read(at.tenant, at.branch, None if at.latest else at.lsn,
+                                          relation_from_pb(request.relation),
+                                          np.array(request.blocks, dtype=np.int64))
         except TenantElsewhereError:
             raise
         except StrataError as exc:
             return pb.GetPagesResponse(request_id=request.request_id, status=pb.Status(
                 code=status_of(exc).value[0], message=str(exc)))
-        self._metrics.pages_served.inc(len(pages))
         return pb.GetPagesResponse(request_id=request.request_id, lsn=lsn, pages=pages)
 
     def ListFiles(self, request: pb.ListFilesRequest,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from pageserver.api.audit import AuditLog
 from pageserver.api.auth import AuthInterceptor, TokenAuthority
+from pageserver.api.framed_server import FramedServer
 from pageserver.api.handlers import service_handler
 from pageserver.api.ingest_service import IngestServicer
 from pageserver.api.limits import CallAdmission, CallLimits
@@ -31,18 +32,25 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     audit: AuditLog
+    framed: FramedServer | None = field(default=None)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Refuse new calls, let running ones finish for up to ``grace_s``."""
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace_s).wait()
+        stopping = self.server.stop(grace_s)
+        if self.framed is not None:
+            self.framed.stop(grace_s)
+        stopping.wait()
         self.audit.close()
 
 
 def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, listen: str,
                  *, pg_bin_dir: str | None = None,
-                 limits: CallLimits | None = None) -> RunningServer:
-    """Start serving on ``listen`` (host:port; port 0 picks a free one).
+                 limits: CallLimits | None = None, data_socket: str = "",
+                 data_listen: str = "") -> RunningServer:
+    """Start serving on ``listen`` (host:port; port 0 picks a free one), and the framed
+    data plane (Ingest and GetPages, rfcs/0020) on the unix socket ``data_socket`` and
+    TCP ``data_listen`` if given, under the same authority and limits.
 
     The synchronous gRPC server holds one worker thread per open stream (every
     compute keeps a few GetPages streams and one Ingest stream open), so the pool
@@ -86,5 +94,15 @@ def start_server(engine: Engine, authority: TokenAuthority, metrics: Metrics, li
     if port == 0:
         audit.close()
         raise OSError(cannot)
+    framed = None
+    if data_socket or data_listen:
+        try:
+            framed = FramedServer(engine, authority, metrics, admission, unix_path=data_socket,
+                                  tcp_listen=data_listen, max_connections=limits.threads)
+        except OSError:
+            audit.close()
+            raise
     server.start()
-    return RunningServer(server, port, health_servicer, audit)
+    if framed is not None:
+        framed.start()
+    return RunningServer(server, port, health_servicer, audit, framed)

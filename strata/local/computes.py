@@ -218,7 +218,7 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
         spec = ComputeSpec(address, token_file, tenant, branch, directory,
                            port or choose_port(home, tenant, branch,
                                                previous.spec.port if previous else None),
-                           **settings)
+                           data_plane=home.data_plane_address(), **settings)
         ComputeNode(spec).reserve()
     node = ComputeNode(spec)
     try:

@@ -144,6 +144,20 @@ class Home:
         """What the page server published in ``pageserver.json``; None if absent or torn."""
         return supervisor.ready_info(self.ready_file)
 
+    def data_socket(self) -> str:
+        """The unix socket of the page server's framed data plane for this home: in
+        Linux's abstract namespace (computes run as other users, who cannot reach
+        $STRATA_HOME), named after the home."""
+        digest = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
+        return f"@strata-{digest}"
+
+    def data_plane_address(self) -> str:
+        """Where computes reach the running page server's framed data plane; "" (gRPC)
+        if it serves none."""
+        info = self.ready_info()
+        socket = info.get("data_socket") if info else None
+        return f"unix:{socket}" if isinstance(socket, str) and socket else ""
+
     def admin_token(self) -> str | None:
         """The local admin token, if the page server has created one."""
         try:
@@ -177,6 +191,7 @@ class UpOptions:
     require_tls: bool = False  # the proxy refuses clients without TLS
     console: bool = True  # start the web console (`strata console`)
     console_port: int = DEFAULT_CONSOLE_PORT  # 0: any free port
+    data_plane: str = "unix"  # unix: computes use the framed unix socket | grpc (rfcs/0020)
 
     @classmethod
     def load(cls, home: Home) -> UpOptions:

@@ -123,6 +123,8 @@ def _start(home: Home, options: UpOptions) -> supervisor.Child:
         "--storage", options.storage_url(home),
         "--pitr-window", options.pitr_window,
     ]
+    if options.data_plane == "unix":
+        command += ["--data-socket", home.data_socket()]
     # AWS_* credentials for S3 pass through in the inherited environment.
     return supervisor.spawn(command, marker=_MARKER, log_file=home.log_file, cwd=home.root,
                             pid_file=home.pid_file, label="strata up")

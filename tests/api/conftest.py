@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,19 @@ class Live:
     pages: pb_grpc.PageServiceStub
     ingest: pb_grpc.IngestServiceStub
     manage: pb_grpc.ManagementServiceStub
+    admin_token: str = ""
+
+    @property
+    def data_unix(self) -> str:
+        """The framed data plane's unix socket, as a compute's ``--data-plane``."""
+        assert self.server.framed is not None
+        return f"unix:{self.server.framed.unix_path}"
+
+    @property
+    def data_tcp(self) -> str:
+        """The framed data plane's TCP address, as a compute's ``--data-plane``."""
+        assert self.server.framed is not None
+        return f"127.0.0.1:{self.server.framed.tcp_port}"
 
     def metadata(self, tenant: str, scope: auth.Scope) -> tuple[tuple[str, str], ...]:
         return call_credentials_metadata(self.authority.issue(tenant, scope, 600))
@@ -54,7 +68,9 @@ def serving(tmp_path: Path, limits: CallLimits) -> Iterator[Live]:
     authority, admin_token = auth.load_or_create(config.state_dir, engine.storage,
                                                  engine.incarnation)
     metrics = Metrics()
-    server = start_server(engine, authority, metrics, "127.0.0.1:0", limits=limits)
+    server = start_server(engine, authority, metrics, "127.0.0.1:0", limits=limits,
+                          data_socket=f"@strata-test-{secrets.token_hex(8)}",
+                          data_listen="127.0.0.1:0")
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}",
                                     options=[("grpc.enable_http_proxy", 0)])
     try:
@@ -62,7 +78,8 @@ def serving(tmp_path: Path, limits: CallLimits) -> Iterator[Live]:
                    call_credentials_metadata(admin_token),
                    pb_grpc.PageServiceStub(channel),  # type: ignore[no-untyped-call]
                    pb_grpc.IngestServiceStub(channel),  # type: ignore[no-untyped-call]
-                   pb_grpc.ManagementServiceStub(channel))  # type: ignore[no-untyped-call]
+                   pb_grpc.ManagementServiceStub(channel),  # type: ignore[no-untyped-call]
+                   admin_token)
     finally:
         channel.close()
         server.stop(0)
@@ -73,8 +90,8 @@ def serving(tmp_path: Path, limits: CallLimits) -> Iterator[Live]:
 def pair(tmp_path: Path) -> Iterator[tuple[PageServerProcess, PageServerProcess]]:
     """Two page server processes on one local-directory store."""
     store = tmp_path / "objects"
-    first = PageServerProcess(tmp_path / "a", storage=store)
-    second = PageServerProcess(tmp_path / "b", storage=store)
+    first = PageServerProcess(tmp_path / "a", storage=store, data_plane=True)
+    second = PageServerProcess(tmp_path / "b", storage=store, data_plane=True)
     try:
         first.start()
         second.start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 
 import grpc
@@ -66,20 +67,25 @@ def test_the_page_server_left_names_the_new_one(
                 grpc.StatusCode.UNAVAILABLE, address)
 
 
+@pytest.mark.parametrize("transport", ["grpc", "framed"])
 @pytest.mark.parametrize("force", [False, True], ids=["detach-attach", "attach-force"])
 def test_a_writer_and_a_reader_follow_their_tenant(
-        pair: tuple[PageServerProcess, PageServerProcess], force: bool) -> None:
+        pair: tuple[PageServerProcess, PageServerProcess], force: bool, transport: str) -> None:
     """Batches go on being acknowledged while the tenant moves from the first page server
     to the second (detached, then attached; or taken with force while the first still
     serves it, which the first learns from its next write); each is applied exactly once,
-    and the reader reads every acknowledged page from the second."""
+    and the reader reads every acknowledged page from the second. On the framed data
+    plane the first page server's ERROR frame names the second, as gRPC's trailing
+    metadata does, and the compute goes on there over gRPC."""
     first, second = pair
+    data_plane = f"unix:{first.data_socket}" if transport == "framed" else ""
     with _client(first) as on_first, _client(second) as on_second, \
             _client(first, follow_moves=True) as compute:
         on_first.create_tenant("t", empty=True)
         attached = compute.attach_writer("t", "main", holder="test")
-        writer = BatchWriter(compute, "t", "main", attached.writer_epoch, attached.lsn)
-        reader = PageReader(compute, "t", "main")
+        writer = BatchWriter(compute, "t", "main", attached.writer_epoch, attached.lsn,
+                             data_plane=data_plane)
+        reader = PageReader(compute, "t", "main", data_plane=data_plane)
         writer.write(Batch((Create("f"), Write("f", 0, _page(0, 0) * BLOCKS)), batch_id=1))
         relation = _relation(on_first)
         acked: list[int] = []
@@ -114,6 +120,11 @@ def test_a_writer_and_a_reader_follow_their_tenant(
             loader.join(timeout=60)
         assert not failure, failure
         assert compute.address == f"127.0.0.1:{second.port}"
+        if data_plane:  # the batches before the move went over the framed socket
+            url = f"http://127.0.0.1:{first.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+            assert 'code="UNAVAILABLE",method="Framed/Ingest"' in text
         newest = {acked_id % BLOCKS: acked_id for acked_id in acked}
         pages = reader.get_pages(relation, sorted(newest))
         assert pages == [_page(block, newest[block]) for block in sorted(newest)]

@@ -165,3 +165,16 @@ def test_a_configured_certificate_and_required_tls(tmp_path: Path) -> None:
                     assert secure.recv(4096)[:1] == b"R"  # SCRAM begins, over TLS
         finally:
             cli.stop_everything()
+
+
+def test_up_serves_the_framed_data_plane_unless_told_grpc(idle_strata: Strata) -> None:
+    """Computes started by this home then reach the page server on its unix socket, or
+    over gRPC (rfcs/0020)."""
+    home = Home(idle_strata.home)
+    idle_strata.up()
+    assert home.data_plane_address() == f"unix:{home.data_socket()}"
+    assert home.data_socket().startswith("@strata-")
+    idle_strata.json("down")
+    idle_strata.up("--data-plane", "grpc")
+    assert home.data_plane_address() == ""
+    idle_strata.json("down")

@@ -3,6 +3,8 @@ on the FUSE shim. Needs root, /dev/fuse and fusermount3 (./dev installs fuse3).
 
 Each module gets its own page server and tenant ``pg``, whose ``main`` holds pgbench's
 tables (scale 1); tests fork branches of it, so they do not see each other's writes.
+Computes reach it over its framed data plane on a unix socket, as ``strata up`` runs
+them (rfcs/0020); tests/api/test_data_plane.py holds both transports to one behaviour.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def cluster(compute_host: None) -> Iterator[tuple[PageServerProcess, StrataClien
     """A page server with tenant ``pg`` created by initdb; shared by a module's tests."""
     home = Path(tempfile.mkdtemp(prefix="strata-compute-"))
     os.chmod(home, 0o755)
-    server = PageServerProcess(home)
+    server = PageServerProcess(home, data_plane=True)
     server.start()
     client = StrataClient(f"127.0.0.1:{server.port}", server.admin()[0][1].split()[1],
                           timeout_s=120)
@@ -79,7 +81,9 @@ def _spec(server: PageServerProcess, workdir: Path, branch: str,
           **settings: object) -> ComputeSpec:
     return ComputeSpec(f"127.0.0.1:{server.port}",
                        server.home / "state" / "auth" / "admin.token", TENANT, branch,
-                       workdir, free_port(), **settings)  # type: ignore[arg-type]
+                       workdir, free_port(),
+                       data_plane=f"unix:{server.data_socket}" if server.data_socket else "",
+                       **settings)  # type: ignore[arg-type]
 
 
 @pytest.fixture

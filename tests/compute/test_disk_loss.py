@@ -28,7 +28,7 @@ def test_a_page_server_killed_with_its_disk_loses_nothing(compute_host: None,
                                                          shared_store: str) -> None:
     home = Path(tempfile.mkdtemp(prefix="strata-disk-loss-"))
     os.chmod(home, 0o755)
-    server = PageServerProcess(home, shared_store)
+    server = PageServerProcess(home, shared_store, data_plane=True)
     server.start()
     node: ComputeNode | None = None
     try:

@@ -50,8 +50,8 @@ def _postgres_log(node: ComputeNode) -> str:
 
 def test_a_tenant_moves_under_load_with_its_compute_connected(home: Path,
                                                              shared_store: str) -> None:
-    first = PageServerProcess(home / "a", shared_store)
-    second = PageServerProcess(home / "b", shared_store)
+    first = PageServerProcess(home / "a", shared_store, data_plane=True)
+    second = PageServerProcess(home / "b", shared_store, data_plane=True)
     node: ComputeNode | None = None
     try:
         first.start()

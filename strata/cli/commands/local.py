@@ -65,6 +65,9 @@ def _merge(saved: UpOptions, **given: Any) -> UpOptions:
 @click.option("--console-port", type=click.IntRange(0, 65535),
               help="The console's HTTP port on 127.0.0.1 (default 6480; 0: any free port) "
                    "[saved].")
+@click.option("--data-plane", type=click.Choice(["unix", "grpc"]),
+              help="How computes ship commits and read pages: a framed protocol on a unix "
+                   "socket (default), or gRPC streams [saved].")
 @click.option("--timeout", type=click.FloatRange(min=1), default=lifecycle.START_TIMEOUT_S,
               show_default=True, help="Seconds to wait until it serves.")
 @local_command
