@@ -242,11 +242,11 @@ class StrataClient:
 
     def create_branch(self, tenant: str, name: str, *, parent: str = "",
                       at: HistoryPoint = NEWEST, ttl_s: int = 0, suspend_timeout_s: int = 0,
-                      protected: bool = False) -> pb.BranchInfo:
+                      protected: bool = False, ephemeral: bool = False) -> pb.BranchInfo:
         """Branch ``parent`` (default main) at the point ``at`` of its history."""
         request = pb.CreateBranchRequest(tenant=tenant, name=name, parent=parent, ttl_s=ttl_s,
                                          suspend_timeout_s=suspend_timeout_s,
-                                         protected=protected)
+                                         protected=protected, ephemeral=ephemeral)
         at.set_in(request)
         return self._unary(self._manage.CreateBranch, request, pb.CreateBranchResponse).branch
 
@@ -274,6 +274,20 @@ class StrataClient:
             if not token:
                 break
         return branches
+
+    def branch_changes(self, tenant: str, branch: str, *, lsn: int | None = None,
+                       time_us: int | None = None,
+                       checkpoint: str | None = None) -> pb.BranchChangesResponse:
+        """What ``branch`` wrote after the point given (none: its branch point)."""
+        request = pb.BranchChangesRequest(tenant=tenant, branch=branch)
+        if lsn is not None:
+            request.lsn = lsn
+        elif time_us is not None:
+            request.time_us = time_us
+        elif checkpoint is not None:
+            request.checkpoint = checkpoint
+        return self._unary(self._manage.BranchChanges, request, pb.BranchChangesResponse,
+                           timeout_s=LONG_TIMEOUT_S)
 
     def get_branch(self, tenant: str, name: str) -> pb.BranchInfo:
         request = pb.GetBranchRequest(tenant=tenant, name=name)

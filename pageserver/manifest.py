@@ -194,6 +194,7 @@ class BranchRecord:
     parent: str | None = None  # the branch it was forked from; kept across restores
     suspend_timeout_s: int | None = None  # idle time before the proxy stops its compute
     protected: bool = False  # never expires; deleting it needs force
+    ephemeral: bool = False  # a time-travel endpoint's: read-only, unlisted, gone when idle
 
 
 @dataclass(frozen=True)

@@ -441,7 +441,7 @@ class DetachTenantResponse(_message.Message):
     def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ...) -> None: ...
 
 class BranchInfo(_message.Message):
-    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected", "last_batch")
+    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected", "last_batch", "ephemeral")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -460,6 +460,7 @@ class BranchInfo(_message.Message):
     SUSPEND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_FIELD_NUMBER: _ClassVar[int]
     LAST_BATCH_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     timeline_id: str
     parent: str
@@ -478,7 +479,8 @@ class BranchInfo(_message.Message):
     suspend_timeout_s: int
     protected: bool
     last_batch: AppliedBatch
-    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., last_batch: _Optional[_Union[AppliedBatch, _Mapping]] = ...) -> None: ...
+    ephemeral: bool
+    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., last_batch: _Optional[_Union[AppliedBatch, _Mapping]] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
 
 class AppliedBatch(_message.Message):
     __slots__ = ("writer_epoch", "batch_id", "lsn")
@@ -491,7 +493,7 @@ class AppliedBatch(_message.Message):
     def __init__(self, writer_epoch: _Optional[int] = ..., batch_id: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
 
 class CreateBranchRequest(_message.Message):
-    __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s", "suspend_timeout_s", "protected")
+    __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s", "suspend_timeout_s", "protected", "ephemeral")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -502,6 +504,7 @@ class CreateBranchRequest(_message.Message):
     TTL_S_FIELD_NUMBER: _ClassVar[int]
     SUSPEND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
     parent: str
@@ -512,7 +515,8 @@ class CreateBranchRequest(_message.Message):
     ttl_s: int
     suspend_timeout_s: int
     protected: bool
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ...) -> None: ...
+    ephemeral: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
 
 class CreateBranchResponse(_message.Message):
     __slots__ = ("branch",)
@@ -897,6 +901,66 @@ class ReadAuditRequest(_message.Message):
     SINCE_US_FIELD_NUMBER: _ClassVar[int]
     since_us: int
     def __init__(self, since_us: _Optional[int] = ...) -> None: ...
+
+class BranchChangesRequest(_message.Message):
+    __slots__ = ("tenant", "branch", "lsn", "time_us", "checkpoint")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    TIME_US_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    branch: str
+    lsn: int
+    time_us: int
+    checkpoint: str
+    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ...) -> None: ...
+
+class RelationChange(_message.Message):
+    __slots__ = ("relation", "database", "schema", "name", "kind", "table", "change", "pages", "writes", "bytes", "oid")
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    OID_FIELD_NUMBER: _ClassVar[int]
+    relation: Relation
+    database: str
+    schema: str
+    name: str
+    kind: str
+    table: str
+    change: str
+    pages: int
+    writes: int
+    bytes: int
+    oid: int
+    def __init__(self, relation: _Optional[_Union[Relation, _Mapping]] = ..., database: _Optional[str] = ..., schema: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., table: _Optional[str] = ..., change: _Optional[str] = ..., pages: _Optional[int] = ..., writes: _Optional[int] = ..., bytes: _Optional[int] = ..., oid: _Optional[int] = ...) -> None: ...
+
+class BranchChangesResponse(_message.Message):
+    __slots__ = ("since_lsn", "upto_lsn", "relations", "pages", "bytes", "other_pages", "layers_read", "complete")
+    SINCE_LSN_FIELD_NUMBER: _ClassVar[int]
+    UPTO_LSN_FIELD_NUMBER: _ClassVar[int]
+    RELATIONS_FIELD_NUMBER: _ClassVar[int]
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    OTHER_PAGES_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_READ_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    since_lsn: int
+    upto_lsn: int
+    relations: _containers.RepeatedCompositeFieldContainer[RelationChange]
+    pages: int
+    bytes: int
+    other_pages: int
+    layers_read: int
+    complete: bool
+    def __init__(self, since_lsn: _Optional[int] = ..., upto_lsn: _Optional[int] = ..., relations: _Optional[_Iterable[_Union[RelationChange, _Mapping]]] = ..., pages: _Optional[int] = ..., bytes: _Optional[int] = ..., other_pages: _Optional[int] = ..., layers_read: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
 
 class ReadAuditResponse(_message.Message):
     __slots__ = ("entries",)

@@ -19,6 +19,7 @@ from common.errors import InvalidArgumentError, NotFoundError, PermissionDeniedE
 from common.postgres import pg_bin_dir
 from pageserver import importer
 from pageserver.api.audit import AuditLog
+from pageserver.api.changes_pb import changes_to_pb
 from pageserver.api.auth import (
     MAX_TTL_S,
     Claims,
@@ -181,7 +182,7 @@ class ManagementServicer:
             writer_epoch=timeline.writer_epoch, gc_cutoff=timeline.gc_cutoff,
             writer=lease.holder if (lease := timeline.writer_lease.current()) else "",
             suspend_timeout_s=info.suspend_timeout_s or 0, protected=info.protected,
-            last_batch=_applied_batch_to_pb(timeline.durable_batch),
+            ephemeral=info.ephemeral, last_batch=_applied_batch_to_pb(timeline.durable_batch),
         )
 
     def CreateBranch(self, request: pb.CreateBranchRequest,
@@ -191,12 +192,13 @@ class ManagementServicer:
         if point.checkpoint is not None:
             _check_covered(tenant.checkpoint(point.checkpoint).branch)
         settings = BranchSettings(_expiry(request.ttl_s), request.suspend_timeout_s or None,
-                                  request.protected)
+                                  request.protected, request.ephemeral)
         tenant.create_branch(request.name, request.parent or MAIN_BRANCH, point,
                              settings=settings)
         self._record(context, "branch.create", request.tenant, request.name,
                      parent=request.parent or MAIN_BRANCH, ttl_s=request.ttl_s,
-                     protected=request.protected, checkpoint=point.checkpoint)
+                     protected=request.protected, checkpoint=point.checkpoint,
+                     ephemeral=request.ephemeral)
         return pb.CreateBranchResponse(branch=self._branch_info(tenant, request.name))
 
     def ListBranches(self, request: pb.ListBranchesRequest,
@@ -215,6 +217,19 @@ class ManagementServicer:
         return pb.ListBranchesResponse(branches=[
             self._branch_info(tenant, info.name, info) for info in infos
         ], next_page_token=names[-1] if more else "")
+
+    def BranchChanges(self, request: pb.BranchChangesRequest,
+                      context: grpc.ServicerContext) -> pb.BranchChangesResponse:
+        """What the branch wrote after a point, by relation, from its layers."""
+        tenant = self._engine.tenant(request.tenant)
+        which = request.WhichOneof("since")
+        if which == "checkpoint":
+            _check_covered(tenant.checkpoint(request.checkpoint).branch)
+        since = None if which is None else BranchPoint(
+            lsn=request.lsn if which == "lsn" else None,
+            time_us=request.time_us if which == "time_us" else None,
+            checkpoint=request.checkpoint if which == "checkpoint" else None)
+        return changes_to_pb(tenant.changes(request.branch, since))
 
     def GetBranch(self, request: pb.GetBranchRequest,
                   context: grpc.ServicerContext) -> pb.GetBranchResponse:
