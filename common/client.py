@@ -82,7 +82,8 @@ class HistoryPoint:
         ways = (self.lsn, self.wal_lsn, self.time_us, self.checkpoint)
         return sum(way is not None for way in ways)
 
-    def set_in(self, request: pb.CreateBranchRequest | pb.RestoreBranchRequest) -> bool:
+    def set_in(self, request: pb.CreateBranchRequest | pb.RestoreBranchRequest
+               | pb.BranchChangesRequest) -> bool:
         """Set the request's field of this point (the first way given); False if none is."""
         if self.lsn is not None:
             request.lsn = self.lsn
@@ -275,17 +276,11 @@ class StrataClient:
                 break
         return branches
 
-    def branch_changes(self, tenant: str, branch: str, *, lsn: int | None = None,
-                       time_us: int | None = None,
-                       checkpoint: str | None = None) -> pb.BranchChangesResponse:
-        """What ``branch`` wrote after the point given (none: its branch point)."""
+    def branch_changes(self, tenant: str, branch: str,
+                       since: HistoryPoint = NEWEST) -> pb.BranchChangesResponse:
+        """What ``branch`` wrote after the point ``since`` (none given: its branch point)."""
         request = pb.BranchChangesRequest(tenant=tenant, branch=branch)
-        if lsn is not None:
-            request.lsn = lsn
-        elif time_us is not None:
-            request.time_us = time_us
-        elif checkpoint is not None:
-            request.checkpoint = checkpoint
+        since.set_in(request)
         return self._unary(self._manage.BranchChanges, request, pb.BranchChangesResponse,
                            timeout_s=LONG_TIMEOUT_S)
 

@@ -153,8 +153,8 @@ def relation_names(read: FileReader, db: int) -> dict[int, RelationName]:
 
     schemas = _newest_by_key((struct.unpack_from("<I", t.data)[0], _name(t.data, 4), t.live)
                              for t in catalog_rows(PG_NAMESPACE, 4 + _NAME_LEN))
-    index_of = _newest_by_key((*struct.unpack_from("<II", t.data), t.live)
-                              for t in catalog_rows(PG_INDEX, 8))
+    index_of: dict[int, int] = _newest_by_key(
+        (*struct.unpack_from("<II", t.data), t.live) for t in catalog_rows(PG_INDEX, 8))
     toast_of = {row.toast: row.oid for row in classes.values() if row.toast}
     named: dict[int, RelationName] = {}
     for row in classes.values():

@@ -903,18 +903,20 @@ class ReadAuditRequest(_message.Message):
     def __init__(self, since_us: _Optional[int] = ...) -> None: ...
 
 class BranchChangesRequest(_message.Message):
-    __slots__ = ("tenant", "branch", "lsn", "time_us", "checkpoint")
+    __slots__ = ("tenant", "branch", "lsn", "time_us", "checkpoint", "wal_lsn")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     LSN_FIELD_NUMBER: _ClassVar[int]
     TIME_US_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    WAL_LSN_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     branch: str
     lsn: int
     time_us: int
     checkpoint: str
-    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ...) -> None: ...
+    wal_lsn: int
+    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., wal_lsn: _Optional[int] = ...) -> None: ...
 
 class RelationChange(_message.Message):
     __slots__ = ("relation", "database", "schema", "name", "kind", "table", "change", "pages", "writes", "bytes", "oid")

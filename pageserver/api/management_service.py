@@ -19,7 +19,6 @@ from common.errors import InvalidArgumentError, NotFoundError, PermissionDeniedE
 from common.postgres import pg_bin_dir
 from pageserver import importer
 from pageserver.api.audit import AuditLog
-from pageserver.api.changes_pb import changes_to_pb
 from pageserver.api.auth import (
     MAX_TTL_S,
     Claims,
@@ -28,6 +27,7 @@ from pageserver.api.auth import (
     check_branches,
     current_claims,
 )
+from pageserver.api.changes_pb import changes_to_pb
 from pageserver.api.token_registry import TokenRecord
 from pageserver.applied_batch import AppliedBatch
 from pageserver.engine import Engine
@@ -225,10 +225,7 @@ class ManagementServicer:
         which = request.WhichOneof("since")
         if which == "checkpoint":
             _check_covered(tenant.checkpoint(request.checkpoint).branch)
-        since = None if which is None else BranchPoint(
-            lsn=request.lsn if which == "lsn" else None,
-            time_us=request.time_us if which == "time_us" else None,
-            checkpoint=request.checkpoint if which == "checkpoint" else None)
+        since = None if which is None else _branch_point(request, which)
         return changes_to_pb(tenant.changes(request.branch, since))
 
     def GetBranch(self, request: pb.GetBranchRequest,
@@ -523,8 +520,8 @@ def _quotas_to_pb(quotas: Quotas) -> pb.Quotas:
                      max_storage=quotas.max_storage or 0)
 
 
-def _branch_point(request: pb.CreateBranchRequest | pb.RestoreBranchRequest,
-                  which: str | None) -> BranchPoint:
+def _branch_point(request: pb.CreateBranchRequest | pb.RestoreBranchRequest
+                  | pb.BranchChangesRequest, which: str | None) -> BranchPoint:
     """The engine's point for the request's field ``which`` of its oneof (None: the newest)."""
     return BranchPoint(
         lsn=request.lsn if which == "lsn" else None,

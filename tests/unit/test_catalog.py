@@ -40,16 +40,18 @@ def _files() -> dict[str, bytes]:
 
 
 def test_relation_names_from_catalog_pages() -> None:
-    names = catalog.relation_names(_files().get, 5)
+    files = _files()
+    names = catalog.relation_names(lambda path: files.get(path), 5)
     assert names[16384] == catalog.RelationName(16384, "public", "orders", "r", "")
     assert names[16391] == catalog.RelationName(16390, "public", "orders_pkey", "i", "orders")
     assert names[16387].table == "orders" and names[16387].schema == "pg_toast"
     assert names[1259].name == "pg_class"  # mapped: file number from pg_filenode.map
     assert 16400 not in names
-    assert catalog.database_names(_files().get) == {5: "postgres"}
+    assert catalog.database_names(lambda path: files.get(path)) == {5: "postgres"}
 
 
 def test_missing_or_foreign_files_name_nothing() -> None:
-    assert catalog.relation_names({}.get, 5) == {}
+    assert catalog.relation_names(lambda path: None, 5) == {}
     assert catalog.read_filenode_map(b"\0" * 512) == {}
-    assert catalog.database_names({"global/pg_filenode.map": b"short"}.get) == {}
+    assert catalog.database_names(
+        lambda path: b"short" if path == "global/pg_filenode.map" else None) == {}
