@@ -4,7 +4,7 @@ PostgreSQL keeps ``pg_class`` (and ``pg_database``) at file numbers that
 ``pg_filenode.map`` records; ``pg_index`` and ``pg_namespace`` are ordinary catalogs
 ``pg_class`` names. Their leading columns are fixed-width and never null, so a heap
 tuple gives them at fixed offsets after its header. No commit log is read: a tuple whose
-insert is marked aborted is skipped, and where an object has several versions the one
+insert is marked aborted (not frozen) is skipped, and where an object has several versions the one
 not marked deleted wins (docs/rfcs/0017).
 """
 
@@ -26,7 +26,8 @@ _MAP_MAGIC: Final = 0x592717
 _MAP_ENTRIES: Final = 62
 _PAGE_HEADER: Final = 24
 _LP_NORMAL: Final = 1
-_XMIN_INVALID: Final = 0x0200
+_XMIN_COMMITTED: Final = 0x0100
+_XMIN_INVALID: Final = 0x0200  # with _XMIN_COMMITTED too: frozen, not aborted
 _XMAX_INVALID: Final = 0x0800
 _XMAX_LOCK_ONLY: Final = 0x0080
 _NAME_LEN: Final = 64
@@ -68,7 +69,8 @@ def heap_tuples(pages: bytes) -> Iterator[Tuple]:
             xmax = struct.unpack_from("<I", page, offset + 4)[0]
             infomask = struct.unpack_from("<H", page, offset + 20)[0]
             hoff = page[offset + 22]
-            if infomask & _XMIN_INVALID or hoff > length:
+            aborted = infomask & (_XMIN_COMMITTED | _XMIN_INVALID) == _XMIN_INVALID
+            if aborted or hoff > length:
                 continue
             live = xmax == 0 or bool(infomask & (_XMAX_INVALID | _XMAX_LOCK_ONLY))
             yield Tuple(page[offset + hoff:offset + length], live)

@@ -9,6 +9,7 @@ from common.keys import PAGE_SIZE
 
 XMAX_INVALID = 0x0800
 XMIN_INVALID = 0x0200
+XMIN_FROZEN = 0x0300  # committed and invalid: frozen
 _HEADER = 24
 _TUPLE_HEADER = 24  # 23 bytes, MAXALIGNed
 

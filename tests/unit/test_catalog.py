@@ -8,6 +8,7 @@ import struct
 from pageserver import catalog
 from tests.heap_pages import (
     XMAX_INVALID,
+    XMIN_FROZEN,
     XMIN_INVALID,
     filenode_map,
     heap_page,
@@ -26,6 +27,7 @@ def _files() -> dict[str, bytes]:
         (pg_class_row(16387, "pg_toast_16384", 16387, "t", 99), 0, XMAX_INVALID),
         (pg_class_row(16390, "orders_pkey", 16391, "i"), 0, 0),
         (pg_class_row(16400, "never", 16400, "r"), 0, XMIN_INVALID),  # aborted CREATE
+        (pg_class_row(16401, "frozen", 16401, "r"), 0, XMIN_FROZEN | XMAX_INVALID),
     ])
     return {
         "base/5/pg_filenode.map": filenode_map({1259: 1259}),
@@ -47,6 +49,7 @@ def test_relation_names_from_catalog_pages() -> None:
     assert names[16387].table == "orders" and names[16387].schema == "pg_toast"
     assert names[1259].name == "pg_class"  # mapped: file number from pg_filenode.map
     assert 16400 not in names
+    assert names[16401].name == "frozen"
     assert catalog.database_names(lambda path: files.get(path)) == {5: "postgres"}
 
 
