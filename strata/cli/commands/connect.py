@@ -72,11 +72,7 @@ def proxy_target(session: Session, branch: str, database: str = "postgres",
                  read_only: bool = False) -> ProxyTarget:
     """The proxy's address, the branch's credential (made on first use) and what names
     ``branch``; a one-line error if the proxy does not run."""
-    listen = proxy_lifecycle.address(session.home)
-    if listen is None:
-        raise CliError("the proxy is not running; run `strata up` (as root)",
-                       ExitCode.UNREACHABLE)
-    host, _, port = listen.rpartition(":")
+    host, _, port = _proxy_address(session).rpartition(":")
     ca_file = proxy_lifecycle.ca_file(session.home)
     if not UpOptions.load(session.home).require_tls:
         sslmode = "disable"
@@ -85,6 +81,15 @@ def proxy_target(session: Session, branch: str, database: str = "postgres",
     password = passwords.ensure_credential(session.home, session.tenant, branch, read_only)
     return ProxyTarget(host, int(port), session.tenant, branch, read_only, password, database,
                        sslmode, str(ca_file) if ca_file else None)
+
+
+def _proxy_address(session: Session) -> str:
+    """Where the proxy listens; a one-line error if it does not run."""
+    listen = proxy_lifecycle.address(session.home)
+    if listen is None:
+        raise CliError("the proxy is not running; run `strata up` (as root)",
+                       ExitCode.UNREACHABLE)
+    return listen
 
 
 _READ_ONLY_HELP = "Log in as the read-only role: reads every table, writes none."
@@ -123,6 +128,7 @@ def connect(session: Session, branch: str, database: str, read_only: bool,
     with session.client() as client:
         info = client.get_branch(session.tenant, branch)  # a clear error if there is none
         if at is not None:
+            _proxy_address(session)  # no endpoint that no client could reach
             info = travel.open_endpoint(client, session.tenant, branch, at,
                                         parse_duration_s(idle))
     read_only = read_only or info.ephemeral
