@@ -32,7 +32,8 @@ def source_environ(uri: str) -> dict[str, str]:
     try:
         parts = conninfo_to_dict(uri)
     except Exception as exc:  # psycopg's ProgrammingError: not a connection string
-        raise LocalError(f"--from is not a PostgreSQL URI: {exc}") from None
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LocalError(f"--from is not a PostgreSQL URI: {why}") from None
     unknown = sorted(set(parts) - set(_ENVIRONMENT))
     if unknown:
         raise LocalError(f"--from: unsupported connection parameter {', '.join(unknown)}")

@@ -20,3 +20,9 @@ def test_unknown_parameters_and_non_uris_are_refused() -> None:
         source_environ("postgresql://h/db?service=prod")
     with pytest.raises(LocalError, match="not a PostgreSQL URI"):
         source_environ("host=a b c")
+
+
+def test_the_error_for_a_bad_uri_is_one_line() -> None:
+    with pytest.raises(LocalError) as refused:
+        source_environ("host=a b c")
+    assert "\n" not in refused.value.message
