@@ -18,6 +18,8 @@ def test_changes_of_main_since_its_start_name_the_catalogs_initdb_wrote(
     assert by_name["postgres.pg_catalog.pg_class_oid_index"]["table"] == "pg_class"
     assert "template1.pg_catalog.pg_class" in by_name
     assert found["pages"] == sum(r["pages"] for r in found["relations"]) > 100
+    shown = strata.run("branch", "changes", "main", "--tenant", "hist").stdout
+    assert "postgres.pg_catalog.pg_class " in shown and f"{found['pages']} pages" in shown
     strata.json("branch", "create", "quiet", "--tenant", "hist")
     assert strata.json("branch", "changes", "quiet", "--tenant", "hist")["relations"] == []
 
