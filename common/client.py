@@ -82,7 +82,8 @@ class HistoryPoint:
         ways = (self.lsn, self.wal_lsn, self.time_us, self.checkpoint)
         return sum(way is not None for way in ways)
 
-    def set_in(self, request: pb.CreateBranchRequest | pb.RestoreBranchRequest) -> bool:
+    def set_in(self, request: pb.CreateBranchRequest | pb.RestoreBranchRequest
+               | pb.BranchChangesRequest) -> bool:
         """Set the request's field of this point (the first way given); False if none is."""
         if self.lsn is not None:
             request.lsn = self.lsn
@@ -257,12 +258,15 @@ class StrataClient:
 
     def create_branch(self, tenant: str, name: str, *, parent: str = "",
                       at: HistoryPoint = NEWEST, ttl_s: int = 0, suspend_timeout_s: int = 0,
-                      protected: bool = False, history_s: int = 0) -> pb.BranchInfo:
+                      protected: bool = False, history_s: int = 0,
+                      ephemeral: bool = False) -> pb.BranchInfo:
         """Branch ``parent`` (default main) at the point ``at`` of its history;
-        ``history_s``: its history window (0: the default)."""
+        ``history_s``: its history window (0: the default); ``ephemeral``: a time-travel
+        endpoint's hidden branch."""
         request = pb.CreateBranchRequest(tenant=tenant, name=name, parent=parent, ttl_s=ttl_s,
                                          suspend_timeout_s=suspend_timeout_s,
-                                         protected=protected, history_s=history_s)
+                                         protected=protected, history_s=history_s,
+                                         ephemeral=ephemeral)
         at.set_in(request)
         return self._unary(self._manage.CreateBranch, request, pb.CreateBranchResponse).branch
 
@@ -290,6 +294,14 @@ class StrataClient:
             if not token:
                 break
         return branches
+
+    def branch_changes(self, tenant: str, branch: str,
+                       since: HistoryPoint = NEWEST) -> pb.BranchChangesResponse:
+        """What ``branch`` wrote after the point ``since`` (none given: its branch point)."""
+        request = pb.BranchChangesRequest(tenant=tenant, branch=branch)
+        since.set_in(request)
+        return self._unary(self._manage.BranchChanges, request, pb.BranchChangesResponse,
+                           timeout_s=LONG_TIMEOUT_S)
 
     def get_branch(self, tenant: str, name: str) -> pb.BranchInfo:
         request = pb.GetBranchRequest(tenant=tenant, name=name)

@@ -204,6 +204,7 @@ class BranchRecord:
     suspend_timeout_s: int | None = None  # idle time before the proxy stops its compute
     protected: bool = False  # never expires; deleting it needs force
     history_s: int | None = None  # its history window; None: the default (history.py)
+    ephemeral: bool = False  # a time-travel endpoint's: read-only, unlisted, gone when idle
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from common.errors import (
 from common.names import is_valid_name
 from common.ops import decode_batch
 from pageserver.at_time import lsn_at_time
+from pageserver.changes import Changes, changes
 from pageserver.config import EngineConfig
 from pageserver.fencing import Fence
 from pageserver.history import Window, branch_window, check_history_s, longest_window, tenant_window
@@ -83,6 +84,7 @@ class BranchInfo:
     suspend_timeout_s: int | None = None
     protected: bool = False
     history_s: int | None = None  # its own history window
+    ephemeral: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class BranchSettings:
     suspend_timeout_s: int | None = None
     protected: bool = False
     history_s: int | None = None  # its history window; None: the default (history.py)
+    ephemeral: bool = False  # needs a TTL, never protected
 
 
 @dataclass(frozen=True)
@@ -334,7 +337,8 @@ class Tenant:
             BranchInfo(name, timeline.timeline_id, record.parent, timeline.branch_lsn,
                        timeline.durable_lsn, kids,
                        record.created_at_us, record.expires_at_us, record.suspend_timeout_s,
-                       record.protected or name == MAIN_BRANCH, record.history_s)
+                       record.protected or name == MAIN_BRANCH, record.history_s,
+                       record.ephemeral)
             for name, record, timeline, kids in zip(names, records, timelines, children,
                                                     strict=True)
         ]
@@ -431,6 +435,7 @@ class Tenant:
             draft.state.set_branch(name, BranchRecord(
                 timeline.timeline_id, timeline.created_at_us, settings.expires_at_us, parent,
                 settings.suspend_timeout_s, settings.protected, settings.history_s,
+                settings.ephemeral,
             ))
             draft.on_swap(lambda: self._register(timeline))
         return timeline
@@ -512,6 +517,22 @@ class Tenant:
                                        updated.protected)
             draft.state.set_branch(name, updated)
 
+    def changes(self, name: str, since: BranchPoint | None) -> Changes:
+        """What branch ``name`` wrote after ``since`` (None: its branch point), by
+        relation, from its layers (``pageserver.changes``)."""
+        timeline = self.branch(name)
+        upto = timeline.durable_lsn
+        if since is None:
+            lsn = timeline.branch_lsn
+        elif since.checkpoint is not None:
+            source, lsn = self._checkpoint_point(since.checkpoint)
+            if not _on_line(timeline, source, lsn, upto):
+                raise InvalidArgumentError(f"checkpoint {since.checkpoint!r} is not a point "
+                                           f"of branch {name!r}'s history")
+        else:
+            lsn = self.resolve_point(timeline, since)
+        return changes(timeline, min(lsn, upto), upto)
+
     def stored_bytes(self) -> int:
         """Bytes the tenant's data occupies, what ``max_storage`` counts: the layer files of
         all its timelines and the versions in their memtables not yet written as layers."""
@@ -576,6 +597,9 @@ class Tenant:
         where the branch is added, in the same manifest change."""
         if settings.protected and settings.expires_at_us:
             raise InvalidArgumentError("a protected branch never expires: give no TTL")
+        if settings.ephemeral and (settings.protected or not settings.expires_at_us):
+            raise InvalidArgumentError("an ephemeral branch needs a TTL and is never "
+                                       "protected")
         with self._lock:
             self._check_room(self.manifest)
         quotas = self.manifest.quotas
@@ -821,6 +845,16 @@ class Tenant:
 def _longest_expiry(quotas: Quotas) -> int | None:
     """The latest expiry ``quotas`` allow a branch from now; None: no limit."""
     return None if quotas.max_ttl_s is None else now_us() + quotas.max_ttl_s * 1_000_000
+
+
+def _on_line(timeline: Timeline, source: Timeline, lsn: int, upto: int) -> bool:
+    """Whether ``source`` at ``lsn`` is a point of ``timeline``'s line up to ``upto``."""
+    current: Timeline | None = timeline
+    while current is not None:
+        if current is source:
+            return lsn <= upto
+        upto, current = current.branch_lsn, current.ancestor
+    return False
 
 
 def _owner(timeline: Timeline, lsn: int) -> Timeline:

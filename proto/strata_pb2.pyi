@@ -471,7 +471,7 @@ class DetachTenantResponse(_message.Message):
     def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ...) -> None: ...
 
 class BranchInfo(_message.Message):
-    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected", "last_batch", "history_s", "history_window_s", "history_window_from", "history_bytes", "reclaim_bytes")
+    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected", "last_batch", "history_s", "history_window_s", "history_window_from", "history_bytes", "reclaim_bytes", "ephemeral")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -495,6 +495,7 @@ class BranchInfo(_message.Message):
     HISTORY_WINDOW_FROM_FIELD_NUMBER: _ClassVar[int]
     HISTORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     RECLAIM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     timeline_id: str
     parent: str
@@ -518,7 +519,8 @@ class BranchInfo(_message.Message):
     history_window_from: str
     history_bytes: int
     reclaim_bytes: int
-    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., last_batch: _Optional[_Union[AppliedBatch, _Mapping]] = ..., history_s: _Optional[int] = ..., history_window_s: _Optional[float] = ..., history_window_from: _Optional[str] = ..., history_bytes: _Optional[int] = ..., reclaim_bytes: _Optional[int] = ...) -> None: ...
+    ephemeral: bool
+    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., last_batch: _Optional[_Union[AppliedBatch, _Mapping]] = ..., history_s: _Optional[int] = ..., history_window_s: _Optional[float] = ..., history_window_from: _Optional[str] = ..., history_bytes: _Optional[int] = ..., reclaim_bytes: _Optional[int] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
 
 class AppliedBatch(_message.Message):
     __slots__ = ("writer_epoch", "batch_id", "lsn")
@@ -531,7 +533,7 @@ class AppliedBatch(_message.Message):
     def __init__(self, writer_epoch: _Optional[int] = ..., batch_id: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
 
 class CreateBranchRequest(_message.Message):
-    __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s", "suspend_timeout_s", "protected", "history_s")
+    __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s", "suspend_timeout_s", "protected", "history_s", "ephemeral")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -543,6 +545,7 @@ class CreateBranchRequest(_message.Message):
     SUSPEND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_FIELD_NUMBER: _ClassVar[int]
     HISTORY_S_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
     parent: str
@@ -554,7 +557,8 @@ class CreateBranchRequest(_message.Message):
     suspend_timeout_s: int
     protected: bool
     history_s: int
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., history_s: _Optional[int] = ...) -> None: ...
+    ephemeral: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., history_s: _Optional[int] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
 
 class CreateBranchResponse(_message.Message):
     __slots__ = ("branch",)
@@ -945,6 +949,68 @@ class ReadAuditRequest(_message.Message):
     SINCE_US_FIELD_NUMBER: _ClassVar[int]
     since_us: int
     def __init__(self, since_us: _Optional[int] = ...) -> None: ...
+
+class BranchChangesRequest(_message.Message):
+    __slots__ = ("tenant", "branch", "lsn", "time_us", "checkpoint", "wal_lsn")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    TIME_US_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    WAL_LSN_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    branch: str
+    lsn: int
+    time_us: int
+    checkpoint: str
+    wal_lsn: int
+    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., wal_lsn: _Optional[int] = ...) -> None: ...
+
+class RelationChange(_message.Message):
+    __slots__ = ("relation", "database", "schema", "name", "kind", "table", "change", "pages", "writes", "bytes", "oid")
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    OID_FIELD_NUMBER: _ClassVar[int]
+    relation: Relation
+    database: str
+    schema: str
+    name: str
+    kind: str
+    table: str
+    change: str
+    pages: int
+    writes: int
+    bytes: int
+    oid: int
+    def __init__(self, relation: _Optional[_Union[Relation, _Mapping]] = ..., database: _Optional[str] = ..., schema: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., table: _Optional[str] = ..., change: _Optional[str] = ..., pages: _Optional[int] = ..., writes: _Optional[int] = ..., bytes: _Optional[int] = ..., oid: _Optional[int] = ...) -> None: ...
+
+class BranchChangesResponse(_message.Message):
+    __slots__ = ("since_lsn", "upto_lsn", "relations", "pages", "bytes", "other_pages", "layers_read", "complete")
+    SINCE_LSN_FIELD_NUMBER: _ClassVar[int]
+    UPTO_LSN_FIELD_NUMBER: _ClassVar[int]
+    RELATIONS_FIELD_NUMBER: _ClassVar[int]
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    OTHER_PAGES_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_READ_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    since_lsn: int
+    upto_lsn: int
+    relations: _containers.RepeatedCompositeFieldContainer[RelationChange]
+    pages: int
+    bytes: int
+    other_pages: int
+    layers_read: int
+    complete: bool
+    def __init__(self, since_lsn: _Optional[int] = ..., upto_lsn: _Optional[int] = ..., relations: _Optional[_Iterable[_Union[RelationChange, _Mapping]]] = ..., pages: _Optional[int] = ..., bytes: _Optional[int] = ..., other_pages: _Optional[int] = ..., layers_read: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
 
 class ReadAuditResponse(_message.Message):
     __slots__ = ("entries",)

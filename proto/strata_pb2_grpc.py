@@ -449,6 +449,11 @@ class ManagementServiceStub:
                 request_serializer=proto_dot_strata__pb2.ReadAuditRequest.SerializeToString,
                 response_deserializer=proto_dot_strata__pb2.ReadAuditResponse.FromString,
                 _registered_method=True)
+        self.BranchChanges = channel.unary_unary(
+                '/strata.v1.ManagementService/BranchChanges',
+                request_serializer=proto_dot_strata__pb2.BranchChangesRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.BranchChangesResponse.FromString,
+                _registered_method=True)
 
 
 class ManagementServiceServicer:
@@ -622,6 +627,12 @@ class ManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BranchChanges(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -764,6 +775,11 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.ReadAudit,
                     request_deserializer=proto_dot_strata__pb2.ReadAuditRequest.FromString,
                     response_serializer=proto_dot_strata__pb2.ReadAuditResponse.SerializeToString,
+            ),
+            'BranchChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.BranchChanges,
+                    request_deserializer=proto_dot_strata__pb2.BranchChangesRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.BranchChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1522,6 +1538,33 @@ class ManagementService:
             '/strata.v1.ManagementService/ReadAudit',
             proto_dot_strata__pb2.ReadAuditRequest.SerializeToString,
             proto_dot_strata__pb2.ReadAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BranchChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/BranchChanges',
+            proto_dot_strata__pb2.BranchChangesRequest.SerializeToString,
+            proto_dot_strata__pb2.BranchChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,6 +27,7 @@ from pageserver.api.auth import (
     check_branches,
     current_claims,
 )
+from pageserver.api.changes_pb import changes_to_pb
 from pageserver.api.token_registry import TokenRecord
 from pageserver.applied_batch import AppliedBatch
 from pageserver.engine import Engine
@@ -211,6 +212,7 @@ class ManagementServicer:
             history_s=info.history_s or 0, history_window_s=window.seconds,
             history_window_from=window.source, history_bytes=gc.history_bytes(timeline),
             reclaim_bytes=tenant.reclaimable_bytes(name) if reclaim else 0,
+            ephemeral=info.ephemeral,
         )
 
     def CreateBranch(self, request: pb.CreateBranchRequest,
@@ -220,13 +222,14 @@ class ManagementServicer:
         if point.checkpoint is not None:
             _check_covered(tenant.checkpoint(point.checkpoint).branch)
         settings = BranchSettings(_expiry(request.ttl_s), request.suspend_timeout_s or None,
-                                  request.protected, request.history_s or None)
+                                  request.protected, request.history_s or None,
+                                  request.ephemeral)
         tenant.create_branch(request.name, request.parent or MAIN_BRANCH, point,
                              settings=settings)
         self._record(context, "branch.create", request.tenant, request.name,
                      parent=request.parent or MAIN_BRANCH, ttl_s=request.ttl_s,
                      protected=request.protected, checkpoint=point.checkpoint,
-                     history_s=request.history_s or None)
+                     history_s=request.history_s or None, ephemeral=request.ephemeral)
         return pb.CreateBranchResponse(branch=self._branch_info(tenant, request.name))
 
     def ListBranches(self, request: pb.ListBranchesRequest,
@@ -245,6 +248,16 @@ class ManagementServicer:
         return pb.ListBranchesResponse(branches=[
             self._branch_info(tenant, info.name, info) for info in infos
         ], next_page_token=names[-1] if more else "")
+
+    def BranchChanges(self, request: pb.BranchChangesRequest,
+                      context: grpc.ServicerContext) -> pb.BranchChangesResponse:
+        """What the branch wrote after a point, by relation, from its layers."""
+        tenant = self._engine.tenant(request.tenant)
+        which = request.WhichOneof("since")
+        if which == "checkpoint":
+            _check_covered(tenant.checkpoint(request.checkpoint).branch)
+        since = None if which is None else _branch_point(request, which)
+        return changes_to_pb(tenant.changes(request.branch, since))
 
     def GetBranch(self, request: pb.GetBranchRequest,
                   context: grpc.ServicerContext) -> pb.GetBranchResponse:
@@ -543,8 +556,8 @@ def _quotas_to_pb(quotas: Quotas) -> pb.Quotas:
                      max_storage=quotas.max_storage or 0)
 
 
-def _branch_point(request: pb.CreateBranchRequest | pb.RestoreBranchRequest,
-                  which: str | None) -> BranchPoint:
+def _branch_point(request: pb.CreateBranchRequest | pb.RestoreBranchRequest
+                  | pb.BranchChangesRequest, which: str | None) -> BranchPoint:
     """The engine's point for the request's field ``which`` of its oneof (None: the newest)."""
     return BranchPoint(
         lsn=request.lsn if which == "lsn" else None,

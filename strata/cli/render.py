@@ -76,6 +76,7 @@ def branch_dict(branch: pb.BranchInfo) -> dict[str, Any]:
         "writer": branch.writer or None,
         "suspend_timeout_s": branch.suspend_timeout_s or None,
         "protected": branch.protected,
+        "ephemeral": branch.ephemeral,
         "gc_cutoff": branch.gc_cutoff,
     }
 

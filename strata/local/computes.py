@@ -188,18 +188,20 @@ def start(home: Home, client: StrataClient, address: str, tenant: str, branch: s
         if previous is not None and previous.status() is ComputeStatus.RUNNING:
             raise LocalError(f"a compute already runs on branch {branch!r}: "
                            f"{previous.spec.uri()} (stop it with `strata compute stop {branch}`)")
-        client.get_branch(tenant, branch)  # a clear "not found" before anything is mounted
+        # A clear "not found" before anything is mounted.
+        read_only = client.get_branch(tenant, branch).ephemeral
         limit = client.get_tenant(tenant).quotas.max_computes
         with quota_slot(home, tenant, directory, limit):
             return _start_counted(home, client, address, tenant, branch, directory, previous,
-                                  port=port, cache_mb=cache_mb,
+                                  read_only=read_only, port=port, cache_mb=cache_mb,
                                   full_page_writes=full_page_writes,
                                   shared_buffers=shared_buffers, force=force,
                                   timeout_s=timeout_s)
 
 
 def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, branch: str,
-                   directory: Path, previous: ComputeNode | None, *, port: int | None,
+                   directory: Path, previous: ComputeNode | None, *, read_only: bool,
+                   port: int | None,
                    cache_mb: int | None, full_page_writes: bool | None,
                    shared_buffers: str | None, force: bool, timeout_s: float) -> ComputeNode:
     if previous is not None and previous.status() is ComputeStatus.CRASHED:
@@ -222,17 +224,18 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
         ComputeNode(spec).reserve()
     node = ComputeNode(spec)
     try:
-        node.start(timeout_s, force=force, logins=_logins(home, tenant))
+        node.start(timeout_s, force=force, logins=_logins(home, tenant, read_only))
     except ComputeError as exc:
         raise LocalError(exc.message, details=exc.log_tail) from None
     return node
 
 
-def _logins(home: Home, tenant: str) -> Logins:
+def _logins(home: Home, tenant: str, read_only: bool = False) -> Logins:
     """The verifiers the compute's roles get: of the tenant's password, with which the
-    proxy logs in as the tenant's role, and of the read-only role's, derived from it."""
+    proxy logs in as the tenant's role (none with ``read_only``: a time-travel endpoint
+    takes read-only logins only), and of the read-only role's, derived from it."""
     password = passwords.ensure(home, tenant)
-    return Logins(passwords.pg_verifier(password),
+    return Logins("" if read_only else passwords.pg_verifier(password),
                   passwords.pg_verifier(passwords.read_only_password(password)))
 
 

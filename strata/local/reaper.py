@@ -5,7 +5,9 @@ A branch that others were forked from is left alone (and logged): deleting it wo
 them too. ``main`` is created without a TTL and never expires. The listing only nominates
 candidates: each is read again under its branch's lock right before it is deleted, so a
 branch whose TTL was extended, or which was deleted and made again under the same name,
-after the listing is kept.
+after the listing is kept. A time-travel endpoint's hidden branch (``ephemeral``) is
+kept while its compute runs: the proxy stops that compute once idle, and the next pass
+deletes the branch.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def reap_expired(home: Home, client: StrataClient, now_us: int | None = None) ->
                     continue
                 if not _reapable(tenant.tenant, branch, now_us):
                     continue  # as it is now: TTL extended, made again, forked, protected
+                if branch.ephemeral and computes.find_running(home, tenant.tenant,
+                                                              branch.name) is not None:
+                    continue  # an endpoint in use: the proxy stops it once idle
                 computes.forget(home, tenant.tenant, [branch.name])
                 try:
                     client.delete_branch(tenant.tenant, branch.name)

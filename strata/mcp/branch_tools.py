@@ -41,7 +41,8 @@ def register(server: MCPServer, calls: Calls) -> None:
         def action(session: Session, caller: Caller) -> dict[str, Any]:
             with session.client() as client:
                 branches = client.list_branches(session.tenant)
-            return {"tenant": session.tenant, "branches": [_summary(b) for b in branches]}
+            return {"tenant": session.tenant, "branches": [  # not time-travel endpoints
+                _summary(b) for b in branches if not b.ephemeral]}
         return calls.run(ctx, "list_branches", "", {}, action)
 
     @server.tool(annotations=READS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from mcp.server.mcpserver import MCPServer
 
-from strata.mcp import branch_tools, database_tools
+from strata.mcp import branch_tools, database_tools, history_tools
 from strata.mcp.calls import Calls
 
 
@@ -22,7 +22,9 @@ def build(calls: Calls) -> MCPServer:
             "create_branch (with a TTL) from main, run_sql on it (write=true for "
             "migrations), checkpoint before risky steps, restore_branch to undo, "
             "delete_branch when done. Protected branches such as main are read-only "
-            "here."))
+            "here. connect_at reads a branch as it was at a past time; branch_changes "
+            "and data_diff say what a fork changed."))
     branch_tools.register(server, calls)
     database_tools.register(server, calls)
+    history_tools.register(server, calls)
     return server

@@ -383,3 +383,38 @@ def test_mcp_calls_never_reach_a_superuser_socket(agents: Agents) -> None:
             assert "postgres@" not in shown and str(Path(agents.cli.home)) not in shown
 
     run(scenario)
+
+
+def test_history_tools_read_the_past_and_say_what_a_fork_changed(agents: Agents) -> None:
+    branch = "agent-history"
+
+    async def scenario() -> None:
+        async with agents.client("http") as client:
+            await call(client, "create_branch", name=branch, ttl="1h")
+            await call(client, "run_sql", branch=branch, write=True, statement=(
+                "CREATE TABLE stock(id int PRIMARY KEY, qty int);"
+                "INSERT INTO stock SELECT g, 1 FROM generate_series(1, 100) g"))
+            await call(client, "create_checkpoint", branch=branch, name="stock-before")
+            await call(client, "run_sql", branch=branch, write=True, statement=(
+                "UPDATE stock SET qty = 0 WHERE id <= 10; DELETE FROM stock WHERE id = 100"))
+            past = await call(client, "connect_at", branch=branch, at="stock-before",
+                              idle="5m")
+            assert past["read_only"] and past["endpoint"] != branch
+            with psycopg.connect(past["uri"], autocommit=True) as conn:
+                assert conn.execute("SELECT count(*) FROM stock").fetchone() == (100,)
+                with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                    conn.execute("DELETE FROM stock")
+            listed = (await call(client, "list_branches"))["branches"]
+            assert past["endpoint"] not in [b["name"] for b in listed]
+            changed = await call(client, "branch_changes", branch=branch, since="stock-before")
+            names = {r["name"] for r in changed["relations"] if r["schema"] == "public"}
+            assert "stock" in names and changed["compute_checkpointed"]
+            diff = await call(client, "data_diff", old=past["endpoint"], new=branch,
+                              sample=20)
+            assert (diff["inserted"], diff["deleted"], diff["updated"]) == (0, 1, 10)
+        async with agents.client("http", role="reader") as reader:
+            assert "read-only" in await refused(reader, "connect_at", branch=branch, at="-1s")
+
+    run(scenario)
+    for name in (branch,):
+        agents.cli.json("branch", "delete", name, "--tenant", TENANT, "--cascade", "--yes")

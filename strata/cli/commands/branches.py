@@ -11,6 +11,7 @@ import difflib
 import os
 import subprocess
 from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -21,6 +22,7 @@ from proto import strata_pb2 as pb
 from strata.cli.confirm import confirm
 from strata.cli.errors import CliError, ExitCode
 from strata.cli.params import DURATION, HISTORY, LSN, TIMESTAMP, WAL_LSN
+from strata.cli.points import FORMS, parse_point
 from strata.cli.render import (
     BRANCH_COLUMNS,
     BRANCH_NUMBERS,
@@ -218,11 +220,14 @@ def _restore(session: Session, name: str, preserve_as: str | None, to: HistoryPo
 @branch.command("list")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Show only the first N branches by name.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also the hidden branches of time-travel endpoints (connect BRANCH@POINT).")
 @api_command
-def list_(session: Session, limit: int | None) -> None:
+def list_(session: Session, limit: int | None, show_all: bool) -> None:
     """List the tenant's branches."""
     with session.client() as client:
-        branches = client.list_branches(session.tenant, limit=limit)
+        branches = [b for b in client.list_branches(session.tenant, limit=limit)
+                    if show_all or not b.ephemeral]
     if session.json:
         emit_json({"branches": [branch_dict(b) for b in branches]})
         return
@@ -341,21 +346,94 @@ def tree(session: Session) -> None:
         print_lineage(session.tenant, nodes)
 
 
+@branch.command("changes")
+@click.argument("name")
+@click.option("--since", "since", default="fork", show_default=True, metavar="POINT",
+              help="fork (the branch point), or " + FORMS + ".")
+@api_command
+def changes(session: Session, name: str, since: str) -> None:
+    """What branch NAME wrote after a point, by relation, from the page server's layers.
+
+    Tables and indexes are named through the branch's own catalog, read from its pages:
+    no compute starts. A compute of NAME running on this machine is checkpointed first
+    (as root), so that pages its clients changed and PostgreSQL still holds in memory
+    are counted; otherwise the figures are what the page server holds.
+    """
+    from strata.local.flush import checkpoint_compute
+
+    try:
+        point = NEWEST if since == "fork" else parse_point(since)
+    except ValueError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from None
+    with session.client() as client:
+        client.get_branch(session.tenant, name)
+        flushed = checkpoint_compute(session.home, session.tenant, name)
+        found = client.branch_changes(session.tenant, name, point)
+    document = changes_dict(found, name, since, flushed)
+    if session.json:
+        emit_json(document)
+        return
+    print_table(["change", "relation", "kind", "of table", "pages", "bytes"],
+                [(r["change"], r["relation"], r["kind"], r["table"] or "", str(r["pages"]),
+                  human_size(r["bytes"])) for r in document["relations"]],
+                right=["pages", "bytes"])
+    emit_text(f"{found.pages} pages ({human_size(found.bytes)}) in {len(found.relations)} "
+              f"relations after LSN {found.since_lsn}, up to {found.upto_lsn}"
+              + ("" if found.complete else "; GC removed part of that history"))
+
+
+def changes_dict(found: pb.BranchChangesResponse, branch: str, since: str,
+                 flushed: bool) -> dict[str, Any]:
+    """``branch changes --json``: each relation named ``database.schema.name``."""
+    relations = []
+    for r in found.relations:
+        named = ".".join(part for part in (r.schema, r.name) if part) or \
+            f"relfilenode {r.relation.rel_number}"
+        relations.append({"relation": f"{r.database}.{named}" if r.database else named,
+                          "database": r.database or None, "schema": r.schema or None,
+                          "name": r.name or None, "kind": _KINDS.get(r.kind, r.kind or None),
+                          "table": r.table or None, "change": r.change, "pages": r.pages,
+                          "writes": r.writes, "bytes": r.bytes, "oid": r.oid or None,
+                          "relfilenode": r.relation.rel_number})
+    return {"branch": branch, "since": since, "since_lsn": found.since_lsn,
+            "upto_lsn": found.upto_lsn, "pages": found.pages, "bytes": found.bytes,
+            "other_pages": found.other_pages, "layers_read": found.layers_read,
+            "complete": found.complete, "compute_checkpointed": flushed,
+            "relations": relations}
+
+
+_KINDS = {"r": "table", "i": "index", "t": "toast", "S": "sequence", "m": "matview",
+          "p": "partitioned table", "I": "partitioned index", "v": "view", "c": "type",
+          "f": "foreign table"}
+
+
 @branch.command("diff")
 @click.argument("old")
 @click.argument("new")
 @click.option("--database", default="postgres", show_default=True,
               help="Database inside the branches' cluster.")
+@click.option("--data", is_flag=True,
+              help="Row differences by primary key instead of the schema's.")
+@click.option("--sample", type=click.IntRange(min=0, max=1000), default=5, show_default=True,
+              help="With --data: rows shown per table and kind of change.")
 @api_command
-def diff(session: Session, old: str, new: str, database: str) -> None:
+def diff(session: Session, old: str, new: str, database: str, data: bool,
+         sample: int) -> None:
     """Print the schema difference from branch OLD to branch NEW (unified diff).
 
     Both are dumped with `pg_dump --schema-only` through the proxy, which starts their
     computes if needed. Empty output: the schemas are the same.
+
+    With --data: for each table both have with the same primary key, the rows NEW
+    inserted, deleted and updated (counts, and a sample of each), read through the
+    proxy as the read-only role.
     """
     with session.client() as client:
         for name in (old, new):
             client.get_branch(session.tenant, name)
+    if data:
+        _data_diff(session, old, new, database, sample)
+        return
     dumps = [schema_dump(session, name, database) for name in (old, new)]
     lines = list(difflib.unified_diff(dumps[0].splitlines(), dumps[1].splitlines(),
                                       fromfile=old, tofile=new, lineterm=""))
@@ -363,6 +441,36 @@ def diff(session: Session, old: str, new: str, database: str) -> None:
         emit_json({"old": old, "new": new, "same": not lines, "diff": lines})
     elif lines:
         emit_text("\n".join(lines))
+
+
+def _data_diff(session: Session, old: str, new: str, database: str, sample: int) -> None:
+    import psycopg
+
+    from strata.cli.commands.connect import proxy_target
+    from strata.local.data_diff import data_diff
+
+    uris = [proxy_target(session, name, database, read_only=True).uri for name in (old, new)]
+    try:
+        found = data_diff(uris[0], uris[1], sample)
+    except psycopg.Error as exc:
+        raise CliError(f"data diff failed: {str(exc).strip().splitlines()[0]}") from None
+    if session.json:
+        emit_json({"old": old, "new": new, **found})
+        return
+    print_table(["table", "inserted", "deleted", "updated"],
+                [(t["table"], str(t["inserted"]), str(t["deleted"]), str(t["updated"]))
+                 for t in found["tables"]], right=["inserted", "deleted", "updated"])
+    for table in found["tables"]:
+        for kind, rows in table["samples"].items():
+            for row in rows:
+                shown = (f"{row['old']} -> {row['new']}" if kind == "updated"
+                         else str(row["row"]))
+                emit_text(f"{kind[0].upper()} {table['table']} {row['key']}: {shown}")
+    for item in found["skipped"]:
+        emit_text(f"not compared: {item['table']} ({item['why']})")
+    for side, key in ((old, "only_old"), (new, "only_new")):
+        if found[key]:
+            emit_text(f"only in {side}: {', '.join(found[key])}")
 
 
 def schema_dump(session: Session, branch_name: str, database: str) -> str:

@@ -9,13 +9,17 @@ from urllib.parse import quote, urlencode
 
 import click
 
+from common.client import HistoryPoint
+from common.durations import parse_duration_s
 from common.errors import FailedPreconditionError
 from common.names import READ_ONLY_ROLE
 from common.postgres import pg_bin_dir
 from strata.cli.errors import CliError, ExitCode
+from strata.cli.params import DURATION
+from strata.cli.points import parse_point
 from strata.cli.render import emit_json, emit_text
 from strata.cli.session import Session, api_command
-from strata.local import computes, passwords, proxy_lifecycle
+from strata.local import computes, passwords, proxy_lifecycle, travel
 from strata.local.home import UpOptions
 
 
@@ -68,11 +72,7 @@ def proxy_target(session: Session, branch: str, database: str = "postgres",
                  read_only: bool = False) -> ProxyTarget:
     """The proxy's address, the branch's credential (made on first use) and what names
     ``branch``; a one-line error if the proxy does not run."""
-    listen = proxy_lifecycle.address(session.home)
-    if listen is None:
-        raise CliError("the proxy is not running; run `strata up` (as root)",
-                       ExitCode.UNREACHABLE)
-    host, _, port = listen.rpartition(":")
+    host, _, port = _proxy_address(session).rpartition(":")
     ca_file = proxy_lifecycle.ca_file(session.home)
     if not UpOptions.load(session.home).require_tls:
         sslmode = "disable"
@@ -83,16 +83,28 @@ def proxy_target(session: Session, branch: str, database: str = "postgres",
                        sslmode, str(ca_file) if ca_file else None)
 
 
+def _proxy_address(session: Session) -> str:
+    """Where the proxy listens; a one-line error if it does not run."""
+    listen = proxy_lifecycle.address(session.home)
+    if listen is None:
+        raise CliError("the proxy is not running; run `strata up` (as root)",
+                       ExitCode.UNREACHABLE)
+    return listen
+
+
 _READ_ONLY_HELP = "Log in as the read-only role: reads every table, writes none."
 
 
 @click.command()
-@click.argument("branch")
+@click.argument("branch", metavar="BRANCH[@POINT]")
 @click.option("--database", default="postgres", show_default=True,
               help="Database inside the branch's cluster.")
 @click.option("--read-only", is_flag=True, help=_READ_ONLY_HELP)
+@click.option("--idle", type=DURATION, default="10m", show_default=True,
+              help="With @POINT: the endpoint goes after this long without clients.")
 @api_command
-def connect(session: Session, branch: str, database: str, read_only: bool) -> None:
+def connect(session: Session, branch: str, database: str, read_only: bool,
+            idle: str) -> None:
     """Print the connection URI of BRANCH through the proxy, password included.
 
     The user is the tenant's owner role (or, with --read-only, strata_readonly) and the
@@ -100,19 +112,39 @@ def connect(session: Session, branch: str, database: str, read_only: bool) -> No
     $STRATA_HOME/credentials; the database is one of the branch's cluster, and the
     branch is named in options (-c strata.branch=TENANT/BRANCH). The proxy starts the
     branch's compute on the first connect.
+
+    BRANCH@POINT opens a read-only endpoint on BRANCH as it was at POINT: an LSN
+    (digits), a WAL position (X/Y), a time (ISO 8601, -10m, '10 minutes ago') or a
+    checkpoint. It is a hidden branch (`branch list --all` shows it) whose compute
+    takes read-only logins only; it goes by itself once idle for --idle.
     """
+    at: HistoryPoint | None = None
+    if "@" in branch:
+        branch, _, typed = branch.partition("@")
+        try:
+            at = parse_point(typed)
+        except ValueError as exc:
+            raise CliError(str(exc), ExitCode.USAGE) from None
     with session.client() as client:
-        client.get_branch(session.tenant, branch)  # a clear error for a branch that is not
-    target = proxy_target(session, branch, database, read_only)
+        info = client.get_branch(session.tenant, branch)  # a clear error if there is none
+        if at is not None:
+            _proxy_address(session)  # no endpoint that no client could reach
+            info = travel.open_endpoint(client, session.tenant, branch, at,
+                                        parse_duration_s(idle))
+    read_only = read_only or info.ephemeral
+    target = proxy_target(session, info.name, database, read_only)
     if not session.json:
         emit_text(target.uri)
         return
-    node = computes.find(session.home, session.tenant, branch)
-    emit_json({"tenant": session.tenant, "branch": branch, "host": target.host,
+    node = computes.find(session.home, session.tenant, info.name)
+    emit_json({"tenant": session.tenant, "branch": info.name, "host": target.host,
                "port": target.port, "user": target.user, "password": target.password,
                "dbname": target.dbname, "options": target.options,
                "sslmode": target.sslmode, "sslrootcert": target.sslrootcert,
-               "uri": target.uri, "compute": node.status().value if node else "stopped"})
+               "uri": target.uri, "compute": node.status().value if node else "stopped",
+               "ephemeral": info.ephemeral,
+               **({"of_branch": branch, "at_lsn": info.branch_lsn,
+                   "idle_timeout_s": info.suspend_timeout_s} if at is not None else {})})
 
 
 @click.command(context_settings={"ignore_unknown_options": True,

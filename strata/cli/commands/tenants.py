@@ -98,6 +98,54 @@ def create(session: Session, name: str, empty: bool, durability: str | None,
               f"({time.monotonic() - started:.1f} s)")
 
 
+@tenant.command("import")
+@click.argument("name")
+@click.option("--from", "source", required=True, metavar="URI",
+              help="The database to copy: postgresql://USER:PASSWORD@HOST:PORT/DB?...")
+@api_command
+def import_(session: Session, name: str, source: str) -> None:
+    """Create tenant NAME with a copy of a running PostgreSQL database as branch main.
+
+    The source database (any name) lands in database postgres of main.
+
+    The source is dumped with pg_dump and restored through the proxy as the tenant's own
+    role (never a superuser), in one transaction: objects are owned by that role, and
+    the source's roles and privileges are not copied. Any server version pg_dump 15
+    reads works. The URI's password goes to pg_dump in its environment only. A failed
+    import deletes the tenant again.
+    """
+    import dataclasses
+    import sys
+
+    from strata.cli.commands.connect import proxy_target
+    from strata.local import tenant_import
+
+    from_env = tenant_import.source_environ(source)  # a bad URI fails before the tenant
+    started = time.monotonic()
+    with session.client() as client, working(f"creating tenant {name}", session.interactive):
+        client.create_tenant(name)
+    target = proxy_target(dataclasses.replace(session, tenant=name), "main")
+
+    def progress(table: str) -> None:
+        if not session.json:
+            print(f"  restoring {table}", file=sys.stderr, flush=True)
+
+    try:
+        tables = tenant_import.restore(from_env, target.environ(), progress)
+    except BaseException:
+        computes.stop_tenant(session.home, name)  # a failed import leaves no tenant
+        with session.client() as client:
+            client.delete_tenant(name)
+        computes.forget_tenant(session.home, name)
+        raise
+    if session.json:
+        emit_json({"tenant": name, "branch": "main", "tables": tables,
+                   "seconds": round(time.monotonic() - started, 1)})
+        return
+    emit_text(f"imported {len(tables)} tables into tenant {name!r}, branch main "
+              f"({time.monotonic() - started:.1f} s)")
+
+
 @tenant.command("list")
 @click.option("--all", "all_in_store", is_flag=True,
               help="Every tenant in the object store, also those attached to other page "
