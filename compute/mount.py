@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import mfusepy as fuse
 
 from common.client import ClientError, StrataClient
 from common.convert import relation_from_pb
@@ -34,7 +33,7 @@ from common.durable import write_durably
 from common.ops import FileKind
 from compute.page_cache import CacheStamp, PageCache
 from compute.remote import BatchWriter, PageReader
-from compute.shim import StrataFS
+from compute.shim import StrataFS, StrataFUSE
 from compute.token_renewal import TokenRenewal
 from compute.view import Node
 from proto import strata_pb2 as pb
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("mounting %s/%s at LSN %d (writer epoch %d) on %s", args.tenant, args.branch, lsn,
              attached.writer_epoch, args.mountpoint)
     try:
-        fuse.FUSE(fs, str(args.mountpoint), foreground=True, allow_other=True,
+        StrataFUSE(fs, str(args.mountpoint), foreground=True, allow_other=True,
                   default_permissions=True, hard_remove=True, fsname="strata",
                   subtype="strata")
     finally:
