@@ -35,7 +35,7 @@ from compute.page_cache import CacheStamp, PageCache
 from compute.remote import BatchWriter, PageReader
 from compute.shim import StrataFS, StrataFUSE
 from compute.token_renewal import TokenRenewal
-from compute.view import Node
+from compute.view import FetchStats, Node
 from proto import strata_pb2 as pb
 
 log = logging.getLogger("compute.mount")
@@ -53,9 +53,13 @@ def load_tree(client: StrataClient, tenant: str, branch: str) -> tuple[dict[str,
     return tree, int(response.lsn)
 
 
-def publish_stats(path: Path, cache: PageCache, reader: PageReader, writer: BatchWriter) -> None:
+def publish_stats(path: Path, cache: PageCache, reader: PageReader, writer: BatchWriter,
+                  fetches: FetchStats) -> None:
     """What ``strata compute list`` shows of a running compute's cache and traffic."""
     stats = {"cache": asdict(cache.stats()), "get_pages_round_trips": reader.round_trips,
+             "get_pages": {"requests": fetches.requests, "pages": fetches.pages,
+                           "read_ahead_requests": fetches.background,
+                           "max_in_flight": fetches.max_in_flight},
              "acked_lsn": writer.acked_lsn, "at": time.time()}
     write_durably(path, json.dumps(stats).encode())
 
@@ -154,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     fs = _Ready(args.ready_file, run_as, tree, cache, reader, writer, args.scratch,
                 owner.pw_uid, owner.pw_gid)
     publish: Callable[[], None] = (
-        partial(publish_stats, args.stats_file, cache, reader, writer) if args.stats_file
+        partial(publish_stats, args.stats_file, cache, reader, writer, fs.view.fetches)
+        if args.stats_file
         else partial(_do_nothing))
     stop_heartbeat = threading.Event()
     beating = threading.Thread(target=heartbeat, name="writer-heartbeat", daemon=True,
@@ -173,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         # client.close() would look like a failure in both logs.
         stop_heartbeat.set()
         beating.join(timeout=client.timeout_s)
+        fs.view.close()  # read-ahead ends before the cache and the reader close
         publish()
         clean = fs.view.failed is None
         cache.close(CacheStamp(args.tenant, timeline_id, writer.acked_lsn) if clean else None)

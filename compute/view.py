@@ -17,9 +17,11 @@ hold them become CLEAN (evictable); pages whose writes are not acknowledged yet
 stay DIRTY, so the cache never forgets a write the page server does not have.
 
 Reads are served from the page cache (dirty pages included) and, on a miss,
-fetched in batches from the page server at its newest durable LSN, with
-read-ahead for sequential scans; concurrent readers of a page share one fetch,
-and a write that races a fetch wins over the page the fetch brings back.
+fetched in batches from the page server at its newest durable LSN. A relation
+read sequentially is fetched ahead in the background, several 1 MB requests in
+flight (``compute.prefetch``), into the cache as scan pages that are evicted
+first; concurrent readers of a page share one fetch, and a write that races a
+fetch wins over the page the fetch brings back.
 Blocks of a file that the page server cannot know yet (a new file, or blocks
 past a pending truncate) read as zeros until the operation that made them so
 is durable.
@@ -46,6 +48,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
@@ -66,7 +69,7 @@ from common.ops import (
 )
 from common.pages import blocks_for, cut_page, truncate_tail, write_slices
 from compute.page_cache import CacheFullError, PageCache, PageKey
-from compute.prefetch import InFlight, Prefetcher
+from compute.prefetch import MAX_AHEAD, InFlight, Prefetcher
 from compute.wal import WalPositions
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ _T = TypeVar("_T")
 
 MAX_BATCH_BYTES = 16 * 1024 * 1024  # split a flush into batches of about this much data
 MAX_PENDING_BYTES = 256 * 1024 * 1024  # a write past this much queued data flushes the queue
+PREFETCH_THREADS = 4  # background read-ahead requests in flight, all relations together
 
 
 class PageServerError(Exception):
@@ -150,6 +154,30 @@ class _Outgoing:
     entries: list[_Queued]
 
 
+class FetchStats:
+    """GetPages requests of the view: how many, how many pages, the most in flight."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.pages = 0
+        self.background = 0  # requests sent by read-ahead, not by a waiting reader
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def began(self, pages: int, background: bool) -> None:
+        with self._lock:
+            self.requests += 1
+            self.pages += pages
+            self.background += background
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def ended(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+
 def _error(code: int, path: str) -> OSError:
     return OSError(code, os.strerror(code), path)
 
@@ -176,8 +204,12 @@ class BranchView:
         self._zeroing: set[Node] = set()  # nodes with zero_from set: an ack clears only these
         self._wal_lsn = 0
         self._wal_positions = WalPositions()  # under the lock
-        self._prefetch = Prefetcher()
+        self._prefetch = Prefetcher(max_ahead=min(MAX_AHEAD, cache.capacity // 4))
         self._in_flight = InFlight()
+        self._prefetcher = ThreadPoolExecutor(PREFETCH_THREADS, "prefetch")
+        self._closed = False  # read-ahead queued after close fetches nothing
+        self.fetches = FetchStats()
+        """GetPages requests, pages and requests in flight, for the mount's statistics."""
         self.storage_full = False
         """Whether the page server last said the tenant is at its storage quota."""
         self.failed: BaseException | None = None
@@ -348,20 +380,29 @@ class BranchView:
             if offset >= end:
                 return b""
             first, last = offset // PAGE_SIZE, (end - 1) // PAGE_SIZE
-            pages: dict[int, bytes] = {}
+            data = bytearray((last + 1 - first) * PAGE_SIZE)  # zeros unless filled
+            view = memoryview(data)
             missing: list[int] = []
+            # Every read drives read-ahead, also one the read-ahead served already.
+            fetchable = blocks_for(node.size) if node.zero_from is None else node.zero_from
+            plan = self._prefetch.plan(node.relation, first, last, fetchable)
+            if plan.ahead:
+                ticket = self._cache.fetch_ticket()
+                for chunk in plan.ahead:
+                    self._read_ahead(node.relation, node.block_offset, chunk, ticket)
             for index in range(first, last + 1):
-                page = self._known_page(node, index)
-                if page is None:
+                at = (index - first) * PAGE_SIZE
+                if not self._cache.read_into(node.key(index), view[at:at + PAGE_SIZE]) and (
+                        node.zero_from is None or index < node.zero_from):
                     missing.append(index)
-                else:
-                    pages[index] = page
-            relation, block_offset, size_now = node.relation, node.block_offset, node.size
+            relation, block_offset = node.relation, node.block_offset
         if missing:
-            pages.update(self._fetch(node, relation, block_offset, missing, size_now))
-        data = b"".join(pages[index] for index in range(first, last + 1))
+            for index, page in self._fetch(node, relation, block_offset, missing,
+                                           scan=plan.sequential).items():
+                at = (index - first) * PAGE_SIZE
+                view[at:at + PAGE_SIZE] = page
         start = offset - first * PAGE_SIZE
-        return data[start:start + end - offset]
+        return bytes(view[start:start + end - offset])
 
     def _known_page(self, node: Node, index: int) -> bytes | None:
         """The page from the cache, zeros if the page server cannot have it, else None."""
@@ -373,23 +414,22 @@ class BranchView:
         return None
 
     def _fetch(self, node: Node, relation: bytes, block_offset: int, indexes: list[int],
-               size: int) -> dict[int, bytes]:
-        """Fetch missing pages in one round trip, plus a read-ahead window if sequential.
+               scan: bool = False) -> dict[int, bytes]:
+        """Fetch missing pages in one round trip (cached as scan pages if ``scan``).
 
-        Pages another thread is fetching already are waited for, not fetched twice.
+        Pages another thread is fetching already (read-ahead included) are waited for,
+        not fetched twice.
         """
-        requested = set(indexes)
         waits: list[threading.Event] = []
         wanted: list[int] = []
         with self._lock:
             ticket = self._cache.fetch_ticket()
-            for index in self._prefetch.extend(relation, indexes, blocks_for(size)):
+            for index in indexes:
                 key = (relation, block_offset + index)
                 event = self._in_flight.waiting_for(key)
                 if event is not None:
-                    if index in requested:
-                        waits.append(event)
-                elif index in requested or not self._cache.contains(key):
+                    waits.append(event)
+                elif not self._cache.contains(key):  # else a fetch just brought it
                     wanted.append(index)
             keys = [(relation, block_offset + index) for index in wanted]
             self._in_flight.claim(keys)
@@ -397,12 +437,13 @@ class BranchView:
         try:
             if wanted:
                 blocks = [block_offset + index for index in wanted]
-                pages = self._remote("GetPages", lambda: self._reader.get_pages(
-                    Relation.from_bytes(relation), blocks))
+                pages = self._remote("GetPages", partial(
+                    self._get_pages, relation, blocks, background=False))
                 fetched = dict(zip(wanted, pages, strict=True))
                 with self._lock:
                     for index, page in fetched.items():  # refused if written meanwhile
-                        self._cache.put_clean((relation, block_offset + index), page, ticket)
+                        self._cache.put_clean((relation, block_offset + index), page, ticket,
+                                              scan=scan)
         finally:
             with self._lock:
                 self._in_flight.release(keys)
@@ -417,8 +458,47 @@ class BranchView:
                     result[index] = known
         missing = [index for index in indexes if index not in result]
         if missing:  # another thread's fetch failed, or its pages were evicted already
-            result.update(self._fetch(node, relation, block_offset, missing, size))
+            result.update(self._fetch(node, relation, block_offset, missing, scan))
         return result
+
+    def _get_pages(self, relation: bytes, blocks: list[int], background: bool) -> list[bytes]:
+        self.fetches.began(len(blocks), background)
+        try:
+            return self._reader.get_pages(Relation.from_bytes(relation), blocks)
+        finally:
+            self.fetches.ended()
+
+    def _read_ahead(self, relation: bytes, block_offset: int, chunk: range,
+                    ticket: int) -> None:
+        """Queue a background fetch of the pages of ``chunk`` that are neither cached nor
+        being fetched (under the lock: they are claimed before it is released)."""
+        keys = [(relation, block_offset + index) for index in chunk]
+        keys = [key for key in keys if self._in_flight.waiting_for(key) is None
+                and not self._cache.contains(key)]
+        if keys:
+            self._in_flight.claim(keys)
+            self._prefetcher.submit(self._fetch_ahead, relation, keys, ticket)
+
+    def _fetch_ahead(self, relation: bytes, keys: list[PageKey], ticket: int) -> None:
+        """Fetch read-ahead into the cache as scan pages; a failure only logs: a reader
+        that waited for these pages finds them missing and fetches them itself."""
+        try:
+            if self._closed:
+                return
+            pages = self._get_pages(relation, [key[1] for key in keys], background=True)
+            with self._lock:
+                for key, page in zip(keys, pages, strict=True):
+                    self._cache.put_clean(key, page, ticket, scan=True)
+        except PageServerError as exc:
+            log.warning("read-ahead of %d pages failed: %s", len(keys), exc)
+        finally:
+            with self._lock:
+                self._in_flight.release(keys)
+
+    def close(self) -> None:
+        """Stop read-ahead (waits for requests in flight); before the cache closes."""
+        self._closed = True
+        self._prefetcher.shutdown(wait=True)
 
     def write(self, node: Node, data: bytes, offset: int) -> None:
         """Write ``data`` at ``offset``; a full cache is flushed and the write retried."""
@@ -466,7 +546,7 @@ class BranchView:
         page = self._known_page(node, index)
         if page is not None:
             return page
-        return self._fetch(node, node.relation, node.block_offset, [index], node.size)[index]
+        return self._fetch(node, node.relation, node.block_offset, [index])[index]
 
     def truncate(self, path: str, length: int, node: Node | None = None) -> None:
         """Truncate ``node`` (an open handle's) or else ``path`` to ``length`` bytes."""
