@@ -77,6 +77,7 @@ _T = TypeVar("_T")
 
 MAX_BATCH_BYTES = 16 * 1024 * 1024  # split a flush into batches of about this much data
 MAX_PENDING_BYTES = 256 * 1024 * 1024  # a write past this much queued data flushes the queue
+MAX_EXTENT_BYTES = 1024 * 1024  # adjacent writes to one file ship as one Write up to this
 PREFETCH_THREADS = 4  # background read-ahead requests in flight, all relations together
 
 
@@ -146,6 +147,21 @@ class _Queued:
     data_bytes: int
 
 
+@dataclass
+class _Extent:
+    """Adjacent writes to one file not queued yet: they ship as one Write, queued when
+    anything else is (or at a flush), so the operation order is kept."""
+
+    path: str
+    offset: int
+    data: bytearray
+    versions: dict[PageKey, int]
+
+    def follows(self, path: str, offset: int, size: int) -> bool:
+        return path == self.path and offset == self.offset + len(self.data) \
+            and len(self.data) + size <= MAX_EXTENT_BYTES
+
+
 @dataclass(frozen=True)
 class _Outgoing:
     """A batch cut from the queue, and the queued operations it carries."""
@@ -197,6 +213,7 @@ class BranchView:
         self._lock = threading.RLock()  # the tree, the queue and the cache's contents
         self._flush_lock = threading.Lock()  # one flush at a time, in order
         self._pending: list[_Queued] = []
+        self._extent: _Extent | None = None  # the newest writes, if adjacent (the lock)
         self._pending_bytes = 0  # data not durable yet, unacknowledged batches included
         self._unacknowledged: list[_Outgoing] = []  # a failed flush's rest (flush lock)
         self._batch_ids = itertools.count(1)  # numbers batches as they are cut (flush lock)
@@ -225,9 +242,31 @@ class BranchView:
 
     def _queue(self, op: FileOp, versions: dict[PageKey, int] | None = None,
                data_bytes: int = 0) -> None:
+        self._queue_extent()
         self._seq += 1
         self._pending.append(_Queued(op, self._seq, versions or {}, data_bytes))
         self._pending_bytes += data_bytes
+
+    def _queue_write(self, path: str, offset: int, data: bytes,
+                     versions: dict[PageKey, int]) -> None:
+        """Queue a write, joined to the newest one if it continues it in the same file."""
+        extent = self._extent
+        if extent is not None and extent.follows(path, offset, len(data)):
+            extent.data += data
+            extent.versions.update(versions)
+        else:
+            self._queue_extent()
+            self._extent = _Extent(path, offset, bytearray(data), dict(versions))
+        self._pending_bytes += len(data)
+
+    def _queue_extent(self) -> None:
+        """Queue the writes gathered in the extent as one Write (their bytes are counted
+        in ``_pending_bytes`` already)."""
+        extent, self._extent = self._extent, None
+        if extent is not None:
+            self._seq += 1
+            self._pending.append(_Queued(Write(extent.path, extent.offset, bytes(extent.data)),
+                                         self._seq, extent.versions, len(extent.data)))
 
     def _remote(self, what: str, call: Callable[[], _T]) -> _T:
         """Run a page-server call; unreachable or refused becomes EIO for PostgreSQL, a full
@@ -528,7 +567,7 @@ class BranchView:
             end = offset + len(data)
             node.size = max(node.size, end)
             node.mtime_ns = time.time_ns()
-            self._queue(Write(node.path, offset, bytes(data)), versions, len(data))
+            self._queue_write(node.path, offset, data, versions)
             position = self._wal_positions.position(node.path, offset, data)
             if position is not None:
                 self._wal_lsn = max(self._wal_lsn, position)
@@ -590,6 +629,7 @@ class BranchView:
         """
         with self._flush_lock:
             with self._lock:
+                self._queue_extent()
                 queued, self._pending, self._pending_bytes = self._pending, [], 0
                 wal_lsn = self._wal_lsn
             outgoing = self._unacknowledged + [

@@ -34,7 +34,13 @@ from common.ops import (
 )
 from compute.page_cache import MIB, PageCache, PageState
 from compute.prefetch import CHUNK_PAGES
-from compute.view import BranchView, Node, PageServerError, StorageFullError
+from compute.view import (
+    MAX_EXTENT_BYTES,
+    BranchView,
+    Node,
+    PageServerError,
+    StorageFullError,
+)
 
 P = PAGE_SIZE
 OLD = b"o" * P  # what the page server holds of file "f" at mount time
@@ -258,9 +264,9 @@ def test_a_full_cache_is_flushed_and_the_write_retried(make: MakeHarness) -> Non
     h.view.write(f, page(b"a"), 0)
     h.view.write(f, page(b"b"), P)  # every slot now holds an unflushed page
     h.view.write(f, page(b"c"), 2 * P)
-    assert h.writer.ops == [Write("f", 0, page(b"a")), Write("f", P, page(b"b"))]
+    assert h.writer.ops == [Write("f", 0, page(b"a") + page(b"b"))]  # adjacent: one
     h.view.flush()
-    assert h.writer.ops[2:] == [Write("f", 2 * P, page(b"c"))]
+    assert h.writer.ops[1:] == [Write("f", 2 * P, page(b"c"))]
     assert len(h.writer.batches) == 2
     assert h.view.read(f, P, 2 * P) == page(b"c")
 
@@ -353,7 +359,7 @@ def test_batches_are_numbered_as_cut_and_resent_under_their_number(make: MakeHar
     keep theirs, and later batches continue the count."""
     h = make(batch_bytes=P)
     f = h.view.open("f")
-    for block in range(3):
+    for block in (2, 1, 0):  # not adjacent: three writes, three batches
         h.view.write(f, page(bytes([65 + block])), block * P)
     h.writer.accept = 1
     with pytest.raises(OSError):
@@ -418,3 +424,32 @@ def test_a_write_racing_a_read_ahead_of_its_page_wins(make: MakeHarness) -> None
     h.view.close()  # every read-ahead has landed
     assert h.cache.state(big.key(35)) is PageState.DIRTY
     assert h.view.read(big, P, 35 * P) == page(b"w")
+
+
+def test_adjacent_writes_ship_as_one_extent_in_operation_order(make: MakeHarness) -> None:
+    h = make()
+    view = h.view
+    f, small = view.open("f"), view.open("small")
+    for index in range(3):
+        view.write(f, page(bytes([65 + index])), index * P)  # A, B, C one after another
+    view.write(small, page(b"s"), 0)  # another file: the extent is queued first
+    view.write(f, page(b"D"), 3 * P)  # continues f, but after small's write
+    view.write(f, page(b"E"), 0)  # not adjacent
+    view.chmod("f", 0o640)
+    view.flush()
+    assert h.writer.ops == [
+        Write("f", 0, page(b"A") + page(b"B") + page(b"C")), Write("small", 0, page(b"s")),
+        Write("f", 3 * P, page(b"D")), Write("f", 0, page(b"E")), Chmod("f", 0o640)]
+    assert h.cache.state(f.key(1)) is PageState.CLEAN  # the extent's pages were acknowledged
+    assert view.read(f, 4 * P, 0) == page(b"E") + page(b"B") + page(b"C") + page(b"D")
+
+
+def test_an_extent_stops_growing_at_its_limit(make: MakeHarness) -> None:
+    h = make(capacity_pages=512)
+    big = h.view.open("big")
+    pages = MAX_EXTENT_BYTES // P + 1
+    for index in range(pages):
+        h.view.write(big, page(b"x"), index * P)
+    h.view.flush()
+    assert [len(op.data) for op in h.writer.ops if isinstance(op, Write)] == \
+        [MAX_EXTENT_BYTES, P]
