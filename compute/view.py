@@ -11,6 +11,13 @@ first. Batches are numbered 1, 2, ... in the order they are cut, so the one that
 was in flight when a flush failed goes out again under the same number, and the
 page server tells from it whether that batch was applied already.
 
+Adjacent writes to one file are queued as one write (an extent of up to 1 MB)
+as soon as anything else is queued, so the order is the order they were applied
+in. Once a batch's worth (16 MB) is queued, a background flush ships it while
+PostgreSQL writes on (a bulk load then overlaps with the page server's ingest);
+flushes run one at a time, so an fsync waits for it and ships the rest, and a
+write past 256 MB queued flushes in the writer's thread: memory stays bounded.
+
 Each queued operation carries the cache versions of the pages it wrote. When
 its batch is acknowledged those versions are durable, and the pages that still
 hold them become CLEAN (evictable); pages whose writes are not acknowledged yet
@@ -77,6 +84,7 @@ _T = TypeVar("_T")
 
 MAX_BATCH_BYTES = 16 * 1024 * 1024  # split a flush into batches of about this much data
 MAX_PENDING_BYTES = 256 * 1024 * 1024  # a write past this much queued data flushes the queue
+# (in the writer's thread); from MAX_BATCH_BYTES on, a background flush ships it early
 MAX_EXTENT_BYTES = 1024 * 1024  # adjacent writes to one file ship as one Write up to this
 PREFETCH_THREADS = 4  # background read-ahead requests in flight, all relations together
 
@@ -203,13 +211,15 @@ class BranchView:
 
     def __init__(self, tree: dict[str, Node], cache: PageCache, reader: PageSource,
                  writer: BatchSink, *, batch_bytes: int = MAX_BATCH_BYTES,
-                 pending_limit: int = MAX_PENDING_BYTES) -> None:
+                 pending_limit: int = MAX_PENDING_BYTES,
+                 ship_after: int = MAX_BATCH_BYTES) -> None:
         self._tree = tree
         self._cache = cache
         self._reader = reader
         self._writer = writer
         self._batch_bytes = batch_bytes
         self._pending_limit = pending_limit
+        self._ship_after = ship_after  # queued bytes that a background flush ships early
         self._lock = threading.RLock()  # the tree, the queue and the cache's contents
         self._flush_lock = threading.Lock()  # one flush at a time, in order
         self._pending: list[_Queued] = []
@@ -224,6 +234,8 @@ class BranchView:
         self._prefetch = Prefetcher(max_ahead=min(MAX_AHEAD, cache.capacity // 4))
         self._in_flight = InFlight()
         self._prefetcher = ThreadPoolExecutor(PREFETCH_THREADS, "prefetch")
+        self._shipper = ThreadPoolExecutor(1, "shipper")  # flushes a due batch early
+        self._shipping = threading.Event()  # a background flush is queued or running
         self._closed = False  # read-ahead queued after close fetches nothing
         self.fetches = FetchStats()
         """GetPages requests, pages and requests in flight, for the mount's statistics."""
@@ -535,9 +547,11 @@ class BranchView:
                 self._in_flight.release(keys)
 
     def close(self) -> None:
-        """Stop read-ahead (waits for requests in flight); before the cache closes."""
+        """Stop read-ahead and background flushes (waits for requests in flight); before
+        the cache closes."""
         self._closed = True
         self._prefetcher.shutdown(wait=True)
+        self._shipper.shutdown(wait=True)
 
     def write(self, node: Node, data: bytes, offset: int) -> None:
         """Write ``data`` at ``offset``; a full cache is flushed and the write retried."""
@@ -549,6 +563,19 @@ class BranchView:
                 self.flush()  # makes the written pages clean, hence evictable
         if overflowing:
             self.flush()
+        elif self._pending_bytes >= self._ship_after and not self._shipping.is_set():
+            self._shipping.set()  # a batch is due: ship it while PostgreSQL writes on
+            self._shipper.submit(self._ship)
+
+    def _ship(self) -> None:
+        """Flush in the background; a failure keeps the batches for the next flush, which
+        reports it (the failure is logged and kept in ``failed`` here)."""
+        try:
+            self.flush()
+        except OSError as exc:
+            log.warning("background flush failed; the next flush retries: %s", exc)
+        finally:
+            self._shipping.clear()
 
     def _write_locked(self, node: Node, data: bytes, offset: int) -> bool:
         """Apply a write to the view and queue it; True if the queue should be shipped."""

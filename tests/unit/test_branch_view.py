@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -124,7 +124,8 @@ class Harness:
 
 class MakeHarness(Protocol):
     def __call__(self, capacity_pages: int = 64, batch_bytes: int = 16 * 1024 * 1024,
-                 cache_type: type[PageCache] = PageCache) -> Harness: ...
+                 cache_type: type[PageCache] = PageCache,
+                 ship_after: int = 16 * 1024 * 1024) -> Harness: ...
 
 
 @pytest.fixture
@@ -133,7 +134,8 @@ def make(tmp_path: Path) -> Iterator[MakeHarness]:
     views: list[BranchView] = []
 
     def build(capacity_pages: int = 64, batch_bytes: int = 16 * 1024 * 1024,
-              cache_type: type[PageCache] = PageCache) -> Harness:
+              cache_type: type[PageCache] = PageCache,
+              ship_after: int = 16 * 1024 * 1024) -> Harness:
         tree = {
             "": Node("", FileKind.DIR, 0o700),
             "f": Node("f", FileKind.FILE, 0o600, 3 * P, FILE_REL),
@@ -143,7 +145,8 @@ def make(tmp_path: Path) -> Iterator[MakeHarness]:
         cache = cache_type(tmp_path / f"cache{len(caches)}", capacity_pages * P / MIB)
         caches.append(cache)
         reader, writer = FakeReader(), FakeWriter()
-        view = BranchView(tree, cache, reader, writer, batch_bytes=batch_bytes)
+        view = BranchView(tree, cache, reader, writer, batch_bytes=batch_bytes,
+                          ship_after=ship_after)
         views.append(view)
         return Harness(view, cache, reader, writer)
 
@@ -453,3 +456,39 @@ def test_an_extent_stops_growing_at_its_limit(make: MakeHarness) -> None:
     h.view.flush()
     assert [len(op.data) for op in h.writer.ops if isinstance(op, Write)] == \
         [MAX_EXTENT_BYTES, P]
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_a_due_batch_ships_in_the_background_and_fsync_waits_for_the_rest(
+        make: MakeHarness) -> None:
+    h = make(ship_after=2 * P)
+    f = h.view.open("f")
+    h.view.write(f, page(b"a"), 0)
+    assert h.writer.batches == []  # less than a batch queued
+    h.view.write(f, page(b"b"), P)
+    wait_for(lambda: len(h.writer.batches) == 1)  # shipped without a flush
+    h.view.write(f, page(b"c"), 2 * P)
+    h.view.flush()
+    assert h.writer.ops == [Write("f", 0, page(b"a") + page(b"b")), Write("f", 2 * P, page(b"c"))]
+
+
+def test_a_failed_background_flush_leaves_its_batch_to_the_next_flush(
+        make: MakeHarness) -> None:
+    h = make(ship_after=2 * P)
+    f = h.view.open("f")
+    h.writer.accept = 0
+    h.view.write(f, page(b"a"), 0)
+    h.view.write(f, page(b"b"), P)
+    wait_for(lambda: len(h.writer.attempts) == 1)
+    h.view.close()  # the background flush has ended
+    assert h.writer.batches == [] and h.view.failed is not None
+    h.writer.accept = None
+    h.view.flush()
+    assert h.writer.ops == [Write("f", 0, page(b"a") + page(b"b"))]
+    assert [batch.batch_id for batch in h.writer.attempts] == [1, 1]
