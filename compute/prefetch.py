@@ -10,7 +10,10 @@ whole chunk is due (or the file ends), so a long scan never sends small ones.
 The kernel splits a scan into concurrent reads (readahead runs on several FUSE threads),
 so a read counts as sequential when it starts anywhere inside the recent range (from
 ``MAX_AHEAD`` before the last read to the end of its read-ahead), not only exactly at
-its end. Concurrent reads of the same
+its end. A large read (``STREAM_PAGES`` or more) counts as sequential wherever it
+starts: PostgreSQL reads 8 KB at a time, so only the kernel's read-ahead asks for that
+much, and it runs up to its own window (8 MB, ``compute.readahead``) ahead of the
+reader, past any range this module knows. Concurrent reads of the same
 pages wait for the one fetch in flight instead of fetching them again.
 """
 
@@ -21,6 +24,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 MIN_AHEAD = 8  # pages fetched ahead once a scan looks sequential
+STREAM_PAGES = 32  # a read this large is the kernel's own read-ahead: sequential
 CHUNK_PAGES = 128  # 1 MB: the largest background request
 MAX_AHEAD = 4 * CHUNK_PAGES  # pages past the read: up to four requests in flight
 
@@ -56,8 +60,9 @@ class Prefetcher:
         blocks: read-ahead never passes ``limit``."""
         with self._lock:
             scan = self._scans.get(relation)
-            sequential = scan is not None and \
+            sequential = scan is not None and (
                 scan.start - self._max_ahead <= first <= scan.end
+                or last + 1 - first >= STREAM_PAGES)
             if scan is None or not sequential:
                 self._scans[relation] = _Scan(first, last + 1, last + 1, 0)
                 return ReadPlan(False, [])

@@ -5,7 +5,14 @@ from __future__ import annotations
 import itertools
 import threading
 
-from compute.prefetch import CHUNK_PAGES, MAX_AHEAD, MIN_AHEAD, InFlight, Prefetcher
+from compute.prefetch import (
+    CHUNK_PAGES,
+    MAX_AHEAD,
+    MIN_AHEAD,
+    STREAM_PAGES,
+    InFlight,
+    Prefetcher,
+)
 
 REL = b"r" * 13
 
@@ -47,6 +54,13 @@ def test_concurrent_reads_inside_the_recent_range_stay_sequential() -> None:
     scan(prefetcher, 10, size=32)
     assert prefetcher.plan(REL, 200, 231, 100_000).sequential  # behind the last read
     assert not prefetcher.plan(REL, 50_000, 50_000, 100_000).sequential
+
+
+def test_the_kernels_large_reads_far_ahead_stay_sequential() -> None:
+    prefetcher = Prefetcher()
+    scan(prefetcher, 4, size=STREAM_PAGES)
+    assert prefetcher.plan(REL, 5000, 5000 + STREAM_PAGES - 1, 100_000).sequential
+    assert not prefetcher.plan(REL, 9000, 9000, 100_000).sequential  # a lone page: random
 
 
 def test_read_ahead_stops_at_the_end_of_the_file() -> None:
