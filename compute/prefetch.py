@@ -32,7 +32,7 @@ MAX_AHEAD = 4 * CHUNK_PAGES  # pages past the read: up to four requests in fligh
 @dataclass(frozen=True)
 class ReadPlan:
     """What to fetch for a read: whether it is sequential, and the background requests
-    (ranges of block indexes, each at most ``CHUNK_PAGES``)."""
+    (ranges of blocks, each at most ``CHUNK_PAGES``)."""
 
     sequential: bool
     ahead: list[range]
@@ -56,8 +56,8 @@ class Prefetcher:
         self._scans: dict[bytes, _Scan] = {}
 
     def plan(self, relation: bytes, first: int, last: int, limit: int) -> ReadPlan:
-        """The plan for a read of block indexes ``first``..``last`` of a file of ``limit``
-        blocks: read-ahead never passes ``limit``."""
+        """The plan for a read of blocks ``first``..``last`` of ``relation``; read-ahead
+        never reaches ``limit`` (the end of what the page server can have of the file)."""
         with self._lock:
             scan = self._scans.get(relation)
             sequential = scan is not None and (

@@ -434,13 +434,16 @@ class BranchView:
             data = bytearray((last + 1 - first) * PAGE_SIZE)  # zeros unless filled
             view = memoryview(data)
             missing: list[int] = []
-            # Every read drives read-ahead, also one the read-ahead served already.
+            # Every read drives read-ahead, also one the read-ahead served already. In
+            # blocks of the relation, so a scan runs on across its 1 GB segment files.
             fetchable = blocks_for(node.size) if node.zero_from is None else node.zero_from
-            plan = self._prefetch.plan(node.relation, first, last, fetchable)
+            base = node.block_offset
+            plan = self._prefetch.plan(node.relation, base + first, base + last,
+                                       base + fetchable)
             if plan.ahead:
                 ticket = self._cache.fetch_ticket()
                 for chunk in plan.ahead:
-                    self._read_ahead(node.relation, node.block_offset, chunk, ticket)
+                    self._read_ahead(node.relation, chunk, ticket)
             for index in range(first, last + 1):
                 at = (index - first) * PAGE_SIZE
                 if not self._cache.read_into(node.key(index), view[at:at + PAGE_SIZE]) and (
@@ -519,13 +522,12 @@ class BranchView:
         finally:
             self.fetches.ended()
 
-    def _read_ahead(self, relation: bytes, block_offset: int, chunk: range,
-                    ticket: int) -> None:
-        """Queue a background fetch of the pages of ``chunk`` that are neither cached nor
+    def _read_ahead(self, relation: bytes, blocks: range, ticket: int) -> None:
+        """Queue a background fetch of the pages of ``blocks`` that are neither cached nor
         being fetched (under the lock: they are claimed before it is released)."""
-        keys = [(relation, block_offset + index) for index in chunk]
-        keys = [key for key in keys if self._in_flight.waiting_for(key) is None
-                and not self._cache.contains(key)]
+        keys = [(relation, block) for block in blocks
+                if self._in_flight.waiting_for((relation, block)) is None
+                and not self._cache.contains((relation, block))]
         if keys:
             self._in_flight.claim(keys)
             self._prefetcher.submit(self._fetch_ahead, relation, keys, ticket)
