@@ -93,11 +93,14 @@ class InFlight:
         return self._events.get(key)
 
     def claim(self, keys: Iterable[Hashable]) -> None:
+        """Claim ``keys`` as one fetch: they share one event (an event per page cost
+        several microseconds a page on a scan)."""
+        event = threading.Event()
         for key in keys:
-            self._events[key] = threading.Event()
+            self._events[key] = event
 
     def release(self, keys: Iterable[Hashable]) -> None:
-        for key in keys:
-            event = self._events.pop(key, None)
+        events = {self._events.pop(key, None) for key in keys}
+        for event in events:
             if event is not None:
                 event.set()
