@@ -15,7 +15,9 @@ Figures:
   read-only runs each system checkpoints and does one untimed read-only pass.
 - Cold ``SELECT count(*)`` over pgbench_accounts with a compute page cache 4x smaller than
   the table, after a restart with an empty cache (the local baseline after dropping the
-  OS page cache): MB/s, and the GetPages round trips and pages the page server served.
+  OS page cache): MB/s, the GetPages round trips and pages the page server served, and
+  from the mount daemon's counters how many of its requests were read-ahead and the most
+  it had in flight at once.
 - WAL bytes per transaction, and TPS, with full_page_writes on vs off (read-write run
   started right after a CHECKPOINT).
 - Compute start time on a fresh branch: ``strata compute start`` to the first row.
@@ -26,6 +28,7 @@ that fails stops and writes nothing. Nothing here asserts on time.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -200,7 +203,9 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
     table_bytes = int(query_at(compute.endpoint(), "SELECT pg_relation_size('pgbench_accounts')"))
     cache_mb = max(8, table_bytes // (4 * 1024 * 1024))
     cold: dict[str, list[float]] = {"compute": [], "local": [], "round_trips": [],
-                                    "pages_served": []}
+                                    "pages_served": [], "max_in_flight": [],
+                                    "read_ahead_requests": []}
+    stats_file = root / "home" / "computes" / TENANT / "main" / "run" / "stats.json"
     for _ in range(settings.repeats):
         strata("compute", "stop", "main")
         shutil.rmtree(root / "home" / "computes" / TENANT / "main" / "cache",
@@ -213,6 +218,10 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         after = server_counters(up["metrics_address"])
         cold["round_trips"].append(after["getpages_requests"] - before["getpages_requests"])
         cold["pages_served"].append(after["pages_served"] - before["pages_served"])
+        strata("compute", "stop", "main")  # the mount publishes its counters on the way out
+        fetches = json.loads(stats_file.read_text())["get_pages"]
+        cold["max_in_flight"].append(fetches["max_in_flight"])
+        cold["read_ahead_requests"].append(fetches["read_ahead_requests"])
         local.stop()
         drop_os_cache()
         local.start(settings.shared_buffers, True)
@@ -224,7 +233,9 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         "compute_mb_s": summary(cold["compute"]), "local_mb_s": summary(cold["local"]),
         "ratio": statistics.median(cold["compute"]) / statistics.median(cold["local"]),
         "round_trips": summary(cold["round_trips"]),
-        "pages_served": summary(cold["pages_served"])}
+        "pages_served": summary(cold["pages_served"]),
+        "max_in_flight": summary(cold["max_in_flight"]),
+        "read_ahead_requests": summary(cold["read_ahead_requests"])}
 
     print("compute start ...", file=sys.stderr)
     starts = []
@@ -276,7 +287,9 @@ def render_markdown(report: JSON) -> str:
         f"Cold scan: {cold['round_trips']['median']:.0f} GetPages round trips for "
         f"{cold['pages_served']['median']:.0f} pages served "
         f"({cold['pages_served']['median'] / max(cold['round_trips']['median'], 1):.0f} "
-        "pages per round trip).",
+        "pages per round trip; "
+        f"{cold['read_ahead_requests']['median']:.0f} of the daemon's requests were "
+        f"read-ahead, at most {cold['max_in_flight']['median']:.0f} in flight).",
         "",
         "| full_page_writes | TPS | WAL bytes per transaction |",
         "|---|---|---|",

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import mfusepy as fuse
 
 from common.client import ClientError, StrataClient
 from common.convert import relation_from_pb
@@ -35,9 +34,9 @@ from common.ops import FileKind
 from compute.framed import parse_address
 from compute.page_cache import CacheStamp, PageCache
 from compute.remote import BatchWriter, PageReader
-from compute.shim import StrataFS
+from compute.shim import StrataFS, StrataFUSE
 from compute.token_renewal import TokenRenewal
-from compute.view import Node
+from compute.view import FetchStats, Node
 from proto import strata_pb2 as pb
 
 log = logging.getLogger("compute.mount")
@@ -55,9 +54,13 @@ def load_tree(client: StrataClient, tenant: str, branch: str) -> tuple[dict[str,
     return tree, int(response.lsn)
 
 
-def publish_stats(path: Path, cache: PageCache, reader: PageReader, writer: BatchWriter) -> None:
+def publish_stats(path: Path, cache: PageCache, reader: PageReader, writer: BatchWriter,
+                  fetches: FetchStats) -> None:
     """What ``strata compute list`` shows of a running compute's cache and traffic."""
     stats = {"cache": asdict(cache.stats()), "get_pages_round_trips": reader.round_trips,
+             "get_pages": {"requests": fetches.requests, "pages": fetches.pages,
+                           "read_ahead_requests": fetches.background,
+                           "max_in_flight": fetches.max_in_flight},
              "acked_lsn": writer.acked_lsn, "at": time.time()}
     write_durably(path, json.dumps(stats).encode())
 
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     fs = _Ready(args.ready_file, run_as, tree, cache, reader, writer, args.scratch,
                 owner.pw_uid, owner.pw_gid)
     publish: Callable[[], None] = (
-        partial(publish_stats, args.stats_file, cache, reader, writer) if args.stats_file
+        partial(publish_stats, args.stats_file, cache, reader, writer, fs.view.fetches)
+        if args.stats_file
         else partial(_do_nothing))
     stop_heartbeat = threading.Event()
     beating = threading.Thread(target=heartbeat, name="writer-heartbeat", daemon=True,
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("mounting %s/%s at LSN %d (writer epoch %d) on %s", args.tenant, args.branch, lsn,
              attached.writer_epoch, args.mountpoint)
     try:
-        fuse.FUSE(fs, str(args.mountpoint), foreground=True, allow_other=True,
+        StrataFUSE(fs, str(args.mountpoint), foreground=True, allow_other=True,
                   default_permissions=True, hard_remove=True, fsname="strata",
                   subtype="strata")
     finally:
@@ -184,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         # client.close() would look like a failure in both logs.
         stop_heartbeat.set()
         beating.join(timeout=client.timeout_s)
+        fs.view.close()  # read-ahead ends before the cache and the reader close
         publish()
         clean = fs.view.failed is None
         cache.close(CacheStamp(args.tenant, timeline_id, writer.acked_lsn) if clean else None)

@@ -291,6 +291,10 @@ class ComputeNode:
             # another transaction open waits 1 ms so one flush carries both. Chosen by
             # measurement (docs/rfcs/0013); a lone client never waits.
             "commit_delay": "1000", "commit_siblings": "1",
+            # WAL opened with O_DSYNC: with the daemon's direct I/O on WAL segments, a
+            # commit is one FUSE write that the daemon makes durable before answering,
+            # instead of a write and an fdatasync (compute.shim).
+            "wal_sync_method": "open_datasync",
             "logging_collector": "off", "hba_file": str(spec.workdir / "pg_hba.conf"),
             # A crash (a PANIC on an fsync the page server refused, a fenced writer) ends
             # the compute: a restart on the same mount would recover from a view of the

@@ -33,6 +33,12 @@ small ones) so that the sweep cost is shared. If every slot is DIRTY,
 ``put_dirty`` raises ``CacheFullError`` (the caller then flushes and retries)
 and ``put_clean`` does not cache the page.
 
+Scan resistance: pages a sequential scan fetched are cached with ``scan=True``
+and evicted first, oldest first, before CLOCK touches any other page; the read
+they were fetched for does not count as a use, a second read makes them ordinary
+pages. A scan larger than the cache thus cycles through the scan pages and leaves
+the hot set alone.
+
 Fetches that race with writes: a page fetched from the page server may be older
 than the cache's knowledge by the time it arrives (the block was written,
 flushed and evicted, or truncated, while the fetch was in flight). To make this
@@ -73,7 +79,7 @@ import os
 import struct
 import threading
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +127,11 @@ _INVALIDATION_MEMORY = 65536
 _FREE = 0
 _CLEAN = 1
 _DIRTY = 2
+
+# Scan marks of a slot: an ordinary page, a scan page not read yet, one read once.
+_ORDINARY = 0
+_SCAN_UNREAD = 1
+_SCAN_READ = 2
 
 
 class PageState(enum.IntEnum):
@@ -233,6 +244,8 @@ class PageCache:
         self._state: npt.NDArray[np.uint8] = np.frombuffer(self._state_buf, dtype=np.uint8)
         self._ref_buf = bytearray(capacity)
         self._ref: npt.NDArray[np.uint8] = np.frombuffer(self._ref_buf, dtype=np.uint8)
+        self._scan = bytearray(capacity)  # _ORDINARY, _SCAN_UNREAD or _SCAN_READ
+        self._scan_order: deque[tuple[int, PageKey]] = deque()  # scan pages, oldest first
         self._keys: list[PageKey | None] = [None] * capacity
         self._version: list[int] = [0] * capacity  # version of the last put_dirty, 0 if none
         self._index: dict[PageKey, int] = {}
@@ -318,9 +331,43 @@ class PageCache:
                     self._misses += 1
                     self._remove(slot)
                     return None
-            self._ref_buf[slot] = 1
+            self._use(slot)
             self._hits += 1
             return page
+
+    def read_into(self, key: PageKey, out: memoryview) -> bool:
+        """Copy the cached page into ``out`` (8 KB) and count a hit; False on a miss.
+
+        One copy, no page object: for reads that assemble many pages into one buffer.
+        """
+        with self._lock:
+            self._check_open()
+            slot = self._index.get(key)
+            if slot is None:
+                self._misses += 1
+                return False
+            off = slot * PAGE_SIZE
+            if self._unverified[slot]:
+                self._unverified[slot] = 0
+                if zlib.crc32(self._mv[off : off + PAGE_SIZE]) != self._crc[slot]:
+                    log.warning("page cache: reused page %r failed its CRC32; dropped", key)
+                    self._corrupt += 1
+                    self._misses += 1
+                    self._remove(slot)
+                    return False
+            out[:PAGE_SIZE] = self._mv[off : off + PAGE_SIZE]
+            self._use(slot)
+            self._hits += 1
+            return True
+
+    def _use(self, slot: int) -> None:
+        """A read of the page: a scan page's first read is not a use, its second one is."""
+        mark = self._scan[slot]
+        if mark == _SCAN_UNREAD:
+            self._scan[slot] = _SCAN_READ
+            return
+        self._scan[slot] = _ORDINARY
+        self._ref_buf[slot] = 1
 
     def peek(self, key: PageKey) -> bytes | None:
         """The cached page or None, without counting, refreshing or verifying it."""
@@ -388,9 +435,12 @@ class PageCache:
             return self._seq
 
     def put_clean(
-        self, key: PageKey, page: bytes | bytearray | memoryview, ticket: int | None = None
+        self, key: PageKey, page: bytes | bytearray | memoryview, ticket: int | None = None,
+        scan: bool = False,
     ) -> bool:
         """Cache a page fetched from the page server (identical to its durable copy).
+
+        ``scan``: fetched by a sequential scan, hence evicted before other pages.
 
         Returns True if the page was stored. Returns False, storing nothing, if
         ``key`` is already cached in any state (a DIRTY copy is newer; a CLEAN
@@ -413,6 +463,11 @@ class PageCache:
             self._insert(key, slot, _CLEAN)
             self._n_clean += 1
             self._version[slot] = 0
+            if scan:
+                self._scan[slot] = _SCAN_UNREAD
+                self._scan_order.append((slot, key))
+                if len(self._scan_order) > 2 * self._capacity:
+                    self._prune_scan_order()
             return True
 
     def put_dirty(self, key: PageKey, page: bytes | bytearray | memoryview) -> int:
@@ -440,6 +495,7 @@ class PageCache:
             off = slot * PAGE_SIZE
             self._mv[off : off + PAGE_SIZE] = page
             self._ref_buf[slot] = 1
+            self._scan[slot] = _ORDINARY  # written here: part of the working set
             self._seq += 1
             self._version[slot] = self._seq
             return self._seq
@@ -642,6 +698,7 @@ class PageCache:
         self._keys[slot] = None
         self._state_buf[slot] = _FREE
         self._ref_buf[slot] = 0
+        self._scan[slot] = _ORDINARY
         self._unverified[slot] = 0
         self._free.append(slot)
 
@@ -664,9 +721,25 @@ class PageCache:
         self._remove(slot)
         self._evictions += 1
 
+    def _is_scan_page(self, slot: int, key: PageKey) -> bool:
+        return self._keys[slot] == key and self._scan[slot] != _ORDINARY
+
+    def _prune_scan_order(self) -> None:
+        """Drop entries of slots that no longer hold their scan page."""
+        self._scan_order = deque(entry for entry in self._scan_order
+                                 if self._is_scan_page(*entry))
+
     def _reclaim(self) -> None:
-        """CLOCK: evict up to ``self._batch`` CLEAN pages, sweeping windows with numpy."""
+        """Evict scan pages, oldest first; else CLOCK: evict up to ``self._batch`` CLEAN
+        pages, sweeping windows with numpy."""
         if self._n_clean == 0:
+            return
+        order = self._scan_order
+        while order and not self._free:
+            slot, key = order.popleft()
+            if self._is_scan_page(slot, key) and self._state_buf[slot] == _CLEAN:
+                self._evict(slot)
+        if self._free:
             return
         cap = self._capacity
         want = min(self._batch, self._n_clean)

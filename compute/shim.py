@@ -28,10 +28,42 @@ from common.ops import FileKind
 from common.pgdata import is_ephemeral
 from compute.page_cache import PageCache
 from compute.view import BatchSink, BranchView, Node, PageSource
+from compute.wal import segment_start
 
 log = logging.getLogger(__name__)
 
 FUSE_CAP_AUTO_INVAL_DATA = 1 << 12
+SYNC_FLAGS = os.O_DSYNC | os.O_SYNC  # open flags that make each write a durability point
+
+
+def is_direct(rel: str) -> bool:
+    """Whether opens of ``rel`` bypass the kernel's page cache (FUSE ``direct_io``).
+
+    WAL segments: a write with ``O_DSYNC`` then reaches the daemon as one request
+    (the kernel syncs a cached ``O_DSYNC`` write with a second one, ``FUSE_FSYNC``).
+    Every open of a segment is direct, so no reader ever sees cached WAL pages that
+    a direct write bypassed.
+    """
+    return segment_start(rel) is not None
+
+
+class StrataFUSE(fuse.FUSE):  # type: ignore[misc]
+    """mfusepy's mount, with ``direct_io`` set on opens of the files ``is_direct`` names."""
+
+    def open(self, path: bytes, fip: Any) -> int:
+        result: int = super().open(path, fip)
+        self._choose_caching(path, fip)
+        return result
+
+    def create(self, path: bytes, mode: int, fip: Any) -> int:
+        result: int = super().create(path, mode, fip)
+        self._choose_caching(path, fip)
+        return result
+
+    @staticmethod
+    def _choose_caching(path: bytes, fip: Any) -> None:
+        if is_direct(os.fsdecode(path).strip("/")):
+            fip.contents.direct_io = 1
 
 
 class StrataFS(fuse.Operations):  # type: ignore[misc]
@@ -45,6 +77,7 @@ class StrataFS(fuse.Operations):  # type: ignore[misc]
         self._uid, self._gid = uid, gid
         self._handles_lock = threading.Lock()
         self._handles: dict[int, Node | int] = {}  # fh -> node, or an OS fd in scratch
+        self._sync_handles: set[int] = set()  # versioned files opened with O_DSYNC/O_SYNC
         self._next_fh = 1
         for path in [p for p in tree if is_ephemeral(p)]:  # e.g. pg_stat_tmp from initdb
             node = tree.pop(path)
@@ -67,11 +100,13 @@ class StrataFS(fuse.Operations):  # type: ignore[misc]
         with self._handles_lock:
             return self._handles.get(fh)
 
-    def _new_handle(self, target: Node | int) -> int:
+    def _new_handle(self, target: Node | int, flags: int = 0) -> int:
         with self._handles_lock:
             fh = self._next_fh
             self._next_fh += 1
             self._handles[fh] = target
+            if isinstance(target, Node) and flags & SYNC_FLAGS:
+                self._sync_handles.add(fh)
             return fh
 
     # --- mount-time settings ---------------------------------------------------------
@@ -168,12 +203,12 @@ class StrataFS(fuse.Operations):  # type: ignore[misc]
                 raise fuse.FuseOSError(errno.ENOTEMPTY)
             os.rmdir(local)
 
-    def create(self, path: str, mode: int, fi: Any = None) -> int:
+    def create(self, path: str, mode: int, flags: int = 0) -> int:
         rel = self._rel(path)
         if is_ephemeral(rel):
             os.makedirs(os.path.dirname(self._local(rel)), exist_ok=True)
             return self._new_handle(os.open(self._local(rel), os.O_RDWR | os.O_CREAT, mode))
-        return self._new_handle(self.view.create(rel, mode))
+        return self._new_handle(self.view.create(rel, mode), flags)
 
     def unlink(self, path: str) -> int:
         rel = self._rel(path)
@@ -199,7 +234,7 @@ class StrataFS(fuse.Operations):  # type: ignore[misc]
         rel = self._rel(path)
         if is_ephemeral(rel):
             return self._new_handle(os.open(self._local(rel), flags & ~os.O_CREAT))
-        fh = self._new_handle(self.view.open(rel))
+        fh = self._new_handle(self.view.open(rel), flags)
         if flags & os.O_TRUNC:
             self.truncate(path, 0, fh)
         return fh
@@ -207,6 +242,7 @@ class StrataFS(fuse.Operations):  # type: ignore[misc]
     def release(self, path: str, fh: int) -> int:
         with self._handles_lock:
             target = self._handles.pop(fh, None)
+            self._sync_handles.discard(fh)
         if isinstance(target, int):
             os.close(target)
         return 0
@@ -229,7 +265,13 @@ class StrataFS(fuse.Operations):  # type: ignore[misc]
         if target is None:
             raise fuse.FuseOSError(errno.EBADF)
         self.view.write(target, data, offset)
+        if self._is_sync(fh):
+            self.view.flush()  # O_DSYNC: durable before the write returns
         return len(data)
+
+    def _is_sync(self, fh: int) -> bool:
+        with self._handles_lock:
+            return fh in self._sync_handles
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
         rel = self._rel(path)

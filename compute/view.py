@@ -11,15 +11,24 @@ first. Batches are numbered 1, 2, ... in the order they are cut, so the one that
 was in flight when a flush failed goes out again under the same number, and the
 page server tells from it whether that batch was applied already.
 
+Adjacent writes to one file are queued as one write (an extent of up to 1 MB)
+as soon as anything else is queued, so the order is the order they were applied
+in. Once a batch's worth (16 MB) is queued, a background flush ships it while
+PostgreSQL writes on (a bulk load then overlaps with the page server's ingest);
+flushes run one at a time, so an fsync waits for it and ships the rest, and a
+write past 256 MB queued flushes in the writer's thread: memory stays bounded.
+
 Each queued operation carries the cache versions of the pages it wrote. When
 its batch is acknowledged those versions are durable, and the pages that still
 hold them become CLEAN (evictable); pages whose writes are not acknowledged yet
 stay DIRTY, so the cache never forgets a write the page server does not have.
 
 Reads are served from the page cache (dirty pages included) and, on a miss,
-fetched in batches from the page server at its newest durable LSN, with
-read-ahead for sequential scans; concurrent readers of a page share one fetch,
-and a write that races a fetch wins over the page the fetch brings back.
+fetched in batches from the page server at its newest durable LSN. A relation
+read sequentially is fetched ahead in the background, several 1 MB requests in
+flight (``compute.prefetch``), into the cache as scan pages that are evicted
+first; concurrent readers of a page share one fetch, and a write that races a
+fetch wins over the page the fetch brings back.
 Blocks of a file that the page server cannot know yet (a new file, or blocks
 past a pending truncate) read as zeros until the operation that made them so
 is durable.
@@ -46,6 +55,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
@@ -66,7 +76,7 @@ from common.ops import (
 )
 from common.pages import blocks_for, cut_page, truncate_tail, write_slices
 from compute.page_cache import CacheFullError, PageCache, PageKey
-from compute.prefetch import InFlight, Prefetcher
+from compute.prefetch import MAX_AHEAD, InFlight, Prefetcher
 from compute.wal import WalPositions
 
 log = logging.getLogger(__name__)
@@ -74,6 +84,9 @@ _T = TypeVar("_T")
 
 MAX_BATCH_BYTES = 16 * 1024 * 1024  # split a flush into batches of about this much data
 MAX_PENDING_BYTES = 256 * 1024 * 1024  # a write past this much queued data flushes the queue
+# (in the writer's thread); from MAX_BATCH_BYTES on, a background flush ships it early
+MAX_EXTENT_BYTES = 1024 * 1024  # adjacent writes to one file ship as one Write up to this
+PREFETCH_THREADS = 4  # background read-ahead requests in flight, all relations together
 
 
 class PageServerError(Exception):
@@ -142,12 +155,51 @@ class _Queued:
     data_bytes: int
 
 
+@dataclass
+class _Extent:
+    """Adjacent writes to one file not queued yet: they ship as one Write, queued when
+    anything else is (or at a flush), so the operation order is kept."""
+
+    path: str
+    offset: int
+    data: bytearray
+    versions: dict[PageKey, int]
+
+    def follows(self, path: str, offset: int, size: int) -> bool:
+        return path == self.path and offset == self.offset + len(self.data) \
+            and len(self.data) + size <= MAX_EXTENT_BYTES
+
+
 @dataclass(frozen=True)
 class _Outgoing:
     """A batch cut from the queue, and the queued operations it carries."""
 
     batch: Batch
     entries: list[_Queued]
+
+
+class FetchStats:
+    """GetPages requests of the view: how many, how many pages, the most in flight."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.pages = 0
+        self.background = 0  # requests sent by read-ahead, not by a waiting reader
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def began(self, pages: int, background: bool) -> None:
+        with self._lock:
+            self.requests += 1
+            self.pages += pages
+            self.background += background
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def ended(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
 
 def _error(code: int, path: str) -> OSError:
@@ -159,16 +211,19 @@ class BranchView:
 
     def __init__(self, tree: dict[str, Node], cache: PageCache, reader: PageSource,
                  writer: BatchSink, *, batch_bytes: int = MAX_BATCH_BYTES,
-                 pending_limit: int = MAX_PENDING_BYTES) -> None:
+                 pending_limit: int = MAX_PENDING_BYTES,
+                 ship_after: int = MAX_BATCH_BYTES) -> None:
         self._tree = tree
         self._cache = cache
         self._reader = reader
         self._writer = writer
         self._batch_bytes = batch_bytes
         self._pending_limit = pending_limit
+        self._ship_after = ship_after  # queued bytes that a background flush ships early
         self._lock = threading.RLock()  # the tree, the queue and the cache's contents
         self._flush_lock = threading.Lock()  # one flush at a time, in order
         self._pending: list[_Queued] = []
+        self._extent: _Extent | None = None  # the newest writes, if adjacent (the lock)
         self._pending_bytes = 0  # data not durable yet, unacknowledged batches included
         self._unacknowledged: list[_Outgoing] = []  # a failed flush's rest (flush lock)
         self._batch_ids = itertools.count(1)  # numbers batches as they are cut (flush lock)
@@ -176,8 +231,14 @@ class BranchView:
         self._zeroing: set[Node] = set()  # nodes with zero_from set: an ack clears only these
         self._wal_lsn = 0
         self._wal_positions = WalPositions()  # under the lock
-        self._prefetch = Prefetcher()
+        self._prefetch = Prefetcher(max_ahead=min(MAX_AHEAD, cache.capacity // 4))
         self._in_flight = InFlight()
+        self._prefetcher = ThreadPoolExecutor(PREFETCH_THREADS, "prefetch")
+        self._shipper = ThreadPoolExecutor(1, "shipper")  # flushes a due batch early
+        self._shipping = threading.Event()  # a background flush is queued or running
+        self._closed = False  # read-ahead queued after close fetches nothing
+        self.fetches = FetchStats()
+        """GetPages requests, pages and requests in flight, for the mount's statistics."""
         self.storage_full = False
         """Whether the page server last said the tenant is at its storage quota."""
         self.failed: BaseException | None = None
@@ -193,9 +254,31 @@ class BranchView:
 
     def _queue(self, op: FileOp, versions: dict[PageKey, int] | None = None,
                data_bytes: int = 0) -> None:
+        self._queue_extent()
         self._seq += 1
         self._pending.append(_Queued(op, self._seq, versions or {}, data_bytes))
         self._pending_bytes += data_bytes
+
+    def _queue_write(self, path: str, offset: int, data: bytes,
+                     versions: dict[PageKey, int]) -> None:
+        """Queue a write, joined to the newest one if it continues it in the same file."""
+        extent = self._extent
+        if extent is not None and extent.follows(path, offset, len(data)):
+            extent.data += data
+            extent.versions.update(versions)
+        else:
+            self._queue_extent()
+            self._extent = _Extent(path, offset, bytearray(data), dict(versions))
+        self._pending_bytes += len(data)
+
+    def _queue_extent(self) -> None:
+        """Queue the writes gathered in the extent as one Write (their bytes are counted
+        in ``_pending_bytes`` already)."""
+        extent, self._extent = self._extent, None
+        if extent is not None:
+            self._seq += 1
+            self._pending.append(_Queued(Write(extent.path, extent.offset, bytes(extent.data)),
+                                         self._seq, extent.versions, len(extent.data)))
 
     def _remote(self, what: str, call: Callable[[], _T]) -> _T:
         """Run a page-server call; unreachable or refused becomes EIO for PostgreSQL, a full
@@ -348,20 +431,32 @@ class BranchView:
             if offset >= end:
                 return b""
             first, last = offset // PAGE_SIZE, (end - 1) // PAGE_SIZE
-            pages: dict[int, bytes] = {}
+            data = bytearray((last + 1 - first) * PAGE_SIZE)  # zeros unless filled
+            view = memoryview(data)
             missing: list[int] = []
+            # Every read drives read-ahead, also one the read-ahead served already. In
+            # blocks of the relation, so a scan runs on across its 1 GB segment files.
+            fetchable = blocks_for(node.size) if node.zero_from is None else node.zero_from
+            base = node.block_offset
+            plan = self._prefetch.plan(node.relation, base + first, base + last,
+                                       base + fetchable)
+            if plan.ahead:
+                ticket = self._cache.fetch_ticket()
+                for chunk in plan.ahead:
+                    self._read_ahead(node.relation, chunk, ticket)
             for index in range(first, last + 1):
-                page = self._known_page(node, index)
-                if page is None:
+                at = (index - first) * PAGE_SIZE
+                if not self._cache.read_into(node.key(index), view[at:at + PAGE_SIZE]) and (
+                        node.zero_from is None or index < node.zero_from):
                     missing.append(index)
-                else:
-                    pages[index] = page
-            relation, block_offset, size_now = node.relation, node.block_offset, node.size
+            relation, block_offset = node.relation, node.block_offset
         if missing:
-            pages.update(self._fetch(node, relation, block_offset, missing, size_now))
-        data = b"".join(pages[index] for index in range(first, last + 1))
+            for index, page in self._fetch(node, relation, block_offset, missing,
+                                           scan=plan.sequential).items():
+                at = (index - first) * PAGE_SIZE
+                view[at:at + PAGE_SIZE] = page
         start = offset - first * PAGE_SIZE
-        return data[start:start + end - offset]
+        return bytes(view[start:start + end - offset])
 
     def _known_page(self, node: Node, index: int) -> bytes | None:
         """The page from the cache, zeros if the page server cannot have it, else None."""
@@ -373,23 +468,22 @@ class BranchView:
         return None
 
     def _fetch(self, node: Node, relation: bytes, block_offset: int, indexes: list[int],
-               size: int) -> dict[int, bytes]:
-        """Fetch missing pages in one round trip, plus a read-ahead window if sequential.
+               scan: bool = False) -> dict[int, bytes]:
+        """Fetch missing pages in one round trip (cached as scan pages if ``scan``).
 
-        Pages another thread is fetching already are waited for, not fetched twice.
+        Pages another thread is fetching already (read-ahead included) are waited for,
+        not fetched twice.
         """
-        requested = set(indexes)
         waits: list[threading.Event] = []
         wanted: list[int] = []
         with self._lock:
             ticket = self._cache.fetch_ticket()
-            for index in self._prefetch.extend(relation, indexes, blocks_for(size)):
+            for index in indexes:
                 key = (relation, block_offset + index)
                 event = self._in_flight.waiting_for(key)
                 if event is not None:
-                    if index in requested:
-                        waits.append(event)
-                elif index in requested or not self._cache.contains(key):
+                    waits.append(event)
+                elif not self._cache.contains(key):  # else a fetch just brought it
                     wanted.append(index)
             keys = [(relation, block_offset + index) for index in wanted]
             self._in_flight.claim(keys)
@@ -397,12 +491,13 @@ class BranchView:
         try:
             if wanted:
                 blocks = [block_offset + index for index in wanted]
-                pages = self._remote("GetPages", lambda: self._reader.get_pages(
-                    Relation.from_bytes(relation), blocks))
+                pages = self._remote("GetPages", partial(
+                    self._get_pages, relation, blocks, background=False))
                 fetched = dict(zip(wanted, pages, strict=True))
                 with self._lock:
                     for index, page in fetched.items():  # refused if written meanwhile
-                        self._cache.put_clean((relation, block_offset + index), page, ticket)
+                        self._cache.put_clean((relation, block_offset + index), page, ticket,
+                                              scan=scan)
         finally:
             with self._lock:
                 self._in_flight.release(keys)
@@ -417,8 +512,48 @@ class BranchView:
                     result[index] = known
         missing = [index for index in indexes if index not in result]
         if missing:  # another thread's fetch failed, or its pages were evicted already
-            result.update(self._fetch(node, relation, block_offset, missing, size))
+            result.update(self._fetch(node, relation, block_offset, missing, scan))
         return result
+
+    def _get_pages(self, relation: bytes, blocks: list[int], background: bool) -> list[bytes]:
+        self.fetches.began(len(blocks), background)
+        try:
+            return self._reader.get_pages(Relation.from_bytes(relation), blocks)
+        finally:
+            self.fetches.ended()
+
+    def _read_ahead(self, relation: bytes, blocks: range, ticket: int) -> None:
+        """Queue a background fetch of the pages of ``blocks`` that are neither cached nor
+        being fetched (under the lock: they are claimed before it is released)."""
+        keys = [(relation, block) for block in blocks
+                if self._in_flight.waiting_for((relation, block)) is None
+                and not self._cache.contains((relation, block))]
+        if keys:
+            self._in_flight.claim(keys)
+            self._prefetcher.submit(self._fetch_ahead, relation, keys, ticket)
+
+    def _fetch_ahead(self, relation: bytes, keys: list[PageKey], ticket: int) -> None:
+        """Fetch read-ahead into the cache as scan pages; a failure only logs: a reader
+        that waited for these pages finds them missing and fetches them itself."""
+        try:
+            if self._closed:
+                return
+            pages = self._get_pages(relation, [key[1] for key in keys], background=True)
+            with self._lock:
+                for key, page in zip(keys, pages, strict=True):
+                    self._cache.put_clean(key, page, ticket, scan=True)
+        except PageServerError as exc:
+            log.warning("read-ahead of %d pages failed: %s", len(keys), exc)
+        finally:
+            with self._lock:
+                self._in_flight.release(keys)
+
+    def close(self) -> None:
+        """Stop read-ahead and background flushes (waits for requests in flight); before
+        the cache closes."""
+        self._closed = True
+        self._prefetcher.shutdown(wait=True)
+        self._shipper.shutdown(wait=True)
 
     def write(self, node: Node, data: bytes, offset: int) -> None:
         """Write ``data`` at ``offset``; a full cache is flushed and the write retried."""
@@ -430,6 +565,19 @@ class BranchView:
                 self.flush()  # makes the written pages clean, hence evictable
         if overflowing:
             self.flush()
+        elif self._pending_bytes >= self._ship_after and not self._shipping.is_set():
+            self._shipping.set()  # a batch is due: ship it while PostgreSQL writes on
+            self._shipper.submit(self._ship)
+
+    def _ship(self) -> None:
+        """Flush in the background; a failure keeps the batches for the next flush, which
+        reports it (the failure is logged and kept in ``failed`` here)."""
+        try:
+            self.flush()
+        except OSError as exc:
+            log.warning("background flush failed; the next flush retries: %s", exc)
+        finally:
+            self._shipping.clear()
 
     def _write_locked(self, node: Node, data: bytes, offset: int) -> bool:
         """Apply a write to the view and queue it; True if the queue should be shipped."""
@@ -448,7 +596,7 @@ class BranchView:
             end = offset + len(data)
             node.size = max(node.size, end)
             node.mtime_ns = time.time_ns()
-            self._queue(Write(node.path, offset, bytes(data)), versions, len(data))
+            self._queue_write(node.path, offset, data, versions)
             position = self._wal_positions.position(node.path, offset, data)
             if position is not None:
                 self._wal_lsn = max(self._wal_lsn, position)
@@ -466,7 +614,7 @@ class BranchView:
         page = self._known_page(node, index)
         if page is not None:
             return page
-        return self._fetch(node, node.relation, node.block_offset, [index], node.size)[index]
+        return self._fetch(node, node.relation, node.block_offset, [index])[index]
 
     def truncate(self, path: str, length: int, node: Node | None = None) -> None:
         """Truncate ``node`` (an open handle's) or else ``path`` to ``length`` bytes."""
@@ -510,6 +658,7 @@ class BranchView:
         """
         with self._flush_lock:
             with self._lock:
+                self._queue_extent()
                 queued, self._pending, self._pending_bytes = self._pending, [], 0
                 wal_lsn = self._wal_lsn
             outgoing = self._unacknowledged + [

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import errno
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,13 +33,22 @@ from common.ops import (
     Write,
 )
 from compute.page_cache import MIB, PageCache, PageState
-from compute.view import BranchView, Node, PageServerError, StorageFullError
+from compute.prefetch import CHUNK_PAGES
+from compute.view import (
+    MAX_EXTENT_BYTES,
+    BranchView,
+    Node,
+    PageServerError,
+    StorageFullError,
+)
 
 P = PAGE_SIZE
 OLD = b"o" * P  # what the page server holds of file "f" at mount time
 SERVER = b"s" * P  # what it answers for any other page
 FILE_REL = Relation.synthetic(7).to_bytes()
 SMALL_REL = Relation.synthetic(9).to_bytes()
+BIG_REL = Relation.synthetic(11).to_bytes()
+BIG_PAGES = 2048
 WAIT_S = 10
 
 
@@ -51,12 +61,15 @@ class FakeReader:
         self.calls: list[list[int]] = []
         self.entered = threading.Event()
         self.gate: threading.Event | None = None
+        self.fail_from: int | None = None  # refuse requests for blocks from this one on
 
     def get_pages(self, relation: Relation, blocks: list[int]) -> list[bytes]:
         self.calls.append(list(blocks))
         self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(WAIT_S)
+        if self.fail_from is not None and blocks[0] >= self.fail_from:
+            raise PageServerError("page server unreachable")
         return [self.pages.get((relation.to_bytes(), block), SERVER) for block in blocks]
 
 
@@ -111,27 +124,35 @@ class Harness:
 
 class MakeHarness(Protocol):
     def __call__(self, capacity_pages: int = 64, batch_bytes: int = 16 * 1024 * 1024,
-                 cache_type: type[PageCache] = PageCache) -> Harness: ...
+                 cache_type: type[PageCache] = PageCache,
+                 ship_after: int = 16 * 1024 * 1024) -> Harness: ...
 
 
 @pytest.fixture
 def make(tmp_path: Path) -> Iterator[MakeHarness]:
     caches: list[PageCache] = []
+    views: list[BranchView] = []
 
     def build(capacity_pages: int = 64, batch_bytes: int = 16 * 1024 * 1024,
-              cache_type: type[PageCache] = PageCache) -> Harness:
+              cache_type: type[PageCache] = PageCache,
+              ship_after: int = 16 * 1024 * 1024) -> Harness:
         tree = {
             "": Node("", FileKind.DIR, 0o700),
             "f": Node("f", FileKind.FILE, 0o600, 3 * P, FILE_REL),
             "small": Node("small", FileKind.FILE, 0o600, P, SMALL_REL),
+            "big": Node("big", FileKind.FILE, 0o600, BIG_PAGES * P, BIG_REL),
         }
         cache = cache_type(tmp_path / f"cache{len(caches)}", capacity_pages * P / MIB)
         caches.append(cache)
         reader, writer = FakeReader(), FakeWriter()
-        view = BranchView(tree, cache, reader, writer, batch_bytes=batch_bytes)
+        view = BranchView(tree, cache, reader, writer, batch_bytes=batch_bytes,
+                          ship_after=ship_after)
+        views.append(view)
         return Harness(view, cache, reader, writer)
 
     yield build
+    for view in views:
+        view.close()
     for cache in caches:
         cache.close()
 
@@ -246,9 +267,9 @@ def test_a_full_cache_is_flushed_and_the_write_retried(make: MakeHarness) -> Non
     h.view.write(f, page(b"a"), 0)
     h.view.write(f, page(b"b"), P)  # every slot now holds an unflushed page
     h.view.write(f, page(b"c"), 2 * P)
-    assert h.writer.ops == [Write("f", 0, page(b"a")), Write("f", P, page(b"b"))]
+    assert h.writer.ops == [Write("f", 0, page(b"a") + page(b"b"))]  # adjacent: one
     h.view.flush()
-    assert h.writer.ops[2:] == [Write("f", 2 * P, page(b"c"))]
+    assert h.writer.ops[1:] == [Write("f", 2 * P, page(b"c"))]
     assert len(h.writer.batches) == 2
     assert h.view.read(f, P, 2 * P) == page(b"c")
 
@@ -341,7 +362,7 @@ def test_batches_are_numbered_as_cut_and_resent_under_their_number(make: MakeHar
     keep theirs, and later batches continue the count."""
     h = make(batch_bytes=P)
     f = h.view.open("f")
-    for block in range(3):
+    for block in (2, 1, 0):  # not adjacent: three writes, three batches
         h.view.write(f, page(bytes([65 + block])), block * P)
     h.writer.accept = 1
     with pytest.raises(OSError):
@@ -351,3 +372,123 @@ def test_batches_are_numbered_as_cut_and_resent_under_their_number(make: MakeHar
     h.view.flush()
     assert [batch.batch_id for batch in h.writer.attempts] == [1, 2, 2, 3, 4]
     assert [batch.batch_id for batch in h.writer.batches] == [1, 2, 3, 4]
+
+
+def scan(view: BranchView, node: Node, pages: int, read_pages: int = 16) -> bytes:
+    """Read ``pages`` from the start of ``node``, ``read_pages`` at a time, as a scan."""
+    return b"".join(view.read(node, read_pages * P, at * P)
+                    for at in range(0, pages, read_pages))
+
+
+def test_a_sequential_scan_is_fetched_ahead_in_whole_requests(make: MakeHarness) -> None:
+    h = make(capacity_pages=4096)
+    big = h.view.open("big")
+    assert scan(h.view, big, BIG_PAGES) == SERVER * BIG_PAGES
+    fetches = h.view.fetches
+    assert fetches.pages == BIG_PAGES == sum(len(call) for call in h.reader.calls)
+    assert fetches.background >= fetches.requests - 4  # readers waited on read-ahead
+    assert max(len(call) for call in h.reader.calls) == CHUNK_PAGES
+
+
+def test_random_reads_fetch_only_what_was_asked(make: MakeHarness) -> None:
+    h = make()
+    big = h.view.open("big")
+    for block in (1500, 3, 700, 1900):
+        h.view.read(big, P, block * P)
+    assert h.reader.calls == [[1500], [3], [700], [1900]]
+    assert h.view.fetches.background == 0
+
+
+def test_a_failed_read_ahead_leaves_the_reader_to_fetch_itself(make: MakeHarness) -> None:
+    h = make(capacity_pages=4096)
+    big = h.view.open("big")
+    h.reader.fail_from = 64  # read-ahead past block 64 fails; the readers' own fetch too
+    with pytest.raises(OSError) as failed:
+        scan(h.view, big, 128)
+    assert failed.value.errno == errno.EIO
+    h.reader.fail_from = None
+    assert scan(h.view, big, 256) == SERVER * 256  # nothing failed is kept
+
+
+def test_a_write_racing_a_read_ahead_of_its_page_wins(make: MakeHarness) -> None:
+    h = make(capacity_pages=4096)
+    big = h.view.open("big")
+    h.view.read(big, 16 * P, 0)
+    h.reader.gate = threading.Event()
+    reading = threading.Thread(target=lambda: h.view.read(big, 16 * P, 16 * P))
+    reading.start()  # sequential: read-ahead from block 32 goes out, held at the gate
+    deadline = time.monotonic() + WAIT_S
+    while not any(call[0] == 32 for call in h.reader.calls):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    h.view.write(big, page(b"w"), 35 * P)
+    h.reader.gate.set()  # the read-ahead returns the page server's older copy
+    reading.join(WAIT_S)
+    h.view.close()  # every read-ahead has landed
+    assert h.cache.state(big.key(35)) is PageState.DIRTY
+    assert h.view.read(big, P, 35 * P) == page(b"w")
+
+
+def test_adjacent_writes_ship_as_one_extent_in_operation_order(make: MakeHarness) -> None:
+    h = make()
+    view = h.view
+    f, small = view.open("f"), view.open("small")
+    for index in range(3):
+        view.write(f, page(bytes([65 + index])), index * P)  # A, B, C one after another
+    view.write(small, page(b"s"), 0)  # another file: the extent is queued first
+    view.write(f, page(b"D"), 3 * P)  # continues f, but after small's write
+    view.write(f, page(b"E"), 0)  # not adjacent
+    view.chmod("f", 0o640)
+    view.flush()
+    assert h.writer.ops == [
+        Write("f", 0, page(b"A") + page(b"B") + page(b"C")), Write("small", 0, page(b"s")),
+        Write("f", 3 * P, page(b"D")), Write("f", 0, page(b"E")), Chmod("f", 0o640)]
+    assert h.cache.state(f.key(1)) is PageState.CLEAN  # the extent's pages were acknowledged
+    assert view.read(f, 4 * P, 0) == page(b"E") + page(b"B") + page(b"C") + page(b"D")
+
+
+def test_an_extent_stops_growing_at_its_limit(make: MakeHarness) -> None:
+    h = make(capacity_pages=512)
+    big = h.view.open("big")
+    pages = MAX_EXTENT_BYTES // P + 1
+    for index in range(pages):
+        h.view.write(big, page(b"x"), index * P)
+    h.view.flush()
+    assert [len(op.data) for op in h.writer.ops if isinstance(op, Write)] == \
+        [MAX_EXTENT_BYTES, P]
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_a_due_batch_ships_in_the_background_and_fsync_waits_for_the_rest(
+        make: MakeHarness) -> None:
+    h = make(ship_after=2 * P)
+    f = h.view.open("f")
+    h.view.write(f, page(b"a"), 0)
+    assert h.writer.batches == []  # less than a batch queued
+    h.view.write(f, page(b"b"), P)
+    wait_for(lambda: len(h.writer.batches) == 1)  # shipped without a flush
+    h.view.write(f, page(b"c"), 2 * P)
+    h.view.flush()
+    assert h.writer.ops == [Write("f", 0, page(b"a") + page(b"b")), Write("f", 2 * P, page(b"c"))]
+
+
+def test_a_failed_background_flush_leaves_its_batch_to_the_next_flush(
+        make: MakeHarness) -> None:
+    h = make(ship_after=2 * P)
+    f = h.view.open("f")
+    h.writer.accept = 0
+    h.view.write(f, page(b"a"), 0)
+    h.view.write(f, page(b"b"), P)
+    wait_for(lambda: len(h.writer.attempts) == 1)
+    h.view.close()  # the background flush has ended
+    assert h.writer.batches == [] and h.view.failed is not None
+    h.writer.accept = None
+    h.view.flush()
+    assert h.writer.ops == [Write("f", 0, page(b"a") + page(b"b"))]
+    assert [batch.batch_id for batch in h.writer.attempts] == [1, 1]

@@ -187,6 +187,50 @@ def test_hit_gives_second_chance(make_cache: Callable[..., PageCache]) -> None:
     assert not cache.contains(key(1))
 
 
+def test_a_scan_larger_than_the_cache_leaves_the_hot_set_alone(
+        make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=64)
+    hot = [key(block, REL_B) for block in range(32)]
+    for block, hot_key in enumerate(hot):
+        cache.put_clean(hot_key, fill(block))
+        assert cache.get(hot_key) == fill(block)
+    for block in range(1000):  # each scan page read once, as a scan does
+        assert cache.put_clean(key(block), fill(block), scan=True)
+        assert cache.get(key(block)) == fill(block)
+    assert all(cache.contains(hot_key) for hot_key in hot)
+    assert len(cache) == 64
+
+
+def test_a_scan_page_read_twice_is_an_ordinary_page(
+        make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=8)
+    cache.put_clean(key(0), fill(0), scan=True)
+    cache.get(key(0))
+    cache.get(key(0))  # used again: it belongs to the working set now
+    for block in range(1, 30):
+        cache.put_clean(key(block), fill(block), scan=True)
+    assert cache.contains(key(0))
+
+
+def test_scan_pages_leave_oldest_first_and_unread_ones_wait(
+        make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=8)
+    for block in range(12):  # read-ahead: none of them read yet
+        cache.put_clean(key(block), fill(block), scan=True)
+    assert [block for block in range(12) if cache.contains(key(block))] == list(range(4, 12))
+
+
+def test_read_into_copies_a_page_and_counts_it(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=4)
+    cache.put_clean(key(1), page(1))
+    out = bytearray(2 * PAGE_SIZE)
+    assert cache.read_into(key(1), memoryview(out)[PAGE_SIZE:])
+    assert not cache.read_into(key(2), memoryview(out)[:PAGE_SIZE])
+    assert out == bytes(PAGE_SIZE) + page(1)
+    stats = cache.stats()
+    assert (stats.hits, stats.misses) == (1, 1)
+
+
 def test_eviction_never_drops_unflushed_pages(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache(pages=8)
     for block in range(6):

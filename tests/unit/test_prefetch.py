@@ -2,44 +2,70 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
-from compute.prefetch import MAX_WINDOW, MIN_WINDOW, InFlight, Prefetcher
+from compute.prefetch import (
+    CHUNK_PAGES,
+    MAX_AHEAD,
+    MIN_AHEAD,
+    STREAM_PAGES,
+    InFlight,
+    Prefetcher,
+)
 
 REL = b"r" * 13
 
 
-def test_random_reads_fetch_only_what_was_asked() -> None:
+def scan(prefetcher: Prefetcher, reads: int, size: int = 1, limit: int = 100_000
+         ) -> list[list[range]]:
+    """What ``reads`` consecutive reads of ``size`` pages from block 0 send ahead."""
+    return [prefetcher.plan(REL, at, at + size - 1, limit).ahead
+            for at in range(0, reads * size, size)]
+
+
+def test_random_reads_fetch_nothing_ahead() -> None:
     prefetcher = Prefetcher()
-    assert prefetcher.extend(REL, [5000], 10_000) == [5000]
-    assert prefetcher.extend(REL, [7, 8], 10_000) == [7, 8]
-    assert prefetcher.extend(REL, [9000], 10_000) == [9000]
+    for first in (5000, 7, 9000, 12):
+        plan = prefetcher.plan(REL, first, first, 10_000)
+        assert not plan.sequential and plan.ahead == []
 
 
-def test_a_scan_earns_a_growing_window_up_to_the_maximum() -> None:
-    prefetcher = Prefetcher()
-    got = prefetcher.extend(REL, [0, 1], 100_000)
-    sizes = []
-    for _ in range(8):
-        got = prefetcher.extend(REL, [got[-1] + 1], 100_000)
-        sizes.append(len(got) - 1)
-    assert sizes[0] == MIN_WINDOW and sizes[-1] == MAX_WINDOW
-    assert sizes == sorted(sizes)
+def test_a_scan_keeps_several_whole_chunks_in_flight_ahead_of_the_reader() -> None:
+    ahead = [chunk for chunks in scan(Prefetcher(), 400) for chunk in chunks]
+    assert ahead[0].start == 2  # the second read is the first sequential one
+    assert all(a.stop == b.start for a, b in itertools.pairwise(ahead))  # no gaps
+    late = ahead[4:]
+    assert late and all(len(chunk) == CHUNK_PAGES for chunk in late)
+    # The last read (block 399) has everything up to MAX_AHEAD past it requested.
+    assert 399 + MAX_AHEAD - CHUNK_PAGES <= ahead[-1].stop <= 400 + MAX_AHEAD
 
 
-def test_concurrent_readahead_inside_the_last_range_stays_sequential() -> None:
+def test_the_distance_ahead_grows_from_the_minimum() -> None:
+    first_sequential = Prefetcher()
+    first_sequential.plan(REL, 0, 0, 100_000)
+    plan = first_sequential.plan(REL, 1, 1, 100_000)
+    assert plan.sequential and plan.ahead == [range(2, 2 + MIN_AHEAD)]
+
+
+def test_concurrent_reads_inside_the_recent_range_stay_sequential() -> None:
     """The kernel sends the reads of one scan on several threads, out of order."""
     prefetcher = Prefetcher()
-    prefetcher.extend(REL, [0], 100_000)
-    first = prefetcher.extend(REL, [1], 100_000)  # sequential: window MIN_WINDOW
-    overlapping = prefetcher.extend(REL, [first[0] + 3], 100_000)  # started inside that range
-    assert len(overlapping) - 1 == 2 * MIN_WINDOW
+    scan(prefetcher, 10, size=32)
+    assert prefetcher.plan(REL, 200, 231, 100_000).sequential  # behind the last read
+    assert not prefetcher.plan(REL, 50_000, 50_000, 100_000).sequential
+
+
+def test_the_kernels_large_reads_far_ahead_stay_sequential() -> None:
+    prefetcher = Prefetcher()
+    scan(prefetcher, 4, size=STREAM_PAGES)
+    assert prefetcher.plan(REL, 5000, 5000 + STREAM_PAGES - 1, 100_000).sequential
+    assert not prefetcher.plan(REL, 9000, 9000, 100_000).sequential  # a lone page: random
 
 
 def test_read_ahead_stops_at_the_end_of_the_file() -> None:
-    prefetcher = Prefetcher()
-    prefetcher.extend(REL, [0], 10)
-    assert prefetcher.extend(REL, [1], 10) == list(range(1, 10))
+    ahead = [chunk for chunks in scan(Prefetcher(), 10, limit=10) for chunk in chunks]
+    assert ahead and ahead[-1].stop == 10
 
 
 def test_in_flight_waiters_wake_on_release() -> None:
