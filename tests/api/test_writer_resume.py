@@ -123,7 +123,7 @@ def test_a_flush_whose_ack_was_lost_resumes_without_duplicating_or_losing(
                       batch_bytes=P)  # a batch ends after each page of data
     try:
         f = view.create("f", 0o600)
-        for block in range(3):
+        for block in reversed(range(3)):  # not adjacent in order, so not joined into one
             view.write(f, bytes([65 + block]) * P, block * P)
         with pytest.raises(OSError):  # batch 1 acknowledged, 2 applied but its ack lost
             view.flush()
