@@ -182,6 +182,8 @@ class CheckpointRecord:
     lsn: int
     created_at_us: int
     branch: str | None = None
+    statement: str | None = None  # automatic (undo): the statement it was taken before
+    expires_at_us: int | None = None  # the reaper deletes it after this; None: never
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,8 @@ class BranchRecord:
     parent: str | None = None  # the branch it was forked from; kept across restores
     suspend_timeout_s: int | None = None  # idle time before the proxy stops its compute
     protected: bool = False  # never expires; deleting it needs force
+    lease_s: int | None = None  # a lease: each renewal moves expires_at_us this far ahead
+    undo_off: bool = False  # the proxy takes no automatic checkpoints before destructive SQL
 
 
 @dataclass(frozen=True)

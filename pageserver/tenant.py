@@ -81,6 +81,8 @@ class BranchInfo:
     expires_at_us: int | None
     suspend_timeout_s: int | None = None
     protected: bool = False
+    lease_s: int | None = None
+    undo_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class BranchSettings:
     expires_at_us: int | None = None
     suspend_timeout_s: int | None = None
     protected: bool = False
+    lease_s: int | None = None  # with expires_at_us lease_s from now
+    undo_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -331,7 +335,7 @@ class Tenant:
             BranchInfo(name, timeline.timeline_id, record.parent, timeline.branch_lsn,
                        timeline.durable_lsn, kids,
                        record.created_at_us, record.expires_at_us, record.suspend_timeout_s,
-                       record.protected or name == MAIN_BRANCH)
+                       record.protected or name == MAIN_BRANCH, record.lease_s, record.undo_off)
             for name, record, timeline, kids in zip(names, records, timelines, children,
                                                     strict=True)
         ]
@@ -425,7 +429,8 @@ class Tenant:
             timeline = self._new_timeline(ancestor, branch_lsn)
             draft.state.set_branch(name, BranchRecord(
                 timeline.timeline_id, timeline.created_at_us, settings.expires_at_us, parent,
-                settings.suspend_timeout_s, settings.protected,
+                settings.suspend_timeout_s, settings.protected, settings.lease_s,
+                settings.undo_off,
             ))
             draft.on_swap(lambda: self._register(timeline))
         return timeline
@@ -486,12 +491,23 @@ class Tenant:
         return timeline, preserve_as
 
     def update_branch(self, name: str, changes: dict[str, Any]) -> None:
-        """Change ``expires_at_us``, ``suspend_timeout_s`` or ``protected`` of a branch."""
-        unknown = set(changes) - {"expires_at_us", "suspend_timeout_s", "protected"}
+        """Change ``expires_at_us``, ``suspend_timeout_s``, ``protected`` or ``undo_off`` of
+        a branch; ``renew_lease`` (True) moves a leased branch's expiry ``lease_s`` ahead."""
+        unknown = set(changes) - {"expires_at_us", "suspend_timeout_s", "protected", "undo_off",
+                                  "renew_lease"}
         if unknown:
             raise InvalidArgumentError(f"cannot set {', '.join(sorted(unknown))} on a branch")
+        changes = dict(changes)
+        renew = changes.pop("renew_lease", False)
         with self._manifest.change() as draft:
             current = self._branch_record(draft.state, name)
+            if renew:
+                if not current.lease_s:
+                    raise FailedPreconditionError(
+                        f"branch {name!r} has no lease to renew (give it a TTL instead)")
+                changes["expires_at_us"] = now_us() + current.lease_s * 1_000_000
+            elif "expires_at_us" in changes:
+                changes["lease_s"] = None  # a TTL set by hand replaces the lease
             updated = replace(current, **changes)
             protected = updated.protected or name == MAIN_BRANCH
             if protected and updated.expires_at_us:
@@ -678,7 +694,11 @@ class Tenant:
 
     # --- checkpoints ---------------------------------------------------------------
 
-    def create_checkpoint(self, branch: str, name: str, lsn: int | None = None) -> CheckpointRecord:
+    def create_checkpoint(self, branch: str, name: str, lsn: int | None = None,
+                          statement: str | None = None,
+                          expires_at_us: int | None = None) -> CheckpointRecord:
+        """Pin ``branch`` at ``lsn`` (None: its newest durable LSN) as ``name``; an
+        automatic one (undo) names the ``statement`` it was taken before and expires."""
         validate_name("checkpoint", name)
         with ExitStack() as pins, self._manifest.change() as draft:  # pinned until current
             timeline = self.branch(branch)  # in the change: no restore moves it meanwhile
@@ -688,7 +708,8 @@ class Tenant:
             pins.enter_context(self._pinned(timeline, point))
             if name in draft.state.checkpoints:
                 raise AlreadyExistsError(f"checkpoint {name!r} already exists")
-            record = CheckpointRecord(timeline.timeline_id, point, now_us(), branch)
+            record = CheckpointRecord(timeline.timeline_id, point, now_us(), branch, statement,
+                                      expires_at_us)
             draft.state.set_checkpoint(name, record)
         return record
 

@@ -20,9 +20,11 @@ def build(calls: Calls) -> MCPServer:
         "strata", log_level="WARNING", instructions=(
             "Strata branches PostgreSQL databases in milliseconds. Work on a fork: "
             "create_branch (with a TTL) from main, run_sql on it (write=true for "
-            "migrations), checkpoint before risky steps, restore_branch to undo, "
-            "delete_branch when done. Protected branches such as main are read-only "
-            "here."))
+            "migrations), checkpoint before risky steps, restore_branch to go back; "
+            "undo puts a branch back to before its last DROP, TRUNCATE, or DELETE/UPDATE "
+            "without WHERE. create_leased_forks makes forks that live while you call "
+            "renew_leases. delete_branch when done. Protected branches such as main are "
+            "read-only here."))
     branch_tools.register(server, calls)
     database_tools.register(server, calls)
     return server
