@@ -168,7 +168,10 @@ class _Session:
                                              pending, skip)
             if held is None:
                 break
-            self._watch(held, skip == 0)
+            try:
+                self._watch(held, skip == 0)
+            except Exception:  # a bug in the watch costs an undo, never the session
+                log.exception("%s: the watch failed; the statement goes on", self.name)
             self.server.sendall(held)
         self.server.shutdown(socket.SHUT_WR)
 
