@@ -6,10 +6,11 @@
  * costs one recv and one send and no Python at all (strata/proxy/relay.py explains why
  * this is C). Another thread ends a pump early by shutting the sockets down.
  *
- * watch(source_fd, sink_fd, pending, skip) is the client-to-server pump of a session with
- * undo: it follows the frontend messages' framing and holds back the first Query or
- * Parse message the pre-filter of _suspect.c flags, for Python to look at (and take a
- * checkpoint) before it goes on. Everything else moves as in pump(), GIL released.
+ * watch(source_fd, sink_fd, pending, skip, names) is the client-to-server pump of a
+ * session with undo: it follows the frontend messages' framing and holds back the first
+ * Query or Parse message the pre-filter of _suspect.c flags, or Bind of a prepared
+ * statement in ``names``, for Python to look at (and take a checkpoint) before it goes
+ * on. Everything else moves as in pump(), GIL released.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -89,7 +90,14 @@ struct watched {
     size_t capacity, length;
     unsigned long long skip; /* bytes of the current message still to pass unlooked at */
     size_t held_at, held_length; /* what watch() returns; held_length 0: the EOF */
+    const unsigned char *names; /* prepared statements whose Bind is held: "\0a\0b\0" */
+    size_t names_length;
 };
+
+/* Whether a message of this kind is read whole for a look. */
+static int looked_at(const struct watched *w, char kind) {
+    return kind == 'Q' || kind == 'P' || (kind == 'B' && w->names_length > 0);
+}
 
 /* Grow the buffer to hold ``needed`` bytes: 0, or ENOMEM. */
 static int reserve(struct watched *w, size_t needed) {
@@ -131,12 +139,13 @@ static int watch_until_held(int source, int sink, struct watched *w) {
                 continue;
             }
             size_t total = 1 + (size_t)declared;
-            if (kind != 'Q' && kind != 'P') {
+            if (!looked_at(w, kind)) {
                 w->skip = total;
                 continue;
             }
             if (w->length - at >= total) {
-                if (strata_message_suspect((const unsigned char *)w->data + at, total)) {
+                if (strata_message_suspect((const unsigned char *)w->data + at, total, w->names,
+                                           w->names_length)) {
                     w->held_at = at;
                     w->held_length = total;
                     return send_all(sink, w->data, at);
@@ -159,7 +168,7 @@ static int watch_until_held(int source, int sink, struct watched *w) {
             memmove(w->data, w->data + at, w->length - at);
             w->length -= at;
         }
-        if (w->skip == 0 && w->length >= 5 && (w->data[0] == 'Q' || w->data[0] == 'P')) {
+        if (w->skip == 0 && w->length >= 5 && looked_at(w, w->data[0])) {
             size_t total = 1 + (size_t)be32(w->data + 1);
             int error = reserve(w, total); /* total <= HELD_MAX + 1 here */
             if (error)
@@ -186,14 +195,15 @@ static int watch_until_held(int source, int sink, struct watched *w) {
 
 static PyObject *watch(PyObject *Py_UNUSED(module), PyObject *args) {
     int source, sink;
-    Py_buffer pending;
+    Py_buffer pending, names;
     unsigned long long skip;
-    if (!PyArg_ParseTuple(args, "iiy*K:watch", &source, &sink, &pending, &skip))
+    if (!PyArg_ParseTuple(args, "iiy*Ky*:watch", &source, &sink, &pending, &skip, &names))
         return NULL;
-    struct watched w = {.skip = skip};
+    struct watched w = {.skip = skip, .names = names.buf, .names_length = (size_t)names.len};
     size_t capacity = (size_t)pending.len > BUFFER_BYTES ? (size_t)pending.len : BUFFER_BYTES;
     if (reserve(&w, capacity)) {
         PyBuffer_Release(&pending);
+        PyBuffer_Release(&names);
         return PyErr_NoMemory();
     }
     memcpy(w.data, pending.buf, (size_t)pending.len);
@@ -203,6 +213,7 @@ static PyObject *watch(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     error = watch_until_held(source, sink, &w);
     Py_END_ALLOW_THREADS
+    PyBuffer_Release(&names);
     PyObject *result = NULL;
     if (error) {
         errno = error;
@@ -231,9 +242,10 @@ static PyMethodDef methods[] = {
     {"pump", pump, METH_VARARGS,
      "pump(source_fd, sink_fd) -> bytes moved: copy until the source's EOF, GIL released."},
     {"watch", watch, METH_VARARGS,
-     "watch(source_fd, sink_fd, pending, skip) -> (held, rest, skip): relay frontend "
-     "messages until one the undo pre-filter flags (held, not sent; rest: received after "
-     "it; skip: bytes of it still to come) or the EOF (held None)."},
+     "watch(source_fd, sink_fd, pending, skip, names) -> (held, rest, skip): relay frontend "
+     "messages until one the undo pre-filter flags or a Bind of a prepared statement in "
+     "names (held, not sent; rest: received after it; skip: bytes of it still to come) or "
+     "the EOF (held None)."},
     {"suspect", suspect, METH_VARARGS,
      "suspect(query) -> whether the SQL text may hold a statement that destroys data."},
     {NULL, NULL, 0, NULL},

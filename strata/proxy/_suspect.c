@@ -207,14 +207,37 @@ int strata_query_suspect(const unsigned char *query, size_t length) {
     return saw && scan(query, query + length, 1, NULL, 0);
 }
 
-int strata_message_suspect(const unsigned char *message, size_t length) {
-    if (length < 5 || (message[0] != 'Q' && message[0] != 'P'))
+/* Whether ``name`` (length bytes, not empty) is one of ``names``: "\0a\0b\0". */
+static int named(const unsigned char *name, size_t length, const unsigned char *names,
+                 size_t names_length) {
+    for (const unsigned char *at = names; at + length + 2 <= names + names_length; at++)
+        if (at[0] == 0 && memcmp(at + 1, name, length) == 0 && at[length + 1] == 0)
+            return 1;
+    return 0;
+}
+
+int strata_message_suspect(const unsigned char *message, size_t length,
+                           const unsigned char *names, size_t names_length) {
+    if (length < 5)
         return 0;
     const unsigned char *body = message + 5, *end = message + length;
+    if (message[0] == 'B') { /* Bind: portal name, NUL, statement name, NUL, ... */
+        const unsigned char *portal_end = memchr(body, 0, (size_t)(end - body));
+        if (portal_end == NULL)
+            return 0;
+        const unsigned char *name = portal_end + 1;
+        const unsigned char *name_end = memchr(name, 0, (size_t)(end - name));
+        return name_end != NULL && name_end > name &&
+               named(name, (size_t)(name_end - name), names, names_length);
+    }
+    if (message[0] != 'Q' && message[0] != 'P')
+        return 0;
     if (message[0] == 'P') { /* Parse: statement name, NUL, query, NUL, ... */
         const unsigned char *nul = memchr(body, 0, (size_t)(end - body));
         if (nul == NULL)
             return 1; /* malformed: PostgreSQL refuses it; let the careful look decide */
+        if (nul > body && named(body, (size_t)(nul - body), names, names_length))
+            return 1; /* a watched name defined again: the careful look forgets it */
         body = nul + 1;
     }
     const unsigned char *query_end = memchr(body, 0, (size_t)(end - body));

@@ -21,8 +21,9 @@ Backpressure is the kernel's: a pump blocked in ``send`` reads nothing more.
 
 A session with undo (``strata.proxy.undo``) relays client to server with ``_pump.watch``
 instead: the same C loop, following the frontend messages' framing and running a lexer
-pre-filter (``strata/proxy/_suspect.c``) over each Query and Parse message; only a
-message it flags comes up to Python (``watch``), before it is sent on.
+pre-filter (``strata/proxy/_suspect.c``) over each Query and Parse message, and over
+the Binds of prepared statements found destructive; only a message it flags comes up
+to Python (``watch``), before it is sent on.
 
 Limits: a session costs its two descriptors, two threads (their stacks are reserved, not
 used) and two 256 KiB buffers; thousands fit, and a compute's own ``max_connections``
@@ -44,9 +45,11 @@ from strata.proxy._pump import watch as watch_pump
 
 BUFFER_BYTES = 256 * 1024  # what one read of TLS sessions asks asyncio for
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-# Gets each Query or Parse message the pre-filter flagged, before it goes on, and whether
-# it is whole (False: a message over 16 MiB, of which only the start is given).
-Watch = Callable[[bytes, bool], None]
+# Gets each message the pump held (a Query or Parse the pre-filter flagged, a Bind of a
+# watched prepared statement) before it goes on, and whether it is whole (False: over
+# 16 MiB, only its start is given); returns the prepared statements whose Binds to hold
+# from now on, as b"\0name\0name\0" (b"": none).
+Watch = Callable[[bytes, bool], bytes]
 log = logging.getLogger("strata.proxy")
 
 
@@ -162,14 +165,14 @@ class _Session:
     def _up_watched(self, first: bytes) -> None:
         """``_up``, with each message the pre-filter flags shown to the watch first."""
         assert self._watch is not None
-        pending, skip = first, 0
+        pending, skip, names = first, 0, b""
         while True:
             held, pending, skip = watch_pump(self.client.fileno(), self.server.fileno(),
-                                             pending, skip)
+                                             pending, skip, names)
             if held is None:
                 break
             try:
-                self._watch(held, skip == 0)
+                names = self._watch(held, skip == 0)
             except Exception:  # a bug in the watch costs an undo, never the session
                 log.exception("%s: the watch failed; the statement goes on", self.name)
             self.server.sendall(held)

@@ -1,9 +1,11 @@
 """Undo for destructive SQL: an automatic checkpoint before each statement that destroys
 data, taken by the proxy while the statement waits (``strata undo`` restores the last).
 
-The relay's C pump holds back a Query or Parse message its pre-filter flags and calls
-``Undo.seen`` in the session's client-to-server thread; the statement reaches PostgreSQL
-only when that returns. ``strata.proxy.destructive`` decides; for a destructive statement
+The relay's C pump holds back a Query or Parse message its pre-filter flags and calls the
+session's watch in its client-to-server thread; the statement reaches PostgreSQL only
+when that returns. A named prepared statement that destroys data gets its checkpoint at
+each Bind instead (the pump holds those Binds too), as drivers re-run prepared
+statements without a new Parse. ``strata.proxy.destructive`` decides; for a destructive statement
 the branch is read from the page server (one short read RPC: its durable LSN, and whether
 undo is off for it) and the statement goes on. That LSN covers everything committed
 before the statement (an acknowledged commit is durable on the page server) and nothing
@@ -63,19 +65,19 @@ class Undo:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="undo")
 
     def watch(self, tenant: str, branch: str) -> Watch:
-        """What the relay calls with each flagged message of a session on the branch."""
-        def seen(message: bytes, whole: bool) -> None:
-            self.seen(tenant, branch, message, whole)
-        return seen
+        """What the relay calls with each held message of a session on the branch."""
+        return _Session(self, tenant, branch)
 
-    def seen(self, tenant: str, branch: str, message: bytes, whole: bool) -> None:
-        """Before the message goes on: if it destroys data, fix the checkpoint's LSN and
-        have the checkpoint written. Never raises: a failure costs the undo, logged."""
+    def look(self, message: bytes, whole: bool) -> list[Finding]:
+        """What the query of a held Query or Parse message destroys."""
         sql = query_of(message)
-        found = findings(sql) if whole and len(message) <= CAREFUL_LOOK_BYTES else [
-            Finding("long-statement", " ".join(sql[:STATEMENT_CHARS].split()))]
-        if not found:
-            return
+        if whole and len(message) <= CAREFUL_LOOK_BYTES:
+            return findings(sql)
+        return [Finding("long-statement", " ".join(sql[:STATEMENT_CHARS].split()))]
+
+    def take(self, tenant: str, branch: str, found: list[Finding]) -> None:
+        """Before the statement goes on: fix the checkpoint's LSN and have the checkpoint
+        written. Never raises: a failure costs the undo, logged."""
         started = time.perf_counter()
         try:
             info = self._client.get_branch(tenant, branch, timeout_s=LOOKUP_TIMEOUT_S)
@@ -108,3 +110,33 @@ class Undo:
     def close(self) -> None:
         """Write the checkpoints still queued, then stop."""
         self._writer.shutdown(wait=True)
+
+
+class _Session:
+    """The watch of one session: a Query or unnamed Parse that destroys data gets its
+    checkpoint at once; a named Parse that does is remembered, and each Bind of it gets
+    one (drivers prepare a statement run often, e.g. psycopg from its 5th run)."""
+
+    def __init__(self, undo: Undo, tenant: str, branch: str) -> None:
+        self._undo = undo
+        self._tenant = tenant
+        self._branch = branch
+        self._prepared: dict[bytes, list[Finding]] = {}
+
+    def __call__(self, message: bytes, whole: bool) -> bytes:
+        kind, body = message[:1], message[5:]
+        if kind == b"B":
+            name = body.split(b"\0", 2)[1] if body.count(b"\0") >= 2 else b""
+            if name in self._prepared:
+                self._undo.take(self._tenant, self._branch, self._prepared[name])
+        else:
+            found = self._undo.look(message, whole)
+            name = body.partition(b"\0")[0] if kind == b"P" else b""
+            if name:
+                self._prepared.pop(name, None)
+                if found:
+                    self._prepared[name] = found
+            elif found:
+                self._undo.take(self._tenant, self._branch, found)
+        return b"".join(b"\0" + name for name in self._prepared) + b"\0" \
+            if self._prepared else b""

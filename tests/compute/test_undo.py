@@ -154,3 +154,19 @@ def test_leased_forks_nobody_renews_go_with_their_storage(run: Run) -> None:
     run.json("branch", "renew", "job")  # the name the forks were made under: job-2 only
     assert run.cli.fail(1, "branch", "renew", "nothing", "--tenant", TENANT).startswith(
         "no branch 'nothing'")
+
+
+def test_a_statement_the_driver_prepared_gets_a_checkpoint_each_run(run: Run) -> None:
+    """psycopg prepares a query from its 5th run on and then only binds it: each DROP
+    still gets its checkpoint, held at the Bind."""
+    run.json("branch", "create", "repeater")
+    with psycopg.connect(run.uri("repeater"), autocommit=True) as conn:
+        conn.prepare_threshold = 2
+        for _ in range(6):
+            conn.execute("CREATE TABLE again (x int)")
+            conn.execute("DROP TABLE again")
+        conn.execute("CREATE TABLE last (x int)")
+        conn.execute("DROP TABLE last")
+    run.wait_for_automatic("repeater", "DROP TABLE last")
+    assert [c["statement"] for c in run.automatic("repeater")] == [
+        *["DROP TABLE again"] * 6, "DROP TABLE last"]

@@ -42,10 +42,11 @@ def session_bytes() -> tuple[bytes, list[bytes]]:
     return b"".join(stream), flagged
 
 
-def relayed(stream: bytes) -> tuple[bytes, list[tuple[bytes, bool, int]]]:
+def relayed(stream: bytes, prepared: bytes = b"") -> tuple[bytes, list[tuple[bytes, bool, int]]]:
     """What the server received of ``stream`` sent through a watched relay in random
     pieces, and what the watch saw: each message, whether whole, and how many bytes the
-    server had received when the watch was called."""
+    server had received when the watch was called. The watch answers ``prepared``: the
+    statements whose Binds to hold after the first held message."""
     client_end, proxy_client = socket.socketpair()
     proxy_server, server_end = socket.socketpair()
     received = bytearray()
@@ -58,9 +59,10 @@ def relayed(stream: bytes) -> tuple[bytes, list[tuple[bytes, bool, int]]]:
                 received.extend(chunk)
         server_end.shutdown(socket.SHUT_WR)  # the server's end ends the session
 
-    def watch(held: bytes, whole: bool) -> None:
+    def watch(held: bytes, whole: bool) -> bytes:
         with lock:
             seen.append((held, whole, len(received)))
+        return prepared
 
     def write_client() -> None:
         cuts = random.Random(7)
@@ -104,6 +106,21 @@ def test_a_message_over_16_mib_is_shown_in_part_and_relayed_whole() -> None:
     [(head, whole, had), (last, _, _)] = seen
     assert not whole and huge.startswith(head) and had <= len(query("SELECT 1"))
     assert last == query("DROP TABLE t")
+
+
+def bind(statement: str) -> bytes:
+    return message(b"B", b"portal\0" + statement.encode() + b"\0\0\0\0\0\0\0")
+
+
+def test_binds_of_watched_prepared_statements_are_held() -> None:
+    stream = (bind("s1") + parse("DELETE FROM t", "s1") + bind("s1") + bind("")
+              + bind("s10") + parse("SELECT 1", "s1"))
+    received, seen = relayed(stream, prepared=b"\0s1\0")
+    assert received == stream
+    # Before the watch named s1 nothing holds its Bind; after, its Binds and a Parse that
+    # defines it again are held, other statements' are not.
+    assert [held for held, _, _ in seen] == [parse("DELETE FROM t", "s1"), bind("s1"),
+                                             parse("SELECT 1", "s1")]
 
 
 def test_query_text_of_query_and_parse_messages() -> None:
