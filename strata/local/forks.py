@@ -29,14 +29,16 @@ def fork_names(name: str, count: int | None) -> list[str]:
 
 def create_forks(client: StrataClient, tenant: str, names: list[str], *, parent: str,
                  at: HistoryPoint = NEWEST, ttl_s: int = 0, lease_s: int = 0,
-                 suspend_timeout_s: int = 0) -> list[pb.BranchInfo]:
+                 suspend_timeout_s: int = 0, protected: bool = False,
+                 undo_off: bool = False) -> list[pb.BranchInfo]:
     """Fork ``parent`` once per name; if one fails, those made are deleted again."""
     made: list[pb.BranchInfo] = []
     try:
         for name in names:
             made.append(client.create_branch(tenant, name, parent=parent, at=at, ttl_s=ttl_s,
                                              lease_s=lease_s,
-                                             suspend_timeout_s=suspend_timeout_s))
+                                             suspend_timeout_s=suspend_timeout_s,
+                                             protected=protected, undo_off=undo_off))
     except BaseException:
         for info in made:
             with contextlib.suppress(ClientError):  # the error that stopped us is the news

@@ -91,11 +91,8 @@ def create(session: Session, name: str, parent: str, at_lsn: int | None,
             client, session.tenant, fork_names(name, count), parent=parent, at=at,
             ttl_s=parse_duration_s(ttl) if ttl else 0,
             lease_s=parse_duration_s(lease) if lease else 0,
-            suspend_timeout_s=parse_duration_s(suspend_timeout) if suspend_timeout else 0)
-        if protected or no_undo:  # settings CreateBranch takes one branch at a time
-            made = [client.update_branch(session.tenant, info.name,
-                                         protected=protected or None,
-                                         undo_off=no_undo or None) for info in made]
+            suspend_timeout_s=parse_duration_s(suspend_timeout) if suspend_timeout else 0,
+            protected=protected, undo_off=no_undo)
     if session.json:
         emit_json(branch_dict(made[0]) if count is None else
                   {"branches": [branch_dict(info) for info in made]})
