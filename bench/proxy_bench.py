@@ -19,6 +19,10 @@ Figures:
   the transport ceiling: the same pgbench on a plain PostgreSQL over TCP loopback and
   over its socket. The proxy's clients come over TCP, so even a relay that cost nothing
   could not pass that ratio; what the relay itself costs is the ratio over the ceiling.
+- Undo: the latency of a ``DROP TABLE`` through the proxy on a branch with undo (an
+  automatic checkpoint before it) and on one with ``--no-undo``, interleaved; and from the
+  proxy's log, how long each destructive statement was held (the branch's LSN read) and
+  how long the checkpoint took to write in the background.
 - Storage after agent loops: bytes in the object store for the base tenant, then after
   N loops (fork with a TTL, migrate, checkpoint, destroy, restore, check) once the TTLs
   expired, the reaper deleted the forks and GC ran; both measured after a flush and
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import statistics
 import sys
@@ -70,12 +75,15 @@ class Settings:
     select_runs: int  # pgbench -S runs on each side
     select_seconds: int
     select_clients: int
+    drops: int  # DROP TABLE statements timed on each side of the undo figure
 
 
 FULL = Settings("full", wakes=12, warm_connects=60, agent_loops=20, select_runs=4,
-                select_seconds=10, select_clients=4)
+                select_seconds=10, select_clients=4, drops=40)
 QUICK = Settings("quick", wakes=3, warm_connects=15, agent_loops=3, select_runs=3,
-                 select_seconds=4, select_clients=4)
+                 select_seconds=4, select_clients=4, drops=15)
+UNDO_LOG = re.compile(r"automatic checkpoint \S+ of \S+ at LSN \d+ \(statement held "
+                      r"([0-9.]+) ms, checkpoint written in ([0-9.]+) ms\)")
 SELECT_SCALE = 2  # pgbench_accounts of 200,000 rows: cached after the warm-up run
 
 
@@ -224,6 +232,39 @@ def select_runs(strata: Strata, settings: Settings, targets: dict[str, str]) -> 
     }
 
 
+def undo_cost(strata: Strata, settings: Settings) -> JSON:
+    """DROP TABLE latency with and without an automatic checkpoint before it."""
+    strata("branch", "create", "undoer")
+    strata("branch", "create", "undoless", "--no-undo")
+    conns = {name: psycopg.connect(strata("connect", name)["uri"], autocommit=True)
+             for name in ("undoer", "undoless")}
+    try:
+        def drop(name: str) -> float:
+            conn = conns[name]
+            conn.execute("CREATE TABLE dropped AS SELECT 1 AS x")
+            return timed(lambda: conn.execute("DROP TABLE dropped"))
+
+        for name in conns:  # warm-up: catalog caches, the first checkpoint
+            drop(name)
+        figures = interleaved(settings.drops, {"with_undo_s": "undoer",
+                                               "without_undo_s": "undoless"}, drop)
+    finally:
+        for conn in conns.values():
+            conn.close()
+    for name in conns:
+        strata("compute", "stop", name)
+    deadline = time.monotonic() + 60
+    while len(logged := UNDO_LOG.findall(
+            (strata.home / "logs" / "proxy.log").read_text())) < settings.drops + 1:
+        if time.monotonic() > deadline:
+            raise BenchError(f"the proxy logged {len(logged)} automatic checkpoints, not "
+                             f"{settings.drops + 1}")
+        time.sleep(0.5)
+    return {**figures, "held_ms": summary([float(held) for held, _ in logged]),
+            "written_ms": summary([float(written) for _, written in logged]),
+            "checkpoints": len(logged)}
+
+
 def agent_loop(strata: Strata, name: str) -> None:
     strata("branch", "create", name, "--ttl", "20s")
     uri = strata("connect", name)["uri"]
@@ -279,6 +320,8 @@ def measure(settings: Settings, root: Path) -> JSON:
           file=sys.stderr)
     report.update(select_only(strata, settings, root))
     strata("compute", "stop", "sleeper")
+    print("undo: DROP TABLE with and without an automatic checkpoint ...", file=sys.stderr)
+    report["undo"] = undo_cost(strata, settings)
     print("agent loops ...", file=sys.stderr)
     report["agent_storage"] = agent_storage(strata, settings)
     return report
@@ -289,8 +332,9 @@ def render_markdown(report: JSON) -> str:
     cold, warm, store = (figures["cold_start"], figures["warm_connect"],
                          figures["agent_storage"])
     reads, ceiling = figures["select_only"], figures["transport_ceiling"]
+    undo = figures["undo"]
     lines = [
-        "# Through the proxy: cold start, warm connect, select-only TPS, agent loops",
+        "# Through the proxy: cold start, warm connect, select-only TPS, undo, agent loops",
         "",
         f"{report['finished_at']}, mode {settings['mode']}, on {report['host']['cpu_count']} "
         f"CPUs; objects in {report.get('storage', 'a local directory')}.",
@@ -324,6 +368,15 @@ def render_markdown(report: JSON) -> str:
         f"{ceiling['ratio']:.2f} (pairs {', '.join(f'{r:.2f}' for r in ceiling['pair_ratios'])}"
         "), the ceiling of any proxy whose clients come over TCP; the relay itself keeps "
         f"{reads['ratio'] / ceiling['ratio']:.2f} of it.",
+        "",
+        f"Undo: `DROP TABLE` through the proxy ({settings['drops']} each, interleaved) "
+        f"{undo['with_undo_s']['median'] * 1000:.2f} ms on a branch with undo, "
+        f"{undo['without_undo_s']['median'] * 1000:.2f} ms with `--no-undo` (medians; p90 "
+        f"{undo['with_undo_s']['p90'] * 1000:.2f} and "
+        f"{undo['without_undo_s']['p90'] * 1000:.2f} ms). The proxy held each destructive "
+        f"statement {undo['held_ms']['median']:.2f} ms (p90 {undo['held_ms']['p90']:.2f}) "
+        f"to read the branch's LSN; the checkpoint was written in the background in "
+        f"{undo['written_ms']['median']:.2f} ms (p90 {undo['written_ms']['p90']:.2f}).",
         "",
         f"Storage after {store['loops']} agent loops ({store['loop_s']:.1f} s each), TTLs "
         f"expired, reaped, GC run: {store['after_bytes'] / 1e6:.1f} MB against "

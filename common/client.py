@@ -259,14 +259,17 @@ class StrataClient:
     def create_branch(self, tenant: str, name: str, *, parent: str = "",
                       at: HistoryPoint = NEWEST, ttl_s: int = 0, suspend_timeout_s: int = 0,
                       protected: bool = False, history_s: int = 0,
-                      ephemeral: bool = False) -> pb.BranchInfo:
+                      ephemeral: bool = False, lease_s: int = 0,
+                      undo_off: bool = False) -> pb.BranchInfo:
         """Branch ``parent`` (default main) at the point ``at`` of its history;
         ``history_s``: its history window (0: the default); ``ephemeral``: a time-travel
-        endpoint's hidden branch."""
+        endpoint's hidden branch; with ``lease_s`` it expires unless renewed
+        (``renew_lease``)."""
         request = pb.CreateBranchRequest(tenant=tenant, name=name, parent=parent, ttl_s=ttl_s,
                                          suspend_timeout_s=suspend_timeout_s,
                                          protected=protected, history_s=history_s,
-                                         ephemeral=ephemeral)
+                                         ephemeral=ephemeral, lease_s=lease_s,
+                                         undo_off=undo_off)
         at.set_in(request)
         return self._unary(self._manage.CreateBranch, request, pb.CreateBranchResponse).branch
 
@@ -303,19 +306,25 @@ class StrataClient:
         return self._unary(self._manage.BranchChanges, request, pb.BranchChangesResponse,
                            timeout_s=LONG_TIMEOUT_S)
 
-    def get_branch(self, tenant: str, name: str) -> pb.BranchInfo:
+    def get_branch(self, tenant: str, name: str, *,
+                   timeout_s: float | None = None) -> pb.BranchInfo:
         request = pb.GetBranchRequest(tenant=tenant, name=name)
-        return self._unary(self._manage.GetBranch, request, pb.GetBranchResponse).branch
+        return self._unary(self._manage.GetBranch, request, pb.GetBranchResponse,
+                           timeout_s).branch
 
     def update_branch(self, tenant: str, name: str, *, ttl_s: int | None = None,
                       suspend_timeout_s: int | None = None,
                       protected: bool | None = None,
-                      history_s: int | None = None) -> pb.BranchInfo:
+                      history_s: int | None = None, undo_off: bool | None = None,
+                      renew_lease: bool = False) -> pb.BranchInfo:
         """Change what is given: TTL from now (0: none), suspend timeout, protection,
-        history window (0: the default)."""
-        request = pb.UpdateBranchRequest(tenant=tenant, name=name)
+        history window (0: the default), automatic checkpoints off; or move a leased
+        branch's expiry a lease ahead."""
+        request = pb.UpdateBranchRequest(tenant=tenant, name=name, renew_lease=renew_lease)
         if history_s is not None:
             request.history_s = history_s
+        if undo_off is not None:
+            request.undo_off = undo_off
         if ttl_s is not None:
             request.ttl_s = ttl_s
         if suspend_timeout_s is not None:
@@ -335,10 +344,13 @@ class StrataClient:
     # --- checkpoints ---------------------------------------------------------------
 
     def create_checkpoint(self, tenant: str, branch: str, name: str,
-                          lsn: int | None = None) -> pb.CheckpointInfo:
-        """Pin ``branch`` at ``lsn`` (default: its newest durable LSN) as ``name``."""
+                          lsn: int | None = None, statement: str = "",
+                          ttl_s: int = 0) -> pb.CheckpointInfo:
+        """Pin ``branch`` at ``lsn`` (default: its newest durable LSN) as ``name``; an
+        automatic one names its ``statement`` and expires after ``ttl_s``."""
         request = pb.CreateCheckpointRequest(tenant=tenant, branch=branch, name=name,
-                                             lsn=lsn or 0, at_lsn=lsn is not None)
+                                             lsn=lsn or 0, at_lsn=lsn is not None,
+                                             statement=statement, ttl_s=ttl_s)
         return self._unary(self._manage.CreateCheckpoint, request,
                            pb.CreateCheckpointResponse).checkpoint
 

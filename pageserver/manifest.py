@@ -191,6 +191,8 @@ class CheckpointRecord:
     lsn: int
     created_at_us: int
     branch: str | None = None
+    statement: str | None = None  # automatic (undo): the statement it was taken before
+    expires_at_us: int | None = None  # the reaper deletes it after this; None: never
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,8 @@ class BranchRecord:
     protected: bool = False  # never expires; deleting it needs force
     history_s: int | None = None  # its history window; None: the default (history.py)
     ephemeral: bool = False  # a time-travel endpoint's: read-only, unlisted, gone when idle
+    lease_s: int | None = None  # a lease: each renewal moves expires_at_us this far ahead
+    undo_off: bool = False  # the proxy takes no automatic checkpoints before destructive SQL
 
 
 @dataclass(frozen=True)

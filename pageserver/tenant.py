@@ -85,6 +85,8 @@ class BranchInfo:
     protected: bool = False
     history_s: int | None = None  # its own history window
     ephemeral: bool = False
+    lease_s: int | None = None
+    undo_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class BranchSettings:
     protected: bool = False
     history_s: int | None = None  # its history window; None: the default (history.py)
     ephemeral: bool = False  # needs a TTL, never protected
+    lease_s: int | None = None  # with expires_at_us lease_s from now
+    undo_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -338,7 +342,7 @@ class Tenant:
                        timeline.durable_lsn, kids,
                        record.created_at_us, record.expires_at_us, record.suspend_timeout_s,
                        record.protected or name == MAIN_BRANCH, record.history_s,
-                       record.ephemeral)
+                       record.ephemeral, record.lease_s, record.undo_off)
             for name, record, timeline, kids in zip(names, records, timelines, children,
                                                     strict=True)
         ]
@@ -435,7 +439,7 @@ class Tenant:
             draft.state.set_branch(name, BranchRecord(
                 timeline.timeline_id, timeline.created_at_us, settings.expires_at_us, parent,
                 settings.suspend_timeout_s, settings.protected, settings.history_s,
-                settings.ephemeral,
+                settings.ephemeral, settings.lease_s, settings.undo_off,
             ))
             draft.on_swap(lambda: self._register(timeline))
         return timeline
@@ -496,16 +500,26 @@ class Tenant:
         return timeline, preserve_as
 
     def update_branch(self, name: str, changes: dict[str, Any]) -> None:
-        """Change ``expires_at_us``, ``suspend_timeout_s``, ``protected`` or ``history_s``
-        (None: back to the default) of a branch."""
+        """Change ``expires_at_us``, ``suspend_timeout_s``, ``protected``, ``history_s``
+        (None: back to the default) or ``undo_off`` of a branch; ``renew_lease`` (True)
+        moves a leased branch's expiry ``lease_s`` ahead."""
         unknown = set(changes) - {"expires_at_us", "suspend_timeout_s", "protected",
-                                  "history_s"}
+                                  "history_s", "undo_off", "renew_lease"}
         if unknown:
             raise InvalidArgumentError(f"cannot set {', '.join(sorted(unknown))} on a branch")
         if changes.get("history_s") is not None:
             check_history_s(changes["history_s"])
+        changes = dict(changes)
+        renew = changes.pop("renew_lease", False)
         with self._manifest.change() as draft:
             current = self._branch_record(draft.state, name)
+            if renew:
+                if not current.lease_s:
+                    raise FailedPreconditionError(
+                        f"branch {name!r} has no lease to renew (give it a TTL instead)")
+                changes["expires_at_us"] = now_us() + current.lease_s * 1_000_000
+            elif "expires_at_us" in changes:
+                changes["lease_s"] = None  # a TTL set by hand replaces the lease
             updated = replace(current, **changes)
             protected = updated.protected or name == MAIN_BRANCH
             if protected and updated.expires_at_us:
@@ -758,7 +772,11 @@ class Tenant:
 
     # --- checkpoints ---------------------------------------------------------------
 
-    def create_checkpoint(self, branch: str, name: str, lsn: int | None = None) -> CheckpointRecord:
+    def create_checkpoint(self, branch: str, name: str, lsn: int | None = None,
+                          statement: str | None = None,
+                          expires_at_us: int | None = None) -> CheckpointRecord:
+        """Pin ``branch`` at ``lsn`` (None: its newest durable LSN) as ``name``; an
+        automatic one (undo) names the ``statement`` it was taken before and expires."""
         validate_name("checkpoint", name)
         with ExitStack() as pins, self._manifest.change() as draft:  # pinned until current
             timeline = self.branch(branch)  # in the change: no restore moves it meanwhile
@@ -768,7 +786,8 @@ class Tenant:
             pins.enter_context(self._pinned(timeline, point))
             if name in draft.state.checkpoints:
                 raise AlreadyExistsError(f"checkpoint {name!r} already exists")
-            record = CheckpointRecord(timeline.timeline_id, point, now_us(), branch)
+            record = CheckpointRecord(timeline.timeline_id, point, now_us(), branch, statement,
+                                      expires_at_us)
             draft.state.set_checkpoint(name, record)
         return record
 

@@ -471,7 +471,7 @@ class DetachTenantResponse(_message.Message):
     def __init__(self, tenant: _Optional[_Union[TenantInfo, _Mapping]] = ...) -> None: ...
 
 class BranchInfo(_message.Message):
-    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected", "last_batch", "history_s", "history_window_s", "history_window_from", "history_bytes", "reclaim_bytes", "ephemeral")
+    __slots__ = ("name", "timeline_id", "parent", "branch_lsn", "last_lsn", "last_wal_lsn", "last_time_us", "children", "created_at_us", "expires_at_us", "logical_size", "owned_bytes", "writer_epoch", "gc_cutoff", "writer", "suspend_timeout_s", "protected", "last_batch", "history_s", "history_window_s", "history_window_from", "history_bytes", "reclaim_bytes", "ephemeral", "lease_s", "undo_off")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -496,6 +496,8 @@ class BranchInfo(_message.Message):
     HISTORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     RECLAIM_BYTES_FIELD_NUMBER: _ClassVar[int]
     EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
+    LEASE_S_FIELD_NUMBER: _ClassVar[int]
+    UNDO_OFF_FIELD_NUMBER: _ClassVar[int]
     name: str
     timeline_id: str
     parent: str
@@ -520,7 +522,9 @@ class BranchInfo(_message.Message):
     history_bytes: int
     reclaim_bytes: int
     ephemeral: bool
-    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., last_batch: _Optional[_Union[AppliedBatch, _Mapping]] = ..., history_s: _Optional[int] = ..., history_window_s: _Optional[float] = ..., history_window_from: _Optional[str] = ..., history_bytes: _Optional[int] = ..., reclaim_bytes: _Optional[int] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
+    lease_s: int
+    undo_off: bool
+    def __init__(self, name: _Optional[str] = ..., timeline_id: _Optional[str] = ..., parent: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_wal_lsn: _Optional[int] = ..., last_time_us: _Optional[int] = ..., children: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., logical_size: _Optional[int] = ..., owned_bytes: _Optional[int] = ..., writer_epoch: _Optional[int] = ..., gc_cutoff: _Optional[int] = ..., writer: _Optional[str] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., last_batch: _Optional[_Union[AppliedBatch, _Mapping]] = ..., history_s: _Optional[int] = ..., history_window_s: _Optional[float] = ..., history_window_from: _Optional[str] = ..., history_bytes: _Optional[int] = ..., reclaim_bytes: _Optional[int] = ..., ephemeral: _Optional[bool] = ..., lease_s: _Optional[int] = ..., undo_off: _Optional[bool] = ...) -> None: ...
 
 class AppliedBatch(_message.Message):
     __slots__ = ("writer_epoch", "batch_id", "lsn")
@@ -533,7 +537,7 @@ class AppliedBatch(_message.Message):
     def __init__(self, writer_epoch: _Optional[int] = ..., batch_id: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
 
 class CreateBranchRequest(_message.Message):
-    __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s", "suspend_timeout_s", "protected", "history_s", "ephemeral")
+    __slots__ = ("tenant", "name", "parent", "lsn", "wal_lsn", "time_us", "checkpoint", "ttl_s", "suspend_timeout_s", "protected", "history_s", "ephemeral", "lease_s", "undo_off")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -546,6 +550,8 @@ class CreateBranchRequest(_message.Message):
     PROTECTED_FIELD_NUMBER: _ClassVar[int]
     HISTORY_S_FIELD_NUMBER: _ClassVar[int]
     EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
+    LEASE_S_FIELD_NUMBER: _ClassVar[int]
+    UNDO_OFF_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
     parent: str
@@ -558,7 +564,9 @@ class CreateBranchRequest(_message.Message):
     protected: bool
     history_s: int
     ephemeral: bool
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., history_s: _Optional[int] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
+    lease_s: int
+    undo_off: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., parent: _Optional[str] = ..., lsn: _Optional[int] = ..., wal_lsn: _Optional[int] = ..., time_us: _Optional[int] = ..., checkpoint: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., history_s: _Optional[int] = ..., ephemeral: _Optional[bool] = ..., lease_s: _Optional[int] = ..., undo_off: _Optional[bool] = ...) -> None: ...
 
 class CreateBranchResponse(_message.Message):
     __slots__ = ("branch",)
@@ -567,20 +575,24 @@ class CreateBranchResponse(_message.Message):
     def __init__(self, branch: _Optional[_Union[BranchInfo, _Mapping]] = ...) -> None: ...
 
 class UpdateBranchRequest(_message.Message):
-    __slots__ = ("tenant", "name", "ttl_s", "suspend_timeout_s", "protected", "history_s")
+    __slots__ = ("tenant", "name", "ttl_s", "suspend_timeout_s", "protected", "history_s", "renew_lease", "undo_off")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TTL_S_FIELD_NUMBER: _ClassVar[int]
     SUSPEND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_FIELD_NUMBER: _ClassVar[int]
     HISTORY_S_FIELD_NUMBER: _ClassVar[int]
+    RENEW_LEASE_FIELD_NUMBER: _ClassVar[int]
+    UNDO_OFF_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
     ttl_s: int
     suspend_timeout_s: int
     protected: bool
     history_s: int
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., history_s: _Optional[int] = ...) -> None: ...
+    renew_lease: bool
+    undo_off: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., ttl_s: _Optional[int] = ..., suspend_timeout_s: _Optional[int] = ..., protected: _Optional[bool] = ..., history_s: _Optional[int] = ..., renew_lease: _Optional[bool] = ..., undo_off: _Optional[bool] = ...) -> None: ...
 
 class UpdateBranchResponse(_message.Message):
     __slots__ = ("branch",)
@@ -673,32 +685,40 @@ class DeleteBranchResponse(_message.Message):
     def __init__(self, deleted: _Optional[_Iterable[str]] = ..., checkpoints: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
 
 class CheckpointInfo(_message.Message):
-    __slots__ = ("name", "branch", "timeline_id", "lsn", "created_at_us")
+    __slots__ = ("name", "branch", "timeline_id", "lsn", "created_at_us", "statement", "expires_at_us")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
     LSN_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_US_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_US_FIELD_NUMBER: _ClassVar[int]
     name: str
     branch: str
     timeline_id: str
     lsn: int
     created_at_us: int
-    def __init__(self, name: _Optional[str] = ..., branch: _Optional[str] = ..., timeline_id: _Optional[str] = ..., lsn: _Optional[int] = ..., created_at_us: _Optional[int] = ...) -> None: ...
+    statement: str
+    expires_at_us: int
+    def __init__(self, name: _Optional[str] = ..., branch: _Optional[str] = ..., timeline_id: _Optional[str] = ..., lsn: _Optional[int] = ..., created_at_us: _Optional[int] = ..., statement: _Optional[str] = ..., expires_at_us: _Optional[int] = ...) -> None: ...
 
 class CreateCheckpointRequest(_message.Message):
-    __slots__ = ("tenant", "branch", "name", "lsn", "at_lsn")
+    __slots__ = ("tenant", "branch", "name", "lsn", "at_lsn", "statement", "ttl_s")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     LSN_FIELD_NUMBER: _ClassVar[int]
     AT_LSN_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     branch: str
     name: str
     lsn: int
     at_lsn: bool
-    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., name: _Optional[str] = ..., lsn: _Optional[int] = ..., at_lsn: _Optional[bool] = ...) -> None: ...
+    statement: str
+    ttl_s: int
+    def __init__(self, tenant: _Optional[str] = ..., branch: _Optional[str] = ..., name: _Optional[str] = ..., lsn: _Optional[int] = ..., at_lsn: _Optional[bool] = ..., statement: _Optional[str] = ..., ttl_s: _Optional[int] = ...) -> None: ...
 
 class CreateCheckpointResponse(_message.Message):
     __slots__ = ("checkpoint",)

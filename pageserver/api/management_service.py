@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _SCOPE_RANK = {Scope.COMPUTE: 0, Scope.TENANT: 1, Scope.ADMIN: 2}
 DEFAULT_TOKEN_TTL_S = 24 * 3600
 MAX_BRANCH_TTL_S = 100 * 365 * 24 * 3600
+MAX_STATEMENT_CHARS = 1000  # what an automatic checkpoint keeps of its statement
 
 
 class ManagementServicer:
@@ -213,6 +214,7 @@ class ManagementServicer:
             history_window_from=window.source, history_bytes=gc.history_bytes(timeline),
             reclaim_bytes=tenant.reclaimable_bytes(name) if reclaim else 0,
             ephemeral=info.ephemeral,
+            lease_s=info.lease_s or 0, undo_off=info.undo_off,
         )
 
     def CreateBranch(self, request: pb.CreateBranchRequest,
@@ -221,15 +223,20 @@ class ManagementServicer:
         point = _branch_point(request, request.WhichOneof("at"))
         if point.checkpoint is not None:
             _check_covered(tenant.checkpoint(point.checkpoint).branch)
-        settings = BranchSettings(_expiry(request.ttl_s), request.suspend_timeout_s or None,
-                                  request.protected, request.history_s or None,
-                                  request.ephemeral)
+        if request.ttl_s and request.lease_s:
+            raise InvalidArgumentError("give a TTL or a lease, not both")
+        settings = BranchSettings(
+            _expiry(request.ttl_s or request.lease_s), request.suspend_timeout_s or None,
+            request.protected, history_s=request.history_s or None,
+            ephemeral=request.ephemeral, lease_s=request.lease_s or None,
+            undo_off=request.undo_off)
         tenant.create_branch(request.name, request.parent or MAIN_BRANCH, point,
                              settings=settings)
         self._record(context, "branch.create", request.tenant, request.name,
                      parent=request.parent or MAIN_BRANCH, ttl_s=request.ttl_s,
-                     protected=request.protected, checkpoint=point.checkpoint,
-                     history_s=request.history_s or None, ephemeral=request.ephemeral)
+                     lease_s=request.lease_s, protected=request.protected,
+                     checkpoint=point.checkpoint, history_s=request.history_s or None,
+                     ephemeral=request.ephemeral)
         return pb.CreateBranchResponse(branch=self._branch_info(tenant, request.name))
 
     def ListBranches(self, request: pb.ListBranchesRequest,
@@ -296,6 +303,12 @@ class ManagementServicer:
             changes["protected"] = request.protected
         if request.HasField("history_s"):
             changes["history_s"] = request.history_s or None
+        if request.HasField("undo_off"):
+            changes["undo_off"] = request.undo_off
+        if request.renew_lease:
+            if "expires_at_us" in changes:
+                raise InvalidArgumentError("renew a lease or set a TTL, not both")
+            changes["renew_lease"] = True
         tenant.update_branch(request.name, changes)
         self._record(context, "branch.update", request.tenant, request.name, **changes)
         return pb.UpdateBranchResponse(branch=self._branch_info(tenant, request.name))
@@ -324,15 +337,22 @@ class ManagementServicer:
     def _checkpoint_info(self, name: str, record: CheckpointRecord) -> pb.CheckpointInfo:
         return pb.CheckpointInfo(name=name, branch=record.branch or "",
                                  timeline_id=record.timeline_id, lsn=record.lsn,
-                                 created_at_us=record.created_at_us)
+                                 created_at_us=record.created_at_us,
+                                 statement=record.statement or "",
+                                 expires_at_us=record.expires_at_us or 0)
 
     def CreateCheckpoint(self, request: pb.CreateCheckpointRequest,
                          context: grpc.ServicerContext) -> pb.CreateCheckpointResponse:
         tenant = self._engine.tenant(request.tenant)
+        if len(request.statement) > MAX_STATEMENT_CHARS:
+            raise InvalidArgumentError(
+                f"a checkpoint's statement is at most {MAX_STATEMENT_CHARS} characters")
         record = tenant.create_checkpoint(request.branch, request.name,
-                                          request.lsn if request.at_lsn else None)
+                                          request.lsn if request.at_lsn else None,
+                                          request.statement or None, _expiry(request.ttl_s))
         self._record(context, "checkpoint.create", request.tenant, request.name,
-                     branch=request.branch, lsn=record.lsn)
+                     branch=request.branch, lsn=record.lsn,
+                     automatic=bool(request.statement))
         return pb.CreateCheckpointResponse(
             checkpoint=self._checkpoint_info(request.name, record))
 

@@ -43,6 +43,8 @@ for command in (
                 "Create, list, show, delete and draw branches."),
     LazyCommand("checkpoint", _COMMANDS + "checkpoints:checkpoint",
                 "Create, list and delete checkpoints."),
+    LazyCommand("undo", _COMMANDS + "checkpoints:undo",
+                "Undo BRANCH's last destructive statement (back to its automatic checkpoint)."),
     LazyCommand("compute", _COMMANDS + "computes:compute",
                 "Start, stop and list computes: PostgreSQL 15 on a branch, its disk on the "
                 "page server."),

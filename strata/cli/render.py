@@ -66,6 +66,8 @@ def branch_dict(branch: pb.BranchInfo) -> dict[str, Any]:
         "created_at_us": branch.created_at_us,
         "expires_at": iso_time(branch.expires_at_us),
         "expires_at_us": branch.expires_at_us,
+        "lease_s": branch.lease_s or None,
+        "undo": not branch.undo_off,
         "logical_size": branch.logical_size,
         "owned_bytes": branch.owned_bytes,
         "history_bytes": branch.history_bytes,
@@ -89,6 +91,10 @@ def checkpoint_dict(checkpoint: pb.CheckpointInfo) -> dict[str, Any]:
         "lsn": checkpoint.lsn,
         "created_at": iso_time(checkpoint.created_at_us),
         "created_at_us": checkpoint.created_at_us,
+        "automatic": bool(checkpoint.statement),
+        "statement": checkpoint.statement or None,
+        "expires_at": iso_time(checkpoint.expires_at_us),
+        "expires_at_us": checkpoint.expires_at_us,
     }
 
 
@@ -118,7 +124,7 @@ def print_fields(fields: Sequence[tuple[str, str]]) -> None:
 
 
 BRANCH_COLUMNS = ("name", "parent", "branch LSN", "last LSN", "last WAL position",
-                  "last write", "created", "expires", "logical size", "owned")
+                  "last write", "created", "expires", "lease", "logical size", "owned")
 BRANCH_NUMBERS = ("branch LSN", "last LSN", "last WAL position", "logical size", "owned")
 
 
@@ -126,7 +132,18 @@ def branch_row(branch: pb.BranchInfo) -> tuple[str, ...]:
     return (branch.name, branch.parent or "-", str(branch.branch_lsn), str(branch.last_lsn),
             format_wal_lsn(branch.last_wal_lsn), local_time(branch.last_time_us),
             local_time(branch.created_at_us), local_time(branch.expires_at_us, "never"),
-            human_size(branch.logical_size), human_size(branch.owned_bytes))
+            lease_text(branch.lease_s), human_size(branch.logical_size),
+            human_size(branch.owned_bytes))
+
+
+def lease_text(lease_s: int) -> str:
+    """``10m`` for a leased branch (renewals move its expiry that far ahead), else ``-``."""
+    if not lease_s:
+        return "-"
+    for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60)):
+        if lease_s % seconds == 0:
+            return f"{lease_s // seconds}{unit}"
+    return f"{lease_s}s"
 
 
 def branch_fields(branch: pb.BranchInfo) -> list[tuple[str, str]]:
@@ -140,6 +157,10 @@ def branch_fields(branch: pb.BranchInfo) -> list[tuple[str, str]]:
         ("last write", local_time(branch.last_time_us)),
         ("created", local_time(branch.created_at_us)),
         ("expires", local_time(branch.expires_at_us, "never")),
+        ("lease", f"{lease_text(branch.lease_s)} (renew: strata branch renew {branch.name})"
+         if branch.lease_s else "- (a TTL, or none)"),
+        ("undo", "off" if branch.undo_off else "on (automatic checkpoints before "
+                                                "destructive statements)"),
         ("logical size", f"{human_size(branch.logical_size)} ({branch.logical_size} bytes)"),
         ("owned bytes", f"{human_size(branch.owned_bytes)} ({branch.owned_bytes} bytes)"),
         ("history bytes", f"{human_size(branch.history_bytes)} ({branch.history_bytes} bytes)"),

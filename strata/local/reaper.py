@@ -1,5 +1,9 @@
-"""Deletes branches whose TTL has passed: their compute is stopped first, then the branch
-and its storage go. Run by the proxy, the process that owns this machine's computes.
+"""Deletes branches whose TTL or lease has passed: their compute is stopped first, then the
+branch and its storage go; and expired checkpoints (the automatic ones of undo). Run by
+the proxy, the process that owns this machine's computes.
+
+A leased branch (``branch create --lease``) is one whose expiry each ``branch renew``
+moves a lease ahead: the same expiry, so the same deletion once nobody renews it.
 
 A branch that others were forked from is left alone (and logged): deleting it would take
 them too. ``main`` is created without a TTL and never expires. The listing only nominates
@@ -26,10 +30,12 @@ log = logging.getLogger("strata.local.reaper")
 
 
 def reap_expired(home: Home, client: StrataClient, now_us: int | None = None) -> list[str]:
-    """Delete every expired branch of every tenant; ``tenant/branch`` of those deleted."""
+    """Delete every expired branch and checkpoint of every tenant; ``tenant/branch`` of
+    the branches deleted."""
     now_us = now_us if now_us is not None else time.time_ns() // 1000
     deleted: list[str] = []
     for tenant in client.list_tenants():
+        _reap_checkpoints(client, tenant.tenant, now_us)
         for listed in client.list_branches(tenant.tenant):
             if not listed.expires_at_us or listed.expires_at_us > now_us:
                 continue
@@ -58,6 +64,22 @@ def reap_expired(home: Home, client: StrataClient, now_us: int | None = None) ->
             log.info("deleted expired branch %s/%s", tenant.tenant, branch.name)
             deleted.append(f"{tenant.tenant}/{branch.name}")
     return deleted
+
+
+def _reap_checkpoints(client: StrataClient, tenant: str, now_us: int) -> None:
+    """Delete the tenant's checkpoints whose expiry has passed (gone already: fine)."""
+    for checkpoint in client.list_checkpoints(tenant):
+        if not checkpoint.expires_at_us or checkpoint.expires_at_us > now_us:
+            continue
+        try:
+            client.delete_checkpoint(tenant, checkpoint.name)
+        except ClientError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                log.warning("could not delete expired checkpoint %s of %s: %s",
+                            checkpoint.name, tenant, exc.message)
+            continue
+        log.info("deleted expired checkpoint %s of %s/%s", checkpoint.name, tenant,
+                 checkpoint.branch)
 
 
 def _reapable(tenant: str, branch: pb.BranchInfo, now_us: int) -> bool:

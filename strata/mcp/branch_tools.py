@@ -1,7 +1,7 @@
 """The tools on branches and their history: list, show, create (TTL required, N forks),
-delete, checkpoints, restore and reset, each a thin use of the CLI's client session and
-local orchestration (``strata.local.computes``: a restored branch's compute is paused
-around it, a deleted one's removed)."""
+leased forks and their renewal, delete, checkpoints, restore, reset and undo, each a thin
+use of the CLI's client session and local orchestration (``strata.local.computes``: a
+restored branch's compute is paused around it, a deleted one's removed)."""
 
 # No ``from __future__ import annotations``: the SDK reads each tool's JSON schema from
 # its annotations.
@@ -18,19 +18,19 @@ from strata.cli.render import branch_dict, checkpoint_dict
 from strata.cli.session import Session
 from strata.cli.units import parse_time_us
 from strata.local import computes
+from strata.local.forks import MAX_COUNT, create_forks, fork_names, renew
+from strata.local.undo import undo as undo_branch
 from strata.mcp import guard
 from strata.mcp.caller import Caller
 from strata.mcp.calls import Calls
 from strata.mcp.params import ADDS, DESTROYS, READS, Branch, PreserveAs
-
-MAX_COUNT = 50  # forks one create_branch call makes
 
 
 def _summary(info: pb.BranchInfo) -> dict[str, Any]:
     """What a listing shows of a branch."""
     full = branch_dict(info)
     return {key: full[key] for key in ("name", "parent", "protected", "expires_at",
-                                       "created_at", "logical_size", "children")}
+                                       "lease_s", "created_at", "logical_size", "children")}
 
 
 def register(server: MCPServer, calls: Calls) -> None:
@@ -72,26 +72,66 @@ def register(server: MCPServer, calls: Calls) -> None:
             ttl_s = parse_duration_s(ttl)
             if ttl_s <= 0:
                 raise ValueError("ttl must be positive, e.g. 2h")
-            names = [name] if count is None else [f"{name}-{i}" for i in range(1, count + 1)]
-            made: list[pb.BranchInfo] = []
             with session.client() as client:
                 quota = _max_ttl_s(client, session.tenant)
                 capped = bool(quota) and ttl_s > quota
                 ttl_used = quota if capped else ttl_s
                 at = HistoryPoint(checkpoint=at_checkpoint) if at_checkpoint else NEWEST
-                try:
-                    for each in names:
-                        made.append(client.create_branch(session.tenant, each, parent=parent,
-                                                         at=at, ttl_s=ttl_used))
-                except BaseException:
-                    for info in made:  # all or none: a half-made batch is not left behind
-                        client.delete_branch(session.tenant, info.name)
-                    raise
+                made = create_forks(client, session.tenant, fork_names(name, count),
+                                    parent=parent, at=at, ttl_s=ttl_used)
             return {"branches": [_summary(b) for b in made], "ttl_s": ttl_used,
                     "ttl_capped_by_quota": capped}
         return calls.run(ctx, "create_branch", name,
                          {"ttl": ttl, "parent": parent, "count": count,
                           "at_checkpoint": at_checkpoint}, action)
+
+    @server.tool(annotations=ADDS)
+    def create_leased_forks(
+            ctx: Context, name: Branch,
+            lease: Annotated[str, Field(description=(
+                "e.g. 10m: each fork is deleted this long after its last renew_leases "
+                "call, so the forks of an agent that stopped go by themselves."))],
+            count: Annotated[int, Field(
+                description=f"Forks to make, named NAME-1 .. NAME-N (at most {MAX_COUNT}).",
+                ge=1, le=MAX_COUNT)] = 1,
+            parent: Annotated[str, Field(description="Branch to fork.")] = "main"
+    ) -> dict[str, Any]:
+        """Fork a branch N times with a lease: the forks live while renew_leases is called."""
+        def action(session: Session, caller: Caller) -> dict[str, Any]:
+            lease_s = parse_duration_s(lease)
+            if lease_s <= 0:
+                raise ValueError("lease must be positive, e.g. 10m")
+            with session.client() as client:
+                made = create_forks(client, session.tenant, fork_names(name, count),
+                                    parent=parent, lease_s=lease_s)
+            return {"branches": [_summary(b) for b in made], "lease_s": lease_s}
+        return calls.run(ctx, "create_leased_forks", name,
+                         {"lease": lease, "count": count, "parent": parent}, action)
+
+    @server.tool(annotations=ADDS)
+    def renew_leases(ctx: Context, names: Annotated[list[str], Field(
+            description="Leased branches, or the NAME their forks were made under.",
+            min_length=1, max_length=MAX_COUNT)]) -> dict[str, Any]:
+        """Renew leased forks: each expires a lease from now again."""
+        def action(session: Session, caller: Caller) -> dict[str, Any]:
+            with session.client() as client:
+                renewed = renew(client, session.tenant, names)
+            return {"branches": [_summary(b) for b in renewed]}
+        return calls.run(ctx, "renew_leases", ",".join(names), {}, action)
+
+    @server.tool(annotations=DESTROYS)
+    def undo(ctx: Context, branch: Branch) -> dict[str, Any]:
+        """Undo a branch's last DROP/TRUNCATE/DELETE or UPDATE without WHERE: back to the
+        automatic checkpoint taken before it, in place."""
+        def action(session: Session, caller: Caller) -> dict[str, Any]:
+            with session.client() as client:
+                guard.check_change(caller, client.get_branch(session.tenant, branch), "undo")
+                done = undo_branch(session.home, client, session.address(), session.tenant,
+                                   branch)
+            return {"branch": branch, "undid": done.checkpoint.statement,
+                    "checkpoint": checkpoint_dict(done.checkpoint),
+                    "compute_restarted": done.compute_restarted}
+        return calls.run(ctx, "undo", branch, {}, action)
 
     @server.tool(annotations=DESTROYS)
     def delete_branch(ctx: Context, name: Branch) -> dict[str, Any]:

@@ -20,10 +20,12 @@ def build(calls: Calls) -> MCPServer:
         "strata", log_level="WARNING", instructions=(
             "Strata branches PostgreSQL databases in milliseconds. Work on a fork: "
             "create_branch (with a TTL) from main, run_sql on it (write=true for "
-            "migrations), checkpoint before risky steps, restore_branch to undo, "
-            "delete_branch when done. Protected branches such as main are read-only "
-            "here. connect_at reads a branch as it was at a past time; branch_changes "
-            "and data_diff say what a fork changed."))
+            "migrations), checkpoint before risky steps, restore_branch to go back; "
+            "undo puts a branch back to before its last DROP, TRUNCATE, or DELETE/UPDATE "
+            "without WHERE. create_leased_forks makes forks that live while you call "
+            "renew_leases. delete_branch when done. Protected branches such as main are "
+            "read-only here. connect_at reads a branch as it was at a past time; "
+            "branch_changes and data_diff say what a fork changed."))
     branch_tools.register(server, calls)
     database_tools.register(server, calls)
     history_tools.register(server, calls)

@@ -19,6 +19,12 @@ returned. The asyncio task that started the session awaits its end, so the proxy
 per-branch bookkeeping stays in the event loop; cancelling that task ends the session.
 Backpressure is the kernel's: a pump blocked in ``send`` reads nothing more.
 
+A session with undo (``strata.proxy.undo``) relays client to server with ``_pump.watch``
+instead: the same C loop, following the frontend messages' framing and running a lexer
+pre-filter (``strata/proxy/_suspect.c``) over each Query and Parse message, and over
+the Binds of prepared statements found destructive; only a message it flags comes up
+to Python (``watch``), before it is sent on.
+
 Limits: a session costs its two descriptors, two threads (their stacks are reserved, not
 used) and two 256 KiB buffers; thousands fit, and a compute's own ``max_connections``
 (100) bounds one branch first. TLS sessions cannot leave asyncio (``strata.proxy.tls``).
@@ -35,9 +41,15 @@ import threading
 from collections.abc import Callable
 
 from strata.proxy._pump import pump
+from strata.proxy._pump import watch as watch_pump
 
 BUFFER_BYTES = 256 * 1024  # what one read of TLS sessions asks asyncio for
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+# Gets each message the pump held (a Query or Parse the pre-filter flagged, a Bind of a
+# watched prepared statement) before it goes on, and whether it is whole (False: over
+# 16 MiB, only its start is given); returns the prepared statements whose Binds to hold
+# from now on, as b"\0name\0name\0" (b"": none).
+Watch = Callable[[bytes, bool], bytes]
 log = logging.getLogger("strata.proxy")
 
 
@@ -62,7 +74,8 @@ async def detach(reader: asyncio.StreamReader,
     return sock, early
 
 
-async def relay_streams(client: Streams, server: Streams, name: str = "relay") -> None:
+async def relay_streams(client: Streams, server: Streams, name: str = "relay",
+                        watch: Watch | None = None) -> None:
     """``detach`` both connections from asyncio, then ``relay`` between them."""
     client_socket, to_server = await detach(*client)
     try:
@@ -71,15 +84,15 @@ async def relay_streams(client: Streams, server: Streams, name: str = "relay") -
         client_socket.close()
         raise
     await relay(client_socket, server_socket, to_server=to_server, to_client=to_client,
-                name=name)
-
-
+                name=name, watch=watch)
 
 
 async def relay(client: socket.socket, server: socket.socket, *, to_server: bytes = b"",
-                to_client: bytes = b"", name: str = "relay") -> None:
+                to_client: bytes = b"", name: str = "relay", watch: Watch | None = None) -> None:
     """Move bytes between ``client`` and ``server`` until the session ends, then close
-    both; ``to_server`` and ``to_client`` go first. Cancelling aborts the session."""
+    both; ``to_server`` and ``to_client`` go first. Cancelling aborts the session. With
+    ``watch``, what the client sends is PostgreSQL frontend messages, from a message's
+    start: ``watch`` sees the flagged ones before the server does."""
     loop = asyncio.get_running_loop()
     ended = loop.create_future()
 
@@ -87,7 +100,7 @@ async def relay(client: socket.socket, server: socket.socket, *, to_server: byte
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
             loop.call_soon_threadsafe(_resolve, ended)
 
-    session = _Session(name, client, server, notify)
+    session = _Session(name, client, server, notify, watch)
     session.start(to_server, to_client)
     try:
         await ended
@@ -106,8 +119,9 @@ class _Session:
     (down); the sockets are closed by whichever thread returns last."""
 
     def __init__(self, name: str, client: socket.socket, server: socket.socket,
-                 notify: Callable[[], None]) -> None:
+                 notify: Callable[[], None], watch: Watch | None = None) -> None:
         self.name = name
+        self._watch = watch
         self.client = client
         self.server = server
         self._notify = notify
@@ -122,7 +136,8 @@ class _Session:
             sock.setblocking(True)
         with contextlib.suppress(OSError):  # a unix socket has no Nagle to turn off
             self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        up = threading.Thread(target=self._run, args=(self._up, to_server),
+        up = threading.Thread(target=self._run, args=(
+            self._up if self._watch is None else self._up_watched, to_server),
                               name=f"{self.name} up", daemon=True)
         down = threading.Thread(target=self._run, args=(self._down, to_client),
                                 name=f"{self.name} down", daemon=True)
@@ -145,6 +160,22 @@ class _Session:
         """The client's bytes to the server; its EOF becomes the server's half-close."""
         self.server.sendall(first)
         pump(self.client.fileno(), self.server.fileno())
+        self.server.shutdown(socket.SHUT_WR)
+
+    def _up_watched(self, first: bytes) -> None:
+        """``_up``, with each message the pre-filter flags shown to the watch first."""
+        assert self._watch is not None
+        pending, skip, names = first, 0, b""
+        while True:
+            held, pending, skip = watch_pump(self.client.fileno(), self.server.fileno(),
+                                             pending, skip, names)
+            if held is None:
+                break
+            try:
+                names = self._watch(held, skip == 0)
+            except Exception:  # a bug in the watch costs an undo, never the session
+                log.exception("%s: the watch failed; the statement goes on", self.name)
+            self.server.sendall(held)
         self.server.shutdown(socket.SHUT_WR)
 
     def _down(self, first: bytes) -> None:

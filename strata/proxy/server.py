@@ -20,9 +20,15 @@ It learns each session's cancel key on the way, so a CancelRequest reaches the r
 compute. Errors (unknown branch, a failed start, the tenant's compute quota) come back as
 a PostgreSQL ErrorResponse, never as a dropped socket.
 
+Before a statement that destroys data (DROP, TRUNCATE, ALTER ... DROP, DELETE or UPDATE
+without WHERE) the relay holds it while ``strata.proxy.undo`` fixes an automatic
+checkpoint, which ``strata undo`` restores (plain-text owner and role sessions; not TLS
+sessions, nor read-only ones, which destroy nothing).
+
 ``strata up`` starts it (as root, since it starts computes). A branch's own suspend
 timeout (``branch create/set --suspend-timeout``) overrides the proxy's. It also deletes
-branches whose TTL has passed (``strata.local.reaper``).
+branches whose TTL or lease has passed, and expired automatic checkpoints
+(``strata.local.reaper``).
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ from strata.proxy.startup import (
     protocol_options,
     route_of,
 )
+from strata.proxy.undo import DEFAULT_RETENTION_S, Undo
 from strata.proxy.wake import Computes
 
 log = logging.getLogger("strata.proxy")
@@ -106,9 +113,10 @@ class Proxy:
     """The listening side: one task per client connection."""
 
     def __init__(self, computes_: Computes, home: Home, security: Security | None = None,
-                 connects: ConnectLog | None = None) -> None:
+                 connects: ConnectLog | None = None, undo: Undo | None = None) -> None:
         self.computes = computes_
         self._home = home
+        self._undo = undo
         self._connects = connects
         self.security = security or Security()
         self.gate = Gate(self.security.caps)
@@ -338,7 +346,9 @@ class Proxy:
             if secure:
                 await tls.relay(client, upstream.streams)
             else:
-                await relay_streams(client, upstream.streams, name=name)
+                watch = None if self._undo is None or route.read_only else \
+                    self._undo.watch(route.tenant, route.branch)
+                await relay_streams(client, upstream.streams, name=name, watch=watch)
         finally:
             if cancel_key is not None:
                 self._cancel_sockets.pop(cancel_key, None)
@@ -381,11 +391,13 @@ async def _refuse(writer: asyncio.StreamWriter, sqlstate: str, message: str) -> 
 async def serve(host: str, port: int, home: Home, computes_: Computes,
                 ready: Callable[[int], None],
                 stop: asyncio.Event, reap: Callable[[], object] | None = None,
-                reap_period_s: float = 5.0, security: Security | None = None) -> None:
+                reap_period_s: float = 5.0, security: Security | None = None,
+                undo: Undo | None = None) -> None:
     """Accept clients until ``stop``; suspend idle computes every second or so and, with
-    ``reap``, delete expired branches every ``reap_period_s``."""
+    ``reap``, delete expired branches and checkpoints every ``reap_period_s``; with
+    ``undo``, take automatic checkpoints before destructive statements."""
     connects = ConnectLog(home)
-    proxy = Proxy(computes_, home, security, connects)
+    proxy = Proxy(computes_, home, security, connects, undo)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -404,7 +416,8 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
                 computes_.changed.set()  # idle times and suspensions, at least every period
                 if reap is not None and time.monotonic() - last_reap >= reap_period_s:
                     last_reap = time.monotonic()
-                    await _housekeeping("reaping expired branches", asyncio.to_thread(reap))
+                    await _housekeeping("reaping expired branches and checkpoints",
+                                        asyncio.to_thread(reap))
     finally:
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -457,6 +470,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="time without clients before a compute is stopped (90, 30s, 5m)")
     parser.add_argument("--ready-file", type=Path,
                         help="gets {pid, listen} as JSON once listening; removed on exit")
+    parser.add_argument("--undo-retention", type=parse_duration, default=DEFAULT_RETENTION_S,
+                        help="how long automatic checkpoints before destructive statements "
+                             "are kept (default 24h; 0: take none)")
     parser.add_argument("--tls-cert", type=Path, help="certificate (chain) for TLS clients")
     parser.add_argument("--tls-key", type=Path, help="its private key")
     parser.add_argument("--require-tls", action=argparse.BooleanOptionalAction,
@@ -499,12 +515,15 @@ def main(argv: list[str] | None = None) -> None:
             body = {"pid": os.getpid(), "listen": f"{host}:{bound}"}
             write_durably(args.ready_file, json.dumps(body).encode())
 
+    undo = Undo(client, int(args.undo_retention)) if args.undo_retention > 0 else None
     try:
         asyncio.run(serve(host, int(port), home, Computes(home, client, address,
                                                     args.suspend_timeout), ready,
                           asyncio.Event(), partial(reap_expired, home, client),
-                          security=security))
+                          security=security, undo=undo))
     finally:
+        if undo is not None:
+            undo.close()
         client.close()
         if args.ready_file is not None:
             args.ready_file.unlink(missing_ok=True)

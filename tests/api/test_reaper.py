@@ -1,5 +1,6 @@
 """The TTL reaper against a real page server: a branch is deleted only if it is still
-expired when the reaper holds its lock, whatever the (possibly old) listing said."""
+expired when the reaper holds its lock, whatever the (possibly old) listing said; expired
+(automatic) checkpoints go too; a lease is an expiry that renewals move."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
-from common.client import LIST_PAGE_SIZE, StrataClient
+from common.client import LIST_PAGE_SIZE, ClientError, StrataClient
 from proto import strata_pb2 as pb
 from strata.local.home import Home
 from strata.local.reaper import reap_expired
@@ -89,3 +91,36 @@ def test_a_branch_forked_after_the_listing_is_kept(live: Live, client: StrataCli
     assert _reap(live, tmp_path,
                  lambda: client.create_branch("acme", "child", parent="tmp")) == []
     assert list(client.get_branch("acme", "tmp").children) == ["child"]
+
+
+def test_expired_checkpoints_are_reaped_and_the_others_kept(live: Live, client: StrataClient,
+                                                            tmp_path: Path) -> None:
+    client.create_checkpoint("acme", "main", "auto-x-drop-table", statement="DROP TABLE t",
+                             ttl_s=1)
+    client.create_checkpoint("acme", "main", "auto-y-truncate", statement="TRUNCATE t",
+                             ttl_s=3600)
+    client.create_checkpoint("acme", "main", "mine")
+    _reap(live, tmp_path, lambda: None)
+    assert sorted(c.name for c in client.list_checkpoints("acme")) == ["auto-y-truncate",
+                                                                       "mine"]
+    kept = {c.name: c for c in client.list_checkpoints("acme")}
+    assert kept["auto-y-truncate"].statement == "TRUNCATE t"
+    assert kept["mine"].expires_at_us == 0 and not kept["mine"].statement
+
+
+def test_a_lease_moves_its_expiry_on_renewal_and_a_ttl_replaces_it(
+        client: StrataClient) -> None:
+    leased = client.create_branch("acme", "leased", lease_s=600)
+    assert leased.lease_s == 600
+    assert abs(leased.expires_at_us - (time.time_ns() // 1000 + 600_000_000)) < 5_000_000
+    time.sleep(0.05)
+    renewed = client.update_branch("acme", "leased", renew_lease=True)
+    assert renewed.lease_s == 600 and renewed.expires_at_us > leased.expires_at_us
+    plain = client.update_branch("acme", "leased", ttl_s=60)
+    assert plain.lease_s == 0
+    with pytest.raises(ClientError) as refused:
+        client.update_branch("acme", "leased", renew_lease=True)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(ClientError) as both:
+        client.create_branch("acme", "both", ttl_s=60, lease_s=60)
+    assert both.value.code == grpc.StatusCode.INVALID_ARGUMENT

@@ -418,3 +418,28 @@ def test_history_tools_read_the_past_and_say_what_a_fork_changed(agents: Agents)
     run(scenario)
     for name in (branch,):
         agents.cli.json("branch", "delete", name, "--tenant", TENANT, "--cascade", "--yes")
+
+
+def test_leased_forks_renewal_and_undo_through_mcp(agents: Agents) -> None:
+    """An agent makes leased forks, renews them by the name it made them under, drops a
+    table with run_sql and gets it back with undo; undo on a protected branch is refused."""
+    async def scenario() -> None:
+        async with agents.client("stdio") as client:
+            made = await call(client, "create_leased_forks", name="leased", lease="10m",
+                              count=2)
+            assert [(b["name"], b["lease_s"]) for b in made["branches"]] == [
+                ("leased-1", 600), ("leased-2", 600)]
+            renewed = await call(client, "renew_leases", names=["leased"])
+            assert [b["name"] for b in renewed["branches"]] == ["leased-1", "leased-2"]
+            await call(client, "run_sql", branch="leased-1", statement=MIGRATION, write=True)
+            await call(client, "run_sql", branch="leased-1", statement="DROP TABLE invoices",
+                       write=True)
+            with anyio.fail_after(60):
+                while not (await call(client, "list_checkpoints",
+                                      branch="leased-1"))["checkpoints"]:
+                    await anyio.sleep(0.2)
+            undone = await call(client, "undo", branch="leased-1")
+            assert undone["undid"] == "DROP TABLE invoices"
+            assert await count(client, "leased-1", "invoices") == 10
+            assert "protected" in await refused(client, "undo", branch="prod")
+    run(scenario)

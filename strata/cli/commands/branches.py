@@ -1,5 +1,6 @@
-"""``strata branch``: create (at an LSN, WAL position, time or checkpoint), list, show,
-delete and draw the lineage of branches.
+"""``strata branch``: create (at an LSN, WAL position, time or checkpoint; N forks at
+once; with a TTL or a lease), renew leases, list, show, delete and draw the lineage of
+branches.
 
 Subcommands that touch this machine's computes or the proxy import those modules
 themselves: agents run ``strata branch list`` in loops, which needs neither.
@@ -31,6 +32,7 @@ from strata.cli.render import (
     branch_row,
     emit_json,
     emit_text,
+    lease_text,
     lineage,
     print_fields,
     print_lineage,
@@ -38,6 +40,8 @@ from strata.cli.render import (
 )
 from strata.cli.session import Session, api_command
 from strata.cli.units import human_size, local_time
+from strata.local.forks import MAX_COUNT, create_forks, fork_names
+from strata.local.forks import renew as renew_leases
 
 HISTORY_HELP = ("How far back its history stays readable (branch, restore, time travel), "
                 "e.g. 30m or 7d [default: the tenant's; forks at most the page server's fork "
@@ -63,33 +67,69 @@ def branch() -> None:
 @click.option("--at-time", type=TIMESTAMP, help=TIME_HELP)
 @click.option("--at-checkpoint", metavar="NAME", help="A checkpoint's LSN (and timeline).")
 @click.option("--ttl", type=DURATION, help="Delete the branch after this long, e.g. 2h.")
+@click.option("--lease", type=DURATION,
+              help="Delete it this long after its last renewal (strata branch renew), "
+                   "e.g. 10m: forks of an agent that died go by themselves.")
+@click.option("--count", type=click.IntRange(1, MAX_COUNT),
+              help=f"Make N forks NAME-1 ... NAME-N at once (at most {MAX_COUNT}), all or "
+                   "none.")
 @click.option("--suspend-timeout", type=DURATION,
               help="Stop its compute after this long without clients [default: the proxy's].")
 @click.option("--protected", is_flag=True, help="Never expires; delete needs --force.")
 @click.option("--history", type=HISTORY, help=HISTORY_HELP)
+@click.option("--no-undo", is_flag=True,
+              help="The proxy takes no automatic checkpoints before its destructive "
+                   "statements (strata undo).")
 @api_command
 def create(session: Session, name: str, parent: str, at_lsn: int | None,
            at_wal_lsn: int | None, at_time: int | None, at_checkpoint: str | None,
-           ttl: str | None, suspend_timeout: str | None, protected: bool,
-           history: int | None) -> None:
-    """Create branch NAME.
+           ttl: str | None, lease: str | None, count: int | None,
+           suspend_timeout: str | None, protected: bool, history: int | None,
+           no_undo: bool) -> None:
+    """Create branch NAME, or with --count N forks NAME-1 ... NAME-N.
 
     It forks --parent at one of the --at-* points, by default at the parent's newest LSN.
     """
     at = _history_point(HistoryPoint(at_lsn, at_wal_lsn, at_time, at_checkpoint),
                        "--at-lsn, --at-wal-lsn, --at-time and --at-checkpoint", required=False)
+    if ttl and lease:
+        raise CliError("give --ttl or --lease, not both", ExitCode.USAGE)
     with session.client() as client:
-        info = client.create_branch(
-            session.tenant, name, parent=parent, at=at,
+        made = create_forks(
+            client, session.tenant, fork_names(name, count), parent=parent, at=at,
             ttl_s=parse_duration_s(ttl) if ttl else 0,
+            lease_s=parse_duration_s(lease) if lease else 0,
             suspend_timeout_s=parse_duration_s(suspend_timeout) if suspend_timeout else 0,
-            protected=protected, history_s=history or 0)
+            protected=protected, history_s=history or 0, undo_off=no_undo)
     if session.json:
-        emit_json(branch_dict(info))
+        emit_json(branch_dict(made[0]) if count is None else
+                  {"branches": [branch_dict(info) for info in made]})
         return
-    emit_text(f"created branch {name!r} {_origin(info, at_checkpoint)} at LSN "
-              f"{info.branch_lsn}"
-              + (f"; expires {local_time(info.expires_at_us)}" if info.expires_at_us else ""))
+    for info in made:
+        expiry = ""
+        if info.expires_at_us:
+            expiry = (f"; lease {lease_text(info.lease_s)}, expires "
+                      if info.lease_s else "; expires ") + local_time(info.expires_at_us)
+        emit_text(f"created branch {info.name!r} {_origin(info, at_checkpoint)} at LSN "
+                  f"{info.branch_lsn}{expiry}")
+
+
+@branch.command("renew")
+@click.argument("names", nargs=-1, required=True)
+@api_command
+def renew(session: Session, names: tuple[str, ...]) -> None:
+    """Renew the lease of branches NAMES: each expires a lease from now again.
+
+    A NAME no branch has renews the leased forks made under it (NAME-1 ... NAME-N).
+    """
+    with session.client() as client:
+        renewed = renew_leases(client, session.tenant, list(names))
+    if session.json:
+        emit_json({"branches": [branch_dict(info) for info in renewed]})
+        return
+    for info in renewed:
+        emit_text(f"renewed {info.name!r}: lease {lease_text(info.lease_s)}, expires "
+                  f"{local_time(info.expires_at_us)}")
 
 
 def _origin(info: pb.BranchInfo, checkpoint: str | None) -> str:
@@ -109,29 +149,36 @@ def _origin(info: pb.BranchInfo, checkpoint: str | None) -> str:
               help="Protected branches never expire and delete needs --force.")
 @click.option("--history", type=HISTORY,
               help="Its history window, e.g. 30m or 7d; 'default': back to the default.")
+@click.option("--undo/--no-undo", default=None,
+              help="Whether the proxy takes automatic checkpoints before destructive "
+                   "statements (strata undo).")
 @api_command
 def set_(session: Session, name: str, ttl: str | None, no_ttl: bool,
-        suspend_timeout: str | None, protected: bool | None, history: int | None) -> None:
-    """Change the TTL, suspend timeout, protection or history window of branch NAME."""
+        suspend_timeout: str | None, protected: bool | None, history: int | None,
+        undo: bool | None) -> None:
+    """Change the TTL, suspend timeout, protection, history window or undo of branch NAME
+    (a TTL replaces a lease)."""
     if ttl and no_ttl:
         raise CliError("give --ttl or --no-ttl, not both", ExitCode.USAGE)
     if not (ttl or no_ttl or suspend_timeout or protected is not None
-            or history is not None):
+            or history is not None or undo is not None):
         raise CliError("nothing to set: give --ttl, --no-ttl, --suspend-timeout, "
-                       "--protected/--unprotected or --history", ExitCode.USAGE)
+                       "--protected/--unprotected, --history or --undo/--no-undo",
+                       ExitCode.USAGE)
     with session.client() as client:
         info = update_locked(
             session, client, name,
             ttl_s=0 if no_ttl else (parse_duration_s(ttl) if ttl else None),
             suspend_timeout_s=parse_duration_s(suspend_timeout) if suspend_timeout else None,
-            protected=protected, history_s=history)
+            protected=protected, history_s=history, undo_off=None if undo is None else not undo)
     _print_branch(session, info)
 
 
 def update_locked(session: Session, client: StrataClient, name: str, *, ttl_s: int | None,
                   suspend_timeout_s: int | None = None,
                   protected: bool | None = None,
-                  history_s: int | None = None) -> pb.BranchInfo:
+                  history_s: int | None = None,
+                  undo_off: bool | None = None) -> pb.BranchInfo:
     """Change what is given of branch ``name`` under its compute's lock, so the TTL
     reaper, which reads the branch again under that lock, sees a TTL extended now."""
     from strata.local import computes
@@ -139,7 +186,7 @@ def update_locked(session: Session, client: StrataClient, name: str, *, ttl_s: i
     with computes.branch_lock(computes.workdir(session.home, session.tenant, name)):
         return client.update_branch(session.tenant, name, ttl_s=ttl_s,
                                     suspend_timeout_s=suspend_timeout_s, protected=protected,
-                                    history_s=history_s)
+                                    history_s=history_s, undo_off=undo_off)
 
 
 @branch.command("restore")

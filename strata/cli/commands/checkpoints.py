@@ -1,13 +1,16 @@
-"""``strata checkpoint``: named, pinned points in a branch's history."""
+"""``strata checkpoint``: named, pinned points in a branch's history; ``strata undo``: back
+to the automatic one the proxy took before a branch's last destructive statement."""
 
 from __future__ import annotations
 
 import click
 
 from strata.cli.params import LSN
-from strata.cli.render import checkpoint_dict, emit_json, emit_text, print_table
+from strata.cli.render import branch_dict, checkpoint_dict, emit_json, emit_text, print_table
 from strata.cli.session import Session, api_command
 from strata.cli.units import local_time
+
+STATEMENT_COLUMN_CHARS = 60  # of an automatic checkpoint's statement, in the table
 
 
 @click.group()
@@ -39,15 +42,26 @@ def create(session: Session, branch: str, name: str, lsn: int | None) -> None:
 @checkpoint.command("list")
 @api_command
 def list_(session: Session) -> None:
-    """List the tenant's checkpoints."""
+    """List the tenant's checkpoints.
+
+    Automatic ones (auto-TIME-KIND) were taken by the proxy before a destructive
+    statement, which they show; they expire (24 h by default) and `strata undo` uses them.
+    """
     with session.client() as client:
         checkpoints = client.list_checkpoints(session.tenant)
     if session.json:
         emit_json({"checkpoints": [checkpoint_dict(c) for c in checkpoints]})
         return
-    print_table(("name", "branch", "LSN", "created"),
-                [(c.name, c.branch or "-", str(c.lsn), local_time(c.created_at_us))
+    print_table(("name", "branch", "LSN", "created", "expires", "before statement"),
+                [(c.name, c.branch or "-", str(c.lsn), local_time(c.created_at_us),
+                  local_time(c.expires_at_us, "never"), _cut(c.statement) or "-")
                  for c in checkpoints], right=("LSN",))
+
+
+def _cut(statement: str) -> str:
+    if len(statement) <= STATEMENT_COLUMN_CHARS:
+        return statement
+    return statement[:STATEMENT_COLUMN_CHARS - 3] + "..."
 
 
 @checkpoint.command("delete")
@@ -64,3 +78,32 @@ def delete(session: Session, name: str) -> None:
         emit_json({"deleted": name})
     else:
         emit_text(f"deleted checkpoint {name!r}")
+
+
+@click.command()
+@click.argument("branch")
+@api_command
+def undo(session: Session, branch: str) -> None:
+    """Undo BRANCH's last destructive statement: restore it in place (same URI) to the
+    automatic checkpoint the proxy took before it.
+
+    The proxy takes one before DROP, TRUNCATE, ALTER ... DROP, and DELETE or UPDATE
+    without WHERE, and keeps it 24 h. Everything written after that checkpoint goes, also
+    by other sessions. Its compute, if running here, is stopped first and started again
+    after. Run it again to go one destructive statement further back.
+    """
+    from strata.local.undo import undo as undo_branch
+
+    with session.client() as client:
+        done = undo_branch(session.home, client, session.address(), session.tenant, branch)
+    taken = done.checkpoint
+    if session.json:
+        emit_json({"branch": branch, "undid": taken.statement,
+                   "checkpoint": checkpoint_dict(taken), "branch_lsn": done.branch.branch_lsn,
+                   "compute_restarted": done.compute_restarted,
+                   "state": branch_dict(done.branch)})
+        return
+    again = "; compute restarted" if done.compute_restarted else ""
+    emit_text(f"undid on {branch!r}: {taken.statement}\n"
+              f"(run at {local_time(taken.created_at_us)}; back to checkpoint {taken.name!r}, "
+              f"LSN {taken.lsn}{again})")
