@@ -176,6 +176,7 @@ def select_only(strata: Strata, settings: Settings, root: Path) -> JSON:
     ceiling is measured under the same load as the ratio it bounds."""
     strata("branch", "create", "reader")
     uri = strata("connect", "reader")["uri"]
+    on_socket = strata("connect", "reader", "--socket")["uri"]
     first_row(uri)
     node = ComputeNode.load(strata.home / "computes" / TENANT / "reader")
     if node is None:
@@ -192,6 +193,7 @@ def select_only(strata: Strata, settings: Settings, root: Path) -> JSON:
         for target in (direct, uri, unix):  # warm-up: caches fill, not measured
             select_tps(settings, target, 2)
         figures = select_runs(strata, settings, {"proxy_tps": uri, "direct_tps": direct,
+                                                 "proxy_socket_tps": on_socket,
                                                  "tcp_tps": tcp, "unix_tps": unix})
         local.stop()
     finally:
@@ -202,7 +204,8 @@ def select_only(strata: Strata, settings: Settings, root: Path) -> JSON:
 
 def select_runs(strata: Strata, settings: Settings, targets: dict[str, str]) -> JSON:
     """The interleaved runs of ``select_only``: per target the TPS samples, and the
-    median ratios of proxy/direct and TCP/unix pairs taken in the same round."""
+    median ratios of proxy/direct (over TCP and over the proxy's unix socket) and TCP/unix
+    pairs taken in the same round."""
     uri = targets["proxy_tps"]
     proxy_cpu = [0.0, 0.0]  # CPU seconds of the proxy, transactions it relayed
 
@@ -222,10 +225,14 @@ def select_runs(strata: Strata, settings: Settings, targets: dict[str, str]) -> 
 
     proxy_pairs, ceiling_pairs = (pair_ratios("proxy_tps", "direct_tps"),
                                   pair_ratios("tcp_tps", "unix_tps"))
+    socket_pairs = pair_ratios("proxy_socket_tps", "direct_tps")
     ratio, ceiling = statistics.median(proxy_pairs), statistics.median(ceiling_pairs)
     return {
-        "select_only": {**{key: figures[key] for key in ("proxy_tps", "direct_tps")},
+        "select_only": {**{key: figures[key]
+                           for key in ("proxy_tps", "direct_tps", "proxy_socket_tps")},
                         "ratio": ratio, "pair_ratios": proxy_pairs,
+                        "socket_ratio": statistics.median(socket_pairs),
+                        "socket_pair_ratios": socket_pairs,
                         "proxy_cpu_us_per_transaction": proxy_cpu[0] / proxy_cpu[1] * 1e6},
         "transport_ceiling": {**{key: figures[key] for key in ("tcp_tps", "unix_tps")},
                               "ratio": ceiling, "pair_ratios": ceiling_pairs},
@@ -358,7 +365,7 @@ def render_markdown(report: JSON) -> str:
         "(TCP, the compute checking the proxy's SCRAM login, waits).",
         "",
         f"pgbench `-S` ({settings['select_clients']} clients, {settings['select_runs']} rounds "
-        f"of 4 runs of {settings['select_seconds']} s each, interleaved): through the proxy "
+        f"of 5 runs of {settings['select_seconds']} s each, interleaved): through the proxy "
         f"{reads['proxy_tps']['median']:.0f} TPS, directly on the socket "
         f"{reads['direct_tps']['median']:.0f} TPS: ratio {reads['ratio']:.2f} (median of "
         f"the pairs {', '.join(f'{r:.2f}' for r in reads['pair_ratios'])}); the proxy used "
@@ -367,7 +374,10 @@ def render_markdown(report: JSON) -> str:
         f"against {ceiling['unix_tps']['median']:.0f} TPS on its socket: ratio "
         f"{ceiling['ratio']:.2f} (pairs {', '.join(f'{r:.2f}' for r in ceiling['pair_ratios'])}"
         "), the ceiling of any proxy whose clients come over TCP; the relay itself keeps "
-        f"{reads['ratio'] / ceiling['ratio']:.2f} of it.",
+        f"{reads['ratio'] / ceiling['ratio']:.2f} of it. Through the proxy's unix socket "
+        f"(`strata connect --socket`, local clients) {reads['proxy_socket_tps']['median']:.0f}"
+        f" TPS: ratio {reads['socket_ratio']:.2f} of the compute's socket (pairs "
+        f"{', '.join(f'{r:.2f}' for r in reads['socket_pair_ratios'])}).",
         "",
         f"Undo: `DROP TABLE` through the proxy ({settings['drops']} each, interleaved) "
         f"{undo['with_undo_s']['median'] * 1000:.2f} ms on a branch with undo, "

@@ -104,6 +104,12 @@ class Home:
         return Path("/var/tmp") / f"strata-computes-{digest}"
 
     @property
+    def proxy_socket_dir(self) -> Path:
+        """Where the proxy's unix socket for local clients lives: beside the computes,
+        so every local user can reach it (`.proxy` is no tenant's name)."""
+        return self.computes_dir / ".proxy"
+
+    @property
     def pid_file(self) -> Path:
         return self.root / "run" / "pageserver.pid"
 

@@ -31,11 +31,22 @@ def _child(home: Home, pid: int) -> supervisor.Child:
 
 def address(home: Home) -> str | None:
     """Where the running proxy listens, or None."""
+    info = _ready_info(home)
+    return None if info is None else str(info["listen"])
+
+
+def socket_dir(home: Home) -> str | None:
+    """The directory of the running proxy's unix socket for local clients, or None."""
+    info = _ready_info(home)
+    return str(info.get("socket_dir") or "") or None if info is not None else None
+
+
+def _ready_info(home: Home) -> dict[str, object] | None:
     info = supervisor.ready_info(home.proxy_ready_file)
     pid = _pid(home)
     if info is None or pid is None or info.get("pid") != pid:
         return None
-    return str(info["listen"])
+    return info
 
 
 def tls_files(home: Home, options: UpOptions) -> certs.CertFiles:
@@ -86,6 +97,7 @@ def up(home: Home, options: UpOptions, timeout_s: float) -> tuple[ComponentState
                "--listen", f"{LISTEN_HOST}:{options.proxy_port}",
                "--suspend-timeout", options.suspend_timeout,
                "--ready-file", str(home.proxy_ready_file),
+               "--unix-socket-dir", str(home.proxy_socket_dir),
                "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
                "--require-tls" if options.require_tls else "--no-require-tls"]
     child = supervisor.spawn(command, marker=_MARKER, log_file=home.proxy_log_file,

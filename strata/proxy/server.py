@@ -25,6 +25,10 @@ without WHERE) the relay holds it while ``strata.proxy.undo`` fixes an automatic
 checkpoint, which ``strata undo`` restores (plain-text owner and role sessions; not TLS
 sessions, nor read-only ones, which destroy nothing).
 
+With ``--unix-socket-dir DIR`` it also listens on ``DIR/.s.PGSQL.PORT`` (libpq's name for
+``host=DIR port=PORT``), for clients on this machine: the same startup and authentication,
+no TCP on the client's leg (``strata connect --socket``), and no TLS needed there.
+
 ``strata up`` starts it (as root, since it starts computes). A branch's own suspend
 timeout (``branch create/set --suspend-timeout``) overrides the proxy's. It also deletes
 branches whose TTL or lease has passed, and expired automatic checkpoints
@@ -232,7 +236,7 @@ class Proxy:
             if code >> 16 != 3:
                 raise ProtocolError(f"unsupported protocol {code >> 16}.{code & 0xFFFF}")
             startup = parse_startup(body)
-            if self.security.require_tls and not secure:
+            if self.security.require_tls and not secure and not _on_unix_socket(writer):
                 await _refuse(writer, "28000", "this proxy accepts TLS connections only "
                                                "(sslmode=verify-full with its CA)")
                 return None
@@ -392,10 +396,11 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
                 ready: Callable[[int], None],
                 stop: asyncio.Event, reap: Callable[[], object] | None = None,
                 reap_period_s: float = 5.0, security: Security | None = None,
-                undo: Undo | None = None) -> None:
+                undo: Undo | None = None, unix_socket_dir: Path | None = None) -> None:
     """Accept clients until ``stop``; suspend idle computes every second or so and, with
     ``reap``, delete expired branches and checkpoints every ``reap_period_s``; with
-    ``undo``, take automatic checkpoints before destructive statements."""
+    ``undo``, take automatic checkpoints before destructive statements; with
+    ``unix_socket_dir``, accept local clients on a unix socket there too."""
     connects = ConnectLog(home)
     proxy = Proxy(computes_, home, security, connects, undo)
     loop = asyncio.get_running_loop()
@@ -403,7 +408,11 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
         loop.add_signal_handler(signum, stop.set)
     server = await asyncio.start_server(proxy.handle, host, port, limit=READ_LIMIT,
                                         backlog=ACCEPT_BACKLOG)
-    ready(server.sockets[0].getsockname()[1])
+    bound = server.sockets[0].getsockname()[1]
+    local: asyncio.Server | None = None
+    if unix_socket_dir is not None:
+        local = await _listen_locally(proxy, unix_socket_dir / f".s.PGSQL.{bound}")
+    ready(bound)
     period = min(1.0, max(computes_.suspend_timeout_s / 4, 0.1))  # per-branch ones: >= 1 s
     last_reap = 0.0
     publisher = asyncio.create_task(_publish_state(computes_, home))
@@ -419,10 +428,30 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
                     await _housekeeping("reaping expired branches and checkpoints",
                                         asyncio.to_thread(reap))
     finally:
+        if local is not None and unix_socket_dir is not None:
+            local.close()
+            await local.wait_closed()
+            (unix_socket_dir / f".s.PGSQL.{bound}").unlink(missing_ok=True)
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
         connects.close()
+
+
+async def _listen_locally(proxy: Proxy, path: Path) -> asyncio.Server:
+    """The unix-socket listener at ``path``, open to every local user (as PostgreSQL's
+    default ``unix_socket_permissions``): the password is the check, as over TCP."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # left by a proxy killed before it could remove it
+    server = await asyncio.start_unix_server(proxy.handle, path=str(path), limit=READ_LIMIT,
+                                             backlog=ACCEPT_BACKLOG)
+    path.chmod(0o777)
+    return server
+
+
+def _on_unix_socket(writer: asyncio.StreamWriter) -> bool:
+    """Whether the client came over the local unix socket (no network to protect)."""
+    return not isinstance(writer.get_extra_info("peername"), tuple)
 
 
 async def _publish_state(computes_: Computes, home: Home) -> None:
@@ -473,6 +502,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--undo-retention", type=parse_duration, default=DEFAULT_RETENTION_S,
                         help="how long automatic checkpoints before destructive statements "
                              "are kept (default 24h; 0: take none)")
+    parser.add_argument("--unix-socket-dir", type=Path,
+                        help="also listen for local clients on DIR/.s.PGSQL.PORT")
     parser.add_argument("--tls-cert", type=Path, help="certificate (chain) for TLS clients")
     parser.add_argument("--tls-key", type=Path, help="its private key")
     parser.add_argument("--require-tls", action=argparse.BooleanOptionalAction,
@@ -512,7 +543,8 @@ def main(argv: list[str] | None = None) -> None:
     def ready(bound: int) -> None:
         log.info("listening on %s:%d", host, bound)
         if args.ready_file is not None:
-            body = {"pid": os.getpid(), "listen": f"{host}:{bound}"}
+            body = {"pid": os.getpid(), "listen": f"{host}:{bound}",
+                    "socket_dir": str(args.unix_socket_dir or "")}
             write_durably(args.ready_file, json.dumps(body).encode())
 
     undo = Undo(client, int(args.undo_retention)) if args.undo_retention > 0 else None
@@ -520,7 +552,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(host, int(port), home, Computes(home, client, address,
                                                     args.suspend_timeout), ready,
                           asyncio.Event(), partial(reap_expired, home, client),
-                          security=security, undo=undo))
+                          security=security, undo=undo,
+                          unix_socket_dir=args.unix_socket_dir))
     finally:
         if undo is not None:
             undo.close()

@@ -213,6 +213,28 @@ def test_only_the_branchs_credential_opens_it(proxy: ProxyRun) -> None:
 
 
 
+def test_local_clients_reach_a_branch_on_the_proxys_unix_socket(proxy: ProxyRun) -> None:
+    """`connect --socket`: the proxy's unix socket, the same login (a wrong password is
+    refused there too, before any compute starts), a session relayed like one over TCP,
+    and a socket every local user can open."""
+    proxy.cli.json("branch", "create", "nearby", "--tenant", "acme")
+    shown = proxy.cli.json("connect", "nearby", "--tenant", "acme", "--socket")
+    socket_dir = Path(shown["host"])
+    assert socket_dir.is_absolute() and shown["sslmode"] == "disable"
+    path = socket_dir / f".s.PGSQL.{proxy.port}"
+    assert path.is_socket() and path.stat().st_mode & 0o777 == 0o777
+    wrong = shown["uri"].replace(shown["password"], "wrong")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(wrong)
+    assert proxy.starts("nearby") == 0
+    with psycopg.connect(shown["uri"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE near AS SELECT g FROM generate_series(1, 50000) g")
+        assert conn.execute("SELECT count(*), sum(g) FROM near").fetchone() == (
+            50000, 50000 * 50001 // 2)
+    with psycopg.connect(proxy.uri("nearby")) as conn:  # the same branch over TCP
+        assert conn.execute("SELECT count(*) FROM near").fetchone() == (50000,)
+
+
 def test_a_read_only_credential_reads_everything_and_writes_nothing(proxy: ProxyRun) -> None:
     proxy.cli.json("branch", "create", "shelf", "--tenant", "acme")
     with psycopg.connect(proxy.uri("shelf"), autocommit=True) as conn:

@@ -56,7 +56,7 @@ class ProxyTarget:
     @property
     def uri(self) -> str:
         return (f"postgresql://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-                f"@{self.host}:{self.port}/{quote(self.dbname, safe='')}?"
+                f"@{quote(self.host, safe='')}:{self.port}/{quote(self.dbname, safe='')}?"
                 + urlencode(self._query(), quote_via=quote, safe=""))
 
     def environ(self) -> dict[str, str]:
@@ -69,12 +69,19 @@ class ProxyTarget:
 
 
 def proxy_target(session: Session, branch: str, database: str = "postgres",
-                 read_only: bool = False) -> ProxyTarget:
-    """The proxy's address, the branch's credential (made on first use) and what names
-    ``branch``; a one-line error if the proxy does not run."""
+                 read_only: bool = False, local_socket: bool = False) -> ProxyTarget:
+    """The proxy's address (with ``local_socket``, its unix socket's directory), the
+    branch's credential (made on first use) and what names ``branch``; a one-line error
+    if the proxy does not run."""
     host, _, port = _proxy_address(session).rpartition(":")
     ca_file = proxy_lifecycle.ca_file(session.home)
-    if not UpOptions.load(session.home).require_tls:
+    if local_socket:
+        socket_dir = proxy_lifecycle.socket_dir(session.home)
+        if socket_dir is None:
+            raise CliError("the running proxy has no unix socket; restart it with "
+                           "`strata down && strata up`", ExitCode.UNREACHABLE)
+        host, sslmode = socket_dir, "disable"  # a local socket: no network to protect
+    elif not UpOptions.load(session.home).require_tls:
         sslmode = "disable"
     else:
         sslmode = "verify-full" if ca_file else "require"
@@ -102,9 +109,11 @@ _READ_ONLY_HELP = "Log in as the read-only role: reads every table, writes none.
 @click.option("--read-only", is_flag=True, help=_READ_ONLY_HELP)
 @click.option("--idle", type=DURATION, default="10m", show_default=True,
               help="With @POINT: the endpoint goes after this long without clients.")
+@click.option("--socket", "local_socket", is_flag=True,
+              help="For a client on this machine: the proxy's unix socket, not TCP.")
 @api_command
 def connect(session: Session, branch: str, database: str, read_only: bool,
-            idle: str) -> None:
+            idle: str, local_socket: bool) -> None:
     """Print the connection URI of BRANCH through the proxy, password included.
 
     The user is the tenant's owner role (or, with --read-only, strata_readonly) and the
@@ -117,6 +126,9 @@ def connect(session: Session, branch: str, database: str, read_only: bool,
     (digits), a WAL position (X/Y), a time (ISO 8601, -10m, '10 minutes ago') or a
     checkpoint. It is a hidden branch (`branch list --all` shows it) whose compute
     takes read-only logins only; it goes by itself once idle for --idle.
+
+    --socket gives the proxy's unix socket (host=DIRECTORY), for clients on this
+    machine: the same login, without TCP's cost on every query.
     """
     at: HistoryPoint | None = None
     if "@" in branch:
@@ -132,7 +144,7 @@ def connect(session: Session, branch: str, database: str, read_only: bool,
             info = travel.open_endpoint(client, session.tenant, branch, at,
                                         parse_duration_s(idle))
     read_only = read_only or info.ephemeral
-    target = proxy_target(session, info.name, database, read_only)
+    target = proxy_target(session, info.name, database, read_only, local_socket)
     if not session.json:
         emit_text(target.uri)
         return
