@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
-import anyio.to_thread
 import grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,7 +26,7 @@ from strata.cli.session import Session
 from strata.local.errors import LocalError
 from strata.local.home import Home
 from strata.mcp.caller import ALL_TENANTS, BadToken, Caller, caller_of
-from strata.mcp.http_gate import PEER_HEADER, Verify
+from strata.mcp.http_gate import PEER_HEADER, Verify, page_server_check
 
 _STATUS_OF_CODE: Final = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -69,27 +68,12 @@ class Settings:
 def token_check(address: str) -> Verify:
     """A Verify for the gate: the page server lists the tenants with an admin token, or
     one branch of its own tenant with a tenant token."""
-    def check(token: str) -> str | None:
-        try:
-            caller = caller_of(token, "")
-        except BadToken as exc:
-            return str(exc)
-        try:
-            with StrataClient(address, token) as client:
-                if caller.tenant == ALL_TENANTS:
-                    client.list_tenants()
-                else:
-                    client.list_branches(caller.tenant, limit=1)
-        except ClientError as exc:
-            if exc.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                return exc.message
-            raise
-        return None
+    def probe(client: StrataClient, caller: Caller) -> object:
+        if caller.tenant == ALL_TENANTS:
+            return client.list_tenants()
+        return client.list_branches(caller.tenant, limit=1)
 
-    async def verify(token: str) -> str | None:
-        return await anyio.to_thread.run_sync(check, token)
-
-    return verify
+    return page_server_check(address, probe)
 
 
 def caller(request: Request) -> Caller:

@@ -18,7 +18,7 @@ import grpc
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.client import ClientError, StrataClient
-from strata.mcp.caller import BadToken, caller_of
+from strata.mcp.caller import BadToken, Caller, caller_of
 
 PEER_HEADER: Final = "x-strata-peer"  # set by the gate; a client's own is dropped
 
@@ -26,17 +26,21 @@ Verify = Callable[[str], Awaitable[str | None]]
 """Why the page server refuses a token; None: it accepts it."""
 
 
-def page_server_check(address: str, default_tenant: str) -> Verify:
-    """A Verify that asks the page server at ``address`` to list one branch of the token's
-    tenant (``default_tenant`` for an admin token) with the token."""
+Probe = Callable[[StrataClient, Caller], object]
+"""A call the page server answers only for a token it accepts (a refusal raises)."""
+
+
+def page_server_check(address: str, probe: Probe) -> Verify:
+    """A Verify that makes the page server at ``address`` answer ``probe`` with the
+    token: accepted if it answers, refused with its message if it refuses the token."""
     def check(token: str) -> str | None:
         try:
-            tenant = caller_of(token, "").tenant_or(default_tenant)
+            caller = caller_of(token, "")
         except BadToken as exc:
             return str(exc)
         try:
             with StrataClient(address, token) as client:
-                client.list_branches(tenant, limit=1)
+                probe(client, caller)
         except ClientError as exc:
             if exc.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                 return exc.message

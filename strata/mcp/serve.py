@@ -29,7 +29,10 @@ def serve_http(session: Session, limits: Limits, host: str, port: int) -> None:
     calls = Calls(Settings(session.home, session.tenant, session.server, None, limits))
     app = tools.build(calls).streamable_http_app(host=host, stateless_http=True,
                                                  json_response=True)
-    gated = BearerGate(app, page_server_check(session.address(), session.tenant))
+    gated = BearerGate(app, page_server_check(
+        session.address(),
+        lambda client, caller: client.list_branches(caller.tenant_or(session.tenant),
+                                                    limit=1)))
     server = uvicorn.Server(uvicorn.Config(gated, host=host, port=port, log_level="warning",
                                            lifespan="on"))
     print(f"strata mcp: serving http://{host}:{port}/mcp", file=sys.stderr, flush=True)
