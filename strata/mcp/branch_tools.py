@@ -121,8 +121,7 @@ def register(server: MCPServer, calls: Calls) -> None:
 
     @server.tool(annotations=DESTROYS)
     def undo(ctx: Context, branch: Branch) -> dict[str, Any]:
-        """Undo a branch's last DROP/TRUNCATE/DELETE or UPDATE without WHERE: back to the
-        automatic checkpoint taken before it, in place."""
+        """Undo a branch's last DROP/TRUNCATE/DELETE/UPDATE without WHERE, in place."""
         def action(session: Session, caller: Caller) -> dict[str, Any]:
             with session.client() as client:
                 guard.check_change(caller, client.get_branch(session.tenant, branch), "undo")

@@ -84,8 +84,10 @@ def delete(session: Session, name: str) -> None:
 @click.argument("branch")
 @api_command
 def undo(session: Session, branch: str) -> None:
-    """Undo BRANCH's last destructive statement: restore it in place (same URI) to the
-    automatic checkpoint the proxy took before it.
+    """Undo BRANCH's last destructive statement (back to its automatic checkpoint).
+
+    It restores BRANCH in place (same URI) to the automatic checkpoint the proxy took
+    before that statement.
 
     The proxy takes one before DROP, TRUNCATE, ALTER ... DROP, and DELETE or UPDATE
     without WHERE, and keeps it 24 h. Everything written after that checkpoint goes, also
