@@ -341,8 +341,9 @@ class Tenant:
             BranchInfo(name, timeline.timeline_id, record.parent, timeline.branch_lsn,
                        timeline.durable_lsn, kids,
                        record.created_at_us, record.expires_at_us, record.suspend_timeout_s,
-                       record.protected or name == MAIN_BRANCH, record.history_s,
-                       record.ephemeral, record.lease_s, record.undo_off)
+                       record.protected or name == MAIN_BRANCH, history_s=record.history_s,
+                       ephemeral=record.ephemeral, lease_s=record.lease_s,
+                       undo_off=record.undo_off)
             for name, record, timeline, kids in zip(names, records, timelines, children,
                                                     strict=True)
         ]
@@ -438,8 +439,9 @@ class Tenant:
             timeline = self._new_timeline(ancestor, branch_lsn)
             draft.state.set_branch(name, BranchRecord(
                 timeline.timeline_id, timeline.created_at_us, settings.expires_at_us, parent,
-                settings.suspend_timeout_s, settings.protected, settings.history_s,
-                settings.ephemeral, settings.lease_s, settings.undo_off,
+                settings.suspend_timeout_s, settings.protected, history_s=settings.history_s,
+                ephemeral=settings.ephemeral, lease_s=settings.lease_s,
+                undo_off=settings.undo_off,
             ))
             draft.on_swap(lambda: self._register(timeline))
         return timeline

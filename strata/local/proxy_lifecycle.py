@@ -29,7 +29,9 @@ def address(home: Home) -> str | None:
 def socket_dir(home: Home) -> str | None:
     """The directory of the running proxy's unix socket for local clients, or None."""
     info = _proxy(home).ready_info()
-    return None if info is None else str(info.get("socket_dir") or "") or None
+    if info is None or not info.get("socket_dir"):
+        return None
+    return str(info["socket_dir"])
 
 
 def tls_files(home: Home, options: UpOptions) -> certs.CertFiles:

@@ -410,8 +410,9 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
                                         backlog=ACCEPT_BACKLOG)
     bound = server.sockets[0].getsockname()[1]
     local: asyncio.Server | None = None
-    if unix_socket_dir is not None:
-        local = await _listen_locally(proxy, unix_socket_dir / f".s.PGSQL.{bound}")
+    local_path = None if unix_socket_dir is None else unix_socket_dir / f".s.PGSQL.{bound}"
+    if local_path is not None:
+        local = await _listen_locally(proxy, local_path)
     ready(bound)
     period = min(1.0, max(computes_.suspend_timeout_s / 4, 0.1))  # per-branch ones: >= 1 s
     last_reap = 0.0
@@ -428,10 +429,10 @@ async def serve(host: str, port: int, home: Home, computes_: Computes,
                     await _housekeeping("reaping expired branches and checkpoints",
                                         asyncio.to_thread(reap))
     finally:
-        if local is not None and unix_socket_dir is not None:
+        if local is not None and local_path is not None:
             local.close()
             await local.wait_closed()
-            (unix_socket_dir / f".s.PGSQL.{bound}").unlink(missing_ok=True)
+            local_path.unlink(missing_ok=True)
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
