@@ -11,7 +11,6 @@ import contextlib
 import http.client
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -20,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from common import supervisor
+from tests.servers import free_port
 
 # Fake keys and region for boto3 clients pointed at moto. Setting them also stops the
 # credential chain before it reaches a real profile or the EC2 metadata endpoint.
@@ -78,14 +78,6 @@ def find_moto_server() -> str:
     return found
 
 
-def _free_port() -> int:
-    """A loopback port nobody listens on right now (the server may still lose a race for it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _answers(port: int) -> bool:
     """Whether an HTTP server on 127.0.0.1:port responds to a request."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
@@ -133,7 +125,7 @@ class MotoServer:
         """Start the server, registering its stop on ``stack``; its URL."""
         executable = find_moto_server()
         for _ in range(self._port_attempts):
-            port = _free_port()
+            port = free_port()
             child = supervisor.spawn([executable, "-H", "127.0.0.1", "-p", str(port)],
                                      marker=b"moto_server", log_file=log_file,
                                      cwd=log_file.parent, label="moto_server")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
 import secrets
 import socket
 import sys
@@ -16,11 +19,33 @@ from common.bearer import call_credentials_metadata
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Under pytest-xdist, worker gwN hands out ports of its own block below the kernel's
+# ephemeral range (32768 up), so no other worker, and no outgoing connection, takes a port
+# between its pick and the bind of the server it is for.
+_FIRST_BLOCK = 10000
+_BLOCK_SIZE = 4000
+_BLOCKS = 5
+_handed_out: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port of 127.0.0.1 that nothing listens on right now, for a server to bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    block = int(worker[2:]) if worker.startswith("gw") else _BLOCKS
+    if block >= _BLOCKS:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+            return port
+    for _ in range(_BLOCK_SIZE):
+        if not _handed_out:  # each port once per pass over the block, in random order
+            first = _FIRST_BLOCK + block * _BLOCK_SIZE
+            _handed_out.extend(random.sample(range(first, first + _BLOCK_SIZE), _BLOCK_SIZE))
+        port = _handed_out.pop()
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return port
+    raise OSError(f"no free port in block {block} of 127.0.0.1")
 
 
 class PageServerProcess:

@@ -1,7 +1,7 @@
 """Tenants on one host: each tenant's role is a database owner, never a superuser, and each
 tenant's computes run under an OS identity of their own.
 
-Two tenants, ``pg`` (A) and ``other`` (B), with computes side by side; A's role attacks
+Two tenants, ``pg`` (A) and ``neighbour`` (B), with computes side by side; A's role attacks
 the host and B from its own connection, as a client of the proxy would.
 """
 
@@ -28,14 +28,16 @@ from tests.compute.attacks import ATTACKS
 from tests.compute.conftest import TENANT
 from tests.servers import PageServerProcess, free_port
 
-OTHER = "other"
-PASSWORD = {TENANT: "a-secret-of-tenant-pg", OTHER: "a-secret-of-tenant-other"}
+# A name no other module gives a tenant it deletes: deleting a tenant removes its OS user
+# host-wide, and under pytest-xdist another module runs while this one's computes do.
+OTHER = "neighbour"
+PASSWORD = {TENANT: "a-secret-of-tenant-pg", OTHER: "a-secret-of-tenant-neighbour"}
 
 
 @pytest.fixture(scope="module")
 def two_tenants(cluster: tuple[PageServerProcess, StrataClient]
                 ) -> Iterator[dict[str, ComputeNode]]:
-    """Running computes of tenants ``pg`` and ``other`` on one host."""
+    """Running computes of tenants ``pg`` and ``neighbour`` on one host."""
     server, client = cluster
     client.create_tenant(OTHER)
     root = Path(tempfile.mkdtemp(prefix="strata-isolation-"))  # pytest's tmp is 0700
