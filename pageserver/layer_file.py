@@ -17,7 +17,9 @@ GC, compaction and branches see whole pages as before, and at most
 ``MAX_PATCH_CHAIN`` patches follow a whole page, which bounds what a read of one
 version decodes. The meta and batch sections are lz4 blocks in format 2: each commit
 adds a metadata version of its WAL segment and a batch record, alike but for a few
-bytes. Format 1 files (whole pages, plain sections) stay readable.
+bytes. Format 3 stores the same frames and sections compressed with zstd instead of
+lz4 (``pageserver/zstd_codec.py``, RFC 0028): about half the bytes on PostgreSQL pages.
+Format 1 files (whole pages, plain sections) and format 2 files stay readable.
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ from common.keys import (
     Relation,
     relation_block_range,
 )
+from pageserver import zstd_codec
 from pageserver.page_patch import PatchError, apply_patch, make_patch
 
 MAGIC = b"STRLAYR1"
-FORMAT_VERSION = 2  # what the writer writes
-READABLE_VERSIONS = (1, 2)  # 1: every frame a whole page; 2: tagged frames, patches
+FORMAT_VERSION = 3  # what the writer writes
+# 1: every frame a whole page; 2: tagged frames, patches, lz4; 3: the same with zstd
+READABLE_VERSIONS = (1, 2, 3)
 MAX_PATCH_CHAIN = 32  # patches in a row before the writer stores a whole page again
 
 # The first payload byte of a format 2 frame: how the rest encodes the page.
@@ -60,7 +64,12 @@ _PAGE_RAW = 0  # the page, 8192 bytes
 _PAGE_LZ4 = 1  # the page as an lz4 block
 _PATCH_RAW = 2  # runs (page_patch) over the entry before it
 _PATCH_LZ4 = 3  # the same runs as an lz4 block with its size stored
-_PATCHES = (_PATCH_RAW, _PATCH_LZ4)
+_PAGE_ZSTD = 4  # the page as a zstd frame (format 3)
+_PATCH_ZSTD = 5  # the runs of a patch as a zstd frame (format 3)
+_PATCHES = (_PATCH_RAW, _PATCH_LZ4, _PATCH_ZSTD)
+_ENCODINGS = {2: (_PAGE_RAW, _PAGE_LZ4, _PATCH_RAW, _PATCH_LZ4),
+              3: (_PAGE_RAW, _PAGE_ZSTD, _PATCH_RAW, _PATCH_ZSTD)}  # by format version
+_MAX_PATCH = 2 * PAGE_SIZE  # more than any patch of one page can hold (runs and headers)
 
 _U32_MAX = 0xFFFFFFFF
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
@@ -77,6 +86,7 @@ _META_RECORD = struct.Struct("<IQI")  # path_length, lsn, value_length
 _U32 = struct.Struct("<I")
 _BATCH_BYTES = 24  # lsn, wal_lsn, timestamp_us: three u64
 _ITER_CHUNK = 128  # entries decoded per step by iter_pages
+_MAX_SECTION = 1 << 32  # what a packed section may unpack to (its lengths are u32s)
 
 
 class _Footer(NamedTuple):
@@ -263,8 +273,8 @@ def _write_metas(
 
 
 def _packed_section(plain: bytes) -> bytes:
-    """A meta or batch section as stored: empty, or an lz4 block with its size."""
-    return lz4.block.compress(plain, store_size=True) if plain else b""
+    """A meta, batch or index section as stored: empty, or a zstd frame."""
+    return zstd_codec.compress(plain) if plain else b""
 
 
 def _check_lsn(summary: LayerSummary, lsn: int, what: str) -> None:
@@ -334,15 +344,15 @@ class _IndexBuilder:
     def _payload(self, value: bytes, base: bytes | None) -> bytes:
         """The smaller of the whole page and, while the chain is short enough, its patch
         over ``base`` (the previous version of the page in this layer)."""
-        packed: bytes = lz4.block.compress(value, store_size=False)
-        whole = bytes([_PAGE_LZ4]) + packed if len(packed) < PAGE_SIZE \
+        packed = zstd_codec.compress(value)
+        whole = bytes([_PAGE_ZSTD]) + packed if len(packed) < PAGE_SIZE \
             else bytes([_PAGE_RAW]) + bytes(value)  # incompressible: stored raw
         if base is None or self._chain >= MAX_PATCH_CHAIN:
             self._chain = 0
             return whole
         runs = make_patch(base, value)
-        packed_runs: bytes = lz4.block.compress(runs, store_size=True) if runs else b""
-        patch = bytes([_PATCH_LZ4]) + packed_runs if runs and len(packed_runs) < len(runs) \
+        packed_runs = zstd_codec.compress(runs) if runs else b""
+        patch = bytes([_PATCH_ZSTD]) + packed_runs if runs and len(packed_runs) < len(runs) \
             else bytes([_PATCH_RAW]) + runs
         if len(patch) >= len(whole):
             self._chain = 0
@@ -351,7 +361,7 @@ class _IndexBuilder:
         return patch
 
     def finish(self) -> tuple[bytes, int, int]:
-        """The stored (lz4-compressed) index section, relation count and entry count."""
+        """The stored (zstd-compressed) index section, relation count and entry count."""
         entries = len(self.block)
         relations = len(self.rel_keys)
         body = b"".join(
@@ -366,8 +376,7 @@ class _IndexBuilder:
                 *self.rel_keys,
             ]
         )
-        stored: bytes = lz4.block.compress(body, store_size=True)
-        return stored, relations, entries
+        return _packed_section(body), relations, entries
 
 
 def _le(values: array[int], dtype: str) -> bytes:
@@ -506,10 +515,7 @@ class LayerReader:
         stored = self._mm[footer.index_offset : expected]
         if zlib.crc32(stored) != footer.index_crc:
             raise self._corrupt("index checksum mismatch")
-        try:
-            raw = lz4.block.decompress(stored)
-        except lz4.block.LZ4BlockError as exc:
-            raise self._corrupt(f"index does not decompress: {exc}") from None
+        raw = self._unpacked(stored, "index")
         self._load_index(
             raw, footer.relation_count, footer.entry_count, header_length, footer.meta_offset
         )
@@ -663,20 +669,33 @@ class LayerReader:
         if self.format_version == 1:  # no encoding byte: raw if a page long, else lz4
             return payload if len(payload) == PAGE_SIZE else self._decompressed(i, payload)
         tag, body = payload[0], memoryview(payload)[1:]
+        if tag not in _ENCODINGS[self.format_version]:
+            raise self._entry_corrupt(i, f"unknown value encoding {tag}")
         if tag == _PAGE_RAW:
             if len(body) != PAGE_SIZE:
                 raise self._entry_corrupt(i, "raw value frame is not a page")
             return bytes(body)
         if tag == _PAGE_LZ4:
             return self._decompressed(i, body)
-        if tag not in _PATCHES:
-            raise self._entry_corrupt(i, f"unknown value encoding {tag}")
+        if tag == _PAGE_ZSTD:
+            try:
+                page = zstd_codec.decompress(body, PAGE_SIZE)
+            except zstd_codec.ZstdError as exc:
+                raise self._entry_corrupt(i, f"bad zstd page: {exc}") from None
+            if len(page) != PAGE_SIZE:
+                raise self._entry_corrupt(i, "value frame does not decompress to a page")
+            return page
         if base is None:
             raise self._entry_corrupt(i, "patch without an earlier version")
         try:
-            runs = lz4.block.decompress(body) if tag == _PATCH_LZ4 else bytes(body)
+            if tag == _PATCH_LZ4:
+                runs = lz4.block.decompress(body)
+            elif tag == _PATCH_ZSTD:
+                runs = zstd_codec.decompress(body, _MAX_PATCH)
+            else:
+                runs = bytes(body)
             return apply_patch(base, runs)
-        except (lz4.block.LZ4BlockError, PatchError) as exc:
+        except (lz4.block.LZ4BlockError, zstd_codec.ZstdError, PatchError) as exc:
             raise self._entry_corrupt(i, f"bad patch: {exc}") from None
 
     def _decompressed(self, i: int, payload: bytes | memoryview) -> bytes:
@@ -728,17 +747,25 @@ class LayerReader:
     # -- metadata and batches ------------------------------------------------------
 
     def _section(self, offset: int, length: int, crc: int, what: str) -> bytes:
-        """A verified meta or batch section, unpacked (format 2 stores it as lz4)."""
+        """A verified meta or batch section, unpacked (format 2 stores it as lz4, format 3
+        as zstd)."""
         raw = self._mm[offset : offset + length]
         if zlib.crc32(raw) != crc:
             raise self._corrupt(f"{what} section checksum mismatch")
         if self.format_version == 1 or not raw:
             return raw
+        return self._unpacked(raw, what)
+
+    def _unpacked(self, stored: bytes, what: str) -> bytes:
+        """A packed section's bytes: an lz4 block with its size (formats 1 and 2; format 1
+        packs only the index) or a zstd frame (format 3)."""
         try:
-            plain: bytes = lz4.block.decompress(raw)
-        except lz4.block.LZ4BlockError as exc:
+            if self.format_version < 3:
+                plain: bytes = lz4.block.decompress(stored)
+                return plain
+            return zstd_codec.decompress(stored, _MAX_SECTION)
+        except (lz4.block.LZ4BlockError, zstd_codec.ZstdError) as exc:
             raise self._corrupt(f"{what} section does not decompress: {exc}") from None
-        return plain
 
     def metas(self) -> list[tuple[str, int, bytes | None]]:
         """All metadata entries, sorted by (path, lsn); None = path deleted."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import lz4.block
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -341,7 +342,10 @@ def layout(raw: bytes) -> dict[str, tuple[int, int]]:
     """Regions of a layer file, decoded independently per docs/FORMAT.md."""
     header_length = struct.unpack_from("<I", raw, 12)[0]
     footer = struct.unpack_from("<9Q", raw, len(raw) - FOOTER_SIZE)
-    index = lz4.block.decompress(raw[footer[6] : footer[6] + footer[7]])
+    stored = raw[footer[6] : footer[6] + footer[7]]
+    version = struct.unpack_from("<H", raw, 8)[0]
+    index = zstandard.ZstdDecompressor().decompress(stored) if version >= 3 \
+        else lz4.block.decompress(stored)
     relation_count, _, entry_count = struct.unpack_from("<IIQ", index)
     pos = 16 + 8 * (relation_count + 1)
     offsets = np.frombuffer(index, "<u8", entry_count, pos)
@@ -363,7 +367,7 @@ def test_layout_matches_documented_format(delta_path: Path) -> None:
     raw = delta_path.read_bytes()
     regions = layout(raw)
     assert raw[:8] == raw[-8:] == b"STRLAYR1"
-    assert struct.unpack_from("<HB", raw, 8) == (2, LayerKind.DELTA)
+    assert struct.unpack_from("<HB", raw, 8) == (3, LayerKind.DELTA)
     assert struct.unpack_from("<QQ", raw, 16) == (100, 200)
     covered = sorted(regions.values())
     assert covered[0][0] == 0 and sum(length for _, length in covered) == len(raw)
@@ -433,12 +437,12 @@ def test_not_a_layer_file(tmp_path: Path) -> None:
 
 def test_unsupported_version_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "future.layer"
-    monkeypatch.setattr(layer_file, "FORMAT_VERSION", 3)
+    monkeypatch.setattr(layer_file, "FORMAT_VERSION", 4)
     write_layer(path, delta(1, 2), [], [])
     monkeypatch.undo()
-    with pytest.raises(CorruptionError, match="unsupported format version 3"):
+    with pytest.raises(CorruptionError, match="unsupported format version 4"):
         LayerReader(path)
-    with pytest.raises(CorruptionError, match="unsupported format version 3"):
+    with pytest.raises(CorruptionError, match="unsupported format version 4"):
         read_summary(path)
 
 
@@ -461,7 +465,7 @@ def test_read_summary(tmp_path: Path, delta_path: Path) -> None:
         read_summary(path)
 
 
-# -- patches (format 2) and format 1 files -----------------------------------------------
+# -- patches, zstd (format 3), and format 1 and 2 files ----------------------------------
 
 
 def wal_page_versions(count: int, record: int = 300) -> list[bytes]:
@@ -500,9 +504,9 @@ def test_versions_of_a_page_are_stored_as_patches(tmp_path: Path) -> None:
     # page (random, hence raw) starts each chain. Metas and batches are packed.
     assert size < 100 * (300 + 40) + 4 * (PAGE_SIZE + 100) + 2 * PAGE_SIZE + 100 * 40
     tags = frame_tags(path.read_bytes())
-    whole = [n for n, tag in enumerate(tags[:100]) if tag in (0, 1)]
+    whole = [n for n, tag in enumerate(tags[:100]) if tag in (0, 4)]
     assert whole == list(range(0, 100, layer_file.MAX_PATCH_CHAIN + 1))  # chains bounded
-    assert tags[100:] == [1, 1]  # a version after a tombstone is stored whole
+    assert tags[100:] == [4, 4]  # a version after a tombstone is stored whole (zstd)
     with LayerReader(path) as reader:
         assert list(reader.iter_pages()) == entries
         order = np.random.default_rng(7).permutation(len(entries))
@@ -559,3 +563,64 @@ def test_format_1_files_stay_readable() -> None:
         assert reader.metas() == DELTA_METAS
         assert reader.batches().tolist() == [list(b) for b in DELTA_BATCHES]
     assert read_summary(path) == delta(100, 200)
+
+
+def format_2_pages() -> list[PageEntry]:
+    """What ``tests/unit/data/layer-format-2.layer`` holds: the fixture's pages with a chain
+    of raw patches (REL_B block 0) and of lz4 patches (REL_B block 1) after the first four."""
+    edited, current = [], bytearray(page(7))
+    for n in range(5):
+        current[100 + 300 * n: 400 + 300 * n] = bytes([n + 1]) * 300
+        edited.append(bytes(current))
+    return (DELTA_PAGES[:5] + [(REL_B, 0, 160 + n, v) for n, v in enumerate(wal_page_versions(40))]
+            + [(REL_B, 1, 150 + n, v) for n, v in enumerate(edited)] + DELTA_PAGES[6:])
+
+
+def test_format_2_files_stay_readable() -> None:
+    """A file written by the format 2 writer (lz4 pages and patches, lz4 sections) reads
+    as it did, every encoding of format 2 included."""
+    path = Path(__file__).parent / "data" / "layer-format-2.layer"
+    raw = path.read_bytes()
+    assert struct.unpack_from("<H", raw, 8) == (2,)
+    assert sorted(set(frame_tags(raw))) == [0, 1, 2, 3]
+    pages = format_2_pages()
+    with LayerReader(path) as reader:
+        assert reader.format_version == 2
+        assert list(reader.iter_pages()) == pages
+        assert reader.read_values(np.arange(len(pages))[::-1]) == [
+            p[3] for p in reversed(pages)]
+        assert reader.metas() == DELTA_METAS
+        assert reader.batches().tolist() == [list(b) for b in DELTA_BATCHES]
+
+
+def test_format_3_stores_pages_and_patches_as_zstd(tmp_path: Path) -> None:
+    """Compressible pages and patches are zstd frames (tags 4 and 5), smaller than lz4
+    stores them; sections are zstd frames too."""
+    pages = format_2_pages()
+    path = tmp_path / "zstd.layer"
+    write_layer(path, delta(100, 200), pages, DELTA_METAS, DELTA_BATCHES)
+    raw = path.read_bytes()
+    assert sorted(set(frame_tags(raw))) == [0, 2, 4, 5]
+    regions = layout(raw)
+    for name in ("meta", "batch", "index"):
+        start, length = regions[name]
+        assert zstandard.frame_content_size(raw[start:start + length]) > 0
+    assert len(raw) < (Path(__file__).parent / "data" / "layer-format-2.layer").stat().st_size
+    with LayerReader(path) as reader:
+        assert list(reader.iter_pages()) == pages
+
+
+def test_a_format_2_encoding_in_a_format_3_file_is_corrupt(tmp_path: Path) -> None:
+    """Each version admits only its own encodings: an lz4 tag in a format 3 file is
+    refused, not guessed at."""
+    path = tmp_path / "mixed.layer"
+    write_layer(path, delta(100, 200), DELTA_PAGES, DELTA_METAS, DELTA_BATCHES)
+    raw = bytearray(path.read_bytes())
+    start, length = layout(bytes(raw))["entry 0"]
+    assert raw[start + 4] == 4
+    raw[start + 4] = 1  # claims an lz4 page
+    raw[start:start + 4] = struct.pack("<I", zlib.crc32(raw[start + 4:start + length]))
+    path.write_bytes(raw)
+    with LayerReader(path, name="L-9") as reader, \
+            pytest.raises(CorruptionError, match=r"L-9.*entry 0.*unknown value encoding 1"):
+        reader.read_values(np.array([0]))
