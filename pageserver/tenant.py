@@ -12,7 +12,7 @@ import shutil
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from itertools import compress
@@ -32,6 +32,7 @@ from common.errors import (
 )
 from common.names import is_valid_name
 from common.ops import decode_batch
+from pageserver import gc
 from pageserver.at_time import lsn_at_time
 from pageserver.changes import Changes, changes
 from pageserver.config import EngineConfig
@@ -97,6 +98,25 @@ class BranchDeletion:
     branches: list[str]
     checkpoints: list[str]
     freed_bytes: int
+
+
+@dataclass(frozen=True)
+class CheckpointCost:
+    """What a checkpoint costs in storage and what deleting it alone would free.
+
+    ``held_bytes``: layers kept only for reads below their timeline's GC cutoff that a read
+    at the checkpoint reaches (shared with other checkpoints and branch points that read
+    them too), plus the timelines deleting it frees. ``freed_bytes``: the timelines the
+    delete itself reclaims (a restore's past nothing else reads); ``gc_bytes``: the layers
+    the next GC at the current cutoff then removes, those only this checkpoint reads."""
+
+    held_bytes: int
+    freed_bytes: int
+    gc_bytes: int
+
+    @property
+    def reclaim_bytes(self) -> int:
+        return self.freed_bytes + self.gc_bytes
 
 
 @dataclass(frozen=True)
@@ -818,6 +838,40 @@ class Tenant:
             draft.on_swap(lambda: self._forget(unreferenced))
         for timeline in unreferenced:
             self._reclaim(timeline)
+
+    def checkpoint_costs(self, names: Sequence[str]) -> dict[str, CheckpointCost]:
+        """The cost of each checkpoint in ``names`` (``CheckpointCost``; one deleted
+        meanwhile is left out), worked out per timeline once for all the checkpoints whose
+        point it holds."""
+        freed: dict[str, int] = {}
+        owners: dict[str, tuple[Timeline, int]] = {}
+        with self._manifest.change() as draft:
+            draft.discard()  # nothing changes: the change only serialises with deletes
+            state = draft.state
+            for name in names:
+                record = state.checkpoints.get(name)
+                if record is None:
+                    continue
+                state.drop_checkpoint(name)  # each one alone: put back after the look
+                unreferenced = self._unreferenced(state, {record.timeline_id})
+                state.set_checkpoint(name, record)
+                freed[name] = sum(t.owned_bytes() for t in unreferenced)
+                with self._lock:
+                    source = self.timelines.get(record.timeline_id)
+                if source is not None and _owner(source, record.lsn) not in unreferenced:
+                    owners[name] = (_owner(source, record.lsn), record.lsn)
+        costs = {name: CheckpointCost(bytes_, bytes_, 0)
+                 for name, bytes_ in freed.items() if name not in owners}
+        for timeline in {id(t): t for t, _ in owners.values()}.values():
+            points = self.retained_points(timeline)
+            pinned = gc.pinned_layers(timeline, list(points))
+            for name, (_, lsn) in ((n, o) for n, o in owners.items() if o[0] is timeline):
+                held = sum(layer.size for layer in pinned if lsn in layer.readers)
+                alone = points.get(lsn) == [f"checkpoint {name}"]
+                gc_bytes = sum(layer.size for layer in pinned
+                               if alone and layer.readers == {lsn})
+                costs[name] = CheckpointCost(held + freed[name], freed[name], gc_bytes)
+        return costs
 
     def _retain_lsns(self, timeline: Timeline) -> set[int]:
         """LSNs of ``timeline``'s own history that child timelines and checkpoints pin,
