@@ -61,8 +61,9 @@ def _listed(live: Live, metadata: tuple[tuple[str, str], ...],
 
 
 def _stored(live: Live) -> int:
-    return live.manage.GetTenant(pb.GetTenantRequest(tenant="t"), metadata=live.admin,
-                                 timeout=TIMEOUT).stored_bytes
+    reply: pb.GetTenantResponse = live.manage.GetTenant(
+        pb.GetTenantRequest(tenant="t"), metadata=live.admin, timeout=TIMEOUT)
+    return reply.stored_bytes
 
 
 def test_listing_dry_run_and_delete_agree_on_what_a_checkpoint_frees(
