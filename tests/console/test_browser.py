@@ -39,8 +39,11 @@ def console() -> Iterator[Console]:
         cli = Strata(home, free_port())
         try:
             started = start_console(cli, ("default", False), ("other", False))
+            cli.json("gc")  # the page server samples storage after each GC
             cli.json("branch", "create", "try-1", "--ttl", "2h")
             cli.json("checkpoint", "create", "try-1", "before")
+            cli.json("checkpoint", "create", "main", "spare")
+            cli.json("gc")
             yield started
         finally:
             cli.stop_everything()
@@ -62,12 +65,24 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh tab that accepts every confirmation and fails on script errors."""
+def dialogs() -> list[str]:
+    """The questions the page asked, in order."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Any, dialogs: list[str]) -> Iterator[Any]:
+    """A fresh tab that accepts every confirmation (noting its question in ``dialogs``)
+    and fails on script errors."""
     tab = browser.new_page()
     errors: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
     tab.on("pageerror", lambda error: errors.append(str(error)))
-    tab.on("dialog", lambda dialog: dialog.accept())
+    tab.on("dialog", answer)
     try:
         yield tab
     finally:
@@ -109,6 +124,10 @@ def test_the_tree_a_fork_from_the_page_and_every_view(page: Any, console: Consol
 
     page.click("nav a[data-view=storage]")
     page.wait_for_selector("#storage-table tr[data-branch=from-page]")
+    page.wait_for_selector("#checkpoint-table tr[data-checkpoint=before]")
+    page.wait_for_selector("#storage-history polyline[data-series='tenant stored']",
+                           state="attached")  # the page server's samples, not the page's
+    assert int(page.inner_text("#storage-history-note").split()[0]) >= 2
     page.screenshot(path=str(screenshots / "storage.png"), full_page=True)
     page.click("nav a[data-view=computes]")
     page.wait_for_selector("#computes-view:not([hidden])")
@@ -120,6 +139,45 @@ def test_the_tree_a_fork_from_the_page_and_every_view(page: Any, console: Consol
     page.wait_for_selector("#audit-table td:text-is('branch.create')")
     page.screenshot(path=str(screenshots / "audit.png"), full_page=True)
     assert {path.stem for path in screenshots.iterdir()} >= set(VIEWS)
+
+
+def test_a_checkpoint_is_deleted_from_the_storage_view_after_its_dry_run(
+        page: Any, console: Console, dialogs: list[str]) -> None:
+    listed = {c["name"]: c for c in console.cli.json("checkpoint", "list")["checkpoints"]}
+    log_in(page, console, console.admin)
+    page.click("nav a[data-view=storage]")
+    row = "#checkpoint-table tr[data-checkpoint=spare]"
+    page.wait_for_selector(row)
+    cells = page.eval_on_selector_all(f"{row} td", "all => all.map(c => c.textContent)")
+    assert cells[:3] == ["spare", "main", str(listed["spare"]["lsn"])]
+    page.click(f"{row} button")
+    page.wait_for_selector(row, state="detached")
+    assert dialogs and dialogs[-1].startswith("Delete checkpoint spare? Frees ")
+    assert "deleted checkpoint spare" in page.inner_text("#storage-result")
+    assert "spare" not in {c["name"] for c in console.cli.json("checkpoint", "list")
+                           ["checkpoints"]}
+
+
+def test_a_token_limited_to_a_branch_sees_only_it_and_is_told_why_not(
+        page: Any, console: Console, screenshots: Path) -> None:
+    console.cli.json("branch", "create", "narrow", "--ttl", "2h")
+    token = console.cli.json("token", "create", "--tenant", "default", "--scope", "tenant",
+                             "--branch", "narrow")["token"]
+    log_in(page, console, token)
+    assert "limited to narrow" in page.inner_text("#identity")
+    page.wait_for_selector("g.branch[data-branch=narrow]")
+    shown = page.eval_on_selector_all("g.branch", "all => all.map(g => g.dataset.branch)")
+    assert shown == ["narrow"]  # main and the other forks are not its to see
+    page.click("g.branch[data-branch=narrow]")
+    page.fill("#checkpoint-name", "narrow-mark")
+    page.click("#checkpoint-form button")
+    page.wait_for_selector("#action-result:text('checkpoint narrow-mark')")
+    page.fill("#fork-name", "wider")
+    page.click("#fork-form button")
+    page.wait_for_selector("#action-result:text('limited to branch narrow')")
+    assert "not" in page.inner_text("#action-result")
+    page.screenshot(path=str(screenshots / "tree-limited-token.png"), full_page=True)
+    assert console.cli.run("branch", "show", "wider", expect=None).code != 0
 
 
 def test_a_tenant_token_sees_only_its_tenant(page: Any, console: Console) -> None:
