@@ -141,6 +141,42 @@ def test_the_tree_a_fork_from_the_page_and_every_view(page: Any, console: Consol
     assert {path.stem for path in screenshots.iterdir()} >= set(VIEWS)
 
 
+def test_ttl_restore_and_delete_from_the_page_each_after_a_confirmation(
+        page: Any, console: Console, dialogs: list[str]) -> None:
+    cli = console.cli
+    cli.json("branch", "create", "acted", "--ttl", "1h")
+    cli.json("checkpoint", "create", "acted", "acted-mark")
+    before = cli.json("branch", "show", "acted")
+    log_in(page, console, console.admin)
+    page.click("g.branch[data-branch=acted] text.name")
+
+    page.fill("#ttl-value", "5h")
+    page.click("#ttl-form button")
+    page.wait_for_selector("#action-result:text('acted expires')")
+    assert dialogs[-1] == "Set the TTL of acted to 5h from now?"
+    assert cli.json("branch", "show", "acted")["expires_at_us"] > \
+        before["expires_at_us"] + 3 * 3600 * 10**6
+
+    page.select_option("#restore-to", "acted-mark")
+    page.click("#restore-form button")
+    page.wait_for_selector("#action-result:text('acted now at LSN')")
+    assert dialogs[-1].startswith("Restore acted to checkpoint acted-mark?")
+
+    page.click("#delete-branch")
+    page.wait_for_selector("g.branch[data-branch=acted]", state="detached")
+    assert dialogs[-1].startswith("Delete for good: branches acted; checkpoints acted-mark; "
+                                  "frees ")
+    assert cli.run("branch", "show", "acted", expect=None).code != 0
+
+    page.click("nav a[data-view=audit]")
+    page.fill("#audit-action", "branch.restore")
+    page.click("#audit-form button")
+    page.wait_for_selector("#audit-table td:text-is('branch.restore')")
+    actions = page.eval_on_selector_all("#audit-table tbody tr td:nth-child(2)",
+                                        "all => all.map(c => c.textContent)")
+    assert set(actions) == {"branch.restore"}  # filtered by action
+
+
 def test_a_checkpoint_is_deleted_from_the_storage_view_after_its_dry_run(
         page: Any, console: Console, dialogs: list[str]) -> None:
     listed = {c["name"]: c for c in console.cli.json("checkpoint", "list")["checkpoints"]}
@@ -205,7 +241,7 @@ def test_a_compute_goes_from_running_to_suspended(page: Any, console: Console,
         pytest.skip(reason)
     cli = console.cli
     cli.json("tenant", "create", "pg")  # initdb: a cluster PostgreSQL can start on
-    cli.json("branch", "create", "quick", "--tenant", "pg", "--suspend-timeout", "2s")
+    cli.json("branch", "create", "quick", "--tenant", "pg", "--suspend-timeout", "6s")
     uri = cli.json("connect", "quick", "--tenant", "pg")["uri"]
     log_in(page, console, console.admin)
     page.select_option("#tenant", "pg")
@@ -213,9 +249,17 @@ def test_a_compute_goes_from_running_to_suspended(page: Any, console: Console,
     row = "#computes-table tr[data-branch=quick]"
     try:
         with psycopg.connect(uri, connect_timeout=120) as connection:  # wakes the compute
-            connection.execute("SELECT 1")
+            connection.execute("SELECT count(*) FROM pg_class")
             page.wait_for_selector(f"{row} td.state-running")
+            page.wait_for_selector(f"{row} td:nth-child(3):text-matches('^[1-9]')")  # clients
+            page.wait_for_selector(f"{row} td:nth-child(6):text-matches('% of')")  # cache hits
+            (running,) = console.ok("GET", "api/tenants/pg/computes")["computes"]
+            assert set(running["start_timings"]) >= {"mount_s"}  # the last cold start
+            assert running["cache_lookups"] > 0 and 0 <= running["cache_hit_ratio"] <= 1
+            phases = page.inner_text(f"{row} td:nth-child(7)")
+            assert phases.startswith("mount ") and " s" in phases, phases
             page.screenshot(path=str(screenshots / "computes-running.png"), full_page=True)
+        page.wait_for_selector(f"{row} td:nth-child(4):text-matches('^[0-9]+ s$')")  # idle
         page.wait_for_selector(f"{row} td.state-suspended")
     finally:
         cli.run("compute", "stop", "quick", "--tenant", "pg", expect=None)
