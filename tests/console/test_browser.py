@@ -110,6 +110,8 @@ def test_the_tree_a_fork_from_the_page_and_every_view(page: Any, console: Consol
         page.wait_for_selector(f"g.branch[data-branch={name}]")
     page.wait_for_selector("g.branch[data-branch=try-1] [data-checkpoint=before]",
                            state="attached")
+    console.cli.json("branch", "create", "leased", "--lease", "10m")
+    page.wait_for_selector("g.branch[data-branch=leased]:has-text('lease ends in 10 min')")
 
     page.click("g.branch[data-branch=try-1]")
     assert page.inner_text("#panel-name") == "try-1"

@@ -175,6 +175,7 @@ function fillPanel() {
     ["logical size", Charts.human(branch.logical_size, "B")],
     ["owned bytes", Charts.human(branch.owned_bytes, "B")],
     ["expires", branch.expires_at ? when(branch.expires_at) : "never"],
+    ["lease", branch.lease_s ? `${branch.lease_s} s from each renewal (strata branch renew)` : "-"],
     ["protected", branch.protected ? "yes" : "no"],
     ["writer", branch.writer || "-"],
     ["compute", branch.compute || "none here"],
