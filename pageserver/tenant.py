@@ -841,10 +841,14 @@ class Tenant:
 
     def checkpoint_costs(self, names: Sequence[str]) -> dict[str, CheckpointCost]:
         """The cost of each checkpoint in ``names`` (``CheckpointCost``; one deleted
-        meanwhile is left out), worked out per timeline once for all the checkpoints whose
-        point it holds."""
+        meanwhile is left out).
+
+        Deleting a checkpoint takes away the retained point it is, and the branch points
+        of the past timelines only it kept; the next GC then removes the layers that only
+        points taken away read. Each timeline's layers are looked at once for all."""
         freed: dict[str, int] = {}
-        owners: dict[str, tuple[Timeline, int]] = {}
+        own: dict[str, tuple[Timeline, int]] = {}  # the timeline holding its point, the LSN
+        lost: dict[str, list[tuple[Timeline, int, str]]] = {}  # retained points it takes
         with self._manifest.change() as draft:
             draft.discard()  # nothing changes: the change only serialises with deletes
             state = draft.state
@@ -858,19 +862,37 @@ class Tenant:
                 freed[name] = sum(t.owned_bytes() for t in unreferenced)
                 with self._lock:
                     source = self.timelines.get(record.timeline_id)
+                    labels = self.names_of_timelines()
+                taken = [] if source is None else [
+                    (_owner(source, record.lsn), record.lsn, f"checkpoint {name}")]
+                taken += [(_owner(t.ancestor, t.branch_lsn), t.branch_lsn,
+                           f"branch {', '.join(labels.get(t.timeline_id, [t.timeline_id]))}")
+                          for t in unreferenced if t.ancestor is not None]
+                lost[name] = [point for point in taken if point[0] not in unreferenced]
                 if source is not None and _owner(source, record.lsn) not in unreferenced:
-                    owners[name] = (_owner(source, record.lsn), record.lsn)
-        costs = {name: CheckpointCost(bytes_, bytes_, 0)
-                 for name, bytes_ in freed.items() if name not in owners}
-        for timeline in {id(t): t for t, _ in owners.values()}.values():
+                    own[name] = (_owner(source, record.lsn), record.lsn)
+        looked = {id(t): t for points in lost.values() for t, _, _ in points}
+        seen = {}  # timeline -> what pins each of its LSNs, its layers and their readers
+        for key, timeline in looked.items():
             points = self.retained_points(timeline)
-            pinned = gc.pinned_layers(timeline, list(points))
-            for name, (_, lsn) in ((n, o) for n, o in owners.items() if o[0] is timeline):
-                held = sum(layer.size for layer in pinned if lsn in layer.readers)
-                alone = points.get(lsn) == [f"checkpoint {name}"]
-                gc_bytes = sum(layer.size for layer in pinned
-                               if alone and layer.readers == {lsn})
-                costs[name] = CheckpointCost(held + freed[name], freed[name], gc_bytes)
+            seen[key] = (points, gc.pinned_layers(timeline, list(points)))
+        costs = {}
+        for name, bytes_ in freed.items():
+            held = gc_bytes = 0
+            if name in own:
+                timeline, lsn = own[name]
+                held = sum(layer.size for layer in seen[id(timeline)][1] if lsn in layer.readers)
+            for key in {id(t) for t, _, _ in lost[name]}:
+                points, pinned = seen[key]
+                taken_at: dict[int, set[str]] = {}
+                for timeline, lsn, label in lost[name]:
+                    if id(timeline) == key:
+                        taken_at.setdefault(lsn, set()).add(label)
+                unread = {lsn for lsn, gone in taken_at.items()
+                          if set(points.get(lsn, ())) <= gone}
+                gc_bytes += sum(layer.size for layer in pinned
+                                if layer.readers and layer.readers <= unread)
+            costs[name] = CheckpointCost(held + bytes_, bytes_, gc_bytes)
         return costs
 
     def _retain_lsns(self, timeline: Timeline) -> set[int]:

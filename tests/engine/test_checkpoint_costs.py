@@ -101,6 +101,29 @@ def test_a_checkpoint_on_a_reset_branchs_past_frees_that_past(
     assert stored - tenant.stored_bytes() == cost.freed_bytes
 
 
+def test_the_past_a_checkpoint_keeps_frees_its_branch_point_on_the_parent_too(
+        make_engine: EngineFactory) -> None:
+    engine = _engine(make_engine)
+    tenant = engine.tenant("t")
+    _write_version(engine, 1)
+    tenant.create_branch("fork")  # its branch point pins v1 on main
+    _write_version(engine, 2)
+    engine.compact("t", force=True)
+    _gc_past_window(engine)
+    _write_version(engine, 3, branch="fork")
+    tenant.create_checkpoint("fork", "mine")
+    past = engine.timeline("t", "fork")
+    tenant.restore_branch("fork", None)  # the fork's past, and its branch point, kept by mine
+    _gc_past_window(engine)
+    (cost,) = tenant.checkpoint_costs(["mine"]).values()
+    assert cost.freed_bytes == past.owned_bytes() > 0
+    assert cost.gc_bytes > 0  # main's v1 layers only the old branch point read
+    stored = tenant.stored_bytes()
+    tenant.delete_checkpoint("mine")
+    assert stored - tenant.stored_bytes() == cost.freed_bytes
+    assert _gc_past_window(engine) == cost.gc_bytes
+
+
 def test_the_storage_history_keeps_the_newest_samples(make_engine: EngineFactory) -> None:
     engine = _engine(make_engine)
     tenant = engine.tenant("t")
