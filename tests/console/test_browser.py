@@ -171,12 +171,13 @@ def test_ttl_restore_and_delete_from_the_page_each_after_a_confirmation(
     assert cli.run("branch", "show", "acted", expect=None).code != 0
 
     page.click("nav a[data-view=audit]")
+    page.wait_for_selector("#audit-table td:text-is('branch.delete')")  # unfiltered
     page.fill("#audit-action", "branch.restore")
     page.click("#audit-form button")
-    page.wait_for_selector("#audit-table td:text-is('branch.restore')")
+    page.wait_for_selector("#audit-table td:text-is('branch.delete')", state="detached")
     actions = page.eval_on_selector_all("#audit-table tbody tr td:nth-child(2)",
                                         "all => all.map(c => c.textContent)")
-    assert set(actions) == {"branch.restore"}  # filtered by action
+    assert actions and set(actions) == {"branch.restore"}  # filtered by action
 
 
 def test_a_checkpoint_is_deleted_from_the_storage_view_after_its_dry_run(
