@@ -354,14 +354,24 @@ class StrataClient:
         return self._unary(self._manage.CreateCheckpoint, request,
                            pb.CreateCheckpointResponse).checkpoint
 
-    def list_checkpoints(self, tenant: str) -> list[pb.CheckpointInfo]:
-        request = pb.ListCheckpointsRequest(tenant=tenant)
+    def list_checkpoints(self, tenant: str, *, sizes: bool = False) -> list[pb.CheckpointInfo]:
+        """The tenant's checkpoints; with ``sizes``, what each holds and would free."""
+        request = pb.ListCheckpointsRequest(tenant=tenant, sizes=sizes)
         return list(self._unary(self._manage.ListCheckpoints, request,
-                                pb.ListCheckpointsResponse).checkpoints)
+                                pb.ListCheckpointsResponse, LONG_TIMEOUT_S if sizes else None)
+                    .checkpoints)
 
-    def delete_checkpoint(self, tenant: str, name: str) -> None:
-        request = pb.DeleteCheckpointRequest(tenant=tenant, name=name)
-        self._unary(self._manage.DeleteCheckpoint, request, pb.DeleteCheckpointResponse)
+    def delete_checkpoint(self, tenant: str, name: str, *,
+                          dry_run: bool = False) -> pb.DeleteCheckpointResponse:
+        """Delete checkpoint ``name``; the bytes that frees (with ``dry_run``: would free,
+        nothing is deleted)."""
+        request = pb.DeleteCheckpointRequest(tenant=tenant, name=name, dry_run=dry_run)
+        return self._unary(self._manage.DeleteCheckpoint, request, pb.DeleteCheckpointResponse)
+
+    def storage_history(self, tenant: str, since_us: int = 0) -> pb.StorageHistoryResponse:
+        """The tenant's sampled storage over time, oldest first."""
+        request = pb.StorageHistoryRequest(tenant=tenant, since_us=since_us)
+        return self._unary(self._manage.StorageHistory, request, pb.StorageHistoryResponse)
 
     # --- maintenance ---------------------------------------------------------------
 

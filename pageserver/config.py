@@ -41,6 +41,8 @@ class EngineConfig:
     background_workers: int = 2  # bound on concurrent flush/compaction/GC jobs
     background_period_s: float = 1.0  # how often the ticker looks for work; 0 disables it
     gc_period_s: float = 600.0
+    storage_sample_period_s: float = 300.0  # how often each tenant's bytes are sampled
+    storage_samples: int = 2016  # samples kept per tenant (a week at 5 minutes)
     log: LogSettings = field(default_factory=LogSettings)
     writer_lease_s: float = 10.0  # a compute that misses heartbeats this long loses its slot
     read_drain_s: float = 60.0  # how long deleting layers waits for reads that may use them

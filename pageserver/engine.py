@@ -45,6 +45,7 @@ from pageserver.locations import Locations, load_or_create_id
 from pageserver.manifest import tenant_prefix
 from pageserver.remote import RemoteStorage
 from pageserver.remote.retry import RetryPolicy, retrying
+from pageserver.storage_history import StorageHistory, sample
 from pageserver.tenant import Tenant, validate_name
 from pageserver.timeline import Timeline
 
@@ -93,6 +94,8 @@ class Engine:
         self._pool = ThreadPoolExecutor(config.background_workers, "strata-bg")
         self._pending: dict[tuple[str, str, str], Future[None]] = {}
         self._stop = threading.Event()
+        self.storage_history = StorageHistory(config.state_dir / "storage-history",
+                                              config.storage_samples)
         for tenant_id in self._read_attached():
             if not self._moved_away(tenant_id):
                 self._tenants[tenant_id] = self._attach(tenant_id)
@@ -271,6 +274,7 @@ class Engine:
             timeline.deleted = True
         self.storage.delete_many(self.storage.list(tenant_prefix(tenant_id)))
         remove_directory(self.config.local_log_dir / tenant_id)
+        self.storage_history.forget(tenant_id)
         cached = self.config.layer_cache_dir / tenant_id  # its downloaded layers too
         shutil.rmtree(cached, ignore_errors=True)
         self.layer_cache.forget_under(cached)
@@ -368,11 +372,30 @@ class Engine:
             self._pending[key] = self._pool.submit(run)
 
     def _tick_loop(self) -> None:
-        last_gc = 0.0
+        last_gc = last_sample = 0.0
         while not self._stop.wait(self.config.background_period_s):
             self.tick(gc_due=self._gc_due(last_gc))
             if self._gc_due(last_gc):
                 last_gc = time.monotonic()
+            if time.monotonic() - last_sample >= self.config.storage_sample_period_s:
+                last_sample = time.monotonic()
+                with self._lock:
+                    tenants = list(self._tenants)
+                for tenant_id in tenants:
+                    self._submit((tenant_id, "", "sample"),
+                                 partial(self.sample_storage, tenant_id))
+
+    def sample_storage(self, tenant_id: str) -> None:
+        """Add the tenant's bytes now to its storage history (``storage_history``)."""
+        try:
+            tenant = self.tenant(tenant_id)
+            taken = sample(tenant)
+        except StrataError:  # deleted, detached or moved meanwhile
+            return
+        with self._lock:
+            if self._tenants.get(tenant_id) is not tenant:
+                return  # deleted while sampled: its history went with it
+            self.storage_history.record(tenant_id, taken)
 
     def _gc_due(self, last_gc: float) -> bool:
         return time.monotonic() - last_gc >= self.config.gc_period_s

@@ -107,6 +107,31 @@ def history_bytes(timeline: Timeline) -> int:
                if not _reachable(layer, images, max(head, layer.lsn_start)))
 
 
+@dataclass(frozen=True)
+class PinnedLayer:
+    """A layer no read at or above the GC cutoff reaches, and the retained LSNs below the
+    cutoff whose reads do (none: the next GC at this cutoff removes it)."""
+
+    size: int
+    readers: frozenset[int]
+
+
+def pinned_layers(timeline: Timeline, points: Sequence[int]) -> list[PinnedLayer]:
+    """The timeline's layers kept only for reads below its current GC cutoff, each with the
+    ``points`` (retained LSNs) that read it: what a checkpoint or branch point costs, and
+    what GC would remove once one is gone (the layers it alone reads)."""
+    with timeline.lock:
+        layers = list(timeline.layers)
+        cutoff = timeline.gc_cutoff
+    images = [layer for layer in layers if layer.is_image]
+    below = sorted(p for p in points if p < cutoff)
+    return [PinnedLayer(layer.desc.size,
+                        frozenset(p for p in below
+                                  if p >= layer.lsn_start and _reachable(layer, images, p)))
+            for layer in layers
+            if not _reachable(layer, images, max(cutoff, layer.lsn_start))]
+
+
 def _unreachable(layer: Layer, images: list[Layer], retained: list[int], cutoff: int) -> bool:
     """Whether no read at a retained LSN or at any LSN >= ``cutoff`` can reach ``layer``."""
     # Of all reads at LSNs >= cutoff, the one at max(cutoff, lsn_start) is the hardest to serve.

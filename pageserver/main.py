@@ -63,6 +63,8 @@ class ServerSettings:
     image_read_threshold: int = 10
     image_gain: float = 1.5
     gc_period: str = "10m"
+    storage_sample_period: str = "5m"
+    storage_samples: int = 2016
     background_workers: int = 2
     writer_lease: str = "10s"
     layer_cache_bytes: int = DEFAULT_LIMIT_BYTES  # downloaded layers kept (S3 stores only)
@@ -86,6 +88,8 @@ class ServerSettings:
             image_read_threshold=self.image_read_threshold,
             image_gain=self.image_gain,
             gc_period_s=parse_duration(self.gc_period),
+            storage_sample_period_s=parse_duration(self.storage_sample_period),
+            storage_samples=self.storage_samples,
             background_workers=self.background_workers,
             writer_lease_s=parse_duration(self.writer_lease),
             layer_cache_bytes=self.layer_cache_bytes,

@@ -12,7 +12,7 @@ import shutil
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from itertools import compress
@@ -32,6 +32,7 @@ from common.errors import (
 )
 from common.names import is_valid_name
 from common.ops import decode_batch
+from pageserver import gc
 from pageserver.at_time import lsn_at_time
 from pageserver.changes import Changes, changes
 from pageserver.config import EngineConfig
@@ -97,6 +98,25 @@ class BranchDeletion:
     branches: list[str]
     checkpoints: list[str]
     freed_bytes: int
+
+
+@dataclass(frozen=True)
+class CheckpointCost:
+    """What a checkpoint costs in storage and what deleting it alone would free.
+
+    ``held_bytes``: layers kept only for reads below their timeline's GC cutoff that a read
+    at the checkpoint reaches (shared with other checkpoints and branch points that read
+    them too), plus the timelines deleting it frees. ``freed_bytes``: the timelines the
+    delete itself reclaims (a restore's past nothing else reads); ``gc_bytes``: the layers
+    the next GC at the current cutoff then removes, those only this checkpoint reads."""
+
+    held_bytes: int
+    freed_bytes: int
+    gc_bytes: int
+
+    @property
+    def reclaim_bytes(self) -> int:
+        return self.freed_bytes + self.gc_bytes
 
 
 @dataclass(frozen=True)
@@ -818,6 +838,62 @@ class Tenant:
             draft.on_swap(lambda: self._forget(unreferenced))
         for timeline in unreferenced:
             self._reclaim(timeline)
+
+    def checkpoint_costs(self, names: Sequence[str]) -> dict[str, CheckpointCost]:
+        """The cost of each checkpoint in ``names`` (``CheckpointCost``; one deleted
+        meanwhile is left out).
+
+        Deleting a checkpoint takes away the retained point it is, and the branch points
+        of the past timelines only it kept; the next GC then removes the layers that only
+        points taken away read. Each timeline's layers are looked at once for all."""
+        freed: dict[str, int] = {}
+        own: dict[str, tuple[Timeline, int]] = {}  # the timeline holding its point, the LSN
+        lost: dict[str, list[tuple[Timeline, int, str]]] = {}  # retained points it takes
+        with self._manifest.change() as draft:
+            draft.discard()  # nothing changes: the change only serialises with deletes
+            state = draft.state
+            for name in names:
+                record = state.checkpoints.get(name)
+                if record is None:
+                    continue
+                state.drop_checkpoint(name)  # each one alone: put back after the look
+                unreferenced = self._unreferenced(state, {record.timeline_id})
+                state.set_checkpoint(name, record)
+                freed[name] = sum(t.owned_bytes() for t in unreferenced)
+                with self._lock:
+                    source = self.timelines.get(record.timeline_id)
+                    labels = self.names_of_timelines()
+                taken = [] if source is None else [
+                    (_owner(source, record.lsn), record.lsn, f"checkpoint {name}")]
+                taken += [(_owner(t.ancestor, t.branch_lsn), t.branch_lsn,
+                           f"branch {', '.join(labels.get(t.timeline_id, [t.timeline_id]))}")
+                          for t in unreferenced if t.ancestor is not None]
+                lost[name] = [point for point in taken if point[0] not in unreferenced]
+                if source is not None and _owner(source, record.lsn) not in unreferenced:
+                    own[name] = (_owner(source, record.lsn), record.lsn)
+        looked = {id(t): t for points in lost.values() for t, _, _ in points}
+        seen = {}  # timeline -> what pins each of its LSNs, its layers and their readers
+        for key, timeline in looked.items():
+            points = self.retained_points(timeline)
+            seen[key] = (points, gc.pinned_layers(timeline, list(points)))
+        costs = {}
+        for name, bytes_ in freed.items():
+            held = gc_bytes = 0
+            if name in own:
+                timeline, lsn = own[name]
+                held = sum(layer.size for layer in seen[id(timeline)][1] if lsn in layer.readers)
+            for key in {id(t) for t, _, _ in lost[name]}:
+                points, pinned = seen[key]
+                taken_at: dict[int, set[str]] = {}
+                for timeline, lsn, label in lost[name]:
+                    if id(timeline) == key:
+                        taken_at.setdefault(lsn, set()).add(label)
+                unread = {lsn for lsn, gone in taken_at.items()
+                          if set(points.get(lsn, ())) <= gone}
+                gc_bytes += sum(layer.size for layer in pinned
+                                if layer.readers and layer.readers <= unread)
+            costs[name] = CheckpointCost(held + bytes_, bytes_, gc_bytes)
+        return costs
 
     def _retain_lsns(self, timeline: Timeline) -> set[int]:
         """LSNs of ``timeline``'s own history that child timelines and checkpoints pin,

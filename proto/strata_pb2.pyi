@@ -685,7 +685,7 @@ class DeleteBranchResponse(_message.Message):
     def __init__(self, deleted: _Optional[_Iterable[str]] = ..., checkpoints: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
 
 class CheckpointInfo(_message.Message):
-    __slots__ = ("name", "branch", "timeline_id", "lsn", "created_at_us", "statement", "expires_at_us")
+    __slots__ = ("name", "branch", "timeline_id", "lsn", "created_at_us", "statement", "expires_at_us", "held_bytes", "reclaim_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -693,6 +693,8 @@ class CheckpointInfo(_message.Message):
     CREATED_AT_US_FIELD_NUMBER: _ClassVar[int]
     STATEMENT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_US_FIELD_NUMBER: _ClassVar[int]
+    HELD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECLAIM_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     branch: str
     timeline_id: str
@@ -700,7 +702,9 @@ class CheckpointInfo(_message.Message):
     created_at_us: int
     statement: str
     expires_at_us: int
-    def __init__(self, name: _Optional[str] = ..., branch: _Optional[str] = ..., timeline_id: _Optional[str] = ..., lsn: _Optional[int] = ..., created_at_us: _Optional[int] = ..., statement: _Optional[str] = ..., expires_at_us: _Optional[int] = ...) -> None: ...
+    held_bytes: int
+    reclaim_bytes: int
+    def __init__(self, name: _Optional[str] = ..., branch: _Optional[str] = ..., timeline_id: _Optional[str] = ..., lsn: _Optional[int] = ..., created_at_us: _Optional[int] = ..., statement: _Optional[str] = ..., expires_at_us: _Optional[int] = ..., held_bytes: _Optional[int] = ..., reclaim_bytes: _Optional[int] = ...) -> None: ...
 
 class CreateCheckpointRequest(_message.Message):
     __slots__ = ("tenant", "branch", "name", "lsn", "at_lsn", "statement", "ttl_s")
@@ -727,10 +731,12 @@ class CreateCheckpointResponse(_message.Message):
     def __init__(self, checkpoint: _Optional[_Union[CheckpointInfo, _Mapping]] = ...) -> None: ...
 
 class ListCheckpointsRequest(_message.Message):
-    __slots__ = ("tenant",)
+    __slots__ = ("tenant", "sizes")
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    SIZES_FIELD_NUMBER: _ClassVar[int]
     tenant: str
-    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+    sizes: bool
+    def __init__(self, tenant: _Optional[str] = ..., sizes: _Optional[bool] = ...) -> None: ...
 
 class ListCheckpointsResponse(_message.Message):
     __slots__ = ("checkpoints",)
@@ -739,16 +745,22 @@ class ListCheckpointsResponse(_message.Message):
     def __init__(self, checkpoints: _Optional[_Iterable[_Union[CheckpointInfo, _Mapping]]] = ...) -> None: ...
 
 class DeleteCheckpointRequest(_message.Message):
-    __slots__ = ("tenant", "name")
+    __slots__ = ("tenant", "name", "dry_run")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    dry_run: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class DeleteCheckpointResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("freed_bytes", "gc_bytes")
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GC_BYTES_FIELD_NUMBER: _ClassVar[int]
+    freed_bytes: int
+    gc_bytes: int
+    def __init__(self, freed_bytes: _Optional[int] = ..., gc_bytes: _Optional[int] = ...) -> None: ...
 
 class GcRequest(_message.Message):
     __slots__ = ("tenant",)
@@ -1037,3 +1049,55 @@ class ReadAuditResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
+
+class StorageHistoryRequest(_message.Message):
+    __slots__ = ("tenant", "since_us")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_US_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    since_us: int
+    def __init__(self, tenant: _Optional[str] = ..., since_us: _Optional[int] = ...) -> None: ...
+
+class BranchBytes(_message.Message):
+    __slots__ = ("name", "owned_bytes", "history_bytes", "logical_size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOGICAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    owned_bytes: int
+    history_bytes: int
+    logical_size: int
+    def __init__(self, name: _Optional[str] = ..., owned_bytes: _Optional[int] = ..., history_bytes: _Optional[int] = ..., logical_size: _Optional[int] = ...) -> None: ...
+
+class CheckpointBytes(_message.Message):
+    __slots__ = ("name", "branch", "held_bytes", "reclaim_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    HELD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECLAIM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    branch: str
+    held_bytes: int
+    reclaim_bytes: int
+    def __init__(self, name: _Optional[str] = ..., branch: _Optional[str] = ..., held_bytes: _Optional[int] = ..., reclaim_bytes: _Optional[int] = ...) -> None: ...
+
+class StorageSample(_message.Message):
+    __slots__ = ("at_us", "stored_bytes", "branches", "checkpoints")
+    AT_US_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    at_us: int
+    stored_bytes: int
+    branches: _containers.RepeatedCompositeFieldContainer[BranchBytes]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[CheckpointBytes]
+    def __init__(self, at_us: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., branches: _Optional[_Iterable[_Union[BranchBytes, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[CheckpointBytes, _Mapping]]] = ...) -> None: ...
+
+class StorageHistoryResponse(_message.Message):
+    __slots__ = ("samples", "period_s")
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_S_FIELD_NUMBER: _ClassVar[int]
+    samples: _containers.RepeatedCompositeFieldContainer[StorageSample]
+    period_s: float
+    def __init__(self, samples: _Optional[_Iterable[_Union[StorageSample, _Mapping]]] = ..., period_s: _Optional[float] = ...) -> None: ...

@@ -454,6 +454,11 @@ class ManagementServiceStub:
                 request_serializer=proto_dot_strata__pb2.BranchChangesRequest.SerializeToString,
                 response_deserializer=proto_dot_strata__pb2.BranchChangesResponse.FromString,
                 _registered_method=True)
+        self.StorageHistory = channel.unary_unary(
+                '/strata.v1.ManagementService/StorageHistory',
+                request_serializer=proto_dot_strata__pb2.StorageHistoryRequest.SerializeToString,
+                response_deserializer=proto_dot_strata__pb2.StorageHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class ManagementServiceServicer:
@@ -633,6 +638,12 @@ class ManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StorageHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -780,6 +791,11 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.BranchChanges,
                     request_deserializer=proto_dot_strata__pb2.BranchChangesRequest.FromString,
                     response_serializer=proto_dot_strata__pb2.BranchChangesResponse.SerializeToString,
+            ),
+            'StorageHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.StorageHistory,
+                    request_deserializer=proto_dot_strata__pb2.StorageHistoryRequest.FromString,
+                    response_serializer=proto_dot_strata__pb2.StorageHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1565,6 +1581,33 @@ class ManagementService:
             '/strata.v1.ManagementService/BranchChanges',
             proto_dot_strata__pb2.BranchChangesRequest.SerializeToString,
             proto_dot_strata__pb2.BranchChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StorageHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strata.v1.ManagementService/StorageHistory',
+            proto_dot_strata__pb2.StorageHistoryRequest.SerializeToString,
+            proto_dot_strata__pb2.StorageHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -362,23 +362,50 @@ class ManagementServicer:
         claims = current_claims.get()
         records = sorted((name, record) for name, record in tenant.manifest.checkpoints.items()
                          if claims is None or claims.covers_branch(record.branch or ""))
-        return pb.ListCheckpointsResponse(checkpoints=[
-            self._checkpoint_info(name, record) for name, record in records
-        ])
+        costs = tenant.checkpoint_costs([name for name, _ in records]) if request.sizes else {}
+        infos = [self._checkpoint_info(name, record) for name, record in records]
+        for info in infos:
+            if (cost := costs.get(info.name)) is not None:
+                info.held_bytes, info.reclaim_bytes = cost.held_bytes, cost.reclaim_bytes
+        return pb.ListCheckpointsResponse(checkpoints=infos)
 
     def DeleteCheckpoint(self, request: pb.DeleteCheckpointRequest,
                          context: grpc.ServicerContext) -> pb.DeleteCheckpointResponse:
+        """Delete a checkpoint (or with dry_run only say what that frees)."""
         tenant = self._engine.tenant(request.tenant)
         _check_covered(tenant.checkpoint(request.name).branch)
-        tenant.delete_checkpoint(request.name)
-        self._record(context, "checkpoint.delete", request.tenant, request.name)
-        return pb.DeleteCheckpointResponse()
+        cost = tenant.checkpoint_costs([request.name]).get(request.name)
+        if cost is None:
+            raise NotFoundError(f"no checkpoint {request.name!r} in tenant {request.tenant!r}")
+        if not request.dry_run:
+            tenant.delete_checkpoint(request.name)
+            self._record(context, "checkpoint.delete", request.tenant, request.name)
+        return pb.DeleteCheckpointResponse(freed_bytes=cost.freed_bytes, gc_bytes=cost.gc_bytes)
+
+    def StorageHistory(self, request: pb.StorageHistoryRequest,
+                       context: grpc.ServicerContext) -> pb.StorageHistoryResponse:
+        """The tenant's sampled bytes over time; a token limited to branches sees theirs."""
+        self._engine.tenant(request.tenant)  # NotFoundError, TenantElsewhereError
+        claims = current_claims.get()
+
+        def covered(branch: str) -> bool:
+            return claims is None or claims.covers_branch(branch)
+
+        samples = self._engine.storage_history.read(request.tenant, request.since_us)
+        return pb.StorageHistoryResponse(period_s=self._engine.config.storage_sample_period_s,
+                                         samples=[pb.StorageSample(
+            at_us=taken.at_us, stored_bytes=taken.stored_bytes,
+            branches=[pb.BranchBytes(**vars(b)) for b in taken.branches if covered(b.name)],
+            checkpoints=[pb.CheckpointBytes(**vars(c)) for c in taken.checkpoints
+                         if covered(c.branch)],
+        ) for taken in samples])
 
     # --- maintenance ---------------------------------------------------------------------
 
     def Gc(self, request: pb.GcRequest, context: grpc.ServicerContext) -> pb.GcResponse:
         _check_whole_tenant("collect garbage")
         result = self._engine.gc(request.tenant, explain=True)
+        self._engine.sample_storage(request.tenant)  # what GC left, in the history
         return pb.GcResponse(
             timelines=result.timelines, layers_removed=result.layers_removed,
             bytes_removed=result.bytes_removed,
@@ -398,6 +425,7 @@ class ManagementServicer:
         _check_whole_tenant("compact")
         self._engine.flush(request.tenant)
         result = self._engine.compact(request.tenant, force=request.force)
+        self._engine.sample_storage(request.tenant)
         return pb.CompactResponse(l0_merged=result.l0_merged, l1_written=result.l1_written,
                                   images_written=result.images_written)
 

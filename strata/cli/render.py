@@ -83,8 +83,11 @@ def branch_dict(branch: pb.BranchInfo) -> dict[str, Any]:
     }
 
 
-def checkpoint_dict(checkpoint: pb.CheckpointInfo) -> dict[str, Any]:
-    return {
+def checkpoint_dict(checkpoint: pb.CheckpointInfo, *, sizes: bool = False) -> dict[str, Any]:
+    """A checkpoint as JSON; with ``sizes`` (listed with them), what it holds and frees."""
+    sized = {"held_bytes": checkpoint.held_bytes,
+             "reclaim_bytes": checkpoint.reclaim_bytes} if sizes else {}
+    return {**sized,
         "name": checkpoint.name,
         "branch": checkpoint.branch or None,
         "timeline_id": checkpoint.timeline_id,
@@ -96,6 +99,19 @@ def checkpoint_dict(checkpoint: pb.CheckpointInfo) -> dict[str, Any]:
         "expires_at": iso_time(checkpoint.expires_at_us),
         "expires_at_us": checkpoint.expires_at_us,
     }
+
+
+def storage_history_dict(tenant: str, history: pb.StorageHistoryResponse) -> dict[str, Any]:
+    """A tenant's sampled storage as JSON (``strata tenant storage``, the console)."""
+    return {"tenant": tenant, "period_s": history.period_s, "samples": [{
+        "at": iso_time(taken.at_us), "at_us": taken.at_us, "stored_bytes": taken.stored_bytes,
+        "branches": [{"name": b.name, "owned_bytes": b.owned_bytes,
+                      "history_bytes": b.history_bytes, "logical_size": b.logical_size}
+                     for b in taken.branches],
+        "checkpoints": [{"name": c.name, "branch": c.branch or None,
+                         "held_bytes": c.held_bytes, "reclaim_bytes": c.reclaim_bytes}
+                        for c in taken.checkpoints],
+    } for taken in history.samples]}
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]],

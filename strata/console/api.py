@@ -13,15 +13,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import anyio.to_thread
+import grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from common.client import NEWEST, HistoryPoint
+from common.client import NEWEST, ClientError, HistoryPoint
 from common.durations import parse_duration_s
 from proto import strata_pb2 as pb
-from strata.cli.commands import audit, branches, tenants
-from strata.cli.render import branch_dict, checkpoint_dict, tenant_dict
+from strata.cli.commands import audit, branches, checkpoints, tenants
+from strata.cli.render import branch_dict, checkpoint_dict, storage_history_dict, tenant_dict
 from strata.cli.units import parse_time_us
 from strata.console import figures
 from strata.console.access import ApiError, caller, client, error_response, require_tenant
@@ -120,6 +121,13 @@ def _compute_states(home: Home, tenant: str) -> dict[str, str]:
     proxy = computes.proxy_view(home)
     return {node.spec.branch: computes.describe(node, proxy)["status"]
             for node in computes.listing(home, tenant)}
+
+
+def _covered(request: Request, branch: str) -> bool:
+    """Whether the caller's token reaches ``branch`` (one limited to branches: only
+    those), for what the console reads on this machine rather than from the page server."""
+    limited = caller(request).branches
+    return limited is None or branch in limited
 
 
 def list_branches(request: Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -224,11 +232,11 @@ def restore_branch(request: Request, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_checkpoints(request: Request, body: dict[str, Any]) -> dict[str, Any]:
-    """`strata checkpoint list`."""
+    """`strata checkpoint list`: with what each holds and what deleting it frees."""
     session = session_of(request, _path(request, "tenant"))
     with client(session) as strata:
-        return {"checkpoints": [checkpoint_dict(c)
-                                for c in strata.list_checkpoints(session.tenant)]}
+        return {"checkpoints": [checkpoint_dict(c, sizes=True) for c in
+                                strata.list_checkpoints(session.tenant, sizes=True)]}
 
 
 def create_checkpoint(request: Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -241,12 +249,21 @@ def create_checkpoint(request: Request, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def delete_checkpoint(request: Request, body: dict[str, Any]) -> dict[str, Any]:
-    """`strata checkpoint delete NAME`."""
+    """`strata checkpoint delete NAME`: what it freed."""
+    return _checkpoint_deletion(request, dry_run=False)
+
+
+def plan_checkpoint_delete(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    """`strata checkpoint delete NAME --dry-run`: what the delete would free."""
+    return _checkpoint_deletion(request, dry_run=True)
+
+
+def _checkpoint_deletion(request: Request, *, dry_run: bool) -> dict[str, Any]:
     session = session_of(request, _path(request, "tenant"))
     name = _path(request, "checkpoint")
     with client(session) as strata:
-        strata.delete_checkpoint(session.tenant, name)
-    return {"deleted": name}
+        done = strata.delete_checkpoint(session.tenant, name, dry_run=dry_run)
+    return checkpoints.checkpoint_deletion_dict(name, done, dry_run=dry_run)
 
 
 # --- computes, storage -----------------------------------------------------------------
@@ -260,6 +277,8 @@ def list_computes(request: Request, body: dict[str, Any]) -> dict[str, Any]:
     proxy = computes.proxy_view(session.home)
     documents = []
     for node in computes.listing(session.home, session.tenant):
+        if not _covered(request, node.spec.branch):
+            continue
         full = computes.describe(node, proxy)
         cache = (full["stats"] or {}).get("cache") or {}
         lookups = cache.get("hits", 0) + cache.get("misses", 0)
@@ -274,25 +293,46 @@ def list_computes(request: Request, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def storage(request: Request, body: dict[str, Any]) -> dict[str, Any]:
-    """Bytes per branch, and what deleting each (with its descendants) would free: the
-    page server's own sizes and delete dry runs."""
+    """Bytes per branch and per checkpoint, and what deleting each would free: the page
+    server's own sizes, `checkpoint list` and `branch delete --cascade --dry-run`. A
+    token that may not delete a branch (read-only, or limited to branches that leaves
+    some below it) gets the page server's refusal in that row instead of a plan."""
     session = session_of(request, _path(request, "tenant"))
     rows = []
     with client(session) as strata:
         usage = tenants.tenant_usage(session, session.tenant, strata.get_tenant(session.tenant))
         found = strata.list_branches(session.tenant)
-        marks = strata.list_checkpoints(session.tenant)
+        marks = strata.list_checkpoints(session.tenant, sizes=True)
         for number, info in enumerate(found):
-            plan = None
+            plan, refused = None, None
             if number < MAX_PLANNED and info.name != "main":
-                plan = _deletion(strata.delete_branch(session.tenant, info.name, cascade=True,
-                                                      force=True, dry_run=True))
+                try:
+                    plan = _deletion(strata.delete_branch(session.tenant, info.name,
+                                                          cascade=True, force=True,
+                                                          dry_run=True))
+                except ClientError as exc:
+                    if exc.code != grpc.StatusCode.PERMISSION_DENIED:
+                        raise
+                    refused = exc.message
             rows.append({"name": info.name, "parent": info.parent or None,
                          "logical_size": info.logical_size, "owned_bytes": info.owned_bytes,
+                         "history_bytes": info.history_bytes,
                          "checkpoints": [c.name for c in marks if c.branch == info.name],
-                         "delete": plan})
+                         "delete": plan, "delete_refused": refused})
     return {"tenant": session.tenant, "now_us": time.time_ns() // 1000, "usage": usage,
-            "branches": rows}
+            "branches": rows,
+            "checkpoints": [checkpoint_dict(c, sizes=True) for c in marks]}
+
+
+def storage_history(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    """`strata tenant storage [--since D]`: each branch's and checkpoint's bytes over
+    time, as the page server sampled them."""
+    session = session_of(request, _path(request, "tenant"))
+    since = request.query_params.get("since", "")
+    since_us = time.time_ns() // 1000 - parse_duration_s(since) * 1_000_000 if since else 0
+    with client(session) as strata:
+        return storage_history_dict(session.tenant,
+                                    strata.storage_history(session.tenant, since_us))
 
 
 # --- the page server, the audit log ----------------------------------------------------
@@ -353,8 +393,11 @@ ROUTES: Final = [
     Route("/tenants/{tenant}/checkpoints", endpoint(create_checkpoint), methods=["POST"]),
     Route("/tenants/{tenant}/checkpoints/{checkpoint}", endpoint(delete_checkpoint),
           methods=["DELETE"]),
+    Route("/tenants/{tenant}/checkpoints/{checkpoint}/delete-plan",
+          endpoint(plan_checkpoint_delete), methods=["GET"]),
     Route("/tenants/{tenant}/computes", endpoint(list_computes), methods=["GET"]),
     Route("/tenants/{tenant}/storage", endpoint(storage), methods=["GET"]),
+    Route("/tenants/{tenant}/storage/history", endpoint(storage_history), methods=["GET"]),
     Route("/metrics", endpoint(server_metrics), methods=["GET"]),
     Route("/audit", endpoint(audit_log), methods=["GET"]),
 ]

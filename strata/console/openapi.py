@@ -40,7 +40,26 @@ _SCHEMAS: Final[dict[str, Any]] = {
                     "description": "running, suspended, stopped, crashed; null: none here"}}}]},
     "Checkpoint": {"type": "object", "properties": {
         "name": {"type": "string"}, "branch": {"type": ["string", "null"]},
-        "lsn": {"type": "integer"}, "created_at": {"type": ["string", "null"]}}},
+        "lsn": {"type": "integer"}, "created_at": {"type": ["string", "null"]},
+        "held_bytes": {"type": "integer", "description": "listings and storage only: "
+                       "history below the GC cutoff reads at it reach (shared)"},
+        "reclaim_bytes": {"type": "integer", "description": "listings and storage only: "
+                          "what deleting it alone frees"}}},
+    "CheckpointDeletion": {"type": "object", "properties": {
+        "checkpoint": {"type": "string"}, "deleted": {"type": ["string", "null"]},
+        "dry_run": {"type": "boolean"},
+        "freed_bytes": {"type": "integer", "description": "a reset branch's past only it "
+                                                          "kept, reclaimed by the delete"},
+        "gc_bytes": {"type": "integer", "description": "history only it read, removed by "
+                                                       "the next GC"},
+        "reclaim_bytes": {"type": "integer"}}},
+    "StorageHistory": {"type": "object", "description": "`strata tenant storage --json`",
+                       "properties": {
+        "period_s": {"type": "number"},
+        "samples": {"type": "array", "items": {"type": "object", "properties": {
+            "at_us": {"type": "integer"}, "stored_bytes": {"type": "integer"},
+            "branches": {"type": "array", "items": _OBJECT},
+            "checkpoints": {"type": "array", "items": _OBJECT}}}}}},
     "Deletion": {"type": "object", "properties": {
         "deleted": {"type": "array", "items": {"type": "string"}},
         "checkpoints": {"type": "array", "items": {"type": "string"}},
@@ -102,19 +121,28 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, list[Any], Any, Any]]] = {
             "checkpoint": {"type": "string"}, "time": {"type": "string"},
             "lsn": {"type": "integer", "minimum": 0}, "preserve_as": {"type": "string"}}},
         _ref("Branch")),
-    ("/tenants/{tenant}/checkpoints", "get"): ("`strata checkpoint list`", [_TENANT], None,
-                                               _OBJECT),
+    ("/tenants/{tenant}/checkpoints", "get"): (
+        "`strata checkpoint list`: with what each holds and what deleting it frees",
+        [_TENANT], None, _OBJECT),
     ("/tenants/{tenant}/checkpoints", "post"): (
         "`strata checkpoint create BRANCH NAME`", [_TENANT],
         _strings("branch", "name", required=("branch", "name")), _ref("Checkpoint")),
     ("/tenants/{tenant}/checkpoints/{checkpoint}", "delete"): (
-        "`strata checkpoint delete NAME`", [_TENANT, _CHECKPOINT], None, _OBJECT),
+        "`strata checkpoint delete NAME`: what it freed", [_TENANT, _CHECKPOINT], None,
+        _ref("CheckpointDeletion")),
+    ("/tenants/{tenant}/checkpoints/{checkpoint}/delete-plan", "get"): (
+        "`strata checkpoint delete NAME --dry-run`: what the delete would free",
+        [_TENANT, _CHECKPOINT], None, _ref("CheckpointDeletion")),
     ("/tenants/{tenant}/computes", "get"): (
         "`strata compute list`: state, clients, idle time, cache hits, start phases",
         [_TENANT], None, _OBJECT),
     ("/tenants/{tenant}/storage", "get"): (
-        "Bytes per branch and what deleting each (with its descendants) would free",
+        "Bytes per branch and per checkpoint, and what deleting each would free",
         [_TENANT], None, _OBJECT),
+    ("/tenants/{tenant}/storage/history", "get"): (
+        "`strata tenant storage`: bytes per branch and checkpoint over time",
+        [_TENANT, _query("since", "only the last DURATION, e.g. 1d")], None,
+        _ref("StorageHistory")),
     ("/metrics", "get"): ("The page server's Prometheus figures (admin tokens only)", [],
                           None, _OBJECT),
     ("/audit", "get"): (

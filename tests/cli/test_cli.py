@@ -91,8 +91,10 @@ def test_branches_and_checkpoints(strata: Strata) -> None:
 
     checkpoint = strata.json("checkpoint", "create", "main", "before-change")
     assert (checkpoint["branch"], checkpoint["lsn"]) == ("main", main["last_lsn"])
-    names = [c["name"] for c in strata.json("checkpoint", "list")["checkpoints"]]
-    assert "before-change" in names
+    listed = {c["name"]: c for c in strata.json("checkpoint", "list")["checkpoints"]}
+    assert {"held_bytes", "reclaim_bytes"} <= listed["before-change"].keys()
+    table = strata.run("checkpoint", "list").stdout
+    assert "holds" in table.splitlines()[0] and "delete frees" in table.splitlines()[0]
     restored = strata.json("branch", "create", "restored", "--at-checkpoint", "before-change")
     assert restored["branch_lsn"] == checkpoint["lsn"]
     at_wal = strata.json("branch", "create", "at-wal", "--at-wal-lsn", main["last_wal_lsn_str"])
@@ -108,7 +110,17 @@ def test_branches_and_checkpoints(strata: Strata) -> None:
     assert "child" in refused
     deleted = strata.json("branch", "delete", "dev", "--cascade", "--yes")["deleted"]
     assert sorted(deleted) == ["dev", "dev-child"]
-    assert strata.json("checkpoint", "delete", "before-change") == {"deleted": "before-change"}
+    plan = strata.json("checkpoint", "delete", "before-change", "--dry-run")
+    assert (plan["deleted"], plan["dry_run"]) == (None, True)
+    assert plan["reclaim_bytes"] == listed["before-change"]["reclaim_bytes"]
+    assert "would delete checkpoint 'before-change': frees " in strata.run(
+        "checkpoint", "delete", "before-change", "--dry-run").stdout
+    assert strata.json("checkpoint", "delete", "before-change") == \
+        {**plan, "deleted": "before-change", "dry_run": False}
+    strata.json("gc")  # the page server samples storage after each GC
+    history = strata.json("tenant", "storage", "default")
+    assert {b["name"] for b in history["samples"][-1]["branches"]} >= {"main", "at-wal"}
+    assert "branch main" in strata.run("tenant", "storage", "default", "--since", "1h").stdout
     assert "deleted branch 'at-time'" in strata.run("branch", "delete", "at-time").stdout
 
 

@@ -103,3 +103,7 @@ def test_the_readme_session_runs(fresh_home: Path) -> None:
         assert done.returncode == 0, (
             f"README.md:{line.number}: `{line.command}` exited {done.returncode}\n"
             f"stdout: {done.stdout[-2000:]}\nstderr: {done.stderr[-2000:]}")
+        if line.command == "./dev up":  # issue 15: it tells where the web console is
+            assert re.search(r"^web console: http://127\.0\.0\.1:\d+/ \(log in with the "
+                             r"admin token: cat .*/pageserver/auth/admin\.token\)$",
+                             done.stdout, re.MULTILINE), done.stdout[-2000:]

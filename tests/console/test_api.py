@@ -10,7 +10,8 @@ from tests.console.conftest import Console
 
 TENANT_PATHS = ("tenants/{t}", "tenants/{t}/branches", "tenants/{t}/branches/probe",
                 "tenants/{t}/branches/probe/delete-plan", "tenants/{t}/checkpoints",
-                "tenants/{t}/computes", "tenants/{t}/storage")
+                "tenants/{t}/computes", "tenants/{t}/storage",
+                "tenants/{t}/storage/history")
 
 
 def test_the_openapi_document_names_every_route_and_no_other(console: Console) -> None:
@@ -130,27 +131,107 @@ def test_a_read_only_token_changes_nothing(console: Console) -> None:
     message = console.refused(403, "POST", "api/tenants/default/branches", token=reader,
                               body={"name": "nope", "ttl": "1h"})
     assert "read-only" in message
+    console.cli.json("branch", "create", "read-probe", "--tenant", "default", "--ttl", "1h")
+    stored = console.ok("GET", "api/tenants/default/storage", token=reader)  # sizes: reads
+    (row,) = [r for r in stored["branches"] if r["name"] == "read-probe"]
+    assert row["delete"] is None and "read-only" in row["delete_refused"]
+    console.ok("GET", "api/tenants/default/storage/history", token=reader)
+    console.cli.json("checkpoint", "create", "read-probe", "read-mark", "--tenant", "default")
+    assert "read-only" in console.refused(
+        403, "GET", "api/tenants/default/checkpoints/read-mark/delete-plan", token=reader)
 
 
-def test_checkpoints_are_deleted_by_name(console: Console) -> None:
+def test_checkpoints_are_deleted_by_name_after_a_dry_run(console: Console) -> None:
     base = "api/tenants/other"
     token = console.tokens["other"]
     console.ok("POST", f"{base}/checkpoints", token, {"branch": "main", "name": "gone"})
-    assert console.ok("DELETE", f"{base}/checkpoints/gone", token) == {"deleted": "gone"}
+    plan = console.ok("GET", f"{base}/checkpoints/gone/delete-plan", token)
+    assert plan == console.cli.json("checkpoint", "delete", "gone", "--dry-run",
+                                    "--tenant", "other")
+    assert plan["dry_run"] is True and plan["deleted"] is None
+    assert plan["reclaim_bytes"] == plan["freed_bytes"] + plan["gc_bytes"]
+    assert "gone" in {c["name"] for c in console.ok("GET", f"{base}/checkpoints", token)
+                      ["checkpoints"]}
+    done = console.ok("DELETE", f"{base}/checkpoints/gone", token)
+    assert done == {**plan, "deleted": "gone", "dry_run": False}
     assert console.ok("GET", f"{base}/checkpoints", token) == {"checkpoints": []}
+    assert "no checkpoint 'gone'" in console.refused(
+        404, "GET", f"{base}/checkpoints/gone/delete-plan", token)
 
 
 def test_computes_and_storage(console: Console) -> None:
     token = console.tokens["other"]
     console.ok("POST", "api/tenants/other/branches", token, {"name": "sized", "ttl": "1h"})
+    console.ok("POST", "api/tenants/other/checkpoints", token,
+               {"branch": "sized", "name": "sized-mark"})
     assert console.ok("GET", "api/tenants/other/computes", token) == \
         {"tenant": "other", "computes": []}
     stored = console.ok("GET", "api/tenants/other/storage", token)
     rows = {row["name"]: row for row in stored["branches"]}
     assert rows["main"]["delete"] is None  # main goes only with its tenant
-    assert rows["sized"]["delete"] == {"deleted": ["sized"], "checkpoints": [],
+    assert rows["sized"]["delete"] == {"deleted": ["sized"], "checkpoints": ["sized-mark"],
                                        "freed_bytes": rows["sized"]["owned_bytes"]}
+    assert rows["sized"]["delete_refused"] is None
+    assert rows["sized"]["checkpoints"] == ["sized-mark"]
     assert stored["usage"]["branches"] == len(rows)
+    # per checkpoint: the same figures as `strata checkpoint list`
+    listed = console.cli.json("checkpoint", "list", "--tenant", "other")["checkpoints"]
+    assert stored["checkpoints"] == listed
+    assert console.ok("GET", "api/tenants/other/checkpoints", token)["checkpoints"] == listed
+    (mark,) = [c for c in listed if c["name"] == "sized-mark"]
+    assert {"held_bytes", "reclaim_bytes"} <= set(mark)
+
+
+def test_storage_over_time_is_the_page_servers_history(console: Console) -> None:
+    token = console.tokens["other"]
+    console.ok("POST", "api/tenants/other/branches", token, {"name": "grown", "ttl": "1h"})
+    console.cli.json("gc", "--tenant", "other")  # the page server samples after each GC
+    history = console.ok("GET", "api/tenants/other/storage/history", token)
+    assert history == console.cli.json("tenant", "storage", "other")
+    assert history["tenant"] == "other" and history["period_s"] > 0
+    last = history["samples"][-1]
+    assert "grown" in {b["name"] for b in last["branches"]}
+    assert {"owned_bytes", "history_bytes", "logical_size"} <= set(last["branches"][0])
+    recent = console.ok("GET", "api/tenants/other/storage/history?since=1h", token)
+    assert recent["samples"][-1] == last
+    console.refused(400, "GET", "api/tenants/other/storage/history?since=soon", token)
+
+
+def test_a_token_limited_to_a_branch_sees_and_changes_only_it(console: Console) -> None:
+    """A token limited to branches is a tenant token narrowed: the tree, storage and
+    computes show only its branches; what names another branch is refused with the page
+    server's reason; tenant-wide listings (audit) are refused."""
+    console.cli.json("branch", "create", "scoped", "--tenant", "default", "--ttl", "1h")
+    limited = console.cli.json("token", "create", "--tenant", "default", "--scope", "tenant",
+                               "--branch", "scoped")["token"]
+    who = console.ok("GET", "api/whoami", token=limited)
+    assert who["branches"] == ["scoped"] and who["tenant"] == "default"
+    base = "api/tenants/default"
+    tree = console.ok("GET", f"{base}/branches", token=limited)
+    assert [b["name"] for b in tree["branches"]] == ["scoped"]
+    mark = console.ok("POST", f"{base}/checkpoints", limited,
+                      {"branch": "scoped", "name": "scoped-mark"})
+    assert mark["branch"] == "scoped"
+    assert [c["name"] for c in console.ok("GET", f"{base}/checkpoints", limited)
+            ["checkpoints"]] == ["scoped-mark"]
+    stored = console.ok("GET", f"{base}/storage", token=limited)
+    assert [row["name"] for row in stored["branches"]] == ["scoped"]
+    assert stored["branches"][0]["delete"]["deleted"] == ["scoped"]
+    history = console.ok("GET", f"{base}/storage/history", token=limited)
+    assert all({b["name"] for b in s["branches"]} <= {"scoped"} for s in history["samples"])
+    assert console.ok("GET", f"{base}/computes", token=limited)["computes"] == []
+
+    for method, path, body in (
+            ("POST", f"{base}/branches", {"name": "sneak", "parent": "scoped", "ttl": "1h"}),
+            ("POST", f"{base}/checkpoints", {"branch": "main", "name": "sneak"}),
+            ("PATCH", f"{base}/branches/main", {"ttl": "1h"}),
+            ("POST", f"{base}/branches/main/restore", {}),
+            ("DELETE", f"{base}/branches/main", None),
+            ("GET", f"{base}/branches/main", None)):
+        message = console.refused(403, method, path, limited, body)
+        assert "the token is limited to branch scoped" in message, (method, path, message)
+    assert "limited to branches" in console.refused(403, "GET", "api/audit", limited)
+    console.refused(403, "GET", "api/tenants/other/branches", limited)
 
 
 def test_the_page_servers_figures(console: Console) -> None:

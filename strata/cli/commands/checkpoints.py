@@ -3,12 +3,15 @@ to the automatic one the proxy took before a branch's last destructive statement
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from proto import strata_pb2 as pb
 from strata.cli.params import LSN
 from strata.cli.render import branch_dict, checkpoint_dict, emit_json, emit_text, print_table
 from strata.cli.session import Session, api_command
-from strata.cli.units import local_time
+from strata.cli.units import human_size, local_time
 
 STATEMENT_COLUMN_CHARS = 60  # of an automatic checkpoint's statement, in the table
 
@@ -42,20 +45,27 @@ def create(session: Session, branch: str, name: str, lsn: int | None) -> None:
 @checkpoint.command("list")
 @api_command
 def list_(session: Session) -> None:
-    """List the tenant's checkpoints.
+    """List the tenant's checkpoints, with what each costs.
+
+    "holds": the history below its branch's GC cutoff that reads at the checkpoint reach
+    (shared with checkpoints and branch points reading it too). "delete frees": what
+    deleting it alone would reclaim (the history only it reads, at the next GC, and a
+    reset branch's past only it kept).
 
     Automatic ones (auto-TIME-KIND) were taken by the proxy before a destructive
     statement, which they show; they expire (24 h by default) and `strata undo` uses them.
     """
     with session.client() as client:
-        checkpoints = client.list_checkpoints(session.tenant)
+        checkpoints = client.list_checkpoints(session.tenant, sizes=True)
     if session.json:
-        emit_json({"checkpoints": [checkpoint_dict(c) for c in checkpoints]})
+        emit_json({"checkpoints": [checkpoint_dict(c, sizes=True) for c in checkpoints]})
         return
-    print_table(("name", "branch", "LSN", "created", "expires", "before statement"),
+    print_table(("name", "branch", "LSN", "created", "expires", "holds", "delete frees",
+                 "before statement"),
                 [(c.name, c.branch or "-", str(c.lsn), local_time(c.created_at_us),
-                  local_time(c.expires_at_us, "never"), _cut(c.statement) or "-")
-                 for c in checkpoints], right=("LSN",))
+                  local_time(c.expires_at_us, "never"), human_size(c.held_bytes),
+                  human_size(c.reclaim_bytes), _cut(c.statement) or "-")
+                 for c in checkpoints], right=("LSN", "holds", "delete frees"))
 
 
 def _cut(statement: str) -> str:
@@ -66,18 +76,30 @@ def _cut(statement: str) -> str:
 
 @checkpoint.command("delete")
 @click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Say what the delete would free; delete nothing.")
 @api_command
-def delete(session: Session, name: str) -> None:
+def delete(session: Session, name: str, dry_run: bool) -> None:
     """Delete checkpoint NAME.
 
-    GC may then remove the history it pinned.
+    A reset branch's past only it kept goes at once; the history only it reads goes at
+    the next GC.
     """
     with session.client() as client:
-        client.delete_checkpoint(session.tenant, name)
+        done = client.delete_checkpoint(session.tenant, name, dry_run=dry_run)
     if session.json:
-        emit_json({"deleted": name})
-    else:
-        emit_text(f"deleted checkpoint {name!r}")
+        emit_json(checkpoint_deletion_dict(name, done, dry_run=dry_run))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    emit_text(f"{verb} checkpoint {name!r}: frees {human_size(done.freed_bytes)} now and "
+              f"{human_size(done.gc_bytes)} at the next GC")
+
+
+def checkpoint_deletion_dict(name: str, done: pb.DeleteCheckpointResponse, *,
+                             dry_run: bool) -> dict[str, Any]:
+    """What deleting a checkpoint freed (``dry_run``: would free), as JSON."""
+    return {"deleted": None if dry_run else name, "checkpoint": name, "dry_run": dry_run,
+            "freed_bytes": done.freed_bytes, "gc_bytes": done.gc_bytes,
+            "reclaim_bytes": done.freed_bytes + done.gc_bytes}
 
 
 @click.command()

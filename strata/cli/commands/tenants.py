@@ -15,9 +15,16 @@ from strata.cli.confirm import confirm
 from strata.cli.errors import CliError, ExitCode
 from strata.cli.params import DURATION, HISTORY, SIZE
 from strata.cli.progress import working
-from strata.cli.render import emit_json, emit_text, print_fields, print_table, tenant_dict
+from strata.cli.render import (
+    emit_json,
+    emit_text,
+    print_fields,
+    print_table,
+    storage_history_dict,
+    tenant_dict,
+)
 from strata.cli.session import Session, api_command
-from strata.cli.units import human_duration, human_size
+from strata.cli.units import human_duration, human_size, local_time
 from strata.local import computes
 
 
@@ -250,6 +257,33 @@ def show(session: Session, name: str) -> None:
         ("durability", response.durability.mode),
         ("RPO", response.durability.description),
     ])
+
+
+@tenant.command("storage")
+@click.argument("name")
+@click.option("--since", type=DURATION, help="Only samples this recent, e.g. 1h or 7d.")
+@api_command
+def storage(session: Session, name: str, since: str | None) -> None:
+    """Show tenant NAME's storage over time: each branch's owned and history bytes and
+    each checkpoint's cost, as the page server sampled them (every 5 minutes by default,
+    and after each `strata gc` and `strata compact`; it keeps a week's worth)."""
+    since_us = time.time_ns() // 1000 - parse_duration_s(since) * 1_000_000 if since else 0
+    with session.client() as client:
+        history = client.storage_history(name, since_us)
+    if session.json:
+        emit_json(storage_history_dict(name, history))
+        return
+    if not history.samples:
+        emit_text(f"tenant {name!r}: no storage samples yet")
+        return
+    print_table(("taken", "stored", "branch or checkpoint", "owned or held", "history"), [
+        row for taken in history.samples for row in (
+            (local_time(taken.at_us), human_size(taken.stored_bytes), "", "", ""),
+            *(("", "", f"branch {b.name}", human_size(b.owned_bytes),
+               human_size(b.history_bytes)) for b in taken.branches),
+            *(("", "", f"checkpoint {c.name}", human_size(c.held_bytes), "")
+              for c in taken.checkpoints))],
+        right=("stored", "owned or held", "history"))
 
 
 @tenant.command("set")

@@ -12,10 +12,9 @@ const state = {
   drawn: null,    // what the tree graph shows, to redraw only when it changes
   timer: null,
   server: [],     // samples of the page server's figures
-  stored: [],     // [time_ms, stored bytes] of the tenant
 };
 const POLL_MS = 2000;
-const STORAGE_POLL_MS = 10000;  // a dry run of a delete per branch: not every 2 s
+const STORAGE_POLL_MS = 10000;  // dry runs of deletes and checkpoint costs: not every 2 s
 const KEEP_SAMPLES = 90;
 
 const $ = (id) => document.getElementById(id);
@@ -66,7 +65,9 @@ async function login(token) {
   select.value = state.tenant;
   select.disabled = !state.who.admin;
   $("identity").textContent = state.who.admin ? "admin token"
-    : `${state.who.scope} token of ${state.who.tenant}${state.who.read_only ? " (read-only)" : ""}`;
+    : `${state.who.scope} token of ${state.who.tenant}` +
+      (state.who.branches ? `, limited to ${state.who.branches.join(", ")}` : "") +
+      (state.who.read_only ? " (read-only)" : "");
   $("login-view").hidden = true;
   $("nav").hidden = false;
   $("who").hidden = false;
@@ -100,7 +101,6 @@ $("tenant").addEventListener("change", (event) => {
   state.tenant = event.target.value;
   sessionStorage.setItem("strata-tenant", state.tenant);
   state.selected = null;
-  state.stored = [];
   refresh();
 });
 
@@ -175,6 +175,7 @@ function fillPanel() {
     ["logical size", Charts.human(branch.logical_size, "B")],
     ["owned bytes", Charts.human(branch.owned_bytes, "B")],
     ["expires", branch.expires_at ? when(branch.expires_at) : "never"],
+    ["lease", branch.lease_s ? `${branch.lease_s} s from each renewal (strata branch renew)` : "-"],
     ["protected", branch.protected ? "yes" : "no"],
     ["writer", branch.writer || "-"],
     ["compute", branch.compute || "none here"],
@@ -290,28 +291,93 @@ async function refreshComputes() {
 
 // --- storage -----------------------------------------------------------------------
 
+const PALETTE = ["#3b6fd6", "#d08a0a", "#1f7a4d", "#7a3fd6", "#b42318", "#0f8a9d", "#8a6d3b"];
+const HISTORY_LINES = 6;  // the branches with the most bytes, and the tenant's total
+
 async function refreshStorage() {
-  const data = await api("GET", tenantPath("/storage"));
+  const [data, history] = await Promise.all([
+    api("GET", tenantPath("/storage")),
+    api("GET", tenantPath(`/storage/history?since=${enc($("storage-since").value.trim() || "7d")}`)),
+  ]);
   const usage = data.usage;
-  state.stored.push([Date.now(), usage.stored_bytes]);
-  state.stored = state.stored.slice(-KEEP_SAMPLES);
   $("storage-summary").textContent =
     `stored ${Charts.human(usage.stored_bytes, "B")}` +
     (usage.max_storage ? ` of ${Charts.human(usage.max_storage, "B")}` : " (no quota)") +
     ` · layers ${Charts.human(usage.owned_bytes, "B")} · logical ${Charts.human(usage.logical_bytes, "B")}` +
-    ` · ${usage.branches} branches`;
+    ` · ${usage.branches} branches · ${data.checkpoints.length} checkpoints`;
   Charts.bars($("storage-bars"), data.branches.map((b) => ({ label: b.name, value: b.owned_bytes })));
   $("storage-table").tBodies[0].replaceChildren(...data.branches.map((b) => {
     const tr = document.createElement("tr");
     tr.dataset.branch = b.name;
+    const frees = b.delete ? Charts.human(b.delete.freed_bytes, "B")
+      : b.name === "main" ? "- (only with its tenant)" : `- (${b.delete_refused || "not planned"})`;
     tr.append(cell(b.name), cell(Charts.human(b.logical_size, "B"), true),
-              cell(Charts.human(b.owned_bytes, "B"), true), cell(b.checkpoints.join(", ") || "-"),
-              cell(b.delete ? Charts.human(b.delete.freed_bytes, "B") : "- (only with its tenant)", true),
+              cell(Charts.human(b.owned_bytes, "B"), true),
+              cell(Charts.human(b.history_bytes, "B"), true), cell(b.checkpoints.join(", ") || "-"),
+              cell(frees, true),
               cell(b.delete ? [...b.delete.deleted, ...b.delete.checkpoints.map((c) => `◆${c}`)].join(", ") : "-"));
     return tr;
   }));
-  Charts.line($("storage-history"), "stored bytes", state.stored, "B");
+  $("checkpoint-table").tBodies[0].replaceChildren(...data.checkpoints.map((c) => {
+    const tr = document.createElement("tr");
+    tr.dataset.checkpoint = c.name;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "danger";
+    button.textContent = "Delete…";
+    button.addEventListener("click", () => deleteCheckpoint(c.name));
+    const actions = document.createElement("td");
+    actions.append(button);
+    tr.append(cell(c.name), cell(c.branch || "-"), cell(String(c.lsn), true),
+              cell(when(c.created_at)), cell(Charts.human(c.held_bytes, "B"), true),
+              cell(Charts.human(c.reclaim_bytes, "B"), true), cell(c.statement || "-"), actions);
+    return tr;
+  }));
+  drawStorageHistory(history);
 }
+
+function drawStorageHistory(history) {
+  const samples = history.samples;
+  const latest = samples.length ? samples[samples.length - 1].branches : [];
+  const biggest = latest.slice().sort((a, b) => b.owned_bytes - a.owned_bytes)
+    .slice(0, HISTORY_LINES).map((b) => b.name);
+  const series = [{ label: "tenant stored", samples: samples.map((s) => [s.at_us / 1000, s.stored_bytes]) },
+    ...biggest.map((name) => ({
+      label: `${name} owned`,
+      samples: samples.flatMap((s) => s.branches.filter((b) => b.name === name)
+        .map((b) => [s.at_us / 1000, b.owned_bytes])),
+    }))];
+  const held = samples.map((s) => [s.at_us / 1000, s.checkpoints.reduce((a, c) => a + c.held_bytes, 0)]);
+  Charts.lines($("storage-history"), "bytes over time", series, "B", PALETTE);
+  Charts.lines($("checkpoint-history"), "held by checkpoints over time",
+               [{ label: "all checkpoints", samples: held }], "B", PALETTE.slice(3));
+  $("storage-history-note").textContent = samples.length
+    ? `${samples.length} samples from ${when(samples[0].at)} to ${when(samples[samples.length - 1].at)}; ` +
+      `the page server samples every ${Math.round(history.period_s / 60)} min and after each GC and compaction`
+    : "no samples yet: the page server samples every few minutes and after each GC and compaction";
+}
+
+async function deleteCheckpoint(name) {
+  let plan;
+  try {
+    plan = await api("GET", tenantPath(`/checkpoints/${enc(name)}/delete-plan`));
+  } catch (error) {
+    $("storage-result").textContent = error.message;
+    return;
+  }
+  if (!window.confirm(`Delete checkpoint ${name}? Frees ${Charts.human(plan.freed_bytes, "B")} now ` +
+                      `and ${Charts.human(plan.gc_bytes, "B")} at the next GC.`)) return;
+  try {
+    const done = await api("DELETE", tenantPath(`/checkpoints/${enc(name)}`));
+    $("storage-result").textContent = `deleted checkpoint ${done.deleted}: frees ` +
+      `${Charts.human(done.reclaim_bytes, "B")}`;
+    await refreshStorage();
+  } catch (error) {
+    $("storage-result").textContent = error.message;
+  }
+}
+
+$("storage-form").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
 
 // --- page server -------------------------------------------------------------------
 

@@ -58,6 +58,48 @@ const Charts = (() => {
     text(svg, left, height - 4, `${Math.round((t1 - t0) / 1000)} s`);
   }
 
+  // series: [{label, samples: [[time_ms, value], ...]}], one polyline each on a shared
+  // scale, colours from palette, with a legend.
+  function lines(container, title, series, unit, palette) {
+    const width = 520, height = 190, left = 8, top = 22, bottom = 18;
+    container.replaceChildren();
+    const figure = document.createElement("div");
+    figure.className = "chart";
+    const heading = document.createElement("h4");
+    heading.textContent = title;
+    figure.appendChild(heading);
+    const svg = el("svg", { width, height, viewBox: `0 0 ${width} ${height}`,
+                            role: "img", "aria-label": title }, figure);
+    container.appendChild(figure);
+    const all = series.flatMap((s) => s.samples);
+    if (all.length < 2) {
+      text(svg, left, height / 2, "no samples yet", { class: "hint" });
+      return;
+    }
+    const t0 = Math.min(...all.map((p) => p[0])), t1 = Math.max(...all.map((p) => p[0]));
+    const top_value = Math.max(...all.map((p) => p[1]), 0) || 1;
+    const x = (t) => left + ((t - t0) / Math.max(t1 - t0, 1)) * (width - 2 * left);
+    const y = (v) => height - bottom - (v / top_value) * (height - top - bottom);
+    const legend = document.createElement("div");
+    legend.className = "legend";
+    series.forEach((s, i) => {
+      const colour = palette[i % palette.length];
+      if (s.samples.length) {
+        el("polyline", { points: s.samples.map(([t, v]) => `${x(t)},${y(v)}`).join(" "),
+                         fill: "none", stroke: colour, "stroke-width": 2,
+                         "data-series": s.label }, svg);
+      }
+      const item = document.createElement("span");
+      item.style.color = colour;
+      const last = s.samples.length ? s.samples[s.samples.length - 1][1] : null;
+      item.textContent = `■ ${s.label}: ${last === null ? "-" : human(last, unit)}`;
+      legend.appendChild(item);
+    });
+    figure.appendChild(legend);
+    text(svg, left, top - 8, `max ${human(top_value, unit)}`);
+    text(svg, left, height - 4, `${new Date(t0).toLocaleString()} – ${new Date(t1).toLocaleString()}`);
+  }
+
   // rows: [{label, value, extra}], value and extra in bytes; extra drawn after value.
   function bars(container, rows) {
     const width = 640, row = 22, label = 140;
@@ -75,5 +117,5 @@ const Charts = (() => {
     });
   }
 
-  return { el, text, human, line, bars };
+  return { el, text, human, line, lines, bars };
 })();

@@ -43,8 +43,9 @@ const Tree = (() => {
   function ttlLeft(branch, nowUs) {
     if (!branch.expires_at_us) return branch.protected ? "protected" : "no TTL";
     const seconds = Math.round((branch.expires_at_us - nowUs) / 1e6);
-    if (seconds < 3600) return `expires in ${Math.max(seconds, 0) >= 60 ? Math.round(seconds / 60) + " min" : Math.max(seconds, 0) + " s"}`;
-    return `expires in ${(seconds / 3600).toFixed(1)} h`;
+    const what = branch.lease_s ? "lease ends" : "expires";
+    if (seconds < 3600) return `${what} in ${Math.max(seconds, 0) >= 60 ? Math.round(seconds / 60) + " min" : Math.max(seconds, 0) + " s"}`;
+    return `${what} in ${(seconds / 3600).toFixed(1)} h`;
   }
 
   function draw(container, data, selected, onSelect) {
