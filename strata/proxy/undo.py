@@ -80,7 +80,8 @@ class Undo:
         written. Never raises: a failure costs the undo, logged."""
         started = time.perf_counter()
         try:
-            info = self._client.get_branch(tenant, branch, timeout_s=LOOKUP_TIMEOUT_S)
+            info = self._client.get_branch(tenant, branch, timeout_s=LOOKUP_TIMEOUT_S,
+                                           head_only=True)
         except ClientError as exc:
             log.warning("no undo for a %s on %s/%s: %s", found[0].kind, tenant, branch,
                         exc.message)
