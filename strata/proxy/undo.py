@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from common.client import ClientError, StrataClient
-from strata.proxy.destructive import STATEMENT_CHARS, Finding, findings
+from strata.proxy.destructive import STATEMENT_CHARS, Finding, Prepared, read
 from strata.proxy.relay import Watch
 
 log = logging.getLogger("strata.proxy.undo")
@@ -68,11 +68,12 @@ class Undo:
         """What the relay calls with each held message of a session on the branch."""
         return _Session(self, tenant, branch)
 
-    def look(self, message: bytes, whole: bool) -> list[Finding]:
-        """What the query of a held Query or Parse message destroys."""
+    def look(self, message: bytes, whole: bool) -> list[Finding | Prepared]:
+        """What the query of a held Query or Parse message destroys, and what it does to
+        the session's prepared statements."""
         sql = query_of(message)
         if whole and len(message) <= CAREFUL_LOOK_BYTES:
-            return findings(sql)
+            return read(sql)
         return [Finding("long-statement", " ".join(sql[:STATEMENT_CHARS].split()))]
 
     def take(self, tenant: str, branch: str, found: list[Finding]) -> None:
@@ -116,7 +117,9 @@ class Undo:
 class _Session:
     """The watch of one session: a Query or unnamed Parse that destroys data gets its
     checkpoint at once; a named Parse that does is remembered, and each Bind of it gets
-    one (drivers prepare a statement run often, e.g. psycopg from its 5th run)."""
+    one (drivers prepare a statement run often, e.g. psycopg from its 5th run). So is a
+    ``PREPARE name AS`` one that does (PostgreSQL keeps both kinds under one set of
+    names), and each ``EXECUTE name`` of it gets one; ``DEALLOCATE`` forgets."""
 
     def __init__(self, undo: Undo, tenant: str, branch: str) -> None:
         self._undo = undo
@@ -131,7 +134,7 @@ class _Session:
             if name in self._prepared:
                 self._undo.take(self._tenant, self._branch, self._prepared[name])
         else:
-            found = self._undo.look(message, whole)
+            found = self._account(self._undo.look(message, whole))
             name = body.partition(b"\0")[0] if kind == b"P" else b""
             if name:
                 self._prepared.pop(name, None)
@@ -141,3 +144,20 @@ class _Session:
                 self._undo.take(self._tenant, self._branch, found)
         return b"".join(b"\0" + name for name in self._prepared) + b"\0" \
             if self._prepared else b""
+
+    def _account(self, read_: list[Finding | Prepared]) -> list[Finding]:
+        """What the statements destroy, ``EXECUTE``s of watched names included; their
+        ``PREPARE``s and ``DEALLOCATE``s kept in the session's account as they come."""
+        found: list[Finding] = []
+        for item in read_:
+            if isinstance(item, Finding):
+                found.append(item)
+            elif item.name is None:  # DEALLOCATE ALL, DISCARD ALL
+                self._prepared.clear()
+            elif item.verb == "execute":
+                found.extend(self._prepared.get(item.name.encode(), ()))
+            elif item.verb == "prepare" and item.found:
+                self._prepared[item.name.encode()] = list(item.found)
+            else:  # a harmless PREPARE, a DEALLOCATE
+                self._prepared.pop(item.name.encode(), None)
+        return found
