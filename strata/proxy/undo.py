@@ -5,9 +5,12 @@ The relay's C pump holds back a Query or Parse message its pre-filter flags and 
 session's watch in its client-to-server thread; the statement reaches PostgreSQL only
 when that returns. A named prepared statement that destroys data gets its checkpoint at
 each Bind instead (the pump holds those Binds too), as drivers re-run prepared
-statements without a new Parse. ``strata.proxy.destructive`` decides; for a destructive statement
-the branch is read from the page server (one short read RPC: its durable LSN, and whether
-undo is off for it) and the statement goes on. That LSN covers everything committed
+statements without a new Parse; so does one prepared in SQL (``PREPARE ... AS``) at each
+``EXECUTE``. A TLS session's messages are held the same way in Python
+(``strata.proxy.frontend_watch``). ``strata.proxy.destructive`` decides; for a
+destructive statement the branch is read from the page server (one short read RPC,
+``GetBranch`` head-only: its durable LSN, and whether undo is off for it, no sizes) and
+the statement goes on. That LSN covers everything committed
 before the statement (an acknowledged commit is durable on the page server) and nothing
 of the statement, which PostgreSQL has not seen yet. The checkpoint itself (a manifest
 write, milliseconds on a local store, more on S3) is made at that LSN by one background
