@@ -122,31 +122,40 @@ class _Session:
     checkpoint at once; a named Parse that does is remembered, and each Bind of it gets
     one (drivers prepare a statement run often, e.g. psycopg from its 5th run). So is a
     ``PREPARE name AS`` one that does (PostgreSQL keeps both kinds under one set of
-    names), and each ``EXECUTE name`` of it gets one; ``DEALLOCATE`` forgets."""
+    names), and each ``EXECUTE name`` of it gets one; ``DEALLOCATE`` forgets. A named
+    Parse of ``EXECUTE name`` is judged at each Bind by what ``name`` is then."""
 
     def __init__(self, undo: Undo, tenant: str, branch: str) -> None:
         self._undo = undo
         self._tenant = tenant
         self._branch = branch
         self._prepared: dict[bytes, list[Finding]] = {}
+        self._executes: dict[bytes, bytes] = {}  # a Parse of EXECUTE name: that name
 
     def __call__(self, message: bytes, whole: bool) -> bytes:
         kind, body = message[:1], message[5:]
         if kind == b"B":
             name = body.split(b"\0", 2)[1] if body.count(b"\0") >= 2 else b""
-            if name in self._prepared:
-                self._undo.take(self._tenant, self._branch, self._prepared[name])
+            found = self._prepared.get(self._executes.get(name, name), [])
+            if found:
+                self._undo.take(self._tenant, self._branch, found)
         else:
-            found = self._account(self._undo.look(message, whole))
+            read_ = self._undo.look(message, whole)
+            found = self._account(read_)
             name = body.partition(b"\0")[0] if kind == b"P" else b""
             if name:
                 self._prepared.pop(name, None)
-                if found:
+                self._executes.pop(name, None)
+                executes = [item.name for item in read_ if isinstance(item, Prepared)
+                            and item.verb == "execute" and item.name is not None]
+                if executes and len(read_) == 1:
+                    self._executes[name] = executes[0].encode()
+                elif found:
                     self._prepared[name] = found
             elif found:
                 self._undo.take(self._tenant, self._branch, found)
-        return b"".join(b"\0" + name for name in self._prepared) + b"\0" \
-            if self._prepared else b""
+        watched = [*self._prepared, *self._executes]
+        return b"".join(b"\0" + name for name in watched) + b"\0" if watched else b""
 
     def _account(self, read_: list[Finding | Prepared]) -> list[Finding]:
         """What the statements destroy, ``EXECUTE``s of watched names included; their
@@ -155,12 +164,14 @@ class _Session:
         for item in read_:
             if isinstance(item, Finding):
                 found.append(item)
-            elif item.name is None:  # DEALLOCATE ALL, DISCARD ALL
+            elif item.name is None:  # DEALLOCATE ALL, DISCARD ALL: every statement
                 self._prepared.clear()
+                self._executes.clear()
             elif item.verb == "execute":
                 found.extend(self._prepared.get(item.name.encode(), ()))
             elif item.verb == "prepare" and item.found:
                 self._prepared[item.name.encode()] = list(item.found)
             else:  # a harmless PREPARE, a DEALLOCATE
                 self._prepared.pop(item.name.encode(), None)
+                self._executes.pop(item.name.encode(), None)
         return found
