@@ -283,14 +283,17 @@ class StrataClient:
         return self._unary(self._manage.RestoreBranch, request, pb.RestoreBranchResponse)
 
     def list_branches(self, tenant: str, *, limit: int | None = None,
-                      page_size: int = LIST_PAGE_SIZE) -> list[pb.BranchInfo]:
+                      page_size: int = LIST_PAGE_SIZE,
+                      history_bytes: bool = False) -> list[pb.BranchInfo]:
         """The tenant's branches by name, the first ``limit`` of them (None: all), fetched a
-        page of ``page_size`` at a time."""
+        page of ``page_size`` at a time; their history bytes (a walk of each one's
+        layers) only with ``history_bytes``."""
         branches: list[pb.BranchInfo] = []
         token = ""
         while limit is None or len(branches) < limit:
             size = page_size if limit is None else min(page_size, limit - len(branches))
-            request = pb.ListBranchesRequest(tenant=tenant, page_size=size, page_token=token)
+            request = pb.ListBranchesRequest(tenant=tenant, page_size=size, page_token=token,
+                                             history_bytes=history_bytes)
             page = self._unary(self._manage.ListBranches, request, pb.ListBranchesResponse)
             branches.extend(page.branches)
             token = page.next_page_token
@@ -306,9 +309,11 @@ class StrataClient:
         return self._unary(self._manage.BranchChanges, request, pb.BranchChangesResponse,
                            timeout_s=LONG_TIMEOUT_S)
 
-    def get_branch(self, tenant: str, name: str, *,
-                   timeout_s: float | None = None) -> pb.BranchInfo:
-        request = pb.GetBranchRequest(tenant=tenant, name=name)
+    def get_branch(self, tenant: str, name: str, *, timeout_s: float | None = None,
+                   head_only: bool = False) -> pb.BranchInfo:
+        """A branch with its sizes; with ``head_only``, its record and head only (LSNs,
+        settings), a read that walks no layers."""
+        request = pb.GetBranchRequest(tenant=tenant, name=name, head_only=head_only)
         return self._unary(self._manage.GetBranch, request, pb.GetBranchResponse,
                            timeout_s).branch
 

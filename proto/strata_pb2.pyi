@@ -601,14 +601,16 @@ class UpdateBranchResponse(_message.Message):
     def __init__(self, branch: _Optional[_Union[BranchInfo, _Mapping]] = ...) -> None: ...
 
 class ListBranchesRequest(_message.Message):
-    __slots__ = ("tenant", "page_size", "page_token")
+    __slots__ = ("tenant", "page_size", "page_token", "history_bytes")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     page_size: int
     page_token: str
-    def __init__(self, tenant: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    history_bytes: bool
+    def __init__(self, tenant: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., history_bytes: _Optional[bool] = ...) -> None: ...
 
 class ListBranchesResponse(_message.Message):
     __slots__ = ("branches", "next_page_token")
@@ -619,12 +621,14 @@ class ListBranchesResponse(_message.Message):
     def __init__(self, branches: _Optional[_Iterable[_Union[BranchInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetBranchRequest(_message.Message):
-    __slots__ = ("tenant", "name")
+    __slots__ = ("tenant", "name", "head_only")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    HEAD_ONLY_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     name: str
-    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    head_only: bool
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., head_only: _Optional[bool] = ...) -> None: ...
 
 class GetBranchResponse(_message.Message):
     __slots__ = ("branch",)

@@ -193,29 +193,35 @@ class ManagementServicer:
     # --- branches ------------------------------------------------------------------------
 
     def _branch_info(self, tenant: Tenant, name: str, info: BranchInfo | None = None,
-                     *, reclaim: bool = False) -> pb.BranchInfo:
+                     *, reclaim: bool = False, history: bool = True,
+                     sizes: bool = True) -> pb.BranchInfo:
         """A branch as the API shows it; with ``reclaim``, also what deleting it frees
-        (worked out against the tenant's lineage, so single branches only)."""
+        (worked out against the tenant's lineage, so single branches only); without
+        ``history``, no history_bytes (a walk of its layers); without ``sizes``, none of
+        the sizes (the record and the head only)."""
         info = info or tenant.branch_info(name)
         timeline = tenant.branch(name)
         window = tenant.branch_window(name)
         _, wal_lsn, time_us = timeline.last_batch()
-        return pb.BranchInfo(
+        branch = pb.BranchInfo(
             name=info.name, timeline_id=info.timeline_id, parent=info.parent or "",
             branch_lsn=info.branch_lsn, last_lsn=info.last_lsn, last_wal_lsn=wal_lsn,
             last_time_us=time_us, children=list(info.children),
             created_at_us=info.created_at_us, expires_at_us=info.expires_at_us or 0,
-            logical_size=timeline.logical_size(), owned_bytes=timeline.owned_bytes(),
             writer_epoch=timeline.writer_epoch, gc_cutoff=timeline.gc_cutoff,
             writer=lease.holder if (lease := timeline.writer_lease.current()) else "",
             suspend_timeout_s=info.suspend_timeout_s or 0, protected=info.protected,
             last_batch=_applied_batch_to_pb(timeline.durable_batch),
             history_s=info.history_s or 0, history_window_s=window.seconds,
-            history_window_from=window.source, history_bytes=gc.history_bytes(timeline),
-            reclaim_bytes=tenant.reclaimable_bytes(name) if reclaim else 0,
-            ephemeral=info.ephemeral,
+            history_window_from=window.source, ephemeral=info.ephemeral,
             lease_s=info.lease_s or 0, undo_off=info.undo_off,
         )
+        if sizes:
+            branch.logical_size = timeline.logical_size()
+            branch.owned_bytes = timeline.owned_bytes()
+            branch.history_bytes = gc.history_bytes(timeline) if history else 0
+            branch.reclaim_bytes = tenant.reclaimable_bytes(name) if reclaim else 0
+        return branch
 
     def CreateBranch(self, request: pb.CreateBranchRequest,
                      context: grpc.ServicerContext) -> pb.CreateBranchResponse:
@@ -242,7 +248,7 @@ class ManagementServicer:
     def ListBranches(self, request: pb.ListBranchesRequest,
                      context: grpc.ServicerContext) -> pb.ListBranchesResponse:
         """Branches by name from after ``page_token`` (the last name of the page before),
-        at most ``page_size`` of them (0: all)."""
+        at most ``page_size`` of them (0: all); history bytes only if asked for."""
         tenant = self._engine.tenant(request.tenant)
         claims = current_claims.get()
         names = sorted(name for name in tenant.branch_names()
@@ -253,7 +259,8 @@ class ManagementServicer:
             names = names[:request.page_size]
         infos = tenant.branch_infos(names)
         return pb.ListBranchesResponse(branches=[
-            self._branch_info(tenant, info.name, info) for info in infos
+            self._branch_info(tenant, info.name, info, history=request.history_bytes)
+            for info in infos
         ], next_page_token=names[-1] if more else "")
 
     def BranchChanges(self, request: pb.BranchChangesRequest,
@@ -268,9 +275,10 @@ class ManagementServicer:
 
     def GetBranch(self, request: pb.GetBranchRequest,
                   context: grpc.ServicerContext) -> pb.GetBranchResponse:
+        """A branch with its sizes, or (``head_only``) without them."""
         tenant = self._engine.tenant(request.tenant)
-        return pb.GetBranchResponse(branch=self._branch_info(tenant, request.name,
-                                                             reclaim=True))
+        return pb.GetBranchResponse(branch=self._branch_info(
+            tenant, request.name, reclaim=True, sizes=not request.head_only))
 
     def RestoreBranch(self, request: pb.RestoreBranchRequest,
                       context: grpc.ServicerContext) -> pb.RestoreBranchResponse:

@@ -7,7 +7,9 @@
  * which are scanned as SQL themselves), quoted identifiers, parentheses and ';'. A query
  * is suspect when, outside strings, comments and quoted identifiers:
  *   - a word DROP or TRUNCATE appears (ALTER ... DROP included);
- *   - a statement begins with DO (its body runs now);
+ *   - a statement begins with DO (its body runs now), DEALLOCATE or DISCARD (a session's
+ *     prepared statements are forgotten), or EXECUTE (a prepared statement runs; also
+ *     after '(', ')', AS, ANALYZE, ANALYSE, VERBOSE);
  *   - a DELETE or UPDATE that may begin a (sub)statement (after the start, '(', ')', AS,
  *     ANALYZE, ANALYSE, VERBOSE, or PL/pgSQL's BEGIN, THEN, ELSE, LOOP) has no WHERE at
  *     its own parenthesis depth before its group or statement ends;
@@ -161,7 +163,11 @@ static int scan(const unsigned char *p, const unsigned char *end, int backslash,
             }
             if (word_is(word, length, "drop") || word_is(word, length, "truncate"))
                 return 1;
-            if (previous == P_START && word_is(word, length, "do"))
+            if (previous == P_START &&
+                (word_is(word, length, "do") || word_is(word, length, "deallocate") ||
+                 word_is(word, length, "discard")))
+                return 1;
+            if (previous != P_OTHER && word_is(word, length, "execute"))
                 return 1;
             if (word_is(word, length, "delete") || word_is(word, length, "update")) {
                 if (previous != P_OTHER)

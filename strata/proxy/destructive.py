@@ -3,13 +3,16 @@ pre-filter (``strata/proxy/_suspect.c``) flagged a Query or Parse message.
 
 Destructive: ``DROP`` of anything, ``TRUNCATE``, ``ALTER ... DROP`` (not ``DROP DEFAULT``,
 ``DROP NOT NULL``, ``DROP IDENTITY``, ``DROP EXPRESSION``), a ``DELETE`` or ``UPDATE``
-without a ``WHERE`` at its own level (also inside a data-modifying CTE, after
-``EXPLAIN ANALYZE`` or ``PREPARE ... AS``), and a ``DO`` block whose body names any of
-DROP, TRUNCATE, DELETE or UPDATE (its dynamic SQL included). The lexer is the
+without a ``WHERE`` at its own level (also inside a data-modifying CTE or after
+``EXPLAIN ANALYZE``), and a ``DO`` block whose body names any of DROP, TRUNCATE, DELETE
+or UPDATE (its dynamic SQL included). SQL-level prepared statements are read as what
+they do to a session's prepared statements (``Prepared``): ``PREPARE name AS ...``
+destroys nothing itself but says what its ``EXECUTE``s will, and ``DEALLOCATE`` and
+``DISCARD ALL`` forget; ``strata.proxy.undo`` keeps the account. The lexer is the
 pre-filter's (comments, the kinds of strings, quoted identifiers, parentheses, ``;``),
 and every rule here is narrower than one there, so what this module finds the pre-filter
 has flagged (tests/unit/test_destructive_sql.py checks both ways). Not seen: statements
-that functions, triggers, rules or a later ``EXECUTE`` of a prepared statement run.
+that functions (also in ``CALL`` or ``SELECT f()``), triggers or rules run.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ _DESTROYING_WORD: Final = re.compile(r"(?<![A-Za-z0-9_$\x80-\U0010ffff])"
                                      r"(?i:drop|truncate|delete|update)"
                                      r"(?![A-Za-z0-9_$\x80-\U0010ffff])", re.ASCII)
 _ASCII_UPPER: Final = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,18 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A statement about SQL-level prepared statements: ``prepare`` (``found``: what the
+    prepared statement destroys each time it runs), ``execute``, or ``deallocate``
+    (``name`` None: all of them). ``name`` is as PostgreSQL keys it: folded to lower
+    case unless quoted, so it matches the protocol's statement names."""
+
+    verb: str
+    name: str | None
+    found: tuple[Finding, ...] = ()
+
+
+@dataclass(frozen=True)
 class _Token:
     # "word" (ASCII upper-cased, as PostgreSQL folds keywords), "string" (its body),
     # "(", ")", ";" or "other"
@@ -54,30 +70,74 @@ class _Token:
 
 
 def findings(sql: str) -> list[Finding]:
-    """The destructive statements of ``sql``, in order; read both ways when a string holds
-    a backslash (standard_conforming_strings on or off), as the pre-filter does."""
-    found, backslash = _findings(sql, backslash=False)
-    if not found and backslash:
-        found, _ = _findings(sql, backslash=True)
+    """The destructive statements of ``sql``, in order (``EXECUTE``s not resolved)."""
+    return [item for item in read(sql) if isinstance(item, Finding)]
+
+
+def read(sql: str) -> list[Finding | Prepared]:
+    """The statements of ``sql`` that destroy data or concern prepared statements, in
+    order; read both ways when a string holds a backslash (standard_conforming_strings
+    on or off), as the pre-filter does."""
+    found, backslash = _read(sql, backslash=False)
+    if not any(isinstance(item, Finding) for item in found) and backslash:
+        found, _ = _read(sql, backslash=True)
     return found
 
 
-def _findings(sql: str, *, backslash: bool) -> tuple[list[Finding], bool]:
+def _read(sql: str, *, backslash: bool) -> tuple[list[Finding | Prepared], bool]:
     saw: list[bool] = []
     tokens = list(_tokens(sql, backslash, saw))
-    found: list[Finding] = []
+    found: list[Finding | Prepared] = []
     statement: list[_Token] = []
     for token in [*tokens, _Token(";", ";", len(sql), len(sql))]:
         if token.kind != ";":
             statement.append(token)
             continue
         if statement:
-            kind = _classify(statement)
-            if kind is not None:
-                text = sql[statement[0].start:statement[-1].end]
-                found.append(Finding(kind, _SPACES.sub(" ", text)[:STATEMENT_CHARS]))
+            item = (_prepared(statement, sql) if statement[0].text == "PREPARE"
+                    else _finding(statement, sql) or _prepared(statement, sql))
+            if item is not None:
+                found.append(item)
         statement = []
     return found, bool(saw)
+
+
+def _finding(statement: list[_Token], sql: str) -> Finding | None:
+    kind = _classify(statement)
+    if kind is None:
+        return None
+    text = sql[statement[0].start:statement[-1].end]
+    return Finding(kind, _SPACES.sub(" ", text)[:STATEMENT_CHARS])
+
+
+def _prepared(statement: list[_Token], sql: str) -> Prepared | None:
+    """``PREPARE``, ``EXECUTE`` (also after ``EXPLAIN ANALYZE`` or ``CREATE TABLE ... AS``),
+    ``DEALLOCATE`` or ``DISCARD ALL``; None for any other statement."""
+    words = [t.text if t.kind == "word" else "" for t in statement]
+    if words[0] == "PREPARE" and len(statement) > 1:
+        as_at = next((i for i, w in enumerate(words) if w == "AS"), len(statement))
+        body = _finding(statement[as_at + 1:], sql) if as_at + 1 < len(statement) else None
+        return Prepared("prepare", _name(statement[1], sql), (body,) if body else ())
+    if words[0] == "DEALLOCATE":
+        named = [t for t in statement[1:] if not (t.kind == "word" and t.text == "PREPARE")]
+        everything = not named or (named[0].kind == "word" and named[0].text == "ALL")
+        return Prepared("deallocate", None if everything else _name(named[0], sql))
+    if words[:2] == ["DISCARD", "ALL"]:
+        return Prepared("deallocate", None)
+    for index, word in enumerate(words[:-1]):
+        previous = statement[index - 1] if index else None
+        if word == "EXECUTE" and (previous is None or previous.kind == ")" or (
+                previous.kind == "word" and previous.text in _BEFORE_SUBSTATEMENT)):
+            return Prepared("execute", _name(statement[index + 1], sql))
+    return None
+
+
+def _name(token: _Token, sql: str) -> str:
+    """An identifier as PostgreSQL keys it: a quoted one as written, else ASCII lower case."""
+    text = sql[token.start:token.end]
+    if text.startswith('"'):
+        return text[1:-1].replace('""', '"')
+    return text.translate(_ASCII_LOWER)
 
 
 def _classify(statement: list[_Token]) -> str | None:

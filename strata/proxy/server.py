@@ -22,8 +22,8 @@ a PostgreSQL ErrorResponse, never as a dropped socket.
 
 Before a statement that destroys data (DROP, TRUNCATE, ALTER ... DROP, DELETE or UPDATE
 without WHERE) the relay holds it while ``strata.proxy.undo`` fixes an automatic
-checkpoint, which ``strata undo`` restores (plain-text owner and role sessions; not TLS
-sessions, nor read-only ones, which destroy nothing).
+checkpoint, which ``strata undo`` restores (owner and role sessions, plain text or TLS;
+not read-only ones, which destroy nothing).
 
 With ``--unix-socket-dir DIR`` it also listens on ``DIR/.s.PGSQL.PORT`` (libpq's name for
 ``host=DIR port=PORT``), for clients on this machine: the same startup and authentication,
@@ -347,11 +347,11 @@ class Proxy:
                     "read-only" if route.read_only else "owner" if route.owner else "role",
                     str(peer[0]) if isinstance(peer, tuple) else "local", secure)
             name = f"relay {route.tenant}/{route.branch}"
+            watch = None if self._undo is None or route.read_only else \
+                self._undo.watch(route.tenant, route.branch)
             if secure:
-                await tls.relay(client, upstream.streams)
+                await tls.relay(client, upstream.streams, watch)
             else:
-                watch = None if self._undo is None or route.read_only else \
-                    self._undo.watch(route.tenant, route.branch)
                 await relay_streams(client, upstream.streams, name=name, watch=watch)
         finally:
             if cancel_key is not None:

@@ -6,7 +6,9 @@ certificate (``--tls-cert``/``--tls-key``; ``strata up`` makes one from a local 
 otherwise. A TLS session cannot leave asyncio (its TLS state lives in asyncio's transport),
 so its bytes are relayed by two asyncio tasks rather than by the C pumps of
 ``strata.proxy.relay``: slower, which is why the URI ``strata connect`` prints for a
-loopback proxy asks for no TLS.
+loopback proxy asks for no TLS. With undo, the client's direction is followed message by
+message in Python (``strata.proxy.frontend_watch``) and destructive statements are held
+for their checkpoint as in a plain-text session.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import logging
 import ssl
 from pathlib import Path
 
+from strata.proxy.frontend_watch import relay_watched
 from strata.proxy.pgwire import ProtocolError
-from strata.proxy.relay import BUFFER_BYTES, Streams
+from strata.proxy.relay import BUFFER_BYTES, Streams, Watch
 
 log = logging.getLogger("strata.proxy")
 
@@ -47,12 +50,15 @@ async def accept(context: ssl.SSLContext, reader: asyncio.StreamReader,
     await writer.start_tls(context)
 
 
-async def relay(client: Streams, server: Streams) -> None:
+async def relay(client: Streams, server: Streams, watch: Watch | None = None) -> None:
     """Relay a TLS session in asyncio until the server's end (or an error on either side);
-    the client's EOF reaches the server as a half-close. Closes both."""
+    the client's EOF reaches the server as a half-close. Closes both. With ``watch``, as
+    ``strata.proxy.relay.relay``: it sees each flagged message before the server does."""
     client_reader, client_writer = client
     server_reader, server_writer = server
-    up = asyncio.create_task(_pump(client_reader, server_writer, half_close=True))
+    up = asyncio.create_task(
+        _pump(client_reader, server_writer, half_close=True) if watch is None
+        else relay_watched(client_reader, server_writer, watch))
     down = asyncio.create_task(_pump(server_reader, client_writer, half_close=False))
     try:
         done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)

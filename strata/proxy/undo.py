@@ -5,9 +5,12 @@ The relay's C pump holds back a Query or Parse message its pre-filter flags and 
 session's watch in its client-to-server thread; the statement reaches PostgreSQL only
 when that returns. A named prepared statement that destroys data gets its checkpoint at
 each Bind instead (the pump holds those Binds too), as drivers re-run prepared
-statements without a new Parse. ``strata.proxy.destructive`` decides; for a destructive statement
-the branch is read from the page server (one short read RPC: its durable LSN, and whether
-undo is off for it) and the statement goes on. That LSN covers everything committed
+statements without a new Parse; so does one prepared in SQL (``PREPARE ... AS``) at each
+``EXECUTE``. A TLS session's messages are held the same way in Python
+(``strata.proxy.frontend_watch``). ``strata.proxy.destructive`` decides; for a
+destructive statement the branch is read from the page server (one short read RPC,
+``GetBranch`` head-only: its durable LSN, and whether undo is off for it, no sizes) and
+the statement goes on. That LSN covers everything committed
 before the statement (an acknowledged commit is durable on the page server) and nothing
 of the statement, which PostgreSQL has not seen yet. The checkpoint itself (a manifest
 write, milliseconds on a local store, more on S3) is made at that LSN by one background
@@ -29,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from common.client import ClientError, StrataClient
-from strata.proxy.destructive import STATEMENT_CHARS, Finding, findings
+from strata.proxy.destructive import STATEMENT_CHARS, Finding, Prepared, read
 from strata.proxy.relay import Watch
 
 log = logging.getLogger("strata.proxy.undo")
@@ -68,11 +71,12 @@ class Undo:
         """What the relay calls with each held message of a session on the branch."""
         return _Session(self, tenant, branch)
 
-    def look(self, message: bytes, whole: bool) -> list[Finding]:
-        """What the query of a held Query or Parse message destroys."""
+    def look(self, message: bytes, whole: bool) -> list[Finding | Prepared]:
+        """What the query of a held Query or Parse message destroys, and what it does to
+        the session's prepared statements."""
         sql = query_of(message)
         if whole and len(message) <= CAREFUL_LOOK_BYTES:
-            return findings(sql)
+            return read(sql)
         return [Finding("long-statement", " ".join(sql[:STATEMENT_CHARS].split()))]
 
     def take(self, tenant: str, branch: str, found: list[Finding]) -> None:
@@ -80,7 +84,8 @@ class Undo:
         written. Never raises: a failure costs the undo, logged."""
         started = time.perf_counter()
         try:
-            info = self._client.get_branch(tenant, branch, timeout_s=LOOKUP_TIMEOUT_S)
+            info = self._client.get_branch(tenant, branch, timeout_s=LOOKUP_TIMEOUT_S,
+                                           head_only=True)
         except ClientError as exc:
             log.warning("no undo for a %s on %s/%s: %s", found[0].kind, tenant, branch,
                         exc.message)
@@ -115,28 +120,58 @@ class Undo:
 class _Session:
     """The watch of one session: a Query or unnamed Parse that destroys data gets its
     checkpoint at once; a named Parse that does is remembered, and each Bind of it gets
-    one (drivers prepare a statement run often, e.g. psycopg from its 5th run)."""
+    one (drivers prepare a statement run often, e.g. psycopg from its 5th run). So is a
+    ``PREPARE name AS`` one that does (PostgreSQL keeps both kinds under one set of
+    names), and each ``EXECUTE name`` of it gets one; ``DEALLOCATE`` forgets. A named
+    Parse of ``EXECUTE name`` is judged at each Bind by what ``name`` is then."""
 
     def __init__(self, undo: Undo, tenant: str, branch: str) -> None:
         self._undo = undo
         self._tenant = tenant
         self._branch = branch
         self._prepared: dict[bytes, list[Finding]] = {}
+        self._executes: dict[bytes, bytes] = {}  # a Parse of EXECUTE name: that name
 
     def __call__(self, message: bytes, whole: bool) -> bytes:
         kind, body = message[:1], message[5:]
         if kind == b"B":
             name = body.split(b"\0", 2)[1] if body.count(b"\0") >= 2 else b""
-            if name in self._prepared:
-                self._undo.take(self._tenant, self._branch, self._prepared[name])
+            found = self._prepared.get(self._executes.get(name, name), [])
+            if found:
+                self._undo.take(self._tenant, self._branch, found)
         else:
-            found = self._undo.look(message, whole)
+            read_ = self._undo.look(message, whole)
+            found = self._account(read_)
             name = body.partition(b"\0")[0] if kind == b"P" else b""
             if name:
                 self._prepared.pop(name, None)
-                if found:
+                self._executes.pop(name, None)
+                executes = [item.name for item in read_ if isinstance(item, Prepared)
+                            and item.verb == "execute" and item.name is not None]
+                if executes and len(read_) == 1:
+                    self._executes[name] = executes[0].encode()
+                elif found:
                     self._prepared[name] = found
             elif found:
                 self._undo.take(self._tenant, self._branch, found)
-        return b"".join(b"\0" + name for name in self._prepared) + b"\0" \
-            if self._prepared else b""
+        watched = [*self._prepared, *self._executes]
+        return b"".join(b"\0" + name for name in watched) + b"\0" if watched else b""
+
+    def _account(self, read_: list[Finding | Prepared]) -> list[Finding]:
+        """What the statements destroy, ``EXECUTE``s of watched names included; their
+        ``PREPARE``s and ``DEALLOCATE``s kept in the session's account as they come."""
+        found: list[Finding] = []
+        for item in read_:
+            if isinstance(item, Finding):
+                found.append(item)
+            elif item.name is None:  # DEALLOCATE ALL, DISCARD ALL: every statement
+                self._prepared.clear()
+                self._executes.clear()
+            elif item.verb == "execute":
+                found.extend(self._prepared.get(item.name.encode(), ()))
+            elif item.verb == "prepare" and item.found:
+                self._prepared[item.name.encode()] = list(item.found)
+            else:  # a harmless PREPARE, a DEALLOCATE
+                self._prepared.pop(item.name.encode(), None)
+                self._executes.pop(item.name.encode(), None)
+        return found

@@ -30,8 +30,10 @@ class _ChangesAfterListing(StrataClient):
         self._change = change
 
     def list_branches(self, tenant: str, *, limit: int | None = None,
-                      page_size: int = LIST_PAGE_SIZE) -> list[pb.BranchInfo]:
-        listing = super().list_branches(tenant, limit=limit, page_size=page_size)
+                      page_size: int = LIST_PAGE_SIZE,
+                      history_bytes: bool = False) -> list[pb.BranchInfo]:
+        listing = super().list_branches(tenant, limit=limit, page_size=page_size,
+                                        history_bytes=history_bytes)
         self._change()
         return listing
 

@@ -1,6 +1,8 @@
 """`strata tenant import` from a running PostgreSQL 15 (a plain server on loopback with a
-password): the tenant's main answers the same queries as the source, its objects belong
-to the tenant's role, and a bad source fails with one line and no tenant left."""
+password): every database of it lands in the tenant's main and answers the same queries
+as the source, its objects belong to the tenant's role, the source's roles, memberships
+and grants are there with no superuser among them, and a bad source fails with one line
+and no tenant left."""
 
 from __future__ import annotations
 
@@ -63,6 +65,18 @@ def source(compute_host: None) -> Iterator[str]:
             conn.execute("CREATE VIEW big_spenders AS SELECT c.name, sum(o.amount) AS total "
                          "FROM customers c JOIN orders o ON o.customer_id = c.id "
                          "GROUP BY c.name HAVING sum(o.amount) > 50000")
+            conn.execute("CREATE ROLE analysts NOLOGIN")
+            conn.execute("CREATE ROLE reader LOGIN IN ROLE analysts")
+            conn.execute("CREATE ROLE boss SUPERUSER LOGIN")
+            conn.execute("GRANT SELECT ON orders TO analysts")
+            conn.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES "
+                         "TO analysts")  # postgres's: only a superuser could set them
+        with psycopg.connect(uri.replace("/shop", "/postgres"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE analytics")
+        with psycopg.connect(uri.replace("/shop", "/analytics"), autocommit=True) as conn:
+            conn.execute("CREATE TABLE events AS SELECT g AS id, g % 7 AS kind "
+                         "FROM generate_series(1, 700) g")
+            conn.execute("GRANT SELECT ON events TO reader")
         yield uri
     finally:
         subprocess.run([*ctl, "-m", "fast", "stop"], check=False, capture_output=True)
@@ -92,22 +106,40 @@ def _answers(uri: str) -> list[list[tuple[object, ...]]]:
 
 def test_an_import_answers_the_same_queries_as_the_source(source: str, cli: Strata) -> None:
     done = cli.json("tenant", "import", "shop", "--from", source)
-    assert sorted(done["tables"]) == ["public.customers", "public.orders"]
-    imported = cli.json("connect", "main", "--tenant", "shop")["uri"]
+    assert sorted(done["databases"]) == ["analytics", "postgres", "shop"]
+    assert sorted(done["databases"]["shop"]) == ["public.customers", "public.orders"]
+    assert done["databases"]["analytics"] == ["public.events"]
+    assert sorted(done["roles"]) == ["analysts", "boss", "reader"]
+    imported = cli.json("connect", "main", "--tenant", "shop", "--database", "shop")["uri"]
     assert _answers(imported) == _answers(source)
+    events = "SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind"
+    analytics = cli.json("connect", "main", "--tenant", "shop", "--database",
+                         "analytics")["uri"]
+    with psycopg.connect(analytics) as mine, \
+            psycopg.connect(source.replace("/shop", "/analytics")) as theirs:
+        assert mine.execute(events).fetchall() == theirs.execute(events).fetchall()
+        assert mine.execute("SELECT has_table_privilege('reader', 'events', 'SELECT')"
+                            ).fetchone() == (True,)
     with psycopg.connect(imported) as conn:
         owners = conn.execute("SELECT DISTINCT tableowner FROM pg_tables "
                               "WHERE schemaname = 'public'").fetchall()
         assert owners == [("shop",)]
-        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
-                            ).fetchone() == (False,)
+        supers = conn.execute("SELECT rolname FROM pg_roles WHERE rolsuper "
+                              "AND rolname !~ '^pg_'").fetchall()
+        assert supers == [("postgres",)]  # Strata's own; boss is not one here
+        assert conn.execute(
+            "SELECT has_table_privilege('analysts', 'orders', 'SELECT'), "
+            "has_table_privilege('reader', 'orders', 'SELECT'), "
+            "has_table_privilege('reader', 'customers', 'SELECT'), "
+            "pg_has_role('reader', 'analysts', 'MEMBER')").fetchone() == (
+            True, True, False, True)
     cli.json("compute", "stop", "main", "--tenant", "shop")
 
 
 def test_a_source_that_cannot_be_read_leaves_no_tenant(source: str, cli: Strata) -> None:
     wrong = source.replace(PASSWORD, "wrong")
     message = cli.fail(1, "tenant", "import", "nope", "--from", wrong)
-    assert "pg_dump of the source failed" in message and "wrong" not in message
+    assert "cannot read the source cluster" in message and "wrong" not in message
     assert "nope" not in [t["tenant"] for t in cli.json("tenant", "list")["tenants"]]
     assert "not a PostgreSQL URI" in cli.fail(1, "tenant", "import", "nope", "--from",
                                               "host=a b c")

@@ -443,3 +443,62 @@ def test_leased_forks_renewal_and_undo_through_mcp(agents: Agents) -> None:
             assert await count(client, "leased-1", "invoices") == 10
             assert "protected" in await refused(client, "undo", branch="prod")
     run(scenario)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_session_undoes_and_lets_its_forks_expire_back_to_the_base(
+        agents: Agents, transport: str) -> None:
+    """The issue's agent loop in one session: leased forks, a migration, a schema and a
+    data diff, a checkpoint, a DROP undone; then the agent stops renewing, and the forks
+    and every file of their timelines (objects, cached layers, computes) are gone."""
+    fork = f"loop-{transport}"
+    first, second = f"{fork}-1", f"{fork}-2"
+    timelines: set[str] = set()
+
+    async def scenario() -> None:
+        async with agents.client(transport) as client:
+            async def keep_alive() -> None:
+                await call(client, "renew_leases", names=[fork])
+
+            made = await call(client, "create_leased_forks", name=fork, lease="20s",
+                              count=2)
+            assert [b["name"] for b in made["branches"]] == [first, second]
+            await call(client, "run_sql", branch=first, statement=MIGRATION, write=True)
+            await keep_alive()
+            diff = await call(client, "schema_diff", old=second, new=first)
+            assert any(line.startswith("+CREATE TABLE public.invoices")
+                       for line in diff["diff"])
+            await call(client, "run_sql", branch=first, statement="DROP TABLE invoices",
+                       write=True)
+            with anyio.fail_after(60):
+                while not (await call(client, "list_checkpoints",
+                                      branch=first))["checkpoints"]:
+                    await anyio.sleep(0.2)
+            assert (await call(client, "undo", branch=first))["undid"] == \
+                "DROP TABLE invoices"
+            await keep_alive()
+            assert await count(client, first, "invoices") == 10
+            await call(client, "create_checkpoint", branch=first, name=f"{fork}-migrated")
+            await call(client, "run_sql", branch=first, write=True,
+                       statement="UPDATE invoices SET amount = 0 WHERE id <= 2")
+            past = await call(client, "connect_at", branch=first, at=f"{fork}-migrated",
+                              idle="15s")
+            rows = await call(client, "data_diff", old=past["endpoint"], new=first)
+            assert (rows["inserted"], rows["deleted"], rows["updated"]) == (0, 0, 2)
+            await keep_alive()
+            timelines.add((await call(client, "show_branch",
+                                      name=past["endpoint"]))["timeline_id"])
+            for name in (first, second):
+                timelines.add((await call(client, "show_branch", name=name))["timeline_id"])
+            # The agent stops here: no more renewals.
+    run(scenario)
+    home = Path(agents.cli.home)
+
+    def left() -> list[Path]:
+        return [p for p in home.rglob("*") if p.is_file()
+                and any(timeline in str(p) for timeline in timelines)]
+    assert left()
+    wait_for(lambda: not {first, second} & {
+        b["name"] for b in agents.cli.json("branch", "list", "--tenant", TENANT)["branches"]},
+        90, "the reaper to delete the forks whose lease ran out")
+    wait_for(lambda: not left(), 60, "every file of the forks' timelines to be gone")

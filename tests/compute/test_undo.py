@@ -1,7 +1,9 @@
 """Undo and leases with real PostgreSQL behind `strata up`'s proxy: a DROP TABLE or a
-DELETE without WHERE sent through the proxy gets an automatic checkpoint and `strata undo`
-brings the rows back; a DELETE with WHERE gets none, nor does a branch with undo off;
-leased forks that nobody renews are deleted with their storage, a renewed one stays."""
+DELETE without WHERE sent through the proxy (plain text or TLS) gets an automatic
+checkpoint and `strata undo` brings the rows back; a DELETE with WHERE gets none, nor does
+a branch with undo off; a prepared DELETE gets its checkpoint when it runs (EXECUTE, or a
+driver's Bind), not when prepared; leased forks that nobody renews are deleted with their
+storage, a renewed one stays."""
 
 from __future__ import annotations
 
@@ -28,10 +30,10 @@ class Run:
         self.cli = cli
         self.port = port
 
-    def uri(self, branch: str) -> str:
+    def uri(self, branch: str, sslmode: str = "disable") -> str:
         password = passwords.ensure_credential(Home(self.cli.home), TENANT, branch)
         return (f"postgresql://{TENANT}:{password}@127.0.0.1:{self.port}/postgres"
-                f"?options=-c%20strata.branch%3D{TENANT}%2F{branch}&sslmode=disable")
+                f"?options=-c%20strata.branch%3D{TENANT}%2F{branch}&sslmode={sslmode}")
 
     def json(self, *args: str) -> Any:
         return self.cli.json(*args, "--tenant", TENANT)
@@ -170,3 +172,45 @@ def test_a_statement_the_driver_prepared_gets_a_checkpoint_each_run(run: Run) ->
     run.wait_for_automatic("repeater", "DROP TABLE last")
     assert [c["statement"] for c in run.automatic("repeater")] == [
         *["DROP TABLE again"] * 6, "DROP TABLE last"]
+
+
+def test_a_tls_session_gets_its_checkpoint_and_undo(run: Run) -> None:
+    run.json("branch", "create", "secure")
+    with psycopg.connect(run.uri("secure", "require"), autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use
+        conn.execute("CREATE TABLE kept AS SELECT n FROM generate_series(1, 3000) n")
+        conn.execute("DELETE FROM kept WHERE n <= 100")  # ordinary: no checkpoint
+        conn.execute("DROP TABLE kept")
+    run.wait_for_automatic("secure", "DROP TABLE kept")
+    assert [c["statement"] for c in run.automatic("secure")] == ["DROP TABLE kept"]
+    assert run.json("undo", "secure")["undid"] == "DROP TABLE kept"
+    assert _count(run, "secure", "kept") == 2900
+
+
+def test_a_prepared_delete_gets_its_checkpoint_when_it_runs(run: Run) -> None:
+    """PREPARE destroys nothing: the checkpoint is taken at each EXECUTE, so undo keeps
+    the rows written between the two; sent as a simple Query and over the extended
+    protocol (the driver's own Parse/Bind/Execute of ``EXECUTE``); after DEALLOCATE the
+    name's EXECUTE takes none."""
+    run.json("branch", "create", "preparer")
+    with psycopg.connect(run.uri("preparer"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT n FROM generate_series(1, 100) n")
+        conn.execute("PREPARE Wipe AS DELETE FROM t")
+        conn.execute("INSERT INTO t SELECT n FROM generate_series(101, 150) n")
+        assert conn.pgconn.exec_(b"EXECUTE wipe").command_tuples == 150  # a simple Query
+    run.wait_for_automatic("preparer", "DELETE FROM t")
+    assert run.json("undo", "preparer")["undid"] == "DELETE FROM t"
+    assert _count(run, "preparer", "t") == 150
+    with psycopg.connect(run.uri("preparer"), autocommit=True) as conn:
+        conn.execute("PREPARE wipe AS DELETE FROM t")
+        conn.execute("INSERT INTO t VALUES (151)")
+        conn.execute("EXECUTE wipe", prepare=True)  # a named Parse, then its Bind
+        run.wait_for_automatic("preparer", "DELETE FROM t")
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.execute("DEALLOCATE wipe")
+        conn.execute("PREPARE wipe AS DELETE FROM t WHERE n = 1")
+        conn.execute("EXECUTE wipe")  # the harmless one now: no checkpoint
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    assert [c["statement"] for c in run.automatic("preparer")] == ["DELETE FROM t"]
+    assert run.json("undo", "preparer")["undid"] == "DELETE FROM t"
+    assert _count(run, "preparer", "t") == 151

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strata.proxy._pump import suspect
-from strata.proxy.destructive import findings
+from strata.proxy.destructive import Finding, Prepared, findings, read
 
 DESTRUCTIVE = [
     ("DROP TABLE t", "drop-table"),
@@ -35,7 +35,6 @@ DESTRUCTIVE = [
     ("WITH k AS (SELECT 1 WHERE true) DELETE FROM t", "delete-all"),
     ("EXPLAIN ANALYZE DELETE FROM t", "delete-all"),
     ("EXPLAIN (ANALYZE) UPDATE t SET x = 2", "update-all"),
-    ("PREPARE wipe AS DELETE FROM t", "delete-all"),
     ("SELECT 1; DELETE FROM t", "delete-all"),
     ("UPDATE a SET x = 1 WHERE id = 1; DELETE FROM b", "delete-all"),
     ("/* comment */ DROP TABLE t", "drop-table"),
@@ -107,6 +106,42 @@ def test_a_finding_names_its_statement_only_collapsed_and_truncated() -> None:
     assert len(wide.statement) == 200
 
 
+WIPE = (Finding("delete-all", "DELETE FROM t"),)
+PREPARED = [
+    ("PREPARE wipe AS DELETE FROM t", [Prepared("prepare", "wipe", WIPE)]),
+    ("prepare Wipe (int) as delete from t where id = $1", [Prepared("prepare", "wipe")]),
+    ('PREPARE "Wipe" AS DELETE FROM t', [Prepared("prepare", "Wipe", WIPE)]),
+    ("EXECUTE wipe", [Prepared("execute", "wipe")]),
+    ("execute WIPE(1, 'a')", [Prepared("execute", "wipe")]),
+    ("EXPLAIN ANALYZE EXECUTE wipe", [Prepared("execute", "wipe")]),
+    ("EXPLAIN (ANALYZE) EXECUTE wipe", [Prepared("execute", "wipe")]),
+    ("CREATE TABLE copy AS EXECUTE wipe", [Prepared("execute", "wipe")]),
+    ("DEALLOCATE wipe", [Prepared("deallocate", "wipe")]),
+    ("DEALLOCATE PREPARE wipe", [Prepared("deallocate", "wipe")]),
+    ("DEALLOCATE ALL", [Prepared("deallocate", None)]),
+    ("discard all", [Prepared("deallocate", None)]),
+    ("PREPARE wipe AS DELETE FROM t; EXECUTE wipe; DROP TABLE u",
+     [Prepared("prepare", "wipe", WIPE), Prepared("execute", "wipe"),
+      Finding("drop-table", "DROP TABLE u")]),
+]
+
+
+@pytest.mark.parametrize(("sql", "expected"), PREPARED)
+def test_prepared_statements_are_read_for_the_sessions_account(
+        sql: str, expected: list[Finding | Prepared]) -> None:
+    assert read(sql) == expected
+    assert findings(sql) == [item for item in expected if isinstance(item, Finding)]
+    if must_flag(sql):
+        assert suspect(sql.encode())
+
+
+@pytest.mark.parametrize("sql", ["GRANT EXECUTE ON FUNCTION f() TO someone",
+                                 "CREATE TRIGGER g AFTER INSERT ON t FOR EACH ROW "
+                                 "EXECUTE FUNCTION f()", "SELECT execute FROM t"])
+def test_execute_as_a_privilege_or_trigger_action_is_no_prepared_statement(sql: str) -> None:
+    assert read(sql) == []
+
+
 def test_unbalanced_or_deep_parentheses_are_suspect() -> None:
     assert suspect(b"SELECT 1)")
     assert suspect(b"SELECT " + b"(" * 100 + b"1" + b")" * 100)
@@ -116,19 +151,26 @@ SQL_PIECES = st.sampled_from([
     "DELETE", "UPDATE", "WHERE", "DROP", "TRUNCATE", "ALTER", "TABLE", "DO", "AS", "ANALYZE",
     "EXPLAIN", "SELECT", "FROM", "t", "x", "(", ")", ";", "'", "''", "\"", "$$", "$a$", "$1",
     "--", "\n", "/*", "*/", "E'", "\\", ",", "=", "1", " ", "DEFAULT", "NOT", "FOR", "ON",
-    "delete", "wHeRe", "ä",
+    "delete", "wHeRe", "ä", "PREPARE", "EXECUTE", "DEALLOCATE", "DISCARD", "ALL",
 ])
+
+
+def must_flag(sql: str) -> bool:
+    """Whether the careful look would act on ``sql``: a destructive statement, or one that
+    runs or forgets prepared statements, or prepares a destructive one."""
+    return any(isinstance(item, Finding) or item.verb != "prepare" or item.found
+               for item in read(sql))
 
 
 @settings(max_examples=3000, deadline=None)
 @given(st.lists(SQL_PIECES, max_size=30).map(" ".join))
 def test_whatever_the_careful_look_finds_the_prefilter_flagged(sql: str) -> None:
-    if findings(sql):
+    if must_flag(sql):
         assert suspect(sql.encode())
 
 
 @settings(max_examples=1000, deadline=None)
 @given(st.lists(SQL_PIECES, max_size=30).map("".join))
 def test_the_same_without_spaces_between_pieces(sql: str) -> None:
-    if findings(sql):
+    if must_flag(sql):
         assert suspect(sql.encode())

@@ -273,7 +273,8 @@ def _restore(session: Session, name: str, preserve_as: str | None, to: HistoryPo
 def list_(session: Session, limit: int | None, show_all: bool) -> None:
     """List the tenant's branches."""
     with session.client() as client:
-        branches = [b for b in client.list_branches(session.tenant, limit=limit)
+        branches = [b for b in client.list_branches(session.tenant, limit=limit,
+                                                    history_bytes=session.json)
                     if show_all or not b.ephemeral]
     if session.json:
         emit_json({"branches": [branch_dict(b) for b in branches]})

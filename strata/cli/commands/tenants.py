@@ -4,6 +4,7 @@ tenants."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -111,15 +112,18 @@ def create(session: Session, name: str, empty: bool, durability: str | None,
               help="The database to copy: postgresql://USER:PASSWORD@HOST:PORT/DB?...")
 @api_command
 def import_(session: Session, name: str, source: str) -> None:
-    """Create tenant NAME with a copy of a running PostgreSQL database as branch main.
+    """Create tenant NAME with a copy of a running PostgreSQL cluster as branch main.
 
-    The source database (any name) lands in database postgres of main.
+    Every database of the source (templates aside) lands under its own name; the URI
+    says where the cluster is (its database is only the one first connected to).
 
-    The source is dumped with pg_dump and restored through the proxy as the tenant's own
-    role (never a superuser), in one transaction: objects are owned by that role, and
-    the source's roles and privileges are not copied. Any server version pg_dump 15
-    reads works. The URI's password goes to pg_dump in its environment only. A failed
-    import deletes the tenant again.
+    The source's roles are made again, with their memberships but never as superusers
+    and without passwords (set one with ALTER ROLE); names the tenant's cluster keeps
+    (postgres, the tenant's role) are not. Each database is dumped with pg_dump and
+    restored through the proxy as the tenant's own role (never a superuser), in one
+    transaction: objects are owned by that role, and the source's privileges are
+    granted again. Any server version pg_dump 15 reads works. The URI's password goes
+    to pg_dump in its environment only. A failed import deletes the tenant again.
     """
     import dataclasses
     import sys
@@ -128,17 +132,27 @@ def import_(session: Session, name: str, source: str) -> None:
     from strata.local import tenant_import
 
     from_env = tenant_import.source_environ(source)  # a bad URI fails before the tenant
+    cluster = tenant_import.read_cluster(from_env)  # so does a source that cannot be read
     started = time.monotonic()
     with session.client() as client, working(f"creating tenant {name}", session.interactive):
         client.create_tenant(name)
-    target = proxy_target(dataclasses.replace(session, tenant=name), "main")
+    target = proxy_target(dataclasses.replace(session, tenant=name), "main").environ()
 
-    def progress(table: str) -> None:
-        if not session.json:
-            print(f"  restoring {table}", file=sys.stderr, flush=True)
+    def progress_of(database: str) -> Callable[[str], None]:
+        def progress(table: str) -> None:
+            if not session.json:
+                print(f"  restoring {database}: {table}", file=sys.stderr, flush=True)
+        return progress
 
     try:
-        tables = tenant_import.restore(from_env, target.environ(), progress)
+        roles = tenant_import.make_roles(cluster, target)
+        databases: dict[str, list[str]] = {}
+        for database in cluster.databases:
+            if database != target["PGDATABASE"]:
+                tenant_import.create_database(target, database)
+            databases[database] = tenant_import.restore(
+                {**from_env, "PGDATABASE": database}, {**target, "PGDATABASE": database},
+                progress_of(database))
     except BaseException:
         computes.stop_tenant(session.home, name)  # a failed import leaves no tenant
         with session.client() as client:
@@ -146,11 +160,12 @@ def import_(session: Session, name: str, source: str) -> None:
         computes.forget_tenant(session.home, name)
         raise
     if session.json:
-        emit_json({"tenant": name, "branch": "main", "tables": tables,
+        emit_json({"tenant": name, "branch": "main", "databases": databases, "roles": roles,
                    "seconds": round(time.monotonic() - started, 1)})
         return
-    emit_text(f"imported {len(tables)} tables into tenant {name!r}, branch main "
-              f"({time.monotonic() - started:.1f} s)")
+    tables = sum(len(found) for found in databases.values())
+    emit_text(f"imported {len(databases)} databases ({tables} tables) and {len(roles)} "
+              f"roles into tenant {name!r}, branch main ({time.monotonic() - started:.1f} s)")
 
 
 @tenant.command("list")
