@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from strata.proxy._pump import pump
 from strata.proxy.relay import detach, relay
 
 GREETING = b"START"  # what the front sends the upstream, and reads back, before relaying
@@ -300,33 +299,6 @@ def test_a_server_that_resets_mid_transfer_ends_the_session(tmp_path: Path) -> N
         assert received in (READY + b"partial", READY, b"")  # then EOF or a reset
         wait_for(lambda: front.finished == 1, "the session to end")
         assert not front.errors
-
-
-def test_pump_copies_until_eof_and_counts_the_bytes() -> None:
-    payload = os.urandom(3 * 1024 * 1024 + 17)
-    source, feeder = socket.socketpair()
-    sink, drain = socket.socketpair()
-    with source, feeder, sink, drain, ThreadPoolExecutor(2) as pool:
-        def feed() -> None:
-            feeder.sendall(payload)
-            feeder.shutdown(socket.SHUT_WR)
-
-        fed = pool.submit(feed)
-        moved = pool.submit(pump, source.fileno(), sink.fileno())
-        assert recv_exactly(drain, len(payload)) == payload
-        fed.result(TIMEOUT_S)
-        assert moved.result(TIMEOUT_S) == len(payload)
-
-
-def test_pump_raises_when_the_sink_is_gone() -> None:
-    source, feeder = socket.socketpair()
-    sink, drain = socket.socketpair()
-    with source, feeder, sink:
-        drain.close()
-        feeder.sendall(b"nobody reads this")
-        with pytest.raises(OSError) as raised:
-            pump(source.fileno(), sink.fileno())
-        assert raised.value.errno in (errno.EPIPE, errno.ECONNRESET)
 
 
 def test_many_sessions_at_once_each_get_their_own_bytes(tmp_path: Path) -> None:
