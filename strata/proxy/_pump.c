@@ -63,7 +63,9 @@ struct session;
 struct end {
     struct session *session;
     int side;
-    int hup; /* epoll reported the peer's FIN or an error: read until 0 or EAGAIN */
+    int readable; /* epoll reported bytes (or an EOF) not read yet */
+    int hup;      /* epoll reported the peer's FIN or an error: read until 0 or EAGAIN */
+    int writing;  /* EPOLLOUT is asked for: a send would have blocked */
 };
 
 struct session {
@@ -256,15 +258,27 @@ static int make_room(struct flow *f) {
     return 0; /* (a looked-at message over HELD_MAX was held in part before this) */
 }
 
+/* Ask epoll for the socket's EPOLLOUT only while a send waits for room: otherwise every
+ * ACK (TCP) or read by the peer (unix) would wake the loop for nothing. */
+static void want_room(struct session *s, int side, int wanted) {
+    struct end *end = &s->ends[side];
+    if (end->writing == wanted)
+        return;
+    end->writing = wanted;
+    struct epoll_event interest = {
+        .events = EPOLLIN | EPOLLRDHUP | EPOLLET | (wanted ? EPOLLOUT : 0),
+        .data.ptr = end,
+    };
+    epoll_ctl(L.epoll, EPOLL_CTL_MOD, s->fd[side], &interest);
+}
+
 /* Everything flow ``d`` can do now without blocking: send what is cleared, read more,
  * look, pass the EOF on. Ends the session on an error. */
 static void progress(struct session *s, int d, struct session **dead) {
     struct flow *f = &s->flow[d];
-    int from = d == UP ? CLIENT : SERVER;
-    int source = s->fd[from], sink = s->fd[d == UP ? SERVER : CLIENT];
-    /* The last read took less than it could: the source is empty, and new bytes will
-     * come with a new edge. Not so for an EOF already reported: that edge is gone. */
-    int drained = 0;
+    int from = d == UP ? CLIENT : SERVER, to = d == UP ? SERVER : CLIENT;
+    int source = s->fd[from], sink = s->fd[to];
+    struct end *source_end = &s->ends[from];
     while (!s->closed && !f->done) {
         while (f->sent < f->cleared) {
             ssize_t sent = send(sink, f->data + f->sent, f->cleared - f->sent,
@@ -274,10 +288,13 @@ static void progress(struct session *s, int d, struct session **dead) {
                     continue;
                 if (errno != EAGAIN)
                     end_session(s, dead);
+                else
+                    want_room(s, to, 1);
                 return; /* the sink's EPOLLOUT comes back here */
             }
             f->sent += (size_t)sent;
         }
+        want_room(s, to, 0);
         if (f->eof) {
             if (f->held || f->sent < f->length)
                 return;
@@ -288,28 +305,32 @@ static void progress(struct session *s, int d, struct session **dead) {
                 end_session(s, dead);
             return;
         }
-        if (f->held || drained)
-            return;
+        if (f->held || !source_end->readable)
+            return; /* the source's next edge comes back here */
         if (make_room(f)) {
             end_session(s, dead);
             return;
         }
         size_t room = f->capacity - f->length;
         if (room == 0)
-            return; /* full of unsent bytes: the sink's EPOLLOUT comes back here */
+            return; /* (cannot last: a looked-at message gets room for all of it) */
         ssize_t received = recv(source, f->data + f->length, room, MSG_DONTWAIT);
         if (received < 0) {
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN)
                 end_session(s, dead);
+            source_end->readable = 0;
             return; /* the source's EPOLLIN comes back here */
         }
         if (received == 0) {
             f->eof = 1;
         } else {
             f->length += (size_t)received;
-            drained = (size_t)received < room && !s->ends[from].hup;
+            /* A short read emptied the source: new bytes come with a new edge. Not so
+             * for an EOF already reported, whose edge is gone: read on until the 0. */
+            if ((size_t)received < room && !source_end->hup)
+                source_end->readable = 0;
         }
         if (!f->watched || f->eof) { /* at the EOF a torn last message goes as it is */
             if (!f->held)
@@ -344,14 +365,17 @@ static void start_session(struct session *s, struct session **dead) {
     }
     for (int side = CLIENT; side <= SERVER; side++) {
         struct epoll_event interest = {
-            .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+            .events = EPOLLIN | EPOLLRDHUP | EPOLLET,
             .data.ptr = &s->ends[side],
         };
+        s->ends[side].readable = 1; /* bytes may be there already */
         if (epoll_ctl(L.epoll, EPOLL_CTL_ADD, s->fd[side], &interest) < 0) {
             end_session(s, dead);
             return;
         }
-    } /* both sockets report EPOLLOUT at once: the bytes that came first go then */
+    }
+    progress(s, UP, dead); /* the bytes that came first go now */
+    progress(s, DOWN, dead);
 }
 
 static void release(struct session *s, char *names, size_t names_length,
@@ -417,6 +441,8 @@ static void *loop(void *unused) {
             }
             struct session *s = end->session;
             uint32_t events = ready[i].events;
+            if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                end->readable = 1;
             if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 end->hup = 1;
             int from = end->side == CLIENT ? UP : DOWN, to = end->side == CLIENT ? DOWN : UP;
