@@ -529,10 +529,12 @@ static PyObject *add(PyObject *Py_UNUSED(module), PyObject *args) {
     }
     PyBuffer_Release(&to_server);
     PyBuffer_Release(&to_client);
-    if (failed) {
+    if (failed) { /* the sockets are the relay's: closed, as a session's end would */
         if (s != NULL)
             free_session(s);
         free(command);
+        close(client);
+        close(server);
         return PyErr_NoMemory();
     }
     pthread_mutex_lock(&L.lock);
@@ -544,6 +546,8 @@ static PyObject *add(PyObject *Py_UNUSED(module), PyObject *args) {
     if (started < 0) {
         free_session(s);
         free(command);
+        close(client);
+        close(server);
         return NULL;
     }
     s->id = id;
