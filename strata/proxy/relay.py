@@ -1,30 +1,33 @@
-"""The proxy's byte relay once a session is up: one C event loop for every session.
+"""The proxy's byte relay once a session is up: per direction a thread in C, outside asyncio.
 
 The startup and authentication run in asyncio (``strata.proxy.server``); after them both
 connections are taken out of asyncio (``detach``: the bytes asyncio had already read come
-along) and handed to ``strata.proxy._pump``: one thread in C for all the process's
-sessions, an edge-triggered epoll over nonblocking sockets that serves every ready
-socket per wake-up and never runs Python per message. pgbench ``-S`` (4 clients, 2
-cores) through the earlier relays: ~14.5k TPS with one Python epoll thread, ~23-25k with
-two C pump threads per session (woken per message), against ~30-48k directly on the
-compute's socket; docs/rfcs/0009-proxy-relay.md has the figures of this one.
+along) and each direction gets a thread that runs ``strata.proxy._pump``: a blocking
+recv/send loop in C that releases the GIL for the whole session, so a relayed message
+costs two system calls and no Python. pgbench ``-S`` (4 clients, 2 cores, the compute on
+the same machine) ran at ~14.5k TPS through the previous relay (one Python epoll thread
+for every session), ~13k through two blocking Python threads per session, ~14k through
+Python threads with ``os.splice``, and ~23k through this, against ~30-40k directly on
+the compute's socket (docs/rfcs/0009-proxy-relay.md). What is left is the kernel's: two
+more socket hops and two more wake-ups per query, on cores that pgbench and PostgreSQL
+already fill.
 
 The client's EOF is passed on as a half-close (the server still answers what it got); the
-server's EOF (after its last bytes) or an error on either socket ends the session: the
-loop closes both sockets and reports it. The asyncio task that started the session awaits
-that report, so the proxy's per-branch bookkeeping stays in the event loop; cancelling
-that task ends the session. Backpressure is the kernel's: a direction whose buffer holds
-unsent bytes reads nothing more from its source.
+server's EOF (after its last bytes) or an error on either socket ends the session: both
+sockets are shut down, which wakes the other direction, and closed once both threads
+returned. The asyncio task that started the session awaits its end, so the proxy's
+per-branch bookkeeping stays in the event loop; cancelling that task ends the session.
+Backpressure is the kernel's: a pump blocked in ``send`` reads nothing more.
 
-A session with undo (``strata.proxy.undo``) is relayed client to server following the
-frontend messages' framing; the lexer pre-filter of ``strata/proxy/_suspect.c`` runs in
-the loop over each Query and Parse message, and over the Binds of prepared statements
-found destructive. Only a message it flags comes up to Python: the loop stops that
-direction, a worker thread calls the session's watch, and the message goes on after it.
+A session with undo (``strata.proxy.undo``) relays client to server with ``_pump.watch``
+instead: the same C loop, following the frontend messages' framing and running a lexer
+pre-filter (``strata/proxy/_suspect.c``) over each Query and Parse message, and over
+the Binds of prepared statements found destructive; only a message it flags comes up
+to Python (``watch``), before it is sent on.
 
-Limits: a session costs its two descriptors and two 256 KiB buffers (pages touched only
-as they fill); a compute's own ``max_connections`` (100) bounds one branch first. TLS
-sessions cannot leave asyncio (``strata.proxy.tls``).
+Limits: a session costs its two descriptors, two threads (their stacks are reserved, not
+used) and two 256 KiB buffers; thousands fit, and a compute's own ``max_connections``
+(100) bounds one branch first. TLS sessions cannot leave asyncio (``strata.proxy.tls``).
 """
 
 from __future__ import annotations
@@ -36,14 +39,13 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
-from strata.proxy import _pump
+from strata.proxy._pump import pump
+from strata.proxy._pump import watch as watch_pump
 
 BUFFER_BYTES = 256 * 1024  # what one read of TLS sessions asks asyncio for
-WATCH_THREADS = 4  # held messages looked at in parallel (each waits on the page server)
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-# Gets each message the loop held (a Query or Parse the pre-filter flagged, a Bind of a
+# Gets each message the pump held (a Query or Parse the pre-filter flagged, a Bind of a
 # watched prepared statement) before it goes on, and whether it is whole (False: over
 # 16 MiB, only its start is given); returns the prepared statements whose Binds to hold
 # from now on, as b"\0name\0name\0" (b"": none).
@@ -87,43 +89,24 @@ async def relay_streams(client: Streams, server: Streams, name: str = "relay",
 
 async def relay(client: socket.socket, server: socket.socket, *, to_server: bytes = b"",
                 to_client: bytes = b"", name: str = "relay", watch: Watch | None = None) -> None:
-    """Move bytes between ``client`` and ``server`` until the session ends; the loop owns
-    and closes both sockets. ``to_server`` and ``to_client`` go first. Cancelling aborts
-    the session. With ``watch``, what the client sends is PostgreSQL frontend messages,
-    from a message's start: ``watch`` sees the flagged ones before the server does."""
+    """Move bytes between ``client`` and ``server`` until the session ends, then close
+    both; ``to_server`` and ``to_client`` go first. Cancelling aborts the session. With
+    ``watch``, what the client sends is PostgreSQL frontend messages, from a message's
+    start: ``watch`` sees the flagged ones before the server does."""
     loop = asyncio.get_running_loop()
     ended = loop.create_future()
-    with contextlib.suppress(OSError):  # a unix socket has no Nagle to turn off
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    session = _relay().add(client, server, to_server, to_client,
-                           _Owner(name, loop, ended, watch))
+
+    def notify() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, ended)
+
+    session = _Session(name, client, server, notify, watch)
+    session.start(to_server, to_client)
     try:
         await ended
     except asyncio.CancelledError:
-        _pump.abort(session)  # the loop closes both sockets
+        session.abort()  # the pumps wake, return and close both sockets
         raise
-
-
-def sessions() -> int:
-    """How many sessions the loop relays now."""
-    return _pump.sessions()
-
-
-class _Owner:
-    """What the loop's reports about one session go to: the asyncio future its task
-    awaits, and its watch."""
-
-    def __init__(self, name: str, loop: asyncio.AbstractEventLoop,
-                 ended: asyncio.Future[None], watch: Watch | None) -> None:
-        self.name = name
-        self.watch = watch
-        self._loop = loop
-        self._ended = ended
-        self.names = b""  # what the watch last answered
-
-    def end(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-            self._loop.call_soon_threadsafe(_resolve, self._ended)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -131,56 +114,104 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class _Relay:
-    """The process's side of the C loop: who owns each session, and a thread that takes
-    the loop's reports (a session ended, a message held) to them."""
+class _Session:
+    """One relayed connection: a pump thread client to server (up), one server to client
+    (down); the sockets are closed by whichever thread returns last."""
 
-    def __init__(self) -> None:
-        self._owners: dict[int, _Owner] = {}
-        self._lock = threading.Lock()  # a session is known before its report can come
-        self._watches = ThreadPoolExecutor(WATCH_THREADS, thread_name_prefix="relay watch")
-        threading.Thread(target=self._dispatch, name="relay reports", daemon=True).start()
+    def __init__(self, name: str, client: socket.socket, server: socket.socket,
+                 notify: Callable[[], None], watch: Watch | None = None) -> None:
+        self.name = name
+        self._watch = watch
+        self.client = client
+        self.server = server
+        self._notify = notify
+        self._running = 0
+        self._closed = False
+        self._lock = threading.Lock()  # the sockets are shut down only while still open
 
-    def add(self, client: socket.socket, server: socket.socket, to_server: bytes,
-            to_client: bytes, owner: _Owner) -> int:
-        """Hand both sockets to the loop (they are its from now on)."""
-        with self._lock:
-            session = _pump.add(client.detach(), server.detach(), to_server, to_client,
-                                owner.watch is not None)
-            self._owners[session] = owner
-        return session
-
-    def _dispatch(self) -> None:
-        while True:
-            for session, held, whole in _pump.events():
-                with self._lock:
-                    owner = self._owners.get(session) if held is not None \
-                        else self._owners.pop(session, None)
-                if owner is None:
-                    continue
-                if held is None:
-                    owner.end()
-                else:
-                    self._watches.submit(self._look, session, owner, held, whole)
-
-    @staticmethod
-    def _look(session: int, owner: _Owner, held: bytes, whole: bool) -> None:
-        """The watch's look at a held message, then the message goes on."""
-        assert owner.watch is not None
+    def start(self, to_server: bytes, to_client: bytes) -> None:
+        """Both pumps, each sending what came first. If no thread can start (RuntimeError),
+        the session is over: both sockets are closed and the owner is not told."""
+        for sock in (self.client, self.server):
+            sock.setblocking(True)
+        with contextlib.suppress(OSError):  # a unix socket has no Nagle to turn off
+            self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        up = threading.Thread(target=self._run, args=(
+            self._up if self._watch is None else self._up_watched, to_server),
+                              name=f"{self.name} up", daemon=True)
+        down = threading.Thread(target=self._run, args=(self._down, to_client),
+                                name=f"{self.name} down", daemon=True)
+        self._running = 2
         try:
-            owner.names = owner.watch(held, whole)
-        except Exception:  # a bug in the watch costs an undo, never the session
-            log.exception("%s: the watch failed; the statement goes on", owner.name)
-        _pump.release(session, owner.names)
+            up.start()
+        except BaseException:
+            self._closed = True
+            self.client.close()
+            self.server.close()
+            raise
+        try:
+            down.start()
+        except BaseException:
+            self.abort()  # the up pump returns and, being the last, closes both sockets
+            self._finished()
+            raise
 
+    def _up(self, first: bytes) -> None:
+        """The client's bytes to the server; its EOF becomes the server's half-close."""
+        self.server.sendall(first)
+        pump(self.client.fileno(), self.server.fileno())
+        self.server.shutdown(socket.SHUT_WR)
 
-_started: _Relay | None = None
-_starting = threading.Lock()
+    def _up_watched(self, first: bytes) -> None:
+        """``_up``, with each message the pre-filter flags shown to the watch first."""
+        assert self._watch is not None
+        pending, skip, names = first, 0, b""
+        while True:
+            held, pending, skip = watch_pump(self.client.fileno(), self.server.fileno(),
+                                             pending, skip, names)
+            if held is None:
+                break
+            try:
+                names = self._watch(held, skip == 0)
+            except Exception:  # a bug in the watch costs an undo, never the session
+                log.exception("%s: the watch failed; the statement goes on", self.name)
+            self.server.sendall(held)
+        self.server.shutdown(socket.SHUT_WR)
 
+    def _down(self, first: bytes) -> None:
+        """The server's bytes to the client; its EOF ends the session."""
+        self.client.sendall(first)
+        pump(self.server.fileno(), self.client.fileno())
+        self.abort()
 
-def _relay() -> _Relay:
-    global _started
-    with _starting:
-        if _started is None:
-            _started = _Relay()
-        return _started
+    def _run(self, direction: Callable[[bytes], None], first: bytes) -> None:
+        try:
+            direction(first)
+        except OSError as exc:
+            log.debug("%s ended: %s", self.name, exc)
+            self.abort()
+        except Exception:
+            log.exception("%s failed", self.name)  # a bug: this session only
+            self.abort()
+        finally:
+            self._finished()
+
+    def abort(self) -> None:
+        """Shut both sockets down: each pump's recv or send returns at once."""
+        with self._lock:
+            if self._closed:
+                return
+            for sock in (self.client, self.server):
+                with contextlib.suppress(OSError):  # not connected any more
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def _finished(self) -> None:
+        """A pump returned; the last one closes both sockets and tells the owner."""
+        with self._lock:
+            self._running -= 1
+            if self._running > 0:
+                return
+            self._closed = True
+            self.client.close()
+            self.server.close()
+        self._notify()

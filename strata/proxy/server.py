@@ -14,8 +14,8 @@ by the compute (``strata.proxy.auth``). SSLRequest gets TLS when the proxy has a
 (``strata.proxy.tls``), GSSENCRequest a 'N', a newer 3.x protocol a
 NegotiateProtocolVersion. Unauthenticated connections are capped and have a deadline
 (``strata.proxy.limits``). Once a session is up, its bytes are relayed both ways
-(``strata.proxy.relay``: one C epoll loop for every session, outside asyncio and the
-GIL).
+(``strata.proxy.relay``: per direction a thread running a C pump, outside asyncio and
+the GIL).
 It learns each session's cancel key on the way, so a CancelRequest reaches the right
 compute. Errors (unknown branch, a failed start, the tenant's compute quota) come back as
 a PostgreSQL ErrorResponse, never as a dropped socket.

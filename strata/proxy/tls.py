@@ -4,7 +4,7 @@ of TLS sessions.
 A client that sends SSLRequest gets 'S' and a TLS handshake when the proxy has a
 certificate (``--tls-cert``/``--tls-key``; ``strata up`` makes one from a local CA), 'N'
 otherwise. A TLS session cannot leave asyncio (its TLS state lives in asyncio's transport),
-so its bytes are relayed by two asyncio tasks rather than by the C loop of
+so its bytes are relayed by two asyncio tasks rather than by the C pumps of
 ``strata.proxy.relay``: slower, which is why the URI ``strata connect`` prints for a
 loopback proxy asks for no TLS.
 """

@@ -1,10 +1,10 @@
 """Undo for destructive SQL: an automatic checkpoint before each statement that destroys
 data, taken by the proxy while the statement waits (``strata undo`` restores the last).
 
-The relay's C loop holds back a Query or Parse message its pre-filter flags and a worker
-thread calls the session's watch; the statement reaches PostgreSQL only when that
-returns. A named prepared statement that destroys data gets its checkpoint at
-each Bind instead (the loop holds those Binds too), as drivers re-run prepared
+The relay's C pump holds back a Query or Parse message its pre-filter flags and calls the
+session's watch in its client-to-server thread; the statement reaches PostgreSQL only
+when that returns. A named prepared statement that destroys data gets its checkpoint at
+each Bind instead (the pump holds those Binds too), as drivers re-run prepared
 statements without a new Parse. ``strata.proxy.destructive`` decides; for a destructive statement
 the branch is read from the page server (one short read RPC: its durable LSN, and whether
 undo is off for it) and the statement goes on. That LSN covers everything committed
@@ -12,7 +12,7 @@ before the statement (an acknowledged commit is durable on the page server) and 
 of the statement, which PostgreSQL has not seen yet. The checkpoint itself (a manifest
 write, milliseconds on a local store, more on S3) is made at that LSN by one background
 thread per proxy, in order, while PostgreSQL runs the statement. A flagged message over
-64 KiB (the loop shows only the start of one over 16 MiB) gets a checkpoint unread.
+64 KiB (the pump shows only the start of one over 16 MiB) gets a checkpoint unread.
 
 Automatic checkpoints are named ``auto-<UTC time>-<kind>``, carry the statement (cut to
 ``STATEMENT_CHARS``), expire after the retention (the reaper deletes them) and count

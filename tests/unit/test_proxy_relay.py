@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import socket
@@ -17,7 +18,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from strata.proxy.relay import detach, relay, sessions
+import pytest
+
+from strata.proxy._pump import pump
+from strata.proxy.relay import detach, relay
 
 GREETING = b"START"  # what the front sends the upstream, and reads back, before relaying
 READY = b"READY"  # what the front tells the client before relaying
@@ -298,6 +302,33 @@ def test_a_server_that_resets_mid_transfer_ends_the_session(tmp_path: Path) -> N
         assert not front.errors
 
 
+def test_pump_copies_until_eof_and_counts_the_bytes() -> None:
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    source, feeder = socket.socketpair()
+    sink, drain = socket.socketpair()
+    with source, feeder, sink, drain, ThreadPoolExecutor(2) as pool:
+        def feed() -> None:
+            feeder.sendall(payload)
+            feeder.shutdown(socket.SHUT_WR)
+
+        fed = pool.submit(feed)
+        moved = pool.submit(pump, source.fileno(), sink.fileno())
+        assert recv_exactly(drain, len(payload)) == payload
+        fed.result(TIMEOUT_S)
+        assert moved.result(TIMEOUT_S) == len(payload)
+
+
+def test_pump_raises_when_the_sink_is_gone() -> None:
+    source, feeder = socket.socketpair()
+    sink, drain = socket.socketpair()
+    with source, feeder, sink:
+        drain.close()
+        feeder.sendall(b"nobody reads this")
+        with pytest.raises(OSError) as raised:
+            pump(source.fileno(), sink.fileno())
+        assert raised.value.errno in (errno.EPIPE, errno.ECONNRESET)
+
+
 def test_many_sessions_at_once_each_get_their_own_bytes(tmp_path: Path) -> None:
     payloads = [os.urandom(64 * 1024 + n) for n in range(200)]
     with front_to(tmp_path, echo) as (front, upstream):
@@ -360,18 +391,17 @@ def test_a_client_that_vanishes_mid_result_ends_the_session(tmp_path: Path) -> N
         conn.close()
         wait_for(lambda: front.finished == 1 and upstream.open == 0, "both sides to close")
         assert sent[0] < len(payload)  # the server was cut off, not read to the end
-        assert sessions() == 0
         assert not front.errors
 
 
-def test_one_loop_relays_sessions_that_overlap_in_every_state(tmp_path: Path) -> None:
+def test_sessions_that_overlap_in_every_state_keep_their_own_bytes(tmp_path: Path) -> None:
     """Idle sessions, busy ones, half-closed ones and ones that end, all at once: each
-    gets exactly its own bytes, and the loop keeps no session after they ended."""
+    gets exactly its own bytes, and every one ends with its upstream closed."""
     with front_to(tmp_path, digester) as (front, upstream):
         idle = [front.connect() for _ in range(20)]
         for conn in idle:
             conn.sendall(HELLO + b"idle")
-        wait_for(lambda: sessions() == len(idle), "the idle sessions to be relayed")
+        wait_for(lambda: upstream.open == len(idle), "the idle sessions to be relayed")
         payloads = [os.urandom(256 * 1024 + n) for n in range(40)]
 
         def half_closed(payload: bytes) -> bytes:
@@ -383,10 +413,11 @@ def test_one_loop_relays_sessions_that_overlap_in_every_state(tmp_path: Path) ->
         with ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(half_closed, payloads))
         assert answers == [READY + hashlib.sha256(p).digest() for p in payloads]
-        assert sessions() == len(idle)  # the idle ones are untouched
+        assert front.finished == len(payloads)  # the idle ones are untouched
         for conn in idle:
             conn.shutdown(socket.SHUT_WR)
             assert recv_all(conn) == READY + hashlib.sha256(b"idle").digest()
             conn.close()
-        wait_for(lambda: sessions() == 0 and upstream.open == 0, "every session to end")
+        wait_for(lambda: front.finished == len(payloads) + len(idle) and upstream.open == 0,
+                 "every session to end")
         assert not front.errors

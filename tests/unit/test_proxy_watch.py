@@ -1,4 +1,4 @@
-"""The relay's watched client-to-server direction (``relay(watch=...)`` on the C loop)
+"""The relay's watched client-to-server pump (``_pump.watch`` under ``relay(watch=...)``)
 with real sockets: frontend messages cut at random places arrive unchanged and in order,
 and exactly the Query and Parse messages the pre-filter flags reach the watch, each
 before the server has any byte of it (what was sent before it may still be in flight)."""
@@ -12,7 +12,7 @@ import socket
 import struct
 import threading
 
-from strata.proxy.relay import relay, sessions
+from strata.proxy.relay import relay
 from strata.proxy.undo import query_of
 
 TIMEOUT_S = 30.0
@@ -131,7 +131,7 @@ def test_query_text_of_query_and_parse_messages() -> None:
 
 def test_a_held_statement_stalls_only_its_own_session() -> None:
     """While the watch of one session waits (as for the page server), other sessions on
-    the loop go on; the held one resumes, in order, once its watch returns."""
+    the relay go on; the held one resumes, in order, once its watch returns."""
     looked = threading.Event()
     go_on = threading.Event()
 
@@ -155,7 +155,7 @@ def test_a_held_statement_stalls_only_its_own_session() -> None:
     def sessions_run() -> None:
         held_client.sendall(drop_then_select)
         assert looked.wait(TIMEOUT_S)
-        for _ in range(100):  # the other session, round trips through the loop
+        for _ in range(100):  # the other session, round trips through the relay
             free_client.sendall(query("SELECT 1"))
             assert free_server.recv(65536) == query("SELECT 1")
             free_server.sendall(b"answer")
@@ -178,7 +178,8 @@ def test_a_held_statement_stalls_only_its_own_session() -> None:
         driver.join(TIMEOUT_S)
         for sock in (held_client, held_server, free_client, free_server):
             sock.close()
-    assert sessions() == 0
+    for relayed_socket in (held_proxy, held_upstream, free_proxy, free_upstream):
+        assert relayed_socket.fileno() == -1  # closed by the relay at the session's end
 
 
 def test_a_client_gone_while_its_statement_is_held_ends_the_session() -> None:
@@ -212,7 +213,7 @@ def test_a_client_gone_while_its_statement_is_held_ends_the_session() -> None:
         go_on.set()
         driver.join(TIMEOUT_S)
         server_end.close()
-    assert sessions() == 0
+    assert proxy_client.fileno() == -1 and proxy_server.fileno() == -1
 
 
 def recv_exactly(conn: socket.socket, size: int) -> bytes:
