@@ -338,3 +338,91 @@ def test_many_sessions_at_once_each_get_their_own_bytes(tmp_path: Path) -> None:
         wait_for(lambda: front.finished == len(payloads) and upstream.open == 0,
                  "every session to end")
         assert not front.errors
+
+
+def counting_speaker(payload: bytes, sent: list[int]) -> Callable[[socket.socket], None]:
+    """``speaker``, in 64 KiB pieces, counting in ``sent[0]`` what the kernel took."""
+    def serve(conn: socket.socket) -> None:
+        assert recv_exactly(conn, len(GREETING)) == GREETING
+        conn.sendall(GREETING)
+        with contextlib.suppress(ConnectionError):
+            for at in range(0, len(payload), 65536):
+                conn.sendall(payload[at:at + 65536])
+                sent[0] = at + 65536
+    return serve
+
+
+def settled(value: Callable[[], int]) -> int:
+    """``value()`` once it stayed the same for half a second."""
+    last = value()
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        time.sleep(0.5)
+        now = value()
+        if now == last:
+            return now
+        assert time.monotonic() < deadline, "the value never settled"
+        last = now
+
+
+def test_a_slow_reader_holds_the_server_back_instead_of_filling_memory(tmp_path: Path) -> None:
+    payload = os.urandom(64 * 1024 * 1024)
+    sent = [0]
+    with front_to(tmp_path, counting_speaker(payload, sent)) as (front, _), \
+            socket.socket() as conn:
+        # A fixed receive buffer: the kernel's autotuning (up to tcp_rmem's maximum) is
+        # not what this measures.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+        conn.settimeout(TIMEOUT_S)
+        conn.connect(("127.0.0.1", front.port))
+        conn.sendall(HELLO)
+        assert recv_exactly(conn, len(READY)) == READY
+        # Nothing read: what the server got out is what the sockets' buffers and the
+        # relay's own buffer hold (a few MiB), not the whole payload.
+        assert settled(lambda: sent[0]) < len(payload) // 2
+        assert recv_all(conn) == payload  # (the front read the greeting)
+        wait_for(lambda: front.finished == 1, "the session to end")
+        assert not front.errors
+
+
+def test_a_client_that_vanishes_mid_result_ends_the_session(tmp_path: Path) -> None:
+    payload = os.urandom(64 * 1024 * 1024)
+    sent = [0]
+    with front_to(tmp_path, counting_speaker(payload, sent)) as (front, upstream):
+        conn = front.connect()
+        conn.sendall(HELLO)
+        recv_exactly(conn, len(READY) + 1024 * 1024)  # a part of the result, then gone
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        wait_for(lambda: front.finished == 1 and upstream.open == 0, "both sides to close")
+        assert sent[0] < len(payload)  # the server was cut off, not read to the end
+        assert not front.errors
+
+
+def test_sessions_that_overlap_in_every_state_keep_their_own_bytes(tmp_path: Path) -> None:
+    """Idle sessions, busy ones, half-closed ones and ones that end, all at once: each
+    gets exactly its own bytes, and every one ends with its upstream closed."""
+    with front_to(tmp_path, digester) as (front, upstream):
+        idle = [front.connect() for _ in range(20)]
+        for conn in idle:
+            conn.sendall(HELLO + b"idle")
+        wait_for(lambda: upstream.open == len(idle), "the idle sessions to be relayed")
+        payloads = [os.urandom(256 * 1024 + n) for n in range(40)]
+
+        def half_closed(payload: bytes) -> bytes:
+            with front.connect() as conn:
+                conn.sendall(HELLO + payload)
+                conn.shutdown(socket.SHUT_WR)
+                return recv_all(conn)
+
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(half_closed, payloads))
+        assert answers == [READY + hashlib.sha256(p).digest() for p in payloads]
+        assert front.finished == len(payloads)  # the idle ones are untouched
+        for conn in idle:
+            conn.shutdown(socket.SHUT_WR)
+            assert recv_all(conn) == READY + hashlib.sha256(b"idle").digest()
+            conn.close()
+        wait_for(lambda: front.finished == len(payloads) + len(idle) and upstream.open == 0,
+                 "every session to end")
+        assert not front.errors

@@ -6,6 +6,7 @@ before the server has any byte of it (what was sent before it may still be in fl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import struct
@@ -126,3 +127,99 @@ def test_binds_of_watched_prepared_statements_are_held() -> None:
 def test_query_text_of_query_and_parse_messages() -> None:
     assert query_of(query("DROP TABLE t")) == "DROP TABLE t"
     assert query_of(parse("DELETE FROM t", "name")) == "DELETE FROM t"
+
+
+def test_a_held_statement_stalls_only_its_own_session() -> None:
+    """While the watch of one session waits (as for the page server), other sessions on
+    the relay go on; the held one resumes, in order, once its watch returns."""
+    looked = threading.Event()
+    go_on = threading.Event()
+
+    def slow_watch(held: bytes, whole: bool) -> bytes:
+        looked.set()
+        assert go_on.wait(TIMEOUT_S)
+        return b""
+
+    held_client, held_proxy = socket.socketpair()
+    held_upstream, held_server = socket.socketpair()
+    free_client, free_proxy = socket.socketpair()
+    free_upstream, free_server = socket.socketpair()
+    drop_then_select = query("DROP TABLE t") + query("SELECT 1")
+
+    async def both() -> None:
+        held = asyncio.ensure_future(relay(held_proxy, held_upstream, watch=slow_watch))
+        free = asyncio.ensure_future(relay(free_proxy, free_upstream,
+                                           watch=lambda held, whole: b""))
+        await asyncio.gather(held, free)
+
+    def sessions_run() -> None:
+        held_client.sendall(drop_then_select)
+        assert looked.wait(TIMEOUT_S)
+        for _ in range(100):  # the other session, round trips through the relay
+            free_client.sendall(query("SELECT 1"))
+            assert free_server.recv(65536) == query("SELECT 1")
+            free_server.sendall(b"answer")
+            assert free_client.recv(65536) == b"answer"
+        held_server.settimeout(0.2)
+        with contextlib.suppress(TimeoutError):
+            assert held_server.recv(65536) == b""  # (never taken: nothing got through)
+        go_on.set()
+        held_server.settimeout(TIMEOUT_S)
+        assert recv_exactly(held_server, len(drop_then_select)) == drop_then_select
+        for server in (held_server, free_server):
+            server.shutdown(socket.SHUT_WR)
+
+    driver = threading.Thread(target=sessions_run)
+    driver.start()
+    try:
+        asyncio.run(asyncio.wait_for(both(), TIMEOUT_S))
+    finally:
+        go_on.set()
+        driver.join(TIMEOUT_S)
+        for sock in (held_client, held_server, free_client, free_server):
+            sock.close()
+    for relayed_socket in (held_proxy, held_upstream, free_proxy, free_upstream):
+        assert relayed_socket.fileno() == -1  # closed by the relay at the session's end
+
+
+def test_a_client_gone_while_its_statement_is_held_ends_the_session() -> None:
+    looked = threading.Event()
+    go_on = threading.Event()
+
+    def watch(held: bytes, whole: bool) -> bytes:
+        looked.set()
+        assert go_on.wait(TIMEOUT_S)
+        return b""
+
+    client_end, proxy_client = socket.socketpair()
+    proxy_server, server_end = socket.socketpair()
+
+    def vanish() -> None:
+        client_end.sendall(query("TRUNCATE t"))
+        assert looked.wait(TIMEOUT_S)
+        client_end.close()
+        go_on.set()
+        # As PostgreSQL: the statement, then the client's EOF (a half-close); it closes.
+        assert recv_exactly(server_end, len(query("TRUNCATE t"))) == query("TRUNCATE t")
+        assert server_end.recv(65536) == b""
+        server_end.close()
+
+    driver = threading.Thread(target=vanish)
+    driver.start()
+    try:
+        asyncio.run(asyncio.wait_for(relay(proxy_client, proxy_server, watch=watch),
+                                     TIMEOUT_S))
+    finally:
+        go_on.set()
+        driver.join(TIMEOUT_S)
+        server_end.close()
+    assert proxy_client.fileno() == -1 and proxy_server.fileno() == -1
+
+
+def recv_exactly(conn: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        assert chunk, f"EOF after {len(data)} of {size} bytes"
+        data += chunk
+    return bytes(data)
