@@ -65,6 +65,7 @@ _NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 # Keys below ``tenants/<tenant>/`` share their tenant's create journal, so tenants never
 # wait for each other's flushes; every other key shares the root's.
 _TENANTS = "tenants"
+_SECTOR = 512  # the unit a crash can leave unwritten in a file
 
 
 class LocalDirectoryStorage(RemoteStorage):
@@ -344,10 +345,11 @@ class LocalDirectoryStorage(RemoteStorage):
                                 path.parent)
 
     def _repair(self, entry: Entry) -> bool:
-        """Write ``entry``'s object again unless its file holds exactly its bytes."""
+        """Write ``entry``'s object again if a crash took its name or bytes not yet written
+        back; a file that differs otherwise is damage, left for checksums to report."""
         path = self._path(entry.key)
         try:
-            if path.read_bytes() == entry.data:
+            if not _lost_to_a_crash(path.read_bytes(), entry.data):
                 return False
         except _MISSING:
             pass
@@ -409,6 +411,18 @@ def _group(key: str) -> str:
     """Whose create journal ``key`` is in: ``tenants/<tenant>``, or "" (the root's)."""
     parts = key.split("/", 2)
     return "/".join(parts[:2]) if len(parts) == 3 and parts[0] == _TENANTS else ""
+
+
+def _lost_to_a_crash(found: bytes, written: bytes) -> bool:
+    """Whether ``found`` is ``written`` cut short or with sectors still zero (what a crash
+    leaves of a file whose bytes were not written back), and not all of it."""
+    if found == written or len(found) > len(written):
+        return False
+    for start in range(0, len(found), _SECTOR):
+        piece = found[start:start + _SECTOR]
+        if piece != written[start:start + len(piece)] and piece.count(0) != len(piece):
+            return False
+    return True
 
 
 def _supports_tmpfile(directory: Path) -> bool:
