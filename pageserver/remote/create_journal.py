@@ -25,16 +25,18 @@ Layout (``.strata-tmp-journal-0`` and ``-1`` in the directory of a tenant, or at
 root for keys outside one; hidden from ``list`` by the reserved prefix), integers
 big-endian::
 
-    header, 4096 bytes: 8 bytes JOURNAL_MAGIC, u64 epoch (0: holds nothing)
+    header, 4096 bytes: 8 bytes JOURNAL_MAGIC, u64 epoch, u8 live (0: holds nothing)
     entries: u32 n, u32 crc (zlib.crc32 of the n bytes), then n bytes:
              u64 epoch, u16 key length, utf-8 key, the object's bytes
     zeros up to the file's capacity
 
-Entries count only while their epoch is the file's: the first entry that is zero,
-fails its crc or carries another epoch ends the file. Of the two files one is written
-at a time; when it is full the other (settled, epoch 0) takes over at the next epoch and
-the full one is settled in the background. Exclusion across processes: ``flock`` on
-file 0 (per open file, so two stores in one process exclude each other too).
+Entries count only while their file is live and their epoch is the file's: the first
+entry that is zero, fails its crc or carries another epoch ends the file. Of the two
+files one is written at a time; when it is full the other (settled) takes over, live, at
+the next epoch, and the full one is settled in the background. Epochs only grow (a
+settled file keeps its own), so a settle started for one epoch never drops a later one.
+Exclusion across processes: ``flock`` on file 0 (per open file, so two stores in one
+process exclude each other too).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ JOURNAL_MAGIC = b"STRJNL\x00\x01"
 JOURNAL_NAME = ".strata-tmp-journal-"  # the reserved prefix: never a key, never listed
 MAX_JOURNALED_BYTES = 256 * 1024  # larger objects are created the direct way
 CAPACITY = 4 * 1024 * 1024  # of each of the two files
-_HEADER = struct.Struct(">8sQ")
+_HEADER = struct.Struct(">8sQB")
 _HEADER_BYTES = 4096
 _PREFIX = struct.Struct(">II")  # n, crc
 _BODY = struct.Struct(">QH")  # epoch, key length
@@ -81,6 +83,7 @@ class _File:
 
     fd: int
     epoch: int = 0
+    live: bool = False
     end: int = _HEADER_BYTES
     keys: set[str] = field(default_factory=set)
 
@@ -129,12 +132,12 @@ class CreateJournal:
 
     def holds(self, key: str) -> bool:
         """Whether an entry for ``key`` is not settled yet (under ``locked``)."""
-        return any(file.epoch and key in file.keys for file in self._files)
+        return any(file.live and key in file.keys for file in self._files)
 
     def settle(self) -> None:
         """Make every journaled object durable under its name, then drop the entries
         (under ``locked``)."""
-        if not any(file.epoch for file in self._files):
+        if not any(file.live for file in self._files):
             return
         syncfs(self._files[0].fd)
         for file in self._files:
@@ -143,7 +146,7 @@ class CreateJournal:
     def entries(self) -> list[Entry]:
         """Every entry not yet settled, oldest first (under ``locked``)."""
         found: list[Entry] = []
-        for file in sorted((f for f in self._files if f.epoch), key=lambda f: f.epoch):
+        for file in sorted((f for f in self._files if f.live), key=lambda f: f.epoch):
             found.extend(entry for entry, _ in _scan(file.fd, file.epoch, _HEADER_BYTES))
         return found
 
@@ -157,19 +160,19 @@ class CreateJournal:
     # --- internals (under ``locked``) ------------------------------------------
 
     def _active(self) -> _File | None:
-        live = [file for file in self._files if file.epoch]
+        live = [file for file in self._files if file.live]
         return max(live, key=lambda file: file.epoch) if live else None
 
     def _switch(self, full: _File | None) -> _File:
         """Start the other file at the next epoch; settle the full one in the background
         (or now, if the other one is not settled yet)."""
         target = self._files[0] if full is None else self._files[1 - self._files.index(full)]
-        if target.epoch:  # the background settle has not finished: settle now
+        if target.live:  # the background settle has not finished: settle now
             self.settle()
         epoch = max(file.epoch for file in self._files) + 1
-        os.pwrite(target.fd, _HEADER.pack(JOURNAL_MAGIC, epoch), 0)
+        os.pwrite(target.fd, _HEADER.pack(JOURNAL_MAGIC, epoch, 1), 0)
         os.fdatasync(target.fd)
-        target.epoch, target.end, target.keys = epoch, _HEADER_BYTES, set()
+        target.epoch, target.live, target.end, target.keys = epoch, True, _HEADER_BYTES, set()
         if full is not None:
             self._settle_in_background(full, full.epoch)
         return target
@@ -183,7 +186,7 @@ class CreateJournal:
             try:
                 syncfs(file.fd)
                 with self.locked():
-                    if file.epoch == epoch:
+                    if file.live and file.epoch == epoch:
                         self._drop(file)
             except OSError as exc:
                 log.warning("settling the store's create journal in %s failed (%s); the "
@@ -193,21 +196,20 @@ class CreateJournal:
         self._settler.start()
 
     def _drop(self, file: _File) -> None:
-        if not file.epoch:
+        if not file.live:
             return
-        os.pwrite(file.fd, _HEADER.pack(JOURNAL_MAGIC, 0), 0)
+        os.pwrite(file.fd, _HEADER.pack(JOURNAL_MAGIC, file.epoch, 0), 0)
         os.fdatasync(file.fd)
-        file.epoch, file.end, file.keys = 0, _HEADER_BYTES, set()
+        file.live, file.end, file.keys = False, _HEADER_BYTES, set()
 
     def _refresh(self) -> None:
         """Catch up with what other processes wrote since this one last looked."""
         for file in self._files:
-            magic, epoch = _HEADER.unpack(os.pread(file.fd, _HEADER.size, 0))
-            if magic != JOURNAL_MAGIC:
-                epoch = 0
-            if epoch != file.epoch:
-                file.epoch, file.end, file.keys = epoch, _HEADER_BYTES, set()
-            if file.epoch:
+            magic, epoch, flag = _HEADER.unpack(os.pread(file.fd, _HEADER.size, 0))
+            live = magic == JOURNAL_MAGIC and flag == 1
+            if (epoch, live) != (file.epoch, file.live):
+                file.epoch, file.live, file.end, file.keys = epoch, live, _HEADER_BYTES, set()
+            if file.live:
                 for entry, end in _scan(file.fd, file.epoch, file.end):
                     file.keys.add(entry.key)
                     file.end = end

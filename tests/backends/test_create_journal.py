@@ -180,3 +180,22 @@ def test_a_file_with_sectors_a_crash_left_zero_is_written_again(tmp_path: Path) 
     assert LocalDirectoryStorage(root).put_if_absent(KEY, b"a" * 1536)
     (root / KEY).write_bytes(b"a" * 512 + bytes(1024))
     assert LocalDirectoryStorage(root).get(KEY) == b"a" * 1536
+
+
+def test_epochs_only_grow_so_an_old_settle_cannot_drop_a_newer_file(tmp_path: Path) -> None:
+    """A background settle drops its file only at the epoch it was started for; a file
+    taken into use again after a settle gets a new epoch, never the old one."""
+    root = tmp_path / "remote"
+    store = LocalDirectoryStorage(root)
+    journal_file = root / "tenants" / "t1" / f"{JOURNAL_NAME}0"
+
+    def header() -> tuple[int, int]:
+        data = journal_file.read_bytes()
+        return int.from_bytes(data[8:16], "big"), data[16]
+
+    assert store.put_if_absent(KEY, b"one")
+    assert header() == (1, 1)
+    store.delete(KEY)  # settles: the file is no longer live, and keeps its epoch
+    assert header() == (1, 0)
+    assert store.put_if_absent(KEY, b"two")
+    assert header() == (2, 1)
