@@ -21,9 +21,8 @@ Crash consistency:
 - An entry whose link never happened (a crash in between) is created by the replay: a
   create that did not answer may have landed, as the store contract already allows.
 
-Layout (``.strata-tmp-journal-0`` and ``-1`` in the directory of a tenant, or at the
-root for keys outside one; hidden from ``list`` by the reserved prefix), integers
-big-endian::
+Layout (``.strata-tmp-journal-0`` and ``-1`` in the directory of a tenant, for its keys;
+hidden from ``list`` by the reserved prefix), integers big-endian::
 
     header, 4096 bytes: 8 bytes JOURNAL_MAGIC, u64 epoch, u8 live (0: holds nothing)
     entries: u32 n, u32 crc (zlib.crc32 of the n bytes), then n bytes:
@@ -60,7 +59,7 @@ log = logging.getLogger(__name__)
 JOURNAL_MAGIC = b"STRJNL\x00\x01"
 JOURNAL_NAME = ".strata-tmp-journal-"  # the reserved prefix: never a key, never listed
 MAX_JOURNALED_BYTES = 256 * 1024  # larger objects are created the direct way
-CAPACITY = 4 * 1024 * 1024  # of each of the two files
+CAPACITY = 1024 * 1024  # of each of the two files: ~100 commits; a tenant pays 2 MB
 _HEADER = struct.Struct(">8sQB")
 _HEADER_BYTES = 4096
 _PREFIX = struct.Struct(">II")  # n, crc
@@ -102,7 +101,14 @@ class CreateJournal:
     def __init__(self, directory: Path) -> None:
         self._directory = directory
         self._thread_lock = threading.RLock()
-        self._files = [self._open(directory / f"{JOURNAL_NAME}{i}") for i in (0, 1)]
+        self._files: list[_File] = []
+        try:
+            for i in (0, 1):
+                self._files.append(self._open(directory / f"{JOURNAL_NAME}{i}"))
+        except BaseException:
+            for file in self._files:
+                os.close(file.fd)
+            raise
         self._settler: threading.Thread | None = None
 
     @contextmanager

@@ -63,8 +63,10 @@ _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 _NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 
 # Keys below ``tenants/<tenant>/`` share their tenant's create journal, so tenants never
-# wait for each other's flushes; every other key shares the root's.
+# wait for each other's flushes; other keys are created rarely, and never journaled.
 _TENANTS = "tenants"
+# Why a new create journal may fail to be made, leaving creates the slower way.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SECTOR = 512  # the unit a crash can leave unwritten in a file
 
 
@@ -104,11 +106,12 @@ class LocalDirectoryStorage(RemoteStorage):
         path = self._path(key)
         try:
             self._make_dirs(path.parent)
-            if self._journaling and len(data) <= MAX_JOURNALED_BYTES:
-                return self._create_journaled(key, path, data)
+            journal = self._journal(key)
+            if journal is not None and len(data) <= MAX_JOURNALED_BYTES:
+                return self._create_journaled(journal, key, path, data)
             directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
-                with self._journal_held(key):
+                with journal.locked() if journal is not None else nullcontext():
                     if not self._link_new(directory, path, data):
                         return False
                 os.fsync(directory)  # the name is durable: the object exists after a crash
@@ -118,14 +121,14 @@ class LocalDirectoryStorage(RemoteStorage):
             self._fail("put_if_absent", key, e)
         return True
 
-    def _create_journaled(self, key: str, path: Path, data: bytes) -> bool:
+    @staticmethod
+    def _create_journaled(journal: CreateJournal, key: str, path: Path, data: bytes) -> bool:
         """put_if_absent through the create journal: durable once the entry is."""
         directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=directory)
             try:
                 _write_all(fd, data)
-                journal = self._journal(key)
                 with journal.locked():
                     if os.path.lexists(path):
                         if path.is_dir():
@@ -293,34 +296,37 @@ class LocalDirectoryStorage(RemoteStorage):
 
     # --- the create journals ----------------------------------------------------
 
-    def _journal(self, key: str) -> CreateJournal:
-        """The create journal of ``key``'s tenant (or the root's)."""
-        return self._group_journal(_group(key))
+    def _journal(self, key: str) -> CreateJournal | None:
+        """The create journal of ``key``'s tenant; None for keys outside a tenant (created
+        rarely: the direct way), without journaling, or while its disk has no room for
+        a new journal (which therefore holds no entry)."""
+        group = _group(key)
+        return self._group_journal(group) if group and self._journaling else None
 
-    def _group_journal(self, group: str) -> CreateJournal:
-        """The create journal of ``group`` (``tenants/<tenant>`` or ""), opened once."""
+    def _group_journal(self, group: str) -> CreateJournal | None:
+        """The create journal of ``group`` (``tenants/<tenant>``), opened once."""
         with self._journals_lock:
             journal = self._journals.get(group)
             if journal is None:
-                directory = self._root.joinpath(*group.split("/")) if group else self._root
+                directory = self._root.joinpath(*group.split("/"))
                 self._make_dirs(directory)
-                journal = self._journals[group] = CreateJournal(directory)
+                try:
+                    journal = self._journals[group] = CreateJournal(directory)
+                except OSError as e:
+                    if e.errno not in _NO_ROOM:
+                        raise
+                    log.warning("%s: no room for a create journal in %s (%s); creating "
+                                "objects there the slower way", self.describe(), directory, e)
             return journal
-
-    @contextmanager
-    def _journal_held(self, key: str) -> Iterator[None]:
-        """Hold the journal of ``key`` (nothing to hold without journaling)."""
-        with self._journal(key).locked() if self._journaling else nullcontext():
-            yield
 
     @contextmanager
     def _settled(self, *keys: str) -> Iterator[None]:
         """Hold the journal of ``keys`` (all of one group), settled first if it holds an
         entry for one of them, while they are replaced or removed."""
-        if not self._journaling:
+        journal = self._journal(keys[0])
+        if journal is None:
             yield
             return
-        journal = self._journal(keys[0])
         with journal.locked():
             if any(journal.holds(key) for key in keys):
                 journal.settle()
@@ -329,13 +335,10 @@ class LocalDirectoryStorage(RemoteStorage):
     def _replay_journals(self) -> None:
         """Write again, durably, every journaled object that a crash lost or cut short,
         then drop the entries."""
-        found = [self._root / f"{JOURNAL_NAME}0",
-                 *self._root.glob(f"{_TENANTS}/*/{JOURNAL_NAME}0")]
-        for path in found:
-            if not path.is_file():
+        for path in self._root.glob(f"{_TENANTS}/*/{JOURNAL_NAME}0"):
+            journal = self._group_journal(path.parent.relative_to(self._root).as_posix())
+            if journal is None:
                 continue
-            relative = path.parent.relative_to(self._root).as_posix()
-            journal = self._group_journal("" if relative == "." else relative)
             with journal.locked():
                 repaired = [entry for entry in journal.entries() if self._repair(entry)]
                 if repaired:
@@ -408,7 +411,7 @@ class LocalDirectoryStorage(RemoteStorage):
 
 
 def _group(key: str) -> str:
-    """Whose create journal ``key`` is in: ``tenants/<tenant>``, or "" (the root's)."""
+    """Whose create journal ``key`` is in: ``tenants/<tenant>``, or "" (none)."""
     parts = key.split("/", 2)
     return "/".join(parts[:2]) if len(parts) == 3 and parts[0] == _TENANTS else ""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,7 @@ def test_a_full_journal_moves_on_and_settles_the_full_file(tmp_path: Path) -> No
     for n in range(count):
         assert store.put_if_absent(f"tenants/t1/log/{n:016x}", bytes([n % 251]) * size)
     journal = store._journal(KEY)  # the store's own, to wait for its background settle
+    assert journal is not None
     settler = journal._settler
     assert settler is not None
     settler.join()
@@ -162,7 +164,8 @@ def test_journals_are_never_listed_or_deleted_as_objects(tmp_path: Path) -> None
     assert store.list("") == [KEY, "tokens/x"]
     store.delete_many(store.list(""))
     assert store.list("") == []
-    assert (root / f"{JOURNAL_NAME}0").is_file()
+    assert (root / "tenants" / "t1" / f"{JOURNAL_NAME}0").is_file()
+    assert not (root / f"{JOURNAL_NAME}0").exists()  # keys outside tenants: never journaled
 
 
 def test_a_replay_leaves_damage_it_did_not_cause_for_checksums_to_find(
@@ -199,3 +202,14 @@ def test_epochs_only_grow_so_an_old_settle_cannot_drop_a_newer_file(tmp_path: Pa
     assert header() == (1, 0)
     assert store.put_if_absent(KEY, b"two")
     assert header() == (2, 1)
+
+
+def test_a_disk_without_room_for_a_journal_still_takes_creates(
+        tmp_path: Path, small_disk: Callable[[Path, int], Path]) -> None:
+    root = small_disk(tmp_path / "remote", CAPACITY + CAPACITY // 2)
+    store = LocalDirectoryStorage(root)
+    assert store.put_if_absent(KEY, b"small")
+    assert not store.put_if_absent(KEY, b"again")
+    assert store.get(KEY) == b"small"
+    store.delete(KEY)
+    assert store.list("") == []
