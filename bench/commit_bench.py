@@ -26,7 +26,9 @@ Figures:
   daemon and of the page server; WAL syncs and WAL sync time (``pg_stat_wal`` with
   ``track_wal_io_timing`` on, which the suite turns on in both systems) and WAL bytes;
   file bytes the page server ingested (``strata_ingest_bytes``) and bytes it wrote to the
-  object store (``strata_upload_bytes``: log chunks, and layers of any flush meanwhile).
+  object store (``strata_upload_bytes``: log chunks, and layers of any flush meanwhile);
+  ingest batches and log chunks created (``strata_ingest_batches``,
+  ``strata_log_chunks_created``): how many batches one store write covers.
 
 Run ``python -m bench.commit_bench [--quick] [--out bench/results/commit.json]``. A run
 that fails stops and writes nothing. Nothing here asserts on time.
@@ -107,6 +109,8 @@ def compute_counters(at: Endpoint, daemon_pid: int, server_pid: int,
         counters |= {f"server_{name}": value for name, value in process_usage(server_pid).items()}
         counters["ingested_bytes"] = metric_total(metrics_address, "strata_ingest_bytes_total")
         counters["uploaded_bytes"] = metric_total(metrics_address, "strata_upload_bytes_total")
+        counters["batches"] = metric_total(metrics_address, "strata_ingest_batches_total")
+        counters["chunks"] = metric_total(metrics_address, "strata_log_chunks_created_total")
         return counters | wal_stats(at)
     return read
 
@@ -291,6 +295,8 @@ COSTS = [
     ("WAL bytes generated", "wal_bytes", 1, 0),
     ("file bytes shipped to the page server", "ingested_bytes", 1, 0),
     ("bytes written to the object store", "uploaded_bytes", 1, 0),
+    ("ingest batches (group commit: several per log chunk)", "batches", 1, 2),
+    ("log chunks created", "chunks", 1, 2),
 ]
 
 

@@ -6,12 +6,16 @@ place, and the directory is fsynced, so an object is either absent, old or new, 
 after a crash, and concurrent writers from any thread or process never clash.
 
 put_if_absent is on every acknowledgement's path (the ingest log creates a chunk per group
-commit), so it pays only what that needs: an unnamed file (``O_TMPFILE``) written and
-fdatasynced, linked under its name (``linkat`` fails if the name exists: the condition,
-atomic across processes), then one fsync of the directory. That is two syncs, the least
-that makes both the bytes and the name durable without relying on one filesystem's
-journal order; no temporary name is created or removed, and a crash leaves no debris.
-Where ``O_TMPFILE`` is not supported it falls back to a named temporary file.
+commit). A small one (up to ``MAX_JOURNALED_BYTES``) is an unnamed file (``O_TMPFILE``)
+written but not synced, its bytes and key appended to the create journal of its tenant
+and fdatasync'ed there (one flush of data blocks), then linked under its name (``linkat``
+fails if the name exists: the condition, atomic across processes); names and bytes are
+made durable later, many at once (``create_journal.py`` says why that is crash-safe). A
+larger one is written and fdatasynced, linked, and its directory fsynced: two syncs, the
+least that makes both the bytes and the name durable by POSIX rules alone. Every create,
+replace and delete of a tenant's keys holds its journal's lock for the step that changes
+the name, so a replay of the journal never undoes one. Where ``O_TMPFILE`` is not
+supported there is no journal, and creates go through a named temporary file.
 
 A directory tree cannot hold both ``a`` and ``a/b`` (S3 can): writing one of them while
 the other exists fails with RemoteStorageError.
@@ -21,10 +25,14 @@ from __future__ import annotations
 
 import builtins
 import errno
+import logging
 import os
 import stat
 import tempfile
-from collections.abc import Iterable
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import NoReturn
 
@@ -38,6 +46,14 @@ from pageserver.remote.base import (
     check_prefix,
     check_range,
 )
+from pageserver.remote.create_journal import (
+    JOURNAL_NAME,
+    MAX_JOURNALED_BYTES,
+    CreateJournal,
+    Entry,
+)
+
+log = logging.getLogger(__name__)
 
 # What opening or removing a missing object fails with: the path is absent, is a
 # directory (only other keys live below it), or runs through a file.
@@ -45,6 +61,13 @@ _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 
 # What opening an O_TMPFILE file fails with where the kernel or filesystem lacks it.
 _NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+
+# Keys below ``tenants/<tenant>/`` share their tenant's create journal, so tenants never
+# wait for each other's flushes; other keys are created rarely, and never journaled.
+_TENANTS = "tenants"
+# Why a new create journal may fail to be made, leaving creates the slower way.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SECTOR = 512  # the unit a crash can leave unwritten in a file
 
 
 class LocalDirectoryStorage(RemoteStorage):
@@ -54,6 +77,15 @@ class LocalDirectoryStorage(RemoteStorage):
         self._root = Path(root).absolute()
         self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self._root, 0o700)  # objects are the server's alone (also older ones below)
+        self._journals: dict[str, CreateJournal] = {}
+        self._journals_lock = threading.Lock()
+        self._journaling = _supports_tmpfile(self._root)
+        weakref.finalize(self, _close_all, self._journals)
+        if self._journaling:
+            try:
+                self._replay_journals()
+            except OSError as e:
+                self._fail("replay of the create journals", "", e)
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -61,7 +93,8 @@ class LocalDirectoryStorage(RemoteStorage):
             self._make_dirs(path.parent)
             tmp = self._write_temp(path.parent, data)
             try:
-                os.replace(tmp, path)
+                with self._settled(key):
+                    os.replace(tmp, path)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
@@ -73,15 +106,44 @@ class LocalDirectoryStorage(RemoteStorage):
         path = self._path(key)
         try:
             self._make_dirs(path.parent)
+            journal = self._journal(key)
+            if journal is not None and len(data) <= MAX_JOURNALED_BYTES:
+                return self._create_journaled(journal, key, path, data)
             directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
-                if not self._link_new(directory, path, data):
-                    return False
+                with journal.locked() if journal is not None else nullcontext():
+                    if not self._link_new(directory, path, data):
+                        return False
                 os.fsync(directory)  # the name is durable: the object exists after a crash
             finally:
                 os.close(directory)
         except OSError as e:
             self._fail("put_if_absent", key, e)
+        return True
+
+    @staticmethod
+    def _create_journaled(journal: CreateJournal, key: str, path: Path, data: bytes) -> bool:
+        """put_if_absent through the create journal: durable once the entry is."""
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=directory)
+            try:
+                _write_all(fd, data)
+                with journal.locked():
+                    if os.path.lexists(path):
+                        if path.is_dir():
+                            raise IsADirectoryError(errno.EISDIR, "a directory", str(path))
+                        return False
+                    journal.append(key, data)
+                    try:
+                        os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=directory)
+                    except OSError:
+                        journal.settle()  # the entry must not bring back a name not ours
+                        raise
+            finally:
+                os.close(fd)
+        finally:
+            os.close(directory)
         return True
 
     def _link_new(self, directory: int, path: Path, data: bytes) -> bool:
@@ -171,7 +233,8 @@ class LocalDirectoryStorage(RemoteStorage):
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:
-            path.unlink()
+            with self._settled(key):
+                path.unlink()
             fsync_dir(path.parent)
         except _MISSING:
             return
@@ -182,21 +245,36 @@ class LocalDirectoryStorage(RemoteStorage):
         """Remove every object in ``keys`` (missing ones are ignored), syncing each
         directory once at the end rather than once per object: a log release deletes
         thousands of chunks from one directory."""
-        paths = [self._path(key) for key in keys]  # every key checked before any delete
+        checked = [check_key(key) for key in keys]  # every key checked before any delete
+        groups: dict[str, list[str]] = {}
+        for key in checked:
+            groups.setdefault(_group(key), []).append(key)
         touched: set[Path] = set()
-        for path in paths:
+        for group in groups.values():
             try:
-                path.unlink()
-            except _MISSING:
-                continue
+                with self._settled(*group):
+                    touched.update(self._unlink_each(group))
             except OSError as e:
-                self._fail("delete", str(path.relative_to(self._root)), e)
-            touched.add(path.parent)
+                self._fail("delete", group[0], e)
         for directory in touched:
             try:
                 fsync_dir(directory)
             except OSError as e:
                 self._fail("delete", str(directory.relative_to(self._root)), e)
+
+    def _unlink_each(self, keys: builtins.list[str]) -> builtins.set[Path]:
+        """Remove the files of ``keys`` (missing ones are ignored); their directories."""
+        touched: set[Path] = set()
+        for key in keys:
+            path = self._path(key)
+            try:
+                path.unlink()
+            except _MISSING:
+                continue
+            except OSError as e:
+                self._fail("delete", key, e)
+            touched.add(path.parent)
+        return touched
 
     def size(self, key: str) -> int:
         path = self._path(key)
@@ -215,6 +293,78 @@ class LocalDirectoryStorage(RemoteStorage):
 
     def describe(self) -> str:
         return f"local:{self._root}"
+
+    # --- the create journals ----------------------------------------------------
+
+    def _journal(self, key: str) -> CreateJournal | None:
+        """The create journal of ``key``'s tenant; None for keys outside a tenant (created
+        rarely: the direct way), without journaling, or while its disk has no room for
+        a new journal (which therefore holds no entry)."""
+        group = _group(key)
+        return self._group_journal(group) if group and self._journaling else None
+
+    def _group_journal(self, group: str) -> CreateJournal | None:
+        """The create journal of ``group`` (``tenants/<tenant>``), opened once."""
+        with self._journals_lock:
+            journal = self._journals.get(group)
+            if journal is None:
+                directory = self._root.joinpath(*group.split("/"))
+                self._make_dirs(directory)
+                try:
+                    journal = self._journals[group] = CreateJournal(directory)
+                except OSError as e:
+                    if e.errno not in _NO_ROOM:
+                        raise
+                    log.warning("%s: no room for a create journal in %s (%s); creating "
+                                "objects there the slower way", self.describe(), directory, e)
+            return journal
+
+    @contextmanager
+    def _settled(self, *keys: str) -> Iterator[None]:
+        """Hold the journal of ``keys`` (all of one group), settled first if it holds an
+        entry for one of them, while they are replaced or removed."""
+        journal = self._journal(keys[0])
+        if journal is None:
+            yield
+            return
+        with journal.locked():
+            if any(journal.holds(key) for key in keys):
+                journal.settle()
+            yield
+
+    def _replay_journals(self) -> None:
+        """Write again, durably, every journaled object that a crash lost or cut short,
+        then drop the entries."""
+        for path in self._root.glob(f"{_TENANTS}/*/{JOURNAL_NAME}0"):
+            journal = self._group_journal(path.parent.relative_to(self._root).as_posix())
+            if journal is None:
+                continue
+            with journal.locked():
+                repaired = [entry for entry in journal.entries() if self._repair(entry)]
+                if repaired:
+                    journal.settle()
+                    log.warning("%s: wrote %d objects again from the create journal in %s "
+                                "(a crash lost them)", self.describe(), len(repaired),
+                                path.parent)
+
+    def _repair(self, entry: Entry) -> bool:
+        """Write ``entry``'s object again if a crash took its name or bytes not yet written
+        back; a file that differs otherwise is damage, left for checksums to report."""
+        path = self._path(entry.key)
+        try:
+            if not _lost_to_a_crash(path.read_bytes(), entry.data):
+                return False
+        except _MISSING:
+            pass
+        self._make_dirs(path.parent)
+        tmp = self._write_temp(path.parent, entry.data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(path.parent)
+        return True
 
     def _path(self, key: str) -> Path:
         return self._root.joinpath(*check_key(key).split("/"))
@@ -258,6 +408,40 @@ class LocalDirectoryStorage(RemoteStorage):
         raise RemoteStorageError(
             f"{operation} of {key!r} in {self.describe()} failed: {error}"
         ) from error
+
+
+def _group(key: str) -> str:
+    """Whose create journal ``key`` is in: ``tenants/<tenant>``, or "" (none)."""
+    parts = key.split("/", 2)
+    return "/".join(parts[:2]) if len(parts) == 3 and parts[0] == _TENANTS else ""
+
+
+def _lost_to_a_crash(found: bytes, written: bytes) -> bool:
+    """Whether ``found`` is ``written`` cut short or with sectors still zero (what a crash
+    leaves of a file whose bytes were not written back), and not all of it."""
+    if found == written or len(found) > len(written):
+        return False
+    for start in range(0, len(found), _SECTOR):
+        piece = found[start:start + _SECTOR]
+        if piece != written[start:start + len(piece)] and piece.count(0) != len(piece):
+            return False
+    return True
+
+
+def _supports_tmpfile(directory: Path) -> bool:
+    """Whether unnamed files can be made in ``directory`` (the journal needs them)."""
+    try:
+        os.close(os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600))
+    except OSError as e:
+        if e.errno in _NO_TMPFILE:
+            return False
+        raise
+    return True
+
+
+def _close_all(journals: dict[str, CreateJournal]) -> None:
+    for journal in journals.values():
+        journal.close()
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -17,6 +17,7 @@ from pageserver.engine import Engine
 from pageserver.fencing import SupersededError
 from pageserver.manifest_store import ManifestStore
 from pageserver.remote import LocalDirectoryStorage, RemoteStorageError
+from pageserver.remote.create_journal import CreateJournal
 from tests.engine.conftest import EngineFactory
 
 PATH = "f"
@@ -90,6 +91,35 @@ def test_the_older_page_server_is_fenced(
     old.tick()  # drops the tenant it lost, so that a restart does not take it back
     assert old.tenants() == [] and attached(tmp_path / "a") == []
     assert attached(tmp_path / "b") == ["t"]
+
+
+def test_a_stale_page_server_is_fenced_through_the_create_journal_and_a_power_loss(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """Each page server on its own handle of one local store (as two processes): the
+    newer attach fences the older through the journal's lock, and a power loss that
+    takes every name and byte not yet written back loses no acknowledged batch and
+    brings back none the older page server was refused."""
+    root = tmp_path / "shared"
+    old = make_engine(LocalDirectoryStorage(root), state="a")
+    old.create_tenant("t").branch("main").ingest(Batch((Create(PATH),)))
+    acked = [write(old, "main", tag, tag) for tag in range(1, 4)]
+    new = make_engine(LocalDirectoryStorage(root), state="b")
+    new.attach_tenant("t")
+    with pytest.raises(SupersededError):
+        write(old, "main", 8, 1)
+    after = write(new, "main", 9, 2)
+    pending = CreateJournal(root / "tenants" / "t")
+    with pending.locked():
+        lost = [entry.key for entry in pending.entries()]
+    pending.close()
+    assert any("/log/" in key for key in lost), "nothing waits in the journal: no test"
+    for key in lost:  # the power loss: these were never written back
+        (root / key).unlink()
+    shutil.rmtree(tmp_path / "b")
+    third = make_engine(LocalDirectoryStorage(root), state="c")  # replays the journal
+    main = third.attach_tenant("t", force=True).branch("main")
+    assert main.durable_lsn == after == acked[-1] + 1
+    assert main.read_file(PATH, PAGE_SIZE, 3 * PAGE_SIZE) == page(1) + page(9) + page(3)
 
 
 def test_a_restarted_page_server_replays_from_the_store(
