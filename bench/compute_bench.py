@@ -9,7 +9,9 @@ is reported as the median (and spread) over repeats, with the compute/local rati
 medians. Needs root, FUSE and PostgreSQL 15, like a compute.
 
 Figures:
-- ``pgbench -i -s 20``: seconds, ratio.
+- ``pgbench -i -s 20``: seconds, ratio; again with ``wal_level=minimal`` on both systems
+  (``strata compute start --wal-level minimal``, rfcs/0024), and that compute time over
+  the local time at the default ``wal_level``.
 - pgbench read-write and read-only (``-S``), scale 10, 4 clients: TPS, ratio; the read-only
   run again with ``shared_buffers`` small enough that most reads leave PostgreSQL. Before
   read-only runs each system checkpoints and does one untimed read-only pass.
@@ -57,6 +59,7 @@ from bench.harness import (
 )
 
 LOCAL_PORT = 55300
+MINIMAL_WAL = {"wal_level": "minimal", "max_wal_senders": "0"}
 
 
 @dataclass(frozen=True)
@@ -124,11 +127,11 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
     compute_at: list[Endpoint] = []
 
     def restart_compute(shared_buffers: str, full_page_writes: bool,
-                        cache_mb: int = 256) -> None:
+                        cache_mb: int = 256, wal_level: str = "replica") -> None:
         strata("compute", "stop", "main")
         started = strata("compute", "start", "main", "--shared-buffers", shared_buffers,
                          "--full-page-writes", "on" if full_page_writes else "off",
-                         "--cache-mb", str(cache_mb))
+                         "--cache-mb", str(cache_mb), "--wal-level", wal_level)
         compute_at[:] = [(started["host"], started["port"])]
 
     def restart_local(shared_buffers: str, full_page_writes: bool) -> None:
@@ -153,6 +156,15 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
 
     print("pgbench -i ...", file=sys.stderr)
     report["load"] = with_ratio(interleaved(settings.repeats, named, load_time))
+    print("pgbench -i, wal_level minimal ...", file=sys.stderr)
+    restart_compute(settings.shared_buffers, True, wal_level="minimal")
+    local.stop()
+    local.start(settings.shared_buffers, True, MINIMAL_WAL)
+    report["load_minimal"] = with_ratio(interleaved(settings.repeats, named, load_time))
+    report["load_minimal"]["ratio_to_local_replica"] = (
+        report["load_minimal"]["compute"]["median"] / report["load"]["local"]["median"])
+    for system in systems:
+        system.restart(settings.shared_buffers, True)
     for system in systems:
         pgbench_at(system.endpoint(), "-i", "-s", str(settings.tps_scale), "-q")
         query_at(system.endpoint(), "CHECKPOINT")
@@ -273,7 +285,10 @@ def render_markdown(report: JSON) -> str:
                  f"{figure[side]['max']:.1f}]" for side in ("compute", "local")]
         lines.append(f"| {label} | {cells[0]} | {cells[1]} | {figure['ratio']:.2f} | {goal} |")
 
-    row(f"pgbench -i -s {settings['load_scale']}", "load", "s", "-")
+    row(f"pgbench -i -s {settings['load_scale']}", "load", "s", "<= 2.5")
+    if "load_minimal" in figures:  # reports from before rfcs/0024 lack it
+        row(f"pgbench -i -s {settings['load_scale']}, wal_level minimal on both",
+            "load_minimal", "s", "-")
     row(f"read-write TPS, scale {settings['tps_scale']}", "read_write", "tps", ">= 0.6")
     row(f"read-only (-S) TPS, scale {settings['tps_scale']}", "read_only", "tps", ">= 0.9")
     row(f"read-only, shared_buffers {settings['small_shared_buffers']}",
@@ -302,6 +317,10 @@ def render_markdown(report: JSON) -> str:
     lines += ["", f"Compute start on a fresh branch, `strata compute start` to the first row: "
               f"median {start['median']:.2f} s (min {start['min']:.2f}, max {start['max']:.2f}, "
               f"{len(start['samples'])} samples).", ""]
+    if "load_minimal" in figures:
+        ratio = figures["load_minimal"]["ratio_to_local_replica"]
+        lines += [f"`pgbench -i` on a compute at `wal_level=minimal` over local PostgreSQL at "
+                  f"the default `replica`: {ratio:.2f}.", ""]
     return "\n".join(lines)
 
 

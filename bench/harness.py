@@ -353,13 +353,15 @@ class LocalPostgres:
         as_postgres("initdb", "--data-checksums", "-U", "postgres", "-A", "trust", "-D",
                     str(self.datadir))
 
-    def start(self, shared_buffers: str, full_page_writes: bool) -> None:
+    def start(self, shared_buffers: str, full_page_writes: bool,
+              extra: Mapping[str, str] | None = None) -> None:
+        """Start it with a compute's settings, and ``extra`` ones on top."""
         settings = {"port": str(self.port),  # as computes: the socket only, unless ``tcp``
                     "listen_addresses": "127.0.0.1" if self.tcp else "",
                     "unix_socket_directories": str(self.socket_dir),
                     "shared_buffers": shared_buffers, "wal_recycle": "off",
                     "wal_init_zero": "off", "logging_collector": "off",
-                    "full_page_writes": "on" if full_page_writes else "off"}
+                    "full_page_writes": "on" if full_page_writes else "off", **(extra or {})}
         command = ["runuser", "-u", "postgres", "--", str(pg_bin_dir() / "postgres"), "-D",
                    str(self.datadir)]
         for name, value in settings.items():

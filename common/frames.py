@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
 
+from common.errors import CorruptionError
 from common.keys import PAGE_SIZE, Relation
+from common.ops import Batch, decode_batch
 
 MAGIC: Final = b"STRF"
 VERSION: Final = 1
@@ -46,6 +48,7 @@ class FrameType(IntEnum):
     PAGES_REQUEST = 5
     PAGES = 6
     ERROR = 7
+    RECORD = 8  # payload: a batch as the ingest log stores it (common.ops), kept verbatim
 
 
 class StreamKind(IntEnum):
@@ -210,6 +213,18 @@ def decode_pages_request(payload: Buffer) -> PagesRequest:
     blocks = struct.unpack_from(f"<{count}I", payload, _PAGES_REQUEST.size)
     return PagesRequest(request_id, Relation(spc, db, rel, fork), blocks,
                         None if latest else lsn)
+
+
+def decode_record(payload: Buffer) -> Batch:
+    """The batch of a RECORD frame: the ingest log's encoding of a batch (docs/FORMAT.md),
+    which must carry the writer's epoch and its number for the batch."""
+    try:
+        batch = decode_batch(payload)
+    except CorruptionError as exc:
+        raise FrameError(f"the record is not a batch: {exc}") from exc
+    if not batch.batch_id:
+        raise FrameError("the record carries no batch number")
+    return batch
 
 
 def decode_pages(payload: Buffer) -> Pages:

@@ -132,47 +132,53 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
 
-def _put_str(out: bytearray, text: str) -> None:
+RECORD_TIMESTAMP_AT = 8  # where a record's timestamp_us (u64) starts: after wal_lsn
+
+
+def _str(text: str) -> bytes:
     raw = text.encode()
     if len(raw) > 0xFFFF:
         raise InvalidArgumentError(f"path too long ({len(raw)} bytes)")
-    out += _U16.pack(len(raw))
-    out += raw
+    return _U16.pack(len(raw)) + raw
+
+
+def encode_batch_parts(batch: Batch) -> list[bytes]:
+    """A batch's record as parts to join or send one after another: the data of each
+    write is a part of its own, not copied."""
+    parts = [_HEADER.pack(batch.wal_lsn, batch.timestamp_us, len(batch.ops))]
+    for op in batch.ops:
+        code = bytes((_OP_CODES[type(op)],))
+        match op:
+            case Write(path, offset, data):
+                parts += (code + _str(path) + _U64.pack(offset) + _U32.pack(len(data)), data)
+            case Truncate(path, size):
+                parts.append(code + _str(path) + _U64.pack(size))
+            case Create(path, mode, relation):
+                parts.append(code + _str(path) + _U32.pack(mode) + bytes((len(relation),))
+                             + relation)
+            case Mkdir(path, mode) | Chmod(path, mode):
+                parts.append(code + _str(path) + _U32.pack(mode))
+            case Unlink(path) | Rmdir(path):
+                parts.append(code + _str(path))
+            case Rename(src, dst):
+                parts.append(code + _str(src) + _str(dst))
+    if batch.writer_epoch or batch.batch_id:  # absent from records older than the fields
+        parts.append(_WRITER.pack(_WRITER_TAG, batch.writer_epoch, batch.batch_id))
+    return parts
 
 
 def encode_batch(batch: Batch) -> bytes:
     """Serialise a batch; inverse of :func:`decode_batch`."""
-    out = bytearray(_HEADER.pack(batch.wal_lsn, batch.timestamp_us, len(batch.ops)))
-    for op in batch.ops:
-        out.append(_OP_CODES[type(op)])
-        match op:
-            case Write(path, offset, data):
-                _put_str(out, path)
-                out += _U64.pack(offset) + _U32.pack(len(data))
-                out += data
-            case Truncate(path, size):
-                _put_str(out, path)
-                out += _U64.pack(size)
-            case Create(path, mode, relation):
-                _put_str(out, path)
-                out += _U32.pack(mode)
-                out.append(len(relation))
-                out += relation
-            case Mkdir(path, mode) | Chmod(path, mode):
-                _put_str(out, path)
-                out += _U32.pack(mode)
-            case Unlink(path) | Rmdir(path):
-                _put_str(out, path)
-            case Rename(src, dst):
-                _put_str(out, src)
-                _put_str(out, dst)
-    if batch.writer_epoch or batch.batch_id:  # absent from records older than the fields
-        out += _WRITER.pack(_WRITER_TAG, batch.writer_epoch, batch.batch_id)
-    return bytes(out)
+    return b"".join(encode_batch_parts(batch))
+
+
+def stamp_record(record: bytearray, timestamp_us: int) -> None:
+    """Set the timestamp of an encoded batch in place (a record sent without one)."""
+    _U64.pack_into(record, RECORD_TIMESTAMP_AT, timestamp_us)
 
 
 class _Reader:
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes | bytearray | memoryview) -> None:
         self.raw = memoryview(raw)
         self.pos = 0
 
@@ -193,11 +199,15 @@ class _Reader:
         return int(_U64.unpack(self.take(8))[0])
 
     def text(self) -> str:
-        return bytes(self.take(self.u16())).decode()
+        try:
+            return bytes(self.take(self.u16())).decode()
+        except UnicodeDecodeError as exc:
+            raise CorruptionError(f"a path in the batch record is not UTF-8: {exc}") from None
 
 
-def decode_batch(raw: bytes) -> Batch:
-    """Parse a batch written by :func:`encode_batch`."""
+def decode_batch(raw: bytes | bytearray | memoryview) -> Batch:
+    """Parse a batch written by :func:`encode_batch`; CorruptionError for bytes that are
+    not one (a path that is not UTF-8 included)."""
     reader = _Reader(raw)
     wal_lsn, timestamp_us, count = _HEADER.unpack(reader.take(_HEADER.size))
     ops: list[FileOp] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final, TypeVar
 
 import grpc
@@ -33,7 +34,7 @@ from common.frames import (
     send_frame,
 )
 from common.keys import Relation
-from proto import strata_pb2 as pb
+from common.ops import Batch, encode_batch_parts
 
 _T = TypeVar("_T")
 CONNECT_TIMEOUT_S: Final = 10.0
@@ -166,9 +167,12 @@ class FramedIngest(_Connection):
                  writer_epoch: int) -> None:
         super().__init__(address, Hello(StreamKind.INGEST, token, tenant, branch,
                                         writer_epoch))
+        self._epoch = writer_epoch
 
-    def send(self, batch: pb.IngestBatch) -> tuple[int, bool]:
-        """Ship ``batch``; its LSN once durable, and whether the tenant's storage is full."""
-        kind, payload = self.call(FrameType.BATCH, batch.SerializeToString())
+    def send(self, batch: Batch) -> tuple[int, bool]:
+        """Ship ``batch`` as the record the page server logs verbatim (no re-encoding on
+        either side); its LSN once durable, and whether the tenant's storage is full."""
+        record = encode_batch_parts(replace(batch, writer_epoch=self._epoch))
+        kind, payload = self.call(FrameType.RECORD, *record)
         ack = self.answer(kind, payload, FrameType.ACK, decode_ack)
         return ack.lsn, ack.storage_full

@@ -80,6 +80,21 @@ class ComputeStatus(Enum):
     STOPPED = "stopped"
 
 
+WAL_LEVELS = ("replica", "minimal")
+
+
+def wal_level_settings(level: str) -> dict[str, str]:
+    """PostgreSQL settings for ``wal_level``. ``minimal`` writes no WAL for data loaded
+    into a relation created (or truncated) in the same transaction: PostgreSQL fsyncs the
+    relation before the commit record, and an fsync makes everything written before it
+    durable on the page server, so every durable point is still a state that crash
+    recovery starts from (docs/rfcs/0024). It needs ``max_wal_senders=0``: such a branch
+    feeds no replica."""
+    if level not in WAL_LEVELS:
+        raise ValueError(f"wal_level {level!r}: give one of {', '.join(WAL_LEVELS)}")
+    return {"wal_level": level, **({"max_wal_senders": "0"} if level == "minimal" else {})}
+
+
 @dataclass
 class ComputeSpec:
     """Everything needed to run one compute."""
@@ -93,6 +108,7 @@ class ComputeSpec:
     cache_mb: int = 256
     shared_buffers: str = "128MB"
     full_page_writes: bool = False  # the shim never tears a page (docs/DESIGN.md)
+    wal_level: str = "replica"  # or "minimal": no WAL for data loaded into new relations
     settings: dict[str, str] = field(default_factory=dict)  # extra postgres -c settings
     data_plane: str = ""  # the page server's framed data plane (rfcs/0020); "": gRPC
 
@@ -287,6 +303,7 @@ class ComputeNode:
             "unix_socket_directories": str(spec.socket_dir), "unix_socket_permissions": "0700",
             "shared_buffers": spec.shared_buffers, "wal_recycle": "off", "wal_init_zero": "off",
             "full_page_writes": "on" if spec.full_page_writes else "off",
+            **wal_level_settings(spec.wal_level),
             # A WAL flush is a page-server round trip (~2 ms): a committer that sees
             # another transaction open waits 1 ms so one flush carries both. Chosen by
             # measurement (docs/rfcs/0013); a lone client never waits.

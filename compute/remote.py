@@ -268,7 +268,7 @@ class _Pages(Protocol):
 class _Ingest(Protocol):
     """An Ingest stream of either transport, opened at the writer's epoch."""
 
-    def send(self, batch: pb.IngestBatch) -> tuple[int, bool]:
+    def send(self, batch: Batch) -> tuple[int, bool]:
         """The batch's LSN once durable, and whether the tenant's storage is full."""
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None: ...
@@ -319,8 +319,11 @@ class _GrpcIngest:
         self._stream: _Exchange[pb.IngestRequest, pb.IngestResponse] = _Exchange(
             client.open_ingest_stream, opening)
 
-    def send(self, batch: pb.IngestBatch) -> tuple[int, bool]:
-        response = self._stream.exchange(pb.IngestRequest(batch=batch))
+    def send(self, batch: Batch) -> tuple[int, bool]:
+        message = pb.IngestBatch(batch_id=batch.batch_id, wal_lsn=batch.wal_lsn,
+                                 timestamp_us=batch.timestamp_us,
+                                 ops=[op_to_pb(op) for op in batch.ops])
+        response = self._stream.exchange(pb.IngestRequest(batch=message))
         return int(response.lsn), response.storage_full
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
@@ -357,9 +360,6 @@ class BatchWriter:
         its LSN."""
         if not batch.batch_id:
             raise ValueError("the writer ships numbered batches only")
-        message = pb.IngestBatch(batch_id=batch.batch_id, wal_lsn=batch.wal_lsn,
-                                 timestamp_us=batch.timestamp_us,
-                                 ops=[op_to_pb(op) for op in batch.ops])
         with self._lock:
 
             def attempt() -> int:
@@ -369,7 +369,7 @@ class BatchWriter:
                         return applied
                     self._stream = self._open()
                 try:
-                    lsn, self.storage_full = self._stream.send(message)
+                    lsn, self.storage_full = self._stream.send(batch)
                     return lsn
                 except (grpc.RpcError, FramedRefused):
                     self._stream.close()

@@ -31,7 +31,7 @@ from common.errors import (
     OutOfRangeError,
 )
 from common.keys import KEYSPACE_END, KEYSPACE_START, PAGE_SIZE, Relation
-from common.ops import Batch, FileKind, FileMeta, encode_batch
+from common.ops import Batch, FileKind, FileMeta, encode_batch, stamp_record
 from pageserver.applied_batch import AppliedBatch, resent_lsn
 from pageserver.fencing import Fence
 from pageserver.ingest import BatchApplier, Effects, normalize_path
@@ -231,8 +231,12 @@ class Timeline:
 
     # --- ingest ---------------------------------------------------------------
 
-    def ingest(self, batch: Batch, writer_epoch: int | None = None) -> int:
+    def ingest(self, batch: Batch, writer_epoch: int | None = None,
+               record: bytearray | None = None) -> int:
         """Apply a batch atomically; returns its LSN once it is durable.
+
+        ``record``: the batch as the writer encoded it (``common.ops``, its writer epoch
+        ``writer_epoch``); the log stores it as it is, stamped with the time if it has none.
 
         With ``writer_epoch``, the batch is refused unless that is the timeline's
         current writer epoch: a writer fenced off by a newer attach cannot write.
@@ -252,8 +256,11 @@ class Timeline:
                 lsn = self.last_lsn + 1
                 if not batch.timestamp_us:
                     batch = replace(batch, timestamp_us=now_us())
+                    if record is not None:
+                        stamp_record(record, batch.timestamp_us)
                 effects = self._effects(batch, lsn)
-                seqno = self._log.append(LogRecord(self.timeline_id, lsn, encode_batch(batch)))
+                payload = encode_batch(batch) if record is None else bytes(record)
+                seqno = self._log.append(LogRecord(self.timeline_id, lsn, payload))
                 self._commit(lsn, batch, effects)
                 self._last_seqno = seqno
         self._log.wait_acknowledged(seqno)

@@ -15,7 +15,9 @@ import numpy as np
 
 from common.convert import batch_from_pb
 from common.errors import FailedPreconditionError, InvalidArgumentError
+from common.frames import decode_record
 from common.keys import Relation
+from common.ops import Batch, Write
 from pageserver.applied_batch import resent_lsn
 from pageserver.engine import Engine
 from pageserver.fencing import SupersededError
@@ -60,10 +62,22 @@ class IngestSession:
     def apply(self, message: pb.IngestBatch) -> Acknowledged:
         """Make the batch durable (or answer one sent again with the LSN it got)."""
         size = sum(len(op.write.data) for op in message.ops)
-        if size > MAX_BATCH_BYTES:
+        _check_size(size)
+        return self._apply(batch_from_pb(message), size, None)
+
+    def apply_record(self, record: bytearray) -> Acknowledged:
+        """As ``apply``, for a batch in the ingest log's encoding (a RECORD frame), which
+        the log then stores as it came; its writer epoch must be the stream's."""
+        _check_size(len(record))
+        batch = decode_record(record)
+        if batch.writer_epoch != self._epoch:
             raise InvalidArgumentError(
-                f"batch carries {size} bytes; the limit is {MAX_BATCH_BYTES}")
-        batch = batch_from_pb(message)
+                f"the record names writer epoch {batch.writer_epoch}; this stream was "
+                f"opened at writer epoch {self._epoch}")
+        size = sum(len(op.data) for op in batch.ops if isinstance(op, Write))
+        return self._apply(batch, size, record)
+
+    def _apply(self, batch: Batch, size: int, record: bytearray | None) -> Acknowledged:
         self._engine.tenant(self._tenant_id)  # still served here: not detached meanwhile
         timeline = self._timeline
         with self._batch_seconds.time():
@@ -71,12 +85,17 @@ class IngestSession:
                           batch.batch_id) is None:  # one sent again passed it already
                 check_storage(self._tenant, batch, timeline.files)
             try:
-                lsn = timeline.ingest(batch, self._epoch)
+                lsn = timeline.ingest(batch, self._epoch, record)
             except SupersededError as exc:  # attached elsewhere: the writer follows it
                 raise self._engine.elsewhere(self._tenant_id) from exc
         self._metrics.ingest_batches.inc()
         self._metrics.ingest_bytes.inc(size)
         return Acknowledged(batch.batch_id, lsn, storage_full(self._tenant))
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_BATCH_BYTES:
+        raise InvalidArgumentError(f"batch carries {size} bytes; the limit is {MAX_BATCH_BYTES}")
 
 
 class PageReads:

@@ -198,12 +198,16 @@ class FramedServer:
         session = IngestSession(self._engine, self._metrics, hello.tenant, hello.branch,
                                 hello.writer_epoch)
         send_frame(conn, FrameType.READY)
-        while (payload := _next_request(conn, FrameType.BATCH)) is not None:
-            try:
-                message = pb.IngestBatch.FromString(bytes(payload))
-            except DecodeError as exc:
-                raise FrameError(f"the batch is not an IngestBatch message: {exc}") from exc
-            done = session.apply(message)
+        while (request := _next_request(conn, FrameType.RECORD, FrameType.BATCH)) is not None:
+            kind, payload = request
+            if kind is FrameType.RECORD:
+                done = session.apply_record(payload)
+            else:
+                try:
+                    message = pb.IngestBatch.FromString(bytes(payload))
+                except DecodeError as exc:
+                    raise FrameError(f"the batch is not an IngestBatch message: {exc}") from exc
+                done = session.apply(message)
             send_frame(conn, FrameType.ACK,
                        encode_ack(Ack(done.batch_id, done.lsn, done.storage_full)))
 
@@ -212,8 +216,8 @@ class FramedServer:
         and the connection goes on (as gRPC's in-band status), except for a tenant that
         left: that ends it, naming where the tenant went."""
         send_frame(conn, FrameType.READY)
-        while (payload := _next_request(conn, FrameType.PAGES_REQUEST)) is not None:
-            request = decode_pages_request(payload)
+        while (asked := _next_request(conn, FrameType.PAGES_REQUEST)) is not None:
+            request = decode_pages_request(asked[1])
             try:
                 lsn, pages = self._reads.read(hello.tenant, hello.branch, request.lsn,
                                               request.relation,
@@ -242,17 +246,20 @@ def _hello(conn: socket.socket) -> Hello:
     return decode_hello(payload)
 
 
-def _next_request(conn: socket.socket, expected: FrameType) -> bytearray | None:
-    """The next request's payload; None once the client closed between requests."""
+def _next_request(conn: socket.socket, *expected: FrameType
+                  ) -> tuple[FrameType, bytearray] | None:
+    """The next request's type (one of ``expected``) and payload; None once the client
+    closed between requests."""
     try:
         kind, payload = receive_frame(conn)
     except ConnectionClosed as exc:
         if exc.mid_frame:
             raise
         return None
-    if kind is not expected:
-        raise FrameError(f"this stream takes {expected.name} frames, not {kind.name}")
-    return payload
+    if kind not in expected:
+        names = " or ".join(frame.name for frame in expected)
+        raise FrameError(f"this stream takes {names} frames, not {kind.name}")
+    return kind, payload
 
 
 def _send_error(conn: socket.socket, error: ErrorFrame) -> grpc.StatusCode:

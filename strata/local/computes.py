@@ -33,6 +33,7 @@ from common.processes import process_alive
 from common.supervisor import file_lock
 from compute import identity
 from compute.identity import IdentityError
+from compute.node import WAL_LEVELS as WAL_LEVELS
 from compute.node import ComputeError, ComputeNode, ComputeSpec, ComputeStatus
 from compute.tenant_role import Logins
 from strata.local import passwords
@@ -179,8 +180,11 @@ def _tenant_dirs(home: Home) -> list[Path]:
 
 def start(home: Home, client: StrataClient, address: str, tenant: str, branch: str, *,
           port: int | None, cache_mb: int | None, full_page_writes: bool | None,
-          shared_buffers: str | None, force: bool, timeout_s: float) -> ComputeNode:
+          shared_buffers: str | None, force: bool, timeout_s: float,
+          wal_level: str | None = None) -> ComputeNode:
     """Start the compute of a branch; options not given keep their previous values."""
+    if wal_level is not None and wal_level not in WAL_LEVELS:
+        raise LocalError(f"wal_level {wal_level!r}: give one of {', '.join(WAL_LEVELS)}")
     check_host()
     directory = workdir(home, tenant, branch)
     with branch_lock(directory):
@@ -196,14 +200,15 @@ def start(home: Home, client: StrataClient, address: str, tenant: str, branch: s
                                   read_only=read_only, port=port, cache_mb=cache_mb,
                                   full_page_writes=full_page_writes,
                                   shared_buffers=shared_buffers, force=force,
-                                  timeout_s=timeout_s)
+                                  timeout_s=timeout_s, wal_level=wal_level)
 
 
 def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, branch: str,
                    directory: Path, previous: ComputeNode | None, *, read_only: bool,
                    port: int | None,
                    cache_mb: int | None, full_page_writes: bool | None,
-                   shared_buffers: str | None, force: bool, timeout_s: float) -> ComputeNode:
+                   shared_buffers: str | None, force: bool, timeout_s: float,
+                   wal_level: str | None) -> ComputeNode:
     if previous is not None and previous.status() is ComputeStatus.CRASHED:
         previous.kill()  # what is left of it: a mount daemon whose PostgreSQL died, say
     directory.mkdir(parents=True, exist_ok=True)
@@ -213,7 +218,7 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
     token = client.create_token(tenant, "compute", TOKEN_TTL_S, branches=(branch,)).token
     write_durably(token_file, token.encode(), mode=0o600)
     given = {"cache_mb": cache_mb, "full_page_writes": full_page_writes,
-             "shared_buffers": shared_buffers}
+             "shared_buffers": shared_buffers, "wal_level": wal_level}
     kept = {name: getattr(previous.spec, name) for name in given} if previous else {}
     settings = {**kept, **{name: value for name, value in given.items() if value is not None}}
     with _port_lock(home):  # two starts at once must not pick the same port
@@ -290,7 +295,8 @@ def _start_again(home: Home, client: StrataClient, address: str, node: ComputeNo
     spec = node.spec
     start(home, client, address, spec.tenant, spec.branch, port=spec.port,
           cache_mb=spec.cache_mb, full_page_writes=spec.full_page_writes,
-          shared_buffers=spec.shared_buffers, force=False, timeout_s=120.0)
+          shared_buffers=spec.shared_buffers, force=False, timeout_s=120.0,
+          wal_level=spec.wal_level)
 
 
 def forget(home: Home, tenant: str, branches: list[str]) -> None:
@@ -369,6 +375,7 @@ def describe(node: ComputeNode, proxy: dict[str, Any] | None = None) -> dict[str
         "started_at": node.started_at or None, "cache_mb": spec.cache_mb,
         "shared_buffers": spec.shared_buffers,
         "full_page_writes": "on" if spec.full_page_writes else "off",
+        "wal_level": spec.wal_level,
         "workdir": str(spec.workdir),
         "stats": node.stats(),
     }

@@ -20,13 +20,14 @@ from common.frames import (
     FrameType,
     Hello,
     StreamKind,
+    decode_ack,
     decode_error,
     encode_hello,
     receive_frame,
     send_frame,
 )
 from common.keys import PAGE_SIZE, Relation
-from common.ops import Batch, Create, Write
+from common.ops import Batch, Create, Unlink, Write, encode_batch
 from compute.framed import FramedIngest, FramedRefused, parse_address
 from compute.remote import (
     BatchWriter,
@@ -94,6 +95,30 @@ def test_batches_are_acknowledged_in_order_and_read_back(live: Live, transport: 
         finally:
             writer.close()
             reader.close()
+
+
+@pytest.mark.parametrize("address", ["data_unix", "data_tcp"])
+def test_the_framed_stream_takes_protobuf_batches_and_checks_a_records_epoch(
+        live: Live, address: str) -> None:
+    """A BATCH frame (an IngestBatch message, as older computes send) is still applied;
+    a RECORD naming another writer epoch than its stream's is refused, the stream ends."""
+    with _client(live) as client:
+        epoch = _writer_epoch(client)
+        stream = FramedIngest(getattr(live, address), client.token, "t", "main", epoch)
+        try:
+            message = pb.IngestBatch(batch_id=1, ops=[op_to_pb(Create("f"))])
+            kind, payload = stream.call(FrameType.BATCH, message.SerializeToString())
+            assert kind is FrameType.ACK and decode_ack(payload).batch_id == 1
+            assert stream.send(Batch((Write("f", 0, _page(4)),), batch_id=2))[0] > 0
+            with pytest.raises(FramedRefused) as refused:
+                stream.call(FrameType.RECORD, encode_batch(
+                    Batch((Unlink("f"),), writer_epoch=epoch + 1, batch_id=3)))
+            assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+            assert "writer epoch" in refused.value.message
+        finally:
+            stream.close()
+        assert [f.size for f in client.list_files("t", "main").files if f.path == "f"] == [
+            PAGE_SIZE]
 
 
 def test_a_batch_sent_again_is_answered_with_its_lsn_and_applied_once(
@@ -186,7 +211,8 @@ def _ingest_status(client: StrataClient, transport: str, epoch: int) -> grpc.Sta
     batch = pb.IngestBatch(batch_id=2, ops=[op_to_pb(Create("g"))])
     try:
         if transport:
-            FramedIngest(transport, client.token, "t", "main", epoch).send(batch)
+            FramedIngest(transport, client.token, "t", "main", epoch).send(
+                Batch((Create("g"),), batch_id=2))
         else:
             opening = pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch="main",
                                                           writer_epoch=epoch))

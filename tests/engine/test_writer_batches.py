@@ -3,10 +3,12 @@ of the last one survives restarts, and a restore never lets a stale epoch back i
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from common.errors import FailedPreconditionError
-from common.ops import Batch, Create, Write
+from common.ops import Batch, Create, Write, decode_batch, encode_batch
 from pageserver.applied_batch import AppliedBatch
 from pageserver.engine import Engine
 from pageserver.tenant import BranchPoint
@@ -74,6 +76,28 @@ def test_a_restart_keeps_the_epoch_and_the_last_batch_from_log_and_manifest(
     flushed = make_engine().timeline("t", "main")  # everything in layers: the manifest's
     assert flushed.writer_epoch == epoch
     assert flushed.durable_batch == AppliedBatch(epoch, 2, replayed)
+
+
+def test_a_received_record_is_logged_as_it_came_and_stamped_with_the_time(
+        make_engine: EngineFactory) -> None:
+    """A batch that came as a record (a RECORD frame) is logged as those bytes, its
+    timestamp written into them; a restart replays it with that timestamp."""
+    engine = make_engine()
+    epoch = _attached(engine)
+    main = engine.timeline("t", "main")
+    batch = Batch((Create("f"), Write("f", 0, b"abc")), wal_lsn=7, writer_epoch=epoch,
+                  batch_id=1)
+    record = bytearray(encode_batch(batch))
+    lsn = main.ingest(batch, epoch, record)
+    stamped = decode_batch(record)
+    assert stamped.timestamp_us > 0 and replace(stamped, timestamp_us=0) == batch
+    assert main.last_batch() == (lsn, 7, stamped.timestamp_us)
+    engine.close(flush=False)
+
+    again = make_engine().timeline("t", "main")  # replayed from the log
+    assert again.read_file("f") == b"abc"
+    assert again.last_batch() == (lsn, 7, stamped.timestamp_us)
+    assert again.applied_batch == AppliedBatch(epoch, 1, lsn)
 
 
 def test_a_restored_branch_refuses_the_epochs_of_its_old_timeline(engine: Engine) -> None:

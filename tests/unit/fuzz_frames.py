@@ -22,9 +22,11 @@ with atheris.instrument_imports():
         decode_hello,
         decode_pages,
         decode_pages_request,
+        decode_record,
     )
 
-PARSERS = (decode_hello, decode_ack, decode_pages_request, decode_pages, decode_error)
+PARSERS = (decode_hello, decode_ack, decode_pages_request, decode_pages, decode_error,
+           decode_record)
 
 
 def one_input(data: bytes) -> None:

@@ -27,6 +27,7 @@ from common.frames import (
     decode_hello,
     decode_pages,
     decode_pages_request,
+    decode_record,
     encode_ack,
     encode_error,
     encode_hello,
@@ -36,11 +37,34 @@ from common.frames import (
     send_frame,
 )
 from common.keys import PAGE_SIZE, Relation
+from common.ops import (
+    Batch,
+    Chmod,
+    Create,
+    FileOp,
+    Mkdir,
+    Rename,
+    Rmdir,
+    Truncate,
+    Unlink,
+    Write,
+    encode_batch,
+)
 
 U32 = st.integers(0, 2**32 - 1)
 U64 = st.integers(0, 2**64 - 1)
 NAMES = st.text(min_size=0, max_size=80).filter(lambda text: len(text.encode()) <= 255)
-DECODERS = (decode_hello, decode_ack, decode_pages_request, decode_pages, decode_error)
+DECODERS = (decode_hello, decode_ack, decode_pages_request, decode_pages, decode_error,
+            decode_record)
+PATHS = st.text(max_size=40)
+MODES = st.integers(0, 0o7777)
+OPS: st.SearchStrategy[FileOp] = st.one_of(
+    st.builds(Write, PATHS, U64, st.binary(max_size=300)), st.builds(Truncate, PATHS, U64),
+    st.builds(Create, PATHS, MODES, st.binary(min_size=13, max_size=13) | st.just(b"")),
+    st.builds(Mkdir, PATHS, MODES), st.builds(Chmod, PATHS, MODES),
+    st.builds(Unlink, PATHS), st.builds(Rmdir, PATHS), st.builds(Rename, PATHS, PATHS))
+A_RECORD = encode_batch(Batch((Create("base/1/2", 0o600), Write("base/1/2", 0, b"x" * 20),
+                               Rename("a", "b")), 7, 0, writer_epoch=3, batch_id=9))
 
 
 @given(st.sampled_from(StreamKind), st.text(max_size=300), NAMES, NAMES, U64)
@@ -77,6 +101,18 @@ def test_error_round_trips(code: int, message: str, location: str, quota: bool,
     assert decode_error(encode_error(error)) == error
 
 
+@given(st.lists(OPS, max_size=8), U64, U64, U64, st.integers(1, 2**64 - 1))
+def test_a_record_round_trips(ops: list[FileOp], wal_lsn: int, timestamp_us: int,
+                              epoch: int, batch_id: int) -> None:
+    batch = Batch(tuple(ops), wal_lsn, timestamp_us, epoch, batch_id)
+    assert decode_record(bytearray(encode_batch(batch))) == batch
+
+
+def test_a_record_without_a_batch_number_is_refused() -> None:
+    with pytest.raises(FrameError, match="no batch number"):
+        decode_record(encode_batch(Batch((Unlink("a"),), 1, 2)))
+
+
 @settings(max_examples=500)
 @given(st.binary(max_size=600))
 def test_every_parser_takes_any_bytes(payload: bytes) -> None:
@@ -98,6 +134,7 @@ def test_a_valid_frame_mutated_decodes_or_is_refused(decode: object, data: st.Da
             PagesRequest(1, Relation(1, 2, 3, 0), (4, 5), None)),
         decode_pages: b"".join(pages_parts(1, 2, [bytes(PAGE_SIZE)])),
         decode_error: encode_error(ErrorFrame(14, "moved", "127.0.0.1:1")),
+        decode_record: A_RECORD,
     }[decode]  # type: ignore[index]
     mutated = bytearray(valid)
     for _ in range(data.draw(st.integers(1, 4))):

@@ -37,14 +37,18 @@ def compute() -> None:
 @click.option("--full-page-writes", type=_FPW,
               help="The shim never tears a page, so off is safe and cuts WAL [default: previous, "
                    "else off].")
+@click.option("--wal-level", type=click.Choice(computes.WAL_LEVELS),
+              help="minimal: no WAL for data loaded into tables created or truncated in the "
+                   "same transaction (faster bulk loads; no replicas) [default: previous, "
+                   "else replica].")
 @click.option("--force", is_flag=True,
               help="Take the branch from a compute elsewhere that still holds it (fences it).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="Seconds to wait until PostgreSQL accepts connections.")
 @api_command
 def start(session: Session, branch: str, port: int | None, cache_mb: int | None,
-          shared_buffers: str | None, full_page_writes: str | None, force: bool,
-          timeout: float) -> None:
+          shared_buffers: str | None, full_page_writes: str | None, wal_level: str | None,
+          force: bool, timeout: float) -> None:
     """Start PostgreSQL on BRANCH (the proxy does this on connect by itself).
 
     It listens on a unix socket only root and postgres can reach; clients come through
@@ -58,7 +62,7 @@ def start(session: Session, branch: str, port: int | None, cache_mb: int | None,
             session.home, client, session.address(), session.tenant, branch, port=port,
             cache_mb=cache_mb, shared_buffers=shared_buffers,
             full_page_writes=None if full_page_writes is None else full_page_writes == "on",
-            force=force, timeout_s=timeout)
+            wal_level=wal_level, force=force, timeout_s=timeout)
     seconds = time.monotonic() - began
     if session.json:
         emit_json({**computes.describe(node), "start_seconds": round(seconds, 3)})
