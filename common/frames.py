@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
@@ -98,7 +99,7 @@ class PagesRequest:
 class Pages:
     request_id: int
     lsn: int
-    pages: list[bytes]
+    pages: Sequence[Buffer]  # decoded: views into the frame's payload
 
 
 @dataclass(frozen=True)
@@ -216,8 +217,8 @@ def decode_pages(payload: Buffer) -> Pages:
     request_id, lsn, count = _fixed(payload, _PAGES, "a PAGES")
     if len(payload) != _PAGES.size + count * PAGE_SIZE:
         raise FrameError(f"a PAGES frame of {len(payload)} bytes for {count} pages")
-    view = memoryview(payload)
-    pages = [bytes(view[at:at + PAGE_SIZE])
+    view = memoryview(payload)  # pages are views into the payload: no copy per page
+    pages = [view[at:at + PAGE_SIZE]
              for at in range(_PAGES.size, _PAGES.size + count * PAGE_SIZE, PAGE_SIZE)]
     return Pages(request_id, lsn, pages)
 

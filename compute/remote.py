@@ -21,7 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar, cast
 
 import grpc
@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 from common.client import ClientError, StrataClient
 from common.convert import op_to_pb, relation_to_pb
 from common.errors import STORAGE_FULL
+from common.frames import Buffer
 from common.keys import Relation
 from common.ops import Batch
 from compute.framed import FramedIngest, FramedPages, FramedRefused
@@ -152,11 +153,12 @@ class PageReader:
         self.open_streams = 0
         self.round_trips = 0
 
-    def get_pages(self, relation: Relation, blocks: list[int]) -> list[bytes]:
-        """The newest durable images of ``blocks``."""
+    def get_pages(self, relation: Relation, blocks: list[int]) -> Sequence[Buffer]:
+        """The newest durable images of ``blocks`` (over the framed data plane: views into
+        the buffer the answer arrived in)."""
         request_id = next(self._ids)
 
-        def attempt() -> list[bytes] | PageServerRefused:
+        def attempt() -> Sequence[Buffer] | PageServerRefused:
             stream = self._pool.get()
             fresh, keep_slot = stream is None, True
             try:
@@ -259,7 +261,7 @@ class _Pages(Protocol):
     """A GetPages stream of either transport."""
 
     def fetch(self, request_id: int, relation: Relation,
-              blocks: list[int]) -> list[bytes] | PageServerRefused:
+              blocks: list[int]) -> Sequence[Buffer] | PageServerRefused:
         """The pages, or the page server's in-band refusal of this request."""
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None: ...
@@ -281,7 +283,7 @@ class _GrpcPages:
             client.open_page_stream)
 
     def fetch(self, request_id: int, relation: Relation,
-              blocks: list[int]) -> list[bytes] | PageServerRefused:
+              blocks: list[int]) -> Sequence[Buffer] | PageServerRefused:
         response = self._stream.exchange(pb.GetPagesRequest(
             request_id=request_id, relation=relation_to_pb(relation), blocks=blocks,
             at=self._at))
@@ -300,7 +302,7 @@ class _FramedPages:
         self._stream = FramedPages(address, token, tenant, branch)
 
     def fetch(self, request_id: int, relation: Relation,
-              blocks: list[int]) -> list[bytes] | PageServerRefused:
+              blocks: list[int]) -> Sequence[Buffer] | PageServerRefused:
         try:
             return self._stream.fetch(request_id, relation, blocks)
         except FramedRefused as exc:

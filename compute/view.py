@@ -54,7 +54,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -87,6 +87,7 @@ MAX_PENDING_BYTES = 256 * 1024 * 1024  # a write past this much queued data flus
 # (in the writer's thread); from MAX_BATCH_BYTES on, a background flush ships it early
 MAX_EXTENT_BYTES = 1024 * 1024  # adjacent writes to one file ship as one Write up to this
 PREFETCH_THREADS = 4  # background read-ahead requests in flight, all relations together
+PageData = bytes | bytearray | memoryview  # a fetched page: its bytes, or a view into a reply
 
 
 class PageServerError(Exception):
@@ -100,8 +101,9 @@ class StorageFullError(PageServerError):
 class PageSource(Protocol):
     """Where pages missing from the cache come from (``compute.remote.PageReader``)."""
 
-    def get_pages(self, relation: Relation, blocks: list[int]) -> list[bytes]:
-        """The newest durable images of ``blocks``; raises PageServerError."""
+    def get_pages(self, relation: Relation, blocks: list[int]) -> Sequence[PageData]:
+        """The newest durable images of ``blocks`` (views into one buffer, or bytes);
+        raises PageServerError."""
         ...
 
 
@@ -426,14 +428,20 @@ class BranchView:
 
     def read(self, node: Node, size: int, offset: int) -> bytes:
         """Up to ``size`` bytes of ``node`` from ``offset``."""
+        out = bytearray(size)
+        return bytes(out[:self.read_into(node, memoryview(out), offset)])
+
+    def read_into(self, node: Node, out: memoryview, offset: int) -> int:
+        """Read up to ``len(out)`` bytes of ``node`` from ``offset`` into ``out`` (the
+        kernel's own buffer, for FUSE: cached pages are copied once, straight there);
+        returns how many bytes were read."""
         with self._lock:
-            end = min(offset + size, node.size)
+            end = min(offset + len(out), node.size)
             if offset >= end:
-                return b""
+                return 0
             first, last = offset // PAGE_SIZE, (end - 1) // PAGE_SIZE
-            data = bytearray((last + 1 - first) * PAGE_SIZE)  # zeros unless filled
-            view = memoryview(data)
-            missing: list[int] = []
+            skip = offset - first * PAGE_SIZE
+            target = out[:end - offset]
             # Every read drives read-ahead, also one the read-ahead served already. In
             # blocks of the relation, so a scan runs on across its 1 GB segment files.
             fetchable = blocks_for(node.size) if node.zero_from is None else node.zero_from
@@ -444,19 +452,20 @@ class BranchView:
                 ticket = self._cache.fetch_ticket()
                 for chunk in plan.ahead:
                     self._read_ahead(node.relation, chunk, ticket)
-            for index in range(first, last + 1):
-                at = (index - first) * PAGE_SIZE
-                if not self._cache.read_into(node.key(index), view[at:at + PAGE_SIZE]) and (
-                        node.zero_from is None or index < node.zero_from):
+            missing: list[int] = []
+            for position in self._cache.read_run(node.relation, base + first,
+                                                 last + 1 - first, target, skip):
+                index = first + position
+                if index < fetchable:
                     missing.append(index)
-            relation, block_offset = node.relation, node.block_offset
+                else:  # the page server cannot have it yet: zeros
+                    _place(target, position, skip, ZERO_PAGE)
+            relation = node.relation
         if missing:
-            for index, page in self._fetch(node, relation, block_offset, missing,
+            for index, page in self._fetch(node, relation, base, missing,
                                            scan=plan.sequential).items():
-                at = (index - first) * PAGE_SIZE
-                view[at:at + PAGE_SIZE] = page
-        start = offset - first * PAGE_SIZE
-        return bytes(view[start:start + end - offset])
+                _place(target, index - first, skip, page)
+        return end - offset
 
     def _known_page(self, node: Node, index: int) -> bytes | None:
         """The page from the cache, zeros if the page server cannot have it, else None."""
@@ -468,7 +477,7 @@ class BranchView:
         return None
 
     def _fetch(self, node: Node, relation: bytes, block_offset: int, indexes: list[int],
-               scan: bool = False) -> dict[int, bytes]:
+               scan: bool = False) -> dict[int, PageData]:
         """Fetch missing pages in one round trip (cached as scan pages if ``scan``).
 
         Pages another thread is fetching already (read-ahead included) are waited for,
@@ -487,35 +496,40 @@ class BranchView:
                     wanted.append(index)
             keys = [(relation, block_offset + index) for index in wanted]
             self._in_flight.claim(keys)
-        fetched: dict[int, bytes] = {}
+        fetched: dict[int, PageData] = {}
         try:
             if wanted:
                 blocks = [block_offset + index for index in wanted]
                 pages = self._remote("GetPages", partial(
                     self._get_pages, relation, blocks, background=False))
                 fetched = dict(zip(wanted, pages, strict=True))
-                with self._lock:
-                    for index, page in fetched.items():  # refused if written meanwhile
-                        self._cache.put_clean((relation, block_offset + index), page, ticket,
-                                              scan=scan)
+                with self._lock:  # each refused if written meanwhile
+                    self._cache.put_clean_many(keys, pages, ticket, scan=scan)
         finally:
             with self._lock:
                 self._in_flight.release(keys)
         for event in waits:
             event.wait()  # the fetching thread always releases, also when it fails
         with self._lock:
-            # A write that raced the fetch is newer than what came back: prefer it.
-            result: dict[int, bytes] = {}
+            # A write that raced the fetch is newer than what came back: prefer it. A page
+            # this thread fetched is used as it came unless the compute wrote it (or the
+            # file shrank past it) meanwhile: no copy out of the cache.
+            written = self._cache.written(keys)
+            result: dict[int, PageData] = {}
             for index in indexes:
-                known = self._known_page(node, index) or fetched.get(index)
-                if known is not None:
-                    result[index] = known
+                page = fetched.get(index)
+                if page is None or (relation, block_offset + index) in written or (
+                        node.zero_from is not None and index >= node.zero_from):
+                    page = self._known_page(node, index) or page
+                if page is not None:
+                    result[index] = page
         missing = [index for index in indexes if index not in result]
         if missing:  # another thread's fetch failed, or its pages were evicted already
             result.update(self._fetch(node, relation, block_offset, missing, scan))
         return result
 
-    def _get_pages(self, relation: bytes, blocks: list[int], background: bool) -> list[bytes]:
+    def _get_pages(self, relation: bytes, blocks: list[int],
+                   background: bool) -> Sequence[PageData]:
         self.fetches.began(len(blocks), background)
         try:
             return self._reader.get_pages(Relation.from_bytes(relation), blocks)
@@ -525,9 +539,8 @@ class BranchView:
     def _read_ahead(self, relation: bytes, blocks: range, ticket: int) -> None:
         """Queue a background fetch of the pages of ``blocks`` that are neither cached nor
         being fetched (under the lock: they are claimed before it is released)."""
-        keys = [(relation, block) for block in blocks
-                if self._in_flight.waiting_for((relation, block)) is None
-                and not self._cache.contains((relation, block))]
+        keys = [key for key in self._cache.absent((relation, block) for block in blocks)
+                if self._in_flight.waiting_for(key) is None]
         if keys:
             self._in_flight.claim(keys)
             self._prefetcher.submit(self._fetch_ahead, relation, keys, ticket)
@@ -540,8 +553,7 @@ class BranchView:
                 return
             pages = self._get_pages(relation, [key[1] for key in keys], background=True)
             with self._lock:
-                for key, page in zip(keys, pages, strict=True):
-                    self._cache.put_clean(key, page, ticket, scan=True)
+                self._cache.put_clean_many(keys, pages, ticket, scan=True)
         except PageServerError as exc:
             log.warning("read-ahead of %d pages failed: %s", len(keys), exc)
         finally:
@@ -614,7 +626,7 @@ class BranchView:
         page = self._known_page(node, index)
         if page is not None:
             return page
-        return self._fetch(node, node.relation, node.block_offset, [index])[index]
+        return bytes(self._fetch(node, node.relation, node.block_offset, [index])[index])
 
     def truncate(self, path: str, length: int, node: Node | None = None) -> None:
         """Truncate ``node`` (an open handle's) or else ``path`` to ``length`` bytes."""
@@ -710,3 +722,11 @@ def _batches(queued: list[_Queued], batch_bytes: int) -> list[list[_Queued]]:
     if current:
         batches.append(current)
     return batches
+
+
+def _place(out: memoryview, position: int, skip: int, page: PageData) -> None:
+    """Copy the part of ``page`` that falls into ``out`` when page ``position`` starts at
+    ``position * PAGE_SIZE - skip`` of it."""
+    at = position * PAGE_SIZE - skip
+    lo, hi = max(at, 0), min(at + PAGE_SIZE, len(out))
+    out[lo:hi] = memoryview(page)[lo - at:hi - at]
