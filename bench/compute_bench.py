@@ -19,7 +19,8 @@ Figures:
   page cache); the session's first query, which reads the catalog one page at a time, is
   run untimed before it: MB/s, the GetPages round trips and pages the page server served
   (pages per round trip), and from the mount daemon's counters how many of its requests
-  were read-ahead and the most it had in flight at once.
+  were read-ahead, the most it had in flight at once, and how many reads the kernel sent
+  it (and their average size).
 - WAL bytes per transaction, and TPS, with full_page_writes on vs off (read-write run
   started right after a CHECKPOINT).
 - Compute start time on a fresh branch: ``strata compute start`` to the first row.
@@ -229,7 +230,8 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
     cache_mb = settings.cold_cache_mb
     cold: dict[str, list[float]] = {"compute": [], "local": [], "round_trips": [],
                                     "pages_served": [], "max_in_flight": [],
-                                    "read_ahead_requests": []}
+                                    "read_ahead_requests": [], "fuse_reads": [],
+                                    "fuse_read_kb": []}
     stats_file = root / "home" / "computes" / TENANT / "main" / "run" / "stats.json"
     for _ in range(settings.repeats):
         strata("compute", "stop", "main")
@@ -242,9 +244,13 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         cold["round_trips"].append(after["getpages_requests"] - before["getpages_requests"])
         cold["pages_served"].append(after["pages_served"] - before["pages_served"])
         strata("compute", "stop", "main")  # the mount publishes its counters on the way out
-        fetches = json.loads(stats_file.read_text())["get_pages"]
+        published = json.loads(stats_file.read_text())
+        fetches = published["get_pages"]
         cold["max_in_flight"].append(fetches["max_in_flight"])
         cold["read_ahead_requests"].append(fetches["read_ahead_requests"])
+        cold["fuse_reads"].append(published["reads"]["count"])
+        cold["fuse_read_kb"].append(published["reads"]["bytes"]
+                                    / max(published["reads"]["count"], 1) / 1024)
         local.stop()
         drop_os_cache()
         local.start(settings.shared_buffers, True)
@@ -256,7 +262,9 @@ def measure_systems(settings: Settings, root: Path, strata: Strata, up: JSON,
         "round_trips": summary(cold["round_trips"]),
         "pages_served": summary(cold["pages_served"]),
         "max_in_flight": summary(cold["max_in_flight"]),
-        "read_ahead_requests": summary(cold["read_ahead_requests"])}
+        "read_ahead_requests": summary(cold["read_ahead_requests"]),
+        "fuse_reads": summary(cold["fuse_reads"]),
+        "fuse_read_kb": summary(cold["fuse_read_kb"])}
 
     print("compute start ...", file=sys.stderr)
     starts = []
@@ -312,7 +320,10 @@ def render_markdown(report: JSON) -> str:
         f"({cold['pages_served']['median'] / max(cold['round_trips']['median'], 1):.0f} "
         "pages per round trip; "
         f"{cold['read_ahead_requests']['median']:.0f} of the daemon's requests were "
-        f"read-ahead, at most {cold['max_in_flight']['median']:.0f} in flight).",
+        f"read-ahead, at most {cold['max_in_flight']['median']:.0f} in flight"
+        + (f"; {cold['fuse_reads']['median']:.0f} reads from the kernel, "
+           f"{cold['fuse_read_kb']['median']:.0f} KB each on average)."
+           if "fuse_reads" in cold else ")."),
         "",
         "| full_page_writes | TPS | WAL bytes per transaction |",
         "|---|---|---|",

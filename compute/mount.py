@@ -61,6 +61,7 @@ def publish_stats(path: Path, cache: PageCache, reader: PageReader, writer: Batc
              "get_pages": {"requests": fetches.requests, "pages": fetches.pages,
                            "read_ahead_requests": fetches.background,
                            "max_in_flight": fetches.max_in_flight},
+             "reads": {"count": fetches.reads, "bytes": fetches.read_bytes},
              "acked_lsn": writer.acked_lsn, "at": time.time()}
     write_durably(path, json.dumps(stats).encode())
 

@@ -181,10 +181,13 @@ class _Outgoing:
 
 
 class FetchStats:
-    """GetPages requests of the view: how many, how many pages, the most in flight."""
+    """GetPages requests of the view: how many, how many pages, the most in flight; and
+    the reads the view answered (FUSE reads: how many, how many bytes)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.reads = 0  # counted under the view's lock
+        self.read_bytes = 0
         self.requests = 0
         self.pages = 0
         self.background = 0  # requests sent by read-ahead, not by a waiting reader
@@ -461,6 +464,8 @@ class BranchView:
                 else:  # the page server cannot have it yet: zeros
                     _place(target, position, skip, ZERO_PAGE)
             relation = node.relation
+            self.fetches.reads += 1
+            self.fetches.read_bytes += end - offset
         if missing:
             for index, page in self._fetch(node, relation, base, missing,
                                            scan=plan.sequential).items():
