@@ -344,22 +344,29 @@ class PageCache:
         size = len(out)
         with self._lock:
             self._check_open()
-            index, mv = self._index, self._mv
-            for position in range(count):
-                key = (relation, first + position)
+            index, mv, unverified = self._index, self._mv, self._unverified
+            scan, ref = self._scan, self._ref_buf
+            at = -skip
+            for position, block in enumerate(range(first, first + count)):
+                key = (relation, block)
                 slot = index.get(key)
-                if slot is not None and self._unverified[slot] and not self._verified(slot, key):
+                if slot is not None and unverified[slot] and not self._verified(slot, key):
                     slot = None
                 if slot is None:
-                    self._misses += 1
                     missing.append(position)
-                    continue
-                at = position * PAGE_SIZE - skip
-                lo, hi = max(at, 0), min(at + PAGE_SIZE, size)
-                off = slot * PAGE_SIZE + lo - at
-                out[lo:hi] = mv[off : off + hi - lo]
-                self._use(slot)
-                self._hits += 1
+                else:
+                    lo, hi = (at, at + PAGE_SIZE) if at >= 0 and at + PAGE_SIZE <= size \
+                        else (max(at, 0), min(at + PAGE_SIZE, size))
+                    off = slot * PAGE_SIZE + lo - at
+                    out[lo:hi] = mv[off : off + hi - lo]
+                    if scan[slot] == _SCAN_UNREAD:  # as _use: a scan page's first read
+                        scan[slot] = _SCAN_READ
+                    else:
+                        scan[slot] = _ORDINARY
+                        ref[slot] = 1
+                at += PAGE_SIZE
+            self._misses += len(missing)
+            self._hits += count - len(missing)
         return missing
 
     def _verified(self, slot: int, key: PageKey) -> bool:

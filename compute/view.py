@@ -508,8 +508,8 @@ class BranchView:
                 pages = self._remote("GetPages", partial(
                     self._get_pages, relation, blocks, background=False))
                 fetched = dict(zip(wanted, pages, strict=True))
-                with self._lock:  # each refused if written meanwhile
-                    self._cache.put_clean_many(keys, pages, ticket, scan=scan)
+                # Under the cache's lock only: the ticket refuses each page written since.
+                self._cache.put_clean_many(keys, pages, ticket, scan=scan)
         finally:
             with self._lock:
                 self._in_flight.release(keys)
@@ -557,8 +557,7 @@ class BranchView:
             if self._closed:
                 return
             pages = self._get_pages(relation, [key[1] for key in keys], background=True)
-            with self._lock:
-                self._cache.put_clean_many(keys, pages, ticket, scan=True)
+            self._cache.put_clean_many(keys, pages, ticket, scan=True)
         except PageServerError as exc:
             log.warning("read-ahead of %d pages failed: %s", len(keys), exc)
         finally:
