@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 
 from common.client import ClientError, StrataClient
+from common.collector import freeze_start_up
 from common.convert import relation_from_pb
 from common.durable import write_durably
 from common.ops import FileKind
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     beating.start()
     log.info("mounting %s/%s at LSN %d (writer epoch %d) on %s", args.tenant, args.branch, lsn,
              attached.writer_epoch, args.mountpoint)
+    freeze_start_up()  # the tree and the modules: full collections skip them
     try:
         StrataFUSE(fs, str(args.mountpoint), foreground=True, allow_other=True,
                   default_permissions=True, hard_remove=True, fsname="strata",
