@@ -467,10 +467,30 @@ class BranchView:
             self.fetches.reads += 1
             self.fetches.read_bytes += end - offset
         if missing:
-            for index, page in self._fetch(node, relation, base, missing,
-                                           scan=plan.sequential).items():
-                _place(target, index - first, skip, page)
+            self._fill(node, relation, base, target, first, skip, missing, plan.sequential)
         return end - offset
+
+    def _fill(self, node: Node, relation: bytes, base: int, target: memoryview, first: int,
+              skip: int, indexes: list[int], scan: bool) -> None:
+        """Fetch the missing pages ``indexes`` of a read into ``target`` (whose page
+        ``first`` starts ``skip`` bytes before it): the pages this thread fetched straight
+        from the answer, those another thread brought from the cache, with no page object
+        in between."""
+        own = self._fetch_once(node, relation, base, indexes, scan)
+        for index, page in own.items():
+            _place(target, index - first, skip, page)
+        missing: list[int] = []
+        with self._lock:
+            for start, count in _runs([index for index in indexes if index not in own]):
+                for position in self._cache.read_run(relation, base + start, count, target,
+                                                     skip - (start - first) * PAGE_SIZE):
+                    index = start + position
+                    if node.zero_from is not None and index >= node.zero_from:
+                        _place(target, index - first, skip, ZERO_PAGE)  # the file shrank
+                    else:
+                        missing.append(index)
+        if missing:  # another thread's fetch failed, or its pages were evicted already
+            self._fill(node, relation, base, target, first, skip, missing, scan)
 
     def _known_page(self, node: Node, index: int) -> bytes | None:
         """The page from the cache, zeros if the page server cannot have it, else None."""
@@ -483,11 +503,26 @@ class BranchView:
 
     def _fetch(self, node: Node, relation: bytes, block_offset: int, indexes: list[int],
                scan: bool = False) -> dict[int, PageData]:
-        """Fetch missing pages in one round trip (cached as scan pages if ``scan``).
+        """The pages ``indexes`` of ``node``, fetched in one round trip (cached as scan
+        pages if ``scan``); pages another thread is fetching already (read-ahead
+        included) are waited for, not fetched twice, and then read from the cache."""
+        result = self._fetch_once(node, relation, block_offset, indexes, scan)
+        with self._lock:
+            for index in indexes:
+                if index not in result and (page := self._known_page(node, index)) is not None:
+                    result[index] = page
+        missing = [index for index in indexes if index not in result]
+        if missing:  # another thread's fetch failed, or its pages were evicted already
+            result.update(self._fetch(node, relation, block_offset, missing, scan))
+        return result
 
-        Pages another thread is fetching already (read-ahead included) are waited for,
-        not fetched twice.
-        """
+    def _fetch_once(self, node: Node, relation: bytes, block_offset: int, indexes: list[int],
+                    scan: bool) -> dict[int, PageData]:
+        """Fetch the pages of ``indexes`` that no other thread is fetching, in one round
+        trip, and wait for the others; the pages this thread fetched, as they came, except
+        those the compute wrote (or the file shrank past) meanwhile: a write that raced
+        the fetch is newer than what came back. The other pages are in the cache now,
+        unless their fetch failed or they were evicted already."""
         waits: list[threading.Event] = []
         wanted: list[int] = []
         with self._lock:
@@ -516,22 +551,11 @@ class BranchView:
         for event in waits:
             event.wait()  # the fetching thread always releases, also when it fails
         with self._lock:
-            # A write that raced the fetch is newer than what came back: prefer it. A page
-            # this thread fetched is used as it came unless the compute wrote it (or the
-            # file shrank past it) meanwhile: no copy out of the cache.
             written = self._cache.written(keys)
-            result: dict[int, PageData] = {}
-            for index in indexes:
-                page = fetched.get(index)
-                if page is None or (relation, block_offset + index) in written or (
-                        node.zero_from is not None and index >= node.zero_from):
-                    page = self._known_page(node, index) or page
-                if page is not None:
-                    result[index] = page
-        missing = [index for index in indexes if index not in result]
-        if missing:  # another thread's fetch failed, or its pages were evicted already
-            result.update(self._fetch(node, relation, block_offset, missing, scan))
-        return result
+            shrunk = node.zero_from
+            return {index: page for index, page in fetched.items()
+                    if (relation, block_offset + index) not in written
+                    and (shrunk is None or index < shrunk)}
 
     def _get_pages(self, relation: bytes, blocks: list[int],
                    background: bool) -> Sequence[PageData]:
@@ -734,3 +758,14 @@ def _place(out: memoryview, position: int, skip: int, page: PageData) -> None:
     at = position * PAGE_SIZE - skip
     lo, hi = max(at, 0), min(at + PAGE_SIZE, len(out))
     out[lo:hi] = memoryview(page)[lo - at:hi - at]
+
+
+def _runs(indexes: list[int]) -> list[tuple[int, int]]:
+    """Increasing ``indexes`` as runs of consecutive ones: (first, count) each."""
+    runs: list[tuple[int, int]] = []
+    for index in indexes:
+        if runs and runs[-1][0] + runs[-1][1] == index:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((index, 1))
+    return runs
