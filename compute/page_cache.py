@@ -499,8 +499,30 @@ class PageCache:
             _check_key_page(key, page)
         with self._lock:
             self._check_open()
-            return sum(self._put_clean(key, page, ticket, scan)
-                       for key, page in zip(keys, pages, strict=True))
+            # Nothing was written or discarded since the ticket: no page can be stale.
+            fresh = ticket is None or ticket >= self._seq
+            index, free, mv, order = self._index, self._free, self._mv, self._scan_order
+            stored = 0
+            for key, page in zip(keys, pages, strict=True):
+                if key in index or (not fresh and self._is_stale(key, ticket or 0)):
+                    continue
+                if not free:
+                    self._reclaim()
+                    if not free:
+                        break  # every slot holds a DIRTY page
+                slot = free.pop()
+                off = slot * PAGE_SIZE
+                mv[off : off + PAGE_SIZE] = page
+                self._insert(key, slot, _CLEAN)
+                self._version[slot] = 0
+                if scan:
+                    self._scan[slot] = _SCAN_UNREAD
+                    order.append((slot, key))
+                stored += 1
+            self._n_clean += stored
+            if len(self._scan_order) > 2 * self._capacity:
+                self._prune_scan_order()
+            return stored
 
     def _put_clean(self, key: PageKey, page: bytes | bytearray | memoryview,
                    ticket: int | None, scan: bool) -> bool:

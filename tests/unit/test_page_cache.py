@@ -259,6 +259,19 @@ def test_put_clean_many_stores_views_of_one_buffer_and_honours_tickets(
         cache.put_clean_many([key(3), key(4)], [page(3)])
 
 
+def test_put_clean_many_refuses_pages_discarded_since_the_ticket_and_stops_when_full(
+        make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=4)
+    ticket = cache.fetch_ticket()
+    cache.discard([key(2)])  # truncated while the fetch was in flight
+    assert cache.put_clean_many([key(1), key(2)], [page(1), page(2)], ticket) == 1
+    assert not cache.contains(key(2))
+    for block in range(10, 14):
+        cache.put_dirty(key(block), fill(block))  # every slot unflushed
+    assert cache.put_clean_many([key(5), key(6)], [page(5), page(6)]) == 0
+    assert not cache.contains(key(5))
+
+
 def test_eviction_never_drops_unflushed_pages(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache(pages=8)
     for block in range(6):
