@@ -37,7 +37,7 @@ from compute.page_cache import CacheStamp, PageCache
 from compute.remote import BatchWriter, PageReader
 from compute.shim import StrataFS, StrataFUSE
 from compute.token_renewal import TokenRenewal
-from compute.view import FetchStats, Node
+from compute.view import PREFETCH_THREADS, FetchStats, Node
 from proto import strata_pb2 as pb
 
 log = logging.getLogger("compute.mount")
@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> None:
                          data_plane=args.data_plane)
     args.scratch.mkdir(parents=True, exist_ok=True)
     args.mountpoint.mkdir(parents=True, exist_ok=True)
-    reader = PageReader(client, args.tenant, args.branch, data_plane=args.data_plane)
+    # Streams for every read-ahead thread and four more, so a reader that waits is never
+    # queued behind read-ahead for a stream.
+    reader = PageReader(client, args.tenant, args.branch, data_plane=args.data_plane,
+                        streams=PREFETCH_THREADS + 4)
     fs = _Ready(args.ready_file, run_as, tree, cache, reader, writer, args.scratch,
                 owner.pw_uid, owner.pw_gid)
     publish: Callable[[], None] = (

@@ -86,7 +86,7 @@ MAX_BATCH_BYTES = 16 * 1024 * 1024  # split a flush into batches of about this m
 MAX_PENDING_BYTES = 256 * 1024 * 1024  # a write past this much queued data flushes the queue
 # (in the writer's thread); from MAX_BATCH_BYTES on, a background flush ships it early
 MAX_EXTENT_BYTES = 1024 * 1024  # adjacent writes to one file ship as one Write up to this
-PREFETCH_THREADS = 4  # background read-ahead requests in flight, all relations together
+PREFETCH_THREADS = 8  # background read-ahead requests in flight, all relations together
 PageData = bytes | bytearray | memoryview  # a fetched page: its bytes, or a view into a reply
 
 
