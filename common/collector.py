@@ -12,10 +12,10 @@ import gc
 
 
 def freeze_start_up() -> int:
-    """Collect once, then move every object alive now to the permanent generation, which
-    later collections skip; returns how many objects were frozen. Call once, when the
-    process is ready to serve. Garbage cycles among frozen objects are never freed: only
-    objects made before serving are frozen, and those live as long as the process."""
-    gc.collect()
+    """Move every object alive now to the permanent generation, which later collections
+    skip; returns how many objects are frozen. Call once, when the process is ready to
+    serve. No collection first: that would put the very pause in the start-up (a compute
+    woken by a client waits for its mount daemon), and start-up leaves little garbage;
+    cycles among frozen objects are never freed."""
     gc.freeze()
     return gc.get_freeze_count()
