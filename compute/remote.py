@@ -132,7 +132,8 @@ class PageReader:
     """Batched GetPages over a small pool of long-lived streams.
 
     The pool is bounded: each open stream holds a worker thread of the page
-    server, so one compute must not open a stream per FUSE thread. A stream the
+    server, so one compute must not open a stream per FUSE thread; and a stream is
+    opened only when every open one is busy. A stream the
     page server refuses to open (its tenant has as many as it may) gives up its
     slot for good while another stream is open, so reads share the open ones;
     with none open, the read backs off and tries again.
@@ -145,7 +146,10 @@ class PageReader:
         self._branch = branch
         self._budget = retry_budget_s
         self._home = _Home(client, data_plane)
-        self._pool: queue.Queue[_Pages | None] = queue.Queue()
+        # Last in, first out: a call takes the stream used last, and opens another only
+        # when every open one is busy, so a compute holds as many streams as its reads
+        # have needed at once (a scan's read-ahead), not the whole pool.
+        self._pool: queue.LifoQueue[_Pages | None] = queue.LifoQueue()
         for _ in range(streams):
             self._pool.put(None)  # opened on first use
         self._ids = iter(range(1, 1 << 62))
