@@ -34,6 +34,7 @@ import numpy as np
 from bench.harness import JSON, ServerProcess, dump_json, host_info, process_usage, versions
 from common.client import StrataClient
 from common.convert import relation_from_pb
+from common.frames import Buffer
 from common.keys import PAGE_SIZE, Relation
 from common.ops import Batch, Create, Write
 from compute.remote import BatchWriter, PageReader
@@ -116,7 +117,7 @@ def measure(settings: Settings, root: Path) -> JSON:
                                                      _page(block, batch_id)),),
                                               batch_id=batch_id))
 
-                def read(_: int, reader: PageReader = reader) -> list[bytes]:
+                def read(_: int, reader: PageReader = reader) -> Sequence[Buffer]:
                     return reader.get_pages(relation, [randomly.randrange(RELATION_PAGES)])
 
                 commit(0)  # warm: the stream opened

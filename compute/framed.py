@@ -10,7 +10,7 @@ so ``compute.remote`` retries, follows and gives up on both transports alike.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Final, TypeVar
 
@@ -153,8 +153,10 @@ class FramedPages(_Connection):
     def __init__(self, address: str, token: str, tenant: str, branch: str) -> None:
         super().__init__(address, Hello(StreamKind.PAGES, token, tenant, branch))
 
-    def fetch(self, request_id: int, relation: Relation, blocks: list[int]) -> list[bytes]:
-        """The newest durable images of ``blocks``."""
+    def fetch(self, request_id: int, relation: Relation,
+              blocks: list[int]) -> Sequence[Buffer]:
+        """The newest durable images of ``blocks``: views into the one buffer the answer
+        was received into."""
         kind, payload = self.call(FrameType.PAGES_REQUEST, encode_pages_request(
             PagesRequest(request_id, relation, tuple(blocks), None)))
         return self.answer(kind, payload, FrameType.PAGES, decode_pages).pages

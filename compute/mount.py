@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 
 from common.client import ClientError, StrataClient
+from common.collector import freeze_start_up
 from common.convert import relation_from_pb
 from common.durable import write_durably
 from common.ops import FileKind
@@ -36,7 +37,7 @@ from compute.page_cache import CacheStamp, PageCache
 from compute.remote import BatchWriter, PageReader
 from compute.shim import StrataFS, StrataFUSE
 from compute.token_renewal import TokenRenewal
-from compute.view import FetchStats, Node
+from compute.view import PREFETCH_THREADS, FetchStats, Node
 from proto import strata_pb2 as pb
 
 log = logging.getLogger("compute.mount")
@@ -61,6 +62,7 @@ def publish_stats(path: Path, cache: PageCache, reader: PageReader, writer: Batc
              "get_pages": {"requests": fetches.requests, "pages": fetches.pages,
                            "read_ahead_requests": fetches.background,
                            "max_in_flight": fetches.max_in_flight},
+             "reads": {"count": fetches.reads, "bytes": fetches.read_bytes},
              "acked_lsn": writer.acked_lsn, "at": time.time()}
     write_durably(path, json.dumps(stats).encode())
 
@@ -164,7 +166,10 @@ def main(argv: list[str] | None = None) -> None:
                          data_plane=args.data_plane)
     args.scratch.mkdir(parents=True, exist_ok=True)
     args.mountpoint.mkdir(parents=True, exist_ok=True)
-    reader = PageReader(client, args.tenant, args.branch, data_plane=args.data_plane)
+    # Streams for every read-ahead thread and four more, so a reader that waits is never
+    # queued behind read-ahead for a stream.
+    reader = PageReader(client, args.tenant, args.branch, data_plane=args.data_plane,
+                        streams=PREFETCH_THREADS + 4)
     fs = _Ready(args.ready_file, run_as, tree, cache, reader, writer, args.scratch,
                 owner.pw_uid, owner.pw_gid)
     publish: Callable[[], None] = (
@@ -179,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     beating.start()
     log.info("mounting %s/%s at LSN %d (writer epoch %d) on %s", args.tenant, args.branch, lsn,
              attached.writer_epoch, args.mountpoint)
+    freeze_start_up()  # the tree and the modules: full collections skip them
     try:
         StrataFUSE(fs, str(args.mountpoint), foreground=True, allow_other=True,
                   default_permissions=True, hard_remove=True, fsname="strata",

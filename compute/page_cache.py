@@ -80,7 +80,7 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,44 +321,70 @@ class PageCache:
             if slot is None:
                 self._misses += 1
                 return None
+            if self._unverified[slot] and not self._verified(slot, key):
+                self._misses += 1
+                return None
             off = slot * PAGE_SIZE
             page = bytes(self._mv[off : off + PAGE_SIZE])
-            if self._unverified[slot]:
-                self._unverified[slot] = 0
-                if zlib.crc32(page) != self._crc[slot]:
-                    log.warning("page cache: reused page %r failed its CRC32; dropped", key)
-                    self._corrupt += 1
-                    self._misses += 1
-                    self._remove(slot)
-                    return None
             self._use(slot)
             self._hits += 1
             return page
 
-    def read_into(self, key: PageKey, out: memoryview) -> bool:
-        """Copy the cached page into ``out`` (8 KB) and count a hit; False on a miss.
+    def read_run(self, relation: bytes, first: int, count: int, out: memoryview,
+                 skip: int = 0) -> list[int]:
+        """Copy the cached pages of blocks ``first``..``first + count - 1`` of ``relation``
+        into ``out`` under one lock, counting hits; the positions (0..count-1) of the
+        pages not cached.
 
-        One copy, no page object: for reads that assemble many pages into one buffer.
+        Page ``i`` goes to ``out[i * PAGE_SIZE - skip:]``, clipped to ``out``: a read that
+        starts ``skip`` bytes into its first page and ends inside its last one gets exactly
+        its bytes, with no page object and no copy but the one into ``out``.
         """
+        missing: list[int] = []
+        size = len(out)
         with self._lock:
             self._check_open()
-            slot = self._index.get(key)
-            if slot is None:
-                self._misses += 1
-                return False
-            off = slot * PAGE_SIZE
-            if self._unverified[slot]:
-                self._unverified[slot] = 0
-                if zlib.crc32(self._mv[off : off + PAGE_SIZE]) != self._crc[slot]:
-                    log.warning("page cache: reused page %r failed its CRC32; dropped", key)
-                    self._corrupt += 1
-                    self._misses += 1
-                    self._remove(slot)
-                    return False
-            out[:PAGE_SIZE] = self._mv[off : off + PAGE_SIZE]
-            self._use(slot)
-            self._hits += 1
+            index, mv, unverified = self._index, self._mv, self._unverified
+            scan, ref = self._scan, self._ref_buf
+            at = -skip
+            for position, block in enumerate(range(first, first + count)):
+                key = (relation, block)
+                slot = index.get(key)
+                if slot is not None and unverified[slot] and not self._verified(slot, key):
+                    slot = None
+                if slot is None:
+                    missing.append(position)
+                else:
+                    lo, hi = (at, at + PAGE_SIZE) if at >= 0 and at + PAGE_SIZE <= size \
+                        else (max(at, 0), min(at + PAGE_SIZE, size))
+                    off = slot * PAGE_SIZE + lo - at
+                    out[lo:hi] = mv[off : off + hi - lo]
+                    if scan[slot] == _SCAN_UNREAD:  # as _use: a scan page's first read
+                        scan[slot] = _SCAN_READ
+                    else:
+                        scan[slot] = _ORDINARY
+                        ref[slot] = 1
+                at += PAGE_SIZE
+            self._misses += len(missing)
+            self._hits += count - len(missing)
+        return missing
+
+    def _verified(self, slot: int, key: PageKey) -> bool:
+        """Check a reused page's CRC32 on its first read; a corrupt one is dropped."""
+        self._unverified[slot] = 0
+        off = slot * PAGE_SIZE
+        if zlib.crc32(self._mv[off : off + PAGE_SIZE]) == self._crc[slot]:
             return True
+        log.warning("page cache: reused page %r failed its CRC32; dropped", key)
+        self._corrupt += 1
+        self._remove(slot)
+        return False
+
+    def absent(self, keys: Iterable[PageKey]) -> list[PageKey]:
+        """The keys of ``keys`` not cached (not counted as hits or misses), under one lock."""
+        with self._lock:
+            index = self._index
+            return [key for key in keys if key not in index]
 
     def _use(self, slot: int) -> None:
         """A read of the page: a scan page's first read is not a use, its second one is."""
@@ -403,6 +429,14 @@ class PageCache:
         with self._lock:
             slot = self._index.get(key)
             return None if slot is None else self._version[slot]
+
+    def written(self, keys: Iterable[PageKey]) -> set[PageKey]:
+        """The keys of ``keys`` cached with a write of the compute's (version > 0), under
+        one lock: a fetch of such a page may have brought back an older copy."""
+        with self._lock:
+            index, version = self._index, self._version
+            return {key for key in keys if (slot := index.get(key)) is not None
+                    and version[slot]}
 
     def dirty_keys(self) -> list[PageKey]:
         """The keys of the DIRTY pages, in slot order."""
@@ -451,24 +485,65 @@ class PageCache:
         _check_key_page(key, page)
         with self._lock:
             self._check_open()
-            if key in self._index:
-                return False
-            if ticket is not None and self._is_stale(key, ticket):
-                return False
-            slot = self._allocate()
-            if slot is None:
-                return False
-            off = slot * PAGE_SIZE
-            self._mv[off : off + PAGE_SIZE] = page
-            self._insert(key, slot, _CLEAN)
-            self._n_clean += 1
-            self._version[slot] = 0
-            if scan:
-                self._scan[slot] = _SCAN_UNREAD
-                self._scan_order.append((slot, key))
-                if len(self._scan_order) > 2 * self._capacity:
-                    self._prune_scan_order()
-            return True
+            return self._put_clean(key, page, ticket, scan)
+
+    def put_clean_many(
+        self, keys: Sequence[PageKey], pages: Sequence[bytes | bytearray | memoryview],
+        ticket: int | None = None, scan: bool = False,
+    ) -> int:
+        """``put_clean`` of each key and page under one lock (a fetch's pages, copied
+        straight from the buffer they arrived in); returns how many were stored."""
+        if len(keys) != len(pages):
+            raise ValueError(f"{len(keys)} keys for {len(pages)} pages")
+        for key, page in zip(keys, pages, strict=True):
+            _check_key_page(key, page)
+        with self._lock:
+            self._check_open()
+            # Nothing was written or discarded since the ticket: no page can be stale.
+            fresh = ticket is None or ticket >= self._seq
+            index, free, mv, order = self._index, self._free, self._mv, self._scan_order
+            stored = 0
+            for key, page in zip(keys, pages, strict=True):
+                if key in index or (not fresh and self._is_stale(key, ticket or 0)):
+                    continue
+                if not free:
+                    self._reclaim()
+                    if not free:
+                        break  # every slot holds a DIRTY page
+                slot = free.pop()
+                off = slot * PAGE_SIZE
+                mv[off : off + PAGE_SIZE] = page
+                self._insert(key, slot, _CLEAN)
+                self._version[slot] = 0
+                if scan:
+                    self._scan[slot] = _SCAN_UNREAD
+                    order.append((slot, key))
+                stored += 1
+            self._n_clean += stored
+            if len(self._scan_order) > 2 * self._capacity:
+                self._prune_scan_order()
+            return stored
+
+    def _put_clean(self, key: PageKey, page: bytes | bytearray | memoryview,
+                   ticket: int | None, scan: bool) -> bool:
+        if key in self._index:
+            return False
+        if ticket is not None and self._is_stale(key, ticket):
+            return False
+        slot = self._allocate()
+        if slot is None:
+            return False
+        off = slot * PAGE_SIZE
+        self._mv[off : off + PAGE_SIZE] = page
+        self._insert(key, slot, _CLEAN)
+        self._n_clean += 1
+        self._version[slot] = 0
+        if scan:
+            self._scan[slot] = _SCAN_UNREAD
+            self._scan_order.append((slot, key))
+            if len(self._scan_order) > 2 * self._capacity:
+                self._prune_scan_order()
+        return True
 
     def put_dirty(self, key: PageKey, page: bytes | bytearray | memoryview) -> int:
         """Store a page written by the compute (DIRTY); returns its new write version.

@@ -1,7 +1,8 @@
 """Read-ahead for sequential scans, and the pages being fetched right now.
 
 A relation read sequentially earns a read-ahead distance that doubles with every
-sequential read, up to ``MAX_AHEAD`` pages past the read; the pages up to that distance
+sequential read, up to ``MAX_AHEAD`` pages past the read (a read as large as only the
+kernel's own read-ahead sends earns all of it at once); the pages up to that distance
 are fetched in the background in requests of up to ``CHUNK_PAGES``, so a scan keeps
 several 1 MB requests in flight while PostgreSQL consumes the ones before them (the
 reader waits only for pages no request holds yet). A request is issued only once a
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 MIN_AHEAD = 8  # pages fetched ahead once a scan looks sequential
 STREAM_PAGES = 32  # a read this large is the kernel's own read-ahead: sequential
 CHUNK_PAGES = 128  # 1 MB: the largest background request
-MAX_AHEAD = 4 * CHUNK_PAGES  # pages past the read: up to four requests in flight
+MAX_AHEAD = 8 * CHUNK_PAGES  # pages past the read (8 MB, the kernel's window): up to
+# eight requests in flight
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,10 @@ class Prefetcher:
             if scan is None or not sequential:
                 self._scans[relation] = _Scan(first, last + 1, last + 1, 0)
                 return ReadPlan(False, [])
-            scan.distance = min(self._max_ahead, max(MIN_AHEAD, scan.distance * 2))
+            if last + 1 - first >= STREAM_PAGES:  # the kernel's read-ahead: a scan for sure
+                scan.distance = self._max_ahead
+            else:
+                scan.distance = min(self._max_ahead, max(MIN_AHEAD, scan.distance * 2))
             want = min(limit, last + 1 + scan.distance)
             issued = max(scan.issued, last + 1)
             ahead: list[range] = []

@@ -21,7 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar, cast
 
 import grpc
@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 from common.client import ClientError, StrataClient
 from common.convert import op_to_pb, relation_to_pb
 from common.errors import STORAGE_FULL
+from common.frames import Buffer
 from common.keys import Relation
 from common.ops import Batch
 from compute.framed import FramedIngest, FramedPages, FramedRefused
@@ -131,7 +132,8 @@ class PageReader:
     """Batched GetPages over a small pool of long-lived streams.
 
     The pool is bounded: each open stream holds a worker thread of the page
-    server, so one compute must not open a stream per FUSE thread. A stream the
+    server, so one compute must not open a stream per FUSE thread; and a stream is
+    opened only when every open one is busy. A stream the
     page server refuses to open (its tenant has as many as it may) gives up its
     slot for good while another stream is open, so reads share the open ones;
     with none open, the read backs off and tries again.
@@ -144,7 +146,10 @@ class PageReader:
         self._branch = branch
         self._budget = retry_budget_s
         self._home = _Home(client, data_plane)
-        self._pool: queue.Queue[_Pages | None] = queue.Queue()
+        # Last in, first out: a call takes the stream used last, and opens another only
+        # when every open one is busy, so a compute holds as many streams as its reads
+        # have needed at once (a scan's read-ahead), not the whole pool.
+        self._pool: queue.LifoQueue[_Pages | None] = queue.LifoQueue()
         for _ in range(streams):
             self._pool.put(None)  # opened on first use
         self._ids = iter(range(1, 1 << 62))
@@ -152,11 +157,12 @@ class PageReader:
         self.open_streams = 0
         self.round_trips = 0
 
-    def get_pages(self, relation: Relation, blocks: list[int]) -> list[bytes]:
-        """The newest durable images of ``blocks``."""
+    def get_pages(self, relation: Relation, blocks: list[int]) -> Sequence[Buffer]:
+        """The newest durable images of ``blocks`` (over the framed data plane: views into
+        the buffer the answer arrived in)."""
         request_id = next(self._ids)
 
-        def attempt() -> list[bytes] | PageServerRefused:
+        def attempt() -> Sequence[Buffer] | PageServerRefused:
             stream = self._pool.get()
             fresh, keep_slot = stream is None, True
             try:
@@ -259,7 +265,7 @@ class _Pages(Protocol):
     """A GetPages stream of either transport."""
 
     def fetch(self, request_id: int, relation: Relation,
-              blocks: list[int]) -> list[bytes] | PageServerRefused:
+              blocks: list[int]) -> Sequence[Buffer] | PageServerRefused:
         """The pages, or the page server's in-band refusal of this request."""
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None: ...
@@ -281,7 +287,7 @@ class _GrpcPages:
             client.open_page_stream)
 
     def fetch(self, request_id: int, relation: Relation,
-              blocks: list[int]) -> list[bytes] | PageServerRefused:
+              blocks: list[int]) -> Sequence[Buffer] | PageServerRefused:
         response = self._stream.exchange(pb.GetPagesRequest(
             request_id=request_id, relation=relation_to_pb(relation), blocks=blocks,
             at=self._at))
@@ -300,7 +306,7 @@ class _FramedPages:
         self._stream = FramedPages(address, token, tenant, branch)
 
     def fetch(self, request_id: int, relation: Relation,
-              blocks: list[int]) -> list[bytes] | PageServerRefused:
+              blocks: list[int]) -> Sequence[Buffer] | PageServerRefused:
         try:
             return self._stream.fetch(request_id, relation, blocks)
         except FramedRefused as exc:

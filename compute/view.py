@@ -54,7 +54,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -86,7 +86,8 @@ MAX_BATCH_BYTES = 16 * 1024 * 1024  # split a flush into batches of about this m
 MAX_PENDING_BYTES = 256 * 1024 * 1024  # a write past this much queued data flushes the queue
 # (in the writer's thread); from MAX_BATCH_BYTES on, a background flush ships it early
 MAX_EXTENT_BYTES = 1024 * 1024  # adjacent writes to one file ship as one Write up to this
-PREFETCH_THREADS = 4  # background read-ahead requests in flight, all relations together
+PREFETCH_THREADS = 8  # background read-ahead requests in flight, all relations together
+PageData = bytes | bytearray | memoryview  # a fetched page: its bytes, or a view into a reply
 
 
 class PageServerError(Exception):
@@ -100,8 +101,9 @@ class StorageFullError(PageServerError):
 class PageSource(Protocol):
     """Where pages missing from the cache come from (``compute.remote.PageReader``)."""
 
-    def get_pages(self, relation: Relation, blocks: list[int]) -> list[bytes]:
-        """The newest durable images of ``blocks``; raises PageServerError."""
+    def get_pages(self, relation: Relation, blocks: list[int]) -> Sequence[PageData]:
+        """The newest durable images of ``blocks`` (views into one buffer, or bytes);
+        raises PageServerError."""
         ...
 
 
@@ -179,10 +181,13 @@ class _Outgoing:
 
 
 class FetchStats:
-    """GetPages requests of the view: how many, how many pages, the most in flight."""
+    """GetPages requests of the view: how many, how many pages, the most in flight; and
+    the reads the view answered (FUSE reads: how many, how many bytes)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.reads = 0  # counted under the view's lock
+        self.read_bytes = 0
         self.requests = 0
         self.pages = 0
         self.background = 0  # requests sent by read-ahead, not by a waiting reader
@@ -426,14 +431,20 @@ class BranchView:
 
     def read(self, node: Node, size: int, offset: int) -> bytes:
         """Up to ``size`` bytes of ``node`` from ``offset``."""
+        out = bytearray(size)
+        return bytes(out[:self.read_into(node, memoryview(out), offset)])
+
+    def read_into(self, node: Node, out: memoryview, offset: int) -> int:
+        """Read up to ``len(out)`` bytes of ``node`` from ``offset`` into ``out`` (the
+        kernel's own buffer, for FUSE: cached pages are copied once, straight there);
+        returns how many bytes were read."""
         with self._lock:
-            end = min(offset + size, node.size)
+            end = min(offset + len(out), node.size)
             if offset >= end:
-                return b""
+                return 0
             first, last = offset // PAGE_SIZE, (end - 1) // PAGE_SIZE
-            data = bytearray((last + 1 - first) * PAGE_SIZE)  # zeros unless filled
-            view = memoryview(data)
-            missing: list[int] = []
+            skip = offset - first * PAGE_SIZE
+            target = out[:end - offset]
             # Every read drives read-ahead, also one the read-ahead served already. In
             # blocks of the relation, so a scan runs on across its 1 GB segment files.
             fetchable = blocks_for(node.size) if node.zero_from is None else node.zero_from
@@ -444,19 +455,42 @@ class BranchView:
                 ticket = self._cache.fetch_ticket()
                 for chunk in plan.ahead:
                     self._read_ahead(node.relation, chunk, ticket)
-            for index in range(first, last + 1):
-                at = (index - first) * PAGE_SIZE
-                if not self._cache.read_into(node.key(index), view[at:at + PAGE_SIZE]) and (
-                        node.zero_from is None or index < node.zero_from):
+            missing: list[int] = []
+            for position in self._cache.read_run(node.relation, base + first,
+                                                 last + 1 - first, target, skip):
+                index = first + position
+                if index < fetchable:
                     missing.append(index)
-            relation, block_offset = node.relation, node.block_offset
+                else:  # the page server cannot have it yet: zeros
+                    _place(target, position, skip, ZERO_PAGE)
+            relation = node.relation
+            self.fetches.reads += 1
+            self.fetches.read_bytes += end - offset
         if missing:
-            for index, page in self._fetch(node, relation, block_offset, missing,
-                                           scan=plan.sequential).items():
-                at = (index - first) * PAGE_SIZE
-                view[at:at + PAGE_SIZE] = page
-        start = offset - first * PAGE_SIZE
-        return bytes(view[start:start + end - offset])
+            self._fill(node, relation, base, target, first, skip, missing, plan.sequential)
+        return end - offset
+
+    def _fill(self, node: Node, relation: bytes, base: int, target: memoryview, first: int,
+              skip: int, indexes: list[int], scan: bool) -> None:
+        """Fetch the missing pages ``indexes`` of a read into ``target`` (whose page
+        ``first`` starts ``skip`` bytes before it): the pages this thread fetched straight
+        from the answer, those another thread brought from the cache, with no page object
+        in between."""
+        own = self._fetch_once(node, relation, base, indexes, scan)
+        for index, page in own.items():
+            _place(target, index - first, skip, page)
+        missing: list[int] = []
+        with self._lock:
+            for start, count in _runs([index for index in indexes if index not in own]):
+                for position in self._cache.read_run(relation, base + start, count, target,
+                                                     skip - (start - first) * PAGE_SIZE):
+                    index = start + position
+                    if node.zero_from is not None and index >= node.zero_from:
+                        _place(target, index - first, skip, ZERO_PAGE)  # the file shrank
+                    else:
+                        missing.append(index)
+        if missing:  # another thread's fetch failed, or its pages were evicted already
+            self._fill(node, relation, base, target, first, skip, missing, scan)
 
     def _known_page(self, node: Node, index: int) -> bytes | None:
         """The page from the cache, zeros if the page server cannot have it, else None."""
@@ -468,12 +502,27 @@ class BranchView:
         return None
 
     def _fetch(self, node: Node, relation: bytes, block_offset: int, indexes: list[int],
-               scan: bool = False) -> dict[int, bytes]:
-        """Fetch missing pages in one round trip (cached as scan pages if ``scan``).
+               scan: bool = False) -> dict[int, PageData]:
+        """The pages ``indexes`` of ``node``, fetched in one round trip (cached as scan
+        pages if ``scan``); pages another thread is fetching already (read-ahead
+        included) are waited for, not fetched twice, and then read from the cache."""
+        result = self._fetch_once(node, relation, block_offset, indexes, scan)
+        with self._lock:
+            for index in indexes:
+                if index not in result and (page := self._known_page(node, index)) is not None:
+                    result[index] = page
+        missing = [index for index in indexes if index not in result]
+        if missing:  # another thread's fetch failed, or its pages were evicted already
+            result.update(self._fetch(node, relation, block_offset, missing, scan))
+        return result
 
-        Pages another thread is fetching already (read-ahead included) are waited for,
-        not fetched twice.
-        """
+    def _fetch_once(self, node: Node, relation: bytes, block_offset: int, indexes: list[int],
+                    scan: bool) -> dict[int, PageData]:
+        """Fetch the pages of ``indexes`` that no other thread is fetching, in one round
+        trip, and wait for the others; the pages this thread fetched, as they came, except
+        those the compute wrote (or the file shrank past) meanwhile: a write that raced
+        the fetch is newer than what came back. The other pages are in the cache now,
+        unless their fetch failed or they were evicted already."""
         waits: list[threading.Event] = []
         wanted: list[int] = []
         with self._lock:
@@ -487,35 +536,29 @@ class BranchView:
                     wanted.append(index)
             keys = [(relation, block_offset + index) for index in wanted]
             self._in_flight.claim(keys)
-        fetched: dict[int, bytes] = {}
+        fetched: dict[int, PageData] = {}
         try:
             if wanted:
                 blocks = [block_offset + index for index in wanted]
                 pages = self._remote("GetPages", partial(
                     self._get_pages, relation, blocks, background=False))
                 fetched = dict(zip(wanted, pages, strict=True))
-                with self._lock:
-                    for index, page in fetched.items():  # refused if written meanwhile
-                        self._cache.put_clean((relation, block_offset + index), page, ticket,
-                                              scan=scan)
+                # Under the cache's lock only: the ticket refuses each page written since.
+                self._cache.put_clean_many(keys, pages, ticket, scan=scan)
         finally:
             with self._lock:
                 self._in_flight.release(keys)
         for event in waits:
             event.wait()  # the fetching thread always releases, also when it fails
         with self._lock:
-            # A write that raced the fetch is newer than what came back: prefer it.
-            result: dict[int, bytes] = {}
-            for index in indexes:
-                known = self._known_page(node, index) or fetched.get(index)
-                if known is not None:
-                    result[index] = known
-        missing = [index for index in indexes if index not in result]
-        if missing:  # another thread's fetch failed, or its pages were evicted already
-            result.update(self._fetch(node, relation, block_offset, missing, scan))
-        return result
+            written = self._cache.written(keys)
+            shrunk = node.zero_from
+            return {index: page for index, page in fetched.items()
+                    if (relation, block_offset + index) not in written
+                    and (shrunk is None or index < shrunk)}
 
-    def _get_pages(self, relation: bytes, blocks: list[int], background: bool) -> list[bytes]:
+    def _get_pages(self, relation: bytes, blocks: list[int],
+                   background: bool) -> Sequence[PageData]:
         self.fetches.began(len(blocks), background)
         try:
             return self._reader.get_pages(Relation.from_bytes(relation), blocks)
@@ -525,9 +568,8 @@ class BranchView:
     def _read_ahead(self, relation: bytes, blocks: range, ticket: int) -> None:
         """Queue a background fetch of the pages of ``blocks`` that are neither cached nor
         being fetched (under the lock: they are claimed before it is released)."""
-        keys = [(relation, block) for block in blocks
-                if self._in_flight.waiting_for((relation, block)) is None
-                and not self._cache.contains((relation, block))]
+        keys = [key for key in self._cache.absent((relation, block) for block in blocks)
+                if self._in_flight.waiting_for(key) is None]
         if keys:
             self._in_flight.claim(keys)
             self._prefetcher.submit(self._fetch_ahead, relation, keys, ticket)
@@ -539,9 +581,7 @@ class BranchView:
             if self._closed:
                 return
             pages = self._get_pages(relation, [key[1] for key in keys], background=True)
-            with self._lock:
-                for key, page in zip(keys, pages, strict=True):
-                    self._cache.put_clean(key, page, ticket, scan=True)
+            self._cache.put_clean_many(keys, pages, ticket, scan=True)
         except PageServerError as exc:
             log.warning("read-ahead of %d pages failed: %s", len(keys), exc)
         finally:
@@ -614,7 +654,7 @@ class BranchView:
         page = self._known_page(node, index)
         if page is not None:
             return page
-        return self._fetch(node, node.relation, node.block_offset, [index])[index]
+        return bytes(self._fetch(node, node.relation, node.block_offset, [index])[index])
 
     def truncate(self, path: str, length: int, node: Node | None = None) -> None:
         """Truncate ``node`` (an open handle's) or else ``path`` to ``length`` bytes."""
@@ -710,3 +750,22 @@ def _batches(queued: list[_Queued], batch_bytes: int) -> list[list[_Queued]]:
     if current:
         batches.append(current)
     return batches
+
+
+def _place(out: memoryview, position: int, skip: int, page: PageData) -> None:
+    """Copy the part of ``page`` that falls into ``out`` when page ``position`` starts at
+    ``position * PAGE_SIZE - skip`` of it."""
+    at = position * PAGE_SIZE - skip
+    lo, hi = max(at, 0), min(at + PAGE_SIZE, len(out))
+    out[lo:hi] = memoryview(page)[lo - at:hi - at]
+
+
+def _runs(indexes: list[int]) -> list[tuple[int, int]]:
+    """Increasing ``indexes`` as runs of consecutive ones: (first, count) each."""
+    runs: list[tuple[int, int]] = []
+    for index in indexes:
+        if runs and runs[-1][0] + runs[-1][1] == index:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((index, 1))
+    return runs

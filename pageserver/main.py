@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
+from common.collector import freeze_start_up
 from common.durable import write_durably
 from common.durations import parse_duration
 from common.errors import StrataError
@@ -180,6 +181,7 @@ def serve(settings: ServerSettings, stop: threading.Event) -> None:
         if server.framed is not None and server.framed.tcp_port:
             data_listen = f"{settings.data_listen.rpartition(':')[0]}:{server.framed.tcp_port}"
         engine.locations.register(settings.advertise_address or f"{host}:{server.port}")
+        freeze_start_up()  # full collections then skip what start-up made
         write_durably(ready, json.dumps({
             "pageserver_id": engine.locations.pageserver_id,
             "pid": os.getpid(), "listen": f"{host}:{server.port}", "metrics": metrics_address,

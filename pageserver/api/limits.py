@@ -26,7 +26,7 @@ from common.errors import InvalidArgumentError, TooBusyError
 class CallLimits:
     """How many streams and unary calls may run at once, per tenant and in all."""
 
-    streams_per_tenant: int = 64  # a compute keeps 5 (4 GetPages, 1 Ingest)
+    streams_per_tenant: int = 64  # a compute keeps 13 (12 GetPages, 1 Ingest)
     calls_per_tenant: int = 16
     max_streams: int = 512
     max_calls: int = 128

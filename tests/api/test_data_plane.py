@@ -176,6 +176,24 @@ def test_a_page_request_refused_in_band_leaves_the_stream_open(
             reader.close()
 
 
+def test_reads_one_after_another_keep_to_one_stream(live: Live, transport: str) -> None:
+    """A stream is opened only when every open one is busy: a compute that reads one
+    page at a time holds one stream of its tenant's limit, not its whole pool."""
+    with _client(live) as client:
+        epoch = _writer_epoch(client)
+        writer = BatchWriter(client, "t", "main", epoch, 0, data_plane=transport)
+        reader = PageReader(client, "t", "main", streams=4, data_plane=transport)
+        try:
+            writer.write(Batch((Create("f"), Write("f", 0, _page(5))), batch_id=1))
+            relation = _relation(client)
+            for _ in range(6):
+                assert reader.get_pages(relation, [0]) == [_page(5)]
+            assert reader.open_streams == 1
+        finally:
+            writer.close()
+            reader.close()
+
+
 def test_every_connection_is_authenticated_and_authorised(live: Live, transport: str) -> None:
     with _client(live) as admin:
         epoch = _writer_epoch(admin)

@@ -492,3 +492,31 @@ def test_a_failed_background_flush_leaves_its_batch_to_the_next_flush(
     h.view.flush()
     assert h.writer.ops == [Write("f", 0, page(b"a") + page(b"b"))]
     assert [batch.batch_id for batch in h.writer.attempts] == [1, 1]
+
+
+def test_read_into_fills_exactly_the_bytes_asked_for_cached_fetched_and_zero(
+        make: MakeHarness) -> None:
+    h = make()
+    f = h.view.open("f")
+    h.view.write(f, page(b"w"), 0)  # block 0 cached (dirty), block 1 on the server
+    h.view.truncate("f", 2 * P)
+    h.view.truncate("f", 3 * P)  # block 2: a hole the server may still hold, zeros
+    out = bytearray(b"#" * (3 * P))  # a reused buffer: every byte read must be written
+    assert h.view.read_into(f, memoryview(out)[: 2 * P], P // 2) == 2 * P
+    assert out[: 2 * P] == b"w" * (P // 2) + OLD + bytes(P // 2)
+    assert out[2 * P:] == b"#" * P  # nothing past what was asked
+    assert h.view.read_into(f, memoryview(out), 3 * P) == 0  # at the end of the file
+
+
+def test_a_fetched_page_written_while_in_flight_reads_as_the_write(make: MakeHarness) -> None:
+    h = make()
+    f = h.view.open("f")
+    h.reader.gate = threading.Event()
+    got: list[bytes] = []
+    reading = threading.Thread(target=lambda: got.append(h.view.read(f, P, P)))
+    reading.start()
+    assert h.reader.entered.wait(WAIT_S)
+    h.view.write(f, page(b"n"), P)  # the fetch in flight brings back the older page
+    h.reader.gate.set()
+    reading.join(WAIT_S)
+    assert got == [page(b"n")]

@@ -179,3 +179,19 @@ def test_a_large_frame_crosses_a_socket_intact() -> None:
         sender.join()
     assert kind is FrameType.PAGES
     assert decode_pages(payload).pages == pages
+
+
+def test_a_frame_sent_in_pieces_arrives_whole() -> None:
+    """A socket with a timeout sends what fits each time: the rest of a part cut in the
+    middle goes first in the next send."""
+    parts = [bytes([n % 251]) * (PAGE_SIZE + n) for n in range(200)]
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        theirs.settimeout(10)  # non-blocking underneath: sendmsg may send part of its parts
+        sender = threading.Thread(target=send_frame, args=(theirs, FrameType.BATCH, *parts))
+        sender.start()
+        kind, payload = receive_frame(ours)
+        sender.join()
+    assert kind is FrameType.BATCH
+    assert payload == b"".join(parts)

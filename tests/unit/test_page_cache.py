@@ -220,15 +220,56 @@ def test_scan_pages_leave_oldest_first_and_unread_ones_wait(
     assert [block for block in range(12) if cache.contains(key(block))] == list(range(4, 12))
 
 
-def test_read_into_copies_a_page_and_counts_it(make_cache: Callable[..., PageCache]) -> None:
-    cache = make_cache(pages=4)
-    cache.put_clean(key(1), page(1))
-    out = bytearray(2 * PAGE_SIZE)
-    assert cache.read_into(key(1), memoryview(out)[PAGE_SIZE:])
-    assert not cache.read_into(key(2), memoryview(out)[:PAGE_SIZE])
-    assert out == bytes(PAGE_SIZE) + page(1)
+def test_read_run_copies_cached_pages_into_a_buffer_and_names_the_missing(
+        make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=8)
+    rel = REL_A.to_bytes()
+    for block in (4, 6):
+        cache.put_clean(key(block), page(block))
+    out = bytearray(3 * PAGE_SIZE)
+    assert cache.read_run(rel, 4, 3, memoryview(out)) == [1]
+    assert out == page(4) + bytes(PAGE_SIZE) + page(6)
     stats = cache.stats()
-    assert (stats.hits, stats.misses) == (1, 1)
+    assert (stats.hits, stats.misses) == (2, 1)
+
+
+def test_read_run_clips_a_read_that_starts_and_ends_inside_pages(
+        make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=8)
+    for block in (1, 2):
+        cache.put_clean(key(block), page(block))
+    out = bytearray(PAGE_SIZE)  # 4 KB of block 1, then 4 KB of block 2
+    assert cache.read_run(REL_A.to_bytes(), 1, 2, memoryview(out), skip=PAGE_SIZE // 2) == []
+    assert out == page(1)[PAGE_SIZE // 2:] + page(2)[:PAGE_SIZE // 2]
+
+
+def test_put_clean_many_stores_views_of_one_buffer_and_honours_tickets(
+        make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=8)
+    ticket = cache.fetch_ticket()
+    cache.put_dirty(key(1), fill(9))  # written after the ticket: the fetch is older
+    reply = memoryview(page(0) + page(1) + page(2))
+    views = [reply[at:at + PAGE_SIZE] for at in range(0, 3 * PAGE_SIZE, PAGE_SIZE)]
+    assert cache.put_clean_many([key(0), key(1), key(2)], views, ticket, scan=True) == 2
+    assert cache.get(key(0)) == page(0) and cache.get(key(2)) == page(2)
+    assert cache.get(key(1)) == fill(9)
+    assert cache.written([key(0), key(1), key(5)]) == {key(1)}
+    assert cache.absent([key(0), key(5)]) == [key(5)]
+    with pytest.raises(ValueError, match="2 keys for 1 pages"):
+        cache.put_clean_many([key(3), key(4)], [page(3)])
+
+
+def test_put_clean_many_refuses_pages_discarded_since_the_ticket_and_stops_when_full(
+        make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=4)
+    ticket = cache.fetch_ticket()
+    cache.discard([key(2)])  # truncated while the fetch was in flight
+    assert cache.put_clean_many([key(1), key(2)], [page(1), page(2)], ticket) == 1
+    assert not cache.contains(key(2))
+    for block in range(10, 14):
+        cache.put_dirty(key(block), fill(block))  # every slot unflushed
+    assert cache.put_clean_many([key(5), key(6)], [page(5), page(6)]) == 0
+    assert not cache.contains(key(5))
 
 
 def test_eviction_never_drops_unflushed_pages(make_cache: Callable[..., PageCache]) -> None:

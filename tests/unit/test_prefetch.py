@@ -84,3 +84,12 @@ def test_in_flight_waiters_wake_on_release() -> None:
     in_flight.release(["a", "b"])
     thread.join(timeout=5)
     assert woke.is_set() and in_flight.waiting_for("a") is None
+
+
+def test_the_kernels_large_read_earns_the_whole_distance_at_once() -> None:
+    prefetcher = Prefetcher()
+    prefetcher.plan(REL, 0, STREAM_PAGES - 1, 100_000)
+    plan = prefetcher.plan(REL, STREAM_PAGES, 2 * STREAM_PAGES - 1, 100_000)
+    start = 2 * STREAM_PAGES
+    assert plan.ahead == [range(at, at + CHUNK_PAGES)
+                          for at in range(start, start + MAX_AHEAD, CHUNK_PAGES)]

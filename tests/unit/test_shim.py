@@ -95,3 +95,20 @@ def test_the_mount_sets_direct_io_on_the_open_of_a_segment(path: str, direct: in
     info = fuse.fuse_file_info()
     StrataFUSE._choose_caching(path.encode(), ctypes.pointer(info))
     assert info.direct_io == direct
+
+
+def test_the_mount_answers_a_read_in_the_kernels_buffer(
+        shim: tuple[StrataFS, FakeWriter], tmp_path: Path) -> None:
+    fs, _ = shim
+    fh = fs.create("/base", 0o600)
+    fs.write("/base", b"a" * PAGE_SIZE + b"b" * PAGE_SIZE, 0, fh)
+    mount = StrataFUSE.__new__(StrataFUSE)  # no mount: only the read callback
+    mount.operations = fs
+    buffer = (ctypes.c_byte * (PAGE_SIZE + 8))()
+    ctypes.memset(buffer, ord("#"), len(buffer))
+    info = fuse.fuse_file_info()
+    info.fh = fh
+    pointer = ctypes.cast(buffer, ctypes.POINTER(ctypes.c_byte))
+    assert mount.read(b"/base", pointer, PAGE_SIZE, PAGE_SIZE // 2,
+                      ctypes.pointer(info)) == PAGE_SIZE
+    assert bytes(buffer) == b"a" * (PAGE_SIZE // 2) + b"b" * (PAGE_SIZE // 2) + b"#" * 8
