@@ -11,12 +11,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from common.errors import NotFoundError
+from common.errors import NotFoundError, TenantElsewhereError
 from pageserver.layer_cache import LayerCache
 from pageserver.remote import ForwardingStorage, RemoteStorage
 
 if TYPE_CHECKING:
     from pageserver.engine import Engine
+    from pageserver.tenant import Tenant
 
 _T = TypeVar("_T")
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -79,11 +80,8 @@ class _LogCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         totals = [0, 0, 0, 0]
         lag = 0.0
-        for tenant_id in self._engine.tenants():
-            try:
-                stats = self._engine.tenant(tenant_id).log.stats()
-            except NotFoundError:
-                continue  # deleted or detached since the listing
+        for tenant in _served(self._engine):
+            stats = tenant.log.stats()
             for index, value in enumerate((stats.chunks, stats.pending_bytes, stats.uploads,
                                            stats.upload_failures)):
                 totals[index] += value
@@ -134,10 +132,21 @@ class _LayerCacheCollector(Collector):
                                 value=int(stats.in_place))
 
 
+def _served(engine: Engine) -> Iterator[Tenant]:
+    """The tenants this page server serves now: one deleted, detached or taken by another
+    page server since the listing (a superseded one stays listed until dropped) is
+    skipped, so a scrape never fails on a tenant that moved."""
+    for tenant_id in engine.tenants():
+        try:
+            yield engine.tenant(tenant_id)
+        except (NotFoundError, TenantElsewhereError):
+            continue
+
+
 def _layer_stats(engine: Engine) -> dict[str, tuple[int, int]]:
     stats: dict[str, tuple[int, int]] = {"L0": (0, 0), "L1": (0, 0), "image": (0, 0)}
-    for tenant_id in engine.tenants():
-        for timeline in list(engine.tenant(tenant_id).timelines.values()):
+    for tenant in _served(engine):
+        for timeline in list(tenant.timelines.values()):
             for layer in list(timeline.layers):
                 level = "image" if layer.is_image else f"L{layer.desc.level}"
                 count, size = stats[level]
