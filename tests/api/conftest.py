@@ -12,6 +12,8 @@ import grpc
 import pytest
 
 from common.bearer import call_credentials_metadata
+from common.convert import op_to_pb
+from common.ops import FileOp
 from pageserver.api import auth
 from pageserver.api.limits import CallLimits
 from pageserver.api.server import RunningServer, start_server
@@ -19,6 +21,7 @@ from pageserver.config import EngineConfig
 from pageserver.engine import Engine
 from pageserver.metrics import Metrics
 from pageserver.remote import LocalDirectoryStorage
+from proto import strata_pb2 as pb
 from proto import strata_pb2_grpc as pb_grpc
 from tests.servers import PageServerProcess
 
@@ -52,6 +55,24 @@ class Live:
 
     def metadata(self, tenant: str, scope: auth.Scope) -> tuple[tuple[str, str], ...]:
         return call_credentials_metadata(self.authority.issue(tenant, scope, 600))
+
+
+def ingest_once(live: Live, branch: str, ops: list[FileOp], tenant: str = "t") -> int:
+    """Apply ``ops`` to ``branch`` as one batch of a writer attached for it alone (attach,
+    one Ingest call, detach); the LSN the batch was acknowledged at."""
+    manage, admin, timeout = live.manage, live.admin, 10
+    epoch = manage.AttachWriter(pb.AttachWriterRequest(tenant=tenant, branch=branch),
+                                metadata=admin, timeout=timeout).writer_epoch
+    acks = list(live.ingest.Ingest(iter([
+        pb.IngestRequest(open=pb.IngestOpen(tenant=tenant, branch=branch,
+                                            writer_epoch=epoch)),
+        pb.IngestRequest(batch=pb.IngestBatch(batch_id=1, ops=[op_to_pb(op) for op in ops],
+                                              wal_lsn=100))]),
+        metadata=admin, timeout=timeout))
+    manage.DetachWriter(pb.DetachWriterRequest(tenant=tenant, branch=branch,
+                                               writer_epoch=epoch),
+                        metadata=admin, timeout=timeout)
+    return int(acks[-1].lsn)
 
 
 @pytest.fixture

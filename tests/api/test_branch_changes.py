@@ -9,12 +9,11 @@ import struct
 import grpc
 import pytest
 
-from common.convert import op_to_pb
 from common.keys import PAGE_SIZE
 from common.ops import Create, FileOp, Mkdir, Unlink, Write
 from pageserver.api import auth
 from proto import strata_pb2 as pb
-from tests.api.conftest import Live
+from tests.api.conftest import Live, ingest_once
 from tests.heap_pages import XMAX_INVALID, filenode_map, heap_page, oid_and_name, pg_class_row
 
 TIMEOUT = 10
@@ -52,20 +51,6 @@ def _base() -> list[FileOp]:
     return ops
 
 
-def _ingest(live: Live, branch: str, ops: list[FileOp]) -> int:
-    epoch = live.manage.AttachWriter(pb.AttachWriterRequest(tenant="t", branch=branch),
-                                     metadata=live.admin, timeout=TIMEOUT).writer_epoch
-    acks = list(live.ingest.Ingest(iter([
-        pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch=branch, writer_epoch=epoch)),
-        pb.IngestRequest(batch=pb.IngestBatch(batch_id=1, ops=[op_to_pb(op) for op in ops],
-                                              wal_lsn=100))]),
-        metadata=live.admin, timeout=TIMEOUT))
-    live.manage.DetachWriter(pb.DetachWriterRequest(tenant="t", branch=branch,
-                                                    writer_epoch=epoch),
-                             metadata=live.admin, timeout=TIMEOUT)
-    return int(acks[-1].lsn)
-
-
 def _changes(live: Live, **since: object) -> dict[str, pb.RelationChange]:
     reply = live.manage.BranchChanges(pb.BranchChangesRequest(tenant="t", branch="fork",
                                                               **since),  # type: ignore[arg-type]
@@ -79,7 +64,7 @@ def _changes(live: Live, **since: object) -> dict[str, pb.RelationChange]:
 def forked(live: Live) -> Live:
     live.manage.CreateTenant(pb.CreateTenantRequest(tenant="t", empty=True),
                              metadata=live.admin, timeout=TIMEOUT)
-    _ingest(live, "main", _base())
+    ingest_once(live, "main", _base())
     live.manage.CreateBranch(pb.CreateBranchRequest(tenant="t", name="fork", parent="main"),
                              metadata=live.admin, timeout=TIMEOUT)
     return live
@@ -87,7 +72,7 @@ def forked(live: Live) -> Live:
 
 def test_changes_since_the_fork_name_relations_through_the_catalog(forked: Live) -> None:
     live = forked
-    _ingest(live, "fork", [
+    ingest_once(live, "fork", [
         Write(TABLE, 2 * PAGE_SIZE, _page(9)), Write(TABLE, 5 * PAGE_SIZE, _page(9)),
         Write(INDEX, PAGE_SIZE, _page(9)),
         Create(FRESH), Write(FRESH, 0, _page(4)), Unlink(OLD),
@@ -105,11 +90,11 @@ def test_changes_since_the_fork_name_relations_through_the_catalog(forked: Live)
 
 def test_changes_since_a_checkpoint_or_lsn_leave_out_what_came_before(forked: Live) -> None:
     live = forked
-    _ingest(live, "fork", [Write(TABLE, 0, _page(7))])
+    ingest_once(live, "fork", [Write(TABLE, 0, _page(7))])
     live.manage.CreateCheckpoint(pb.CreateCheckpointRequest(tenant="t", branch="fork",
                                                             name="c1"),
                                  metadata=live.admin, timeout=TIMEOUT)
-    lsn = _ingest(live, "fork", [Write(INDEX, 0, _page(7))])
+    lsn = ingest_once(live, "fork", [Write(INDEX, 0, _page(7))])
     assert set(_changes(live, checkpoint="c1")) == {"orders_pkey"}
     assert set(_changes(live, lsn=lsn - 1)) == {"orders_pkey"}
     assert set(_changes(live)) == {"orders", "orders_pkey"}
@@ -121,7 +106,7 @@ def test_changes_refuse_unknown_points_and_uncovered_tokens(forked: Live) -> Non
     live.manage.CreateCheckpoint(pb.CreateCheckpointRequest(tenant="t", branch="main",
                                                             name="on-main"),
                                  metadata=live.admin, timeout=TIMEOUT)
-    _ingest(live, "main", [Write(TABLE, 0, _page(7))])
+    ingest_once(live, "main", [Write(TABLE, 0, _page(7))])
     live.manage.CreateBranch(pb.CreateBranchRequest(tenant="t", name="other", parent="main"),
                              metadata=live.admin, timeout=TIMEOUT)
     with pytest.raises(grpc.RpcError) as refused:

@@ -9,28 +9,14 @@ import grpc
 import pytest
 
 from common.bearer import call_credentials_metadata
-from common.convert import op_to_pb
 from common.keys import PAGE_SIZE
-from common.ops import Create, FileOp, Mkdir, Write
+from common.ops import Create, Mkdir, Write
 from pageserver.api import auth
 from proto import strata_pb2 as pb
-from tests.api.conftest import Live
+from tests.api.conftest import Live, ingest_once
 
 TIMEOUT = 10
 REL_PATH = "base/5/16384"
-
-
-def _ingest(live: Live, branch: str, ops: list[FileOp]) -> None:
-    epoch = live.manage.AttachWriter(pb.AttachWriterRequest(tenant="t", branch=branch),
-                                     metadata=live.admin, timeout=TIMEOUT).writer_epoch
-    list(live.ingest.Ingest(iter([
-        pb.IngestRequest(open=pb.IngestOpen(tenant="t", branch=branch, writer_epoch=epoch)),
-        pb.IngestRequest(batch=pb.IngestBatch(batch_id=1, ops=[op_to_pb(op) for op in ops],
-                                              wal_lsn=100))]),
-        metadata=live.admin, timeout=TIMEOUT))
-    live.manage.DetachWriter(pb.DetachWriterRequest(tenant="t", branch=branch,
-                                                    writer_epoch=epoch),
-                             metadata=live.admin, timeout=TIMEOUT)
 
 
 @pytest.fixture
@@ -40,10 +26,10 @@ def reset_fork(live: Live) -> Live:
     manage, admin = live.manage, live.admin
     manage.CreateTenant(pb.CreateTenantRequest(tenant="t", empty=True), metadata=admin,
                         timeout=TIMEOUT)
-    _ingest(live, "main", [Mkdir("base"), Mkdir("base/5"), Create(REL_PATH)])
+    ingest_once(live, "main", [Mkdir("base"), Mkdir("base/5"), Create(REL_PATH)])
     manage.CreateBranch(pb.CreateBranchRequest(tenant="t", name="fork"), metadata=admin,
                         timeout=TIMEOUT)
-    _ingest(live, "fork", [Write(REL_PATH, 0, bytes(range(256)) * (16 * PAGE_SIZE // 256))])
+    ingest_once(live, "fork", [Write(REL_PATH, 0, bytes(range(256)) * (16 * PAGE_SIZE // 256))])
     manage.Compact(pb.CompactRequest(tenant="t"), metadata=admin, timeout=TIMEOUT)  # flushes
     manage.CreateCheckpoint(pb.CreateCheckpointRequest(tenant="t", branch="fork",
                                                        name="mine"),
