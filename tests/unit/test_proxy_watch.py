@@ -14,6 +14,7 @@ import threading
 
 from strata.proxy.relay import relay
 from strata.proxy.undo import query_of
+from tests.unit.test_proxy_relay import recv_exactly
 
 TIMEOUT_S = 30.0
 
@@ -194,14 +195,16 @@ def test_a_client_gone_while_its_statement_is_held_ends_the_session() -> None:
     client_end, proxy_client = socket.socketpair()
     proxy_server, server_end = socket.socketpair()
 
+    received = bytearray()
+
     def vanish() -> None:
         client_end.sendall(query("TRUNCATE t"))
-        assert looked.wait(TIMEOUT_S)
+        looked.wait(TIMEOUT_S)
         client_end.close()
         go_on.set()
-        # As PostgreSQL: the statement, then the client's EOF (a half-close); it closes.
-        assert recv_exactly(server_end, len(query("TRUNCATE t"))) == query("TRUNCATE t")
-        assert server_end.recv(65536) == b""
+        # As PostgreSQL: whatever reached it, then EOF; it closes.
+        while chunk := server_end.recv(65536):
+            received.extend(chunk)
         server_end.close()
 
     driver = threading.Thread(target=vanish)
@@ -213,13 +216,8 @@ def test_a_client_gone_while_its_statement_is_held_ends_the_session() -> None:
         go_on.set()
         driver.join(TIMEOUT_S)
         server_end.close()
+    assert looked.is_set()
     assert proxy_client.fileno() == -1 and proxy_server.fileno() == -1
-
-
-def recv_exactly(conn: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = conn.recv(size - len(data))
-        assert chunk, f"EOF after {len(data)} of {size} bytes"
-        data += chunk
-    return bytes(data)
+    # The statement of a client that is gone may be delivered or dropped (the two ends
+    # close in either order), but never in part.
+    assert bytes(received) in (b"", query("TRUNCATE t"))
