@@ -238,6 +238,17 @@ static PyObject *suspect(PyObject *Py_UNUSED(module), PyObject *args) {
     return PyBool_FromLong(flagged);
 }
 
+static PyObject *message_suspect(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer message, names;
+    if (!PyArg_ParseTuple(args, "y*y*:message_suspect", &message, &names))
+        return NULL;
+    int held = strata_message_suspect(message.buf, (size_t)message.len, names.buf,
+                                      (size_t)names.len);
+    PyBuffer_Release(&message);
+    PyBuffer_Release(&names);
+    return PyBool_FromLong(held);
+}
+
 static PyMethodDef methods[] = {
     {"pump", pump, METH_VARARGS,
      "pump(source_fd, sink_fd) -> bytes moved: copy until the source's EOF, GIL released."},
@@ -248,6 +259,8 @@ static PyMethodDef methods[] = {
      "the EOF (held None)."},
     {"suspect", suspect, METH_VARARGS,
      "suspect(query) -> whether the SQL text may hold a statement that destroys data."},
+    {"message_suspect", message_suspect, METH_VARARGS,
+     "message_suspect(message, names) -> whether watch holds this whole frontend message."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -2,13 +2,14 @@
 bytes are decrypted in asyncio): the frontend messages are followed here as
 ``_pump.watch`` follows them, and the ones it would hold are held the same way.
 
-Held, and shown to the watch before they go on: a Query whose SQL the pre-filter
-(``_pump.suspect``) flags, a Parse whose query it flags or that defines one of the
-watched prepared statements again, a Bind of one of those. Every other message, and a
-declared length under 4 (not a message: the rest goes on as it is, PostgreSQL ends it),
-passes without a look at its body. A looked-at message over 16 MiB is shown only in part
-(``whole`` False) and the rest follows unlooked at. tests/unit/test_frontend_watch.py
-checks that this holds back exactly what ``_pump.watch`` does.
+Held, and shown to the watch before they go on (``_pump.message_suspect``, the C
+pump's own test): a Query whose SQL the pre-filter flags, a Parse whose query it flags
+or that defines one of the watched prepared statements again, a Bind of one of those.
+Every other message, and a declared length under 4 (not a message: the rest goes on as
+it is, PostgreSQL ends it), passes without a look at its body. A looked-at message over
+16 MiB is shown only in part (``whole`` False) and the rest follows unlooked at.
+tests/unit/test_frontend_watch.py checks that this holds back exactly what
+``_pump.watch`` does.
 """
 
 from __future__ import annotations
@@ -17,28 +18,12 @@ import asyncio
 import logging
 from typing import Final
 
-from strata.proxy._pump import suspect
+from strata.proxy._pump import message_suspect
 from strata.proxy.relay import BUFFER_BYTES, Watch
 
 HELD_MAX: Final = 16 * 1024 * 1024  # _pump.c's HELD_MAX
 _EVERYTHING: Final = 1 << 64
 log = logging.getLogger("strata.proxy")
-
-
-def flagged(message: bytes, names: bytes) -> bool:
-    """Whether a whole Query, Parse or Bind message is held (``_suspect.c``'s
-    ``strata_message_suspect``); ``names``: watched statements as ``b"\\0a\\0b\\0"``."""
-    kind, body = message[:1], message[5:]
-    if kind == b"B":
-        parts = body.split(b"\0", 2)
-        return len(parts) == 3 and parts[1] != b"" and b"\0" + parts[1] + b"\0" in names
-    if kind == b"P":
-        name, nul, body = body.partition(b"\0")
-        if not nul or (name and b"\0" + name + b"\0" in names):
-            return True
-    elif kind != b"Q":
-        return False
-    return suspect(body.partition(b"\0")[0])
 
 
 class Framing:
@@ -80,7 +65,7 @@ class Framing:
                 continue
             if len(buffer) - at >= total:
                 message = bytes(buffer[at:at + total])
-                if flagged(message, names):
+                if message_suspect(message, names):
                     passed = bytes(buffer[:at])
                     del buffer[:at + total]
                     return passed, message, True
