@@ -6,8 +6,10 @@ missing suite is listed as such, never with numbers from an older run.
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 JSON = dict[str, Any]
+RESULTS = Path(__file__).resolve().parent / "results"
 COMPUTE_COLOR, LOCAL_COLOR = "#3b6fb6", "#9aa5b1"
 
 
@@ -282,9 +285,153 @@ def plot_footprint(report: JSON, path: Path) -> str:
     return "storage footprint over time and per branch"
 
 
+def plot_cold_scan(report: JSON, path: Path) -> str:
+    cold = report["figures"]["cold_scan"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8),
+                                      gridspec_kw={"width_ratios": [2, 3]})
+    for position, (key, color) in enumerate((("compute_mb_s", COMPUTE_COLOR),
+                                             ("local_mb_s", LOCAL_COLOR))):
+        left.bar([position], [cold[key]["median"]], 0.6, color=color,
+                 yerr=[[cold[key]["median"] - cold[key]["min"]],
+                       [cold[key]["max"] - cold[key]["median"]]], capsize=3)
+        left.scatter([position] * len(cold[key]["samples"]), cold[key]["samples"],
+                     color="black", s=10, zorder=3)
+    left.axhline(400, color="red", linestyle="--", linewidth=1, label="target 400 MB/s")
+    left.set_xticks([0, 1], ["compute", "local"])
+    left.set_ylabel("MB/s (median, min-max, each scan)")
+    left.set_title(f"{cold['table_bytes'] / 1e6:.0f} MB, {cold['cache_mb']} MB cache")
+    left.legend(fontsize=8)
+    trips = cold["round_trips"]["median"]
+    shown = [("pages per\nround trip", cold["pages_served"]["median"] / max(trips, 1)),
+             ("most requests\nin flight", cold["max_in_flight"]["median"]),
+             ("read-ahead share\nof requests, %",
+              100 * cold["read_ahead_requests"]["median"] / max(trips, 1))]
+    if "fuse_read_kb" in cold:  # reports from before rfcs/0025 lack it
+        shown.append(("KB per read\nfrom the kernel", cold["fuse_read_kb"]["median"]))
+    bars = right.bar([label for label, _ in shown], [value for _, value in shown],
+                     color=COMPUTE_COLOR)
+    right.bar_label(bars, fmt="%.0f", fontsize=8)
+    right.set_title(f"the compute's side: {trips:.0f} GetPages round trips")
+    fig.suptitle("Cold heap scan, compute vs local PostgreSQL")
+    _save(fig, path)
+    return "cold sequential scan: throughput, pages per round trip, requests in flight"
+
+
+COMMIT_RUNS = (("commit", "commit,\n1 client"), ("read_write", "read-write,\n4 clients"))
+COMPUTE_SIDES = (("compute", "object store"), ("compute_local_ack", "local ack"))
+
+
+def _per_txn(report: JSON, run: str, side: str, name: str) -> float:
+    figure = report["figures"][run]["per_txn"][side].get(name)
+    return float(figure["median"]) if figure is not None else 0.0
+
+
+def plot_commit_cost(report: JSON, path: Path) -> str:
+    bars = [(run, side, f"{label}\n{durability}") for run, label in COMMIT_RUNS
+            for side, durability in COMPUTE_SIDES
+            if side in report["figures"][run]["per_txn"]]
+    at = range(len(bars))
+    labels = [label for _, _, label in bars]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    cpu, switches, sync, shipped = axes[0][0], axes[0][1], axes[1][0], axes[1][1]
+    bottom = [0.0] * len(bars)
+    for part, color in (("daemon", COMPUTE_COLOR), ("server", "#e08a3c")):
+        values = [_per_txn(report, run, side, f"{part}_cpu_s") * 1000 for run, side, _ in bars]
+        cpu.bar(at, values, bottom=bottom, color=color,
+                label="mount daemon" if part == "daemon" else "page server")
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    cpu.axhline(0.35, color="red", linestyle="--", linewidth=1, label="target 0.35 ms")
+    cpu.set_ylabel("ms of CPU per transaction")
+    cpu.set_title("CPU per commit by component")
+    bottom = [0.0] * len(bars)
+    for part, kind, color in (("daemon", "voluntary", COMPUTE_COLOR),
+                              ("daemon", "involuntary", "#8fb0dd"),
+                              ("server", "voluntary", "#e08a3c"),
+                              ("server", "involuntary", "#f3c597")):
+        values = [_per_txn(report, run, side, f"{part}_{kind}_switches")
+                  for run, side, _ in bars]
+        switches.bar(at, values, bottom=bottom, color=color, label=f"{part}, {kind}")
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    switches.set_ylabel("context switches per transaction")
+    switches.set_title("context switches per commit")
+    runs = [(run, side, f"{label}\n{'local PG' if side == 'local' else durability}")
+            for run, label in COMMIT_RUNS
+            for side, durability in (*COMPUTE_SIDES, ("local", ""))
+            if side in report["figures"][run]["per_txn"]]
+    bottom = [0.0] * len(runs)
+    for name, color, label in (("wal_write_time", COMPUTE_COLOR, "WAL write (with O_DSYNC: "
+                                "the sync too)"), ("wal_sync_time", LOCAL_COLOR, "WAL sync")):
+        values = [_per_txn(report, run, side, name) for run, side, _ in runs]
+        sync.bar(range(len(runs)), values, bottom=bottom, color=color, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    sync.set_xticks(range(len(runs)), [label for _, _, label in runs], fontsize=7)
+    sync.set_ylabel("ms per transaction (pg_stat_wal)")
+    sync.set_title("WAL write and sync time per commit")
+    width = 0.27
+    for offset, (name, color, label) in zip(
+            (-width, 0.0, width),
+            (("wal_bytes", LOCAL_COLOR, "WAL written by PostgreSQL"),
+             ("ingested_bytes", COMPUTE_COLOR, "shipped to the page server"),
+             ("uploaded_bytes", "#e08a3c", "written to the object store")), strict=True):
+        shipped.bar([i + offset for i in at],
+                    [_per_txn(report, run, side, name) / 1024 for run, side, _ in bars],
+                    width, color=color, label=label)
+    shipped.set_ylabel("KB per transaction")
+    shipped.set_title("bytes shipped per transaction")
+    for axis in (cpu, switches, shipped):
+        axis.set_xticks(at, labels, fontsize=7)
+    for axis in (cpu, switches, sync, shipped):
+        axis.legend(fontsize=7)
+    fig.suptitle(f"Cost per transaction on the compute's write path; objects in "
+                 f"{report['storage']}")
+    _save(fig, path)
+    return "cost per commit: CPU and context switches by component, WAL time, bytes shipped"
+
+
+Target = tuple[str, float, float, bool]  # label, measured, target, higher is better
+
+
+def issue_targets(compute: JSON | None, commit: JSON | None) -> list[Target]:
+    """The data path's targets (issue 13) that this run measured, each with its figure."""
+    targets: list[Target] = []
+    if compute is not None:
+        figures = compute["figures"]
+        targets += [("pgbench read-write,\ncompute/local", figures["read_write"]["ratio"],
+                     0.6, True),
+                    ("pgbench -S,\ncompute/local", figures["read_only"]["ratio"], 0.9, True),
+                    ("pgbench -i time,\ncompute/local", figures["load"]["ratio"], 2.5, False),
+                    ("cold scan,\nMB/s", figures["cold_scan"]["compute_mb_s"]["median"],
+                     400.0, True)]
+    if commit is not None:
+        costs = commit["figures"]["commit"]["per_txn"]["compute"]
+        cpu_ms = (costs["daemon_cpu_s"]["median"] + costs["server_cpu_s"]["median"]) * 1000
+        targets.append(("CPU per commit,\ndaemon + server, ms", cpu_ms, 0.35, False))
+    return targets
+
+
+def plot_targets(targets: list[Target], path: Path) -> str:
+    """Each figure as the share of its target reached (1 = met), the measured value above."""
+    shares = [measured / target if higher else target / measured
+              for _, measured, target, higher in targets]
+    fig, axis = plt.subplots(figsize=(max(6.0, 1.6 * len(targets)), 4))
+    bars = axis.bar(range(len(targets)), shares,
+                    color=[COMPUTE_COLOR if share >= 1 else "#c65b5b" for share in shares])
+    for bar, (_, measured, target, higher) in zip(bars, targets, strict=True):
+        axis.annotate(f"{measured:.3g}\n({'>=' if higher else '<='} {target:g})",
+                      (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+    axis.axhline(1.0, color="black", linestyle="--", linewidth=1)
+    axis.set_xticks(range(len(targets)), [label for label, _, _, _ in targets], fontsize=8)
+    axis.set_ylabel("share of the target reached (1 = met)")
+    axis.set_ylim(0, max(1.2, max(shares) * 1.25))
+    axis.set_title("The data path against its targets (issue 13)")
+    _save(fig, path)
+    return "the data path against its targets"
+
+
 PLOTS: dict[str, list[tuple[str, Callable[[JSON, Path], str]]]] = {
-    "compute": [("compute_tps.png", plot_compute_tps)],
-    "commit": [("commit.png", plot_commit)],
+    "compute": [("compute_tps.png", plot_compute_tps), ("cold_scan.png", plot_cold_scan)],
+    "commit": [("commit.png", plot_commit), ("commit_cost.png", plot_commit_cost)],
     "proxy": [("cold_start.png", plot_cold_start)],
     "pagebench": [("pagebench.png", plot_pagebench), ("latency.png", plot_latency),
                   ("cache.png", plot_cache)],
@@ -306,14 +453,18 @@ def headlines(results: Path, statuses: dict[str, str]) -> list[str]:
         lines.append(f"- pgbench compute/local TPS: read-write {figures['read_write']['ratio']:.2f}"
                      f", read-only {figures['read_only']['ratio']:.2f}, read-only with small "
                      f"shared_buffers {figures['read_only_small_buffers']['ratio']:.2f}; "
-                     f"`pgbench -i` {figures['load']['ratio']:.1f}x the local time")
+                     f"`pgbench -i` {figures['load']['ratio']:.1f}x the local time; cold "
+                     f"heap scan {figures['cold_scan']['compute_mb_s']['median']:.0f} MB/s "
+                     f"against {figures['cold_scan']['local_mb_s']['median']:.0f} MB/s local")
     if (commit := loaded("commit")) is not None:
         figures = commit["figures"]
         latency = figures["commit"]["mean_ms"]
         lines.append(f"- commit latency (1 client, single-row INSERT): compute "
                      f"{latency['compute']['median']:.2f} ms against local "
                      f"{latency['local']['median']:.2f} ms ({latency['ratio']:.1f}x); "
-                     f"read-write TPS compute/local {figures['read_write']['ratio']:.2f}")
+                     f"read-write TPS compute/local {figures['read_write']['ratio']:.2f}; "
+                     f"CPU per commit, mount daemon + page server "
+                     f"{_commit_cpu_ms(commit):.2f} ms")
     if (proxy := loaded("proxy")) is not None:
         cold = proxy["figures"]["cold_start"]["first_row_s"]
         store = proxy["figures"]["agent_storage"]
@@ -343,6 +494,23 @@ def headlines(results: Path, statuses: dict[str, str]) -> list[str]:
     return ["## Headlines", "", *lines, ""] if lines else []
 
 
+def _commit_cpu_ms(commit: JSON) -> float:
+    costs = commit["figures"]["commit"]["per_txn"]["compute"]
+    return float(costs["daemon_cpu_s"]["median"] + costs["server_cpu_s"]["median"]) * 1000
+
+
+def targets_section(results: Path, statuses: dict[str, str]) -> list[str]:
+    """The plot of the data path's targets, from the compute and commit suites of this run."""
+    def loaded(suite: str) -> JSON | None:
+        return _load(results, suite) if statuses.get(suite) == "ok" else None
+
+    targets = issue_targets(loaded("compute"), loaded("commit"))
+    if not targets:
+        return []
+    title = plot_targets(targets, results / "targets.png")
+    return [f"## {title}", "", f"![{title}](targets.png)", ""]
+
+
 def write_report(results: Path, statuses: dict[str, str], storage: str) -> Path:
     """``REPORT.md`` for the suites of one run (``statuses``: suite -> ok / failed ...)."""
     lines = ["# Strata benchmark report", "",
@@ -352,7 +520,7 @@ def write_report(results: Path, statuses: dict[str, str], storage: str) -> Path:
     for suite, status in statuses.items():
         detail = f"[{suite}.md]({suite}.md)" if status == "ok" else "no figures reported"
         lines.append(f"| {suite} | {status} | {detail} |")
-    lines += ["", *headlines(results, statuses)]
+    lines += ["", *headlines(results, statuses), *targets_section(results, statuses)]
     for suite, plots in PLOTS.items():
         report = _load(results, suite) if statuses.get(suite) == "ok" else None
         if report is None:
@@ -367,3 +535,26 @@ def write_report(results: Path, statuses: dict[str, str], storage: str) -> Path:
     path = results / "REPORT.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.report [--results DIR]``: ``REPORT.md`` and its plots again, from the
+    JSON results of the run that ``DIR/run.json`` describes (no suite is run)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.report",
+                                     description=(main.__doc__ or "").split("\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="the directory of run.json and the suites' JSON "
+                             "[default: bench/results]")
+    args = parser.parse_args(argv)
+    try:
+        run = json.loads((args.results / "run.json").read_text())
+        statuses, storage = dict(run["suites"]), str(run["storage"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"bench.report: no usable run.json in {args.results}: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {write_report(args.results, statuses, storage)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
