@@ -40,8 +40,8 @@ pages. A scan larger than the cache thus cycles through the scan pages and leave
 the hot set alone.
 
 Read-ahead pages: ``put_ahead`` keeps the pages a read-ahead request brought outside
-the slots (``compute.ahead_pages``: views of the answer, at most ``ahead_pages`` pages
-of answers), until a read takes them. The read that takes a page to its end drops it;
+the slots (``compute.ahead_pages``: a ring of ``ahead_pages`` pages in memory, the
+oldest overwritten), until a read takes them. The read that takes a page to its end drops it;
 it goes into a slot only if one is free (as a scan page already read once), never by
 evicting another page. Every method treats a kept page as a CLEAN cached page: lookups
 find it, ``put_clean`` does not replace it, writes and discards drop it.
@@ -115,8 +115,9 @@ PageKey = tuple[bytes, int]
 """(relation bytes, block number): 13 bytes of ``Relation.to_bytes()`` and a u32."""
 
 MIB = 1024 * 1024
-AHEAD_PAGES = 2048  # read-ahead pages kept outside the slots: twice the reach of read-ahead
-# (compute.prefetch.MAX_AHEAD), so an answer is dropped untaken only by a scan that stopped
+AHEAD_PAGES = 2048  # read-ahead pages kept outside the slots (16 MB): twice the reach of
+# read-ahead (compute.prefetch.MAX_AHEAD), so a page is overwritten untaken only when no
+# reader followed it
 
 DATA_FILE = "pages.dat"
 INDEX_FILE = "index.bin"

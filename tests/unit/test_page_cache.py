@@ -302,16 +302,19 @@ def test_read_ahead_pages_give_way_to_writes_discards_and_older_tickets(
     assert cache.absent([key(1), key(2), key(3), key(4)]) == [key(1), key(3), key(4)]
 
 
-def test_read_ahead_keeps_at_most_its_limit_of_answers_oldest_dropped(tmp_path: Path) -> None:
+def test_read_ahead_keeps_at_most_its_limit_of_pages_oldest_overwritten(
+        tmp_path: Path) -> None:
     with PageCache.open(tmp_path, mb(4), ahead_pages=4) as cache:
         cache.put_ahead([key(0), key(1)], answer(0, 1), cache.fetch_ticket())
         cache.put_ahead([key(2), key(3)], answer(2, 3), cache.fetch_ticket())
-        cache.get(key(2))  # taken (into a free slot); its answer still counts
-        cache.put_ahead([key(4)], answer(4), cache.fetch_ticket())
-        assert cache.absent([key(b) for b in range(5)]) == [key(0), key(1)]
-        cache.put_ahead([key(5), key(6), key(7), key(8), key(9)], answer(5, 6, 7, 8, 9),
-                        cache.fetch_ticket())  # a larger answer than the limit stays alone
-        assert cache.absent([key(b) for b in range(3, 10)]) == [key(3), key(4)]
+        assert cache.get(key(1)) == page(1)  # taken (into a free slot): its place is free
+        cache.put_ahead([key(4), key(5)], answer(4, 5), cache.fetch_ticket())
+        assert cache.absent([key(b) for b in range(6)]) == [key(0)]
+        assert cache.peek(key(1)) == page(1) and cache.get(key(5)) == page(5)
+        cache.put_dirty(key(2), fill(2))
+        cache.put_ahead([key(6), key(7)], answer(6, 7), cache.fetch_ticket())
+        assert cache.absent([key(b) for b in range(2, 8)]) == [key(3)]
+        assert cache.get(key(4)) == page(4) and cache.get(key(2)) == fill(2)
 
 
 def test_put_clean_many_stores_views_of_one_buffer_and_honours_tickets(
@@ -698,7 +701,7 @@ def test_threads(make_cache: Callable[..., PageCache]) -> None:
 # ------------------------------------------------------------- model check
 
 CAPACITY = 4
-AHEAD = 3  # read-ahead pages of answers the model's cache keeps outside its slots
+AHEAD = 4  # read-ahead pages the model's cache keeps outside its slots (one answer's)
 KEYS = [key(b, rel) for rel in (REL_A, REL_B) for b in range(4)]
 MODEL_STAMP = CacheStamp("t", "tl", 1)
 
