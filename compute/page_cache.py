@@ -39,13 +39,6 @@ they were fetched for does not count as a use, a second read makes them ordinary
 pages. A scan larger than the cache thus cycles through the scan pages and leaves
 the hot set alone.
 
-Read-ahead pages: ``put_ahead`` keeps the pages a read-ahead request brought outside
-the slots (``compute.ahead_pages``: a ring of ``ahead_pages`` pages in memory, the
-oldest overwritten), until a read takes them. The read that takes a page to its end drops it;
-it goes into a slot only if one is free (as a scan page already read once), never by
-evicting another page. Every method treats a kept page as a CLEAN cached page: lookups
-find it, ``put_clean`` does not replace it, writes and discards drop it.
-
 Fetches that race with writes: a page fetched from the page server may be older
 than the cache's knowledge by the time it arrives (the block was written,
 flushed and evicted, or truncated, while the fetch was in flight). To make this
@@ -97,7 +90,6 @@ import numpy.typing as npt
 
 from common.durable import fsync_dir, write_durably
 from common.keys import PAGE_SIZE, RELATION_BYTES, Relation
-from compute.ahead_pages import AheadPages
 
 __all__ = [
     "CacheFullError",
@@ -115,9 +107,6 @@ PageKey = tuple[bytes, int]
 """(relation bytes, block number): 13 bytes of ``Relation.to_bytes()`` and a u32."""
 
 MIB = 1024 * 1024
-AHEAD_PAGES = 2048  # read-ahead pages kept outside the slots (16 MB): twice the reach of
-# read-ahead (compute.prefetch.MAX_AHEAD), so a page is overwritten untaken only when no
-# reader followed it
 
 DATA_FILE = "pages.dat"
 INDEX_FILE = "index.bin"
@@ -211,7 +200,6 @@ class PageCache:
         directory: str | os.PathLike[str],
         capacity_mb: float,
         expected: CacheStamp | None = None,
-        ahead_pages: int = AHEAD_PAGES,
     ) -> None:
         capacity = int(capacity_mb * MIB) // PAGE_SIZE
         if capacity < 1:
@@ -261,7 +249,6 @@ class PageCache:
         self._keys: list[PageKey | None] = [None] * capacity
         self._version: list[int] = [0] * capacity  # version of the last put_dirty, 0 if none
         self._index: dict[PageKey, int] = {}
-        self._ahead = AheadPages(ahead_pages)
         self._by_rel: dict[bytes, set[int]] = {}
         self._free: list[int] = []
         self._hand = 0
@@ -304,10 +291,9 @@ class PageCache:
         directory: str | os.PathLike[str],
         capacity_mb: float,
         expected: CacheStamp | None = None,
-        ahead_pages: int = AHEAD_PAGES,
     ) -> PageCache:
         """Open the cache in ``directory``, reusing saved pages only if stamped ``expected``."""
-        return cls(directory, capacity_mb, expected, ahead_pages)
+        return cls(directory, capacity_mb, expected)
 
     def __enter__(self) -> PageCache:
         return self
@@ -333,12 +319,8 @@ class PageCache:
             self._check_open()
             slot = self._index.get(key)
             if slot is None:
-                ahead = self._take_ahead(key)
-                if ahead is None:
-                    self._misses += 1
-                    return None
-                self._hits += 1
-                return bytes(ahead)
+                self._misses += 1
+                return None
             if self._unverified[slot] and not self._verified(slot, key):
                 self._misses += 1
                 return None
@@ -370,17 +352,11 @@ class PageCache:
                 slot = index.get(key)
                 if slot is not None and unverified[slot] and not self._verified(slot, key):
                     slot = None
-                lo, hi = (at, at + PAGE_SIZE) if at >= 0 and at + PAGE_SIZE <= size \
-                    else (max(at, 0), min(at + PAGE_SIZE, size))
                 if slot is None:
-                    # Read to its end: taken; only its start: kept for the read of the rest.
-                    page = self._take_ahead(key) if hi == at + PAGE_SIZE \
-                        else self._ahead.peek(key)
-                    if page is None:
-                        missing.append(position)
-                    else:
-                        out[lo:hi] = page[lo - at : hi - at]
+                    missing.append(position)
                 else:
+                    lo, hi = (at, at + PAGE_SIZE) if at >= 0 and at + PAGE_SIZE <= size \
+                        else (max(at, 0), min(at + PAGE_SIZE, size))
                     off = slot * PAGE_SIZE + lo - at
                     out[lo:hi] = mv[off : off + hi - lo]
                     if scan[slot] == _SCAN_UNREAD:  # as _use: a scan page's first read
@@ -407,8 +383,8 @@ class PageCache:
     def absent(self, keys: Iterable[PageKey]) -> list[PageKey]:
         """The keys of ``keys`` not cached (not counted as hits or misses), under one lock."""
         with self._lock:
-            index, ahead = self._index, self._ahead
-            return [key for key in keys if key not in index and key not in ahead]
+            index = self._index
+            return [key for key in keys if key not in index]
 
     def _use(self, slot: int) -> None:
         """A read of the page: a scan page's first read is not a use, its second one is."""
@@ -425,39 +401,34 @@ class PageCache:
             self._check_open()
             slot = self._index.get(key)
             if slot is None:
-                ahead = self._ahead.peek(key)
-                return None if ahead is None else bytes(ahead)
+                return None
             off = slot * PAGE_SIZE
             return bytes(self._mv[off : off + PAGE_SIZE])
 
     def contains(self, key: PageKey) -> bool:
         """Whether ``key`` is cached (does not count as a hit or a miss)."""
         with self._lock:
-            return key in self._index or key in self._ahead
+            return key in self._index
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
-            return key in self._index or key in self._ahead
+            return key in self._index
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._index) + len(self._ahead)
+            return len(self._index)
 
     def state(self, key: PageKey) -> PageState | None:
         """The state of a cached page, or None if it is not cached."""
         with self._lock:
             slot = self._index.get(key)
-            if slot is None:
-                return PageState.CLEAN if key in self._ahead else None
-            return PageState(self._state_buf[slot])
+            return None if slot is None else PageState(self._state_buf[slot])
 
     def version(self, key: PageKey) -> int | None:
         """The write version of a cached page (0 if never written here), or None."""
         with self._lock:
             slot = self._index.get(key)
-            if slot is None:
-                return 0 if key in self._ahead else None
-            return self._version[slot]
+            return None if slot is None else self._version[slot]
 
     def written(self, keys: Iterable[PageKey]) -> set[PageKey]:
         """The keys of ``keys`` cached with a write of the compute's (version > 0), under
@@ -531,11 +502,9 @@ class PageCache:
             # Nothing was written or discarded since the ticket: no page can be stale.
             fresh = ticket is None or ticket >= self._seq
             index, free, mv, order = self._index, self._free, self._mv, self._scan_order
-            ahead = self._ahead
             stored = 0
             for key, page in zip(keys, pages, strict=True):
-                if key in index or key in ahead or (
-                        not fresh and self._is_stale(key, ticket or 0)):
+                if key in index or (not fresh and self._is_stale(key, ticket or 0)):
                     continue
                 if not free:
                     self._reclaim()
@@ -555,43 +524,9 @@ class PageCache:
                 self._prune_scan_order()
             return stored
 
-    def put_ahead(self, keys: Sequence[PageKey],
-                  pages: Sequence[bytes | bytearray | memoryview], ticket: int) -> int:
-        """Keep the pages of a read-ahead answer outside the slots until a read takes them
-        (see the module docstring); the same refusals as ``put_clean``, under one lock.
-        Returns how many were kept."""
-        if len(keys) != len(pages):
-            raise ValueError(f"{len(keys)} keys for {len(pages)} pages")
-        for key, page in zip(keys, pages, strict=True):
-            _check_key_page(key, page)
-        with self._lock:
-            self._check_open()
-            fresh = ticket >= self._seq
-            index, ahead = self._index, self._ahead
-            kept = [(key, page) for key, page in zip(keys, pages, strict=True)
-                    if key not in index and key not in ahead
-                    and (fresh or not self._is_stale(key, ticket))]
-            ahead.add([key for key, _ in kept], [page for _, page in kept])
-            return len(kept)
-
-    def _take_ahead(self, key: PageKey) -> bytes | bytearray | memoryview | None:
-        """A kept read-ahead page, taken by a read; into a free slot if there is one (as a
-        scan page read once), evicting nothing."""
-        page = self._ahead.take(key)
-        if page is not None and self._free:
-            slot = self._free.pop()
-            off = slot * PAGE_SIZE
-            self._mv[off : off + PAGE_SIZE] = page
-            self._insert(key, slot, _CLEAN)
-            self._version[slot] = 0
-            self._n_clean += 1
-            self._scan[slot] = _SCAN_READ
-            self._scan_order.append((slot, key))
-        return page
-
     def _put_clean(self, key: PageKey, page: bytes | bytearray | memoryview,
                    ticket: int | None, scan: bool) -> bool:
-        if key in self._index or key in self._ahead:
+        if key in self._index:
             return False
         if ticket is not None and self._is_stale(key, ticket):
             return False
@@ -619,7 +554,6 @@ class PageCache:
         _check_key_page(key, page)
         with self._lock:
             self._check_open()
-            self._ahead.drop(key)  # the compute's write is newer
             slot = self._index.get(key)
             if slot is None:
                 slot = self._allocate()
@@ -683,7 +617,6 @@ class PageCache:
             self._seq += 1
             for key in keys:
                 self._forget(key, self._seq)
-                removed += self._ahead.drop(key)
                 slot = self._index.get(key)
                 if slot is not None:
                     self._remove(slot)
@@ -707,7 +640,6 @@ class PageCache:
             if len(self._cuts) > _INVALIDATION_MEMORY:
                 _, (seq, _) = self._cuts.popitem(last=False)
                 self._ticket_floor = max(self._ticket_floor, seq)
-            removed += self._ahead.drop_relation_from(rel, first_block)
             blocks = self._by_rel.get(rel)
             if blocks:
                 for block in [b for b in blocks if b >= first_block]:
@@ -728,7 +660,6 @@ class PageCache:
             if self._closed:
                 return False
             self._closed = True
-            self._ahead.clear()
             try:
                 saved = False
                 if stamp is not None:

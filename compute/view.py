@@ -575,14 +575,13 @@ class BranchView:
             self._prefetcher.submit(self._fetch_ahead, relation, keys, ticket)
 
     def _fetch_ahead(self, relation: bytes, keys: list[PageKey], ticket: int) -> None:
-        """Fetch read-ahead into the cache's read-ahead pages (kept as they came, outside
-        its slots, until a read takes them); a failure only logs: a reader that waited for
-        these pages finds them missing and fetches them itself."""
+        """Fetch read-ahead into the cache as scan pages; a failure only logs: a reader
+        that waited for these pages finds them missing and fetches them itself."""
         try:
             if self._closed:
                 return
             pages = self._get_pages(relation, [key[1] for key in keys], background=True)
-            self._cache.put_ahead(keys, pages, ticket)
+            self._cache.put_clean_many(keys, pages, ticket, scan=True)
         except PageServerError as exc:
             log.warning("read-ahead of %d pages failed: %s", len(keys), exc)
         finally:

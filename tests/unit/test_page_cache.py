@@ -243,80 +243,6 @@ def test_read_run_clips_a_read_that_starts_and_ends_inside_pages(
     assert out == page(1)[PAGE_SIZE // 2:] + page(2)[:PAGE_SIZE // 2]
 
 
-def answer(*blocks: int) -> list[memoryview]:
-    """A read-ahead answer: pages ``page(block)``, views of one buffer as frames arrive."""
-    reply = memoryview(b"".join(page(block) for block in blocks))
-    return [reply[at:at + PAGE_SIZE] for at in range(0, len(reply), PAGE_SIZE)]
-
-
-def test_read_ahead_pages_are_read_once_outside_full_slots(
-        make_cache: Callable[..., PageCache]) -> None:
-    cache = make_cache(pages=2)
-    cache.put_clean(key(10), page(10))
-    cache.put_dirty(key(11), page(11))  # both slots taken: read-ahead evicts neither
-    assert cache.put_ahead([key(0), key(1), key(2)], answer(0, 1, 2), cache.fetch_ticket()) == 3
-    assert cache.absent([key(0), key(3)]) == [key(3)] and cache.state(key(1)) is PageState.CLEAN
-    out = bytearray(3 * PAGE_SIZE)
-    assert cache.read_run(REL_A.to_bytes(), 0, 3, memoryview(out)) == []
-    assert out == page(0) + page(1) + page(2)
-    assert cache.absent([key(0), key(1), key(2), key(10)]) == [key(0), key(1), key(2)]
-    assert cache.stats().clean == 1 and cache.stats().hits == 3
-
-
-def test_a_read_ahead_page_read_in_halves_is_kept_for_the_second(
-        make_cache: Callable[..., PageCache]) -> None:
-    cache = make_cache(pages=1)
-    cache.put_dirty(key(9), page(9))  # no free slot: a taken page is gone
-    cache.put_ahead([key(0), key(1)], answer(0, 1), cache.fetch_ticket())
-    first, second = bytearray(PAGE_SIZE), bytearray(PAGE_SIZE)  # 8 KB at 4 KB, then the rest
-    assert cache.read_run(REL_A.to_bytes(), 0, 2, memoryview(first), PAGE_SIZE // 2) == []
-    assert cache.absent([key(0), key(1)]) == [key(0)]  # read to its end: taken
-    assert cache.read_run(REL_A.to_bytes(), 1, 1, memoryview(second), PAGE_SIZE // 2) == []
-    assert first + second[:PAGE_SIZE // 2] == page(0)[PAGE_SIZE // 2:] + page(1)
-    assert cache.absent([key(1)]) == [key(1)]
-
-
-def test_a_taken_read_ahead_page_fills_a_free_slot_as_a_scan_page(
-        make_cache: Callable[..., PageCache]) -> None:
-    cache = make_cache(pages=2)
-    cache.put_ahead([key(0)], answer(0), cache.fetch_ticket())
-    assert cache.get(key(0)) == page(0)
-    assert cache.stats().clean == 1 and cache.peek(key(0)) == page(0)
-    cache.put_clean(key(1), page(1))
-    cache.put_clean(key(2), page(2))  # the scan page read once leaves first
-    assert cache.absent([key(0), key(1), key(2)]) == [key(0)]
-
-
-def test_read_ahead_pages_give_way_to_writes_discards_and_older_tickets(
-        make_cache: Callable[..., PageCache]) -> None:
-    cache = make_cache(pages=4)
-    stale = cache.fetch_ticket()
-    cache.discard([key(3)])  # after the ticket: that fetch may hold the old page 3
-    assert cache.put_ahead([key(2), key(3)], answer(2, 3), stale) == 1
-    assert cache.put_ahead([key(0), key(1), key(4)], answer(0, 1, 4), cache.fetch_ticket()) == 3
-    assert not cache.put_clean(key(0), fill(7))  # the same page as the server's: kept
-    cache.put_dirty(key(0), fill(1))
-    assert cache.get(key(0)) == fill(1)
-    assert cache.discard([key(1)]) == 1
-    assert cache.discard_relation_from(REL_A, 4) == 1
-    assert cache.absent([key(1), key(2), key(3), key(4)]) == [key(1), key(3), key(4)]
-
-
-def test_read_ahead_keeps_at_most_its_limit_of_pages_oldest_overwritten(
-        tmp_path: Path) -> None:
-    with PageCache.open(tmp_path, mb(4), ahead_pages=4) as cache:
-        cache.put_ahead([key(0), key(1)], answer(0, 1), cache.fetch_ticket())
-        cache.put_ahead([key(2), key(3)], answer(2, 3), cache.fetch_ticket())
-        assert cache.get(key(1)) == page(1)  # taken (into a free slot): its place is free
-        cache.put_ahead([key(4), key(5)], answer(4, 5), cache.fetch_ticket())
-        assert cache.absent([key(b) for b in range(6)]) == [key(0)]
-        assert cache.peek(key(1)) == page(1) and cache.get(key(5)) == page(5)
-        cache.put_dirty(key(2), fill(2))
-        cache.put_ahead([key(6), key(7)], answer(6, 7), cache.fetch_ticket())
-        assert cache.absent([key(b) for b in range(2, 8)]) == [key(3)]
-        assert cache.get(key(4)) == page(4) and cache.get(key(2)) == fill(2)
-
-
 def test_put_clean_many_stores_views_of_one_buffer_and_honours_tickets(
         make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache(pages=8)
@@ -701,7 +627,6 @@ def test_threads(make_cache: Callable[..., PageCache]) -> None:
 # ------------------------------------------------------------- model check
 
 CAPACITY = 4
-AHEAD = 4  # read-ahead pages the model's cache keeps outside its slots (one answer's)
 KEYS = [key(b, rel) for rel in (REL_A, REL_B) for b in range(4)]
 MODEL_STAMP = CacheStamp("t", "tl", 1)
 
@@ -712,9 +637,8 @@ class PageCacheModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="strata-page-cache-"))
-        self.cache = PageCache.open(self.dir, mb(CAPACITY), ahead_pages=AHEAD)
+        self.cache = PageCache.open(self.dir, mb(CAPACITY))
         self.content: dict[PageKey, bytes] = {}
-        self.ahead: set[PageKey] = set()  # of content: kept as read-ahead, outside the slots
         self.state: dict[PageKey, PageState] = {}
         self.version: dict[PageKey, int] = {}
         self.hits = self.misses = 0
@@ -733,7 +657,6 @@ class PageCacheModel(RuleBasedStateMachine):
     def _drop(self, k: PageKey) -> None:
         del self.content[k], self.state[k]
         self.version.pop(k, None)
-        self.ahead.discard(k)
 
     def _sync_evictions(self) -> None:
         for k in list(self.content):
@@ -747,15 +670,12 @@ class PageCacheModel(RuleBasedStateMachine):
 
     @rule(k=st.sampled_from(KEYS), n=st.integers(0, 255))
     def put_dirty(self, k: PageKey, n: int) -> None:
-        if (k not in self.content or k in self.ahead) and self._unflushed() == CAPACITY:
+        if k not in self.content and self._unflushed() == CAPACITY:
             with pytest.raises(CacheFullError):
                 self.cache.put_dirty(k, fill(n))
-            if k in self.ahead:  # the write made the read-ahead page stale
-                self._drop(k)
             return
         version = self.cache.put_dirty(k, fill(n))
         assert version > max(self.version.values(), default=0)
-        self.ahead.discard(k)  # the write replaced the read-ahead page
         self.content[k] = fill(n)
         self.state[k] = PageState.DIRTY
         self.version[k] = version
@@ -788,25 +708,6 @@ class PageCacheModel(RuleBasedStateMachine):
             self.state[k] = PageState.CLEAN
         self._sync_evictions()
 
-    @rule(i=st.integers(0, 3), keys=st.lists(st.sampled_from(KEYS), min_size=1, max_size=4,
-                                             unique=True), n=st.integers(0, 255))
-    def fetch_ahead(self, i: int, keys: list[PageKey], n: int) -> None:
-        """Complete a fetch as read-ahead: what it brought is kept outside the slots, except
-        pages written or discarded since its ticket, and pages cached already."""
-        if not self.tickets:
-            self.tickets.append((self.cache.fetch_ticket(), set()))
-            return
-        ticket, touched = self.tickets.pop(i % len(self.tickets))
-        new = [k for k in keys if k not in self.content]
-        kept = self.cache.put_ahead(keys, [fill(n)] * len(keys), ticket)
-        fresh = [k for k in new if self.cache.contains(k)]
-        assert kept == len(fresh) and not set(fresh) & touched  # a stale page is never kept
-        for k in fresh:
-            self.content[k] = fill(n)
-            self.state[k] = PageState.CLEAN
-            self.ahead.add(k)
-        self._sync_evictions()  # older answers may have been dropped untaken
-
     @rule(k=st.sampled_from(KEYS))
     def get(self, k: PageKey) -> None:
         got = self.cache.get(k)
@@ -816,9 +717,6 @@ class PageCacheModel(RuleBasedStateMachine):
         else:
             assert got is None
             self.misses += 1
-        if k in self.ahead:  # taken: into a free slot, else gone
-            self.ahead.discard(k)
-            self._sync_evictions()
 
     @rule(
         action=st.sampled_from(["end", "rewrite", "fail", "cut"]),
@@ -874,9 +772,7 @@ class PageCacheModel(RuleBasedStateMachine):
         saved = self.cache.close(MODEL_STAMP)
         assert saved == (self._unflushed() == 0)
         expected = MODEL_STAMP if same_stamp else CacheStamp("t", "tl", 2)
-        for k in list(self.ahead):  # read-ahead pages are not saved
-            self._drop(k)
-        self.cache = PageCache.open(self.dir, mb(CAPACITY), expected, ahead_pages=AHEAD)
+        self.cache = PageCache.open(self.dir, mb(CAPACITY), expected)
         assert self.cache.reused == (saved and same_stamp)
         if not self.cache.reused:
             self.content.clear()
@@ -891,15 +787,14 @@ class PageCacheModel(RuleBasedStateMachine):
     def matches_model(self) -> None:
         self.steps += 1
         stats = self.cache.stats()
-        in_slots = len(self.content) - len(self.ahead)
-        assert len(self.cache) == len(self.content) and in_slots <= CAPACITY
+        assert len(self.cache) == len(self.content) <= CAPACITY
         for k, content in self.content.items():
             assert self.cache.state(k) is self.state[k]
             assert self.cache.peek(k) == content
         states = list(self.state.values())
-        assert stats.clean == states.count(PageState.CLEAN) - len(self.ahead)
+        assert stats.clean == states.count(PageState.CLEAN)
         assert stats.dirty == states.count(PageState.DIRTY)
-        assert stats.bytes_used == in_slots * PAGE_SIZE
+        assert stats.bytes_used == len(self.content) * PAGE_SIZE
         assert (stats.hits, stats.misses, stats.capacity) == (self.hits, self.misses, CAPACITY)
         assert sorted(self.cache.dirty_keys()) == sorted(
             k for k, s in self.state.items() if s is PageState.DIRTY
