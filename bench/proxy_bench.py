@@ -28,8 +28,11 @@ Figures:
   expired, the reaper deleted the forks and GC ran; both measured after a flush and
   compaction, so memtable contents are counted alike.
 
-Run ``python -m bench.proxy_bench [--quick] [--out bench/results/proxy.json]``. A failed
-step voids the run: nothing is reported. Nothing here asserts on time.
+Run ``python -m bench.proxy_bench [--quick] [--out bench/results/proxy.json]``; with
+``STRATA_PROXY_RELAY=pump`` in the environment the proxy relays every session with its pump
+threads (default: the kernel splice where BPF allows, ``strata.proxy.splice``); the report
+names the relay the proxy's log announced. A failed step voids the run: nothing is
+reported. Nothing here asserts on time.
 """
 
 from __future__ import annotations
@@ -315,12 +318,21 @@ def agent_storage(strata: Strata, settings: Settings) -> JSON:
             "after_over_base": after / base}
 
 
+def relay_announced(strata: Strata) -> str:
+    """The relay the proxy said it uses (its log's ``relay:`` line)."""
+    found = re.search(r"relay: (.*)", (strata.home / "logs" / "proxy.log").read_text())
+    if found is None:
+        raise BenchError("the proxy's log does not say which relay it uses")
+    return found.group(1)
+
+
 def measure(settings: Settings, root: Path) -> JSON:
     strata = Strata(root / "home")
     strata.up("proxy", "--proxy-port", "0", "--suspend-timeout", "10m")
     strata("tenant", "create", TENANT)
     print("cold starts ...", file=sys.stderr)
-    report = {"cold_start": cold_starts(strata, settings)}
+    report: JSON = {"relay": relay_announced(strata),
+                    "cold_start": cold_starts(strata, settings)}
     print("warm connects ...", file=sys.stderr)
     report["warm_connect"] = warm_connects(strata, settings)
     print("select-only pgbench: proxy, compute, plain PostgreSQL (TCP, socket) ...",
@@ -345,6 +357,8 @@ def render_markdown(report: JSON) -> str:
         "",
         f"{report['finished_at']}, mode {settings['mode']}, on {report['host']['cpu_count']} "
         f"CPUs; objects in {report.get('storage', 'a local directory')}.",
+        "",
+        f"The proxy's relay: {figures.get('relay', 'not reported')}.",
         "",
         f"| cold start ({settings['wakes']} wakes) | median | p90 |",
         "|---|---|---|",
