@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -216,3 +218,29 @@ def test_the_undo_watch_holds_statements_of_a_spliced_session(joined: list[bool]
     assert seen == [(destructive, len(harmless))]  # held before the server had any of it
     assert bytes(received) == harmless + destructive + harmless
     assert joined == [True]
+
+
+def test_a_process_without_bpf_relays_with_the_pump_and_says_so() -> None:
+    """Without CAP_BPF (here: the same interpreter as an unprivileged user) loading fails,
+    and the log line names the pump and why."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+         "from strata.proxy import splice; print(splice.describe())"],
+        capture_output=True, text=True, cwd=root, env={"PYTHONPATH": str(root)},
+        timeout=TIMEOUT_S, check=True)
+    assert done.stdout.startswith("pump threads for every session (no kernel splice: BPF ")
+    assert "Operation not permitted" in done.stdout
+
+
+def test_the_relay_can_be_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(splice.RELAY_ENV, "pump")
+    splice.unavailable.cache_clear()
+    assert splice.describe() == ("pump threads for every session (no kernel splice: "
+                                 "STRATA_PROXY_RELAY=pump)")
+    monkeypatch.setenv(splice.RELAY_ENV, "fast")
+    splice.unavailable.cache_clear()
+    assert "'fast' is neither 'pump' nor 'splice'" in splice.describe()
+    monkeypatch.setenv(splice.RELAY_ENV, "splice")
+    splice.unavailable.cache_clear()
+    assert splice.describe().startswith("kernel splice (BPF sockmap)")
