@@ -210,6 +210,14 @@ def select_only(strata: Strata, settings: Settings, root: Path) -> JSON:
     return figures
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy so far (every core, kernel workers too):
+    a relay that moves work into the kernel's threads hides it from the proxy's own CPU."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def restart_proxy(strata: Strata, relay: str) -> str:
     """The proxy stopped and started again with ``STRATA_PROXY_RELAY=relay`` (the page
     server and the computes keep running); what it announced."""
@@ -239,7 +247,8 @@ def relay_rounds(strata: Strata, settings: Settings, direct: str) -> JSON:
     run paired with one on the compute's socket right after it: per relay the TPS, the
     pairs' ratios and their median, the proxy's CPU per transaction."""
     samples: dict[str, dict[str, list[float]]] = {
-        relay: {"proxy_tps": [], "direct_tps": [], "ratios": [], "cpu_us": []}
+        relay: {"proxy_tps": [], "direct_tps": [], "ratios": [], "cpu_us": [],
+                "machine_cpu_us": []}
         for relay in RELAYS}
     announced: dict[str, str] = {}
     for _ in range(settings.select_runs):
@@ -247,15 +256,18 @@ def relay_rounds(strata: Strata, settings: Settings, direct: str) -> JSON:
             announced[relay] = restart_proxy(strata, relay)
             uri = strata("connect", "reader")["uri"]
             select_tps(settings, uri, 1)  # the compute found again, connections warm
-            before = proxy_cpu_s(strata)
+            before, machine_before = proxy_cpu_s(strata), machine_busy_s()
             proxied = select_tps(settings, uri, settings.select_seconds)
             cpu = proxy_cpu_s(strata) - before
+            machine = machine_busy_s() - machine_before
             alone = select_tps(settings, direct, settings.select_seconds)
             figures = samples[relay]
             figures["proxy_tps"].append(proxied)
             figures["direct_tps"].append(alone)
             figures["ratios"].append(proxied / alone)
             figures["cpu_us"].append(cpu / (proxied * settings.select_seconds) * 1e6)
+            figures["machine_cpu_us"].append(machine / (proxied * settings.select_seconds)
+                                             * 1e6)
     restart_proxy(strata, os.environ.get(RELAY_ENV, "splice"))  # the run's own relay again
     return {relay: {"announced": announced[relay],
                     **{key: summary(values) for key, values in figures.items()}}
@@ -455,18 +467,7 @@ def render_markdown(report: JSON) -> str:
         f" TPS: ratio {reads['socket_ratio']:.2f} of the compute's socket (pairs "
         f"{', '.join(f'{r:.2f}' for r in reads['socket_pair_ratios'])}).",
         "",
-        "The two relays in turn (the proxy restarted with each before its run, each run "
-        "followed by one on the compute's socket; medians):",
-        "",
-        "| relay (as the proxy announced it) | through the proxy | direct | ratio (pairs) | "
-        "proxy CPU per transaction |",
-        "|---|---|---|---|---|",
-        *(f"| {relay}: {row['announced']} | {row['proxy_tps']['median']:.0f} TPS | "
-          f"{row['direct_tps']['median']:.0f} TPS | {row['ratios']['median']:.2f} "
-          f"({', '.join(f'{r:.2f}' for r in row['ratios']['samples'])}) | "
-          f"{row['cpu_us']['median']:.1f} µs |"
-          for relay, row in figures.get('relays', {}).items()),
-        "",
+        *relay_table(figures.get("relays", {})),
         f"Undo: `DROP TABLE` through the proxy ({settings['drops']} each, interleaved) "
         f"{undo['with_undo_s']['median'] * 1000:.2f} ms on a branch with undo, "
         f"{undo['without_undo_s']['median'] * 1000:.2f} ms with `--no-undo` (medians; p90 "
@@ -484,6 +485,33 @@ def render_markdown(report: JSON) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def relay_table(relays: JSON) -> list[str]:
+    """The relays' comparison, if the run made one (reports before it did not)."""
+    if not relays:
+        return []
+    return [
+        "The two relays in turn (the proxy restarted with each before its run, each run "
+        "followed by one on the compute's socket; medians):",
+        "",
+        "| relay (as the proxy announced it) | through the proxy | direct | ratio (pairs) | "
+        "proxy CPU per transaction | the machine's CPU per transaction |",
+        "|---|---|---|---|---|---|",
+        *(f"| {relay}: {row['announced']} | {row['proxy_tps']['median']:.0f} TPS | "
+          f"{row['direct_tps']['median']:.0f} TPS | {row['ratios']['median']:.2f} "
+          f"({', '.join(f'{r:.2f}' for r in row['ratios']['samples'])}) | "
+          f"{row['cpu_us']['median']:.1f} µs | {machine_cpu(row)} |"
+          for relay, row in relays.items()),
+        "",
+    ]
+
+
+def machine_cpu(row: JSON) -> str:
+    """The machine's CPU per transaction of a relay's runs (not in reports before it was)."""
+    if "machine_cpu_us" not in row:
+        return "not measured"
+    return f"{row['machine_cpu_us']['median']:.1f} µs"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
