@@ -29,9 +29,10 @@ Figures:
   compaction, so memtable contents are counted alike.
 
 Run ``python -m bench.proxy_bench [--quick] [--out bench/results/proxy.json]``; with
-``STRATA_PROXY_RELAY=pump`` in the environment the proxy relays every session with its pump
-threads (default: the kernel splice where BPF allows, ``strata.proxy.splice``); the report
-names the relay the proxy's log announced. A failed step voids the run: nothing is
+``STRATA_PROXY_RELAY=splice`` in the environment the proxy relays server-to-client bytes of
+TCP sessions with the kernel splice where BPF allows (``strata.proxy.splice``; default: its
+pump threads); the report names the relay the proxy's log announced. The select-only part
+also measures both relays in turn, the proxy restarted with each. A failed step voids the run: nothing is
 reported. Nothing here asserts on time.
 """
 
@@ -268,7 +269,7 @@ def relay_rounds(strata: Strata, settings: Settings, direct: str) -> JSON:
             figures["cpu_us"].append(cpu / (proxied * settings.select_seconds) * 1e6)
             figures["machine_cpu_us"].append(machine / (proxied * settings.select_seconds)
                                              * 1e6)
-    restart_proxy(strata, os.environ.get(RELAY_ENV, "splice"))  # the run's own relay again
+    restart_proxy(strata, os.environ.get(RELAY_ENV, "pump"))  # the run's own relay again
     return {relay: {"announced": announced[relay],
                     **{key: summary(values) for key, values in figures.items()}}
             for relay, figures in samples.items()}

@@ -25,11 +25,12 @@ pre-filter (``strata/proxy/_suspect.c``) over each Query and Parse message, and 
 the Binds of prepared statements found destructive; only a message it flags comes up
 to Python (``watch``), before it is sent on.
 
-A TCP session whose server is idle when the relay starts (the proxy's case: right after
-the server's ReadyForQuery) has its server-to-client bytes redirected by the kernel
-instead (``strata.proxy.splice``, a BPF sockmap verdict): its down thread then only waits
-for the server's EOF and for the client's socket to have taken every redirected byte,
-before the session ends. Without BPF, or for clients on the unix socket, the pump.
+With ``STRATA_PROXY_RELAY=splice`` (off by default, measured no faster), a TCP session
+whose server is idle when the relay starts (the proxy's case: right after the server's
+ReadyForQuery) has its server-to-client bytes redirected by the kernel instead
+(``strata.proxy.splice``, a BPF sockmap verdict): its down thread then only waits for the
+server's EOF and for the client's socket to have taken every redirected byte, before the
+session ends. Without BPF, or for clients on the unix socket, the pump.
 
 Limits: a session costs its two descriptors, two threads (their stacks are reserved, not
 used) and two 256 KiB buffers; thousands fit, and a compute's own ``max_connections``
