@@ -32,8 +32,8 @@ Run ``python -m bench.proxy_bench [--quick] [--out bench/results/proxy.json]``; 
 ``STRATA_PROXY_RELAY=splice`` in the environment the proxy relays server-to-client bytes of
 TCP sessions with the kernel splice where BPF allows (``strata.proxy.splice``; default: its
 pump threads); the report names the relay the proxy's log announced. The select-only part
-also measures both relays in turn, the proxy restarted with each. A failed step voids the run: nothing is
-reported. Nothing here asserts on time.
+also measures both relays in turn, the proxy restarted with each. A failed step voids
+the run: nothing is reported. Nothing here asserts on time.
 """
 
 from __future__ import annotations
