@@ -25,6 +25,13 @@ pre-filter (``strata/proxy/_suspect.c``) over each Query and Parse message, and 
 the Binds of prepared statements found destructive; only a message it flags comes up
 to Python (``watch``), before it is sent on.
 
+With ``STRATA_PROXY_RELAY=splice`` (off by default, measured no faster), a TCP session
+whose server is idle when the relay starts (the proxy's case: right after the server's
+ReadyForQuery) has its server-to-client bytes redirected by the kernel instead
+(``strata.proxy.splice``, a BPF sockmap verdict): its down thread then only waits for the
+server's EOF and for the client's socket to have taken every redirected byte, before the
+session ends. Without BPF, or for clients on the unix socket, the pump.
+
 Limits: a session costs its two descriptors, two threads (their stacks are reserved, not
 used) and two 256 KiB buffers; thousands fit, and a compute's own ``max_connections``
 (100) bounds one branch first. TLS sessions cannot leave asyncio (``strata.proxy.tls``).
@@ -42,6 +49,7 @@ from collections.abc import Callable
 
 from strata.proxy._pump import pump
 from strata.proxy._pump import watch as watch_pump
+from strata.proxy.splice import HandOffLost, Spliced
 
 BUFFER_BYTES = 256 * 1024  # what one read of TLS sessions asks asyncio for
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -66,11 +74,14 @@ async def detach(reader: asyncio.StreamReader,
     if transport.is_closing():
         raise ConnectionResetError("the connection closed before the relay began")
     transport.pause_reading()
-    reader.feed_eof()
-    early = await reader.read()  # returns at once: only what is buffered, then the EOF
     raw = transport.get_extra_info("socket")
     sock = socket.socket(fileno=os.dup(raw.fileno()))
-    transport.abort()  # closes asyncio's descriptor; the duplicate keeps the connection
+    # Closes asyncio's descriptor (the duplicate keeps the connection) before the buffer
+    # is read: reading it could otherwise resume the transport's reading (the reader's own
+    # flow control, past 128 KiB), whose next bytes would be fed after the EOF and lost.
+    transport.abort()
+    reader.feed_eof()
+    early = await reader.read()  # returns at once: only what is buffered, then the EOF
     return sock, early
 
 
@@ -127,6 +138,8 @@ class _Session:
         self._notify = notify
         self._running = 0
         self._closed = False
+        self._stopping = threading.Event()  # set by abort: nothing waits for the client
+        self._spliced: Spliced | None = None
         self._lock = threading.Lock()  # the sockets are shut down only while still open
 
     def start(self, to_server: bytes, to_client: bytes) -> None:
@@ -136,10 +149,20 @@ class _Session:
             sock.setblocking(True)
         with contextlib.suppress(OSError):  # a unix socket has no Nagle to turn off
             self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            # joins only now: the server is idle (its ReadyForQuery went out, nothing
+            # read ahead) and no client byte went on yet
+            self._spliced = None if to_client else Spliced.join(self.server, self.client)
+        except HandOffLost:
+            self._closed = True
+            self.client.close()
+            self.server.close()
+            raise
+        down_direction = self._down if self._spliced is None else self._down_spliced
         up = threading.Thread(target=self._run, args=(
             self._up if self._watch is None else self._up_watched, to_server),
                               name=f"{self.name} up", daemon=True)
-        down = threading.Thread(target=self._run, args=(self._down, to_client),
+        down = threading.Thread(target=self._run, args=(down_direction, to_client),
                                 name=f"{self.name} down", daemon=True)
         self._running = 2
         try:
@@ -157,31 +180,44 @@ class _Session:
             raise
 
     def _up(self, first: bytes) -> None:
-        """The client's bytes to the server; its EOF becomes the server's half-close."""
-        self.server.sendall(first)
-        pump(self.client.fileno(), self.server.fileno())
-        self.server.shutdown(socket.SHUT_WR)
+        """The client's bytes to the server; its EOF becomes the server's half-close. A
+        server gone (EPIPE) ends only this direction: the down one still delivers what
+        the server said last (a FATAL error, say), then ends the session at its EOF."""
+        with contextlib.suppress(BrokenPipeError):
+            if first:
+                self.server.sendall(first)
+            pump(self.client.fileno(), self.server.fileno())
+            self.server.shutdown(socket.SHUT_WR)
 
     def _up_watched(self, first: bytes) -> None:
         """``_up``, with each message the pre-filter flags shown to the watch first."""
         assert self._watch is not None
         pending, skip, names = first, 0, b""
-        while True:
-            held, pending, skip = watch_pump(self.client.fileno(), self.server.fileno(),
-                                             pending, skip, names)
-            if held is None:
-                break
-            try:
-                names = self._watch(held, skip == 0)
-            except Exception:  # a bug in the watch costs an undo, never the session
-                log.exception("%s: the watch failed; the statement goes on", self.name)
-            self.server.sendall(held)
-        self.server.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(BrokenPipeError):
+            while True:
+                held, pending, skip = watch_pump(self.client.fileno(), self.server.fileno(),
+                                                 pending, skip, names)
+                if held is None:
+                    break
+                try:
+                    names = self._watch(held, skip == 0)
+                except Exception:  # a bug in the watch costs an undo, never the session
+                    log.exception("%s: the watch failed; the statement goes on", self.name)
+                self.server.sendall(held)
+            self.server.shutdown(socket.SHUT_WR)
 
     def _down(self, first: bytes) -> None:
         """The server's bytes to the client; its EOF ends the session."""
         self.client.sendall(first)
         pump(self.server.fileno(), self.client.fileno())
+        self.abort()
+
+    def _down_spliced(self, first: bytes) -> None:
+        """The kernel relays the server's bytes; at its EOF, once the client's socket has
+        taken all of them, the session ends."""
+        assert self._spliced is not None and not first
+        self._spliced.wait_server_eof()
+        self._spliced.wait_delivered(self._stopping)
         self.abort()
 
     def _run(self, direction: Callable[[bytes], None], first: bytes) -> None:
@@ -198,6 +234,7 @@ class _Session:
 
     def abort(self) -> None:
         """Shut both sockets down: each pump's recv or send returns at once."""
+        self._stopping.set()
         with self._lock:
             if self._closed:
                 return
@@ -212,6 +249,9 @@ class _Session:
             if self._running > 0:
                 return
             self._closed = True
+            if self._spliced is not None:
+                with contextlib.suppress(OSError):  # the kernel forgets them at close anyway
+                    self._spliced.leave()
             self.client.close()
             self.server.close()
         self._notify()
