@@ -181,7 +181,7 @@ def _tenant_dirs(home: Home) -> list[Path]:
 def start(home: Home, client: StrataClient, address: str, tenant: str, branch: str, *,
           port: int | None, cache_mb: int | None, full_page_writes: bool | None,
           shared_buffers: str | None, force: bool, timeout_s: float,
-          wal_level: str | None = None) -> ComputeNode:
+          wal_level: str | None = None, cache_keep_mb: int | None = None) -> ComputeNode:
     """Start the compute of a branch; options not given keep their previous values."""
     if wal_level is not None and wal_level not in WAL_LEVELS:
         raise LocalError(f"wal_level {wal_level!r}: give one of {', '.join(WAL_LEVELS)}")
@@ -200,7 +200,8 @@ def start(home: Home, client: StrataClient, address: str, tenant: str, branch: s
                                   read_only=read_only, port=port, cache_mb=cache_mb,
                                   full_page_writes=full_page_writes,
                                   shared_buffers=shared_buffers, force=force,
-                                  timeout_s=timeout_s, wal_level=wal_level)
+                                  timeout_s=timeout_s, wal_level=wal_level,
+                                  cache_keep_mb=cache_keep_mb)
 
 
 def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, branch: str,
@@ -208,7 +209,7 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
                    port: int | None,
                    cache_mb: int | None, full_page_writes: bool | None,
                    shared_buffers: str | None, force: bool, timeout_s: float,
-                   wal_level: str | None) -> ComputeNode:
+                   wal_level: str | None, cache_keep_mb: int | None) -> ComputeNode:
     if previous is not None and previous.status() is ComputeStatus.CRASHED:
         previous.kill()  # what is left of it: a mount daemon whose PostgreSQL died, say
     directory.mkdir(parents=True, exist_ok=True)
@@ -218,7 +219,8 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
     token = client.create_token(tenant, "compute", TOKEN_TTL_S, branches=(branch,)).token
     write_durably(token_file, token.encode(), mode=0o600)
     given = {"cache_mb": cache_mb, "full_page_writes": full_page_writes,
-             "shared_buffers": shared_buffers, "wal_level": wal_level}
+             "shared_buffers": shared_buffers, "wal_level": wal_level,
+             "cache_keep_mb": cache_keep_mb}
     kept = {name: getattr(previous.spec, name) for name in given} if previous else {}
     settings = {**kept, **{name: value for name, value in given.items() if value is not None}}
     with _port_lock(home):  # two starts at once must not pick the same port
@@ -296,7 +298,7 @@ def _start_again(home: Home, client: StrataClient, address: str, node: ComputeNo
     start(home, client, address, spec.tenant, spec.branch, port=spec.port,
           cache_mb=spec.cache_mb, full_page_writes=spec.full_page_writes,
           shared_buffers=spec.shared_buffers, force=False, timeout_s=120.0,
-          wal_level=spec.wal_level)
+          wal_level=spec.wal_level, cache_keep_mb=spec.cache_keep_mb)
 
 
 def forget(home: Home, tenant: str, branches: list[str]) -> None:
