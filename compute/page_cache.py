@@ -62,9 +62,9 @@ back at once (a punched hole); slots freed by eviction are reused at once, so th
 keep theirs.
 
 Persistence: ``close(stamp, keep_mb)`` with a ``CacheStamp`` (tenant, timeline,
-LSN) and no DIRTY pages keeps at most ``keep_mb`` of CLEAN pages (pages read
-since the CLOCK hand last passed before others, scan pages last; all of them
-with ``keep_mb=None``), punches a hole over every other slot, flushes the
+LSN) and no DIRTY pages keeps at most ``keep_mb`` of CLEAN pages (those in the
+lowest slots, which hold what was loaded first, such as what a start reads;
+scan pages last; all of them with ``keep_mb=None``), punches a hole over every other slot, flushes the
 mapping, then writes the index (keys, slots, a CRC32 of each kept page) and the
 stamp to ``index.bin`` atomically (write a temporary file, fsync, rename, fsync
 the directory); the index file has its own CRC32. A close that keeps nothing
@@ -702,9 +702,11 @@ class PageCache:
                 os.close(self._lock_fd)
 
     def _kept_slots(self, keep_mb: float | None) -> npt.NDArray[np.intp]:
-        """The CLEAN slots a close keeps, in slot order: all of them, or the ``keep_mb``
-        most worth keeping (ordinary before scan pages, read since the CLOCK hand passed
-        before not, then lower slots)."""
+        """The CLEAN slots a close keeps, in slot order: all of them, or the lowest
+        ``keep_mb`` of them, ordinary pages before scan pages. Slots are handed out lowest
+        first, so the lowest hold what the compute loaded first: what its start read
+        (kept by the last close, reused at the same slots), which the next start reads
+        again."""
         clean = np.flatnonzero(self._state == _CLEAN)
         if keep_mb is None:
             return clean
@@ -712,8 +714,7 @@ class PageCache:
         if clean.size <= limit:
             return clean
         scan = np.frombuffer(self._scan, dtype=np.uint8)[clean] != _ORDINARY
-        unread = self._ref[clean] == 0
-        order = np.lexsort((clean, unread, scan))  # the last key sorts first
+        order = np.lexsort((clean, scan))  # the last key sorts first
         return np.sort(clean[order[:limit]])
 
     def _give_back(self, slots: list[int]) -> None:
