@@ -64,12 +64,13 @@ keep theirs.
 Persistence: ``close(stamp, keep_mb)`` with a ``CacheStamp`` (tenant, timeline,
 LSN) and no DIRTY pages keeps at most ``keep_mb`` of CLEAN pages (those in the
 lowest slots, which hold what was loaded first, such as what a start reads;
-scan pages last; all of them with ``keep_mb=None``), punches a hole over every other slot, flushes the
-mapping, then writes the index (keys, slots, a CRC32 of each kept page) and the
-stamp to ``index.bin`` atomically (write a temporary file, fsync, rename, fsync
-the directory); the index file has its own CRC32. A close that keeps nothing
-(no stamp, DIRTY pages, or ``keep_mb=0``) deletes the slots file: a stopped
-compute's cache costs disk for what it kept and nothing more.
+scan pages last; all of them with ``keep_mb=None``), punches a hole over every
+other slot, flushes the mapping, then writes the index (keys, slots, a CRC32 of
+each kept page) and the stamp to ``index.bin`` atomically (write a temporary
+file, fsync, rename, fsync the directory); the index file has its own CRC32. A
+close that keeps nothing (no stamp, DIRTY pages, or ``keep_mb=0``) deletes the
+slots file: a stopped compute's cache costs disk for what it kept and nothing
+more.
 
 ``PageCache.open`` consumes the index: it reads it and deletes it (and fsyncs
 the directory) before serving anything, so a crash at any later point

@@ -30,6 +30,7 @@ from common.client import StrataClient
 from common.durable import write_durably
 from common.names import is_valid_name
 from common.processes import process_alive
+from common.sparse import allocated_bytes
 from common.supervisor import file_lock
 from compute import identity
 from compute.identity import IdentityError
@@ -47,6 +48,13 @@ STARTING_FILE: Final = "starting"  # the pid of the process starting the compute
 
 def running_count(home: Home, tenant: str) -> int:
     return sum(node.status() is ComputeStatus.RUNNING for node in listing(home, tenant))
+
+
+def cache_disk_bytes(home: Home, tenant: str) -> int:
+    """Disk the page caches of ``tenant``'s computes on this machine take: a running one's
+    what it holds, a stopped one's what its last stop kept (``--cache-keep-mb``)."""
+    return sum(allocated_bytes(path) for node in listing(home, tenant)
+               if node.spec.cache_dir.is_dir() for path in node.spec.cache_dir.iterdir())
 
 
 def busy_count(home: Home, tenant: str) -> int:
