@@ -53,8 +53,14 @@ def running_count(home: Home, tenant: str) -> int:
 def cache_disk_bytes(home: Home, tenant: str) -> int:
     """Disk the page caches of ``tenant``'s computes on this machine take: a running one's
     what it holds, a stopped one's what its last stop kept (``--cache-keep-mb``)."""
-    return sum(allocated_bytes(path) for node in listing(home, tenant)
-               if node.spec.cache_dir.is_dir() for path in node.spec.cache_dir.iterdir())
+    return sum(node_cache_disk_bytes(node) for node in listing(home, tenant))
+
+
+def node_cache_disk_bytes(node: ComputeNode) -> int:
+    """Disk one compute's page cache takes (its files' allocated blocks)."""
+    directory = node.spec.cache_dir
+    return sum(allocated_bytes(path) for path in directory.iterdir()) \
+        if directory.is_dir() else 0
 
 
 def busy_count(home: Home, tenant: str) -> int:
@@ -383,6 +389,7 @@ def describe(node: ComputeNode, proxy: dict[str, Any] | None = None) -> dict[str
         "uri": spec.uri(), "dsn": spec.dsn(),
         "pids": vars(node.pids) if node.pids and status is ComputeStatus.RUNNING else None,
         "started_at": node.started_at or None, "cache_mb": spec.cache_mb,
+        "cache_keep_mb": spec.cache_keep_mb, "cache_disk_bytes": node_cache_disk_bytes(node),
         "shared_buffers": spec.shared_buffers,
         "full_page_writes": "on" if spec.full_page_writes else "off",
         "wal_level": spec.wal_level,

@@ -86,6 +86,9 @@ def test_start_use_refuse_stop_restart(cli: Strata) -> None:
         cli.json("compute", "stop", name, "--tenant", "shop")
     kept = cli.json("tenant", "show", "shop")["compute_cache_disk_bytes"]
     assert 0 < kept <= 1024 * 1024 + 256 * 1024  # feature's 1 MB (and its index)
+    listed = {c["branch"]: c for c in cli.json("compute", "list", "--tenant", "shop")["computes"]}
+    assert listed["feature"]["cache_disk_bytes"] == kept and listed["feature"]["cache_keep_mb"] == 1
+    assert listed["main"]["cache_disk_bytes"] == 0
 
 
 def test_errors_are_one_line(cli: Strata) -> None:
