@@ -22,8 +22,10 @@ Figures (issue 16's targets):
   PostgreSQL counts (every database's ``pg_database_size`` and the shared catalogs).
 - on disk over object store bytes: the page server's state directory with the local
   objects (hard links counted once), its layer cache alone, and all of ``$STRATA_HOME``
-  (the computes' page caches too; computes stopped), against the bytes of every object
-  stored.
+  (computes stopped, as ``strata down`` leaves them), against the bytes of every object
+  stored; the home's figure is broken out into the page server, the computes' page
+  caches (what a stop kept, ``--cache-keep-mb``) and the computes' other files (logs,
+  settings).
 - after GC past a short window (the page server restarted with a 1 s window, a fresh
   tenant loaded, compacted and collected): object store bytes over ``pg_database_size``.
 - forks each rewriting a contiguous 1 %: in-process on synthetic pages (bench.synthetic),
@@ -154,7 +156,10 @@ class Deployment:
                  "home_disk_bytes": disk_bytes(home),
                  "pageserver_disk_bytes": disk_bytes(home / "pageserver")
                  + disk_bytes(home / "objects"),
-                 "layer_cache_bytes": disk_bytes(home / "pageserver" / "layers")}
+                 "layer_cache_bytes": disk_bytes(home / "pageserver" / "layers"),
+                 "compute_cache_bytes": sum(disk_bytes(cache)
+                                            for cache in home.glob("computes/*/*/cache")),
+                 "computes_disk_bytes": disk_bytes(home / "computes")}
         self.samples.append(point)
         total = sum(point["owned"].values())
         print(f"  {phase}: {total / MB:.1f} MB owned, store {point['store_bytes'] / MB:.1f} "
@@ -328,6 +333,8 @@ def measure(settings: Settings, root: Path) -> JSON:
     after_gc = deployment.sample("gc (24 h window)")
     disk = {"home_disk_bytes": after_gc["home_disk_bytes"],
             "layer_cache_bytes": after_gc["layer_cache_bytes"],
+            "compute_cache_bytes": after_gc["compute_cache_bytes"],
+            "computes_disk_bytes": after_gc["computes_disk_bytes"],
             "store_bytes": after_gc["store_bytes"],
             "pageserver_disk_bytes": after_gc["pageserver_disk_bytes"],
             "home_over_store": after_gc["home_disk_bytes"] / after_gc["store_bytes"],
@@ -347,6 +354,7 @@ def measure(settings: Settings, root: Path) -> JSON:
 def headline_rows(figures: JSON) -> list[tuple[str, str]]:
     """(figure, value) pairs in the order of issue 16's table."""
     history, disk = figures["history"], figures["disk"]
+    rest = disk["home_disk_bytes"] - disk["pageserver_disk_bytes"] - disk["computes_disk_bytes"]
     forks = figures["forks"]
     return [
         ("history: owned bytes added / WAL bytes written, per transaction (pgbench, "
@@ -370,8 +378,14 @@ def headline_rows(figures: JSON) -> list[tuple[str, str]]:
         ("page server on disk (state dir, local objects) / object store",
          f"{disk['pageserver_over_store']:.2f}x ({disk['pageserver_disk_bytes'] / MB:.1f} / "
          f"{disk['store_bytes'] / MB:.1f} MB)"),
-        ("all of `$STRATA_HOME` on disk (computes' caches too) / object store",
-         f"{disk['home_over_store']:.2f}x ({disk['home_disk_bytes'] / MB:.1f} MB)"),
+        ("all of `$STRATA_HOME` on disk (computes stopped) / object store",
+         f"{disk['home_over_store']:.2f}x ({disk['home_disk_bytes'] / MB:.1f} MB: page "
+         f"server {disk['pageserver_disk_bytes'] / MB:.1f}, computes' page caches "
+         f"{disk['compute_cache_bytes'] / MB:.1f}, computes' other files "
+         f"{(disk['computes_disk_bytes'] - disk['compute_cache_bytes']) / MB:.1f}, the rest "
+         f"{rest / MB:.1f})"),
+        ("computes' page caches on disk (stopped) / object store",
+         f"{disk['compute_cache_bytes'] / disk['store_bytes']:.2f}x"),
         ("layer cache on disk / object store", f"{disk['cache_over_store']:.2f}x"),
         ("after GC past a 1 s window: store / pg_database_size",
          f"{figures['short_window']['ratio']:.2f}x"),
@@ -397,14 +411,15 @@ def render_markdown(report: JSON) -> str:
         *[f"| {name} | {value} |" for name, value in headline_rows(figures)],
         "",
         "| phase | owned MB per branch | store MB | page server disk MB | layer cache MB "
-        "| home MB |",
-        "|---|---|--:|--:|--:|--:|",
+        "| computes' caches MB | home MB |",
+        "|---|---|--:|--:|--:|--:|--:|",
     ]
     for point in figures["samples"]:
         owned = ", ".join(f"{name} {size / MB:.1f}" for name, size in point["owned"].items())
         lines.append(f"| {point['phase']} | {owned} | {point['store_bytes'] / MB:.1f} | "
                      f"{point['pageserver_disk_bytes'] / MB:.1f} | "
                      f"{point['layer_cache_bytes'] / MB:.1f} | "
+                     f"{point['compute_cache_bytes'] / MB:.1f} | "
                      f"{point['home_disk_bytes'] / MB:.1f} |")
     lines += ["", f"`strata gc` with the 24 h window: `{figures['gc_default_window']}`", ""]
     return "\n".join(lines)

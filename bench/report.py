@@ -267,6 +267,8 @@ def plot_footprint(report: JSON, path: Path) -> str:
               color=LOCAL_COLOR, label="object store")
     left.plot(steps, [point["pageserver_disk_bytes"] / 1e6 for point in samples],
               linestyle=":", color="black", label="page server on disk")
+    left.plot(steps, [point["home_disk_bytes"] / 1e6 for point in samples],
+              linestyle="-.", color="grey", label="home on disk (computes' caches too)")
     left.set_xticks(list(steps), [point["phase"] for point in samples], rotation=35,
                     ha="right", fontsize=7)
     left.set_ylabel("MB")
@@ -489,7 +491,8 @@ def headlines(results: Path, statuses: dict[str, str]) -> list[str]:
         lines.append(f"- footprint: history {figures['history']['ratio']:.1f}x the WAL per "
                      f"transaction; compaction in the window {figures['compaction']['ratio']:.2f}x;"
                      f" page server disk {figures['disk']['pageserver_over_store']:.2f}x the "
-                     f"store; after GC past a short window "
+                     f"store, the whole home {figures['disk']['home_over_store']:.2f}x; after "
+                     "GC past a short window "
                      f"{figures['short_window']['ratio']:.2f}x pg_database_size")
     return ["## Headlines", "", *lines, ""] if lines else []
 

@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scratch", required=True, type=Path)
     parser.add_argument("--cache-dir", required=True, type=Path)
     parser.add_argument("--cache-mb", type=int, default=256)
+    parser.add_argument("--cache-keep-mb", type=int, default=0,
+                        help="MB of the cache a clean stop keeps on disk for the next start "
+                        "(the rest of the file is given back); 0: delete it")
     parser.add_argument("--run-as", help="user to serve as once mounted (the files belong "
                         "to it); default: the user that runs this, whom the files then "
                         "belong to")
@@ -197,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         fs.view.close()  # read-ahead ends before the cache and the reader close
         publish()
         clean = fs.view.failed is None
-        cache.close(CacheStamp(args.tenant, timeline_id, writer.acked_lsn) if clean else None)
+        cache.close(CacheStamp(args.tenant, timeline_id, writer.acked_lsn) if clean else None,
+                    keep_mb=args.cache_keep_mb)
         writer.close()
         reader.close()
         if clean:

@@ -25,7 +25,8 @@ user, 0750; what the tenant's user writes is in its own 0700 directories)::
     pgdata/        the FUSE mountpoint, PostgreSQL's data directory
     socket/        PostgreSQL's unix socket directory
     scratch/       ephemeral files (postmaster.pid, stats, temp files)
-    cache/         the local page cache, reused after a clean stop
+    cache/         the local page cache: a sparse file, on disk only for what it holds;
+                   a stop keeps ``cache_keep_mb`` of it (default nothing) for the next start
     run/           mount.ready, stats.json (cache and traffic counters of the mount daemon)
 """
 
@@ -54,6 +55,7 @@ from common.postgres import pg_bin_dir
 from common.processes import process_alive
 from compute import identity, tenant_role
 from compute.identity import Identity, IdentityError
+from compute.page_cache import drop_unsaved
 from compute.readahead import ReadaheadError, set_read_ahead
 from compute.tenant_role import Logins, TenantRoleError
 
@@ -106,6 +108,7 @@ class ComputeSpec:
     workdir: Path  # mountpoint, scratch, cache, socket and logs live here
     port: int
     cache_mb: int = 256
+    cache_keep_mb: int = 0  # of the cache kept on disk while stopped (rfcs/0029)
     shared_buffers: str = "128MB"
     full_page_writes: bool = False  # the shim never tears a page (docs/DESIGN.md)
     wal_level: str = "replica"  # or "minimal": no WAL for data loaded into new relations
@@ -125,6 +128,11 @@ class ComputeSpec:
         """PostgreSQL's unix socket: the only way in (no TCP), for root and the tenant's
         OS user."""
         return self.socket_dir / f".s.PGSQL.{self.port}"
+
+    @property
+    def cache_dir(self) -> Path:
+        """The local page cache (compute.page_cache)."""
+        return self.workdir / "cache"
 
     @property
     def run_dir(self) -> Path:
@@ -242,8 +250,9 @@ class ComputeNode:
             sys.executable, "-m", "compute.mount", "--server", spec.server,
             "--token-file", str(spec.token_file), "--tenant", spec.tenant,
             "--branch", spec.branch, "--mountpoint", str(spec.mountpoint),
-            "--scratch", str(spec.scratch_dir), "--cache-dir", str(spec.workdir / "cache"),
-            "--cache-mb", str(spec.cache_mb), "--ready-file", str(ready),
+            "--scratch", str(spec.scratch_dir), "--cache-dir", str(spec.cache_dir),
+            "--cache-mb", str(spec.cache_mb), "--cache-keep-mb", str(spec.cache_keep_mb),
+            "--ready-file", str(ready),
             "--stats-file", str(spec.run_dir / STATS_FILE), "--run-as", user.name,
             "--holder", spec.holder, *(["--force"] if force else []),
             *(["--data-plane", spec.data_plane] if spec.data_plane else [])])
@@ -418,6 +427,7 @@ class ComputeNode:
 
     def _forget(self) -> None:
         self._children = [child for child in self._children if child.alive()]  # reaps
+        drop_unsaved(self.spec.cache_dir)  # a killed daemon's cache: no start reuses it
         if self.pids is not None:
             self.pids = None
             self._record()

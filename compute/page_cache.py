@@ -55,12 +55,25 @@ correctness there: it holds the writes and the truncate/unlink in order, and
 ships them to the page server in that order, so dropping the cached copies
 loses nothing. A later ``end_flush`` for a discarded page is ignored.
 
-Persistence: ``close(stamp)`` with a ``CacheStamp`` (tenant, timeline, LSN) and
-no DIRTY pages flushes the mapping, then writes the index (keys, slots, a
-CRC32 of each page) and the stamp to ``index.bin`` atomically (write a
-temporary file, fsync, rename, fsync the directory); the index file has its own
-CRC32. ``PageCache.open`` consumes the index: it reads it and deletes it (and
-fsyncs the directory) before serving anything, so a crash at any later point
+Disk: the slots file is sparse (made by extending its size), so it takes disk
+only for slots ever written: it grows with what the cache holds, lowest slots
+first. Slots freed by ``discard`` and ``discard_relation_from`` get their blocks
+back at once (a punched hole); slots freed by eviction are reused at once, so they
+keep theirs.
+
+Persistence: ``close(stamp, keep_mb)`` with a ``CacheStamp`` (tenant, timeline,
+LSN) and no DIRTY pages keeps at most ``keep_mb`` of CLEAN pages (those in the
+lowest slots, which hold what was loaded first, such as what a start reads;
+scan pages last; all of them with ``keep_mb=None``), punches a hole over every
+other slot, flushes the mapping, then writes the index (keys, slots, a CRC32 of
+each kept page) and the stamp to ``index.bin`` atomically (write a temporary
+file, fsync, rename, fsync the directory); the index file has its own CRC32. A
+close that keeps nothing (no stamp, DIRTY pages, or ``keep_mb=0``) deletes the
+slots file: a stopped compute's cache costs disk for what it kept and nothing
+more.
+
+``PageCache.open`` consumes the index: it reads it and deletes it (and fsyncs
+the directory) before serving anything, so a crash at any later point
 leaves no index and the next open starts empty. The slots are reused only if
 the index is intact, its stamp equals ``expected`` (same timeline and LSN:
 nothing changed since) and the capacity matches; otherwise the stale files are
@@ -90,6 +103,7 @@ import numpy.typing as npt
 
 from common.durable import fsync_dir, write_durably
 from common.keys import PAGE_SIZE, RELATION_BYTES, Relation
+from common.sparse import punch_runs
 
 __all__ = [
     "CacheFullError",
@@ -99,6 +113,7 @@ __all__ = [
     "PageCache",
     "PageKey",
     "PageState",
+    "drop_unsaved",
 ]
 
 log = logging.getLogger(__name__)
@@ -231,6 +246,7 @@ class PageCache:
             self._data: np.memmap[Any, np.dtype[np.uint8]] = np.memmap(
                 data_path, dtype=np.uint8, mode="r+" if reuse else "w+", shape=(capacity, PAGE_SIZE)
             )
+            self._data_fd = os.open(data_path, os.O_RDWR | os.O_CLOEXEC)  # to punch holes
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -611,7 +627,7 @@ class PageCache:
         owns correctness there. In-flight fetches of these keys are
         refused by ``put_clean`` (see ``fetch_ticket``).
         """
-        removed = 0
+        freed: list[int] = []
         with self._lock:
             self._check_open()
             self._seq += 1
@@ -620,8 +636,9 @@ class PageCache:
                 slot = self._index.get(key)
                 if slot is not None:
                     self._remove(slot)
-                    removed += 1
-        return removed
+                    freed.append(slot)
+            self._give_back(freed)
+        return len(freed)
 
     def discard_relation_from(self, relation: bytes | Relation, first_block: int = 0) -> int:
         """Remove every cached page of ``relation`` with block >= ``first_block``.
@@ -631,7 +648,7 @@ class PageCache:
         Returns how many were cached.
         """
         rel = relation if isinstance(relation, bytes) else relation.to_bytes()
-        removed = 0
+        freed: list[int] = []
         with self._lock:
             self._check_open()
             self._seq += 1
@@ -643,40 +660,77 @@ class PageCache:
             blocks = self._by_rel.get(rel)
             if blocks:
                 for block in [b for b in blocks if b >= first_block]:
-                    self._remove(self._index[(rel, block)])
-                    removed += 1
-        return removed
+                    slot = self._index[(rel, block)]
+                    self._remove(slot)
+                    freed.append(slot)
+            self._give_back(freed)
+        return len(freed)
 
     # ------------------------------------------------------------ persistence
 
-    def close(self, stamp: CacheStamp | None = None) -> bool:
-        """Close the cache; with a stamp and no unflushed pages, save it for reuse.
+    def close(self, stamp: CacheStamp | None = None, keep_mb: float | None = None) -> bool:
+        """Close the cache; with a stamp and no unflushed pages, save up to ``keep_mb``
+        of it (None: every CLEAN page) for reuse and give the rest of the disk back.
 
         Returns True if the index was saved (the next ``open`` with
-        ``expected == stamp`` will reuse the pages). With DIRTY pages nothing is
-        saved (the next open starts empty). Idempotent.
+        ``expected == stamp`` will reuse the kept pages). With DIRTY pages, or
+        nothing to keep, nothing is saved and the slots file is deleted (the next
+        open starts empty). Idempotent.
         """
         with self._lock:
             if self._closed:
                 return False
             self._closed = True
+            saved = False
             try:
-                saved = False
-                if stamp is not None:
-                    if self._n_dirty:
-                        log.warning("page cache: not saved: %d dirty pages at close", self._n_dirty)
-                    else:
+                if stamp is not None and self._n_dirty:
+                    log.warning("page cache: not saved: %d dirty pages at close", self._n_dirty)
+                elif stamp is not None:
+                    kept = self._kept_slots(keep_mb)
+                    if kept.size:
+                        self._give_back_all_but(kept)
                         self._data.flush()
-                        self._save_index(stamp)
+                        self._save_index(stamp, kept)
                         saved = True
                 return saved
             finally:
                 self._mv.release()
                 del self._data  # unmaps the slots file (no other references exist)
+                os.close(self._data_fd)
+                if not saved:
+                    # No index names these pages: nothing will ever read them again.
+                    (self._dir / DATA_FILE).unlink(missing_ok=True)
                 os.close(self._lock_fd)
 
-    def _save_index(self, stamp: CacheStamp) -> None:
-        slots = np.flatnonzero(self._state == _CLEAN).astype(np.uint32)
+    def _kept_slots(self, keep_mb: float | None) -> npt.NDArray[np.intp]:
+        """The CLEAN slots a close keeps, in slot order: all of them, or the lowest
+        ``keep_mb`` of them, ordinary pages before scan pages. Slots are handed out lowest
+        first, so the lowest hold what the compute loaded first: what its start read
+        (kept by the last close, reused at the same slots), which the next start reads
+        again."""
+        clean = np.flatnonzero(self._state == _CLEAN)
+        if keep_mb is None:
+            return clean
+        limit = max(0, int(keep_mb * MIB) // PAGE_SIZE)
+        if clean.size <= limit:
+            return clean
+        scan = np.frombuffer(self._scan, dtype=np.uint8)[clean] != _ORDINARY
+        order = np.lexsort((clean, scan))  # the last key sorts first
+        return np.sort(clean[order[:limit]])
+
+    def _give_back(self, slots: list[int]) -> None:
+        """Punch holes over freed slots: their blocks go back to the filesystem."""
+        if slots:
+            punch_runs(self._data_fd, sorted(slots), PAGE_SIZE)
+
+    def _give_back_all_but(self, kept: npt.NDArray[np.intp]) -> None:
+        """Punch holes over every slot but ``kept``: the file takes disk for them only."""
+        others = np.ones(self._capacity, dtype=bool)
+        others[kept] = False
+        punch_runs(self._data_fd, np.flatnonzero(others).tolist(), PAGE_SIZE)
+
+    def _save_index(self, stamp: CacheStamp, kept: npt.NDArray[np.intp]) -> None:
+        slots = kept.astype(np.uint32)
         keys = [self._keys[int(s)] for s in slots]
         rels = b"".join(k[0] for k in keys if k is not None)
         blocks = np.fromiter(
@@ -863,6 +917,30 @@ def _acquire_dir_lock(path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def drop_unsaved(directory: Path) -> bool:
+    """Delete the slots file of a cache that no process has open and that was not saved
+    (its process was killed): no open would reuse it, yet it holds disk until one.
+    True if a file was deleted."""
+    try:  # never created here: the cache's owner makes the lock file
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # open in a live process
+        if (directory / INDEX_FILE).exists():
+            return False
+        try:
+            (directory / DATA_FILE).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+    finally:
+        os.close(fd)
 
 
 def _consume_index(directory: Path) -> _SavedIndex | None:

@@ -272,7 +272,7 @@ class Engine:
         tenant.close()
         for timeline in list(tenant.timelines.values()):
             timeline.deleted = True
-        self.storage.delete_many(self.storage.list(tenant_prefix(tenant_id)))
+        self.storage.delete_prefix(tenant_prefix(tenant_id))  # its create journal too
         remove_directory(self.config.local_log_dir / tenant_id)
         self.storage_history.forget(tenant_id)
         cached = self.config.layer_cache_dir / tenant_id  # its downloaded layers too

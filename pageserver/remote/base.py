@@ -119,6 +119,12 @@ class RemoteStorage(abc.ABC):
         for key in [check_key(key) for key in keys]:
             self.delete(key)
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under ``prefix`` (a tenant's, say) and whatever the store
+        keeps beside them: nothing for a bucket; the local store's create journal of a
+        tenant and the directories left empty."""
+        self.delete_many(self.list(check_prefix(prefix)))
+
     @abc.abstractmethod
     def size(self, key: str) -> int:
         """The object's length in bytes; NotFoundError if it does not exist."""

@@ -37,6 +37,9 @@ class ForwardingStorage(RemoteStorage):
     def delete_many(self, keys: Iterable[str]) -> None:
         self._inner.delete_many(keys)
 
+    def delete_prefix(self, prefix: str) -> None:
+        self._inner.delete_prefix(prefix)
+
     def size(self, key: str) -> int:
         return self._inner.size(key)
 

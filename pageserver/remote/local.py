@@ -32,7 +32,7 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import NoReturn
 
@@ -261,6 +261,46 @@ class LocalDirectoryStorage(RemoteStorage):
                 fsync_dir(directory)
             except OSError as e:
                 self._fail("delete", str(directory.relative_to(self._root)), e)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove the objects under ``prefix``, then, for a whole tenant's prefix, its
+        create journal (2 MB preallocated), and every directory left empty below the
+        prefix's directory, that one included."""
+        super().delete_prefix(prefix)
+        group = _group(prefix + "key")
+        if group and prefix == group + "/":
+            self._drop_journal(group)
+        base = prefix.rpartition("/")[0]
+        if base:
+            self._remove_empty_directories(self._root.joinpath(*base.split("/")))
+
+    def _drop_journal(self, group: str) -> None:
+        """Close and delete ``group``'s create journal: its keys are all gone, so it holds
+        nothing a replay would need."""
+        with self._journals_lock:
+            journal = self._journals.pop(group, None)
+        directory = self._root.joinpath(*group.split("/"))
+        try:
+            if journal is not None:
+                with journal.locked():
+                    pass  # an append under way in this process has ended
+                journal.close()
+            for i in (0, 1):
+                (directory / f"{JOURNAL_NAME}{i}").unlink(missing_ok=True)
+        except OSError as e:
+            self._fail("delete of the create journal", group, e)
+
+    def _remove_empty_directories(self, top: Path) -> None:
+        """Remove ``top`` and the directories below it that hold nothing (deepest first);
+        a directory another create has just used again stays."""
+        try:
+            for dirpath, _, _ in os.walk(top, topdown=False, onerror=self._walk_error):
+                with suppress(OSError):  # not empty: in use again
+                    os.rmdir(dirpath)
+            if top.parent.exists():
+                fsync_dir(top.parent)
+        except OSError as e:
+            self._fail("delete", str(top.relative_to(self._root)), e)
 
     def _unlink_each(self, keys: builtins.list[str]) -> builtins.set[Path]:
         """Remove the files of ``keys`` (missing ones are ignored); their directories."""

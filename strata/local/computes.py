@@ -30,6 +30,7 @@ from common.client import StrataClient
 from common.durable import write_durably
 from common.names import is_valid_name
 from common.processes import process_alive
+from common.sparse import allocated_bytes
 from common.supervisor import file_lock
 from compute import identity
 from compute.identity import IdentityError
@@ -47,6 +48,19 @@ STARTING_FILE: Final = "starting"  # the pid of the process starting the compute
 
 def running_count(home: Home, tenant: str) -> int:
     return sum(node.status() is ComputeStatus.RUNNING for node in listing(home, tenant))
+
+
+def cache_disk_bytes(home: Home, tenant: str) -> int:
+    """Disk the page caches of ``tenant``'s computes on this machine take: a running one's
+    what it holds, a stopped one's what its last stop kept (``--cache-keep-mb``)."""
+    return sum(node_cache_disk_bytes(node) for node in listing(home, tenant))
+
+
+def node_cache_disk_bytes(node: ComputeNode) -> int:
+    """Disk one compute's page cache takes (its files' allocated blocks)."""
+    directory = node.spec.cache_dir
+    return sum(allocated_bytes(path) for path in directory.iterdir()) \
+        if directory.is_dir() else 0
 
 
 def busy_count(home: Home, tenant: str) -> int:
@@ -181,7 +195,7 @@ def _tenant_dirs(home: Home) -> list[Path]:
 def start(home: Home, client: StrataClient, address: str, tenant: str, branch: str, *,
           port: int | None, cache_mb: int | None, full_page_writes: bool | None,
           shared_buffers: str | None, force: bool, timeout_s: float,
-          wal_level: str | None = None) -> ComputeNode:
+          wal_level: str | None = None, cache_keep_mb: int | None = None) -> ComputeNode:
     """Start the compute of a branch; options not given keep their previous values."""
     if wal_level is not None and wal_level not in WAL_LEVELS:
         raise LocalError(f"wal_level {wal_level!r}: give one of {', '.join(WAL_LEVELS)}")
@@ -200,7 +214,8 @@ def start(home: Home, client: StrataClient, address: str, tenant: str, branch: s
                                   read_only=read_only, port=port, cache_mb=cache_mb,
                                   full_page_writes=full_page_writes,
                                   shared_buffers=shared_buffers, force=force,
-                                  timeout_s=timeout_s, wal_level=wal_level)
+                                  timeout_s=timeout_s, wal_level=wal_level,
+                                  cache_keep_mb=cache_keep_mb)
 
 
 def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, branch: str,
@@ -208,7 +223,7 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
                    port: int | None,
                    cache_mb: int | None, full_page_writes: bool | None,
                    shared_buffers: str | None, force: bool, timeout_s: float,
-                   wal_level: str | None) -> ComputeNode:
+                   wal_level: str | None, cache_keep_mb: int | None) -> ComputeNode:
     if previous is not None and previous.status() is ComputeStatus.CRASHED:
         previous.kill()  # what is left of it: a mount daemon whose PostgreSQL died, say
     directory.mkdir(parents=True, exist_ok=True)
@@ -218,7 +233,8 @@ def _start_counted(home: Home, client: StrataClient, address: str, tenant: str, 
     token = client.create_token(tenant, "compute", TOKEN_TTL_S, branches=(branch,)).token
     write_durably(token_file, token.encode(), mode=0o600)
     given = {"cache_mb": cache_mb, "full_page_writes": full_page_writes,
-             "shared_buffers": shared_buffers, "wal_level": wal_level}
+             "shared_buffers": shared_buffers, "wal_level": wal_level,
+             "cache_keep_mb": cache_keep_mb}
     kept = {name: getattr(previous.spec, name) for name in given} if previous else {}
     settings = {**kept, **{name: value for name, value in given.items() if value is not None}}
     with _port_lock(home):  # two starts at once must not pick the same port
@@ -296,7 +312,7 @@ def _start_again(home: Home, client: StrataClient, address: str, node: ComputeNo
     start(home, client, address, spec.tenant, spec.branch, port=spec.port,
           cache_mb=spec.cache_mb, full_page_writes=spec.full_page_writes,
           shared_buffers=spec.shared_buffers, force=False, timeout_s=120.0,
-          wal_level=spec.wal_level)
+          wal_level=spec.wal_level, cache_keep_mb=spec.cache_keep_mb)
 
 
 def forget(home: Home, tenant: str, branches: list[str]) -> None:
@@ -373,6 +389,7 @@ def describe(node: ComputeNode, proxy: dict[str, Any] | None = None) -> dict[str
         "uri": spec.uri(), "dsn": spec.dsn(),
         "pids": vars(node.pids) if node.pids and status is ComputeStatus.RUNNING else None,
         "started_at": node.started_at or None, "cache_mb": spec.cache_mb,
+        "cache_keep_mb": spec.cache_keep_mb, "cache_disk_bytes": node_cache_disk_bytes(node),
         "shared_buffers": spec.shared_buffers,
         "full_page_writes": "on" if spec.full_page_writes else "off",
         "wal_level": spec.wal_level,

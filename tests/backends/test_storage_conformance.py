@@ -145,6 +145,20 @@ def test_delete_many(storage: RemoteStorage) -> None:
     assert storage.list("") == ["d/2"]
 
 
+def test_delete_prefix_removes_a_tenants_objects_only(storage: RemoteStorage) -> None:
+    for tenant in ("a", "ab"):
+        for key in ("manifest", "timelines/1/layer", "timelines/2/log/0001"):
+            assert storage.put_if_absent(f"tenants/{tenant}/{key}", b"x")
+    storage.delete_prefix("tenants/a/")
+    assert storage.list("tenants/") == [
+        "tenants/ab/manifest", "tenants/ab/timelines/1/layer", "tenants/ab/timelines/2/log/0001"]
+    storage.delete_prefix("tenants/a/")  # nothing left: not an error
+    assert storage.put_if_absent("tenants/a/manifest", b"again")  # the tenant can come back
+    assert storage.get("tenants/a/manifest") == b"again"
+    with pytest.raises(InvalidArgumentError):
+        storage.delete_prefix("../escape/")
+
+
 def test_put_if_absent(storage: RemoteStorage) -> None:
     assert storage.put_if_absent("lease", b"owner-1") is True
     assert storage.put_if_absent("lease", b"owner-2") is False

@@ -64,15 +64,17 @@ def test_start_use_refuse_stop_restart(cli: Strata) -> None:
     assert cli.json("branch", "show", "main", "--tenant", "shop")["writer"].endswith(
         "/computes/shop/main")
 
+    assert cli.json("tenant", "show", "shop")["compute_cache_disk_bytes"] > 1_000_000
     stopped = cli.json("compute", "stop", "main", "--tenant", "shop")
     assert stopped["was"] == "running"
+    assert cli.json("tenant", "show", "shop")["compute_cache_disk_bytes"] == 0  # kept none
     assert cli.json("compute", "list", "--tenant", "shop")["computes"][0]["status"] == "stopped"
     assert cli.json("branch", "show", "main", "--tenant", "shop")["writer"] is None
     assert cli.json("compute", "stop", "main", "--tenant", "shop")["was"] == "stopped"
 
     cli.json("branch", "create", "feature", "--tenant", "shop")
     branch = cli.json("compute", "start", "feature", "--tenant", "shop",
-                      "--full-page-writes", "on", "--cache-mb", "32")
+                      "--full-page-writes", "on", "--cache-mb", "32", "--cache-keep-mb", "1")
     restarted = cli.json("compute", "start", "main", "--tenant", "shop")
     assert restarted["port"] == port and branch["port"] != port
     with psycopg.connect(restarted["uri"]) as conn:
@@ -82,6 +84,11 @@ def test_start_use_refuse_stop_restart(cli: Strata) -> None:
         assert conn.execute("SELECT count(*) FROM pgbench_accounts").fetchone() == (100_000,)
     for name in ("feature", "main"):
         cli.json("compute", "stop", name, "--tenant", "shop")
+    kept = cli.json("tenant", "show", "shop")["compute_cache_disk_bytes"]
+    assert 0 < kept <= 1024 * 1024 + 256 * 1024  # feature's 1 MB (and its index)
+    listed = {c["branch"]: c for c in cli.json("compute", "list", "--tenant", "shop")["computes"]}
+    assert listed["feature"]["cache_disk_bytes"] == kept and listed["feature"]["cache_keep_mb"] == 1
+    assert listed["main"]["cache_disk_bytes"] == 0
 
 
 def test_errors_are_one_line(cli: Strata) -> None:

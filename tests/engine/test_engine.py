@@ -466,3 +466,21 @@ def test_a_tenant_keeps_its_incarnation_and_a_recreated_one_gets_another(
     again.delete_tenant("t")
     again.create_tenant("t")
     assert again.incarnation("t") not in (first, "", None)
+
+
+def test_a_deleted_tenant_leaves_nothing_in_the_local_store(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    engine = make_engine()
+    for name in ("gone", "kept"):
+        _setup(engine, name)
+        engine.timeline(name, "main").ingest(Batch((Write(REL_PATH, 0, _page(1)),)))
+        engine.flush(name)
+    tenants = tmp_path / "remote" / "tenants"
+    assert (tenants / "gone" / ".strata-tmp-journal-0").exists()  # creates were journaled
+    engine.delete_tenant("gone")
+    assert not (tenants / "gone").exists()  # no journal, no empty directories
+    assert (tenants / "kept" / ".strata-tmp-journal-0").exists()
+    kept = engine.timeline("kept", "main")
+    kept.ingest(Batch((Write(REL_PATH, PAGE_SIZE, _page(2)),)))
+    engine.flush("kept")
+    assert kept.read_file(REL_PATH) == _page(1) + _page(2)

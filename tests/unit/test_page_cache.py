@@ -22,6 +22,7 @@ from hypothesis.stateful import (
 )
 
 from common.keys import PAGE_SIZE, Relation
+from common.sparse import allocated_bytes, runs
 from compute import page_cache
 from compute.page_cache import (
     DATA_FILE,
@@ -32,6 +33,7 @@ from compute.page_cache import (
     PageCache,
     PageKey,
     PageState,
+    drop_unsaved,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -501,6 +503,108 @@ def test_no_reuse_after_crash(tmp_path: Path) -> None:
         assert again.get(key(1)) is None
 
 
+# -------------------------------------------------------------------- disk
+
+# What a file of N pages may take beyond N x 8 KB: the filesystem's last block (the size
+# is set by writing one byte at the end) and an indirect block or two.
+_SLACK = 64 * 1024
+
+
+def disk_pages(cache_dir: Path) -> float:
+    return allocated_bytes(cache_dir / DATA_FILE) / PAGE_SIZE
+
+
+def test_the_slots_file_takes_disk_for_what_the_cache_holds(
+    make_cache: Callable[..., PageCache],
+) -> None:
+    cache = make_cache(pages=4096)  # 32 MB of slots
+    assert allocated_bytes(cache.directory / DATA_FILE) <= _SLACK
+    for block in range(300):
+        cache.put_clean(key(block), page(block))
+    held = allocated_bytes(cache.directory / DATA_FILE)
+    assert 300 * PAGE_SIZE <= held <= 300 * PAGE_SIZE + _SLACK
+    cache.discard([key(block) for block in range(0, 100)])
+    cache.discard_relation_from(REL_A.to_bytes(), 250)
+    after = allocated_bytes(cache.directory / DATA_FILE)
+    assert 150 * PAGE_SIZE <= after <= 150 * PAGE_SIZE + _SLACK
+    for block in range(100, 250):  # what is left reads as it was
+        assert cache.get(key(block)) == page(block)
+
+
+def test_close_keeps_the_lowest_ordinary_slots_and_gives_back_the_rest(
+    make_cache: Callable[..., PageCache],
+) -> None:
+    cache = make_cache(pages=256)
+    for block in range(40):  # a scan first: its pages still go last
+        cache.put_clean(key(block, REL_B), page(block), scan=True)
+    for block in range(100):
+        cache.put_clean(key(block), page(block))
+    cache.discard([key(block) for block in range(5)])  # the slots of 0..4 come free
+    for block in range(100, 105):  # and are taken again, as the newest pages
+        cache.put_clean(key(block), page(block))
+    assert cache.close(STAMP, keep_mb=mb(50))
+    assert 50 <= disk_pages(cache.directory) <= 50 + _SLACK / PAGE_SIZE
+
+    again = make_cache(pages=256, expected=STAMP)
+    assert again.reused and len(again) == 50
+    kept = sorted(block for block in range(105) if again.contains(key(block)))
+    assert kept == [*range(5, 50), *range(100, 105)]  # the lowest slots, whatever is in them
+    for block in kept:
+        assert again.get(key(block)) == page(block)
+    assert not any(again.contains(key(block, REL_B)) for block in range(40))
+
+
+def test_scan_pages_are_kept_only_when_room_is_left(make_cache: Callable[..., PageCache]) -> None:
+    cache = make_cache(pages=64)
+    for block in range(10):
+        cache.put_clean(key(block), page(block), scan=True)
+    cache.put_clean(key(20), page(20))
+    assert cache.close(STAMP, keep_mb=mb(5))
+    again = make_cache(pages=64, expected=STAMP)
+    assert again.contains(key(20)) and len(again) == 5
+
+
+@pytest.mark.parametrize("how", ["keep nothing", "no stamp", "unflushed pages", "empty"])
+def test_a_close_that_keeps_nothing_deletes_the_slots_file(
+    make_cache: Callable[..., PageCache], how: str
+) -> None:
+    cache = make_cache(pages=64)
+    if how != "empty":
+        for block in range(20):
+            cache.put_clean(key(block), page(block))
+    if how == "unflushed pages":
+        cache.put_dirty(key(30), page(30))
+    stamp = None if how == "no stamp" else STAMP
+    assert not cache.close(stamp, keep_mb=0 if how == "keep nothing" else None)
+    assert not (cache.directory / DATA_FILE).exists()
+    assert not (cache.directory / INDEX_FILE).exists()
+    assert not make_cache(pages=64, expected=STAMP).reused
+
+
+def test_drop_unsaved_deletes_only_a_killed_caches_file(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    assert not drop_unsaved(directory)  # no cache at all
+    cache = PageCache.open(directory, 0.125)
+    cache.put_clean(key(1), page(1))
+    assert not drop_unsaved(directory)  # open: its owner decides
+    assert cache.close(STAMP)
+    assert not drop_unsaved(directory)  # saved for the next start
+    assert (directory / DATA_FILE).exists()
+    subprocess.run(  # reuses it, then dies without a close
+        [sys.executable, "-c", _CRASHING_CHILD, str(directory), str(STAMP.lsn)],
+        cwd=REPO_ROOT, check=True, timeout=60,
+    )
+    assert (directory / DATA_FILE).exists() and not (directory / INDEX_FILE).exists()
+    assert drop_unsaved(directory)
+    assert not (directory / DATA_FILE).exists()
+
+
+def test_runs_of_slots() -> None:
+    assert list(runs([])) == []
+    assert list(runs([3])) == [(3, 1)]
+    assert list(runs([0, 1, 2, 5, 6, 9])) == [(0, 3), (5, 2), (9, 1)]
+
+
 def test_corrupt_slot_is_a_miss(make_cache: Callable[..., PageCache]) -> None:
     cache = make_cache()
     for block in range(4):
@@ -767,16 +871,21 @@ class PageCacheModel(RuleBasedStateMachine):
         self._touch(gone)
 
     @precondition(lambda self: self.steps >= 10)
-    @rule(same_stamp=st.booleans())
-    def reopen(self, same_stamp: bool) -> None:
-        saved = self.cache.close(MODEL_STAMP)
-        assert saved == (self._unflushed() == 0)
+    @rule(same_stamp=st.booleans(), keep=st.none() | st.integers(0, CAPACITY))
+    def reopen(self, same_stamp: bool, keep: int | None) -> None:
+        saved = self.cache.close(MODEL_STAMP, keep_mb=None if keep is None else mb(keep))
+        assert saved == (self._unflushed() == 0 and len(self.content) > 0 and keep != 0)
         expected = MODEL_STAMP if same_stamp else CacheStamp("t", "tl", 2)
         self.cache = PageCache.open(self.dir, mb(CAPACITY), expected)
         assert self.cache.reused == (saved and same_stamp)
         if not self.cache.reused:
             self.content.clear()
             self.state.clear()
+        else:  # a kept page is as it was; the close chose which (see test_close_keeps_...)
+            kept = len(self.content) if keep is None else min(keep, len(self.content))
+            assert len(self.cache) == kept
+            self.content = {k: v for k, v in self.content.items() if k in self.cache}
+            self.state = {k: v for k, v in self.state.items() if k in self.cache}
         self.version.clear()  # versions are per open cache
         self.hits = self.misses = 0
         self.batches.clear()  # flushes and fetches do not outlive a restart

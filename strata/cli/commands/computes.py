@@ -32,6 +32,9 @@ def compute() -> None:
                    "free from 55432].")
 @click.option("--cache-mb", type=click.IntRange(min=8),
               help="Size of the local page cache [default: previous, else 256].")
+@click.option("--cache-keep-mb", type=click.IntRange(min=0),
+              help="MB of the page cache kept on disk while the compute is stopped or "
+                   "suspended, for a warmer next start [default: previous, else 0: none].")
 @click.option("--shared-buffers", metavar="SIZE",
               help="PostgreSQL shared_buffers, e.g. 128MB [default: previous, else 128MB].")
 @click.option("--full-page-writes", type=_FPW,
@@ -47,8 +50,9 @@ def compute() -> None:
               help="Seconds to wait until PostgreSQL accepts connections.")
 @api_command
 def start(session: Session, branch: str, port: int | None, cache_mb: int | None,
-          shared_buffers: str | None, full_page_writes: str | None, wal_level: str | None,
-          force: bool, timeout: float) -> None:
+          cache_keep_mb: int | None, shared_buffers: str | None,
+          full_page_writes: str | None, wal_level: str | None, force: bool,
+          timeout: float) -> None:
     """Start PostgreSQL on BRANCH (the proxy does this on connect by itself).
 
     It listens on a unix socket only root and postgres can reach; clients come through
@@ -62,7 +66,7 @@ def start(session: Session, branch: str, port: int | None, cache_mb: int | None,
             session.home, client, session.address(), session.tenant, branch, port=port,
             cache_mb=cache_mb, shared_buffers=shared_buffers,
             full_page_writes=None if full_page_writes is None else full_page_writes == "on",
-            wal_level=wal_level, force=force, timeout_s=timeout)
+            wal_level=wal_level, force=force, timeout_s=timeout, cache_keep_mb=cache_keep_mb)
     seconds = time.monotonic() - began
     if session.json:
         emit_json({**computes.describe(node), "start_seconds": round(seconds, 3)})

@@ -71,6 +71,7 @@ def tenant_usage(session: Session, name: str, response: pb.GetTenantResponse
         "tenant": name, "generation": response.tenant.generation,
         "branches": response.tenant.branches, "max_branches": quotas.max_branches or None,
         "computes_running": computes.running_count(session.home, name),
+        "compute_cache_disk_bytes": computes.cache_disk_bytes(session.home, name),
         "max_computes": quotas.max_computes or None,
         "max_ttl_s": quotas.max_ttl_s or None, "owned_bytes": response.owned_bytes,
         "logical_bytes": response.logical_bytes, "stored_bytes": response.stored_bytes,
@@ -267,6 +268,9 @@ def show(session: Session, name: str) -> None:
         ("logical size of branches", human_size(response.logical_bytes)),
         ("history bytes", human_size(response.history_bytes)),
         ("a delete would reclaim", human_size(response.reclaim_bytes)),
+        ("computes' page caches here", f"{human_size(usage['compute_cache_disk_bytes'])} on "
+                                       "disk (running: what they hold; stopped: what "
+                                       "--cache-keep-mb kept)"),
         ("history window", f"{human_duration(response.history_window_s)} "
                            f"({response.history_window_from})"),
         ("durability", response.durability.mode),
