@@ -1,8 +1,10 @@
 """`strata tenant import` from a running PostgreSQL 15 (a plain server on loopback with a
-password): every database of it lands in the tenant's main and answers the same queries
-as the source, its objects belong to the tenant's role, the source's roles, memberships
-and grants are there with no superuser among them, and a bad source fails with one line
-and no tenant left."""
+password, replication allowed in its pg_hba.conf): by base backup, every database of it
+lands in the tenant's main and answers the same queries as the source through the proxy,
+its objects belong to the tenant's role, the source's roles, memberships and grants are
+there with no superuser among them but Strata's own, and a fork of it works; a login
+without REPLICATION falls back to pg_dump and says so, with the same answers; a bad
+source fails with one line and no tenant left."""
 
 from __future__ import annotations
 
@@ -67,7 +69,9 @@ def source(compute_host: None) -> Iterator[str]:
                          "GROUP BY c.name HAVING sum(o.amount) > 50000")
             conn.execute("CREATE ROLE analysts NOLOGIN")
             conn.execute("CREATE ROLE reader LOGIN IN ROLE analysts")
-            conn.execute("CREATE ROLE boss SUPERUSER LOGIN")
+            conn.execute("CREATE ROLE boss SUPERUSER LOGIN PASSWORD 'boss'")
+            conn.execute(f"CREATE ROLE dumper LOGIN PASSWORD '{PASSWORD}' "
+                         "IN ROLE pg_read_all_data")  # may read all, may not replicate
             conn.execute("GRANT SELECT ON orders TO analysts")
             conn.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES "
                          "TO analysts")  # postgres's: only a superuser could set them
@@ -94,9 +98,10 @@ def cli(compute_host: None) -> Iterator[Strata]:
             try:
                 strata.stop_everything()
             finally:
-                for node in computes.listing(Home(home), "shop"):
-                    with contextlib.suppress(Exception):
-                        node.kill()
+                for tenant in ("shop", "dumped"):
+                    for node in computes.listing(Home(home), tenant):
+                        with contextlib.suppress(Exception):
+                            node.kill()
 
 
 def _answers(uri: str) -> list[list[tuple[object, ...]]]:
@@ -106,10 +111,11 @@ def _answers(uri: str) -> list[list[tuple[object, ...]]]:
 
 def test_an_import_answers_the_same_queries_as_the_source(source: str, cli: Strata) -> None:
     done = cli.json("tenant", "import", "shop", "--from", source)
+    assert (done["method"], done["fallback_reason"]) == ("base backup", None)
     assert sorted(done["databases"]) == ["analytics", "postgres", "shop"]
     assert sorted(done["databases"]["shop"]) == ["public.customers", "public.orders"]
     assert done["databases"]["analytics"] == ["public.events"]
-    assert sorted(done["roles"]) == ["analysts", "boss", "reader"]
+    assert sorted(done["roles"]) == ["analysts", "boss", "dumper", "reader"]
     imported = cli.json("connect", "main", "--tenant", "shop", "--database", "shop")["uri"]
     assert _answers(imported) == _answers(source)
     events = "SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind"
@@ -127,13 +133,39 @@ def test_an_import_answers_the_same_queries_as_the_source(source: str, cli: Stra
         supers = conn.execute("SELECT rolname FROM pg_roles WHERE rolsuper "
                               "AND rolname !~ '^pg_'").fetchall()
         assert supers == [("postgres",)]  # Strata's own; boss is not one here
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE (rolreplication OR "
+                            "rolbypassrls) AND rolname <> 'postgres'").fetchone() == (0,)
+        assert conn.execute("SELECT rolname FROM pg_roles WHERE rolname IN "
+                            "(current_user, 'strata_readonly') AND NOT rolsuper "
+                            "ORDER BY 1").fetchall() == [("shop",), ("strata_readonly",)]
         assert conn.execute(
             "SELECT has_table_privilege('analysts', 'orders', 'SELECT'), "
             "has_table_privilege('reader', 'orders', 'SELECT'), "
             "has_table_privilege('reader', 'customers', 'SELECT'), "
             "pg_has_role('reader', 'analysts', 'MEMBER')").fetchone() == (
             True, True, False, True)
-    cli.json("compute", "stop", "main", "--tenant", "shop")
+    cli.json("branch", "create", "fork", "--tenant", "shop")
+    forked = cli.json("connect", "fork", "--tenant", "shop", "--database", "shop")["uri"]
+    with psycopg.connect(forked) as conn:
+        conn.execute("DELETE FROM orders WHERE id <= 1000")
+    assert _answers(forked) != _answers(source)
+    assert _answers(imported) == _answers(source)
+    for branch in ("fork", "main"):
+        cli.json("compute", "stop", branch, "--tenant", "shop")
+
+
+def test_a_login_without_replication_falls_back_to_pg_dump(source: str, cli: Strata
+                                                           ) -> None:
+    dumper = source.replace("postgres:", "dumper:")
+    done = cli.run("tenant", "import", "dumped", "--from", dumper)
+    assert ("not by base backup (the login dumper has no REPLICATION attribute): copying "
+            "with pg_dump") in done.stderr
+    assert "by dump" in done.stdout
+    imported = cli.json("connect", "main", "--tenant", "dumped", "--database", "shop")["uri"]
+    assert _answers(imported) == _answers(source)
+    assert "has no REPLICATION" in cli.fail(1, "tenant", "import", "never", "--from", dumper,
+                                            "--method", "base-backup", "--json")
+    cli.json("compute", "stop", "main", "--tenant", "dumped")
 
 
 def test_a_source_that_cannot_be_read_leaves_no_tenant(source: str, cli: Strata) -> None:
