@@ -33,9 +33,11 @@ QUERIES = (
 )
 
 
-@pytest.fixture(scope="module")
-def source(compute_host: None) -> Iterator[str]:
-    """A PostgreSQL 15 server on a free loopback port with database shop; its URI."""
+@contextlib.contextmanager
+def running_cluster(superuser: str) -> Iterator[str]:
+    """A PostgreSQL 15 server on a free loopback port, its bootstrap superuser
+    ``superuser`` with password PASSWORD, replication allowed from loopback (initdb's
+    pg_hba.conf); the URI of it without a database name."""
     parent = Path(tempfile.mkdtemp(prefix="strata-import-source-"))
     parent.chmod(0o755)
     data, port = parent / "data", free_port()
@@ -44,16 +46,26 @@ def source(compute_host: None) -> Iterator[str]:
     shutil.chown(parent / "pw", "postgres")
     shutil.chown(parent, "postgres")
     bin_dir = pg_bin_dir()
-    subprocess.run([*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
+    subprocess.run([*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", superuser,
                     "--pwfile", str(parent / "pw"), "--auth-local=peer",
                     "--auth-host=scram-sha-256"], check=True, capture_output=True)
     ctl = [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l",
            str(parent / "log")]
-    subprocess.run([*ctl, "-o", f"-p {port} -k {parent} -c listen_addresses=127.0.0.1",
-                    "start"], check=True, capture_output=True)
-    uri = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/shop"
     try:
-        with psycopg.connect(uri.replace("/shop", "/postgres"), autocommit=True) as conn:
+        subprocess.run([*ctl, "-o", f"-p {port} -k {parent} -c listen_addresses=127.0.0.1",
+                        "start"], check=True, capture_output=True)
+        yield f"postgresql://{superuser}:{PASSWORD}@127.0.0.1:{port}/"
+    finally:
+        subprocess.run([*ctl, "-m", "fast", "stop"], check=False, capture_output=True)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def source(compute_host: None) -> Iterator[str]:
+    """A PostgreSQL 15 server with databases shop and analytics; the URI of shop."""
+    with running_cluster("postgres") as server:
+        uri = server + "shop"
+        with psycopg.connect(server + "postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE shop")
         with psycopg.connect(uri, autocommit=True) as conn:
             conn.execute("CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL)")
@@ -75,16 +87,13 @@ def source(compute_host: None) -> Iterator[str]:
             conn.execute("GRANT SELECT ON orders TO analysts")
             conn.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES "
                          "TO analysts")  # postgres's: only a superuser could set them
-        with psycopg.connect(uri.replace("/shop", "/postgres"), autocommit=True) as conn:
+        with psycopg.connect(server + "postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE analytics")
-        with psycopg.connect(uri.replace("/shop", "/analytics"), autocommit=True) as conn:
+        with psycopg.connect(server + "analytics", autocommit=True) as conn:
             conn.execute("CREATE TABLE events AS SELECT g AS id, g % 7 AS kind "
                          "FROM generate_series(1, 700) g")
             conn.execute("GRANT SELECT ON events TO reader")
         yield uri
-    finally:
-        subprocess.run([*ctl, "-m", "fast", "stop"], check=False, capture_output=True)
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +107,7 @@ def cli(compute_host: None) -> Iterator[Strata]:
             try:
                 strata.stop_everything()
             finally:
-                for tenant in ("shop", "dumped"):
+                for tenant in ("shop", "dumped", "renamed", "clash"):
                     for node in computes.listing(Home(home), tenant):
                         with contextlib.suppress(Exception):
                             node.kill()
@@ -166,6 +175,33 @@ def test_a_login_without_replication_falls_back_to_pg_dump(source: str, cli: Str
     assert "has no REPLICATION" in cli.fail(1, "tenant", "import", "never", "--from", dumper,
                                             "--method", "base-backup", "--json")
     cli.json("compute", "stop", "main", "--tenant", "dumped")
+
+
+def test_a_bootstrap_superuser_of_another_name_becomes_strata_s_postgres(cli: Strata
+                                                                          ) -> None:
+    with running_cluster("admin") as server:
+        with psycopg.connect(server + "postgres", autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept AS SELECT g AS n FROM generate_series(1, 100) g")
+        done = cli.json("tenant", "import", "renamed", "--from", server + "postgres",
+                        "--method", "base-backup")
+        assert done["method"] == "base backup"
+        uri = cli.json("connect", "main", "--tenant", "renamed")["uri"]
+        with psycopg.connect(uri) as conn:
+            assert conn.execute("SELECT sum(n) FROM kept").fetchone() == (5050,)
+            assert conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'kept'"
+                                ).fetchone() == ("renamed",)
+            assert conn.execute("SELECT oid, rolname FROM pg_roles WHERE rolsuper AND "
+                                "rolname !~ '^pg_'").fetchall() == [(10, "postgres")]
+            assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'admin'"
+                                ).fetchone() == (0,)
+        cli.json("compute", "stop", "main", "--tenant", "renamed")
+
+        with psycopg.connect(server + "postgres", autocommit=True) as conn:
+            conn.execute("CREATE ROLE postgres LOGIN")  # now the rename would clash
+        clash = cli.json("tenant", "import", "clash", "--from", server + "postgres")
+        assert clash["method"] == "dump"
+        assert "another role is named postgres" in clash["fallback_reason"]
+        cli.json("compute", "stop", "main", "--tenant", "clash")
 
 
 def test_a_source_that_cannot_be_read_leaves_no_tenant(source: str, cli: Strata) -> None:
