@@ -32,7 +32,7 @@ from typing import Final
 
 from common.names import READ_ONLY_ROLE
 from common.postgres import pg_bin_dir
-from compute.tenant_role import Logins, setup_sql
+from compute.tenant_role import Logins, TenantRoleError, setup_sql
 
 _SYSTEM: Final = ("ARRAY['pg_catalog'::regnamespace, 'information_schema'::regnamespace, "
                   "'pg_toast'::regnamespace]::oid[]")
@@ -47,7 +47,12 @@ def _literal(text: str) -> str:
 
 
 def cluster_sql(tenant: str) -> list[str]:
-    """The statements run once, in ``template1`` (module docstring)."""
+    """The statements run once, in ``template1`` (module docstring); FirstStartError if
+    ``tenant`` cannot name a tenant's role."""
+    try:
+        tenant_setup = setup_sql(tenant, Logins()).strip().rstrip(";")
+    except TenantRoleError as exc:
+        raise FirstStartError(str(exc)) from None
     role, reader = _literal(tenant), _literal(READ_ONLY_ROLE)
     return [
         "BEGIN",
@@ -62,7 +67,7 @@ def cluster_sql(tenant: str) -> list[str]:
         "WHERE rolpassword IS NOT NULL OR rolvaliduntil IS NOT NULL",
         "DELETE FROM pg_db_role_setting",
         "UPDATE pg_subscription SET subenabled = false WHERE subenabled",
-        setup_sql(tenant, Logins()).strip().rstrip(";"),
+        tenant_setup,
         "DO $strata$ DECLARE r record; BEGIN "
         f"FOR r IN SELECT oid, rolname FROM pg_authid WHERE oid <> 10 AND rolname !~ '^pg_' "
         f"AND rolname NOT IN ({role}, {reader}) "
@@ -134,6 +139,5 @@ def demote(data_dir: Path, tenant: str, databases: list[str], run_as: list[str])
     """Recover the copy in ``data_dir`` and make it a tenant's cluster (module docstring);
     ``databases`` are those to hand over objects in (template1 among them)."""
     run_single(data_dir, "template1", cluster_sql(tenant), run_as)
-    statements = database_sql(tenant)
     for database in databases:
-        run_single(data_dir, database, statements, run_as)
+        run_single(data_dir, database, database_sql(tenant), run_as)

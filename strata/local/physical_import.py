@@ -45,6 +45,7 @@ def prepare(source: dict[str, str], tenant: str, databases: list[str], scratch: 
     ``tenant``'s (``databases``: those whose objects the bootstrap superuser may own);
     ``progress`` gets (kB copied, kB total) of the copy. Refused with the reason."""
     try:
+        first_start.cluster_sql(tenant)  # a name no tenant's role can have: before anything
         base_backup.check_source(conninfo(source))
         data_dir = scratch / "pgdata"
         base_backup.take(program_environ(source), data_dir, progress)
