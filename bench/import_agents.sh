@@ -50,10 +50,11 @@ body = json.load(sys.stdin)
 for r in sorted(body["relations"], key=lambda r: -r["pages"])[:3]:
     print("  ", r["relation"], r["pages"], "pages", r["bytes"], "bytes")'
 else
-  source_pg=$parent/source
+  mkdir "$parent/src" && chown postgres "$parent/src"
+  source_pg=$parent/src/data
   port=$(free_port)
   runuser -u postgres -- "$bin/initdb" -D "$source_pg" -U postgres --auth-local=peer --auth-host=trust > /dev/null
-  runuser -u postgres -- "$bin/pg_ctl" -D "$source_pg" -w -l "$parent/source.log" -o "-p $port -k $parent -c listen_addresses=127.0.0.1" start > /dev/null
+  runuser -u postgres -- "$bin/pg_ctl" -D "$source_pg" -w -l "$parent/src/log" -o "-p $port -k $parent/src -c listen_addresses=127.0.0.1" start > /dev/null
   src="postgresql://postgres@127.0.0.1:$port/postgres"
   "$bin/pgbench" -i -q -s 10 "$src" 2> /dev/null
   echo "source size: $("$bin/psql" -Atc "SELECT pg_database_size(current_database())" "$src") bytes"
