@@ -126,7 +126,8 @@ def run_single(data_dir: Path, database: str, statements: list[str],
     script = "".join(statement + ";\n\n" for statement in statements)
     result = subprocess.run(
         [*run_as, str(pg_bin_dir() / "postgres"), "--single", "-j", "-D", str(data_dir),
-         "-c", "listen_addresses=", "-c", "shared_preload_libraries=", database],
+         "-c", "listen_addresses=", "-c", "shared_preload_libraries=",
+         "-c", "wal_recycle=off", database],  # old WAL segments removed, not ingested
         input=script, capture_output=True, text=True, check=False)
     errors = [line.split(":  ", 1)[-1] for line in result.stderr.splitlines()
               if " ERROR:  " in line or " FATAL:  " in line or " PANIC:  " in line]

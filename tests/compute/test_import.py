@@ -2,9 +2,11 @@
 password, replication allowed in its pg_hba.conf): by base backup, every database of it
 lands in the tenant's main and answers the same queries as the source through the proxy,
 its objects belong to the tenant's role, the source's roles, memberships and grants are
-there with no superuser among them but Strata's own, and a fork of it works; a login
-without REPLICATION falls back to pg_dump and says so, with the same answers; a bad
-source fails with one line and no tenant left."""
+there with no superuser among them but Strata's own, and a fork of it works; a source
+whose bootstrap superuser has another name comes in with it renamed postgres; a login
+without REPLICATION, a pg_hba.conf without replication or a clashing postgres role falls
+back to pg_dump and says so, with the same answers; a bad source fails with one line and
+no tenant left."""
 
 from __future__ import annotations
 
@@ -107,7 +109,7 @@ def cli(compute_host: None) -> Iterator[Strata]:
             try:
                 strata.stop_everything()
             finally:
-                for tenant in ("shop", "dumped", "renamed", "clash"):
+                for tenant in ("shop", "dumped", "renamed", "clash", "nohba"):
                     for node in computes.listing(Home(home), tenant):
                         with contextlib.suppress(Exception):
                             node.kill()
@@ -179,6 +181,8 @@ def test_a_login_without_replication_falls_back_to_pg_dump(source: str, cli: Str
 
 def test_a_bootstrap_superuser_of_another_name_becomes_strata_s_postgres(cli: Strata
                                                                           ) -> None:
+    """Renamed by base backup; a role already named postgres, or a pg_hba.conf without
+    replication, falls back to pg_dump and says why."""
     with running_cluster("admin") as server:
         with psycopg.connect(server + "postgres", autocommit=True) as conn:
             conn.execute("CREATE TABLE kept AS SELECT g AS n FROM generate_series(1, 100) g")
@@ -202,6 +206,17 @@ def test_a_bootstrap_superuser_of_another_name_becomes_strata_s_postgres(cli: St
         assert clash["method"] == "dump"
         assert "another role is named postgres" in clash["fallback_reason"]
         cli.json("compute", "stop", "main", "--tenant", "clash")
+
+        with psycopg.connect(server + "postgres", autocommit=True) as conn:
+            hba = Path(str(conn.execute("SHOW hba_file").fetchone()[0]))  # type: ignore[index]
+            hba.write_text("".join(line + "\n" for line in hba.read_text().splitlines()
+                                   if "replication" not in line))
+            conn.execute("SELECT pg_reload_conf()")
+        refused = cli.run("tenant", "import", "nohba", "--from", server + "postgres")
+        assert "not by base backup (pg_basebackup failed:" in refused.stderr
+        assert "no pg_hba.conf entry for replication connection" in refused.stderr
+        assert "by dump" in refused.stdout
+        cli.json("compute", "stop", "main", "--tenant", "nohba")
 
 
 def test_a_source_that_cannot_be_read_leaves_no_tenant(source: str, cli: Strata) -> None:
