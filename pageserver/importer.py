@@ -2,8 +2,8 @@
 
 PostgreSQL refuses to run as root, so initdb runs as the ``postgres`` user
 when the page server runs as root. The data directory is imported file by
-file as ordinary ingest batches, so it lands in the store exactly like any
-later write from a compute.
+file as ordinary ingest batches (``common.directory_ops``), so it lands in the
+store exactly like any later write from a compute.
 """
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ import pwd
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+from common.directory_ops import total_bytes, walk_ops
 from common.errors import FailedPreconditionError
-from common.ops import Batch, Create, FileOp, Mkdir, Write
-from common.pgdata import is_ephemeral
+from common.ops import Batch, FileOp, Write
 from pageserver.timeline import Timeline
 
 BATCH_BYTES = 8 * 1024 * 1024
-WRITE_CHUNK = 1024 * 1024
 
 Progress = Callable[[int, int], None]  # (bytes imported, bytes total)
 
@@ -70,12 +69,12 @@ def checkpoint_wal_lsn(data_dir: Path, bin_dir: Path) -> int:
 def import_directory(timeline: Timeline, source: Path, wal_lsn: int = 0,
                      progress: Progress | None = None) -> int:
     """Ingest every directory and file under ``source``; returns the last LSN."""
-    total = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
+    total = total_bytes(source)
     done = 0
     lsn = timeline.durable_lsn
     pending: list[FileOp] = []
     pending_bytes = 0
-    for op in _walk_ops(source):
+    for op in walk_ops(source):
         pending.append(op)
         if isinstance(op, Write):
             pending_bytes += len(op.data)
@@ -89,26 +88,6 @@ def import_directory(timeline: Timeline, source: Path, wal_lsn: int = 0,
     if progress:
         progress(total, total)
     return lsn
-
-
-def _walk_ops(source: Path) -> Iterator[FileOp]:
-    for root, dirs, files in os.walk(source):
-        dirs.sort()
-        base = Path(root)
-        for name in dirs:
-            path = base / name
-            yield Mkdir(str(path.relative_to(source)), path.stat().st_mode & 0o7777)
-        for name in sorted(files):
-            path = base / name
-            rel = str(path.relative_to(source))
-            if is_ephemeral(rel):
-                continue
-            yield Create(rel, path.stat().st_mode & 0o7777)
-            with open(path, "rb") as handle:
-                offset = 0
-                while chunk := handle.read(WRITE_CHUNK):
-                    yield Write(rel, offset, chunk)
-                    offset += len(chunk)
 
 
 def create_cluster(timeline: Timeline, bin_dir: Path, progress: Progress | None = None) -> int:

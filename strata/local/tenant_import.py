@@ -1,11 +1,12 @@
-"""Copy a running PostgreSQL cluster into a tenant's branch ``main``: its roles (never as
-superusers), then each of its databases by ``pg_dump`` and ``pg_restore`` through the
-proxy as the tenant's own role.
+"""Copy a running PostgreSQL cluster into a tenant's branch ``main`` logically: its roles
+(never as superusers), then each of its databases by ``pg_dump`` and ``pg_restore``
+through the proxy as the tenant's own role.
 
-Logical, not physical: a base backup would bring the source's roles, superusers among
-them, into a cluster whose tenants must never be superusers, and needs the same major
-version; a dump restored as the tenant's role owns every object as that role and works
-from any version ``pg_dump`` 15 reads. The source's roles are read from ``pg_roles``
+This is the fallback of ``strata tenant import`` when a base backup cannot be used
+(``strata.local.physical_import``: another major version, a login without REPLICATION,
+``pg_hba.conf`` refusing replication...), and what ``--method dump`` asks for. A dump
+restored as the tenant's role owns every object as that role and works from any version
+``pg_dump`` 15 reads. The source's roles are read from ``pg_roles``
 (no passwords: that needs a superuser's ``pg_authid``) and made again with their login,
 inherit, createdb, createrole and connection-limit settings and their memberships, but
 never SUPERUSER, REPLICATION or BYPASSRLS; names the tenant's cluster keeps for itself
@@ -82,7 +83,7 @@ def read_cluster(source: dict[str, str]) -> Cluster:
     """The databases one may connect to (templates aside), roles and memberships of the
     cluster ``source`` (a libpq environment) reaches; LocalError if it cannot be read."""
     try:
-        with psycopg.connect(_conninfo(source), autocommit=True) as conn:
+        with psycopg.connect(conninfo(source), autocommit=True) as conn:
             databases = [row[0] for row in conn.execute(
                 "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
                 "ORDER BY datname")]
@@ -99,21 +100,46 @@ def read_cluster(source: dict[str, str]) -> Cluster:
     return Cluster(databases, roles, memberships)
 
 
-def _conninfo(environ: dict[str, str]) -> str:
+def conninfo(environ: dict[str, str]) -> str:
     """A libpq connection string from its environment variables."""
     names = {variable: key for key, variable in _ENVIRONMENT.items()}
     return make_conninfo(**{names[variable]: value for variable, value in environ.items()})
+
+
+def program_environ(libpq: dict[str, str]) -> dict[str, str]:
+    """The environment of a PostgreSQL program reaching what ``libpq`` (libpq's variables)
+    names: this process's, without any other libpq setting (a service, a password file)."""
+    return {**{k: v for k, v in os.environ.items() if k not in _CLEAR}, **libpq}
+
+
+def imported_roles(cluster: Cluster, owner: str) -> list[Role]:
+    """The source's roles a tenant whose role is ``owner`` gets: all but the names its
+    cluster keeps (``postgres``, ``owner``, the read-only role, ``pg_*``)."""
+    kept = {"postgres", owner, READ_ONLY_ROLE}
+    return [role for role in cluster.roles
+            if role.name not in kept and not role.name.startswith("pg_")]
+
+
+def list_tables(source: dict[str, str]) -> list[str]:
+    """``schema.table`` of every ordinary table of the database ``source`` names, system
+    schemas aside, sorted; LocalError if it cannot be read."""
+    try:
+        with psycopg.connect(conninfo(source), autocommit=True) as conn:
+            return [row[0] for row in conn.execute(
+                "SELECT schemaname || '.' || tablename FROM pg_tables "
+                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")]
+    except psycopg.Error as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LocalError(f"cannot read the source cluster: {why}") from None
 
 
 def make_roles(cluster: Cluster, target: dict[str, str]) -> list[str]:
     """Make the source's roles in the cluster ``target`` names (as the tenant's role, one
     transaction), none a superuser; the names made."""
     owner = target["PGUSER"]
-    kept = {"postgres", owner, READ_ONLY_ROLE}
-    made = [role for role in cluster.roles
-            if role.name not in kept and not role.name.startswith("pg_")]
+    made = imported_roles(cluster, owner)
     names = {role.name for role in made}
-    with psycopg.connect(_conninfo(target)) as conn:
+    with psycopg.connect(conninfo(target)) as conn:
         for role in made:
             conn.execute(sql.SQL(
                 "CREATE ROLE {} NOSUPERUSER NOREPLICATION NOBYPASSRLS {} {} {} {} "
@@ -135,7 +161,7 @@ def make_roles(cluster: Cluster, target: dict[str, str]) -> list[str]:
 
 def create_database(target: dict[str, str], name: str) -> None:
     """``CREATE DATABASE name`` in the cluster ``target`` names, owned by its user."""
-    with psycopg.connect(_conninfo(target), autocommit=True) as conn:
+    with psycopg.connect(conninfo(target), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
@@ -144,7 +170,7 @@ def restore(source: dict[str, str], target: dict[str, str],
     """Dump the database ``source`` names into the one ``target`` names (libpq
     environments), privileges included; the tables whose rows were loaded. ``progress``
     gets each table."""
-    base = {k: v for k, v in os.environ.items() if k not in _CLEAR}
+    base = program_environ({})
     bin_dir = pg_bin_dir()
     kept = {"postgres", target["PGUSER"], READ_ONLY_ROLE}
     with tempfile.TemporaryDirectory(prefix="strata-import-") as scratch:

@@ -162,11 +162,11 @@ def register(server: MCPServer, calls: Calls) -> None:
     @server.tool(annotations=READS)
     def list_checkpoints(ctx: Context, branch: Annotated[str | None, Field(
             description="Only this branch's checkpoints.")] = None) -> dict[str, Any]:
-        """List the tenant's checkpoints (or one branch's)."""
+        """List checkpoints (or one branch's), with the bytes each holds and would free."""
         def action(session: Session, caller: Caller) -> dict[str, Any]:
             with session.client() as client:
-                found = client.list_checkpoints(session.tenant)
-            return {"checkpoints": [checkpoint_dict(c) for c in found
+                found = client.list_checkpoints(session.tenant, sizes=True)
+            return {"checkpoints": [checkpoint_dict(c, sizes=True) for c in found
                                     if branch is None or c.branch == branch]}
         return calls.run(ctx, "list_checkpoints", branch or "", {}, action)
 

@@ -178,6 +178,12 @@ def test_a_session_forks_migrates_checkpoints_restores_and_deletes(
             assert await count(client, first, "invoices") == 10
             listed = await call(client, "list_checkpoints", branch=first)
             assert [c["name"] for c in listed["checkpoints"]] == [f"{fork}-before"]
+            shown = {c["name"]: c for c in agents.cli.json(
+                "checkpoint", "list", "--tenant", TENANT)["checkpoints"]}
+            sized = listed["checkpoints"][0]
+            assert {  # what `strata checkpoint list` shows
+                key: sized[key] for key in ("held_bytes", "reclaim_bytes")} == {
+                key: shown[f"{fork}-before"][key] for key in ("held_bytes", "reclaim_bytes")}
 
             diff = await call(client, "schema_diff", old="main", new=first)
             assert any(line.startswith("+CREATE TABLE public.invoices")

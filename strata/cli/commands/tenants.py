@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +27,12 @@ from strata.cli.render import (
 from strata.cli.session import Session, api_command
 from strata.cli.units import human_duration, human_size, local_time
 from strata.local import computes
+
+if TYPE_CHECKING:
+    from strata.local.physical_import import Prepared
+    from strata.local.tenant_import import Cluster
+
+IMPORT_METHODS = ("auto", "base-backup", "dump")
 
 
 @click.group()
@@ -111,62 +117,119 @@ def create(session: Session, name: str, empty: bool, durability: str | None,
 @click.argument("name")
 @click.option("--from", "source", required=True, metavar="URI",
               help="The database to copy: postgresql://USER:PASSWORD@HOST:PORT/DB?...")
+@click.option("--method", type=click.Choice(IMPORT_METHODS), default="auto",
+              show_default=True,
+              help="base-backup: only pg_basebackup; dump: only pg_dump; auto: a base "
+                   "backup where it can be used, else pg_dump.")
 @api_command
-def import_(session: Session, name: str, source: str) -> None:
+def import_(session: Session, name: str, source: str, method: str) -> None:
     """Create tenant NAME with a copy of a running PostgreSQL cluster as branch main.
 
     Every database of the source (templates aside) lands under its own name; the URI
     says where the cluster is (its database is only the one first connected to).
 
-    The source's roles are made again, with their memberships but never as superusers
-    and without passwords (set one with ALTER ROLE); names the tenant's cluster keeps
-    (postgres, the tenant's role) are not. Each database is dumped with pg_dump and
-    restored through the proxy as the tenant's own role (never a superuser), in one
-    transaction: objects are owned by that role, and the source's privileges are
-    granted again. Any server version pg_dump 15 reads works. The URI's password goes
-    to pg_dump in its environment only. A failed import deletes the tenant again.
+    From a PostgreSQL 15 server whose login may replicate, the copy is a base backup
+    (pg_basebackup), started once in single-user mode before anyone can log in: every
+    role but Strata's own postgres loses SUPERUSER, REPLICATION and BYPASSRLS, no role
+    keeps a password, and what the source's bootstrap superuser owned becomes the
+    tenant's role's. Otherwise (another version, no REPLICATION, pg_hba refusing
+    replication...) each database is dumped with pg_dump and restored through the proxy
+    as the tenant's role, in one transaction, its roles made again without superuser or
+    password; the line on stderr says which path was taken and why. The URI's password
+    goes to the programs in their environment only. A failed import deletes the tenant.
     """
     import dataclasses
     import sys
+    import tempfile
+    from pathlib import Path
 
-    from strata.cli.commands.connect import proxy_target
     from strata.local import tenant_import
+    from strata.local.physical_import import Refused, prepare
+
+    def say(line: str) -> None:
+        if not session.json:
+            print(line, file=sys.stderr, flush=True)
 
     from_env = tenant_import.source_environ(source)  # a bad URI fails before the tenant
     cluster = tenant_import.read_cluster(from_env)  # so does a source that cannot be read
     started = time.monotonic()
-    with session.client() as client, working(f"creating tenant {name}", session.interactive):
-        client.create_tenant(name)
-    target = proxy_target(dataclasses.replace(session, tenant=name), "main").environ()
-
-    def progress_of(database: str) -> Callable[[str], None]:
-        def progress(table: str) -> None:
-            if not session.json:
-                print(f"  restoring {database}: {table}", file=sys.stderr, flush=True)
-        return progress
-
-    try:
-        roles = tenant_import.make_roles(cluster, target)
-        databases: dict[str, list[str]] = {}
-        for database in cluster.databases:
-            if database != target["PGDATABASE"]:
-                tenant_import.create_database(target, database)
-            databases[database] = tenant_import.restore(
-                {**from_env, "PGDATABASE": database}, {**target, "PGDATABASE": database},
-                progress_of(database))
-    except BaseException:
-        computes.stop_tenant(session.home, name)  # a failed import leaves no tenant
-        with session.client() as client:
-            client.delete_tenant(name)
-        computes.forget_tenant(session.home, name)
-        raise
+    with tempfile.TemporaryDirectory(prefix="strata-import-") as scratch:
+        copy: Prepared | None = None
+        why_not = ""
+        if method != "dump":
+            say("copying the source with pg_basebackup")
+            try:
+                copy = prepare(from_env, name, cluster.databases, Path(scratch),
+                               lambda done, total: say(f"  base backup: {done}/{total} kB"))
+            except Refused as exc:
+                if method == "base-backup":
+                    raise CliError(f"a base backup cannot be used: {exc}") from None
+                why_not = str(exc)
+                say(f"not by base backup ({why_not}): copying with pg_dump")
+        with session.client() as client, working(f"creating tenant {name}",
+                                                  session.interactive):
+            client.create_tenant(name, empty=copy is not None)
+        try:
+            if copy is not None:
+                databases = _ingest_copy(session, name, copy, from_env, cluster.databases, say)
+                roles = [role.name for role in tenant_import.imported_roles(cluster, name)]
+            else:
+                databases, roles = _restore_dumps(dataclasses.replace(session, tenant=name),
+                                                  cluster, from_env, say)
+        except BaseException:
+            computes.stop_tenant(session.home, name)  # a failed import leaves no tenant
+            with session.client() as client:
+                client.delete_tenant(name)
+            computes.forget_tenant(session.home, name)
+            raise
+    done_by = "base backup" if copy is not None else "dump"
     if session.json:
-        emit_json({"tenant": name, "branch": "main", "databases": databases, "roles": roles,
-                   "seconds": round(time.monotonic() - started, 1)})
+        emit_json({"tenant": name, "branch": "main", "method": done_by,
+                   "fallback_reason": why_not or None, "databases": databases,
+                   "roles": roles, "seconds": round(time.monotonic() - started, 1)})
         return
     tables = sum(len(found) for found in databases.values())
     emit_text(f"imported {len(databases)} databases ({tables} tables) and {len(roles)} "
-              f"roles into tenant {name!r}, branch main ({time.monotonic() - started:.1f} s)")
+              f"roles into tenant {name!r}, branch main, by {done_by} "
+              f"({time.monotonic() - started:.1f} s)")
+
+
+def _ingest_copy(session: Session, name: str, copy: Prepared, from_env: dict[str, str],
+                 databases: list[str], say: Callable[[str], None]) -> dict[str, list[str]]:
+    """Put a prepared base backup into the new tenant's main; its databases' tables."""
+    from strata.local import tenant_import
+    from strata.local.directory_ingest import ingest_directory
+
+    def progress(done: int, total: int) -> None:
+        say(f"  ingesting: {done // 2**20}/{total // 2**20} MB")
+
+    with session.client() as client:
+        ingest_directory(client, name, "main", copy.data_dir, copy.wal_lsn, progress)
+    return {database: tenant_import.list_tables({**from_env, "PGDATABASE": database})
+            for database in databases}
+
+
+def _restore_dumps(session: Session, cluster: Cluster, from_env: dict[str, str],
+                   say: Callable[[str], None]) -> tuple[dict[str, list[str]], list[str]]:
+    """pg_dump each database of the source and restore it through the proxy into the
+    tenant ``session`` names; (its databases' tables, the roles made)."""
+    from strata.cli.commands.connect import proxy_target
+    from strata.local import tenant_import
+
+    target = proxy_target(session, "main").environ()
+
+    def progress_of(database: str) -> Callable[[str], None]:
+        return lambda table: say(f"  restoring {database}: {table}")
+
+    roles = tenant_import.make_roles(cluster, target)
+    databases: dict[str, list[str]] = {}
+    for database in cluster.databases:
+        if database != target["PGDATABASE"]:
+            tenant_import.create_database(target, database)
+        databases[database] = tenant_import.restore(
+            {**from_env, "PGDATABASE": database}, {**target, "PGDATABASE": database},
+            progress_of(database))
+    return databases, roles
 
 
 @tenant.command("list")
