@@ -226,3 +226,7 @@ def test_a_source_that_cannot_be_read_leaves_no_tenant(source: str, cli: Strata)
     assert "nope" not in [t["tenant"] for t in cli.json("tenant", "list")["tenants"]]
     assert "not a PostgreSQL URI" in cli.fail(1, "tenant", "import", "nope", "--from",
                                               "host=a b c")
+    cli.json("tenant", "create", "taken", "--empty")
+    assert "tenant 'taken' already exists" in cli.fail(1, "tenant", "import", "taken",
+                                                       "--from", source)
+    cli.json("tenant", "delete", "taken", "--yes")

@@ -150,6 +150,7 @@ def import_(session: Session, name: str, source: str, method: str) -> None:
         if not session.json:
             print(line, file=sys.stderr, flush=True)
 
+    _refuse_taken_name(session, name)  # before anything is copied
     from_env = tenant_import.source_environ(source)  # a bad URI fails before the tenant
     cluster = tenant_import.read_cluster(from_env)  # so does a source that cannot be read
     started = time.monotonic()
@@ -192,6 +193,22 @@ def import_(session: Session, name: str, source: str, method: str) -> None:
     emit_text(f"imported {len(databases)} databases ({tables} tables) and {len(roles)} "
               f"roles into tenant {name!r}, branch main, by {done_by} "
               f"({time.monotonic() - started:.1f} s)")
+
+
+def _refuse_taken_name(session: Session, name: str) -> None:
+    """Fail at once if tenant NAME exists: an import would copy the whole source first."""
+    import grpc
+
+    from common.client import ClientError
+
+    with session.client() as client:
+        try:
+            client.get_tenant(name)
+        except ClientError as exc:
+            if exc.code is not grpc.StatusCode.NOT_FOUND:
+                raise
+            return
+    raise CliError(f"tenant {name!r} already exists; import into a new name")
 
 
 def _ingest_copy(session: Session, name: str, copy: Prepared, from_env: dict[str, str],
