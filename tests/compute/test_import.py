@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from common.postgres import pg_bin_dir
+from compute import identity
 from strata.local import computes
 from strata.local.home import Home
 from tests.cli.conftest import Strata, free_port, strata_home
@@ -202,6 +203,10 @@ def test_a_bootstrap_superuser_of_another_name_becomes_strata_s_postgres(cli: St
 
         with psycopg.connect(server + "postgres", autocommit=True) as conn:
             conn.execute("CREATE ROLE postgres LOGIN")  # now the rename would clash
+        denied = cli.run("tenant", "import", "clash", "--from", server + "postgres",
+                         "--method", "base-backup", expect=1)
+        assert "another role is named postgres" in denied.stderr.splitlines()[-1]
+        assert identity.find("clash") is None  # the OS user made for the copy is gone
         clash = cli.json("tenant", "import", "clash", "--from", server + "postgres")
         assert clash["method"] == "dump"
         assert "another role is named postgres" in clash["fallback_reason"]

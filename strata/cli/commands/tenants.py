@@ -164,6 +164,7 @@ def import_(session: Session, name: str, source: str, method: str) -> None:
                                lambda done, total: say(f"  base backup: {done}/{total} kB"))
             except Refused as exc:
                 if method == "base-backup":
+                    computes.forget_tenant(session.home, name)  # its OS user, if made
                     raise CliError(f"a base backup cannot be used: {exc}") from None
                 why_not = str(exc)
                 say(f"not by base backup ({why_not}): copying with pg_dump")
