@@ -75,6 +75,7 @@ from common.ops import (
     Write,
 )
 from common.pages import blocks_for, cut_page, truncate_tail, write_slices
+from compute.changed_span import changed_span
 from compute.page_cache import CacheFullError, PageCache, PageKey
 from compute.prefetch import MAX_AHEAD, InFlight, Prefetcher
 from compute.wal import WalPositions
@@ -625,6 +626,8 @@ class BranchView:
             if node.path is None:
                 return False  # the file was unlinked: nothing of it survives
             self._refuse_growth_when_full(node, offset + len(data))
+            end = offset + len(data)
+            shipped = self._changed_part(node, offset, data)
             versions: dict[PageKey, int] = {}
             for piece in write_slices(offset, data):
                 if piece.whole:
@@ -633,14 +636,34 @@ class BranchView:
                     page = piece.onto(self._page_for_update(node, piece.index))
                 key = node.key(piece.index)
                 versions[key] = self._cache.put_dirty(key, page)
-            end = offset + len(data)
             node.size = max(node.size, end)
             node.mtime_ns = time.time_ns()
-            self._queue_write(node.path, offset, data, versions)
+            self._queue_write(node.path, offset + shipped.start, data[shipped], versions)
             position = self._wal_positions.position(node.path, offset, data)
             if position is not None:
                 self._wal_lsn = max(self._wal_lsn, position)
             return self._pending_bytes >= self._pending_limit
+
+    def _changed_part(self, node: Node, offset: int, data: bytes) -> slice:
+        """The part of a write that the page server needs (rfcs/0031): for a rewrite
+        inside one page of the file whose page the cache holds, the span that differs
+        from it (a rewrite of the same bytes: its last byte, which still sets the
+        mtime); else the whole write. Writes that grow the file or continue the extent
+        being gathered (a bulk load) ship whole, so extents stay whole."""
+        index, whole = offset // PAGE_SIZE, slice(0, len(data))
+        extent = self._extent
+        if not data or offset + len(data) > node.size \
+                or (offset + len(data) - 1) // PAGE_SIZE != index \
+                or (extent is not None and extent.follows(node.path or "", offset, len(data))):
+            return whole
+        old = self._known_page(node, index)
+        if old is None:
+            return whole
+        start = offset - index * PAGE_SIZE
+        first, last = changed_span(old[start:start + len(data)], data)
+        if first == last:  # the same bytes: the last one still sets the mtime
+            return slice(len(data) - 1, len(data))
+        return slice(first, last)
 
     def _refuse_growth_when_full(self, node: Node, end: int) -> None:
         """ENOSPC for extending a relation's file to ``end`` while the tenant is full."""

@@ -248,7 +248,8 @@ class Timeline:
                 raise NotFoundError(f"timeline {self.timeline_id} was deleted")
             if writer_epoch is not None:
                 self._check_writer_epoch(writer_epoch)
-                batch = replace(batch, writer_epoch=writer_epoch)
+                if batch.writer_epoch != writer_epoch:
+                    batch = replace(batch, writer_epoch=writer_epoch)
             resent = resent_lsn(self.applied_batch, batch.writer_epoch, batch.batch_id)
             if resent is not None:
                 lsn, seqno = resent, self._last_seqno  # durable once its first sending is

@@ -129,11 +129,12 @@ class CreateJournal:
         active = self._active()
         if active is None or active.end + size > CAPACITY:
             active = self._switch(active)
-        raw = b"".join((_BODY.pack(active.epoch, len(encoded)), encoded, data))
-        frame = _PREFIX.pack(len(raw), zlib.crc32(raw)) + raw
-        os.pwrite(active.fd, frame, active.end)
+        head = _BODY.pack(active.epoch, len(encoded)) + encoded  # the bytes are not copied
+        crc = zlib.crc32(data, zlib.crc32(head))
+        os.pwritev(active.fd, [_PREFIX.pack(len(head) + len(data), crc), head, data],
+                   active.end)
         os.fdatasync(active.fd)
-        active.end += len(frame)
+        active.end += size
         active.keys.add(key)
 
     def holds(self, key: str) -> bool:
