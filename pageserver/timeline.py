@@ -287,6 +287,12 @@ class Timeline:
 
     def _effects(self, batch: Batch, lsn: int) -> Effects:
         def read_latest(relation: Relation, block: int) -> bytes:
+            # The open memtable holds the newest versions: a page rewritten since it
+            # opened (a WAL page, at every commit) is found there without the read
+            # path's search of every source (rfcs/0031).
+            found = self.open_memtable.get_page(relation, block, self.last_lsn)
+            if found is not None:
+                return found[1] if found[1] is not None else bytes(PAGE_SIZE)
             return read_pages(self, relation, np.array([block]), self.last_lsn)[0]
 
         def stored(relation: Relation, lo: int, hi: int) -> np.ndarray:
