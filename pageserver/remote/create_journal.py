@@ -60,6 +60,11 @@ JOURNAL_MAGIC = b"STRJNL\x00\x01"
 JOURNAL_NAME = ".strata-tmp-journal-"  # the reserved prefix: never a key, never listed
 MAX_JOURNALED_BYTES = 256 * 1024  # larger objects are created the direct way
 CAPACITY = 1024 * 1024  # of each of the two files: ~100 commits; a tenant pays 2 MB
+# Entries per file before the other takes over, however small they are: a settle's
+# syncfs also writes back the inode tables the unsynced links dirtied, and ext4 skips
+# inodes freed in the last 35 s (5 s once their table block is clean) when it allocates
+# one, so settling rarely made each new object's inode cost up to 250 µs (rfcs/0031).
+MAX_ENTRIES = 128
 _HEADER = struct.Struct(">8sQB")
 _HEADER_BYTES = 4096
 _PREFIX = struct.Struct(">II")  # n, crc
@@ -127,7 +132,7 @@ class CreateJournal:
         encoded = key.encode()
         size = _PREFIX.size + _BODY.size + len(encoded) + len(data)
         active = self._active()
-        if active is None or active.end + size > CAPACITY:
+        if active is None or active.end + size > CAPACITY or len(active.keys) >= MAX_ENTRIES:
             active = self._switch(active)
         head = _BODY.pack(active.epoch, len(encoded)) + encoded  # the bytes are not copied
         crc = zlib.crc32(data, zlib.crc32(head))
