@@ -645,25 +645,49 @@ class BranchView:
             return self._pending_bytes >= self._pending_limit
 
     def _changed_part(self, node: Node, offset: int, data: bytes) -> slice:
-        """The part of a write that the page server needs (rfcs/0031): for a rewrite
-        inside one page of the file whose page the cache holds, the span that differs
-        from it (a rewrite of the same bytes: its last byte, which still sets the
-        mtime); else the whole write. Writes that grow the file or continue the extent
-        being gathered (a bulk load) ship whole, so extents stay whole."""
-        index, whole = offset // PAGE_SIZE, slice(0, len(data))
+        """The part of a write that the page server needs (rfcs/0031): without the bytes
+        at its start and at its end that equal what the cache holds of the first and the
+        last page it covers (a rewrite of the same bytes: its last byte, which still sets
+        the mtime). Writes that grow the file or continue the extent being gathered (a
+        bulk load) ship whole, so extents stay whole."""
+        end = offset + len(data)
         extent = self._extent
-        if not data or offset + len(data) > node.size \
-                or (offset + len(data) - 1) // PAGE_SIZE != index \
+        if not data or end > node.size \
                 or (extent is not None and extent.follows(node.path or "", offset, len(data))):
-            return whole
-        old = self._known_page(node, index)
-        if old is None:
-            return whole
-        start = offset - index * PAGE_SIZE
-        first, last = changed_span(old[start:start + len(data)], data)
-        if first == last:  # the same bytes: the last one still sets the mtime
+            return slice(0, len(data))
+        if offset // PAGE_SIZE == (end - 1) // PAGE_SIZE:  # one page (a commit): one compare
+            old = self._known_page(node, offset // PAGE_SIZE)
+            start = offset % PAGE_SIZE
+            first, last = (0, len(data)) if old is None else \
+                changed_span(old[start:start + len(data)], data)
+        else:
+            first = self._same_head(node, offset, data)
+            last = len(data) - self._same_tail(node, end, data)
+        if first >= last:
             return slice(len(data) - 1, len(data))
         return slice(first, last)
+
+    def _same_head(self, node: Node, offset: int, data: bytes) -> int:
+        """How many bytes at the start of a write equal the cached first page's (0 if
+        that page is not cached)."""
+        index = offset // PAGE_SIZE
+        old = self._known_page(node, index)
+        if old is None:
+            return 0
+        start = offset - index * PAGE_SIZE
+        count = min(len(data), PAGE_SIZE - start)
+        return changed_span(old[start:start + count], data[:count])[0]
+
+    def _same_tail(self, node: Node, end: int, data: bytes) -> int:
+        """How many bytes at the end of a write equal the cached last page's."""
+        index = (end - 1) // PAGE_SIZE
+        old = self._known_page(node, index)
+        if old is None:
+            return 0
+        count = min(len(data), end - index * PAGE_SIZE)
+        first, last = changed_span(old[end - index * PAGE_SIZE - count:end - index * PAGE_SIZE],
+                                   data[len(data) - count:])
+        return count if first == last else count - last
 
     def _refuse_growth_when_full(self, node: Node, end: int) -> None:
         """ENOSPC for extending a relation's file to ``end`` while the tenant is full."""
