@@ -31,8 +31,9 @@ hidden from ``list`` by the reserved prefix), integers big-endian::
 
 Entries count only while their file is live and their epoch is the file's: the first
 entry that is zero, fails its crc or carries another epoch ends the file. Of the two
-files one is written at a time; when it is full the other (settled) takes over, live, at
-the next epoch, and the full one is settled in the background. Epochs only grow (a
+files one is written at a time; when it is full (or holds MAX_ENTRIES entries) the other
+(settled) takes over, live, at the next epoch, and the full one is settled in the
+background. Epochs only grow (a
 settled file keeps its own), so a settle started for one epoch never drops a later one.
 Exclusion across processes: ``flock`` on file 0 (per open file, so two stores in one
 process exclude each other too).
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 JOURNAL_MAGIC = b"STRJNL\x00\x01"
 JOURNAL_NAME = ".strata-tmp-journal-"  # the reserved prefix: never a key, never listed
 MAX_JOURNALED_BYTES = 256 * 1024  # larger objects are created the direct way
-CAPACITY = 1024 * 1024  # of each of the two files: ~100 commits; a tenant pays 2 MB
+CAPACITY = 1024 * 1024  # of each of the two files; a tenant pays 2 MB
 # Entries per file before the other takes over, however small they are: a settle's
 # syncfs also writes back the inode tables the unsynced links dirtied, and ext4 skips
 # inodes freed in the last 35 s (5 s once their table block is clean) when it allocates
