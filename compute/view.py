@@ -75,6 +75,7 @@ from common.ops import (
     Write,
 )
 from common.pages import blocks_for, cut_page, truncate_tail, write_slices
+from compute.changed_span import changed_span
 from compute.page_cache import CacheFullError, PageCache, PageKey
 from compute.prefetch import MAX_AHEAD, InFlight, Prefetcher
 from compute.wal import WalPositions
@@ -625,6 +626,8 @@ class BranchView:
             if node.path is None:
                 return False  # the file was unlinked: nothing of it survives
             self._refuse_growth_when_full(node, offset + len(data))
+            end = offset + len(data)
+            shipped = self._changed_part(node, offset, data)
             versions: dict[PageKey, int] = {}
             for piece in write_slices(offset, data):
                 if piece.whole:
@@ -633,14 +636,58 @@ class BranchView:
                     page = piece.onto(self._page_for_update(node, piece.index))
                 key = node.key(piece.index)
                 versions[key] = self._cache.put_dirty(key, page)
-            end = offset + len(data)
             node.size = max(node.size, end)
             node.mtime_ns = time.time_ns()
-            self._queue_write(node.path, offset, data, versions)
+            self._queue_write(node.path, offset + shipped.start, data[shipped], versions)
             position = self._wal_positions.position(node.path, offset, data)
             if position is not None:
                 self._wal_lsn = max(self._wal_lsn, position)
             return self._pending_bytes >= self._pending_limit
+
+    def _changed_part(self, node: Node, offset: int, data: bytes) -> slice:
+        """The part of a write that the page server needs (rfcs/0031): without the bytes
+        at its start and at its end that equal what the cache holds of the first and the
+        last page it covers (a rewrite of the same bytes: its last byte, which still sets
+        the mtime). Writes that grow the file or continue the extent being gathered (a
+        bulk load) ship whole, so extents stay whole."""
+        end = offset + len(data)
+        extent = self._extent
+        if not data or end > node.size \
+                or (extent is not None and extent.follows(node.path or "", offset, len(data))):
+            return slice(0, len(data))
+        if offset // PAGE_SIZE == (end - 1) // PAGE_SIZE:  # one page (a commit): one compare
+            old = self._known_page(node, offset // PAGE_SIZE)
+            start = offset % PAGE_SIZE
+            first, last = (0, len(data)) if old is None else \
+                changed_span(old[start:start + len(data)], data)
+        else:
+            first = self._same_head(node, offset, data)
+            last = len(data) - self._same_tail(node, end, data)
+        if first >= last:
+            return slice(len(data) - 1, len(data))
+        return slice(first, last)
+
+    def _same_head(self, node: Node, offset: int, data: bytes) -> int:
+        """How many bytes at the start of a write equal the cached first page's (0 if
+        that page is not cached)."""
+        index = offset // PAGE_SIZE
+        old = self._known_page(node, index)
+        if old is None:
+            return 0
+        start = offset - index * PAGE_SIZE
+        count = min(len(data), PAGE_SIZE - start)
+        return changed_span(old[start:start + count], data[:count])[0]
+
+    def _same_tail(self, node: Node, end: int, data: bytes) -> int:
+        """How many bytes at the end of a write equal the cached last page's."""
+        index = (end - 1) // PAGE_SIZE
+        old = self._known_page(node, index)
+        if old is None:
+            return 0
+        count = min(len(data), end - index * PAGE_SIZE)
+        first, last = changed_span(old[end - index * PAGE_SIZE - count:end - index * PAGE_SIZE],
+                                   data[len(data) - count:])
+        return count if first == last else count - last
 
     def _refuse_growth_when_full(self, node: Node, end: int) -> None:
         """ENOSPC for extending a relation's file to ``end`` while the tenant is full."""

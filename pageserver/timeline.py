@@ -248,7 +248,8 @@ class Timeline:
                 raise NotFoundError(f"timeline {self.timeline_id} was deleted")
             if writer_epoch is not None:
                 self._check_writer_epoch(writer_epoch)
-                batch = replace(batch, writer_epoch=writer_epoch)
+                if batch.writer_epoch != writer_epoch:
+                    batch = replace(batch, writer_epoch=writer_epoch)
             resent = resent_lsn(self.applied_batch, batch.writer_epoch, batch.batch_id)
             if resent is not None:
                 lsn, seqno = resent, self._last_seqno  # durable once its first sending is
@@ -286,6 +287,12 @@ class Timeline:
 
     def _effects(self, batch: Batch, lsn: int) -> Effects:
         def read_latest(relation: Relation, block: int) -> bytes:
+            # The open memtable holds the newest versions: a page rewritten since it
+            # opened (a WAL page, at every commit) is found there without the read
+            # path's search of every source (rfcs/0031).
+            found = self.open_memtable.get_page(relation, block, self.last_lsn)
+            if found is not None:
+                return found[1] if found[1] is not None else bytes(PAGE_SIZE)
             return read_pages(self, relation, np.array([block]), self.last_lsn)[0]
 
         def stored(relation: Relation, lo: int, hi: int) -> np.ndarray:

@@ -105,10 +105,10 @@ class LocalDirectoryStorage(RemoteStorage):
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         try:
-            self._make_dirs(path.parent)
             journal = self._journal(key)
             if journal is not None and len(data) <= MAX_JOURNALED_BYTES:
                 return self._create_journaled(journal, key, path, data)
+            self._make_dirs(path.parent)
             directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 with journal.locked() if journal is not None else nullcontext():
@@ -121,18 +121,22 @@ class LocalDirectoryStorage(RemoteStorage):
             self._fail("put_if_absent", key, e)
         return True
 
-    @staticmethod
-    def _create_journaled(journal: CreateJournal, key: str, path: Path, data: bytes) -> bool:
-        """put_if_absent through the create journal: durable once the entry is."""
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    def _create_journaled(self, journal: CreateJournal, key: str, path: Path,
+                          data: bytes) -> bool:
+        """put_if_absent through the create journal: durable once the entry is. The
+        commit path: one open of the directory (made first only if it is missing) and
+        one lstat of the name, no walk up the tree (rfcs/0031)."""
+        try:
+            directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            self._make_dirs(path.parent)
+            directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=directory)
             try:
                 _write_all(fd, data)
                 with journal.locked():
-                    if os.path.lexists(path):
-                        if path.is_dir():
-                            raise IsADirectoryError(errno.EISDIR, "a directory", str(path))
+                    if _taken(directory, path.name):
                         return False
                     journal.append(key, data)
                     try:
@@ -482,6 +486,18 @@ def _supports_tmpfile(directory: Path) -> bool:
 def _close_all(journals: dict[str, CreateJournal]) -> None:
     for journal in journals.values():
         journal.close()
+
+
+def _taken(directory: int, name: str) -> bool:
+    """Whether ``name`` exists in ``directory`` (a descriptor); a directory there is a
+    key conflict, an error."""
+    try:
+        mode = os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "a directory is where an object is named", name)
+    return True
 
 
 def _write_all(fd: int, data: bytes) -> None:

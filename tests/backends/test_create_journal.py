@@ -19,6 +19,7 @@ from pageserver.remote import LocalDirectoryStorage
 from pageserver.remote.create_journal import (
     CAPACITY,
     JOURNAL_NAME,
+    MAX_ENTRIES,
     MAX_JOURNALED_BYTES,
     CreateJournal,
 )
@@ -125,6 +126,20 @@ def test_a_full_journal_moves_on_and_settles_the_full_file(tmp_path: Path) -> No
     reopened = LocalDirectoryStorage(root)
     assert [reopened.get(f"tenants/t1/log/{n:016x}")[0] for n in range(count)] == \
         [n % 251 for n in range(count)]
+
+
+def test_small_entries_move_on_after_a_bounded_count(tmp_path: Path) -> None:
+    root = tmp_path / "remote"
+    store = LocalDirectoryStorage(root)
+    count = MAX_ENTRIES + 3  # a few hundred bytes each: far from the file's capacity
+    for n in range(count):
+        assert store.put_if_absent(f"tenants/t1/log/{n:016x}", b"a commit's WAL")
+    journal = store._journal(KEY)
+    assert journal is not None
+    settler = journal._settler
+    assert settler is not None  # the first file was full by count, and is being settled
+    settler.join()
+    assert pending(root) == [f"tenants/t1/log/{n:016x}" for n in range(MAX_ENTRIES, count)]
 
 
 def test_large_objects_are_created_directly(tmp_path: Path) -> None:

@@ -484,3 +484,23 @@ def test_a_deleted_tenant_leaves_nothing_in_the_local_store(
     kept.ingest(Batch((Write(REL_PATH, PAGE_SIZE, _page(2)),)))
     engine.flush("kept")
     assert kept.read_file(REL_PATH) == _page(1) + _page(2)
+
+
+@pytest.mark.parametrize("flushed", [False, True], ids=["in memtable", "in a layer"])
+def test_a_partial_write_lands_on_the_newest_version_of_its_page(
+        engine: Engine, flushed: bool) -> None:
+    _setup(engine)
+    main = engine.timeline("t", "main")
+    main.ingest(Batch((Create("wal"), Write("wal", 0, _page(1) * 2))))
+    main.ingest(Batch((Write("wal", PAGE_SIZE, _page(2)), Truncate("wal", PAGE_SIZE),
+                       Truncate("wal", 2 * PAGE_SIZE))))  # block 1 tombstoned, then zeros
+    if flushed:
+        main.freeze()  # the versions leave the open memtable: read through the layers
+        main.flush()
+    main.ingest(Batch((Write("wal", 100, b"commit one"),)))
+    main.ingest(Batch((Write("wal", 110, b", two"), Write("wal", PAGE_SIZE + 5, b"three"))))
+    page0 = bytearray(_page(1))
+    page0[100:115] = b"commit one, two"
+    page1 = bytearray(PAGE_SIZE)
+    page1[5:10] = b"three"
+    assert main.read_file("wal") == bytes(page0) + bytes(page1)

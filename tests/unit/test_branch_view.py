@@ -520,3 +520,52 @@ def test_a_fetched_page_written_while_in_flight_reads_as_the_write(make: MakeHar
     h.reader.gate.set()
     reading.join(WAIT_S)
     assert got == [page(b"n")]
+
+
+def test_a_rewrite_of_a_cached_page_ships_only_the_bytes_it_changed(
+        make: MakeHarness) -> None:
+    h = make()
+    view = h.view
+    f = view.open("f")
+    wal = bytearray(bytes(24) + bytes(P - 24))  # a WAL page: a header, then records
+    view.write(f, bytes(wal), P)  # the page server holds OLD here: all of it differs
+    view.flush()
+    for record in (b"first commit", b"second, longer commit"):
+        end = wal.index(bytes(32), 24)
+        wal[end:end + len(record)] = record  # appended after the records already there
+        view.write(f, bytes(wal), P)  # PostgreSQL rewrites the whole page at each commit
+        view.flush()
+    view.write(f, bytes(wal), P)  # the same bytes again
+    view.flush()
+    view.write(f, bytes(P), 2 * P)  # the next WAL page, zero-filled as a new segment is
+    view.flush()
+    wal[-len(b"fills the page"):] = b"fills the page"  # a flush crossing into the next page
+    following = b"rest" + bytes(P - 4)
+    view.write(f, bytes(wal) + following, P)
+    view.flush()
+    assert h.writer.ops == [
+        Write("f", P, bytes(wal[:24]) + bytes(P - 24)),
+        Write("f", P + 24, b"first commit"),
+        Write("f", P + 24 + len(b"first commit"), b"second, longer commit"),
+        Write("f", 2 * P - 1, b"\0"),
+        Write("f", 2 * P, bytes(P)),  # the zero fill: differs from OLD everywhere
+        Write("f", 2 * P - len(b"fills the page"), b"fills the pagerest"),
+    ]
+    server = OLD * 2  # what the page server makes of them, applying each over its pages
+    for op in h.writer.ops:
+        assert isinstance(op, Write)
+        start = op.offset - P
+        server = server[:start] + op.data + server[start + len(op.data):]
+    assert server == bytes(wal) + following == view.read(f, 2 * P, P)
+
+
+def test_writes_that_grow_or_are_not_cached_ship_whole(make: MakeHarness) -> None:
+    h = make()
+    view = h.view
+    f, big = view.open("f"), view.open("big")
+    view.write(f, OLD[:100] + b"x" * (P - 100), 2 * P + 100)  # past the end: grows f
+    view.write(f, page(b"y"), P // 2)  # two pages, neither cached
+    view.write(big, b"z", 5 * P + 7)  # a page not in the cache
+    view.flush()
+    assert h.writer.ops == [Write("f", 2 * P + 100, OLD[:100] + b"x" * (P - 100)),
+                            Write("f", P // 2, page(b"y")), Write("big", 5 * P + 7, b"z")]
