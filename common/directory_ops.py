@@ -16,6 +16,7 @@ from common.ops import Create, FileOp, Mkdir, Write
 from common.pgdata import is_ephemeral
 
 WRITE_CHUNK = 1024 * 1024
+BATCH_BYTES = 8 * 1024 * 1024
 
 
 def total_bytes(source: Path) -> int:
@@ -43,3 +44,20 @@ def walk_ops(source: Path) -> Iterator[FileOp]:
                 while chunk := handle.read(WRITE_CHUNK):
                     yield Write(rel, offset, chunk)
                     offset += len(chunk)
+
+
+def batched_ops(source: Path) -> Iterator[tuple[list[FileOp], int, bool]]:
+    """``walk_ops(source)`` cut into batches of about ``BATCH_BYTES`` of writes: each
+    batch, the write bytes handed out so far, and whether it is the last (always yielded,
+    possibly empty, so the caller can mark the end on it)."""
+    pending: list[FileOp] = []
+    size = done = 0
+    for op in walk_ops(source):
+        pending.append(op)
+        if isinstance(op, Write):
+            size += len(op.data)
+            done += len(op.data)
+        if size >= BATCH_BYTES:
+            yield pending, done, False
+            pending, size = [], 0
+    yield pending, done, True

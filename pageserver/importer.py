@@ -16,12 +16,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from common.directory_ops import total_bytes, walk_ops
+from common.directory_ops import batched_ops, total_bytes
 from common.errors import FailedPreconditionError
-from common.ops import Batch, FileOp, Write
+from common.ops import Batch
 from pageserver.timeline import Timeline
-
-BATCH_BYTES = 8 * 1024 * 1024
 
 Progress = Callable[[int, int], None]  # (bytes imported, bytes total)
 
@@ -70,23 +68,11 @@ def import_directory(timeline: Timeline, source: Path, wal_lsn: int = 0,
                      progress: Progress | None = None) -> int:
     """Ingest every directory and file under ``source``; returns the last LSN."""
     total = total_bytes(source)
-    done = 0
     lsn = timeline.durable_lsn
-    pending: list[FileOp] = []
-    pending_bytes = 0
-    for op in walk_ops(source):
-        pending.append(op)
-        if isinstance(op, Write):
-            pending_bytes += len(op.data)
-            done += len(op.data)
-        if pending_bytes >= BATCH_BYTES:
-            lsn = timeline.ingest(Batch(tuple(pending)))
-            pending, pending_bytes = [], 0
-            if progress:
-                progress(done, total)
-    lsn = timeline.ingest(Batch(tuple(pending), wal_lsn=wal_lsn))
-    if progress:
-        progress(total, total)
+    for ops, done, last in batched_ops(source):
+        lsn = timeline.ingest(Batch(tuple(ops), wal_lsn=wal_lsn if last else 0))
+        if progress:
+            progress(total if last else done, total)
     return lsn
 
 

@@ -12,29 +12,10 @@ from typing import Final
 
 from common.client import StrataClient
 from common.convert import op_to_pb
-from common.directory_ops import total_bytes, walk_ops
-from common.ops import FileOp, Write
+from common.directory_ops import batched_ops, total_bytes
 from proto import strata_pb2 as pb
 
-BATCH_BYTES: Final = 8 * 1024 * 1024
 HOLDER: Final = "strata tenant import"
-
-
-def _batches(source: Path, wal_lsn: int, sent: list[int]
-             ) -> Iterator[tuple[list[FileOp], int]]:
-    """(operations, wal_lsn) of each batch: about ``BATCH_BYTES`` of writes each, the last
-    one carrying ``wal_lsn``; ``sent[0]`` counts the bytes handed out."""
-    pending: list[FileOp] = []
-    size = 0
-    for op in walk_ops(source):
-        pending.append(op)
-        if isinstance(op, Write):
-            size += len(op.data)
-            sent[0] += len(op.data)
-        if size >= BATCH_BYTES:
-            yield pending, 0
-            pending, size = [], 0
-    yield pending, wal_lsn
 
 
 def ingest_directory(client: StrataClient, tenant: str, branch: str, source: Path,
@@ -43,16 +24,16 @@ def ingest_directory(client: StrataClient, tenant: str, branch: str, source: Pat
     last batch. ``progress`` gets (bytes acknowledged, bytes total) per batch."""
     total = total_bytes(source)
     epoch = client.attach_writer(tenant, branch, holder=HOLDER).writer_epoch
-    sent = [0]
     acknowledged: dict[int, int] = {}
 
     def requests() -> Iterator[pb.IngestRequest]:
         yield pb.IngestRequest(open=pb.IngestOpen(tenant=tenant, branch=branch,
                                                   writer_epoch=epoch))
-        for number, (ops, lsn) in enumerate(_batches(source, wal_lsn, sent), start=1):
-            acknowledged[number] = sent[0]
+        for number, (ops, done, last) in enumerate(batched_ops(source), start=1):
+            acknowledged[number] = done
             yield pb.IngestRequest(batch=pb.IngestBatch(
-                batch_id=number, ops=[op_to_pb(op) for op in ops], wal_lsn=lsn,
+                batch_id=number, ops=[op_to_pb(op) for op in ops],
+                wal_lsn=wal_lsn if last else 0,
                 timestamp_us=time.time_ns() // 1000))
 
     last = 0
