@@ -78,7 +78,7 @@ from common.pages import blocks_for, cut_page, truncate_tail, write_slices
 from compute.changed_span import changed_span
 from compute.page_cache import CacheFullError, PageCache, PageKey
 from compute.prefetch import MAX_AHEAD, InFlight, Prefetcher
-from compute.wal import WalPositions
+from compute.wal import WalPositions, segment_start
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -645,14 +645,17 @@ class BranchView:
             return self._pending_bytes >= self._pending_limit
 
     def _changed_part(self, node: Node, offset: int, data: bytes) -> slice:
-        """The part of a write that the page server needs (rfcs/0031): without the bytes
-        at its start and at its end that equal what the cache holds of the first and the
-        last page it covers (a rewrite of the same bytes: its last byte, which still sets
-        the mtime). Writes that grow the file or continue the extent being gathered (a
-        bulk load) ship whole, so extents stay whole."""
+        """The part of a write into a WAL segment that the page server needs (rfcs/0031):
+        without the bytes at its start and at its end that equal what the cache holds of
+        the first and the last page it covers (a rewrite of the same bytes: its last byte,
+        which still sets the mtime). Writes that grow the file or continue the extent
+        being gathered (a bulk load) ship whole, so extents stay whole; so do writes to
+        any other file: a data page's small change (a hint bit, a visibility flag) would
+        make the page server read the page's older version to lay it over, which costs
+        more than the 8 KB it saves."""
         end = offset + len(data)
         extent = self._extent
-        if not data or end > node.size \
+        if not data or end > node.size or segment_start(node.path or "") is None \
                 or (extent is not None and extent.follows(node.path or "", offset, len(data))):
             return slice(0, len(data))
         if offset // PAGE_SIZE == (end - 1) // PAGE_SIZE:  # one page (a commit): one compare

@@ -48,6 +48,8 @@ SERVER = b"s" * P  # what it answers for any other page
 FILE_REL = Relation.synthetic(7).to_bytes()
 SMALL_REL = Relation.synthetic(9).to_bytes()
 BIG_REL = Relation.synthetic(11).to_bytes()
+WAL_REL = Relation.synthetic(13).to_bytes()
+WAL = "pg_wal/000000010000000000000001"  # a WAL segment: rewrites ship what they change
 BIG_PAGES = 2048
 WAIT_S = 10
 
@@ -58,6 +60,7 @@ class FakeReader:
     def __init__(self) -> None:
         self.pages = {(FILE_REL, block): OLD for block in range(3)}
         self.pages[(SMALL_REL, 0)] = OLD
+        self.pages.update({(WAL_REL, block): OLD for block in range(3)})
         self.calls: list[list[int]] = []
         self.entered = threading.Event()
         self.gate: threading.Event | None = None
@@ -141,6 +144,8 @@ def make(tmp_path: Path) -> Iterator[MakeHarness]:
             "f": Node("f", FileKind.FILE, 0o600, 3 * P, FILE_REL),
             "small": Node("small", FileKind.FILE, 0o600, P, SMALL_REL),
             "big": Node("big", FileKind.FILE, 0o600, BIG_PAGES * P, BIG_REL),
+            "pg_wal": Node("pg_wal", FileKind.DIR, 0o700),
+            WAL: Node(WAL, FileKind.FILE, 0o600, 3 * P, WAL_REL),
         }
         cache = cache_type(tmp_path / f"cache{len(caches)}", capacity_pages * P / MIB)
         caches.append(cache)
@@ -526,7 +531,7 @@ def test_a_rewrite_of_a_cached_page_ships_only_the_bytes_it_changed(
         make: MakeHarness) -> None:
     h = make()
     view = h.view
-    f = view.open("f")
+    f = view.open(WAL)
     wal = bytearray(bytes(24) + bytes(P - 24))  # a WAL page: a header, then records
     view.write(f, bytes(wal), P)  # the page server holds OLD here: all of it differs
     view.flush()
@@ -544,12 +549,12 @@ def test_a_rewrite_of_a_cached_page_ships_only_the_bytes_it_changed(
     view.write(f, bytes(wal) + following, P)
     view.flush()
     assert h.writer.ops == [
-        Write("f", P, bytes(wal[:24]) + bytes(P - 24)),
-        Write("f", P + 24, b"first commit"),
-        Write("f", P + 24 + len(b"first commit"), b"second, longer commit"),
-        Write("f", 2 * P - 1, b"\0"),
-        Write("f", 2 * P, bytes(P)),  # the zero fill: differs from OLD everywhere
-        Write("f", 2 * P - len(b"fills the page"), b"fills the pagerest"),
+        Write(WAL, P, bytes(wal[:24]) + bytes(P - 24)),
+        Write(WAL, P + 24, b"first commit"),
+        Write(WAL, P + 24 + len(b"first commit"), b"second, longer commit"),
+        Write(WAL, 2 * P - 1, b"\0"),
+        Write(WAL, 2 * P, bytes(P)),  # the zero fill: differs from OLD everywhere
+        Write(WAL, 2 * P - len(b"fills the page"), b"fills the pagerest"),
     ]
     server = OLD * 2  # what the page server makes of them, applying each over its pages
     for op in h.writer.ops:
@@ -569,3 +574,15 @@ def test_writes_that_grow_or_are_not_cached_ship_whole(make: MakeHarness) -> Non
     view.flush()
     assert h.writer.ops == [Write("f", 2 * P + 100, OLD[:100] + b"x" * (P - 100)),
                             Write("f", P // 2, page(b"y")), Write("big", 5 * P + 7, b"z")]
+
+
+def test_a_rewrite_outside_the_wal_ships_whole(make: MakeHarness) -> None:
+    """A data page's small change (a visibility flag) is not cut down: the page server
+    would have to read the page's older version to lay it over."""
+    h = make()
+    small = h.view.open("small")
+    assert h.view.read(small, P, 0) == OLD  # cached
+    flagged = b"v" + OLD[1:]
+    h.view.write(small, flagged, 0)
+    h.view.flush()
+    assert h.writer.ops == [Write("small", 0, flagged)]
