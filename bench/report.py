@@ -474,7 +474,7 @@ def headlines(results: Path, statuses: dict[str, str]) -> list[str]:
         lines.append(f"- cold start through the proxy: median {cold['median']:.2f} s, p90 "
                      f"{cold['p90']:.2f} s; pgbench -S through the proxy/direct "
                      f"{reads['ratio']:.2f} (TCP), {reads['socket_ratio']:.2f} (the proxy's "
-                     "unix socket); storage after {store['loops']} agent loops "
+                     f"unix socket); storage after {store['loops']} agent loops "
                      f"{store['after_over_base']:.3f}x the base tenant")
     if (storage := loaded("storage")) is not None:
         made = storage["figures"]["branch_creation"]
