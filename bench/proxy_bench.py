@@ -28,12 +28,8 @@ Figures:
   expired, the reaper deleted the forks and GC ran; both measured after a flush and
   compaction, so memtable contents are counted alike.
 
-Run ``python -m bench.proxy_bench [--quick] [--out bench/results/proxy.json]``; with
-``STRATA_PROXY_RELAY=splice`` in the environment the proxy relays server-to-client bytes of
-TCP sessions with the kernel splice where BPF allows (``strata.proxy.splice``; default: its
-pump threads); the report names the relay the proxy's log announced. The select-only part
-also measures both relays in turn, the proxy restarted with each. A failed step voids
-the run: nothing is reported. Nothing here asserts on time.
+Run ``python -m bench.proxy_bench [--quick] [--out bench/results/proxy.json]``. A failed
+step voids the run: nothing is reported. Nothing here asserts on time.
 """
 
 from __future__ import annotations
@@ -41,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import socket
 import statistics
 import sys
@@ -89,8 +84,6 @@ QUICK = Settings("quick", wakes=3, warm_connects=15, agent_loops=3, select_runs=
                  select_seconds=4, select_clients=4, drops=15)
 UNDO_LOG = re.compile(r"automatic checkpoint \S+ of \S+ at LSN \d+ \(statement held "
                       r"([0-9.]+) ms, checkpoint written in ([0-9.]+) ms\)")
-RELAYS = ("pump", "splice")  # the proxy's relays (strata.proxy.splice), compared in turn
-RELAY_ENV = "STRATA_PROXY_RELAY"
 SELECT_SCALE = 2  # pgbench_accounts of 200,000 rows: cached after the warm-up run
 
 
@@ -202,77 +195,11 @@ def select_only(strata: Strata, settings: Settings, root: Path) -> JSON:
         figures = select_runs(strata, settings, {"proxy_tps": uri, "direct_tps": direct,
                                                  "proxy_socket_tps": on_socket,
                                                  "tcp_tps": tcp, "unix_tps": unix})
-        print("select-only pgbench: the pump against the kernel splice ...", file=sys.stderr)
-        figures["relays"] = relay_rounds(strata, settings, direct)
         local.stop()
     finally:
         local.kill()
     strata("compute", "stop", "reader")
     return figures
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine spent busy so far (every core, kernel workers too):
-    a relay that moves work into the kernel's threads hides it from the proxy's own CPU."""
-    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def restart_proxy(strata: Strata, relay: str) -> str:
-    """The proxy stopped and started again with ``STRATA_PROXY_RELAY=relay`` (the page
-    server and the computes keep running); what it announced."""
-    pid = int((strata.home / "run" / "proxy.pid").read_text().split()[0])
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{pid}").exists():
-        if time.monotonic() > deadline:
-            raise BenchError(f"the proxy (pid {pid}) did not stop")
-        time.sleep(0.05)
-    with (strata.home / "logs" / "proxy.log").open("a") as log:
-        log.write(f"{RESTART_MARK}{RELAY_ENV}={relay}\n")
-    outer = os.environ.get(RELAY_ENV)
-    os.environ[RELAY_ENV] = relay
-    try:
-        strata.up("proxy", "--proxy-port", "0", "--suspend-timeout", "10m")
-    finally:
-        if outer is None:
-            del os.environ[RELAY_ENV]
-        else:
-            os.environ[RELAY_ENV] = outer
-    return relay_announced(strata, last=True)
-
-
-def relay_rounds(strata: Strata, settings: Settings, direct: str) -> JSON:
-    """pgbench -S through the proxy with each relay, the proxy restarted between them, each
-    run paired with one on the compute's socket right after it: per relay the TPS, the
-    pairs' ratios and their median, the proxy's CPU per transaction."""
-    samples: dict[str, dict[str, list[float]]] = {
-        relay: {"proxy_tps": [], "direct_tps": [], "ratios": [], "cpu_us": [],
-                "machine_cpu_us": []}
-        for relay in RELAYS}
-    announced: dict[str, str] = {}
-    for _ in range(settings.select_runs):
-        for relay in RELAYS:
-            announced[relay] = restart_proxy(strata, relay)
-            uri = strata("connect", "reader")["uri"]
-            select_tps(settings, uri, 1)  # the compute found again, connections warm
-            before, machine_before = proxy_cpu_s(strata), machine_busy_s()
-            proxied = select_tps(settings, uri, settings.select_seconds)
-            cpu = proxy_cpu_s(strata) - before
-            machine = machine_busy_s() - machine_before
-            alone = select_tps(settings, direct, settings.select_seconds)
-            figures = samples[relay]
-            figures["proxy_tps"].append(proxied)
-            figures["direct_tps"].append(alone)
-            figures["ratios"].append(proxied / alone)
-            figures["cpu_us"].append(cpu / (proxied * settings.select_seconds) * 1e6)
-            figures["machine_cpu_us"].append(machine / (proxied * settings.select_seconds)
-                                             * 1e6)
-    restart_proxy(strata, os.environ.get(RELAY_ENV, "pump"))  # the run's own relay again
-    return {relay: {"announced": announced[relay],
-                    **{key: summary(values) for key, values in figures.items()}}
-            for relay, figures in samples.items()}
 
 
 def select_runs(strata: Strata, settings: Settings, targets: dict[str, str]) -> JSON:
@@ -388,26 +315,12 @@ def agent_storage(strata: Strata, settings: Settings) -> JSON:
             "after_over_base": after / base}
 
 
-RESTART_MARK = "--- bench: restarted with "
-
-
-def relay_announced(strata: Strata, *, last: bool = False) -> str:
-    """The relay the proxy said it uses: its log's first ``relay:`` line, or with ``last``
-    the one after the last restart this bench wrote down."""
-    text = (strata.home / "logs" / "proxy.log").read_text()
-    found = re.search(r"relay: (.*)", text.rpartition(RESTART_MARK)[2] if last else text)
-    if found is None:
-        raise BenchError("the proxy's log does not say which relay it uses")
-    return found.group(1)
-
-
 def measure(settings: Settings, root: Path) -> JSON:
     strata = Strata(root / "home")
     strata.up("proxy", "--proxy-port", "0", "--suspend-timeout", "10m")
     strata("tenant", "create", TENANT)
     print("cold starts ...", file=sys.stderr)
-    report: JSON = {"relay": relay_announced(strata),
-                    "cold_start": cold_starts(strata, settings)}
+    report = {"cold_start": cold_starts(strata, settings)}
     print("warm connects ...", file=sys.stderr)
     report["warm_connect"] = warm_connects(strata, settings)
     print("select-only pgbench: proxy, compute, plain PostgreSQL (TCP, socket) ...",
@@ -432,8 +345,6 @@ def render_markdown(report: JSON) -> str:
         "",
         f"{report['finished_at']}, mode {settings['mode']}, on {report['host']['cpu_count']} "
         f"CPUs; objects in {report.get('storage', 'a local directory')}.",
-        "",
-        f"The proxy's relay: {figures.get('relay', 'not reported')}.",
         "",
         f"| cold start ({settings['wakes']} wakes) | median | p90 |",
         "|---|---|---|",
@@ -468,7 +379,6 @@ def render_markdown(report: JSON) -> str:
         f" TPS: ratio {reads['socket_ratio']:.2f} of the compute's socket (pairs "
         f"{', '.join(f'{r:.2f}' for r in reads['socket_pair_ratios'])}).",
         "",
-        *relay_table(figures.get("relays", {})),
         f"Undo: `DROP TABLE` through the proxy ({settings['drops']} each, interleaved) "
         f"{undo['with_undo_s']['median'] * 1000:.2f} ms on a branch with undo, "
         f"{undo['without_undo_s']['median'] * 1000:.2f} ms with `--no-undo` (medians; p90 "
@@ -486,33 +396,6 @@ def render_markdown(report: JSON) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def relay_table(relays: JSON) -> list[str]:
-    """The relays' comparison, if the run made one (reports before it did not)."""
-    if not relays:
-        return []
-    return [
-        "The two relays in turn (the proxy restarted with each before its run, each run "
-        "followed by one on the compute's socket; medians):",
-        "",
-        "| relay (as the proxy announced it) | through the proxy | direct | ratio (pairs) | "
-        "proxy CPU per transaction | the machine's CPU per transaction |",
-        "|---|---|---|---|---|---|",
-        *(f"| {relay}: {row['announced']} | {row['proxy_tps']['median']:.0f} TPS | "
-          f"{row['direct_tps']['median']:.0f} TPS | {row['ratios']['median']:.2f} "
-          f"({', '.join(f'{r:.2f}' for r in row['ratios']['samples'])}) | "
-          f"{row['cpu_us']['median']:.1f} µs | {machine_cpu(row)} |"
-          for relay, row in relays.items()),
-        "",
-    ]
-
-
-def machine_cpu(row: JSON) -> str:
-    """The machine's CPU per transaction of a relay's runs (not in reports before it was)."""
-    if "machine_cpu_us" not in row:
-        return "not measured"
-    return f"{row['machine_cpu_us']['median']:.1f} µs"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,13 +25,6 @@ pre-filter (``strata/proxy/_suspect.c``) over each Query and Parse message, and 
 the Binds of prepared statements found destructive; only a message it flags comes up
 to Python (``watch``), before it is sent on.
 
-With ``STRATA_PROXY_RELAY=splice`` (off by default, measured no faster), a TCP session
-whose server is idle when the relay starts (the proxy's case: right after the server's
-ReadyForQuery) has its server-to-client bytes redirected by the kernel instead
-(``strata.proxy.splice``, a BPF sockmap verdict): its down thread then only waits for the
-server's EOF and for the client's socket to have taken every redirected byte, before the
-session ends. Without BPF, or for clients on the unix socket, the pump.
-
 Limits: a session costs its two descriptors, two threads (their stacks are reserved, not
 used) and two 256 KiB buffers; thousands fit, and a compute's own ``max_connections``
 (100) bounds one branch first. TLS sessions cannot leave asyncio (``strata.proxy.tls``).
@@ -49,7 +42,6 @@ from collections.abc import Callable
 
 from strata.proxy._pump import pump
 from strata.proxy._pump import watch as watch_pump
-from strata.proxy.splice import HandOffLost, Spliced
 
 BUFFER_BYTES = 256 * 1024  # what one read of TLS sessions asks asyncio for
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -138,8 +130,6 @@ class _Session:
         self._notify = notify
         self._running = 0
         self._closed = False
-        self._stopping = threading.Event()  # set by abort: nothing waits for the client
-        self._spliced: Spliced | None = None
         self._lock = threading.Lock()  # the sockets are shut down only while still open
 
     def start(self, to_server: bytes, to_client: bytes) -> None:
@@ -149,20 +139,10 @@ class _Session:
             sock.setblocking(True)
         with contextlib.suppress(OSError):  # a unix socket has no Nagle to turn off
             self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            # joins only now: the server is idle (its ReadyForQuery went out, nothing
-            # read ahead) and no client byte went on yet
-            self._spliced = None if to_client else Spliced.join(self.server, self.client)
-        except HandOffLost:
-            self._closed = True
-            self.client.close()
-            self.server.close()
-            raise
-        down_direction = self._down if self._spliced is None else self._down_spliced
         up = threading.Thread(target=self._run, args=(
             self._up if self._watch is None else self._up_watched, to_server),
                               name=f"{self.name} up", daemon=True)
-        down = threading.Thread(target=self._run, args=(down_direction, to_client),
+        down = threading.Thread(target=self._run, args=(self._down, to_client),
                                 name=f"{self.name} down", daemon=True)
         self._running = 2
         try:
@@ -212,14 +192,6 @@ class _Session:
         pump(self.server.fileno(), self.client.fileno())
         self.abort()
 
-    def _down_spliced(self, first: bytes) -> None:
-        """The kernel relays the server's bytes; at its EOF, once the client's socket has
-        taken all of them, the session ends."""
-        assert self._spliced is not None and not first
-        self._spliced.wait_server_eof()
-        self._spliced.wait_delivered(self._stopping)
-        self.abort()
-
     def _run(self, direction: Callable[[bytes], None], first: bytes) -> None:
         try:
             direction(first)
@@ -234,7 +206,6 @@ class _Session:
 
     def abort(self) -> None:
         """Shut both sockets down: each pump's recv or send returns at once."""
-        self._stopping.set()
         with self._lock:
             if self._closed:
                 return
@@ -249,9 +220,6 @@ class _Session:
             if self._running > 0:
                 return
             self._closed = True
-            if self._spliced is not None:
-                with contextlib.suppress(OSError):  # the kernel forgets them at close anyway
-                    self._spliced.leave()
             self.client.close()
             self.server.close()
         self._notify()

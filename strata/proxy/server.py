@@ -62,7 +62,7 @@ from strata.local.connect_log import ConnectLog
 from strata.local.errors import LocalError, QuotaError
 from strata.local.home import Home
 from strata.local.reaper import reap_expired
-from strata.proxy import auth, splice, tls
+from strata.proxy import auth, tls
 from strata.proxy.limits import Caps, Gate, Pending, raise_open_files_limit
 from strata.proxy.pgwire import (
     CANCEL_REQUEST,
@@ -537,7 +537,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     log.info("open files limit %d; TLS %s", raise_open_files_limit(),
              "required" if require_tls else "offered" if args.tls_cert else "not offered")
-    log.info("relay: %s", splice.describe())
     home = Home.from_environ()
     address = home.server_address()
     client = StrataClient(address, home.admin_token())

@@ -1,7 +1,7 @@
 """The proxy's byte relay with real sockets: a TCP client, an asyncio front that reads a
 little first (as the proxy does during the startup), then ``detach`` and ``relay`` to an
 upstream on a unix socket. Payloads are random, so a dropped, doubled or reordered byte
-fails the comparison. Each test runs with the pump and with the kernel splice."""
+fails the comparison."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from strata.proxy import splice
 from strata.proxy._pump import pump
 from strata.proxy.relay import detach, relay
 
@@ -28,16 +27,6 @@ GREETING = b"START"  # what the front sends the upstream, and reads back, before
 READY = b"READY"  # what the front tells the client before relaying
 HELLO = b"HELO"  # what the client sends first; the front reads it through asyncio
 TIMEOUT_S = 30.0
-
-
-@pytest.fixture(autouse=True, params=["pump", "splice"])
-def relay_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Every test with both relays of server-to-client bytes: the pump thread, and the
-    kernel's redirect (``strata.proxy.splice``; where BPF is unavailable, the pump again)."""
-    monkeypatch.setenv(splice.RELAY_ENV, request.param)
-    splice.unavailable.cache_clear()
-    yield request.param
-    splice.unavailable.cache_clear()
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
