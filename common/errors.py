@@ -1,4 +1,5 @@
-"""Exceptions raised by the storage engine; each maps to one gRPC status later."""
+"""Exceptions raised by the storage engine; each maps to one gRPC status later. Also how any
+exception is told in one line (``first_line``)."""
 
 
 class StrataError(Exception):
@@ -70,3 +71,10 @@ class TenantElsewhereError(StrataError):
 
 TENANT_LOCATION = "strata-tenant-location"
 """Trailing metadata key: the address of the page server a moved tenant is attached to."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: what a
+    one-line error shows of a driver's or a program's failure."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pathlib import Path
 from common.directory_ops import batched_ops, total_bytes
 from common.errors import FailedPreconditionError
 from common.ops import Batch
+from common.postgres import checkpoint_location
 from pageserver.timeline import Timeline
 
 Progress = Callable[[int, int], None]  # (bytes imported, bytes total)
@@ -58,10 +58,10 @@ def checkpoint_wal_lsn(data_dir: Path, bin_dir: Path) -> int:
         [*_as_postgres(), str(bin_dir / "pg_controldata"), str(data_dir)],
         capture_output=True, text=True, check=True,
     ).stdout
-    match = re.search(r"Latest checkpoint location:\s+([0-9A-F]+)/([0-9A-F]+)", out)
-    if match is None:
+    location = checkpoint_location(out)
+    if location is None:
         raise FailedPreconditionError("pg_controldata printed no checkpoint location")
-    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
+    return location
 
 
 def import_directory(timeline: Timeline, source: Path, wal_lsn: int = 0,

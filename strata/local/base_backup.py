@@ -30,6 +30,7 @@ from typing import Final
 
 import psycopg
 
+from common.errors import first_line
 from common.postgres import pg_bin_dir
 
 SETTINGS_KEPT: Final = ("datestyle", "intervalstyle", "timezone", "log_timezone",
@@ -65,7 +66,7 @@ def check_source(conninfo: str) -> None:
                 "SELECT datcollate, datctype FROM pg_database WHERE datlocprovider = 'c'")
                 for name in pair}
     except psycopg.Error as exc:
-        raise BaseBackupRefused(f"cannot read the source: {_first_line(exc)}") from None
+        raise BaseBackupRefused(f"cannot read the source: {first_line(exc)}") from None
     assert row is not None
     version, segment, block, replication, login, tablespaces = row
     if version // 10000 != 15:
@@ -151,8 +152,3 @@ def kept_settings(text: str) -> dict[str, str]:
         if usable:
             kept[name] = value
     return kept
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.postgres import pg_bin_dir
+from common.postgres import checkpoint_location, pg_bin_dir
 from compute import identity
 from compute.identity import IdentityError
 from strata.local import base_backup, first_start
@@ -83,9 +83,9 @@ def checkpoint_lsn(data_dir: Path, run_as: list[str]) -> int:
     """The latest checkpoint of the stopped cluster in ``data_dir``, from pg_control."""
     shown = subprocess.run([*run_as, str(pg_bin_dir() / "pg_controldata"), str(data_dir)],
                            capture_output=True, text=True, check=False)
-    match = re.search(r"Latest checkpoint location:\s+([0-9A-F]+)/([0-9A-F]+)", shown.stdout)
+    location = checkpoint_location(shown.stdout)
     state = re.search(r"Database cluster state:\s+(.+)", shown.stdout)
-    if match is None or state is None or state.group(1).strip() != "shut down":
+    if location is None or state is None or state.group(1).strip() != "shut down":
         raise first_start.FirstStartError(
             f"the copy did not stop cleanly: {shown.stderr.strip() or shown.stdout[-200:]}")
-    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
+    return location

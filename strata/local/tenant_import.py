@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from common.errors import first_line
 from common.names import READ_ONLY_ROLE
 from common.postgres import pg_bin_dir
 from strata.local.errors import LocalError
@@ -49,8 +50,7 @@ def source_environ(uri: str) -> dict[str, str]:
     try:
         parts = conninfo_to_dict(uri)
     except Exception as exc:  # psycopg's ProgrammingError: not a connection string
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LocalError(f"--from is not a PostgreSQL URI: {why}") from None
+        raise LocalError(f"--from is not a PostgreSQL URI: {first_line(exc)}") from None
     unknown = sorted(set(parts) - set(_ENVIRONMENT))
     if unknown:
         raise LocalError(f"--from: unsupported connection parameter {', '.join(unknown)}")
@@ -95,8 +95,7 @@ def read_cluster(source: dict[str, str]) -> Cluster:
                 "JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member "
                 "ORDER BY 1, 2")]
     except psycopg.Error as exc:
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LocalError(f"cannot read the source cluster: {why}") from None
+        raise LocalError(f"cannot read the source cluster: {first_line(exc)}") from None
     return Cluster(databases, roles, memberships)
 
 
@@ -129,8 +128,7 @@ def list_tables(source: dict[str, str]) -> list[str]:
                 "SELECT schemaname || '.' || tablename FROM pg_tables "
                 "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")]
     except psycopg.Error as exc:
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LocalError(f"cannot read the source cluster: {why}") from None
+        raise LocalError(f"cannot read the source cluster: {first_line(exc)}") from None
 
 
 def make_roles(cluster: Cluster, target: dict[str, str]) -> list[str]:

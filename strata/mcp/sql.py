@@ -22,6 +22,8 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql as pgsql
 
+from common.errors import first_line
+
 CONNECT_TIMEOUT_S = 120  # the proxy starts a stopped compute on connect
 _WATCHDOG_GRACE_S = 2.0  # after the server's own statement_timeout had its chance
 
@@ -136,4 +138,4 @@ def _message(exc: psycopg.Error) -> str:
     primary, state = exc.diag.message_primary, exc.diag.sqlstate
     if primary:
         return f"{primary} (SQLSTATE {state})" if state else primary
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return first_line(exc)
