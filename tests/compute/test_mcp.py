@@ -461,16 +461,20 @@ def test_a_session_undoes_and_lets_its_forks_expire_back_to_the_base(
     first, second = f"{fork}-1", f"{fork}-2"
     timelines: set[str] = set()
 
-    async def scenario() -> None:
-        async with agents.client(transport) as client:
-            async def keep_alive() -> None:
-                await call(client, "renew_leases", names=[fork])
+    async def renew_every_two_seconds(client: Client) -> None:
+        """What a live agent does: renew its lease well within it, whatever it is busy
+        with (an undo restarts a compute, which takes seconds on a loaded machine)."""
+        while True:
+            await call(client, "renew_leases", names=[fork])
+            await anyio.sleep(2)
 
+    async def scenario() -> None:
+        async with agents.client(transport) as client, anyio.create_task_group() as tasks:
             made = await call(client, "create_leased_forks", name=fork, lease="20s",
                               count=2)
             assert [b["name"] for b in made["branches"]] == [first, second]
+            tasks.start_soon(renew_every_two_seconds, client)
             await call(client, "run_sql", branch=first, statement=MIGRATION, write=True)
-            await keep_alive()
             diff = await call(client, "schema_diff", old=second, new=first)
             assert any(line.startswith("+CREATE TABLE public.invoices")
                        for line in diff["diff"])
@@ -482,7 +486,6 @@ def test_a_session_undoes_and_lets_its_forks_expire_back_to_the_base(
                     await anyio.sleep(0.2)
             assert (await call(client, "undo", branch=first))["undid"] == \
                 "DROP TABLE invoices"
-            await keep_alive()
             assert await count(client, first, "invoices") == 10
             await call(client, "create_checkpoint", branch=first, name=f"{fork}-migrated")
             await call(client, "run_sql", branch=first, write=True,
@@ -491,12 +494,11 @@ def test_a_session_undoes_and_lets_its_forks_expire_back_to_the_base(
                               idle="15s")
             rows = await call(client, "data_diff", old=past["endpoint"], new=first)
             assert (rows["inserted"], rows["deleted"], rows["updated"]) == (0, 0, 2)
-            await keep_alive()
             timelines.add((await call(client, "show_branch",
                                       name=past["endpoint"]))["timeline_id"])
             for name in (first, second):
                 timelines.add((await call(client, "show_branch", name=name))["timeline_id"])
-            # The agent stops here: no more renewals.
+            tasks.cancel_scope.cancel()  # the agent stops here: no more renewals
     run(scenario)
     home = Path(agents.cli.home)
 
