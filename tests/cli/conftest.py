@@ -22,6 +22,11 @@ from strata.local.lifecycle import process_alive
 from tests.servers import free_port as free_port  # the CLI tests' servers' ports too
 
 REPO = Path(__file__).resolve().parents[2]
+# Longer than any wait of the CLI's own (a compute start waits up to 120 s for each of
+# the mount and PostgreSQL, a stop 60 s for each), so that a command that gives up says
+# why in its one-line error, instead of being cut off by the harness; shorter than a
+# test's own limit (pytest-timeout, 300 s in pyproject.toml).
+CLI_TIMEOUT_S = 240
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class Strata:
         from /dev/null); check the exit code unless ``expect`` is None."""
         done = subprocess.run([sys.executable, "-m", "strata.cli", *args], cwd=cwd or self.cwd,
                               env=self.environ(env), stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
         result = Result(done.returncode, done.stdout, done.stderr)
         assert "Traceback" not in result.stderr, result.stderr
         if expect is not None:
