@@ -126,17 +126,50 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"s3://{bucket}/strata?endpoint={endpoint}"
 
 
+REPORT_LINES = 25  # of each log's end in a failure report: CI output gets truncated
+REPORT_COMPUTES = 3  # the computes last written to, whose logs a failure report shows
+REPORT_ERRORS = 10  # error lines of each log, from anywhere in it, shown before its end
+_ERROR_MARKERS = (" ERROR ", "ERROR:", "FATAL", "PANIC", "Traceback", "Error: ")
+
+
+def log_report(log: Path) -> str:
+    """What a failure report shows of ``log``: its last error lines, then its end."""
+    lines = log.read_text(errors="replace").splitlines()
+    errors = [line for line in lines if any(marker in line for marker in _ERROR_MARKERS)]
+    shown = []
+    if errors:
+        shown += ["errors:", *errors[-REPORT_ERRORS:], "end:"]
+    return "\n".join(shown + lines[-REPORT_LINES:])
+
+
+def report_logs(home: Path) -> tuple[list[Path], list[Path]]:
+    """The logs of a Strata home a failure report shows, those likeliest to say why a
+    test failed first: the computes' (mount daemon, PostgreSQL) last written to, then
+    the daemons'; and the workdirs of the other computes, only named."""
+    workdirs = sorted({log.parent for log in Home(home).computes_dir.glob("*/*/*.log")},
+                      key=_last_written, reverse=True)
+    shown = [log for workdir in workdirs[:REPORT_COMPUTES]
+             for log in sorted(workdir.glob("*.log"))]
+    return shown + sorted((home / "logs").glob("*.log")), workdirs[REPORT_COMPUTES:]
+
+
+def _last_written(directory: Path) -> float:
+    return max(log.stat().st_mtime for log in directory.glob("*.log"))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A failed test that used a Strata home gets the tails of its daemons' logs in its
-    report, its computes' (mount daemon, PostgreSQL) included: in CI they are the only
+    """A failed test that used a Strata home gets its logs' errors and ends in its
+    report, its computes' (mount daemon, PostgreSQL) first: in CI they are the only
     witness of why a proxy, a page server or a compute went away."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     run = getattr(item, "funcargs", {}).get("proxy")
     if not report.failed or run is None:
         return
-    computes_dir = Home(run.log.parent.parent).computes_dir
-    for log in sorted(run.log.parent.glob("*.log")) + sorted(computes_dir.glob("*/*/*.log")):
-        lines = log.read_text(errors="replace").splitlines()[-80:]
-        report.sections.append((f"last lines of {log}", "\n".join(lines)))
+    logs, others = report_logs(run.log.parent.parent)
+    for log in logs:
+        report.sections.append((f"{log}", log_report(log)))
+    if others:
+        report.sections.append(("logs of the other computes",
+                                " ".join(str(workdir) for workdir in others)))
