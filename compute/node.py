@@ -58,6 +58,7 @@ from compute.identity import Identity, IdentityError
 from compute.page_cache import drop_unsaved
 from compute.readahead import ReadaheadError, set_read_ahead
 from compute.tenant_role import Logins, TenantRoleError
+from compute.unmount import UnmountError, unmount
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +376,10 @@ class ComputeNode:
     # --- stop --------------------------------------------------------------------------
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        """Fast shutdown of PostgreSQL, then unmount: every change is shipped first."""
+        """Fast shutdown of PostgreSQL, then unmount: every change is shipped first.
+
+        Waits up to ``timeout_s`` for PostgreSQL to exit, and as long again for the
+        unmount and the mount daemon's exit."""
         pids = self.pids
         if pids is not None:
             if process_alive(pids.postmaster, b"postgres"):
@@ -385,11 +389,21 @@ class ComputeNode:
                                 "PostgreSQL")
             if process_alive(pids.mount, b"compute.mount"):
                 # Unmounting ends the FUSE loop; the daemon then ships its queue and exits.
-                subprocess.run(["fusermount3", "-u", str(self.spec.mountpoint)],
-                               capture_output=True, check=False)
-                self._wait_gone(pids.mount, b"compute.mount", "mount.log", timeout_s,
-                                "the mount daemon")
+                deadline = time.monotonic() + timeout_s
+                self._unmount(pids.mount, timeout_s)
+                self._wait_gone(pids.mount, b"compute.mount", "mount.log",
+                                max(deadline - time.monotonic(), _POLL_S), "the mount daemon")
         self._forget()
+
+    def _unmount(self, daemon: int, timeout_s: float) -> None:
+        mountpoint = self.spec.mountpoint
+        try:
+            busy = unmount(mountpoint, timeout_s)
+        except UnmountError as exc:
+            raise ComputeError(f"cannot unmount {mountpoint}, so its mount daemon (pid "
+                               f"{daemon}) still runs: {exc}") from None
+        if busy:
+            log.warning("%s was busy %d times before it unmounted", mountpoint, busy)
 
     def _wait_gone(self, pid: int, marker: bytes, log_name: str, timeout_s: float,
                    what: str) -> None:
