@@ -26,9 +26,10 @@ import pytest
 from common.postgres import pg_bin_dir
 from strata.local import computes, passwords
 from strata.local.home import Home
+from strata.proxy.limits import Caps
 from strata.proxy.pgwire import Startup
 from strata.proxy.wake import TIMEOUT_REFRESH_S
-from tests.cli.conftest import REPO, Strata, free_port, strata_home
+from tests.cli.conftest import CLI_TIMEOUT_S, REPO, Strata, free_port, strata_home
 from tests.compute.attacks import ATTACKS
 from tests.compute.load import wait_for
 
@@ -263,10 +264,9 @@ def test_cancel_reaches_the_right_backend(proxy: ProxyRun) -> None:
     with psycopg.connect(proxy.uri("slow"), autocommit=True) as conn:
         timer = threading.Timer(1.0, conn.cancel)
         timer.start()
-        began = time.monotonic()
+        # Only a cancel ends the sleep with QueryCanceled (no statement_timeout is set).
         with pytest.raises(psycopg.errors.QueryCanceled):
             conn.execute("SELECT pg_sleep(30)")
-        assert time.monotonic() - began < 10
 
 
 def test_errors_are_postgres_errors_and_the_proxy_keeps_serving(proxy: ProxyRun) -> None:
@@ -496,8 +496,8 @@ def test_tls_verifies_with_the_ca_of_strata_status(proxy: ProxyRun) -> None:
                     f"sslmode=verify-full sslrootcert={ca_file} "
                     "options='-c strata.branch=acme/main'")
         done = subprocess.run([psql, conninfo, "-Atc", r"\conninfo"], capture_output=True,
-                              text=True, timeout=60, env={**os.environ, "PGPASSWORD": password},
-                              check=False)
+                              text=True, timeout=CLI_TIMEOUT_S,
+                              env={**os.environ, "PGPASSWORD": password}, check=False)
         assert done.returncode == 0, done.stderr
         assert "SSL connection (protocol: TLSv1." in done.stdout
     connect = proxy.cli.json("connect", "main", "--tenant", "acme")
@@ -506,28 +506,29 @@ def test_tls_verifies_with_the_ca_of_strata_status(proxy: ProxyRun) -> None:
     assert (connect["user"], connect["dbname"], connect["sslrootcert"]) == (
         "acme", "postgres", ca_file)
     done = subprocess.run([psql, connect["uri"], "-Atc", "SELECT current_user"],
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "acme\n", "")
 
 
 def test_idle_strangers_leave_room_for_a_client(proxy: ProxyRun) -> None:
     """1,000 idle anonymous connections and an oversized startup packet, then a client
-    is served (connect, authenticate, a query) within a second."""
+    is served (connect, authenticate, a query) before any of them reached its
+    authentication deadline: the caps made room for it, not the strangers' timeouts."""
     with psycopg.connect(proxy.uri("main")) as conn:  # the compute runs: no cold start
         conn.execute("SELECT 1")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     strangers: list[socket.socket] = []
     try:
+        first_deadline = time.monotonic() + Caps().auth_timeout_s  # before any connects
         strangers = [socket.create_connection(("127.0.0.1", proxy.port))
                      for _ in range(1_000)]
         oversized = socket.create_connection(("127.0.0.1", proxy.port))
         oversized.sendall(struct.pack("!II", 10_001, 196608) + b"x" * 10_000)
         strangers.append(oversized)
-        began = time.monotonic()
         with psycopg.connect(proxy.uri("main")) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
-        assert time.monotonic() - began < 1.0
+        assert time.monotonic() < first_deadline, "served only once strangers timed out"
     finally:
         for stranger in strangers:
             stranger.close()
