@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -336,11 +335,11 @@ def test_s3_unreachable_endpoint_fails_fast(closed_port: int) -> None:
         storage = S3Storage(
             "bucket", endpoint_url=f"http://127.0.0.1:{closed_port}", max_attempts=2
         )
-        started = time.monotonic()
         with pytest.raises(RemoteStorageError, match="EndpointConnectionError") as info:
             storage.get("k")
     assert isinstance(info.value.__cause__, EndpointConnectionError)
-    assert time.monotonic() - started < 10
+    # its two attempts ended it, not the deadline (120 s) it would otherwise wait out
+    assert "deadline" not in str(info.value)
 
 
 # --- open_storage -----------------------------------------------------------------
@@ -399,10 +398,11 @@ def test_s3_stalled_endpoint_fails_within_the_deadline(stalled_port: int) -> Non
                             max_attempts=5, deadline_s=1.0)
         for operation in (lambda: storage.get("k"), lambda: storage.put("k", b"v"),
                           lambda: storage.list("")):
-            started = time.monotonic()
-            with pytest.raises(RemoteStorageError, match="ReadTimeoutError") as info:
+            # Each read times out after the deadline (1 s) at the soonest: the deadline,
+            # not the five attempts, ends the operation, whatever the machine's speed.
+            with pytest.raises(RemoteStorageError,
+                               match=r"ReadTimeoutError.*gave up after its deadline") as info:
                 operation()
-            assert time.monotonic() - started < 3.0  # the deadline and one request's timeout
             assert status_of(info.value) is grpc.StatusCode.UNAVAILABLE  # which clients retry
 
 
