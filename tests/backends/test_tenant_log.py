@@ -134,11 +134,14 @@ def test_an_unreachable_store_refuses_in_time_and_loses_nothing(storage: RemoteS
     started = time.monotonic()
     with pytest.raises(NotDurableError, match="injected"):
         log.wait_durable(seqno)
-    assert time.monotonic() - started < 3
+    # The timeout is honoured (not the store, which would never answer): a bound a
+    # hundred times the 0.3 s it asks for, so a loaded machine does not fail it.
+    assert time.monotonic() - started < 30
     down.fail_before = 0
-    log.sync()  # the engine's tick: the queued record lands
-    time.sleep(0.3)  # past the backoff
-    log.sync()
+    deadline = time.monotonic() + 30
+    while log.durable_seqno < seqno and time.monotonic() < deadline:
+        log.sync()  # the engine's tick: the queued record lands once its backoff passed
+        time.sleep(0.05)
     assert log.durable_seqno == seqno
     assert [r.lsn for r in owner(storage, 2).replay()] == [1]
 
