@@ -258,7 +258,8 @@ def test_a_client_that_does_not_authenticate_in_time_is_cut_off(home: Home) -> N
 
     silent_after, stalled_after, fields = run_proxy(
         home, Security(caps=Caps(auth_timeout_s=1.0)), scenario)
-    assert 0.9 < silent_after < 5 and 0.9 < stalled_after < 5
+    # Not before the timeout; after it, within the socket's 10 s (``closed``, ``message``).
+    assert silent_after > 0.9 and stalled_after > 0.9
     assert fields["C"] == "57014" and "timeout" in fields["M"]
 
 
@@ -301,7 +302,8 @@ def test_full_caps_drop_the_oldest_unauthenticated_connection(home: Home) -> Non
 
 def test_many_idle_strangers_leave_room_for_a_client(home: Home) -> None:
     """1,000 idle connections and an oversized startup packet, then a client still gets
-    its authentication answer within a second."""
+    its authentication answer before any of them reached its authentication deadline:
+    the caps made room for it, not the strangers' timeouts."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -309,21 +311,23 @@ def test_many_idle_strangers_leave_room_for_a_client(home: Home) -> None:
         pytest.skip(f"RLIMIT_NOFILE hard limit {hard}: too low for 1,000 connections")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    def scenario(port: int) -> float:
+    security = Security()
+
+    def scenario(port: int) -> bool:
+        first_deadline = time.monotonic() + security.caps.auth_timeout_s
         strangers = [Wire.connect(port) for _ in range(1_000)]
         huge = Wire.connect(port)
         huge.send(struct.pack("!II", 1 << 30, PROTOCOL_3))
         try:
-            began = time.monotonic()
             wire = Wire.connect(port)
             wire.send(startup({"user": "acme", "options": BRANCH}))
             login(wire, "acme", "wrong")
-            return time.monotonic() - began
+            return time.monotonic() < first_deadline
         finally:
             for stranger in strangers:
                 stranger.sock.close()
 
     try:
-        assert run_proxy(home, Security(), scenario) < 1.0
+        assert run_proxy(home, security, scenario), "answered only once strangers timed out"
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
