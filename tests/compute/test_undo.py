@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from tests.cli.conftest import Strata, free_port, strata_home
 from tests.compute.load import wait_for
 
 TENANT = "acme"
+LEASE_S = 10  # of the leased forks: renewed every second by whoever keeps them
 
 
 class Run:
@@ -126,34 +129,60 @@ def test_a_branch_with_undo_off_gets_no_checkpoint(run: Run) -> None:
     assert [c["statement"] for c in run.automatic("careless")] == ["TRUNCATE b"]
 
 
-def test_leased_forks_nobody_renews_go_with_their_storage(run: Run) -> None:
-    made = run.json("branch", "create", "job", "--count", "3", "--lease", "6s")["branches"]
-    assert [b["name"] for b in made] == ["job-1", "job-2", "job-3"]
-    assert all(b["lease_s"] == 6 and b["expires_at_us"] for b in made)
-    listed = {b["name"]: b for b in run.json("branch", "list")["branches"]}
-    assert listed["job-1"]["lease_s"] == 6 and listed["main"]["lease_s"] is None
-    with psycopg.connect(run.uri("job-1"), autocommit=True) as conn:  # job-1 owns layers
-        conn.execute("CREATE TABLE filler AS SELECT repeat('x', 500) AS s "
-                     "FROM generate_series(1, 20000)")
-    gone_timeline = run.json("branch", "show", "job-1")["timeline_id"]
+@contextmanager
+def renewing(run: Run, *names: str) -> Iterator[None]:
+    """Renew the leases of ``names`` every second while the block runs, as a live job
+    does whatever it is busy with: its work may outlast a lease on a loaded machine."""
+    stop = threading.Event()
 
-    def files_of_job_1() -> list[Path]:
-        """Its objects in the local store, cached layers, compute files: all under home."""
-        return [p for p in Path(run.cli.home).rglob("*") if gone_timeline in str(p)
-                and p.is_file()]
-    assert files_of_job_1()
+    def renew() -> None:
+        while True:
+            run.json("branch", "renew", *names)
+            if stop.wait(1):
+                return
+
+    renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+
+
+def test_leased_forks_nobody_renews_go_with_their_storage(run: Run) -> None:
+    made = run.json("branch", "create", "job", "--count", "3", "--lease", f"{LEASE_S}s")
+    assert [b["name"] for b in made["branches"]] == ["job-1", "job-2", "job-3"]
+    assert all(b["lease_s"] == LEASE_S and b["expires_at_us"] for b in made["branches"])
+    with renewing(run, "job-1", "job-2"):  # until job-1 is filled; job-3: nobody
+        listed = {b["name"]: b for b in run.json("branch", "list")["branches"]}
+        assert listed["job-1"]["lease_s"] == LEASE_S and listed["main"]["lease_s"] is None
+        with psycopg.connect(run.uri("job-1"), autocommit=True) as conn:  # owns layers
+            conn.execute("CREATE TABLE filler AS SELECT repeat('x', 500) AS s "
+                         "FROM generate_series(1, 20000)")
+        gone_timeline = run.json("branch", "show", "job-1")["timeline_id"]
+
+        def files_of_job_1() -> list[Path]:
+            """Its objects in the local store, cached layers, compute files: all under
+            home."""
+            return [p for p in Path(run.cli.home).rglob("*") if gone_timeline in str(p)
+                    and p.is_file()]
+        assert files_of_job_1()
+    # From here nobody renews job-1: it goes once its lease runs out.
     deadline = time.monotonic() + 60
     while {"job-1", "job-3"} & {b["name"] for b in run.json("branch", "list")["branches"]}:
         assert time.monotonic() < deadline, "the reaper did not delete the expired forks"
         renewed = run.json("branch", "renew", "job-2")["branches"]
         assert renewed[0]["expires_at_us"] > time.time_ns() // 1000 + 3_000_000
         time.sleep(1)
-    names = {b["name"] for b in run.json("branch", "list")["branches"]}
-    assert "job-2" in names
-    wait_for(lambda: not files_of_job_1(), 30,
-             "job-1's objects and cached layers to be gone")
-    assert computes.find(Home(run.cli.home), TENANT, "job-1") is None
-    run.json("branch", "renew", "job")  # the name the forks were made under: job-2 only
+    with renewing(run, "job-2"):  # still kept while the rest is checked
+        names = {b["name"] for b in run.json("branch", "list")["branches"]}
+        assert "job-2" in names
+        wait_for(lambda: not files_of_job_1(), 30,
+                 "job-1's objects and cached layers to be gone")
+        assert computes.find(Home(run.cli.home), TENANT, "job-1") is None
+        renewed = run.json("branch", "renew", "job")["branches"]  # the name they were
+    assert [b["name"] for b in renewed] == ["job-2"]  # made under: job-2 only
     assert run.cli.fail(1, "branch", "renew", "nothing", "--tenant", TENANT).startswith(
         "no branch 'nothing'")
 
