@@ -47,6 +47,11 @@ class AckWriters:
         for thread in self._threads:
             thread.join(timeout=15)
 
+    def wait_for(self, count: int, timeout_s: float = 120) -> None:
+        """Until at least ``count`` commits were acknowledged: a loaded machine commits
+        fewer in a given time, and a test needs enough of them to prove anything."""
+        wait_for(lambda: len(self.acked) >= count, timeout_s, f"{count} acknowledged commits")
+
     def _run(self, dsn: str, next_id: int) -> None:
         try:
             with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:

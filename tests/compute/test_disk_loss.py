@@ -40,6 +40,7 @@ def test_a_page_server_killed_with_its_disk_loses_nothing(compute_host: None,
         create_acks_table(node.spec.dsn())
         with Pgbench(node.spec), AckWriters(node.spec.dsn(), 2, 0) as writers:
             time.sleep(4)
+            writers.wait_for(51)  # enough to prove anything, if the machine is slow
             assert server.signal(signal.SIGKILL) == -signal.SIGKILL
             # the compute goes too, before the writers are joined: their commits in flight
             # would wait for the dead page server (15 s per writer) and never be acked
