@@ -9,8 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -21,6 +23,8 @@ from pageserver.remote import LocalDirectoryStorage
 from tests.engine.crash_writer import BLOCKS, PATH, page_for
 
 ROOT = Path(__file__).resolve().parents[2]
+ENOUGH = 50  # acknowledged batches, for a kill to prove anything
+ACKS_TIMEOUT_S = 120  # for that many, past the kill's random moment, on a slow machine
 
 
 # The store's faults in the variant under faults (issue 12): calls fail, some of those
@@ -28,33 +32,54 @@ ROOT = Path(__file__).resolve().parents[2]
 STORAGE_FAULTS = "seed=12,error=0.05,throttle=0.02,timeout=0.02:0.01,torn=0.05,latency=0.05:0.002"
 
 
-def _writer_killed_after(seconds: float, *args: str) -> tuple[str, float]:
+def _writer_killed_after(seconds: float, *args: str, acks: int) -> tuple[str, float]:
     """Start the crash writer with ``args``, SIGKILL it ``seconds`` after it started
-    writing; what it printed and the time of the kill."""
+    writing, and not before it printed ``acks`` acknowledged batches (a loaded machine
+    writes fewer in a given time); what it printed and the time of the kill."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.engine.crash_writer", *args],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+    lines: list[str] = []
+
+    def read(stdout: IO[str]) -> None:
+        for line in stdout:
+            lines.append(line)
+
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         assert first.startswith("start"), first
+        reader = threading.Thread(target=read, args=(proc.stdout,), daemon=True)
+        reader.start()
         time.sleep(seconds)
+        deadline = time.monotonic() + ACKS_TIMEOUT_S
+        while sum(map(_is_ack, list(lines))) < acks:
+            assert proc.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, f"fewer than {acks} batches acknowledged"
+            time.sleep(0.01)
         killed_at = time.time()
         proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return out, killed_at
+    return "".join(lines), killed_at
 
 
-def _run_and_kill(state: Path, store: Path, seconds: float,
+def _is_ack(line: str) -> bool:
+    """An acknowledged batch: ``LSN``, or ``LSN@TIME`` in local durability."""
+    return line.strip().isdigit() or "@" in line
+
+
+def _run_and_kill(state: Path, store: Path, seconds: float, acks: int,
                   faults: str = "") -> tuple[list[int], int]:
-    """Start the writer, SIGKILL it after ``seconds``; the LSNs it saw acknowledged and
-    how many store faults it injected."""
-    out, _ = _writer_killed_after(seconds, str(state), str(store), *([faults] if faults else []))
+    """Start the writer, SIGKILL it after ``seconds`` and ``acks`` acknowledged batches;
+    the LSNs it saw acknowledged and how many store faults it injected."""
+    out, _ = _writer_killed_after(seconds, str(state), str(store),
+                                  *([faults] if faults else []), acks=acks)
     lines = out.splitlines()
     injected = [int(line.removeprefix("faults=")) for line in lines if line.startswith("faults=")]
     return [int(line) for line in lines if line.isdigit()], max(injected, default=0)
@@ -77,10 +102,11 @@ def test_kill_9_in_local_durability_loses_at_most_max_lag(tmp_path: Path,
     """Acknowledged after a local fsync: with the disk kept nothing acknowledged is lost;
     with it lost, only batches acknowledged within max lag before the kill can be."""
     state, store, max_lag = tmp_path / "state", tmp_path / "store", 1.0
-    out, killed_at = _writer_killed_after(2.5, str(state), str(store), f"local={max_lag}")
+    out, killed_at = _writer_killed_after(2.5, str(state), str(store), f"local={max_lag}",
+                                          acks=ENOUGH + 1)
     acked = {int(lsn): float(at) for lsn, _, at in
              (line.partition("@") for line in out.splitlines() if "@" in line)}
-    assert len(acked) > 50, "the writer acknowledged too little to prove anything"
+    assert len(acked) > ENOUGH, "the writer acknowledged too little to prove anything"
     if lose_state:
         shutil.rmtree(state)
     engine = Engine(EngineConfig(state_dir=state, background_period_s=0, pitr_window_s=1e9),
@@ -111,13 +137,14 @@ def _kill_3_times_and_check(tmp_path: Path, faults: str, lose_state: bool) -> No
     acked: list[int] = []
     injected = 0
     for _ in range(3):
-        lsns, faulted = _run_and_kill(state, store, rng.uniform(0.8, 2.0), faults)
+        lsns, faulted = _run_and_kill(state, store, rng.uniform(0.8, 2.0),
+                                      ENOUGH // 3 + 1, faults)
         acked += lsns
         injected += faulted
         if lose_state:
             shutil.rmtree(state)
     assert injected > 0 or not faults, "the store never failed a call"
-    assert len(acked) > 50, "the writer acknowledged too little to prove anything"
+    assert len(acked) > ENOUGH, "the writer acknowledged too little to prove anything"
     storage = LocalDirectoryStorage(store)
     engine = Engine(EngineConfig(state_dir=state, background_period_s=0, pitr_window_s=1e9),
                     storage)
