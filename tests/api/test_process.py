@@ -77,6 +77,10 @@ def test_sigkill_under_load_loses_nothing_acknowledged(server: PageServerProcess
     writer = threading.Thread(target=_write_batches, args=(server, acked, stop))
     writer.start()
     time.sleep(1.5)
+    deadline = time.monotonic() + 120  # a loaded machine acknowledges fewer in 1.5 s
+    while len(acked) <= 20 and writer.is_alive():
+        assert time.monotonic() < deadline, f"only {len(acked)} batches acknowledged"
+        time.sleep(0.05)
     assert server.signal(signal.SIGKILL) == -signal.SIGKILL
     stop.set()
     writer.join(timeout=30)
