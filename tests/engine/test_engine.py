@@ -22,6 +22,7 @@ from common.errors import (
 from common.keys import PAGE_SIZE, Relation, parse_relation_path
 from common.ops import Batch, Create, Mkdir, Rename, Truncate, Unlink, Write
 from pageserver import timeline as timeline_module
+from pageserver import writer_lease as writer_lease_module
 from pageserver.engine import Engine
 from pageserver.manifest import Quotas
 from pageserver.remote import LocalDirectoryStorage
@@ -296,7 +297,21 @@ def test_writer_epoch_fences_the_old_writer(make_engine: EngineFactory) -> None:
     assert again.read_file(REL_PATH) == _page(3)
 
 
-def test_writer_lease_refuses_a_second_compute(make_engine: EngineFactory) -> None:
+class LeaseClock:
+    """The writer lease's clock, moved by the test alone: a lease lapses when the test
+    says, not when a loaded machine is slow between two calls."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_writer_lease_refuses_a_second_compute(make_engine: EngineFactory,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = LeaseClock()
+    monkeypatch.setattr(writer_lease_module, "time", clock)
     engine = make_engine(writer_lease_s=0.3)
     _setup(engine)
     main = engine.timeline("t", "main")
@@ -308,7 +323,7 @@ def test_writer_lease_refuses_a_second_compute(make_engine: EngineFactory) -> No
     forced = main.attach_writer("host:/computes/b", force=True)
     with pytest.raises(FailedPreconditionError, match="stale"):
         main.renew_writer("host:/computes/a", again)
-    time.sleep(0.35)  # b never renewed: its lease lapses and c may attach
+    clock.now += 0.35  # b never renewed: its lease lapses and c may attach
     assert main.writer_lease.current() is None
     third = main.attach_writer("host:/computes/c")
     main.renew_writer("host:/computes/c", third)
