@@ -190,4 +190,27 @@ def psql(session: Session, branch: str, database: str, read_only: bool,
         psql_args = psql_args[1:]  # the separator is strata's, not an argument for psql
     environ = {**os.environ, **target.environ()}
     sys.stdout.flush()
-    os.execve(program, [program, *psql_args], environ)  # psql's exit status is strata's
+    _exec_quietly(program, psql_args, environ)  # psql's exit status is strata's
+
+
+def _exec_quietly(program: str, args: tuple[str, ...], environ: dict[str, str]) -> None:
+    """Become ``program`` with ``args``, its stderr ours, but none of what this process's
+    gRPC threads write while the exec ends them.
+
+    The page-server client leaves gRPC's threads behind (closing a channel does not end
+    them); the exec kills them, and one caught starting a thread then logs
+    ``pthread_create failed`` to stderr, which psql would have inherited (seen on a loaded
+    machine). So stderr is /dev/null across the exec, and ``sh`` gives the real one back
+    before it execs the program: the same process, psql's own stderr.
+    """
+    stderr = os.dup(2)
+    os.set_inheritable(stderr, True)
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 2)
+    script = f'exec 2>&{stderr} {stderr}>&-; exec "$0" "$@"'
+    try:
+        os.execve("/bin/sh", ["sh", "-c", script, program, *args], environ)
+    finally:  # the exec failed: this process goes on, with its stderr
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        os.close(quiet)
