@@ -44,7 +44,9 @@ def _kill_compute_under_load(cluster: Cluster, make_compute: Callable[..., Compu
     rng = random.Random(branch)
     acked: list[int] = []
     for round_no in range(2):
-        with Pgbench(node.spec), AckWriters(node.spec.dsn(), 2, round_no) as writers:
+        # ids of their own each round (``acks.id`` is a primary key: a round that reused
+        # the previous one's would stop at its first insert and acknowledge nothing)
+        with Pgbench(node.spec), AckWriters(node.spec.dsn(), 2, round_no * 10**8) as writers:
             time.sleep(rng.uniform(2.0, 4.0))
             writers.wait_for(ENOUGH // 2 + 1)  # if the machine is slow, a later kill
             node.kill()
