@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
                   default_permissions=True, hard_remove=True, fsname="strata",
                   subtype="strata")
     finally:
+        # Each step is logged: a stop that waits for this daemon to exit shows in this
+        # log where it waits.
+        log.info("unmounted: ending the heartbeat, read-ahead and the cache")
         # Every call ends before the channel closes: a renewal or stream cut off by
         # client.close() would look like a failure in both logs.
         stop_heartbeat.set()
@@ -202,11 +205,14 @@ def main(argv: list[str] | None = None) -> None:
         clean = fs.view.failed is None
         cache.close(CacheStamp(args.tenant, timeline_id, writer.acked_lsn) if clean else None,
                     keep_mb=args.cache_keep_mb)
+        log.info("shipping what is queued")
         writer.close()
         reader.close()
         if clean:
             client.detach_writer(args.tenant, args.branch, attached.writer_epoch)
         client.close()
+        log.info("shipped up to LSN %d%s; exiting", writer.acked_lsn,
+                 ", released the writer slot" if clean else "")
         if args.ready_file is not None:
             args.ready_file.unlink(missing_ok=True)
     sys.exit(0 if clean else 1)
