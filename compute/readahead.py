@@ -25,8 +25,9 @@ class ReadaheadError(Exception):
 
 def device_of(mountpoint: Path, mountinfo: str) -> str:
     """``major:minor`` of the file system mounted at ``mountpoint`` (the last mount there
-    wins, as it hides the earlier ones)."""
-    target = str(mountpoint.resolve())
+    wins, as it hides the earlier ones). Only the directories above it are resolved: the
+    mount point itself is not touched, which would be a request to its daemon."""
+    target = str(mountpoint.parent.resolve() / mountpoint.name)
     found = None
     for line in mountinfo.splitlines():
         fields = line.split()
