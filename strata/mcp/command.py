@@ -7,8 +7,6 @@ import click
 from strata.cli.errors import CliError, ExitCode
 from strata.cli.params import DURATION, SIZE
 from strata.cli.session import Session, api_command
-from strata.mcp.serve import serve_http, serve_stdio
-from strata.mcp.sql import Limits
 
 DEFAULT_LISTEN = "127.0.0.1:8765"
 MIN_RESULT_BYTES = 1024  # a row or two of anything
@@ -37,6 +35,8 @@ def mcp(session: Session, over_http: bool, listen: str, max_rows: int,
     call asks to write, and results are capped.
     """
     from common.durations import parse_duration_s
+    from strata.mcp.serve import serve_http, serve_stdio  # the MCP SDK: 2 s, not for --help
+    from strata.mcp.sql import Limits
 
     if max_result_bytes < MIN_RESULT_BYTES:
         raise CliError(f"--max-result-bytes must be at least {MIN_RESULT_BYTES}",

@@ -270,6 +270,8 @@ def test_quotas_are_shown_and_enforced(strata: Strata) -> None:
     assert message == "tenant 'small' has 3 branches, its quota is 3: delete some first"
     shown = strata.json("tenant", "show", "small")
     assert (shown["branches"], shown["max_branches"], shown["computes_running"]) == (3, 3, 0)
+    assert strata.json("tenant", "show", "--tenant", "small") == shown  # like every command
+    assert strata.json("tenant", "storage", "--tenant", "small")["tenant"] == "small"
     assert "3 of 3" in strata.run("tenant", "show", "small").stdout
     cleared = strata.json("tenant", "set", "small", "--max-ttl", "0")
     assert cleared["max_ttl_s"] is None and cleared["max_branches"] == 3

@@ -114,9 +114,12 @@ def test_guarded_deletes_without_a_terminal_need_yes(strata: Strata) -> None:
                        (("tree", "--cascade"), "branch 'tree' and the 1 below it")):
         assert strata.fail(USAGE, "branch", "delete", *args) == (
             f"refusing to delete {what} without --yes (no terminal to confirm on)")
-    # What the server refuses is still refused first, with its own reason.
-    assert "protected" in strata.fail(GENERAL, "branch", "delete", "keep")
-    assert "child branches" in strata.fail(GENERAL, "branch", "delete", "tree", "--yes")
+    # What the server refuses is still refused first, with its own reason and the flag.
+    assert strata.fail(GENERAL, "branch", "delete", "keep") == (
+        "branch 'keep' is protected; deleting it needs force (--force)")
+    assert strata.fail(GENERAL, "branch", "delete", "tree", "--yes") == (
+        "branch 'tree' has child branches tree-child; delete them first or ask for a "
+        "cascading delete (--cascade)")
     assert names(strata) == before
     assert "tree-cp" in [c["name"] for c in strata.json("checkpoint", "list")["checkpoints"]]
 

@@ -68,3 +68,10 @@ def test_version_comes_from_the_package_and_imports_nothing_heavy() -> None:
     output, modules = imported_by("--version")
     assert output == f"strata {version('strata')}\n"
     assert not _within(modules, "grpc", "rich", "google.protobuf", "strata.cli.commands")
+
+
+def test_mcp_help_loads_no_mcp_sdk() -> None:
+    """Loading the SDK takes about 2 s; the help needs none of it."""
+    output, modules = imported_by("mcp", "--help")
+    assert "--max-result-bytes" in output
+    assert not _within(modules, "mcp", "strata.mcp.serve", "psycopg")

@@ -79,8 +79,11 @@ def test_connect_at_a_time_reads_the_past_refuses_writes_and_goes_when_idle(
                         f"-c%20strata.branch%3Dacme%2F{name}&sslmode=disable")
     with psycopg.connect(_owner(cli, "hist")) as conn:  # the branch itself moved on
         assert conn.execute("SELECT id FROM items").fetchall() == [(1,)]
-    wait_for(lambda: name not in _branches(cli, "--all"), 90,
-             "the idle endpoint to be stopped and deleted")
+    in_psql = cli.run("psql", "--tenant", "acme", "--idle", f"{IDLE_S}s",
+                      f"hist@{before_delete}", "-Atc", "SELECT id FROM items ORDER BY id")
+    assert in_psql.stdout.split() == ["1", "2"]  # `strata psql BRANCH@POINT`: the same past
+    wait_for(lambda: not [b for b in _branches(cli, "--all") if ".at-" in b], 90,
+             "the idle endpoints to be stopped and deleted")
     assert computes.find(Home(cli.home), "acme", name) is None
     cli.json("compute", "stop", "hist", "--tenant", "acme")
 

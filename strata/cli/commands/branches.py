@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import grpc
 
-from common.client import NEWEST, HistoryPoint, StrataClient
+from common.client import NEWEST, ClientError, HistoryPoint, StrataClient
 from common.durations import parse_duration_s
 from common.postgres import pg_bin_dir
 from proto import strata_pb2 as pb
@@ -330,8 +331,11 @@ def delete(session: Session, name: str, cascade: bool, force: bool, yes: bool) -
                 lambda: _plan_lines(plan), yes=yes)
 
     with session.client() as client:
-        done = delete_stopping(session, client, name, cascade=cascade, force=force,
-                               confirm_plan=ask)
+        try:
+            done = delete_stopping(session, client, name, cascade=cascade, force=force,
+                                   confirm_plan=ask)
+        except ClientError as error:
+            raise _with_flag_hint(error, cascade=cascade, force=force) from None
     if session.json:
         emit_json({"deleted": list(done.deleted), "checkpoints": list(done.checkpoints),
                    "freed_bytes": done.freed_bytes})
@@ -339,6 +343,20 @@ def delete(session: Session, name: str, cascade: bool, force: bool, yes: bool) -
     checkpoints = ", ".join(repr(c) for c in done.checkpoints)
     emit_text(f"deleted {_names(done)}" + (f", checkpoints {checkpoints}" if checkpoints else "")
               + f" ({human_size(done.freed_bytes)} of layers freed)")
+
+
+_FLAG_OF_REFUSAL = (("a cascading delete", "--cascade"), ("needs force", "--force"))
+
+
+def _with_flag_hint(error: ClientError, *, cascade: bool, force: bool) -> ClientError | CliError:
+    """The server's refusal of a delete, naming the flag that asks for it (the server
+    speaks to every client, so it says "cascading delete" and "force", not options)."""
+    given = {"--cascade": cascade, "--force": force}
+    if error.code is grpc.StatusCode.FAILED_PRECONDITION:
+        for phrase, flag in _FLAG_OF_REFUSAL:
+            if phrase in error.message and not given[flag]:
+                return CliError(f"{error.message} ({flag})", ExitCode.GENERAL)
+    return error
 
 
 def delete_stopping(session: Session, client: StrataClient, name: str, *, cascade: bool,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 import click
@@ -21,6 +22,9 @@ from strata.cli.render import emit_json, emit_text
 from strata.cli.session import Session, api_command
 from strata.local import computes, passwords, proxy_lifecycle, travel
 from strata.local.home import UpOptions
+
+if TYPE_CHECKING:
+    from proto import strata_pb2 as pb
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,31 @@ def _proxy_address(session: Session) -> str:
     return listen
 
 
+def _reach(session: Session, spec: str, idle: str) -> tuple[pb.BranchInfo, HistoryPoint | None]:
+    """The branch ``spec`` names, BRANCH or BRANCH@POINT (then a new read-only endpoint
+    there that goes after ``idle``), and the point; one-line errors for a URI, a point
+    that is none, a branch that is not, or no proxy."""
+    if "://" in spec:  # said without echoing it: a URI carries the password
+        raise CliError("give a branch name, not a URI (`psql URI` takes a URI)",
+                       ExitCode.USAGE)
+    branch, _, typed = spec.partition("@")
+    at: HistoryPoint | None = None
+    if typed:
+        try:
+            at = parse_point(typed)
+        except ValueError as exc:
+            raise CliError(str(exc), ExitCode.USAGE) from None
+    with session.client() as client:
+        info = client.get_branch(session.tenant, branch)  # a clear error if there is none
+        if at is not None:
+            _proxy_address(session)  # no endpoint that no client could reach
+            info = travel.open_endpoint(client, session.tenant, branch, at,
+                                        parse_duration_s(idle))
+    return info, at
+
+
 _READ_ONLY_HELP = "Log in as the read-only role: reads every table, writes none."
+_IDLE_HELP = "With @POINT: the endpoint goes after this long without clients."
 
 
 @click.command()
@@ -107,8 +135,7 @@ _READ_ONLY_HELP = "Log in as the read-only role: reads every table, writes none.
 @click.option("--database", default="postgres", show_default=True,
               help="Database inside the branch's cluster.")
 @click.option("--read-only", is_flag=True, help=_READ_ONLY_HELP)
-@click.option("--idle", type=DURATION, default="10m", show_default=True,
-              help="With @POINT: the endpoint goes after this long without clients.")
+@click.option("--idle", type=DURATION, default="10m", show_default=True, help=_IDLE_HELP)
 @click.option("--socket", "local_socket", is_flag=True,
               help="For a client on this machine: the proxy's unix socket, not TCP.")
 @api_command
@@ -130,19 +157,8 @@ def connect(session: Session, branch: str, database: str, read_only: bool,
     --socket gives the proxy's unix socket (host=DIRECTORY), for clients on this
     machine: the same login, without TCP's cost on every query.
     """
-    at: HistoryPoint | None = None
-    if "@" in branch:
-        branch, _, typed = branch.partition("@")
-        try:
-            at = parse_point(typed)
-        except ValueError as exc:
-            raise CliError(str(exc), ExitCode.USAGE) from None
-    with session.client() as client:
-        info = client.get_branch(session.tenant, branch)  # a clear error if there is none
-        if at is not None:
-            _proxy_address(session)  # no endpoint that no client could reach
-            info = travel.open_endpoint(client, session.tenant, branch, at,
-                                        parse_duration_s(idle))
+    info, at = _reach(session, branch, idle)
+    branch = branch.partition("@")[0]
     read_only = read_only or info.ephemeral
     target = proxy_target(session, info.name, database, read_only, local_socket)
     if not session.json:
@@ -164,10 +180,11 @@ def connect(session: Session, branch: str, database: str, read_only: bool,
 @click.option("--database", default="postgres", show_default=True,
               help="Database inside the branch's cluster.")
 @click.option("--read-only", is_flag=True, help=_READ_ONLY_HELP)
+@click.option("--idle", type=DURATION, default="10m", show_default=True, help=_IDLE_HELP)
 @api_command
-@click.argument("branch")
+@click.argument("branch", metavar="BRANCH[@POINT]")
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED, metavar="[PSQL_ARGS]...")
-def psql(session: Session, branch: str, database: str, read_only: bool,
+def psql(session: Session, branch: str, database: str, read_only: bool, idle: str,
          psql_args: tuple[str, ...]) -> None:
     """Run psql on BRANCH through the proxy; the password stays off the command line.
 
@@ -175,13 +192,13 @@ def psql(session: Session, branch: str, database: str, read_only: bool,
     `--`: `strata psql main -- -c 'select 1'`); strata's own options come before it.
     psql gets the branch's credential in its environment (PGPASSWORD), never in its
     arguments, and is not run at all when the branch cannot be reached: that fails with
-    one line, like every strata error.
+    one line, like every strata error. BRANCH@POINT reads BRANCH as it was at POINT,
+    on a read-only endpoint as `strata connect BRANCH@POINT` makes.
     """
     if session.json:
         raise CliError("--json: psql prints its own output", ExitCode.USAGE)
-    with session.client() as client:
-        client.get_branch(session.tenant, branch)  # a clear error for a branch that is not
-    target = proxy_target(session, branch, database, read_only)
+    info, _ = _reach(session, branch, idle)
+    target = proxy_target(session, info.name, database, read_only or info.ephemeral)
     try:
         program = str(pg_bin_dir() / "psql")
     except FailedPreconditionError as exc:

@@ -322,11 +322,12 @@ def detach(session: Session, name: str, force: bool) -> None:
 
 
 @tenant.command("show")
-@click.argument("name")
+@click.argument("name", required=False)
 @api_command
-def show(session: Session, name: str) -> None:
-    """Show tenant NAME: its usage against its quotas, its sizes and history window (see
-    OPERATIONS, "Sizes and history")."""
+def show(session: Session, name: str | None) -> None:
+    """Show tenant NAME (default: the --tenant one): its usage against its quotas, its
+    sizes and history window (see OPERATIONS, "Sizes and history")."""
+    name = name or session.tenant
     with session.client() as client:
         response = client.get_tenant(name)
     usage = tenant_usage(session, name, response)
@@ -360,13 +361,15 @@ def show(session: Session, name: str) -> None:
 
 
 @tenant.command("storage")
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--since", type=DURATION, help="Only samples this recent, e.g. 1h or 7d.")
 @api_command
-def storage(session: Session, name: str, since: str | None) -> None:
-    """Show tenant NAME's storage over time: each branch's owned and history bytes and
-    each checkpoint's cost, as the page server sampled them (every 5 minutes by default,
-    and after each `strata gc` and `strata compact`; it keeps a week's worth)."""
+def storage(session: Session, name: str | None, since: str | None) -> None:
+    """Show tenant NAME's (default: the --tenant one) storage over time: each branch's
+    owned and history bytes and each checkpoint's cost, as the page server sampled them
+    (every 5 minutes by default, and after each `strata gc` and `strata compact`; it
+    keeps a week's worth)."""
+    name = name or session.tenant
     since_us = time.time_ns() // 1000 - parse_duration_s(since) * 1_000_000 if since else 0
     with session.client() as client:
         history = client.storage_history(name, since_us)
